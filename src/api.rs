@@ -1,0 +1,402 @@
+//! The `DovecotBackendUpgrade` custom resource: spec, status and the step enum, with no I/O.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Upgrade the pods of a Dovecot backend StatefulSet to its update revision, one runbook walk at a
+/// time: drain in the director ring, stop, reset caches, replace, verify, put back.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "mailops.io",
+    version = "v1alpha1",
+    kind = "DovecotBackendUpgrade",
+    plural = "dovecotbackendupgrades",
+    shortname = "dbu",
+    namespaced,
+    status = "DovecotBackendUpgradeStatus",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Progress","type":"string","jsonPath":".status.progress"}"#,
+    printcolumn = r#"{"name":"Current","type":"string","jsonPath":".status.current"}"#,
+    printcolumn = r#"{"name":"Step","type":"string","jsonPath":".status.step"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DovecotBackendUpgradeSpec {
+    /// The backend StatefulSet whose pods are upgraded.
+    pub backends: BackendsSpec,
+    /// Where the Dovecot directors run.
+    pub director: DirectorSpec,
+    /// How many backends may be out of the ring at once. The runbook says 1.
+    #[serde(default = "default_max_unavailable")]
+    #[schemars(range(min = 1))]
+    pub max_unavailable: i32,
+    /// How to wait for user sessions to leave a drained backend.
+    #[serde(default)]
+    pub drain: DrainSpec,
+    /// The cache-reset commands run while Dovecot is stopped (runbook steps 9 and 10).
+    #[serde(default)]
+    pub reset: ResetSpec,
+    /// The check that an upgraded backend serves mail before it goes back into the ring.
+    pub verify: VerifySpec,
+    /// Time limits for commands and for pod replacement.
+    #[serde(default)]
+    pub timeouts: TimeoutsSpec,
+    /// Stop before the next step starts; a step already running finishes.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn default_max_unavailable() -> i32 {
+    1
+}
+
+/// The backend StatefulSet and how to reach Dovecot inside its pods.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendsSpec {
+    /// Name of the StatefulSet (same namespace). It must use `updateStrategy: OnDelete`.
+    #[schemars(length(min = 1, max = 253))]
+    pub stateful_set: String,
+    /// Container to exec into; the pod's first container when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Dovecot `base_dir` in the backend container; `master.pid` is read from here.
+    #[serde(default = "default_base_dir")]
+    pub base_dir: String,
+    /// Optional `doveadm -c` config path, when the image does not use /etc/dovecot/dovecot.conf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_file: Option<String>,
+}
+
+fn default_base_dir() -> String {
+    "/run/dovecot".into()
+}
+
+/// The director pods. Commands go to one Ready director; the ring propagates them.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectorSpec {
+    /// Selects the director pods (same namespace). Must not match backend pods.
+    pub selector: LabelSelector,
+    /// Container to exec into; the pod's first container when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Optional `doveadm -c` config path in the director container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_file: Option<String>,
+}
+
+/// What to do when sessions still map to a drained backend at the drain ceiling.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum DrainTimeoutAction {
+    /// Go on to `director down` + `flush`, which kicks and moves the remaining users (the runbook).
+    #[default]
+    Proceed,
+    /// Halt the rollout with the backend drained but running, for a human to decide.
+    Fail,
+}
+
+/// Drain wait: poll the director until the backend has no users, up to a ceiling.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainSpec {
+    /// How often to read `director status` while waiting, e.g. `5s`.
+    #[serde(default = "default_poll")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub poll_interval: String,
+    /// Longest wait for mappings to expire; the director's default user expiry is 15m.
+    #[serde(default = "default_drain_timeout")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub timeout: String,
+    /// What happens when users are still mapped at the ceiling.
+    #[serde(default)]
+    pub on_timeout: DrainTimeoutAction,
+}
+
+fn default_poll() -> String {
+    "5s".into()
+}
+fn default_drain_timeout() -> String {
+    "15m".into()
+}
+
+impl Default for DrainSpec {
+    fn default() -> Self {
+        Self {
+            poll_interval: default_poll(),
+            timeout: default_drain_timeout(),
+            on_timeout: DrainTimeoutAction::Proceed,
+        }
+    }
+}
+
+/// Cache reset run in the backend container while Dovecot is confirmed stopped.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResetSpec {
+    /// Set to false to skip the reset step.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Commands as argv arrays, run in order without a shell. Empty means the defaults, which
+    /// remove `/var/lib/dovecot/metacache/metacache-users*` and everything under
+    /// `/var/dovecot/vmail`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<Vec<String>>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for ResetSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            commands: Vec::new(),
+        }
+    }
+}
+
+/// The runbook's verification with a test user, run on the upgraded backend itself.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifySpec {
+    /// A real user (no wildcards or whitespace: doveadm `-u` takes masks).
+    #[schemars(length(min = 1, max = 255), regex(pattern = r"^[^*?\s]+$"))]
+    pub user: String,
+    /// A mailbox that must exist for that user.
+    #[serde(default = "default_mailbox")]
+    #[schemars(length(min = 1, max = 255), regex(pattern = r"^[^*%?\r\n]+$"))]
+    pub mailbox: String,
+}
+
+fn default_mailbox() -> String {
+    "INBOX".into()
+}
+
+/// Time limits.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeoutsSpec {
+    /// Limit for one exec; director commands can block 20-30 s while a ring member is dead.
+    #[serde(default = "default_command_timeout")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub command: String,
+    /// Limit for Dovecot's master to exit after `doveadm stop`.
+    #[serde(default = "default_stop_timeout")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub stop: String,
+    /// Limit for a deleted pod to come back Ready at the target revision.
+    #[serde(default = "default_replace_timeout")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub replace: String,
+}
+
+fn default_command_timeout() -> String {
+    "60s".into()
+}
+fn default_stop_timeout() -> String {
+    "60s".into()
+}
+fn default_replace_timeout() -> String {
+    "10m".into()
+}
+
+impl Default for TimeoutsSpec {
+    fn default() -> Self {
+        Self {
+            command: default_command_timeout(),
+            stop: default_stop_timeout(),
+            replace: default_replace_timeout(),
+        }
+    }
+}
+
+/// Observed state of a rollout.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DovecotBackendUpgradeStatus {
+    /// The generation the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling` and `Stalled`, in kstatus style.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Summary for humans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Backends at the target revision over all backends, e.g. `2/3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
+    /// The StatefulSet's update revision this rollout moves to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_revision: Option<String>,
+    /// The backend pod in flight (first one when several).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<String>,
+    /// The step of `current`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<Step>,
+    /// One record per backend this rollout has started.
+    #[serde(default)]
+    pub backends: Vec<BackendStatus>,
+}
+
+/// Rollout phase.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    Pending,
+    Progressing,
+    Paused,
+    Completed,
+    Failed,
+}
+
+/// Steps of one backend, in runbook order. The recorded step is the one intended or in progress;
+/// it is advanced only after it succeeded, so a restart re-runs it (every step is idempotent).
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+pub enum Step {
+    Drain,
+    WaitSessions,
+    StopLmtp,
+    StopDovecot,
+    RingRemove,
+    Reset,
+    Replace,
+    Verify,
+    RingRestore,
+    Done,
+}
+
+impl Step {
+    pub const ALL: [Step; 10] = [
+        Step::Drain,
+        Step::WaitSessions,
+        Step::StopLmtp,
+        Step::StopDovecot,
+        Step::RingRemove,
+        Step::Reset,
+        Step::Replace,
+        Step::Verify,
+        Step::RingRestore,
+        Step::Done,
+    ];
+
+    /// The step after this one (Done stays Done).
+    pub fn next(self) -> Step {
+        let i = Step::ALL.iter().position(|s| *s == self).unwrap_or(9);
+        Step::ALL[(i + 1).min(9)]
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Drain => "Drain",
+            Step::WaitSessions => "WaitSessions",
+            Step::StopLmtp => "StopLmtp",
+            Step::StopDovecot => "StopDovecot",
+            Step::RingRemove => "RingRemove",
+            Step::Reset => "Reset",
+            Step::Replace => "Replace",
+            Step::Verify => "Verify",
+            Step::RingRestore => "RingRestore",
+            Step::Done => "Done",
+        }
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Progress of one backend pod through the steps.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendStatus {
+    /// Pod name (stable across replacement in a StatefulSet).
+    pub pod: String,
+    /// Pod IP when the rollout of this backend started: its entry in the director ring.
+    pub ip: String,
+    /// Pod IP after replacement, when it differs from `ip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_ip: Option<String>,
+    /// Revision the pod had when it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_revision: Option<String>,
+    /// The step intended or in progress; `Done` when finished.
+    pub step: Step,
+    /// When `step` was entered.
+    pub step_started: Time,
+    /// The vhost count the backend had in the ring before Drain; restored by RingRestore.
+    pub original_vhosts: u32,
+    /// Failed attempts of the current step.
+    #[serde(default)]
+    pub attempts: u32,
+    /// After a transient failure: not before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<Time>,
+    /// Set when the backend failed and halted the rollout; it stays out of the ring.
+    #[serde(default)]
+    pub failed: bool,
+    /// Last thing worth knowing about this backend (e.g. users kicked at the drain ceiling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The last step failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<StepError>,
+}
+
+/// A failed command, bounded for status.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepError {
+    pub step: Step,
+    /// The argv that failed (empty when the failure was not a command, e.g. a timeout).
+    #[serde(default)]
+    pub argv: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// First bytes of stderr, or the failure's description.
+    #[serde(default)]
+    pub stderr: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_are_in_runbook_order_and_next_saturates() {
+        let mut s = Step::Drain;
+        let mut seen = vec![s];
+        while s != Step::Done {
+            s = s.next();
+            seen.push(s);
+        }
+        assert_eq!(seen, Step::ALL.to_vec());
+        assert_eq!(Step::Done.next(), Step::Done);
+        assert!(Step::StopDovecot < Step::RingRemove, "stop before down+flush");
+    }
+
+    #[test]
+    fn spec_defaults_fill_in() {
+        let spec: DovecotBackendUpgradeSpec = serde_json::from_value(serde_json::json!({
+            "backends": {"statefulSet": "backend"},
+            "director": {"selector": {"matchLabels": {"app": "director"}}},
+            "verify": {"user": "probe"}
+        }))
+        .unwrap();
+        assert_eq!(spec.max_unavailable, 1);
+        assert_eq!(spec.drain.timeout, "15m");
+        assert_eq!(spec.drain.on_timeout, DrainTimeoutAction::Proceed);
+        assert!(spec.reset.enabled);
+        assert_eq!(spec.verify.mailbox, "INBOX");
+        assert_eq!(spec.backends.base_dir, "/run/dovecot");
+        assert!(!spec.paused);
+    }
+}

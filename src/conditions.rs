@@ -1,0 +1,190 @@
+//! PURE: the Ready / Reconciling / Stalled conditions and the phase, in kstatus style.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::{DovecotBackendUpgradeStatus, Phase};
+use crate::plan::Decision;
+
+pub const READY: &str = "Ready";
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
+
+/// Sets one condition; `lastTransitionTime` moves only when the status flips.
+pub fn set(
+    conds: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let status_s = if status { "True" } else { "False" };
+    let message = crate::dovecot::bounded(message, 1024);
+    match conds.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status_s {
+                c.last_transition_time = Time(now);
+            }
+            c.status = status_s.into();
+            c.reason = reason.into();
+            c.message = message;
+            c.observed_generation = generation;
+        }
+        None => conds.push(Condition {
+            type_: type_.into(),
+            status: status_s.into(),
+            reason: reason.into(),
+            message,
+            observed_generation: generation,
+            last_transition_time: Time(now),
+        }),
+    }
+}
+
+/// Writes phase and conditions for a decision.
+pub fn summarize(
+    status: &mut DovecotBackendUpgradeStatus,
+    decision: &Decision,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    status.observed_generation = generation;
+    let target = status.target_revision.clone().unwrap_or_default();
+    let progress = status.progress.clone().unwrap_or_default();
+    let c = &mut status.conditions;
+    let (phase, ready, reconciling, stalled): (Phase, (bool, &str, String), (bool, &str, String), (bool, &str, String)) =
+        match decision {
+            Decision::Stall { reason, message } => (
+                Phase::Failed,
+                (false, reason, message.clone()),
+                (false, reason, message.clone()),
+                (true, reason, message.clone()),
+            ),
+            Decision::Complete => {
+                let m = format!("all backends ({progress}) run revision {target}");
+                (
+                    Phase::Completed,
+                    (true, "UpgradeComplete", m.clone()),
+                    (false, "UpgradeComplete", m),
+                    (false, "UpgradeComplete", String::new()),
+                )
+            }
+            Decision::Wait { reason: "Paused", message, .. } => (
+                Phase::Paused,
+                (false, "Paused", message.clone()),
+                (false, "Paused", message.clone()),
+                (false, "Paused", String::new()),
+            ),
+            Decision::Wait { reason, message, .. } => {
+                let phase = if *reason == "WaitingForRevision" {
+                    Phase::Pending
+                } else {
+                    Phase::Progressing
+                };
+                (
+                    phase,
+                    (false, "Progressing", format!("{progress} backends upgraded")),
+                    (true, reason, message.clone()),
+                    (false, "Progressing", String::new()),
+                )
+            }
+            Decision::Begin(rec) => {
+                let m = format!("starting backend {}", rec.pod);
+                (
+                    Phase::Progressing,
+                    (false, "Progressing", format!("{progress} backends upgraded")),
+                    (true, "StepInProgress", m),
+                    (false, "Progressing", String::new()),
+                )
+            }
+            Decision::Run { pod, step, .. } => (
+                Phase::Progressing,
+                (false, "Progressing", format!("{progress} backends upgraded")),
+                (true, "StepInProgress", format!("{pod}: {step}")),
+                (false, "Progressing", String::new()),
+            ),
+            Decision::Reassert { pod, .. } => (
+                Phase::Progressing,
+                (false, "Progressing", format!("{progress} backends upgraded")),
+                (
+                    true,
+                    "RingReasserted",
+                    format!("director lost the ring state of {pod}; re-applying it"),
+                ),
+                (false, "Progressing", String::new()),
+            ),
+        };
+    set(c, READY, ready.0, ready.1, &ready.2, generation, now);
+    set(c, RECONCILING, reconciling.0, reconciling.1, &reconciling.2, generation, now);
+    set(c, STALLED, stalled.0, stalled.1, &stalled.2, generation, now);
+    status.phase = Some(phase);
+    let cur = status.backends.iter().find(|r| crate::plan::active(r));
+    status.current = cur.map(|r| r.pod.clone());
+    status.step = cur.map(|r| r.step);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn ts(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    fn get<'a>(st: &'a DovecotBackendUpgradeStatus, t: &str) -> &'a Condition {
+        st.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn transition_time_is_stable_unless_status_flips() {
+        let mut c = Vec::new();
+        set(&mut c, READY, false, "A", "m1", Some(1), ts(0));
+        set(&mut c, READY, false, "B", "m2", Some(2), ts(10));
+        assert_eq!(c[0].last_transition_time, Time(ts(0)));
+        assert_eq!((c[0].reason.as_str(), c[0].observed_generation), ("B", Some(2)));
+        set(&mut c, READY, true, "C", "", Some(2), ts(20));
+        assert_eq!(c[0].last_transition_time, Time(ts(20)));
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn decisions_map_to_kstatus() {
+        let wait = Decision::Wait {
+            reason: "StepInProgress",
+            message: "x".into(),
+            requeue: Duration::from_secs(1),
+        };
+        let paused = Decision::Wait {
+            reason: "Paused",
+            message: "p".into(),
+            requeue: Duration::from_secs(1),
+        };
+        let stall = Decision::Stall {
+            reason: "BackendFailed",
+            message: "backend-2 failed at Verify".into(),
+        };
+        // (decision, phase, Ready, Reconciling, Stalled)
+        let t = [
+            (&wait, Phase::Progressing, "False", "True", "False"),
+            (&paused, Phase::Paused, "False", "False", "False"),
+            (&stall, Phase::Failed, "False", "False", "True"),
+            (&Decision::Complete, Phase::Completed, "True", "False", "False"),
+        ];
+        for (d, phase, r, rec, st) in t {
+            let mut s = DovecotBackendUpgradeStatus::default();
+            summarize(&mut s, d, Some(3), ts(0));
+            assert_eq!(s.phase, Some(phase), "{d:?}");
+            assert_eq!(get(&s, READY).status, r, "{d:?}");
+            assert_eq!(get(&s, RECONCILING).status, rec, "{d:?}");
+            assert_eq!(get(&s, STALLED).status, st, "{d:?}");
+            assert_eq!(s.observed_generation, Some(3));
+        }
+        let mut s = DovecotBackendUpgradeStatus::default();
+        summarize(&mut s, &stall, Some(1), ts(0));
+        assert_eq!(get(&s, STALLED).message, "backend-2 failed at Verify");
+        assert_eq!(get(&s, STALLED).reason, "BackendFailed");
+    }
+}

@@ -1,0 +1,510 @@
+//! PURE: doveadm argv builders, input validation, and parsers for doveadm output and exit codes.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// Exit codes doveadm 2.3 uses (sysexits): see dovecot-2.3-findings.md section 4.
+pub const EX_OK: i32 = 0;
+pub const EX_USAGE: i32 = 64;
+pub const EX_NOUSER: i32 = 67;
+pub const EX_NOTFOUND: i32 = 68;
+pub const EX_TEMPFAIL: i32 = 75;
+
+/// A value from the spec or the cluster that cannot be passed to doveadm.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgError {
+    #[error("{0:?} is not an IP address")]
+    Ip(String),
+    #[error("user {0:?} is empty, too long, or contains a wildcard, whitespace or control character")]
+    User(String),
+    #[error("mailbox {0:?} is empty, too long, or contains a wildcard or control character")]
+    Mailbox(String),
+    #[error("vhost count {0} is out of range (0..=10000)")]
+    Vhosts(u32),
+}
+
+/// Output that does not parse as doveadm produced it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot parse doveadm {what} output: {detail}")]
+pub struct ParseError {
+    pub what: &'static str,
+    pub detail: String,
+}
+
+/// Only literal IP addresses: doveadm resolves names, and a name could update several hosts.
+pub fn validate_ip(s: &str) -> Result<IpAddr, ArgError> {
+    s.parse::<IpAddr>().map_err(|_| ArgError::Ip(s.to_string()))
+}
+
+/// `-u` takes a mask (`*`, `?`), so a user id with wildcards would address many users.
+pub fn validate_user(s: &str) -> Result<&str, ArgError> {
+    let bad = s.is_empty()
+        || s.len() > 255
+        || s.starts_with('-')
+        || s.chars()
+            .any(|c| c == '*' || c == '?' || c.is_whitespace() || c.is_control());
+    if bad {
+        Err(ArgError::User(s.to_string()))
+    } else {
+        Ok(s)
+    }
+}
+
+/// Mailbox names are patterns for `mailbox status`; wildcards would match nothing or many.
+pub fn validate_mailbox(s: &str) -> Result<&str, ArgError> {
+    let bad = s.is_empty()
+        || s.len() > 255
+        || s.starts_with('-')
+        || s.chars().any(|c| c == '*' || c == '%' || c == '?' || c.is_control());
+    if bad {
+        Err(ArgError::Mailbox(s.to_string()))
+    } else {
+        Ok(s)
+    }
+}
+
+/// The director refuses counts it cannot hold ("vhost count too large"); keep them sane.
+pub fn validate_vhosts(n: u32) -> Result<u32, ArgError> {
+    if n <= 10_000 {
+        Ok(n)
+    } else {
+        Err(ArgError::Vhosts(n))
+    }
+}
+
+/// Builds doveadm argv for one Dovecot instance (`-c` when the config is not the default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Doveadm {
+    pub config_file: Option<String>,
+}
+
+fn s(x: &str) -> String {
+    x.to_string()
+}
+
+impl Doveadm {
+    pub fn new(config_file: Option<String>) -> Self {
+        Self { config_file }
+    }
+
+    fn cmd(&self, json: bool, rest: &[&str]) -> Vec<String> {
+        let mut v = vec![s("doveadm")];
+        if let Some(c) = &self.config_file {
+            v.push(s("-c"));
+            v.push(c.clone());
+        }
+        if json {
+            v.push(s("-f"));
+            v.push(s("json"));
+        }
+        v.extend(rest.iter().map(|x| s(x)));
+        v
+    }
+
+    /// `doveadm -f json director status`: every host with vhosts, state and mapped users.
+    pub fn director_status(&self) -> Vec<String> {
+        self.cmd(true, &["director", "status"])
+    }
+    pub fn director_update(&self, ip: IpAddr, vhosts: u32) -> Vec<String> {
+        self.cmd(
+            false,
+            &["director", "update", &ip.to_string(), &vhosts.to_string()],
+        )
+    }
+    pub fn director_up(&self, ip: IpAddr) -> Vec<String> {
+        self.cmd(false, &["director", "up", &ip.to_string()])
+    }
+    pub fn director_down(&self, ip: IpAddr) -> Vec<String> {
+        self.cmd(false, &["director", "down", &ip.to_string()])
+    }
+    /// Without `-F`: kicks and re-assigns the host's users (`-F` silently loses live sessions).
+    pub fn director_flush(&self, ip: IpAddr) -> Vec<String> {
+        self.cmd(false, &["director", "flush", &ip.to_string()])
+    }
+    /// `add` of an existing host updates its vhost count (exit 0), so it is idempotent.
+    pub fn director_add(&self, ip: IpAddr, vhosts: u32) -> Vec<String> {
+        self.cmd(
+            false,
+            &["director", "add", &ip.to_string(), &vhosts.to_string()],
+        )
+    }
+    pub fn director_remove(&self, ip: IpAddr) -> Vec<String> {
+        self.cmd(false, &["director", "remove", &ip.to_string()])
+    }
+    pub fn service_stop_lmtp(&self) -> Vec<String> {
+        self.cmd(false, &["service", "stop", "lmtp"])
+    }
+    pub fn reload(&self) -> Vec<String> {
+        self.cmd(false, &["reload"])
+    }
+    pub fn stop(&self) -> Vec<String> {
+        self.cmd(false, &["stop"])
+    }
+    /// `who -1` is the only `who` whose JSON is valid with several users.
+    pub fn who(&self) -> Vec<String> {
+        self.cmd(true, &["who", "-1"])
+    }
+    pub fn mailbox_list(&self, user: &str) -> Vec<String> {
+        self.cmd(true, &["mailbox", "list", "-u", user])
+    }
+    /// Names the mailbox: `"*"` prints nothing with exit 0 for a never-used account.
+    pub fn mailbox_status(&self, user: &str, mailbox: &str) -> Vec<String> {
+        self.cmd(true, &["mailbox", "status", "-u", user, "messages", mailbox])
+    }
+    /// The runbook's `fetch -u <uid> text all`, limited to the verify mailbox.
+    pub fn fetch_text(&self, user: &str, mailbox: &str) -> Vec<String> {
+        self.cmd(false, &["fetch", "-u", user, "text", "mailbox", mailbox, "all"])
+    }
+}
+
+/// Argv that reads the master PID file; exit 1 (no such file) means Dovecot is stopped.
+pub fn read_master_pid(base_dir: &str) -> Vec<String> {
+    vec![
+        s("cat"),
+        format!("{}/master.pid", base_dir.trim_end_matches('/')),
+    ]
+}
+
+/// Argv that exits 0 while the process exists (a stale PID file survives a crash).
+pub fn process_alive(pid: u32) -> Vec<String> {
+    vec![s("test"), s("-e"), format!("/proc/{pid}")]
+}
+
+/// The runbook's steps 9 and 10 without a shell: `rm -f .../metacache-users*` and
+/// `rm -rf /var/dovecot/vmail/*`. Searching from /var/lib/dovecot keeps the first a no-op
+/// (exit 0) where metacache does not exist, as in community Dovecot 2.3.
+pub fn default_reset_commands() -> Vec<Vec<String>> {
+    vec![
+        vec![
+            s("find"),
+            s("/var/lib/dovecot"),
+            s("-path"),
+            s("/var/lib/dovecot/metacache/metacache-users*"),
+            s("-delete"),
+        ],
+        vec![
+            s("find"),
+            s("/var/dovecot/vmail"),
+            s("-mindepth"),
+            s("1"),
+            s("-delete"),
+        ],
+    ]
+}
+
+/// One host row of `director status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingHost {
+    pub ip: String,
+    pub vhosts: u32,
+    pub up: bool,
+    /// User mappings, not live sessions.
+    pub users: u64,
+}
+
+fn json_records(what: &'static str, stdout: &str) -> Result<Vec<BTreeMap<String, String>>, ParseError> {
+    let t = stdout.trim();
+    if t.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_str(t).map_err(|e| ParseError {
+        what,
+        detail: e.to_string(),
+    })
+}
+
+fn field<'a>(
+    what: &'static str,
+    rec: &'a BTreeMap<String, String>,
+    key: &str,
+) -> Result<&'a str, ParseError> {
+    rec.get(key).map(String::as_str).ok_or_else(|| ParseError {
+        what,
+        detail: format!("record without {key:?}"),
+    })
+}
+
+fn num<T: std::str::FromStr>(what: &'static str, key: &str, v: &str) -> Result<T, ParseError> {
+    v.parse().map_err(|_| ParseError {
+        what,
+        detail: format!("{key} {v:?} is not a number"),
+    })
+}
+
+/// Parses `doveadm -f json director status` (all values are strings).
+pub fn parse_director_status(stdout: &str) -> Result<Vec<RingHost>, ParseError> {
+    const W: &str = "director status";
+    json_records(W, stdout)?
+        .iter()
+        .map(|r| {
+            let state = field(W, r, "state")?;
+            if state != "up" && state != "down" {
+                return Err(ParseError {
+                    what: W,
+                    detail: format!("unknown state {state:?}"),
+                });
+            }
+            Ok(RingHost {
+                ip: field(W, r, "mail server ip")?.to_string(),
+                vhosts: num(W, "vhosts", field(W, r, "vhosts")?)?,
+                up: state == "up",
+                users: num(W, "users", field(W, r, "users")?)?,
+            })
+        })
+        .collect()
+}
+
+/// Number of connections in `doveadm -f json who -1` (one record per connection).
+pub fn parse_who_connections(stdout: &str) -> Result<usize, ParseError> {
+    Ok(json_records("who -1", stdout)?.len())
+}
+
+/// Mailbox names from `doveadm -f json mailbox list`.
+pub fn parse_mailbox_list(stdout: &str) -> Result<Vec<String>, ParseError> {
+    const W: &str = "mailbox list";
+    json_records(W, stdout)?
+        .iter()
+        .map(|r| field(W, r, "mailbox").map(str::to_string))
+        .collect()
+}
+
+/// (mailbox, messages) pairs from `doveadm -f json mailbox status ... messages <box>`.
+pub fn parse_mailbox_messages(stdout: &str) -> Result<Vec<(String, u64)>, ParseError> {
+    const W: &str = "mailbox status";
+    json_records(W, stdout)?
+        .iter()
+        .map(|r| {
+            Ok((
+                field(W, r, "mailbox")?.to_string(),
+                num(W, "messages", field(W, r, "messages")?)?,
+            ))
+        })
+        .collect()
+}
+
+/// The PID in master.pid.
+pub fn parse_pid(stdout: &str) -> Result<u32, ParseError> {
+    num("master.pid", "pid", stdout.trim())
+}
+
+/// What a finished command means for the step that ran it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// It did what was asked.
+    Ok,
+    /// Nothing to do: the state asked for was already there (safe to go on).
+    AlreadyDone,
+    /// It failed; the step fails.
+    Failed,
+}
+
+/// Commands whose exit codes carry more than success/failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandKind {
+    /// `doveadm stop`: 75 "not running" means already stopped.
+    Stop,
+    /// `service stop lmtp`: 75 with the master socket refused means Dovecot is down, so LMTP is too.
+    ServiceStop,
+    /// `director remove`: 68 means the host is already gone.
+    DirectorRemove,
+    /// `cat master.pid`: 1 means no PID file, so Dovecot is stopped.
+    ReadPid,
+    /// Anything else: 0 or failure.
+    Plain,
+}
+
+/// Maps exit code and stderr to a verdict, from the behaviour observed on 2.3.19.
+pub fn classify(kind: CommandKind, exit_code: i32, stderr: &str) -> Verdict {
+    if exit_code == EX_OK {
+        return Verdict::Ok;
+    }
+    match kind {
+        CommandKind::Stop if exit_code == EX_TEMPFAIL && stderr.contains("is not running") => {
+            Verdict::AlreadyDone
+        }
+        CommandKind::ServiceStop
+            if exit_code == EX_TEMPFAIL
+                && (stderr.contains("/master) failed") || stderr.contains("is not running")) =>
+        {
+            Verdict::AlreadyDone
+        }
+        CommandKind::DirectorRemove if exit_code == EX_NOTFOUND => Verdict::AlreadyDone,
+        CommandKind::ReadPid if exit_code == 1 => Verdict::AlreadyDone,
+        _ => Verdict::Failed,
+    }
+}
+
+/// Keeps at most `max` bytes of command output, cut at a char boundary, for status and events.
+pub fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…[{} bytes cut]", &text[..end], text.len() - end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    // Captured from doveadm 2.3.19.1 (see dovecot-2.3-findings.md and the lab runs in tests/).
+    const STATUS_3: &str = r#"[{"mail server ip":"127.0.0.11","tag":"","vhosts":"100","state":"up","state-changed":"-","users":"5"},{"mail server ip":"127.0.0.12","tag":"","vhosts":"100","state":"up","state-changed":"-","users":"5"},{"mail server ip":"127.0.0.13","tag":"","vhosts":"100","state":"up","state-changed":"-","users":"5"}]"#;
+    const STATUS_DOWN: &str = r#"[{"mail server ip":"127.0.0.11","tag":"","vhosts":"100","state":"down","state-changed":"2026-11-28 19:33:02","users":"5"}]"#;
+    const STATUS_ADDED: &str = r#"[{"mail server ip":"127.0.0.11","tag":"","vhosts":"100","state":"up","state-changed":"-","users":"1"},{"mail server ip":"127.0.0.21","tag":"","vhosts":"70","state":"up","state-changed":"-","users":"0"}]"#;
+    const WHO_1: &str = r#"[{"username":"user5","service":"imap","pid":"10823","ip":"127.0.0.1"},{"username":"user1","service":"imap","pid":"10820","ip":"127.0.0.1"}]"#;
+    const MAILBOXES: &str = r#"[{"mailbox":"Drafts"},{"mailbox":"Sent"},{"mailbox":"Trash"},{"mailbox":"INBOX"}]"#;
+    const INBOX_4: &str = r#"[{"mailbox":"INBOX","messages":"4"}]"#;
+
+    #[test]
+    fn director_status_parses_real_output() {
+        let hosts = parse_director_status(STATUS_3).unwrap();
+        assert_eq!(hosts.len(), 3);
+        assert_eq!(
+            hosts[0],
+            RingHost {
+                ip: "127.0.0.11".into(),
+                vhosts: 100,
+                up: true,
+                users: 5
+            }
+        );
+        let down = parse_director_status(STATUS_DOWN).unwrap();
+        assert!(!down[0].up);
+        assert_eq!(parse_director_status(STATUS_ADDED).unwrap()[1].vhosts, 70);
+    }
+
+    #[test]
+    fn director_status_handles_empty_and_error_forms() {
+        // handled errors print "[]"; Fatal errors print nothing (exit code tells the rest)
+        assert_eq!(parse_director_status("[]").unwrap(), vec![]);
+        assert_eq!(parse_director_status("").unwrap(), vec![]);
+        for bad in [
+            "mail server ip tag vhosts",
+            r#"[{"mail server ip":"1.2.3.4","vhosts":"x","state":"up","users":"0"}]"#,
+            r#"[{"mail server ip":"1.2.3.4","vhosts":"1","state":"weird","users":"0"}]"#,
+            r#"[{"vhosts":"1","state":"up","users":"0"}]"#,
+        ] {
+            assert!(parse_director_status(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn other_parsers_read_real_output() {
+        assert_eq!(parse_who_connections(WHO_1).unwrap(), 2);
+        assert_eq!(parse_who_connections("[]").unwrap(), 0);
+        assert_eq!(
+            parse_mailbox_list(MAILBOXES).unwrap(),
+            vec!["Drafts", "Sent", "Trash", "INBOX"]
+        );
+        assert_eq!(
+            parse_mailbox_messages(INBOX_4).unwrap(),
+            vec![("INBOX".to_string(), 4)]
+        );
+        assert_eq!(parse_pid("8170\n").unwrap(), 8170);
+        assert!(parse_pid("").is_err());
+    }
+
+    #[test]
+    fn argv_builders_pass_values_as_whole_elements() {
+        let d = Doveadm::new(None);
+        let ip = validate_ip("127.0.0.11").unwrap();
+        let table: Vec<(Vec<String>, &str)> = vec![
+            (d.director_status(), "doveadm -f json director status"),
+            (d.director_update(ip, 0), "doveadm director update 127.0.0.11 0"),
+            (d.director_up(ip), "doveadm director up 127.0.0.11"),
+            (d.director_down(ip), "doveadm director down 127.0.0.11"),
+            (d.director_flush(ip), "doveadm director flush 127.0.0.11"),
+            (d.director_add(ip, 50), "doveadm director add 127.0.0.11 50"),
+            (d.director_remove(ip), "doveadm director remove 127.0.0.11"),
+            (d.service_stop_lmtp(), "doveadm service stop lmtp"),
+            (d.stop(), "doveadm stop"),
+            (d.who(), "doveadm -f json who -1"),
+            (d.mailbox_list("u1"), "doveadm -f json mailbox list -u u1"),
+            (
+                d.mailbox_status("u1", "INBOX"),
+                "doveadm -f json mailbox status -u u1 messages INBOX",
+            ),
+            (d.fetch_text("u1", "INBOX"), "doveadm fetch -u u1 text mailbox INBOX all"),
+        ];
+        for (argv, want) in table {
+            assert_eq!(argv.join(" "), want);
+        }
+        let c = Doveadm::new(Some("/etc/x/dovecot.conf".into()));
+        assert_eq!(
+            c.director_status(),
+            vec!["doveadm", "-c", "/etc/x/dovecot.conf", "-f", "json", "director", "status"]
+        );
+        // a mailbox with a space stays one argv element
+        assert_eq!(d.mailbox_status("u1", "My Box").last().unwrap(), "My Box");
+        assert_eq!(read_master_pid("/run/dovecot/"), vec!["cat", "/run/dovecot/master.pid"]);
+        assert_eq!(process_alive(42), vec!["test", "-e", "/proc/42"]);
+    }
+
+    #[test]
+    fn bad_inputs_are_rejected() {
+        for ip in ["", "1", "localhost", "127.0.0.1; rm -rf /", "127.0.0.1 ", "300.1.1.1"] {
+            assert!(validate_ip(ip).is_err(), "{ip:?}");
+        }
+        assert!(validate_ip("::1").is_ok());
+        for u in ["", "user*", "us?r", "a b", "a\nb", "a\tb", "-A", &"x".repeat(256)] {
+            assert!(validate_user(u).is_err(), "{u:?}");
+        }
+        assert!(validate_user("probe@example.org").is_ok());
+        for m in ["", "*", "IN%", "a\nb", "-x"] {
+            assert!(validate_mailbox(m).is_err(), "{m:?}");
+        }
+        assert!(validate_mailbox("Sent Items").is_ok());
+        assert!(validate_vhosts(10_001).is_err());
+        assert_eq!(validate_vhosts(100), Ok(100));
+    }
+
+    #[test]
+    fn exit_codes_classify_as_observed() {
+        use CommandKind::*;
+        let t = [
+            (Stop, 0, "", Verdict::Ok),
+            (
+                Stop,
+                75,
+                "Fatal: Dovecot is not running (read from /run/dovecot/master.pid)",
+                Verdict::AlreadyDone,
+            ),
+            (Stop, 75, "Fatal: something else", Verdict::Failed),
+            (
+                ServiceStop,
+                75,
+                "Fatal: net_connect_unix(/run/dovecot/master) failed: Connection refused",
+                Verdict::AlreadyDone,
+            ),
+            (ServiceStop, 68, "Error: Unknown service: lmtp", Verdict::Failed),
+            (DirectorRemove, 68, "Error: 127.0.0.21: doesn't exist", Verdict::AlreadyDone),
+            (DirectorRemove, 75, "Fatal: x", Verdict::Failed),
+            (ReadPid, 1, "cat: /run/dovecot/master.pid: No such file", Verdict::AlreadyDone),
+            (ReadPid, 2, "", Verdict::Failed),
+            (Plain, 75, "Error: 127.0.0.99: doesn't exist", Verdict::Failed),
+            (Plain, 0, "", Verdict::Ok),
+        ];
+        for (kind, code, err, want) in t {
+            assert_eq!(classify(kind, code, err), want, "{kind:?} {code} {err}");
+        }
+    }
+
+    #[test]
+    fn default_reset_has_no_shell_and_no_glob_expansion_needed() {
+        for argv in default_reset_commands() {
+            assert_eq!(argv[0], "find");
+            assert!(argv.iter().all(|a| !a.contains(';') && !a.contains('&')));
+        }
+    }
+
+    #[test]
+    fn bounded_cuts_on_char_boundary() {
+        assert_eq!(bounded("abc", 10), "abc");
+        let b = bounded("ééééé", 3);
+        assert!(b.starts_with('é') && b.contains("bytes cut"));
+    }
+}

@@ -1,0 +1,662 @@
+//! PURE: decides the next action of a rollout from (settings, status, observed world, now).
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::{BackendStatus, DovecotBackendUpgradeStatus, DrainTimeoutAction, Step, StepError};
+use crate::dovecot::{self, RingHost};
+use crate::settings::Settings;
+
+/// The backend StatefulSet as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StsView {
+    /// `spec.updateStrategy.type`, "RollingUpdate" when unset (the Kubernetes default).
+    pub update_strategy: String,
+    pub update_revision: Option<String>,
+    pub replicas: i32,
+}
+
+/// A backend pod as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodView {
+    pub name: String,
+    pub ip: Option<String>,
+    /// `controller-revision-hash` label.
+    pub revision: Option<String>,
+    pub ready: bool,
+    pub terminating: bool,
+}
+
+/// The world, read fresh on every reconcile.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Observed {
+    /// None when the StatefulSet does not exist.
+    pub sts: Option<StsView>,
+    pub pods: Vec<PodView>,
+    /// A Ready director pod to send director commands to.
+    pub director: Option<String>,
+    /// Pods matched by the director selector that also belong to the backend StatefulSet.
+    pub director_overlap: Vec<String>,
+    /// Another DBU in the namespace that already owns this StatefulSet.
+    pub owned_by_other: Option<String>,
+    /// `director status`, None when it could not be read.
+    pub ring: Option<Vec<RingHost>>,
+}
+
+/// What one reconcile does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Cannot go on without a human; no exec. Stalled=True.
+    Stall { reason: &'static str, message: String },
+    /// Nothing to do right now; look again later.
+    Wait {
+        reason: &'static str,
+        message: String,
+        requeue: Duration,
+    },
+    /// Every backend is at the target revision. Ready=True.
+    Complete,
+    /// Re-apply ring state the director forgot (e.g. after a restart).
+    Reassert {
+        pod: String,
+        commands: Vec<Vec<String>>,
+    },
+    /// Start a backend: record it at Drain with its original vhost count (status only).
+    Begin(BackendStatus),
+    /// Run the recorded step of one backend.
+    Run {
+        pod: String,
+        step: Step,
+        /// WaitSessions only: users still mapped when the ceiling was reached.
+        ceiling_users: Option<u64>,
+    },
+}
+
+/// How a step ended, as the engine saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepResult {
+    /// Done; move to the next step.
+    Advanced {
+        message: Option<String>,
+        new_ip: Option<String>,
+    },
+    /// Not done yet; run it again later.
+    Waiting { requeue: Duration, message: String },
+    /// The world moved under the step (e.g. Dovecot running again before Reset): go back.
+    Rewind { to: Step, message: String },
+    /// The step failed; the backend stays out of the ring and the rollout halts.
+    Failed(StepError),
+    /// The command could not be run (connection dropped, timeout): back off and retry.
+    Transient { error: StepError },
+}
+
+/// Transient failures of one step before it counts as failed.
+pub const MAX_ATTEMPTS: u32 = 5;
+
+pub fn elapsed(since: &Time, now: Timestamp) -> Duration {
+    let d = now.duration_since(since.0);
+    Duration::try_from(d).unwrap_or(Duration::ZERO)
+}
+
+/// `now + d`, saturating at the far future instead of panicking.
+pub fn after(now: Timestamp, d: Duration) -> Timestamp {
+    k8s_openapi::jiff::SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| now.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX)
+}
+
+/// Backoff for transient failures: 2s, 4s, 8s ... capped at 2 minutes.
+pub fn backoff(attempts: u32) -> Duration {
+    Duration::from_secs(2u64.saturating_pow(attempts.clamp(1, 7)).min(120))
+}
+
+fn ip_of(rec: &BackendStatus) -> Option<std::net::IpAddr> {
+    dovecot::validate_ip(&rec.ip).ok()
+}
+
+/// A record that still holds a backend out of, or partly out of, the ring.
+pub fn active(rec: &BackendStatus) -> bool {
+    rec.step != Step::Done
+}
+
+/// Ring state the director must show for a record, or None when nothing is asserted.
+/// Only state that is *more available* than desired is drift: it would send users to a backend
+/// that is stopped or about to be.
+fn drift_commands(s: &Settings, rec: &BackendStatus, host: &RingHost) -> Vec<Vec<String>> {
+    let Some(ip) = ip_of(rec) else {
+        return Vec::new();
+    };
+    let must_be_down = matches!(
+        rec.step,
+        Step::Reset | Step::Replace | Step::Verify
+    ) || (rec.step == Step::RingRemove && rec.failed);
+    let must_be_drained = matches!(
+        rec.step,
+        Step::WaitSessions | Step::StopLmtp | Step::StopDovecot | Step::RingRemove
+    ) || must_be_down;
+    let mut cmds = Vec::new();
+    if must_be_drained && host.vhosts != 0 {
+        cmds.push(s.director.director_update(ip, 0));
+    }
+    if must_be_down && host.up {
+        cmds.push(s.director.director_down(ip));
+    }
+    if must_be_down && !cmds.is_empty() {
+        // users may have been mapped to the stopped backend while the director forgot it
+        cmds.push(s.director.director_flush(ip));
+    }
+    cmds
+}
+
+/// The drift of every active record, first one first.
+pub fn ring_drift(
+    s: &Settings,
+    status: &DovecotBackendUpgradeStatus,
+    ring: &[RingHost],
+) -> Option<(String, Vec<Vec<String>>)> {
+    status.backends.iter().filter(|r| active(r)).find_map(|rec| {
+        let host = ring.iter().find(|h| h.ip == rec.ip)?;
+        let cmds = drift_commands(s, rec, host);
+        (!cmds.is_empty()).then(|| (rec.pod.clone(), cmds))
+    })
+}
+
+/// Outdated pods in the order the StatefulSet controller would roll them: highest ordinal first.
+pub fn outdated<'a>(pods: &'a [PodView], target: &str) -> Vec<&'a PodView> {
+    let mut v: Vec<&PodView> = pods
+        .iter()
+        .filter(|p| p.revision.as_deref() != Some(target))
+        .collect();
+    v.sort_by_key(|p| std::cmp::Reverse(ordinal(&p.name)));
+    v
+}
+
+fn ordinal(name: &str) -> (u64, String) {
+    let n = name
+        .rsplit('-')
+        .next()
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0);
+    (n, name.to_string())
+}
+
+/// `updated/total`: pods at the target revision, Ready and not held by a record.
+pub fn progress(status: &DovecotBackendUpgradeStatus, obs: &Observed, target: &str) -> String {
+    let total = obs
+        .sts
+        .as_ref()
+        .map(|s| s.replicas.max(0) as usize)
+        .unwrap_or(0)
+        .max(obs.pods.len());
+    let done = obs
+        .pods
+        .iter()
+        .filter(|p| {
+            p.revision.as_deref() == Some(target)
+                && p.ready
+                && !status
+                    .backends
+                    .iter()
+                    .any(|r| r.pod == p.name && active(r))
+        })
+        .count();
+    format!("{done}/{total}")
+}
+
+/// When the target revision changes, finished records of the old target are dropped; records
+/// still in flight or failed are kept, because they hold backends out of the ring.
+pub fn retarget(status: &mut DovecotBackendUpgradeStatus, target: &str) {
+    if status.target_revision.as_deref() != Some(target) {
+        status.backends.retain(active);
+        status.target_revision = Some(target.to_string());
+    }
+}
+
+/// The next action. Order: validity, ring drift, failures, pause, in-flight work, new work.
+pub fn decide(
+    s: &Settings,
+    status: &DovecotBackendUpgradeStatus,
+    obs: &Observed,
+    now: Timestamp,
+) -> Decision {
+    let Some(sts) = &obs.sts else {
+        return Decision::Stall {
+            reason: "StatefulSetNotFound",
+            message: format!("StatefulSet {:?} does not exist", s.stateful_set),
+        };
+    };
+    if sts.update_strategy != "OnDelete" {
+        return Decision::Stall {
+            reason: "UpdateStrategyNotOnDelete",
+            message: format!(
+                "StatefulSet {:?} uses updateStrategy {}; set it to OnDelete so that only this operator replaces backend pods",
+                s.stateful_set, sts.update_strategy
+            ),
+        };
+    }
+    if let Some(other) = &obs.owned_by_other {
+        return Decision::Stall {
+            reason: "StatefulSetClaimed",
+            message: format!(
+                "DovecotBackendUpgrade {other:?} already manages StatefulSet {:?}",
+                s.stateful_set
+            ),
+        };
+    }
+    if !obs.director_overlap.is_empty() {
+        return Decision::Stall {
+            reason: "DirectorSelectorMatchesBackends",
+            message: format!(
+                "spec.director.selector matches backend pods {:?}",
+                obs.director_overlap
+            ),
+        };
+    }
+    let Some(target) = sts.update_revision.as_deref() else {
+        return Decision::Wait {
+            reason: "WaitingForRevision",
+            message: "StatefulSet has no status.updateRevision yet".into(),
+            requeue: Duration::from_secs(5),
+        };
+    };
+    let any_active = status.backends.iter().any(active);
+    let todo = outdated(&obs.pods, target);
+    if !any_active && todo.is_empty() && obs.pods.len() as i32 >= sts.replicas {
+        if obs.pods.iter().all(|p| p.ready) {
+            return Decision::Complete;
+        }
+        return Decision::Wait {
+            reason: "WaitingForPods",
+            message: "all backends are at the target revision; waiting for them to be Ready".into(),
+            requeue: Duration::from_secs(5),
+        };
+    }
+    let Some(director) = &obs.director else {
+        return Decision::Wait {
+            reason: "NoReadyDirector",
+            message: "no Ready director pod matches spec.director.selector".into(),
+            requeue: Duration::from_secs(10),
+        };
+    };
+    let Some(ring) = &obs.ring else {
+        return Decision::Wait {
+            reason: "RingUnreadable",
+            message: format!("could not read director status from {director}"),
+            requeue: Duration::from_secs(10),
+        };
+    };
+    if let Some((pod, commands)) = ring_drift(s, status, ring) {
+        return Decision::Reassert { pod, commands };
+    }
+    if let Some(f) = status.backends.iter().find(|r| r.failed) {
+        return Decision::Stall {
+            reason: "BackendFailed",
+            message: failure_message(f),
+        };
+    }
+    if s.paused {
+        return Decision::Wait {
+            reason: "Paused",
+            message: "spec.paused is true; no step starts until it is false".into(),
+            requeue: Duration::from_secs(60),
+        };
+    }
+    // in-flight backends first, in record order
+    let mut soonest: Option<(Duration, String)> = None;
+    for rec in status.backends.iter().filter(|r| active(r)) {
+        match in_flight(s, rec, obs, ring, now) {
+            Ok(d) => return d,
+            Err((wait, msg)) => {
+                if soonest.as_ref().is_none_or(|(w, _)| wait < *w) {
+                    soonest = Some((wait, msg));
+                }
+            }
+        }
+    }
+    let in_flight_n = status.backends.iter().filter(|r| active(r)).count();
+    if in_flight_n < s.max_unavailable {
+        if let Some(d) = begin_next(status, &todo, ring, target, now) {
+            return d;
+        }
+    }
+    match soonest {
+        Some((requeue, message)) => Decision::Wait {
+            reason: "StepInProgress",
+            message,
+            requeue,
+        },
+        None => Decision::Wait {
+            reason: "WaitingForBackends",
+            message: "no outdated backend can start yet".into(),
+            requeue: Duration::from_secs(10),
+        },
+    }
+}
+
+/// A record's next move, or how long until it has one.
+fn in_flight(
+    s: &Settings,
+    rec: &BackendStatus,
+    obs: &Observed,
+    ring: &[RingHost],
+    now: Timestamp,
+) -> Result<Decision, (Duration, String)> {
+    let run = |ceiling_users| {
+        Ok(Decision::Run {
+            pod: rec.pod.clone(),
+            step: rec.step,
+            ceiling_users,
+        })
+    };
+    if let Some(at) = &rec.retry_after {
+        if at.0 > now {
+            let wait = Duration::try_from(at.0.duration_since(now)).unwrap_or(Duration::ZERO);
+            return Err((wait, format!("{}: retrying {} after a transient error", rec.pod, rec.step)));
+        }
+    }
+    match rec.step {
+        Step::WaitSessions => {
+            let users = ring.iter().find(|h| h.ip == rec.ip).map_or(0, |h| h.users);
+            let waited = elapsed(&rec.step_started, now);
+            if users == 0 {
+                run(None)
+            } else if waited >= s.drain_timeout {
+                run(Some(users))
+            } else {
+                let left = s.drain_timeout - waited;
+                Err((
+                    s.poll_interval.min(left),
+                    format!("{}: {users} users still mapped to {}", rec.pod, rec.ip),
+                ))
+            }
+        }
+        Step::Replace | Step::Verify | Step::RingRestore => {
+            // these act on the replaced pod; it must exist to be looked at
+            if rec.step != Step::Replace
+                && !obs.pods.iter().any(|p| p.name == rec.pod && p.ready && !p.terminating)
+            {
+                return Err((Duration::from_secs(5), format!("{}: waiting for the pod to be Ready", rec.pod)));
+            }
+            run(None)
+        }
+        _ => run(None),
+    }
+}
+
+fn begin_next(
+    status: &DovecotBackendUpgradeStatus,
+    todo: &[&PodView],
+    ring: &[RingHost],
+    target: &str,
+    now: Timestamp,
+) -> Option<Decision> {
+    let busy: Vec<&str> = status
+        .backends
+        .iter()
+        .filter(|r| active(r))
+        .map(|r| r.pod.as_str())
+        .collect();
+    let busy_ips: Vec<&str> = status
+        .backends
+        .iter()
+        .filter(|r| active(r))
+        .map(|r| r.ip.as_str())
+        .collect();
+    let candidate = todo
+        .iter()
+        .find(|p| !busy.contains(&p.name.as_str()) && !p.terminating)?;
+    if !candidate.ready {
+        return Some(Decision::Wait {
+            reason: "BackendNotReady",
+            message: format!("outdated backend {} is not Ready; waiting before draining it", candidate.name),
+            requeue: Duration::from_secs(10),
+        });
+    }
+    let Some(ip) = candidate.ip.as_deref().filter(|ip| dovecot::validate_ip(ip).is_ok()) else {
+        return Some(Decision::Wait {
+            reason: "BackendWithoutIP",
+            message: format!("backend {} has no pod IP yet", candidate.name),
+            requeue: Duration::from_secs(5),
+        });
+    };
+    let Some(host) = ring.iter().find(|h| h.ip == ip) else {
+        return Some(Decision::Stall {
+            reason: "BackendNotInRing",
+            message: format!(
+                "backend {} ({ip}) is not a host of the director ring; add it (doveadm director add) or fix director_mail_servers",
+                candidate.name
+            ),
+        });
+    };
+    // capacity guard: someone else must be able to take the users
+    let others = ring
+        .iter()
+        .filter(|h| h.ip != ip && h.up && h.vhosts > 0 && !busy_ips.contains(&h.ip.as_str()))
+        .count();
+    if others == 0 {
+        return Some(Decision::Wait {
+            reason: "InsufficientRingCapacity",
+            message: format!(
+                "draining {} would leave no other up backend with vhosts > 0 in the ring",
+                candidate.name
+            ),
+            requeue: Duration::from_secs(30),
+        });
+    }
+    // A backend found already drained (vhosts 0) by someone else keeps no count to restore;
+    // use the previous record's count when this pod had one, else refuse to guess.
+    let original = if host.vhosts > 0 {
+        host.vhosts
+    } else if let Some(prev) = status.backends.iter().find(|r| r.pod == candidate.name) {
+        prev.original_vhosts
+    } else {
+        return Some(Decision::Stall {
+            reason: "BackendAlreadyDrained",
+            message: format!(
+                "backend {} ({ip}) has vhost count 0 in the ring before the rollout touched it; set its intended count with doveadm director update",
+                candidate.name
+            ),
+        });
+    };
+    let _ = target;
+    Some(Decision::Begin(BackendStatus {
+        pod: candidate.name.clone(),
+        ip: ip.to_string(),
+        new_ip: None,
+        from_revision: candidate.revision.clone(),
+        step: Step::Drain,
+        step_started: Time(now),
+        original_vhosts: original,
+        attempts: 0,
+        retry_after: None,
+        failed: false,
+        message: None,
+        last_error: None,
+    }))
+}
+
+/// The one-line story of a failed backend, for the Stalled condition and the Warning event.
+pub fn failure_message(rec: &BackendStatus) -> String {
+    match &rec.last_error {
+        Some(e) => format!(
+            "backend {} ({}) failed at step {}: command {:?} exited {}: {}; it stays out of the director ring",
+            rec.pod,
+            rec.ip,
+            e.step,
+            e.argv.join(" "),
+            e.exit_code.map_or("-".to_string(), |c| c.to_string()),
+            e.stderr.trim()
+        ),
+        None => format!("backend {} ({}) failed at step {}", rec.pod, rec.ip, rec.step),
+    }
+}
+
+/// Folds a step's result into the record. Returns the events it implies.
+pub fn apply_result(
+    rec: &mut BackendStatus,
+    result: &StepResult,
+    now: Timestamp,
+) -> Vec<Note> {
+    let step = rec.step;
+    match result {
+        StepResult::Advanced { message, new_ip } => {
+            if let Some(ip) = new_ip {
+                rec.new_ip = (ip != &rec.ip).then(|| ip.clone());
+            }
+            rec.step = step.next();
+            rec.step_started = Time(now);
+            rec.attempts = 0;
+            rec.retry_after = None;
+            rec.last_error = None;
+            if message.is_some() {
+                rec.message = message.clone();
+            }
+            let mut notes = vec![Note::normal(
+                "StepSucceeded",
+                format!(
+                    "{}: {step} done{}",
+                    rec.pod,
+                    message.as_ref().map(|m| format!(" ({m})")).unwrap_or_default()
+                ),
+            )];
+            notes.push(if rec.step == Step::Done {
+                Note::normal("BackendUpgraded", format!("{}: upgraded and back in the ring", rec.pod))
+            } else {
+                Note::normal("StepStarted", format!("{}: {} started", rec.pod, rec.step))
+            });
+            notes
+        }
+        StepResult::Waiting { message, .. } => {
+            rec.message = Some(message.clone());
+            Vec::new()
+        }
+        StepResult::Rewind { to, message } => {
+            rec.step = *to;
+            rec.step_started = Time(now);
+            rec.attempts = 0;
+            rec.retry_after = None;
+            rec.message = Some(message.clone());
+            vec![Note::warning("StepRewound", format!("{}: {message}; back to {to}", rec.pod))]
+        }
+        StepResult::Failed(e) => {
+            rec.failed = true;
+            rec.last_error = Some(e.clone());
+            rec.attempts += 1;
+            vec![Note::warning("StepFailed", failure_message(rec))]
+        }
+        StepResult::Transient { error } => {
+            rec.attempts += 1;
+            rec.last_error = Some(error.clone());
+            rec.retry_after = Some(Time(after(now, backoff(rec.attempts))));
+            if rec.attempts >= MAX_ATTEMPTS {
+                rec.failed = true;
+                vec![Note::warning("StepFailed", failure_message(rec))]
+            } else {
+                vec![Note::warning(
+                    "StepRetrying",
+                    format!(
+                        "{}: {step} attempt {} failed transiently: {}",
+                        rec.pod,
+                        rec.attempts,
+                        error.stderr.trim()
+                    ),
+                )]
+            }
+        }
+    }
+}
+
+/// An Event to publish (the controller) or print (the local demo).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Note {
+    pub fn normal(reason: &'static str, message: String) -> Self {
+        Self {
+            warning: false,
+            reason,
+            message,
+        }
+    }
+    pub fn warning(reason: &'static str, message: String) -> Self {
+        Self {
+            warning: true,
+            reason,
+            message,
+        }
+    }
+}
+
+/// WaitSessions' outcome once the plan says to run it.
+pub fn drain_outcome(
+    ceiling_users: Option<u64>,
+    live_sessions: usize,
+    on_timeout: DrainTimeoutAction,
+    poll: Duration,
+    step_error: impl FnOnce(String) -> StepError,
+) -> StepResult {
+    match ceiling_users {
+        None if live_sessions == 0 => StepResult::Advanced {
+            message: Some("no users left".into()),
+            new_ip: None,
+        },
+        None => StepResult::Waiting {
+            requeue: poll,
+            message: format!("director shows no users, but {live_sessions} sessions still run on the backend"),
+        },
+        Some(n) => match on_timeout {
+            DrainTimeoutAction::Proceed => StepResult::Advanced {
+                message: Some(format!(
+                    "drain ceiling reached with {n} users mapped; down + flush will move them"
+                )),
+                new_ip: None,
+            },
+            DrainTimeoutAction::Fail => StepResult::Failed(step_error(format!(
+                "drain ceiling reached with {n} users still mapped (spec.drain.onTimeout=Fail)"
+            ))),
+        },
+    }
+}
+
+/// What deleting the DBU does to one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cleanup {
+    /// Dovecot still runs: put it back at its original vhost count and up (reload re-opens LMTP).
+    Restore,
+    /// Restore only if Dovecot is found running (StopDovecot may or may not have acted).
+    RestoreIfRunning,
+    /// Leave it out of the ring and say so.
+    LeaveOut(String),
+    /// Nothing to do.
+    Nothing,
+}
+
+pub fn cleanup_for(rec: &BackendStatus) -> Cleanup {
+    if rec.failed {
+        return Cleanup::LeaveOut(format!(
+            "{}: failed at {}; left out of the ring for a human to check",
+            rec.pod, rec.step
+        ));
+    }
+    match rec.step {
+        Step::Drain | Step::WaitSessions | Step::StopLmtp => Cleanup::Restore,
+        Step::StopDovecot => Cleanup::RestoreIfRunning,
+        Step::RingRemove | Step::Reset | Step::Replace | Step::Verify => Cleanup::LeaveOut(format!(
+            "{}: deleted at step {}, after Dovecot was stopped; left out of the ring (restore by hand with doveadm director update <ip> {} and director up <ip>)",
+            rec.pod, rec.step, rec.original_vhosts
+        )),
+        // verified already: finishing the restore is the safe thing
+        Step::RingRestore => Cleanup::Restore,
+        Step::Done => Cleanup::Nothing,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,502 @@
+//! Table tests of the pure step machine.
+
+use super::*;
+use crate::settings::{tests::spec, validate};
+use pretty_assertions::assert_eq;
+use serde_json::json;
+
+const OLD: &str = "backend-old";
+const NEW: &str = "backend-new";
+
+fn ts(s: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + s).unwrap()
+}
+
+fn settings() -> Settings {
+    validate(&spec(json!({"drain": {"timeout": "60s", "pollInterval": "5s"}}))).unwrap()
+}
+
+fn pod(i: u32, rev: &str) -> PodView {
+    PodView {
+        name: format!("backend-{i}"),
+        ip: Some(format!("127.0.0.{}", 11 + i)),
+        revision: Some(rev.into()),
+        ready: true,
+        terminating: false,
+    }
+}
+
+fn host(i: u32, vhosts: u32, up: bool, users: u64) -> RingHost {
+    RingHost {
+        ip: format!("127.0.0.{}", 11 + i),
+        vhosts,
+        up,
+        users,
+    }
+}
+
+/// Three backends all outdated, a healthy ring with different vhost counts.
+fn world() -> Observed {
+    Observed {
+        sts: Some(StsView {
+            update_strategy: "OnDelete".into(),
+            update_revision: Some(NEW.into()),
+            replicas: 3,
+        }),
+        pods: (0..3).map(|i| pod(i, OLD)).collect(),
+        director: Some("director-0".into()),
+        director_overlap: vec![],
+        owned_by_other: None,
+        ring: Some(vec![host(0, 100, true, 3), host(1, 50, true, 2), host(2, 20, true, 1)]),
+    }
+}
+
+fn rec(i: u32, step: Step, started: i64) -> BackendStatus {
+    BackendStatus {
+        pod: format!("backend-{i}"),
+        ip: format!("127.0.0.{}", 11 + i),
+        new_ip: None,
+        from_revision: Some(OLD.into()),
+        step,
+        step_started: Time(ts(started)),
+        original_vhosts: [100, 50, 20][i as usize],
+        attempts: 0,
+        retry_after: None,
+        failed: false,
+        message: None,
+        last_error: None,
+    }
+}
+
+fn status(recs: Vec<BackendStatus>) -> DovecotBackendUpgradeStatus {
+    DovecotBackendUpgradeStatus {
+        target_revision: Some(NEW.into()),
+        backends: recs,
+        ..Default::default()
+    }
+}
+
+fn run(i: u32, step: Step) -> Decision {
+    Decision::Run {
+        pod: format!("backend-{i}"),
+        step,
+        ceiling_users: None,
+    }
+}
+
+fn reason(d: &Decision) -> &'static str {
+    match d {
+        Decision::Stall { reason, .. } | Decision::Wait { reason, .. } => reason,
+        Decision::Complete => "Complete",
+        Decision::Reassert { .. } => "Reassert",
+        Decision::Begin(_) => "Begin",
+        Decision::Run { .. } => "Run",
+    }
+}
+
+#[test]
+fn invalid_worlds_stall_without_exec() {
+    let mut no_sts = world();
+    no_sts.sts = None;
+    let mut rolling = world();
+    rolling.sts.as_mut().unwrap().update_strategy = "RollingUpdate".into();
+    let mut claimed = world();
+    claimed.owned_by_other = Some("first".into());
+    let mut overlap = world();
+    overlap.director_overlap = vec!["backend-0".into()];
+    let t = [
+        (no_sts, "StatefulSetNotFound"),
+        (rolling, "UpdateStrategyNotOnDelete"),
+        (claimed, "StatefulSetClaimed"),
+        (overlap, "DirectorSelectorMatchesBackends"),
+    ];
+    for (obs, want) in t {
+        let d = decide(&settings(), &status(vec![]), &obs, ts(0));
+        assert!(matches!(d, Decision::Stall { .. }), "{d:?}");
+        assert_eq!(reason(&d), want);
+    }
+}
+
+#[test]
+fn begin_takes_highest_ordinal_and_records_its_vhost_count() {
+    let d = decide(&settings(), &status(vec![]), &world(), ts(0));
+    let Decision::Begin(r) = d else { panic!("{d:?}") };
+    assert_eq!((r.pod.as_str(), r.ip.as_str()), ("backend-2", "127.0.0.13"));
+    assert_eq!(r.original_vhosts, 20, "the count the ring had, not 100");
+    assert_eq!(r.step, Step::Drain);
+    assert_eq!(r.from_revision.as_deref(), Some(OLD));
+}
+
+#[test]
+fn waits_and_stalls_before_starting_a_backend() {
+    let s = settings();
+    let mut one = world();
+    one.pods.truncate(1);
+    one.sts.as_mut().unwrap().replicas = 1;
+    one.ring = Some(vec![host(0, 100, true, 0)]);
+    let mut others_down = world();
+    others_down.ring = Some(vec![host(0, 100, false, 0), host(1, 0, true, 0), host(2, 20, true, 0)]);
+    let mut not_in_ring = world();
+    not_in_ring.ring = Some(vec![host(0, 100, true, 0), host(1, 50, true, 0)]);
+    let mut pre_drained = world();
+    pre_drained.ring = Some(vec![host(0, 100, true, 0), host(1, 50, true, 0), host(2, 0, true, 0)]);
+    let mut unready = world();
+    unready.pods[2].ready = false;
+    let mut no_director = world();
+    no_director.director = None;
+    let mut no_ring = world();
+    no_ring.ring = None;
+    let mut no_rev = world();
+    no_rev.sts.as_mut().unwrap().update_revision = None;
+    let t = [
+        (one, "InsufficientRingCapacity"),
+        (others_down, "InsufficientRingCapacity"),
+        (not_in_ring, "BackendNotInRing"),
+        (pre_drained, "BackendAlreadyDrained"),
+        (unready, "BackendNotReady"),
+        (no_director, "NoReadyDirector"),
+        (no_ring, "RingUnreadable"),
+        (no_rev, "WaitingForRevision"),
+    ];
+    for (obs, want) in t {
+        assert_eq!(reason(&decide(&s, &status(vec![]), &obs, ts(0))), want);
+    }
+}
+
+#[test]
+fn complete_only_when_every_pod_is_at_target_and_ready() {
+    let mut obs = world();
+    obs.pods = (0..3).map(|i| pod(i, NEW)).collect();
+    let mut st = status(vec![rec(0, Step::Done, 0)]);
+    assert_eq!(decide(&settings(), &st, &obs, ts(0)), Decision::Complete);
+    obs.pods[1].ready = false;
+    assert_eq!(reason(&decide(&settings(), &st, &obs, ts(0))), "WaitingForPods");
+    obs.pods.pop();
+    obs.pods[1].ready = true;
+    // a missing pod (being recreated) is not complete
+    st.backends.clear();
+    assert_ne!(decide(&settings(), &st, &obs, ts(0)), Decision::Complete);
+}
+
+#[test]
+fn every_step_of_an_in_flight_backend_runs_in_order() {
+    // ring as it looks while backend-2 is at each step (vhosts 0 from WaitSessions on, down later)
+    for step in Step::ALL.into_iter().filter(|s| *s != Step::Done) {
+        let mut obs = world();
+        let drained = step > Step::Drain;
+        let down = step > Step::RingRemove;
+        obs.ring = Some(vec![
+            host(0, 100, true, 0),
+            host(1, 50, true, 0),
+            host(2, if drained { 0 } else { 20 }, !down, 0),
+        ]);
+        if step >= Step::Verify {
+            obs.pods[2] = pod(2, NEW);
+        }
+        let d = decide(&settings(), &status(vec![rec(2, step, 0)]), &obs, ts(1));
+        assert_eq!(d, run(2, step), "{step}");
+    }
+}
+
+#[test]
+fn wait_sessions_polls_until_empty_or_ceiling() {
+    let s = settings(); // timeout 60s, poll 5s
+    let st = status(vec![rec(2, Step::WaitSessions, 0)]);
+    let ring = |users| Some(vec![host(0, 100, true, 0), host(1, 50, true, 0), host(2, 0, true, users)]);
+    let mut obs = world();
+    obs.ring = ring(4);
+    let d = decide(&s, &st, &obs, ts(10));
+    assert_eq!(
+        d,
+        Decision::Wait {
+            reason: "StepInProgress",
+            message: "backend-2: 4 users still mapped to 127.0.0.13".into(),
+            requeue: Duration::from_secs(5)
+        }
+    );
+    // the last poll before the ceiling is shortened to land on it
+    let Decision::Wait { requeue, .. } = decide(&s, &st, &obs, ts(58)) else { panic!() };
+    assert_eq!(requeue, Duration::from_secs(2));
+    // ceiling reached with users left
+    assert_eq!(
+        decide(&s, &st, &obs, ts(60)),
+        Decision::Run {
+            pod: "backend-2".into(),
+            step: Step::WaitSessions,
+            ceiling_users: Some(4)
+        }
+    );
+    // emptied early: no fixed sleep
+    obs.ring = ring(0);
+    assert_eq!(decide(&s, &st, &obs, ts(1)), run(2, Step::WaitSessions));
+}
+
+#[test]
+fn drain_outcome_table() {
+    let err = |m: String| StepError {
+        step: Step::WaitSessions,
+        argv: vec![],
+        exit_code: None,
+        stderr: m,
+    };
+    let p = Duration::from_secs(5);
+    use DrainTimeoutAction::*;
+    assert!(matches!(drain_outcome(None, 0, Proceed, p, err), StepResult::Advanced { .. }));
+    assert!(matches!(drain_outcome(None, 2, Proceed, p, err), StepResult::Waiting { .. }));
+    let StepResult::Advanced { message, .. } = drain_outcome(Some(3), 3, Proceed, p, err) else {
+        panic!()
+    };
+    assert!(message.unwrap().contains("3 users"));
+    let StepResult::Failed(e) = drain_outcome(Some(3), 3, Fail, p, err) else { panic!() };
+    assert!(e.stderr.contains("onTimeout=Fail"));
+}
+
+#[test]
+fn ring_drift_is_reasserted_before_anything_else() {
+    let s = settings();
+    // director restarted: forgot update 0 and down
+    let forgot = Some(vec![host(0, 100, true, 0), host(1, 50, true, 0), host(2, 100, true, 0)]);
+    let t = [
+        (Step::WaitSessions, vec!["doveadm director update 127.0.0.13 0"]),
+        (Step::StopDovecot, vec!["doveadm director update 127.0.0.13 0"]),
+        (
+            Step::Reset,
+            vec![
+                "doveadm director update 127.0.0.13 0",
+                "doveadm director down 127.0.0.13",
+                "doveadm director flush 127.0.0.13",
+            ],
+        ),
+        (
+            Step::Verify,
+            vec![
+                "doveadm director update 127.0.0.13 0",
+                "doveadm director down 127.0.0.13",
+                "doveadm director flush 127.0.0.13",
+            ],
+        ),
+    ];
+    for (step, want) in t {
+        let mut obs = world();
+        obs.ring = forgot.clone();
+        obs.pods[2] = pod(2, NEW);
+        let d = decide(&s, &status(vec![rec(2, step, 0)]), &obs, ts(1));
+        let Decision::Reassert { pod, commands } = d else { panic!("{step}: {d:?}") };
+        assert_eq!(pod, "backend-2");
+        let got: Vec<String> = commands.iter().map(|c| c.join(" ")).collect();
+        assert_eq!(got, want, "{step}");
+    }
+    // Drain has not acted yet and RingRestore is putting it back: no drift there
+    for step in [Step::Drain, Step::RingRestore] {
+        let mut obs = world();
+        obs.ring = forgot.clone();
+        obs.pods[2] = pod(2, NEW);
+        let d = decide(&s, &status(vec![rec(2, step, 0)]), &obs, ts(1));
+        assert_eq!(d, run(2, step));
+    }
+    // a failed backend is kept out too
+    let mut f = rec(2, Step::Verify, 0);
+    f.failed = true;
+    let mut obs = world();
+    obs.ring = forgot;
+    assert_eq!(reason(&decide(&s, &status(vec![f]), &obs, ts(1))), "Reassert");
+}
+
+#[test]
+fn a_failed_backend_halts_the_rollout_with_the_command_and_stderr() {
+    let mut f = rec(2, Step::Verify, 0);
+    f.failed = true;
+    f.last_error = Some(StepError {
+        step: Step::Verify,
+        argv: vec!["doveadm".into(), "mailbox".into(), "list".into()],
+        exit_code: Some(67),
+        stderr: "doveadm(probe): Error: User doesn't exist".into(),
+    });
+    let mut obs = world();
+    obs.ring = Some(vec![host(0, 100, true, 0), host(1, 50, true, 0), host(2, 0, false, 0)]);
+    let d = decide(&settings(), &status(vec![f]), &obs, ts(1));
+    let Decision::Stall { reason, message } = d else { panic!("{d:?}") };
+    assert_eq!(reason, "BackendFailed");
+    for part in ["backend-2", "Verify", "doveadm mailbox list", "67", "User doesn't exist"] {
+        assert!(message.contains(part), "{part} in {message}");
+    }
+}
+
+#[test]
+fn pause_stops_before_the_next_step() {
+    let s = validate(&spec(json!({"paused": true}))).unwrap();
+    assert_eq!(reason(&decide(&s, &status(vec![]), &world(), ts(0))), "Paused");
+    let mut obs = world();
+    obs.ring = Some(vec![host(0, 100, true, 0), host(1, 50, true, 0), host(2, 0, true, 0)]);
+    let st = status(vec![rec(2, Step::StopLmtp, 0)]);
+    assert_eq!(reason(&decide(&s, &st, &obs, ts(0))), "Paused");
+}
+
+#[test]
+fn max_unavailable_bounds_backends_in_flight() {
+    let mut obs = world();
+    obs.ring = Some(vec![host(0, 100, true, 0), host(1, 50, true, 0), host(2, 0, true, 9)]);
+    let st = status(vec![rec(2, Step::WaitSessions, 0)]);
+    // one in flight and waiting: with maxUnavailable 1, nothing new starts
+    assert_eq!(reason(&decide(&settings(), &st, &obs, ts(1))), "StepInProgress");
+    let two = validate(&spec(json!({"maxUnavailable": 2, "drain": {"timeout": "60s"}}))).unwrap();
+    let Decision::Begin(r) = decide(&two, &st, &obs, ts(1)) else { panic!() };
+    assert_eq!(r.pod, "backend-1");
+}
+
+#[test]
+fn replace_verify_restore_wait_for_the_new_pod() {
+    let mut obs = world();
+    obs.ring = Some(vec![host(0, 100, true, 0), host(1, 50, true, 0), host(2, 0, false, 0)]);
+    obs.pods.pop(); // deleted, not recreated yet
+    for step in [Step::Verify, Step::RingRestore] {
+        let d = decide(&settings(), &status(vec![rec(2, step, 0)]), &obs, ts(1));
+        assert_eq!(reason(&d), "StepInProgress", "{step}");
+    }
+    // Replace itself runs to observe/delete/time out
+    assert_eq!(
+        decide(&settings(), &status(vec![rec(2, Step::Replace, 0)]), &obs, ts(1)),
+        run(2, Step::Replace)
+    );
+}
+
+#[test]
+fn transient_failures_back_off_then_fail() {
+    let e = StepError {
+        step: Step::Drain,
+        argv: vec!["doveadm".into()],
+        exit_code: None,
+        stderr: "exec timed out after 60s".into(),
+    };
+    let mut r = rec(2, Step::Drain, 0);
+    let notes = apply_result(&mut r, &StepResult::Transient { error: e.clone() }, ts(10));
+    assert_eq!((r.attempts, r.failed, r.step), (1, false, Step::Drain));
+    assert_eq!(r.retry_after, Some(Time(ts(12))));
+    assert_eq!(notes[0].reason, "StepRetrying");
+    assert_eq!(r.step_started, Time(ts(0)), "ceilings keep counting from the step start");
+    // while backing off, the plan waits
+    let obs = world();
+    assert_eq!(reason(&decide(&settings(), &status(vec![r.clone()]), &obs, ts(11))), "StepInProgress");
+    assert_eq!(decide(&settings(), &status(vec![r.clone()]), &obs, ts(12)), run(2, Step::Drain));
+    for _ in 1..MAX_ATTEMPTS {
+        apply_result(&mut r, &StepResult::Transient { error: e.clone() }, ts(20));
+    }
+    assert!(r.failed, "gives up after {MAX_ATTEMPTS} attempts");
+}
+
+#[test]
+fn results_move_every_step_forward_or_halt_it() {
+    for step in Step::ALL.into_iter().filter(|s| *s != Step::Done) {
+        let mut ok = rec(1, step, 0);
+        let notes = apply_result(
+            &mut ok,
+            &StepResult::Advanced {
+                message: None,
+                new_ip: None,
+            },
+            ts(5),
+        );
+        assert_eq!(ok.step, step.next());
+        assert_eq!(ok.step_started, Time(ts(5)));
+        assert_eq!(notes[0].reason, "StepSucceeded");
+        assert!(["StepStarted", "BackendUpgraded"].contains(&notes[1].reason));
+
+        let mut bad = rec(1, step, 0);
+        let err = StepError {
+            step,
+            argv: vec!["x".into()],
+            exit_code: Some(75),
+            stderr: "Fatal".into(),
+        };
+        let notes = apply_result(&mut bad, &StepResult::Failed(err.clone()), ts(5));
+        assert!(bad.failed);
+        assert_eq!(bad.step, step, "a failed step is not advanced");
+        assert_eq!(bad.last_error, Some(err));
+        assert!(notes[0].warning);
+
+        let mut waiting = rec(1, step, 0);
+        apply_result(
+            &mut waiting,
+            &StepResult::Waiting {
+                requeue: Duration::from_secs(1),
+                message: "m".into(),
+            },
+            ts(5),
+        );
+        assert_eq!((waiting.step, waiting.step_started.clone()), (step, Time(ts(0))));
+    }
+    let mut r = rec(2, Step::Replace, 0);
+    apply_result(
+        &mut r,
+        &StepResult::Advanced {
+            message: None,
+            new_ip: Some("127.0.0.99".into()),
+        },
+        ts(1),
+    );
+    assert_eq!(r.new_ip.as_deref(), Some("127.0.0.99"));
+    let mut r = rec(2, Step::Reset, 0);
+    apply_result(
+        &mut r,
+        &StepResult::Rewind {
+            to: Step::StopLmtp,
+            message: "Dovecot is running again".into(),
+        },
+        ts(1),
+    );
+    assert_eq!(r.step, Step::StopLmtp);
+}
+
+#[test]
+fn cleanup_on_delete_restores_only_running_backends() {
+    let t = [
+        (Step::Drain, "Restore"),
+        (Step::WaitSessions, "Restore"),
+        (Step::StopLmtp, "Restore"),
+        (Step::StopDovecot, "RestoreIfRunning"),
+        (Step::RingRemove, "LeaveOut"),
+        (Step::Reset, "LeaveOut"),
+        (Step::Replace, "LeaveOut"),
+        (Step::Verify, "LeaveOut"),
+        (Step::RingRestore, "Restore"),
+        (Step::Done, "Nothing"),
+    ];
+    for (step, want) in t {
+        let got = match cleanup_for(&rec(0, step, 0)) {
+            Cleanup::Restore => "Restore",
+            Cleanup::RestoreIfRunning => "RestoreIfRunning",
+            Cleanup::LeaveOut(_) => "LeaveOut",
+            Cleanup::Nothing => "Nothing",
+        };
+        assert_eq!(got, want, "{step}");
+    }
+    let mut f = rec(0, Step::WaitSessions, 0);
+    f.failed = true;
+    assert!(matches!(cleanup_for(&f), Cleanup::LeaveOut(_)), "failed is never put back");
+}
+
+#[test]
+fn retarget_keeps_only_records_that_hold_backends_out() {
+    let mut st = status(vec![rec(0, Step::Done, 0), rec(1, Step::Reset, 0)]);
+    retarget(&mut st, "even-newer");
+    assert_eq!(st.target_revision.as_deref(), Some("even-newer"));
+    assert_eq!(st.backends.len(), 1);
+    assert_eq!(st.backends[0].pod, "backend-1");
+}
+
+#[test]
+fn progress_counts_ready_pods_at_target_not_in_flight() {
+    let mut obs = world();
+    obs.pods[0] = pod(0, NEW);
+    obs.pods[1] = pod(1, NEW);
+    let st = status(vec![rec(1, Step::Verify, 0)]);
+    assert_eq!(progress(&st, &obs, NEW), "1/3");
+    assert_eq!(progress(&status(vec![]), &obs, NEW), "2/3");
+}
+
+#[test]
+fn outdated_orders_by_ordinal_descending() {
+    let pods: Vec<PodView> = [2, 10, 0].iter().map(|i| pod(*i, OLD)).collect();
+    let names: Vec<&str> = outdated(&pods, NEW).iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, vec!["backend-10", "backend-2", "backend-0"]);
+}

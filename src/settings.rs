@@ -1,0 +1,299 @@
+//! PURE: turns a DBU spec into validated settings, or a permanent error that waits for a spec change.
+
+use std::time::Duration;
+
+use crate::api::{DovecotBackendUpgradeSpec, DrainTimeoutAction};
+use crate::dovecot::{self, Doveadm};
+
+/// A spec the operator cannot act on; it waits for the user to change it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct SpecError {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+fn bad(field: &'static str, problem: impl Into<String>) -> SpecError {
+    SpecError {
+        field,
+        problem: problem.into(),
+    }
+}
+
+/// Everything the step machine needs from the spec, checked once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub stateful_set: String,
+    pub backend_container: Option<String>,
+    pub director_container: Option<String>,
+    pub backend: Doveadm,
+    pub director: Doveadm,
+    pub base_dir: String,
+    pub max_unavailable: usize,
+    pub poll_interval: Duration,
+    pub drain_timeout: Duration,
+    pub on_drain_timeout: DrainTimeoutAction,
+    /// Empty when reset is disabled.
+    pub reset: Vec<Vec<String>>,
+    pub user: String,
+    pub mailbox: String,
+    pub command_timeout: Duration,
+    pub stop_timeout: Duration,
+    pub replace_timeout: Duration,
+    pub paused: bool,
+}
+
+/// Parses Go-style durations made of `<n>ms|s|m|h` parts, e.g. `1h30m`, `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return Err(format!("{s:?} is not a duration like 30s, 15m or 1h30m"));
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("{s:?}: number too large"))?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (Duration::from_millis(1), 2)
+        } else if rest.starts_with('s') {
+            (Duration::from_secs(1), 1)
+        } else if rest.starts_with('m') {
+            (Duration::from_secs(60), 1)
+        } else if rest.starts_with('h') {
+            (Duration::from_secs(3600), 1)
+        } else {
+            return Err(format!("{s:?}: unit must be ms, s, m or h"));
+        };
+        rest = &rest[len..];
+        total += unit
+            .checked_mul(u32::try_from(n).map_err(|_| format!("{s:?}: number too large"))?)
+            .ok_or_else(|| format!("{s:?}: too long"))?;
+    }
+    Ok(total)
+}
+
+fn duration(field: &'static str, s: &str, min: Duration) -> Result<Duration, SpecError> {
+    let d = parse_duration(s).map_err(|e| bad(field, e))?;
+    if d < min {
+        return Err(bad(field, format!("{s:?} is shorter than {min:?}")));
+    }
+    Ok(d)
+}
+
+const SHELLS: [&str; 6] = ["sh", "bash", "dash", "zsh", "/bin/sh", "/bin/bash"];
+
+/// Argv lists only: a single element with spaces, or `sh -c`, is a shell string in disguise.
+fn check_argv(field: &'static str, argv: &[String]) -> Result<(), SpecError> {
+    let Some(first) = argv.first() else {
+        return Err(bad(field, "empty command"));
+    };
+    if first.trim().is_empty() || first.chars().any(char::is_whitespace) {
+        return Err(bad(
+            field,
+            format!("{first:?} looks like a shell string; give an argv list, e.g. [\"find\", \"/var/dovecot/vmail\", \"-mindepth\", \"1\", \"-delete\"]"),
+        ));
+    }
+    if SHELLS.contains(&first.as_str()) {
+        return Err(bad(field, "commands run without a shell; do not wrap them in sh -c"));
+    }
+    if argv.iter().any(|a| a.contains('\0')) {
+        return Err(bad(field, "argument contains a NUL byte"));
+    }
+    Ok(())
+}
+
+fn check_path(field: &'static str, p: &str) -> Result<(), SpecError> {
+    if !p.starts_with('/') || p.chars().any(|c| c.is_control()) {
+        return Err(bad(field, format!("{p:?} must be an absolute path")));
+    }
+    Ok(())
+}
+
+/// Validates a spec. Everything here is also enforced by the CRD schema where it can be.
+pub fn validate(spec: &DovecotBackendUpgradeSpec) -> Result<Settings, SpecError> {
+    let sts = spec.backends.stateful_set.trim();
+    if sts.is_empty() {
+        return Err(bad("spec.backends.statefulSet", "must not be empty"));
+    }
+    if spec.max_unavailable < 1 {
+        return Err(bad(
+            "spec.maxUnavailable",
+            format!("{} must be at least 1", spec.max_unavailable),
+        ));
+    }
+    let sel = &spec.director.selector;
+    if sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && sel.match_expressions.as_ref().is_none_or(|m| m.is_empty())
+    {
+        return Err(bad(
+            "spec.director.selector",
+            "must select something; an empty selector matches every pod",
+        ));
+    }
+    let user = dovecot::validate_user(&spec.verify.user)
+        .map_err(|e| bad("spec.verify.user", e.to_string()))?;
+    let mailbox = dovecot::validate_mailbox(&spec.verify.mailbox)
+        .map_err(|e| bad("spec.verify.mailbox", e.to_string()))?;
+    check_path("spec.backends.baseDir", &spec.backends.base_dir)?;
+    for (f, c) in [
+        ("spec.backends.configFile", &spec.backends.config_file),
+        ("spec.director.configFile", &spec.director.config_file),
+    ] {
+        if let Some(c) = c {
+            check_path(f, c)?;
+        }
+    }
+    let reset = if !spec.reset.enabled {
+        Vec::new()
+    } else if spec.reset.commands.is_empty() {
+        dovecot::default_reset_commands()
+    } else {
+        for argv in &spec.reset.commands {
+            check_argv("spec.reset.commands", argv)?;
+        }
+        spec.reset.commands.clone()
+    };
+    let poll_interval = duration(
+        "spec.drain.pollInterval",
+        &spec.drain.poll_interval,
+        Duration::from_millis(100),
+    )?;
+    let drain_timeout = duration("spec.drain.timeout", &spec.drain.timeout, Duration::ZERO)?;
+    let command_timeout = duration(
+        "spec.timeouts.command",
+        &spec.timeouts.command,
+        Duration::from_secs(1),
+    )?;
+    let stop_timeout = duration("spec.timeouts.stop", &spec.timeouts.stop, Duration::from_secs(1))?;
+    let replace_timeout = duration(
+        "spec.timeouts.replace",
+        &spec.timeouts.replace,
+        Duration::from_secs(1),
+    )?;
+    Ok(Settings {
+        stateful_set: sts.to_string(),
+        backend_container: spec.backends.container.clone().filter(|c| !c.is_empty()),
+        director_container: spec.director.container.clone().filter(|c| !c.is_empty()),
+        backend: Doveadm::new(spec.backends.config_file.clone()),
+        director: Doveadm::new(spec.director.config_file.clone()),
+        base_dir: spec.backends.base_dir.clone(),
+        max_unavailable: spec.max_unavailable as usize,
+        poll_interval,
+        drain_timeout,
+        on_drain_timeout: spec.drain.on_timeout,
+        reset,
+        user: user.to_string(),
+        mailbox: mailbox.to_string(),
+        command_timeout,
+        stop_timeout,
+        replace_timeout,
+        paused: spec.paused,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub(crate) fn spec(extra: serde_json::Value) -> DovecotBackendUpgradeSpec {
+        let mut base = json!({
+            "backends": {"statefulSet": "backend"},
+            "director": {"selector": {"matchLabels": {"app": "director"}}},
+            "verify": {"user": "probe"}
+        });
+        merge(&mut base, extra);
+        serde_json::from_value(base).unwrap()
+    }
+
+    fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+        match (a, b) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for (k, v) in b {
+                    merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (a, b) => *a = b,
+        }
+    }
+
+    #[test]
+    fn durations_parse_like_go() {
+        let t = [
+            ("5s", Some(5_000)),
+            ("15m", Some(900_000)),
+            ("1h30m", Some(5_400_000)),
+            ("250ms", Some(250)),
+            ("1m0s", Some(60_000)),
+            ("", None),
+            ("5", None),
+            ("-5s", None),
+            ("5d", None),
+            ("s", None),
+            ("1.5s", None),
+            ("99999999999999999999s", None),
+        ];
+        for (s, want) in t {
+            assert_eq!(
+                parse_duration(s).ok().map(|d| d.as_millis() as u64),
+                want,
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let s = validate(&spec(json!({}))).unwrap();
+        assert_eq!(s.drain_timeout, Duration::from_secs(900));
+        assert_eq!(s.reset, dovecot::default_reset_commands());
+        assert_eq!(s.max_unavailable, 1);
+    }
+
+    #[test]
+    fn bad_specs_are_permanent_errors_naming_the_field() {
+        let t = [
+            (json!({"backends": {"statefulSet": " "}}), "spec.backends.statefulSet"),
+            (json!({"maxUnavailable": 0}), "spec.maxUnavailable"),
+            (json!({"maxUnavailable": -2}), "spec.maxUnavailable"),
+            (json!({"drain": {"timeout": "soon"}}), "spec.drain.timeout"),
+            (json!({"drain": {"pollInterval": "-1s"}}), "spec.drain.pollInterval"),
+            (json!({"drain": {"pollInterval": "1ms"}}), "spec.drain.pollInterval"),
+            (json!({"timeouts": {"command": "1h1x"}}), "spec.timeouts.command"),
+            (json!({"verify": {"user": "user*"}}), "spec.verify.user"),
+            (json!({"verify": {"user": "a b"}}), "spec.verify.user"),
+            (json!({"verify": {"user": "a\nb"}}), "spec.verify.user"),
+            (json!({"verify": {"user": "u?"}}), "spec.verify.user"),
+            (json!({"verify": {"user": "u", "mailbox": "*"}}), "spec.verify.mailbox"),
+            (json!({"director": {"selector": {"matchLabels": null}}}), "spec.director.selector"),
+            (
+                json!({"reset": {"commands": [["rm -rf /var/dovecot/vmail/*"]]}}),
+                "spec.reset.commands",
+            ),
+            (
+                json!({"reset": {"commands": [["sh", "-c", "rm -rf /x"]]}}),
+                "spec.reset.commands",
+            ),
+            (json!({"reset": {"commands": [[]]}}), "spec.reset.commands"),
+            (json!({"backends": {"baseDir": "run"}}), "spec.backends.baseDir"),
+        ];
+        for (extra, field) in t {
+            let err = validate(&spec(extra.clone())).unwrap_err();
+            assert_eq!(err.field, field, "{extra}");
+        }
+    }
+
+    #[test]
+    fn reset_can_be_disabled_or_replaced() {
+        let s = validate(&spec(json!({"reset": {"enabled": false}}))).unwrap();
+        assert!(s.reset.is_empty());
+        let s = validate(&spec(json!({"reset": {"commands": [["find", "/x", "-delete"]]}}))).unwrap();
+        assert_eq!(s.reset, vec![vec!["find", "/x", "-delete"]]);
+    }
+}
