@@ -380,7 +380,10 @@ mod tests {
         }
         assert_eq!(seen, Step::ALL.to_vec());
         assert_eq!(Step::Done.next(), Step::Done);
-        assert!(Step::StopDovecot < Step::RingRemove, "stop before down+flush");
+        assert!(
+            Step::StopDovecot < Step::RingRemove,
+            "stop before down+flush"
+        );
     }
 
     #[test]

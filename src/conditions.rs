@@ -43,6 +43,9 @@ pub fn set(
     }
 }
 
+/// status, reason, message of one condition.
+type Cond<'a> = (bool, &'a str, String);
+
 /// Writes phase and conditions for a decision.
 pub fn summarize(
     status: &mut DovecotBackendUpgradeStatus,
@@ -54,71 +57,102 @@ pub fn summarize(
     let target = status.target_revision.clone().unwrap_or_default();
     let progress = status.progress.clone().unwrap_or_default();
     let c = &mut status.conditions;
-    let (phase, ready, reconciling, stalled): (Phase, (bool, &str, String), (bool, &str, String), (bool, &str, String)) =
-        match decision {
-            Decision::Stall { reason, message } => (
-                Phase::Failed,
-                (false, reason, message.clone()),
-                (false, reason, message.clone()),
-                (true, reason, message.clone()),
-            ),
-            Decision::Complete => {
-                let m = format!("all backends ({progress}) run revision {target}");
+    let (phase, ready, reconciling, stalled): (Phase, Cond, Cond, Cond) = match decision {
+        Decision::Stall { reason, message } => (
+            Phase::Failed,
+            (false, reason, message.clone()),
+            (false, reason, message.clone()),
+            (true, reason, message.clone()),
+        ),
+        Decision::Complete => {
+            let m = format!("all backends ({progress}) run revision {target}");
+            (
+                Phase::Completed,
+                (true, "UpgradeComplete", m.clone()),
+                (false, "UpgradeComplete", m),
+                (false, "UpgradeComplete", String::new()),
+            )
+        }
+        Decision::Wait {
+            reason: "Paused",
+            message,
+            ..
+        } => (
+            Phase::Paused,
+            (false, "Paused", message.clone()),
+            (false, "Paused", message.clone()),
+            (false, "Paused", String::new()),
+        ),
+        Decision::Wait {
+            reason, message, ..
+        } => {
+            let phase = if *reason == "WaitingForRevision" {
+                Phase::Pending
+            } else {
+                Phase::Progressing
+            };
+            (
+                phase,
                 (
-                    Phase::Completed,
-                    (true, "UpgradeComplete", m.clone()),
-                    (false, "UpgradeComplete", m),
-                    (false, "UpgradeComplete", String::new()),
-                )
-            }
-            Decision::Wait { reason: "Paused", message, .. } => (
-                Phase::Paused,
-                (false, "Paused", message.clone()),
-                (false, "Paused", message.clone()),
-                (false, "Paused", String::new()),
-            ),
-            Decision::Wait { reason, message, .. } => {
-                let phase = if *reason == "WaitingForRevision" {
-                    Phase::Pending
-                } else {
-                    Phase::Progressing
-                };
-                (
-                    phase,
-                    (false, "Progressing", format!("{progress} backends upgraded")),
-                    (true, reason, message.clone()),
-                    (false, "Progressing", String::new()),
-                )
-            }
-            Decision::Begin(rec) => {
-                let m = format!("starting backend {}", rec.pod);
-                (
-                    Phase::Progressing,
-                    (false, "Progressing", format!("{progress} backends upgraded")),
-                    (true, "StepInProgress", m),
-                    (false, "Progressing", String::new()),
-                )
-            }
-            Decision::Run { pod, step, .. } => (
-                Phase::Progressing,
-                (false, "Progressing", format!("{progress} backends upgraded")),
-                (true, "StepInProgress", format!("{pod}: {step}")),
-                (false, "Progressing", String::new()),
-            ),
-            Decision::Reassert { pod, .. } => (
-                Phase::Progressing,
-                (false, "Progressing", format!("{progress} backends upgraded")),
-                (
-                    true,
-                    "RingReasserted",
-                    format!("director lost the ring state of {pod}; re-applying it"),
+                    false,
+                    "Progressing",
+                    format!("{progress} backends upgraded"),
                 ),
+                (true, reason, message.clone()),
                 (false, "Progressing", String::new()),
+            )
+        }
+        Decision::Begin(rec) => {
+            let m = format!("starting backend {}", rec.pod);
+            (
+                Phase::Progressing,
+                (
+                    false,
+                    "Progressing",
+                    format!("{progress} backends upgraded"),
+                ),
+                (true, "StepInProgress", m),
+                (false, "Progressing", String::new()),
+            )
+        }
+        Decision::Run { pod, step, .. } => (
+            Phase::Progressing,
+            (
+                false,
+                "Progressing",
+                format!("{progress} backends upgraded"),
             ),
-        };
+            (true, "StepInProgress", format!("{pod}: {step}")),
+            (false, "Progressing", String::new()),
+        ),
+        Decision::Reassert { pod, .. } => (
+            Phase::Progressing,
+            (
+                false,
+                "Progressing",
+                format!("{progress} backends upgraded"),
+            ),
+            (
+                true,
+                "RingReasserted",
+                format!("director lost the ring state of {pod}; re-applying it"),
+            ),
+            (false, "Progressing", String::new()),
+        ),
+    };
     set(c, READY, ready.0, ready.1, &ready.2, generation, now);
-    set(c, RECONCILING, reconciling.0, reconciling.1, &reconciling.2, generation, now);
-    set(c, STALLED, stalled.0, stalled.1, &stalled.2, generation, now);
+    set(
+        c,
+        RECONCILING,
+        reconciling.0,
+        reconciling.1,
+        &reconciling.2,
+        generation,
+        now,
+    );
+    set(
+        c, STALLED, stalled.0, stalled.1, &stalled.2, generation, now,
+    );
     status.phase = Some(phase);
     let cur = status.backends.iter().find(|r| crate::plan::active(r));
     status.current = cur.map(|r| r.pod.clone());
@@ -144,7 +178,10 @@ mod tests {
         set(&mut c, READY, false, "A", "m1", Some(1), ts(0));
         set(&mut c, READY, false, "B", "m2", Some(2), ts(10));
         assert_eq!(c[0].last_transition_time, Time(ts(0)));
-        assert_eq!((c[0].reason.as_str(), c[0].observed_generation), ("B", Some(2)));
+        assert_eq!(
+            (c[0].reason.as_str(), c[0].observed_generation),
+            ("B", Some(2))
+        );
         set(&mut c, READY, true, "C", "", Some(2), ts(20));
         assert_eq!(c[0].last_transition_time, Time(ts(20)));
         assert_eq!(c.len(), 1);
@@ -171,7 +208,13 @@ mod tests {
             (&wait, Phase::Progressing, "False", "True", "False"),
             (&paused, Phase::Paused, "False", "False", "False"),
             (&stall, Phase::Failed, "False", "False", "True"),
-            (&Decision::Complete, Phase::Completed, "True", "False", "False"),
+            (
+                &Decision::Complete,
+                Phase::Completed,
+                "True",
+                "False",
+                "False",
+            ),
         ];
         for (d, phase, r, rec, st) in t {
             let mut s = DovecotBackendUpgradeStatus::default();

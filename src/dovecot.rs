@@ -15,7 +15,9 @@ pub const EX_TEMPFAIL: i32 = 75;
 pub enum ArgError {
     #[error("{0:?} is not an IP address")]
     Ip(String),
-    #[error("user {0:?} is empty, too long, or contains a wildcard, whitespace or control character")]
+    #[error(
+        "user {0:?} is empty, too long, or contains a wildcard, whitespace or control character"
+    )]
     User(String),
     #[error("mailbox {0:?} is empty, too long, or contains a wildcard or control character")]
     Mailbox(String),
@@ -55,7 +57,8 @@ pub fn validate_mailbox(s: &str) -> Result<&str, ArgError> {
     let bad = s.is_empty()
         || s.len() > 255
         || s.starts_with('-')
-        || s.chars().any(|c| c == '*' || c == '%' || c == '?' || c.is_control());
+        || s.chars()
+            .any(|c| c == '*' || c == '%' || c == '?' || c.is_control());
     if bad {
         Err(ArgError::Mailbox(s.to_string()))
     } else {
@@ -149,11 +152,17 @@ impl Doveadm {
     }
     /// Names the mailbox: `"*"` prints nothing with exit 0 for a never-used account.
     pub fn mailbox_status(&self, user: &str, mailbox: &str) -> Vec<String> {
-        self.cmd(true, &["mailbox", "status", "-u", user, "messages", mailbox])
+        self.cmd(
+            true,
+            &["mailbox", "status", "-u", user, "messages", mailbox],
+        )
     }
     /// The runbook's `fetch -u <uid> text all`, limited to the verify mailbox.
     pub fn fetch_text(&self, user: &str, mailbox: &str) -> Vec<String> {
-        self.cmd(false, &["fetch", "-u", user, "text", "mailbox", mailbox, "all"])
+        self.cmd(
+            false,
+            &["fetch", "-u", user, "text", "mailbox", mailbox, "all"],
+        )
     }
 }
 
@@ -202,7 +211,10 @@ pub struct RingHost {
     pub users: u64,
 }
 
-fn json_records(what: &'static str, stdout: &str) -> Result<Vec<BTreeMap<String, String>>, ParseError> {
+fn json_records(
+    what: &'static str,
+    stdout: &str,
+) -> Result<Vec<BTreeMap<String, String>>, ParseError> {
     let t = stdout.trim();
     if t.is_empty() {
         return Ok(Vec::new());
@@ -356,7 +368,8 @@ mod tests {
     const STATUS_DOWN: &str = r#"[{"mail server ip":"127.0.0.11","tag":"","vhosts":"100","state":"down","state-changed":"2026-11-28 19:33:02","users":"5"}]"#;
     const STATUS_ADDED: &str = r#"[{"mail server ip":"127.0.0.11","tag":"","vhosts":"100","state":"up","state-changed":"-","users":"1"},{"mail server ip":"127.0.0.21","tag":"","vhosts":"70","state":"up","state-changed":"-","users":"0"}]"#;
     const WHO_1: &str = r#"[{"username":"user5","service":"imap","pid":"10823","ip":"127.0.0.1"},{"username":"user1","service":"imap","pid":"10820","ip":"127.0.0.1"}]"#;
-    const MAILBOXES: &str = r#"[{"mailbox":"Drafts"},{"mailbox":"Sent"},{"mailbox":"Trash"},{"mailbox":"INBOX"}]"#;
+    const MAILBOXES: &str =
+        r#"[{"mailbox":"Drafts"},{"mailbox":"Sent"},{"mailbox":"Trash"},{"mailbox":"INBOX"}]"#;
     const INBOX_4: &str = r#"[{"mailbox":"INBOX","messages":"4"}]"#;
 
     #[test]
@@ -414,7 +427,10 @@ mod tests {
         let ip = validate_ip("127.0.0.11").unwrap();
         let table: Vec<(Vec<String>, &str)> = vec![
             (d.director_status(), "doveadm -f json director status"),
-            (d.director_update(ip, 0), "doveadm director update 127.0.0.11 0"),
+            (
+                d.director_update(ip, 0),
+                "doveadm director update 127.0.0.11 0",
+            ),
             (d.director_up(ip), "doveadm director up 127.0.0.11"),
             (d.director_down(ip), "doveadm director down 127.0.0.11"),
             (d.director_flush(ip), "doveadm director flush 127.0.0.11"),
@@ -428,7 +444,10 @@ mod tests {
                 d.mailbox_status("u1", "INBOX"),
                 "doveadm -f json mailbox status -u u1 messages INBOX",
             ),
-            (d.fetch_text("u1", "INBOX"), "doveadm fetch -u u1 text mailbox INBOX all"),
+            (
+                d.fetch_text("u1", "INBOX"),
+                "doveadm fetch -u u1 text mailbox INBOX all",
+            ),
         ];
         for (argv, want) in table {
             assert_eq!(argv.join(" "), want);
@@ -436,21 +455,48 @@ mod tests {
         let c = Doveadm::new(Some("/etc/x/dovecot.conf".into()));
         assert_eq!(
             c.director_status(),
-            vec!["doveadm", "-c", "/etc/x/dovecot.conf", "-f", "json", "director", "status"]
+            vec![
+                "doveadm",
+                "-c",
+                "/etc/x/dovecot.conf",
+                "-f",
+                "json",
+                "director",
+                "status"
+            ]
         );
         // a mailbox with a space stays one argv element
         assert_eq!(d.mailbox_status("u1", "My Box").last().unwrap(), "My Box");
-        assert_eq!(read_master_pid("/run/dovecot/"), vec!["cat", "/run/dovecot/master.pid"]);
+        assert_eq!(
+            read_master_pid("/run/dovecot/"),
+            vec!["cat", "/run/dovecot/master.pid"]
+        );
         assert_eq!(process_alive(42), vec!["test", "-e", "/proc/42"]);
     }
 
     #[test]
     fn bad_inputs_are_rejected() {
-        for ip in ["", "1", "localhost", "127.0.0.1; rm -rf /", "127.0.0.1 ", "300.1.1.1"] {
+        for ip in [
+            "",
+            "1",
+            "localhost",
+            "127.0.0.1; rm -rf /",
+            "127.0.0.1 ",
+            "300.1.1.1",
+        ] {
             assert!(validate_ip(ip).is_err(), "{ip:?}");
         }
         assert!(validate_ip("::1").is_ok());
-        for u in ["", "user*", "us?r", "a b", "a\nb", "a\tb", "-A", &"x".repeat(256)] {
+        for u in [
+            "",
+            "user*",
+            "us?r",
+            "a b",
+            "a\nb",
+            "a\tb",
+            "-A",
+            &"x".repeat(256),
+        ] {
             assert!(validate_user(u).is_err(), "{u:?}");
         }
         assert!(validate_user("probe@example.org").is_ok());
@@ -480,12 +526,32 @@ mod tests {
                 "Fatal: net_connect_unix(/run/dovecot/master) failed: Connection refused",
                 Verdict::AlreadyDone,
             ),
-            (ServiceStop, 68, "Error: Unknown service: lmtp", Verdict::Failed),
-            (DirectorRemove, 68, "Error: 127.0.0.21: doesn't exist", Verdict::AlreadyDone),
+            (
+                ServiceStop,
+                68,
+                "Error: Unknown service: lmtp",
+                Verdict::Failed,
+            ),
+            (
+                DirectorRemove,
+                68,
+                "Error: 127.0.0.21: doesn't exist",
+                Verdict::AlreadyDone,
+            ),
             (DirectorRemove, 75, "Fatal: x", Verdict::Failed),
-            (ReadPid, 1, "cat: /run/dovecot/master.pid: No such file", Verdict::AlreadyDone),
+            (
+                ReadPid,
+                1,
+                "cat: /run/dovecot/master.pid: No such file",
+                Verdict::AlreadyDone,
+            ),
             (ReadPid, 2, "", Verdict::Failed),
-            (Plain, 75, "Error: 127.0.0.99: doesn't exist", Verdict::Failed),
+            (
+                Plain,
+                75,
+                "Error: 127.0.0.99: doesn't exist",
+                Verdict::Failed,
+            ),
             (Plain, 0, "", Verdict::Ok),
         ];
         for (kind, code, err, want) in t {

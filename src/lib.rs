@@ -3,5 +3,8 @@
 pub mod api;
 pub mod conditions;
 pub mod dovecot;
+pub mod engine;
+pub mod exec;
+pub mod lab;
 pub mod plan;
 pub mod settings;

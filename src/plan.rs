@@ -49,7 +49,10 @@ pub struct Observed {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     /// Cannot go on without a human; no exec. Stalled=True.
-    Stall { reason: &'static str, message: String },
+    Stall {
+        reason: &'static str,
+        message: String,
+    },
     /// Nothing to do right now; look again later.
     Wait {
         reason: &'static str,
@@ -129,10 +132,8 @@ fn drift_commands(s: &Settings, rec: &BackendStatus, host: &RingHost) -> Vec<Vec
     let Some(ip) = ip_of(rec) else {
         return Vec::new();
     };
-    let must_be_down = matches!(
-        rec.step,
-        Step::Reset | Step::Replace | Step::Verify
-    ) || (rec.step == Step::RingRemove && rec.failed);
+    let must_be_down = matches!(rec.step, Step::Reset | Step::Replace | Step::Verify)
+        || (rec.step == Step::RingRemove && rec.failed);
     let must_be_drained = matches!(
         rec.step,
         Step::WaitSessions | Step::StopLmtp | Step::StopDovecot | Step::RingRemove
@@ -157,11 +158,15 @@ pub fn ring_drift(
     status: &DovecotBackendUpgradeStatus,
     ring: &[RingHost],
 ) -> Option<(String, Vec<Vec<String>>)> {
-    status.backends.iter().filter(|r| active(r)).find_map(|rec| {
-        let host = ring.iter().find(|h| h.ip == rec.ip)?;
-        let cmds = drift_commands(s, rec, host);
-        (!cmds.is_empty()).then(|| (rec.pod.clone(), cmds))
-    })
+    status
+        .backends
+        .iter()
+        .filter(|r| active(r))
+        .find_map(|rec| {
+            let host = ring.iter().find(|h| h.ip == rec.ip)?;
+            let cmds = drift_commands(s, rec, host);
+            (!cmds.is_empty()).then(|| (rec.pod.clone(), cmds))
+        })
 }
 
 /// Outdated pods in the order the StatefulSet controller would roll them: highest ordinal first.
@@ -197,10 +202,7 @@ pub fn progress(status: &DovecotBackendUpgradeStatus, obs: &Observed, target: &s
         .filter(|p| {
             p.revision.as_deref() == Some(target)
                 && p.ready
-                && !status
-                    .backends
-                    .iter()
-                    .any(|r| r.pod == p.name && active(r))
+                && !status.backends.iter().any(|r| r.pod == p.name && active(r))
         })
         .count();
     format!("{done}/{total}")
@@ -354,7 +356,10 @@ fn in_flight(
     if let Some(at) = &rec.retry_after {
         if at.0 > now {
             let wait = Duration::try_from(at.0.duration_since(now)).unwrap_or(Duration::ZERO);
-            return Err((wait, format!("{}: retrying {} after a transient error", rec.pod, rec.step)));
+            return Err((
+                wait,
+                format!("{}: retrying {} after a transient error", rec.pod, rec.step),
+            ));
         }
     }
     match rec.step {
@@ -376,9 +381,15 @@ fn in_flight(
         Step::Replace | Step::Verify | Step::RingRestore => {
             // these act on the replaced pod; it must exist to be looked at
             if rec.step != Step::Replace
-                && !obs.pods.iter().any(|p| p.name == rec.pod && p.ready && !p.terminating)
+                && !obs
+                    .pods
+                    .iter()
+                    .any(|p| p.name == rec.pod && p.ready && !p.terminating)
             {
-                return Err((Duration::from_secs(5), format!("{}: waiting for the pod to be Ready", rec.pod)));
+                return Err((
+                    Duration::from_secs(5),
+                    format!("{}: waiting for the pod to be Ready", rec.pod),
+                ));
             }
             run(None)
         }
@@ -411,11 +422,18 @@ fn begin_next(
     if !candidate.ready {
         return Some(Decision::Wait {
             reason: "BackendNotReady",
-            message: format!("outdated backend {} is not Ready; waiting before draining it", candidate.name),
+            message: format!(
+                "outdated backend {} is not Ready; waiting before draining it",
+                candidate.name
+            ),
             requeue: Duration::from_secs(10),
         });
     }
-    let Some(ip) = candidate.ip.as_deref().filter(|ip| dovecot::validate_ip(ip).is_ok()) else {
+    let Some(ip) = candidate
+        .ip
+        .as_deref()
+        .filter(|ip| dovecot::validate_ip(ip).is_ok())
+    else {
         return Some(Decision::Wait {
             reason: "BackendWithoutIP",
             message: format!("backend {} has no pod IP yet", candidate.name),
@@ -490,16 +508,15 @@ pub fn failure_message(rec: &BackendStatus) -> String {
             e.exit_code.map_or("-".to_string(), |c| c.to_string()),
             e.stderr.trim()
         ),
-        None => format!("backend {} ({}) failed at step {}", rec.pod, rec.ip, rec.step),
+        None => format!(
+            "backend {} ({}) failed at step {}",
+            rec.pod, rec.ip, rec.step
+        ),
     }
 }
 
 /// Folds a step's result into the record. Returns the events it implies.
-pub fn apply_result(
-    rec: &mut BackendStatus,
-    result: &StepResult,
-    now: Timestamp,
-) -> Vec<Note> {
+pub fn apply_result(rec: &mut BackendStatus, result: &StepResult, now: Timestamp) -> Vec<Note> {
     let step = rec.step;
     match result {
         StepResult::Advanced { message, new_ip } => {
@@ -519,11 +536,17 @@ pub fn apply_result(
                 format!(
                     "{}: {step} done{}",
                     rec.pod,
-                    message.as_ref().map(|m| format!(" ({m})")).unwrap_or_default()
+                    message
+                        .as_ref()
+                        .map(|m| format!(" ({m})"))
+                        .unwrap_or_default()
                 ),
             )];
             notes.push(if rec.step == Step::Done {
-                Note::normal("BackendUpgraded", format!("{}: upgraded and back in the ring", rec.pod))
+                Note::normal(
+                    "BackendUpgraded",
+                    format!("{}: upgraded and back in the ring", rec.pod),
+                )
             } else {
                 Note::normal("StepStarted", format!("{}: {} started", rec.pod, rec.step))
             });
@@ -539,7 +562,10 @@ pub fn apply_result(
             rec.attempts = 0;
             rec.retry_after = None;
             rec.message = Some(message.clone());
-            vec![Note::warning("StepRewound", format!("{}: {message}; back to {to}", rec.pod))]
+            vec![Note::warning(
+                "StepRewound",
+                format!("{}: {message}; back to {to}", rec.pod),
+            )]
         }
         StepResult::Failed(e) => {
             rec.failed = true;
@@ -609,7 +635,9 @@ pub fn drain_outcome(
         },
         None => StepResult::Waiting {
             requeue: poll,
-            message: format!("director shows no users, but {live_sessions} sessions still run on the backend"),
+            message: format!(
+                "director shows no users, but {live_sessions} sessions still run on the backend"
+            ),
         },
         Some(n) => match on_timeout {
             DrainTimeoutAction::Proceed => StepResult::Advanced {
@@ -622,6 +650,48 @@ pub fn drain_outcome(
                 "drain ceiling reached with {n} users still mapped (spec.drain.onTimeout=Fail)"
             ))),
         },
+    }
+}
+
+/// Replace's next move for the pod as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplaceMove {
+    /// Still the old pod: delete it.
+    Delete,
+    /// Terminating, missing, or not Ready yet.
+    Wait(String),
+    /// Recreated at the target revision and Ready, with this IP.
+    Done(String),
+    TimedOut(String),
+}
+
+pub fn replace_move(
+    pod: Option<&PodView>,
+    target: &str,
+    waited: Duration,
+    timeout: Duration,
+) -> ReplaceMove {
+    match pod {
+        Some(p) if p.revision.as_deref() == Some(target) && p.ready && !p.terminating => {
+            match p
+                .ip
+                .as_deref()
+                .filter(|ip| dovecot::validate_ip(ip).is_ok())
+            {
+                Some(ip) => ReplaceMove::Done(ip.to_string()),
+                None => ReplaceMove::Wait(format!("{}: Ready but without an IP", p.name)),
+            }
+        }
+        Some(p) if p.revision.as_deref() != Some(target) && !p.terminating => ReplaceMove::Delete,
+        _ if waited >= timeout => ReplaceMove::TimedOut(format!(
+            "pod not Ready at revision {target} within {timeout:?}"
+        )),
+        Some(p) if p.terminating => ReplaceMove::Wait(format!("{}: terminating", p.name)),
+        Some(p) => ReplaceMove::Wait(format!(
+            "{}: waiting for Ready at revision {target}",
+            p.name
+        )),
+        None => ReplaceMove::Wait("waiting for the StatefulSet to recreate the pod".into()),
     }
 }
 
@@ -648,10 +718,12 @@ pub fn cleanup_for(rec: &BackendStatus) -> Cleanup {
     match rec.step {
         Step::Drain | Step::WaitSessions | Step::StopLmtp => Cleanup::Restore,
         Step::StopDovecot => Cleanup::RestoreIfRunning,
-        Step::RingRemove | Step::Reset | Step::Replace | Step::Verify => Cleanup::LeaveOut(format!(
-            "{}: deleted at step {}, after Dovecot was stopped; left out of the ring (restore by hand with doveadm director update <ip> {} and director up <ip>)",
-            rec.pod, rec.step, rec.original_vhosts
-        )),
+        Step::RingRemove | Step::Reset | Step::Replace | Step::Verify => {
+            Cleanup::LeaveOut(format!(
+                "{}: deleted at step {}, after Dovecot was stopped; left out of the ring (restore by hand with doveadm director update <ip> {} and director up <ip>)",
+                rec.pod, rec.step, rec.original_vhosts
+            ))
+        }
         // verified already: finishing the restore is the safe thing
         Step::RingRestore => Cleanup::Restore,
         Step::Done => Cleanup::Nothing,

@@ -96,11 +96,16 @@ fn check_argv(field: &'static str, argv: &[String]) -> Result<(), SpecError> {
     if first.trim().is_empty() || first.chars().any(char::is_whitespace) {
         return Err(bad(
             field,
-            format!("{first:?} looks like a shell string; give an argv list, e.g. [\"find\", \"/var/dovecot/vmail\", \"-mindepth\", \"1\", \"-delete\"]"),
+            format!(
+                "{first:?} looks like a shell string; give an argv list, e.g. [\"find\", \"/var/dovecot/vmail\", \"-mindepth\", \"1\", \"-delete\"]"
+            ),
         ));
     }
     if SHELLS.contains(&first.as_str()) {
-        return Err(bad(field, "commands run without a shell; do not wrap them in sh -c"));
+        return Err(bad(
+            field,
+            "commands run without a shell; do not wrap them in sh -c",
+        ));
     }
     if argv.iter().any(|a| a.contains('\0')) {
         return Err(bad(field, "argument contains a NUL byte"));
@@ -170,7 +175,11 @@ pub fn validate(spec: &DovecotBackendUpgradeSpec) -> Result<Settings, SpecError>
         &spec.timeouts.command,
         Duration::from_secs(1),
     )?;
-    let stop_timeout = duration("spec.timeouts.stop", &spec.timeouts.stop, Duration::from_secs(1))?;
+    let stop_timeout = duration(
+        "spec.timeouts.stop",
+        &spec.timeouts.stop,
+        Duration::from_secs(1),
+    )?;
     let replace_timeout = duration(
         "spec.timeouts.replace",
         &spec.timeouts.replace,
@@ -259,19 +268,37 @@ pub(crate) mod tests {
     #[test]
     fn bad_specs_are_permanent_errors_naming_the_field() {
         let t = [
-            (json!({"backends": {"statefulSet": " "}}), "spec.backends.statefulSet"),
+            (
+                json!({"backends": {"statefulSet": " "}}),
+                "spec.backends.statefulSet",
+            ),
             (json!({"maxUnavailable": 0}), "spec.maxUnavailable"),
             (json!({"maxUnavailable": -2}), "spec.maxUnavailable"),
             (json!({"drain": {"timeout": "soon"}}), "spec.drain.timeout"),
-            (json!({"drain": {"pollInterval": "-1s"}}), "spec.drain.pollInterval"),
-            (json!({"drain": {"pollInterval": "1ms"}}), "spec.drain.pollInterval"),
-            (json!({"timeouts": {"command": "1h1x"}}), "spec.timeouts.command"),
+            (
+                json!({"drain": {"pollInterval": "-1s"}}),
+                "spec.drain.pollInterval",
+            ),
+            (
+                json!({"drain": {"pollInterval": "1ms"}}),
+                "spec.drain.pollInterval",
+            ),
+            (
+                json!({"timeouts": {"command": "1h1x"}}),
+                "spec.timeouts.command",
+            ),
             (json!({"verify": {"user": "user*"}}), "spec.verify.user"),
             (json!({"verify": {"user": "a b"}}), "spec.verify.user"),
             (json!({"verify": {"user": "a\nb"}}), "spec.verify.user"),
             (json!({"verify": {"user": "u?"}}), "spec.verify.user"),
-            (json!({"verify": {"user": "u", "mailbox": "*"}}), "spec.verify.mailbox"),
-            (json!({"director": {"selector": {"matchLabels": null}}}), "spec.director.selector"),
+            (
+                json!({"verify": {"user": "u", "mailbox": "*"}}),
+                "spec.verify.mailbox",
+            ),
+            (
+                json!({"director": {"selector": {"matchLabels": null}}}),
+                "spec.director.selector",
+            ),
             (
                 json!({"reset": {"commands": [["rm -rf /var/dovecot/vmail/*"]]}}),
                 "spec.reset.commands",
@@ -281,7 +308,10 @@ pub(crate) mod tests {
                 "spec.reset.commands",
             ),
             (json!({"reset": {"commands": [[]]}}), "spec.reset.commands"),
-            (json!({"backends": {"baseDir": "run"}}), "spec.backends.baseDir"),
+            (
+                json!({"backends": {"baseDir": "run"}}),
+                "spec.backends.baseDir",
+            ),
         ];
         for (extra, field) in t {
             let err = validate(&spec(extra.clone())).unwrap_err();
@@ -293,7 +323,10 @@ pub(crate) mod tests {
     fn reset_can_be_disabled_or_replaced() {
         let s = validate(&spec(json!({"reset": {"enabled": false}}))).unwrap();
         assert!(s.reset.is_empty());
-        let s = validate(&spec(json!({"reset": {"commands": [["find", "/x", "-delete"]]}}))).unwrap();
+        let s = validate(&spec(
+            json!({"reset": {"commands": [["find", "/x", "-delete"]]}}),
+        ))
+        .unwrap();
         assert_eq!(s.reset, vec![vec!["find", "/x", "-delete"]]);
     }
 }

@@ -13,7 +13,10 @@ fn ts(s: i64) -> Timestamp {
 }
 
 fn settings() -> Settings {
-    validate(&spec(json!({"drain": {"timeout": "60s", "pollInterval": "5s"}}))).unwrap()
+    validate(&spec(
+        json!({"drain": {"timeout": "60s", "pollInterval": "5s"}}),
+    ))
+    .unwrap()
 }
 
 fn pod(i: u32, rev: &str) -> PodView {
@@ -47,7 +50,11 @@ fn world() -> Observed {
         director: Some("director-0".into()),
         director_overlap: vec![],
         owned_by_other: None,
-        ring: Some(vec![host(0, 100, true, 3), host(1, 50, true, 2), host(2, 20, true, 1)]),
+        ring: Some(vec![
+            host(0, 100, true, 3),
+            host(1, 50, true, 2),
+            host(2, 20, true, 1),
+        ]),
     }
 }
 
@@ -120,7 +127,9 @@ fn invalid_worlds_stall_without_exec() {
 #[test]
 fn begin_takes_highest_ordinal_and_records_its_vhost_count() {
     let d = decide(&settings(), &status(vec![]), &world(), ts(0));
-    let Decision::Begin(r) = d else { panic!("{d:?}") };
+    let Decision::Begin(r) = d else {
+        panic!("{d:?}")
+    };
     assert_eq!((r.pod.as_str(), r.ip.as_str()), ("backend-2", "127.0.0.13"));
     assert_eq!(r.original_vhosts, 20, "the count the ring had, not 100");
     assert_eq!(r.step, Step::Drain);
@@ -135,11 +144,19 @@ fn waits_and_stalls_before_starting_a_backend() {
     one.sts.as_mut().unwrap().replicas = 1;
     one.ring = Some(vec![host(0, 100, true, 0)]);
     let mut others_down = world();
-    others_down.ring = Some(vec![host(0, 100, false, 0), host(1, 0, true, 0), host(2, 20, true, 0)]);
+    others_down.ring = Some(vec![
+        host(0, 100, false, 0),
+        host(1, 0, true, 0),
+        host(2, 20, true, 0),
+    ]);
     let mut not_in_ring = world();
     not_in_ring.ring = Some(vec![host(0, 100, true, 0), host(1, 50, true, 0)]);
     let mut pre_drained = world();
-    pre_drained.ring = Some(vec![host(0, 100, true, 0), host(1, 50, true, 0), host(2, 0, true, 0)]);
+    pre_drained.ring = Some(vec![
+        host(0, 100, true, 0),
+        host(1, 50, true, 0),
+        host(2, 0, true, 0),
+    ]);
     let mut unready = world();
     unready.pods[2].ready = false;
     let mut no_director = world();
@@ -170,7 +187,10 @@ fn complete_only_when_every_pod_is_at_target_and_ready() {
     let mut st = status(vec![rec(0, Step::Done, 0)]);
     assert_eq!(decide(&settings(), &st, &obs, ts(0)), Decision::Complete);
     obs.pods[1].ready = false;
-    assert_eq!(reason(&decide(&settings(), &st, &obs, ts(0))), "WaitingForPods");
+    assert_eq!(
+        reason(&decide(&settings(), &st, &obs, ts(0))),
+        "WaitingForPods"
+    );
     obs.pods.pop();
     obs.pods[1].ready = true;
     // a missing pod (being recreated) is not complete
@@ -202,7 +222,13 @@ fn every_step_of_an_in_flight_backend_runs_in_order() {
 fn wait_sessions_polls_until_empty_or_ceiling() {
     let s = settings(); // timeout 60s, poll 5s
     let st = status(vec![rec(2, Step::WaitSessions, 0)]);
-    let ring = |users| Some(vec![host(0, 100, true, 0), host(1, 50, true, 0), host(2, 0, true, users)]);
+    let ring = |users| {
+        Some(vec![
+            host(0, 100, true, 0),
+            host(1, 50, true, 0),
+            host(2, 0, true, users),
+        ])
+    };
     let mut obs = world();
     obs.ring = ring(4);
     let d = decide(&s, &st, &obs, ts(10));
@@ -215,7 +241,9 @@ fn wait_sessions_polls_until_empty_or_ceiling() {
         }
     );
     // the last poll before the ceiling is shortened to land on it
-    let Decision::Wait { requeue, .. } = decide(&s, &st, &obs, ts(58)) else { panic!() };
+    let Decision::Wait { requeue, .. } = decide(&s, &st, &obs, ts(58)) else {
+        panic!()
+    };
     assert_eq!(requeue, Duration::from_secs(2));
     // ceiling reached with users left
     assert_eq!(
@@ -241,13 +269,21 @@ fn drain_outcome_table() {
     };
     let p = Duration::from_secs(5);
     use DrainTimeoutAction::*;
-    assert!(matches!(drain_outcome(None, 0, Proceed, p, err), StepResult::Advanced { .. }));
-    assert!(matches!(drain_outcome(None, 2, Proceed, p, err), StepResult::Waiting { .. }));
+    assert!(matches!(
+        drain_outcome(None, 0, Proceed, p, err),
+        StepResult::Advanced { .. }
+    ));
+    assert!(matches!(
+        drain_outcome(None, 2, Proceed, p, err),
+        StepResult::Waiting { .. }
+    ));
     let StepResult::Advanced { message, .. } = drain_outcome(Some(3), 3, Proceed, p, err) else {
         panic!()
     };
     assert!(message.unwrap().contains("3 users"));
-    let StepResult::Failed(e) = drain_outcome(Some(3), 3, Fail, p, err) else { panic!() };
+    let StepResult::Failed(e) = drain_outcome(Some(3), 3, Fail, p, err) else {
+        panic!()
+    };
     assert!(e.stderr.contains("onTimeout=Fail"));
 }
 
@@ -255,10 +291,20 @@ fn drain_outcome_table() {
 fn ring_drift_is_reasserted_before_anything_else() {
     let s = settings();
     // director restarted: forgot update 0 and down
-    let forgot = Some(vec![host(0, 100, true, 0), host(1, 50, true, 0), host(2, 100, true, 0)]);
+    let forgot = Some(vec![
+        host(0, 100, true, 0),
+        host(1, 50, true, 0),
+        host(2, 100, true, 0),
+    ]);
     let t = [
-        (Step::WaitSessions, vec!["doveadm director update 127.0.0.13 0"]),
-        (Step::StopDovecot, vec!["doveadm director update 127.0.0.13 0"]),
+        (
+            Step::WaitSessions,
+            vec!["doveadm director update 127.0.0.13 0"],
+        ),
+        (
+            Step::StopDovecot,
+            vec!["doveadm director update 127.0.0.13 0"],
+        ),
         (
             Step::Reset,
             vec![
@@ -281,7 +327,9 @@ fn ring_drift_is_reasserted_before_anything_else() {
         obs.ring = forgot.clone();
         obs.pods[2] = pod(2, NEW);
         let d = decide(&s, &status(vec![rec(2, step, 0)]), &obs, ts(1));
-        let Decision::Reassert { pod, commands } = d else { panic!("{step}: {d:?}") };
+        let Decision::Reassert { pod, commands } = d else {
+            panic!("{step}: {d:?}")
+        };
         assert_eq!(pod, "backend-2");
         let got: Vec<String> = commands.iter().map(|c| c.join(" ")).collect();
         assert_eq!(got, want, "{step}");
@@ -299,7 +347,10 @@ fn ring_drift_is_reasserted_before_anything_else() {
     f.failed = true;
     let mut obs = world();
     obs.ring = forgot;
-    assert_eq!(reason(&decide(&s, &status(vec![f]), &obs, ts(1))), "Reassert");
+    assert_eq!(
+        reason(&decide(&s, &status(vec![f]), &obs, ts(1))),
+        "Reassert"
+    );
 }
 
 #[test]
@@ -313,11 +364,23 @@ fn a_failed_backend_halts_the_rollout_with_the_command_and_stderr() {
         stderr: "doveadm(probe): Error: User doesn't exist".into(),
     });
     let mut obs = world();
-    obs.ring = Some(vec![host(0, 100, true, 0), host(1, 50, true, 0), host(2, 0, false, 0)]);
+    obs.ring = Some(vec![
+        host(0, 100, true, 0),
+        host(1, 50, true, 0),
+        host(2, 0, false, 0),
+    ]);
     let d = decide(&settings(), &status(vec![f]), &obs, ts(1));
-    let Decision::Stall { reason, message } = d else { panic!("{d:?}") };
+    let Decision::Stall { reason, message } = d else {
+        panic!("{d:?}")
+    };
     assert_eq!(reason, "BackendFailed");
-    for part in ["backend-2", "Verify", "doveadm mailbox list", "67", "User doesn't exist"] {
+    for part in [
+        "backend-2",
+        "Verify",
+        "doveadm mailbox list",
+        "67",
+        "User doesn't exist",
+    ] {
         assert!(message.contains(part), "{part} in {message}");
     }
 }
@@ -325,9 +388,16 @@ fn a_failed_backend_halts_the_rollout_with_the_command_and_stderr() {
 #[test]
 fn pause_stops_before_the_next_step() {
     let s = validate(&spec(json!({"paused": true}))).unwrap();
-    assert_eq!(reason(&decide(&s, &status(vec![]), &world(), ts(0))), "Paused");
+    assert_eq!(
+        reason(&decide(&s, &status(vec![]), &world(), ts(0))),
+        "Paused"
+    );
     let mut obs = world();
-    obs.ring = Some(vec![host(0, 100, true, 0), host(1, 50, true, 0), host(2, 0, true, 0)]);
+    obs.ring = Some(vec![
+        host(0, 100, true, 0),
+        host(1, 50, true, 0),
+        host(2, 0, true, 0),
+    ]);
     let st = status(vec![rec(2, Step::StopLmtp, 0)]);
     assert_eq!(reason(&decide(&s, &st, &obs, ts(0))), "Paused");
 }
@@ -335,19 +405,35 @@ fn pause_stops_before_the_next_step() {
 #[test]
 fn max_unavailable_bounds_backends_in_flight() {
     let mut obs = world();
-    obs.ring = Some(vec![host(0, 100, true, 0), host(1, 50, true, 0), host(2, 0, true, 9)]);
+    obs.ring = Some(vec![
+        host(0, 100, true, 0),
+        host(1, 50, true, 0),
+        host(2, 0, true, 9),
+    ]);
     let st = status(vec![rec(2, Step::WaitSessions, 0)]);
     // one in flight and waiting: with maxUnavailable 1, nothing new starts
-    assert_eq!(reason(&decide(&settings(), &st, &obs, ts(1))), "StepInProgress");
-    let two = validate(&spec(json!({"maxUnavailable": 2, "drain": {"timeout": "60s"}}))).unwrap();
-    let Decision::Begin(r) = decide(&two, &st, &obs, ts(1)) else { panic!() };
+    assert_eq!(
+        reason(&decide(&settings(), &st, &obs, ts(1))),
+        "StepInProgress"
+    );
+    let two = validate(&spec(
+        json!({"maxUnavailable": 2, "drain": {"timeout": "60s"}}),
+    ))
+    .unwrap();
+    let Decision::Begin(r) = decide(&two, &st, &obs, ts(1)) else {
+        panic!()
+    };
     assert_eq!(r.pod, "backend-1");
 }
 
 #[test]
 fn replace_verify_restore_wait_for_the_new_pod() {
     let mut obs = world();
-    obs.ring = Some(vec![host(0, 100, true, 0), host(1, 50, true, 0), host(2, 0, false, 0)]);
+    obs.ring = Some(vec![
+        host(0, 100, true, 0),
+        host(1, 50, true, 0),
+        host(2, 0, false, 0),
+    ]);
     obs.pods.pop(); // deleted, not recreated yet
     for step in [Step::Verify, Step::RingRestore] {
         let d = decide(&settings(), &status(vec![rec(2, step, 0)]), &obs, ts(1));
@@ -355,7 +441,12 @@ fn replace_verify_restore_wait_for_the_new_pod() {
     }
     // Replace itself runs to observe/delete/time out
     assert_eq!(
-        decide(&settings(), &status(vec![rec(2, Step::Replace, 0)]), &obs, ts(1)),
+        decide(
+            &settings(),
+            &status(vec![rec(2, Step::Replace, 0)]),
+            &obs,
+            ts(1)
+        ),
         run(2, Step::Replace)
     );
 }
@@ -373,11 +464,21 @@ fn transient_failures_back_off_then_fail() {
     assert_eq!((r.attempts, r.failed, r.step), (1, false, Step::Drain));
     assert_eq!(r.retry_after, Some(Time(ts(12))));
     assert_eq!(notes[0].reason, "StepRetrying");
-    assert_eq!(r.step_started, Time(ts(0)), "ceilings keep counting from the step start");
+    assert_eq!(
+        r.step_started,
+        Time(ts(0)),
+        "ceilings keep counting from the step start"
+    );
     // while backing off, the plan waits
     let obs = world();
-    assert_eq!(reason(&decide(&settings(), &status(vec![r.clone()]), &obs, ts(11))), "StepInProgress");
-    assert_eq!(decide(&settings(), &status(vec![r.clone()]), &obs, ts(12)), run(2, Step::Drain));
+    assert_eq!(
+        reason(&decide(&settings(), &status(vec![r.clone()]), &obs, ts(11))),
+        "StepInProgress"
+    );
+    assert_eq!(
+        decide(&settings(), &status(vec![r.clone()]), &obs, ts(12)),
+        run(2, Step::Drain)
+    );
     for _ in 1..MAX_ATTEMPTS {
         apply_result(&mut r, &StepResult::Transient { error: e.clone() }, ts(20));
     }
@@ -423,7 +524,10 @@ fn results_move_every_step_forward_or_halt_it() {
             },
             ts(5),
         );
-        assert_eq!((waiting.step, waiting.step_started.clone()), (step, Time(ts(0))));
+        assert_eq!(
+            (waiting.step, waiting.step_started.clone()),
+            (step, Time(ts(0)))
+        );
     }
     let mut r = rec(2, Step::Replace, 0);
     apply_result(
@@ -472,7 +576,10 @@ fn cleanup_on_delete_restores_only_running_backends() {
     }
     let mut f = rec(0, Step::WaitSessions, 0);
     f.failed = true;
-    assert!(matches!(cleanup_for(&f), Cleanup::LeaveOut(_)), "failed is never put back");
+    assert!(
+        matches!(cleanup_for(&f), Cleanup::LeaveOut(_)),
+        "failed is never put back"
+    );
 }
 
 #[test]
@@ -497,6 +604,58 @@ fn progress_counts_ready_pods_at_target_not_in_flight() {
 #[test]
 fn outdated_orders_by_ordinal_descending() {
     let pods: Vec<PodView> = [2, 10, 0].iter().map(|i| pod(*i, OLD)).collect();
-    let names: Vec<&str> = outdated(&pods, NEW).iter().map(|p| p.name.as_str()).collect();
+    let names: Vec<&str> = outdated(&pods, NEW)
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
     assert_eq!(names, vec!["backend-10", "backend-2", "backend-0"]);
+}
+
+#[test]
+fn replace_deletes_the_old_pod_then_waits_for_the_new_one() {
+    let t10 = Duration::from_secs(10);
+    let old = pod(2, OLD);
+    let mut term = pod(2, OLD);
+    term.terminating = true;
+    let mut new_unready = pod(2, NEW);
+    new_unready.ready = false;
+    let mut new_moved = pod(2, NEW);
+    new_moved.ip = Some("127.0.0.99".into());
+    let t: Vec<(Option<&PodView>, Duration, ReplaceMove)> = vec![
+        (Some(&old), Duration::ZERO, ReplaceMove::Delete),
+        (Some(&old), t10, ReplaceMove::Delete),
+        (
+            Some(&term),
+            Duration::ZERO,
+            ReplaceMove::Wait("backend-2: terminating".into()),
+        ),
+        (
+            None,
+            Duration::ZERO,
+            ReplaceMove::Wait("waiting for the StatefulSet to recreate the pod".into()),
+        ),
+        (
+            Some(&new_unready),
+            Duration::ZERO,
+            ReplaceMove::Wait(format!("backend-2: waiting for Ready at revision {NEW}")),
+        ),
+        (
+            Some(&new_moved),
+            Duration::ZERO,
+            ReplaceMove::Done("127.0.0.99".into()),
+        ),
+        (
+            None,
+            t10,
+            ReplaceMove::TimedOut(format!("pod not Ready at revision {NEW} within 10s")),
+        ),
+        (
+            Some(&new_unready),
+            t10,
+            ReplaceMove::TimedOut(format!("pod not Ready at revision {NEW} within 10s")),
+        ),
+    ];
+    for (p, waited, want) in t {
+        assert_eq!(replace_move(p, NEW, waited, t10), want, "{p:?} {waited:?}");
+    }
 }

@@ -1,0 +1,302 @@
+//! Runs argv in a pod: the `PodExec` trait, its kube (pods/exec) and local (nsenter) implementations.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
+use kube::api::{Api, AttachParams};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Bytes of each stream kept for parsing; the rest is read and dropped so the command never blocks.
+pub const MAX_CAPTURE: usize = 1 << 20;
+
+/// A finished command.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecOutput {
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A command that could not be run to completion; always transient from the step's view.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecError {
+    #[error("exec timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("exec transport failed: {0}")]
+    Transport(String),
+    #[error("exec ended without an exit status: {0}")]
+    NoStatus(String),
+}
+
+impl ExecError {
+    /// Stable category for metrics and events.
+    pub fn category(&self) -> &'static str {
+        match self {
+            ExecError::Timeout(_) => "exec_timeout",
+            ExecError::Transport(_) => "exec_transport",
+            ExecError::NoStatus(_) => "exec_no_status",
+        }
+    }
+}
+
+/// Runs one argv in a container of a pod, without a shell.
+#[async_trait]
+pub trait PodExec: Send + Sync {
+    async fn exec(
+        &self,
+        pod: &str,
+        container: Option<&str>,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, ExecError>;
+}
+
+/// Exit code from the Status the kubelet sends at the end of an exec stream.
+pub fn exit_code_from_status(status: &Status) -> Result<i32, ExecError> {
+    if status.status.as_deref() == Some("Success") {
+        return Ok(0);
+    }
+    if status.reason.as_deref() == Some("NonZeroExitCode") {
+        if let Some(code) = status
+            .details
+            .as_ref()
+            .and_then(|d| d.causes.as_ref())
+            .and_then(|c| c.iter().find(|c| c.reason.as_deref() == Some("ExitCode")))
+            .and_then(|c| c.message.as_deref())
+            .and_then(|m| m.trim().parse().ok())
+        {
+            return Ok(code);
+        }
+    }
+    Err(ExecError::NoStatus(crate::dovecot::bounded(
+        &format!(
+            "{}: {}",
+            status.reason.as_deref().unwrap_or(""),
+            status.message.as_deref().unwrap_or("")
+        ),
+        300,
+    )))
+}
+
+/// Reads a whole stream, keeping at most `MAX_CAPTURE` bytes.
+async fn read_bounded<R: AsyncRead + Unpin>(r: Option<R>) -> std::io::Result<String> {
+    let Some(mut r) = r else {
+        return Ok(String::new());
+    };
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        let room = MAX_CAPTURE.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+    }
+    Ok(String::from_utf8_lossy(&kept).into_owned())
+}
+
+/// pods/exec through the API server.
+#[derive(Clone)]
+pub struct KubeExec {
+    pods: Api<Pod>,
+}
+
+impl KubeExec {
+    pub fn new(pods: Api<Pod>) -> Self {
+        Self { pods }
+    }
+}
+
+#[async_trait]
+impl PodExec for KubeExec {
+    async fn exec(
+        &self,
+        pod: &str,
+        container: Option<&str>,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, ExecError> {
+        let mut ap = AttachParams::default()
+            .stdin(false)
+            .stdout(true)
+            .stderr(true);
+        if let Some(c) = container {
+            ap = ap.container(c);
+        }
+        let run = async {
+            let mut proc = self
+                .pods
+                .exec(pod, argv.to_vec(), &ap)
+                .await
+                .map_err(|e| ExecError::Transport(e.to_string()))?;
+            let status = proc.take_status();
+            // both streams at once: a sequential read can deadlock on a full pipe
+            let (out, err) = tokio::join!(read_bounded(proc.stdout()), read_bounded(proc.stderr()));
+            let status = match status {
+                Some(s) => s.await,
+                None => None,
+            };
+            let _ = proc.join().await;
+            let status =
+                status.ok_or_else(|| ExecError::NoStatus("stream closed without status".into()))?;
+            Ok(ExecOutput {
+                exit_code: exit_code_from_status(&status)?,
+                stdout: out.map_err(|e| ExecError::Transport(e.to_string()))?,
+                stderr: err.map_err(|e| ExecError::Transport(e.to_string()))?,
+            })
+        };
+        tokio::time::timeout(timeout, run)
+            .await
+            .map_err(|_| ExecError::Timeout(timeout))?
+    }
+}
+
+/// Runs argv on this machine inside a "pod": the mount namespace of a holder process, so that
+/// /etc/dovecot, /run/dovecot and /var/dovecot/vmail are the pod's own, as in a container.
+#[derive(Clone, Default)]
+pub struct LocalExec {
+    holders: Arc<RwLock<HashMap<String, u32>>>,
+}
+
+impl LocalExec {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers (or moves) a pod to the namespace of `holder_pid`.
+    pub fn set_pod(&self, pod: &str, holder_pid: u32) {
+        self.holders
+            .write()
+            .expect("exec map poisoned")
+            .insert(pod.to_string(), holder_pid);
+    }
+
+    pub fn remove_pod(&self, pod: &str) {
+        self.holders.write().expect("exec map poisoned").remove(pod);
+    }
+
+    fn holder(&self, pod: &str) -> Option<u32> {
+        self.holders
+            .read()
+            .expect("exec map poisoned")
+            .get(pod)
+            .copied()
+    }
+}
+
+#[async_trait]
+impl PodExec for LocalExec {
+    async fn exec(
+        &self,
+        pod: &str,
+        _container: Option<&str>,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, ExecError> {
+        let pid = self
+            .holder(pod)
+            .ok_or_else(|| ExecError::Transport(format!("pod {pod} not found")))?;
+        let mut cmd = tokio::process::Command::new("nsenter");
+        cmd.arg("-t")
+            .arg(pid.to_string())
+            .arg("-m")
+            .arg("--")
+            .args(argv)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let run = async {
+            let mut child = cmd
+                .spawn()
+                .map_err(|e| ExecError::Transport(e.to_string()))?;
+            let (out, err) = tokio::join!(
+                read_bounded(child.stdout.take()),
+                read_bounded(child.stderr.take())
+            );
+            let status = child
+                .wait()
+                .await
+                .map_err(|e| ExecError::Transport(e.to_string()))?;
+            let exit_code = status
+                .code()
+                .ok_or_else(|| ExecError::NoStatus(format!("killed: {status}")))?;
+            Ok(ExecOutput {
+                exit_code,
+                stdout: out.map_err(|e| ExecError::Transport(e.to_string()))?,
+                stderr: err.map_err(|e| ExecError::Transport(e.to_string()))?,
+            })
+        };
+        tokio::time::timeout(timeout, run)
+            .await
+            .map_err(|_| ExecError::Timeout(timeout))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{StatusCause, StatusDetails};
+
+    fn failure(reason: &str, causes: Vec<(&str, &str)>) -> Status {
+        Status {
+            status: Some("Failure".into()),
+            reason: Some(reason.into()),
+            message: Some("command terminated with non-zero exit code".into()),
+            details: Some(StatusDetails {
+                causes: Some(
+                    causes
+                        .into_iter()
+                        .map(|(r, m)| StatusCause {
+                            reason: Some(r.into()),
+                            message: Some(m.into()),
+                            field: None,
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn success() -> Status {
+        Status {
+            status: Some("Success".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn exit_codes_come_from_the_exec_status() {
+        assert_eq!(exit_code_from_status(&success()), Ok(0));
+        assert_eq!(
+            exit_code_from_status(&failure("NonZeroExitCode", vec![("ExitCode", "75")])),
+            Ok(75)
+        );
+        assert!(exit_code_from_status(&failure("NonZeroExitCode", vec![])).is_err());
+        assert!(exit_code_from_status(&failure("InternalError", vec![("ExitCode", "1")])).is_err());
+    }
+
+    #[tokio::test]
+    async fn read_bounded_keeps_a_prefix_and_drains_the_rest() {
+        let data = vec![b'x'; MAX_CAPTURE + 5000];
+        let s = read_bounded(Some(&data[..])).await.unwrap();
+        assert_eq!(s.len(), MAX_CAPTURE);
+        assert_eq!(read_bounded(None::<&[u8]>).await.unwrap(), "");
+    }
+
+    #[tokio::test]
+    async fn local_exec_reports_unknown_pods_as_transport_errors() {
+        let e = LocalExec::new()
+            .exec("nope", None, &["true".into()], Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ExecError::Transport(_)));
+    }
+}

@@ -1,0 +1,660 @@
+//! A real Dovecot director and backends on loopback, each a "pod" in its own mount namespace.
+//!
+//! Used by the local demo and the tests. Each pod sees its own /etc/dovecot, /run/dovecot,
+//! /var/lib/dovecot, /var/dovecot/vmail and /var/log/dovecot (bind mounts inside a private mount
+//! namespace held by a `sleep` process), and all backends share /srv/mail, as they would share
+//! NFS or object storage. Exec enters the namespace with nsenter, so the operator runs exactly
+//! the argv it would run through pods/exec.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::engine::{Cluster, ClusterError};
+use crate::exec::LocalExec;
+use crate::plan::{Observed, PodView, StsView};
+use crate::settings::Settings;
+
+/// Password of every lab user; lab only.
+pub const LAB_PASSWORD: &str = "lab-pass";
+
+/// Paths every pod sees as its own, relative to the pod folder; the last is shared.
+const MOUNTS: [(&str, &str); 5] = [
+    ("etc", "/etc/dovecot"),
+    ("run", "/run/dovecot"),
+    ("lib", "/var/lib/dovecot"),
+    ("vmail", "/var/dovecot/vmail"),
+    ("log", "/var/log/dovecot"),
+];
+const SHARED_MAIL: &str = "/srv/mail";
+
+#[derive(Debug, Clone)]
+pub struct LabSpec {
+    pub root: PathBuf,
+    /// Third octet of the lab's addresses: director 127.0.N.10, backends 127.0.N.11 and up.
+    pub net: u8,
+    /// Vhost count of each backend (their number is the number of backends).
+    pub vhosts: Vec<u32>,
+    pub users: u32,
+    /// `director_user_expire` (the director refuses less than 10s).
+    pub user_expire: String,
+}
+
+impl LabSpec {
+    pub fn new(root: impl Into<PathBuf>, net: u8, vhosts: Vec<u32>) -> Self {
+        Self {
+            root: root.into(),
+            net,
+            vhosts,
+            users: 30,
+            user_expire: "10s".into(),
+        }
+    }
+    pub fn director_ip(&self) -> String {
+        format!("127.0.{}.10", self.net)
+    }
+    pub fn backend_ip(&self, i: usize) -> String {
+        format!("127.0.{}.{}", self.net, 11 + i)
+    }
+}
+
+struct LabPod {
+    ip: String,
+    revision: String,
+    holder: Child,
+    dir: PathBuf,
+}
+
+struct State {
+    pods: BTreeMap<String, LabPod>,
+    update_revision: String,
+    /// Extra config lines of each revision.
+    revisions: BTreeMap<String, String>,
+    /// IP a pod gets when it is next recreated (to simulate a new pod IP).
+    next_ip: BTreeMap<String, String>,
+}
+
+/// A running lab. Dropping it stops every Dovecot and namespace it started.
+pub struct Lab {
+    pub spec: LabSpec,
+    exec: LocalExec,
+    state: Mutex<State>,
+}
+
+pub const DIRECTOR_POD: &str = "director-0";
+pub const STATEFULSET: &str = "backend";
+
+fn run(cmd: &mut Command) -> Result<std::process::Output, String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} exited {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(out)
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Result<(), String> {
+    let end = Instant::now() + limit;
+    while !f() {
+        if Instant::now() > end {
+            return Err(format!("timed out waiting for {what}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn master_pid(pod_dir: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(pod_dir.join("run/master.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    String::from_utf8_lossy(&cmdline)
+        .contains("dovecot")
+        .then_some(pid)
+}
+
+fn backend_conf(ip: &str, name: &str, extra: &str) -> String {
+    format!(
+        r#"# lab backend {name}
+protocols = imap lmtp
+listen = {ip}
+base_dir = /run/dovecot
+state_dir = /var/lib/dovecot
+instance_name = {name}
+log_path = /var/log/dovecot/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain
+first_valid_uid = 8
+mail_uid = mail
+mail_gid = mail
+mail_location = maildir:{SHARED_MAIL}/%u/Maildir:INDEX=/var/dovecot/vmail/%u:CONTROL=/var/dovecot/vmail/%u
+passdb {{
+  driver = passwd-file
+  args = /etc/dovecot/users
+}}
+userdb {{
+  driver = static
+  args = uid=mail gid=mail home=/var/dovecot/vmail/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    port = 143
+  }}
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    port = 24
+  }}
+}}
+service doveadm {{
+  inet_listener {{
+    port = 2425
+  }}
+}}
+doveadm_password = lab-doveadm
+{extra}
+"#
+    )
+}
+
+fn director_conf(spec: &LabSpec) -> String {
+    let ip = spec.director_ip();
+    let backends: Vec<String> = (0..spec.vhosts.len()).map(|i| spec.backend_ip(i)).collect();
+    format!(
+        r#"# lab director
+protocols = imap lmtp
+listen = {ip}
+base_dir = /run/dovecot
+state_dir = /var/lib/dovecot
+instance_name = director
+log_path = /var/log/dovecot/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain
+director_servers = {ip}
+director_mail_servers = {backends}
+director_user_expire = {expire}
+lmtp_proxy = yes
+doveadm_password = lab-doveadm
+doveadm_port = 2425
+passdb {{
+  driver = static
+  args = proxy=y nopassword=y
+}}
+service director {{
+  unix_listener login/director {{
+    mode = 0666
+  }}
+  fifo_listener login/proxy-notify {{
+    mode = 0666
+  }}
+  unix_listener director-userdb {{
+    mode = 0600
+  }}
+  inet_listener {{
+    port = 9090
+  }}
+}}
+service imap-login {{
+  executable = imap-login director
+  inet_listener imap {{
+    port = 143
+  }}
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    port = 24
+  }}
+}}
+protocol lmtp {{
+  auth_socket_path = director-userdb
+}}
+protocol doveadm {{
+  auth_socket_path = director-userdb
+}}
+"#,
+        backends = backends.join(" "),
+        expire = spec.user_expire,
+    )
+}
+
+impl Lab {
+    /// Starts the director and backends at revision `rev-1`, and sets each backend's vhost count.
+    pub fn start(spec: LabSpec) -> Result<Lab, String> {
+        for (_, target) in MOUNTS.iter().chain([&("", SHARED_MAIL)]) {
+            std::fs::create_dir_all(target).map_err(|e| format!("mkdir {target}: {e}"))?;
+        }
+        let shared = spec.root.join("shared-mail");
+        std::fs::create_dir_all(&shared).map_err(|e| e.to_string())?;
+        // dovecot's unprivileged processes must traverse the lab root
+        run(Command::new("chmod").arg("0755").arg(&spec.root))?;
+        run(Command::new("chown").arg("mail:mail").arg(&shared))?;
+        let users: String = (1..=spec.users)
+            .map(|i| format!("user{i}:{{PLAIN}}{LAB_PASSWORD}::::::\n"))
+            .collect();
+        std::fs::write(spec.root.join("users"), users).map_err(|e| e.to_string())?;
+        let lab = Lab {
+            exec: LocalExec::new(),
+            state: Mutex::new(State {
+                pods: BTreeMap::new(),
+                update_revision: "rev-1".into(),
+                revisions: [("rev-1".to_string(), String::new())].into(),
+                next_ip: BTreeMap::new(),
+            }),
+            spec,
+        };
+        lab.create_pod(
+            DIRECTOR_POD,
+            &lab.spec.director_ip(),
+            "rev-1",
+            &director_conf(&lab.spec),
+        )?;
+        for i in 0..lab.spec.vhosts.len() {
+            let name = format!("{STATEFULSET}-{i}");
+            let ip = lab.spec.backend_ip(i);
+            lab.create_pod(&name, &ip, "rev-1", &backend_conf(&ip, &name, ""))?;
+        }
+        for (i, v) in lab.spec.vhosts.clone().into_iter().enumerate() {
+            lab.doveadm(
+                DIRECTOR_POD,
+                &[
+                    "director",
+                    "update",
+                    &lab.spec.backend_ip(i),
+                    &v.to_string(),
+                ],
+            )?;
+        }
+        Ok(lab)
+    }
+
+    pub fn exec(&self) -> LocalExec {
+        self.exec.clone()
+    }
+
+    fn pod_dir(&self, name: &str) -> PathBuf {
+        self.spec.root.join("pods").join(name)
+    }
+
+    fn create_pod(&self, name: &str, ip: &str, revision: &str, conf: &str) -> Result<(), String> {
+        let dir = self.pod_dir(name);
+        for (sub, _) in MOUNTS {
+            std::fs::create_dir_all(dir.join(sub)).map_err(|e| e.to_string())?;
+        }
+        // base_dir is per pod life, like an emptyDir; vmail persists like a PVC
+        let _ = std::fs::remove_dir_all(dir.join("run"));
+        std::fs::create_dir_all(dir.join("run")).map_err(|e| e.to_string())?;
+        run(Command::new("chown")
+            .arg("mail:mail")
+            .arg(dir.join("vmail")))?;
+        std::fs::write(dir.join("etc/dovecot.conf"), conf).map_err(|e| e.to_string())?;
+        std::fs::copy(self.spec.root.join("users"), dir.join("etc/users"))
+            .map_err(|e| e.to_string())?;
+        let holder = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sleep", "infinity"])
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("unshare: {e}"))?;
+        let pid = holder.id();
+        let own_ns = std::fs::read_link("/proc/self/ns/mnt").map_err(|e| e.to_string())?;
+        wait_until("pod mount namespace", Duration::from_secs(5), || {
+            std::fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok_and(|ns| ns != own_ns)
+        })?;
+        let mut binds: Vec<(PathBuf, &str)> =
+            MOUNTS.iter().map(|(s, t)| (dir.join(s), *t)).collect();
+        binds.push((self.spec.root.join("shared-mail"), SHARED_MAIL));
+        for (src, target) in binds {
+            run(Command::new("nsenter")
+                .args(["-t", &pid.to_string(), "-m", "--", "mount", "--bind"])
+                .arg(&src)
+                .arg(target))?;
+        }
+        // a daemonizing dovecot keeps its stderr open: send it to a file, never a pipe
+        let log = std::fs::File::create(dir.join("log/start.log")).map_err(|e| e.to_string())?;
+        let status = Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-m", "--", "dovecot"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .status()
+            .map_err(|e| format!("dovecot: {e}"))?;
+        if !status.success() {
+            let log = std::fs::read_to_string(dir.join("log/start.log")).unwrap_or_default();
+            return Err(format!("dovecot in {name} exited {status}: {log}"));
+        }
+        wait_until(
+            &format!("{name} master.pid"),
+            Duration::from_secs(10),
+            || master_pid(&dir).is_some(),
+        )?;
+        self.exec.set_pod(name, pid);
+        self.state.lock().expect("lab state").pods.insert(
+            name.to_string(),
+            LabPod {
+                ip: ip.to_string(),
+                revision: revision.to_string(),
+                holder,
+                dir,
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops every process in the pod's mount namespace, then its holder, as a runtime would.
+    fn kill_pod(&self, name: &str) {
+        let pod = self.state.lock().expect("lab state").pods.remove(name);
+        let Some(mut pod) = pod else { return };
+        self.exec.remove_pod(name);
+        let holder = pod.holder.id();
+        if let Ok(ns) = std::fs::read_link(format!("/proc/{holder}/ns/mnt")) {
+            let members = || -> Vec<u32> {
+                let Ok(dir) = std::fs::read_dir("/proc") else {
+                    return Vec::new();
+                };
+                dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                    .filter(|pid| *pid != holder)
+                    .filter(|pid| {
+                        std::fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok_and(|n| n == ns)
+                    })
+                    .collect()
+            };
+            // SIGTERM lets the master stop its children; SIGKILL whatever is left
+            if let Some(pid) = master_pid(&pod.dir) {
+                let _ = Command::new("kill").arg(pid.to_string()).status();
+            }
+            let _ = wait_until("pod processes to exit", Duration::from_secs(10), || {
+                members().is_empty()
+            });
+            for pid in members() {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
+        let _ = pod.holder.kill();
+        let _ = pod.holder.wait();
+    }
+
+    /// A new StatefulSet revision, as if the pod template's config changed.
+    pub fn new_revision(&self, rev: &str, extra_conf: &str) {
+        let mut st = self.state.lock().expect("lab state");
+        st.revisions.insert(rev.to_string(), extra_conf.to_string());
+        st.update_revision = rev.to_string();
+    }
+
+    /// The next time `pod` is recreated it gets `ip` (its old address leaves the ring).
+    pub fn move_on_recreate(&self, pod: &str, ip: &str) {
+        self.state
+            .lock()
+            .expect("lab state")
+            .next_ip
+            .insert(pod.to_string(), ip.to_string());
+    }
+
+    pub fn pod_ip(&self, pod: &str) -> Option<String> {
+        self.state
+            .lock()
+            .expect("lab state")
+            .pods
+            .get(pod)
+            .map(|p| p.ip.clone())
+    }
+
+    pub fn pod_revision(&self, pod: &str) -> Option<String> {
+        self.state
+            .lock()
+            .expect("lab state")
+            .pods
+            .get(pod)
+            .map(|p| p.revision.clone())
+    }
+
+    pub fn backend_names(&self) -> Vec<String> {
+        (0..self.spec.vhosts.len())
+            .map(|i| format!("{STATEFULSET}-{i}"))
+            .collect()
+    }
+
+    /// Runs argv in a pod and returns stdout; for set-up and assertions.
+    pub fn run_in(&self, pod: &str, argv: &[&str]) -> Result<String, String> {
+        let pid = self
+            .state
+            .lock()
+            .expect("lab state")
+            .pods
+            .get(pod)
+            .map(|p| p.holder.id());
+        let pid = pid.ok_or_else(|| format!("no pod {pod}"))?;
+        let out = run(Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-m", "--"])
+            .args(argv))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn doveadm(&self, pod: &str, args: &[&str]) -> Result<String, String> {
+        let mut argv = vec!["doveadm"];
+        argv.extend_from_slice(args);
+        self.run_in(pod, &argv)
+    }
+
+    /// The director's ring as parsed by the operator's own parser.
+    pub fn ring(&self) -> Result<Vec<crate::dovecot::RingHost>, String> {
+        crate::dovecot::parse_director_status(
+            &self.doveadm(DIRECTOR_POD, &["-f", "json", "director", "status"])?,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// The backend the director currently maps `user` to, if any.
+    pub fn user_host(&self, user: &str) -> Result<Option<String>, String> {
+        let out = self.doveadm(DIRECTOR_POD, &["-f", "json", "director", "status", user])?;
+        let v: Vec<BTreeMap<String, String>> =
+            serde_json::from_str(&out).map_err(|e| e.to_string())?;
+        Ok(v.first()
+            .and_then(|r| r.get("status"))
+            .filter(|s| s.as_str() != "n/a")
+            .cloned())
+    }
+
+    /// INBOX message count of `user`, read on a backend.
+    pub fn inbox_count(&self, pod: &str, user: &str) -> Result<u64, String> {
+        let out = self.doveadm(
+            pod,
+            &[
+                "-f", "json", "mailbox", "status", "-u", user, "messages", "INBOX",
+            ],
+        )?;
+        crate::dovecot::parse_mailbox_messages(&out)
+            .map_err(|e| e.to_string())?
+            .first()
+            .map(|(_, n)| *n)
+            .ok_or_else(|| "no INBOX".to_string())
+    }
+}
+
+#[async_trait]
+impl Cluster for Lab {
+    async fn observe(&self, _s: &Settings) -> Result<Observed, ClusterError> {
+        let st = self.state.lock().expect("lab state");
+        let pods: Vec<PodView> = st
+            .pods
+            .iter()
+            .filter(|(n, _)| n.as_str() != DIRECTOR_POD)
+            .map(|(name, p)| PodView {
+                name: name.clone(),
+                ip: Some(p.ip.clone()),
+                revision: Some(p.revision.clone()),
+                ready: master_pid(&p.dir).is_some(),
+                terminating: false,
+            })
+            .collect();
+        let director = st
+            .pods
+            .get(DIRECTOR_POD)
+            .filter(|p| master_pid(&p.dir).is_some())
+            .map(|_| DIRECTOR_POD.to_string());
+        Ok(Observed {
+            sts: Some(StsView {
+                update_strategy: "OnDelete".into(),
+                update_revision: Some(st.update_revision.clone()),
+                replicas: self.spec.vhosts.len() as i32,
+            }),
+            pods,
+            director,
+            director_overlap: vec![],
+            owned_by_other: None,
+            ring: None,
+        })
+    }
+
+    /// Like the StatefulSet controller: the pod is recreated at the update revision.
+    async fn delete_pod(&self, pod: &str) -> Result<(), ClusterError> {
+        let (ip, rev, extra) = {
+            let mut st = self.state.lock().expect("lab state");
+            let old_ip = st
+                .pods
+                .get(pod)
+                .map(|p| p.ip.clone())
+                .ok_or_else(|| ClusterError::Other(format!("no pod {pod}")))?;
+            let ip = st.next_ip.remove(pod).unwrap_or(old_ip);
+            let rev = st.update_revision.clone();
+            let extra = st.revisions.get(&rev).cloned().unwrap_or_default();
+            (ip, rev, extra)
+        };
+        self.kill_pod(pod);
+        let conf = backend_conf(&ip, pod, &extra);
+        let pod = pod.to_string();
+        // starting dovecot blocks for a moment; keep it off the async workers
+        tokio::task::block_in_place(|| self.create_pod(&pod, &ip, &rev, &conf))
+            .map_err(ClusterError::Other)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let names: Vec<String> = self
+            .state
+            .lock()
+            .map(|s| s.pods.keys().cloned().collect())
+            .unwrap_or_default();
+        for n in names {
+            self.kill_pod(&n);
+        }
+    }
+}
+
+/// Delivers one message over LMTP (through the director when `ip` is the director's).
+/// Returns the server's reply on a 4xx/5xx, as an MTA would see it.
+pub fn lmtp_deliver(ip: &str, user: &str, subject: &str) -> Result<(), String> {
+    let stream = TcpStream::connect((ip, 24)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    let mut r = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
+    let mut w = stream;
+    let reply = |r: &mut BufReader<TcpStream>| -> Result<String, String> {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).map_err(|e| e.to_string())?;
+            if line.is_empty() {
+                return Err(format!("connection closed after {all:?}"));
+            }
+            all.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return Ok(all);
+            }
+        }
+    };
+    let expect = |got: String, ok: char| {
+        if got.starts_with(ok) {
+            Ok(())
+        } else {
+            Err(got.trim().to_string())
+        }
+    };
+    expect(reply(&mut r)?, '2')?;
+    for (cmd, ok) in [
+        ("LHLO lab.invalid".to_string(), '2'),
+        ("MAIL FROM:<lab@lab.invalid>".to_string(), '2'),
+        (format!("RCPT TO:<{user}>"), '2'),
+        ("DATA".to_string(), '3'),
+    ] {
+        write!(w, "{cmd}\r\n").map_err(|e| e.to_string())?;
+        expect(reply(&mut r)?, ok)?;
+    }
+    write!(
+        w,
+        "Subject: {subject}\r\nFrom: lab@lab.invalid\r\n\r\nlab message {subject}\r\n.\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    expect(reply(&mut r)?, '2')?;
+    let _ = write!(w, "QUIT\r\n");
+    Ok(())
+}
+
+/// An IMAP session through the director, kept open until dropped or logged out.
+pub struct ImapSession {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+    tag: u32,
+}
+
+impl ImapSession {
+    pub fn login(ip: &str, user: &str) -> Result<Self, String> {
+        let stream = TcpStream::connect((ip, 143)).map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        let mut s = ImapSession {
+            r: BufReader::new(stream.try_clone().map_err(|e| e.to_string())?),
+            w: stream,
+            tag: 0,
+        };
+        let mut greeting = String::new();
+        s.r.read_line(&mut greeting).map_err(|e| e.to_string())?;
+        if !greeting.starts_with("* OK") {
+            return Err(greeting);
+        }
+        s.command(&format!("LOGIN {user} {LAB_PASSWORD}"))?;
+        Ok(s)
+    }
+
+    /// Sends a command and reads to its tagged reply; Err on NO/BAD.
+    pub fn command(&mut self, cmd: &str) -> Result<Vec<String>, String> {
+        self.tag += 1;
+        let tag = format!("a{}", self.tag);
+        write!(self.w, "{tag} {cmd}\r\n").map_err(|e| e.to_string())?;
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            self.r.read_line(&mut line).map_err(|e| e.to_string())?;
+            if line.is_empty() {
+                return Err(format!("connection closed: {lines:?}"));
+            }
+            if let Some(rest) = line.strip_prefix(&format!("{tag} ")) {
+                return if rest.starts_with("OK") {
+                    Ok(lines)
+                } else {
+                    Err(rest.trim().to_string())
+                };
+            }
+            lines.push(line);
+        }
+    }
+
+    pub fn logout(mut self) {
+        let _ = self.command("LOGOUT");
+    }
+}

@@ -1,0 +1,262 @@
+//! Full rollouts against a real Dovecot 2.3 director and three backends on loopback.
+//!
+//! Needs root (mount namespaces) and Debian's dovecot-core, dovecot-imapd and dovecot-lmtpd;
+//! `.ci/run` installs them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use dovecot_upgrade_operator::api::{
+    DovecotBackendUpgradeSpec, DovecotBackendUpgradeStatus, Phase, Step,
+};
+use dovecot_upgrade_operator::engine;
+use dovecot_upgrade_operator::lab::{self, DIRECTOR_POD, ImapSession, Lab, LabSpec};
+use dovecot_upgrade_operator::settings::{self, Settings};
+use serde_json::json;
+
+fn settings(extra: serde_json::Value) -> Settings {
+    let mut v = json!({
+        "backends": {"statefulSet": lab::STATEFULSET},
+        "director": {"selector": {"matchLabels": {"app": "director"}}},
+        "verify": {"user": "user1"},
+        "drain": {"pollInterval": "1s", "timeout": "40s"},
+        "timeouts": {"command": "40s", "stop": "30s", "replace": "60s"}
+    });
+    if let (Some(a), Some(b)) = (v.as_object_mut(), extra.as_object()) {
+        for (k, val) in b {
+            a.insert(k.clone(), val.clone());
+        }
+    }
+    let spec: DovecotBackendUpgradeSpec = serde_json::from_value(v).unwrap();
+    settings::validate(&spec).unwrap()
+}
+
+fn now() -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::now()
+}
+
+/// Fields drop in order: the lab (and its processes) before its folder.
+struct Rig {
+    lab: Lab,
+    _dir: tempfile::TempDir,
+    /// messages delivered per user
+    sent: BTreeMap<String, u64>,
+}
+
+fn rig(net: u8) -> Rig {
+    let dir = tempfile::Builder::new()
+        .prefix("dbu-lab-")
+        .tempdir()
+        .unwrap();
+    let lab = Lab::start(LabSpec::new(dir.path(), net, vec![100, 50, 20])).expect("lab starts");
+    let mut sent = BTreeMap::new();
+    let dip = lab.spec.director_ip();
+    // mail for six users through the director, spread over the backends
+    for u in 1..=6 {
+        let user = format!("user{u}");
+        for m in 0..3 {
+            lab::lmtp_deliver(&dip, &user, &format!("before-{u}-{m}"))
+                .expect("delivery before the rollout");
+            *sent.entry(user.clone()).or_insert(0) += 1;
+        }
+        // a login/logout leaves a mapping that expires after director_user_expire
+        ImapSession::login(&dip, &user).expect("login").logout();
+    }
+    Rig {
+        lab,
+        _dir: dir,
+        sent,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_of_three_backends_through_a_real_director() {
+    let mut rig = rig(1);
+    let lab = &rig.lab;
+    let dip = lab.spec.director_ip();
+    let original: BTreeMap<String, u32> = lab
+        .ring()
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.ip, h.vhosts))
+        .collect();
+    assert_eq!(
+        original.values().copied().collect::<Vec<_>>(),
+        vec![100, 50, 20]
+    );
+
+    lab.new_revision("rev-2", "login_greeting = Lab rev-2 ready");
+    let s = settings(json!({}));
+    let exec = lab.exec();
+
+    let mut notes = Vec::new();
+    let mut steps_seen: BTreeMap<String, Vec<Step>> = BTreeMap::new();
+    let mut drain_checks: BTreeMap<String, String> = BTreeMap::new();
+    let mut fresh = 20..=30u32;
+    let mut rows = Vec::new();
+    let out = engine::drive(
+        &s,
+        DovecotBackendUpgradeStatus::default(),
+        &exec,
+        lab,
+        &now,
+        Duration::from_secs(600),
+        |o| {
+            notes.extend(o.notes.iter().cloned());
+            rows.push(format!(
+                "{:?} {:?} {:?} {:?}",
+                o.status.phase, o.status.progress, o.status.current, o.status.step
+            ));
+            for r in &o.status.backends {
+                let seen = steps_seen.entry(r.pod.clone()).or_default();
+                if seen.last() != Some(&r.step) {
+                    seen.push(r.step);
+                }
+                // while drained and still running: a new user's login must go elsewhere
+                if r.step == Step::WaitSessions && !drain_checks.contains_key(&r.pod) {
+                    let user = format!("user{}", fresh.next().expect("enough fresh users"));
+                    assert_eq!(lab.user_host(&user).unwrap(), None, "{user} is fresh");
+                    let session = ImapSession::login(&dip, &user).expect("login during drain");
+                    let host = lab
+                        .user_host(&user)
+                        .unwrap()
+                        .expect("login mapped the user");
+                    session.logout();
+                    assert_ne!(host, r.ip, "login of {user} landed on drained {}", r.pod);
+                    drain_checks.insert(r.pod.clone(), host);
+                }
+            }
+        },
+    )
+    .await
+    .unwrap();
+
+    let st = &out.status;
+    assert_eq!(
+        st.phase,
+        Some(Phase::Completed),
+        "rows: {rows:#?}\nnotes: {notes:#?}"
+    );
+    assert_eq!(st.progress.as_deref(), Some("3/3"));
+    let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.status, "True");
+    assert_eq!(
+        drain_checks.len(),
+        3,
+        "a login was checked during each drain"
+    );
+
+    // each backend walked every step, in runbook order, exactly once
+    for pod in lab.backend_names() {
+        assert_eq!(steps_seen[&pod], Step::ALL.to_vec(), "{pod}");
+        for step in Step::ALL.iter().filter(|s| **s != Step::Done) {
+            assert!(
+                notes.iter().any(|n| n.reason == "StepSucceeded"
+                    && n.message.starts_with(&format!("{pod}: {step} done"))),
+                "{pod} {step} event"
+            );
+        }
+        assert_eq!(lab.pod_revision(&pod).as_deref(), Some("rev-2"));
+        let greeting = lab
+            .run_in(&pod, &["doveconf", "-h", "login_greeting"])
+            .unwrap();
+        assert_eq!(
+            greeting.trim(),
+            "Lab rev-2 ready",
+            "{pod} runs the new config"
+        );
+    }
+    // upgraded highest ordinal first
+    let order: Vec<&str> = notes
+        .iter()
+        .filter(|n| n.reason == "BackendStarted")
+        .map(|n| n.message.split(':').next().unwrap())
+        .collect();
+    assert_eq!(order, vec!["backend-2", "backend-1", "backend-0"]);
+
+    // the real director: every backend up with its original vhost count
+    let ring = lab.ring().unwrap();
+    assert_eq!(ring.len(), 3);
+    for h in &ring {
+        assert!(h.up, "{h:?}");
+        assert_eq!(h.vhosts, original[&h.ip], "{h:?}");
+    }
+
+    // mail intact, and still flowing through the director
+    let sent = &mut rig.sent;
+    for (user, n) in sent.iter() {
+        for pod in lab.backend_names() {
+            assert_eq!(lab.inbox_count(&pod, user).unwrap(), *n, "{user} on {pod}");
+        }
+    }
+    lab::lmtp_deliver(&dip, "user1", "after").unwrap();
+    *sent.get_mut("user1").unwrap() += 1;
+    let mut imap = ImapSession::login(&dip, "user1").unwrap();
+    let lines = imap.command("SELECT INBOX").unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.trim() == format!("* {} EXISTS", sent["user1"])),
+        "{lines:?}"
+    );
+    imap.logout();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_verification_halts_and_keeps_the_backend_out() {
+    let rig = rig(2);
+    let lab = &rig.lab;
+    // the new revision cannot read mail: verification must catch it
+    lab.new_revision(
+        "rev-broken",
+        "mail_location = maildir:/nonexistent/%u/Maildir:INDEX=/var/dovecot/vmail/%u\nmail_attribute_dict =\n",
+    );
+    // a user whose INBOX exists only on the shared store
+    let s = settings(json!({"verify": {"user": "user2"}}));
+    let exec = lab.exec();
+    let out = engine::drive(
+        &s,
+        DovecotBackendUpgradeStatus::default(),
+        &exec,
+        lab,
+        &now,
+        Duration::from_secs(300),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let st = &out.status;
+    assert_eq!(st.phase, Some(Phase::Failed));
+    let stalled = st.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "BackendFailed")
+    );
+    let failed = st
+        .backends
+        .iter()
+        .find(|r| r.failed)
+        .expect("a failed backend");
+    eprintln!("stalled as expected: {}", stalled.message);
+    assert_eq!(failed.pod, "backend-2");
+    assert_eq!(failed.step, Step::Verify);
+    let err = failed.last_error.as_ref().unwrap();
+    assert_eq!(err.argv[0], "doveadm");
+    assert!(
+        stalled.message.contains("backend-2") && stalled.message.contains("Verify"),
+        "{}",
+        stalled.message
+    );
+    // only one backend was touched, and it stays out of the ring
+    assert_eq!(st.backends.len(), 1);
+    let ring = lab.ring().unwrap();
+    let b2 = ring.iter().find(|h| h.ip == failed.ip).unwrap();
+    assert!(!b2.up && b2.vhosts == 0, "failed backend stays out: {b2:?}");
+    for h in ring.iter().filter(|h| h.ip != failed.ip) {
+        assert!(h.up && h.vhosts > 0, "others untouched: {h:?}");
+    }
+    assert_eq!(lab.pod_revision("backend-1").as_deref(), Some("rev-1"));
+    assert_eq!(lab.pod_revision("backend-0").as_deref(), Some("rev-1"));
+    // the director is still there for the others
+    let _ = lab.doveadm(DIRECTOR_POD, &["director", "status"]).unwrap();
+}
