@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use k8s_openapi::jiff::Timestamp;
+use tracing::Instrument;
 
 use crate::api::{BackendStatus, DovecotBackendUpgradeStatus, Step, StepError};
 use crate::dovecot::{self, CommandKind, Verdict};
@@ -505,8 +506,9 @@ pub async fn reconcile_once(
                 .expect("plan runs recorded pods");
             let rec = status.backends[idx].clone();
             let span = tracing::info_span!("step", backend = %pod, step = %step);
-            let _g = span.enter();
-            let result = run_step(s, exec, cluster, &obs, &rec, *ceiling_users, now).await;
+            let result = run_step(s, exec, cluster, &obs, &rec, *ceiling_users, now)
+                .instrument(span)
+                .await;
             let after = clock();
             let rec = &mut status.backends[idx];
             notes.extend(plan::apply_result(rec, &result, after));

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod conditions;
+pub mod controller;
 pub mod dovecot;
 pub mod engine;
 pub mod exec;

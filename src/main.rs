@@ -1,1 +1,215 @@
-fn main() {}
+//! Command line wiring: `run` the controller, print the `crd`, or run the local `demo`.
+
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use dovecot_upgrade_operator::api::{
+    DovecotBackendUpgrade, DovecotBackendUpgradeSpec, DovecotBackendUpgradeStatus,
+};
+use dovecot_upgrade_operator::lab::{self, ImapSession, Lab, LabSpec};
+use dovecot_upgrade_operator::{controller, engine, settings};
+use kube::CustomResourceExt;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Upgrades Dovecot backends one runbook walk at a time"
+)]
+struct Cli {
+    /// Log format; json by default inside a cluster.
+    #[arg(long, global = true, env = "LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the controller against the cluster of the kubeconfig (or in-cluster config).
+    Run {
+        /// Watch only this namespace (default: all namespaces).
+        #[arg(long, env = "WATCH_NAMESPACE")]
+        namespace: Option<String>,
+        /// Path of a kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster).
+        #[arg(long)]
+        kubeconfig: Option<std::path::PathBuf>,
+    },
+    /// Print the CustomResourceDefinition YAML.
+    Crd,
+    /// Upgrade a real local Dovecot director and backends through the operator's engine.
+    Demo {
+        /// Number of backends.
+        #[arg(long, default_value_t = 3)]
+        backends: usize,
+        /// Third octet of the loopback addresses used (127.0.N.x).
+        #[arg(long, default_value_t = 77)]
+        net: u8,
+    },
+}
+
+fn init_logs(format: Option<LogFormat>, default_level: &str) {
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format.unwrap_or(if in_cluster {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    }) {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Crd => {
+            print!(
+                "{}",
+                serde_saphyr::to_string(&DovecotBackendUpgrade::crd())?
+            );
+            Ok(())
+        }
+        Cmd::Run {
+            namespace,
+            kubeconfig,
+        } => {
+            init_logs(cli.log_format, "info");
+            let config = match kubeconfig {
+                Some(path) => {
+                    let kc = kube::config::Kubeconfig::read_from(path)?;
+                    kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+                }
+                None => kube::Config::infer().await?,
+            };
+            let client = kube::Client::try_from(config)?;
+            tracing::info!(
+                namespace = namespace.as_deref().unwrap_or("<all>"),
+                "starting controller"
+            );
+            controller::run(client, namespace).await;
+            Ok(())
+        }
+        Cmd::Demo { backends, net } => {
+            init_logs(cli.log_format, "warn");
+            demo(backends, net).await
+        }
+    }
+}
+
+/// One `kubectl get dbu` row.
+fn row(st: &DovecotBackendUpgradeStatus, age: Duration) -> String {
+    format!(
+        "{:<6} {:<12} {:<9} {:<11} {:<13} {}s",
+        "demo",
+        st.phase.map(|p| format!("{p:?}")).unwrap_or_default(),
+        st.progress.clone().unwrap_or_default(),
+        st.current.clone().unwrap_or_default(),
+        st.step.map(|s| s.to_string()).unwrap_or_default(),
+        age.as_secs()
+    )
+}
+
+async fn demo(backends: usize, net: u8) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::Builder::new().prefix("dbu-demo-").tempdir()?;
+    let vhosts: Vec<u32> = (0..backends).map(|i| [100, 50, 20][i % 3]).collect();
+    println!("starting a real Dovecot director and {backends} backends on 127.0.{net}.0/24 ...");
+    let lab = Lab::start(LabSpec::new(dir.path(), net, vhosts))?;
+    let dip = lab.spec.director_ip();
+    for u in 1..=6 {
+        lab::lmtp_deliver(&dip, &format!("user{u}"), &format!("demo-{u}"))
+            .map_err(|e| format!("LMTP: {e}"))?;
+        ImapSession::login(&dip, &format!("user{u}"))?.logout();
+    }
+    println!("ring before:");
+    for h in lab.ring()? {
+        println!(
+            "  {:<14} vhosts={:<4} {} users={}",
+            h.ip,
+            h.vhosts,
+            if h.up { "up" } else { "down" },
+            h.users
+        );
+    }
+    lab.new_revision("rev-2", "login_greeting = Dovecot rev-2 ready");
+    println!("backend StatefulSet now at revision rev-2; applying the DovecotBackendUpgrade\n");
+    let spec: DovecotBackendUpgradeSpec = serde_json::from_value(serde_json::json!({
+        "backends": {"statefulSet": lab::STATEFULSET},
+        "director": {"selector": {"matchLabels": {"app": "director"}}},
+        "verify": {"user": "user1"},
+        "drain": {"pollInterval": "1s", "timeout": "60s"},
+        "timeouts": {"command": "40s", "replace": "60s"}
+    }))?;
+    let s = settings::validate(&spec)?;
+    let exec = lab.exec();
+    let started = Instant::now();
+    println!(
+        "{:<6} {:<12} {:<9} {:<11} {:<13} AGE",
+        "NAME", "PHASE", "PROGRESS", "CURRENT", "STEP"
+    );
+    let mut last = String::new();
+    let out = engine::drive(
+        &s,
+        DovecotBackendUpgradeStatus::default(),
+        &exec,
+        &lab,
+        &|| k8s_openapi::jiff::Timestamp::now(),
+        Duration::from_secs(900),
+        |o| {
+            let r = row(&o.status, started.elapsed());
+            let key = r
+                .rsplit_once(' ')
+                .map(|(k, _)| k.to_string())
+                .unwrap_or_default();
+            if key != last {
+                println!("{r}");
+                last = key;
+            }
+            for n in &o.notes {
+                println!(
+                    "    {} {}: {}",
+                    if n.warning { "Warning" } else { "Normal " },
+                    n.reason,
+                    n.message
+                );
+            }
+        },
+    )
+    .await?;
+    println!("\nring after:");
+    for h in lab.ring()? {
+        println!(
+            "  {:<14} vhosts={:<4} {} users={}",
+            h.ip,
+            h.vhosts,
+            if h.up { "up" } else { "down" },
+            h.users
+        );
+    }
+    let ready = out.status.conditions.iter().find(|c| c.type_ == "Ready");
+    println!(
+        "\nReady={} ({}) in {:.1}s",
+        ready.map(|c| c.status.as_str()).unwrap_or("?"),
+        ready.map(|c| c.message.as_str()).unwrap_or(""),
+        started.elapsed().as_secs_f64()
+    );
+    if engine::stalled(&out.status) || ready.is_none_or(|c| c.status != "True") {
+        return Err("the demo rollout did not complete".into());
+    }
+    Ok(())
+}

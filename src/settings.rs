@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
 use crate::api::{DovecotBackendUpgradeSpec, DrainTimeoutAction};
 use crate::dovecot::{self, Doveadm};
 
@@ -41,6 +43,29 @@ pub struct Settings {
     pub stop_timeout: Duration,
     pub replace_timeout: Duration,
     pub paused: bool,
+    /// `spec.director.selector` as a label selector string for list calls.
+    pub director_selector: String,
+}
+
+/// A LabelSelector as the `labelSelector` query string (`a=b,c in (d,e),!f`).
+pub fn selector_string(sel: &LabelSelector) -> Result<String, String> {
+    let mut parts: Vec<String> = sel
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for e in sel.match_expressions.iter().flatten() {
+        let values = e.values.clone().unwrap_or_default().join(",");
+        parts.push(match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "Exists" => e.key.clone(),
+            "DoesNotExist" => format!("!{}", e.key),
+            op => return Err(format!("unknown selector operator {op:?}")),
+        });
+    }
+    Ok(parts.join(","))
 }
 
 /// Parses Go-style durations made of `<n>ms|s|m|h` parts, e.g. `1h30m`, `500ms`.
@@ -141,6 +166,7 @@ pub fn validate(spec: &DovecotBackendUpgradeSpec) -> Result<Settings, SpecError>
             "must select something; an empty selector matches every pod",
         ));
     }
+    let director_selector = selector_string(sel).map_err(|e| bad("spec.director.selector", e))?;
     let user = dovecot::validate_user(&spec.verify.user)
         .map_err(|e| bad("spec.verify.user", e.to_string()))?;
     let mailbox = dovecot::validate_mailbox(&spec.verify.mailbox)
@@ -203,6 +229,7 @@ pub fn validate(spec: &DovecotBackendUpgradeSpec) -> Result<Settings, SpecError>
         stop_timeout,
         replace_timeout,
         paused: spec.paused,
+        director_selector,
     })
 }
 
@@ -317,6 +344,26 @@ pub(crate) mod tests {
             let err = validate(&spec(extra.clone())).unwrap_err();
             assert_eq!(err.field, field, "{extra}");
         }
+    }
+
+    #[test]
+    fn selectors_render_as_query_strings() {
+        let sel: LabelSelector = serde_json::from_value(json!({
+            "matchLabels": {"app": "director", "tier": "mail"},
+            "matchExpressions": [
+                {"key": "zone", "operator": "In", "values": ["a", "b"]},
+                {"key": "canary", "operator": "DoesNotExist"}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(
+            selector_string(&sel).unwrap(),
+            "app=director,tier=mail,zone in (a,b),!canary"
+        );
+        let bad_op: LabelSelector =
+            serde_json::from_value(json!({"matchExpressions": [{"key": "k", "operator": "Near"}]}))
+                .unwrap();
+        assert!(selector_string(&bad_op).is_err());
     }
 
     #[test]
