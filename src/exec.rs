@@ -60,17 +60,16 @@ pub fn exit_code_from_status(status: &Status) -> Result<i32, ExecError> {
     if status.status.as_deref() == Some("Success") {
         return Ok(0);
     }
-    if status.reason.as_deref() == Some("NonZeroExitCode") {
-        if let Some(code) = status
+    if status.reason.as_deref() == Some("NonZeroExitCode")
+        && let Some(code) = status
             .details
             .as_ref()
             .and_then(|d| d.causes.as_ref())
             .and_then(|c| c.iter().find(|c| c.reason.as_deref() == Some("ExitCode")))
             .and_then(|c| c.message.as_deref())
             .and_then(|m| m.trim().parse().ok())
-        {
-            return Ok(code);
-        }
+    {
+        return Ok(code);
     }
     Err(ExecError::NoStatus(crate::dovecot::bounded(
         &format!(

@@ -319,10 +319,10 @@ pub fn decide(
         }
     }
     let in_flight_n = status.backends.iter().filter(|r| active(r)).count();
-    if in_flight_n < s.max_unavailable {
-        if let Some(d) = begin_next(status, &todo, ring, target, now) {
-            return d;
-        }
+    if in_flight_n < s.max_unavailable
+        && let Some(d) = begin_next(status, &todo, ring, target, now)
+    {
+        return d;
     }
     match soonest {
         Some((requeue, message)) => Decision::Wait {
@@ -353,14 +353,14 @@ fn in_flight(
             ceiling_users,
         })
     };
-    if let Some(at) = &rec.retry_after {
-        if at.0 > now {
-            let wait = Duration::try_from(at.0.duration_since(now)).unwrap_or(Duration::ZERO);
-            return Err((
-                wait,
-                format!("{}: retrying {} after a transient error", rec.pod, rec.step),
-            ));
-        }
+    if let Some(at) = &rec.retry_after
+        && at.0 > now
+    {
+        let wait = Duration::try_from(at.0.duration_since(now)).unwrap_or(Duration::ZERO);
+        return Err((
+            wait,
+            format!("{}: retrying {} after a transient error", rec.pod, rec.step),
+        ));
     }
     match rec.step {
         Step::WaitSessions => {
