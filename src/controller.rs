@@ -247,10 +247,11 @@ async fn apply(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Action,
                 message: e.to_string(),
             };
             crate::conditions::summarize(&mut st, &d, generation, Timestamp::now());
-            if dbu.status.as_ref() != Some(&st) {
+            let changed = dbu.status.as_ref() != Some(&st);
+            write_status(&api, &dbu, &st).await?;
+            if changed {
                 publish(ctx, &dbu, &[Note::warning("InvalidSpec", e.to_string())]).await;
             }
-            write_status(&api, &dbu, &st).await?;
             return Ok(Action::await_change());
         }
     };

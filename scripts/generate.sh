@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Regenerates committed artifacts from the code; with --check, fails on any difference instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+check="${1:-}"
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+
+cargo run --quiet --locked -- crd > "$out/crd.yaml"
+helm template dovecot-upgrade-operator charts/dovecot-upgrade-operator \
+  --namespace dovecot-upgrade-operator --include-crds > "$out/operator.yaml"
+
+pairs=(
+  "$out/crd.yaml:crds/dovecotbackendupgrades.mailops.io.yaml"
+  "$out/crd.yaml:charts/dovecot-upgrade-operator/crds/dovecotbackendupgrades.mailops.io.yaml"
+  "$out/operator.yaml:deploy/operator.yaml"
+)
+status=0
+for p in "${pairs[@]}"; do
+  src="${p%%:*}" dst="${p##*:}"
+  if [[ "$check" == "--check" ]]; then
+    if ! diff -u "$dst" "$src" >&2; then
+      echo "generate: $dst differs from what the code generates; run scripts/generate.sh" >&2
+      status=1
+    fi
+  else
+    cp "$src" "$dst"
+  fi
+done
+[[ "$check" == "--check" && $status -eq 0 ]] && echo "generate: all artifacts up to date"
+exit $status

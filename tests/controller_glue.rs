@@ -1,0 +1,178 @@
+//! Controller glue against a scripted mock API server: finalizer, status patches, events, no exec.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dovecot_upgrade_operator::api::DovecotBackendUpgrade;
+use dovecot_upgrade_operator::controller::{self, Context, FIELD_MANAGER, FINALIZER};
+use http::{Method, Request, Response};
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::events::{Recorder, Reporter};
+use serde_json::{Value, json};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+fn dbu(extra_meta: Value, spec: Value) -> DovecotBackendUpgrade {
+    let mut meta = json!({
+        "name": "roll", "namespace": "mail", "uid": "u-1", "generation": 4,
+        "resourceVersion": "10", "creationTimestamp": "2026-11-28T10:00:00Z"
+    });
+    for (k, v) in extra_meta.as_object().unwrap() {
+        meta[k] = v.clone();
+    }
+    let mut s = json!({
+        "backends": {"statefulSet": "backend"},
+        "director": {"selector": {"matchLabels": {"app": "director"}}},
+        "verify": {"user": "probe"}
+    });
+    for (k, v) in spec.as_object().unwrap() {
+        s[k] = v.clone();
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "mailops.io/v1alpha1", "kind": "DovecotBackendUpgrade",
+        "metadata": meta, "spec": s
+    }))
+    .unwrap()
+}
+
+fn ctx() -> (Arc<Context>, Handle) {
+    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(svc, "default");
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: None,
+        },
+    );
+    (Arc::new(Context { client, recorder }), handle)
+}
+
+/// One expected request: method, path prefix; answers with `reply` and returns the body.
+async fn expect(h: &mut Handle, method: Method, path: &str, reply: Value) -> (String, Value) {
+    expect_code(h, method, path, 200, reply).await
+}
+
+async fn expect_code(h: &mut Handle, method: Method, path: &str, code: u16, reply: Value) -> (String, Value) {
+    let (req, send) = tokio::time::timeout(Duration::from_secs(2), h.next_request())
+        .await
+        .unwrap_or_else(|_| panic!("expected {method} {path}, got nothing"))
+        .expect("service not called");
+    let uri = req.uri().to_string();
+    assert_eq!(req.method(), method, "{uri}");
+    assert!(uri.starts_with(path), "expected {path}, got {uri}");
+    let bytes = req.into_body().collect_bytes().await.unwrap();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+    };
+    send.send_response(Response::builder().status(code).body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap());
+    (uri, body)
+}
+
+async fn nothing_more(h: &mut Handle) {
+    if let Ok(Some((req, _))) = tokio::time::timeout(Duration::from_millis(300), h.next_request()).await {
+        panic!("unexpected request {} {}", req.method(), req.uri());
+    }
+}
+
+const DBU_PATH: &str = "/apis/mailops.io/v1alpha1/namespaces/mail/dovecotbackendupgrades/roll";
+
+fn cond<'a>(status: &'a Value, t: &str) -> &'a Value {
+    status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == t).unwrap()
+}
+
+#[tokio::test]
+async fn first_reconcile_adds_the_finalizer_and_nothing_else() {
+    let (ctx, mut h) = ctx();
+    let obj = dbu(json!({}), json!({}));
+    let reply = serde_json::to_value(&obj).unwrap();
+    let task = tokio::spawn(async move {
+        let (_, body) = expect(&mut h, Method::PATCH, DBU_PATH, reply).await;
+        assert!(body.to_string().contains(FINALIZER), "{body}");
+        nothing_more(&mut h).await;
+    });
+    controller::reconcile(Arc::new(obj), ctx).await.unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn invalid_spec_stalls_by_server_side_apply_and_warns() {
+    let (ctx, mut h) = ctx();
+    let obj = dbu(json!({"finalizers": [FINALIZER]}), json!({"verify": {"user": "user*"}}));
+    let reply = serde_json::to_value(&obj).unwrap();
+    let task = tokio::spawn(async move {
+        let (uri, body) = expect(&mut h, Method::PATCH, &format!("{DBU_PATH}/status"), reply.clone()).await;
+        assert!(uri.contains(&format!("fieldManager={FIELD_MANAGER}")) && uri.contains("force=true"), "{uri}");
+        assert_eq!(body["apiVersion"], "mailops.io/v1alpha1");
+        assert_eq!(body["kind"], "DovecotBackendUpgrade");
+        let st = &body["status"];
+        assert_eq!(st["observedGeneration"], 4);
+        assert_eq!(st["phase"], "Failed");
+        assert_eq!(cond(st, "Stalled")["status"], "True");
+        assert_eq!(cond(st, "Stalled")["reason"], "InvalidSpec");
+        assert!(cond(st, "Stalled")["message"].as_str().unwrap().contains("spec.verify.user"));
+        assert_eq!(cond(st, "Ready")["status"], "False");
+        let (_, ev) = expect(&mut h, Method::POST, "/apis/events.k8s.io/v1/namespaces/mail/events", json!({})).await;
+        assert_eq!(ev["type"], "Warning");
+        assert_eq!(ev["reason"], "InvalidSpec");
+        assert_eq!(ev["regarding"]["name"], "roll");
+        nothing_more(&mut h).await;
+    });
+    controller::reconcile(Arc::new(obj), ctx).await.unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn rolling_update_statefulset_stalls_without_exec() {
+    let (ctx, mut h) = ctx();
+    let obj = dbu(json!({"finalizers": [FINALIZER]}), json!({}));
+    let reply = serde_json::to_value(&obj).unwrap();
+    let task = tokio::spawn(async move {
+        let sts = json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "backend", "namespace": "mail"},
+            "spec": {"replicas": 3, "serviceName": "backend", "selector": {"matchLabels": {"app": "backend"}},
+                     "template": {}, "updateStrategy": {"type": "RollingUpdate"}},
+            "status": {"replicas": 3, "updateRevision": "backend-2"}
+        });
+        expect(&mut h, Method::GET, "/apis/apps/v1/namespaces/mail/statefulsets/backend", sts).await;
+        let empty = json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": []});
+        let (uri, _) = expect(&mut h, Method::GET, "/api/v1/namespaces/mail/pods?", empty.clone()).await;
+        assert!(uri.contains("labelSelector=app%3Dbackend"), "{uri}");
+        let (uri, _) = expect(&mut h, Method::GET, "/api/v1/namespaces/mail/pods?", empty.clone()).await;
+        assert!(uri.contains("labelSelector=app%3Ddirector"), "{uri}");
+        expect(&mut h, Method::GET, "/apis/mailops.io/v1alpha1/namespaces/mail/dovecotbackendupgrades", empty).await;
+        // no exec: the next call is the status patch
+        let (_, body) = expect(&mut h, Method::PATCH, &format!("{DBU_PATH}/status"), reply).await;
+        let st = &body["status"];
+        assert_eq!(cond(st, "Stalled")["reason"], "UpdateStrategyNotOnDelete");
+        assert!(cond(st, "Stalled")["message"].as_str().unwrap().contains("OnDelete"));
+        nothing_more(&mut h).await;
+    });
+    controller::reconcile(Arc::new(obj), ctx).await.unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn delete_runs_cleanup_then_removes_the_finalizer() {
+    let (ctx, mut h) = ctx();
+    let obj = dbu(
+        json!({"finalizers": [FINALIZER], "deletionTimestamp": "2026-11-28T11:00:00Z"}),
+        json!({}),
+    );
+    let mut reply = serde_json::to_value(&obj).unwrap();
+    reply["metadata"]["finalizers"] = json!([]);
+    let task = tokio::spawn(async move {
+        // cleanup observes: the StatefulSet is gone, so there is no ring to touch
+        let gone = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404});
+        expect_code(&mut h, Method::GET, "/apis/apps/v1/namespaces/mail/statefulsets/backend", 404, gone).await;
+        let (_, body) = expect(&mut h, Method::PATCH, DBU_PATH, reply).await;
+        assert!(body.to_string().contains("finalizers"), "{body}");
+        nothing_more(&mut h).await;
+    });
+    controller::reconcile(Arc::new(obj), ctx).await.unwrap();
+    task.await.unwrap();
+}
