@@ -54,7 +54,13 @@ async fn expect(h: &mut Handle, method: Method, path: &str, reply: Value) -> (St
     expect_code(h, method, path, 200, reply).await
 }
 
-async fn expect_code(h: &mut Handle, method: Method, path: &str, code: u16, reply: Value) -> (String, Value) {
+async fn expect_code(
+    h: &mut Handle,
+    method: Method,
+    path: &str,
+    code: u16,
+    reply: Value,
+) -> (String, Value) {
     let (req, send) = tokio::time::timeout(Duration::from_secs(2), h.next_request())
         .await
         .unwrap_or_else(|_| panic!("expected {method} {path}, got nothing"))
@@ -66,14 +72,22 @@ async fn expect_code(h: &mut Handle, method: Method, path: &str, code: u16, repl
     let body = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+        serde_json::from_slice(&bytes)
+            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
     };
-    send.send_response(Response::builder().status(code).body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap());
+    send.send_response(
+        Response::builder()
+            .status(code)
+            .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+            .unwrap(),
+    );
     (uri, body)
 }
 
 async fn nothing_more(h: &mut Handle) {
-    if let Ok(Some((req, _))) = tokio::time::timeout(Duration::from_millis(300), h.next_request()).await {
+    if let Ok(Some((req, _))) =
+        tokio::time::timeout(Duration::from_millis(300), h.next_request()).await
+    {
         panic!("unexpected request {} {}", req.method(), req.uri());
     }
 }
@@ -81,7 +95,12 @@ async fn nothing_more(h: &mut Handle) {
 const DBU_PATH: &str = "/apis/mailops.io/v1alpha1/namespaces/mail/dovecotbackendupgrades/roll";
 
 fn cond<'a>(status: &'a Value, t: &str) -> &'a Value {
-    status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == t).unwrap()
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == t)
+        .unwrap()
 }
 
 #[tokio::test]
@@ -101,11 +120,23 @@ async fn first_reconcile_adds_the_finalizer_and_nothing_else() {
 #[tokio::test]
 async fn invalid_spec_stalls_by_server_side_apply_and_warns() {
     let (ctx, mut h) = ctx();
-    let obj = dbu(json!({"finalizers": [FINALIZER]}), json!({"verify": {"user": "user*"}}));
+    let obj = dbu(
+        json!({"finalizers": [FINALIZER]}),
+        json!({"verify": {"user": "user*"}}),
+    );
     let reply = serde_json::to_value(&obj).unwrap();
     let task = tokio::spawn(async move {
-        let (uri, body) = expect(&mut h, Method::PATCH, &format!("{DBU_PATH}/status"), reply.clone()).await;
-        assert!(uri.contains(&format!("fieldManager={FIELD_MANAGER}")) && uri.contains("force=true"), "{uri}");
+        let (uri, body) = expect(
+            &mut h,
+            Method::PATCH,
+            &format!("{DBU_PATH}/status"),
+            reply.clone(),
+        )
+        .await;
+        assert!(
+            uri.contains(&format!("fieldManager={FIELD_MANAGER}")) && uri.contains("force=true"),
+            "{uri}"
+        );
         assert_eq!(body["apiVersion"], "mailops.io/v1alpha1");
         assert_eq!(body["kind"], "DovecotBackendUpgrade");
         let st = &body["status"];
@@ -113,9 +144,20 @@ async fn invalid_spec_stalls_by_server_side_apply_and_warns() {
         assert_eq!(st["phase"], "Failed");
         assert_eq!(cond(st, "Stalled")["status"], "True");
         assert_eq!(cond(st, "Stalled")["reason"], "InvalidSpec");
-        assert!(cond(st, "Stalled")["message"].as_str().unwrap().contains("spec.verify.user"));
+        assert!(
+            cond(st, "Stalled")["message"]
+                .as_str()
+                .unwrap()
+                .contains("spec.verify.user")
+        );
         assert_eq!(cond(st, "Ready")["status"], "False");
-        let (_, ev) = expect(&mut h, Method::POST, "/apis/events.k8s.io/v1/namespaces/mail/events", json!({})).await;
+        let (_, ev) = expect(
+            &mut h,
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/mail/events",
+            json!({}),
+        )
+        .await;
         assert_eq!(ev["type"], "Warning");
         assert_eq!(ev["reason"], "InvalidSpec");
         assert_eq!(ev["regarding"]["name"], "roll");
@@ -138,18 +180,47 @@ async fn rolling_update_statefulset_stalls_without_exec() {
                      "template": {}, "updateStrategy": {"type": "RollingUpdate"}},
             "status": {"replicas": 3, "updateRevision": "backend-2"}
         });
-        expect(&mut h, Method::GET, "/apis/apps/v1/namespaces/mail/statefulsets/backend", sts).await;
+        expect(
+            &mut h,
+            Method::GET,
+            "/apis/apps/v1/namespaces/mail/statefulsets/backend",
+            sts,
+        )
+        .await;
         let empty = json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": []});
-        let (uri, _) = expect(&mut h, Method::GET, "/api/v1/namespaces/mail/pods?", empty.clone()).await;
+        let (uri, _) = expect(
+            &mut h,
+            Method::GET,
+            "/api/v1/namespaces/mail/pods?",
+            empty.clone(),
+        )
+        .await;
         assert!(uri.contains("labelSelector=app%3Dbackend"), "{uri}");
-        let (uri, _) = expect(&mut h, Method::GET, "/api/v1/namespaces/mail/pods?", empty.clone()).await;
+        let (uri, _) = expect(
+            &mut h,
+            Method::GET,
+            "/api/v1/namespaces/mail/pods?",
+            empty.clone(),
+        )
+        .await;
         assert!(uri.contains("labelSelector=app%3Ddirector"), "{uri}");
-        expect(&mut h, Method::GET, "/apis/mailops.io/v1alpha1/namespaces/mail/dovecotbackendupgrades", empty).await;
+        expect(
+            &mut h,
+            Method::GET,
+            "/apis/mailops.io/v1alpha1/namespaces/mail/dovecotbackendupgrades",
+            empty,
+        )
+        .await;
         // no exec: the next call is the status patch
         let (_, body) = expect(&mut h, Method::PATCH, &format!("{DBU_PATH}/status"), reply).await;
         let st = &body["status"];
         assert_eq!(cond(st, "Stalled")["reason"], "UpdateStrategyNotOnDelete");
-        assert!(cond(st, "Stalled")["message"].as_str().unwrap().contains("OnDelete"));
+        assert!(
+            cond(st, "Stalled")["message"]
+                .as_str()
+                .unwrap()
+                .contains("OnDelete")
+        );
         nothing_more(&mut h).await;
     });
     controller::reconcile(Arc::new(obj), ctx).await.unwrap();
@@ -168,7 +239,14 @@ async fn delete_runs_cleanup_then_removes_the_finalizer() {
     let task = tokio::spawn(async move {
         // cleanup observes: the StatefulSet is gone, so there is no ring to touch
         let gone = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404});
-        expect_code(&mut h, Method::GET, "/apis/apps/v1/namespaces/mail/statefulsets/backend", 404, gone).await;
+        expect_code(
+            &mut h,
+            Method::GET,
+            "/apis/apps/v1/namespaces/mail/statefulsets/backend",
+            404,
+            gone,
+        )
+        .await;
         let (_, body) = expect(&mut h, Method::PATCH, DBU_PATH, reply).await;
         assert!(body.to_string().contains("finalizers"), "{body}");
         nothing_more(&mut h).await;
