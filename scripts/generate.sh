@@ -2,12 +2,16 @@
 # Regenerates committed artifacts from the code; with --check, fails on any difference instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+eval "$(scripts/install-tools.sh 2>/dev/null)"
 check="${1:-}"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 
 cargo run --quiet --locked -- crd > "$out/crd.yaml"
-helm template dovecot-upgrade-operator charts/dovecot-upgrade-operator \
+# render from a copy holding the fresh CRD, so the result never depends on a stale chart copy
+cp -r charts/dovecot-upgrade-operator "$out/chart"
+cp "$out/crd.yaml" "$out/chart/crds/dovecotbackendupgrades.mailops.io.yaml"
+helm template dovecot-upgrade-operator "$out/chart" \
   --namespace dovecot-upgrade-operator --include-crds > "$out/operator.yaml"
 
 pairs=(

@@ -59,7 +59,7 @@ pub struct BackendsSpec {
     /// Name of the StatefulSet (same namespace). It must use `updateStrategy: OnDelete`.
     #[schemars(length(min = 1, max = 253))]
     pub stateful_set: String,
-    /// Container to exec into; the pod's first container when empty.
+    /// Container to exec into; may be omitted only when the pod has a single container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
     /// Dovecot `base_dir` in the backend container; `master.pid` is read from here.
@@ -80,7 +80,7 @@ fn default_base_dir() -> String {
 pub struct DirectorSpec {
     /// Selects the director pods (same namespace). Must not match backend pods.
     pub selector: LabelSelector,
-    /// Container to exec into; the pod's first container when empty.
+    /// Container to exec into; may be omitted only when the pod has a single container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
     /// Optional `doveadm -c` config path in the director container.

@@ -232,6 +232,22 @@ async fn write_status(
     Ok(())
 }
 
+/// The cluster and exec edges as one DBU sees them.
+fn edges(dbu: &DovecotBackendUpgrade, ctx: &Context, ns: &str) -> (KubeCluster, KubeExec) {
+    let cluster = KubeCluster {
+        client: ctx.client.clone(),
+        ns: ns.to_string(),
+        me: (
+            dbu.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            dbu.name_any(),
+        ),
+    };
+    (
+        cluster,
+        KubeExec::new(Api::namespaced(ctx.client.clone(), ns)),
+    )
+}
+
 async fn apply(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Action, Error> {
     let ns = dbu.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<DovecotBackendUpgrade> = Api::namespaced(ctx.client.clone(), &ns);
@@ -255,15 +271,7 @@ async fn apply(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Action,
             return Ok(Action::await_change());
         }
     };
-    let cluster = KubeCluster {
-        client: ctx.client.clone(),
-        ns: ns.clone(),
-        me: (
-            dbu.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            dbu.name_any(),
-        ),
-    };
-    let exec = KubeExec::new(Api::namespaced(ctx.client.clone(), &ns));
+    let (cluster, exec) = edges(&dbu, ctx, &ns);
     let out =
         engine::reconcile_once(&s, status, generation, &exec, &cluster, &Timestamp::now).await?;
     write_status(&api, &dbu, &out.status).await?;
@@ -279,15 +287,7 @@ async fn cleanup(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Actio
     let ns = dbu.namespace().ok_or(Error::NoNamespace)?;
     let status = dbu.status.clone().unwrap_or_default();
     if let Ok(s) = settings::validate(&dbu.spec) {
-        let cluster = KubeCluster {
-            client: ctx.client.clone(),
-            ns: ns.clone(),
-            me: (
-                dbu.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                dbu.name_any(),
-            ),
-        };
-        let exec = KubeExec::new(Api::namespaced(ctx.client.clone(), &ns));
+        let (cluster, exec) = edges(&dbu, ctx, &ns);
         let notes = engine::cleanup(&s, &status, &exec, &cluster).await?;
         publish(ctx, &dbu, &notes).await;
     }

@@ -492,7 +492,12 @@ pub async fn reconcile_once(
                 )),
                 Some(m) => notes.push(Note::warning("RingReassertFailed", format!("{pod}: {m}"))),
             }
-            Some(Duration::ZERO)
+            // a director that refuses must not be hammered
+            Some(if notes.iter().any(|n| n.reason == "RingReassertFailed") {
+                Duration::from_secs(10)
+            } else {
+                Duration::ZERO
+            })
         }
         Decision::Run {
             pod,

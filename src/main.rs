@@ -125,6 +125,17 @@ fn row(st: &DovecotBackendUpgradeStatus, age: Duration) -> String {
     )
 }
 
+fn print_ring(lab: &Lab) -> Result<(), String> {
+    for h in lab.ring()? {
+        let state = if h.up { "up" } else { "down" };
+        println!(
+            "  {:<14} vhosts={:<4} {state} users={}",
+            h.ip, h.vhosts, h.users
+        );
+    }
+    Ok(())
+}
+
 async fn demo(backends: usize, net: u8) -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::Builder::new().prefix("dbu-demo-").tempdir()?;
     let vhosts: Vec<u32> = (0..backends).map(|i| [100, 50, 20][i % 3]).collect();
@@ -137,15 +148,7 @@ async fn demo(backends: usize, net: u8) -> Result<(), Box<dyn std::error::Error>
         ImapSession::login(&dip, &format!("user{u}"))?.logout();
     }
     println!("ring before:");
-    for h in lab.ring()? {
-        println!(
-            "  {:<14} vhosts={:<4} {} users={}",
-            h.ip,
-            h.vhosts,
-            if h.up { "up" } else { "down" },
-            h.users
-        );
-    }
+    print_ring(&lab)?;
     lab.new_revision("rev-2", "login_greeting = Dovecot rev-2 ready");
     println!("backend StatefulSet now at revision rev-2; applying the DovecotBackendUpgrade\n");
     let spec: DovecotBackendUpgradeSpec = serde_json::from_value(serde_json::json!({
@@ -192,15 +195,7 @@ async fn demo(backends: usize, net: u8) -> Result<(), Box<dyn std::error::Error>
     )
     .await?;
     println!("\nring after:");
-    for h in lab.ring()? {
-        println!(
-            "  {:<14} vhosts={:<4} {} users={}",
-            h.ip,
-            h.vhosts,
-            if h.up { "up" } else { "down" },
-            h.users
-        );
-    }
+    print_ring(&lab)?;
     let ready = out.status.conditions.iter().find(|c| c.type_ == "Ready");
     println!(
         "\nReady={} ({}) in {:.1}s",

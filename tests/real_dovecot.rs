@@ -36,6 +36,24 @@ fn now() -> k8s_openapi::jiff::Timestamp {
 }
 
 /// Fields drop in order: the lab (and its processes) before its folder.
+/// Drives a rollout to its end (completed or stalled) without watching the passes.
+async fn rollout(lab: &Lab, s: &Settings) -> DovecotBackendUpgradeStatus {
+    let exec = lab.exec();
+    let limit = Duration::from_secs(600);
+    engine::drive(
+        s,
+        DovecotBackendUpgradeStatus::default(),
+        &exec,
+        lab,
+        &now,
+        limit,
+        |_| {},
+    )
+    .await
+    .unwrap()
+    .status
+}
+
 struct Rig {
     lab: Lab,
     _dir: tempfile::TempDir,
@@ -213,19 +231,8 @@ async fn failed_verification_halts_and_keeps_the_backend_out() {
     );
     // a user whose INBOX exists only on the shared store
     let s = settings(json!({"verify": {"user": "user2"}}));
-    let exec = lab.exec();
-    let out = engine::drive(
-        &s,
-        DovecotBackendUpgradeStatus::default(),
-        &exec,
-        lab,
-        &now,
-        Duration::from_secs(300),
-        |_| {},
-    )
-    .await
-    .unwrap();
-    let st = &out.status;
+    let out = rollout(lab, &s).await;
+    let st = &out;
     assert_eq!(st.phase, Some(Phase::Failed));
     let stalled = st.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
     assert_eq!(
@@ -259,4 +266,172 @@ async fn failed_verification_halts_and_keeps_the_backend_out() {
     assert_eq!(lab.pod_revision("backend-0").as_deref(), Some("rev-1"));
     // the director is still there for the others
     let _ = lab.doveadm(DIRECTOR_POD, &["director", "status"]).unwrap();
+}
+
+/// Crash after every step acted and before its result was recorded: the status write is lost,
+/// the step runs again from the persisted status. Nothing may break, repeat harmfully or be lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_step_survives_a_crash_after_it_acted() {
+    use dovecot_upgrade_operator::plan::Decision;
+    let rig = rig(3);
+    let lab = &rig.lab;
+    let original: BTreeMap<String, u32> = lab
+        .ring()
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.ip, h.vhosts))
+        .collect();
+    lab.new_revision("rev-2", "login_greeting = Lab rev-2 ready");
+    let s = settings(json!({}));
+    let exec = lab.exec();
+    let mut status = DovecotBackendUpgradeStatus::default();
+    let mut crashed = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    let final_status = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rollout did not finish: {status:#?}"
+        );
+        let out = engine::reconcile_once(&s, status.clone(), Some(1), &exec, lab, &now)
+            .await
+            .unwrap();
+        // the operator dies right after a step acted: the status patch is lost
+        if let Decision::Run { pod, step, .. } = &out.decision
+            && crashed.insert((pod.clone(), *step))
+        {
+            continue;
+        }
+        if out.decision == Decision::Complete || engine::stalled(&out.status) {
+            break out.status;
+        }
+        tokio::time::sleep(out.requeue.unwrap_or(Duration::from_secs(1))).await;
+        status = out.status;
+    };
+    assert_eq!(
+        final_status.phase,
+        Some(Phase::Completed),
+        "{final_status:#?}"
+    );
+    for pod in lab.backend_names() {
+        for step in Step::ALL.iter().filter(|s| **s != Step::Done) {
+            assert!(
+                crashed.contains(&(pod.clone(), *step)),
+                "{pod} crashed after {step}"
+            );
+        }
+        assert_eq!(lab.pod_revision(&pod).as_deref(), Some("rev-2"));
+    }
+    for h in lab.ring().unwrap() {
+        assert!(
+            h.up && h.vhosts == original[&h.ip],
+            "nothing left drained: {h:?}"
+        );
+    }
+    for (user, n) in &rig.sent {
+        assert_eq!(lab.inbox_count("backend-0", user).unwrap(), *n, "{user}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_comes_back_with_a_new_ip_replaces_its_ring_entry() {
+    let rig = rig(4);
+    let lab = &rig.lab;
+    let old_ip = lab.pod_ip("backend-1").unwrap();
+    let new_ip = "127.0.4.21";
+    lab.move_on_recreate("backend-1", new_ip);
+    lab.new_revision("rev-2", "login_greeting = Lab rev-2 ready");
+    let out = rollout(lab, &settings(json!({}))).await;
+    assert_eq!(out.phase, Some(Phase::Completed), "{out:#?}");
+    let rec = out.backends.iter().find(|r| r.pod == "backend-1").unwrap();
+    assert_eq!(
+        (rec.ip.as_str(), rec.new_ip.as_deref()),
+        (old_ip.as_str(), Some(new_ip))
+    );
+    let ring: BTreeMap<String, (u32, bool)> = lab
+        .ring()
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.ip, (h.vhosts, h.up)))
+        .collect();
+    assert_eq!(
+        ring.get(new_ip),
+        Some(&(50, true)),
+        "new IP at the original count: {ring:?}"
+    );
+    assert!(!ring.contains_key(&old_ip), "old IP removed: {ring:?}");
+    assert_eq!(ring.len(), 3);
+    // and the moved backend serves mail
+    assert_eq!(
+        lab.inbox_count("backend-1", "user1").unwrap(),
+        rig.sent["user1"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_rollout_mid_drain_puts_the_backend_back() {
+    let rig = rig(5);
+    let lab = &rig.lab;
+    let dip = lab.spec.director_ip();
+    let target_ip = lab.pod_ip("backend-2").unwrap();
+    // a long-lived session on backend-2 keeps its mapping alive, so the drain cannot finish
+    let mut held = None;
+    for u in 7..=30 {
+        let user = format!("user{u}");
+        let session = ImapSession::login(&dip, &user).unwrap();
+        if lab.user_host(&user).unwrap().as_deref() == Some(target_ip.as_str()) {
+            held = Some(session);
+            break;
+        }
+        session.logout();
+    }
+    let _held = held.expect("some user hashes to backend-2");
+    lab.new_revision("rev-2", "");
+    let s = settings(json!({"drain": {"pollInterval": "1s", "timeout": "10m"}}));
+    let exec = lab.exec();
+    let mut status = DovecotBackendUpgradeStatus::default();
+    for _ in 0..20 {
+        let out = engine::reconcile_once(&s, status, Some(1), &exec, lab, &now)
+            .await
+            .unwrap();
+        status = out.status;
+        if status
+            .backends
+            .first()
+            .is_some_and(|r| r.step == Step::WaitSessions)
+        {
+            break;
+        }
+    }
+    let rec = &status.backends[0];
+    assert_eq!(
+        (rec.pod.as_str(), rec.step),
+        ("backend-2", Step::WaitSessions)
+    );
+    let drained = lab
+        .ring()
+        .unwrap()
+        .into_iter()
+        .find(|h| h.ip == target_ip)
+        .unwrap();
+    assert_eq!(drained.vhosts, 0, "drained while the session holds on");
+    let notes = engine::cleanup(&s, &status, &exec, lab).await.unwrap();
+    assert!(
+        notes.iter().any(|n| n.reason == "BackendRestored"),
+        "{notes:?}"
+    );
+    let back = lab
+        .ring()
+        .unwrap()
+        .into_iter()
+        .find(|h| h.ip == target_ip)
+        .unwrap();
+    assert!(
+        back.up && back.vhosts == 20,
+        "back at its original count: {back:?}"
+    );
+    assert_eq!(
+        lab.pod_revision("backend-2").as_deref(),
+        Some("rev-1"),
+        "not replaced"
+    );
 }
