@@ -242,6 +242,9 @@ pub struct DovecotBackendUpgradeStatus {
     /// One record per backend this rollout has started.
     #[serde(default)]
     pub backends: Vec<BackendStatus>,
+    /// The last `mailops.io/retry` annotation value acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_token: Option<String>,
 }
 
 /// Rollout phase.
@@ -337,6 +340,9 @@ pub struct BackendStatus {
     /// Failed attempts of the current step.
     #[serde(default)]
     pub attempts: u32,
+    /// UID of the pod whose Dovecot StopDovecot stopped; Replace deletes that pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_pod_uid: Option<String>,
     /// After a transient failure: not before this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<Time>,

@@ -83,6 +83,7 @@ fn owned_by_sts(p: &Pod, sts: &str) -> bool {
 pub fn pod_view(p: &Pod) -> PodView {
     PodView {
         name: p.name_any(),
+        uid: p.uid(),
         ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
         revision: p.labels().get(REVISION_LABEL).cloned(),
         ready: pod_ready(p),
@@ -254,7 +255,13 @@ async fn apply(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Action,
     let generation = dbu.metadata.generation;
     let status = dbu.status.clone().unwrap_or_default();
     let s = match settings::validate(&dbu.spec) {
-        Ok(s) => s,
+        Ok(mut s) => {
+            s.retry_token = dbu
+                .annotations()
+                .get(crate::plan::RETRY_ANNOTATION)
+                .cloned();
+            s
+        }
         Err(e) => {
             // permanent: nothing runs until the spec changes
             let mut st = status;

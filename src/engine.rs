@@ -137,6 +137,7 @@ fn advanced(message: impl Into<Option<String>>) -> StepResult {
     StepResult::Advanced {
         message: message.into(),
         new_ip: None,
+        stopped_uid: None,
     }
 }
 
@@ -193,7 +194,20 @@ async fn run_step(
                     ));
                 }
                 // the director counts mappings; confirm on the backend that nobody is left
-                let (_, out) = r.run(pod, false, b.who(), CommandKind::Plain).await?;
+                let who = r.raw(pod, false, &b.who()).await?;
+                if who.exit_code != 0 {
+                    if !r.dovecot_running(pod).await? {
+                        // died on its own: nobody to wait for; the next steps take it out
+                        return Ok(advanced(
+                            "Dovecot is not running on the backend; nothing to wait for"
+                                .to_string(),
+                        ));
+                    }
+                    return Err(StepResult::Transient {
+                        error: r.error(&b.who(), Some(who.exit_code), &who.stderr),
+                    });
+                }
+                let out = who;
                 let live = dovecot::parse_who_connections(&out.stdout)
                     .map_err(|e| StepResult::Failed(r.error(&b.who(), Some(0), &e.to_string())))?;
                 Ok(plan::drain_outcome(
@@ -235,7 +249,16 @@ async fn run_step(
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Ok(advanced(None))
+                let uid = obs
+                    .pods
+                    .iter()
+                    .find(|p| p.name == rec.pod)
+                    .and_then(|p| p.uid.clone());
+                Ok(StepResult::Advanced {
+                    message: None,
+                    new_ip: None,
+                    stopped_uid: uid,
+                })
             }
             Step::RingRemove => {
                 let a = ip(&rec.ip, rec.step)?;
@@ -272,6 +295,7 @@ async fn run_step(
                 match plan::replace_move(
                     view,
                     target,
+                    rec.stopped_pod_uid.as_deref(),
                     plan::elapsed(&rec.step_started, now),
                     s.replace_timeout,
                 ) {
@@ -294,6 +318,7 @@ async fn run_step(
                     plan::ReplaceMove::Done(new_ip) => Ok(StepResult::Advanced {
                         message: None,
                         new_ip: Some(new_ip),
+                        stopped_uid: None,
                     }),
                     plan::ReplaceMove::TimedOut(m) => {
                         Err(StepResult::Failed(r.error(&[], None, &m)))
@@ -372,6 +397,7 @@ async fn run_step(
                 Ok(StepResult::Advanced {
                     message: Some(format!("back in the ring at {new} with {n} vhosts")),
                     new_ip: Some(now_ip),
+                    stopped_uid: None,
                 })
             }
             Step::Done => Ok(advanced(None)),
@@ -432,8 +458,8 @@ pub async fn reconcile_once(
         plan::retarget(&mut status, &target);
     }
     let now = clock();
+    let mut notes = plan::apply_retry(&mut status, s.retry_token.as_deref(), &obs, now);
     let decision = plan::decide(s, &status, &obs, now);
-    let mut notes = Vec::new();
     let requeue = match &decision {
         Decision::Stall { .. } => Some(Duration::from_secs(300)),
         Decision::Complete => None,
@@ -453,7 +479,7 @@ pub async fn reconcile_once(
                 "StepStarted",
                 format!("{}: {} started", rec.pod, Step::Drain),
             ));
-            status.backends.push(rec.clone());
+            status.backends.push((**rec).clone());
             Some(Duration::ZERO)
         }
         Decision::Reassert { pod, commands } => {

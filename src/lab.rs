@@ -7,8 +7,6 @@
 //! the argv it would run through pods/exec.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -20,6 +18,10 @@ use crate::engine::{Cluster, ClusterError};
 use crate::exec::LocalExec;
 use crate::plan::{Observed, PodView, StsView};
 use crate::settings::Settings;
+
+pub mod faults;
+pub mod traffic;
+pub use traffic::{ImapSession, LmtpError, lmtp_deliver};
 
 /// Password of every lab user; lab only.
 pub const LAB_PASSWORD: &str = "lab-pass";
@@ -44,6 +46,8 @@ pub struct LabSpec {
     pub users: u32,
     /// `director_user_expire` (the director refuses less than 10s).
     pub user_expire: String,
+    /// Directors in the ring (pods director-0, director-1, ...).
+    pub directors: usize,
 }
 
 impl LabSpec {
@@ -54,10 +58,16 @@ impl LabSpec {
             vhosts,
             users: 30,
             user_expire: "10s".into(),
+            directors: 1,
         }
     }
+    /// The first director's address (director-0).
     pub fn director_ip(&self) -> String {
-        format!("127.0.{}.10", self.net)
+        self.director_ip_of(0)
+    }
+    /// director-i listens on 127.0.N.(10 - i).
+    pub fn director_ip_of(&self, i: usize) -> String {
+        format!("127.0.{}.{}", self.net, 10 - i)
     }
     pub fn backend_ip(&self, i: usize) -> String {
         format!("127.0.{}.{}", self.net, 11 + i)
@@ -67,6 +77,7 @@ impl LabSpec {
 struct LabPod {
     ip: String,
     revision: String,
+    conf: String,
     holder: Child,
     dir: PathBuf,
 }
@@ -78,6 +89,8 @@ struct State {
     revisions: BTreeMap<String, String>,
     /// IP a pod gets when it is next recreated (to simulate a new pod IP).
     next_ip: BTreeMap<String, String>,
+    /// How many times each pod was created.
+    created: BTreeMap<String, u32>,
 }
 
 /// A running lab. Dropping it stops every Dovecot and namespace it started.
@@ -111,6 +124,20 @@ fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Resul
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
+}
+
+/// Processes in the mount namespace of `holder`, other than the holder itself.
+fn ns_members(holder: u32) -> Vec<u32> {
+    let Ok(ns) = std::fs::read_link(format!("/proc/{holder}/ns/mnt")) else {
+        return Vec::new();
+    };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != holder)
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok_and(|n| n == ns))
+        .collect()
 }
 
 fn master_pid(pod_dir: &Path) -> Option<u32> {
@@ -170,8 +197,11 @@ doveadm_password = lab-doveadm
     )
 }
 
-fn director_conf(spec: &LabSpec) -> String {
-    let ip = spec.director_ip();
+fn director_conf(spec: &LabSpec, i: usize) -> String {
+    let ip = spec.director_ip_of(i);
+    let ring: Vec<String> = (0..spec.directors)
+        .map(|d| spec.director_ip_of(d))
+        .collect();
     let backends: Vec<String> = (0..spec.vhosts.len()).map(|i| spec.backend_ip(i)).collect();
     format!(
         r#"# lab director
@@ -179,12 +209,12 @@ protocols = imap lmtp
 listen = {ip}
 base_dir = /run/dovecot
 state_dir = /var/lib/dovecot
-instance_name = director
+instance_name = director-{i}
 log_path = /var/log/dovecot/dovecot.log
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain
-director_servers = {ip}
+director_servers = {ring}
 director_mail_servers = {backends}
 director_user_expire = {expire}
 lmtp_proxy = yes
@@ -227,6 +257,7 @@ protocol doveadm {{
 }}
 "#,
         backends = backends.join(" "),
+        ring = ring.join(" "),
         expire = spec.user_expire,
     )
 }
@@ -253,15 +284,22 @@ impl Lab {
                 update_revision: "rev-1".into(),
                 revisions: [("rev-1".to_string(), String::new())].into(),
                 next_ip: BTreeMap::new(),
+                created: BTreeMap::new(),
             }),
             spec,
         };
-        lab.create_pod(
-            DIRECTOR_POD,
-            &lab.spec.director_ip(),
-            "rev-1",
-            &director_conf(&lab.spec),
-        )?;
+        for d in 0..lab.spec.directors.max(1) {
+            let ip = lab.spec.director_ip_of(d);
+            lab.create_pod(
+                &format!("director-{d}"),
+                &ip,
+                "rev-1",
+                &director_conf(&lab.spec, d),
+            )?;
+        }
+        if lab.spec.directors > 1 {
+            lab.wait_ring_synced()?;
+        }
         for i in 0..lab.spec.vhosts.len() {
             let name = format!("{STATEFULSET}-{i}");
             let ip = lab.spec.backend_ip(i);
@@ -341,16 +379,65 @@ impl Lab {
             || master_pid(&dir).is_some(),
         )?;
         self.exec.set_pod(name, pid);
-        self.state.lock().expect("lab state").pods.insert(
+        let mut st = self.state.lock().expect("lab state");
+        *st.created.entry(name.to_string()).or_insert(0) += 1;
+        st.pods.insert(
             name.to_string(),
             LabPod {
                 ip: ip.to_string(),
                 revision: revision.to_string(),
+                conf: conf.to_string(),
                 holder,
                 dir,
             },
         );
         Ok(())
+    }
+
+    /// Waits until director-0 reports the ring synced.
+    pub fn wait_ring_synced(&self) -> Result<(), String> {
+        wait_until("director ring synced", Duration::from_secs(30), || {
+            self.doveadm(DIRECTOR_POD, &["-f", "json", "director", "ring", "status"])
+                .is_ok_and(|o| o.contains("\"ring synced\""))
+        })
+    }
+
+    /// Restarts a pod with the same address, revision and config (a container restart).
+    pub fn restart_pod(&self, name: &str) -> Result<(), String> {
+        let (ip, rev, conf) = {
+            let st = self.state.lock().expect("lab state");
+            let p = st.pods.get(name).ok_or_else(|| format!("no pod {name}"))?;
+            (p.ip.clone(), p.revision.clone(), p.conf.clone())
+        };
+        self.kill_pod(name);
+        self.create_pod(name, &ip, &rev, &conf)
+    }
+
+    /// Stops a pod for good (a dead ring member, a lost node).
+    pub fn stop_pod(&self, name: &str) {
+        self.kill_pod(name);
+    }
+
+    /// Dovecot dies on its own: every process in the pod but the holder gets SIGKILL.
+    pub fn crash_dovecot(&self, name: &str) {
+        let st = self.state.lock().expect("lab state");
+        let Some(pod) = st.pods.get(name) else { return };
+        let holder = pod.holder.id();
+        for pid in ns_members(holder) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        // a crashed master leaves its pid file behind
+    }
+
+    /// How many times `pod` was created (1 + replacements + restarts).
+    pub fn creations(&self, pod: &str) -> u32 {
+        self.state
+            .lock()
+            .expect("lab state")
+            .created
+            .get(pod)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Stops every process in the pod's mount namespace, then its holder, as a runtime would.
@@ -359,28 +446,15 @@ impl Lab {
         let Some(mut pod) = pod else { return };
         self.exec.remove_pod(name);
         let holder = pod.holder.id();
-        if let Ok(ns) = std::fs::read_link(format!("/proc/{holder}/ns/mnt")) {
-            let members = || -> Vec<u32> {
-                let Ok(dir) = std::fs::read_dir("/proc") else {
-                    return Vec::new();
-                };
-                dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-                    .filter(|pid| *pid != holder)
-                    .filter(|pid| {
-                        std::fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok_and(|n| n == ns)
-                    })
-                    .collect()
-            };
-            // SIGTERM lets the master stop its children; SIGKILL whatever is left
-            if let Some(pid) = master_pid(&pod.dir) {
-                let _ = Command::new("kill").arg(pid.to_string()).status();
-            }
-            let _ = wait_until("pod processes to exit", Duration::from_secs(10), || {
-                members().is_empty()
-            });
-            for pid in members() {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            }
+        // SIGTERM lets the master stop its children; SIGKILL whatever is left
+        if let Some(pid) = master_pid(&pod.dir) {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+        let _ = wait_until("pod processes to exit", Duration::from_secs(10), || {
+            ns_members(holder).is_empty()
+        });
+        for pid in ns_members(holder) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
         let _ = pod.holder.kill();
         let _ = pod.holder.wait();
@@ -490,20 +564,25 @@ impl Cluster for Lab {
         let pods: Vec<PodView> = st
             .pods
             .iter()
-            .filter(|(n, _)| n.as_str() != DIRECTOR_POD)
+            .filter(|(n, _)| !n.starts_with("director-"))
             .map(|(name, p)| PodView {
                 name: name.clone(),
+                uid: Some(format!(
+                    "{name}-{}",
+                    st.created.get(name).copied().unwrap_or(0)
+                )),
                 ip: Some(p.ip.clone()),
                 revision: Some(p.revision.clone()),
                 ready: master_pid(&p.dir).is_some(),
                 terminating: false,
             })
             .collect();
+        // the first Ready director by name, as the controller picks one
         let director = st
             .pods
-            .get(DIRECTOR_POD)
-            .filter(|p| master_pid(&p.dir).is_some())
-            .map(|_| DIRECTOR_POD.to_string());
+            .iter()
+            .find(|(n, p)| n.starts_with("director-") && master_pid(&p.dir).is_some())
+            .map(|(n, _)| n.clone());
         Ok(Observed {
             sts: Some(StsView {
                 update_strategy: "OnDelete".into(),
@@ -551,110 +630,5 @@ impl Drop for Lab {
         for n in names {
             self.kill_pod(&n);
         }
-    }
-}
-
-/// Delivers one message over LMTP (through the director when `ip` is the director's).
-/// Returns the server's reply on a 4xx/5xx, as an MTA would see it.
-pub fn lmtp_deliver(ip: &str, user: &str, subject: &str) -> Result<(), String> {
-    let stream = TcpStream::connect((ip, 24)).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(|e| e.to_string())?;
-    let mut r = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
-    let mut w = stream;
-    let reply = |r: &mut BufReader<TcpStream>| -> Result<String, String> {
-        let mut all = String::new();
-        loop {
-            let mut line = String::new();
-            r.read_line(&mut line).map_err(|e| e.to_string())?;
-            if line.is_empty() {
-                return Err(format!("connection closed after {all:?}"));
-            }
-            all.push_str(&line);
-            if line.len() < 4 || line.as_bytes()[3] != b'-' {
-                return Ok(all);
-            }
-        }
-    };
-    let expect = |got: String, ok: char| {
-        if got.starts_with(ok) {
-            Ok(())
-        } else {
-            Err(got.trim().to_string())
-        }
-    };
-    expect(reply(&mut r)?, '2')?;
-    for (cmd, ok) in [
-        ("LHLO lab.invalid".to_string(), '2'),
-        ("MAIL FROM:<lab@lab.invalid>".to_string(), '2'),
-        (format!("RCPT TO:<{user}>"), '2'),
-        ("DATA".to_string(), '3'),
-    ] {
-        write!(w, "{cmd}\r\n").map_err(|e| e.to_string())?;
-        expect(reply(&mut r)?, ok)?;
-    }
-    write!(
-        w,
-        "Subject: {subject}\r\nFrom: lab@lab.invalid\r\n\r\nlab message {subject}\r\n.\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    expect(reply(&mut r)?, '2')?;
-    let _ = write!(w, "QUIT\r\n");
-    Ok(())
-}
-
-/// An IMAP session through the director, kept open until dropped or logged out.
-pub struct ImapSession {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-    tag: u32,
-}
-
-impl ImapSession {
-    pub fn login(ip: &str, user: &str) -> Result<Self, String> {
-        let stream = TcpStream::connect((ip, 143)).map_err(|e| e.to_string())?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .map_err(|e| e.to_string())?;
-        let mut s = ImapSession {
-            r: BufReader::new(stream.try_clone().map_err(|e| e.to_string())?),
-            w: stream,
-            tag: 0,
-        };
-        let mut greeting = String::new();
-        s.r.read_line(&mut greeting).map_err(|e| e.to_string())?;
-        if !greeting.starts_with("* OK") {
-            return Err(greeting);
-        }
-        s.command(&format!("LOGIN {user} {LAB_PASSWORD}"))?;
-        Ok(s)
-    }
-
-    /// Sends a command and reads to its tagged reply; Err on NO/BAD.
-    pub fn command(&mut self, cmd: &str) -> Result<Vec<String>, String> {
-        self.tag += 1;
-        let tag = format!("a{}", self.tag);
-        write!(self.w, "{tag} {cmd}\r\n").map_err(|e| e.to_string())?;
-        let mut lines = Vec::new();
-        loop {
-            let mut line = String::new();
-            self.r.read_line(&mut line).map_err(|e| e.to_string())?;
-            if line.is_empty() {
-                return Err(format!("connection closed: {lines:?}"));
-            }
-            if let Some(rest) = line.strip_prefix(&format!("{tag} ")) {
-                return if rest.starts_with("OK") {
-                    Ok(lines)
-                } else {
-                    Err(rest.trim().to_string())
-                };
-            }
-            lines.push(line);
-        }
-    }
-
-    pub fn logout(mut self) {
-        let _ = self.command("LOGOUT");
     }
 }

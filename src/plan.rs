@@ -22,6 +22,8 @@ pub struct StsView {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodView {
     pub name: String,
+    /// `metadata.uid`: tells a recreated pod from the one whose Dovecot was stopped.
+    pub uid: Option<String>,
     pub ip: Option<String>,
     /// `controller-revision-hash` label.
     pub revision: Option<String>,
@@ -67,7 +69,7 @@ pub enum Decision {
         commands: Vec<Vec<String>>,
     },
     /// Start a backend: record it at Drain with its original vhost count (status only).
-    Begin(BackendStatus),
+    Begin(Box<BackendStatus>),
     /// Run the recorded step of one backend.
     Run {
         pod: String,
@@ -84,6 +86,8 @@ pub enum StepResult {
     Advanced {
         message: Option<String>,
         new_ip: Option<String>,
+        /// StopDovecot: the UID of the pod it stopped.
+        stopped_uid: Option<String>,
     },
     /// Not done yet; run it again later.
     Waiting { requeue: Duration, message: String },
@@ -480,7 +484,7 @@ fn begin_next(
         });
     };
     let _ = target;
-    Some(Decision::Begin(BackendStatus {
+    Some(Decision::Begin(Box::new(BackendStatus {
         pod: candidate.name.clone(),
         ip: ip.to_string(),
         new_ip: None,
@@ -490,10 +494,11 @@ fn begin_next(
         original_vhosts: original,
         attempts: 0,
         retry_after: None,
+        stopped_pod_uid: None,
         failed: false,
         message: None,
         last_error: None,
-    }))
+    })))
 }
 
 /// The one-line story of a failed backend, for the Stalled condition and the Warning event.
@@ -519,9 +524,16 @@ pub fn failure_message(rec: &BackendStatus) -> String {
 pub fn apply_result(rec: &mut BackendStatus, result: &StepResult, now: Timestamp) -> Vec<Note> {
     let step = rec.step;
     match result {
-        StepResult::Advanced { message, new_ip } => {
+        StepResult::Advanced {
+            message,
+            new_ip,
+            stopped_uid,
+        } => {
             if let Some(ip) = new_ip {
                 rec.new_ip = (ip != &rec.ip).then(|| ip.clone());
+            }
+            if stopped_uid.is_some() {
+                rec.stopped_pod_uid = stopped_uid.clone();
             }
             rec.step = step.next();
             rec.step_started = Time(now);
@@ -632,6 +644,7 @@ pub fn drain_outcome(
         None if live_sessions == 0 => StepResult::Advanced {
             message: Some("no users left".into()),
             new_ip: None,
+            stopped_uid: None,
         },
         None => StepResult::Waiting {
             requeue: poll,
@@ -645,6 +658,7 @@ pub fn drain_outcome(
                     "drain ceiling reached with {n} users mapped; down + flush will move them"
                 )),
                 new_ip: None,
+                stopped_uid: None,
             },
             DrainTimeoutAction::Fail => StepResult::Failed(step_error(format!(
                 "drain ceiling reached with {n} users still mapped (spec.drain.onTimeout=Fail)"
@@ -665,13 +679,19 @@ pub enum ReplaceMove {
     TimedOut(String),
 }
 
+/// `stopped_uid` is the pod whose Dovecot StopDovecot stopped: nothing will start it again, so it
+/// is deleted even when it already runs the target revision (e.g. it was recreated behind our back).
 pub fn replace_move(
     pod: Option<&PodView>,
     target: &str,
+    stopped_uid: Option<&str>,
     waited: Duration,
     timeout: Duration,
 ) -> ReplaceMove {
     match pod {
+        Some(p) if !p.terminating && p.uid.is_some() && p.uid.as_deref() == stopped_uid => {
+            ReplaceMove::Delete
+        }
         Some(p) if p.revision.as_deref() == Some(target) && p.ready && !p.terminating => {
             match p
                 .ip
@@ -693,6 +713,50 @@ pub fn replace_move(
         )),
         None => ReplaceMove::Wait("waiting for the StatefulSet to recreate the pod".into()),
     }
+}
+
+/// Annotation whose new value asks to retry failed backends (works from Git, unlike a status edit).
+pub const RETRY_ANNOTATION: &str = "mailops.io/retry";
+
+/// Honors a new retry token: failed backends run again. One whose pod is not at the target
+/// revision after Replace (e.g. the config was fixed by a newer revision) goes back to StopLmtp,
+/// so the runbook runs again from the stop: nothing is reused from the failed pod.
+pub fn apply_retry(
+    status: &mut DovecotBackendUpgradeStatus,
+    token: Option<&str>,
+    obs: &Observed,
+    now: Timestamp,
+) -> Vec<Note> {
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return Vec::new();
+    };
+    if status.retry_token.as_deref() == Some(token) {
+        return Vec::new();
+    }
+    status.retry_token = Some(token.to_string());
+    let target = obs.sts.as_ref().and_then(|s| s.update_revision.as_deref());
+    let mut notes = Vec::new();
+    for rec in status.backends.iter_mut().filter(|r| r.failed) {
+        let pod_rev = obs
+            .pods
+            .iter()
+            .find(|p| p.name == rec.pod)
+            .and_then(|p| p.revision.as_deref());
+        let from = rec.step;
+        if rec.step >= Step::Replace && pod_rev != target {
+            rec.step = Step::StopLmtp;
+        }
+        rec.failed = false;
+        rec.attempts = 0;
+        rec.retry_after = None;
+        rec.step_started = Time(now);
+        rec.message = Some(format!("retry requested ({RETRY_ANNOTATION}={token})"));
+        notes.push(Note::normal(
+            "RetryRequested",
+            format!("{}: retrying from {} (failed at {from})", rec.pod, rec.step),
+        ));
+    }
+    notes
 }
 
 /// What deleting the DBU does to one record.

@@ -45,6 +45,8 @@ pub struct Settings {
     pub paused: bool,
     /// `spec.director.selector` as a label selector string for list calls.
     pub director_selector: String,
+    /// The `mailops.io/retry` annotation, set by the controller (not part of the spec).
+    pub retry_token: Option<String>,
 }
 
 /// A LabelSelector as the `labelSelector` query string (`a=b,c in (d,e),!f`).
@@ -230,6 +232,7 @@ pub fn validate(spec: &DovecotBackendUpgradeSpec) -> Result<Settings, SpecError>
         replace_timeout,
         paused: spec.paused,
         director_selector,
+        retry_token: None,
     })
 }
 

@@ -3,89 +3,16 @@
 //! Needs root (mount namespaces) and Debian's dovecot-core, dovecot-imapd and dovecot-lmtpd;
 //! `.ci/run` installs them.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use dovecot_upgrade_operator::api::{
-    DovecotBackendUpgradeSpec, DovecotBackendUpgradeStatus, Phase, Step,
-};
+use common::{now, rig, settings};
+use dovecot_upgrade_operator::api::{DovecotBackendUpgradeStatus, Phase, Step};
 use dovecot_upgrade_operator::engine;
-use dovecot_upgrade_operator::lab::{self, DIRECTOR_POD, ImapSession, Lab, LabSpec};
-use dovecot_upgrade_operator::settings::{self, Settings};
+use dovecot_upgrade_operator::lab::{self, DIRECTOR_POD, ImapSession};
 use serde_json::json;
-
-fn settings(extra: serde_json::Value) -> Settings {
-    let mut v = json!({
-        "backends": {"statefulSet": lab::STATEFULSET},
-        "director": {"selector": {"matchLabels": {"app": "director"}}},
-        "verify": {"user": "user1"},
-        "drain": {"pollInterval": "1s", "timeout": "40s"},
-        "timeouts": {"command": "40s", "stop": "30s", "replace": "60s"}
-    });
-    if let (Some(a), Some(b)) = (v.as_object_mut(), extra.as_object()) {
-        for (k, val) in b {
-            a.insert(k.clone(), val.clone());
-        }
-    }
-    let spec: DovecotBackendUpgradeSpec = serde_json::from_value(v).unwrap();
-    settings::validate(&spec).unwrap()
-}
-
-fn now() -> k8s_openapi::jiff::Timestamp {
-    k8s_openapi::jiff::Timestamp::now()
-}
-
-/// Fields drop in order: the lab (and its processes) before its folder.
-/// Drives a rollout to its end (completed or stalled) without watching the passes.
-async fn rollout(lab: &Lab, s: &Settings) -> DovecotBackendUpgradeStatus {
-    let exec = lab.exec();
-    let limit = Duration::from_secs(600);
-    engine::drive(
-        s,
-        DovecotBackendUpgradeStatus::default(),
-        &exec,
-        lab,
-        &now,
-        limit,
-        |_| {},
-    )
-    .await
-    .unwrap()
-    .status
-}
-
-struct Rig {
-    lab: Lab,
-    _dir: tempfile::TempDir,
-    /// messages delivered per user
-    sent: BTreeMap<String, u64>,
-}
-
-fn rig(net: u8) -> Rig {
-    let dir = tempfile::Builder::new()
-        .prefix("dbu-lab-")
-        .tempdir()
-        .unwrap();
-    let lab = Lab::start(LabSpec::new(dir.path(), net, vec![100, 50, 20])).expect("lab starts");
-    let mut sent = BTreeMap::new();
-    let dip = lab.spec.director_ip();
-    // mail for six users through the director, spread over the backends
-    for u in 1..=6 {
-        let user = format!("user{u}");
-        for m in 0..3 {
-            lab::lmtp_deliver(&dip, &user, &format!("before-{u}-{m}"))
-                .expect("delivery before the rollout");
-            *sent.entry(user.clone()).or_insert(0) += 1;
-        }
-        // a login/logout leaves a mapping that expires after director_user_expire
-        ImapSession::login(&dip, &user).expect("login").logout();
-    }
-    Rig {
-        lab,
-        _dir: dir,
-        sent,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_of_three_backends_through_a_real_director() {
@@ -231,7 +158,8 @@ async fn failed_verification_halts_and_keeps_the_backend_out() {
     );
     // a user whose INBOX exists only on the shared store
     let s = settings(json!({"verify": {"user": "user2"}}));
-    let out = rollout(lab, &s).await;
+    let (out, _) =
+        common::finish(&s, &lab.exec(), lab, DovecotBackendUpgradeStatus::default()).await;
     let st = &out;
     assert_eq!(st.phase, Some(Phase::Failed));
     let stalled = st.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
@@ -268,70 +196,6 @@ async fn failed_verification_halts_and_keeps_the_backend_out() {
     let _ = lab.doveadm(DIRECTOR_POD, &["director", "status"]).unwrap();
 }
 
-/// Crash after every step acted and before its result was recorded: the status write is lost,
-/// the step runs again from the persisted status. Nothing may break, repeat harmfully or be lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_step_survives_a_crash_after_it_acted() {
-    use dovecot_upgrade_operator::plan::Decision;
-    let rig = rig(3);
-    let lab = &rig.lab;
-    let original: BTreeMap<String, u32> = lab
-        .ring()
-        .unwrap()
-        .into_iter()
-        .map(|h| (h.ip, h.vhosts))
-        .collect();
-    lab.new_revision("rev-2", "login_greeting = Lab rev-2 ready");
-    let s = settings(json!({}));
-    let exec = lab.exec();
-    let mut status = DovecotBackendUpgradeStatus::default();
-    let mut crashed = std::collections::BTreeSet::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(600);
-    let final_status = loop {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "rollout did not finish: {status:#?}"
-        );
-        let out = engine::reconcile_once(&s, status.clone(), Some(1), &exec, lab, &now)
-            .await
-            .unwrap();
-        // the operator dies right after a step acted: the status patch is lost
-        if let Decision::Run { pod, step, .. } = &out.decision
-            && crashed.insert((pod.clone(), *step))
-        {
-            continue;
-        }
-        if out.decision == Decision::Complete || engine::stalled(&out.status) {
-            break out.status;
-        }
-        tokio::time::sleep(out.requeue.unwrap_or(Duration::from_secs(1))).await;
-        status = out.status;
-    };
-    assert_eq!(
-        final_status.phase,
-        Some(Phase::Completed),
-        "{final_status:#?}"
-    );
-    for pod in lab.backend_names() {
-        for step in Step::ALL.iter().filter(|s| **s != Step::Done) {
-            assert!(
-                crashed.contains(&(pod.clone(), *step)),
-                "{pod} crashed after {step}"
-            );
-        }
-        assert_eq!(lab.pod_revision(&pod).as_deref(), Some("rev-2"));
-    }
-    for h in lab.ring().unwrap() {
-        assert!(
-            h.up && h.vhosts == original[&h.ip],
-            "nothing left drained: {h:?}"
-        );
-    }
-    for (user, n) in &rig.sent {
-        assert_eq!(lab.inbox_count("backend-0", user).unwrap(), *n, "{user}");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_that_comes_back_with_a_new_ip_replaces_its_ring_entry() {
     let rig = rig(4);
@@ -340,7 +204,9 @@ async fn a_pod_that_comes_back_with_a_new_ip_replaces_its_ring_entry() {
     let new_ip = "127.0.4.21";
     lab.move_on_recreate("backend-1", new_ip);
     lab.new_revision("rev-2", "login_greeting = Lab rev-2 ready");
-    let out = rollout(lab, &settings(json!({}))).await;
+    let s = settings(json!({}));
+    let (out, _) =
+        common::finish(&s, &lab.exec(), lab, DovecotBackendUpgradeStatus::default()).await;
     assert_eq!(out.phase, Some(Phase::Completed), "{out:#?}");
     let rec = out.backends.iter().find(|r| r.pod == "backend-1").unwrap();
     assert_eq!(

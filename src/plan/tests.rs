@@ -22,6 +22,7 @@ fn settings() -> Settings {
 fn pod(i: u32, rev: &str) -> PodView {
     PodView {
         name: format!("backend-{i}"),
+        uid: Some(format!("uid-{i}-{rev}")),
         ip: Some(format!("127.0.0.{}", 11 + i)),
         revision: Some(rev.into()),
         ready: true,
@@ -69,6 +70,7 @@ fn rec(i: u32, step: Step, started: i64) -> BackendStatus {
         original_vhosts: [100, 50, 20][i as usize],
         attempts: 0,
         retry_after: None,
+        stopped_pod_uid: None,
         failed: false,
         message: None,
         last_error: None,
@@ -494,6 +496,7 @@ fn results_move_every_step_forward_or_halt_it() {
             &StepResult::Advanced {
                 message: None,
                 new_ip: None,
+                stopped_uid: None,
             },
             ts(5),
         );
@@ -535,10 +538,12 @@ fn results_move_every_step_forward_or_halt_it() {
         &StepResult::Advanced {
             message: None,
             new_ip: Some("127.0.0.99".into()),
+            stopped_uid: Some("uid-2-old".into()),
         },
         ts(1),
     );
     assert_eq!(r.new_ip.as_deref(), Some("127.0.0.99"));
+    assert_eq!(r.stopped_pod_uid.as_deref(), Some("uid-2-old"));
     let mut r = rec(2, Step::Reset, 0);
     apply_result(
         &mut r,
@@ -656,6 +661,72 @@ fn replace_deletes_the_old_pod_then_waits_for_the_new_one() {
         ),
     ];
     for (p, waited, want) in t {
-        assert_eq!(replace_move(p, NEW, waited, t10), want, "{p:?} {waited:?}");
+        assert_eq!(
+            replace_move(p, NEW, None, waited, t10),
+            want,
+            "{p:?} {waited:?}"
+        );
     }
+    // the pod whose Dovecot we stopped is deleted even at the target revision: nothing restarts it
+    let mut stopped = pod(2, NEW);
+    stopped.ready = false;
+    let uid = stopped.uid.clone();
+    assert_eq!(
+        replace_move(Some(&stopped), NEW, uid.as_deref(), Duration::ZERO, t10),
+        ReplaceMove::Delete
+    );
+    // ... but not once it is terminating, and a different (recreated) pod is waited for
+    stopped.terminating = true;
+    assert!(matches!(
+        replace_move(Some(&stopped), NEW, uid.as_deref(), Duration::ZERO, t10),
+        ReplaceMove::Wait(_)
+    ));
+    let fresh = pod(2, NEW);
+    assert_eq!(
+        replace_move(
+            Some(&fresh),
+            NEW,
+            Some("uid-of-the-stopped-one"),
+            Duration::ZERO,
+            t10
+        ),
+        ReplaceMove::Done("127.0.0.13".into())
+    );
+}
+
+#[test]
+fn retry_token_reruns_failed_backends_once() {
+    let mut f = rec(2, Step::Verify, 0);
+    f.failed = true;
+    f.attempts = 1;
+    let mut st = status(vec![f, rec(1, Step::Done, 0)]);
+    let mut obs = world();
+    obs.pods[2] = pod(2, "backend-broken"); // the failed pod runs a revision that is no longer the target
+    assert!(apply_retry(&mut st, None, &obs, ts(5)).is_empty());
+    let notes = apply_retry(&mut st, Some("1"), &obs, ts(5));
+    assert_eq!(notes.len(), 1);
+    let r = &st.backends[0];
+    assert_eq!(
+        (r.failed, r.attempts, r.step),
+        (false, 0, Step::StopLmtp),
+        "rerun from the stop"
+    );
+    assert_eq!(r.step_started, Time(ts(5)));
+    assert_eq!(st.retry_token.as_deref(), Some("1"));
+    // the same token again does nothing, even if the backend failed again
+    st.backends[0].failed = true;
+    assert!(apply_retry(&mut st, Some("1"), &obs, ts(6)).is_empty());
+    assert!(st.backends[0].failed);
+    // a failure before Replace, or with the pod at the target, reruns the same step
+    let mut g = rec(2, Step::WaitSessions, 0);
+    g.failed = true;
+    let mut st = status(vec![g]);
+    apply_retry(&mut st, Some("2"), &obs, ts(7));
+    assert_eq!(st.backends[0].step, Step::WaitSessions);
+    let mut v = rec(2, Step::Verify, 0);
+    v.failed = true;
+    let mut st = status(vec![v]);
+    obs.pods[2] = pod(2, NEW);
+    apply_retry(&mut st, Some("3"), &obs, ts(7));
+    assert_eq!(st.backends[0].step, Step::Verify);
 }

@@ -1,0 +1,145 @@
+//! Shared helpers for the real-Dovecot tests: a lab with mail, settings, and rollout loops.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use dovecot_upgrade_operator::api::{DovecotBackendUpgradeSpec, DovecotBackendUpgradeStatus};
+use dovecot_upgrade_operator::engine::{self, Outcome};
+use dovecot_upgrade_operator::exec::PodExec;
+use dovecot_upgrade_operator::lab::{self, ImapSession, Lab, LabSpec};
+use dovecot_upgrade_operator::plan::Note;
+use dovecot_upgrade_operator::settings::{self, Settings};
+use serde_json::json;
+
+pub fn now() -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::now()
+}
+
+/// Test settings: short polls, a 40 s drain ceiling; `extra` replaces top-level spec fields.
+pub fn settings(extra: serde_json::Value) -> Settings {
+    let mut v = json!({
+        "backends": {"statefulSet": lab::STATEFULSET},
+        "director": {"selector": {"matchLabels": {"app": "director"}}},
+        "verify": {"user": "user1"},
+        "drain": {"pollInterval": "1s", "timeout": "40s"},
+        "timeouts": {"command": "40s", "stop": "30s", "replace": "60s"}
+    });
+    if let (Some(a), Some(b)) = (v.as_object_mut(), extra.as_object()) {
+        for (k, val) in b {
+            a.insert(k.clone(), val.clone());
+        }
+    }
+    let spec: DovecotBackendUpgradeSpec = serde_json::from_value(v).unwrap();
+    settings::validate(&spec).unwrap()
+}
+
+/// Fields drop in order: the lab (and its processes) before its folder.
+pub struct Rig {
+    pub lab: Lab,
+    pub _dir: tempfile::TempDir,
+    /// messages delivered per user before the rollout
+    pub sent: BTreeMap<String, u64>,
+}
+
+pub fn rig_with(spec: impl FnOnce(&std::path::Path) -> LabSpec) -> Rig {
+    let dir = tempfile::Builder::new()
+        .prefix("dbu-lab-")
+        .tempdir()
+        .unwrap();
+    let lab = Lab::start(spec(dir.path())).expect("lab starts");
+    let mut sent = BTreeMap::new();
+    let dip = lab.spec.director_ip();
+    // mail for six users through the director, spread over the backends
+    for u in 1..=6 {
+        let user = format!("user{u}");
+        for m in 0..3 {
+            lab::lmtp_deliver(&dip, &user, &format!("before-{u}-{m}"))
+                .expect("delivery before the rollout");
+            *sent.entry(user.clone()).or_insert(0) += 1;
+        }
+        // a login/logout leaves a mapping that expires after director_user_expire
+        ImapSession::login(&dip, &user).expect("login").logout();
+    }
+    Rig {
+        lab,
+        _dir: dir,
+        sent,
+    }
+}
+
+/// Three backends (vhosts 100, 50, 20) and one director on 127.0.`net`.0/24.
+pub fn rig(net: u8) -> Rig {
+    rig_with(|d| LabSpec::new(d, net, vec![100, 50, 20]))
+}
+
+/// Drives a rollout to its end (completed or stalled), collecting every note.
+pub async fn finish(
+    s: &Settings,
+    exec: &dyn PodExec,
+    lab: &Lab,
+    status: DovecotBackendUpgradeStatus,
+) -> (DovecotBackendUpgradeStatus, Vec<Note>) {
+    let mut notes = Vec::new();
+    let out = engine::drive(
+        s,
+        status,
+        exec,
+        lab,
+        &now,
+        Duration::from_secs(600),
+        |o: &Outcome| notes.extend(o.notes.iter().cloned()),
+    )
+    .await
+    .unwrap();
+    (out.status, notes)
+}
+
+/// Reconciles until `done(status)`, collecting notes; panics after `limit`.
+pub async fn until(
+    s: &Settings,
+    exec: &dyn PodExec,
+    lab: &Lab,
+    mut status: DovecotBackendUpgradeStatus,
+    limit: Duration,
+    done: impl Fn(&DovecotBackendUpgradeStatus) -> bool,
+) -> (DovecotBackendUpgradeStatus, Vec<Note>) {
+    let end = Instant::now() + limit;
+    let mut notes = Vec::new();
+    while !done(&status) {
+        assert!(Instant::now() < end, "condition not reached: {status:#?}");
+        let out = engine::reconcile_once(s, status, Some(1), exec, lab, &now)
+            .await
+            .unwrap();
+        notes.extend(out.notes);
+        status = out.status;
+        if !done(&status) {
+            let wait = out
+                .requeue
+                .unwrap_or(Duration::from_secs(1))
+                .min(Duration::from_secs(1));
+            tokio::time::sleep(wait).await;
+        }
+    }
+    (status, notes)
+}
+
+/// Vhost count per ring IP on a director.
+pub fn ring_of(lab: &Lab, director: &str) -> BTreeMap<String, (u32, bool)> {
+    let out = lab
+        .doveadm(director, &["-f", "json", "director", "status"])
+        .unwrap();
+    dovecot_upgrade_operator::dovecot::parse_director_status(&out)
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.ip, (h.vhosts, h.up)))
+        .collect()
+}
+
+/// Prints one line of the scenario report (collected into the closing note).
+pub fn report(scenario: &str, started: Instant, detail: &str) {
+    eprintln!(
+        "SCENARIO | {scenario} | pass | {:.1}s | {detail}",
+        started.elapsed().as_secs_f64()
+    );
+}
