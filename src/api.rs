@@ -57,7 +57,10 @@ fn default_max_unavailable() -> i32 {
 #[serde(rename_all = "camelCase")]
 pub struct BackendsSpec {
     /// Name of the StatefulSet (same namespace). It must use `updateStrategy: OnDelete`.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub stateful_set: String,
     /// Container to exec into; may be omitted only when the pod has a single container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,6 +80,10 @@ fn default_base_dir() -> String {
 /// The director pods. Commands go to one Ready director; the ring propagates them.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "(has(self.selector.matchLabels) && size(self.selector.matchLabels) > 0) || (has(self.selector.matchExpressions) && size(self.selector.matchExpressions) > 0)",
+    "message": "director.selector must select something; an empty selector matches every pod"
+}]))]
 pub struct DirectorSpec {
     /// Selects the director pods (same namespace). Must not match backend pods.
     pub selector: LabelSelector,
@@ -135,6 +142,10 @@ impl Default for DrainSpec {
 /// Cache reset run in the backend container while Dovecot is confirmed stopped.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.commands) || self.commands.all(c, size(c) > 0 && !c[0].contains(' ') && !(c[0] in ['sh', 'bash', 'dash', 'zsh', '/bin/sh', '/bin/bash']))",
+    "message": "reset.commands are argv lists run without a shell: [\"find\", \"/var/dovecot/vmail\", \"-mindepth\", \"1\", \"-delete\"], not \"rm -rf ...\" or sh -c"
+}]))]
 pub struct ResetSpec {
     /// Set to false to skip the reset step.
     #[serde(default = "default_true")]
@@ -143,6 +154,10 @@ pub struct ResetSpec {
     /// remove `/var/lib/dovecot/metacache/metacache-users*` and everything under
     /// `/var/dovecot/vmail`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 16),
+        inner(length(min = 1, max = 64), inner(length(max = 4096)))
+    )]
     pub commands: Vec<Vec<String>>,
 }
 

@@ -451,7 +451,10 @@ pub async fn reconcile_once(
     clock: &(dyn Fn() -> Timestamp + Sync),
 ) -> Result<Outcome, ClusterError> {
     let mut obs = cluster.observe(s).await?;
-    if let Some(dir) = obs.director.clone() {
+    // a world that stalls anyway gets no exec, not even a read
+    if plan::check_world(s, &obs).is_ok()
+        && let Some(dir) = obs.director.clone()
+    {
         obs.ring = read_ring(s, exec, &dir).await;
     }
     if let Some(target) = obs.sts.as_ref().and_then(|x| x.update_revision.clone()) {

@@ -221,6 +221,44 @@ pub fn retarget(status: &mut DovecotBackendUpgradeStatus, target: &str) {
     }
 }
 
+/// World checks that stall before any exec: run before the ring is even read.
+pub fn check_world<'a>(s: &Settings, obs: &'a Observed) -> Result<&'a StsView, Decision> {
+    let Some(sts) = &obs.sts else {
+        return Err(Decision::Stall {
+            reason: "StatefulSetNotFound",
+            message: format!("StatefulSet {:?} does not exist", s.stateful_set),
+        });
+    };
+    if sts.update_strategy != "OnDelete" {
+        return Err(Decision::Stall {
+            reason: "UpdateStrategyNotOnDelete",
+            message: format!(
+                "StatefulSet {:?} uses updateStrategy {}; set it to OnDelete so that only this operator replaces backend pods",
+                s.stateful_set, sts.update_strategy
+            ),
+        });
+    }
+    if let Some(other) = &obs.owned_by_other {
+        return Err(Decision::Stall {
+            reason: "StatefulSetClaimed",
+            message: format!(
+                "DovecotBackendUpgrade {other:?} already manages StatefulSet {:?}",
+                s.stateful_set
+            ),
+        });
+    }
+    if !obs.director_overlap.is_empty() {
+        return Err(Decision::Stall {
+            reason: "DirectorSelectorMatchesBackends",
+            message: format!(
+                "spec.director.selector matches backend pods {:?}",
+                obs.director_overlap
+            ),
+        });
+    }
+    Ok(sts)
+}
+
 /// The next action. Order: validity, ring drift, failures, pause, in-flight work, new work.
 pub fn decide(
     s: &Settings,
@@ -228,39 +266,10 @@ pub fn decide(
     obs: &Observed,
     now: Timestamp,
 ) -> Decision {
-    let Some(sts) = &obs.sts else {
-        return Decision::Stall {
-            reason: "StatefulSetNotFound",
-            message: format!("StatefulSet {:?} does not exist", s.stateful_set),
-        };
+    let sts = match check_world(s, obs) {
+        Ok(sts) => sts,
+        Err(stall) => return stall,
     };
-    if sts.update_strategy != "OnDelete" {
-        return Decision::Stall {
-            reason: "UpdateStrategyNotOnDelete",
-            message: format!(
-                "StatefulSet {:?} uses updateStrategy {}; set it to OnDelete so that only this operator replaces backend pods",
-                s.stateful_set, sts.update_strategy
-            ),
-        };
-    }
-    if let Some(other) = &obs.owned_by_other {
-        return Decision::Stall {
-            reason: "StatefulSetClaimed",
-            message: format!(
-                "DovecotBackendUpgrade {other:?} already manages StatefulSet {:?}",
-                s.stateful_set
-            ),
-        };
-    }
-    if !obs.director_overlap.is_empty() {
-        return Decision::Stall {
-            reason: "DirectorSelectorMatchesBackends",
-            message: format!(
-                "spec.director.selector matches backend pods {:?}",
-                obs.director_overlap
-            ),
-        };
-    }
     let Some(target) = sts.update_revision.as_deref() else {
         return Decision::Wait {
             reason: "WaitingForRevision",

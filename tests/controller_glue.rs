@@ -254,3 +254,249 @@ async fn delete_runs_cleanup_then_removes_the_finalizer() {
     controller::reconcile(Arc::new(obj), ctx).await.unwrap();
     task.await.unwrap();
 }
+
+/// Every spec the operator must refuse: a Stalled status and a Warning, nothing else (no exec).
+#[tokio::test]
+async fn bad_specs_are_refused_without_any_other_request() {
+    let cases = [
+        (
+            json!({"backends": {"statefulSet": ""}}),
+            "spec.backends.statefulSet",
+        ),
+        (json!({"maxUnavailable": 0}), "spec.maxUnavailable"),
+        (json!({"maxUnavailable": -1}), "spec.maxUnavailable"),
+        (
+            json!({"drain": {"timeout": "ten minutes"}}),
+            "spec.drain.timeout",
+        ),
+        (
+            json!({"drain": {"pollInterval": "-5s"}}),
+            "spec.drain.pollInterval",
+        ),
+        (
+            json!({"timeouts": {"command": "5x"}}),
+            "spec.timeouts.command",
+        ),
+        (json!({"verify": {"user": "*"}}), "spec.verify.user"),
+        (json!({"verify": {"user": "us?r"}}), "spec.verify.user"),
+        (json!({"verify": {"user": "two words"}}), "spec.verify.user"),
+        (
+            json!({"verify": {"user": "line\nbreak"}}),
+            "spec.verify.user",
+        ),
+        (
+            json!({"director": {"selector": {}}}),
+            "spec.director.selector",
+        ),
+        (
+            json!({"reset": {"commands": [["rm -rf /var/dovecot/vmail/*"]]}}),
+            "spec.reset.commands",
+        ),
+        (
+            json!({"reset": {"commands": [["/bin/sh", "-c", "rm -rf /x"]]}}),
+            "spec.reset.commands",
+        ),
+    ];
+    for (spec, field) in cases {
+        let (ctx, mut h) = ctx();
+        let obj = dbu(json!({"finalizers": [FINALIZER]}), spec.clone());
+        let reply = serde_json::to_value(&obj).unwrap();
+        let task = tokio::spawn(async move {
+            let (_, body) =
+                expect(&mut h, Method::PATCH, &format!("{DBU_PATH}/status"), reply).await;
+            let stalled = cond(&body["status"], "Stalled").clone();
+            expect(
+                &mut h,
+                Method::POST,
+                "/apis/events.k8s.io/v1/namespaces/mail/events",
+                json!({}),
+            )
+            .await;
+            nothing_more(&mut h).await;
+            stalled
+        });
+        controller::reconcile(Arc::new(obj), ctx).await.unwrap();
+        let stalled = task.await.unwrap();
+        assert_eq!(stalled["status"], "True", "{spec}");
+        assert_eq!(stalled["reason"], "InvalidSpec", "{spec}");
+        assert!(
+            stalled["message"].as_str().unwrap().contains(field),
+            "{spec}: {stalled}"
+        );
+    }
+}
+
+fn sts(strategy: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "backend", "namespace": "mail", "uid": "sts-uid"},
+        "spec": {"replicas": 1, "serviceName": "backend", "selector": {"matchLabels": {"app": "backend"}},
+                 "template": {}, "updateStrategy": {"type": strategy}},
+        "status": {"replicas": 1, "updateRevision": "backend-2"}
+    })
+}
+
+fn list(items: Vec<Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items})
+}
+
+fn backend_pod(name: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "mail", "uid": format!("{name}-uid"),
+                     "labels": {"app": "backend", "controller-revision-hash": "backend-1"},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "backend", "uid": "sts-uid"}]},
+        "spec": {"containers": [{"name": "dovecot"}]},
+        "status": {"podIP": "10.9.9.9", "conditions": [{"type": "Ready", "status": "True"}]}
+    })
+}
+
+/// Plays the observe calls with the given answers, then expects the Stalled status patch and
+/// nothing else: no exec, no delete.
+async fn stalls_without_exec(
+    sts_reply: (u16, Value),
+    pods: Value,
+    directors: Value,
+    dbus: Value,
+    reason: &'static str,
+) {
+    let (ctx, mut h) = ctx();
+    let obj = dbu(json!({"finalizers": [FINALIZER]}), json!({}));
+    let reply = serde_json::to_value(&obj).unwrap();
+    let task = tokio::spawn(async move {
+        let found = sts_reply.0 == 200;
+        expect_code(
+            &mut h,
+            Method::GET,
+            "/apis/apps/v1/namespaces/mail/statefulsets/backend",
+            sts_reply.0,
+            sts_reply.1,
+        )
+        .await;
+        if found {
+            expect(&mut h, Method::GET, "/api/v1/namespaces/mail/pods?", pods).await;
+            expect(
+                &mut h,
+                Method::GET,
+                "/api/v1/namespaces/mail/pods?",
+                directors,
+            )
+            .await;
+            expect(
+                &mut h,
+                Method::GET,
+                "/apis/mailops.io/v1alpha1/namespaces/mail/dovecotbackendupgrades",
+                dbus,
+            )
+            .await;
+        }
+        let (_, body) = expect(&mut h, Method::PATCH, &format!("{DBU_PATH}/status"), reply).await;
+        let stalled = cond(&body["status"], "Stalled").clone();
+        nothing_more(&mut h).await;
+        stalled
+    });
+    controller::reconcile(Arc::new(obj), ctx).await.unwrap();
+    let stalled = task.await.unwrap();
+    assert_eq!(
+        (stalled["status"].as_str(), stalled["reason"].as_str()),
+        (Some("True"), Some(reason)),
+        "{stalled}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_statefulset_stalls_without_exec() {
+    let gone = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404});
+    stalls_without_exec(
+        (404, gone),
+        list(vec![]),
+        list(vec![]),
+        list(vec![]),
+        "StatefulSetNotFound",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_director_selector_that_matches_backends_stalls_without_exec() {
+    let pods = list(vec![backend_pod("backend-0")]);
+    stalls_without_exec(
+        (200, sts("OnDelete")),
+        pods.clone(),
+        pods,
+        list(vec![]),
+        "DirectorSelectorMatchesBackends",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_second_dbu_for_the_same_statefulset_is_refused_and_the_first_carries_on() {
+    let mut older = serde_json::to_value(dbu(json!({}), json!({}))).unwrap();
+    older["metadata"]["name"] = json!("first");
+    older["metadata"]["creationTimestamp"] = json!("2026-11-01T00:00:00Z");
+    // this DBU ("roll", created later) is refused ...
+    stalls_without_exec(
+        (200, sts("OnDelete")),
+        list(vec![backend_pod("backend-0")]),
+        list(vec![]),
+        list(vec![older.clone()]),
+        "StatefulSetClaimed",
+    )
+    .await;
+    // ... while the first one, seeing the newer "roll", is not: it goes on (here: no director yet)
+    let (ctx, mut h) = ctx();
+    let first: DovecotBackendUpgrade = {
+        let mut o = older.clone();
+        o["metadata"]["finalizers"] = json!([FINALIZER]);
+        serde_json::from_value(o).unwrap()
+    };
+    let newer = serde_json::to_value(dbu(json!({}), json!({}))).unwrap();
+    let reply = older.clone();
+    let task = tokio::spawn(async move {
+        expect(
+            &mut h,
+            Method::GET,
+            "/apis/apps/v1/namespaces/mail/statefulsets/backend",
+            sts("OnDelete"),
+        )
+        .await;
+        expect(
+            &mut h,
+            Method::GET,
+            "/api/v1/namespaces/mail/pods?",
+            list(vec![backend_pod("backend-0")]),
+        )
+        .await;
+        expect(
+            &mut h,
+            Method::GET,
+            "/api/v1/namespaces/mail/pods?",
+            list(vec![]),
+        )
+        .await;
+        expect(
+            &mut h,
+            Method::GET,
+            "/apis/mailops.io/v1alpha1/namespaces/mail/dovecotbackendupgrades",
+            list(vec![newer]),
+        )
+        .await;
+        let (_, body) = expect(
+            &mut h,
+            Method::PATCH,
+            "/apis/mailops.io/v1alpha1/namespaces/mail/dovecotbackendupgrades/first/status",
+            reply,
+        )
+        .await;
+        nothing_more(&mut h).await;
+        body
+    });
+    controller::reconcile(Arc::new(first), ctx).await.unwrap();
+    let body = task.await.unwrap();
+    assert_eq!(cond(&body["status"], "Stalled")["status"], "False");
+    assert_eq!(
+        cond(&body["status"], "Reconciling")["reason"],
+        "NoReadyDirector"
+    );
+}

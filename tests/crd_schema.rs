@@ -1,0 +1,156 @@
+//! The generated CRD: what it rejects at admission (patterns, minimums, CEL rules evaluated here).
+
+use dovecot_upgrade_operator::api::DovecotBackendUpgrade;
+use kube::CustomResourceExt;
+use serde_json::{Value, json};
+
+fn schema() -> Value {
+    let crd = serde_json::to_value(DovecotBackendUpgrade::crd()).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+/// The rules (rule, message) at a schema path.
+fn rules(at: &Value) -> Vec<(String, String)> {
+    at["x-kubernetes-validations"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no rules at {at}"))
+        .iter()
+        .map(|r| {
+            (
+                r["rule"].as_str().unwrap().to_string(),
+                r["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn eval(rule: &str, this: Value) -> bool {
+    let program = cel::Program::compile(rule).unwrap_or_else(|e| panic!("{rule}: {e}"));
+    let mut ctx = cel::Context::default();
+    ctx.add_variable("self", this).unwrap();
+    match program
+        .execute(&ctx)
+        .unwrap_or_else(|e| panic!("{rule}: {e}"))
+    {
+        cel::Value::Bool(b) => b,
+        other => panic!("{rule} gave {other:?}"),
+    }
+}
+
+#[test]
+fn director_selector_must_select_something() {
+    let s = schema();
+    let director = &s["properties"]["spec"]["properties"]["director"];
+    let (rule, msg) = &rules(director)[0];
+    assert!(msg.contains("selector"));
+    let t = [
+        (
+            json!({"selector": {"matchLabels": {"app": "director"}}}),
+            true,
+        ),
+        (
+            json!({"selector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]}}),
+            true,
+        ),
+        (json!({"selector": {}}), false),
+        (json!({"selector": {"matchLabels": {}}}), false),
+        (
+            json!({"selector": {"matchLabels": {}, "matchExpressions": []}}),
+            false,
+        ),
+    ];
+    for (v, want) in t {
+        assert_eq!(eval(rule, v.clone()), want, "{v}");
+    }
+}
+
+#[test]
+fn reset_commands_must_be_argv_lists_without_a_shell() {
+    let s = schema();
+    let reset = &s["properties"]["spec"]["properties"]["reset"];
+    let (rule, _) = &rules(reset)[0];
+    let t = [
+        (json!({}), true),
+        (json!({"enabled": false}), true),
+        (
+            json!({"commands": [["find", "/var/dovecot/vmail", "-mindepth", "1", "-delete"]]}),
+            true,
+        ),
+        (
+            json!({"commands": [["rm -rf /var/dovecot/vmail/*"]]}),
+            false,
+        ),
+        (json!({"commands": [["sh", "-c", "rm -rf /x"]]}), false),
+        (json!({"commands": [["/bin/bash", "-c", "x"]]}), false),
+        (json!({"commands": [["find", "/a", "-delete"], []]}), false),
+    ];
+    for (v, want) in t {
+        assert_eq!(eval(rule, v.clone()), want, "{v}");
+    }
+    // a shell string where an argv list is expected fails the type check before any rule
+    let cmds = &reset["properties"]["commands"];
+    assert_eq!(cmds["type"], "array");
+    assert_eq!(cmds["items"]["type"], "array");
+    assert_eq!(cmds["items"]["items"]["type"], "string");
+    // bounded, so the API server can cost the rule
+    assert!(cmds["maxItems"].is_number() && cmds["items"]["maxItems"].is_number());
+    assert!(cmds["items"]["items"]["maxLength"].is_number());
+}
+
+#[test]
+fn patterns_and_minimums_reject_bad_values_at_admission() {
+    let s = schema();
+    let spec = &s["properties"]["spec"];
+    assert_eq!(spec["required"], json!(["backends", "director", "verify"]));
+    assert_eq!(spec["properties"]["maxUnavailable"]["minimum"], 1.0);
+    let sts = &spec["properties"]["backends"]["properties"]["statefulSet"];
+    assert_eq!(sts["minLength"], 1);
+    let name = regex_lite(sts["pattern"].as_str().unwrap());
+    for (v, ok) in [
+        ("backend", true),
+        ("mail-backend.v2", true),
+        ("", false),
+        ("Backend", false),
+        ("-x", false),
+        ("a b", false),
+    ] {
+        assert_eq!(name(v), ok, "{v:?}");
+    }
+    let user = regex_lite(
+        spec["properties"]["verify"]["properties"]["user"]["pattern"]
+            .as_str()
+            .unwrap(),
+    );
+    for (v, ok) in [
+        ("probe@example.org", true),
+        ("user*", false),
+        ("us?r", false),
+        ("a b", false),
+        ("a\nb", false),
+    ] {
+        assert_eq!(user(v), ok, "{v:?}");
+    }
+    for field in ["pollInterval", "timeout"] {
+        let d = regex_lite(
+            spec["properties"]["drain"]["properties"][field]["pattern"]
+                .as_str()
+                .unwrap(),
+        );
+        for (v, ok) in [
+            ("5s", true),
+            ("1h30m", true),
+            ("250ms", true),
+            ("-5s", false),
+            ("5", false),
+            ("soon", false),
+        ] {
+            assert_eq!(d(v), ok, "{field} {v:?}");
+        }
+    }
+}
+
+/// The schema patterns use only what Go's RE2 and CEL's matches() share, so CEL evaluates them.
+fn regex_lite(pattern: &str) -> impl Fn(&str) -> bool {
+    let rule = format!("self.matches({})", serde_json::to_string(pattern).unwrap());
+    move |v: &str| eval(&rule, json!(v))
+}
