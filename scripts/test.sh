@@ -21,4 +21,4 @@ helm lint charts/dovecot-upgrade-operator --set clusterWide=true
 
 step "cargo test"
 # the real-Dovecot tests start their own director and backends on 127.0.N.0/24 (root needed)
-cargo test --locked --all-targets -- --test-threads 2
+cargo test --locked --all-targets -- --test-threads 2 --show-output
