@@ -159,6 +159,27 @@ pub fn summarize(
     status.step = cur.map(|r| r.step);
 }
 
+/// A Warning worth an Event when a DBU becomes Stalled, or stalls for another reason.
+pub fn stall_note(
+    old: Option<&DovecotBackendUpgradeStatus>,
+    new: &DovecotBackendUpgradeStatus,
+) -> Option<crate::plan::Note> {
+    let stalled = |s: &DovecotBackendUpgradeStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == STALLED && c.status == "True")
+            .map(|c| (c.reason.clone(), c.message.clone()))
+    };
+    let (reason, message) = stalled(new)?;
+    if old.and_then(stalled).is_some_and(|(r, _)| r == reason) {
+        return None;
+    }
+    Some(crate::plan::Note::warning(
+        "Stalled",
+        format!("{reason}: {message}"),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +206,25 @@ mod tests {
         set(&mut c, READY, true, "C", "", Some(2), ts(20));
         assert_eq!(c[0].last_transition_time, Time(ts(20)));
         assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn a_stall_is_announced_once_per_reason() {
+        let stall = |reason: &'static str| Decision::Stall {
+            reason,
+            message: "m".into(),
+        };
+        let mut a = DovecotBackendUpgradeStatus::default();
+        summarize(&mut a, &stall("UpdateStrategyNotOnDelete"), Some(1), ts(0));
+        let n = stall_note(None, &a).unwrap();
+        assert!(n.warning && n.message.starts_with("UpdateStrategyNotOnDelete"));
+        assert_eq!(stall_note(Some(&a), &a), None, "same stall again: quiet");
+        let mut b = a.clone();
+        summarize(&mut b, &stall("BackendFailed"), Some(1), ts(1));
+        assert!(stall_note(Some(&a), &b).is_some(), "a new reason is news");
+        let mut c = a.clone();
+        summarize(&mut c, &Decision::Complete, Some(1), ts(2));
+        assert_eq!(stall_note(Some(&a), &c), None);
     }
 
     #[test]

@@ -282,7 +282,12 @@ async fn apply(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Action,
     let out =
         engine::reconcile_once(&s, status, generation, &exec, &cluster, &Timestamp::now).await?;
     write_status(&api, &dbu, &out.status).await?;
-    publish(ctx, &dbu, &out.notes).await;
+    let mut notes = out.notes;
+    notes.extend(crate::conditions::stall_note(
+        dbu.status.as_ref(),
+        &out.status,
+    ));
+    publish(ctx, &dbu, &notes).await;
     Ok(match out.requeue {
         Some(d) if d.is_zero() => Action::requeue(Duration::from_millis(200)),
         Some(d) => Action::requeue(d),

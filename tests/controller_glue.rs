@@ -221,6 +221,14 @@ async fn rolling_update_statefulset_stalls_without_exec() {
                 .unwrap()
                 .contains("OnDelete")
         );
+        let (_, ev) = expect(
+            &mut h,
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/mail/events",
+            json!({}),
+        )
+        .await;
+        assert_eq!(ev["reason"], "Stalled");
         nothing_more(&mut h).await;
     });
     controller::reconcile(Arc::new(obj), ctx).await.unwrap();
@@ -392,16 +400,30 @@ async fn stalls_without_exec(
         }
         let (_, body) = expect(&mut h, Method::PATCH, &format!("{DBU_PATH}/status"), reply).await;
         let stalled = cond(&body["status"], "Stalled").clone();
+        // becoming Stalled is announced once, for kubectl describe
+        let (_, ev) = expect(
+            &mut h,
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/mail/events",
+            json!({}),
+        )
+        .await;
         nothing_more(&mut h).await;
-        stalled
+        (stalled, ev)
     });
     controller::reconcile(Arc::new(obj), ctx).await.unwrap();
-    let stalled = task.await.unwrap();
+    let (stalled, ev) = task.await.unwrap();
     assert_eq!(
         (stalled["status"].as_str(), stalled["reason"].as_str()),
         (Some("True"), Some(reason)),
         "{stalled}"
     );
+    assert_eq!(
+        (ev["type"].as_str(), ev["reason"].as_str()),
+        (Some("Warning"), Some("Stalled")),
+        "{ev}"
+    );
+    assert!(ev["note"].as_str().unwrap().starts_with(reason), "{ev}");
 }
 
 #[tokio::test]

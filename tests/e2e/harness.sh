@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# A real Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver (own CA, admin client cert,
+# RBAC, audit log) and kube-controller-manager (StatefulSet, garbage-collector, namespace and
+# PVC-protection controllers).
+#   harness.sh up DIR     start everything, wait for readiness, write DIR/admin.kubeconfig
+#   harness.sh down DIR   stop what DIR/*.pid name (only if the PID still runs that binary)
+# Nothing here talks to anything but 127.0.0.1; the service range is never connected to.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+cmd="${1:?up|down}" dir="${2:?state folder}"
+ETCD_PORT="${ETCD_PORT:-23790}" ETCD_PEER_PORT="${ETCD_PEER_PORT:-23800}"
+API_PORT="${API_PORT:-26443}" KCM_PORT="${KCM_PORT:-20257}"
+log() { echo "harness: $*" >&2; }
+
+stop() {
+  local name="$1" pidf="$dir/$1.pid"
+  [[ -f "$pidf" ]] || return 0
+  local pid; pid="$(cat "$pidf")"
+  if [[ -r "/proc/$pid/cmdline" ]] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q "$name"; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do [[ -d "/proc/$pid" ]] || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidf"
+}
+
+if [[ "$cmd" == down ]]; then
+  for n in kube-controller-manager kube-apiserver etcd; do stop "$n"; done
+  exit 0
+fi
+
+BIN="$("$here/build-control-plane.sh")"
+mkdir -p "$dir/pki" "$dir/etcd" "$dir/logs"
+pki="$dir/pki"
+cert() { # name subject [serverAltNames]
+  openssl req -newkey rsa:2048 -nodes -keyout "$pki/$1.key" -subj "$2" -out "$pki/$1.csr" 2>/dev/null
+  local ext="$pki/$1.ext"
+  if [[ -n "${3:-}" ]]; then
+    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' "$3" > "$ext"
+  else
+    printf 'extendedKeyUsage=clientAuth\n' > "$ext"
+  fi
+  openssl x509 -req -in "$pki/$1.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+    -days 2 -extfile "$ext" -out "$pki/$1.crt" 2>/dev/null
+}
+if [[ ! -f "$pki/ca.crt" ]]; then
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$pki/ca.key" -subj "/CN=dbu-e2e-ca" -days 2 -out "$pki/ca.crt" 2>/dev/null
+  cert apiserver "/CN=kube-apiserver" "IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc"
+  cert admin "/O=system:masters/CN=e2e-admin"
+  openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
+  openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
+fi
+cat > "$dir/audit-policy.yaml" <<'POLICY'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: Metadata
+    resources:
+      - group: ""
+        resources: ["pods/exec", "pods"]
+      - group: "mailops.io"
+  - level: None
+POLICY
+
+log "starting etcd on 127.0.0.1:$ETCD_PORT"
+"$BIN/etcd" --name e2e --data-dir "$dir/etcd" \
+  --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+  --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-cluster "e2e=http://127.0.0.1:$ETCD_PEER_PORT" --listen-metrics-urls "" \
+  > "$dir/logs/etcd.log" 2>&1 &
+echo $! > "$dir/etcd.pid"
+
+log "starting kube-apiserver on 127.0.0.1:$API_PORT"
+"$BIN/kube-apiserver" \
+  --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
+  --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+  --client-ca-file "$pki/ca.crt" \
+  --service-account-issuer https://kubernetes.default.svc \
+  --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
+  --authorization-mode RBAC --disable-admission-plugins ServiceAccount \
+  --endpoint-reconciler-type none --service-cluster-ip-range 10.96.0.0/24 \
+  --kubelet-preferred-address-types InternalIP --allow-privileged=true \
+  --audit-policy-file "$dir/audit-policy.yaml" --audit-log-path "$dir/logs/audit.log" \
+  > "$dir/logs/kube-apiserver.log" 2>&1 &
+echo $! > "$dir/kube-apiserver.pid"
+
+kc="$dir/admin.kubeconfig"
+cat > "$kc" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+  - name: e2e
+    cluster: {server: "https://127.0.0.1:$API_PORT", certificate-authority: "$pki/ca.crt"}
+users:
+  - name: admin
+    user: {client-certificate: "$pki/admin.crt", client-key: "$pki/admin.key"}
+contexts:
+  - name: e2e
+    context: {cluster: e2e, user: admin}
+current-context: e2e
+KC
+for i in $(seq 120); do
+  if curl -fsS --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
+      "https://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1; then
+    break
+  fi
+  [[ -d "/proc/$(cat "$dir/kube-apiserver.pid")" ]] || { tail -20 "$dir/logs/kube-apiserver.log" >&2; exit 1; }
+  [[ $i == 120 ]] && { log "apiserver not ready"; tail -20 "$dir/logs/kube-apiserver.log" >&2; exit 1; }
+  sleep 0.5
+done
+
+log "starting kube-controller-manager"
+"$BIN/kube-controller-manager" --kubeconfig "$kc" --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc" \
+  --controllers statefulset-controller,garbage-collector-controller,namespace-controller,persistentvolumeclaim-protection-controller \
+  --leader-elect=false --bind-address 127.0.0.1 --secure-port "$KCM_PORT" \
+  > "$dir/logs/kube-controller-manager.log" 2>&1 &
+echo $! > "$dir/kube-controller-manager.pid"
+log "ready: $("$BIN/kube-apiserver" --version); KUBECONFIG=$kc"
