@@ -22,3 +22,6 @@ helm lint charts/dovecot-upgrade-operator --set clusterWide=true
 step "cargo test"
 # the real-Dovecot tests start their own director and backends on 127.0.N.0/24 (root needed)
 cargo test --locked --all-targets -- --test-threads 2 --show-output
+
+step "end-to-end on a real control plane (built from Go sources on first use, then cached)"
+tests/e2e/e2e.sh
