@@ -43,6 +43,39 @@ fn all_back(lab: &Lab, director: &str, want: &BTreeMap<String, u32>) {
     }
 }
 
+/// Vhost count per backend IP, as director-0 has it now.
+fn vhosts(lab: &Lab) -> BTreeMap<String, u32> {
+    ring_of(lab, "director-0")
+        .into_iter()
+        .map(|(ip, (v, _))| (ip, v))
+        .collect()
+}
+
+/// Holds an IMAP session on backend-2 (so its drain cannot end), moves to revision rev-2, and
+/// reconciles until backend-2 sits in WaitSessions.
+async fn drain_backend_2_with_a_session_held(
+    lab: &Lab,
+    s: &dovecot_upgrade_operator::settings::Settings,
+    exec: &dovecot_upgrade_operator::exec::LocalExec,
+) -> (Option<ImapSession>, DovecotBackendUpgradeStatus, Vec<Note>) {
+    let ip2 = lab.pod_ip("backend-2").unwrap();
+    let held = users_hashed_to(lab, &ip2)
+        .into_iter()
+        .find_map(|u| ImapSession::login(&lab.spec.director_ip(), &u).ok());
+    assert!(held.is_some(), "a session on backend-2");
+    lab.new_revision("rev-2", "");
+    let (status, notes) = until(
+        s,
+        exec,
+        lab,
+        DovecotBackendUpgradeStatus::default(),
+        Duration::from_secs(60),
+        |st| at(st, "backend-2", Step::WaitSessions),
+    )
+    .await;
+    (held, status, notes)
+}
+
 /// Users the director hashes to `ip` right now.
 fn users_hashed_to(lab: &Lab, ip: &str) -> Vec<String> {
     (1..=lab.spec.users)
@@ -66,10 +99,7 @@ async fn s1_clean_rollout_with_live_traffic() {
         s
     });
     let lab = &rig.lab;
-    let original: BTreeMap<String, u32> = ring_of(lab, "director-0")
-        .into_iter()
-        .map(|(ip, (v, _))| (ip, v))
-        .collect();
+    let original = vhosts(lab);
     // all traffic goes to users of backend-0: backends 2 and 1 drain early, backend-0 hits the ceiling
     let ip0 = lab.pod_ip("backend-0").unwrap();
     let users = users_hashed_to(lab, &ip0);
@@ -168,10 +198,7 @@ async fn s2_crash_before_and_after_every_step() {
     let t0 = Instant::now();
     let rig = rig(11);
     let lab = &rig.lab;
-    let original: BTreeMap<String, u32> = ring_of(lab, "director-0")
-        .into_iter()
-        .map(|(ip, (v, _))| (ip, v))
-        .collect();
+    let original = vhosts(lab);
     lab.new_revision("rev-2", "login_greeting = Lab rev-2 ready");
     // the only memory that survives a crash is the status: rebuild everything else on restart
     let restart = || (settings(json!({})), lab.exec());
@@ -248,22 +275,9 @@ async fn s3_director_restart_mid_drain() {
     let rig = rig(12);
     let lab = &rig.lab;
     let ip2 = lab.pod_ip("backend-2").unwrap();
-    // keep backend-2 busy so the rollout sits in WaitSessions
-    let held = users_hashed_to(lab, &ip2)
-        .into_iter()
-        .find_map(|u| ImapSession::login(&lab.spec.director_ip(), &u).ok());
-    lab.new_revision("rev-2", "");
     let s = settings(json!({"drain": {"pollInterval": "1s", "timeout": "25s"}}));
     let exec = lab.exec();
-    let (status, mut notes) = until(
-        &s,
-        &exec,
-        lab,
-        DovecotBackendUpgradeStatus::default(),
-        Duration::from_secs(60),
-        |st| at(st, "backend-2", Step::WaitSessions),
-    )
-    .await;
+    let (held, status, mut notes) = drain_backend_2_with_a_session_held(lab, &s, &exec).await;
     assert_eq!(ring_of(lab, "director-0")[&ip2].0, 0, "drained");
     lab.restart_pod("director-0").unwrap();
     drop(held);
@@ -309,10 +323,7 @@ async fn s4_dead_ring_member() {
         s
     });
     let lab = &rig.lab;
-    let original: BTreeMap<String, u32> = ring_of(lab, "director-0")
-        .into_iter()
-        .map(|(ip, (v, _))| (ip, v))
-        .collect();
+    let original = vhosts(lab);
     lab.stop_pod("director-1");
     lab.new_revision("rev-2", "");
     let s = settings(json!({"timeouts": {"command": "45s", "stop": "30s", "replace": "60s"}}));
@@ -337,10 +348,7 @@ async fn s5_failed_verification_then_fix_and_retry() {
     let t0 = Instant::now();
     let rig = rig(14);
     let lab = &rig.lab;
-    let original: BTreeMap<String, u32> = ring_of(lab, "director-0")
-        .into_iter()
-        .map(|(ip, (v, _))| (ip, v))
-        .collect();
+    let original = vhosts(lab);
     lab.new_revision(
         "rev-broken",
         "mail_location = maildir:/nonexistent/%u/Maildir:INDEX=/var/dovecot/vmail/%u\n",
@@ -413,10 +421,7 @@ async fn s6_transient_exec_failures() {
     let t0 = Instant::now();
     let rig = rig(15);
     let lab = &rig.lab;
-    let original: BTreeMap<String, u32> = ring_of(lab, "director-0")
-        .into_iter()
-        .map(|(ip, (v, _))| (ip, v))
-        .collect();
+    let original = vhosts(lab);
     lab.new_revision("rev-2", "");
     let exec = FaultyExec::new(lab.exec());
     exec.inject("director update", FaultKind::DropBefore, 1);
@@ -458,26 +463,10 @@ async fn s7_dovecot_dies_and_pod_replaced_mid_step() {
     let t0 = Instant::now();
     let rig = rig(16);
     let lab = &rig.lab;
-    let original: BTreeMap<String, u32> = ring_of(lab, "director-0")
-        .into_iter()
-        .map(|(ip, (v, _))| (ip, v))
-        .collect();
-    let ip2 = lab.pod_ip("backend-2").unwrap();
-    let held = users_hashed_to(lab, &ip2)
-        .into_iter()
-        .find_map(|u| ImapSession::login(&lab.spec.director_ip(), &u).ok());
-    lab.new_revision("rev-2", "");
+    let original = vhosts(lab);
     let s = settings(json!({"drain": {"pollInterval": "1s", "timeout": "10m"}}));
     let exec = lab.exec();
-    let (status, mut notes) = until(
-        &s,
-        &exec,
-        lab,
-        DovecotBackendUpgradeStatus::default(),
-        Duration::from_secs(60),
-        |st| at(st, "backend-2", Step::WaitSessions),
-    )
-    .await;
+    let (held, status, mut notes) = drain_backend_2_with_a_session_held(lab, &s, &exec).await;
     lab.crash_dovecot("backend-2");
     drop(held);
     // backend-1 gets replaced by someone else while the operator is about to reset its caches
