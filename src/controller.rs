@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -206,8 +206,16 @@ async fn publish(ctx: &Context, dbu: &DovecotBackendUpgrade, notes: &[Note]) {
             },
             reason: n.reason.to_string(),
             note: Some(crate::dovecot::bounded(&n.message, 1024)),
-            action: "Upgrade".into(),
-            secondary: None,
+            // the recorder folds events with equal reason, action and related object into one
+            // series: the step as action and the pod as related object keep every step visible
+            action: n.step.map_or("Upgrade", |s| s.as_str()).to_string(),
+            secondary: n.pod.as_ref().map(|p| ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(p.clone()),
+                namespace: reference.namespace.clone(),
+                ..Default::default()
+            }),
         };
         if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
             tracing::warn!(error = %e, "could not publish event");

@@ -482,6 +482,10 @@ pub async fn reconcile_once(
                 "StepStarted",
                 format!("{}: {} started", rec.pod, Step::Drain),
             ));
+            for n in &mut notes {
+                n.pod = Some(rec.pod.clone());
+                n.step = Some(Step::Drain);
+            }
             status.backends.push((**rec).clone());
             Some(Duration::ZERO)
         }

@@ -531,6 +531,24 @@ pub fn failure_message(rec: &BackendStatus) -> String {
 
 /// Folds a step's result into the record. Returns the events it implies.
 pub fn apply_result(rec: &mut BackendStatus, result: &StepResult, now: Timestamp) -> Vec<Note> {
+    let ran = rec.step;
+    let notes = fold_result(rec, result, now);
+    // "started" notes are about the next step, all others about the one that ran
+    let pod = rec.pod.clone();
+    notes
+        .into_iter()
+        .map(|n| {
+            let s = if n.reason == "StepStarted" {
+                rec.step
+            } else {
+                ran
+            };
+            n.about(&pod, s)
+        })
+        .collect()
+}
+
+fn fold_result(rec: &mut BackendStatus, result: &StepResult, now: Timestamp) -> Vec<Note> {
     let step = rec.step;
     match result {
         StepResult::Advanced {
@@ -622,6 +640,10 @@ pub struct Note {
     pub warning: bool,
     pub reason: &'static str,
     pub message: String,
+    /// The backend pod it is about (the Event's related object).
+    pub pod: Option<String>,
+    /// The step it is about (the Event's action).
+    pub step: Option<Step>,
 }
 
 impl Note {
@@ -630,14 +652,21 @@ impl Note {
             warning: false,
             reason,
             message,
+            pod: None,
+            step: None,
         }
     }
     pub fn warning(reason: &'static str, message: String) -> Self {
         Self {
             warning: true,
-            reason,
-            message,
+            ..Self::normal(reason, message)
         }
+    }
+    /// Ties the note to a backend and step, so that Events of different steps stay apart.
+    pub fn about(mut self, pod: &str, step: Step) -> Self {
+        self.pod = Some(pod.to_string());
+        self.step = Some(step);
+        self
     }
 }
 

@@ -504,6 +504,14 @@ fn results_move_every_step_forward_or_halt_it() {
         assert_eq!(ok.step_started, Time(ts(5)));
         assert_eq!(notes[0].reason, "StepSucceeded");
         assert!(["StepStarted", "BackendUpgraded"].contains(&notes[1].reason));
+        // events carry pod and step, so the recorder keeps each step's event apart
+        assert_eq!(
+            (notes[0].pod.as_deref(), notes[0].step),
+            (Some("backend-1"), Some(step))
+        );
+        if notes[1].reason == "StepStarted" {
+            assert_eq!(notes[1].step, Some(step.next()));
+        }
 
         let mut bad = rec(1, step, 0);
         let err = StepError {

@@ -41,6 +41,7 @@ trap cleanup EXIT
 cargo build --locked --quiet
 "$here/harness.sh" up "$state"
 
+# Part A: install, RBAC, stalls, admission, restart, delete (a StatefulSet no kubelet runs)
 # --- install
 check "helm install the chart (kubeVersion constraint met by the stamped apiserver)" \
   helm install dbu charts/dovecot-upgrade-operator -n "$NS" --create-namespace
@@ -88,14 +89,14 @@ sts() { # strategy
   cat <<YAML
 apiVersion: apps/v1
 kind: StatefulSet
-metadata: {name: backend, namespace: $NS}
+metadata: {name: legacy, namespace: $NS}
 spec:
-  serviceName: backend
+  serviceName: legacy
   replicas: 2
   updateStrategy: {type: $1}
-  selector: {matchLabels: {app: dovecot-backend}}
+  selector: {matchLabels: {app: legacy}}
   template:
-    metadata: {labels: {app: dovecot-backend}}
+    metadata: {labels: {app: legacy}}
     spec:
       containers: [{name: dovecot, image: dovecot/dovecot:2.3.21}]
 YAML
@@ -123,16 +124,16 @@ reason_is() { [[ "$(cond "$1" "$2" reason)" == "$3" ]]; }
 status_is() { [[ "$(cond "$1" "$2" status)" == "$3" ]]; }
 shows() { kubectl -n "$NS" "$@" > "$state/shown"; grep -q -- "${SHOW:?}" "$state/shown"; }
 check "apply a backend StatefulSet with RollingUpdate" apply_sts RollingUpdate
-check "apply a DBU for it" apply_dbu rollout backend
+check "apply a DBU for it" apply_dbu rollout legacy
 check "RollingUpdate: Stalled=True UpdateStrategyNotOnDelete" stalled_with rollout UpdateStrategyNotOnDelete
 SHOW=Failed check "kubectl get dbu shows the phase" shows get dbu rollout
 SHOW="Set it to OnDelete\|set it to OnDelete" check "kubectl describe dbu shows the Stalled warning event" shows describe dbu rollout
 check "switch the StatefulSet to OnDelete" \
-  kubectl -n "$NS" patch sts backend --type merge -p '{"spec":{"updateStrategy":{"type":"OnDelete","rollingUpdate":null}}}'
+  kubectl -n "$NS" patch sts legacy --type merge -p '{"spec":{"updateStrategy":{"type":"OnDelete","rollingUpdate":null}}}'
 check "the StatefulSet watch wakes the DBU: Stalled=False" \
   kubectl -n "$NS" wait --for=condition=Stalled=false dbu/rollout --timeout=30s
 check "... Reconciling=True, waiting for a Ready director, and says so" reason_is rollout Reconciling NoReadyDirector
-check "a second DBU for the same StatefulSet" apply_dbu second backend
+check "a second DBU for the same StatefulSet" apply_dbu second legacy
 check "... is refused: Stalled=True StatefulSetClaimed" stalled_with second StatefulSetClaimed
 check "... and the first carries on" status_is rollout Stalled False
 check "a DBU for a StatefulSet that does not exist" apply_dbu ghost nosuch
@@ -146,11 +147,11 @@ reject() { # expected-message yaml (a whole DBU)
   fi
   grep -q -- "$1" <<< "$out" || { echo "$out"; return 1; }
 }
-bad() { dbu bad backend; printf '%s\n' "$@"; }
+bad() { dbu bad legacy; printf '%s\n' "$@"; }
 check "rejected at admission: a verify user with a space (pattern)" \
-  reject spec.verify.user "$(dbu bad backend | sed 's/upgrade-probe/"a b"/')"
+  reject spec.verify.user "$(dbu bad legacy | sed 's/upgrade-probe/"a b"/')"
 check "rejected at admission: a verify user with a wildcard (pattern)" \
-  reject spec.verify.user "$(dbu bad backend | sed 's/upgrade-probe/"user*"/')"
+  reject spec.verify.user "$(dbu bad legacy | sed 's/upgrade-probe/"user*"/')"
 check "rejected at admission: an empty StatefulSet name (minLength)" \
   reject spec.backends.statefulSet "$(dbu bad '""')"
 check "rejected at admission: maxUnavailable 0 (minimum)" reject spec.maxUnavailable "$(bad '  maxUnavailable: 0')"
@@ -162,7 +163,7 @@ check "rejected at admission: a reset command wrapped in sh -c (CEL)" \
 check "rejected at admission: reset commands as a plain string (type)" \
   reject "must be of type array" "$(bad '  reset: {commands: "rm -rf /x"}')"
 check "rejected at admission: an empty director selector (CEL)" \
-  reject "must select something" "$(dbu bad backend | sed 's/selector: {matchLabels: {app: dovecot-director}}/selector: {}/')"
+  reject "must select something" "$(dbu bad legacy | sed 's/selector: {matchLabels: {app: dovecot-director}}/selector: {}/')"
 nothing_stored() { ! kubectl -n "$NS" get dbu bad >/dev/null 2>&1; }
 check "nothing invalid was stored" nothing_stored
 
@@ -187,6 +188,114 @@ check "the audit log shows status patches by the operator's ServiceAccount" \
   grep -q "\"user\":{\"username\":\"$sa\".*\"subresource\":\"status\"" "$state/logs/audit.log"
 no_exec() { ! grep -q '"subresource":"exec"' "$state/logs/audit.log"; }
 check "the audit log shows no pods/exec at all" no_exec
+kubectl -n "$NS" delete dbu rollout --wait=true >/dev/null
+kubectl -n "$NS" delete sts legacy --wait=true >/dev/null
+
+# Part B: a rollout of real Dovecot pods (two directors, three backends) on the local kubelet
+ready_pods() { # the StatefulSet controller creates backends one by one: wait for all five
+  for _ in $(seq 240); do
+    [[ "$(kubectl -n "$NS" get pods -l 'app in (dovecot-backend,dovecot-director)' \
+      -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c True)" == 5 ]] && return 0
+    sleep 0.5
+  done
+  kubectl -n "$NS" get pods
+  return 1
+}
+ring_synced() {
+  for _ in $(seq 60); do
+    kubectl -n "$NS" exec director-0 -- doveadm director ring status 2>/dev/null | grep -q "ring synced" && return 0
+    sleep 1
+  done
+  return 1
+}
+check "deploy the example director ring and backends (kustomize overlay)" kubectl apply -k "$here/overlay"
+check "five Dovecot pods Running and Ready on the local kubelet" ready_pods
+check "the director ring is synced" ring_synced
+declare -A VHOSTS=([127.0.50.10]=100 [127.0.50.11]=50 [127.0.50.12]=20)
+set_vhosts() { for ip in "${!VHOSTS[@]}"; do kubectl -n "$NS" exec director-0 -- doveadm director update "$ip" "${VHOSTS[$ip]}" || return 1; done; }
+check "give the backends different vhost counts" set_vhosts
+deliver_all() { for u in 1 2 3 4 5 6; do python3 "$here/mail.py" deliver 127.0.51.10 "user$u" 3 || return 1; done; }
+check "deliver mail through the director (LMTP)" deliver_all
+new_revision() {
+  local conf
+  conf="$(kubectl -n "$NS" get cm backend-config -o jsonpath='{.data.dovecot\.conf}' | sed '1i login_greeting = e2e revision 2')"
+  kubectl -n "$NS" create cm backend-config --from-literal=dovecot.conf="$conf" \
+    --from-literal=supervisor.sh="$(kubectl -n "$NS" get cm backend-config -o jsonpath='{.data.supervisor\.sh}')" \
+    --dry-run=client -o yaml | kubectl apply -f - &&
+    kubectl -n "$NS" patch sts backend --type merge \
+      -p '{"spec":{"template":{"metadata":{"annotations":{"mailops.io/config-revision":"2"}}}}}'
+}
+check "change the backend config: a new StatefulSet revision" new_revision
+target_rev() { kubectl -n "$NS" get sts backend -o jsonpath='{.status.updateRevision}'; }
+rev_moved() { for _ in $(seq 30); do [[ -n "$(target_rev)" && "$(target_rev)" != "$(kubectl -n "$NS" get pod backend-0 -o jsonpath='{.metadata.labels.controller-revision-hash}')" ]] && return 0; sleep 0.5; done; return 1; }
+check "... the pods are now outdated" rev_moved
+rollout_dbu() {
+  sed -e 's/upgrade-probe@example.org/user1/' -e 's/timeout: 15m .*/timeout: 20s/' -e 's/pollInterval: 5s/pollInterval: 1s/' \
+    deploy/examples/dbu.yaml | kubectl apply -f -
+}
+check "kubectl apply the DBU" rollout_dbu
+watch_rollout() { # prints the distinct kubectl get dbu rows; restarts the operator once mid-rollout
+  local killed="" row
+  for _ in $(seq 600); do
+    row="$(kubectl -n "$NS" get dbu backend-rollout --no-headers 2>/dev/null | awk '{print $2, $3, $4, $5}')"
+    [[ "$row" != "${last:-}" ]] && echo "$row" && last="$row"
+    if [[ -z "$killed" && "$row" == *"1/3 backend-1"* ]]; then
+      echo "(operator killed and restarted)"; stop_operator; sleep 1; start_operator; killed=1
+    fi
+    [[ "$row" == Completed* || "$row" == Failed* ]] && break
+    sleep 0.5
+  done
+  [[ -n "$killed" ]]
+}
+check "kubectl get dbu shows Phase, Progress, Current and Step moving (operator restarted midway)" watch_rollout
+sed 's/^/#   /' "$state/last.out"
+rows_moved() { grep -q "Progressing 0/3 backend-2" "$state/rows" && grep -q "Progressing 2/3 backend-0" "$state/rows" && [[ "$(wc -l < "$state/rows")" -ge 10 ]]; }
+cp "$state/last.out" "$state/rows"
+check "... through every backend, step by step" rows_moved
+check "kubectl wait --for=condition=Ready succeeds" kubectl -n "$NS" wait --for=condition=Ready dbu/backend-rollout --timeout=300s
+at_target() {
+  local t; t="$(target_rev)"
+  for b in 0 1 2; do
+    [[ "$(kubectl -n "$NS" get pod "backend-$b" -o jsonpath='{.metadata.labels.controller-revision-hash}')" == "$t" ]] || { echo "backend-$b not at $t"; return 1; }
+    [[ "$(kubectl -n "$NS" exec "backend-$b" -- doveconf -h login_greeting)" == "e2e revision 2" ]] || { echo "backend-$b config"; return 1; }
+  done
+}
+check "every backend pod was recreated at the new revision and runs the new config" at_target
+ring_back() {
+  local status; status="$(kubectl -n "$NS" exec director-1 -- doveadm -f json director status)"
+  for b in 0 1 2; do
+    local ip; ip="$(kubectl -n "$NS" get pod "backend-$b" -o jsonpath='{.status.podIP}')"
+    python3 - "$status" "$ip" "${VHOSTS[$ip]}" <<'PY' || return 1
+import json, sys
+hosts = {h["mail server ip"]: h for h in json.loads(sys.argv[1])}
+h = hosts.get(sys.argv[2])
+assert h and h["state"] == "up" and h["vhosts"] == sys.argv[3], (sys.argv[2:], hosts)
+PY
+  done
+}
+check "the ring (seen from the other director) has every backend up, at its pod IP, with its original vhost count" ring_back
+mail_intact() {
+  for u in 1 2 3 4 5 6; do
+    for d in 127.0.51.10 127.0.51.11; do
+      [[ "$(python3 "$here/mail.py" count "$d" "user$u" e2e-pass)" == 3 ]] || { echo "user$u via $d"; return 1; }
+    done
+  done
+}
+check "every user's mail is intact and reachable over IMAP through both directors" mail_intact
+events_per_step() {
+  local seen
+  seen="$(kubectl -n "$NS" get events.events.k8s.io --field-selector regarding.name=backend-rollout \
+    -o jsonpath='{range .items[*]}{.reason}/{.action}/{.related.name}{"\n"}{end}')"
+  for b in 0 1 2; do
+    for s in Drain WaitSessions StopLmtp StopDovecot RingRemove Reset Replace Verify RingRestore; do
+      grep -q "^StepSucceeded/$s/backend-$b$" <<< "$seen" || { echo "no StepSucceeded $s for backend-$b"; return 1; }
+    done
+  done
+  kubectl -n "$NS" describe dbu backend-rollout | grep -q "backend-0: RingRestore done"
+}
+check "kubectl describe dbu: an Event for every step of every backend" events_per_step
+exec_seen() { grep -q "\"user\":{\"username\":\"$sa\".*\"subresource\":\"exec\"" "$state/logs/audit.log"; }
+check "the operator's doveadm calls went through pods/exec on its own ServiceAccount" exec_seen
 
 echo "e2e: $pass passed, $fail failed"
 ((fail == 0))

@@ -25,7 +25,8 @@ stop() {
 }
 
 if [[ "$cmd" == down ]]; then
-  for n in kube-controller-manager kube-apiserver etcd; do stop "$n"; done
+  # the kubelet first: it stops its pods gracefully
+  for n in local-kubelet kube-controller-manager kube-apiserver etcd; do stop "$n"; done
   exit 0
 fi
 
@@ -47,6 +48,7 @@ if [[ ! -f "$pki/ca.crt" ]]; then
   openssl req -x509 -newkey rsa:2048 -nodes -keyout "$pki/ca.key" -subj "/CN=dbu-e2e-ca" -days 2 -out "$pki/ca.crt" 2>/dev/null
   cert apiserver "/CN=kube-apiserver" "IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc"
   cert admin "/O=system:masters/CN=e2e-admin"
+  cert kubelet "/CN=local-kubelet" "IP:127.0.0.1"
   openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
   openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
 fi
@@ -117,4 +119,17 @@ log "starting kube-controller-manager"
   --leader-elect=false --bind-address 127.0.0.1 --secure-port "$KCM_PORT" \
   > "$dir/logs/kube-controller-manager.log" 2>&1 &
 echo $! > "$dir/kube-controller-manager.pid"
+log "starting the local kubelet (node local, kubelet API on 127.0.0.1:${KUBELET_PORT:-10250})"
+"$BIN/local-kubelet" --kubeconfig "$kc" --node-name local --state "$dir/kubelet" \
+  --listen "127.0.0.1:${KUBELET_PORT:-10250}" --tls-cert "$pki/kubelet.crt" --tls-key "$pki/kubelet.key" \
+  --ip-prefix "${POD_IP_PREFIXES:-backend=127.0.50,director=127.0.51}" \
+  > "$dir/logs/local-kubelet.log" 2>&1 &
+echo $! > "$dir/local-kubelet.pid"
+for i in $(seq 60); do
+  if KUBECONFIG="$kc" "${KUBECTL:-kubectl}" get node local -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -q True; then
+    break
+  fi
+  [[ $i == 60 ]] && { log "node not ready"; tail -20 "$dir/logs/local-kubelet.log" >&2; exit 1; }
+  sleep 0.5
+done
 log "ready: $("$BIN/kube-apiserver" --version); KUBECONFIG=$kc"
