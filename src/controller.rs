@@ -339,6 +339,93 @@ pub fn error_policy(dbu: Arc<DovecotBackendUpgrade>, err: &Error, _ctx: Arc<Cont
     Action::requeue(Duration::from_secs(15))
 }
 
+/// Name of the Lease that elects the one replica allowed to act.
+pub const LEASE_NAME: &str = "dovecot-upgrade-operator";
+
+/// Where the Lease lives and who this replica is.
+#[derive(Debug, Clone)]
+pub struct Election {
+    pub namespace: String,
+    pub identity: String,
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+type LeaseTask = tokio::task::JoinHandle<
+    Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError>,
+>;
+
+/// Waits for the lease task, which releases the Lease once its channel is dropped.
+async fn release(task: LeaseTask) -> Result<(), kube_lease_manager::LeaseManagerError> {
+    match task.await {
+        Ok(r) => r.map(|_| ()),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Runs the controller only while this replica holds the Lease: a replica that is not the
+/// leader never writes or execs. Losing the Lease ends the process (a step cut short is safe to
+/// run again: its intent is in status); a graceful stop releases the Lease for the next leader.
+pub async fn run_elected(
+    client: Client,
+    namespace: Option<String>,
+    election: Option<Election>,
+) -> Result<(), kube_lease_manager::LeaseManagerError> {
+    let Some(e) = election else {
+        run(client, namespace).await;
+        return Ok(());
+    };
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
+        .with_namespace(&e.namespace)
+        .with_identity(&e.identity)
+        .with_duration(15)
+        .with_grace(5)
+        .build()
+        .await?;
+    let (mut leader, task) = manager.watch().await;
+    tracing::info!(identity = %e.identity, lease = LEASE_NAME, namespace = %e.namespace, "waiting for the leader lease");
+    while !*leader.borrow_and_update() {
+        tokio::select! {
+            changed = leader.changed() => {
+                if changed.is_err() {
+                    tracing::error!("the lease manager stopped");
+                    return release(task).await;
+                }
+            }
+            _ = shutdown_signal() => {
+                drop(leader);
+                return release(task).await;
+            }
+        }
+    }
+    tracing::info!(identity = %e.identity, "acquired the leader lease; starting the controller");
+    let lost = async {
+        loop {
+            if leader.changed().await.is_err() || !*leader.borrow_and_update() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = run(client, namespace) => {
+            tracing::info!("controller stopped; releasing the leader lease");
+        }
+        _ = lost => {
+            tracing::error!("lost the leader lease; exiting so that nothing acts without it");
+            std::process::exit(1);
+        }
+    }
+    drop(leader);
+    release(task).await
+}
+
 /// Runs the controller until the process is asked to stop.
 pub async fn run(client: Client, namespace: Option<String>) {
     let (dbus, pods, stss): (Api<DovecotBackendUpgrade>, Api<Pod>, Api<StatefulSet>) =

@@ -39,6 +39,15 @@ enum Cmd {
         /// Path of a kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster).
         #[arg(long)]
         kubeconfig: Option<std::path::PathBuf>,
+        /// Act only while holding the Lease, so that several replicas can run (HA).
+        #[arg(long, env = "LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+        leader_elect: bool,
+        /// Namespace of the Lease (default: the watched namespace, else "default").
+        #[arg(long, env = "POD_NAMESPACE")]
+        lease_namespace: Option<String>,
+        /// This replica's name in the Lease (default: $POD_NAME, else host name and PID).
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
     },
     /// Print the CustomResourceDefinition YAML.
     Crd,
@@ -88,6 +97,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Cmd::Run {
             namespace,
             kubeconfig,
+            leader_elect,
+            lease_namespace,
+            identity,
         } => {
             init_logs(cli.log_format, "info");
             let config = match kubeconfig {
@@ -102,7 +114,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 namespace = namespace.as_deref().unwrap_or("<all>"),
                 "starting controller"
             );
-            controller::run(client, namespace).await;
+            let election = leader_elect.then(|| controller::Election {
+                namespace: lease_namespace
+                    .or_else(|| namespace.clone())
+                    .unwrap_or_else(|| "default".into()),
+                identity: identity.unwrap_or_else(|| {
+                    let host =
+                        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                    format!("{}-{}", host.trim(), std::process::id())
+                }),
+            });
+            controller::run_elected(client, namespace, election).await?;
             Ok(())
         }
         Cmd::Demo { backends, net } => {

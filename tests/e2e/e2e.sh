@@ -52,7 +52,8 @@ sa="system:serviceaccount:$NS:dbu"
 rbac() {
   for v in "list dovecotbackendupgrades.mailops.io" "patch dovecotbackendupgrades.mailops.io" \
            "patch dovecotbackendupgrades.mailops.io --subresource=status" "watch statefulsets.apps" \
-           "delete pods" "create pods --subresource=exec" "create events.events.k8s.io"; do
+           "delete pods" "create pods --subresource=exec" "create events.events.k8s.io" \
+           "update leases.coordination.k8s.io"; do
     [[ "$(kubectl auth can-i $v -n "$NS" --as="$sa")" == yes ]] || { echo "missing: $v"; return 1; }
   done
   for v in "get secrets" "update statefulsets.apps" "create pods"; do
@@ -296,6 +297,43 @@ events_per_step() {
 check "kubectl describe dbu: an Event for every step of every backend" events_per_step
 exec_seen() { grep -q "\"user\":{\"username\":\"$sa\".*\"subresource\":\"exec\"" "$state/logs/audit.log"; }
 check "the operator's doveadm calls went through pods/exec on its own ServiceAccount" exec_seen
+
+# Part C: two replicas elect a leader through a Lease; only the leader acts; killing it hands over
+stop_operator
+start_named() { POD_NAME="$1" target/debug/dovecot-upgrade-operator run --kubeconfig "$state/operator.kubeconfig" \
+  --namespace "$NS" --log-format json >> "$state/logs/$1.log" 2>&1 & }
+holder() { kubectl -n "$NS" get lease dovecot-upgrade-operator -o jsonpath='{.spec.holderIdentity}' 2>/dev/null; }
+holder_is() { for _ in $(seq 80); do [[ "$(holder)" == "$1" ]] && return 0; sleep 0.5; done; echo "holder: $(holder)"; return 1; }
+start_named op-a; PID_A=$!
+check "replica op-a takes the Lease" holder_is op-a
+start_named op-b; OP_PID=$!
+revision3() {
+  local conf
+  conf="$(kubectl -n "$NS" get cm backend-config -o jsonpath='{.data.dovecot\.conf}' | sed 's/^login_greeting = .*/login_greeting = e2e revision 3/')"
+  kubectl -n "$NS" create cm backend-config --from-literal=dovecot.conf="$conf" \
+    --from-literal=supervisor.sh="$(kubectl -n "$NS" get cm backend-config -o jsonpath='{.data.supervisor\.sh}')" \
+    --dry-run=client -o yaml | kubectl apply -f - &&
+    kubectl -n "$NS" patch sts backend --type merge \
+      -p '{"spec":{"template":{"metadata":{"annotations":{"mailops.io/config-revision":"3"}}}}}'
+}
+check "another config change: revision 3, rolled by the same DBU" revision3
+first_done() { for _ in $(seq 240); do kubectl -n "$NS" get dbu backend-rollout --no-headers | grep -q "Progressing *1/3" && return 0; sleep 0.5; done; return 1; }
+check "the leader upgrades the first backend" first_done
+idle_b() { ! grep -q '"reason":"Step' "$state/logs/op-b.log"; }
+check "the other replica has not acted at all" idle_b
+kill -9 "$PID_A"
+check "after the leader is killed (no release), op-b takes the Lease" holder_is op-b
+check "... and finishes: kubectl wait --for=condition=Ready" kubectl -n "$NS" wait --for=condition=Ready dbu/backend-rollout --timeout=300s
+acted_b() { grep -q '"reason":"StepStarted"' "$state/logs/op-b.log"; }
+check "... with steps done by op-b" acted_b
+at_rev3() {
+  for b in 0 1 2; do
+    [[ "$(kubectl -n "$NS" exec "backend-$b" -- doveconf -h login_greeting)" == "e2e revision 3" ]] || { echo "backend-$b"; return 1; }
+  done
+}
+check "every backend runs revision 3" at_rev3
+check "the ring is whole again, original vhost counts" ring_back
+check "mail is still intact through both directors" mail_intact
 
 echo "e2e: $pass passed, $fail failed"
 ((fail == 0))
