@@ -351,9 +351,12 @@ pub struct BackendStatus {
     /// When `step` was entered.
     pub step_started: Time,
     /// The vhost count the backend had in the ring before Drain; restored by RingRestore.
+    // Kubernetes knows int32/int64 formats only; "uint32" draws an API server warning
+    #[schemars(extend("format" = "int64"))]
     pub original_vhosts: u32,
     /// Failed attempts of the current step.
     #[serde(default)]
+    #[schemars(extend("format" = "int64"))]
     pub attempts: u32,
     /// UID of the pod whose Dovecot StopDovecot stopped; Replace deletes that pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
