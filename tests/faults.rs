@@ -186,8 +186,12 @@ async fn s1_clean_rollout_with_live_traffic() {
         "1 clean rollout, live traffic, 2 directors",
         t0,
         &format!(
-            "{accepted} messages accepted, all fetched; {} LMTP 4xx retried; {} IMAP logins ok, {} failed; {} kicked sessions reconnected; drains: b2/b1 early, b0 at the 20s ceiling",
-            stats.temp_failures, stats.logins_ok, stats.logins_failed, stats.reconnects
+            "{accepted} messages accepted, all fetched; {} LMTP 4xx retried, {} with an uncertain outcome (retried; a duplicate is possible, a loss is not); {} IMAP logins ok, {} failed; {} kicked sessions reconnected; drains: b2/b1 early, b0 at the 20s ceiling",
+            stats.temp_failures,
+            stats.uncertain,
+            stats.logins_ok,
+            stats.logins_failed,
+            stats.reconnects
         ),
     );
 }

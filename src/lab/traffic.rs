@@ -19,7 +19,9 @@ pub enum LmtpError {
     /// 5xx: bounce.
     #[error("permanent failure: {0}")]
     Perm(String),
-    /// Lost after the final dot: it may or may not have been delivered.
+    /// Lost after the final dot, or a 4xx to the final dot: it may have been delivered (a
+    /// director's LMTP proxy can answer 451 after the backend stored the message), so the
+    /// MTA's retry may duplicate it. Seen when LMTP and Dovecot stop mid-transaction.
     #[error("outcome unknown: {0}")]
     Uncertain(String),
 }
@@ -83,7 +85,10 @@ pub fn lmtp_deliver(ip: &str, user: &str, subject: &str) -> Result<(), LmtpError
     )
     .map_err(temp)?;
     let reply = read_reply(&mut r).map_err(|e| LmtpError::Uncertain(e.to_string()))?;
-    judge(reply, '2')?;
+    match judge(reply, '2') {
+        Err(LmtpError::Temp(m)) => return Err(LmtpError::Uncertain(m)),
+        other => other?,
+    }
     let _ = write!(w, "QUIT\r\n");
     Ok(())
 }
