@@ -14,7 +14,16 @@ cp "$out/crd.yaml" "$out/chart/crds/dovecotbackendupgrades.mailops.io.yaml"
 helm template dovecot-upgrade-operator "$out/chart" \
   --namespace dovecot-upgrade-operator --include-crds > "$out/operator.yaml"
 
+{
+  echo "# Generated from health.lua by scripts/generate.sh. Apply with:"
+  echo "#   kubectl -n argocd patch configmap argocd-cm --patch-file argocd-cm-patch.yaml"
+  echo "data:"
+  echo "  resource.customizations.health.mailops.io_DovecotBackendUpgrade: |"
+  sed 's/^/    /' charts/dovecot-upgrade-operator/argocd/health.lua
+} > "$out/argocd-cm-patch.yaml"
+
 pairs=(
+  "$out/argocd-cm-patch.yaml:charts/dovecot-upgrade-operator/argocd/argocd-cm-patch.yaml"
   "$out/crd.yaml:crds/dovecotbackendupgrades.mailops.io.yaml"
   "$out/crd.yaml:charts/dovecot-upgrade-operator/crds/dovecotbackendupgrades.mailops.io.yaml"
   "$out/operator.yaml:deploy/operator.yaml"

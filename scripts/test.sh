@@ -19,6 +19,16 @@ step "helm lint"
 helm lint charts/dovecot-upgrade-operator
 helm lint charts/dovecot-upgrade-operator --set clusterWide=true
 
+step "Argo CD health check (lua5.1), also as it arrives through the argocd-cm patch"
+lua5.1 tests/argocd/health_test.lua
+roundtrip="$(mktemp)"
+kubectl create configmap argocd-cm -n argocd --dry-run=client -o yaml |
+  kubectl patch --local -f - --type merge -o jsonpath='{.data.resource\.customizations\.health\.mailops\.io_DovecotBackendUpgrade}' \
+    --patch-file charts/dovecot-upgrade-operator/argocd/argocd-cm-patch.yaml > "$roundtrip"
+diff "$roundtrip" charts/dovecot-upgrade-operator/argocd/health.lua
+lua5.1 tests/argocd/health_test.lua "$roundtrip"
+rm -f "$roundtrip"
+
 step "cargo test"
 # the real-Dovecot tests start their own director and backends on 127.0.N.0/24 (root needed)
 cargo test --locked --all-targets -- --test-threads 2 --show-output
