@@ -217,16 +217,16 @@ set_vhosts() { for ip in "${!VHOSTS[@]}"; do kubectl -n "$NS" exec director-0 --
 check "give the backends different vhost counts" set_vhosts
 deliver_all() { for u in 1 2 3 4 5 6; do python3 "$here/mail.py" deliver 127.0.51.10 "user$u" 3 || return 1; done; }
 check "deliver mail through the director (LMTP)" deliver_all
-new_revision() {
+roll_config() { # greeting revision: a config change plus the template bump that makes a new revision
   local conf
-  conf="$(kubectl -n "$NS" get cm backend-config -o jsonpath='{.data.dovecot\.conf}' | sed '1i login_greeting = e2e revision 2')"
+  conf="$(kubectl -n "$NS" get cm backend-config -o jsonpath='{.data.dovecot\.conf}' | sed '/^login_greeting = /d' | sed "1i login_greeting = $1")"
   kubectl -n "$NS" create cm backend-config --from-literal=dovecot.conf="$conf" \
     --from-literal=supervisor.sh="$(kubectl -n "$NS" get cm backend-config -o jsonpath='{.data.supervisor\.sh}')" \
     --dry-run=client -o yaml | kubectl apply -f - &&
     kubectl -n "$NS" patch sts backend --type merge \
-      -p '{"spec":{"template":{"metadata":{"annotations":{"mailops.io/config-revision":"2"}}}}}'
+      -p "{\"spec\":{\"template\":{\"metadata\":{\"annotations\":{\"mailops.io/config-revision\":\"$2\"}}}}}"
 }
-check "change the backend config: a new StatefulSet revision" new_revision
+check "change the backend config: a new StatefulSet revision" roll_config "e2e revision 2" 2
 target_rev() { kubectl -n "$NS" get sts backend -o jsonpath='{.status.updateRevision}'; }
 rev_moved() { for _ in $(seq 30); do [[ -n "$(target_rev)" && "$(target_rev)" != "$(kubectl -n "$NS" get pod backend-0 -o jsonpath='{.metadata.labels.controller-revision-hash}')" ]] && return 0; sleep 0.5; done; return 1; }
 check "... the pods are now outdated" rev_moved
@@ -307,16 +307,7 @@ holder_is() { for _ in $(seq 80); do [[ "$(holder)" == "$1" ]] && return 0; slee
 start_named op-a; PID_A=$!
 check "replica op-a takes the Lease" holder_is op-a
 start_named op-b; OP_PID=$!
-revision3() {
-  local conf
-  conf="$(kubectl -n "$NS" get cm backend-config -o jsonpath='{.data.dovecot\.conf}' | sed 's/^login_greeting = .*/login_greeting = e2e revision 3/')"
-  kubectl -n "$NS" create cm backend-config --from-literal=dovecot.conf="$conf" \
-    --from-literal=supervisor.sh="$(kubectl -n "$NS" get cm backend-config -o jsonpath='{.data.supervisor\.sh}')" \
-    --dry-run=client -o yaml | kubectl apply -f - &&
-    kubectl -n "$NS" patch sts backend --type merge \
-      -p '{"spec":{"template":{"metadata":{"annotations":{"mailops.io/config-revision":"3"}}}}}'
-}
-check "another config change: revision 3, rolled by the same DBU" revision3
+check "another config change: revision 3, rolled by the same DBU" roll_config "e2e revision 3" 3
 first_done() { for _ in $(seq 240); do kubectl -n "$NS" get dbu backend-rollout --no-headers | grep -q "Progressing *1/3" && return 0; sleep 0.5; done; return 1; }
 check "the leader upgrades the first backend" first_done
 idle_b() { ! grep -q '"reason":"Step' "$state/logs/op-b.log"; }
