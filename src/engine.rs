@@ -562,18 +562,7 @@ pub async fn reconcile_once(
         status.progress = Some(plan::progress(&status, &obs, target));
     }
     // conditions describe the state after the action
-    let after_decision = match &decision {
-        Decision::Run { .. } | Decision::Begin(_) => {
-            match status.backends.iter().find(|r| r.failed) {
-                Some(f) => Decision::Stall {
-                    reason: "BackendFailed",
-                    message: plan::failure_message(f),
-                },
-                None => decision.clone(),
-            }
-        }
-        d => d.clone(),
-    };
+    let after_decision = plan::settled(&decision, &status);
     crate::conditions::summarize(&mut status, &after_decision, generation, clock());
     Ok(Outcome {
         status,

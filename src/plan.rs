@@ -333,7 +333,7 @@ pub fn decide(
     }
     let in_flight_n = status.backends.iter().filter(|r| active(r)).count();
     if in_flight_n < s.max_unavailable
-        && let Some(d) = begin_next(status, &todo, ring, target, now)
+        && let Some(d) = begin_next(status, &todo, ring, now)
     {
         return d;
     }
@@ -414,7 +414,6 @@ fn begin_next(
     status: &DovecotBackendUpgradeStatus,
     todo: &[&PodView],
     ring: &[RingHost],
-    target: &str,
     now: Timestamp,
 ) -> Option<Decision> {
     let busy: Vec<&str> = status
@@ -492,7 +491,6 @@ fn begin_next(
             ),
         });
     };
-    let _ = target;
     Some(Decision::Begin(Box::new(BackendStatus {
         pod: candidate.name.clone(),
         ip: ip.to_string(),
@@ -508,6 +506,23 @@ fn begin_next(
         message: None,
         last_error: None,
     })))
+}
+
+/// The decision the conditions should describe once an action ran: a step that just failed
+/// turns the rollout Stalled at once, without waiting for the next pass to decide it.
+pub fn settled(decision: &Decision, status: &DovecotBackendUpgradeStatus) -> Decision {
+    match decision {
+        Decision::Run { .. } | Decision::Begin(_) => {
+            match status.backends.iter().find(|r| r.failed) {
+                Some(f) => Decision::Stall {
+                    reason: "BackendFailed",
+                    message: failure_message(f),
+                },
+                None => decision.clone(),
+            }
+        }
+        d => d.clone(),
+    }
 }
 
 /// The one-line story of a failed backend, for the Stalled condition and the Warning event.

@@ -738,3 +738,15 @@ fn retry_token_reruns_failed_backends_once() {
     apply_retry(&mut st, Some("3"), &obs, ts(7));
     assert_eq!(st.backends[0].step, Step::Verify);
 }
+
+#[test]
+fn a_step_that_just_failed_settles_as_stalled() {
+    let mut f = rec(2, Step::Verify, 0);
+    let d = run(2, Step::Verify);
+    assert_eq!(settled(&d, &status(vec![f.clone()])), d);
+    f.failed = true;
+    let st = status(vec![f]);
+    assert_eq!(reason(&settled(&d, &st)), "BackendFailed");
+    // a decision that ran nothing is kept as it is
+    assert_eq!(settled(&Decision::Complete, &st), Decision::Complete);
+}
