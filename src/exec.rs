@@ -99,6 +99,30 @@ async fn read_bounded<R: AsyncRead + Unpin>(r: Option<R>) -> std::io::Result<Str
     Ok(String::from_utf8_lossy(&kept).into_owned())
 }
 
+/// Reads stdout and stderr at once (a sequential read can deadlock on a full pipe), bounded.
+async fn read_both<O, E>(
+    stdout: Option<O>,
+    stderr: Option<E>,
+) -> Result<(String, String), ExecError>
+where
+    O: AsyncRead + Unpin,
+    E: AsyncRead + Unpin,
+{
+    let (out, err) = tokio::join!(read_bounded(stdout), read_bounded(stderr));
+    let io = |e: std::io::Error| ExecError::Transport(e.to_string());
+    Ok((out.map_err(io)?, err.map_err(io)?))
+}
+
+/// One limit around the whole exchange: connect, run, read, exit status.
+async fn within<T>(
+    timeout: Duration,
+    run: impl std::future::Future<Output = Result<T, ExecError>>,
+) -> Result<T, ExecError> {
+    tokio::time::timeout(timeout, run)
+        .await
+        .map_err(|_| ExecError::Timeout(timeout))?
+}
+
 /// pods/exec through the API server.
 #[derive(Clone)]
 pub struct KubeExec {
@@ -134,8 +158,7 @@ impl PodExec for KubeExec {
                 .await
                 .map_err(|e| ExecError::Transport(e.to_string()))?;
             let status = proc.take_status();
-            // both streams at once: a sequential read can deadlock on a full pipe
-            let (out, err) = tokio::join!(read_bounded(proc.stdout()), read_bounded(proc.stderr()));
+            let (stdout, stderr) = read_both(proc.stdout(), proc.stderr()).await?;
             let status = match status {
                 Some(s) => s.await,
                 None => None,
@@ -145,13 +168,11 @@ impl PodExec for KubeExec {
                 status.ok_or_else(|| ExecError::NoStatus("stream closed without status".into()))?;
             Ok(ExecOutput {
                 exit_code: exit_code_from_status(&status)?,
-                stdout: out.map_err(|e| ExecError::Transport(e.to_string()))?,
-                stderr: err.map_err(|e| ExecError::Transport(e.to_string()))?,
+                stdout,
+                stderr,
             })
         };
-        tokio::time::timeout(timeout, run)
-            .await
-            .map_err(|_| ExecError::Timeout(timeout))?
+        within(timeout, run).await
     }
 }
 
@@ -214,10 +235,7 @@ impl PodExec for LocalExec {
             let mut child = cmd
                 .spawn()
                 .map_err(|e| ExecError::Transport(e.to_string()))?;
-            let (out, err) = tokio::join!(
-                read_bounded(child.stdout.take()),
-                read_bounded(child.stderr.take())
-            );
+            let (stdout, stderr) = read_both(child.stdout.take(), child.stderr.take()).await?;
             let status = child
                 .wait()
                 .await
@@ -227,13 +245,11 @@ impl PodExec for LocalExec {
                 .ok_or_else(|| ExecError::NoStatus(format!("killed: {status}")))?;
             Ok(ExecOutput {
                 exit_code,
-                stdout: out.map_err(|e| ExecError::Transport(e.to_string()))?,
-                stderr: err.map_err(|e| ExecError::Transport(e.to_string()))?,
+                stdout,
+                stderr,
             })
         };
-        tokio::time::timeout(timeout, run)
-            .await
-            .map_err(|_| ExecError::Timeout(timeout))?
+        within(timeout, run).await
     }
 }
 
