@@ -79,11 +79,11 @@ contexts:
     context: {cluster: e2e, user: operator, namespace: $NS}
 current-context: e2e
 KC
-start_operator() {
-  target/debug/dovecot-upgrade-operator run --kubeconfig "$state/operator.kubeconfig" \
-    --namespace "$NS" --log-format json >> "$state/logs/operator.log" 2>&1 &
-  OP_PID=$!
+start_named() { # identity: a replica with its own log
+  POD_NAME="$1" target/debug/dovecot-upgrade-operator run --kubeconfig "$state/operator.kubeconfig" \
+    --namespace "$NS" --log-format json >> "$state/logs/$1.log" 2>&1 &
 }
+start_operator() { start_named operator; OP_PID=$!; }
 start_operator
 
 sts() { # strategy
@@ -300,8 +300,6 @@ check "the operator's doveadm calls went through pods/exec on its own ServiceAcc
 
 # Part C: two replicas elect a leader through a Lease; only the leader acts; killing it hands over
 stop_operator
-start_named() { POD_NAME="$1" target/debug/dovecot-upgrade-operator run --kubeconfig "$state/operator.kubeconfig" \
-  --namespace "$NS" --log-format json >> "$state/logs/$1.log" 2>&1 & }
 holder() { kubectl -n "$NS" get lease dovecot-upgrade-operator -o jsonpath='{.spec.holderIdentity}' 2>/dev/null; }
 holder_is() { for _ in $(seq 80); do [[ "$(holder)" == "$1" ]] && return 0; sleep 0.5; done; echo "holder: $(holder)"; return 1; }
 start_named op-a; PID_A=$!

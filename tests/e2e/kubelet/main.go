@@ -134,6 +134,19 @@ func nsMembers(holder int) []int {
 	return out
 }
 
+// writeFiles fills a volume folder with one file per key, as ConfigMap and Secret volumes are.
+func writeFiles(dir string, files map[string][]byte) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	for k, val := range files {
+		if err := os.WriteFile(filepath.Join(dir, k), val, 0o644); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
+}
+
 // volumePath materialises a pod volume on the host and returns its folder.
 func (p *provider) volumePath(pd *pod, v corev1.Volume) (string, error) {
 	ns := pd.obj.Namespace
@@ -143,31 +156,17 @@ func (p *provider) volumePath(pd *pod, v corev1.Volume) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		dir := filepath.Join(pd.dir, "volumes", v.Name)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return "", err
-		}
+		files := map[string][]byte{}
 		for k, val := range cm.Data {
-			if err := os.WriteFile(filepath.Join(dir, k), []byte(val), 0o644); err != nil {
-				return "", err
-			}
+			files[k] = []byte(val)
 		}
-		return dir, nil
+		return writeFiles(filepath.Join(pd.dir, "volumes", v.Name), files)
 	case v.Secret != nil:
 		s, err := p.cfg.Secrets.Secrets(ns).Get(v.Secret.SecretName)
 		if err != nil {
 			return "", err
 		}
-		dir := filepath.Join(pd.dir, "volumes", v.Name)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return "", err
-		}
-		for k, val := range s.Data {
-			if err := os.WriteFile(filepath.Join(dir, k), val, 0o644); err != nil {
-				return "", err
-			}
-		}
-		return dir, nil
+		return writeFiles(filepath.Join(pd.dir, "volumes", v.Name), s.Data)
 	case v.EmptyDir != nil:
 		dir := filepath.Join(pd.dir, "volumes", v.Name)
 		return dir, os.MkdirAll(dir, 0o755)
