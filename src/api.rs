@@ -46,6 +46,103 @@ pub struct DovecotBackendUpgradeSpec {
     /// Stop before the next step starts; a step already running finishes.
     #[serde(default)]
     pub paused: bool,
+    /// Stop the rollout and leave nothing drained: backends still running go back into the ring
+    /// at their original vhost count; one whose Dovecot was already stopped stays out, named in
+    /// the `Stalled` condition. Set back to false to resume.
+    #[serde(default)]
+    pub abort: bool,
+    /// Execute nothing: write the ordered backends and the exact argv of every step into
+    /// `status.plan` instead.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Order in which outdated backends are upgraded.
+    #[serde(default)]
+    pub ordering: Ordering,
+    /// Ring capacity guard: a backend is drained only if at least this many other backends stay
+    /// up with vhosts > 0 in the director ring.
+    #[serde(default = "default_min_available")]
+    #[schemars(range(min = 1))]
+    pub min_available_backends: i32,
+    /// Backend pods this rollout leaves at their current revision. The rollout completes without
+    /// them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000), inner(length(min = 1, max = 253)))]
+    pub skip: Vec<String>,
+    /// Backend pods that do not start until they are removed from this list; the others go on.
+    /// A backend already in flight finishes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000), inner(length(min = 1, max = 253)))]
+    pub hold: Vec<String>,
+    /// When new backends may start. Unset: any time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_window: Option<MaintenanceWindowSpec>,
+    /// Stop after the first backend (the canary) until a human approves the revision.
+    #[serde(default)]
+    pub canary: CanarySpec,
+}
+
+fn default_min_available() -> i32 {
+    1
+}
+
+/// Order of outdated backends.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum Ordering {
+    /// Fewest users mapped in the director first (least disruption), highest ordinal on ties.
+    #[default]
+    FewestUsers,
+    /// Highest pod ordinal first, as the StatefulSet controller rolls.
+    Ordinal,
+}
+
+/// A daily (or weekly) window in a time zone. A backend starts only inside it, and only if the
+/// time predicted for it (the longest backend so far, or the drain ceiling plus 5 minutes before
+/// the first one finished) fits in what remains. A backend in flight always finishes.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceWindowSpec {
+    /// IANA time zone, e.g. `Europe/Berlin`.
+    #[serde(default = "default_time_zone")]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: String,
+    /// Local start time, `HH:MM`.
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    pub start: String,
+    /// Length, e.g. `4h`; may run past midnight.
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub duration: String,
+    /// Days on which the window opens (`Mon` ... `Sun`); empty means every day.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub days: Vec<Weekday>,
+}
+
+fn default_time_zone() -> String {
+    "UTC".into()
+}
+
+/// A day of the week.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Weekday {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+/// Supervised mode: the first backend of each target revision is a canary.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CanarySpec {
+    /// Stop after the first backend runs the target revision until it is approved.
+    #[serde(default)]
+    pub supervised: bool,
+    /// The target revision (`status.targetRevision`) a human approved after checking the canary.
+    /// The annotation `mailops.io/approve: <revision>` does the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_revision: Option<String>,
 }
 
 fn default_max_unavailable() -> i32 {
@@ -260,6 +357,58 @@ pub struct DovecotBackendUpgradeStatus {
     /// The last `mailops.io/retry` annotation value acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_token: Option<String>,
+    /// Seconds the last backends took from Drain to Done (newest last, at most 5): the basis of
+    /// the maintenance-window prediction.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("items" = {"type": "integer", "format": "int64"}))]
+    pub recent_backend_seconds: Vec<u32>,
+    /// With `spec.dryRun`: what the rollout would do, without doing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<RolloutPlan>,
+}
+
+/// The dry-run plan: backend order, and the exact commands for the first backends.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutPlan {
+    /// Outdated backends in the order they would start (at most 100 listed).
+    pub order: Vec<PlannedBackend>,
+    /// Outdated backends not listed in `order` because of the cap.
+    #[serde(default)]
+    pub more: i64,
+    /// Commands of each step for the first backend of `order`; the others differ only by pod
+    /// and IP.
+    pub steps: Vec<PlannedStep>,
+    /// Why nothing could start now, if so (guard, window, hold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
+}
+
+/// One backend in the plan.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedBackend {
+    pub pod: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// Users mapped to it in the director.
+    pub users: i64,
+    /// Its vhost count in the ring, restored at the end.
+    pub vhosts: i64,
+}
+
+/// One step's commands in the plan.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedStep {
+    pub step: Step,
+    /// `director` or `backend`: the pod the commands are exec'd in.
+    pub target: String,
+    /// argv arrays, run without a shell; empty for steps that are Kubernetes calls or waits.
+    pub commands: Vec<Vec<String>>,
+    /// What the step does besides commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Rollout phase.
@@ -270,6 +419,10 @@ pub enum Phase {
     Paused,
     Completed,
     Failed,
+    /// `spec.abort`: stopped, drained backends put back.
+    Aborted,
+    /// `spec.dryRun`: the plan is in `status.plan`; nothing ran.
+    Planned,
 }
 
 /// Steps of one backend, in runbook order. The recorded step is the one intended or in progress;
@@ -373,6 +526,9 @@ pub struct BackendStatus {
     /// The last step failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<StepError>,
+    /// When the backend started (Drain); with the time it reached Done this gives its duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<Time>,
 }
 
 /// A failed command, bounded for status.

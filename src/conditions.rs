@@ -73,15 +73,45 @@ pub fn summarize(
                 (false, "UpgradeComplete", String::new()),
             )
         }
+        // held by a human or the calendar, not by work in progress
         Decision::Wait {
-            reason: "Paused",
+            reason:
+                reason @ ("Paused"
+                | "AwaitingApproval"
+                | "OutsideMaintenanceWindow"
+                | "WindowTooShort"
+                | "BackendHeld"),
             message,
             ..
         } => (
             Phase::Paused,
-            (false, "Paused", message.clone()),
-            (false, "Paused", message.clone()),
-            (false, "Paused", String::new()),
+            (false, reason, message.clone()),
+            (false, reason, message.clone()),
+            (false, reason, String::new()),
+        ),
+        Decision::Aborted { message, .. } => (
+            Phase::Aborted,
+            (false, "Aborted", message.clone()),
+            (false, "Aborted", message.clone()),
+            (true, "Aborted", message.clone()),
+        ),
+        Decision::DryRun(plan) => {
+            let m = format!(
+                "dry run: {} backends would be upgraded; see status.plan",
+                plan.order.len() as i64 + plan.more
+            );
+            (
+                Phase::Planned,
+                (false, "DryRun", m.clone()),
+                (false, "DryRun", m),
+                (false, "DryRun", String::new()),
+            )
+        }
+        Decision::Undo { pod, .. } => (
+            Phase::Progressing,
+            (false, "Aborting", format!("aborting; undoing {pod}")),
+            (true, "Aborting", format!("aborting; undoing {pod}")),
+            (false, "Aborting", String::new()),
         ),
         Decision::Wait {
             reason, message, ..
@@ -243,10 +273,23 @@ mod tests {
             reason: "BackendFailed",
             message: "backend-2 failed at Verify".into(),
         };
+        let window = Decision::Wait {
+            reason: "OutsideMaintenanceWindow",
+            message: "opens in 2h".into(),
+            requeue: Duration::from_secs(1),
+        };
+        let aborted = Decision::Aborted {
+            message: "aborted".into(),
+            left_out: false,
+        };
+        let dry = Decision::DryRun(Box::default());
         // (decision, phase, Ready, Reconciling, Stalled)
         let t = [
             (&wait, Phase::Progressing, "False", "True", "False"),
             (&paused, Phase::Paused, "False", "False", "False"),
+            (&window, Phase::Paused, "False", "False", "False"),
+            (&aborted, Phase::Aborted, "False", "False", "True"),
+            (&dry, Phase::Planned, "False", "False", "False"),
             (&stall, Phase::Failed, "False", "False", "True"),
             (
                 &Decision::Complete,

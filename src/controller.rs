@@ -168,6 +168,7 @@ impl Cluster for KubeCluster {
             director_overlap,
             owned_by_other,
             ring: None,
+            ring_synced: None,
         })
     }
 
@@ -268,6 +269,9 @@ async fn apply(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Action,
                 .annotations()
                 .get(crate::plan::RETRY_ANNOTATION)
                 .cloned();
+            if let Some(rev) = dbu.annotations().get(crate::plan::APPROVE_ANNOTATION) {
+                s.approved_revisions.push(rev.clone());
+            }
             s
         }
         Err(e) => {

@@ -108,6 +108,10 @@ impl Doveadm {
     pub fn director_status(&self) -> Vec<String> {
         self.cmd(true, &["director", "status"])
     }
+    /// `doveadm -f json director ring status`: this director's view of the ring's sync state.
+    pub fn director_ring_status(&self) -> Vec<String> {
+        self.cmd(true, &["director", "ring", "status"])
+    }
     pub fn director_update(&self, ip: IpAddr, vhosts: u32) -> Vec<String> {
         self.cmd(
             false,
@@ -266,6 +270,21 @@ pub fn parse_director_status(stdout: &str) -> Result<Vec<RingHost>, ParseError> 
         .collect()
 }
 
+/// Whether `director ring status` says `ring synced` on its `self` row. Other self states are
+/// `ring handshaking` and `ring syncing - last sync N secs ago`.
+pub fn parse_ring_synced(stdout: &str) -> Result<bool, ParseError> {
+    const W: &str = "director ring status";
+    let rows = json_records(W, stdout)?;
+    let me = rows
+        .iter()
+        .find(|r| r.get("type").map(String::as_str) == Some("self"))
+        .ok_or_else(|| ParseError {
+            what: W,
+            detail: "no row of type self".into(),
+        })?;
+    Ok(field(W, me, "status")? == "ring synced")
+}
+
 /// Number of connections in `doveadm -f json who -1` (one record per connection).
 pub fn parse_who_connections(stdout: &str) -> Result<usize, ParseError> {
     Ok(json_records("who -1", stdout)?.len())
@@ -388,6 +407,17 @@ mod tests {
         let down = parse_director_status(STATUS_DOWN).unwrap();
         assert!(!down[0].up);
         assert_eq!(parse_director_status(STATUS_ADDED).unwrap()[1].vhosts, 70);
+    }
+
+    #[test]
+    fn ring_status_reads_the_self_row() {
+        // verbatim from dovecot-2.3-findings.md §5 (one director), then a ring of 2 mid-sync
+        let one = r#"[{"director ip":"127.0.0.10","port":"9090","type":"self","last failed":"never","status":"ring synced","ping ms":"0","input":"-","output":"-","buffered":"-","buffered peak":"-","last read":"-","last write":"-"}]"#;
+        assert_eq!(parse_ring_synced(one), Ok(true));
+        let syncing = r#"[{"director ip":"127.0.1.9","port":"9090","type":"","last failed":"never","status":"","ping ms":"-","input":"-","output":"-","buffered":"-","buffered peak":"-","last read":"-","last write":"-"},{"director ip":"127.0.1.10","port":"9090","type":"self","last failed":"never","status":"ring syncing - last sync 3 secs ago","ping ms":"0","input":"-","output":"-","buffered":"-","buffered peak":"-","last read":"-","last write":"-"}]"#;
+        assert_eq!(parse_ring_synced(syncing), Ok(false));
+        assert!(parse_ring_synced("[]").is_err());
+        assert!(parse_ring_synced("not json").is_err());
     }
 
     #[test]

@@ -407,6 +407,30 @@ async fn run_step(
     res.unwrap_or_else(|e| e)
 }
 
+/// Whether the director ring says it is synced; unreadable counts as not synced.
+async fn read_ring_synced(s: &Settings, exec: &dyn PodExec, director: &str) -> bool {
+    let argv = s.director.director_ring_status();
+    match exec
+        .exec(
+            director,
+            s.director_container.as_deref(),
+            &argv,
+            s.command_timeout,
+        )
+        .await
+    {
+        Ok(out) if out.exit_code == 0 => dovecot::parse_ring_synced(&out.stdout).unwrap_or(false),
+        Ok(out) => {
+            tracing::warn!(director, exit_code = out.exit_code, stderr = %dovecot::bounded(&out.stderr, 300), "director ring status failed");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(director, error = %e, "director ring status exec failed");
+            false
+        }
+    }
+}
+
 /// Reads `director status` from the chosen director.
 async fn read_ring(
     s: &Settings,
@@ -462,10 +486,56 @@ pub async fn reconcile_once(
     }
     let now = clock();
     let mut notes = plan::apply_retry(&mut status, s.retry_token.as_deref(), &obs, now);
-    let decision = plan::decide(s, &status, &obs, now);
+    let mut decision = plan::decide(s, &status, &obs, now);
+    if matches!(decision, Decision::Begin(_))
+        && let Some(dir) = obs.director.clone()
+    {
+        // read only before draining: the guard needs it, polling does not
+        obs.ring_synced = Some(read_ring_synced(s, exec, &dir).await);
+        decision = plan::decide(s, &status, &obs, now);
+    }
+    if !matches!(decision, Decision::DryRun(_)) {
+        status.plan = None;
+    }
     let requeue = match &decision {
         Decision::Stall { .. } => Some(Duration::from_secs(300)),
         Decision::Complete => None,
+        Decision::Aborted { .. } => Some(Duration::from_secs(300)),
+        Decision::DryRun(p) => {
+            status.plan = Some((**p).clone());
+            Some(Duration::from_secs(60))
+        }
+        Decision::Undo { pod, action } => {
+            let idx = status
+                .backends
+                .iter()
+                .position(|r| &r.pod == pod)
+                .expect("plan undoes recorded pods");
+            let rec = status.backends[idx].clone();
+            let director = obs.director.clone().unwrap_or_default();
+            match undo(s, exec, cluster, &obs, &director, &rec, action.clone()).await {
+                Undone::Restored(n) => {
+                    status.backends.remove(idx);
+                    notes.push(n);
+                    Some(Duration::ZERO)
+                }
+                Undone::LeftOut(n) => {
+                    let r = &mut status.backends[idx];
+                    r.failed = true;
+                    r.message = Some(n.message.clone());
+                    notes.push(n);
+                    Some(Duration::ZERO)
+                }
+                Undone::Failed(n) => {
+                    notes.push(n);
+                    Some(Duration::from_secs(10))
+                }
+                Undone::Nothing => {
+                    status.backends.remove(idx);
+                    Some(Duration::ZERO)
+                }
+            }
+        }
         Decision::Wait { requeue, .. } => Some(*requeue),
         Decision::Begin(rec) => {
             status.backends.retain(|r| r.pod != rec.pod);
@@ -550,6 +620,8 @@ pub async fn reconcile_once(
             let after = clock();
             let rec = &mut status.backends[idx];
             notes.extend(plan::apply_result(rec, &result, after));
+            plan::record_finish(&mut status, pod, after);
+            let rec = &status.backends[idx];
             match result {
                 StepResult::Advanced { .. } | StepResult::Rewind { .. } => Some(Duration::ZERO),
                 StepResult::Waiting { requeue, .. } => Some(requeue),
@@ -572,6 +644,110 @@ pub async fn reconcile_once(
     })
 }
 
+/// How undoing one backend ended (abort or DBU deletion).
+#[derive(Debug)]
+enum Undone {
+    Restored(Note),
+    LeftOut(Note),
+    Failed(Note),
+    Nothing,
+}
+
+/// Puts one in-flight backend back, or leaves it out and says why. Safe to repeat.
+async fn undo(
+    s: &Settings,
+    exec: &dyn PodExec,
+    cluster: &dyn Cluster,
+    obs: &Observed,
+    director: &str,
+    rec: &BackendStatus,
+    action: Cleanup,
+) -> Undone {
+    let r = Runner {
+        s,
+        exec,
+        step: rec.step,
+    };
+    let action = match action {
+        Cleanup::RestoreIfRunning => match r.dovecot_running(&rec.pod).await {
+            Ok(true) => Cleanup::Restore,
+            Ok(false) => Cleanup::LeaveOut(format!(
+                "{}: Dovecot was already stopped; left out of the ring (restore by hand with doveadm director update <ip> {} and director up <ip>)",
+                rec.pod, rec.original_vhosts
+            )),
+            Err(e) => {
+                return Undone::Failed(
+                    Note::warning(
+                        "BackendRestoreFailed",
+                        format!("{}: could not tell whether Dovecot runs: {e:?}", rec.pod),
+                    )
+                    .about(&rec.pod, rec.step),
+                );
+            }
+        },
+        c => c,
+    };
+    match action {
+        Cleanup::Restore => {
+            let res: Result<(), StepResult> = async {
+                if rec.step == Step::RingRestore {
+                    return match run_step(s, exec, cluster, obs, rec, None, Timestamp::UNIX_EPOCH)
+                        .await
+                    {
+                        StepResult::Advanced { .. } => Ok(()),
+                        other => Err(other),
+                    };
+                }
+                let a = ip(&rec.ip, rec.step)?;
+                if rec.step >= Step::StopLmtp {
+                    // re-opens the LMTP listener that service stop closed
+                    r.run(&rec.pod, false, s.backend.reload(), CommandKind::Plain)
+                        .await?;
+                }
+                r.run(
+                    director,
+                    true,
+                    s.director.director_update(a, rec.original_vhosts),
+                    CommandKind::Plain,
+                )
+                .await?;
+                r.run(
+                    director,
+                    true,
+                    s.director.director_up(a),
+                    CommandKind::Plain,
+                )
+                .await?;
+                Ok(())
+            }
+            .await;
+            match res {
+                Ok(()) => Undone::Restored(
+                    Note::normal(
+                        "BackendRestored",
+                        format!(
+                            "{}: put back into the ring with {} vhosts",
+                            rec.pod, rec.original_vhosts
+                        ),
+                    )
+                    .about(&rec.pod, rec.step),
+                ),
+                Err(e) => Undone::Failed(
+                    Note::warning(
+                        "BackendRestoreFailed",
+                        format!("{}: could not put it back: {e:?}", rec.pod),
+                    )
+                    .about(&rec.pod, rec.step),
+                ),
+            }
+        }
+        Cleanup::LeaveOut(m) => {
+            Undone::LeftOut(Note::warning("BackendLeftOut", m).about(&rec.pod, rec.step))
+        }
+        Cleanup::Nothing | Cleanup::RestoreIfRunning => Undone::Nothing,
+    }
+}
+
 /// What deleting the DBU does: restore backends that still run, leave stopped ones out, loudly.
 pub async fn cleanup(
     s: &Settings,
@@ -591,71 +767,19 @@ pub async fn cleanup(
         return Ok(notes);
     };
     for rec in status.backends.iter().filter(|r| plan::active(r)) {
-        let r = Runner {
+        match undo(
             s,
             exec,
-            step: rec.step,
-        };
-        let action = match plan::cleanup_for(rec) {
-            Cleanup::RestoreIfRunning => match r.dovecot_running(&rec.pod).await {
-                Ok(true) => Cleanup::Restore,
-                _ => Cleanup::LeaveOut(format!(
-                    "{}: deleted while Dovecot was being stopped; left out of the ring",
-                    rec.pod
-                )),
-            },
-            c => c,
-        };
-        match action {
-            Cleanup::Restore => {
-                let res: Result<(), StepResult> = async {
-                    if rec.step == Step::RingRestore {
-                        match run_step(s, exec, cluster, &obs, rec, None, Timestamp::UNIX_EPOCH)
-                            .await
-                        {
-                            StepResult::Advanced { .. } => return Ok(()),
-                            other => return Err(other),
-                        }
-                    }
-                    let a = ip(&rec.ip, rec.step)?;
-                    if rec.step >= Step::StopLmtp {
-                        // re-opens the LMTP listener that service stop closed
-                        r.run(&rec.pod, false, s.backend.reload(), CommandKind::Plain)
-                            .await?;
-                    }
-                    r.run(
-                        &director,
-                        true,
-                        s.director.director_update(a, rec.original_vhosts),
-                        CommandKind::Plain,
-                    )
-                    .await?;
-                    r.run(
-                        &director,
-                        true,
-                        s.director.director_up(a),
-                        CommandKind::Plain,
-                    )
-                    .await?;
-                    Ok(())
-                }
-                .await;
-                match res {
-                    Ok(()) => notes.push(Note::normal(
-                        "BackendRestored",
-                        format!(
-                            "{}: rollout deleted; put back with {} vhosts",
-                            rec.pod, rec.original_vhosts
-                        ),
-                    )),
-                    Err(e) => notes.push(Note::warning(
-                        "BackendRestoreFailed",
-                        format!("{}: could not put it back: {e:?}", rec.pod),
-                    )),
-                }
-            }
-            Cleanup::LeaveOut(m) => notes.push(Note::warning("BackendLeftOut", m)),
-            Cleanup::Nothing | Cleanup::RestoreIfRunning => {}
+            cluster,
+            &obs,
+            &director,
+            rec,
+            plan::cleanup_for(rec),
+        )
+        .await
+        {
+            Undone::Restored(n) | Undone::LeftOut(n) | Undone::Failed(n) => notes.push(n),
+            Undone::Nothing => {}
         }
     }
     Ok(notes)

@@ -594,6 +594,7 @@ impl Cluster for Lab {
             director_overlap: vec![],
             owned_by_other: None,
             ring: None,
+            ring_synced: None,
         })
     }
 

@@ -7,5 +7,7 @@ pub mod dovecot;
 pub mod engine;
 pub mod exec;
 pub mod lab;
+pub mod metrics;
 pub mod plan;
 pub mod settings;
+pub mod window;

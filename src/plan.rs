@@ -5,7 +5,10 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{BackendStatus, DovecotBackendUpgradeStatus, DrainTimeoutAction, Step, StepError};
+use crate::api::{
+    BackendStatus, DovecotBackendUpgradeStatus, DrainTimeoutAction, Ordering, PlannedBackend,
+    PlannedStep, RolloutPlan, Step, StepError,
+};
 use crate::dovecot::{self, RingHost};
 use crate::settings::Settings;
 
@@ -45,6 +48,9 @@ pub struct Observed {
     pub owned_by_other: Option<String>,
     /// `director status`, None when it could not be read.
     pub ring: Option<Vec<RingHost>>,
+    /// Whether the director ring reports `ring synced`; read only when a backend is about to
+    /// start (None: not read yet).
+    pub ring_synced: Option<bool>,
 }
 
 /// What one reconcile does.
@@ -70,6 +76,12 @@ pub enum Decision {
     },
     /// Start a backend: record it at Drain with its original vhost count (status only).
     Begin(Box<BackendStatus>),
+    /// `spec.abort`: undo one in-flight backend (put it back, or leave it out and say why).
+    Undo { pod: String, action: Cleanup },
+    /// `spec.abort` and nothing left to undo.
+    Aborted { message: String, left_out: bool },
+    /// `spec.dryRun`: the plan, for status; nothing runs.
+    DryRun(Box<RolloutPlan>),
     /// Run the recorded step of one backend.
     Run {
         pod: String,
@@ -173,13 +185,27 @@ pub fn ring_drift(
         })
 }
 
-/// Outdated pods in the order the StatefulSet controller would roll them: highest ordinal first.
-pub fn outdated<'a>(pods: &'a [PodView], target: &str) -> Vec<&'a PodView> {
+/// Outdated pods not skipped by the spec, in upgrade order: with `FewestUsers`, fewest users
+/// mapped in the director first (pods without a ring entry last); ties, and `Ordinal`, highest
+/// ordinal first as the StatefulSet controller would roll them.
+pub fn outdated<'a>(
+    s: &Settings,
+    pods: &'a [PodView],
+    target: &str,
+    ring: Option<&[RingHost]>,
+) -> Vec<&'a PodView> {
     let mut v: Vec<&PodView> = pods
         .iter()
-        .filter(|p| p.revision.as_deref() != Some(target))
+        .filter(|p| p.revision.as_deref() != Some(target) && !s.skip.contains(&p.name))
         .collect();
-    v.sort_by_key(|p| std::cmp::Reverse(ordinal(&p.name)));
+    let users = |p: &PodView| -> u64 {
+        if s.ordering == Ordering::Ordinal {
+            return 0;
+        }
+        ring.and_then(|r| r.iter().find(|h| Some(h.ip.as_str()) == p.ip.as_deref()))
+            .map_or(u64::MAX, |h| h.users)
+    };
+    v.sort_by_key(|p| (users(p), std::cmp::Reverse(ordinal(&p.name))));
     v
 }
 
@@ -278,7 +304,7 @@ pub fn decide(
         };
     };
     let any_active = status.backends.iter().any(active);
-    let todo = outdated(&obs.pods, target);
+    let todo = outdated(s, &obs.pods, target, obs.ring.as_deref());
     if !any_active && todo.is_empty() && obs.pods.len() as i32 >= sts.replicas {
         if obs.pods.iter().all(|p| p.ready) {
             return Decision::Complete;
@@ -305,6 +331,12 @@ pub fn decide(
     };
     if let Some((pod, commands)) = ring_drift(s, status, ring) {
         return Decision::Reassert { pod, commands };
+    }
+    if s.dry_run {
+        return Decision::DryRun(Box::new(dry_run(s, status, obs, ring, target, now)));
+    }
+    if s.abort {
+        return abort(status);
     }
     if let Some(f) = status.backends.iter().find(|r| r.failed) {
         return Decision::Stall {
@@ -333,7 +365,7 @@ pub fn decide(
     }
     let in_flight_n = status.backends.iter().filter(|r| active(r)).count();
     if in_flight_n < s.max_unavailable
-        && let Some(d) = begin_next(status, &todo, ring, now)
+        && let Some(d) = begin_next(s, status, obs, &todo, ring, target, now)
     {
         return d;
     }
@@ -410,10 +442,119 @@ fn in_flight(
     }
 }
 
-fn begin_next(
+fn wait(reason: &'static str, message: String, requeue: Duration) -> Option<Decision> {
+    Some(Decision::Wait {
+        reason,
+        message,
+        requeue,
+    })
+}
+
+/// `spec.abort`: the first in-flight backend that still needs undoing, else the end state.
+fn abort(status: &DovecotBackendUpgradeStatus) -> Decision {
+    if let Some(rec) = status.backends.iter().find(|r| active(r) && !r.failed) {
+        return Decision::Undo {
+            pod: rec.pod.clone(),
+            action: cleanup_for(rec),
+        };
+    }
+    let out: Vec<String> = status
+        .backends
+        .iter()
+        .filter(|r| active(r))
+        .map(|r| format!("{} (at {})", r.pod, r.step))
+        .collect();
+    if out.is_empty() {
+        Decision::Aborted {
+            message: "rollout aborted (spec.abort); no backend is drained; set spec.abort=false to resume".into(),
+            left_out: false,
+        }
+    } else {
+        Decision::Aborted {
+            message: format!(
+                "rollout aborted (spec.abort); kept out of the director ring because Dovecot was already stopped or a step failed: {}; fix by hand, or set spec.abort=false and annotate {RETRY_ANNOTATION} to finish them",
+                out.join(", ")
+            ),
+            left_out: true,
+        }
+    }
+}
+
+/// Whether a backend already runs the target revision outside any record: the canary is done.
+fn canary_done(status: &DovecotBackendUpgradeStatus, obs: &Observed, target: &str) -> bool {
+    obs.pods.iter().any(|p| {
+        p.revision.as_deref() == Some(target)
+            && p.ready
+            && !status.backends.iter().any(|r| r.pod == p.name && active(r))
+    })
+}
+
+/// Gates on starting any backend now: approval, window, time left. None: go.
+fn start_gate(
+    s: &Settings,
     status: &DovecotBackendUpgradeStatus,
+    obs: &Observed,
+    target: &str,
+    now: Timestamp,
+) -> Option<Decision> {
+    if s.supervised
+        && !s.approved_revisions.iter().any(|r| r == target)
+        && canary_done(status, obs, target)
+    {
+        return wait(
+            "AwaitingApproval",
+            format!(
+                "canary upgraded to revision {target}; check it, then approve: set spec.canary.approvedRevision={target} or annotate {APPROVE_ANNOTATION}={target}"
+            ),
+            Duration::from_secs(300),
+        );
+    }
+    if let Some(w) = &s.window {
+        let predicted = crate::window::predict(&status.recent_backend_seconds, s.drain_timeout);
+        match w.at(now) {
+            crate::window::WindowState::Closed { opens_in } => {
+                return wait(
+                    "OutsideMaintenanceWindow",
+                    format!(
+                        "outside the maintenance window; it opens in {}",
+                        human(opens_in)
+                    ),
+                    opens_in.clamp(Duration::from_secs(1), Duration::from_secs(3600)),
+                );
+            }
+            crate::window::WindowState::Open { remaining } if predicted > remaining => {
+                return wait(
+                    "WindowTooShort",
+                    format!(
+                        "a backend is predicted to take {}, but the maintenance window closes in {}; waiting for the next one",
+                        human(predicted),
+                        human(remaining)
+                    ),
+                    remaining.clamp(Duration::from_secs(1), Duration::from_secs(3600)),
+                );
+            }
+            crate::window::WindowState::Open { .. } => {}
+        }
+    }
+    None
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..120 => format!("{s}s"),
+        120..7200 => format!("{}m", s / 60),
+        _ => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+fn begin_next(
+    s: &Settings,
+    status: &DovecotBackendUpgradeStatus,
+    obs: &Observed,
     todo: &[&PodView],
     ring: &[RingHost],
+    target: &str,
     now: Timestamp,
 ) -> Option<Decision> {
     let busy: Vec<&str> = status
@@ -428,9 +569,27 @@ fn begin_next(
         .filter(|r| active(r))
         .map(|r| r.ip.as_str())
         .collect();
-    let candidate = todo
+    let startable: Vec<&&PodView> = todo
         .iter()
-        .find(|p| !busy.contains(&p.name.as_str()) && !p.terminating)?;
+        .filter(|p| !busy.contains(&p.name.as_str()) && !p.terminating)
+        .collect();
+    let Some(candidate) = startable.iter().find(|p| !s.hold.contains(&p.name)) else {
+        let held: Vec<&str> = startable.iter().map(|p| p.name.as_str()).collect();
+        if held.is_empty() {
+            return None;
+        }
+        return wait(
+            "BackendHeld",
+            format!(
+                "remaining backends are held by spec.hold: {}",
+                held.join(", ")
+            ),
+            Duration::from_secs(300),
+        );
+    };
+    if let Some(gate) = start_gate(s, status, obs, target, now) {
+        return Some(gate);
+    }
     if !candidate.ready {
         return Some(Decision::Wait {
             reason: "BackendNotReady",
@@ -461,20 +620,27 @@ fn begin_next(
             ),
         });
     };
-    // capacity guard: someone else must be able to take the users
+    // capacity guard: enough others must stay up to take the users
     let others = ring
         .iter()
         .filter(|h| h.ip != ip && h.up && h.vhosts > 0 && !busy_ips.contains(&h.ip.as_str()))
         .count();
-    if others == 0 {
-        return Some(Decision::Wait {
-            reason: "InsufficientRingCapacity",
-            message: format!(
-                "draining {} would leave no other up backend with vhosts > 0 in the ring",
-                candidate.name
+    if others < s.min_available {
+        return wait(
+            "InsufficientRingCapacity",
+            format!(
+                "draining {} would leave {others} other up backends with vhosts > 0 in the ring; spec.minAvailableBackends is {}",
+                candidate.name, s.min_available
             ),
-            requeue: Duration::from_secs(30),
-        });
+            Duration::from_secs(30),
+        );
+    }
+    if obs.ring_synced == Some(false) {
+        return wait(
+            "RingNotSynced",
+            "the director ring is not synced (doveadm director ring status); no backend is drained until it is".into(),
+            Duration::from_secs(10),
+        );
     }
     // A backend found already drained (vhosts 0) by someone else keeps no count to restore;
     // use the previous record's count when this pod had one, else refuse to guess.
@@ -505,7 +671,153 @@ fn begin_next(
         failed: false,
         message: None,
         last_error: None,
+        started: Some(Time(now)),
     })))
+}
+
+/// Records a finished backend's duration for the window prediction.
+pub fn record_finish(status: &mut DovecotBackendUpgradeStatus, pod: &str, now: Timestamp) {
+    let Some(started) = status
+        .backends
+        .iter()
+        .find(|r| r.pod == pod && r.step == Step::Done)
+        .and_then(|r| r.started.clone())
+    else {
+        return;
+    };
+    crate::window::remember(&mut status.recent_backend_seconds, elapsed(&started, now));
+}
+
+/// The commands each step would run for one backend, as the engine runs them.
+pub fn steps_for(s: &Settings, pod: &str, ip: std::net::IpAddr, vhosts: u32) -> Vec<PlannedStep> {
+    let d = &s.director;
+    let b = &s.backend;
+    let step = |step, target: &str, commands: Vec<Vec<String>>, note: Option<String>| PlannedStep {
+        step,
+        target: target.into(),
+        commands,
+        note,
+    };
+    vec![
+        step(
+            Step::Drain,
+            "director",
+            vec![d.director_update(ip, 0)],
+            None,
+        ),
+        step(
+            Step::WaitSessions,
+            "director",
+            vec![d.director_status(), b.who()],
+            Some(format!(
+                "poll every {:?} until the director maps no users to {ip} and who shows no sessions on {pod} (who runs on the backend); at most {:?}, then {:?}",
+                s.poll_interval, s.drain_timeout, s.on_drain_timeout
+            )),
+        ),
+        step(Step::StopLmtp, "backend", vec![b.service_stop_lmtp()], None),
+        step(
+            Step::StopDovecot,
+            "backend",
+            vec![b.stop(), dovecot::read_master_pid(&s.base_dir)],
+            Some(format!(
+                "then wait up to {:?} for the master process to exit",
+                s.stop_timeout
+            )),
+        ),
+        step(
+            Step::RingRemove,
+            "director",
+            vec![d.director_down(ip), d.director_flush(ip)],
+            None,
+        ),
+        step(
+            Step::Reset,
+            "backend",
+            s.reset.clone(),
+            Some("only after master.pid shows Dovecot stopped".into()),
+        ),
+        step(
+            Step::Replace,
+            "backend",
+            Vec::new(),
+            Some(format!(
+                "delete pod {pod}; wait up to {:?} for it to be Ready at the target revision",
+                s.replace_timeout
+            )),
+        ),
+        step(
+            Step::Verify,
+            "backend",
+            vec![
+                b.mailbox_list(&s.user),
+                b.mailbox_status(&s.user, &s.mailbox),
+                b.fetch_text(&s.user, &s.mailbox),
+            ],
+            None,
+        ),
+        step(
+            Step::RingRestore,
+            "director",
+            vec![d.director_update(ip, vhosts), d.director_up(ip)],
+            Some("with director add <new ip> / remove <old ip> first if the pod IP changed".into()),
+        ),
+    ]
+}
+
+/// Most backends listed in a status plan.
+pub const PLAN_LIMIT: usize = 100;
+
+/// What the rollout would do from here, without doing it.
+pub fn dry_run(
+    s: &Settings,
+    status: &DovecotBackendUpgradeStatus,
+    obs: &Observed,
+    ring: &[RingHost],
+    target: &str,
+    now: Timestamp,
+) -> RolloutPlan {
+    let todo = outdated(s, &obs.pods, target, Some(ring));
+    let order: Vec<PlannedBackend> = todo
+        .iter()
+        .filter(|p| !s.hold.contains(&p.name))
+        .map(|p| {
+            let host = ring.iter().find(|h| Some(h.ip.as_str()) == p.ip.as_deref());
+            // an in-flight backend is drained already: its count to restore is the recorded one
+            let recorded = status
+                .backends
+                .iter()
+                .find(|r| r.pod == p.name && active(r));
+            PlannedBackend {
+                pod: p.name.clone(),
+                ip: p.ip.clone(),
+                users: host.map_or(0, |h| h.users as i64),
+                vhosts: recorded.map_or_else(
+                    || host.map_or(0, |h| i64::from(h.vhosts)),
+                    |r| i64::from(r.original_vhosts),
+                ),
+            }
+        })
+        .collect();
+    let steps = order
+        .first()
+        .and_then(|p| {
+            let ip = dovecot::validate_ip(p.ip.as_deref()?).ok()?;
+            Some(steps_for(s, &p.pod, ip, p.vhosts as u32))
+        })
+        .unwrap_or_default();
+    let blocked = match begin_next(s, status, obs, &todo, ring, target, now) {
+        Some(Decision::Wait { message, .. }) | Some(Decision::Stall { message, .. }) => {
+            Some(message)
+        }
+        _ => None,
+    };
+    let more = order.len().saturating_sub(PLAN_LIMIT) as i64;
+    RolloutPlan {
+        order: order.into_iter().take(PLAN_LIMIT).collect(),
+        more,
+        steps,
+        blocked,
+    }
 }
 
 /// The decision the conditions should describe once an action ran: a step that just failed
@@ -770,6 +1082,9 @@ pub fn replace_move(
 
 /// Annotation whose new value asks to retry failed backends (works from Git, unlike a status edit).
 pub const RETRY_ANNOTATION: &str = "mailops.io/retry";
+
+/// Annotation naming the target revision a human approved after the canary.
+pub const APPROVE_ANNOTATION: &str = "mailops.io/approve";
 
 /// Honors a new retry token: failed backends run again. One whose pod is not at the target
 /// revision after Replace (e.g. the config was fixed by a newer revision) goes back to StopLmtp,

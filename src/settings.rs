@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::api::{DovecotBackendUpgradeSpec, DrainTimeoutAction};
+use crate::api::{DovecotBackendUpgradeSpec, DrainTimeoutAction, Ordering};
 use crate::dovecot::{self, Doveadm};
+use crate::window::{self, Window};
 
 /// A spec the operator cannot act on; it waits for the user to change it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +48,16 @@ pub struct Settings {
     pub director_selector: String,
     /// The `mailops.io/retry` annotation, set by the controller (not part of the spec).
     pub retry_token: Option<String>,
+    pub abort: bool,
+    pub dry_run: bool,
+    pub ordering: Ordering,
+    pub min_available: usize,
+    pub skip: Vec<String>,
+    pub hold: Vec<String>,
+    pub window: Option<Window>,
+    pub supervised: bool,
+    /// `spec.canary.approvedRevision`, or the `mailops.io/approve` annotation (set by the controller).
+    pub approved_revisions: Vec<String>,
 }
 
 /// A LabelSelector as the `labelSelector` query string (`a=b,c in (d,e),!f`).
@@ -213,6 +224,36 @@ pub fn validate(spec: &DovecotBackendUpgradeSpec) -> Result<Settings, SpecError>
         &spec.timeouts.replace,
         Duration::from_secs(1),
     )?;
+    if spec.min_available_backends < 1 {
+        return Err(bad(
+            "spec.minAvailableBackends",
+            format!("{} must be at least 1", spec.min_available_backends),
+        ));
+    }
+    let window = match &spec.maintenance_window {
+        None => None,
+        Some(w) => Some(Window {
+            tz: window::parse_tz(&w.time_zone)
+                .map_err(|e| bad("spec.maintenanceWindow.timeZone", e))?,
+            start: window::parse_start(&w.start)
+                .map_err(|e| bad("spec.maintenanceWindow.start", e))?,
+            length: {
+                let d = duration(
+                    "spec.maintenanceWindow.duration",
+                    &w.duration,
+                    Duration::from_secs(60),
+                )?;
+                if d > Duration::from_secs(24 * 3600) {
+                    return Err(bad(
+                        "spec.maintenanceWindow.duration",
+                        format!("{:?} is longer than 24h", w.duration),
+                    ));
+                }
+                d
+            },
+            days: w.days.clone(),
+        }),
+    };
     Ok(Settings {
         stateful_set: sts.to_string(),
         backend_container: spec.backends.container.clone().filter(|c| !c.is_empty()),
@@ -233,6 +274,15 @@ pub fn validate(spec: &DovecotBackendUpgradeSpec) -> Result<Settings, SpecError>
         paused: spec.paused,
         director_selector,
         retry_token: None,
+        abort: spec.abort,
+        dry_run: spec.dry_run,
+        ordering: spec.ordering,
+        min_available: spec.min_available_backends as usize,
+        skip: spec.skip.clone(),
+        hold: spec.hold.clone(),
+        window,
+        supervised: spec.canary.supervised,
+        approved_revisions: spec.canary.approved_revision.iter().cloned().collect(),
     })
 }
 
@@ -341,6 +391,26 @@ pub(crate) mod tests {
             (
                 json!({"backends": {"baseDir": "run"}}),
                 "spec.backends.baseDir",
+            ),
+            (
+                json!({"minAvailableBackends": 0}),
+                "spec.minAvailableBackends",
+            ),
+            (
+                json!({"maintenanceWindow": {"timeZone": "Mars/Base", "start": "01:00", "duration": "2h"}}),
+                "spec.maintenanceWindow.timeZone",
+            ),
+            (
+                json!({"maintenanceWindow": {"start": "25:00", "duration": "2h"}}),
+                "spec.maintenanceWindow.start",
+            ),
+            (
+                json!({"maintenanceWindow": {"start": "01:00", "duration": "25h"}}),
+                "spec.maintenanceWindow.duration",
+            ),
+            (
+                json!({"maintenanceWindow": {"start": "01:00", "duration": "10s"}}),
+                "spec.maintenanceWindow.duration",
             ),
         ];
         for (extra, field) in t {

@@ -8,10 +8,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{now, rig, settings};
+use common::{Rig, now, rig, settings};
 use dovecot_upgrade_operator::api::{DovecotBackendUpgradeStatus, Phase, Step};
 use dovecot_upgrade_operator::engine;
 use dovecot_upgrade_operator::lab::{self, DIRECTOR_POD, ImapSession};
+use dovecot_upgrade_operator::plan::Decision;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,8 +32,20 @@ async fn rollout_of_three_backends_through_a_real_director() {
     );
 
     lab.new_revision("rev-2", "login_greeting = Lab rev-2 ready");
-    let s = settings(json!({}));
+    let s = settings(json!({"ordering": "FewestUsers"}));
     let exec = lab.exec();
+    // the backend with the fewest mapped users goes first (highest ordinal on ties)
+    let ring_at_start = lab.ring().unwrap();
+    let first = lab
+        .backend_names()
+        .into_iter()
+        .min_by_key(|pod| {
+            let ip = lab.pod_ip(pod).unwrap();
+            let users = ring_at_start.iter().find(|h| h.ip == ip).unwrap().users;
+            let ordinal: u32 = pod.rsplit('-').next().unwrap().parse().unwrap();
+            (users, std::cmp::Reverse(ordinal))
+        })
+        .unwrap();
 
     let mut notes = Vec::new();
     let mut steps_seen: BTreeMap<String, Vec<Step>> = BTreeMap::new();
@@ -111,13 +124,13 @@ async fn rollout_of_three_backends_through_a_real_director() {
             "{pod} runs the new config"
         );
     }
-    // upgraded highest ordinal first
     let order: Vec<&str> = notes
         .iter()
         .filter(|n| n.reason == "BackendStarted")
         .map(|n| n.message.split(':').next().unwrap())
         .collect();
-    assert_eq!(order, vec!["backend-2", "backend-1", "backend-0"]);
+    assert_eq!(order.len(), 3);
+    assert_eq!(order[0], first, "fewest users first: {ring_at_start:?}");
 
     // the real director: every backend up with its original vhost count
     let ring = lab.ring().unwrap();
@@ -233,9 +246,9 @@ async fn a_pod_that_comes_back_with_a_new_ip_replaces_its_ring_entry() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_the_rollout_mid_drain_puts_the_backend_back() {
-    let rig = rig(5);
+/// A rollout of backend-2 held in WaitSessions by a live IMAP session on it.
+async fn held_in_drain(net: u8) -> (Rig, DovecotBackendUpgradeStatus, String, ImapSession) {
+    let rig = rig(net);
     let lab = &rig.lab;
     let dip = lab.spec.director_ip();
     let target_ip = lab.pod_ip("backend-2").unwrap();
@@ -250,7 +263,7 @@ async fn deleting_the_rollout_mid_drain_puts_the_backend_back() {
         }
         session.logout();
     }
-    let _held = held.expect("some user hashes to backend-2");
+    let held = held.expect("some user hashes to backend-2");
     lab.new_revision("rev-2", "");
     let s = settings(json!({"drain": {"pollInterval": "1s", "timeout": "10m"}}));
     let exec = lab.exec();
@@ -280,16 +293,15 @@ async fn deleting_the_rollout_mid_drain_puts_the_backend_back() {
         .find(|h| h.ip == target_ip)
         .unwrap();
     assert_eq!(drained.vhosts, 0, "drained while the session holds on");
-    let notes = engine::cleanup(&s, &status, &exec, lab).await.unwrap();
-    assert!(
-        notes.iter().any(|n| n.reason == "BackendRestored"),
-        "{notes:?}"
-    );
+    (rig, status, target_ip, held)
+}
+
+fn assert_back_unreplaced(lab: &lab::Lab, ip: &str) {
     let back = lab
         .ring()
         .unwrap()
         .into_iter()
-        .find(|h| h.ip == target_ip)
+        .find(|h| h.ip == ip)
         .unwrap();
     assert!(
         back.up && back.vhosts == 20,
@@ -299,5 +311,73 @@ async fn deleting_the_rollout_mid_drain_puts_the_backend_back() {
         lab.pod_revision("backend-2").as_deref(),
         Some("rev-1"),
         "not replaced"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_rollout_mid_drain_puts_the_backend_back() {
+    let (rig, status, ip, _held) = held_in_drain(5).await;
+    let lab = &rig.lab;
+    let s = settings(json!({}));
+    let notes = engine::cleanup(&s, &status, &lab.exec(), lab)
+        .await
+        .unwrap();
+    assert!(
+        notes.iter().any(|n| n.reason == "BackendRestored"),
+        "{notes:?}"
+    );
+    assert_back_unreplaced(lab, &ip);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_mid_drain_puts_the_backend_back_and_starts_nothing() {
+    let (rig, status, ip, _held) = held_in_drain(6).await;
+    let lab = &rig.lab;
+    let s = settings(json!({"abort": true}));
+    let exec = lab.exec();
+    let mut status = status;
+    let mut notes = Vec::new();
+    for _ in 0..5 {
+        let out = engine::reconcile_once(&s, status, Some(2), &exec, lab, &now)
+            .await
+            .unwrap();
+        notes.extend(out.notes);
+        status = out.status;
+        if status.phase == Some(Phase::Aborted) {
+            break;
+        }
+    }
+    assert_eq!(status.phase, Some(Phase::Aborted), "{notes:?}");
+    assert!(
+        notes.iter().any(|n| n.reason == "BackendRestored"),
+        "{notes:?}"
+    );
+    assert!(status.backends.is_empty(), "{:?}", status.backends);
+    let stalled = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Stalled")
+        .unwrap();
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "Aborted")
+    );
+    assert!(
+        stalled.message.contains("no backend is drained"),
+        "{stalled:?}"
+    );
+    assert_back_unreplaced(lab, &ip);
+    for h in lab.ring().unwrap() {
+        assert!(h.up && h.vhosts > 0, "nothing left drained: {h:?}");
+    }
+    // resuming re-plans from scratch
+    let s = settings(json!({}));
+    let out = engine::reconcile_once(&s, status, Some(3), &exec, lab, &now)
+        .await
+        .unwrap();
+    assert!(
+        matches!(out.decision, Decision::Begin(_)),
+        "{:?}",
+        out.decision
     );
 }

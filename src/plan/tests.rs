@@ -51,6 +51,7 @@ fn world() -> Observed {
         director: Some("director-0".into()),
         director_overlap: vec![],
         owned_by_other: None,
+        ring_synced: None,
         ring: Some(vec![
             host(0, 100, true, 3),
             host(1, 50, true, 2),
@@ -74,6 +75,7 @@ fn rec(i: u32, step: Step, started: i64) -> BackendStatus {
         failed: false,
         message: None,
         last_error: None,
+        started: Some(Time(ts(started))),
     }
 }
 
@@ -100,6 +102,31 @@ fn reason(d: &Decision) -> &'static str {
         Decision::Reassert { .. } => "Reassert",
         Decision::Begin(_) => "Begin",
         Decision::Run { .. } => "Run",
+        Decision::Undo { .. } => "Undo",
+        Decision::Aborted { .. } => "Aborted",
+        Decision::DryRun(_) => "DryRun",
+    }
+}
+
+/// The world with backend `i` drained in the ring, as its in-flight record expects.
+fn drained(i: u32) -> Observed {
+    let mut w = world();
+    w.ring.as_mut().unwrap()[i as usize].vhosts = 0;
+    w
+}
+
+fn with(extra: serde_json::Value) -> Settings {
+    let mut base = json!({"drain": {"timeout": "60s", "pollInterval": "5s"}});
+    if let (Some(b), Some(e)) = (base.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    validate(&spec(base)).unwrap()
+}
+
+fn begun(d: &Decision) -> &str {
+    match d {
+        Decision::Begin(r) => r.pod.as_str(),
+        other => panic!("expected Begin, got {other:?}"),
     }
 }
 
@@ -127,7 +154,7 @@ fn invalid_worlds_stall_without_exec() {
 }
 
 #[test]
-fn begin_takes_highest_ordinal_and_records_its_vhost_count() {
+fn begin_takes_fewest_users_and_records_its_vhost_count() {
     let d = decide(&settings(), &status(vec![]), &world(), ts(0));
     let Decision::Begin(r) = d else {
         panic!("{d:?}")
@@ -153,6 +180,9 @@ fn waits_and_stalls_before_starting_a_backend() {
     ]);
     let mut not_in_ring = world();
     not_in_ring.ring = Some(vec![host(0, 100, true, 0), host(1, 50, true, 0)]);
+    // ordered last for lack of a ring entry: the others are done already
+    not_in_ring.pods[0] = pod(0, NEW);
+    not_in_ring.pods[1] = pod(1, NEW);
     let mut pre_drained = world();
     pre_drained.ring = Some(vec![
         host(0, 100, true, 0),
@@ -615,13 +645,263 @@ fn progress_counts_ready_pods_at_target_not_in_flight() {
 }
 
 #[test]
-fn outdated_orders_by_ordinal_descending() {
-    let pods: Vec<PodView> = [2, 10, 0].iter().map(|i| pod(*i, OLD)).collect();
-    let names: Vec<&str> = outdated(&pods, NEW)
+fn outdated_orders_by_users_then_ordinal() {
+    let pods: Vec<PodView> = [2, 10, 0, 1].iter().map(|i| pod(*i, OLD)).collect();
+    // backend-1 has no ring entry; 0 and 2 tie on users
+    let ring = vec![
+        host(2, 100, true, 4),
+        host(10, 100, true, 9),
+        host(0, 100, true, 4),
+    ];
+    let names = |s: &Settings| -> Vec<String> {
+        outdated(s, &pods, NEW, Some(&ring))
+            .iter()
+            .map(|p| p.name.clone())
+            .collect()
+    };
+    assert_eq!(
+        names(&settings()),
+        vec!["backend-2", "backend-0", "backend-10", "backend-1"]
+    );
+    assert_eq!(
+        names(&with(json!({"ordering": "Ordinal"}))),
+        vec!["backend-10", "backend-2", "backend-1", "backend-0"]
+    );
+    assert_eq!(
+        names(&with(json!({"skip": ["backend-2", "backend-1"]}))),
+        vec!["backend-0", "backend-10"]
+    );
+}
+
+#[test]
+fn skip_and_hold_named_backends() {
+    // skip: the rollout completes without the skipped backend
+    let mut obs = world();
+    obs.pods[0] = pod(0, NEW);
+    obs.pods[1] = pod(1, NEW);
+    let s = with(json!({"skip": ["backend-2"]}));
+    assert_eq!(decide(&s, &status(vec![]), &obs, ts(0)), Decision::Complete);
+    // hold: the held backend waits, the others go first
+    let s = with(json!({"hold": ["backend-2"]}));
+    assert_eq!(
+        begun(&decide(&s, &status(vec![]), &world(), ts(0))),
+        "backend-1"
+    );
+    let d = decide(&s, &status(vec![]), &obs, ts(0));
+    assert_eq!(reason(&d), "BackendHeld", "{d:?}");
+    // a held backend already in flight finishes
+    let st = status(vec![rec(2, Step::StopLmtp, 0)]);
+    obs.ring.as_mut().unwrap()[2].vhosts = 0;
+    assert_eq!(decide(&s, &st, &obs, ts(0)), run(2, Step::StopLmtp));
+}
+
+#[test]
+fn capacity_guard_counts_min_available_and_ring_sync() {
+    let s = with(json!({"minAvailableBackends": 2}));
+    let mut obs = world();
+    assert_eq!(
+        begun(&decide(&s, &status(vec![]), &obs, ts(0))),
+        "backend-2"
+    );
+    obs.ring = Some(vec![
+        host(0, 100, true, 3),
+        host(1, 0, true, 2),
+        host(2, 20, true, 1),
+    ]);
+    let d = decide(&s, &status(vec![]), &obs, ts(0));
+    assert_eq!(reason(&d), "InsufficientRingCapacity", "{d:?}");
+    let mut unsynced = world();
+    unsynced.ring_synced = Some(false);
+    let d = decide(&settings(), &status(vec![]), &unsynced, ts(0));
+    assert_eq!(reason(&d), "RingNotSynced");
+    unsynced.ring_synced = Some(true);
+    assert_eq!(
+        begun(&decide(&settings(), &status(vec![]), &unsynced, ts(0))),
+        "backend-2"
+    );
+    // in-flight backends are not held back by the guard
+    let st = status(vec![rec(2, Step::StopLmtp, 0)]);
+    let mut obs = drained(2);
+    obs.ring_synced = Some(false);
+    assert_eq!(
+        decide(&settings(), &st, &obs, ts(0)),
+        run(2, Step::StopLmtp)
+    );
+}
+
+#[test]
+fn supervised_mode_stops_after_the_canary_until_approved() {
+    let s = with(json!({"canary": {"supervised": true}}));
+    assert_eq!(
+        begun(&decide(&s, &status(vec![]), &world(), ts(0))),
+        "backend-2",
+        "the canary starts"
+    );
+    let mut obs = world();
+    obs.pods[2] = pod(2, NEW);
+    let st = status(vec![rec(2, Step::Done, 0)]);
+    let d = decide(&s, &st, &obs, ts(10));
+    assert_eq!(reason(&d), "AwaitingApproval");
+    let Decision::Wait { message, .. } = &d else {
+        unreachable!()
+    };
+    assert!(
+        message.contains(NEW) && message.contains(APPROVE_ANNOTATION),
+        "{message}"
+    );
+    let mut approved = s.clone();
+    approved.approved_revisions = vec!["some-older-revision".into()];
+    assert_eq!(
+        reason(&decide(&approved, &st, &obs, ts(10))),
+        "AwaitingApproval"
+    );
+    approved.approved_revisions.push(NEW.into());
+    assert_eq!(begun(&decide(&approved, &st, &obs, ts(10))), "backend-1");
+}
+
+#[test]
+fn maintenance_window_gates_new_backends_only() {
+    // ts(0) is 2027-01-15 08:00 UTC
+    let closed =
+        with(json!({"maintenanceWindow": {"timeZone": "UTC", "start": "08:30", "duration": "1h"}}));
+    let d = decide(&closed, &status(vec![]), &world(), ts(0));
+    assert_eq!(reason(&d), "OutsideMaintenanceWindow");
+    assert!(
+        matches!(d, Decision::Wait { requeue, .. } if requeue == Duration::from_secs(1800)),
+        "{d:?}"
+    );
+    // in flight: finishes outside the window
+    let st = status(vec![rec(2, Step::StopLmtp, 0)]);
+    assert_eq!(
+        decide(&closed, &st, &drained(2), ts(0)),
+        run(2, Step::StopLmtp)
+    );
+    // open with 30 minutes left: the first backend is predicted at 60s + 5m, it fits
+    let open = with(
+        json!({"maintenanceWindow": {"timeZone": "Europe/Berlin", "start": "08:00", "duration": "1h30m"}}),
+    );
+    assert_eq!(
+        begun(&decide(&open, &status(vec![]), &world(), ts(0))),
+        "backend-2"
+    );
+    // once a backend took 40 minutes, the next one does not fit in the 30 left
+    let mut st = status(vec![]);
+    st.recent_backend_seconds = vec![300, 2400];
+    let d = decide(&open, &st, &world(), ts(0));
+    assert_eq!(reason(&d), "WindowTooShort", "{d:?}");
+}
+
+#[test]
+fn finishing_a_backend_records_its_duration() {
+    let mut st = status(vec![rec(2, Step::Done, 0), rec(1, Step::Verify, 0)]);
+    st.backends[0].started = Some(Time(ts(-100)));
+    record_finish(&mut st, "backend-2", ts(20));
+    record_finish(&mut st, "backend-1", ts(20));
+    assert_eq!(
+        st.recent_backend_seconds,
+        vec![120],
+        "only Done records count"
+    );
+}
+
+#[test]
+fn abort_undoes_in_flight_backends_then_reports() {
+    let s = with(json!({"abort": true}));
+    let st = status(vec![rec(2, Step::WaitSessions, 0)]);
+    let d = decide(&s, &st, &drained(2), ts(0));
+    assert_eq!(
+        d,
+        Decision::Undo {
+            pod: "backend-2".into(),
+            action: Cleanup::Restore
+        }
+    );
+    let mut down = drained(2);
+    down.ring.as_mut().unwrap()[2].up = false;
+    let st = status(vec![rec(2, Step::Reset, 0)]);
+    assert!(matches!(
+        decide(&s, &st, &down, ts(0)),
+        Decision::Undo {
+            action: Cleanup::LeaveOut(_),
+            ..
+        }
+    ));
+    // nothing drained: aborted, and no new backend starts
+    let d = decide(&s, &status(vec![]), &world(), ts(0));
+    assert!(
+        matches!(
+            &d,
+            Decision::Aborted {
+                left_out: false,
+                ..
+            }
+        ),
+        "{d:?}"
+    );
+    // a backend left out (failed) is named
+    let mut out = rec(1, Step::Reset, 0);
+    out.failed = true;
+    let mut down = drained(1);
+    down.ring.as_mut().unwrap()[1].up = false;
+    let d = decide(&s, &status(vec![out]), &down, ts(0));
+    let Decision::Aborted { message, left_out } = d else {
+        panic!("{d:?}")
+    };
+    assert!(
+        left_out && message.contains("backend-1 (at Reset)"),
+        "{message}"
+    );
+    // everything already at target: complete, abort or not
+    let mut done = world();
+    done.pods = (0..3).map(|i| pod(i, NEW)).collect();
+    assert_eq!(
+        decide(&s, &status(vec![]), &done, ts(0)),
+        Decision::Complete
+    );
+}
+
+#[test]
+fn dry_run_plans_without_running() {
+    let s = with(json!({"dryRun": true, "hold": ["backend-0"]}));
+    let st = status(vec![rec(2, Step::StopLmtp, 0)]);
+    let d = decide(&s, &st, &drained(2), ts(0));
+    let Decision::DryRun(plan) = d else {
+        panic!("{d:?}")
+    };
+    let order: Vec<(&str, i64, i64)> = plan
+        .order
         .iter()
-        .map(|p| p.name.as_str())
+        .map(|b| (b.pod.as_str(), b.users, b.vhosts))
         .collect();
-    assert_eq!(names, vec!["backend-10", "backend-2", "backend-0"]);
+    assert_eq!(order, vec![("backend-2", 1, 20), ("backend-1", 2, 50)]);
+    assert_eq!(plan.steps.len(), 9);
+    assert_eq!(
+        plan.steps[0].commands,
+        vec![vec!["doveadm", "director", "update", "127.0.0.13", "0"]]
+    );
+    assert_eq!(plan.steps[0].target, "director");
+    assert_eq!(
+        plan.steps[4].commands,
+        vec![
+            vec!["doveadm", "director", "down", "127.0.0.13"],
+            vec!["doveadm", "director", "flush", "127.0.0.13"]
+        ]
+    );
+    assert_eq!(
+        plan.steps[8].commands,
+        vec![
+            vec!["doveadm", "director", "update", "127.0.0.13", "20"],
+            vec!["doveadm", "director", "up", "127.0.0.13"]
+        ]
+    );
+    assert!(plan.blocked.is_none());
+    // a guard that would block says so in the plan
+    let mut obs = world();
+    obs.ring_synced = Some(false);
+    let Decision::DryRun(plan) = decide(&s, &status(vec![]), &obs, ts(0)) else {
+        panic!()
+    };
+    assert!(plan.blocked.unwrap().contains("not synced"));
 }
 
 #[test]

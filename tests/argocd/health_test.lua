@@ -29,7 +29,22 @@ local paused = { observedGeneration = 3, phase = "Paused", progress = "1/3",
   conditions = { cond("Ready", "False", "Paused", "p"), cond("Reconciling", "False", "Paused", "p"),
                  cond("Stalled", "False", "Paused", "") } }
 
+local canary = { observedGeneration = 4, phase = "Paused", progress = "1/3",
+  conditions = { cond("Ready", "False", "AwaitingApproval", "canary upgraded to revision backend-7d9; check it, then approve"),
+                 cond("Reconciling", "False", "AwaitingApproval", "x"),
+                 cond("Stalled", "False", "AwaitingApproval", "") } }
+local planned = { observedGeneration = 4, phase = "Planned", progress = "0/3",
+  conditions = { cond("Ready", "False", "DryRun", "dry run: 3 backends would be upgraded; see status.plan"),
+                 cond("Reconciling", "False", "DryRun", "x"), cond("Stalled", "False", "DryRun", "") } }
+local aborted = { observedGeneration = 4, phase = "Aborted", progress = "1/3",
+  conditions = { cond("Ready", "False", "Aborted", "rollout aborted (spec.abort); no backend is drained"),
+                 cond("Reconciling", "False", "Aborted", "x"),
+                 cond("Stalled", "True", "Aborted", "rollout aborted (spec.abort); no backend is drained") } }
+
 local cases = {
+  { "canary awaiting approval", dbu(4, canary), "Suspended", "approve" },
+  { "dry run", dbu(4, planned), "Suspended", "would be upgraded" },
+  { "aborted", dbu(4, aborted), "Degraded", "spec.abort" },
   { "no status yet", dbu(1, nil), "Progressing", "Waiting for the operator" },
   { "in progress", dbu(2, progressing), "Progressing", "backend-1: WaitSessions" },
   { "stalled: a human is needed", dbu(2, stalled), "Degraded", "failed at step Verify" },

@@ -16,14 +16,16 @@ pub fn now() -> k8s_openapi::jiff::Timestamp {
     k8s_openapi::jiff::Timestamp::now()
 }
 
-/// Test settings: short polls, a 40 s drain ceiling; `extra` replaces top-level spec fields.
+/// Test settings: short polls, a 40 s drain ceiling, ordinal order; `extra` replaces top-level spec fields.
 pub fn settings(extra: serde_json::Value) -> Settings {
     let mut v = json!({
         "backends": {"statefulSet": lab::STATEFULSET},
         "director": {"selector": {"matchLabels": {"app": "director"}}},
         "verify": {"user": "user1"},
         "drain": {"pollInterval": "1s", "timeout": "40s"},
-        "timeouts": {"command": "40s", "stop": "30s", "replace": "60s"}
+        "timeouts": {"command": "40s", "stop": "30s", "replace": "60s"},
+        // a fixed order keeps fault scenarios aimed at the backend they name
+        "ordering": "Ordinal"
     });
     if let (Some(a), Some(b)) = (v.as_object_mut(), extra.as_object()) {
         for (k, val) in b {

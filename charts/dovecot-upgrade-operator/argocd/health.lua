@@ -1,5 +1,6 @@
 -- Argo CD health of a DovecotBackendUpgrade, from its kstatus conditions.
--- Degraded: Stalled=True (a human is needed). Suspended: spec.paused. Healthy: Ready=True.
+-- Degraded: Stalled=True (a human is needed, or spec.abort). Suspended: spec.paused, phase Paused
+-- (canary approval, maintenance window, hold) or Planned (spec.dryRun). Healthy: Ready=True.
 -- Progressing: everything else, including a status that describes an older generation.
 local hs = { status = "Progressing", message = "Waiting for the operator" }
 if obj.status == nil then
@@ -20,9 +21,14 @@ if cond.Stalled ~= nil and cond.Stalled.status == "True" then
   hs.message = cond.Stalled.message or cond.Stalled.reason or "Stalled"
   return hs
 end
-if (obj.spec ~= nil and obj.spec.paused == true) or st.phase == "Paused" then
+if (obj.spec ~= nil and obj.spec.paused == true) or st.phase == "Paused" or st.phase == "Planned" then
+  -- paused, awaiting canary approval, outside the maintenance window, held, or a dry run
   hs.status = "Suspended"
-  hs.message = "Paused at " .. (st.progress or "?") .. " backends upgraded"
+  local why = cond.Ready ~= nil and cond.Ready.message or ""
+  if why == "" then
+    why = "Paused"
+  end
+  hs.message = why .. " (" .. (st.progress or "?") .. " backends upgraded)"
   return hs
 end
 if cond.Ready ~= nil and cond.Ready.status == "True" then
