@@ -56,6 +56,7 @@ impl Error {
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The cluster as one DBU sees it.
@@ -242,20 +243,25 @@ async fn write_status(
     Ok(())
 }
 
-/// The cluster and exec edges as one DBU sees them.
 fn edges(dbu: &DovecotBackendUpgrade, ctx: &Context, ns: &str) -> (KubeCluster, KubeExec) {
+    edges_for(&ctx.client, dbu, ns)
+}
+
+/// The cluster and exec edges as one DBU sees them.
+pub fn edges_for(
+    client: &Client,
+    dbu: &DovecotBackendUpgrade,
+    ns: &str,
+) -> (KubeCluster, KubeExec) {
     let cluster = KubeCluster {
-        client: ctx.client.clone(),
+        client: client.clone(),
         ns: ns.to_string(),
         me: (
             dbu.metadata.creation_timestamp.as_ref().map(|t| t.0),
             dbu.name_any(),
         ),
     };
-    (
-        cluster,
-        KubeExec::new(Api::namespaced(ctx.client.clone(), ns)),
-    )
+    (cluster, KubeExec::new(Api::namespaced(client.clone(), ns)))
 }
 
 async fn apply(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Action, Error> {
@@ -294,6 +300,11 @@ async fn apply(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Action,
     let out =
         engine::reconcile_once(&s, status, generation, &exec, &cluster, &Timestamp::now).await?;
     write_status(&api, &dbu, &out.status).await?;
+    ctx.metrics.record(
+        &format!("{ns}/{}", dbu.name_any()),
+        &out,
+        Timestamp::now().as_millisecond() as f64 / 1000.0,
+    );
     let mut notes = out.notes;
     notes.extend(crate::conditions::stall_note(
         dbu.status.as_ref(),
@@ -315,6 +326,7 @@ async fn cleanup(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Actio
         let notes = engine::cleanup(&s, &status, &exec, &cluster).await?;
         publish(ctx, &dbu, &notes).await;
     }
+    ctx.metrics.forget(&format!("{ns}/{}", dbu.name_any()));
     Ok(Action::await_change())
 }
 
@@ -338,7 +350,8 @@ pub async fn reconcile(
 }
 
 /// Transient errors back off; the step machine itself decides about step failures.
-pub fn error_policy(dbu: Arc<DovecotBackendUpgrade>, err: &Error, _ctx: Arc<Context>) -> Action {
+pub fn error_policy(dbu: Arc<DovecotBackendUpgrade>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.error(err.category());
     tracing::warn!(dbu = %dbu.name_any(), category = err.category(), error = %err, "reconcile failed");
     Action::requeue(Duration::from_secs(15))
 }
@@ -381,9 +394,10 @@ pub async fn run_elected(
     client: Client,
     namespace: Option<String>,
     election: Option<Election>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<(), kube_lease_manager::LeaseManagerError> {
     let Some(e) = election else {
-        run(client, namespace).await;
+        run(client, namespace, metrics).await;
         return Ok(());
     };
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
@@ -418,7 +432,7 @@ pub async fn run_elected(
         }
     };
     tokio::select! {
-        _ = run(client, namespace) => {
+        _ = run(client, namespace, metrics) => {
             tracing::info!("controller stopped; releasing the leader lease");
         }
         _ = lost => {
@@ -431,7 +445,7 @@ pub async fn run_elected(
 }
 
 /// Runs the controller until the process is asked to stop.
-pub async fn run(client: Client, namespace: Option<String>) {
+pub async fn run(client: Client, namespace: Option<String>, metrics: Arc<crate::metrics::Metrics>) {
     let (dbus, pods, stss): (Api<DovecotBackendUpgrade>, Api<Pod>, Api<StatefulSet>) =
         match &namespace {
             Some(ns) => (
@@ -452,6 +466,7 @@ pub async fn run(client: Client, namespace: Option<String>) {
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client,
+        metrics,
     });
     let controller = Controller::new(dbus, watcher::Config::default());
     let store = controller.store();

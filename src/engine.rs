@@ -50,6 +50,8 @@ pub struct Outcome {
     pub notes: Vec<Note>,
     /// When to look again; None waits for a change.
     pub requeue: Option<Duration>,
+    /// A step that succeeded in this reconcile, and how long it took since it started.
+    pub finished: Option<(Step, Duration)>,
 }
 
 /// Runs commands for one step and turns exit codes into step results.
@@ -485,6 +487,7 @@ pub async fn reconcile_once(
         plan::retarget(&mut status, &target);
     }
     let now = clock();
+    let mut finished = None;
     let mut notes = plan::apply_retry(&mut status, s.retry_token.as_deref(), &obs, now);
     let mut decision = plan::decide(s, &status, &obs, now);
     if matches!(decision, Decision::Begin(_))
@@ -618,6 +621,9 @@ pub async fn reconcile_once(
                 .instrument(span)
                 .await;
             let after = clock();
+            if matches!(result, StepResult::Advanced { .. }) {
+                finished = Some((*step, plan::elapsed(&rec.step_started, after)));
+            }
             let rec = &mut status.backends[idx];
             notes.extend(plan::apply_result(rec, &result, after));
             plan::record_finish(&mut status, pod, after);
@@ -641,6 +647,7 @@ pub async fn reconcile_once(
         decision,
         notes,
         requeue,
+        finished,
     })
 }
 
@@ -783,6 +790,28 @@ pub async fn cleanup(
         }
     }
     Ok(notes)
+}
+
+/// The dry-run decision for a DBU: observes and reads the ring (read-only doveadm commands),
+/// then returns `Decision::DryRun` with the plan, or the decision that keeps it from planning,
+/// and the director pod the director commands would go to.
+pub async fn plan_only(
+    s: &Settings,
+    status: &DovecotBackendUpgradeStatus,
+    exec: &dyn PodExec,
+    cluster: &dyn Cluster,
+    now: Timestamp,
+) -> Result<(Decision, Option<String>), ClusterError> {
+    let mut obs = cluster.observe(s).await?;
+    if plan::check_world(s, &obs).is_ok()
+        && let Some(dir) = obs.director.clone()
+    {
+        obs.ring = read_ring(s, exec, &dir).await;
+        obs.ring_synced = Some(read_ring_synced(s, exec, &dir).await);
+    }
+    let mut s = s.clone();
+    s.dry_run = true;
+    Ok((plan::decide(&s, status, &obs, now), obs.director))
 }
 
 /// True when the status says a human is needed.

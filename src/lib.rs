@@ -6,6 +6,7 @@ pub mod controller;
 pub mod dovecot;
 pub mod engine;
 pub mod exec;
+pub mod http;
 pub mod lab;
 pub mod metrics;
 pub mod plan;

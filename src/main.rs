@@ -1,5 +1,7 @@
 //! Command line wiring: `run` the controller, print the `crd`, or run the local `demo`.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -7,7 +9,8 @@ use dovecot_upgrade_operator::api::{
     DovecotBackendUpgrade, DovecotBackendUpgradeSpec, DovecotBackendUpgradeStatus,
 };
 use dovecot_upgrade_operator::lab::{self, ImapSession, Lab, LabSpec};
-use dovecot_upgrade_operator::{controller, engine, settings};
+use dovecot_upgrade_operator::plan::{self, Decision};
+use dovecot_upgrade_operator::{controller, engine, http, metrics, settings};
 use kube::CustomResourceExt;
 
 #[derive(Parser)]
@@ -48,6 +51,25 @@ enum Cmd {
         /// This replica's name in the Lease (default: $POD_NAME, else host name and PID).
         #[arg(long, env = "POD_NAME")]
         identity: Option<String>,
+        /// Address of /metrics, /healthz and /readyz.
+        #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+        metrics_addr: std::net::SocketAddr,
+    },
+    /// Print what a DBU would do against the cluster, executing nothing but read-only doveadm
+    /// queries (director status, ring status): the ordered backends and every step's argv.
+    Plan {
+        /// The DovecotBackendUpgrade manifest (YAML or JSON).
+        #[arg(short = 'f', long = "filename")]
+        file: std::path::PathBuf,
+        /// Namespace when the manifest has none (default: the kubeconfig's).
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// Path of a kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster).
+        #[arg(long)]
+        kubeconfig: Option<std::path::PathBuf>,
+        /// Print the plan as JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the CustomResourceDefinition YAML.
     Crd,
@@ -94,22 +116,42 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
             Ok(())
         }
+        Cmd::Plan {
+            file,
+            namespace,
+            kubeconfig,
+            json,
+        } => {
+            init_logs(cli.log_format, "warn");
+            plan(&file, namespace, kubeconfig, json).await
+        }
         Cmd::Run {
             namespace,
             kubeconfig,
             leader_elect,
             lease_namespace,
             identity,
+            metrics_addr,
         } => {
             init_logs(cli.log_format, "info");
-            let config = match kubeconfig {
-                Some(path) => {
-                    let kc = kube::config::Kubeconfig::read_from(path)?;
-                    kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
-                }
-                None => kube::Config::infer().await?,
-            };
-            let client = kube::Client::try_from(config)?;
+            let client = kube::Client::try_from(kube_config(kubeconfig).await?)?;
+            let metrics = Arc::new(metrics::Metrics::new());
+            let health = Arc::new(http::Health {
+                metrics: metrics.clone(),
+                ready: AtomicBool::new(false),
+            });
+            http::serve(metrics_addr, health.clone()).await?;
+            {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    while client.apiserver_version().await.is_err() {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                    health
+                        .ready
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                });
+            }
             tracing::info!(
                 namespace = namespace.as_deref().unwrap_or("<all>"),
                 "starting controller"
@@ -124,7 +166,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     format!("{}-{}", host.trim(), std::process::id())
                 }),
             });
-            controller::run_elected(client, namespace, election).await?;
+            controller::run_elected(client, namespace, election, metrics).await?;
             Ok(())
         }
         Cmd::Demo { backends, net } => {
@@ -132,6 +174,114 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             demo(backends, net).await
         }
     }
+}
+
+async fn kube_config(
+    kubeconfig: Option<std::path::PathBuf>,
+) -> Result<kube::Config, Box<dyn std::error::Error>> {
+    Ok(match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    })
+}
+
+/// `plan -f`: the dry run against the cluster, printed.
+async fn plan(
+    file: &std::path::Path,
+    namespace: Option<String>,
+    kubeconfig: Option<std::path::PathBuf>,
+    json: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string(file)?;
+    let dbu: DovecotBackendUpgrade = serde_saphyr::from_str(&text)?;
+    let s = settings::validate(&dbu.spec)?;
+    let config = kube_config(kubeconfig).await?;
+    let ns = dbu
+        .metadata
+        .namespace
+        .clone()
+        .or(namespace)
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = kube::Client::try_from(config)?;
+    // a DBU already applied contributes its in-flight records
+    let live = kube::Api::<DovecotBackendUpgrade>::namespaced(client.clone(), &ns)
+        .get_opt(&dbu.metadata.name.clone().unwrap_or_default())
+        .await
+        .ok()
+        .flatten();
+    let status = live.and_then(|d| d.status).unwrap_or_default();
+    let (cluster, exec) = controller::edges_for(&client, &dbu, &ns);
+    let (decision, director) = engine::plan_only(
+        &s,
+        &status,
+        &exec,
+        &cluster,
+        k8s_openapi::jiff::Timestamp::now(),
+    )
+    .await?;
+    let Decision::DryRun(p) = decision else {
+        let why = match &decision {
+            Decision::Stall { reason, message }
+            | Decision::Wait {
+                reason, message, ..
+            } => {
+                format!("{reason}: {message}")
+            }
+            Decision::Complete => "every backend already runs the target revision".into(),
+            other => format!("{other:?}"),
+        };
+        println!("nothing to plan: {why}");
+        return Ok(());
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&p)?);
+        return Ok(());
+    }
+    println!("namespace {ns}, StatefulSet {}", s.stateful_set);
+    if let Some(b) = &p.blocked {
+        println!("would not start now: {b}");
+    }
+    println!(
+        "\n{:<4} {:<28} {:<16} {:>6} {:>7}",
+        "#", "BACKEND", "IP", "USERS", "VHOSTS"
+    );
+    for (i, b) in p.order.iter().enumerate() {
+        println!(
+            "{:<4} {:<28} {:<16} {:>6} {:>7}",
+            i + 1,
+            b.pod,
+            b.ip.as_deref().unwrap_or("-"),
+            b.users,
+            b.vhosts
+        );
+    }
+    if p.more > 0 {
+        println!("... and {} more", p.more);
+    }
+    for b in &p.order {
+        let Some(ip) = b.ip.as_deref().and_then(|ip| ip.parse().ok()) else {
+            continue;
+        };
+        println!("\n{} ({ip}):", b.pod);
+        for st in plan::steps_for(&s, &b.pod, ip, b.vhosts as u32) {
+            let pod = if st.target == "director" {
+                director.as_deref().unwrap_or("<director>")
+            } else {
+                b.pod.as_str()
+            };
+            println!("  {:<13} in {pod}", st.step.as_str());
+            for argv in &st.commands {
+                println!("      {}", serde_json::to_string(argv)?);
+            }
+            if let Some(n) = &st.note {
+                println!("      # {n}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One `kubectl get dbu` row.

@@ -46,7 +46,14 @@ fn ctx() -> (Arc<Context>, Handle) {
             instance: None,
         },
     );
-    (Arc::new(Context { client, recorder }), handle)
+    (
+        Arc::new(Context {
+            client,
+            recorder,
+            metrics: Default::default(),
+        }),
+        handle,
+    )
 }
 
 /// One expected request: method, path prefix; answers with `reply` and returns the body.
