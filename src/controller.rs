@@ -195,10 +195,13 @@ pub fn status_patch(status: &DovecotBackendUpgradeStatus) -> serde_json::Value {
 async fn publish(ctx: &Context, dbu: &DovecotBackendUpgrade, notes: &[Note]) {
     let reference = dbu.object_ref(&());
     for n in notes {
+        // every line names the DBU, the backend and the step, for log queries per backend
+        let backend = n.pod.as_deref().unwrap_or("");
+        let step = n.step.map_or("", |s| s.as_str());
         if n.warning {
-            tracing::warn!(dbu = %dbu.name_any(), reason = n.reason, "{}", n.message);
+            tracing::warn!(dbu = %dbu.name_any(), backend, step, reason = n.reason, "{}", n.message);
         } else {
-            tracing::info!(dbu = %dbu.name_any(), reason = n.reason, "{}", n.message);
+            tracing::info!(dbu = %dbu.name_any(), backend, step, reason = n.reason, "{}", n.message);
         }
         let ev = Event {
             type_: if n.warning {

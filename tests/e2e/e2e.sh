@@ -62,6 +62,11 @@ rbac() {
   [[ "$(kubectl auth can-i list pods -n default --as="$sa" 2>/dev/null || true)" == no ]] || { echo "too much: pods in default"; return 1; }
 }
 check "RBAC: what the operator needs, in its namespace only, no secrets" rbac
+server_dry_run() { # every object the chart can render (but the ServiceMonitor: no CRD here)
+  helm template dbu charts/dovecot-upgrade-operator -n "$NS" --set networkPolicy.enabled=true \
+    --set watchNamespace="$NS" | kubectl apply --dry-run=server -n "$NS" -f -
+}
+check "helm template with NetworkPolicy and PDB passes the API server's validation (dry run)" server_dry_run
 
 # --- the operator, as a host process with a TokenRequest token of the chart's ServiceAccount
 token="$(kubectl -n "$NS" create token dbu --duration=1h)"
@@ -79,10 +84,13 @@ contexts:
     context: {cluster: e2e, user: operator, namespace: $NS}
 current-context: e2e
 KC
-start_named() { # identity: a replica with its own log
+declare -A METRICS_PORT=([operator]=23811 [op-a]=23812 [op-b]=23813)
+start_named() { # identity: a replica with its own log and metrics port
   POD_NAME="$1" target/debug/dovecot-upgrade-operator run --kubeconfig "$state/operator.kubeconfig" \
-    --namespace "$NS" --log-format json >> "$state/logs/$1.log" 2>&1 &
+    --namespace "$NS" --log-format json --metrics-addr "127.0.0.1:${METRICS_PORT[$1]}" \
+    >> "$state/logs/$1.log" 2>&1 &
 }
+scrape() { curl -fsS "http://127.0.0.1:${METRICS_PORT[$1]}$2"; }
 start_operator() { start_named operator; OP_PID=$!; }
 start_operator
 
@@ -234,34 +242,6 @@ rollout_dbu() {
   sed -e 's/upgrade-probe@example.org/user1/' -e 's/timeout: 15m .*/timeout: 20s/' -e 's/pollInterval: 5s/pollInterval: 1s/' \
     deploy/examples/dbu.yaml | kubectl apply -f -
 }
-check "kubectl apply the DBU" rollout_dbu
-watch_rollout() { # prints the distinct kubectl get dbu rows; restarts the operator once mid-rollout
-  local killed="" row
-  for _ in $(seq 600); do
-    row="$(kubectl -n "$NS" get dbu backend-rollout --no-headers 2>/dev/null | awk '{print $2, $3, $4, $5}')"
-    [[ "$row" != "${last:-}" ]] && echo "$row" && last="$row"
-    if [[ -z "$killed" && "$row" == *"1/3 backend-1"* ]]; then
-      echo "(operator killed and restarted)"; stop_operator; sleep 1; start_operator; killed=1
-    fi
-    [[ "$row" == Completed* || "$row" == Failed* ]] && break
-    sleep 0.5
-  done
-  [[ -n "$killed" ]]
-}
-check "kubectl get dbu shows Phase, Progress, Current and Step moving (operator restarted midway)" watch_rollout
-sed 's/^/#   /' "$state/last.out"
-rows_moved() { grep -q "Progressing 0/3 backend-2" "$state/rows" && grep -q "Progressing 2/3 backend-0" "$state/rows" && [[ "$(wc -l < "$state/rows")" -ge 10 ]]; }
-cp "$state/last.out" "$state/rows"
-check "... through every backend, step by step" rows_moved
-check "kubectl wait --for=condition=Ready succeeds" kubectl -n "$NS" wait --for=condition=Ready dbu/backend-rollout --timeout=300s
-at_target() {
-  local t; t="$(target_rev)"
-  for b in 0 1 2; do
-    [[ "$(kubectl -n "$NS" get pod "backend-$b" -o jsonpath='{.metadata.labels.controller-revision-hash}')" == "$t" ]] || { echo "backend-$b not at $t"; return 1; }
-    [[ "$(kubectl -n "$NS" exec "backend-$b" -- doveconf -h login_greeting)" == "e2e revision 2" ]] || { echo "backend-$b config"; return 1; }
-  done
-}
-check "every backend pod was recreated at the new revision and runs the new config" at_target
 ring_back() {
   local status; status="$(kubectl -n "$NS" exec director-1 -- doveadm -f json director status)"
   for b in 0 1 2; do
@@ -274,6 +254,61 @@ assert h and h["state"] == "up" and h["vhosts"] == sys.argv[3], (sys.argv[2:], h
 PY
   done
 }
+plan_cli() { # against the cluster: the order and every argv, nothing written, nothing drained
+  local out
+  out="$(target/debug/dovecot-upgrade-operator plan -f deploy/examples/dbu.yaml -n "$NS" --kubeconfig "$state/operator.kubeconfig")" || return 1
+  echo "$out" | head -20
+  for b in 0 1 2; do
+    local ip; ip="$(kubectl -n "$NS" get pod "backend-$b" -o jsonpath='{.status.podIP}')"
+    grep -q "^backend-$b ($ip):" <<< "$out" || { echo "no plan for backend-$b"; return 1; }
+    grep -qF "[\"doveadm\",\"director\",\"update\",\"$ip\",\"0\"]" <<< "$out" || { echo "no drain argv for $ip"; return 1; }
+    grep -qF "[\"doveadm\",\"director\",\"update\",\"$ip\",\"${VHOSTS[$ip]}\"]" <<< "$out" || { echo "no restore argv for $ip"; return 1; }
+  done
+  ! kubectl -n "$NS" get dbu backend-rollout 2>/dev/null
+}
+check "dovecot-upgrade-operator plan -f: ordered backends and every argv, from the live cluster" plan_cli
+check "... and the ring is untouched" ring_back
+rollout_dbu_dry() {
+  sed -e 's/upgrade-probe@example.org/user1/' -e 's/timeout: 15m .*/timeout: 20s/' -e 's/pollInterval: 5s/pollInterval: 1s/' \
+    -e 's/^spec:/spec:\n  dryRun: true/' deploy/examples/dbu.yaml | kubectl apply -f -
+}
+check "kubectl apply the DBU with spec.dryRun" rollout_dbu_dry
+planned() {
+  kubectl -n "$NS" wait --for=jsonpath='{.status.phase}'=Planned dbu/backend-rollout --timeout=60s &&
+  [[ "$(kubectl -n "$NS" get dbu backend-rollout -o jsonpath='{.status.plan.order[*].pod}' | wc -w)" == 3 ]] &&
+  kubectl -n "$NS" get dbu backend-rollout -o jsonpath='{.status.plan.steps[0].commands[0]}' | grep -q '"director","update"'
+}
+check "... status.plan lists 3 backends and the Drain argv (phase Planned)" planned
+check "... and the ring is still untouched" ring_back
+check "set spec.dryRun=false: the rollout starts" \
+  kubectl -n "$NS" patch dbu backend-rollout --type merge -p '{"spec":{"dryRun":false}}'
+watch_rollout() { # prints the distinct kubectl get dbu rows; restarts the operator once mid-rollout
+  local killed="" row
+  for _ in $(seq 600); do
+    row="$(kubectl -n "$NS" get dbu backend-rollout --no-headers 2>/dev/null | awk '{print $2, $3, $4, $5}')"
+    [[ "$row" != "${last:-}" ]] && echo "$row" && last="$row"
+    if [[ -z "$killed" && "$row" == *"Progressing 1/3 backend-"* ]]; then
+      echo "(operator killed and restarted)"; stop_operator; sleep 1; start_operator; killed=1
+    fi
+    [[ "$row" == Completed* || "$row" == Failed* ]] && break
+    sleep 0.5
+  done
+  [[ -n "$killed" ]]
+}
+check "kubectl get dbu shows Phase, Progress, Current and Step moving (operator restarted midway)" watch_rollout
+sed 's/^/#   /' "$state/last.out"
+rows_moved() { grep -q "Progressing 0/3 backend-" "$state/rows" && grep -q "Progressing 2/3 backend-" "$state/rows" && [[ "$(wc -l < "$state/rows")" -ge 10 ]]; }
+cp "$state/last.out" "$state/rows"
+check "... through every backend, step by step" rows_moved
+check "kubectl wait --for=condition=Ready succeeds" kubectl -n "$NS" wait --for=condition=Ready dbu/backend-rollout --timeout=300s
+at_target() {
+  local t; t="$(target_rev)"
+  for b in 0 1 2; do
+    [[ "$(kubectl -n "$NS" get pod "backend-$b" -o jsonpath='{.metadata.labels.controller-revision-hash}')" == "$t" ]] || { echo "backend-$b not at $t"; return 1; }
+    [[ "$(kubectl -n "$NS" exec "backend-$b" -- doveconf -h login_greeting)" == "e2e revision 2" ]] || { echo "backend-$b config"; return 1; }
+  done
+}
+check "every backend pod was recreated at the new revision and runs the new config" at_target
 check "the ring (seen from the other director) has every backend up, at its pod IP, with its original vhost count" ring_back
 mail_intact() {
   for u in 1 2 3 4 5 6; do
@@ -298,21 +333,46 @@ check "kubectl describe dbu: an Event for every step of every backend" events_pe
 exec_seen() { grep -q "\"user\":{\"username\":\"$sa\".*\"subresource\":\"exec\"" "$state/logs/audit.log"; }
 check "the operator's doveadm calls went through pods/exec on its own ServiceAccount" exec_seen
 
-# Part C: two replicas elect a leader through a Lease; only the leader acts; killing it hands over
+metrics_seen() {
+  local m; m="$(scrape operator /metrics)" || return 1
+  grep -E '^dbu_backends_upgraded_total [1-9]' <<< "$m" &&
+  grep -E '^dbu_step_duration_seconds_count\{step="WaitSessions"\} [1-9]' <<< "$m" &&
+  grep -E '^dbu_reconciles_total\{result="ok",category="none"\} [1-9]' <<< "$m" &&
+  grep -E '^dbu_rollouts\{phase="Completed"\} 1' <<< "$m" &&
+  ! grep -E 'backend-[0-9]|backend-rollout' <<< "$m"
+}
+check "/metrics: upgrades, step durations, reconciles, phases; no pod or DBU names in labels" metrics_seen
+check "/healthz and /readyz answer 200" bash -c "curl -fsS http://127.0.0.1:${METRICS_PORT[operator]}/healthz && curl -fsS http://127.0.0.1:${METRICS_PORT[operator]}/readyz"
+json_logs() { # every event line names the DBU, the backend and the step
+  local line; line="$(grep '"reason":"StepSucceeded"' "$state/logs/operator.log" | tail -1)"
+  python3 -c 'import json,sys; l=json.loads(sys.argv[1]); assert l["dbu"]=="backend-rollout" and l["backend"].startswith("backend-") and l["step"], l' "$line"
+}
+check "logs are JSON lines with dbu, backend and step" json_logs
+
+# Part C: two replicas elect a leader through a Lease; only the leader acts; killing it hands over;
+# supervised mode stops after the canary until the revision is approved by annotation
 stop_operator
 holder() { kubectl -n "$NS" get lease dovecot-upgrade-operator -o jsonpath='{.spec.holderIdentity}' 2>/dev/null; }
 holder_is() { for _ in $(seq 80); do [[ "$(holder)" == "$1" ]] && return 0; sleep 0.5; done; echo "holder: $(holder)"; return 1; }
 start_named op-a; PID_A=$!
 check "replica op-a takes the Lease" holder_is op-a
 start_named op-b; OP_PID=$!
+check "the standby's /readyz answers 200 too (it is ready to take over)" \
+  bash -c "for i in \$(seq 20); do curl -fsS http://127.0.0.1:${METRICS_PORT[op-b]}/readyz && exit 0; sleep 0.5; done; exit 1"
+check "supervised mode on: spec.canary.supervised=true" \
+  kubectl -n "$NS" patch dbu backend-rollout --type merge -p '{"spec":{"canary":{"supervised":true}}}'
 check "another config change: revision 3, rolled by the same DBU" roll_config "e2e revision 3" 3
-first_done() { for _ in $(seq 240); do kubectl -n "$NS" get dbu backend-rollout --no-headers | grep -q "Progressing *1/3" && return 0; sleep 0.5; done; return 1; }
-check "the leader upgrades the first backend" first_done
+first_done() { for _ in $(seq 240); do kubectl -n "$NS" get dbu backend-rollout --no-headers | grep -q "Paused *1/3" && return 0; sleep 0.5; done; return 1; }
+check "the leader upgrades the canary, then stops: Paused 1/3" first_done
+check "... Ready=False with reason AwaitingApproval" reason_is backend-rollout Ready AwaitingApproval
 idle_b() { ! grep -q '"reason":"Step' "$state/logs/op-b.log"; }
 check "the other replica has not acted at all" idle_b
 kill -9 "$PID_A"
 check "after the leader is killed (no release), op-b takes the Lease" holder_is op-b
-check "... and finishes: kubectl wait --for=condition=Ready" kubectl -n "$NS" wait --for=condition=Ready dbu/backend-rollout --timeout=300s
+check "... and still waits for approval" reason_is backend-rollout Ready AwaitingApproval
+check "approve the revision by annotation" \
+  kubectl -n "$NS" annotate dbu backend-rollout "mailops.io/approve=$(target_rev)"
+check "... and op-b finishes: kubectl wait --for=condition=Ready" kubectl -n "$NS" wait --for=condition=Ready dbu/backend-rollout --timeout=300s
 acted_b() { grep -q '"reason":"StepStarted"' "$state/logs/op-b.log"; }
 check "... with steps done by op-b" acted_b
 at_rev3() {

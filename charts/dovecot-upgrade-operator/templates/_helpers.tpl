@@ -14,3 +14,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 app.kubernetes.io/name: dovecot-upgrade-operator
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
+
+{{- define "dbu.watchNamespace" -}}
+{{- .Values.watchNamespace | default .Release.Namespace -}}
+{{- end -}}
