@@ -388,7 +388,9 @@ pub struct RolloutPlan {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PlannedBackend {
+    /// Backend pod name.
     pub pod: String,
+    /// Its pod IP: its host entry in the director ring.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
     /// Users mapped to it in the director.
@@ -539,6 +541,7 @@ pub struct StepError {
     /// The argv that failed (empty when the failure was not a command, e.g. a timeout).
     #[serde(default)]
     pub argv: Vec<String>,
+    /// The command's exit code; absent when it did not run to an exit (timeout, dropped exec).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     /// First bytes of stderr, or the failure's description.

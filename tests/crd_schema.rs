@@ -154,3 +154,26 @@ fn regex_lite(pattern: &str) -> impl Fn(&str) -> bool {
     let rule = format!("self.matches({})", serde_json::to_string(pattern).unwrap());
     move |v: &str| eval(&rule, json!(v))
 }
+
+/// Every field has a description, so `kubectl explain dbu.spec...` teaches the whole API.
+#[test]
+fn every_field_is_described_for_kubectl_explain() {
+    fn walk(node: &Value, path: &str, missing: &mut Vec<String>) {
+        if let Some(props) = node["properties"].as_object() {
+            for (k, v) in props {
+                let p = format!("{path}.{k}");
+                if v["description"].as_str().is_none_or(|d| d.trim().is_empty()) {
+                    missing.push(p.clone());
+                }
+                walk(v, &p, missing);
+            }
+        }
+        if node["items"].is_object() {
+            walk(&node["items"], &format!("{path}[]"), missing);
+        }
+    }
+    let mut missing = Vec::new();
+    walk(&schema()["properties"]["spec"], "spec", &mut missing);
+    walk(&schema()["properties"]["status"], "status", &mut missing);
+    assert_eq!(missing, Vec::<String>::new(), "fields without a description");
+}
