@@ -47,6 +47,8 @@ check "helm install the chart (kubeVersion constraint met by the stamped apiserv
   helm install dbu charts/dovecot-upgrade-operator -n "$NS" --create-namespace
 check "the CRD is established" \
   kubectl wait --for=condition=Established crd/dovecotbackendupgrades.mailops.io --timeout=60s
+explains() { kubectl explain dbu.spec.canary | grep -q "approvedRevision" && kubectl explain dbu.spec.maintenanceWindow.timeZone | grep -q "IANA"; }
+check "kubectl explain dbu.spec... describes the fields" explains
 
 sa="system:serviceaccount:$NS:dbu"
 rbac() {
