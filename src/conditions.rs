@@ -189,6 +189,30 @@ pub fn summarize(
     status.step = cur.map(|r| r.step);
 }
 
+/// Whether a new status is worth a patch. Progress messages alone ("3 users still mapped",
+/// "waiting for Ready") change on every poll; writing each would cost a patch per poll and wake
+/// every watcher, so they ride along with the next real change (a step, a condition's status or
+/// reason, a count, an error). At most one patch per step transition, then.
+pub fn worth_writing(
+    old: Option<&DovecotBackendUpgradeStatus>,
+    new: &DovecotBackendUpgradeStatus,
+) -> bool {
+    let Some(old) = old else {
+        return true;
+    };
+    let quiet = |s: &DovecotBackendUpgradeStatus| {
+        let mut s = s.clone();
+        for r in &mut s.backends {
+            r.message = None;
+        }
+        for c in &mut s.conditions {
+            c.message.clear();
+        }
+        s
+    };
+    quiet(old) != quiet(new)
+}
+
 /// A Warning worth an Event when a DBU becomes Stalled, or stalls for another reason.
 pub fn stall_note(
     old: Option<&DovecotBackendUpgradeStatus>,
@@ -236,6 +260,40 @@ mod tests {
         set(&mut c, READY, true, "C", "", Some(2), ts(20));
         assert_eq!(c[0].last_transition_time, Time(ts(20)));
         assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn only_real_changes_are_worth_a_patch() {
+        let wait = |m: &str| Decision::Wait {
+            reason: "StepInProgress",
+            message: m.into(),
+            requeue: Duration::from_secs(1),
+        };
+        let mut a = DovecotBackendUpgradeStatus::default();
+        summarize(
+            &mut a,
+            &wait("backend-2: 3 users still mapped"),
+            Some(1),
+            ts(0),
+        );
+        assert!(worth_writing(None, &a), "the first status");
+        let mut b = a.clone();
+        summarize(
+            &mut b,
+            &wait("backend-2: 2 users still mapped"),
+            Some(1),
+            ts(5),
+        );
+        assert!(!worth_writing(Some(&a), &b), "a poll's new count alone");
+        let mut c = b.clone();
+        c.progress = Some("1/3".into());
+        assert!(worth_writing(Some(&a), &c), "progress");
+        let mut d = b.clone();
+        summarize(&mut d, &wait("x"), Some(2), ts(6));
+        assert!(worth_writing(Some(&a), &d), "a new generation observed");
+        let mut e = b.clone();
+        summarize(&mut e, &Decision::Complete, Some(1), ts(7));
+        assert!(worth_writing(Some(&a), &e), "a condition flips");
     }
 
     #[test]

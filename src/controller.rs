@@ -8,12 +8,13 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::core::labels::{Selector, SelectorExt};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::Instrument;
 
@@ -57,6 +58,104 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub stores: Stores,
+}
+
+/// Local copies of what the operator watches, kept current by reflectors: a reconcile reads
+/// these, never the API server, so a rollout costs no GET or LIST and an idle operator makes no
+/// request beyond its watches.
+#[derive(Clone)]
+pub struct Stores {
+    pub sts: Store<StatefulSet>,
+    pub pods: Store<Pod>,
+    pub dbus: Store<DovecotBackendUpgrade>,
+}
+
+impl Stores {
+    /// Filled stores, marked ready (tests and tools that have the objects already).
+    pub fn from_objects(
+        sts: Vec<StatefulSet>,
+        pods: Vec<Pod>,
+        dbus: Vec<DovecotBackendUpgrade>,
+    ) -> Self {
+        fn fill<K>(objs: Vec<K>) -> Store<K>
+        where
+            K: kube::Resource<DynamicType = ()> + Clone + 'static,
+        {
+            let mut w = reflector::store::Writer::<K>::default();
+            w.apply_watcher_event(&watcher::Event::Init);
+            for o in objs {
+                w.apply_watcher_event(&watcher::Event::InitApply(o));
+            }
+            w.apply_watcher_event(&watcher::Event::InitDone);
+            w.as_reader()
+        }
+        Self {
+            sts: fill(sts.into_iter().map(slim_sts).collect()),
+            pods: fill(pods.into_iter().map(slim_pod).collect()),
+            dbus: fill(dbus),
+        }
+    }
+
+    /// One LIST of each kind in a namespace, for one-shot tools such as `plan`.
+    pub async fn list(client: &Client, ns: &str) -> Result<Self, kube::Error> {
+        let lp = kube::api::ListParams::default();
+        Ok(Self::from_objects(
+            Api::<StatefulSet>::namespaced(client.clone(), ns)
+                .list(&lp)
+                .await?
+                .items,
+            Api::<Pod>::namespaced(client.clone(), ns)
+                .list(&lp)
+                .await?
+                .items,
+            Api::<DovecotBackendUpgrade>::namespaced(client.clone(), ns)
+                .list(&lp)
+                .await?
+                .items,
+        ))
+    }
+
+    async fn ready(&self) -> Result<(), ClusterError> {
+        let gone = |_| ClusterError::Other("a watch stopped".into());
+        self.sts.wait_until_ready().await.map_err(gone)?;
+        self.pods.wait_until_ready().await.map_err(gone)?;
+        self.dbus.wait_until_ready().await.map_err(gone)
+    }
+}
+
+/// Keeps only what the operator reads of a pod: the store holds every pod of the namespace.
+pub fn slim_pod(mut p: Pod) -> Pod {
+    p.metadata.managed_fields = None;
+    p.metadata.annotations = None;
+    p.spec = None;
+    if let Some(st) = p.status.as_mut() {
+        let ready = st
+            .conditions
+            .take()
+            .map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect());
+        *st = k8s_openapi::api::core::v1::PodStatus {
+            conditions: ready,
+            pod_ip: st.pod_ip.take(),
+            phase: st.phase.take(),
+            ..Default::default()
+        };
+    }
+    p
+}
+
+/// Keeps only what the operator reads of a StatefulSet (not its pod template).
+pub fn slim_sts(mut s: StatefulSet) -> StatefulSet {
+    s.metadata.managed_fields = None;
+    s.metadata.annotations = None;
+    if let Some(spec) = s.spec.as_mut() {
+        spec.template = Default::default();
+        spec.volume_claim_templates = None;
+    }
+    if let Some(st) = s.status.as_mut() {
+        st.conditions = None;
+    }
+    s
 }
 
 /// The cluster as one DBU sees it.
@@ -65,6 +164,7 @@ pub struct KubeCluster {
     ns: String,
     /// This DBU's name and creation time, to tell which of two DBUs owns a StatefulSet.
     me: (Option<Timestamp>, String),
+    stores: Stores,
 }
 
 fn pod_ready(p: &Pod) -> bool {
@@ -99,10 +199,13 @@ fn api_err(e: kube::Error) -> ClusterError {
 #[async_trait]
 impl Cluster for KubeCluster {
     async fn observe(&self, s: &Settings) -> Result<Observed, ClusterError> {
-        let sts_api: Api<StatefulSet> = Api::namespaced(self.client.clone(), &self.ns);
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
-        let dbus: Api<DovecotBackendUpgrade> = Api::namespaced(self.client.clone(), &self.ns);
-        let Some(sts) = sts_api.get_opt(&s.stateful_set).await.map_err(api_err)? else {
+        self.stores.ready().await?;
+        let ns = Some(self.ns.clone());
+        let Some(sts) = self
+            .stores
+            .sts
+            .get(&ObjectRef::new(&s.stateful_set).within(&self.ns))
+        else {
             return Ok(Observed::default());
         };
         let spec = sts.spec.clone().unwrap_or_default();
@@ -117,20 +220,27 @@ impl Cluster for KubeCluster {
                 .and_then(|st| st.update_revision.clone()),
             replicas: spec.replicas.unwrap_or(1),
         };
-        let backend_sel = settings::selector_string(&spec.selector).map_err(ClusterError::Other)?;
-        let backend: Vec<Pod> = pods
-            .list(&ListParams::default().labels(&backend_sel))
-            .await
-            .map_err(api_err)?
-            .items
+        let selector = |sel: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector| {
+            Selector::try_from(sel.clone()).map_err(|e| ClusterError::Other(e.to_string()))
+        };
+        let backend_sel = selector(&spec.selector)?;
+        let director_sel = selector(&s.director_label_selector)?;
+        let in_ns: Vec<Arc<Pod>> = self
+            .stores
+            .pods
+            .state()
             .into_iter()
-            .filter(|p| owned_by_sts(p, &s.stateful_set))
+            .filter(|p| p.namespace() == ns)
             .collect();
-        let directors = pods
-            .list(&ListParams::default().labels(&s.director_selector))
-            .await
-            .map_err(api_err)?
-            .items;
+        let mut backend: Vec<&Arc<Pod>> = in_ns
+            .iter()
+            .filter(|p| backend_sel.matches(p.labels()) && owned_by_sts(p, &s.stateful_set))
+            .collect();
+        backend.sort_by_key(|p| p.name_any());
+        let directors: Vec<&Arc<Pod>> = in_ns
+            .iter()
+            .filter(|p| director_sel.matches(p.labels()))
+            .collect();
         let director_overlap: Vec<String> = directors
             .iter()
             .filter(|d| {
@@ -139,18 +249,18 @@ impl Cluster for KubeCluster {
             })
             .map(|d| d.name_any())
             .collect();
-        let mut ready: Vec<&Pod> = directors
+        let mut ready: Vec<&&Arc<Pod>> = directors
             .iter()
             .filter(|d| pod_ready(d) && d.metadata.deletion_timestamp.is_none())
             .collect();
         ready.sort_by_key(|d| d.name_any());
         // the oldest DBU naming a StatefulSet owns it; later ones are refused
-        let owned_by_other = dbus
-            .list(&ListParams::default())
-            .await
-            .map_err(api_err)?
-            .items
+        let owned_by_other = self
+            .stores
+            .dbus
+            .state()
             .into_iter()
+            .filter(|d| d.namespace() == ns)
             .filter(|d| d.name_any() != self.me.1 && d.spec.backends.stateful_set == s.stateful_set)
             .filter(|d| d.metadata.deletion_timestamp.is_none())
             .map(|d| {
@@ -164,7 +274,7 @@ impl Cluster for KubeCluster {
             .map(|(_, n)| n);
         Ok(Observed {
             sts: Some(view),
-            pods: backend.iter().map(pod_view).collect(),
+            pods: backend.iter().map(|p| pod_view(p)).collect(),
             director: ready.first().map(|d| d.name_any()),
             director_overlap,
             owned_by_other,
@@ -234,7 +344,7 @@ async fn write_status(
     status: &DovecotBackendUpgradeStatus,
 ) -> Result<(), Error> {
     // no-op patches cost API calls and wake every watcher
-    if dbu.status.as_ref() == Some(status) {
+    if !crate::conditions::worth_writing(dbu.status.as_ref(), status) {
         return Ok(());
     }
     api.patch_status(
@@ -247,16 +357,18 @@ async fn write_status(
 }
 
 fn edges(dbu: &DovecotBackendUpgrade, ctx: &Context, ns: &str) -> (KubeCluster, KubeExec) {
-    edges_for(&ctx.client, dbu, ns)
+    edges_for(&ctx.client, &ctx.stores, dbu, ns)
 }
 
 /// The cluster and exec edges as one DBU sees them.
 pub fn edges_for(
     client: &Client,
+    stores: &Stores,
     dbu: &DovecotBackendUpgrade,
     ns: &str,
 ) -> (KubeCluster, KubeExec) {
     let cluster = KubeCluster {
+        stores: stores.clone(),
         client: client.clone(),
         ns: ns.to_string(),
         me: (
@@ -447,6 +559,31 @@ pub async fn run_elected(
     release(task).await
 }
 
+/// DBUs to wake when a pod changes: those whose StatefulSet owns it or whose director selector
+/// matches it (a director turning Ready ends a `NoReadyDirector` wait at once).
+fn dbus_for_pod(
+    dbus: &Store<DovecotBackendUpgrade>,
+    pod: &Pod,
+) -> Vec<ObjectRef<DovecotBackendUpgrade>> {
+    let ns = pod.namespace();
+    let owners: Vec<&str> = pod
+        .owner_references()
+        .iter()
+        .filter(|o| o.kind == "StatefulSet")
+        .map(|o| o.name.as_str())
+        .collect();
+    dbus.state()
+        .into_iter()
+        .filter(|d| d.namespace() == ns)
+        .filter(|d| {
+            owners.contains(&d.spec.backends.stateful_set.as_str())
+                || Selector::try_from(d.spec.director.selector.clone())
+                    .is_ok_and(|sel| sel.matches(pod.labels()))
+        })
+        .map(|d| ObjectRef::from_obj(&*d))
+        .collect()
+}
+
 /// Runs the controller until the process is asked to stop.
 pub async fn run(client: Client, namespace: Option<String>, metrics: Arc<crate::metrics::Metrics>) {
     let (dbus, pods, stss): (Api<DovecotBackendUpgrade>, Api<Pod>, Api<StatefulSet>) =
@@ -466,46 +603,43 @@ pub async fn run(client: Client, namespace: Option<String>, metrics: Arc<crate::
         controller: FIELD_MANAGER.into(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    let (sts_store, sts_writer) = reflector::store::<StatefulSet>();
+    let (pod_store, pod_writer) = reflector::store::<Pod>();
+    let sts_events = watcher(stss, watcher::Config::default())
+        .default_backoff()
+        .modify(|s| *s = slim_sts(std::mem::take(s)))
+        .reflect(sts_writer)
+        .touched_objects();
+    let pod_events = watcher(pods, watcher::Config::default())
+        .default_backoff()
+        .modify(|p| *p = slim_pod(std::mem::take(p)))
+        .reflect(pod_writer)
+        .touched_objects();
+    let controller = Controller::new(dbus, watcher::Config::default());
+    let dbu_store = controller.store();
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client,
         metrics,
+        stores: Stores {
+            sts: sts_store,
+            pods: pod_store,
+            dbus: dbu_store.clone(),
+        },
     });
-    let controller = Controller::new(dbus, watcher::Config::default());
-    let store = controller.store();
-    let store2 = store.clone();
+    let by_sts = dbu_store.clone();
     controller
-        .watches(stss, watcher::Config::default(), move |sts: StatefulSet| {
+        .watches_stream(sts_events, move |sts: StatefulSet| {
             let ns = sts.namespace();
             let name = sts.name_any();
-            store
+            by_sts
                 .state()
                 .into_iter()
                 .filter(|d| d.namespace() == ns && d.spec.backends.stateful_set == name)
                 .map(|d| ObjectRef::from_obj(&*d))
                 .collect::<Vec<_>>()
         })
-        .watches(
-            pods,
-            watcher::Config::default().labels(REVISION_LABEL),
-            move |pod: Pod| {
-                let ns = pod.namespace();
-                let owners: Vec<String> = pod
-                    .owner_references()
-                    .iter()
-                    .filter(|o| o.kind == "StatefulSet")
-                    .map(|o| o.name.clone())
-                    .collect();
-                store2
-                    .state()
-                    .into_iter()
-                    .filter(|d| {
-                        d.namespace() == ns && owners.contains(&d.spec.backends.stateful_set)
-                    })
-                    .map(|d| ObjectRef::from_obj(&*d))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_stream(pod_events, move |pod: Pod| dbus_for_pod(&dbu_store, &pod))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {

@@ -40,6 +40,11 @@ pub trait Cluster: Send + Sync {
     async fn observe(&self, s: &Settings) -> Result<Observed, ClusterError>;
     /// Deletes a backend pod so that its StatefulSet recreates it at the update revision.
     async fn delete_pod(&self, pod: &str) -> Result<(), ClusterError>;
+    /// Resolves when the observed world may have changed (the controller has watches for this;
+    /// `drive` uses it to wake before its requeue). Default: never.
+    async fn changed(&self) {
+        std::future::pending::<()>().await
+    }
 }
 
 /// What a reconcile did.
@@ -626,13 +631,14 @@ pub async fn reconcile_once(
             }
             let rec = &mut status.backends[idx];
             notes.extend(plan::apply_result(rec, &result, after));
+            let attempts = rec.attempts;
             plan::record_finish(&mut status, pod, after);
-            let rec = &status.backends[idx];
+            plan::compact(&mut status);
             match result {
                 StepResult::Advanced { .. } | StepResult::Rewind { .. } => Some(Duration::ZERO),
                 StepResult::Waiting { requeue, .. } => Some(requeue),
                 StepResult::Failed(_) => Some(Duration::ZERO),
-                StepResult::Transient { .. } => Some(plan::backoff(rec.attempts)),
+                StepResult::Transient { .. } => Some(plan::backoff(attempts)),
             }
         }
     };
@@ -844,7 +850,11 @@ pub async fn drive(
         {
             return Ok(out);
         }
-        tokio::time::sleep(out.requeue.unwrap_or(Duration::from_secs(1))).await;
+        // like the controller: the requeue, or earlier when a watched object changes
+        tokio::select! {
+            _ = tokio::time::sleep(out.requeue.unwrap_or(Duration::from_secs(1))) => {}
+            _ = cluster.changed() => {}
+        }
         status = out.status;
     }
 }

@@ -98,6 +98,8 @@ pub struct Lab {
     pub spec: LabSpec,
     exec: LocalExec,
     state: Mutex<State>,
+    /// Signaled when a pod is (re)created: the lab's stand-in for the controller's pod watch.
+    changed: tokio::sync::Notify,
 }
 
 pub const DIRECTOR_POD: &str = "director-0";
@@ -287,6 +289,7 @@ impl Lab {
                 created: BTreeMap::new(),
             }),
             spec,
+            changed: tokio::sync::Notify::new(),
         };
         for d in 0..lab.spec.directors.max(1) {
             let ip = lab.spec.director_ip_of(d);
@@ -616,8 +619,14 @@ impl Cluster for Lab {
         let conf = backend_conf(&ip, pod, &extra);
         let pod = pod.to_string();
         // starting dovecot blocks for a moment; keep it off the async workers
-        tokio::task::block_in_place(|| self.create_pod(&pod, &ip, &rev, &conf))
-            .map_err(ClusterError::Other)
+        let res = tokio::task::block_in_place(|| self.create_pod(&pod, &ip, &rev, &conf))
+            .map_err(ClusterError::Other);
+        self.changed.notify_one();
+        res
+    }
+
+    async fn changed(&self) {
+        self.changed.notified().await
     }
 }
 

@@ -213,7 +213,8 @@ async fn plan(
         .ok()
         .flatten();
     let status = live.and_then(|d| d.status).unwrap_or_default();
-    let (cluster, exec) = controller::edges_for(&client, &dbu, &ns);
+    let stores = controller::Stores::list(&client, &ns).await?;
+    let (cluster, exec) = controller::edges_for(&client, &stores, &dbu, &ns);
     let (decision, director) = engine::plan_only(
         &s,
         &status,

@@ -675,6 +675,24 @@ fn begin_next(
     })))
 }
 
+/// Finished records kept in status; older ones are dropped (progress counts pods, not records),
+/// so the status of a rollout over 1,000 backends stays small.
+pub const DONE_KEPT: usize = 10;
+
+/// Drops all but the newest `DONE_KEPT` finished records. Records in flight or failed are kept:
+/// they hold backends out of the ring.
+pub fn compact(status: &mut DovecotBackendUpgradeStatus) {
+    let done = status.backends.iter().filter(|r| !active(r)).count();
+    let mut extra = done.saturating_sub(DONE_KEPT);
+    status.backends.retain(|r| {
+        if extra > 0 && !active(r) {
+            extra -= 1;
+            return false;
+        }
+        true
+    });
+}
+
 /// Records a finished backend's duration for the window prediction.
 pub fn record_finish(status: &mut DovecotBackendUpgradeStatus, pod: &str, now: Timestamp) {
     let Some(started) = status

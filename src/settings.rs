@@ -44,8 +44,10 @@ pub struct Settings {
     pub stop_timeout: Duration,
     pub replace_timeout: Duration,
     pub paused: bool,
-    /// `spec.director.selector` as a label selector string for list calls.
+    /// `spec.director.selector` as a label selector string (for humans and `kubectl -l`).
     pub director_selector: String,
+    /// `spec.director.selector` itself, matched against the pod store.
+    pub director_label_selector: LabelSelector,
     /// The `mailops.io/retry` annotation, set by the controller (not part of the spec).
     pub retry_token: Option<String>,
     pub abort: bool,
@@ -273,6 +275,7 @@ pub fn validate(spec: &DovecotBackendUpgradeSpec) -> Result<Settings, SpecError>
         replace_timeout,
         paused: spec.paused,
         director_selector,
+        director_label_selector: spec.director.selector.clone(),
         retry_token: None,
         abort: spec.abort,
         dry_run: spec.dry_run,

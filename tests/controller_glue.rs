@@ -1,10 +1,11 @@
-//! Controller glue against a scripted mock API server: finalizer, status patches, events, no exec.
+//! Controller glue against a scripted mock API server: finalizer, status patches, events, no exec,
+//! and no GET or LIST: the world comes from the watch stores, given here as objects.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use dovecot_upgrade_operator::api::DovecotBackendUpgrade;
-use dovecot_upgrade_operator::controller::{self, Context, FIELD_MANAGER, FINALIZER};
+use dovecot_upgrade_operator::controller::{self, Context, FIELD_MANAGER, FINALIZER, Stores};
 use http::{Method, Request, Response};
 use kube::Client;
 use kube::client::Body;
@@ -37,6 +38,17 @@ fn dbu(extra_meta: Value, spec: Value) -> DovecotBackendUpgrade {
 }
 
 fn ctx() -> (Arc<Context>, Handle) {
+    ctx_with(vec![], vec![], vec![])
+}
+
+/// A context whose watch stores hold these StatefulSets, pods and DBUs.
+fn ctx_with(sts: Vec<Value>, pods: Vec<Value>, dbus: Vec<Value>) -> (Arc<Context>, Handle) {
+    fn objs<K: serde::de::DeserializeOwned>(v: Vec<Value>) -> Vec<K> {
+        v.into_iter()
+            .map(|o| serde_json::from_value(o).unwrap())
+            .collect()
+    }
+    let stores = Stores::from_objects(objs(sts), objs(pods), objs(dbus));
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, "default");
     let recorder = Recorder::new(
@@ -51,6 +63,7 @@ fn ctx() -> (Arc<Context>, Handle) {
             client,
             recorder,
             metrics: Default::default(),
+            stores,
         }),
         handle,
     )
@@ -176,49 +189,11 @@ async fn invalid_spec_stalls_by_server_side_apply_and_warns() {
 
 #[tokio::test]
 async fn rolling_update_statefulset_stalls_without_exec() {
-    let (ctx, mut h) = ctx();
+    let (ctx, mut h) = ctx_with(vec![sts("RollingUpdate")], vec![], vec![]);
     let obj = dbu(json!({"finalizers": [FINALIZER]}), json!({}));
     let reply = serde_json::to_value(&obj).unwrap();
     let task = tokio::spawn(async move {
-        let sts = json!({
-            "apiVersion": "apps/v1", "kind": "StatefulSet",
-            "metadata": {"name": "backend", "namespace": "mail"},
-            "spec": {"replicas": 3, "serviceName": "backend", "selector": {"matchLabels": {"app": "backend"}},
-                     "template": {}, "updateStrategy": {"type": "RollingUpdate"}},
-            "status": {"replicas": 3, "updateRevision": "backend-2"}
-        });
-        expect(
-            &mut h,
-            Method::GET,
-            "/apis/apps/v1/namespaces/mail/statefulsets/backend",
-            sts,
-        )
-        .await;
-        let empty = json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": []});
-        let (uri, _) = expect(
-            &mut h,
-            Method::GET,
-            "/api/v1/namespaces/mail/pods?",
-            empty.clone(),
-        )
-        .await;
-        assert!(uri.contains("labelSelector=app%3Dbackend"), "{uri}");
-        let (uri, _) = expect(
-            &mut h,
-            Method::GET,
-            "/api/v1/namespaces/mail/pods?",
-            empty.clone(),
-        )
-        .await;
-        assert!(uri.contains("labelSelector=app%3Ddirector"), "{uri}");
-        expect(
-            &mut h,
-            Method::GET,
-            "/apis/mailops.io/v1alpha1/namespaces/mail/dovecotbackendupgrades",
-            empty,
-        )
-        .await;
-        // no exec: the next call is the status patch
+        // no GET, no LIST, no exec: the first request is the status patch
         let (_, body) = expect(&mut h, Method::PATCH, &format!("{DBU_PATH}/status"), reply).await;
         let st = &body["status"];
         assert_eq!(cond(st, "Stalled")["reason"], "UpdateStrategyNotOnDelete");
@@ -252,16 +227,7 @@ async fn delete_runs_cleanup_then_removes_the_finalizer() {
     let mut reply = serde_json::to_value(&obj).unwrap();
     reply["metadata"]["finalizers"] = json!([]);
     let task = tokio::spawn(async move {
-        // cleanup observes: the StatefulSet is gone, so there is no ring to touch
-        let gone = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404});
-        expect_code(
-            &mut h,
-            Method::GET,
-            "/apis/apps/v1/namespaces/mail/statefulsets/backend",
-            404,
-            gone,
-        )
-        .await;
+        // cleanup observes the stores: the StatefulSet is gone, so there is no ring to touch
         let (_, body) = expect(&mut h, Method::PATCH, DBU_PATH, reply).await;
         assert!(body.to_string().contains("finalizers"), "{body}");
         nothing_more(&mut h).await;
@@ -351,10 +317,6 @@ fn sts(strategy: &str) -> Value {
     })
 }
 
-fn list(items: Vec<Value>) -> Value {
-    json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items})
-}
-
 fn backend_pod(name: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -366,45 +328,19 @@ fn backend_pod(name: &str) -> Value {
     })
 }
 
-/// Plays the observe calls with the given answers, then expects the Stalled status patch and
-/// nothing else: no exec, no delete.
+/// With these objects in the stores, expects the Stalled status patch and its Warning, and
+/// nothing else: no GET or LIST, no exec, no delete.
 async fn stalls_without_exec(
-    sts_reply: (u16, Value),
-    pods: Value,
-    directors: Value,
-    dbus: Value,
+    spec: Value,
+    sts: Vec<Value>,
+    pods: Vec<Value>,
+    dbus: Vec<Value>,
     reason: &'static str,
 ) {
-    let (ctx, mut h) = ctx();
-    let obj = dbu(json!({"finalizers": [FINALIZER]}), json!({}));
+    let (ctx, mut h) = ctx_with(sts, pods, dbus);
+    let obj = dbu(json!({"finalizers": [FINALIZER]}), spec);
     let reply = serde_json::to_value(&obj).unwrap();
     let task = tokio::spawn(async move {
-        let found = sts_reply.0 == 200;
-        expect_code(
-            &mut h,
-            Method::GET,
-            "/apis/apps/v1/namespaces/mail/statefulsets/backend",
-            sts_reply.0,
-            sts_reply.1,
-        )
-        .await;
-        if found {
-            expect(&mut h, Method::GET, "/api/v1/namespaces/mail/pods?", pods).await;
-            expect(
-                &mut h,
-                Method::GET,
-                "/api/v1/namespaces/mail/pods?",
-                directors,
-            )
-            .await;
-            expect(
-                &mut h,
-                Method::GET,
-                "/apis/mailops.io/v1alpha1/namespaces/mail/dovecotbackendupgrades",
-                dbus,
-            )
-            .await;
-        }
         let (_, body) = expect(&mut h, Method::PATCH, &format!("{DBU_PATH}/status"), reply).await;
         let stalled = cond(&body["status"], "Stalled").clone();
         // becoming Stalled is announced once, for kubectl describe
@@ -435,25 +371,16 @@ async fn stalls_without_exec(
 
 #[tokio::test]
 async fn a_missing_statefulset_stalls_without_exec() {
-    let gone = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404});
-    stalls_without_exec(
-        (404, gone),
-        list(vec![]),
-        list(vec![]),
-        list(vec![]),
-        "StatefulSetNotFound",
-    )
-    .await;
+    stalls_without_exec(json!({}), vec![], vec![], vec![], "StatefulSetNotFound").await;
 }
 
 #[tokio::test]
 async fn a_director_selector_that_matches_backends_stalls_without_exec() {
-    let pods = list(vec![backend_pod("backend-0")]);
     stalls_without_exec(
-        (200, sts("OnDelete")),
-        pods.clone(),
-        pods,
-        list(vec![]),
+        json!({"director": {"selector": {"matchLabels": {"app": "backend"}}}}),
+        vec![sts("OnDelete")],
+        vec![backend_pod("backend-0")],
+        vec![],
         "DirectorSelectorMatchesBackends",
     )
     .await;
@@ -466,51 +393,27 @@ async fn a_second_dbu_for_the_same_statefulset_is_refused_and_the_first_carries_
     older["metadata"]["creationTimestamp"] = json!("2026-11-01T00:00:00Z");
     // this DBU ("roll", created later) is refused ...
     stalls_without_exec(
-        (200, sts("OnDelete")),
-        list(vec![backend_pod("backend-0")]),
-        list(vec![]),
-        list(vec![older.clone()]),
+        json!({}),
+        vec![sts("OnDelete")],
+        vec![backend_pod("backend-0")],
+        vec![older.clone()],
         "StatefulSetClaimed",
     )
     .await;
     // ... while the first one, seeing the newer "roll", is not: it goes on (here: no director yet)
-    let (ctx, mut h) = ctx();
+    let newer = serde_json::to_value(dbu(json!({}), json!({}))).unwrap();
+    let (ctx, mut h) = ctx_with(
+        vec![sts("OnDelete")],
+        vec![backend_pod("backend-0")],
+        vec![newer, older.clone()],
+    );
     let first: DovecotBackendUpgrade = {
         let mut o = older.clone();
         o["metadata"]["finalizers"] = json!([FINALIZER]);
         serde_json::from_value(o).unwrap()
     };
-    let newer = serde_json::to_value(dbu(json!({}), json!({}))).unwrap();
     let reply = older.clone();
     let task = tokio::spawn(async move {
-        expect(
-            &mut h,
-            Method::GET,
-            "/apis/apps/v1/namespaces/mail/statefulsets/backend",
-            sts("OnDelete"),
-        )
-        .await;
-        expect(
-            &mut h,
-            Method::GET,
-            "/api/v1/namespaces/mail/pods?",
-            list(vec![backend_pod("backend-0")]),
-        )
-        .await;
-        expect(
-            &mut h,
-            Method::GET,
-            "/api/v1/namespaces/mail/pods?",
-            list(vec![]),
-        )
-        .await;
-        expect(
-            &mut h,
-            Method::GET,
-            "/apis/mailops.io/v1alpha1/namespaces/mail/dovecotbackendupgrades",
-            list(vec![newer]),
-        )
-        .await;
         let (_, body) = expect(
             &mut h,
             Method::PATCH,

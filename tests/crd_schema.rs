@@ -162,7 +162,10 @@ fn every_field_is_described_for_kubectl_explain() {
         if let Some(props) = node["properties"].as_object() {
             for (k, v) in props {
                 let p = format!("{path}.{k}");
-                if v["description"].as_str().is_none_or(|d| d.trim().is_empty()) {
+                if v["description"]
+                    .as_str()
+                    .is_none_or(|d| d.trim().is_empty())
+                {
                     missing.push(p.clone());
                 }
                 walk(v, &p, missing);
@@ -175,5 +178,9 @@ fn every_field_is_described_for_kubectl_explain() {
     let mut missing = Vec::new();
     walk(&schema()["properties"]["spec"], "spec", &mut missing);
     walk(&schema()["properties"]["status"], "status", &mut missing);
-    assert_eq!(missing, Vec::<String>::new(), "fields without a description");
+    assert_eq!(
+        missing,
+        Vec::<String>::new(),
+        "fields without a description"
+    );
 }

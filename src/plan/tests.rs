@@ -1030,3 +1030,25 @@ fn a_step_that_just_failed_settles_as_stalled() {
     // a decision that ran nothing is kept as it is
     assert_eq!(settled(&Decision::Complete, &st), Decision::Complete);
 }
+
+#[test]
+fn compact_keeps_active_records_and_the_newest_done() {
+    let mut recs: Vec<BackendStatus> = (0..15)
+        .map(|i| {
+            let mut r = rec(0, Step::Done, 0);
+            r.pod = format!("done-{i}");
+            r
+        })
+        .collect();
+    recs.insert(3, rec(1, Step::Verify, 0));
+    let mut failed = rec(2, Step::Reset, 0);
+    failed.failed = true;
+    recs.insert(0, failed);
+    let mut st = status(recs);
+    compact(&mut st);
+    let names: Vec<&str> = st.backends.iter().map(|r| r.pod.as_str()).collect();
+    assert_eq!(names.len(), DONE_KEPT + 2);
+    assert_eq!(&names[..2], &["backend-2", "backend-1"]);
+    assert_eq!(names[2], "done-5");
+    assert_eq!(names.last(), Some(&"done-14"));
+}

@@ -1,0 +1,197 @@
+//! Benchmark: full rollouts on the real-Dovecot rig; wall time against the time spent inside the
+//! runbook's own commands and pod restarts, which no operator can avoid, and against the runbook's
+//! fixed 15-minute wait per backend. Prints one JSON line per run (scripts/bench.sh tabulates).
+//!
+//! Needs root and Debian's Dovecot (scripts/install-tools.sh). `cargo bench --bench rollout`.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use dovecot_upgrade_operator::api::{
+    DovecotBackendUpgradeSpec, DovecotBackendUpgradeStatus, Phase,
+};
+use dovecot_upgrade_operator::engine::{self, Cluster, ClusterError};
+use dovecot_upgrade_operator::exec::{ExecError, ExecOutput, PodExec};
+use dovecot_upgrade_operator::lab::{self, ImapSession, Lab, LabSpec};
+use dovecot_upgrade_operator::plan::Observed;
+use dovecot_upgrade_operator::settings::{self, Settings};
+
+/// Times every exec, split into the operator's ring reads and the steps' commands.
+struct TimingExec<'a> {
+    inner: &'a dyn PodExec,
+    ring_reads: Vec<Vec<String>>,
+    steps: Mutex<(Duration, usize)>,
+    reads: Mutex<(Duration, usize)>,
+}
+
+#[async_trait]
+impl PodExec for TimingExec<'_> {
+    async fn exec(
+        &self,
+        pod: &str,
+        container: Option<&str>,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, ExecError> {
+        let t = Instant::now();
+        let out = self.inner.exec(pod, container, argv, timeout).await;
+        let took = t.elapsed();
+        let bucket = if self.ring_reads.iter().any(|r| r == argv) {
+            &self.reads
+        } else {
+            &self.steps
+        };
+        let mut b = bucket.lock().unwrap();
+        b.0 += took;
+        b.1 += 1;
+        out
+    }
+}
+
+/// Times pod replacement (kill, recreate, Dovecot start): the restart the runbook also waits for.
+struct TimingCluster<'a> {
+    lab: &'a Lab,
+    replace: Mutex<Duration>,
+}
+
+#[async_trait]
+impl Cluster for TimingCluster<'_> {
+    async fn observe(&self, s: &Settings) -> Result<Observed, ClusterError> {
+        self.lab.observe(s).await
+    }
+    async fn delete_pod(&self, pod: &str) -> Result<(), ClusterError> {
+        let t = Instant::now();
+        let r = self.lab.delete_pod(pod).await;
+        *self.replace.lock().unwrap() += t.elapsed();
+        r
+    }
+    async fn changed(&self) {
+        self.lab.changed().await
+    }
+}
+
+fn settings() -> Settings {
+    let spec: DovecotBackendUpgradeSpec = serde_json::from_value(serde_json::json!({
+        "backends": {"statefulSet": lab::STATEFULSET},
+        "director": {"selector": {"matchLabels": {"app": "director"}}},
+        "verify": {"user": "user1"},
+        "drain": {"pollInterval": "1s", "timeout": "60s"},
+        "timeouts": {"command": "40s", "stop": "30s", "replace": "60s"}
+    }))
+    .unwrap();
+    settings::validate(&spec).unwrap()
+}
+
+const RUNBOOK_WAIT: Duration = Duration::from_secs(15 * 60);
+
+async fn one_run(scenario: &str, backends: usize, net: u8, run: usize) {
+    let dir = tempfile::Builder::new()
+        .prefix("dbu-bench-")
+        .tempdir()
+        .unwrap();
+    let vhosts = (0..backends).map(|i| [100, 50, 20][i % 3]).collect();
+    let lab = Lab::start(LabSpec::new(dir.path(), net, vhosts)).expect("lab starts");
+    let dip = lab.spec.director_ip();
+    // straight to the backend: through the director it would map user1 there for the expiry
+    lab::lmtp_deliver(&lab.spec.backend_ip(0), "user1", "bench").expect("mail for the verify user");
+    if scenario == "users" {
+        // users who logged out just before: their mappings live until director_user_expire
+        for u in 1..=30 {
+            ImapSession::login(&dip, &format!("user{u}"))
+                .unwrap()
+                .logout();
+        }
+    }
+    lab.new_revision("rev-2", "");
+    let s = settings();
+    let local = lab.exec();
+    let exec = TimingExec {
+        inner: &local,
+        ring_reads: vec![
+            s.director.director_status(),
+            s.director.director_ring_status(),
+        ],
+        steps: Mutex::new((Duration::ZERO, 0)),
+        reads: Mutex::new((Duration::ZERO, 0)),
+    };
+    let cluster = TimingCluster {
+        lab: &lab,
+        replace: Mutex::new(Duration::ZERO),
+    };
+    let mut passes = 0usize;
+    let mut drain_wait = Duration::ZERO;
+    let t = Instant::now();
+    let out = engine::drive(
+        &s,
+        DovecotBackendUpgradeStatus::default(),
+        &exec,
+        &cluster,
+        &k8s_openapi::jiff::Timestamp::now,
+        Duration::from_secs(1800),
+        |o| {
+            passes += 1;
+            if let Some((dovecot_upgrade_operator::api::Step::WaitSessions, took)) = o.finished {
+                drain_wait += took;
+            }
+            if std::env::var_os("BENCH_TRACE").is_some() {
+                eprintln!(
+                    "{:>7.3}s {:?} requeue={:?}",
+                    t.elapsed().as_secs_f64(),
+                    o.decision,
+                    o.requeue
+                );
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let wall = t.elapsed();
+    assert_eq!(out.status.phase, Some(Phase::Completed), "{:?}", out.status);
+    let (steps, step_calls) = *exec.steps.lock().unwrap();
+    let (reads, read_calls) = *exec.reads.lock().unwrap();
+    let replace = *cluster.replace.lock().unwrap();
+    // waiting for mapped users to leave is the runbook's wait too (fixed 15 min there)
+    let unavoidable = steps + replace + drain_wait;
+    let overhead = wall.saturating_sub(unavoidable);
+    let runbook = steps + replace + RUNBOOK_WAIT * backends as u32;
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "rollout", "scenario": scenario, "backends": backends, "run": run,
+            "wall_s": wall.as_secs_f64(),
+            "step_commands_s": steps.as_secs_f64(), "step_commands": step_calls,
+            "pod_restarts_s": replace.as_secs_f64(),
+            "drain_wait_s": drain_wait.as_secs_f64(),
+            "ring_reads_s": reads.as_secs_f64(), "ring_reads": read_calls,
+            "reconciles": passes,
+            "overhead_s": overhead.as_secs_f64(),
+            "overhead_per_backend_s": overhead.as_secs_f64() / backends as f64,
+            "runbook_s": runbook.as_secs_f64(),
+            "speedup": runbook.as_secs_f64() / wall.as_secs_f64(),
+        })
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // `cargo bench` passes --bench; a filter picks scenarios: idle3, idle10, users3
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let all = [("idle", 3usize, 30u8), ("idle", 10, 31), ("users", 3, 32)];
+    for (scenario, n, net) in all {
+        let name = format!("{scenario}{n}");
+        if !args.is_empty() && !args.contains(&name) {
+            continue;
+        }
+        for run in 1..=runs {
+            one_run(scenario, n, net, run).await;
+        }
+    }
+}
