@@ -47,7 +47,14 @@ check "helm install the chart (kubeVersion constraint met by the stamped apiserv
   helm install dbu charts/dovecot-upgrade-operator -n "$NS" --create-namespace
 check "the CRD is established" \
   kubectl wait --for=condition=Established crd/dovecotbackendupgrades.mailops.io --timeout=60s
-explains() { kubectl explain dbu.spec.canary | grep -q "approvedRevision" && kubectl explain dbu.spec.maintenanceWindow.timeZone | grep -q "IANA"; }
+explains() { # discovery may lag the Established condition for a moment
+  for _ in $(seq 20); do
+    kubectl explain dbu.spec.canary 2>/dev/null | grep -q "approvedRevision" &&
+      kubectl explain dbu.spec.maintenanceWindow.timeZone | grep -q "IANA" && return 0
+    sleep 0.5
+  done
+  return 1
+}
 check "kubectl explain dbu.spec... describes the fields" explains
 
 sa="system:serviceaccount:$NS:dbu"
