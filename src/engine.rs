@@ -482,12 +482,6 @@ pub async fn reconcile_once(
     clock: &(dyn Fn() -> Timestamp + Sync),
 ) -> Result<Outcome, ClusterError> {
     let mut obs = cluster.observe(s).await?;
-    // a world that stalls anyway gets no exec, not even a read
-    if plan::check_world(s, &obs).is_ok()
-        && let Some(dir) = obs.director.clone()
-    {
-        obs.ring = read_ring(s, exec, &dir).await;
-    }
     if let Some(target) = obs.sts.as_ref().and_then(|x| x.update_revision.clone()) {
         plan::retarget(&mut status, &target);
     }
@@ -495,6 +489,14 @@ pub async fn reconcile_once(
     let mut finished = None;
     let mut notes = plan::apply_retry(&mut status, s.retry_token.as_deref(), &obs, now);
     let mut decision = plan::decide(s, &status, &obs, now);
+    // the ring is read only when the decision needs it: a stalled or finished rollout (woken by
+    // every pod event) costs no exec
+    if matches!(decision, Decision::Wait { reason: "RingUnreadable", .. })
+        && let Some(dir) = obs.director.clone()
+    {
+        obs.ring = read_ring(s, exec, &dir).await;
+        decision = plan::decide(s, &status, &obs, now);
+    }
     if matches!(decision, Decision::Begin(_))
         && let Some(dir) = obs.director.clone()
     {

@@ -1,0 +1,255 @@
+//! Benchmark: one reconcile that decides without exec, with 1,000 pods (10 StatefulSets) and 100
+//! DBUs in the watch stores; and the serialized status size of a rollout over 1,000 backends.
+//! Prints JSON lines (scripts/bench.sh tabulates). `cargo bench --bench reconcile`.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use dovecot_upgrade_operator::api::{DovecotBackendUpgrade, DovecotBackendUpgradeStatus, Step};
+use dovecot_upgrade_operator::controller::{self, Stores};
+use dovecot_upgrade_operator::dovecot::RingHost;
+use dovecot_upgrade_operator::engine::{self, Outcome};
+use dovecot_upgrade_operator::exec::{ExecError, ExecOutput, PodExec};
+use dovecot_upgrade_operator::plan::{self, Decision, Observed, PodView, StepResult, StsView};
+use dovecot_upgrade_operator::settings::{self, Settings};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use serde_json::json;
+
+const STS: usize = 10;
+const PER_STS: usize = 100;
+const DBUS: usize = 100;
+
+/// Fails the benchmark if anything execs: these reconciles must decide from the stores alone.
+struct NoExec;
+
+#[async_trait]
+impl PodExec for NoExec {
+    async fn exec(
+        &self,
+        pod: &str,
+        _: Option<&str>,
+        argv: &[String],
+        _: Duration,
+    ) -> Result<ExecOutput, ExecError> {
+        panic!("unexpected exec in {pod}: {argv:?}")
+    }
+}
+
+fn dbu(name: &str, sts: &str) -> DovecotBackendUpgrade {
+    serde_json::from_value(json!({
+        "apiVersion": "mailops.io/v1alpha1", "kind": "DovecotBackendUpgrade",
+        "metadata": {"name": name, "namespace": "mail", "uid": format!("uid-{name}"), "generation": 1,
+                     "creationTimestamp": "2026-11-28T10:00:00Z"},
+        "spec": {"backends": {"statefulSet": sts}, "verify": {"user": "probe"},
+                 "director": {"selector": {"matchLabels": {"app": "director"}}}}
+    }))
+    .unwrap()
+}
+
+fn world() -> (Vec<StatefulSet>, Vec<Pod>, Vec<DovecotBackendUpgrade>) {
+    let mut sts = Vec::new();
+    let mut pods = Vec::new();
+    for i in 0..STS {
+        sts.push(
+            serde_json::from_value(json!({
+                "apiVersion": "apps/v1", "kind": "StatefulSet",
+                "metadata": {"name": format!("be-{i}"), "namespace": "mail", "uid": format!("sts-{i}")},
+                "spec": {"replicas": PER_STS, "serviceName": "be", "selector": {"matchLabels": {"app": format!("be-{i}")}},
+                         "template": {}, "updateStrategy": {"type": "OnDelete"}},
+                "status": {"replicas": PER_STS, "updateRevision": "rev-2"}
+            }))
+            .unwrap(),
+        );
+        for j in 0..PER_STS {
+            pods.push(
+                serde_json::from_value(json!({
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": format!("be-{i}-{j}"), "namespace": "mail", "uid": format!("p-{i}-{j}"),
+                                 "labels": {"app": format!("be-{i}"), "controller-revision-hash": "rev-2"},
+                                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": format!("be-{i}"), "uid": format!("sts-{i}")}]},
+                    "spec": {"containers": [{"name": "dovecot", "image": "dovecot:2.3.19"}]},
+                    "status": {"phase": "Running", "podIP": format!("10.{i}.{}.{}", j / 250, j % 250 + 1),
+                               "conditions": [{"type": "Ready", "status": "True"}]}
+                }))
+                .unwrap(),
+            );
+        }
+    }
+    for d in 0..2 {
+        pods.push(
+            serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": format!("director-{d}"), "namespace": "mail", "labels": {"app": "director"}},
+                "status": {"podIP": format!("10.99.0.{d}"), "conditions": [{"type": "Ready", "status": "True"}]}
+            }))
+            .unwrap(),
+        );
+    }
+    // 10 DBUs own a StatefulSet each; 90 name ones that do not exist (they stall)
+    let dbus = (0..DBUS)
+        .map(|k| {
+            let target = if k < STS { format!("be-{k}") } else { format!("ghost-{k}") };
+            dbu(&format!("dbu-{k}"), &target)
+        })
+        .collect();
+    (sts, pods, dbus)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+async fn reconcile_latency(rounds: usize) {
+    let (sts, pods, dbus) = world();
+    let stores = Stores::from_objects(sts, pods, dbus.clone());
+    // any request to the API server would fail: observe must use the stores only
+    let (svc, _handle) = tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+    let client = kube::Client::new(svc, "mail");
+    let cases: Vec<(Settings, _)> = dbus
+        .iter()
+        .take(STS)
+        .map(|d| {
+            let s = settings::validate(&d.spec).unwrap();
+            (s, controller::edges_for(&client, &stores, d, "mail").0)
+        })
+        .collect();
+    let mut times = Vec::with_capacity(rounds);
+    for r in 0..rounds {
+        let (s, cluster) = &cases[r % cases.len()];
+        let t = Instant::now();
+        let out: Outcome = engine::reconcile_once(
+            s,
+            DovecotBackendUpgradeStatus::default(),
+            Some(1),
+            &NoExec,
+            cluster,
+            &Timestamp::now,
+        )
+        .await
+        .unwrap();
+        times.push(t.elapsed());
+        assert_eq!(out.decision, Decision::Complete);
+    }
+    times.sort();
+    println!(
+        "{}",
+        json!({"bench": "reconcile", "pods": STS * PER_STS + 2, "statefulsets": STS, "dbus": DBUS,
+               "rounds": rounds, "p50_ms": pct(&times, 0.5), "p99_ms": pct(&times, 0.99),
+               "min_ms": pct(&times, 0.0), "max_ms": pct(&times, 1.0)})
+    );
+}
+
+/// A rollout over 1,000 backends, simulated with the plan's own functions (every step
+/// succeeds at once); the largest serialized status on the way, and the dry-run plan's size.
+/// `keep_all` skips `plan::compact`, to show what it saves.
+fn status_size(backends: usize, keep_all: bool) {
+    let spec = dbu("big", "be").spec;
+    let s = settings::validate(&spec).unwrap();
+    let pod = |i: usize, rev: &str| PodView {
+        name: format!("be-{i}"),
+        uid: Some(format!("uid-{i}-{rev}")),
+        ip: Some(format!("10.1.{}.{}", i / 250, i % 250 + 1)),
+        revision: Some(rev.into()),
+        ready: true,
+        terminating: false,
+    };
+    let mut obs = Observed {
+        sts: Some(StsView {
+            update_strategy: "OnDelete".into(),
+            update_revision: Some("rev-2".into()),
+            replicas: backends as i32,
+        }),
+        pods: (0..backends).map(|i| pod(i, "rev-1")).collect(),
+        director: Some("director-0".into()),
+        ring: Some(
+            (0..backends)
+                .map(|i| RingHost {
+                    ip: format!("10.1.{}.{}", i / 250, i % 250 + 1),
+                    vhosts: 100,
+                    up: true,
+                    users: (i % 7) as u64,
+                })
+                .collect(),
+        ),
+        ring_synced: Some(true),
+        ..Default::default()
+    };
+    let mut status = DovecotBackendUpgradeStatus::default();
+    let mut now = Timestamp::from_second(1_800_000_000).unwrap();
+    let (mut largest, mut passes) = (0usize, 0usize);
+    let plan_size = match plan::decide(&Settings { dry_run: true, ..s.clone() }, &status, &obs, now) {
+        Decision::DryRun(p) => serde_json::to_vec(&p).unwrap().len(),
+        d => panic!("{d:?}"),
+    };
+    loop {
+        plan::retarget(&mut status, "rev-2");
+        let d = plan::decide(&s, &status, &obs, now);
+        match &d {
+            Decision::Complete => break,
+            Decision::Begin(rec) => status.backends.push((**rec).clone()),
+            Decision::Run { pod, step, .. } => {
+                let i: usize = pod.trim_start_matches("be-").parse().unwrap();
+                let ring = obs.ring.as_mut().unwrap();
+                match step {
+                    Step::Drain => {
+                        ring[i].vhosts = 0;
+                        ring[i].users = 0;
+                    }
+                    Step::RingRemove => ring[i].up = false,
+                    Step::Replace => obs.pods[i] = pod_at(i, &pod),
+                    Step::RingRestore => {
+                        ring[i].vhosts = 100;
+                        ring[i].up = true;
+                    }
+                    _ => {}
+                }
+                let rec = status.backends.iter_mut().find(|r| &r.pod == pod).unwrap();
+                let result = StepResult::Advanced {
+                    message: Some(format!("{pod}: {step} done")),
+                    new_ip: None,
+                    stopped_uid: None,
+                };
+                plan::apply_result(rec, &result, now);
+                plan::record_finish(&mut status, pod, now);
+                if !keep_all {
+                    plan::compact(&mut status);
+                }
+            }
+            d => panic!("unexpected {d:?}"),
+        }
+        status.progress = Some(plan::progress(&status, &obs, "rev-2"));
+        let settled = plan::settled(&d, &status);
+        dovecot_upgrade_operator::conditions::summarize(&mut status, &settled, Some(1), now);
+        largest = largest.max(serde_json::to_vec(&status).unwrap().len());
+        passes += 1;
+        now = plan::after(now, Duration::from_secs(1));
+    }
+    println!(
+        "{}",
+        json!({"bench": "status_size", "backends": backends, "passes": passes, "compaction": !keep_all,
+               "largest_status_bytes": largest, "final_status_bytes": serde_json::to_vec(&status).unwrap().len(),
+               "dry_run_plan_bytes": plan_size})
+    );
+
+    fn pod_at(i: usize, _name: &str) -> PodView {
+        PodView {
+            name: format!("be-{i}"),
+            uid: Some(format!("uid-{i}-rev-2")),
+            ip: Some(format!("10.1.{}.{}", i / 250, i % 250 + 1)),
+            revision: Some("rev-2".into()),
+            ready: true,
+            terminating: false,
+        }
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    reconcile_latency(2000).await;
+    status_size(1000, false);
+    // what the status would be without compaction (every finished record kept), for comparison
+    status_size(1000, true);
+}
