@@ -90,7 +90,11 @@ fn world() -> (Vec<StatefulSet>, Vec<Pod>, Vec<DovecotBackendUpgrade>) {
     // 10 DBUs own a StatefulSet each; 90 name ones that do not exist (they stall)
     let dbus = (0..DBUS)
         .map(|k| {
-            let target = if k < STS { format!("be-{k}") } else { format!("ghost-{k}") };
+            let target = if k < STS {
+                format!("be-{k}")
+            } else {
+                format!("ghost-{k}")
+            };
             dbu(&format!("dbu-{k}"), &target)
         })
         .collect();
@@ -106,7 +110,10 @@ async fn reconcile_latency(rounds: usize) {
     let (sts, pods, dbus) = world();
     let stores = Stores::from_objects(sts, pods, dbus.clone());
     // any request to the API server would fail: observe must use the stores only
-    let (svc, _handle) = tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+    let (svc, _handle) = tower_test::mock::pair::<
+        http::Request<kube::client::Body>,
+        http::Response<kube::client::Body>,
+    >();
     let client = kube::Client::new(svc, "mail");
     let cases: Vec<(Settings, _)> = dbus
         .iter()
@@ -180,7 +187,15 @@ fn status_size(backends: usize, keep_all: bool) {
     let mut status = DovecotBackendUpgradeStatus::default();
     let mut now = Timestamp::from_second(1_800_000_000).unwrap();
     let (mut largest, mut passes) = (0usize, 0usize);
-    let plan_size = match plan::decide(&Settings { dry_run: true, ..s.clone() }, &status, &obs, now) {
+    let plan_size = match plan::decide(
+        &Settings {
+            dry_run: true,
+            ..s.clone()
+        },
+        &status,
+        &obs,
+        now,
+    ) {
         Decision::DryRun(p) => serde_json::to_vec(&p).unwrap().len(),
         d => panic!("{d:?}"),
     };

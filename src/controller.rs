@@ -116,11 +116,18 @@ impl Stores {
         ))
     }
 
+    /// Waits for the first LIST of every watch; bounded, so that a reconcile never hangs (and
+    /// never holds up a graceful shutdown) while the API server is away.
     async fn ready(&self) -> Result<(), ClusterError> {
         let gone = |_| ClusterError::Other("a watch stopped".into());
-        self.sts.wait_until_ready().await.map_err(gone)?;
-        self.pods.wait_until_ready().await.map_err(gone)?;
-        self.dbus.wait_until_ready().await.map_err(gone)
+        let all = async {
+            self.sts.wait_until_ready().await.map_err(gone)?;
+            self.pods.wait_until_ready().await.map_err(gone)?;
+            self.dbus.wait_until_ready().await.map_err(gone)
+        };
+        tokio::time::timeout(Duration::from_secs(30), all)
+            .await
+            .map_err(|_| ClusterError::Api("watch caches not filled after 30 s".into()))?
     }
 }
 

@@ -414,9 +414,14 @@ async fn run_step(
     res.unwrap_or_else(|e| e)
 }
 
-/// Whether the director ring says it is synced; unreadable counts as not synced.
-async fn read_ring_synced(s: &Settings, exec: &dyn PodExec, director: &str) -> bool {
-    let argv = s.director.director_ring_status();
+/// stdout of a read-only doveadm query on the director, or None (logged) when it failed.
+async fn director_query(
+    s: &Settings,
+    exec: &dyn PodExec,
+    director: &str,
+    argv: Vec<String>,
+) -> Option<String> {
+    let what = argv.join(" ");
     match exec
         .exec(
             director,
@@ -426,16 +431,23 @@ async fn read_ring_synced(s: &Settings, exec: &dyn PodExec, director: &str) -> b
         )
         .await
     {
-        Ok(out) if out.exit_code == 0 => dovecot::parse_ring_synced(&out.stdout).unwrap_or(false),
+        Ok(out) if out.exit_code == 0 => Some(out.stdout),
         Ok(out) => {
-            tracing::warn!(director, exit_code = out.exit_code, stderr = %dovecot::bounded(&out.stderr, 300), "director ring status failed");
-            false
+            tracing::warn!(director, command = %what, exit_code = out.exit_code, stderr = %dovecot::bounded(&out.stderr, 300), "director query failed");
+            None
         }
         Err(e) => {
-            tracing::warn!(director, error = %e, "director ring status exec failed");
-            false
+            tracing::warn!(director, command = %what, error = %e, "director query exec failed");
+            None
         }
     }
+}
+
+/// Whether the director ring says it is synced; unreadable counts as not synced.
+async fn read_ring_synced(s: &Settings, exec: &dyn PodExec, director: &str) -> bool {
+    director_query(s, exec, director, s.director.director_ring_status())
+        .await
+        .is_some_and(|out| dovecot::parse_ring_synced(&out).unwrap_or(false))
 }
 
 /// Reads `director status` from the chosen director.
@@ -444,32 +456,10 @@ async fn read_ring(
     exec: &dyn PodExec,
     director: &str,
 ) -> Option<Vec<dovecot::RingHost>> {
-    let argv = s.director.director_status();
-    match exec
-        .exec(
-            director,
-            s.director_container.as_deref(),
-            &argv,
-            s.command_timeout,
-        )
-        .await
-    {
-        Ok(out) if out.exit_code == 0 => match dovecot::parse_director_status(&out.stdout) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                tracing::warn!(director, error = %e, "director status unparsable");
-                None
-            }
-        },
-        Ok(out) => {
-            tracing::warn!(director, exit_code = out.exit_code, stderr = %dovecot::bounded(&out.stderr, 300), "director status failed");
-            None
-        }
-        Err(e) => {
-            tracing::warn!(director, error = %e, "director status exec failed");
-            None
-        }
-    }
+    let out = director_query(s, exec, director, s.director.director_status()).await?;
+    dovecot::parse_director_status(&out)
+        .map_err(|e| tracing::warn!(director, error = %e, "director status unparsable"))
+        .ok()
 }
 
 /// One reconcile: observe, decide, act once, record. `clock` is read only here, at the edge.
@@ -491,8 +481,13 @@ pub async fn reconcile_once(
     let mut decision = plan::decide(s, &status, &obs, now);
     // the ring is read only when the decision needs it: a stalled or finished rollout (woken by
     // every pod event) costs no exec
-    if matches!(decision, Decision::Wait { reason: "RingUnreadable", .. })
-        && let Some(dir) = obs.director.clone()
+    if matches!(
+        decision,
+        Decision::Wait {
+            reason: "RingUnreadable",
+            ..
+        }
+    ) && let Some(dir) = obs.director.clone()
     {
         obs.ring = read_ring(s, exec, &dir).await;
         decision = plan::decide(s, &status, &obs, now);

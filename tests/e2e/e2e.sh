@@ -38,6 +38,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# shared set-up steps (operator kubeconfig, example pods, config changes)
+source "$here/lib.sh"
 cargo build --locked --quiet
 "$here/harness.sh" up "$state"
 
@@ -78,21 +80,7 @@ server_dry_run() { # every object the chart can render (but the ServiceMonitor: 
 check "helm template with NetworkPolicy and PDB passes the API server's validation (dry run)" server_dry_run
 
 # --- the operator, as a host process with a TokenRequest token of the chart's ServiceAccount
-token="$(kubectl -n "$NS" create token dbu --duration=1h)"
-cat > "$state/operator.kubeconfig" <<KC
-apiVersion: v1
-kind: Config
-clusters:
-  - name: e2e
-    cluster: {server: "$(kubectl config view -o jsonpath='{.clusters[0].cluster.server}')", certificate-authority: "$state/pki/ca.crt"}
-users:
-  - name: operator
-    user: {token: "$token"}
-contexts:
-  - name: e2e
-    context: {cluster: e2e, user: operator, namespace: $NS}
-current-context: e2e
-KC
+operator_kubeconfig
 declare -A METRICS_PORT=([operator]=23811 [op-a]=23812 [op-b]=23813)
 start_named() { # identity: a replica with its own log and metrics port
   POD_NAME="$1" target/debug/dovecot-upgrade-operator run --kubeconfig "$state/operator.kubeconfig" \
@@ -210,47 +198,14 @@ kubectl -n "$NS" delete dbu rollout --wait=true >/dev/null
 kubectl -n "$NS" delete sts legacy --wait=true >/dev/null
 
 # Part B: a rollout of real Dovecot pods (two directors, three backends) on the local kubelet
-ready_pods() { # the StatefulSet controller creates backends one by one: wait for all five
-  for _ in $(seq 240); do
-    [[ "$(kubectl -n "$NS" get pods -l 'app in (dovecot-backend,dovecot-director)' \
-      -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c True)" == 5 ]] && return 0
-    sleep 0.5
-  done
-  kubectl -n "$NS" get pods
-  return 1
-}
-ring_synced() {
-  for _ in $(seq 60); do
-    kubectl -n "$NS" exec director-0 -- doveadm director ring status 2>/dev/null | grep -q "ring synced" && return 0
-    sleep 1
-  done
-  return 1
-}
 check "deploy the example director ring and backends (kustomize overlay)" kubectl apply -k "$here/overlay"
 check "five Dovecot pods Running and Ready on the local kubelet" ready_pods
 check "the director ring is synced" ring_synced
-declare -A VHOSTS=([127.0.50.10]=100 [127.0.50.11]=50 [127.0.50.12]=20)
-set_vhosts() { for ip in "${!VHOSTS[@]}"; do kubectl -n "$NS" exec director-0 -- doveadm director update "$ip" "${VHOSTS[$ip]}" || return 1; done; }
 check "give the backends different vhost counts" set_vhosts
-deliver_all() { for u in 1 2 3 4 5 6; do python3 "$here/mail.py" deliver 127.0.51.10 "user$u" 3 || return 1; done; }
 check "deliver mail through the director (LMTP)" deliver_all
-roll_config() { # greeting revision: a config change plus the template bump that makes a new revision
-  local conf
-  conf="$(kubectl -n "$NS" get cm backend-config -o jsonpath='{.data.dovecot\.conf}' | sed '/^login_greeting = /d' | sed "1i login_greeting = $1")"
-  kubectl -n "$NS" create cm backend-config --from-literal=dovecot.conf="$conf" \
-    --from-literal=supervisor.sh="$(kubectl -n "$NS" get cm backend-config -o jsonpath='{.data.supervisor\.sh}')" \
-    --dry-run=client -o yaml | kubectl apply -f - &&
-    kubectl -n "$NS" patch sts backend --type merge \
-      -p "{\"spec\":{\"template\":{\"metadata\":{\"annotations\":{\"mailops.io/config-revision\":\"$2\"}}}}}"
-}
 check "change the backend config: a new StatefulSet revision" roll_config "e2e revision 2" 2
-target_rev() { kubectl -n "$NS" get sts backend -o jsonpath='{.status.updateRevision}'; }
 rev_moved() { for _ in $(seq 30); do [[ -n "$(target_rev)" && "$(target_rev)" != "$(kubectl -n "$NS" get pod backend-0 -o jsonpath='{.metadata.labels.controller-revision-hash}')" ]] && return 0; sleep 0.5; done; return 1; }
 check "... the pods are now outdated" rev_moved
-rollout_dbu() {
-  sed -e 's/upgrade-probe@example.org/user1/' -e 's/timeout: 15m .*/timeout: 20s/' -e 's/pollInterval: 5s/pollInterval: 1s/' \
-    deploy/examples/dbu.yaml | kubectl apply -f -
-}
 ring_back() {
   local status; status="$(kubectl -n "$NS" exec director-1 -- doveadm -f json director status)"
   for b in 0 1 2; do

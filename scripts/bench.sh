@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every benchmark and writes BENCHMARKS.md (needs root: the real-Dovecot rig and the local
+# kubelet). BENCH_RUNS sets the repetitions of the rollout runs (default 3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+eval "$(scripts/install-tools.sh)"
+raw="$(mktemp)"
+trap 'rm -f "$raw"' EXIT
+echo "bench: rollouts on the real-Dovecot rig (N=3, N=10, users)" >&2
+BENCH_RUNS="${BENCH_RUNS:-3}" cargo bench --locked --bench rollout | grep '^{' >> "$raw"
+echo "bench: reconcile latency and status size (3 runs)" >&2
+for _ in 1 2 3; do cargo bench --locked --bench reconcile | grep '^{' >> "$raw"; done
+echo "bench: memory and API cost on the real control plane" >&2
+benches/cluster.sh | grep '^{' >> "$raw"
+python3 benches/report.py "$raw" > BENCHMARKS.md
+cat BENCHMARKS.md
