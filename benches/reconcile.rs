@@ -214,7 +214,7 @@ fn status_size(backends: usize, keep_all: bool) {
                         ring[i].users = 0;
                     }
                     Step::RingRemove => ring[i].up = false,
-                    Step::Replace => obs.pods[i] = pod_at(i, &pod),
+                    Step::Replace => obs.pods[i] = pod_at(i),
                     Step::RingRestore => {
                         ring[i].vhosts = 100;
                         ring[i].up = true;
@@ -236,11 +236,17 @@ fn status_size(backends: usize, keep_all: bool) {
             d => panic!("unexpected {d:?}"),
         }
         status.progress = Some(plan::progress(&status, &obs, "rev-2"));
-        let settled = plan::settled(&d, &status);
+        let settled = plan::settled(&s, &d, &status, &obs, now);
         dovecot_upgrade_operator::conditions::summarize(&mut status, &settled, Some(1), now);
-        largest = largest.max(serde_json::to_vec(&status).unwrap().len());
+        // without compaction the status only grows: its final size is its largest
+        if !keep_all {
+            largest = largest.max(serde_json::to_vec(&status).unwrap().len());
+        }
         passes += 1;
         now = plan::after(now, Duration::from_secs(1));
+    }
+    if keep_all {
+        largest = serde_json::to_vec(&status).unwrap().len();
     }
     println!(
         "{}",
@@ -249,7 +255,7 @@ fn status_size(backends: usize, keep_all: bool) {
                "dry_run_plan_bytes": plan_size})
     );
 
-    fn pod_at(i: usize, _name: &str) -> PodView {
+    fn pod_at(i: usize) -> PodView {
         PodView {
             name: format!("be-{i}"),
             uid: Some(format!("uid-{i}-rev-2")),

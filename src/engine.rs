@@ -643,8 +643,9 @@ pub async fn reconcile_once(
         status.progress = Some(plan::progress(&status, &obs, target));
     }
     // conditions describe the state after the action
-    let after_decision = plan::settled(&decision, &status);
-    crate::conditions::summarize(&mut status, &after_decision, generation, clock());
+    let now = clock();
+    let after_decision = plan::settled(s, &decision, &status, &obs, now);
+    crate::conditions::summarize(&mut status, &after_decision, generation, now);
     Ok(Outcome {
         status,
         decision,

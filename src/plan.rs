@@ -840,16 +840,29 @@ pub fn dry_run(
 
 /// The decision the conditions should describe once an action ran: a step that just failed
 /// turns the rollout Stalled at once, without waiting for the next pass to decide it.
-pub fn settled(decision: &Decision, status: &DovecotBackendUpgradeStatus) -> Decision {
+/// Likewise the last backend's RingRestore settles as Complete when the world already is, so
+/// the final step and the completion share one status patch.
+pub fn settled(
+    s: &Settings,
+    decision: &Decision,
+    status: &DovecotBackendUpgradeStatus,
+    obs: &Observed,
+    now: Timestamp,
+) -> Decision {
     match decision {
         Decision::Run { .. } | Decision::Begin(_) => {
-            match status.backends.iter().find(|r| r.failed) {
-                Some(f) => Decision::Stall {
+            if let Some(f) = status.backends.iter().find(|r| r.failed) {
+                return Decision::Stall {
                     reason: "BackendFailed",
                     message: failure_message(f),
-                },
-                None => decision.clone(),
+                };
             }
+            if !status.backends.iter().any(active)
+                && decide(s, status, obs, now) == Decision::Complete
+            {
+                return Decision::Complete;
+            }
+            decision.clone()
         }
         d => d.clone(),
     }

@@ -1021,14 +1021,32 @@ fn retry_token_reruns_failed_backends_once() {
 
 #[test]
 fn a_step_that_just_failed_settles_as_stalled() {
+    let s = settings();
+    let w = drained(2);
     let mut f = rec(2, Step::Verify, 0);
     let d = run(2, Step::Verify);
-    assert_eq!(settled(&d, &status(vec![f.clone()])), d);
+    assert_eq!(settled(&s, &d, &status(vec![f.clone()]), &w, ts(0)), d);
     f.failed = true;
     let st = status(vec![f]);
-    assert_eq!(reason(&settled(&d, &st)), "BackendFailed");
+    assert_eq!(reason(&settled(&s, &d, &st, &w, ts(0))), "BackendFailed");
     // a decision that ran nothing is kept as it is
-    assert_eq!(settled(&Decision::Complete, &st), Decision::Complete);
+    assert_eq!(
+        settled(&s, &Decision::Complete, &st, &w, ts(0)),
+        Decision::Complete
+    );
+}
+
+#[test]
+fn the_last_ring_restore_settles_as_complete() {
+    let s = settings();
+    let mut obs = world();
+    obs.pods = (0..3).map(|i| pod(i, NEW)).collect();
+    let d = run(0, Step::RingRestore);
+    let done = status(vec![rec(0, Step::Done, 0)]);
+    assert_eq!(settled(&s, &d, &done, &obs, ts(0)), Decision::Complete);
+    // another backend still outdated: the rollout goes on
+    obs.pods[1] = pod(1, OLD);
+    assert_eq!(settled(&s, &d, &done, &obs, ts(0)), d);
 }
 
 #[test]
