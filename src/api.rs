@@ -427,6 +427,18 @@ pub enum Phase {
     Planned,
 }
 
+impl Phase {
+    pub const ALL: [Phase; 7] = [
+        Phase::Pending,
+        Phase::Progressing,
+        Phase::Paused,
+        Phase::Completed,
+        Phase::Failed,
+        Phase::Aborted,
+        Phase::Planned,
+    ];
+}
+
 /// Steps of one backend, in runbook order. The recorded step is the one intended or in progress;
 /// it is advanced only after it succeeded, so a restart re-runs it (every step is idempotent).
 #[derive(

@@ -462,6 +462,34 @@ async fn read_ring(
         .ok()
 }
 
+/// Decides, reading the ring and its sync state from the director only when the decision needs
+/// them (`plan::missing`); each is read at most once per reconcile.
+async fn decide_reading(
+    s: &Settings,
+    status: &DovecotBackendUpgradeStatus,
+    obs: &mut Observed,
+    exec: &dyn PodExec,
+    now: Timestamp,
+) -> Decision {
+    let mut ring_read = false;
+    loop {
+        let decision = plan::decide(s, status, obs, now);
+        let Some(dir) = obs.director.clone() else {
+            return decision;
+        };
+        match plan::missing(&decision, obs) {
+            Some(plan::Missing::Ring) if !ring_read => {
+                ring_read = true;
+                obs.ring = read_ring(s, exec, &dir).await;
+            }
+            Some(plan::Missing::RingSync) => {
+                obs.ring_synced = Some(read_ring_synced(s, exec, &dir).await);
+            }
+            _ => return decision,
+        }
+    }
+}
+
 /// One reconcile: observe, decide, act once, record. `clock` is read only here, at the edge.
 pub async fn reconcile_once(
     s: &Settings,
@@ -478,27 +506,7 @@ pub async fn reconcile_once(
     let now = clock();
     let mut finished = None;
     let mut notes = plan::apply_retry(&mut status, s.retry_token.as_deref(), &obs, now);
-    let mut decision = plan::decide(s, &status, &obs, now);
-    // the ring is read only when the decision needs it: a stalled or finished rollout (woken by
-    // every pod event) costs no exec
-    if matches!(
-        decision,
-        Decision::Wait {
-            reason: "RingUnreadable",
-            ..
-        }
-    ) && let Some(dir) = obs.director.clone()
-    {
-        obs.ring = read_ring(s, exec, &dir).await;
-        decision = plan::decide(s, &status, &obs, now);
-    }
-    if matches!(decision, Decision::Begin(_))
-        && let Some(dir) = obs.director.clone()
-    {
-        // read only before draining: the guard needs it, polling does not
-        obs.ring_synced = Some(read_ring_synced(s, exec, &dir).await);
-        decision = plan::decide(s, &status, &obs, now);
-    }
+    let decision = decide_reading(s, &status, &mut obs, exec, now).await;
     if !matches!(decision, Decision::DryRun(_)) {
         status.plan = None;
     }
@@ -807,15 +815,10 @@ pub async fn plan_only(
     now: Timestamp,
 ) -> Result<(Decision, Option<String>), ClusterError> {
     let mut obs = cluster.observe(s).await?;
-    if plan::check_world(s, &obs).is_ok()
-        && let Some(dir) = obs.director.clone()
-    {
-        obs.ring = read_ring(s, exec, &dir).await;
-        obs.ring_synced = Some(read_ring_synced(s, exec, &dir).await);
-    }
     let mut s = s.clone();
     s.dry_run = true;
-    Ok((plan::decide(&s, status, &obs, now), obs.director))
+    let decision = decide_reading(&s, status, &mut obs, exec, now).await;
+    Ok((decision, obs.director))
 }
 
 /// True when the status says a human is needed.

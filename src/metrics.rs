@@ -212,15 +212,7 @@ impl Metrics {
 
     fn refresh(&self, dbus: &HashMap<String, DbuState>) {
         self.in_flight.set(dbus.values().map(|d| d.in_flight).sum());
-        for phase in [
-            Phase::Pending,
-            Phase::Progressing,
-            Phase::Paused,
-            Phase::Completed,
-            Phase::Failed,
-            Phase::Aborted,
-            Phase::Planned,
-        ] {
+        for phase in Phase::ALL {
             let n = dbus.values().filter(|d| d.phase == Some(phase)).count() as i64;
             self.rollouts
                 .get_or_create(&PhaseLabels {

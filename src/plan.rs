@@ -198,12 +198,19 @@ pub fn outdated<'a>(
         .iter()
         .filter(|p| p.revision.as_deref() != Some(target) && !s.skip.contains(&p.name))
         .collect();
+    // one map, not a ring scan per pod: decisions over 1,000 backends stay linear
+    let by_ip: std::collections::HashMap<&str, u64> = ring
+        .into_iter()
+        .flatten()
+        .map(|h| (h.ip.as_str(), h.users))
+        .collect();
     let users = |p: &PodView| -> u64 {
         if s.ordering == Ordering::Ordinal {
             return 0;
         }
-        ring.and_then(|r| r.iter().find(|h| Some(h.ip.as_str()) == p.ip.as_deref()))
-            .map_or(u64::MAX, |h| h.users)
+        p.ip.as_deref()
+            .and_then(|ip| by_ip.get(ip).copied())
+            .unwrap_or(u64::MAX)
     };
     v.sort_by_key(|p| (users(p), std::cmp::Reverse(ordinal(&p.name))));
     v
@@ -244,6 +251,30 @@ pub fn retarget(status: &mut DovecotBackendUpgradeStatus, target: &str) {
     if status.target_revision.as_deref() != Some(target) {
         status.backends.retain(active);
         status.target_revision = Some(target.to_string());
+    }
+}
+
+/// An observation a decision needs before it can stand; the engine reads it and decides again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// `director status`: every decision about in-flight or new backends.
+    Ring,
+    /// `director ring status`: only before draining a backend, or for a dry-run plan's guard.
+    RingSync,
+}
+
+/// What `decision` still needs read; None when it stands as it is. Reads are lazy so that a
+/// finished or stalled rollout, woken by every pod event, costs no exec.
+pub fn missing(decision: &Decision, obs: &Observed) -> Option<Missing> {
+    match decision {
+        Decision::Wait {
+            reason: "RingUnreadable",
+            ..
+        } if obs.ring.is_none() => Some(Missing::Ring),
+        Decision::Begin(_) | Decision::DryRun(_) if obs.ring_synced.is_none() => {
+            Some(Missing::RingSync)
+        }
+        _ => None,
     }
 }
 

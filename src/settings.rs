@@ -44,8 +44,6 @@ pub struct Settings {
     pub stop_timeout: Duration,
     pub replace_timeout: Duration,
     pub paused: bool,
-    /// `spec.director.selector` as a label selector string (for humans and `kubectl -l`).
-    pub director_selector: String,
     /// `spec.director.selector` itself, matched against the pod store.
     pub director_label_selector: LabelSelector,
     /// The `mailops.io/retry` annotation, set by the controller (not part of the spec).
@@ -181,7 +179,8 @@ pub fn validate(spec: &DovecotBackendUpgradeSpec) -> Result<Settings, SpecError>
             "must select something; an empty selector matches every pod",
         ));
     }
-    let director_selector = selector_string(sel).map_err(|e| bad("spec.director.selector", e))?;
+    // an unknown operator is a permanent spec error, not a failure at every observe
+    selector_string(sel).map_err(|e| bad("spec.director.selector", e))?;
     let user = dovecot::validate_user(&spec.verify.user)
         .map_err(|e| bad("spec.verify.user", e.to_string()))?;
     let mailbox = dovecot::validate_mailbox(&spec.verify.mailbox)
@@ -274,7 +273,6 @@ pub fn validate(spec: &DovecotBackendUpgradeSpec) -> Result<Settings, SpecError>
         stop_timeout,
         replace_timeout,
         paused: spec.paused,
-        director_selector,
         director_label_selector: spec.director.selector.clone(),
         retry_token: None,
         abort: spec.abort,

@@ -189,32 +189,15 @@ async fn invalid_spec_stalls_by_server_side_apply_and_warns() {
 
 #[tokio::test]
 async fn rolling_update_statefulset_stalls_without_exec() {
-    let (ctx, mut h) = ctx_with(vec![sts("RollingUpdate")], vec![], vec![]);
-    let obj = dbu(json!({"finalizers": [FINALIZER]}), json!({}));
-    let reply = serde_json::to_value(&obj).unwrap();
-    let task = tokio::spawn(async move {
-        // no GET, no LIST, no exec: the first request is the status patch
-        let (_, body) = expect(&mut h, Method::PATCH, &format!("{DBU_PATH}/status"), reply).await;
-        let st = &body["status"];
-        assert_eq!(cond(st, "Stalled")["reason"], "UpdateStrategyNotOnDelete");
-        assert!(
-            cond(st, "Stalled")["message"]
-                .as_str()
-                .unwrap()
-                .contains("OnDelete")
-        );
-        let (_, ev) = expect(
-            &mut h,
-            Method::POST,
-            "/apis/events.k8s.io/v1/namespaces/mail/events",
-            json!({}),
-        )
-        .await;
-        assert_eq!(ev["reason"], "Stalled");
-        nothing_more(&mut h).await;
-    });
-    controller::reconcile(Arc::new(obj), ctx).await.unwrap();
-    task.await.unwrap();
+    let (stalled, _) = stalls_without_exec(
+        json!({}),
+        vec![sts("RollingUpdate")],
+        vec![],
+        vec![],
+        "UpdateStrategyNotOnDelete",
+    )
+    .await;
+    assert!(stalled["message"].as_str().unwrap().contains("OnDelete"));
 }
 
 #[tokio::test]
@@ -329,14 +312,14 @@ fn backend_pod(name: &str) -> Value {
 }
 
 /// With these objects in the stores, expects the Stalled status patch and its Warning, and
-/// nothing else: no GET or LIST, no exec, no delete.
+/// nothing else: no GET or LIST, no exec, no delete. Returns the condition and the Event.
 async fn stalls_without_exec(
     spec: Value,
     sts: Vec<Value>,
     pods: Vec<Value>,
     dbus: Vec<Value>,
     reason: &'static str,
-) {
+) -> (Value, Value) {
     let (ctx, mut h) = ctx_with(sts, pods, dbus);
     let obj = dbu(json!({"finalizers": [FINALIZER]}), spec);
     let reply = serde_json::to_value(&obj).unwrap();
@@ -367,6 +350,7 @@ async fn stalls_without_exec(
         "{ev}"
     );
     assert!(ev["note"].as_str().unwrap().starts_with(reason), "{ev}");
+    (stalled, ev)
 }
 
 #[tokio::test]

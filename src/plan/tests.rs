@@ -1070,3 +1070,25 @@ fn compact_keeps_active_records_and_the_newest_done() {
     assert_eq!(names[2], "done-5");
     assert_eq!(names.last(), Some(&"done-14"));
 }
+
+#[test]
+fn reads_are_asked_for_only_when_a_decision_needs_them() {
+    let s = settings();
+    let mut obs = world();
+    obs.ring = None;
+    let d = decide(&s, &status(vec![]), &obs, ts(0));
+    assert_eq!(missing(&d, &obs), Some(Missing::Ring));
+    let obs = world();
+    let d = decide(&s, &status(vec![]), &obs, ts(0));
+    assert_eq!(missing(&d, &obs), Some(Missing::RingSync), "{d:?}");
+    let mut synced = world();
+    synced.ring_synced = Some(true);
+    let d = decide(&s, &status(vec![]), &synced, ts(0));
+    assert_eq!(missing(&d, &synced), None);
+    // finished: nothing to read at all
+    let mut done = world();
+    done.ring = None;
+    done.pods = (0..3).map(|i| pod(i, NEW)).collect();
+    let d = decide(&s, &status(vec![]), &done, ts(0));
+    assert_eq!((d.clone(), missing(&d, &done)), (Decision::Complete, None));
+}
