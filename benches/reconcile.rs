@@ -5,12 +5,12 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use dbu_core::fixtures;
 use dovecot_upgrade_operator::api::{DovecotBackendUpgrade, DovecotBackendUpgradeStatus, Step};
 use dovecot_upgrade_operator::controller::{self, Stores};
-use dovecot_upgrade_operator::dovecot::RingHost;
 use dovecot_upgrade_operator::engine::{self, Outcome};
-use dovecot_upgrade_operator::exec::{ExecError, ExecOutput, PodExec};
-use dovecot_upgrade_operator::plan::{self, Decision, Observed, PodView, StepResult, StsView};
+use dovecot_upgrade_operator::exec::{ExecError, ExecOutput, ExecRequest, PodExec};
+use dovecot_upgrade_operator::machine::{self, Decision, Observed, StepResult};
 use dovecot_upgrade_operator::settings::{self, Settings};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
@@ -26,26 +26,16 @@ struct NoExec;
 
 #[async_trait]
 impl PodExec for NoExec {
-    async fn exec(
-        &self,
-        pod: &str,
-        _: Option<&str>,
-        argv: &[String],
-        _: Duration,
-    ) -> Result<ExecOutput, ExecError> {
-        panic!("unexpected exec in {pod}: {argv:?}")
+    async fn exec(&self, req: ExecRequest<'_>) -> Result<ExecOutput, ExecError> {
+        panic!("unexpected exec in {}: {:?}", req.pod, req.argv)
     }
 }
 
 fn dbu(name: &str, sts: &str) -> DovecotBackendUpgrade {
-    serde_json::from_value(json!({
-        "apiVersion": "mailops.io/v1alpha1", "kind": "DovecotBackendUpgrade",
-        "metadata": {"name": name, "namespace": "mail", "uid": format!("uid-{name}"), "generation": 1,
-                     "creationTimestamp": "2026-11-28T10:00:00Z"},
-        "spec": {"backends": {"statefulSet": sts}, "verify": {"user": "probe"},
-                 "director": {"selector": {"matchLabels": {"app": "director"}}}}
-    }))
-    .unwrap()
+    fixtures::dbu(
+        json!({"name": name, "uid": format!("uid-{name}"), "generation": 1}),
+        json!({"backends": {"statefulSet": sts}}),
+    )
 }
 
 fn world() -> (Vec<StatefulSet>, Vec<Pod>, Vec<DovecotBackendUpgrade>) {
@@ -151,43 +141,24 @@ async fn reconcile_latency(rounds: usize) {
 
 /// A rollout over 1,000 backends, simulated with the plan's own functions (every step
 /// succeeds at once); the largest serialized status on the way, and the dry-run plan's size.
-/// `keep_all` skips `plan::compact`, to show what it saves.
+/// `keep_all` skips `machine::compact`, to show what it saves.
 fn status_size(backends: usize, keep_all: bool) {
     let spec = dbu("big", "be").spec;
     let s = settings::validate(&spec).unwrap();
-    let pod = |i: usize, rev: &str| PodView {
-        name: format!("be-{i}"),
-        uid: Some(format!("uid-{i}-{rev}")),
-        ip: Some(format!("10.1.{}.{}", i / 250, i % 250 + 1)),
-        revision: Some(rev.into()),
-        ready: true,
-        terminating: false,
-    };
+    let n = backends as u32;
     let mut obs = Observed {
-        sts: Some(StsView {
-            update_strategy: "OnDelete".into(),
-            update_revision: Some("rev-2".into()),
-            replicas: backends as i32,
-        }),
-        pods: (0..backends).map(|i| pod(i, "rev-1")).collect(),
-        director: Some("director-0".into()),
         ring: Some(
-            (0..backends)
-                .map(|i| RingHost {
-                    ip: format!("10.1.{}.{}", i / 250, i % 250 + 1),
-                    vhosts: 100,
-                    up: true,
-                    users: (i % 7) as u64,
-                })
+            (0..n)
+                .map(|i| fixtures::host(i, 100, true, u64::from(i % 7)))
                 .collect(),
         ),
         ring_synced: Some(true),
-        ..Default::default()
+        ..fixtures::world(n, "rev-1", "rev-2")
     };
     let mut status = DovecotBackendUpgradeStatus::default();
-    let mut now = Timestamp::from_second(1_800_000_000).unwrap();
+    let mut now = fixtures::ts(0);
     let (mut largest, mut passes) = (0usize, 0usize);
-    let plan_size = match plan::decide(
+    let plan_size = match machine::decide(
         &Settings {
             dry_run: true,
             ..s.clone()
@@ -200,13 +171,13 @@ fn status_size(backends: usize, keep_all: bool) {
         d => panic!("{d:?}"),
     };
     loop {
-        plan::retarget(&mut status, "rev-2");
-        let d = plan::decide(&s, &status, &obs, now);
+        machine::retarget(&mut status, "rev-2");
+        let d = machine::decide(&s, &status, &obs, now);
         match &d {
             Decision::Complete => break,
             Decision::Begin(rec) => status.backends.push((**rec).clone()),
             Decision::Run { pod, step, .. } => {
-                let i: usize = pod.trim_start_matches("be-").parse().unwrap();
+                let i: usize = pod.trim_start_matches("backend-").parse().unwrap();
                 let ring = obs.ring.as_mut().unwrap();
                 match step {
                     Step::Drain => {
@@ -214,7 +185,7 @@ fn status_size(backends: usize, keep_all: bool) {
                         ring[i].users = 0;
                     }
                     Step::RingRemove => ring[i].up = false,
-                    Step::Replace => obs.pods[i] = pod_at(i),
+                    Step::Replace => obs.pods[i] = fixtures::pod(i as u32, "rev-2"),
                     Step::RingRestore => {
                         ring[i].vhosts = 100;
                         ring[i].up = true;
@@ -227,23 +198,23 @@ fn status_size(backends: usize, keep_all: bool) {
                     new_ip: None,
                     stopped_uid: None,
                 };
-                plan::apply_result(rec, &result, now);
-                plan::record_finish(&mut status, pod, now);
+                machine::apply_result(rec, &result, now);
+                machine::record_finish(&mut status, pod, now);
                 if !keep_all {
-                    plan::compact(&mut status);
+                    machine::compact(&mut status);
                 }
             }
             d => panic!("unexpected {d:?}"),
         }
-        status.progress = Some(plan::progress(&status, &obs, "rev-2"));
-        let settled = plan::settled(&s, &d, &status, &obs, now);
+        status.progress = Some(machine::progress(&status, &obs, "rev-2"));
+        let settled = machine::settled(&s, &d, &status, &obs, now);
         dovecot_upgrade_operator::conditions::summarize(&mut status, &settled, Some(1), now);
         // without compaction the status only grows: its final size is its largest
         if !keep_all {
             largest = largest.max(serde_json::to_vec(&status).unwrap().len());
         }
         passes += 1;
-        now = plan::after(now, Duration::from_secs(1));
+        now = dovecot_upgrade_operator::time::after(now, Duration::from_secs(1));
     }
     if keep_all {
         largest = serde_json::to_vec(&status).unwrap().len();
@@ -254,17 +225,6 @@ fn status_size(backends: usize, keep_all: bool) {
                "largest_status_bytes": largest, "final_status_bytes": serde_json::to_vec(&status).unwrap().len(),
                "dry_run_plan_bytes": plan_size})
     );
-
-    fn pod_at(i: usize) -> PodView {
-        PodView {
-            name: format!("be-{i}"),
-            uid: Some(format!("uid-{i}-rev-2")),
-            ip: Some(format!("10.1.{}.{}", i / 250, i % 250 + 1)),
-            revision: Some("rev-2".into()),
-            ready: true,
-            terminating: false,
-        }
-    }
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -8,14 +8,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use dovecot_upgrade_operator::api::{
-    DovecotBackendUpgradeSpec, DovecotBackendUpgradeStatus, Phase,
-};
+use dbu_lab::{self as lab, ImapSession, Lab, LabSpec};
+use dovecot_upgrade_operator::api::{DovecotBackendUpgradeStatus, Phase};
 use dovecot_upgrade_operator::engine::{self, Cluster, ClusterError};
-use dovecot_upgrade_operator::exec::{ExecError, ExecOutput, PodExec};
-use dovecot_upgrade_operator::lab::{self, ImapSession, Lab, LabSpec};
-use dovecot_upgrade_operator::plan::Observed;
-use dovecot_upgrade_operator::settings::{self, Settings};
+use dovecot_upgrade_operator::exec::{ExecError, ExecOutput, ExecRequest, PodExec};
+use dovecot_upgrade_operator::machine::Observed;
+use dovecot_upgrade_operator::settings::Settings;
 
 /// Times every exec, split into the operator's ring reads and the steps' commands.
 struct TimingExec<'a> {
@@ -27,17 +25,11 @@ struct TimingExec<'a> {
 
 #[async_trait]
 impl PodExec for TimingExec<'_> {
-    async fn exec(
-        &self,
-        pod: &str,
-        container: Option<&str>,
-        argv: &[String],
-        timeout: Duration,
-    ) -> Result<ExecOutput, ExecError> {
+    async fn exec(&self, req: ExecRequest<'_>) -> Result<ExecOutput, ExecError> {
         let t = Instant::now();
-        let out = self.inner.exec(pod, container, argv, timeout).await;
+        let out = self.inner.exec(req).await;
         let took = t.elapsed();
-        let bucket = if self.ring_reads.iter().any(|r| r == argv) {
+        let bucket = if self.ring_reads.iter().any(|r| r == req.argv) {
             &self.reads
         } else {
             &self.steps
@@ -72,15 +64,10 @@ impl Cluster for TimingCluster<'_> {
 }
 
 fn settings() -> Settings {
-    let spec: DovecotBackendUpgradeSpec = serde_json::from_value(serde_json::json!({
-        "backends": {"statefulSet": lab::STATEFULSET},
-        "director": {"selector": {"matchLabels": {"app": "director"}}},
-        "verify": {"user": "user1"},
+    lab::settings(serde_json::json!({
         "drain": {"pollInterval": "1s", "timeout": "60s"},
         "timeouts": {"command": "40s", "stop": "30s", "replace": "60s"}
     }))
-    .unwrap();
-    settings::validate(&spec).unwrap()
 }
 
 const RUNBOOK_WAIT: Duration = Duration::from_secs(15 * 60);

@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/install-tools.sh)"
-cargo build --release --locked --quiet
 if [[ -n "${KUBECONFIG:-}" || -n "${KUBERNETES_SERVICE_HOST:-}" ]]; then
+  cargo build --release --locked --quiet -p dovecot-upgrade-operator
   exec target/release/dovecot-upgrade-operator run "$@"
 fi
-exec target/release/dovecot-upgrade-operator demo "$@"
+# the demo lives in the lab crate (tests/lab): the operator binary ships none of it
+cargo build --release --locked --quiet -p dbu-lab --bin dbu-lab-demo
+exec target/release/dbu-lab-demo "$@"

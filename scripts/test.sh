@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every check CI runs: formatting, lints, generated artifacts, chart, unit, glue and real-Dovecot tests.
+# Every check CI runs: formatting, lints, layering, generated artifacts, chart, unit, glue and real-Dovecot tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/install-tools.sh)"
@@ -9,8 +9,18 @@ step() { echo; echo "==> $*"; }
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+step "cargo clippy (core/clippy.toml forbids clock, env, files, processes and sockets in the pure core)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "layering: the pure core has no I/O crates; the operator binary ships no lab"
+core_deps="$(cargo tree --locked -p dbu-core -e normal --prefix none)"
+for c in tokio kube-client kube-runtime hyper tower reqwest; do
+  if grep -q "^$c v" <<<"$core_deps"; then echo "layering: dbu-core depends on $c" >&2; exit 1; fi
+done
+if cargo tree --locked -p dovecot-upgrade-operator -e normal --prefix none | grep -q "^dbu-lab v"; then
+  echo "layering: the operator depends on the lab" >&2; exit 1
+fi
+echo "layering: ok"
 
 step "generated artifacts match the code"
 scripts/generate.sh --check
@@ -36,7 +46,7 @@ rm -f "$roundtrip"
 step "cargo test"
 # the real-Dovecot tests start their own director and backends on 127.0.N.0/24 (root needed)
 # benches are measured by scripts/bench.sh, never run as tests (clippy still checks them)
-cargo test --locked --lib --bins --tests -- --test-threads 2 --show-output
+cargo test --locked --workspace --lib --bins --tests -- --test-threads 2 --show-output
 
 step "end-to-end on a real control plane (built from Go sources on first use, then cached)"
 tests/e2e/e2e.sh

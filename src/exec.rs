@@ -1,7 +1,5 @@
-//! Runs argv in a pod: the `PodExec` trait, its kube (pods/exec) and local (nsenter) implementations.
+//! Runs argv in a pod: the `PodExec` trait and its pods/exec implementation, with bounded output.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -43,16 +41,20 @@ impl ExecError {
     }
 }
 
+/// One command to run: an argv (never a shell string) in a container of a pod, within a time limit.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecRequest<'a> {
+    pub pod: &'a str,
+    /// None: the pod's default container.
+    pub container: Option<&'a str>,
+    pub argv: &'a [String],
+    pub timeout: Duration,
+}
+
 /// Runs one argv in a container of a pod, without a shell.
 #[async_trait]
 pub trait PodExec: Send + Sync {
-    async fn exec(
-        &self,
-        pod: &str,
-        container: Option<&str>,
-        argv: &[String],
-        timeout: Duration,
-    ) -> Result<ExecOutput, ExecError>;
+    async fn exec(&self, req: ExecRequest<'_>) -> Result<ExecOutput, ExecError>;
 }
 
 /// Exit code from the Status the kubelet sends at the end of an exec stream.
@@ -71,7 +73,7 @@ pub fn exit_code_from_status(status: &Status) -> Result<i32, ExecError> {
     {
         return Ok(code);
     }
-    Err(ExecError::NoStatus(crate::dovecot::bounded(
+    Err(ExecError::NoStatus(crate::text::bounded(
         &format!(
             "{}: {}",
             status.reason.as_deref().unwrap_or(""),
@@ -100,7 +102,7 @@ async fn read_bounded<R: AsyncRead + Unpin>(r: Option<R>) -> std::io::Result<Str
 }
 
 /// Reads stdout and stderr at once (a sequential read can deadlock on a full pipe), bounded.
-async fn read_both<O, E>(
+pub async fn read_both<O, E>(
     stdout: Option<O>,
     stderr: Option<E>,
 ) -> Result<(String, String), ExecError>
@@ -114,7 +116,7 @@ where
 }
 
 /// One limit around the whole exchange: connect, run, read, exit status.
-async fn within<T>(
+pub async fn within<T>(
     timeout: Duration,
     run: impl std::future::Future<Output = Result<T, ExecError>>,
 ) -> Result<T, ExecError> {
@@ -137,24 +139,18 @@ impl KubeExec {
 
 #[async_trait]
 impl PodExec for KubeExec {
-    async fn exec(
-        &self,
-        pod: &str,
-        container: Option<&str>,
-        argv: &[String],
-        timeout: Duration,
-    ) -> Result<ExecOutput, ExecError> {
+    async fn exec(&self, req: ExecRequest<'_>) -> Result<ExecOutput, ExecError> {
         let mut ap = AttachParams::default()
             .stdin(false)
             .stdout(true)
             .stderr(true);
-        if let Some(c) = container {
+        if let Some(c) = req.container {
             ap = ap.container(c);
         }
         let run = async {
             let mut proc = self
                 .pods
-                .exec(pod, argv.to_vec(), &ap)
+                .exec(req.pod, req.argv.to_vec(), &ap)
                 .await
                 .map_err(|e| ExecError::Transport(e.to_string()))?;
             let status = proc.take_status();
@@ -172,84 +168,7 @@ impl PodExec for KubeExec {
                 stderr,
             })
         };
-        within(timeout, run).await
-    }
-}
-
-/// Runs argv on this machine inside a "pod": the mount namespace of a holder process, so that
-/// /etc/dovecot, /run/dovecot and /var/dovecot/vmail are the pod's own, as in a container.
-#[derive(Clone, Default)]
-pub struct LocalExec {
-    holders: Arc<RwLock<HashMap<String, u32>>>,
-}
-
-impl LocalExec {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Registers (or moves) a pod to the namespace of `holder_pid`.
-    pub fn set_pod(&self, pod: &str, holder_pid: u32) {
-        self.holders
-            .write()
-            .expect("exec map poisoned")
-            .insert(pod.to_string(), holder_pid);
-    }
-
-    pub fn remove_pod(&self, pod: &str) {
-        self.holders.write().expect("exec map poisoned").remove(pod);
-    }
-
-    fn holder(&self, pod: &str) -> Option<u32> {
-        self.holders
-            .read()
-            .expect("exec map poisoned")
-            .get(pod)
-            .copied()
-    }
-}
-
-#[async_trait]
-impl PodExec for LocalExec {
-    async fn exec(
-        &self,
-        pod: &str,
-        _container: Option<&str>,
-        argv: &[String],
-        timeout: Duration,
-    ) -> Result<ExecOutput, ExecError> {
-        let pid = self
-            .holder(pod)
-            .ok_or_else(|| ExecError::Transport(format!("pod {pod} not found")))?;
-        let mut cmd = tokio::process::Command::new("nsenter");
-        cmd.arg("-t")
-            .arg(pid.to_string())
-            .arg("-m")
-            .arg("--")
-            .args(argv)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        let run = async {
-            let mut child = cmd
-                .spawn()
-                .map_err(|e| ExecError::Transport(e.to_string()))?;
-            let (stdout, stderr) = read_both(child.stdout.take(), child.stderr.take()).await?;
-            let status = child
-                .wait()
-                .await
-                .map_err(|e| ExecError::Transport(e.to_string()))?;
-            let exit_code = status
-                .code()
-                .ok_or_else(|| ExecError::NoStatus(format!("killed: {status}")))?;
-            Ok(ExecOutput {
-                exit_code,
-                stdout,
-                stderr,
-            })
-        };
-        within(timeout, run).await
+        within(req.timeout, run).await
     }
 }
 
@@ -304,14 +223,5 @@ mod tests {
         let s = read_bounded(Some(&data[..])).await.unwrap();
         assert_eq!(s.len(), MAX_CAPTURE);
         assert_eq!(read_bounded(None::<&[u8]>).await.unwrap(), "");
-    }
-
-    #[tokio::test]
-    async fn local_exec_reports_unknown_pods_as_transport_errors() {
-        let e = LocalExec::new()
-            .exec("nope", None, &["true".into()], Duration::from_secs(1))
-            .await
-            .unwrap_err();
-        assert!(matches!(e, ExecError::Transport(_)));
     }
 }

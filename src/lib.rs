@@ -1,14 +1,13 @@
-//! Dovecot backend upgrade operator: a pure step machine driven by thin kube and exec edges.
+//! Dovecot backend upgrade operator: the pure core (`dbu_core`) driven by thin kube and exec edges.
+//!
+//! Layers, data flowing one way: `controller` (kube glue) -> `engine` (acts once per reconcile)
+//! -> `machine` (pure: decides, judges, records). The lab and its test doubles live in the
+//! `dbu-lab` crate under tests/lab; the operator binary ships none of them.
 
-pub mod api;
-pub mod conditions;
+pub use dbu_core::{api, conditions, dovecot, machine, reason, settings, text, time, window};
+
 pub mod controller;
-pub mod dovecot;
 pub mod engine;
 pub mod exec;
 pub mod http;
-pub mod lab;
 pub mod metrics;
-pub mod plan;
-pub mod settings;
-pub mod window;

@@ -1,15 +1,12 @@
-//! Command line wiring: `run` the controller, print the `crd`, or run the local `demo`.
+//! Command line wiring: `run` the controller, `plan` a DBU against the cluster, print the `crd`.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use dovecot_upgrade_operator::api::{
-    DovecotBackendUpgrade, DovecotBackendUpgradeSpec, DovecotBackendUpgradeStatus,
-};
-use dovecot_upgrade_operator::lab::{self, ImapSession, Lab, LabSpec};
-use dovecot_upgrade_operator::plan::{self, Decision};
+use dovecot_upgrade_operator::api::DovecotBackendUpgrade;
+use dovecot_upgrade_operator::machine::{self, Decision};
 use dovecot_upgrade_operator::{controller, engine, http, metrics, settings};
 use kube::CustomResourceExt;
 
@@ -73,15 +70,6 @@ enum Cmd {
     },
     /// Print the CustomResourceDefinition YAML.
     Crd,
-    /// Upgrade a real local Dovecot director and backends through the operator's engine.
-    Demo {
-        /// Number of backends.
-        #[arg(long, default_value_t = 3)]
-        backends: usize,
-        /// Third octet of the loopback addresses used (127.0.N.x).
-        #[arg(long, default_value_t = 77)]
-        net: u8,
-    },
 }
 
 fn init_logs(format: Option<LogFormat>, default_level: &str) {
@@ -169,10 +157,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             controller::run_elected(client, namespace, election, metrics).await?;
             Ok(())
         }
-        Cmd::Demo { backends, net } => {
-            init_logs(cli.log_format, "warn");
-            demo(backends, net).await
-        }
     }
 }
 
@@ -215,7 +199,7 @@ async fn plan(
     let status = live.and_then(|d| d.status).unwrap_or_default();
     let stores = controller::Stores::list(&client, &ns).await?;
     let (cluster, exec) = controller::edges_for(&client, &stores, &dbu, &ns);
-    let (decision, director) = engine::plan_only(
+    let (decision, director) = engine::dry_run_once(
         &s,
         &status,
         &exec,
@@ -225,12 +209,10 @@ async fn plan(
     .await?;
     let Decision::DryRun(p) = decision else {
         let why = match &decision {
-            Decision::Stall { reason, message }
-            | Decision::Wait {
+            Decision::Stall { reason, message } => format!("{reason}: {message}"),
+            Decision::Wait {
                 reason, message, ..
-            } => {
-                format!("{reason}: {message}")
-            }
+            } => format!("{reason}: {message}"),
             Decision::Complete => "every backend already runs the target revision".into(),
             other => format!("{other:?}"),
         };
@@ -267,7 +249,7 @@ async fn plan(
             continue;
         };
         println!("\n{} ({ip}):", b.pod);
-        for st in plan::steps_for(&s, &b.pod, ip, b.vhosts as u32) {
+        for st in machine::steps_for(&s, &b.pod, ip, b.vhosts as u32) {
             let pod = if st.target == "director" {
                 director.as_deref().unwrap_or("<director>")
             } else {
@@ -281,103 +263,6 @@ async fn plan(
                 println!("      # {n}");
             }
         }
-    }
-    Ok(())
-}
-
-/// One `kubectl get dbu` row.
-fn row(st: &DovecotBackendUpgradeStatus, age: Duration) -> String {
-    format!(
-        "{:<6} {:<12} {:<9} {:<11} {:<13} {}s",
-        "demo",
-        st.phase.map(|p| format!("{p:?}")).unwrap_or_default(),
-        st.progress.clone().unwrap_or_default(),
-        st.current.clone().unwrap_or_default(),
-        st.step.map(|s| s.to_string()).unwrap_or_default(),
-        age.as_secs()
-    )
-}
-
-fn print_ring(lab: &Lab) -> Result<(), String> {
-    for h in lab.ring()? {
-        let state = if h.up { "up" } else { "down" };
-        println!(
-            "  {:<14} vhosts={:<4} {state} users={}",
-            h.ip, h.vhosts, h.users
-        );
-    }
-    Ok(())
-}
-
-async fn demo(backends: usize, net: u8) -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::Builder::new().prefix("dbu-demo-").tempdir()?;
-    let vhosts: Vec<u32> = (0..backends).map(|i| [100, 50, 20][i % 3]).collect();
-    println!("starting a real Dovecot director and {backends} backends on 127.0.{net}.0/24 ...");
-    let lab = Lab::start(LabSpec::new(dir.path(), net, vhosts))?;
-    let dip = lab.spec.director_ip();
-    for u in 1..=6 {
-        lab::lmtp_deliver(&dip, &format!("user{u}"), &format!("demo-{u}"))
-            .map_err(|e| format!("LMTP: {e}"))?;
-        ImapSession::login(&dip, &format!("user{u}"))?.logout();
-    }
-    println!("ring before:");
-    print_ring(&lab)?;
-    lab.new_revision("rev-2", "login_greeting = Dovecot rev-2 ready");
-    println!("backend StatefulSet now at revision rev-2; applying the DovecotBackendUpgrade\n");
-    let spec: DovecotBackendUpgradeSpec = serde_json::from_value(serde_json::json!({
-        "backends": {"statefulSet": lab::STATEFULSET},
-        "director": {"selector": {"matchLabels": {"app": "director"}}},
-        "verify": {"user": "user1"},
-        "drain": {"pollInterval": "1s", "timeout": "60s"},
-        "timeouts": {"command": "40s", "replace": "60s"}
-    }))?;
-    let s = settings::validate(&spec)?;
-    let exec = lab.exec();
-    let started = Instant::now();
-    println!(
-        "{:<6} {:<12} {:<9} {:<11} {:<13} AGE",
-        "NAME", "PHASE", "PROGRESS", "CURRENT", "STEP"
-    );
-    let mut last = String::new();
-    let out = engine::drive(
-        &s,
-        DovecotBackendUpgradeStatus::default(),
-        &exec,
-        &lab,
-        &|| k8s_openapi::jiff::Timestamp::now(),
-        Duration::from_secs(900),
-        |o| {
-            let r = row(&o.status, started.elapsed());
-            let key = r
-                .rsplit_once(' ')
-                .map(|(k, _)| k.to_string())
-                .unwrap_or_default();
-            if key != last {
-                println!("{r}");
-                last = key;
-            }
-            for n in &o.notes {
-                println!(
-                    "    {} {}: {}",
-                    if n.warning { "Warning" } else { "Normal " },
-                    n.reason,
-                    n.message
-                );
-            }
-        },
-    )
-    .await?;
-    println!("\nring after:");
-    print_ring(&lab)?;
-    let ready = out.status.conditions.iter().find(|c| c.type_ == "Ready");
-    println!(
-        "\nReady={} ({}) in {:.1}s",
-        ready.map(|c| c.status.as_str()).unwrap_or("?"),
-        ready.map(|c| c.message.as_str()).unwrap_or(""),
-        started.elapsed().as_secs_f64()
-    );
-    if engine::stalled(&out.status) || ready.is_none_or(|c| c.status != "True") {
-        return Err("the demo rollout did not complete".into());
     }
     Ok(())
 }

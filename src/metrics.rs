@@ -13,7 +13,8 @@ use prometheus_client::registry::Registry;
 
 use crate::api::{Phase, Step};
 use crate::engine::Outcome;
-use crate::plan::Decision;
+use crate::machine::Decision;
+use crate::reason::EventReason;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
@@ -166,10 +167,10 @@ impl Metrics {
         }
         for n in &out.notes {
             match n.reason {
-                "BackendUpgraded" => {
+                EventReason::BackendUpgraded => {
                     self.upgraded.inc();
                 }
-                "StepFailed" => {
+                EventReason::StepFailed => {
                     self.failed.inc();
                 }
                 _ => {}
@@ -179,7 +180,7 @@ impl Metrics {
             .status
             .backends
             .iter()
-            .filter(|r| crate::plan::active(r))
+            .filter(|r| crate::machine::active(r))
             .count() as i64;
         let paused = out.status.phase == Some(Phase::Paused);
         let mut dbus = self.dbus.lock().expect("metrics lock");
@@ -235,7 +236,7 @@ impl Metrics {
 mod tests {
     use super::*;
     use crate::api::{BackendStatus, DovecotBackendUpgradeStatus};
-    use crate::plan::Note;
+    use crate::machine::Note;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use std::time::Duration;
 
@@ -246,7 +247,7 @@ mod tests {
             new_ip: None,
             from_revision: None,
             step,
-            step_started: Time(jiff::Timestamp::UNIX_EPOCH),
+            step_started: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
             original_vhosts: 100,
             attempts: 0,
             stopped_pod_uid: None,
@@ -283,7 +284,10 @@ mod tests {
     #[test]
     fn outcomes_become_bounded_series() {
         let m = Metrics::new();
-        let done = Note::normal("BackendUpgraded", "backend-7: upgraded".into());
+        let done = Note::new(
+            crate::reason::EventReason::BackendUpgraded,
+            "backend-7: upgraded",
+        );
         m.record(
             "mail/a",
             &outcome(

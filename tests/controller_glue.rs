@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use dbu_core::fixtures;
 use dovecot_upgrade_operator::api::DovecotBackendUpgrade;
 use dovecot_upgrade_operator::controller::{self, Context, FIELD_MANAGER, FINALIZER, Stores};
 use http::{Method, Request, Response};
@@ -15,26 +16,7 @@ use serde_json::{Value, json};
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
 fn dbu(extra_meta: Value, spec: Value) -> DovecotBackendUpgrade {
-    let mut meta = json!({
-        "name": "roll", "namespace": "mail", "uid": "u-1", "generation": 4,
-        "resourceVersion": "10", "creationTimestamp": "2026-11-28T10:00:00Z"
-    });
-    for (k, v) in extra_meta.as_object().unwrap() {
-        meta[k] = v.clone();
-    }
-    let mut s = json!({
-        "backends": {"statefulSet": "backend"},
-        "director": {"selector": {"matchLabels": {"app": "director"}}},
-        "verify": {"user": "probe"}
-    });
-    for (k, v) in spec.as_object().unwrap() {
-        s[k] = v.clone();
-    }
-    serde_json::from_value(json!({
-        "apiVersion": "mailops.io/v1alpha1", "kind": "DovecotBackendUpgrade",
-        "metadata": meta, "spec": s
-    }))
-    .unwrap()
+    fixtures::dbu(extra_meta, spec)
 }
 
 fn ctx() -> (Arc<Context>, Handle) {
@@ -222,45 +204,7 @@ async fn delete_runs_cleanup_then_removes_the_finalizer() {
 /// Every spec the operator must refuse: a Stalled status and a Warning, nothing else (no exec).
 #[tokio::test]
 async fn bad_specs_are_refused_without_any_other_request() {
-    let cases = [
-        (
-            json!({"backends": {"statefulSet": ""}}),
-            "spec.backends.statefulSet",
-        ),
-        (json!({"maxUnavailable": 0}), "spec.maxUnavailable"),
-        (json!({"maxUnavailable": -1}), "spec.maxUnavailable"),
-        (
-            json!({"drain": {"timeout": "ten minutes"}}),
-            "spec.drain.timeout",
-        ),
-        (
-            json!({"drain": {"pollInterval": "-5s"}}),
-            "spec.drain.pollInterval",
-        ),
-        (
-            json!({"timeouts": {"command": "5x"}}),
-            "spec.timeouts.command",
-        ),
-        (json!({"verify": {"user": "*"}}), "spec.verify.user"),
-        (json!({"verify": {"user": "us?r"}}), "spec.verify.user"),
-        (json!({"verify": {"user": "two words"}}), "spec.verify.user"),
-        (
-            json!({"verify": {"user": "line\nbreak"}}),
-            "spec.verify.user",
-        ),
-        (
-            json!({"director": {"selector": {}}}),
-            "spec.director.selector",
-        ),
-        (
-            json!({"reset": {"commands": [["rm -rf /var/dovecot/vmail/*"]]}}),
-            "spec.reset.commands",
-        ),
-        (
-            json!({"reset": {"commands": [["/bin/sh", "-c", "rm -rf /x"]]}}),
-            "spec.reset.commands",
-        ),
-    ];
+    let cases = fixtures::bad_specs();
     for (spec, field) in cases {
         let (ctx, mut h) = ctx();
         let obj = dbu(json!({"finalizers": [FINALIZER]}), spec.clone());

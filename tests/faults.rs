@@ -7,12 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::{finish, now, report, rig, rig_with, ring_of, settings, until};
+use dbu_lab::faults::{FaultKind, FaultyExec};
+use dbu_lab::traffic::{Traffic, TrafficSpec};
+use dbu_lab::{ImapSession, Lab, LabSpec};
 use dovecot_upgrade_operator::api::{DovecotBackendUpgradeStatus, Phase, Step};
 use dovecot_upgrade_operator::engine::{self, Cluster};
-use dovecot_upgrade_operator::lab::faults::{FaultKind, FaultyExec};
-use dovecot_upgrade_operator::lab::traffic::{Traffic, TrafficSpec};
-use dovecot_upgrade_operator::lab::{ImapSession, Lab, LabSpec};
-use dovecot_upgrade_operator::plan::{Decision, Note};
+use dovecot_upgrade_operator::machine::{Decision, Note};
 use serde_json::json;
 
 fn at(status: &DovecotBackendUpgradeStatus, pod: &str, step: Step) -> bool {
@@ -56,7 +56,7 @@ fn vhosts(lab: &Lab) -> BTreeMap<String, u32> {
 async fn drain_backend_2_with_a_session_held(
     lab: &Lab,
     s: &dovecot_upgrade_operator::settings::Settings,
-    exec: &dovecot_upgrade_operator::exec::LocalExec,
+    exec: &dbu_lab::LocalExec,
 ) -> (Option<ImapSession>, DovecotBackendUpgradeStatus, Vec<Note>) {
     let ip2 = lab.pod_ip("backend-2").unwrap();
     let held = users_hashed_to(lab, &ip2)

@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{Rig, now, rig, settings};
+use dbu_lab::{self as lab, DIRECTOR_POD, ImapSession};
 use dovecot_upgrade_operator::api::{DovecotBackendUpgradeStatus, Phase, Step};
 use dovecot_upgrade_operator::engine;
-use dovecot_upgrade_operator::lab::{self, DIRECTOR_POD, ImapSession};
-use dovecot_upgrade_operator::plan::Decision;
+use dovecot_upgrade_operator::machine::Decision;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,7 +319,7 @@ async fn deleting_the_rollout_mid_drain_puts_the_backend_back() {
     let (rig, status, ip, _held) = held_in_drain(5).await;
     let lab = &rig.lab;
     let s = settings(json!({}));
-    let notes = engine::cleanup(&s, &status, &lab.exec(), lab)
+    let notes = engine::cleanup(&s, &status, &lab.exec(), lab, &now)
         .await
         .unwrap();
     assert!(

@@ -4,36 +4,28 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use dovecot_upgrade_operator::api::{DovecotBackendUpgradeSpec, DovecotBackendUpgradeStatus};
+use dbu_lab::{self as lab, ImapSession, Lab, LabSpec};
+use dovecot_upgrade_operator::api::DovecotBackendUpgradeStatus;
 use dovecot_upgrade_operator::engine::{self, Outcome};
 use dovecot_upgrade_operator::exec::PodExec;
-use dovecot_upgrade_operator::lab::{self, ImapSession, Lab, LabSpec};
-use dovecot_upgrade_operator::plan::Note;
-use dovecot_upgrade_operator::settings::{self, Settings};
+use dovecot_upgrade_operator::machine::Note;
+use dovecot_upgrade_operator::settings::Settings;
 use serde_json::json;
 
 pub fn now() -> k8s_openapi::jiff::Timestamp {
     k8s_openapi::jiff::Timestamp::now()
 }
 
-/// Test settings: short polls, a 40 s drain ceiling, ordinal order; `extra` replaces top-level spec fields.
+/// Test settings: short polls, a 40 s drain ceiling, ordinal order; `extra` is merged in (RFC 7386).
 pub fn settings(extra: serde_json::Value) -> Settings {
     let mut v = json!({
-        "backends": {"statefulSet": lab::STATEFULSET},
-        "director": {"selector": {"matchLabels": {"app": "director"}}},
-        "verify": {"user": "user1"},
         "drain": {"pollInterval": "1s", "timeout": "40s"},
         "timeouts": {"command": "40s", "stop": "30s", "replace": "60s"},
         // a fixed order keeps fault scenarios aimed at the backend they name
         "ordering": "Ordinal"
     });
-    if let (Some(a), Some(b)) = (v.as_object_mut(), extra.as_object()) {
-        for (k, val) in b {
-            a.insert(k.clone(), val.clone());
-        }
-    }
-    let spec: DovecotBackendUpgradeSpec = serde_json::from_value(v).unwrap();
-    settings::validate(&spec).unwrap()
+    dbu_core::fixtures::merge_patch(&mut v, extra);
+    lab::settings(v)
 }
 
 /// Fields drop in order: the lab (and its processes) before its folder.

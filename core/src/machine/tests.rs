@@ -1,90 +1,52 @@
 //! Table tests of the pure step machine.
 
 use super::*;
-use crate::settings::{tests::spec, validate};
+use crate::api::{
+    APPROVE_ANNOTATION, BackendStatus, DovecotBackendUpgradeStatus, DrainTimeoutAction, Step,
+    StepError,
+};
+use crate::dovecot::RingHost;
+use crate::fixtures::{self, ts};
+use crate::reason::WaitReason;
+use crate::settings::Settings;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use pretty_assertions::assert_eq;
 use serde_json::json;
+use std::time::Duration;
 
 const OLD: &str = "backend-old";
 const NEW: &str = "backend-new";
 
-fn ts(s: i64) -> Timestamp {
-    Timestamp::from_second(1_800_000_000 + s).unwrap()
-}
-
 fn settings() -> Settings {
-    validate(&spec(
-        json!({"drain": {"timeout": "60s", "pollInterval": "5s"}}),
-    ))
-    .unwrap()
+    with(json!({}))
 }
 
 fn pod(i: u32, rev: &str) -> PodView {
-    PodView {
-        name: format!("backend-{i}"),
-        uid: Some(format!("uid-{i}-{rev}")),
-        ip: Some(format!("127.0.0.{}", 11 + i)),
-        revision: Some(rev.into()),
-        ready: true,
-        terminating: false,
-    }
+    fixtures::pod(i, rev)
 }
 
 fn host(i: u32, vhosts: u32, up: bool, users: u64) -> RingHost {
-    RingHost {
-        ip: format!("127.0.0.{}", 11 + i),
-        vhosts,
-        up,
-        users,
-    }
+    fixtures::host(i, vhosts, up, users)
 }
 
 /// Three backends all outdated, a healthy ring with different vhost counts.
 fn world() -> Observed {
     Observed {
-        sts: Some(StsView {
-            update_strategy: "OnDelete".into(),
-            update_revision: Some(NEW.into()),
-            replicas: 3,
-        }),
-        pods: (0..3).map(|i| pod(i, OLD)).collect(),
-        director: Some("director-0".into()),
-        director_overlap: vec![],
-        owned_by_other: None,
-        ring_synced: None,
         ring: Some(vec![
             host(0, 100, true, 3),
             host(1, 50, true, 2),
             host(2, 20, true, 1),
         ]),
+        ..fixtures::world(3, OLD, NEW)
     }
 }
 
 fn rec(i: u32, step: Step, started: i64) -> BackendStatus {
-    BackendStatus {
-        pod: format!("backend-{i}"),
-        ip: format!("127.0.0.{}", 11 + i),
-        new_ip: None,
-        from_revision: Some(OLD.into()),
-        step,
-        step_started: Time(ts(started)),
-        original_vhosts: [100, 50, 20][i as usize],
-        attempts: 0,
-        retry_after: None,
-        stopped_pod_uid: None,
-        failed: false,
-        message: None,
-        last_error: None,
-        started: Some(Time(ts(started))),
-    }
+    fixtures::record(i, step, ts(started), OLD, [100, 50, 20][i as usize])
 }
 
 fn status(recs: Vec<BackendStatus>) -> DovecotBackendUpgradeStatus {
-    DovecotBackendUpgradeStatus {
-        target_revision: Some(NEW.into()),
-        backends: recs,
-        ..Default::default()
-    }
+    fixtures::status(NEW, recs)
 }
 
 fn run(i: u32, step: Step) -> Decision {
@@ -97,7 +59,8 @@ fn run(i: u32, step: Step) -> Decision {
 
 fn reason(d: &Decision) -> &'static str {
     match d {
-        Decision::Stall { reason, .. } | Decision::Wait { reason, .. } => reason,
+        Decision::Stall { reason, .. } => reason.as_str(),
+        Decision::Wait { reason, .. } => reason.as_str(),
         Decision::Complete => "Complete",
         Decision::Reassert { .. } => "Reassert",
         Decision::Begin(_) => "Begin",
@@ -116,11 +79,9 @@ fn drained(i: u32) -> Observed {
 }
 
 fn with(extra: serde_json::Value) -> Settings {
-    let mut base = json!({"drain": {"timeout": "60s", "pollInterval": "5s"}});
-    if let (Some(b), Some(e)) = (base.as_object_mut(), extra.as_object()) {
-        b.extend(e.clone());
-    }
-    validate(&spec(base)).unwrap()
+    let mut patch = json!({"drain": {"timeout": "60s", "pollInterval": "5s"}});
+    fixtures::merge_patch(&mut patch, extra);
+    fixtures::settings(patch)
 }
 
 fn begun(d: &Decision) -> &str {
@@ -267,7 +228,7 @@ fn wait_sessions_polls_until_empty_or_ceiling() {
     assert_eq!(
         d,
         Decision::Wait {
-            reason: "StepInProgress",
+            reason: WaitReason::StepInProgress,
             message: "backend-2: 4 users still mapped to 127.0.0.13".into(),
             requeue: Duration::from_secs(5)
         }
@@ -419,7 +380,7 @@ fn a_failed_backend_halts_the_rollout_with_the_command_and_stderr() {
 
 #[test]
 fn pause_stops_before_the_next_step() {
-    let s = validate(&spec(json!({"paused": true}))).unwrap();
+    let s = crate::settings::validate(&fixtures::spec(json!({"paused": true}))).unwrap();
     assert_eq!(
         reason(&decide(&s, &status(vec![]), &world(), ts(0))),
         "Paused"
@@ -448,7 +409,7 @@ fn max_unavailable_bounds_backends_in_flight() {
         reason(&decide(&settings(), &st, &obs, ts(1))),
         "StepInProgress"
     );
-    let two = validate(&spec(
+    let two = crate::settings::validate(&fixtures::spec(
         json!({"maxUnavailable": 2, "drain": {"timeout": "60s"}}),
     ))
     .unwrap();
@@ -533,7 +494,7 @@ fn results_move_every_step_forward_or_halt_it() {
         assert_eq!(ok.step, step.next());
         assert_eq!(ok.step_started, Time(ts(5)));
         assert_eq!(notes[0].reason, "StepSucceeded");
-        assert!(["StepStarted", "BackendUpgraded"].contains(&notes[1].reason));
+        assert!(["StepStarted", "BackendUpgraded"].contains(&notes[1].reason.as_str()));
         // events carry pod and step, so the recorder keeps each step's event apart
         assert_eq!(
             (notes[0].pod.as_deref(), notes[0].step),

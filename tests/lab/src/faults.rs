@@ -1,11 +1,10 @@
 //! Exec with injected faults for the lab: dropped connections and commands that hang.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::exec::{ExecError, ExecOutput, PodExec};
+use dovecot_upgrade_operator::exec::{ExecError, ExecOutput, ExecRequest, PodExec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultKind {
@@ -59,14 +58,8 @@ impl<E: PodExec> FaultyExec<E> {
 
 #[async_trait]
 impl<E: PodExec> PodExec for FaultyExec<E> {
-    async fn exec(
-        &self,
-        pod: &str,
-        container: Option<&str>,
-        argv: &[String],
-        timeout: Duration,
-    ) -> Result<ExecOutput, ExecError> {
-        let line = argv.join(" ");
+    async fn exec(&self, req: ExecRequest<'_>) -> Result<ExecOutput, ExecError> {
+        let line = req.argv.join(" ");
         let kind = {
             let mut faults = self.faults.lock().unwrap();
             faults
@@ -78,7 +71,7 @@ impl<E: PodExec> PodExec for FaultyExec<E> {
                 })
         };
         let Some(kind) = kind else {
-            return self.inner.exec(pod, container, argv, timeout).await;
+            return self.inner.exec(req).await;
         };
         self.fired.lock().unwrap().push(format!("{kind:?}: {line}"));
         match kind {
@@ -86,14 +79,19 @@ impl<E: PodExec> PodExec for FaultyExec<E> {
                 "connection reset by peer (injected)".into(),
             )),
             FaultKind::DropAfter => {
-                let _ = self.inner.exec(pod, container, argv, timeout).await;
+                let _ = self.inner.exec(req).await;
                 Err(ExecError::Transport(
                     "connection reset by peer (injected after the command ran)".into(),
                 ))
             }
             FaultKind::Hang => {
                 let sleep = vec!["sleep".to_string(), "3600".to_string()];
-                self.inner.exec(pod, container, &sleep, timeout).await
+                self.inner
+                    .exec(ExecRequest {
+                        argv: &sleep,
+                        ..req
+                    })
+                    .await
             }
         }
     }

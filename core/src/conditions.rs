@@ -1,10 +1,12 @@
-//! PURE: the Ready / Reconciling / Stalled conditions and the phase, in kstatus style.
+//! The Ready / Reconciling / Stalled conditions and the phase, in kstatus style.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{DovecotBackendUpgradeStatus, Phase};
-use crate::plan::Decision;
+use crate::machine::{Decision, Note, active};
+use crate::reason::EventReason;
+use crate::text::{MESSAGE_LIMIT, bounded};
 
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
@@ -21,7 +23,7 @@ pub fn set(
     now: Timestamp,
 ) {
     let status_s = if status { "True" } else { "False" };
-    let message = crate::dovecot::bounded(message, 1024);
+    let message = bounded(message, MESSAGE_LIMIT);
     match conds.iter_mut().find(|c| c.type_ == type_) {
         Some(c) => {
             if c.status != status_s {
@@ -60,9 +62,9 @@ pub fn summarize(
     let (phase, ready, reconciling, stalled): (Phase, Cond, Cond, Cond) = match decision {
         Decision::Stall { reason, message } => (
             Phase::Failed,
-            (false, reason, message.clone()),
-            (false, reason, message.clone()),
-            (true, reason, message.clone()),
+            (false, reason.as_str(), message.clone()),
+            (false, reason.as_str(), message.clone()),
+            (true, reason.as_str(), message.clone()),
         ),
         Decision::Complete => {
             let m = format!("all backends ({progress}) run revision {target}");
@@ -75,19 +77,12 @@ pub fn summarize(
         }
         // held by a human or the calendar, not by work in progress
         Decision::Wait {
-            reason:
-                reason @ ("Paused"
-                | "AwaitingApproval"
-                | "OutsideMaintenanceWindow"
-                | "WindowTooShort"
-                | "BackendHeld"),
-            message,
-            ..
-        } => (
+            reason, message, ..
+        } if reason.is_hold() => (
             Phase::Paused,
-            (false, reason, message.clone()),
-            (false, reason, message.clone()),
-            (false, reason, String::new()),
+            (false, reason.as_str(), message.clone()),
+            (false, reason.as_str(), message.clone()),
+            (false, reason.as_str(), String::new()),
         ),
         Decision::Aborted { message, .. } => (
             Phase::Aborted,
@@ -116,7 +111,7 @@ pub fn summarize(
         Decision::Wait {
             reason, message, ..
         } => {
-            let phase = if *reason == "WaitingForRevision" {
+            let phase = if reason.is_pending() {
                 Phase::Pending
             } else {
                 Phase::Progressing
@@ -128,7 +123,7 @@ pub fn summarize(
                     "Progressing",
                     format!("{progress} backends upgraded"),
                 ),
-                (true, reason, message.clone()),
+                (true, reason.as_str(), message.clone()),
                 (false, "Progressing", String::new()),
             )
         }
@@ -184,7 +179,7 @@ pub fn summarize(
         c, STALLED, stalled.0, stalled.1, &stalled.2, generation, now,
     );
     status.phase = Some(phase);
-    let cur = status.backends.iter().find(|r| crate::plan::active(r));
+    let cur = status.backends.iter().find(|r| active(r));
     status.current = cur.map(|r| r.pod.clone());
     status.step = cur.map(|r| r.step);
 }
@@ -217,7 +212,7 @@ pub fn worth_writing(
 pub fn stall_note(
     old: Option<&DovecotBackendUpgradeStatus>,
     new: &DovecotBackendUpgradeStatus,
-) -> Option<crate::plan::Note> {
+) -> Option<Note> {
     let stalled = |s: &DovecotBackendUpgradeStatus| {
         s.conditions
             .iter()
@@ -228,10 +223,27 @@ pub fn stall_note(
     if old.and_then(stalled).is_some_and(|(r, _)| r == reason) {
         return None;
     }
-    Some(crate::plan::Note::warning(
-        "Stalled",
+    Some(Note::new(
+        EventReason::Stalled,
         format!("{reason}: {message}"),
     ))
+}
+
+/// True when the status says a human is needed.
+pub fn stalled(status: &DovecotBackendUpgradeStatus) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == STALLED && c.status == "True")
+}
+
+/// What a new status means for the API server: whether to patch it, and the Warning to publish
+/// when it turns Stalled (or stalls for another reason).
+pub fn publish_plan(
+    old: Option<&DovecotBackendUpgradeStatus>,
+    new: &DovecotBackendUpgradeStatus,
+) -> (bool, Option<Note>) {
+    (worth_writing(old, new), stall_note(old, new))
 }
 
 #[cfg(test)]
@@ -265,7 +277,7 @@ mod tests {
     #[test]
     fn only_real_changes_are_worth_a_patch() {
         let wait = |m: &str| Decision::Wait {
-            reason: "StepInProgress",
+            reason: crate::reason::WaitReason::StepInProgress,
             message: m.into(),
             requeue: Duration::from_secs(1),
         };
@@ -298,17 +310,27 @@ mod tests {
 
     #[test]
     fn a_stall_is_announced_once_per_reason() {
-        let stall = |reason: &'static str| Decision::Stall {
+        let stall = |reason: crate::reason::StallReason| Decision::Stall {
             reason,
             message: "m".into(),
         };
         let mut a = DovecotBackendUpgradeStatus::default();
-        summarize(&mut a, &stall("UpdateStrategyNotOnDelete"), Some(1), ts(0));
+        summarize(
+            &mut a,
+            &stall(crate::reason::StallReason::UpdateStrategyNotOnDelete),
+            Some(1),
+            ts(0),
+        );
         let n = stall_note(None, &a).unwrap();
         assert!(n.warning && n.message.starts_with("UpdateStrategyNotOnDelete"));
         assert_eq!(stall_note(Some(&a), &a), None, "same stall again: quiet");
         let mut b = a.clone();
-        summarize(&mut b, &stall("BackendFailed"), Some(1), ts(1));
+        summarize(
+            &mut b,
+            &stall(crate::reason::StallReason::BackendFailed),
+            Some(1),
+            ts(1),
+        );
         assert!(stall_note(Some(&a), &b).is_some(), "a new reason is news");
         let mut c = a.clone();
         summarize(&mut c, &Decision::Complete, Some(1), ts(2));
@@ -318,21 +340,21 @@ mod tests {
     #[test]
     fn decisions_map_to_kstatus() {
         let wait = Decision::Wait {
-            reason: "StepInProgress",
+            reason: crate::reason::WaitReason::StepInProgress,
             message: "x".into(),
             requeue: Duration::from_secs(1),
         };
         let paused = Decision::Wait {
-            reason: "Paused",
+            reason: crate::reason::WaitReason::Paused,
             message: "p".into(),
             requeue: Duration::from_secs(1),
         };
         let stall = Decision::Stall {
-            reason: "BackendFailed",
+            reason: crate::reason::StallReason::BackendFailed,
             message: "backend-2 failed at Verify".into(),
         };
         let window = Decision::Wait {
-            reason: "OutsideMaintenanceWindow",
+            reason: crate::reason::WaitReason::OutsideMaintenanceWindow,
             message: "opens in 2h".into(),
             requeue: Duration::from_secs(1),
         };

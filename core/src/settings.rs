@@ -1,4 +1,4 @@
-//! PURE: turns a DBU spec into validated settings, or a permanent error that waits for a spec change.
+//! Turns a DBU spec into validated settings, or a permanent error that waits for a spec change.
 
 use std::time::Duration;
 
@@ -287,31 +287,24 @@ pub fn validate(spec: &DovecotBackendUpgradeSpec) -> Result<Settings, SpecError>
     })
 }
 
+/// Adds what the DBU's annotations say (works from Git, unlike a status edit): the retry token
+/// and a canary approval.
+pub fn with_annotations(
+    mut s: Settings,
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Settings {
+    s.retry_token = annotations.get(crate::api::RETRY_ANNOTATION).cloned();
+    if let Some(rev) = annotations.get(crate::api::APPROVE_ANNOTATION) {
+        s.approved_revisions.push(rev.clone());
+    }
+    s
+}
+
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::fixtures::{bad_specs, spec};
     use serde_json::json;
-
-    pub(crate) fn spec(extra: serde_json::Value) -> DovecotBackendUpgradeSpec {
-        let mut base = json!({
-            "backends": {"statefulSet": "backend"},
-            "director": {"selector": {"matchLabels": {"app": "director"}}},
-            "verify": {"user": "probe"}
-        });
-        merge(&mut base, extra);
-        serde_json::from_value(base).unwrap()
-    }
-
-    fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
-        match (a, b) {
-            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
-                for (k, v) in b {
-                    merge(a.entry(k).or_insert(serde_json::Value::Null), v);
-                }
-            }
-            (a, b) => *a = b,
-        }
-    }
 
     #[test]
     fn durations_parse_like_go() {
@@ -348,72 +341,7 @@ pub(crate) mod tests {
 
     #[test]
     fn bad_specs_are_permanent_errors_naming_the_field() {
-        let t = [
-            (
-                json!({"backends": {"statefulSet": " "}}),
-                "spec.backends.statefulSet",
-            ),
-            (json!({"maxUnavailable": 0}), "spec.maxUnavailable"),
-            (json!({"maxUnavailable": -2}), "spec.maxUnavailable"),
-            (json!({"drain": {"timeout": "soon"}}), "spec.drain.timeout"),
-            (
-                json!({"drain": {"pollInterval": "-1s"}}),
-                "spec.drain.pollInterval",
-            ),
-            (
-                json!({"drain": {"pollInterval": "1ms"}}),
-                "spec.drain.pollInterval",
-            ),
-            (
-                json!({"timeouts": {"command": "1h1x"}}),
-                "spec.timeouts.command",
-            ),
-            (json!({"verify": {"user": "user*"}}), "spec.verify.user"),
-            (json!({"verify": {"user": "a b"}}), "spec.verify.user"),
-            (json!({"verify": {"user": "a\nb"}}), "spec.verify.user"),
-            (json!({"verify": {"user": "u?"}}), "spec.verify.user"),
-            (
-                json!({"verify": {"user": "u", "mailbox": "*"}}),
-                "spec.verify.mailbox",
-            ),
-            (
-                json!({"director": {"selector": {"matchLabels": null}}}),
-                "spec.director.selector",
-            ),
-            (
-                json!({"reset": {"commands": [["rm -rf /var/dovecot/vmail/*"]]}}),
-                "spec.reset.commands",
-            ),
-            (
-                json!({"reset": {"commands": [["sh", "-c", "rm -rf /x"]]}}),
-                "spec.reset.commands",
-            ),
-            (json!({"reset": {"commands": [[]]}}), "spec.reset.commands"),
-            (
-                json!({"backends": {"baseDir": "run"}}),
-                "spec.backends.baseDir",
-            ),
-            (
-                json!({"minAvailableBackends": 0}),
-                "spec.minAvailableBackends",
-            ),
-            (
-                json!({"maintenanceWindow": {"timeZone": "Mars/Base", "start": "01:00", "duration": "2h"}}),
-                "spec.maintenanceWindow.timeZone",
-            ),
-            (
-                json!({"maintenanceWindow": {"start": "25:00", "duration": "2h"}}),
-                "spec.maintenanceWindow.start",
-            ),
-            (
-                json!({"maintenanceWindow": {"start": "01:00", "duration": "25h"}}),
-                "spec.maintenanceWindow.duration",
-            ),
-            (
-                json!({"maintenanceWindow": {"start": "01:00", "duration": "10s"}}),
-                "spec.maintenanceWindow.duration",
-            ),
-        ];
+        let t = bad_specs();
         for (extra, field) in t {
             let err = validate(&spec(extra.clone())).unwrap_err();
             assert_eq!(err.field, field, "{extra}");

@@ -1,4 +1,4 @@
-//! PURE: doveadm argv builders, input validation, and parsers for doveadm output and exit codes.
+//! doveadm argv builders, input validation, and parsers for doveadm output and exit codes.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -365,18 +365,6 @@ pub fn classify(kind: CommandKind, exit_code: i32, stderr: &str) -> Verdict {
     }
 }
 
-/// Keeps at most `max` bytes of command output, cut at a char boundary, for status and events.
-pub fn bounded(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…[{} bytes cut]", &text[..end], text.len() - end)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -595,12 +583,5 @@ mod tests {
             assert_eq!(argv[0], "find");
             assert!(argv.iter().all(|a| !a.contains(';') && !a.contains('&')));
         }
-    }
-
-    #[test]
-    fn bounded_cuts_on_char_boundary() {
-        assert_eq!(bounded("abc", 10), "abc");
-        let b = bounded("ééééé", 3);
-        assert!(b.starts_with('é') && b.contains("bytes cut"));
     }
 }

@@ -1,4 +1,4 @@
-//! PURE: maintenance windows in a time zone, and whether a backend's predicted time fits in one.
+//! Maintenance windows in a time zone, and whether a backend's predicted time fits in one.
 
 use std::time::Duration;
 
@@ -73,7 +73,7 @@ impl Window {
                 continue;
             };
             let start = start.timestamp();
-            let end = crate::plan::after(start, self.length);
+            let end = crate::time::after(start, self.length);
             if start <= now && now < end {
                 return WindowState::Open {
                     remaining: to_std(end.duration_since(now)),

@@ -1,6 +1,6 @@
 //! A real Dovecot director and backends on loopback, each a "pod" in its own mount namespace.
 //!
-//! Used by the local demo and the tests. Each pod sees its own /etc/dovecot, /run/dovecot,
+//! The lab crate: used by the local demo and the tests, never shipped in the operator binary. Each pod sees its own /etc/dovecot, /run/dovecot,
 //! /var/lib/dovecot, /var/dovecot/vmail and /var/log/dovecot (bind mounts inside a private mount
 //! namespace held by a `sleep` process), and all backends share /srv/mail, as they would share
 //! NFS or object storage. Exec enters the namespace with nsenter, so the operator runs exactly
@@ -14,13 +14,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::engine::{Cluster, ClusterError};
-use crate::exec::LocalExec;
-use crate::plan::{Observed, PodView, StsView};
-use crate::settings::Settings;
+use dbu_core::machine::{Observed, PodView, StsView};
+use dbu_core::settings::Settings;
+use dovecot_upgrade_operator::engine::{Cluster, ClusterError};
 
 pub mod faults;
+mod local_exec;
 pub mod traffic;
+pub use local_exec::LocalExec;
 pub use traffic::{ImapSession, LmtpError, lmtp_deliver};
 
 /// Password of every lab user; lab only.
@@ -102,8 +103,16 @@ pub struct Lab {
     changed: tokio::sync::Notify,
 }
 
+/// Settings for a lab rollout: the fixtures' minimal spec, verified as user1 (who has mail in
+/// every lab), with `patch` merged in (RFC 7386).
+pub fn settings(patch: serde_json::Value) -> Settings {
+    let mut p = serde_json::json!({"verify": {"user": "user1"}});
+    dbu_core::fixtures::merge_patch(&mut p, patch);
+    dbu_core::fixtures::settings(p)
+}
+
 pub const DIRECTOR_POD: &str = "director-0";
-pub const STATEFULSET: &str = "backend";
+pub const STATEFULSET: &str = dbu_core::fixtures::STATEFULSET;
 
 fn run(cmd: &mut Command) -> Result<std::process::Output, String> {
     let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
@@ -526,8 +535,8 @@ impl Lab {
     }
 
     /// The director's ring as parsed by the operator's own parser.
-    pub fn ring(&self) -> Result<Vec<crate::dovecot::RingHost>, String> {
-        crate::dovecot::parse_director_status(
+    pub fn ring(&self) -> Result<Vec<dbu_core::dovecot::RingHost>, String> {
+        dbu_core::dovecot::parse_director_status(
             &self.doveadm(DIRECTOR_POD, &["-f", "json", "director", "status"])?,
         )
         .map_err(|e| e.to_string())
@@ -552,7 +561,7 @@ impl Lab {
                 "-f", "json", "mailbox", "status", "-u", user, "messages", "INBOX",
             ],
         )?;
-        crate::dovecot::parse_mailbox_messages(&out)
+        dbu_core::dovecot::parse_mailbox_messages(&out)
             .map_err(|e| e.to_string())?
             .first()
             .map(|(_, n)| *n)

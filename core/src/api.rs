@@ -1,7 +1,7 @@
 //! The `DovecotBackendUpgrade` custom resource: spec, status and the step enum, with no I/O.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
-use kube::CustomResource;
+use kube_derive::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 /// time: drain in the director ring, stop, reset caches, replace, verify, put back.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
+    crates(kube_core = "::kube_core"),
     group = "mailops.io",
     version = "v1alpha1",
     kind = "DovecotBackendUpgrade",
@@ -560,6 +561,40 @@ pub struct StepError {
     #[serde(default)]
     pub stderr: String,
 }
+
+impl BackendStatus {
+    /// A record of a backend that starts now, at Drain, keeping the vhost count to restore.
+    pub fn begin(
+        pod: &str,
+        ip: &str,
+        from_revision: Option<String>,
+        original_vhosts: u32,
+        now: Time,
+    ) -> Self {
+        Self {
+            pod: pod.to_string(),
+            ip: ip.to_string(),
+            new_ip: None,
+            from_revision,
+            step: Step::Drain,
+            step_started: now.clone(),
+            original_vhosts,
+            attempts: 0,
+            retry_after: None,
+            stopped_pod_uid: None,
+            failed: false,
+            message: None,
+            last_error: None,
+            started: Some(now),
+        }
+    }
+}
+
+/// Annotation whose new value asks to retry failed backends (works from Git, unlike a status edit).
+pub const RETRY_ANNOTATION: &str = "mailops.io/retry";
+
+/// Annotation naming the target revision a human approved after the canary.
+pub const APPROVE_ANNOTATION: &str = "mailops.io/approve";
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,16 @@
+//! The pure core of the Dovecot backend upgrade operator: no I/O, no clock, no kube client.
+//!
+//! The compiler keeps it so (no tokio or kube client in this crate's dependencies) and
+//! `clippy.toml` forbids std's clock, environment, files, processes and sockets here.
+
+pub mod api;
+pub mod conditions;
+pub mod dovecot;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
+pub mod machine;
+pub mod reason;
+pub mod settings;
+pub mod text;
+pub mod time;
+pub mod window;

@@ -1,0 +1,122 @@
+//! The vocabulary of the machine: what a reconcile decides, and how an action ended.
+
+use std::time::Duration;
+
+use super::Cleanup;
+use crate::api::{BackendStatus, RolloutPlan, Step, StepError};
+use crate::reason::{StallReason, WaitReason};
+
+/// What one reconcile does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Cannot go on without a human; no exec. Stalled=True.
+    Stall {
+        reason: StallReason,
+        message: String,
+    },
+    /// Nothing to do right now; look again later.
+    Wait {
+        reason: WaitReason,
+        message: String,
+        requeue: Duration,
+    },
+    /// Every backend is at the target revision. Ready=True.
+    Complete,
+    /// Re-apply ring state the director forgot (e.g. after a restart).
+    Reassert {
+        pod: String,
+        commands: Vec<Vec<String>>,
+    },
+    /// Start a backend: record it at Drain with its original vhost count (status only).
+    Begin(Box<BackendStatus>),
+    /// `spec.abort`: undo one in-flight backend (put it back, or leave it out and say why).
+    Undo { pod: String, action: Cleanup },
+    /// `spec.abort` and nothing left to undo.
+    Aborted { message: String, left_out: bool },
+    /// `spec.dryRun`: the plan, for status; nothing runs.
+    DryRun(Box<RolloutPlan>),
+    /// Run the recorded step of one backend.
+    Run {
+        pod: String,
+        step: Step,
+        /// WaitSessions only: users still mapped when the ceiling was reached.
+        ceiling_users: Option<u64>,
+    },
+}
+
+/// How a step ended, as the engine saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepResult {
+    /// Done; move to the next step.
+    Advanced {
+        message: Option<String>,
+        new_ip: Option<String>,
+        /// StopDovecot: the UID of the pod it stopped.
+        stopped_uid: Option<String>,
+    },
+    /// Not done yet; run it again later.
+    Waiting { requeue: Duration, message: String },
+    /// The world moved under the step (e.g. Dovecot running again before Reset): go back.
+    Rewind { to: Step, message: String },
+    /// The step failed; the backend stays out of the ring and the rollout halts.
+    Failed(StepError),
+    /// The command could not be run (connection dropped, timeout): back off and retry.
+    Transient { error: StepError },
+}
+
+/// Transient failures of one step before it counts as failed.
+pub const MAX_ATTEMPTS: u32 = 5;
+
+impl Decision {
+    pub fn wait(reason: WaitReason, message: impl Into<String>, requeue: Duration) -> Self {
+        Decision::Wait {
+            reason,
+            message: message.into(),
+            requeue,
+        }
+    }
+
+    pub fn stall(reason: StallReason, message: impl Into<String>) -> Self {
+        Decision::Stall {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl StepResult {
+    /// Done, with an optional message and nothing else to record.
+    pub fn advanced(message: impl Into<Option<String>>) -> Self {
+        StepResult::Advanced {
+            message: message.into(),
+            new_ip: None,
+            stopped_uid: None,
+        }
+    }
+}
+
+/// How undoing one backend ended (abort or DBU deletion).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Undone {
+    /// Back in the ring at its original vhost count.
+    Restored,
+    /// Left out of the ring on purpose; the message says why and how to restore it by hand.
+    LeftOut(String),
+    /// The restore was tried and failed; the message says what failed.
+    Failed(String),
+    /// There was nothing to undo.
+    Nothing,
+}
+
+/// What the engine did for a decision: the one action of a reconcile, handed back to be recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Acted {
+    /// The decision needed no exec (Stall, Wait, Complete, Aborted, DryRun, Begin).
+    Nothing,
+    /// `Reassert`: Ok, or the failed command and what it said.
+    Reasserted(Result<(), String>),
+    /// `Undo`: how it ended.
+    Undone(Undone),
+    /// `Run`: how the step ended, and the time it ended.
+    Ran(StepResult),
+}

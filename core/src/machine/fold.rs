@@ -1,0 +1,468 @@
+//! Folds what happened into status: step results, Begin/Undo/Reassert/DryRun bookkeeping,
+//! retries, compaction, progress, and the decision the conditions describe afterwards.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use super::cleanup::undone_note;
+use super::{Acted, Decision, MAX_ATTEMPTS, Note, Observed, StepResult, Undone, active, decide};
+use crate::api::{BackendStatus, DovecotBackendUpgradeStatus, RETRY_ANNOTATION, Step};
+use crate::reason::{EventReason, StallReason};
+use crate::settings::Settings;
+use crate::time::{after, backoff, elapsed};
+use crate::window;
+
+/// `updated/total`: pods at the target revision, Ready and not held by a record.
+pub fn progress(status: &DovecotBackendUpgradeStatus, obs: &Observed, target: &str) -> String {
+    let total = obs
+        .sts
+        .as_ref()
+        .map(|s| s.replicas.max(0) as usize)
+        .unwrap_or(0)
+        .max(obs.pods.len());
+    let done = obs
+        .pods
+        .iter()
+        .filter(|p| {
+            p.revision.as_deref() == Some(target)
+                && p.ready
+                && !status.backends.iter().any(|r| r.pod == p.name && active(r))
+        })
+        .count();
+    format!("{done}/{total}")
+}
+
+/// When the target revision changes, finished records of the old target are dropped; records
+/// still in flight or failed are kept, because they hold backends out of the ring.
+pub fn retarget(status: &mut DovecotBackendUpgradeStatus, target: &str) {
+    if status.target_revision.as_deref() != Some(target) {
+        status.backends.retain(active);
+        status.target_revision = Some(target.to_string());
+    }
+}
+
+/// Finished records kept in status; older ones are dropped (progress counts pods, not records),
+/// so the status of a rollout over 1,000 backends stays small.
+pub const DONE_KEPT: usize = 10;
+
+/// Drops all but the newest `DONE_KEPT` finished records. Records in flight or failed are kept:
+/// they hold backends out of the ring.
+pub fn compact(status: &mut DovecotBackendUpgradeStatus) {
+    let done = status.backends.iter().filter(|r| !active(r)).count();
+    let mut extra = done.saturating_sub(DONE_KEPT);
+    status.backends.retain(|r| {
+        if extra > 0 && !active(r) {
+            extra -= 1;
+            return false;
+        }
+        true
+    });
+}
+
+/// Records a finished backend's duration for the window prediction.
+pub fn record_finish(status: &mut DovecotBackendUpgradeStatus, pod: &str, now: Timestamp) {
+    let Some(started) = status
+        .backends
+        .iter()
+        .find(|r| r.pod == pod && r.step == Step::Done)
+        .and_then(|r| r.started.clone())
+    else {
+        return;
+    };
+    window::remember(&mut status.recent_backend_seconds, elapsed(&started, now));
+}
+
+/// The decision the conditions should describe once an action ran: a step that just failed
+/// turns the rollout Stalled at once, without waiting for the next pass to decide it.
+/// Likewise the last backend's RingRestore settles as Complete when the world already is, so
+/// the final step and the completion share one status patch.
+pub fn settled(
+    s: &Settings,
+    decision: &Decision,
+    status: &DovecotBackendUpgradeStatus,
+    obs: &Observed,
+    now: Timestamp,
+) -> Decision {
+    match decision {
+        Decision::Run { .. } | Decision::Begin(_) => {
+            if let Some(f) = status.backends.iter().find(|r| r.failed) {
+                return Decision::Stall {
+                    reason: StallReason::BackendFailed,
+                    message: failure_message(f),
+                };
+            }
+            if !status.backends.iter().any(active)
+                && decide(s, status, obs, now) == Decision::Complete
+            {
+                return Decision::Complete;
+            }
+            decision.clone()
+        }
+        d => d.clone(),
+    }
+}
+
+/// The one-line story of a failed backend, for the Stalled condition and the Warning event.
+pub fn failure_message(rec: &BackendStatus) -> String {
+    match &rec.last_error {
+        Some(e) => format!(
+            "backend {} ({}) failed at step {}: command {:?} exited {}: {}; it stays out of the director ring",
+            rec.pod,
+            rec.ip,
+            e.step,
+            e.argv.join(" "),
+            e.exit_code.map_or("-".to_string(), |c| c.to_string()),
+            e.stderr.trim()
+        ),
+        None => format!(
+            "backend {} ({}) failed at step {}",
+            rec.pod, rec.ip, rec.step
+        ),
+    }
+}
+
+/// Folds a step's result into the record. Returns the events it implies.
+pub fn apply_result(rec: &mut BackendStatus, result: &StepResult, now: Timestamp) -> Vec<Note> {
+    let ran = rec.step;
+    let notes = fold_result(rec, result, now);
+    // "started" notes are about the next step, all others about the one that ran
+    let pod = rec.pod.clone();
+    notes
+        .into_iter()
+        .map(|n| {
+            let s = if n.reason == EventReason::StepStarted {
+                rec.step
+            } else {
+                ran
+            };
+            n.about(&pod, s)
+        })
+        .collect()
+}
+
+fn fold_result(rec: &mut BackendStatus, result: &StepResult, now: Timestamp) -> Vec<Note> {
+    let step = rec.step;
+    match result {
+        StepResult::Advanced {
+            message,
+            new_ip,
+            stopped_uid,
+        } => {
+            if let Some(ip) = new_ip {
+                rec.new_ip = (ip != &rec.ip).then(|| ip.clone());
+            }
+            if stopped_uid.is_some() {
+                rec.stopped_pod_uid = stopped_uid.clone();
+            }
+            rec.step = step.next();
+            rec.step_started = Time(now);
+            rec.attempts = 0;
+            rec.retry_after = None;
+            rec.last_error = None;
+            if message.is_some() {
+                rec.message = message.clone();
+            }
+            let mut notes = vec![Note::new(
+                EventReason::StepSucceeded,
+                format!(
+                    "{}: {step} done{}",
+                    rec.pod,
+                    message
+                        .as_ref()
+                        .map(|m| format!(" ({m})"))
+                        .unwrap_or_default()
+                ),
+            )];
+            notes.push(if rec.step == Step::Done {
+                Note::new(
+                    EventReason::BackendUpgraded,
+                    format!("{}: upgraded and back in the ring", rec.pod),
+                )
+            } else {
+                Note::new(
+                    EventReason::StepStarted,
+                    format!("{}: {} started", rec.pod, rec.step),
+                )
+            });
+            notes
+        }
+        StepResult::Waiting { message, .. } => {
+            rec.message = Some(message.clone());
+            Vec::new()
+        }
+        StepResult::Rewind { to, message } => {
+            rec.step = *to;
+            rec.step_started = Time(now);
+            rec.attempts = 0;
+            rec.retry_after = None;
+            rec.message = Some(message.clone());
+            vec![Note::new(
+                EventReason::StepRewound,
+                format!("{}: {message}; back to {to}", rec.pod),
+            )]
+        }
+        StepResult::Failed(e) => {
+            rec.failed = true;
+            rec.last_error = Some(e.clone());
+            rec.attempts += 1;
+            vec![Note::new(EventReason::StepFailed, failure_message(rec))]
+        }
+        StepResult::Transient { error } => {
+            rec.attempts += 1;
+            rec.last_error = Some(error.clone());
+            rec.retry_after = Some(Time(after(now, backoff(rec.attempts))));
+            if rec.attempts >= MAX_ATTEMPTS {
+                rec.failed = true;
+                vec![Note::new(EventReason::StepFailed, failure_message(rec))]
+            } else {
+                vec![Note::new(
+                    EventReason::StepRetrying,
+                    format!(
+                        "{}: {step} attempt {} failed transiently: {}",
+                        rec.pod,
+                        rec.attempts,
+                        error.stderr.trim()
+                    ),
+                )]
+            }
+        }
+    }
+}
+
+/// Honors a new retry token: failed backends run again. One whose pod is not at the target
+/// revision after Replace (e.g. the config was fixed by a newer revision) goes back to StopLmtp,
+/// so the runbook runs again from the stop: nothing is reused from the failed pod.
+pub fn apply_retry(
+    status: &mut DovecotBackendUpgradeStatus,
+    token: Option<&str>,
+    obs: &Observed,
+    now: Timestamp,
+) -> Vec<Note> {
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return Vec::new();
+    };
+    if status.retry_token.as_deref() == Some(token) {
+        return Vec::new();
+    }
+    status.retry_token = Some(token.to_string());
+    let target = obs.sts.as_ref().and_then(|s| s.update_revision.as_deref());
+    let mut notes = Vec::new();
+    for rec in status.backends.iter_mut().filter(|r| r.failed) {
+        let pod_rev = obs
+            .pods
+            .iter()
+            .find(|p| p.name == rec.pod)
+            .and_then(|p| p.revision.as_deref());
+        let from = rec.step;
+        if rec.step >= Step::Replace && pod_rev != target {
+            rec.step = Step::StopLmtp;
+        }
+        rec.failed = false;
+        rec.attempts = 0;
+        rec.retry_after = None;
+        rec.step_started = Time(now);
+        rec.message = Some(format!("retry requested ({RETRY_ANNOTATION}={token})"));
+        notes.push(Note::new(
+            EventReason::RetryRequested,
+            format!("{}: retrying from {} (failed at {from})", rec.pod, rec.step),
+        ));
+    }
+    notes
+}
+
+/// What recording one action produced besides the new status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    /// Events it implies.
+    pub notes: Vec<Note>,
+    /// When to look again; None waits for a change.
+    pub requeue: Option<Duration>,
+    /// A step that succeeded, and how long it took since it started.
+    pub finished: Option<(Step, Duration)>,
+}
+
+/// Folds what the engine did for `decision` into the status, and says when to look again.
+/// `acted_at` is when the action ended: a step's duration ends and the next step starts there.
+pub fn record(
+    status: &mut DovecotBackendUpgradeStatus,
+    decision: &Decision,
+    acted: Acted,
+    acted_at: Timestamp,
+) -> Recorded {
+    let mut notes = Vec::new();
+    let mut finished = None;
+    if !matches!(decision, Decision::DryRun(_)) {
+        status.plan = None;
+    }
+    let requeue = match (decision, acted) {
+        (Decision::Stall { .. } | Decision::Aborted { .. }, _) => Some(Duration::from_secs(300)),
+        (Decision::Complete, _) => None,
+        (Decision::Wait { requeue, .. }, _) => Some(*requeue),
+        (Decision::DryRun(p), _) => {
+            status.plan = Some((**p).clone());
+            Some(Duration::from_secs(60))
+        }
+        (Decision::Begin(rec), _) => {
+            notes = begin(status, rec);
+            Some(Duration::ZERO)
+        }
+        (Decision::Reassert { pod, commands }, Acted::Reasserted(res)) => {
+            let (note, requeue) = reasserted(pod, commands, res);
+            notes.push(note);
+            Some(requeue)
+        }
+        (Decision::Undo { pod, .. }, Acted::Undone(undone)) => {
+            let (n, requeue) = undone_in(status, pod, undone);
+            notes.extend(n);
+            Some(requeue)
+        }
+        (Decision::Run { pod, step, .. }, Acted::Ran(result)) => {
+            let Some(idx) = status.backends.iter().position(|r| &r.pod == pod) else {
+                return Recorded {
+                    notes,
+                    requeue: Some(Duration::ZERO),
+                    finished,
+                };
+            };
+            if matches!(result, StepResult::Advanced { .. }) {
+                finished = Some((*step, elapsed(&status.backends[idx].step_started, acted_at)));
+            }
+            let rec = &mut status.backends[idx];
+            notes = apply_result(rec, &result, acted_at);
+            let attempts = rec.attempts;
+            record_finish(status, pod, acted_at);
+            compact(status);
+            Some(requeue_after(&result, attempts))
+        }
+        // an action that did not happen (a decision the engine could not act on): look again soon
+        (_, _) => Some(Duration::ZERO),
+    };
+    Recorded {
+        notes,
+        requeue,
+        finished,
+    }
+}
+
+/// When to look again after a step: at once after progress or a failure (the next decision says
+/// what follows), when the step asked while it waits, with backoff after a transient error.
+pub fn requeue_after(result: &StepResult, attempts: u32) -> Duration {
+    match result {
+        StepResult::Advanced { .. } | StepResult::Rewind { .. } | StepResult::Failed(_) => {
+            Duration::ZERO
+        }
+        StepResult::Waiting { requeue, .. } => *requeue,
+        StepResult::Transient { .. } => backoff(attempts),
+    }
+}
+
+/// Begin: the new record replaces any finished one of the same pod; the intent (Drain) is in
+/// status before anything runs.
+fn begin(status: &mut DovecotBackendUpgradeStatus, rec: &BackendStatus) -> Vec<Note> {
+    status.backends.retain(|r| r.pod != rec.pod);
+    status.backends.push(rec.clone());
+    vec![
+        Note::new(
+            EventReason::BackendStarted,
+            format!(
+                "{}: upgrading from {} ({} vhosts)",
+                rec.pod,
+                rec.from_revision.as_deref().unwrap_or("?"),
+                rec.original_vhosts
+            ),
+        )
+        .about(&rec.pod, Step::Drain),
+        Note::new(
+            EventReason::StepStarted,
+            format!("{}: {} started", rec.pod, Step::Drain),
+        )
+        .about(&rec.pod, Step::Drain),
+    ]
+}
+
+/// Reassert: the Event, and a director that refuses is not hammered.
+fn reasserted(pod: &str, commands: &[Vec<String>], res: Result<(), String>) -> (Note, Duration) {
+    match res {
+        Ok(()) => (
+            Note::new(
+                EventReason::RingReasserted,
+                format!(
+                    "{pod}: the director had lost its drained/down state (restart?); re-applied: {}",
+                    commands
+                        .iter()
+                        .map(|c| c.join(" "))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            ),
+            Duration::ZERO,
+        ),
+        Err(m) => (
+            Note::new(EventReason::RingReassertFailed, format!("{pod}: {m}")),
+            Duration::from_secs(10),
+        ),
+    }
+}
+
+/// Undo: a restored (or untouched) backend's record goes; one left out stays, marked failed, so
+/// that it is named in Stalled and never put back without a human.
+fn undone_in(
+    status: &mut DovecotBackendUpgradeStatus,
+    pod: &str,
+    undone: Undone,
+) -> (Option<Note>, Duration) {
+    let Some(idx) = status.backends.iter().position(|r| r.pod == pod) else {
+        return (None, Duration::ZERO);
+    };
+    let note = undone_note(&status.backends[idx], &undone);
+    let requeue = match undone {
+        Undone::Restored | Undone::Nothing => {
+            status.backends.remove(idx);
+            Duration::ZERO
+        }
+        Undone::LeftOut(m) => {
+            let r = &mut status.backends[idx];
+            r.failed = true;
+            r.message = Some(m);
+            Duration::ZERO
+        }
+        Undone::Failed(_) => Duration::from_secs(10),
+    };
+    (note, requeue)
+}
+
+/// After recording: progress, and the conditions for the decision as it settled.
+pub fn conclude(
+    s: &Settings,
+    decision: &Decision,
+    status: &mut DovecotBackendUpgradeStatus,
+    obs: &Observed,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    if let Some(target) = obs.sts.as_ref().and_then(|x| x.update_revision.as_deref()) {
+        status.progress = Some(progress(status, obs, target));
+    }
+    let after = settled(s, decision, status, obs, now);
+    crate::conditions::summarize(status, &after, generation, now);
+}
+
+/// A spec that does not validate: Stalled with the field and the problem, and a Warning the
+/// first time (an unchanged status means it was announced already).
+pub fn invalid_spec(
+    status: &mut DovecotBackendUpgradeStatus,
+    problem: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Note> {
+    let before = status.clone();
+    let d = Decision::stall(StallReason::InvalidSpec, problem);
+    crate::conditions::summarize(status, &d, generation, now);
+    if *status == before {
+        Vec::new()
+    } else {
+        vec![Note::new(EventReason::InvalidSpec, problem)]
+    }
+}

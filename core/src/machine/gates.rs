@@ -1,0 +1,109 @@
+//! The gates a new backend passes before it starts: canary approval, the maintenance window,
+//! ring capacity and ring sync. Each closed gate is a Wait with its own reason.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+
+use super::{Decision, Observed, active};
+use crate::api::{APPROVE_ANNOTATION, DovecotBackendUpgradeStatus};
+use crate::dovecot::RingHost;
+use crate::reason::WaitReason;
+use crate::settings::Settings;
+use crate::time::human;
+use crate::window;
+
+/// Whether a backend already runs the target revision outside any record: the canary is done.
+fn canary_done(status: &DovecotBackendUpgradeStatus, obs: &Observed, target: &str) -> bool {
+    obs.pods.iter().any(|p| {
+        p.revision.as_deref() == Some(target)
+            && p.ready
+            && !status.backends.iter().any(|r| r.pod == p.name && active(r))
+    })
+}
+
+/// Gates on starting any backend now: approval, window, time left. None: go.
+pub(super) fn start_gate(
+    s: &Settings,
+    status: &DovecotBackendUpgradeStatus,
+    obs: &Observed,
+    target: &str,
+    now: Timestamp,
+) -> Option<Decision> {
+    if s.supervised
+        && !s.approved_revisions.iter().any(|r| r == target)
+        && canary_done(status, obs, target)
+    {
+        return Some(Decision::wait(
+            WaitReason::AwaitingApproval,
+            format!(
+                "canary upgraded to revision {target}; check it, then approve: set spec.canary.approvedRevision={target} or annotate {APPROVE_ANNOTATION}={target}"
+            ),
+            Duration::from_secs(300),
+        ));
+    }
+    if let Some(w) = &s.window {
+        let predicted = window::predict(&status.recent_backend_seconds, s.drain_timeout);
+        match w.at(now) {
+            window::WindowState::Closed { opens_in } => {
+                return Some(Decision::wait(
+                    WaitReason::OutsideMaintenanceWindow,
+                    format!(
+                        "outside the maintenance window; it opens in {}",
+                        human(opens_in)
+                    ),
+                    opens_in.clamp(Duration::from_secs(1), Duration::from_secs(3600)),
+                ));
+            }
+            window::WindowState::Open { remaining } if predicted > remaining => {
+                return Some(Decision::wait(
+                    WaitReason::WindowTooShort,
+                    format!(
+                        "a backend is predicted to take {}, but the maintenance window closes in {}; waiting for the next one",
+                        human(predicted),
+                        human(remaining)
+                    ),
+                    remaining.clamp(Duration::from_secs(1), Duration::from_secs(3600)),
+                ));
+            }
+            window::WindowState::Open { .. } => {}
+        }
+    }
+    None
+}
+
+/// Gates on the ring before draining `candidate` at `ip`: enough other backends must stay up
+/// with vhosts to take its users, and the directors must agree on the ring. None: go.
+pub(super) fn ring_gate(
+    s: &Settings,
+    obs: &Observed,
+    ring: &[RingHost],
+    candidate: &str,
+    ip: IpAddr,
+    busy_ips: &[&str],
+) -> Option<Decision> {
+    let ip = ip.to_string();
+    let others = ring
+        .iter()
+        .filter(|h| h.ip != ip && h.up && h.vhosts > 0 && !busy_ips.contains(&h.ip.as_str()))
+        .count();
+    if others < s.min_available {
+        return Some(Decision::wait(
+            WaitReason::InsufficientRingCapacity,
+            format!(
+                "draining {candidate} would leave {others} other up backends with vhosts > 0 in the ring; spec.minAvailableBackends is {}",
+                s.min_available
+            ),
+            Duration::from_secs(30),
+        ));
+    }
+    if obs.ring_synced == Some(false) {
+        return Some(Decision::wait(
+            WaitReason::RingNotSynced,
+            "the director ring is not synced (doveadm director ring status); no backend is drained until it is",
+            Duration::from_secs(10),
+        ));
+    }
+    None
+}

@@ -1,0 +1,269 @@
+//! How each step's outputs are judged: the pure half of every step the engine runs.
+//!
+//! The engine runs an argv and hands its output here; what the output means (done, wait, go
+//! back, failed, retry) is decided only in this file.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use super::{PodView, StepResult};
+use crate::api::{BackendStatus, DrainTimeoutAction, Step, StepError};
+use crate::dovecot::{self, Verdict};
+use crate::text::{STDERR_EXCERPT, bounded};
+use crate::time::elapsed;
+
+/// A step's failure as status records it: the command, its exit code, a bounded stderr excerpt.
+pub fn step_error(step: Step, argv: &[String], exit_code: Option<i32>, stderr: &str) -> StepError {
+    StepError {
+        step,
+        argv: argv.to_vec(),
+        exit_code,
+        stderr: bounded(stderr.trim(), STDERR_EXCERPT),
+    }
+}
+
+/// The record's IP as an address; a record with a bad IP fails its step (nothing to run against).
+pub fn record_ip(ip: &str, step: Step) -> Result<IpAddr, StepResult> {
+    dovecot::validate_ip(ip)
+        .map_err(|e| StepResult::Failed(step_error(step, &[], None, &e.to_string())))
+}
+
+/// WaitSessions' outcome once the plan says to run it.
+pub fn drain_outcome(
+    ceiling_users: Option<u64>,
+    live_sessions: usize,
+    on_timeout: DrainTimeoutAction,
+    poll: Duration,
+    step_error: impl FnOnce(String) -> StepError,
+) -> StepResult {
+    match ceiling_users {
+        None if live_sessions == 0 => StepResult::advanced("no users left".to_string()),
+        None => StepResult::Waiting {
+            requeue: poll,
+            message: format!(
+                "director shows no users, but {live_sessions} sessions still run on the backend"
+            ),
+        },
+        Some(n) => match on_timeout {
+            DrainTimeoutAction::Proceed => StepResult::advanced(format!(
+                "drain ceiling reached with {n} users mapped; down + flush will move them"
+            )),
+            DrainTimeoutAction::Fail => StepResult::Failed(step_error(format!(
+                "drain ceiling reached with {n} users still mapped (spec.drain.onTimeout=Fail)"
+            ))),
+        },
+    }
+}
+
+/// Replace's next move for the pod as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplaceMove {
+    /// Still the old pod: delete it.
+    Delete,
+    /// Terminating, missing, or not Ready yet.
+    Wait(String),
+    /// Recreated at the target revision and Ready, with this IP.
+    Done(String),
+    TimedOut(String),
+}
+
+/// `stopped_uid` is the pod whose Dovecot StopDovecot stopped: nothing will start it again, so it
+/// is deleted even when it already runs the target revision (e.g. it was recreated behind our back).
+pub fn replace_move(
+    pod: Option<&PodView>,
+    target: &str,
+    stopped_uid: Option<&str>,
+    waited: Duration,
+    timeout: Duration,
+) -> ReplaceMove {
+    match pod {
+        Some(p) if !p.terminating && p.uid.is_some() && p.uid.as_deref() == stopped_uid => {
+            ReplaceMove::Delete
+        }
+        Some(p) if p.revision.as_deref() == Some(target) && p.ready && !p.terminating => {
+            match p
+                .ip
+                .as_deref()
+                .filter(|ip| dovecot::validate_ip(ip).is_ok())
+            {
+                Some(ip) => ReplaceMove::Done(ip.to_string()),
+                None => ReplaceMove::Wait(format!("{}: Ready but without an IP", p.name)),
+            }
+        }
+        Some(p) if p.revision.as_deref() != Some(target) && !p.terminating => ReplaceMove::Delete,
+        _ if waited >= timeout => ReplaceMove::TimedOut(format!(
+            "pod not Ready at revision {target} within {timeout:?}"
+        )),
+        Some(p) if p.terminating => ReplaceMove::Wait(format!("{}: terminating", p.name)),
+        Some(p) => ReplaceMove::Wait(format!(
+            "{}: waiting for Ready at revision {target}",
+            p.name
+        )),
+        None => ReplaceMove::Wait("waiting for the StatefulSet to recreate the pod".into()),
+    }
+}
+
+/// WaitSessions once the director shows no users: `who -1` on the backend must be empty too.
+pub fn sessions(
+    who_stdout: &str,
+    on_timeout: DrainTimeoutAction,
+    poll: Duration,
+    error: impl Fn(String) -> StepError,
+) -> StepResult {
+    match dovecot::parse_who_connections(who_stdout) {
+        Ok(live) => drain_outcome(None, live, on_timeout, poll, error),
+        Err(e) => StepResult::Failed(error(e.to_string())),
+    }
+}
+
+/// `who` failed on the backend. A Dovecot that died on its own has no sessions to wait for (the
+/// next steps take it out); a running one that cannot answer is retried.
+pub fn who_failed(dovecot_running: bool, error: StepError) -> StepResult {
+    if dovecot_running {
+        StepResult::Transient { error }
+    } else {
+        StepResult::advanced(
+            "Dovecot is not running on the backend; nothing to wait for".to_string(),
+        )
+    }
+}
+
+/// StopLmtp: `service stop` on a stopped Dovecot is done too.
+pub fn lmtp_stopped(v: Verdict) -> StepResult {
+    StepResult::advanced((v == Verdict::AlreadyDone).then(|| "Dovecot was not running".to_string()))
+}
+
+/// How often StopDovecot looks at master.pid after `doveadm stop`, and for how long within one
+/// reconcile (doveadm stop returns after ~3 s even when the master still runs).
+pub const STOP_POLL: Duration = Duration::from_millis(200);
+pub const STOP_POLL_FOR: Duration = Duration::from_secs(15);
+
+/// StopDovecot's next move while the master still runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StopWait {
+    /// Look again after this long, in the same reconcile.
+    PollAgain(Duration),
+    /// Give the reconcile back and look again later (or fail: the step's timeout passed).
+    Result(StepResult),
+}
+
+/// `polling_since`: when this reconcile's polling began; `step_started`: when the step began.
+pub fn stop_wait(
+    pod: &str,
+    polling_since: Timestamp,
+    now: Timestamp,
+    step_started: &Time,
+    stop_timeout: Duration,
+    stop_argv: &[String],
+) -> StopWait {
+    if elapsed(&Time(polling_since), now) < STOP_POLL_FOR {
+        return StopWait::PollAgain(STOP_POLL);
+    }
+    if elapsed(step_started, now) >= stop_timeout {
+        return StopWait::Result(StepResult::Failed(step_error(
+            Step::StopDovecot,
+            stop_argv,
+            None,
+            &format!("Dovecot master still running {stop_timeout:?} after doveadm stop"),
+        )));
+    }
+    StopWait::Result(StepResult::Waiting {
+        requeue: Duration::from_secs(1),
+        message: format!("{pod}: waiting for the Dovecot master to exit"),
+    })
+}
+
+/// StopDovecot done: remember which pod it stopped, so that Replace deletes exactly that one.
+pub fn stopped(pod: Option<&PodView>) -> StepResult {
+    StepResult::Advanced {
+        message: None,
+        new_ip: None,
+        stopped_uid: pod.and_then(|p| p.uid.clone()),
+    }
+}
+
+/// Reset found Dovecot running again (restarted behind our back): stop it before wiping anything.
+pub fn reset_found_running() -> StepResult {
+    StepResult::Rewind {
+        to: Step::StopLmtp,
+        message: "Dovecot is running in the pod again; stopping it before the reset".into(),
+    }
+}
+
+/// Replace: how long to wait before looking at the pod again.
+pub const REPLACE_POLL: Duration = Duration::from_secs(2);
+
+/// Replace's result for a move that needs no API call (the engine deletes on `Delete`).
+pub fn replace_result(mv: ReplaceMove, pod: &str, target: &str) -> StepResult {
+    match mv {
+        ReplaceMove::Delete => StepResult::Waiting {
+            requeue: REPLACE_POLL,
+            message: format!("{pod}: deleted; waiting for revision {target}"),
+        },
+        ReplaceMove::Wait(message) => StepResult::Waiting {
+            requeue: REPLACE_POLL,
+            message,
+        },
+        ReplaceMove::Done(new_ip) => StepResult::Advanced {
+            message: None,
+            new_ip: Some(new_ip),
+            stopped_uid: None,
+        },
+        ReplaceMove::TimedOut(m) => StepResult::Failed(step_error(Step::Replace, &[], None, &m)),
+    }
+}
+
+/// Verify, first command: the verify mailbox must be listed for the user.
+pub fn verify_listed(user: &str, mailbox: &str, stdout: &str) -> Result<(), String> {
+    let boxes = dovecot::parse_mailbox_list(stdout).map_err(|e| e.to_string())?;
+    if boxes.iter().any(|x| x == mailbox) {
+        Ok(())
+    } else {
+        Err(format!(
+            "mailbox {mailbox:?} not listed for {user} (got {boxes:?})"
+        ))
+    }
+}
+
+/// Verify, second command: the mailbox's message count.
+pub fn verify_count(mailbox: &str, stdout: &str) -> Result<u64, String> {
+    let counts = dovecot::parse_mailbox_messages(stdout).map_err(|e| e.to_string())?;
+    counts
+        .iter()
+        .find(|(m, _)| m == mailbox)
+        .map(|(_, n)| *n)
+        .ok_or_else(|| "no status returned for the mailbox".to_string())
+}
+
+/// Verify done: every message was fetched.
+pub fn verified(user: &str, mailbox: &str, messages: u64) -> StepResult {
+    StepResult::advanced(format!(
+        "{user}: {mailbox} has {messages} messages, all fetched"
+    ))
+}
+
+/// RingRestore's addresses: the recorded (old) IP and the pod's IP now. They differ when
+/// Replace gave the pod a new IP: then the new host is added and the old one removed first.
+pub fn restore_ips(
+    rec: &BackendStatus,
+    pod: Option<&PodView>,
+) -> Result<(IpAddr, IpAddr, String), StepResult> {
+    let old = record_ip(&rec.ip, rec.step)?;
+    let now_ip = pod
+        .and_then(|p| p.ip.clone())
+        .unwrap_or_else(|| rec.ip.clone());
+    let new = record_ip(&now_ip, rec.step)?;
+    Ok((old, new, now_ip))
+}
+
+/// RingRestore done.
+pub fn restored(new: IpAddr, vhosts: u32, now_ip: String) -> StepResult {
+    StepResult::Advanced {
+        message: Some(format!("back in the ring at {new} with {vhosts} vhosts")),
+        new_ip: Some(now_ip),
+        stopped_uid: None,
+    }
+}

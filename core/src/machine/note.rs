@@ -1,0 +1,35 @@
+//! An Event to publish (the controller) or print (the local demo), typed by its reason.
+
+use crate::api::Step;
+use crate::reason::EventReason;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    /// Warning or Normal; follows from the reason.
+    pub warning: bool,
+    pub reason: EventReason,
+    pub message: String,
+    /// The backend pod it is about (the Event's related object).
+    pub pod: Option<String>,
+    /// The step it is about (the Event's action).
+    pub step: Option<Step>,
+}
+
+impl Note {
+    pub fn new(reason: EventReason, message: impl Into<String>) -> Self {
+        Self {
+            warning: reason.is_warning(),
+            reason,
+            message: message.into(),
+            pod: None,
+            step: None,
+        }
+    }
+
+    /// Ties the note to a backend and step, so that Events of different steps stay apart.
+    pub fn about(mut self, pod: &str, step: Step) -> Self {
+        self.pod = Some(pod.to_string());
+        self.step = Some(step);
+        self
+    }
+}

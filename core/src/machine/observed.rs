@@ -1,0 +1,89 @@
+//! The world as one reconcile sees it (StatefulSet, pods, director, ring), what a decision still
+//! needs read, and which DBU owns a StatefulSet.
+
+use k8s_openapi::jiff::Timestamp;
+
+use super::Decision;
+use crate::dovecot::RingHost;
+use crate::reason::WaitReason;
+
+/// The backend StatefulSet as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StsView {
+    /// `spec.updateStrategy.type`, "RollingUpdate" when unset (the Kubernetes default).
+    pub update_strategy: String,
+    pub update_revision: Option<String>,
+    pub replicas: i32,
+}
+
+/// A backend pod as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodView {
+    pub name: String,
+    /// `metadata.uid`: tells a recreated pod from the one whose Dovecot was stopped.
+    pub uid: Option<String>,
+    pub ip: Option<String>,
+    /// `controller-revision-hash` label.
+    pub revision: Option<String>,
+    pub ready: bool,
+    pub terminating: bool,
+}
+
+/// The world, read fresh on every reconcile.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Observed {
+    /// None when the StatefulSet does not exist.
+    pub sts: Option<StsView>,
+    pub pods: Vec<PodView>,
+    /// A Ready director pod to send director commands to.
+    pub director: Option<String>,
+    /// Pods matched by the director selector that also belong to the backend StatefulSet.
+    pub director_overlap: Vec<String>,
+    /// Another DBU in the namespace that already owns this StatefulSet.
+    pub owned_by_other: Option<String>,
+    /// `director status`, None when it could not be read.
+    pub ring: Option<Vec<RingHost>>,
+    /// Whether the director ring reports `ring synced`; read only when a backend is about to
+    /// start (None: not read yet).
+    pub ring_synced: Option<bool>,
+}
+
+/// An observation a decision needs before it can stand; the engine reads it and decides again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// `director status`: every decision about in-flight or new backends.
+    Ring,
+    /// `director ring status`: only before draining a backend, or for a dry-run plan's guard.
+    RingSync,
+}
+
+/// What `decision` still needs read; None when it stands as it is. Reads are lazy so that a
+/// finished or stalled rollout, woken by every pod event, costs no exec.
+pub fn missing(decision: &Decision, obs: &Observed) -> Option<Missing> {
+    match decision {
+        Decision::Wait {
+            reason: WaitReason::RingUnreadable,
+            ..
+        } if obs.ring.is_none() => Some(Missing::Ring),
+        Decision::Begin(_) | Decision::DryRun(_) if obs.ring_synced.is_none() => {
+            Some(Missing::RingSync)
+        }
+        _ => None,
+    }
+}
+
+/// A DBU as the ownership rule sees it: creation time, then name.
+pub type Claimant = (Option<Timestamp>, String);
+
+/// The oldest DBU naming a StatefulSet owns it (ties by name); a later one is refused. Returns
+/// the owner when it is not `me`. `others`: the other live DBUs naming the same StatefulSet.
+pub fn claimed_by_other(
+    me: &Claimant,
+    others: impl IntoIterator<Item = Claimant>,
+) -> Option<String> {
+    others
+        .into_iter()
+        .filter(|other| other < me)
+        .min()
+        .map(|(_, n)| n)
+}

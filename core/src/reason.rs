@@ -1,0 +1,180 @@
+//! Typed reasons for waits, stalls and events: each has one wire name, so no module matches strings.
+
+/// An enum of reasons whose wire name (condition reason, Event reason) is the variant's name.
+macro_rules! reasons {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $v:ident),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $v),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$v),+];
+
+            /// The name written into conditions and Events (CamelCase, stable).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$v => stringify!($v)),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        /// Lets tests and tools compare with the wire name (`note.reason == "StepFailed"`).
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+    };
+}
+
+reasons! {
+    /// Why the rollout cannot go on without a human (Stalled=True).
+    StallReason {
+        StatefulSetNotFound,
+        UpdateStrategyNotOnDelete,
+        StatefulSetClaimed,
+        DirectorSelectorMatchesBackends,
+        BackendFailed,
+        BackendNotInRing,
+        BackendAlreadyDrained,
+        /// The spec does not validate; nothing runs until it changes.
+        InvalidSpec,
+    }
+}
+
+reasons! {
+    /// Why nothing acts right now (Reconciling=True, or Paused when a human or the calendar holds it).
+    WaitReason {
+        WaitingForRevision,
+        WaitingForPods,
+        NoReadyDirector,
+        RingUnreadable,
+        Paused,
+        StepInProgress,
+        WaitingForBackends,
+        AwaitingApproval,
+        OutsideMaintenanceWindow,
+        WindowTooShort,
+        BackendHeld,
+        BackendNotReady,
+        BackendWithoutIP,
+        InsufficientRingCapacity,
+        RingNotSynced,
+    }
+}
+
+impl WaitReason {
+    /// Held by a human or the calendar, not by work in progress: the phase is Paused and
+    /// Reconciling is False, so GitOps tools show Suspended rather than Progressing.
+    pub fn is_hold(self) -> bool {
+        matches!(
+            self,
+            WaitReason::Paused
+                | WaitReason::AwaitingApproval
+                | WaitReason::OutsideMaintenanceWindow
+                | WaitReason::WindowTooShort
+                | WaitReason::BackendHeld
+        )
+    }
+
+    /// Before a target revision exists the rollout is Pending, not Progressing.
+    pub fn is_pending(self) -> bool {
+        self == WaitReason::WaitingForRevision
+    }
+}
+
+reasons! {
+    /// Why an Event (or a demo line) was emitted.
+    EventReason {
+        BackendStarted,
+        StepStarted,
+        StepSucceeded,
+        StepRewound,
+        StepRetrying,
+        StepFailed,
+        BackendUpgraded,
+        RetryRequested,
+        RingReasserted,
+        RingReassertFailed,
+        BackendRestored,
+        BackendRestoreFailed,
+        BackendLeftOut,
+        CleanupSkipped,
+        /// The DBU turned Stalled, or stalls for another reason.
+        Stalled,
+        InvalidSpec,
+    }
+}
+
+impl EventReason {
+    /// Whether the Event is a Warning (else Normal).
+    pub fn is_warning(self) -> bool {
+        matches!(
+            self,
+            EventReason::StepRewound
+                | EventReason::StepRetrying
+                | EventReason::StepFailed
+                | EventReason::RingReasserted
+                | EventReason::RingReassertFailed
+                | EventReason::BackendRestoreFailed
+                | EventReason::BackendLeftOut
+                | EventReason::CleanupSkipped
+                | EventReason::Stalled
+                | EventReason::InvalidSpec
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn wire_names_are_unique_camel_case_and_compare_with_str() {
+        let names: Vec<&str> = StallReason::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .chain(WaitReason::ALL.iter().map(|r| r.as_str()))
+            .collect();
+        let unique: HashSet<&&str> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "a wait and a stall share a name");
+        for n in names
+            .into_iter()
+            .chain(EventReason::ALL.iter().map(|r| r.as_str()))
+        {
+            assert!(n.chars().next().unwrap().is_ascii_uppercase(), "{n}");
+            assert!(n.chars().all(|c| c.is_ascii_alphanumeric()), "{n}");
+        }
+        assert!(EventReason::StepFailed == "StepFailed");
+        assert!(WaitReason::BackendWithoutIP == "BackendWithoutIP");
+        assert_eq!(StallReason::InvalidSpec.to_string(), "InvalidSpec");
+    }
+
+    #[test]
+    fn holds_are_the_human_and_calendar_waits() {
+        let holds: Vec<&str> = WaitReason::ALL
+            .iter()
+            .filter(|r| r.is_hold())
+            .map(|r| r.as_str())
+            .collect();
+        assert_eq!(
+            holds,
+            [
+                "Paused",
+                "AwaitingApproval",
+                "OutsideMaintenanceWindow",
+                "WindowTooShort",
+                "BackendHeld"
+            ]
+        );
+    }
+}

@@ -1,0 +1,172 @@
+//! The `Cluster` adapter: what one DBU sees of the watch stores, and deleting a backend pod.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams};
+use kube::core::labels::{Selector, SelectorExt};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Client, ResourceExt};
+
+use super::Stores;
+use crate::api::DovecotBackendUpgrade;
+use crate::engine::{Cluster, ClusterError};
+use crate::exec::KubeExec;
+use crate::machine::{Claimant, Observed, PodView, StsView, claimed_by_other};
+use crate::settings::Settings;
+
+const REVISION_LABEL: &str = "controller-revision-hash";
+
+/// The cluster as one DBU sees it.
+pub struct KubeCluster {
+    client: Client,
+    ns: String,
+    /// This DBU's name and creation time, to tell which of two DBUs owns a StatefulSet.
+    me: Claimant,
+    stores: Stores,
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn owned_by_sts(p: &Pod, sts: &str) -> bool {
+    p.owner_references()
+        .iter()
+        .any(|o| o.kind == "StatefulSet" && o.name == sts)
+}
+
+/// A pod as the plan sees it.
+pub fn pod_view(p: &Pod) -> PodView {
+    PodView {
+        name: p.name_any(),
+        uid: p.uid(),
+        ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
+        revision: p.labels().get(REVISION_LABEL).cloned(),
+        ready: pod_ready(p),
+        terminating: p.metadata.deletion_timestamp.is_some(),
+    }
+}
+
+fn api_err(e: kube::Error) -> ClusterError {
+    ClusterError::Api(e.to_string())
+}
+
+#[async_trait]
+impl Cluster for KubeCluster {
+    async fn observe(&self, s: &Settings) -> Result<Observed, ClusterError> {
+        self.stores.ready().await?;
+        let ns = Some(self.ns.clone());
+        let Some(sts) = self
+            .stores
+            .sts
+            .get(&ObjectRef::new(&s.stateful_set).within(&self.ns))
+        else {
+            return Ok(Observed::default());
+        };
+        let spec = sts.spec.clone().unwrap_or_default();
+        let view = StsView {
+            update_strategy: spec
+                .update_strategy
+                .and_then(|u| u.type_)
+                .unwrap_or_else(|| "RollingUpdate".into()),
+            update_revision: sts
+                .status
+                .as_ref()
+                .and_then(|st| st.update_revision.clone()),
+            replicas: spec.replicas.unwrap_or(1),
+        };
+        let selector = |sel: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector| {
+            Selector::try_from(sel.clone()).map_err(|e| ClusterError::Other(e.to_string()))
+        };
+        let backend_sel = selector(&spec.selector)?;
+        let director_sel = selector(&s.director_label_selector)?;
+        let in_ns: Vec<Arc<Pod>> = self
+            .stores
+            .pods
+            .state()
+            .into_iter()
+            .filter(|p| p.namespace() == ns)
+            .collect();
+        let mut backend: Vec<&Arc<Pod>> = in_ns
+            .iter()
+            .filter(|p| backend_sel.matches(p.labels()) && owned_by_sts(p, &s.stateful_set))
+            .collect();
+        backend.sort_by_key(|p| p.name_any());
+        let directors: Vec<&Arc<Pod>> = in_ns
+            .iter()
+            .filter(|p| director_sel.matches(p.labels()))
+            .collect();
+        let director_overlap: Vec<String> = directors
+            .iter()
+            .filter(|d| {
+                owned_by_sts(d, &s.stateful_set)
+                    || backend.iter().any(|b| b.name_any() == d.name_any())
+            })
+            .map(|d| d.name_any())
+            .collect();
+        let mut ready: Vec<&&Arc<Pod>> = directors
+            .iter()
+            .filter(|d| pod_ready(d) && d.metadata.deletion_timestamp.is_none())
+            .collect();
+        ready.sort_by_key(|d| d.name_any());
+        // the oldest DBU naming a StatefulSet owns it; later ones are refused
+        let others = self
+            .stores
+            .dbus
+            .state()
+            .into_iter()
+            .filter(|d| d.namespace() == ns)
+            .filter(|d| d.name_any() != self.me.1 && d.spec.backends.stateful_set == s.stateful_set)
+            .filter(|d| d.metadata.deletion_timestamp.is_none())
+            .map(|d| -> Claimant {
+                (
+                    d.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                    d.name_any(),
+                )
+            })
+            .collect::<Vec<_>>();
+        let owned_by_other = claimed_by_other(&self.me, others);
+        Ok(Observed {
+            sts: Some(view),
+            pods: backend.iter().map(|p| pod_view(p)).collect(),
+            director: ready.first().map(|d| d.name_any()),
+            director_overlap,
+            owned_by_other,
+            ring: None,
+            ring_synced: None,
+        })
+    }
+
+    async fn delete_pod(&self, pod: &str) -> Result<(), ClusterError> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
+        match pods.delete(pod, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(api_err(e)),
+        }
+    }
+}
+
+/// The cluster and exec edges as one DBU sees them.
+pub fn edges_for(
+    client: &Client,
+    stores: &Stores,
+    dbu: &DovecotBackendUpgrade,
+    ns: &str,
+) -> (KubeCluster, KubeExec) {
+    let cluster = KubeCluster {
+        stores: stores.clone(),
+        client: client.clone(),
+        ns: ns.to_string(),
+        me: (
+            dbu.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            dbu.name_any(),
+        ),
+    };
+    (cluster, KubeExec::new(Api::namespaced(client.clone(), ns)))
+}

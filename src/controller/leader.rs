@@ -1,0 +1,113 @@
+//! Leader election: the controller runs only while this replica holds the Lease.
+
+use std::sync::Arc;
+
+use kube::Client;
+
+/// Errors of leader election, each with a stable category.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    #[error("leader election: {0}")]
+    Lease(#[from] kube_lease_manager::LeaseManagerError),
+    /// Another replica holds the Lease now; the caller ends the process.
+    #[error("lost the leader lease")]
+    Lost,
+}
+
+impl LeaderError {
+    pub fn category(&self) -> &'static str {
+        match self {
+            LeaderError::Lease(_) => "lease",
+            LeaderError::Lost => "lease_lost",
+        }
+    }
+}
+
+/// Name of the Lease that elects the one replica allowed to act.
+pub const LEASE_NAME: &str = "dovecot-upgrade-operator";
+
+/// Where the Lease lives and who this replica is.
+#[derive(Debug, Clone)]
+pub struct Election {
+    pub namespace: String,
+    pub identity: String,
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+type LeaseTask = tokio::task::JoinHandle<
+    Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError>,
+>;
+
+/// Waits for the lease task, which releases the Lease once its channel is dropped.
+async fn release(task: LeaseTask) -> Result<(), kube_lease_manager::LeaseManagerError> {
+    match task.await {
+        Ok(r) => r.map(|_| ()),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Runs the controller only while this replica holds the Lease: a replica that is not the
+/// leader never writes or execs. Losing the Lease stops the controller at once and returns
+/// `LeaderError::Lost`, on which the caller ends the process (a step cut short is safe to run
+/// again: its intent is in status); a graceful stop releases the Lease for the next leader.
+pub async fn run_elected(
+    client: Client,
+    namespace: Option<String>,
+    election: Option<Election>,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> Result<(), LeaderError> {
+    let Some(e) = election else {
+        super::run(client, namespace, metrics).await;
+        return Ok(());
+    };
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
+        .with_namespace(&e.namespace)
+        .with_identity(&e.identity)
+        .with_duration(15)
+        .with_grace(5)
+        .build()
+        .await?;
+    let (mut leader, task) = manager.watch().await;
+    tracing::info!(identity = %e.identity, lease = LEASE_NAME, namespace = %e.namespace, "waiting for the leader lease");
+    while !*leader.borrow_and_update() {
+        tokio::select! {
+            changed = leader.changed() => {
+                if changed.is_err() {
+                    tracing::error!("the lease manager stopped");
+                    return Ok(release(task).await?);
+                }
+            }
+            _ = shutdown_signal() => {
+                drop(leader);
+                return Ok(release(task).await?);
+            }
+        }
+    }
+    tracing::info!(identity = %e.identity, "acquired the leader lease; starting the controller");
+    let lost = async {
+        loop {
+            if leader.changed().await.is_err() || !*leader.borrow_and_update() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = super::run(client, namespace, metrics) => {
+            tracing::info!("controller stopped; releasing the leader lease");
+        }
+        _ = lost => {
+            tracing::error!("lost the leader lease; stopping so that nothing acts without it");
+            return Err(LeaderError::Lost);
+        }
+    }
+    drop(leader);
+    Ok(release(task).await?)
+}

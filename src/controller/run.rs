@@ -1,0 +1,107 @@
+//! Run wiring: the watches, the stores they fill, and which DBUs a StatefulSet or pod event wakes.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::core::labels::{Selector, SelectorExt};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+
+use super::{Context, FIELD_MANAGER, Stores, error_policy, reconcile, slim_pod, slim_sts};
+use crate::api::DovecotBackendUpgrade;
+
+/// DBUs to wake when a pod changes: those whose StatefulSet owns it or whose director selector
+/// matches it (a director turning Ready ends a `NoReadyDirector` wait at once).
+fn dbus_for_pod(
+    dbus: &Store<DovecotBackendUpgrade>,
+    pod: &Pod,
+) -> Vec<ObjectRef<DovecotBackendUpgrade>> {
+    let ns = pod.namespace();
+    let owners: Vec<&str> = pod
+        .owner_references()
+        .iter()
+        .filter(|o| o.kind == "StatefulSet")
+        .map(|o| o.name.as_str())
+        .collect();
+    dbus.state()
+        .into_iter()
+        .filter(|d| d.namespace() == ns)
+        .filter(|d| {
+            owners.contains(&d.spec.backends.stateful_set.as_str())
+                || Selector::try_from(d.spec.director.selector.clone())
+                    .is_ok_and(|sel| sel.matches(pod.labels()))
+        })
+        .map(|d| ObjectRef::from_obj(&*d))
+        .collect()
+}
+
+/// Runs the controller until the process is asked to stop.
+pub async fn run(client: Client, namespace: Option<String>, metrics: Arc<crate::metrics::Metrics>) {
+    let (dbus, pods, stss): (Api<DovecotBackendUpgrade>, Api<Pod>, Api<StatefulSet>) =
+        match &namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+            ),
+        };
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let (sts_store, sts_writer) = reflector::store::<StatefulSet>();
+    let (pod_store, pod_writer) = reflector::store::<Pod>();
+    let sts_events = watcher(stss, watcher::Config::default())
+        .default_backoff()
+        .modify(|s| *s = slim_sts(std::mem::take(s)))
+        .reflect(sts_writer)
+        .touched_objects();
+    let pod_events = watcher(pods, watcher::Config::default())
+        .default_backoff()
+        .modify(|p| *p = slim_pod(std::mem::take(p)))
+        .reflect(pod_writer)
+        .touched_objects();
+    let controller = Controller::new(dbus, watcher::Config::default());
+    let dbu_store = controller.store();
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        metrics,
+        stores: Stores {
+            sts: sts_store,
+            pods: pod_store,
+            dbus: dbu_store.clone(),
+        },
+    });
+    let by_sts = dbu_store.clone();
+    controller
+        .watches_stream(sts_events, move |sts: StatefulSet| {
+            let ns = sts.namespace();
+            let name = sts.name_any();
+            by_sts
+                .state()
+                .into_iter()
+                .filter(|d| d.namespace() == ns && d.spec.backends.stateful_set == name)
+                .map(|d| ObjectRef::from_obj(&*d))
+                .collect::<Vec<_>>()
+        })
+        .watches_stream(pod_events, move |pod: Pod| dbus_for_pod(&dbu_store, &pod))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+}

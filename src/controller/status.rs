@@ -1,0 +1,74 @@
+//! Records: the status by server-side apply with one field manager, and Events with log lines.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+
+use super::{Context, Error, FIELD_MANAGER};
+use crate::api::{DovecotBackendUpgrade, DovecotBackendUpgradeStatus};
+use crate::machine::Note;
+
+/// The status patch body for server-side apply.
+pub fn status_patch(status: &DovecotBackendUpgradeStatus) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "mailops.io/v1alpha1",
+        "kind": "DovecotBackendUpgrade",
+        "status": status,
+    })
+}
+
+pub(super) async fn publish(ctx: &Context, dbu: &DovecotBackendUpgrade, notes: &[Note]) {
+    let reference = dbu.object_ref(&());
+    for n in notes {
+        // every line names the DBU, the backend and the step, for log queries per backend
+        let backend = n.pod.as_deref().unwrap_or("");
+        let step = n.step.map_or("", |s| s.as_str());
+        if n.warning {
+            tracing::warn!(dbu = %dbu.name_any(), backend, step, reason = n.reason.as_str(), "{}", n.message);
+        } else {
+            tracing::info!(dbu = %dbu.name_any(), backend, step, reason = n.reason.as_str(), "{}", n.message);
+        }
+        let ev = Event {
+            type_: if n.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: n.reason.to_string(),
+            note: Some(crate::text::bounded(&n.message, crate::text::MESSAGE_LIMIT)),
+            // the recorder folds events with equal reason, action and related object into one
+            // series: the step as action and the pod as related object keep every step visible
+            action: n.step.map_or("Upgrade", |s| s.as_str()).to_string(),
+            secondary: n.pod.as_ref().map(|p| ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(p.clone()),
+                namespace: reference.namespace.clone(),
+                ..Default::default()
+            }),
+        };
+        if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
+            tracing::warn!(error = %e, "could not publish event");
+        }
+    }
+}
+
+pub(super) async fn write_status(
+    api: &Api<DovecotBackendUpgrade>,
+    dbu: &DovecotBackendUpgrade,
+    status: &DovecotBackendUpgradeStatus,
+    write: bool,
+) -> Result<(), Error> {
+    // no-op patches cost API calls and wake every watcher
+    if !write {
+        return Ok(());
+    }
+    api.patch_status(
+        &dbu.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(status_patch(status)),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,280 @@
+//! Acts: one reconcile observes, asks the machine, runs the one action it names, and records.
+//!
+//! Nothing here decides. The same `reconcile_once` runs under the kube controller and in the
+//! local lab, so the real-Dovecot tests exercise the exact code that runs in a cluster.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use k8s_openapi::jiff::Timestamp;
+use tracing::Instrument;
+
+use dbu_core::api::{DovecotBackendUpgradeStatus, Step};
+use dbu_core::machine::{self, Acted, Decision, Missing, Note, Observed, Recorded};
+use dbu_core::settings::Settings;
+
+use crate::exec::{ExecRequest, PodExec};
+
+mod runner;
+mod step;
+mod undo;
+
+#[cfg(test)]
+mod tests;
+
+use step::{StepContext, run_step};
+
+/// Failure to read or change the cluster (not a step failure).
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("kubernetes API: {0}")]
+    Api(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ClusterError {
+    pub fn category(&self) -> &'static str {
+        match self {
+            ClusterError::Api(_) => "kube_api",
+            ClusterError::Other(_) => "cluster",
+        }
+    }
+}
+
+/// The Kubernetes side of a rollout: what is there, and replacing a pod.
+#[async_trait]
+pub trait Cluster: Send + Sync {
+    /// StatefulSet, backend pods and director pods (the ring is read by the engine).
+    async fn observe(&self, s: &Settings) -> Result<Observed, ClusterError>;
+    /// Deletes a backend pod so that its StatefulSet recreates it at the update revision.
+    async fn delete_pod(&self, pod: &str) -> Result<(), ClusterError>;
+    /// Resolves when the observed world may have changed (the controller has watches for this;
+    /// `drive` uses it to wake before its requeue). Default: never.
+    async fn changed(&self) {
+        std::future::pending::<()>().await
+    }
+}
+
+/// The clock, read only at the edges and passed into the machine.
+pub type Clock<'a> = &'a (dyn Fn() -> Timestamp + Sync);
+
+/// What a reconcile did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub status: DovecotBackendUpgradeStatus,
+    pub decision: Decision,
+    pub notes: Vec<Note>,
+    /// When to look again; None waits for a change.
+    pub requeue: Option<Duration>,
+    /// A step that succeeded in this reconcile, and how long it took since it started.
+    pub finished: Option<(Step, Duration)>,
+}
+
+/// Decides, reading the ring and its sync state from the director only when the decision needs
+/// them (`machine::missing`); each is read at most once per reconcile.
+async fn decide_reading(
+    s: &Settings,
+    status: &DovecotBackendUpgradeStatus,
+    obs: &mut Observed,
+    exec: &dyn PodExec,
+    now: Timestamp,
+) -> Decision {
+    let (mut ring_read, mut sync_read) = (false, false);
+    loop {
+        let decision = machine::decide(s, status, obs, now);
+        let Some(dir) = obs.director.clone() else {
+            return decision;
+        };
+        match machine::missing(&decision, obs) {
+            Some(Missing::Ring) if !ring_read => {
+                ring_read = true;
+                obs.ring = runner::read_ring(s, exec, &dir).await;
+            }
+            Some(Missing::RingSync) if !sync_read => {
+                sync_read = true;
+                obs.ring_synced = Some(runner::read_ring_synced(s, exec, &dir).await);
+            }
+            _ => return decision,
+        }
+    }
+}
+
+/// Runs the one action a decision names.
+async fn act(
+    cx: &StepContext<'_>,
+    status: &DovecotBackendUpgradeStatus,
+    decision: &Decision,
+) -> Acted {
+    let record = |pod: &str| status.backends.iter().find(|r| r.pod == pod);
+    match decision {
+        Decision::Reassert { commands, .. } => Acted::Reasserted(reassert(cx, commands).await),
+        Decision::Undo { pod, action } => match record(pod) {
+            Some(rec) => Acted::Undone(undo::undo(cx, rec, action.clone()).await),
+            None => Acted::Nothing,
+        },
+        Decision::Run {
+            pod,
+            step,
+            ceiling_users,
+        } => match record(pod) {
+            Some(rec) => {
+                let span = tracing::info_span!("step", backend = %pod, step = %step);
+                Acted::Ran(run_step(cx, rec, *ceiling_users).instrument(span).await)
+            }
+            None => Acted::Nothing,
+        },
+        Decision::Stall { .. }
+        | Decision::Wait { .. }
+        | Decision::Complete
+        | Decision::Begin(_)
+        | Decision::Aborted { .. }
+        | Decision::DryRun(_) => Acted::Nothing,
+    }
+}
+
+/// Re-applies ring state on the director, stopping at the first command that fails.
+async fn reassert(cx: &StepContext<'_>, commands: &[Vec<String>]) -> Result<(), String> {
+    let director = cx.obs.director.as_deref().unwrap_or_default();
+    for argv in commands {
+        let req = ExecRequest {
+            pod: director,
+            container: cx.s.director_container.as_deref(),
+            argv,
+            timeout: cx.s.command_timeout,
+        };
+        match cx.exec.exec(req).await {
+            Ok(o) if o.exit_code == 0 => {}
+            Ok(o) => {
+                return Err(format!(
+                    "{} exited {}: {}",
+                    argv.join(" "),
+                    o.exit_code,
+                    dbu_core::text::bounded(o.stderr.trim(), 300)
+                ));
+            }
+            Err(e) => return Err(format!("{}: {e}", argv.join(" "))),
+        }
+    }
+    Ok(())
+}
+
+/// One reconcile: observe, decide, act once, record. `clock` is read only here, at the edge.
+pub async fn reconcile_once(
+    s: &Settings,
+    mut status: DovecotBackendUpgradeStatus,
+    generation: Option<i64>,
+    exec: &dyn PodExec,
+    cluster: &dyn Cluster,
+    clock: Clock<'_>,
+) -> Result<Outcome, ClusterError> {
+    let mut obs = cluster.observe(s).await?;
+    if let Some(target) = obs.sts.as_ref().and_then(|x| x.update_revision.clone()) {
+        machine::retarget(&mut status, &target);
+    }
+    let now = clock();
+    let mut notes = machine::apply_retry(&mut status, s.retry_token.as_deref(), &obs, now);
+    let decision = decide_reading(s, &status, &mut obs, exec, now).await;
+    let cx = StepContext {
+        s,
+        exec,
+        cluster,
+        obs: &obs,
+        clock,
+    };
+    let acted = act(&cx, &status, &decision).await;
+    let acted_at = clock();
+    let Recorded {
+        notes: recorded,
+        requeue,
+        finished,
+    } = machine::record(&mut status, &decision, acted, acted_at);
+    notes.extend(recorded);
+    // conditions describe the state after the action
+    machine::conclude(s, &decision, &mut status, &obs, generation, acted_at);
+    Ok(Outcome {
+        status,
+        decision,
+        notes,
+        requeue,
+        finished,
+    })
+}
+
+/// What deleting the DBU does: restore backends that still run, leave stopped ones out, loudly.
+pub async fn cleanup(
+    s: &Settings,
+    status: &DovecotBackendUpgradeStatus,
+    exec: &dyn PodExec,
+    cluster: &dyn Cluster,
+    clock: Clock<'_>,
+) -> Result<Vec<Note>, ClusterError> {
+    let obs = cluster.observe(s).await?;
+    if obs.director.is_none() {
+        return Ok(machine::cleanup_without_director(status));
+    }
+    let cx = StepContext {
+        s,
+        exec,
+        cluster,
+        obs: &obs,
+        clock,
+    };
+    let mut notes = Vec::new();
+    for rec in status.backends.iter().filter(|r| machine::active(r)) {
+        let undone = undo::undo(&cx, rec, machine::cleanup_for(rec)).await;
+        notes.extend(machine::undone_note(rec, &undone));
+    }
+    Ok(notes)
+}
+
+/// The dry-run decision for a DBU: observes and reads the ring (read-only doveadm commands),
+/// then returns `Decision::DryRun` with the plan, or the decision that keeps it from planning,
+/// and the director pod the director commands would go to.
+pub async fn dry_run_once(
+    s: &Settings,
+    status: &DovecotBackendUpgradeStatus,
+    exec: &dyn PodExec,
+    cluster: &dyn Cluster,
+    now: Timestamp,
+) -> Result<(Decision, Option<String>), ClusterError> {
+    let mut obs = cluster.observe(s).await?;
+    let mut s = s.clone();
+    s.dry_run = true;
+    let decision = decide_reading(&s, status, &mut obs, exec, now).await;
+    Ok((decision, obs.director))
+}
+
+/// True when the status says a human is needed.
+pub fn stalled(status: &DovecotBackendUpgradeStatus) -> bool {
+    dbu_core::conditions::stalled(status)
+}
+
+/// Reconciles until the rollout completes or stalls (or `limit` passes on `clock`), as the
+/// controller would but in one process; `on_outcome` sees every pass. Used by the local demo
+/// and the tests.
+#[allow(clippy::too_many_arguments)]
+pub async fn drive(
+    s: &Settings,
+    mut status: DovecotBackendUpgradeStatus,
+    exec: &dyn PodExec,
+    cluster: &dyn Cluster,
+    clock: Clock<'_>,
+    limit: Duration,
+    mut on_outcome: impl FnMut(&Outcome),
+) -> Result<Outcome, ClusterError> {
+    let end = dbu_core::time::after(clock(), limit);
+    loop {
+        let out = reconcile_once(s, status, Some(1), exec, cluster, clock).await?;
+        on_outcome(&out);
+        if out.decision == Decision::Complete || stalled(&out.status) || clock() >= end {
+            return Ok(out);
+        }
+        // like the controller: the requeue, or earlier when a watched object changes
+        tokio::select! {
+            _ = tokio::time::sleep(out.requeue.unwrap_or(Duration::from_secs(1))) => {}
+            _ = cluster.changed() => {}
+        }
+        status = out.status;
+    }
+}

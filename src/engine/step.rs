@@ -1,0 +1,186 @@
+//! Runs the recorded step of one backend: the argv the step names, judged by `machine::judge`.
+
+use k8s_openapi::jiff::Timestamp;
+
+use dbu_core::api::{BackendStatus, Step};
+use dbu_core::dovecot::CommandKind;
+use dbu_core::machine::judge::{self, StopWait};
+use dbu_core::machine::{Observed, On, ReplaceMove, StepResult};
+use dbu_core::settings::Settings;
+use dbu_core::time::elapsed;
+
+use super::Cluster;
+use super::runner::Runner;
+use crate::exec::PodExec;
+
+/// Everything one step acts with.
+pub(crate) struct StepContext<'a> {
+    pub s: &'a Settings,
+    pub exec: &'a dyn PodExec,
+    pub cluster: &'a dyn Cluster,
+    pub obs: &'a Observed,
+    pub clock: &'a (dyn Fn() -> Timestamp + Sync),
+}
+
+/// Runs the recorded step of one backend. Every step is safe to run again after a crash.
+pub(crate) async fn run_step(
+    cx: &StepContext<'_>,
+    rec: &BackendStatus,
+    ceiling_users: Option<u64>,
+) -> StepResult {
+    let r = Runner::for_record(cx.s, cx.exec, cx.obs.director.as_deref(), rec);
+    act(cx, &r, rec, ceiling_users).await.unwrap_or_else(|e| e)
+}
+
+/// `Err` carries the result of a command that ended the step early (failed or transient).
+async fn act(
+    cx: &StepContext<'_>,
+    r: &Runner<'_>,
+    rec: &BackendStatus,
+    ceiling_users: Option<u64>,
+) -> Result<StepResult, StepResult> {
+    let s = cx.s;
+    let (d, b) = (&s.director, &s.backend);
+    let pod_view = || cx.obs.pods.iter().find(|p| p.name == rec.pod);
+    match rec.step {
+        Step::Drain => {
+            let ip = judge::record_ip(&rec.ip, rec.step)?;
+            r.run(On::Director, &d.director_update(ip, 0), CommandKind::Plain)
+                .await?;
+            Ok(StepResult::advanced(None))
+        }
+        Step::WaitSessions => {
+            let error = |m: String| r.error(&[], None, &m);
+            if ceiling_users.is_some() {
+                return Ok(judge::drain_outcome(
+                    ceiling_users,
+                    0,
+                    s.on_drain_timeout,
+                    s.poll_interval,
+                    error,
+                ));
+            }
+            // the director counts mappings; confirm on the backend that nobody is left
+            let who = r.raw(On::Backend, &b.who()).await?;
+            if who.exit_code != 0 {
+                let running = r.dovecot_running().await?;
+                return Ok(judge::who_failed(
+                    running,
+                    r.error(&b.who(), Some(who.exit_code), &who.stderr),
+                ));
+            }
+            Ok(judge::sessions(
+                &who.stdout,
+                s.on_drain_timeout,
+                s.poll_interval,
+                |m| r.error(&b.who(), Some(0), &m),
+            ))
+        }
+        Step::StopLmtp => {
+            let (v, _) = r
+                .run(
+                    On::Backend,
+                    &b.service_stop_lmtp(),
+                    CommandKind::ServiceStop,
+                )
+                .await?;
+            Ok(judge::lmtp_stopped(v))
+        }
+        Step::StopDovecot => {
+            r.run(On::Backend, &b.stop(), CommandKind::Stop).await?;
+            let polling_since = (cx.clock)();
+            while r.dovecot_running().await? {
+                match judge::stop_wait(
+                    &rec.pod,
+                    polling_since,
+                    (cx.clock)(),
+                    &rec.step_started,
+                    s.stop_timeout,
+                    &b.stop(),
+                ) {
+                    StopWait::PollAgain(d) => tokio::time::sleep(d).await,
+                    StopWait::Result(res) => return Ok(res),
+                }
+            }
+            Ok(judge::stopped(pod_view()))
+        }
+        Step::RingRemove => {
+            let ip = judge::record_ip(&rec.ip, rec.step)?;
+            r.run(On::Director, &d.director_down(ip), CommandKind::Plain)
+                .await?;
+            r.run(On::Director, &d.director_flush(ip), CommandKind::Plain)
+                .await?;
+            Ok(StepResult::advanced(None))
+        }
+        Step::Reset => {
+            if r.dovecot_running().await? {
+                return Ok(judge::reset_found_running());
+            }
+            if s.reset.is_empty() {
+                return Ok(StepResult::advanced("reset disabled".to_string()));
+            }
+            for argv in &s.reset {
+                r.run(On::Backend, argv, CommandKind::Plain).await?;
+            }
+            Ok(StepResult::advanced(None))
+        }
+        Step::Replace => {
+            let target = cx
+                .obs
+                .sts
+                .as_ref()
+                .and_then(|x| x.update_revision.as_deref())
+                .unwrap_or("");
+            let mv = judge::replace_move(
+                pod_view(),
+                target,
+                rec.stopped_pod_uid.as_deref(),
+                elapsed(&rec.step_started, (cx.clock)()),
+                s.replace_timeout,
+            );
+            if mv == ReplaceMove::Delete {
+                cx.cluster
+                    .delete_pod(&rec.pod)
+                    .await
+                    .map_err(|e| StepResult::Transient {
+                        error: r.error(&[], None, &format!("delete pod: {e}")),
+                    })?;
+            }
+            Ok(judge::replace_result(mv, &rec.pod, target))
+        }
+        Step::Verify => {
+            let (user, mb) = (&s.user, &s.mailbox);
+            let list = b.mailbox_list(user);
+            let (_, out) = r.run(On::Backend, &list, CommandKind::Plain).await?;
+            judge::verify_listed(user, mb, &out.stdout)
+                .map_err(|m| StepResult::Failed(r.error(&list, Some(0), &m)))?;
+            let status = b.mailbox_status(user, mb);
+            let (_, out) = r.run(On::Backend, &status, CommandKind::Plain).await?;
+            let n = judge::verify_count(mb, &out.stdout)
+                .map_err(|m| StepResult::Failed(r.error(&status, Some(0), &m)))?;
+            r.run(On::Backend, &b.fetch_text(user, mb), CommandKind::Plain)
+                .await?;
+            Ok(judge::verified(user, mb, n))
+        }
+        Step::RingRestore => {
+            let (old, new, now_ip) = judge::restore_ips(rec, pod_view())?;
+            let n = rec.original_vhosts;
+            if new != old {
+                r.run(On::Director, &d.director_add(new, n), CommandKind::Plain)
+                    .await?;
+                r.run(
+                    On::Director,
+                    &d.director_remove(old),
+                    CommandKind::DirectorRemove,
+                )
+                .await?;
+            }
+            r.run(On::Director, &d.director_update(new, n), CommandKind::Plain)
+                .await?;
+            r.run(On::Director, &d.director_up(new), CommandKind::Plain)
+                .await?;
+            Ok(judge::restored(new, n, now_ip))
+        }
+        Step::Done => Ok(StepResult::advanced(None)),
+    }
+}

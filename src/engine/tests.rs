@@ -1,0 +1,450 @@
+//! The act layer without Dovecot: a scripted exec answers each argv, a fake cluster holds the world.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dbu_core::api::{DovecotBackendUpgradeStatus, Step};
+use dbu_core::dovecot;
+use dbu_core::fixtures::{self, ts};
+use dbu_core::machine::{Decision, Observed};
+use dbu_core::settings::Settings;
+use k8s_openapi::jiff::Timestamp;
+use serde_json::json;
+
+use super::*;
+use crate::exec::{ExecError, ExecOutput, ExecRequest, PodExec};
+
+const OLD: &str = "rev-1";
+const NEW: &str = "rev-2";
+const DIRECTOR: &str = "director-0";
+
+/// One scripted answer: the pod and argv it answers, what it returns, and whether it stays.
+struct Rule {
+    pod: String,
+    argv: Vec<String>,
+    reply: Result<ExecOutput, ExecError>,
+    sticky: bool,
+}
+
+/// Answers each exec from its script, in order; an argv nobody scripted fails the test, so a
+/// test also proves which commands ran and which did not.
+#[derive(Default)]
+struct Scripted {
+    rules: Mutex<Vec<Rule>>,
+    calls: Mutex<Vec<(String, Vec<String>)>>,
+}
+
+impl Scripted {
+    fn add(
+        self,
+        pod: &str,
+        argv: Vec<String>,
+        reply: Result<ExecOutput, ExecError>,
+        sticky: bool,
+    ) -> Self {
+        self.rules.lock().unwrap().push(Rule {
+            pod: pod.into(),
+            argv,
+            reply,
+            sticky,
+        });
+        self
+    }
+    /// Answers once.
+    fn once(
+        self,
+        pod: &str,
+        argv: Vec<String>,
+        exit_code: i32,
+        stdout: &str,
+        stderr: &str,
+    ) -> Self {
+        let out = ExecOutput {
+            exit_code,
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+        };
+        self.add(pod, argv, Ok(out), false)
+    }
+    /// Answers every time.
+    fn always(self, pod: &str, argv: Vec<String>, exit_code: i32, stdout: &str) -> Self {
+        let out = ExecOutput {
+            exit_code,
+            stdout: stdout.into(),
+            stderr: String::new(),
+        };
+        self.add(pod, argv, Ok(out), true)
+    }
+    fn calls(&self) -> Vec<String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(p, a)| format!("{p}: {}", a.join(" ")))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl PodExec for Scripted {
+    async fn exec(&self, req: ExecRequest<'_>) -> Result<ExecOutput, ExecError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((req.pod.to_string(), req.argv.to_vec()));
+        let mut rules = self.rules.lock().unwrap();
+        let Some(i) = rules
+            .iter()
+            .position(|r| r.pod == req.pod && r.argv == req.argv)
+        else {
+            panic!("unscripted exec in {}: {:?}", req.pod, req.argv);
+        };
+        let reply = rules[i].reply.clone();
+        if !rules[i].sticky {
+            rules.remove(i);
+        }
+        reply
+    }
+}
+
+/// The world as given; records the pods it was asked to delete.
+struct Fake {
+    obs: Observed,
+    deleted: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Cluster for Fake {
+    async fn observe(&self, _: &Settings) -> Result<Observed, ClusterError> {
+        Ok(self.obs.clone())
+    }
+    async fn delete_pod(&self, pod: &str) -> Result<(), ClusterError> {
+        self.deleted.lock().unwrap().push(pod.into());
+        Ok(())
+    }
+}
+
+fn fake(obs: Observed) -> Fake {
+    Fake {
+        obs,
+        deleted: Mutex::new(Vec::new()),
+    }
+}
+
+fn settings() -> Settings {
+    fixtures::settings(json!({"drain": {"timeout": "60s", "pollInterval": "5s"}}))
+}
+
+/// `director status` for backends (index, vhosts, users); those with 0 vhosts after Ring
+/// Remove are `down` too, as the machine expects.
+fn ring_json(hosts: &[(u32, u32, u64)]) -> String {
+    ring_json_down(hosts, &[])
+}
+
+fn ring_json_down(hosts: &[(u32, u32, u64)], down: &[u32]) -> String {
+    let rows: Vec<String> = hosts
+        .iter()
+        .map(|(i, vhosts, users)| {
+            format!(
+                r#"{{"mail server ip":"{}","tag":"","vhosts":"{vhosts}","state":"{}","state-changed":"-","users":"{users}"}}"#,
+                fixtures::backend_ip(*i),
+                if down.contains(i) { "down" } else { "up" }
+            )
+        })
+        .collect();
+    format!("[{}]", rows.join(","))
+}
+
+const SYNCED: &str = r#"[{"director ip":"127.0.0.10","port":"9090","type":"self","last failed":"never","status":"ring synced","ping ms":"0","input":"-","output":"-","buffered":"-","buffered peak":"-","last read":"-","last write":"-"}]"#;
+
+/// A script that starts with the ring read every in-flight decision makes.
+fn ring_read(s: &Settings, ring: &str) -> Scripted {
+    Scripted::default().once(DIRECTOR, s.director.director_status(), 0, ring, "")
+}
+
+fn ip(i: u32) -> std::net::IpAddr {
+    fixtures::backend_ip(i).parse().unwrap()
+}
+
+/// The clock of a test: fixed, or moving `step` seconds at each read.
+fn clock_at(start: i64, step: i64) -> impl Fn() -> Timestamp + Sync {
+    let n = std::sync::atomic::AtomicI64::new(0);
+    move || ts(start + step * n.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
+async fn once(
+    s: &Settings,
+    status: DovecotBackendUpgradeStatus,
+    exec: &Scripted,
+    cluster: &Fake,
+    clock: Clock<'_>,
+) -> Outcome {
+    reconcile_once(s, status, Some(1), exec, cluster, clock)
+        .await
+        .unwrap()
+}
+
+fn at(step: Step) -> DovecotBackendUpgradeStatus {
+    fixtures::status(NEW, vec![fixtures::record(2, step, ts(0), OLD, 20)])
+}
+
+#[tokio::test]
+async fn begin_reads_the_ring_and_its_sync_state_then_writes_the_intent_only() {
+    let s = settings();
+    let d = &s.director;
+    let exec = Scripted::default()
+        .once(
+            DIRECTOR,
+            d.director_status(),
+            0,
+            &ring_json(&[(0, 100, 3), (1, 50, 2), (2, 20, 0)]),
+            "",
+        )
+        .once(DIRECTOR, d.director_ring_status(), 0, SYNCED, "");
+    let cluster = fake(fixtures::world(3, OLD, NEW));
+    let out = once(
+        &s,
+        DovecotBackendUpgradeStatus::default(),
+        &exec,
+        &cluster,
+        &clock_at(0, 0),
+    )
+    .await;
+    let Decision::Begin(rec) = &out.decision else {
+        panic!("{:?}", out.decision)
+    };
+    assert_eq!((rec.pod.as_str(), rec.original_vhosts), ("backend-2", 20));
+    assert_eq!(out.status.backends[0].step, Step::Drain);
+    assert_eq!(
+        exec.calls().len(),
+        2,
+        "two reads, no change: {:?}",
+        exec.calls()
+    );
+    assert_eq!(out.notes[0].reason, "BackendStarted");
+    assert_eq!(out.requeue, Some(Duration::ZERO));
+}
+
+#[tokio::test]
+async fn drain_runs_update_zero_on_the_director_and_advances() {
+    let s = settings();
+    let exec = ring_read(&s, &ring_json(&[(0, 100, 3), (1, 50, 2), (2, 20, 0)])).once(
+        DIRECTOR,
+        s.director.director_update(ip(2), 0),
+        0,
+        "",
+        "",
+    );
+    let cluster = fake(fixtures::world(3, OLD, NEW));
+    let out = once(&s, at(Step::Drain), &exec, &cluster, &clock_at(10, 0)).await;
+    assert_eq!(out.status.backends[0].step, Step::WaitSessions);
+    assert_eq!(out.finished, Some((Step::Drain, Duration::from_secs(10))));
+    let reasons: Vec<&str> = out.notes.iter().map(|n| n.reason.as_str()).collect();
+    assert_eq!(reasons, ["StepSucceeded", "StepStarted"]);
+    assert_eq!(exec.calls().len(), 2);
+}
+
+#[tokio::test]
+async fn a_non_zero_exit_fails_the_step_with_its_command_and_stderr_and_stops_there() {
+    let s = settings();
+    let down = s.director.director_down(ip(2));
+    let exec = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 0, 0)])).once(
+        DIRECTOR,
+        down.clone(),
+        1,
+        "",
+        "Error: boom\n",
+    );
+    let cluster = fake(fixtures::world(3, OLD, NEW));
+    let out = once(&s, at(Step::RingRemove), &exec, &cluster, &clock_at(0, 0)).await;
+    let rec = &out.status.backends[0];
+    assert!(rec.failed);
+    let e = rec.last_error.as_ref().unwrap();
+    assert_eq!(
+        (e.argv.clone(), e.exit_code, e.stderr.as_str()),
+        (down, Some(1), "Error: boom")
+    );
+    assert!(
+        dbu_core::conditions::stalled(&out.status),
+        "Stalled at once"
+    );
+    assert!(
+        !exec.calls().iter().any(|c| c.contains("flush")),
+        "flush never ran"
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_exec_is_transient_and_backs_off() {
+    let s = settings();
+    let exec = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 0, 0)])).add(
+        "backend-2",
+        s.backend.service_stop_lmtp(),
+        Err(ExecError::Transport("connection reset".into())),
+        false,
+    );
+    let cluster = fake(fixtures::world(3, OLD, NEW));
+    let out = once(&s, at(Step::StopLmtp), &exec, &cluster, &clock_at(0, 0)).await;
+    let rec = &out.status.backends[0];
+    assert!(!rec.failed);
+    assert_eq!((rec.step, rec.attempts), (Step::StopLmtp, 1));
+    assert!(rec.retry_after.is_some());
+    assert_eq!(out.requeue, Some(dbu_core::time::backoff(1)));
+    assert_eq!(out.notes[0].reason, "StepRetrying");
+}
+
+#[tokio::test]
+async fn wait_sessions_advances_when_who_fails_because_dovecot_died() {
+    let s = settings();
+    let exec = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 0, 0)]))
+        .once(
+            "backend-2",
+            s.backend.who(),
+            75,
+            "",
+            "connect(/run/dovecot/anvil) failed",
+        )
+        .once(
+            "backend-2",
+            dovecot::read_master_pid(&s.base_dir),
+            1,
+            "",
+            "No such file",
+        );
+    let cluster = fake(fixtures::world(3, OLD, NEW));
+    let out = once(&s, at(Step::WaitSessions), &exec, &cluster, &clock_at(0, 0)).await;
+    let rec = &out.status.backends[0];
+    assert_eq!(rec.step, Step::StopLmtp);
+    assert!(rec.message.as_deref().unwrap().contains("not running"));
+}
+
+#[tokio::test]
+async fn stop_dovecot_polls_on_the_passed_clock_then_gives_the_reconcile_back() {
+    let s = settings();
+    let pid = dovecot::read_master_pid(&s.base_dir);
+    let exec = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 0, 0)]))
+        .once("backend-2", s.backend.stop(), 0, "", "")
+        .always("backend-2", pid, 0, "123\n")
+        .always("backend-2", dovecot::process_alive(123), 0, "");
+    let cluster = fake(fixtures::world(3, OLD, NEW));
+    // 8 s pass at every clock read: the 15 s of polling are over after two looks, in no time
+    let out = once(&s, at(Step::StopDovecot), &exec, &cluster, &clock_at(0, 8)).await;
+    let rec = &out.status.backends[0];
+    assert_eq!((rec.step, rec.failed), (Step::StopDovecot, false));
+    assert!(matches!(out.requeue, Some(d) if d == Duration::from_secs(1)));
+    assert!(
+        rec.message
+            .as_deref()
+            .unwrap()
+            .contains("waiting for the Dovecot master")
+    );
+}
+
+#[tokio::test]
+async fn reset_goes_back_to_stop_lmtp_when_dovecot_runs_again() {
+    let s = settings();
+    let exec = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0)]))
+        .once(
+            "backend-2",
+            dovecot::read_master_pid(&s.base_dir),
+            0,
+            "77\n",
+            "",
+        )
+        .once("backend-2", dovecot::process_alive(77), 0, "", "");
+    let cluster = fake(fixtures::world(3, OLD, NEW));
+    let out = once(&s, at(Step::Reset), &exec, &cluster, &clock_at(0, 0)).await;
+    assert_eq!(out.status.backends[0].step, Step::StopLmtp);
+    assert_eq!(out.notes[0].reason, "StepRewound");
+    assert!(
+        !exec.calls().iter().any(|c| c.contains("find")),
+        "nothing wiped"
+    );
+}
+
+#[tokio::test]
+async fn verify_fails_when_the_mailbox_is_not_listed() {
+    let s = settings();
+    let list = s.backend.mailbox_list(&s.user);
+    let exec = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0)])).once(
+        "backend-2",
+        list.clone(),
+        0,
+        r#"[{"mailbox":"Trash"}]"#,
+        "",
+    );
+    let mut world = fixtures::world(3, OLD, NEW);
+    world.pods[2] = fixtures::pod(2, NEW);
+    let cluster = fake(world);
+    let out = once(&s, at(Step::Verify), &exec, &cluster, &clock_at(0, 0)).await;
+    let rec = &out.status.backends[0];
+    assert!(rec.failed);
+    let e = rec.last_error.as_ref().unwrap();
+    assert_eq!(e.argv, list);
+    assert!(e.stderr.contains("not listed"), "{}", e.stderr);
+}
+
+#[tokio::test]
+async fn ring_restore_with_a_new_ip_adds_the_new_host_and_removes_the_old_first() {
+    let s = settings();
+    let (d, new) = (
+        &s.director,
+        "127.0.0.99".parse::<std::net::IpAddr>().unwrap(),
+    );
+    let exec = Scripted::default()
+        .once(
+            DIRECTOR,
+            d.director_status(),
+            0,
+            &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 0, 0)]),
+            "",
+        )
+        .once(DIRECTOR, d.director_add(new, 20), 0, "", "")
+        .once(DIRECTOR, d.director_remove(ip(2)), 68, "", "not found")
+        .once(DIRECTOR, d.director_update(new, 20), 0, "", "")
+        .once(DIRECTOR, d.director_up(new), 0, "", "");
+    let mut world = fixtures::world(3, OLD, NEW);
+    world.pods[2] = fixtures::pod(2, NEW);
+    world.pods[2].ip = Some(new.to_string());
+    let cluster = fake(world);
+    let out = once(&s, at(Step::RingRestore), &exec, &cluster, &clock_at(0, 0)).await;
+    let calls = exec.calls();
+    assert_eq!(calls.len(), 5, "{calls:?}");
+    assert!(
+        calls[1].contains("add") && calls[2].contains("remove"),
+        "{calls:?}"
+    );
+    let rec = &out.status.backends[0];
+    assert_eq!(
+        (rec.step, rec.new_ip.as_deref()),
+        (Step::Done, Some("127.0.0.99"))
+    );
+}
+
+#[tokio::test]
+async fn replace_deletes_the_stopped_pod_through_the_cluster() {
+    let s = settings();
+    let exec = Scripted::default().once(
+        DIRECTOR,
+        s.director.director_status(),
+        0,
+        &ring_json_down(&[(0, 100, 0), (1, 50, 0), (2, 0, 0)], &[2]),
+        "",
+    );
+    let cluster = fake(fixtures::world(3, OLD, NEW));
+    let out = once(&s, at(Step::Replace), &exec, &cluster, &clock_at(0, 0)).await;
+    assert_eq!(*cluster.deleted.lock().unwrap(), ["backend-2"]);
+    assert!(matches!(
+        out.decision,
+        Decision::Run {
+            step: Step::Replace,
+            ..
+        }
+    ));
+    assert_eq!(
+        out.status.backends[0].step,
+        Step::Replace,
+        "waits for the new pod"
+    );
+}
