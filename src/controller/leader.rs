@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use kube::Client;
 
+use super::run::run;
+
 /// Errors of leader election, each with a stable category.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaderError {
@@ -65,7 +67,7 @@ pub async fn run_elected(
     metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<(), LeaderError> {
     let Some(e) = election else {
-        super::run(client, namespace, metrics).await;
+        run(client, namespace, metrics).await;
         return Ok(());
     };
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
@@ -100,7 +102,7 @@ pub async fn run_elected(
         }
     };
     tokio::select! {
-        _ = super::run(client, namespace, metrics) => {
+        _ = run(client, namespace, metrics) => {
             tracing::info!("controller stopped; releasing the leader lease");
         }
         _ = lost => {

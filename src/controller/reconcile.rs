@@ -11,8 +11,8 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use tracing::Instrument;
 
 use super::cluster::edges_for;
+use super::context::{Context, Error, FINALIZER};
 use super::status::{publish, write_status};
-use super::{Context, Error, FINALIZER};
 use crate::api::DovecotBackendUpgrade;
 use crate::{conditions, engine, machine, settings};
 

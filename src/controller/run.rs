@@ -12,7 +12,9 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
-use super::{Context, FIELD_MANAGER, Stores, error_policy, reconcile, slim_pod, slim_sts};
+use super::context::{Context, FIELD_MANAGER};
+use super::reconcile::{error_policy, reconcile};
+use super::stores::{Stores, slim_pod, slim_sts};
 use crate::api::DovecotBackendUpgrade;
 
 /// DBUs to wake when a pod changes: those whose StatefulSet owns it or whose director selector

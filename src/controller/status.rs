@@ -5,7 +5,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 
-use super::{Context, Error, FIELD_MANAGER};
+use super::context::{Context, Error, FIELD_MANAGER};
 use crate::api::{DovecotBackendUpgrade, DovecotBackendUpgradeStatus};
 use crate::machine::Note;
 

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
 use k8s_openapi::jiff::Timestamp;
 use tracing::Instrument;
 
@@ -15,6 +14,7 @@ use dbu_core::settings::Settings;
 
 use crate::exec::{ExecRequest, PodExec};
 
+mod cluster;
 mod runner;
 mod step;
 mod undo;
@@ -22,42 +22,8 @@ mod undo;
 #[cfg(test)]
 mod tests;
 
+pub use cluster::{Clock, Cluster, ClusterError};
 use step::{StepContext, run_step};
-
-/// Failure to read or change the cluster (not a step failure).
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    #[error("kubernetes API: {0}")]
-    Api(String),
-    #[error("{0}")]
-    Other(String),
-}
-
-impl ClusterError {
-    pub fn category(&self) -> &'static str {
-        match self {
-            ClusterError::Api(_) => "kube_api",
-            ClusterError::Other(_) => "cluster",
-        }
-    }
-}
-
-/// The Kubernetes side of a rollout: what is there, and replacing a pod.
-#[async_trait]
-pub trait Cluster: Send + Sync {
-    /// StatefulSet, backend pods and director pods (the ring is read by the engine).
-    async fn observe(&self, s: &Settings) -> Result<Observed, ClusterError>;
-    /// Deletes a backend pod so that its StatefulSet recreates it at the update revision.
-    async fn delete_pod(&self, pod: &str) -> Result<(), ClusterError>;
-    /// Resolves when the observed world may have changed (the controller has watches for this;
-    /// `drive` uses it to wake before its requeue). Default: never.
-    async fn changed(&self) {
-        std::future::pending::<()>().await
-    }
-}
-
-/// The clock, read only at the edges and passed into the machine.
-pub type Clock<'a> = &'a (dyn Fn() -> Timestamp + Sync);
 
 /// What a reconcile did.
 #[derive(Debug, Clone)]

@@ -1,7 +1,5 @@
 //! Runs the recorded step of one backend: the argv the step names, judged by `machine::judge`.
 
-use k8s_openapi::jiff::Timestamp;
-
 use dbu_core::api::{BackendStatus, Step};
 use dbu_core::dovecot::CommandKind;
 use dbu_core::machine::judge::{self, StopWait};
@@ -9,7 +7,7 @@ use dbu_core::machine::{Observed, On, ReplaceMove, StepResult};
 use dbu_core::settings::Settings;
 use dbu_core::time::elapsed;
 
-use super::Cluster;
+use super::cluster::{Clock, Cluster};
 use super::runner::Runner;
 use crate::exec::PodExec;
 
@@ -19,7 +17,7 @@ pub(crate) struct StepContext<'a> {
     pub exec: &'a dyn PodExec,
     pub cluster: &'a dyn Cluster,
     pub obs: &'a Observed,
-    pub clock: &'a (dyn Fn() -> Timestamp + Sync),
+    pub clock: Clock<'a>,
 }
 
 /// Runs the recorded step of one backend. Every step is safe to run again after a crash.

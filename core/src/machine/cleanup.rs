@@ -5,20 +5,8 @@ use crate::dovecot::{self, CommandKind};
 use crate::reason::EventReason;
 use crate::settings::Settings;
 
-use super::{Note, Undone, active};
-
-/// What deleting the DBU does to one record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cleanup {
-    /// Dovecot still runs: put it back at its original vhost count and up (reload re-opens LMTP).
-    Restore,
-    /// Restore only if Dovecot is found running (StopDovecot may or may not have acted).
-    RestoreIfRunning,
-    /// Leave it out of the ring and say so.
-    LeaveOut(String),
-    /// Nothing to do.
-    Nothing,
-}
+use super::decision::{Cleanup, Undone, active};
+use super::note::Note;
 
 pub fn cleanup_for(rec: &BackendStatus) -> Cleanup {
     if rec.failed {

@@ -3,12 +3,15 @@
 
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use super::gates::{ring_gate, start_gate};
-use super::{Decision, Observed, PodView, StsView, cleanup_for, dry_run, failure_message};
-use crate::api::{BackendStatus, DovecotBackendUpgradeStatus, Ordering, RETRY_ANNOTATION, Step};
+use super::cleanup::cleanup_for;
+use super::decision::{Decision, active};
+use super::dry_run::dry_run;
+use super::note::failure_message;
+use super::observed::{Observed, StsView};
+use super::start::{begin_next, outdated};
+use crate::api::{BackendStatus, DovecotBackendUpgradeStatus, RETRY_ANNOTATION, Step};
 use crate::dovecot::{self, RingHost};
 use crate::reason::{StallReason, WaitReason};
 use crate::settings::Settings;
@@ -16,11 +19,6 @@ use crate::time::{elapsed, until};
 
 fn ip_of(rec: &BackendStatus) -> Option<std::net::IpAddr> {
     dovecot::validate_ip(&rec.ip).ok()
-}
-
-/// A record that still holds a backend out of, or partly out of, the ring.
-pub fn active(rec: &BackendStatus) -> bool {
-    rec.step != Step::Done
 }
 
 /// Ring state the director must show for a record, or None when nothing is asserted.
@@ -65,46 +63,6 @@ pub fn ring_drift(
             let cmds = drift_commands(s, rec, host);
             (!cmds.is_empty()).then(|| (rec.pod.clone(), cmds))
         })
-}
-
-/// Outdated pods not skipped by the spec, in upgrade order: with `FewestUsers`, fewest users
-/// mapped in the director first (pods without a ring entry last); ties, and `Ordinal`, highest
-/// ordinal first as the StatefulSet controller would roll them.
-pub fn outdated<'a>(
-    s: &Settings,
-    pods: &'a [PodView],
-    target: &str,
-    ring: Option<&[RingHost]>,
-) -> Vec<&'a PodView> {
-    let mut v: Vec<&PodView> = pods
-        .iter()
-        .filter(|p| p.revision.as_deref() != Some(target) && !s.skip.contains(&p.name))
-        .collect();
-    // one map, not a ring scan per pod: decisions over 1,000 backends stay linear
-    let by_ip: std::collections::HashMap<&str, u64> = ring
-        .into_iter()
-        .flatten()
-        .map(|h| (h.ip.as_str(), h.users))
-        .collect();
-    let users = |p: &PodView| -> u64 {
-        if s.ordering == Ordering::Ordinal {
-            return 0;
-        }
-        p.ip.as_deref()
-            .and_then(|ip| by_ip.get(ip).copied())
-            .unwrap_or(u64::MAX)
-    };
-    v.sort_by_key(|p| (users(p), std::cmp::Reverse(ordinal(&p.name))));
-    v
-}
-
-fn ordinal(name: &str) -> (u64, String) {
-    let n = name
-        .rsplit('-')
-        .next()
-        .and_then(|x| x.parse().ok())
-        .unwrap_or(0);
-    (n, name.to_string())
 }
 
 /// World checks that stall before any exec: run before the ring is even read.
@@ -330,104 +288,4 @@ fn abort(status: &DovecotBackendUpgradeStatus) -> Decision {
             left_out: true,
         }
     }
-}
-
-pub(super) fn begin_next(
-    s: &Settings,
-    status: &DovecotBackendUpgradeStatus,
-    obs: &Observed,
-    todo: &[&PodView],
-    ring: &[RingHost],
-    target: &str,
-    now: Timestamp,
-) -> Option<Decision> {
-    let busy: Vec<&str> = status
-        .backends
-        .iter()
-        .filter(|r| active(r))
-        .map(|r| r.pod.as_str())
-        .collect();
-    let busy_ips: Vec<&str> = status
-        .backends
-        .iter()
-        .filter(|r| active(r))
-        .map(|r| r.ip.as_str())
-        .collect();
-    let startable: Vec<&&PodView> = todo
-        .iter()
-        .filter(|p| !busy.contains(&p.name.as_str()) && !p.terminating)
-        .collect();
-    let Some(candidate) = startable.iter().find(|p| !s.hold.contains(&p.name)) else {
-        let held: Vec<&str> = startable.iter().map(|p| p.name.as_str()).collect();
-        if held.is_empty() {
-            return None;
-        }
-        return Some(Decision::wait(
-            WaitReason::BackendHeld,
-            format!(
-                "remaining backends are held by spec.hold: {}",
-                held.join(", ")
-            ),
-            Duration::from_secs(300),
-        ));
-    };
-    if let Some(gate) = start_gate(s, status, obs, target, now) {
-        return Some(gate);
-    }
-    if !candidate.ready {
-        return Some(Decision::Wait {
-            reason: WaitReason::BackendNotReady,
-            message: format!(
-                "outdated backend {} is not Ready; waiting before draining it",
-                candidate.name
-            ),
-            requeue: Duration::from_secs(10),
-        });
-    }
-    let Some(ip) = candidate
-        .ip
-        .as_deref()
-        .filter(|ip| dovecot::validate_ip(ip).is_ok())
-    else {
-        return Some(Decision::Wait {
-            reason: WaitReason::BackendWithoutIP,
-            message: format!("backend {} has no pod IP yet", candidate.name),
-            requeue: Duration::from_secs(5),
-        });
-    };
-    let Some(host) = ring.iter().find(|h| h.ip == ip) else {
-        return Some(Decision::Stall {
-            reason: StallReason::BackendNotInRing,
-            message: format!(
-                "backend {} ({ip}) is not a host of the director ring; add it (doveadm director add) or fix director_mail_servers",
-                candidate.name
-            ),
-        });
-    };
-    let addr = dovecot::validate_ip(ip).ok()?;
-    if let Some(gate) = ring_gate(s, obs, ring, &candidate.name, addr, &busy_ips) {
-        return Some(gate);
-    }
-    // A backend found already drained (vhosts 0) by someone else keeps no count to restore;
-    // use the previous record's count when this pod had one, else refuse to guess.
-    let original = if host.vhosts > 0 {
-        host.vhosts
-    } else if let Some(prev) = status.backends.iter().find(|r| r.pod == candidate.name) {
-        prev.original_vhosts
-    } else {
-        return Some(Decision::Stall {
-            reason: StallReason::BackendAlreadyDrained,
-            message: format!(
-                "backend {} ({ip}) has vhost count 0 in the ring before the rollout touched it; set its intended count with doveadm director update",
-                candidate.name
-            ),
-        });
-    };
-    Some(Decision::Begin(Box::new(BackendStatus::begin(
-        &candidate.name,
-        ip,
-        candidate.revision.clone(),
-        original,
-        Time(now),
-    ))))
 }

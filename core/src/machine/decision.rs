@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use super::Cleanup;
 use crate::api::{BackendStatus, RolloutPlan, Step, StepError};
 use crate::reason::{StallReason, WaitReason};
 
@@ -119,4 +118,22 @@ pub enum Acted {
     Undone(Undone),
     /// `Run`: how the step ended, and the time it ended.
     Ran(StepResult),
+}
+
+/// What deleting the DBU does to one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cleanup {
+    /// Dovecot still runs: put it back at its original vhost count and up (reload re-opens LMTP).
+    Restore,
+    /// Restore only if Dovecot is found running (StopDovecot may or may not have acted).
+    RestoreIfRunning,
+    /// Leave it out of the ring and say so.
+    LeaveOut(String),
+    /// Nothing to do.
+    Nothing,
+}
+
+/// A record that still holds a backend out of, or partly out of, the ring.
+pub fn active(rec: &BackendStatus) -> bool {
+    rec.step != Step::Done
 }

@@ -5,8 +5,9 @@ use std::net::IpAddr;
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::decide::{begin_next, outdated};
-use super::{Decision, Observed, active};
+use super::decision::{Decision, active};
+use super::observed::Observed;
+use super::start::{begin_next, outdated};
 use crate::api::{DovecotBackendUpgradeStatus, PlannedBackend, PlannedStep, RolloutPlan, Step};
 use crate::dovecot::{self, RingHost};
 use crate::settings::Settings;

@@ -7,7 +7,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::cleanup::undone_note;
-use super::{Acted, Decision, MAX_ATTEMPTS, Note, Observed, StepResult, Undone, active, decide};
+use super::conditions;
+use super::decide::decide;
+use super::decision::{Acted, Decision, MAX_ATTEMPTS, StepResult, Undone, active};
+use super::note::{Note, failure_message};
+use super::observed::Observed;
 use crate::api::{BackendStatus, DovecotBackendUpgradeStatus, RETRY_ANNOTATION, Step};
 use crate::reason::{EventReason, StallReason};
 use crate::settings::Settings;
@@ -101,25 +105,6 @@ pub fn settled(
             decision.clone()
         }
         d => d.clone(),
-    }
-}
-
-/// The one-line story of a failed backend, for the Stalled condition and the Warning event.
-pub fn failure_message(rec: &BackendStatus) -> String {
-    match &rec.last_error {
-        Some(e) => format!(
-            "backend {} ({}) failed at step {}: command {:?} exited {}: {}; it stays out of the director ring",
-            rec.pod,
-            rec.ip,
-            e.step,
-            e.argv.join(" "),
-            e.exit_code.map_or("-".to_string(), |c| c.to_string()),
-            e.stderr.trim()
-        ),
-        None => format!(
-            "backend {} ({}) failed at step {}",
-            rec.pod, rec.ip, rec.step
-        ),
     }
 }
 
@@ -446,7 +431,7 @@ pub fn conclude(
         status.progress = Some(progress(status, obs, target));
     }
     let after = settled(s, decision, status, obs, now);
-    crate::conditions::summarize(status, &after, generation, now);
+    conditions::summarize(status, &after, generation, now);
 }
 
 /// A spec that does not validate: Stalled with the field and the problem, and a Warning the
@@ -459,7 +444,7 @@ pub fn invalid_spec(
 ) -> Vec<Note> {
     let before = status.clone();
     let d = Decision::stall(StallReason::InvalidSpec, problem);
-    crate::conditions::summarize(status, &d, generation, now);
+    conditions::summarize(status, &d, generation, now);
     if *status == before {
         Vec::new()
     } else {

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::{Decision, Observed, active};
+use super::decision::{Decision, active};
+use super::observed::Observed;
 use crate::api::{APPROVE_ANNOTATION, DovecotBackendUpgradeStatus};
 use crate::dovecot::RingHost;
 use crate::reason::WaitReason;

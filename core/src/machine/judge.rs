@@ -9,7 +9,8 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use super::{PodView, StepResult};
+use super::decision::StepResult;
+use super::observed::PodView;
 use crate::api::{BackendStatus, DrainTimeoutAction, Step, StepError};
 use crate::dovecot::{self, Verdict};
 use crate::text::{STDERR_EXCERPT, bounded};

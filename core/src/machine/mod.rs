@@ -4,7 +4,9 @@
 //! decision names and hands the outputs to [`judge`]; [`record`] folds the result into status and
 //! [`conclude`] writes progress and conditions. Nothing here does I/O or reads the clock.
 
+// bottom to top: each module uses only those above it in this list
 mod cleanup;
+pub mod conditions;
 mod decide;
 mod decision;
 mod dry_run;
@@ -13,21 +15,22 @@ mod gates;
 pub mod judge;
 mod note;
 mod observed;
+mod start;
 
 pub use cleanup::{
-    Cleanup, Command, On, cleanup_for, cleanup_without_director, if_running, restore_commands,
-    undone_note,
+    Command, On, cleanup_for, cleanup_without_director, if_running, restore_commands, undone_note,
 };
-pub use decide::{active, check_world, decide, outdated, ring_drift};
-pub use decision::{Acted, Decision, MAX_ATTEMPTS, StepResult, Undone};
+pub use decide::{check_world, decide, ring_drift};
+pub use decision::{Acted, Cleanup, Decision, MAX_ATTEMPTS, StepResult, Undone, active};
 pub use dry_run::{PLAN_LIMIT, dry_run, steps_for};
 pub use fold::{
-    DONE_KEPT, Recorded, apply_result, apply_retry, compact, conclude, failure_message,
-    invalid_spec, progress, record, record_finish, requeue_after, retarget, settled,
+    DONE_KEPT, Recorded, apply_result, apply_retry, compact, conclude, invalid_spec, progress,
+    record, record_finish, requeue_after, retarget, settled,
 };
 pub use judge::{ReplaceMove, drain_outcome, replace_move};
-pub use note::Note;
+pub use note::{Note, failure_message};
 pub use observed::{Claimant, Missing, Observed, PodView, StsView, claimed_by_other, missing};
+pub use start::outdated;
 
 #[cfg(test)]
 mod tests;

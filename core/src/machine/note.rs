@@ -1,6 +1,6 @@
 //! An Event to publish (the controller) or print (the local demo), typed by its reason.
 
-use crate::api::Step;
+use crate::api::{BackendStatus, Step};
 use crate::reason::EventReason;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,5 +31,24 @@ impl Note {
         self.pod = Some(pod.to_string());
         self.step = Some(step);
         self
+    }
+}
+
+/// The one-line story of a failed backend, for the Stalled condition and the Warning event.
+pub fn failure_message(rec: &BackendStatus) -> String {
+    match &rec.last_error {
+        Some(e) => format!(
+            "backend {} ({}) failed at step {}: command {:?} exited {}: {}; it stays out of the director ring",
+            rec.pod,
+            rec.ip,
+            e.step,
+            e.argv.join(" "),
+            e.exit_code.map_or("-".to_string(), |c| c.to_string()),
+            e.stderr.trim()
+        ),
+        None => format!(
+            "backend {} ({}) failed at step {}",
+            rec.pod, rec.ip, rec.step
+        ),
     }
 }

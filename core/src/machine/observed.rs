@@ -3,7 +3,7 @@
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::Decision;
+use super::decision::Decision;
 use crate::dovecot::RingHost;
 use crate::reason::WaitReason;
 

@@ -3,8 +3,9 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
+use super::decision::{Decision, active};
+use super::note::Note;
 use crate::api::{DovecotBackendUpgradeStatus, Phase};
-use crate::machine::{Decision, Note, active};
 use crate::reason::EventReason;
 use crate::text::{MESSAGE_LIMIT, bounded};
 
@@ -249,6 +250,7 @@ pub fn publish_plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reason::{StallReason, WaitReason};
     use std::time::Duration;
 
     fn ts(s: i64) -> Timestamp {
@@ -277,7 +279,7 @@ mod tests {
     #[test]
     fn only_real_changes_are_worth_a_patch() {
         let wait = |m: &str| Decision::Wait {
-            reason: crate::reason::WaitReason::StepInProgress,
+            reason: WaitReason::StepInProgress,
             message: m.into(),
             requeue: Duration::from_secs(1),
         };
@@ -310,14 +312,14 @@ mod tests {
 
     #[test]
     fn a_stall_is_announced_once_per_reason() {
-        let stall = |reason: crate::reason::StallReason| Decision::Stall {
+        let stall = |reason: StallReason| Decision::Stall {
             reason,
             message: "m".into(),
         };
         let mut a = DovecotBackendUpgradeStatus::default();
         summarize(
             &mut a,
-            &stall(crate::reason::StallReason::UpdateStrategyNotOnDelete),
+            &stall(StallReason::UpdateStrategyNotOnDelete),
             Some(1),
             ts(0),
         );
@@ -325,12 +327,7 @@ mod tests {
         assert!(n.warning && n.message.starts_with("UpdateStrategyNotOnDelete"));
         assert_eq!(stall_note(Some(&a), &a), None, "same stall again: quiet");
         let mut b = a.clone();
-        summarize(
-            &mut b,
-            &stall(crate::reason::StallReason::BackendFailed),
-            Some(1),
-            ts(1),
-        );
+        summarize(&mut b, &stall(StallReason::BackendFailed), Some(1), ts(1));
         assert!(stall_note(Some(&a), &b).is_some(), "a new reason is news");
         let mut c = a.clone();
         summarize(&mut c, &Decision::Complete, Some(1), ts(2));
@@ -340,21 +337,21 @@ mod tests {
     #[test]
     fn decisions_map_to_kstatus() {
         let wait = Decision::Wait {
-            reason: crate::reason::WaitReason::StepInProgress,
+            reason: WaitReason::StepInProgress,
             message: "x".into(),
             requeue: Duration::from_secs(1),
         };
         let paused = Decision::Wait {
-            reason: crate::reason::WaitReason::Paused,
+            reason: WaitReason::Paused,
             message: "p".into(),
             requeue: Duration::from_secs(1),
         };
         let stall = Decision::Stall {
-            reason: crate::reason::StallReason::BackendFailed,
+            reason: StallReason::BackendFailed,
             message: "backend-2 failed at Verify".into(),
         };
         let window = Decision::Wait {
-            reason: crate::reason::WaitReason::OutsideMaintenanceWindow,
+            reason: WaitReason::OutsideMaintenanceWindow,
             message: "opens in 2h".into(),
             requeue: Duration::from_secs(1),
         };
