@@ -618,12 +618,7 @@ mod tests {
 
     #[test]
     fn spec_defaults_fill_in() {
-        let spec: DovecotBackendUpgradeSpec = serde_json::from_value(serde_json::json!({
-            "backends": {"statefulSet": "backend"},
-            "director": {"selector": {"matchLabels": {"app": "director"}}},
-            "verify": {"user": "probe"}
-        }))
-        .unwrap();
+        let spec: DovecotBackendUpgradeSpec = crate::fixtures::spec(serde_json::json!({}));
         assert_eq!(spec.max_unavailable, 1);
         assert_eq!(spec.drain.timeout, "15m");
         assert_eq!(spec.drain.on_timeout, DrainTimeoutAction::Proceed);

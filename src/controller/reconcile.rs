@@ -27,7 +27,7 @@ async fn apply(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Action,
             // permanent: nothing runs until the spec changes
             let notes =
                 machine::invalid_spec(&mut status, &e.to_string(), generation, Timestamp::now());
-            let write = conditions::worth_writing(dbu.status.as_ref(), &status);
+            let (write, _) = conditions::publish_plan(dbu.status.as_ref(), &status);
             write_status(&api, &dbu, &status, write).await?;
             publish(ctx, &dbu, &notes).await;
             return Ok(Action::await_change());
