@@ -17,15 +17,11 @@ use crate::reason::{StallReason, WaitReason};
 use crate::settings::Settings;
 use crate::time::{elapsed, until};
 
-fn ip_of(rec: &BackendStatus) -> Option<std::net::IpAddr> {
-    dovecot::validate_ip(&rec.ip).ok()
-}
-
-/// Ring state the director must show for a record, or None when nothing is asserted.
-/// Only state that is *more available* than desired is drift: it would send users to a backend
-/// that is stopped or about to be.
+/// Ring state the director must show for the host `host` of a record (at its old or its new
+/// IP), or nothing when nothing is asserted. Only state that is *more available* than desired
+/// is drift: it would send users to a backend that is stopped, unverified or failed.
 fn drift_commands(s: &Settings, rec: &BackendStatus, host: &RingHost) -> Vec<Vec<String>> {
-    let Some(ip) = ip_of(rec) else {
+    let Ok(ip) = dovecot::validate_ip(&host.ip) else {
         return Vec::new();
     };
     let must_be_down = matches!(rec.step, Step::Reset | Step::Replace | Step::Verify)
@@ -48,7 +44,9 @@ fn drift_commands(s: &Settings, rec: &BackendStatus, host: &RingHost) -> Vec<Vec
     cmds
 }
 
-/// The drift of every active record, first one first.
+/// The drift of every active record, first one first, at every IP the record knows: after
+/// Replace gave the pod a new IP, a director that re-resolves `director_mail_servers` may show
+/// the new IP up at its default vhosts while the backend is unverified or failed.
 pub fn ring_drift(
     s: &Settings,
     status: &DovecotBackendUpgradeStatus,
@@ -59,8 +57,11 @@ pub fn ring_drift(
         .iter()
         .filter(|r| active(r))
         .find_map(|rec| {
-            let host = ring.iter().find(|h| h.ip == rec.ip)?;
-            let cmds = drift_commands(s, rec, host);
+            let cmds: Vec<Vec<String>> = std::iter::once(rec.ip.as_str())
+                .chain(rec.new_ip.as_deref())
+                .filter_map(|ip| ring.iter().find(|h| h.ip == ip))
+                .flat_map(|host| drift_commands(s, rec, host))
+                .collect();
             (!cmds.is_empty()).then(|| (rec.pod.clone(), cmds))
         })
 }

@@ -347,6 +347,43 @@ fn ring_drift_is_reasserted_before_anything_else() {
 }
 
 #[test]
+fn drift_at_the_new_ip_of_a_replaced_backend_is_reasserted() {
+    let s = settings();
+    // Replace gave backend-2 127.0.0.99; a director re-resolved it and shows it up at 100
+    let mut ring = world().ring.unwrap();
+    ring[2].vhosts = 0;
+    ring[2].up = false;
+    ring.push(RingHost {
+        ip: "127.0.0.99".into(),
+        vhosts: 100,
+        up: true,
+        users: 0,
+    });
+    for failed in [false, true] {
+        let mut r = rec(2, Step::Verify, 0);
+        r.new_ip = Some("127.0.0.99".into());
+        r.failed = failed;
+        let mut obs = world();
+        obs.ring = Some(ring.clone());
+        obs.pods[2] = pod(2, NEW);
+        let d = decide(&s, &status(vec![r]), &obs, ts(1));
+        let Decision::Reassert { commands, .. } = d else {
+            panic!("failed={failed}: {d:?}")
+        };
+        let got: Vec<String> = commands.iter().map(|c| c.join(" ")).collect();
+        assert_eq!(
+            got,
+            [
+                "doveadm director update 127.0.0.99 0",
+                "doveadm director down 127.0.0.99",
+                "doveadm director flush 127.0.0.99",
+            ],
+            "failed={failed}"
+        );
+    }
+}
+
+#[test]
 fn a_failed_backend_halts_the_rollout_with_the_command_and_stderr() {
     let mut f = rec(2, Step::Verify, 0);
     f.failed = true;
