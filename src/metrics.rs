@@ -242,20 +242,15 @@ mod tests {
 
     fn rec(pod: &str, step: Step) -> BackendStatus {
         BackendStatus {
-            pod: pod.into(),
-            ip: "10.0.0.1".into(),
-            new_ip: None,
-            from_revision: None,
             step,
-            step_started: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
-            original_vhosts: 100,
-            attempts: 0,
-            stopped_pod_uid: None,
-            retry_after: None,
-            failed: false,
-            message: None,
-            last_error: None,
             started: None,
+            ..BackendStatus::begin(
+                pod,
+                "10.0.0.1",
+                None,
+                100,
+                Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            )
         }
     }
 

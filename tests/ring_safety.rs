@@ -87,3 +87,58 @@ async fn a_failed_backend_that_reappears_at_its_new_ip_is_taken_out_again() {
         &format!("{new_ip} up at 100 -> down at 0 in one reconcile"),
     );
 }
+
+/// A backend a human took out of the ring (`director down`) before the rollout is upgraded but
+/// never brought back into service by the operator; the reason is in status and an Event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_an_admin_took_down_stays_down_after_the_rollout() {
+    let started = Instant::now();
+    let rig = rig(22);
+    let lab = &rig.lab;
+    let downed = lab.pod_ip("backend-1").unwrap();
+    lab.doveadm(DIRECTOR_POD, &["director", "down", &downed])
+        .unwrap();
+    lab.new_revision("rev-2", "login_greeting = Lab rev-2 ready");
+    let s = settings(json!({"ordering": "FewestUsers"}));
+    let (st, notes) =
+        common::finish(&s, &lab.exec(), lab, DovecotBackendUpgradeStatus::default()).await;
+    assert_eq!(st.phase, Some(Phase::Completed), "{st:#?}");
+    for b in lab.backend_names() {
+        assert_eq!(lab.pod_revision(&b).as_deref(), Some("rev-2"), "{b}");
+    }
+    let ring = common::ring_of(lab, DIRECTOR_POD);
+    assert_eq!(
+        ring[&downed],
+        (50, false),
+        "still down at its count: {ring:?}"
+    );
+    for (ip, (vhosts, up)) in &ring {
+        if *ip != downed {
+            assert!(*up && *vhosts > 0, "{ip}: {vhosts} {up}");
+        }
+    }
+    let kept = notes
+        .iter()
+        .find(|n| n.reason == "BackendKeptDown")
+        .expect("an Event says why it stays down");
+    assert!(
+        kept.warning && kept.message.starts_with("backend-1"),
+        "{kept:?}"
+    );
+    let rec = st.backends.iter().find(|r| r.pod == "backend-1").unwrap();
+    assert_eq!(rec.original_up, Some(false));
+    assert!(
+        rec.message
+            .as_deref()
+            .is_some_and(|m| m.contains("left down")),
+        "{rec:?}"
+    );
+    report(
+        "admin-downed backend stays down",
+        started,
+        &format!(
+            "{downed} down at 50 before and after; Event {}",
+            kept.reason
+        ),
+    );
+}

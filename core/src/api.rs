@@ -522,6 +522,10 @@ pub struct BackendStatus {
     // Kubernetes knows int32/int64 formats only; "uint32" draws an API server warning
     #[schemars(extend("format" = "int64"))]
     pub original_vhosts: u32,
+    /// Whether the backend was `up` in the ring before Drain. False: a human had taken it out
+    /// (`director down`); it is upgraded but left down. Unset in older records: up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_up: Option<bool>,
     /// Failed attempts of the current step.
     #[serde(default)]
     #[schemars(extend("format" = "int64"))]
@@ -563,6 +567,11 @@ pub struct StepError {
 }
 
 impl BackendStatus {
+    /// Whether the operator puts the backend `up` when it restores it: only if it was up before.
+    pub fn restores_up(&self) -> bool {
+        self.original_up != Some(false)
+    }
+
     /// A record of a backend that starts now, at Drain, keeping the vhost count to restore.
     pub fn begin(
         pod: &str,
@@ -579,6 +588,7 @@ impl BackendStatus {
             step: Step::Drain,
             step_started: now.clone(),
             original_vhosts,
+            original_up: Some(true),
             attempts: 0,
             retry_after: None,
             stopped_pod_uid: None,

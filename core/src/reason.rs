@@ -95,6 +95,8 @@ reasons! {
     /// Why an Event (or a demo line) was emitted.
     EventReason {
         BackendStarted,
+        /// A backend a human had taken down is upgraded and left down.
+        BackendKeptDown,
         StepStarted,
         StepSucceeded,
         StepRewound,
@@ -120,6 +122,7 @@ impl EventReason {
         matches!(
             self,
             EventReason::StepRewound
+                | EventReason::BackendKeptDown
                 | EventReason::StepRetrying
                 | EventReason::StepFailed
                 | EventReason::RingReasserted

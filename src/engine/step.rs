@@ -162,22 +162,10 @@ async fn act(
         }
         Step::RingRestore => {
             let (old, new, now_ip) = judge::restore_ips(rec, pod_view())?;
-            let n = rec.original_vhosts;
-            if new != old {
-                r.run(On::Director, &d.director_add(new, n), CommandKind::Plain)
-                    .await?;
-                r.run(
-                    On::Director,
-                    &d.director_remove(old),
-                    CommandKind::DirectorRemove,
-                )
-                .await?;
+            for c in judge::ring_restore_commands(s, rec, old, new) {
+                r.run(c.on, &c.argv, c.kind).await?;
             }
-            r.run(On::Director, &d.director_update(new, n), CommandKind::Plain)
-                .await?;
-            r.run(On::Director, &d.director_up(new), CommandKind::Plain)
-                .await?;
-            Ok(judge::restored(new, n, now_ip))
+            Ok(judge::restored(rec, new, now_ip))
         }
         Step::Done => Ok(StepResult::advanced(None)),
     }

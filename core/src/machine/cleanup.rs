@@ -5,7 +5,7 @@ use crate::dovecot::{self, CommandKind};
 use crate::reason::EventReason;
 use crate::settings::Settings;
 
-use super::decision::{Cleanup, Undone, active};
+use super::decision::{Cleanup, Command, On, Undone, active};
 use super::note::Note;
 
 pub fn cleanup_for(rec: &BackendStatus) -> Cleanup {
@@ -42,23 +42,9 @@ pub fn if_running(rec: &BackendStatus, running: bool) -> Cleanup {
     }
 }
 
-/// Where a command runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum On {
-    Director,
-    Backend,
-}
-
-/// One command of an undo, with how its exit code is read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Command {
-    pub on: On,
-    pub argv: Vec<String>,
-    pub kind: CommandKind,
-}
-
 /// The commands that put a backend before RingRestore back: reload re-opens the LMTP listener
-/// that `service stop` closed, then the recorded vhost count and `up`. None when the record's
+/// that `service stop` closed, then the recorded vhost count and `up` (or `down`, for a backend
+/// a human had taken down before the rollout). None when the record's
 /// IP is unusable. (A backend at RingRestore is restored by running that step.)
 pub fn restore_commands(s: &Settings, rec: &BackendStatus) -> Option<Vec<Command>> {
     let ip = dovecot::validate_ip(&rec.ip).ok()?;
@@ -70,10 +56,12 @@ pub fn restore_commands(s: &Settings, rec: &BackendStatus) -> Option<Vec<Command
             kind: CommandKind::Plain,
         });
     }
-    for argv in [
-        s.director.director_update(ip, rec.original_vhosts),
-        s.director.director_up(ip),
-    ] {
+    let state = if rec.restores_up() {
+        s.director.director_up(ip)
+    } else {
+        s.director.director_down(ip)
+    };
+    for argv in [s.director.director_update(ip, rec.original_vhosts), state] {
         cmds.push(Command {
             on: On::Director,
             argv,
@@ -89,8 +77,14 @@ pub fn undone_note(rec: &BackendStatus, undone: &Undone) -> Option<Note> {
         Undone::Restored => Note::new(
             EventReason::BackendRestored,
             format!(
-                "{}: put back into the ring with {} vhosts",
-                rec.pod, rec.original_vhosts
+                "{}: put back into the ring with {} vhosts{}",
+                rec.pod,
+                rec.original_vhosts,
+                if rec.restores_up() {
+                    ""
+                } else {
+                    ", left down as it was before the rollout"
+                }
             ),
         ),
         Undone::LeftOut(m) => Note::new(EventReason::BackendLeftOut, m.clone()),

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::api::{BackendStatus, RolloutPlan, Step, StepError};
+use crate::dovecot::CommandKind;
 use crate::reason::{StallReason, WaitReason};
 
 /// What one reconcile does.
@@ -136,4 +137,19 @@ pub enum Cleanup {
 /// A record that still holds a backend out of, or partly out of, the ring.
 pub fn active(rec: &BackendStatus) -> bool {
     rec.step != Step::Done
+}
+
+/// Where a command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum On {
+    Director,
+    Backend,
+}
+
+/// One command of an undo, with how its exit code is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub on: On,
+    pub argv: Vec<String>,
+    pub kind: CommandKind,
 }

@@ -348,7 +348,17 @@ pub fn requeue_after(result: &StepResult, attempts: u32) -> Duration {
 fn begin(status: &mut DovecotBackendUpgradeStatus, rec: &BackendStatus) -> Vec<Note> {
     status.backends.retain(|r| r.pod != rec.pod);
     status.backends.push(rec.clone());
-    vec![
+    let kept_down = (!rec.restores_up()).then(|| {
+        Note::new(
+            EventReason::BackendKeptDown,
+            format!(
+                "{}: is down in the director ring (taken out by hand) before the rollout; it is upgraded and left down with {} vhosts",
+                rec.pod, rec.original_vhosts
+            ),
+        )
+        .about(&rec.pod, Step::Drain)
+    });
+    let mut notes = vec![
         Note::new(
             EventReason::BackendStarted,
             format!(
@@ -364,7 +374,9 @@ fn begin(status: &mut DovecotBackendUpgradeStatus, rec: &BackendStatus) -> Vec<N
             format!("{}: {} started", rec.pod, Step::Drain),
         )
         .about(&rec.pod, Step::Drain),
-    ]
+    ];
+    notes.extend(kept_down);
+    notes
 }
 
 /// Reassert: the Event, and a director that refuses is not hammered.

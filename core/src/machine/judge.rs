@@ -9,10 +9,11 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use super::decision::StepResult;
+use super::decision::{Command, On, StepResult};
 use super::observed::PodView;
 use crate::api::{BackendStatus, DrainTimeoutAction, Step, StepError};
-use crate::dovecot::{self, Verdict};
+use crate::dovecot::{self, CommandKind, Verdict};
+use crate::settings::Settings;
 use crate::text::{STDERR_EXCERPT, bounded};
 use crate::time::elapsed;
 
@@ -260,10 +261,51 @@ pub fn restore_ips(
     Ok((old, new, now_ip))
 }
 
+/// RingRestore's commands, in order: with a new IP, add it and remove the old host first; then
+/// the recorded vhost count, and `up` only if the backend was up before the rollout (a host a
+/// human took down stays down: `add` makes a new host up, so it is put down again).
+pub fn ring_restore_commands(
+    s: &Settings,
+    rec: &BackendStatus,
+    old: IpAddr,
+    new: IpAddr,
+) -> Vec<Command> {
+    let d = &s.director;
+    let n = rec.original_vhosts;
+    let on_director = |argv, kind| Command {
+        on: On::Director,
+        argv,
+        kind,
+    };
+    let mut cmds = Vec::new();
+    if new != old {
+        cmds.push(on_director(d.director_add(new, n), CommandKind::Plain));
+        cmds.push(on_director(
+            d.director_remove(old),
+            CommandKind::DirectorRemove,
+        ));
+    }
+    cmds.push(on_director(d.director_update(new, n), CommandKind::Plain));
+    cmds.push(if rec.restores_up() {
+        on_director(d.director_up(new), CommandKind::Plain)
+    } else {
+        on_director(d.director_down(new), CommandKind::Plain)
+    });
+    cmds
+}
+
 /// RingRestore done.
-pub fn restored(new: IpAddr, vhosts: u32, now_ip: String) -> StepResult {
+pub fn restored(rec: &BackendStatus, new: IpAddr, now_ip: String) -> StepResult {
+    let vhosts = rec.original_vhosts;
+    let message = if rec.restores_up() {
+        format!("back in the ring at {new} with {vhosts} vhosts")
+    } else {
+        format!(
+            "in the ring at {new} with {vhosts} vhosts and left down, as it was before the rollout (doveadm director up {new} puts it back)"
+        )
+    };
     StepResult::Advanced {
-        message: Some(format!("back in the ring at {new} with {vhosts} vhosts")),
+        message: Some(message),
         new_ip: Some(now_ip),
         stopped_uid: None,
     }

@@ -18,10 +18,12 @@ mod observed;
 mod start;
 
 pub use cleanup::{
-    Command, On, cleanup_for, cleanup_without_director, if_running, restore_commands, undone_note,
+    cleanup_for, cleanup_without_director, if_running, restore_commands, undone_note,
 };
 pub use decide::{check_world, decide, ring_drift};
-pub use decision::{Acted, Cleanup, Decision, MAX_ATTEMPTS, StepResult, Undone, active};
+pub use decision::{
+    Acted, Cleanup, Command, Decision, MAX_ATTEMPTS, On, StepResult, Undone, active,
+};
 pub use dry_run::{PLAN_LIMIT, dry_run, steps_for};
 pub use fold::{
     DONE_KEPT, Recorded, apply_result, apply_retry, compact, conclude, invalid_spec, progress,

@@ -131,10 +131,11 @@ pub(super) fn begin_next(
     }
     // A backend found already drained (vhosts 0) by someone else keeps no count to restore;
     // use the previous record's count when this pod had one, else refuse to guess.
-    let original = if host.vhosts > 0 {
-        host.vhosts
+    // The up/down state is taken as found: a host a human took down stays down after it.
+    let (original, up) = if host.vhosts > 0 {
+        (host.vhosts, host.up)
     } else if let Some(prev) = status.backends.iter().find(|r| r.pod == candidate.name) {
-        prev.original_vhosts
+        (prev.original_vhosts, prev.restores_up())
     } else {
         return Some(Decision::Stall {
             reason: StallReason::BackendAlreadyDrained,
@@ -144,11 +145,14 @@ pub(super) fn begin_next(
             ),
         });
     };
-    Some(Decision::Begin(Box::new(BackendStatus::begin(
-        &candidate.name,
-        ip,
-        candidate.revision.clone(),
-        original,
-        Time(now),
-    ))))
+    Some(Decision::Begin(Box::new(BackendStatus {
+        original_up: Some(up),
+        ..BackendStatus::begin(
+            &candidate.name,
+            ip,
+            candidate.revision.clone(),
+            original,
+            Time(now),
+        )
+    })))
 }

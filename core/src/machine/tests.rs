@@ -7,7 +7,7 @@ use crate::api::{
 };
 use crate::dovecot::RingHost;
 use crate::fixtures::{self, ts};
-use crate::reason::WaitReason;
+use crate::reason::{EventReason, WaitReason};
 use crate::settings::Settings;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use pretty_assertions::assert_eq;
@@ -124,6 +124,65 @@ fn begin_takes_fewest_users_and_records_its_vhost_count() {
     assert_eq!(r.original_vhosts, 20, "the count the ring had, not 100");
     assert_eq!(r.step, Step::Drain);
     assert_eq!(r.from_revision.as_deref(), Some(OLD));
+}
+
+#[test]
+fn a_backend_a_human_took_down_is_upgraded_and_left_down() {
+    let s = settings();
+    let mut obs = world();
+    obs.ring.as_mut().unwrap()[2].up = false;
+    let d = decide(&s, &status(vec![]), &obs, ts(0));
+    let Decision::Begin(r) = d else {
+        panic!("{d:?}")
+    };
+    assert_eq!((r.pod.as_str(), r.original_up), ("backend-2", Some(false)));
+    assert!(!r.restores_up());
+    // the Begin says so in an Event
+    let mut st = status(vec![]);
+    let rec_out = record(&mut st, &Decision::Begin(r.clone()), Acted::Nothing, ts(0));
+    assert!(
+        rec_out
+            .notes
+            .iter()
+            .any(|n| n.reason == EventReason::BackendKeptDown && n.warning)
+    );
+    // RingRestore: the count, then down, never up; also at a new IP (add makes it up)
+    let ip: std::net::IpAddr = "127.0.0.13".parse().unwrap();
+    let new: std::net::IpAddr = "127.0.0.99".parse().unwrap();
+    let joined = |c: Vec<Command>| -> Vec<String> { c.iter().map(|c| c.argv.join(" ")).collect() };
+    assert_eq!(
+        joined(judge::ring_restore_commands(&s, &r, ip, ip)),
+        [
+            "doveadm director update 127.0.0.13 20",
+            "doveadm director down 127.0.0.13"
+        ]
+    );
+    assert_eq!(
+        joined(judge::ring_restore_commands(&s, &r, ip, new)),
+        [
+            "doveadm director add 127.0.0.99 20",
+            "doveadm director remove 127.0.0.13",
+            "doveadm director update 127.0.0.99 20",
+            "doveadm director down 127.0.0.99"
+        ]
+    );
+    // abort or delete before RingRestore: put back at its count, still down
+    let mut at_wait = (*r).clone();
+    at_wait.step = Step::WaitSessions;
+    let undo = restore_commands(&s, &at_wait).unwrap();
+    assert_eq!(
+        joined(undo),
+        [
+            "doveadm director update 127.0.0.13 20",
+            "doveadm director down 127.0.0.13"
+        ]
+    );
+    // an up backend still comes back up
+    let up = rec(2, Step::RingRestore, 0);
+    assert_eq!(
+        joined(judge::ring_restore_commands(&s, &up, ip, ip))[1],
+        "doveadm director up 127.0.0.13"
+    );
 }
 
 #[test]
