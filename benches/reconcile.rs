@@ -110,7 +110,10 @@ async fn reconcile_latency(rounds: usize) {
         .take(STS)
         .map(|d| {
             let s = settings::validate(&d.spec).unwrap();
-            (s, controller::edges_for(&client, &stores, d, "mail").0)
+            (
+                s,
+                controller::edges_for(&client, &stores, d, "mail", "mail").0,
+            )
         })
         .collect();
     let mut times = Vec::with_capacity(rounds);

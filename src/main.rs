@@ -144,17 +144,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 namespace = namespace.as_deref().unwrap_or("<all>"),
                 "starting controller"
             );
+            // the leader Lease and the ring locks live in the operator's own namespace
+            let lock_namespace = lease_namespace
+                .or_else(|| namespace.clone())
+                .unwrap_or_else(|| "default".into());
             let election = leader_elect.then(|| controller::Election {
-                namespace: lease_namespace
-                    .or_else(|| namespace.clone())
-                    .unwrap_or_else(|| "default".into()),
+                namespace: lock_namespace.clone(),
                 identity: identity.unwrap_or_else(|| {
                     let host =
                         std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
                     format!("{}-{}", host.trim(), std::process::id())
                 }),
             });
-            controller::run_elected(client, namespace, election, metrics).await?;
+            controller::run_elected(client, namespace, election, lock_namespace, metrics).await?;
             Ok(())
         }
     }
@@ -198,7 +200,7 @@ async fn plan(
         .flatten();
     let status = live.and_then(|d| d.status).unwrap_or_default();
     let stores = controller::Stores::list(&client, &ns).await?;
-    let (cluster, exec) = controller::edges_for(&client, &stores, &dbu, &ns);
+    let (cluster, exec) = controller::edges_for(&client, &stores, &dbu, &ns, &ns);
     let (decision, director) = engine::dry_run_once(
         &s,
         &status,

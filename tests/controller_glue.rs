@@ -46,6 +46,7 @@ fn ctx_with(sts: Vec<Value>, pods: Vec<Value>, dbus: Vec<Value>) -> (Arc<Context
             recorder,
             metrics: Default::default(),
             stores,
+            lock_namespace: "mail".into(),
         }),
         handle,
     )

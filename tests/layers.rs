@@ -49,6 +49,7 @@ const LAYERS: &[Layer] = &[
             "decision",
             "note",
             "observed",
+            "lock",
             "judge",
             "gates",
             "start",

@@ -142,3 +142,183 @@ async fn a_backend_an_admin_took_down_stays_down_after_the_rollout() {
         ),
     );
 }
+
+/// Reconciles one DBU to its end like the controller, but kills the pass at random moments
+/// (`kill_one_in` passes, after a random delay): the status of a killed pass is lost, as when
+/// the operator dies before its status patch. Returns the final status and how many passes died.
+async fn drive_with_kills(
+    s: &dovecot_upgrade_operator::settings::Settings,
+    cluster: &dyn dovecot_upgrade_operator::engine::Cluster,
+    exec: &dyn dovecot_upgrade_operator::exec::PodExec,
+    seed: u64,
+    kill_one_in: u64,
+    busy_waits: &std::sync::atomic::AtomicUsize,
+) -> (DovecotBackendUpgradeStatus, usize) {
+    let mut status = DovecotBackendUpgradeStatus::default();
+    let mut rng = seed;
+    let mut next = move || {
+        // xorshift: reproducible per seed, no dependency
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let end = Instant::now() + std::time::Duration::from_secs(600);
+    let mut killed = 0;
+    loop {
+        assert!(Instant::now() < end, "rollout did not finish: {status:#?}");
+        let pass = engine::reconcile_once(s, status.clone(), Some(1), exec, cluster, &now);
+        let out = if kill_one_in > 0 && next() % kill_one_in == 0 {
+            let after = std::time::Duration::from_millis(next() % 800);
+            match tokio::time::timeout(after, pass).await {
+                Ok(out) => out.unwrap(),
+                Err(_) => {
+                    killed += 1;
+                    continue;
+                }
+            }
+        } else {
+            pass.await.unwrap()
+        };
+        if matches!(
+            &out.decision,
+            Decision::Wait { reason, .. } if *reason == "RingBusy"
+        ) {
+            busy_waits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let done = out.decision == Decision::Complete || engine::stalled(&out.status);
+        status = out.status;
+        if done {
+            return (status, killed);
+        }
+        let wait = out
+            .requeue
+            .unwrap_or(std::time::Duration::from_secs(1))
+            .min(std::time::Duration::from_secs(1));
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Samples both directors every 200 ms until `stop`: the most hosts out of service (vhosts 0 or
+/// down) at once, and whether some host was ever left without any up host with vhosts > 0.
+fn sample_ring(
+    lab: &dbu_lab::Lab,
+    directors: &[&str],
+    stop: &std::sync::atomic::AtomicBool,
+) -> (usize, bool, usize) {
+    let (mut most_out, mut ever_empty, mut samples) = (0, false, 0);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        for d in directors {
+            let Ok(out) = lab.doveadm(d, &["-f", "json", "director", "status"]) else {
+                continue; // a director busy syncing: the next sample counts
+            };
+            let Ok(ring) = dovecot_upgrade_operator::dovecot::parse_director_status(&out) else {
+                continue;
+            };
+            samples += 1;
+            let out_now = ring.iter().filter(|h| h.vhosts == 0 || !h.up).count();
+            most_out = most_out.max(out_now);
+            ever_empty |= !ring.iter().any(|h| h.up && h.vhosts > 0);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    (most_out, ever_empty, samples)
+}
+
+async fn two_dbus_one_ring(net: u8, kill_one_in: u64) {
+    let started = Instant::now();
+    let rig = common::rig_with(|d| {
+        let mut s = dbu_lab::LabSpec::new(d, net, vec![100, 50, 100, 50]);
+        s.pool_b = 2;
+        s.directors = 2;
+        s
+    });
+    let lab = &rig.lab;
+    let before = common::ring_of(lab, DIRECTOR_POD);
+    lab.new_revision("rev-2", "login_greeting = Lab rev-2 ready");
+    let sa = settings(json!({}));
+    let sb = settings(json!({"backends": {"statefulSet": dbu_lab::POOL_B}}));
+    let (va, vb) = (
+        lab.view(dbu_lab::STATEFULSET, "mail/a"),
+        lab.view(dbu_lab::POOL_B, "mail/b"),
+    );
+    let exec = lab.exec();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let busy = std::sync::atomic::AtomicUsize::new(0);
+    let ((most_out, ever_empty, samples), ((a, ka), (b, kb))) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| sample_ring(lab, &["director-0", "director-1"], &stop));
+        let rollouts = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                tokio::join!(
+                    drive_with_kills(
+                        &sa,
+                        &va,
+                        &exec,
+                        0x9e37_79b9 + u64::from(net),
+                        kill_one_in,
+                        &busy
+                    ),
+                    drive_with_kills(
+                        &sb,
+                        &vb,
+                        &exec,
+                        0x7f4a_7c15 + u64::from(net),
+                        kill_one_in,
+                        &busy
+                    ),
+                )
+            })
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (sampler.join().unwrap(), rollouts)
+    });
+    for (name, st) in [("a", &a), ("b", &b)] {
+        assert_eq!(st.phase, Some(Phase::Completed), "DBU {name}: {st:#?}");
+    }
+    for pod in lab.backend_names() {
+        assert_eq!(lab.pod_revision(&pod).as_deref(), Some("rev-2"), "{pod}");
+    }
+    assert!(samples > 10, "the ring was sampled ({samples})");
+    assert!(
+        most_out <= 1,
+        "at most one backend of the ring out at once, saw {most_out}"
+    );
+    assert!(!ever_empty, "some host always had vhosts > 0");
+    assert_eq!(
+        common::ring_of(lab, DIRECTOR_POD),
+        before,
+        "the ring is whole again"
+    );
+    assert!(
+        lab.ring_holders().is_empty(),
+        "the lock is released: {:?}",
+        lab.ring_holders()
+    );
+    let waits = busy.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(waits > 0, "the two DBUs met at the lock");
+    report(
+        if kill_one_in > 0 {
+            "two DBUs, one ring, operator killed at random"
+        } else {
+            "two DBUs, one ring"
+        },
+        started,
+        &format!(
+            "4 backends in 2 StatefulSets, 2 directors: most out at once {most_out} over {samples} samples; {waits} RingBusy waits; {} passes killed",
+            ka + kb
+        ),
+    );
+}
+
+/// Two StatefulSets whose pods are hosts of one director ring, a DBU each, applied at once:
+/// never more than one backend of the ring out at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_dbus_of_one_ring_take_turns() {
+    two_dbus_one_ring(23, 0).await;
+}
+
+/// The same with the operator killed at random moments while both run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_dbus_of_one_ring_take_turns_across_operator_kills() {
+    two_dbus_one_ring(24, 2).await;
+}

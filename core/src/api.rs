@@ -366,6 +366,12 @@ pub struct DovecotBackendUpgradeStatus {
     /// With `spec.dryRun`: what the rollout would do, without doing it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<RolloutPlan>,
+    /// Backend pods this DBU has registered in its director ring's lock (a Lease shared by every
+    /// DBU of the ring): a backend is drained only once it is registered there, and it is
+    /// released after it is back. Written after the lock, so a restart re-syncs it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub ring_held: Vec<String>,
 }
 
 /// The dry-run plan: backend order, and the exact commands for the first backends.

@@ -243,10 +243,16 @@ pub fn record(i: u32, step: Step, started: Timestamp, from: &str, vhosts: u32) -
     }
 }
 
-/// A status at `target` holding `records`.
+/// A status at `target` holding `records`, each active one registered in the ring's lock (as
+/// it is once its Drain may run).
 pub fn status(target: &str, records: Vec<BackendStatus>) -> DovecotBackendUpgradeStatus {
     DovecotBackendUpgradeStatus {
         target_revision: Some(target.into()),
+        ring_held: records
+            .iter()
+            .filter(|r| r.step != Step::Done)
+            .map(|r| r.pod.clone())
+            .collect(),
         backends: records,
         ..Default::default()
     }

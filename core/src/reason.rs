@@ -68,6 +68,10 @@ reasons! {
         BackendWithoutIP,
         InsufficientRingCapacity,
         RingNotSynced,
+        /// Another DBU of the same director ring holds as many backends out as the ring allows.
+        RingBusy,
+        /// The director ring's lock (a Lease) could not be read, or is being read.
+        RingLockUnreadable,
     }
 }
 

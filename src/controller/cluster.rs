@@ -3,8 +3,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::core::labels::{Selector, SelectorExt};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
@@ -13,7 +15,9 @@ use super::stores::Stores;
 use crate::api::DovecotBackendUpgrade;
 use crate::engine::{Cluster, ClusterError};
 use crate::exec::KubeExec;
-use crate::machine::{Claimant, Observed, PodView, StsView, claimed_by_other};
+use crate::machine::{
+    Claimant, Observed, PodView, RingHolder, RingLock, StsView, claimed_by_other, lock,
+};
 use crate::settings::Settings;
 
 const REVISION_LABEL: &str = "controller-revision-hash";
@@ -25,6 +29,8 @@ pub struct KubeCluster {
     /// This DBU's name and creation time, to tell which of two DBUs owns a StatefulSet.
     me: Claimant,
     stores: Stores,
+    /// Where the ring locks (Leases) live: the operator's own namespace, beside its leader Lease.
+    lock_ns: String,
 }
 
 fn pod_ready(p: &Pod) -> bool {
@@ -132,6 +138,8 @@ impl Cluster for KubeCluster {
             .collect::<Vec<_>>();
         let owned_by_other = claimed_by_other(&self.me, others);
         Ok(Observed {
+            me: format!("{}/{}", self.ns, self.me.1),
+            ring_lock: None,
             sts: Some(view),
             pods: backend.iter().map(|p| pod_view(p)).collect(),
             director: ready.first().map(|d| d.name_any()),
@@ -140,6 +148,91 @@ impl Cluster for KubeCluster {
             ring: None,
             ring_synced: None,
         })
+    }
+
+    async fn read_ring_lock(&self, s: &Settings) -> Result<RingLock, ClusterError> {
+        let name = lock::lease_name(&lock::ring_key(&self.ns, s));
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.lock_ns);
+        let Some(lease) = leases.get_opt(&name).await.map_err(api_err)? else {
+            return Ok(RingLock::default());
+        };
+        let holders: Vec<RingHolder> = match lease.annotations().get(lock::HOLDERS_ANNOTATION) {
+            Some(json) => serde_json::from_str(json)
+                .map_err(|e| ClusterError::Other(format!("Lease {name}: holders: {e}")))?,
+            None => Vec::new(),
+        };
+        // a DBU that no longer exists (deleted without its finalizer) holds nothing
+        let live: Vec<String> = self
+            .stores
+            .dbus
+            .state()
+            .iter()
+            .map(|d| format!("{}/{}", d.namespace().unwrap_or_default(), d.name_any()))
+            .collect();
+        Ok(RingLock {
+            version: lease.resource_version(),
+            holders: holders
+                .into_iter()
+                .filter(|h| live.contains(&h.dbu))
+                .collect(),
+        })
+    }
+
+    async fn write_ring_lock(
+        &self,
+        s: &Settings,
+        version: Option<&str>,
+        holders: &[RingHolder],
+    ) -> Result<(), ClusterError> {
+        let key = lock::ring_key(&self.ns, s);
+        let name = lock::lease_name(&key);
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.lock_ns);
+        let json =
+            serde_json::to_string(holders).map_err(|e| ClusterError::Other(e.to_string()))?;
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(self.lock_ns.clone()),
+                resource_version: version.map(str::to_string),
+                labels: Some(
+                    [(
+                        "app.kubernetes.io/managed-by".to_string(),
+                        "dovecot-upgrade-operator".to_string(),
+                    )]
+                    .into(),
+                ),
+                annotations: Some(
+                    [
+                        (lock::RING_ANNOTATION.to_string(), key),
+                        (lock::HOLDERS_ANNOTATION.to_string(), json),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                // for kubectl: who holds the ring (the first holder)
+                holder_identity: holders.first().map(|h| format!("{}:{}", h.dbu, h.pod)),
+                ..Default::default()
+            }),
+        };
+        let res = match version {
+            None => leases
+                .create(&PostParams::default(), &lease)
+                .await
+                .map(|_| ()),
+            Some(_) => leases
+                .replace(&name, &PostParams::default(), &lease)
+                .await
+                .map(|_| ()),
+        };
+        match res {
+            Ok(()) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => Err(ClusterError::Conflict(format!(
+                "Lease {name} changed since it was read"
+            ))),
+            Err(e) => Err(api_err(e)),
+        }
     }
 
     async fn delete_pod(&self, pod: &str) -> Result<(), ClusterError> {
@@ -152,17 +245,19 @@ impl Cluster for KubeCluster {
     }
 }
 
-/// The cluster and exec edges as one DBU sees them.
+/// The cluster and exec edges as one DBU sees them; `lock_ns` holds the ring locks.
 pub fn edges_for(
     client: &Client,
     stores: &Stores,
     dbu: &DovecotBackendUpgrade,
     ns: &str,
+    lock_ns: &str,
 ) -> (KubeCluster, KubeExec) {
     let cluster = KubeCluster {
         stores: stores.clone(),
         client: client.clone(),
         ns: ns.to_string(),
+        lock_ns: lock_ns.to_string(),
         me: (
             dbu.metadata.creation_timestamp.as_ref().map(|t| t.0),
             dbu.name_any(),

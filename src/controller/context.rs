@@ -42,4 +42,6 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub stores: Stores,
+    /// Namespace of the ring locks (Leases), the operator's own.
+    pub lock_namespace: String,
 }

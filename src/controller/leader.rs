@@ -64,10 +64,11 @@ pub async fn run_elected(
     client: Client,
     namespace: Option<String>,
     election: Option<Election>,
+    lock_namespace: String,
     metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<(), LeaderError> {
     let Some(e) = election else {
-        run(client, namespace, metrics).await;
+        run(client, namespace, lock_namespace, metrics).await;
         return Ok(());
     };
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
@@ -102,7 +103,7 @@ pub async fn run_elected(
         }
     };
     tokio::select! {
-        _ = run(client, namespace, metrics) => {
+        _ = run(client, namespace, lock_namespace, metrics) => {
             tracing::info!("controller stopped; releasing the leader lease");
         }
         _ = lost => {

@@ -33,7 +33,7 @@ async fn apply(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Action,
             return Ok(Action::await_change());
         }
     };
-    let (cluster, exec) = edges_for(&ctx.client, &ctx.stores, &dbu, &ns);
+    let (cluster, exec) = edges_for(&ctx.client, &ctx.stores, &dbu, &ns, &ctx.lock_namespace);
     let out =
         engine::reconcile_once(&s, status, generation, &exec, &cluster, &Timestamp::now).await?;
     let (write, stall) = conditions::publish_plan(dbu.status.as_ref(), &out.status);
@@ -57,7 +57,7 @@ async fn cleanup(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Actio
     let ns = dbu.namespace().ok_or(Error::NoNamespace)?;
     let status = dbu.status.clone().unwrap_or_default();
     if let Ok(s) = settings::validate(&dbu.spec) {
-        let (cluster, exec) = edges_for(&ctx.client, &ctx.stores, &dbu, &ns);
+        let (cluster, exec) = edges_for(&ctx.client, &ctx.stores, &dbu, &ns, &ctx.lock_namespace);
         let notes = engine::cleanup(&s, &status, &exec, &cluster, &Timestamp::now).await?;
         publish(ctx, &dbu, &notes).await;
     }

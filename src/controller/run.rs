@@ -42,8 +42,13 @@ fn dbus_for_pod(
         .collect()
 }
 
-/// Runs the controller until the process is asked to stop.
-pub async fn run(client: Client, namespace: Option<String>, metrics: Arc<crate::metrics::Metrics>) {
+/// Runs the controller until the process is asked to stop. `lock_namespace` holds the ring locks.
+pub async fn run(
+    client: Client,
+    namespace: Option<String>,
+    lock_namespace: String,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
     let (dbus, pods, stss): (Api<DovecotBackendUpgrade>, Api<Pod>, Api<StatefulSet>) =
         match &namespace {
             Some(ns) => (
@@ -79,6 +84,7 @@ pub async fn run(client: Client, namespace: Option<String>, metrics: Arc<crate::
         recorder: Recorder::new(client.clone(), reporter),
         client,
         metrics,
+        lock_namespace,
         stores: Stores {
             sts: sts_store,
             pods: pod_store,

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use k8s_openapi::jiff::Timestamp;
 
-use dbu_core::machine::Observed;
+use dbu_core::machine::{Observed, RingHolder, RingLock};
 use dbu_core::settings::Settings;
 
 /// Failure to read or change the cluster (not a step failure).
@@ -11,6 +11,9 @@ use dbu_core::settings::Settings;
 pub enum ClusterError {
     #[error("kubernetes API: {0}")]
     Api(String),
+    /// A compare-and-swap lost: someone changed the object first.
+    #[error("conflict: {0}")]
+    Conflict(String),
     #[error("{0}")]
     Other(String),
 }
@@ -19,6 +22,7 @@ impl ClusterError {
     pub fn category(&self) -> &'static str {
         match self {
             ClusterError::Api(_) => "kube_api",
+            ClusterError::Conflict(_) => "conflict",
             ClusterError::Other(_) => "cluster",
         }
     }
@@ -31,6 +35,22 @@ pub trait Cluster: Send + Sync {
     async fn observe(&self, s: &Settings) -> Result<Observed, ClusterError>;
     /// Deletes a backend pod so that its StatefulSet recreates it at the update revision.
     async fn delete_pod(&self, pod: &str) -> Result<(), ClusterError>;
+    /// The lock of the director ring this DBU's directors form (shared by every DBU of the
+    /// ring), with holders of DBUs that no longer exist left out. Default: a lock of its own
+    /// that nobody else shares (a single-DBU world).
+    async fn read_ring_lock(&self, _s: &Settings) -> Result<RingLock, ClusterError> {
+        Ok(RingLock::default())
+    }
+    /// Replaces the ring lock's holders if it is still at `version` (None: it does not exist
+    /// yet), else `ClusterError::Conflict`.
+    async fn write_ring_lock(
+        &self,
+        _s: &Settings,
+        _version: Option<&str>,
+        _holders: &[RingHolder],
+    ) -> Result<(), ClusterError> {
+        Ok(())
+    }
     /// Resolves when the observed world may have changed (the controller has watches for this;
     /// `drive` uses it to wake before its requeue). Default: never.
     async fn changed(&self) {

@@ -44,15 +44,21 @@ async fn decide_reading(
     status: &DovecotBackendUpgradeStatus,
     obs: &mut Observed,
     exec: &dyn PodExec,
+    cluster: &dyn Cluster,
     now: Timestamp,
 ) -> Decision {
     let (mut ring_read, mut sync_read) = (false, false);
     loop {
         let decision = machine::decide(s, status, obs, now);
+        let missing = machine::missing(&decision, obs);
+        if missing == Some(Missing::RingLock) {
+            obs.ring_lock = Some(cluster.read_ring_lock(s).await.map_err(|e| e.to_string()));
+            continue;
+        }
         let Some(dir) = obs.director.clone() else {
             return decision;
         };
-        match machine::missing(&decision, obs) {
+        match missing {
             Some(Missing::Ring) if !ring_read => {
                 ring_read = true;
                 obs.ring = runner::read_ring(s, exec, &dir).await;
@@ -75,6 +81,7 @@ async fn act(
     let record = |pod: &str| status.backends.iter().find(|r| r.pod == pod);
     match decision {
         Decision::Reassert { commands, .. } => Acted::Reasserted(reassert(cx, commands).await),
+        Decision::Claim { pods } => Acted::Claimed(claim(cx, status, pods).await),
         Decision::Undo { pod, action } => match record(pod) {
             Some(rec) => Acted::Undone(undo::undo(cx, rec, action.clone()).await),
             None => Acted::Nothing,
@@ -97,6 +104,48 @@ async fn act(
         | Decision::Aborted { .. }
         | Decision::DryRun(_) => Acted::Nothing,
     }
+}
+
+/// Makes the ring's lock hold exactly `pods` for this DBU, by compare-and-swap on the version read
+/// in this reconcile; the other DBUs' holders are kept as read.
+async fn claim(
+    cx: &StepContext<'_>,
+    status: &DovecotBackendUpgradeStatus,
+    pods: &[String],
+) -> Result<(), String> {
+    let Some(Ok(lock)) = &cx.obs.ring_lock else {
+        return Err("the ring's lock was not read".into());
+    };
+    let me = &cx.obs.me;
+    let mine: Vec<machine::RingHolder> = pods
+        .iter()
+        .map(|p| machine::RingHolder {
+            dbu: me.clone(),
+            pod: p.clone(),
+            ip: status
+                .backends
+                .iter()
+                .find(|r| &r.pod == p)
+                .map(|r| r.new_ip.clone().unwrap_or_else(|| r.ip.clone()))
+                .unwrap_or_default(),
+            max_unavailable: u32::try_from(cx.s.max_unavailable).unwrap_or(u32::MAX),
+        })
+        .collect();
+    let had: Vec<&machine::RingHolder> = lock.holders.iter().filter(|h| &h.dbu == me).collect();
+    if had.len() == mine.len() && mine.iter().all(|m| had.contains(&m)) {
+        return Ok(());
+    }
+    let mut holders: Vec<machine::RingHolder> = lock
+        .holders
+        .iter()
+        .filter(|h| &h.dbu != me)
+        .cloned()
+        .collect();
+    holders.extend(mine);
+    cx.cluster
+        .write_ring_lock(cx.s, lock.version.as_deref(), &holders)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Re-applies ring state on the director, stopping at the first command that fails.
@@ -140,7 +189,7 @@ pub async fn reconcile_once(
     }
     let now = clock();
     let mut notes = machine::apply_retry(&mut status, s.retry_token.as_deref(), &obs, now);
-    let decision = decide_reading(s, &status, &mut obs, exec, now).await;
+    let decision = decide_reading(s, &status, &mut obs, exec, cluster, now).await;
     let cx = StepContext {
         s,
         exec,
@@ -207,7 +256,7 @@ pub async fn dry_run_once(
     let mut obs = cluster.observe(s).await?;
     let mut s = s.clone();
     s.dry_run = true;
-    let decision = decide_reading(&s, status, &mut obs, exec, now).await;
+    let decision = decide_reading(&s, status, &mut obs, exec, cluster, now).await;
     Ok((decision, obs.director))
 }
 

@@ -282,6 +282,14 @@ mail_intact() {
   done
 }
 check "every user's mail is intact and reachable over IMAP through both directors" mail_intact
+ring_lock_released() { # the ring's lock is a Lease beside the leader's; empty once all are back
+  local l
+  l="$(kubectl -n "$NS" get lease -l app.kubernetes.io/managed-by=dovecot-upgrade-operator \
+    -o jsonpath='{range .items[*]}{.metadata.name}={.metadata.annotations.mailops\.io/ring-holders}{"\n"}{end}')"
+  echo "$l"
+  [[ "$(grep -c . <<<"$l")" == 1 ]] && grep -qx 'dbu-ring-[0-9a-f]\{16\}=\[\]' <<<"$l"
+}
+check "the director ring's lock (a Lease, by compare-and-swap) was taken and is released" ring_lock_released
 events_per_step() {
   local seen
   seen="$(kubectl -n "$NS" get events.events.k8s.io --field-selector regarding.name=backend-rollout \

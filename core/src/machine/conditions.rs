@@ -151,6 +151,23 @@ pub fn summarize(
             (true, "StepInProgress", format!("{pod}: {step}")),
             (false, "Progressing", String::new()),
         ),
+        Decision::Claim { pods } => (
+            Phase::Progressing,
+            (
+                false,
+                "Progressing",
+                format!("{progress} backends upgraded"),
+            ),
+            (
+                true,
+                "RingLock",
+                format!(
+                    "registering [{}] in the director ring's lock",
+                    pods.join(", ")
+                ),
+            ),
+            (false, "Progressing", String::new()),
+        ),
         Decision::Reassert { pod, .. } => (
             Phase::Progressing,
             (

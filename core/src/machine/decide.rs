@@ -8,6 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::cleanup::cleanup_for;
 use super::decision::{Decision, active};
 use super::dry_run::dry_run;
+use super::lock;
 use super::note::failure_message;
 use super::observed::{Observed, StsView};
 use super::start::{begin_next, outdated};
@@ -122,6 +123,11 @@ pub fn decide(
             requeue: Duration::from_secs(5),
         };
     };
+    // registering what is out of the ring and releasing what is back is always safe: before
+    // completion, pause and stalls
+    if let Some(d) = lock_sync(status, obs) {
+        return d;
+    }
     let any_active = status.backends.iter().any(active);
     let todo = outdated(s, &obs.pods, target, obs.ring.as_deref());
     if !any_active && todo.is_empty() && obs.pods.len() as i32 >= sts.replicas {
@@ -173,7 +179,7 @@ pub fn decide(
     // in-flight backends first, in record order
     let mut soonest: Option<(Duration, String)> = None;
     for rec in status.backends.iter().filter(|r| active(r)) {
-        match in_flight(s, rec, obs, ring, now) {
+        match in_flight(s, status, rec, obs, ring, now) {
             Ok(d) => return d,
             Err((wait, msg)) => {
                 if soonest.as_ref().is_none_or(|(w, _)| wait < *w) {
@@ -205,6 +211,7 @@ pub fn decide(
 /// A record's next move, or how long until it has one.
 fn in_flight(
     s: &Settings,
+    status: &DovecotBackendUpgradeStatus,
     rec: &BackendStatus,
     obs: &Observed,
     ring: &[RingHost],
@@ -225,6 +232,23 @@ fn in_flight(
             wait,
             format!("{}: retrying {} after a transient error", rec.pod, rec.step),
         ));
+    }
+    // a backend is drained only once the ring's lock holds it for this DBU
+    if rec.step == Step::Drain && !lock::holds(status, &rec.pod) {
+        let lk = match lock::read(obs) {
+            Ok(lk) => lk,
+            Err(wait) => return Ok(wait),
+        };
+        if let Some(m) = lock::busy(s, status, obs, lk, &rec.pod) {
+            return Ok(Decision::wait(
+                WaitReason::RingBusy,
+                m,
+                Duration::from_secs(10),
+            ));
+        }
+        let mut pods = lock::kept(status);
+        pods.push(rec.pod.clone());
+        return Ok(Decision::Claim { pods });
     }
     match rec.step {
         Step::WaitSessions => {
@@ -259,6 +283,27 @@ fn in_flight(
         }
         _ => run(None),
     }
+}
+
+/// Keeps the ring's lock true to what is out: registers a backend already past Drain that is not
+/// registered (it is out of the ring whatever the lock says; e.g. records from before the lock)
+/// and releases registered backends that are back. None when the lock is as status says.
+fn lock_sync(status: &DovecotBackendUpgradeStatus, obs: &Observed) -> Option<Decision> {
+    let out_unregistered: Vec<String> = status
+        .backends
+        .iter()
+        .filter(|r| active(r) && r.step != Step::Drain && !lock::holds(status, &r.pod))
+        .map(|r| r.pod.clone())
+        .collect();
+    if out_unregistered.is_empty() && !lock::release_due(status) {
+        return None;
+    }
+    if let Err(wait) = lock::read(obs) {
+        return Some(wait);
+    }
+    let mut pods = lock::kept(status);
+    pods.extend(out_unregistered);
+    Some(Decision::Claim { pods })
 }
 
 /// `spec.abort`: the first in-flight backend that still needs undoing, else the end state.

@@ -35,6 +35,9 @@ pub enum Decision {
     Aborted { message: String, left_out: bool },
     /// `spec.dryRun`: the plan, for status; nothing runs.
     DryRun(Box<RolloutPlan>),
+    /// Register exactly these pods of this DBU in the director ring's lock (before a drain, or
+    /// to release those that are back). Status records them once the lock has them.
+    Claim { pods: Vec<String> },
     /// Run the recorded step of one backend.
     Run {
         pod: String,
@@ -111,7 +114,7 @@ pub enum Undone {
 /// What the engine did for a decision: the one action of a reconcile, handed back to be recorded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Acted {
-    /// The decision needed no exec (Stall, Wait, Complete, Aborted, DryRun, Begin).
+    /// The decision needed no action (Stall, Wait, Complete, Aborted, DryRun, Begin).
     Nothing,
     /// `Reassert`: Ok, or the failed command and what it said.
     Reasserted(Result<(), String>),
@@ -119,6 +122,9 @@ pub enum Acted {
     Undone(Undone),
     /// `Run`: how the step ended, and the time it ended.
     Ran(StepResult),
+    /// `Claim`: the lock now has these pods of this DBU, or why it could not be changed (another
+    /// DBU changed it first: read again).
+    Claimed(Result<(), String>),
 }
 
 /// What deleting the DBU does to one record.

@@ -90,7 +90,7 @@ pub fn settled(
     now: Timestamp,
 ) -> Decision {
     match decision {
-        Decision::Run { .. } | Decision::Begin(_) => {
+        Decision::Run { .. } | Decision::Begin(_) | Decision::Claim { .. } => {
             if let Some(f) = status.backends.iter().find(|r| r.failed) {
                 return Decision::Stall {
                     reason: StallReason::BackendFailed,
@@ -298,6 +298,14 @@ pub fn record(
             notes.push(note);
             Some(requeue)
         }
+        (Decision::Claim { pods }, Acted::Claimed(res)) => match res {
+            Ok(()) => {
+                status.ring_held = pods.clone();
+                Some(Duration::ZERO)
+            }
+            // another DBU changed the lock first: read it again soon
+            Err(_) => Some(Duration::from_secs(1)),
+        },
         (Decision::Undo { pod, .. }, Acted::Undone(undone)) => {
             let (n, requeue) = undone_in(status, pod, undone);
             notes.extend(n);

@@ -4,7 +4,7 @@
 //! decision names and hands the outputs to [`judge`]; [`record`] folds the result into status and
 //! [`conclude`] writes progress and conditions. Nothing here does I/O or reads the clock.
 
-// bottom to top: each module uses only those above it in this list
+// the layer order (each module uses only those below it) is in tests/layers.rs
 mod cleanup;
 pub mod conditions;
 mod decide;
@@ -13,6 +13,7 @@ mod dry_run;
 mod fold;
 mod gates;
 pub mod judge;
+pub mod lock;
 mod note;
 mod observed;
 mod start;
@@ -31,7 +32,9 @@ pub use fold::{
 };
 pub use judge::{ReplaceMove, drain_outcome, replace_move};
 pub use note::{Note, failure_message};
-pub use observed::{Claimant, Missing, Observed, PodView, StsView, claimed_by_other, missing};
+pub use observed::{
+    Claimant, Missing, Observed, PodView, RingHolder, RingLock, StsView, claimed_by_other, missing,
+};
 pub use start::outdated;
 
 #[cfg(test)]

@@ -29,9 +29,34 @@ pub struct PodView {
     pub terminating: bool,
 }
 
+/// One backend a DBU holds out of its director ring, as the ring's lock records it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RingHolder {
+    /// `namespace/name` of the DBU.
+    pub dbu: String,
+    pub pod: String,
+    pub ip: String,
+    /// The holder's `spec.maxUnavailable`: where DBUs of one ring differ, the smallest holds.
+    pub max_unavailable: u32,
+}
+
+/// The ring's lock as read: its version (for compare-and-swap; None while it does not exist)
+/// and its holders, those of DBUs that no longer exist already left out.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RingLock {
+    pub version: Option<String>,
+    pub holders: Vec<RingHolder>,
+}
+
 /// The world, read fresh on every reconcile.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Observed {
+    /// `namespace/name` of the DBU this reconcile is for (its name in the ring lock).
+    pub me: String,
+    /// The director ring's lock; read only when a backend is about to be registered or released
+    /// (None: not read yet; Err: could not be read).
+    pub ring_lock: Option<Result<RingLock, String>>,
     /// None when the StatefulSet does not exist.
     pub sts: Option<StsView>,
     pub pods: Vec<PodView>,
@@ -55,6 +80,8 @@ pub enum Missing {
     Ring,
     /// `director ring status`: only before draining a backend, or for a dry-run plan's guard.
     RingSync,
+    /// The director ring's lock: before a backend is registered in it or released from it.
+    RingLock,
 }
 
 /// What `decision` still needs read; None when it stands as it is. Reads are lazy so that a
@@ -68,6 +95,11 @@ pub fn missing(decision: &Decision, obs: &Observed) -> Option<Missing> {
         Decision::Begin(_) | Decision::DryRun(_) if obs.ring_synced.is_none() => {
             Some(Missing::RingSync)
         }
+        Decision::Begin(_)
+        | Decision::Wait {
+            reason: WaitReason::RingLockUnreadable,
+            ..
+        } if obs.ring_lock.is_none() => Some(Missing::RingLock),
         _ => None,
     }
 }

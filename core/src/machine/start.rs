@@ -7,6 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::decision::{Decision, active};
 use super::gates::{ring_gate, start_gate};
+use super::lock;
 use super::observed::{Observed, PodView};
 use crate::api::{BackendStatus, DovecotBackendUpgradeStatus, Ordering};
 use crate::dovecot::{self, RingHost};
@@ -125,6 +126,26 @@ pub(super) fn begin_next(
             ),
         });
     };
+    // the ring's lock is read lazily: on the first pass it is None, the Begin asks for it
+    // (`missing`), and the decision is taken again with it
+    match &obs.ring_lock {
+        Some(Ok(lk)) => {
+            if let Some(m) = lock::busy(s, status, obs, lk, &candidate.name) {
+                return Some(Decision::wait(
+                    WaitReason::RingBusy,
+                    m,
+                    Duration::from_secs(10),
+                ));
+            }
+        }
+        Some(Err(_)) => return lock::read(obs).err(),
+        None => {}
+    }
+    let held = lock::held_ips(obs);
+    let busy_ips: Vec<&str> = busy_ips
+        .into_iter()
+        .chain(held.iter().map(String::as_str))
+        .collect();
     let addr = dovecot::validate_ip(ip).ok()?;
     if let Some(gate) = ring_gate(s, obs, ring, &candidate.name, addr, &busy_ips) {
         return Some(gate);

@@ -68,6 +68,7 @@ fn reason(d: &Decision) -> &'static str {
         Decision::Undo { .. } => "Undo",
         Decision::Aborted { .. } => "Aborted",
         Decision::DryRun(_) => "DryRun",
+        Decision::Claim { .. } => "Claim",
     }
 }
 
@@ -1141,6 +1142,13 @@ fn reads_are_asked_for_only_when_a_decision_needs_them() {
     let mut synced = world();
     synced.ring_synced = Some(true);
     let d = decide(&s, &status(vec![]), &synced, ts(0));
+    assert_eq!(
+        missing(&d, &synced),
+        Some(Missing::RingLock),
+        "then the ring's lock"
+    );
+    synced.ring_lock = Some(Ok(RingLock::default()));
+    let d = decide(&s, &status(vec![]), &synced, ts(0));
     assert_eq!(missing(&d, &synced), None);
     // finished: nothing to read at all
     let mut done = world();
@@ -1148,4 +1156,131 @@ fn reads_are_asked_for_only_when_a_decision_needs_them() {
     done.pods = (0..3).map(|i| pod(i, NEW)).collect();
     let d = decide(&s, &status(vec![]), &done, ts(0));
     assert_eq!((d.clone(), missing(&d, &done)), (Decision::Complete, None));
+}
+
+fn other_holds(pod: &str, ip: &str, max: u32) -> RingLock {
+    RingLock {
+        version: Some("7".into()),
+        holders: vec![RingHolder {
+            dbu: "mail/other".into(),
+            pod: pod.into(),
+            ip: ip.into(),
+            max_unavailable: max,
+        }],
+    }
+}
+
+fn locked(lock: RingLock) -> Observed {
+    let mut obs = world();
+    obs.me = "mail/roll".into();
+    obs.ring_synced = Some(true);
+    obs.ring_lock = Some(Ok(lock));
+    obs
+}
+
+#[test]
+fn a_drain_waits_for_the_ring_lock_of_every_dbu_of_the_ring() {
+    let s = settings();
+    // Begin wrote the intent only; the lock does not hold backend-2 yet
+    let mut st = status(vec![rec(2, Step::Drain, 0)]);
+    st.ring_held.clear();
+    let mut unread = locked(RingLock::default());
+    unread.ring_lock = None;
+    let d = decide(&s, &st, &unread, ts(1));
+    assert_eq!(missing(&d, &unread), Some(Missing::RingLock), "{d:?}");
+    let d = decide(&s, &st, &locked(RingLock::default()), ts(1));
+    assert_eq!(
+        d,
+        Decision::Claim {
+            pods: vec!["backend-2".into()]
+        }
+    );
+    // another DBU of the ring holds one: at most one at once
+    let busy = locked(other_holds("mx-0", "127.0.0.50", 1));
+    let d = decide(&s, &st, &busy, ts(1));
+    let Decision::Wait {
+        reason: WaitReason::RingBusy,
+        message,
+        ..
+    } = &d
+    else {
+        panic!("{d:?}")
+    };
+    assert!(
+        message.contains("mx-0") && message.contains("mail/other"),
+        "{message}"
+    );
+    // the smallest maxUnavailable of the ring holds: 2 here, but the other DBU says 1
+    let two = with(json!({"maxUnavailable": 2}));
+    assert_eq!(reason(&decide(&two, &st, &busy, ts(1))), "RingBusy");
+    let roomy = locked(other_holds("mx-0", "127.0.0.50", 2));
+    assert_eq!(reason(&decide(&two, &st, &roomy, ts(1))), "Claim");
+    // a lock that cannot be read is a wait that says so
+    let mut broken = locked(RingLock::default());
+    broken.ring_lock = Some(Err("forbidden".into()));
+    let d = decide(&s, &st, &broken, ts(1));
+    assert_eq!(reason(&d), "RingLockUnreadable");
+    assert_eq!(missing(&d, &broken), None, "read once per reconcile");
+}
+
+#[test]
+fn a_new_backend_does_not_start_while_another_dbu_holds_the_ring() {
+    let s = settings();
+    let d = decide(
+        &s,
+        &status(vec![]),
+        &locked(other_holds("mx-0", "127.0.0.50", 1)),
+        ts(0),
+    );
+    assert_eq!(reason(&d), "RingBusy", "{d:?}");
+    // the capacity guard counts the other DBU's backend as out
+    let two = with(json!({"maxUnavailable": 2, "minAvailableBackends": 2}));
+    let lk = other_holds("backend-0", "127.0.0.11", 2);
+    let d = decide(&two, &status(vec![]), &locked(lk), ts(0));
+    assert_eq!(reason(&d), "InsufficientRingCapacity", "{d:?}");
+}
+
+#[test]
+fn the_ring_lock_is_released_when_a_backend_is_back_and_registers_what_is_out() {
+    let s = settings();
+    // backend-2 finished; it is still registered: released, even though the rollout is complete
+    let mut done = rec(2, Step::Done, 0);
+    done.from_revision = Some(OLD.into());
+    let mut st = status(vec![done]);
+    st.ring_held = vec!["backend-2".into()];
+    let mut obs = locked(RingLock::default());
+    obs.pods = (0..3).map(|i| pod(i, NEW)).collect();
+    let d = decide(&s, &st, &obs, ts(1));
+    assert_eq!(d, Decision::Claim { pods: vec![] });
+    let out = record(&mut st, &d, Acted::Claimed(Ok(())), ts(1));
+    assert!(st.ring_held.is_empty());
+    assert_eq!(out.requeue, Some(Duration::ZERO));
+    assert_eq!(decide(&s, &st, &obs, ts(2)), Decision::Complete);
+    // a conflict leaves status as it was and looks again soon
+    let mut st2 = status(vec![]);
+    st2.ring_held = vec!["backend-2".into()];
+    let out = record(
+        &mut st2,
+        &Decision::Claim { pods: vec![] },
+        Acted::Claimed(Err("conflict".into())),
+        ts(1),
+    );
+    assert_eq!(st2.ring_held, ["backend-2"]);
+    assert_eq!(out.requeue, Some(Duration::from_secs(1)));
+    // a backend already past Drain but not registered (a record from before the lock) is out of
+    // the ring whatever the lock says: registered at once, even when the ring looks busy
+    let mut st3 = status(vec![rec(2, Step::StopDovecot, 0)]);
+    st3.ring_held.clear();
+    let d = decide(
+        &s,
+        &st3,
+        &locked(other_holds("mx-0", "127.0.0.50", 1)),
+        ts(1),
+    );
+    assert_eq!(
+        d,
+        Decision::Claim {
+            pods: vec!["backend-2".into()]
+        }
+    );
 }

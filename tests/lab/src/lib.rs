@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use dbu_core::machine::{Observed, PodView, StsView};
+use dbu_core::machine::{Observed, PodView, RingHolder, RingLock, StsView};
 use dbu_core::settings::Settings;
 use dovecot_upgrade_operator::engine::{Cluster, ClusterError};
 
@@ -49,6 +49,9 @@ pub struct LabSpec {
     pub user_expire: String,
     /// Directors in the ring (pods director-0, director-1, ...).
     pub directors: usize,
+    /// How many of the last backends belong to a second StatefulSet, `POOL_B` (pods `mx-0`,
+    /// `mx-1`, ...), whose pods are hosts of the same director ring.
+    pub pool_b: usize,
 }
 
 impl LabSpec {
@@ -60,6 +63,7 @@ impl LabSpec {
             users: 30,
             user_expire: "10s".into(),
             directors: 1,
+            pool_b: 0,
         }
     }
     /// The first director's address (director-0).
@@ -69,6 +73,15 @@ impl LabSpec {
     /// director-i listens on 127.0.N.(10 - i).
     pub fn director_ip_of(&self, i: usize) -> String {
         format!("127.0.{}.{}", self.net, 10 - i)
+    }
+    /// Backend `i`'s pod name: `backend-i`, or `mx-j` for the second StatefulSet.
+    pub fn backend_name(&self, i: usize) -> String {
+        let first = self.vhosts.len() - self.pool_b.min(self.vhosts.len());
+        if i < first {
+            format!("{STATEFULSET}-{i}")
+        } else {
+            format!("{POOL_B}-{}", i - first)
+        }
     }
     pub fn backend_ip(&self, i: usize) -> String {
         format!("127.0.{}.{}", self.net, 11 + i)
@@ -84,6 +97,8 @@ struct LabPod {
 }
 
 struct State {
+    /// The lab's stand-in for the ring's Lease: a version and the holders, changed by CAS.
+    ring_lock: (u64, Vec<RingHolder>),
     pods: BTreeMap<String, LabPod>,
     update_revision: String,
     /// Extra config lines of each revision.
@@ -113,6 +128,8 @@ pub fn settings(patch: serde_json::Value) -> Settings {
 
 pub const DIRECTOR_POD: &str = "director-0";
 pub const STATEFULSET: &str = dbu_core::fixtures::STATEFULSET;
+/// The second backend StatefulSet of a lab with `pool_b` backends.
+pub const POOL_B: &str = "mx";
 
 fn run(cmd: &mut Command) -> Result<std::process::Output, String> {
     let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
@@ -291,6 +308,7 @@ impl Lab {
         let lab = Lab {
             exec: LocalExec::new(),
             state: Mutex::new(State {
+                ring_lock: (0, Vec::new()),
                 pods: BTreeMap::new(),
                 update_revision: "rev-1".into(),
                 revisions: [("rev-1".to_string(), String::new())].into(),
@@ -313,7 +331,7 @@ impl Lab {
             lab.wait_ring_synced()?;
         }
         for i in 0..lab.spec.vhosts.len() {
-            let name = format!("{STATEFULSET}-{i}");
+            let name = lab.spec.backend_name(i);
             let ip = lab.spec.backend_ip(i);
             lab.create_pod(&name, &ip, "rev-1", &backend_conf(&ip, &name, ""))?;
         }
@@ -508,7 +526,7 @@ impl Lab {
 
     pub fn backend_names(&self) -> Vec<String> {
         (0..self.spec.vhosts.len())
-            .map(|i| format!("{STATEFULSET}-{i}"))
+            .map(|i| self.spec.backend_name(i))
             .collect()
     }
 
@@ -569,14 +587,15 @@ impl Lab {
     }
 }
 
-#[async_trait]
-impl Cluster for Lab {
-    async fn observe(&self, _s: &Settings) -> Result<Observed, ClusterError> {
+impl Lab {
+    /// The world as a DBU named `me` for StatefulSet `sts` sees it.
+    fn observe_as(&self, sts: &str, me: &str) -> Observed {
         let st = self.state.lock().expect("lab state");
+        let prefix = format!("{sts}-");
         let pods: Vec<PodView> = st
             .pods
             .iter()
-            .filter(|(n, _)| !n.starts_with("director-"))
+            .filter(|(n, _)| n.starts_with(&prefix))
             .map(|(name, p)| PodView {
                 name: name.clone(),
                 uid: Some(format!(
@@ -589,17 +608,22 @@ impl Cluster for Lab {
                 terminating: false,
             })
             .collect();
+        let replicas = (0..self.spec.vhosts.len())
+            .filter(|i| self.spec.backend_name(*i).starts_with(&prefix))
+            .count();
         // the first Ready director by name, as the controller picks one
         let director = st
             .pods
             .iter()
             .find(|(n, p)| n.starts_with("director-") && master_pid(&p.dir).is_some())
             .map(|(n, _)| n.clone());
-        Ok(Observed {
+        Observed {
+            me: me.to_string(),
+            ring_lock: None,
             sts: Some(StsView {
                 update_strategy: "OnDelete".into(),
                 update_revision: Some(st.update_revision.clone()),
-                replicas: self.spec.vhosts.len() as i32,
+                replicas: replicas as i32,
             }),
             pods,
             director,
@@ -607,7 +631,97 @@ impl Cluster for Lab {
             owned_by_other: None,
             ring: None,
             ring_synced: None,
-        })
+        }
+    }
+
+    fn read_lock(&self) -> RingLock {
+        let st = self.state.lock().expect("lab state");
+        let (v, holders) = &st.ring_lock;
+        RingLock {
+            version: (*v > 0).then(|| v.to_string()),
+            holders: holders.clone(),
+        }
+    }
+
+    fn write_lock(
+        &self,
+        version: Option<&str>,
+        holders: &[RingHolder],
+    ) -> Result<(), ClusterError> {
+        let mut st = self.state.lock().expect("lab state");
+        let now = (st.ring_lock.0 > 0).then(|| st.ring_lock.0.to_string());
+        if now.as_deref() != version {
+            return Err(ClusterError::Conflict("the lab's ring lock changed".into()));
+        }
+        st.ring_lock = (st.ring_lock.0 + 1, holders.to_vec());
+        Ok(())
+    }
+
+    /// The holders of the lab's ring lock now (for assertions).
+    pub fn ring_holders(&self) -> Vec<RingHolder> {
+        self.read_lock().holders
+    }
+
+    /// The cluster as the DBU `dbu` for StatefulSet `sts` sees it; every view of one lab shares
+    /// its pods, directors and ring lock, as DBUs share one API server.
+    pub fn view(&self, sts: &str, dbu: &str) -> LabView<'_> {
+        LabView {
+            lab: self,
+            sts: sts.to_string(),
+            me: dbu.to_string(),
+        }
+    }
+}
+
+/// One DBU's view of a lab (see `Lab::view`).
+pub struct LabView<'a> {
+    lab: &'a Lab,
+    sts: String,
+    me: String,
+}
+
+#[async_trait]
+impl Cluster for LabView<'_> {
+    async fn observe(&self, _s: &Settings) -> Result<Observed, ClusterError> {
+        Ok(self.lab.observe_as(&self.sts, &self.me))
+    }
+    async fn read_ring_lock(&self, _s: &Settings) -> Result<RingLock, ClusterError> {
+        Ok(self.lab.read_lock())
+    }
+    async fn write_ring_lock(
+        &self,
+        _s: &Settings,
+        version: Option<&str>,
+        holders: &[RingHolder],
+    ) -> Result<(), ClusterError> {
+        self.lab.write_lock(version, holders)
+    }
+    async fn delete_pod(&self, pod: &str) -> Result<(), ClusterError> {
+        self.lab.delete_pod(pod).await
+    }
+    async fn changed(&self) {
+        self.lab.changed().await
+    }
+}
+
+/// The lab as the one DBU of most tests sees it: StatefulSet `backend`, DBU `lab/rollout`.
+#[async_trait]
+impl Cluster for Lab {
+    async fn observe(&self, _s: &Settings) -> Result<Observed, ClusterError> {
+        Ok(self.observe_as(STATEFULSET, "lab/rollout"))
+    }
+
+    async fn read_ring_lock(&self, _s: &Settings) -> Result<RingLock, ClusterError> {
+        Ok(self.read_lock())
+    }
+
+    async fn write_ring_lock(
+        &self,
+        _s: &Settings,
+        version: Option<&str>,
+        holders: &[RingHolder],
+    ) -> Result<(), ClusterError> {
+        self.write_lock(version, holders)
     }
 
     /// Like the StatefulSet controller: the pod is recreated at the update revision.

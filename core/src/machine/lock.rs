@@ -1,0 +1,149 @@
+//! The director ring's lock: which backends each DBU of a ring holds out of it, and whether one more fits.
+//!
+//! The lock lives in the API server (a Lease per ring, changed by compare-and-swap), so it
+//! holds across DBUs, operator restarts and leader changes. A DBU registers a backend before
+//! draining it and releases it once it is back; `status.ringHeld` says what it registered.
+
+use std::collections::BTreeSet;
+
+use super::decision::{Decision, active};
+use super::observed::{Observed, RingHolder, RingLock};
+use crate::api::DovecotBackendUpgradeStatus;
+use crate::reason::WaitReason;
+use crate::settings::Settings;
+use std::time::Duration;
+
+/// The lock's holders that belong to other DBUs.
+pub fn others<'a>(obs: &Observed, lock: &'a RingLock) -> Vec<&'a RingHolder> {
+    lock.holders.iter().filter(|h| h.dbu != obs.me).collect()
+}
+
+/// Pods this DBU keeps registered: those it registered whose record is still active.
+pub fn kept(status: &DovecotBackendUpgradeStatus) -> Vec<String> {
+    status
+        .ring_held
+        .iter()
+        .filter(|p| status.backends.iter().any(|r| &r.pod == *p && active(r)))
+        .cloned()
+        .collect()
+}
+
+/// Whether a pod is registered by this DBU.
+pub fn holds(status: &DovecotBackendUpgradeStatus, pod: &str) -> bool {
+    status.ring_held.iter().any(|p| p == pod)
+}
+
+/// Whether registrations must be released: a registered pod whose record is done or gone.
+pub fn release_due(status: &DovecotBackendUpgradeStatus) -> bool {
+    kept(status).len() != status.ring_held.len()
+}
+
+/// Why one more backend (`want`) cannot be held now, or None when it fits: at most the
+/// smallest `maxUnavailable` of the ring's DBUs are held at once, counted over every DBU.
+pub fn busy(
+    s: &Settings,
+    status: &DovecotBackendUpgradeStatus,
+    obs: &Observed,
+    lock: &RingLock,
+    want: &str,
+) -> Option<String> {
+    let others = others(obs, lock);
+    let limit = others
+        .iter()
+        .map(|h| h.max_unavailable as usize)
+        .chain([s.max_unavailable])
+        .min()
+        .unwrap_or(1);
+    let theirs: BTreeSet<(&str, &str)> = others
+        .iter()
+        .map(|h| (h.dbu.as_str(), h.pod.as_str()))
+        .collect();
+    let mut mine: BTreeSet<String> = kept(status).into_iter().collect();
+    mine.insert(want.to_string());
+    if theirs.len() + mine.len() <= limit {
+        return None;
+    }
+    let named: Vec<String> = others
+        .iter()
+        .map(|h| format!("{} ({}) of DovecotBackendUpgrade {}", h.pod, h.ip, h.dbu))
+        .collect();
+    Some(format!(
+        "the director ring is busy: {} {} out of it, and at most {limit} may be at once; {want} waits",
+        named.join(", "),
+        if named.len() == 1 { "is" } else { "are" },
+    ))
+}
+
+/// IPs other DBUs hold out of the ring (for the capacity guard).
+pub fn held_ips(obs: &Observed) -> Vec<String> {
+    match &obs.ring_lock {
+        Some(Ok(lock)) => others(obs, lock).iter().map(|h| h.ip.clone()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The lock as read, or the Wait that asks for it (read lazily) or says it cannot be read.
+pub fn read(obs: &Observed) -> Result<&RingLock, Decision> {
+    match &obs.ring_lock {
+        Some(Ok(lock)) => Ok(lock),
+        None => Err(Decision::wait(
+            WaitReason::RingLockUnreadable,
+            "reading the director ring's lock",
+            Duration::from_secs(5),
+        )),
+        Some(Err(e)) => Err(Decision::wait(
+            WaitReason::RingLockUnreadable,
+            format!("could not read the director ring's lock: {e}"),
+            Duration::from_secs(10),
+        )),
+    }
+}
+
+/// Annotation of the ring's Lease that holds the holders, as JSON.
+pub const HOLDERS_ANNOTATION: &str = "mailops.io/ring-holders";
+/// Annotation of the ring's Lease that names the ring in words.
+pub const RING_ANNOTATION: &str = "mailops.io/ring";
+
+/// The ring as the operator can see it: the DBU's namespace and its director selector (as a
+/// canonical query string). DBUs whose directors are selected alike share one ring.
+pub fn ring_key(namespace: &str, s: &Settings) -> String {
+    let sel = crate::settings::selector_string(&s.director_label_selector).unwrap_or_default();
+    format!("{namespace}/{sel}")
+}
+
+/// The name of the ring's Lease: `dbu-ring-` and a hash of the ring key (a valid object name
+/// whatever the selector holds).
+pub fn lease_name(ring_key: &str) -> String {
+    // FNV-1a, 64 bits: stable across versions and platforms, unlike std's hasher
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in ring_key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("dbu-ring-{h:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rings_are_named_by_namespace_and_selector() {
+        let a = crate::fixtures::settings(serde_json::json!({}));
+        let b = crate::fixtures::settings(
+            serde_json::json!({"director": {"selector": {"matchLabels": {"app": "director", "zone": "b"}}}}),
+        );
+        assert_eq!(ring_key("mail", &a), "mail/app=director");
+        assert_ne!(
+            lease_name(&ring_key("mail", &a)),
+            lease_name(&ring_key("mail", &b))
+        );
+        assert_ne!(
+            lease_name(&ring_key("mail", &a)),
+            lease_name(&ring_key("mx", &a))
+        );
+        let n = lease_name(&ring_key("mail", &a));
+        assert_eq!(n, lease_name("mail/app=director"), "stable");
+        assert!(n.len() == 25 && n.starts_with("dbu-ring-"), "{n}");
+    }
+}
