@@ -316,6 +316,34 @@ async fn a_director_selector_that_matches_backends_stalls_without_exec() {
 }
 
 #[tokio::test]
+async fn a_director_selector_that_matches_another_dbus_backends_stalls_without_exec() {
+    // pool "mx" shares the ring; its DBU names it, and this DBU's selector picks its pods
+    let mx_pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "mx-0", "namespace": "mail", "uid": "mx-0-uid",
+                     "labels": {"app": "mail", "controller-revision-hash": "mx-1"},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "mx", "uid": "mx-uid"}]},
+        "spec": {"containers": [{"name": "dovecot"}]},
+        "status": {"podIP": "10.9.9.8", "conditions": [{"type": "Ready", "status": "True"}]}
+    });
+    let mut other =
+        serde_json::to_value(dbu(json!({}), json!({"backends": {"statefulSet": "mx"}}))).unwrap();
+    other["metadata"]["name"] = json!("mx-rollout");
+    let (stalled, _) = stalls_without_exec(
+        json!({"director": {"selector": {"matchLabels": {"app": "mail"}}}}),
+        vec![sts("OnDelete")],
+        vec![backend_pod("backend-0"), mx_pod],
+        vec![other],
+        "DirectorSelectorMatchesBackends",
+    )
+    .await;
+    assert!(
+        stalled["message"].as_str().unwrap().contains("mx-0"),
+        "{stalled}"
+    );
+}
+
+#[tokio::test]
 async fn a_second_dbu_for_the_same_statefulset_is_refused_and_the_first_carries_on() {
     let mut older = serde_json::to_value(dbu(json!({}), json!({}))).unwrap();
     older["metadata"]["name"] = json!("first");

@@ -327,6 +327,9 @@ pub enum Verdict {
     AlreadyDone,
     /// It failed; the step fails.
     Failed,
+    /// It could not complete for a reason that passes (the director ring could not sync within
+    /// the director's own 30 s limit): retried with backoff like a dropped connection.
+    Retry,
 }
 
 /// Commands whose exit codes carry more than success/failure.
@@ -348,6 +351,11 @@ pub enum CommandKind {
 pub fn classify(kind: CommandKind, exit_code: i32, stderr: &str) -> Verdict {
     if exit_code == EX_OK {
         return Verdict::Ok;
+    }
+    // a director command that waited for the ring longer than the director allows (30 s):
+    // nothing was refused, the ring was busy; the command is idempotent and is retried
+    if exit_code == EX_TEMPFAIL && stderr.contains("Ring sync timed out") {
+        return Verdict::Retry;
     }
     match kind {
         CommandKind::Stop if exit_code == EX_TEMPFAIL && stderr.contains("is not running") => {
@@ -538,6 +546,13 @@ mod tests {
                 Verdict::AlreadyDone,
             ),
             (Stop, 75, "Fatal: something else", Verdict::Failed),
+            (
+                Plain,
+                75,
+                "Error: 127.0.0.11: Ring sync timed out",
+                Verdict::Retry,
+            ),
+            (Plain, 1, "Error: Ring sync timed out", Verdict::Failed),
             (
                 ServiceStop,
                 75,

@@ -107,10 +107,21 @@ impl Cluster for KubeCluster {
             .iter()
             .filter(|p| director_sel.matches(p.labels()))
             .collect();
+        // exec goes only into directors: a selected pod of this or any other DBU's backend
+        // StatefulSet (pools share a ring) is a backend, whatever its labels say
+        let backend_sets: Vec<String> = self
+            .stores
+            .dbus
+            .state()
+            .iter()
+            .filter(|d| d.namespace() == ns)
+            .map(|d| d.spec.backends.stateful_set.clone())
+            .chain([s.stateful_set.clone()])
+            .collect();
         let director_overlap: Vec<String> = directors
             .iter()
             .filter(|d| {
-                owned_by_sts(d, &s.stateful_set)
+                backend_sets.iter().any(|set| owned_by_sts(d, set))
                     || backend.iter().any(|b| b.name_any() == d.name_any())
             })
             .map(|d| d.name_any())
@@ -143,6 +154,16 @@ impl Cluster for KubeCluster {
             sts: Some(view),
             pods: backend.iter().map(|p| pod_view(p)).collect(),
             director: ready.first().map(|d| d.name_any()),
+            directors: ready
+                .iter()
+                .map(|d| {
+                    (
+                        d.name_any(),
+                        d.status.as_ref().and_then(|s| s.pod_ip.clone()),
+                    )
+                })
+                .collect(),
+            unsynced: Vec::new(),
             director_overlap,
             owned_by_other,
             ring: None,

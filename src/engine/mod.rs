@@ -65,7 +65,19 @@ async fn decide_reading(
             }
             Some(Missing::RingSync) if !sync_read => {
                 sync_read = true;
-                obs.ring_synced = Some(runner::read_ring_synced(s, exec, &dir).await);
+                // every Ready director must say so, not only the one commands go to
+                let names: Vec<String> = if obs.directors.is_empty() {
+                    vec![dir.clone()]
+                } else {
+                    obs.directors.iter().map(|(n, _)| n.clone()).collect()
+                };
+                obs.unsynced.clear();
+                for name in names {
+                    if !runner::read_ring_synced(s, exec, &name).await {
+                        obs.unsynced.push(name);
+                    }
+                }
+                obs.ring_synced = Some(obs.unsynced.is_empty());
             }
             _ => return decision,
         }

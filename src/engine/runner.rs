@@ -73,6 +73,9 @@ impl<'a> Runner<'a> {
                 Some(out.exit_code),
                 &out.stderr,
             ))),
+            Verdict::Retry => Err(StepResult::Transient {
+                error: self.error(argv, Some(out.exit_code), &out.stderr),
+            }),
             v => Ok((v, out)),
         }
     }

@@ -227,6 +227,44 @@ async fn begin_reads_the_ring_and_its_sync_state_then_writes_the_intent_only() {
 }
 
 #[tokio::test]
+async fn the_ring_must_be_synced_on_every_director_before_a_backend_starts() {
+    let s = settings();
+    let d = &s.director;
+    let syncing = SYNCED.replace("ring synced", "ring syncing - last sync 3 secs ago");
+    let exec = Scripted::default()
+        .once(
+            DIRECTOR,
+            d.director_status(),
+            0,
+            &ring_json(&[(0, 100, 3), (1, 50, 2), (2, 20, 0)]),
+            "",
+        )
+        .once(DIRECTOR, d.director_ring_status(), 0, SYNCED, "")
+        .once("director-1", d.director_ring_status(), 0, &syncing, "");
+    let mut world = fixtures::world(3, OLD, NEW);
+    world.directors = vec![(DIRECTOR.into(), None), ("director-1".into(), None)];
+    let cluster = fake(world);
+    let out = once(
+        &s,
+        DovecotBackendUpgradeStatus::default(),
+        &exec,
+        &cluster,
+        &clock_at(0, 0),
+    )
+    .await;
+    let Decision::Wait {
+        reason, message, ..
+    } = &out.decision
+    else {
+        panic!("{:?}", out.decision)
+    };
+    assert_eq!(*reason, "RingNotSynced");
+    assert!(message.contains("director-1"), "{message}");
+    assert!(out.status.backends.is_empty(), "nothing started");
+    assert_eq!(exec.calls().len(), 3, "{:?}", exec.calls());
+}
+
+#[tokio::test]
 async fn drain_runs_update_zero_on_the_director_and_advances() {
     let s = settings();
     let exec = ring_read(&s, &ring_json(&[(0, 100, 3), (1, 50, 2), (2, 20, 0)])).once(
@@ -292,6 +330,26 @@ async fn a_dropped_exec_is_transient_and_backs_off() {
     assert!(rec.retry_after.is_some());
     assert_eq!(out.requeue, Some(dbu_core::time::backoff(1)));
     assert_eq!(out.notes[0].reason, "StepRetrying");
+}
+
+#[tokio::test]
+async fn ring_sync_timed_out_is_transient_and_retried() {
+    let s = settings();
+    let down = s.director.director_down(ip(2));
+    let exec = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 0, 0)])).once(
+        DIRECTOR,
+        down,
+        75,
+        "",
+        "Error: 127.0.0.13: Ring sync timed out\n",
+    );
+    let cluster = fake(fixtures::world(3, OLD, NEW));
+    let out = once(&s, at(Step::RingRemove), &exec, &cluster, &clock_at(0, 0)).await;
+    let rec = &out.status.backends[0];
+    assert!(!rec.failed, "not a failure: {rec:?}");
+    assert_eq!((rec.step, rec.attempts), (Step::RingRemove, 1));
+    assert_eq!(out.notes[0].reason, "StepRetrying");
+    assert!(!dbu_core::conditions::stalled(&out.status));
 }
 
 #[tokio::test]

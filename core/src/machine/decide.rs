@@ -154,6 +154,18 @@ pub fn decide(
             requeue: Duration::from_secs(10),
         };
     };
+    // exec goes only into directors: one whose IP is a host of the ring is a backend
+    if let Some((name, ip)) = obs.directors.iter().find_map(|(n, ip)| {
+        let ip = ip.as_deref()?;
+        ring.iter().any(|h| h.ip == ip).then_some((n, ip))
+    }) {
+        return Decision::stall(
+            StallReason::DirectorSelectorMatchesBackends,
+            format!(
+                "spec.director.selector matches pod {name} ({ip}), which is a host of the director ring, not a director"
+            ),
+        );
+    }
     if let Some((pod, commands)) = ring_drift(s, status, ring) {
         return Decision::Reassert { pod, commands };
     }

@@ -100,9 +100,16 @@ pub(super) fn ring_gate(
         ));
     }
     if obs.ring_synced == Some(false) {
+        let on = if obs.unsynced.is_empty() {
+            String::new()
+        } else {
+            format!(" on {}", obs.unsynced.join(", "))
+        };
         return Some(Decision::wait(
             WaitReason::RingNotSynced,
-            "the director ring is not synced (doveadm director ring status); no backend is drained until it is",
+            format!(
+                "the director ring is not synced{on} (doveadm director ring status); no backend is drained until every director says it is"
+            ),
             Duration::from_secs(10),
         ));
     }

@@ -60,8 +60,13 @@ pub struct Observed {
     /// None when the StatefulSet does not exist.
     pub sts: Option<StsView>,
     pub pods: Vec<PodView>,
-    /// A Ready director pod to send director commands to.
+    /// A Ready director pod to send director commands to (the first of `directors`).
     pub director: Option<String>,
+    /// Every Ready director pod by name, with its pod IP: the ring's sync state is read from
+    /// each, and none may be a host of the ring.
+    pub directors: Vec<(String, Option<String>)>,
+    /// Directors whose `director ring status` did not say `ring synced` when it was read.
+    pub unsynced: Vec<String>,
     /// Pods matched by the director selector that also belong to the backend StatefulSet.
     pub director_overlap: Vec<String>,
     /// Another DBU in the namespace that already owns this StatefulSet.

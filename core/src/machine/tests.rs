@@ -1284,3 +1284,48 @@ fn the_ring_lock_is_released_when_a_backend_is_back_and_registers_what_is_out() 
         }
     );
 }
+
+#[test]
+fn a_selected_director_that_is_a_host_of_the_ring_stalls() {
+    let s = settings();
+    let mut obs = world();
+    obs.directors = vec![
+        ("director-0".into(), Some("127.0.0.10".into())),
+        ("mx-0".into(), Some("127.0.0.12".into())),
+    ];
+    let d = decide(&s, &status(vec![]), &obs, ts(0));
+    let Decision::Stall { reason, message } = &d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(*reason, "DirectorSelectorMatchesBackends");
+    assert!(
+        message.contains("mx-0") && message.contains("127.0.0.12"),
+        "{message}"
+    );
+    obs.directors.pop();
+    assert_eq!(
+        reason_of(&decide(&s, &status(vec![]), &obs, ts(0))),
+        "Begin"
+    );
+}
+
+#[test]
+fn ring_not_synced_names_the_directors_that_are_not() {
+    let s = settings();
+    let mut obs = world();
+    obs.ring_synced = Some(false);
+    obs.unsynced = vec!["director-1".into()];
+    let d = decide(&s, &status(vec![]), &obs, ts(0));
+    let Decision::Wait {
+        reason, message, ..
+    } = &d
+    else {
+        panic!("{d:?}")
+    };
+    assert_eq!(*reason, "RingNotSynced");
+    assert!(message.contains("on director-1"), "{message}");
+}
+
+fn reason_of(d: &Decision) -> &'static str {
+    reason(d)
+}

@@ -611,13 +611,17 @@ impl Lab {
         let replicas = (0..self.spec.vhosts.len())
             .filter(|i| self.spec.backend_name(*i).starts_with(&prefix))
             .count();
-        // the first Ready director by name, as the controller picks one
-        let director = st
+        // every Ready director by name; the first gets the commands, as the controller picks
+        let directors: Vec<(String, Option<String>)> = st
             .pods
             .iter()
-            .find(|(n, p)| n.starts_with("director-") && master_pid(&p.dir).is_some())
-            .map(|(n, _)| n.clone());
+            .filter(|(n, p)| n.starts_with("director-") && master_pid(&p.dir).is_some())
+            .map(|(n, p)| (n.clone(), Some(p.ip.clone())))
+            .collect();
+        let director = directors.first().map(|(n, _)| n.clone());
         Observed {
+            directors,
+            unsynced: Vec::new(),
             me: me.to_string(),
             ring_lock: None,
             sts: Some(StsView {
