@@ -322,3 +322,77 @@ async fn two_dbus_of_one_ring_take_turns() {
 async fn two_dbus_of_one_ring_take_turns_across_operator_kills() {
     two_dbus_one_ring(24, 2).await;
 }
+
+/// A ring member dies while a backend is drained and about to be stopped: the other director
+/// says `ring syncing`, so nothing on the backend is stopped (one director may still send users
+/// there) until every director says `ring synced` again; then the rollout goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_stopped_on_a_backend_while_the_ring_is_split() {
+    let started = Instant::now();
+    let rig = common::rig_with(|d| {
+        let mut s = dbu_lab::LabSpec::new(d, 25, vec![100, 50, 20]);
+        s.directors = 2;
+        s
+    });
+    let lab = &rig.lab;
+    let before = common::ring_of(lab, DIRECTOR_POD);
+    lab.new_revision("rev-2", "");
+    let s = settings(json!({}));
+    let exec = lab.exec();
+    let (st, _) = common::until(
+        &s,
+        &exec,
+        lab,
+        DovecotBackendUpgradeStatus::default(),
+        std::time::Duration::from_secs(120),
+        |st| {
+            st.backends
+                .first()
+                .is_some_and(|r| r.step == Step::StopLmtp)
+        },
+    )
+    .await;
+    let pod = st.backends[0].pod.clone();
+    lab.stop_pod("director-1");
+    let split = || {
+        lab.doveadm(DIRECTOR_POD, &["-f", "json", "director", "ring", "status"])
+            .is_ok_and(|o| !o.contains("\"ring synced\""))
+    };
+    for _ in 0..50 {
+        if split() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(split(), "director-0 notices the dead member");
+    let mut st = st;
+    for _ in 0..3 {
+        let out = engine::reconcile_once(&s, st, Some(1), &exec, lab, &now)
+            .await
+            .unwrap();
+        assert!(
+            matches!(&out.decision, Decision::Wait { reason, .. } if *reason == "RingNotSynced"),
+            "{:?}",
+            out.decision
+        );
+        st = out.status;
+        assert_eq!(st.backends[0].step, Step::StopLmtp, "nothing stopped");
+    }
+    // LMTP still accepts on the drained backend: nothing was stopped
+    let ip = lab.pod_ip(&pod).unwrap();
+    dbu_lab::lmtp_deliver(&ip, "user1", "while split").expect("LMTP still open");
+    lab.start_director(1).unwrap();
+    lab.wait_ring_synced().unwrap();
+    let (st, _) = common::finish(&s, &exec, lab, st).await;
+    assert_eq!(st.phase, Some(Phase::Completed), "{st:#?}");
+    assert_eq!(
+        common::ring_of(lab, DIRECTOR_POD),
+        before,
+        "the ring is whole again"
+    );
+    report(
+        "nothing stopped while the ring is split",
+        started,
+        &format!("{pod} held at StopLmtp while director-1 was dead; completed after it came back"),
+    );
+}

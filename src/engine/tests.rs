@@ -316,12 +316,15 @@ async fn a_non_zero_exit_fails_the_step_with_its_command_and_stderr_and_stops_th
 #[tokio::test]
 async fn a_dropped_exec_is_transient_and_backs_off() {
     let s = settings();
-    let exec = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 0, 0)])).add(
-        "backend-2",
-        s.backend.service_stop_lmtp(),
-        Err(ExecError::Transport("connection reset".into())),
-        false,
-    );
+    // StopLmtp first reads that the ring is synced: nothing is stopped on a split ring
+    let exec = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 0, 0)]))
+        .once(DIRECTOR, s.director.director_ring_status(), 0, SYNCED, "")
+        .add(
+            "backend-2",
+            s.backend.service_stop_lmtp(),
+            Err(ExecError::Transport("connection reset".into())),
+            false,
+        );
     let cluster = fake(fixtures::world(3, OLD, NEW));
     let out = once(&s, at(Step::StopLmtp), &exec, &cluster, &clock_at(0, 0)).await;
     let rec = &out.status.backends[0];

@@ -262,6 +262,23 @@ fn in_flight(
         pods.push(rec.pod.clone());
         return Ok(Decision::Claim { pods });
     }
+    // nothing on the backend is stopped while the directors disagree (a split ring): one of
+    // them may still send users to it
+    if rec.step == Step::StopLmtp && obs.ring_synced == Some(false) {
+        let on = if obs.unsynced.is_empty() {
+            String::new()
+        } else {
+            format!(" on {}", obs.unsynced.join(", "))
+        };
+        return Ok(Decision::wait(
+            WaitReason::RingNotSynced,
+            format!(
+                "{}: the director ring is not synced{on}; Dovecot is not stopped until every director says it is",
+                rec.pod
+            ),
+            Duration::from_secs(5),
+        ));
+    }
     match rec.step {
         Step::WaitSessions => {
             let users = ring.iter().find(|h| h.ip == rec.ip).map_or(0, |h| h.users);

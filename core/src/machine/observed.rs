@@ -4,6 +4,7 @@
 use k8s_openapi::jiff::Timestamp;
 
 use super::decision::Decision;
+use crate::api::Step;
 use crate::dovecot::RingHost;
 use crate::reason::WaitReason;
 
@@ -83,7 +84,8 @@ pub struct Observed {
 pub enum Missing {
     /// `director status`: every decision about in-flight or new backends.
     Ring,
-    /// `director ring status`: only before draining a backend, or for a dry-run plan's guard.
+    /// `director ring status` on every director: before draining a backend, before stopping
+    /// anything on it, or for a dry-run plan's guard.
     RingSync,
     /// The director ring's lock: before a backend is registered in it or released from it.
     RingLock,
@@ -97,9 +99,12 @@ pub fn missing(decision: &Decision, obs: &Observed) -> Option<Missing> {
             reason: WaitReason::RingUnreadable,
             ..
         } if obs.ring.is_none() => Some(Missing::Ring),
-        Decision::Begin(_) | Decision::DryRun(_) if obs.ring_synced.is_none() => {
-            Some(Missing::RingSync)
-        }
+        Decision::Begin(_)
+        | Decision::DryRun(_)
+        | Decision::Run {
+            step: Step::StopLmtp,
+            ..
+        } if obs.ring_synced.is_none() => Some(Missing::RingSync),
         Decision::Begin(_)
         | Decision::Wait {
             reason: WaitReason::RingLockUnreadable,

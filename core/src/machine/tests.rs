@@ -777,10 +777,26 @@ fn capacity_guard_counts_min_available_and_ring_sync() {
         begun(&decide(&settings(), &status(vec![]), &unsynced, ts(0))),
         "backend-2"
     );
-    // in-flight backends are not held back by the guard
-    let st = status(vec![rec(2, Step::StopLmtp, 0)]);
+    // in-flight backends are not held back by the guard (RingRemove puts a stopped one out) ...
+    let st = status(vec![rec(2, Step::RingRemove, 0)]);
     let mut obs = drained(2);
     obs.ring_synced = Some(false);
+    assert_eq!(
+        decide(&settings(), &st, &obs, ts(0)),
+        run(2, Step::RingRemove)
+    );
+    // ... but nothing on a backend is stopped while the ring is split (issue 11)
+    let st = status(vec![rec(2, Step::StopLmtp, 0)]);
+    let d = decide(&settings(), &st, &obs, ts(0));
+    assert_eq!(reason(&d), "RingNotSynced", "{d:?}");
+    obs.ring_synced = None;
+    let d = decide(&settings(), &st, &obs, ts(0));
+    assert_eq!(
+        missing(&d, &obs),
+        Some(Missing::RingSync),
+        "read before StopLmtp"
+    );
+    obs.ring_synced = Some(true);
     assert_eq!(
         decide(&settings(), &st, &obs, ts(0)),
         run(2, Step::StopLmtp)

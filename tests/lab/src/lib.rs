@@ -443,6 +443,19 @@ impl Lab {
         self.create_pod(name, &ip, &rev, &conf)
     }
 
+    /// Starts director `i` again after `stop_pod` (a ring member that comes back).
+    pub fn start_director(&self, i: usize) -> Result<(), String> {
+        let ip = self.spec.director_ip_of(i);
+        self.create_pod(
+            &format!("director-{i}"),
+            &ip,
+            "rev-1",
+            &director_conf(&self.spec, i),
+        )?;
+        self.changed.notify_one();
+        Ok(())
+    }
+
     /// Stops a pod for good (a dead ring member, a lost node).
     pub fn stop_pod(&self, name: &str) {
         self.kill_pod(name);
