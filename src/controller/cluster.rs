@@ -164,6 +164,7 @@ impl Cluster for KubeCluster {
                 })
                 .collect(),
             unsynced: Vec::new(),
+            other_rings: Vec::new(),
             director_overlap,
             owned_by_other,
             ring: None,

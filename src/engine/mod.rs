@@ -72,9 +72,14 @@ async fn decide_reading(
                     obs.directors.iter().map(|(n, _)| n.clone()).collect()
                 };
                 obs.unsynced.clear();
+                obs.other_rings.clear();
                 for name in names {
                     if !runner::read_ring_synced(s, exec, &name).await {
-                        obs.unsynced.push(name);
+                        obs.unsynced.push(name.clone());
+                    }
+                    if name != dir {
+                        let ring = runner::read_ring(s, exec, &name).await;
+                        obs.other_rings.push((name, ring));
                     }
                 }
                 obs.ring_synced = Some(obs.unsynced.is_empty());
@@ -92,7 +97,9 @@ async fn act(
 ) -> Acted {
     let record = |pod: &str| status.backends.iter().find(|r| r.pod == pod);
     match decision {
-        Decision::Reassert { commands, .. } => Acted::Reasserted(reassert(cx, commands).await),
+        Decision::Reassert {
+            commands, director, ..
+        } => Acted::Reasserted(reassert(cx, director.as_deref(), commands).await),
         Decision::Claim { pods } => Acted::Claimed(claim(cx, status, pods).await),
         Decision::Undo { pod, action } => match record(pod) {
             Some(rec) => Acted::Undone(undo::undo(cx, rec, action.clone()).await),
@@ -161,8 +168,12 @@ async fn claim(
 }
 
 /// Re-applies ring state on the director, stopping at the first command that fails.
-async fn reassert(cx: &StepContext<'_>, commands: &[Vec<String>]) -> Result<(), String> {
-    let director = cx.obs.director.as_deref().unwrap_or_default();
+async fn reassert(
+    cx: &StepContext<'_>,
+    on: Option<&str>,
+    commands: &[Vec<String>],
+) -> Result<(), String> {
+    let director = on.or(cx.obs.director.as_deref()).unwrap_or_default();
     for argv in commands {
         let req = ExecRequest {
             pod: director,

@@ -158,9 +158,12 @@ fn ring_json_down(hosts: &[(u32, u32, u64)], down: &[u32]) -> String {
 
 const SYNCED: &str = r#"[{"director ip":"127.0.0.10","port":"9090","type":"self","last failed":"never","status":"ring synced","ping ms":"0","input":"-","output":"-","buffered":"-","buffered peak":"-","last read":"-","last write":"-"}]"#;
 
-/// A script that starts with the ring read every in-flight decision makes.
+/// A script that starts with the ring read every in-flight decision makes, and answers the
+/// sync read that StopLmtp and RingRemove make first.
 fn ring_read(s: &Settings, ring: &str) -> Scripted {
-    Scripted::default().once(DIRECTOR, s.director.director_status(), 0, ring, "")
+    Scripted::default()
+        .once(DIRECTOR, s.director.director_status(), 0, ring, "")
+        .once(DIRECTOR, s.director.director_ring_status(), 0, SYNCED, "")
 }
 
 fn ip(i: u32) -> std::net::IpAddr {
@@ -240,7 +243,14 @@ async fn the_ring_must_be_synced_on_every_director_before_a_backend_starts() {
             "",
         )
         .once(DIRECTOR, d.director_ring_status(), 0, SYNCED, "")
-        .once("director-1", d.director_ring_status(), 0, &syncing, "");
+        .once("director-1", d.director_ring_status(), 0, &syncing, "")
+        .once(
+            "director-1",
+            d.director_status(),
+            0,
+            &ring_json(&[(0, 100, 3), (1, 50, 2), (2, 20, 0)]),
+            "",
+        );
     let mut world = fixtures::world(3, OLD, NEW);
     world.directors = vec![(DIRECTOR.into(), None), ("director-1".into(), None)];
     let cluster = fake(world);
@@ -261,7 +271,45 @@ async fn the_ring_must_be_synced_on_every_director_before_a_backend_starts() {
     assert_eq!(*reason, "RingNotSynced");
     assert!(message.contains("director-1"), "{message}");
     assert!(out.status.backends.is_empty(), "nothing started");
-    assert_eq!(exec.calls().len(), 3, "{:?}", exec.calls());
+    assert_eq!(exec.calls().len(), 4, "{:?}", exec.calls());
+}
+
+#[tokio::test]
+async fn a_second_director_that_missed_update_zero_gets_it_before_anything_is_stopped() {
+    let s = settings();
+    let d = &s.director;
+    let exec = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 0, 0)]))
+        .once("director-1", d.director_ring_status(), 0, SYNCED, "")
+        .once(
+            "director-1",
+            d.director_status(),
+            0,
+            &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 20, 0)]),
+            "",
+        )
+        .once("director-1", d.director_update(ip(2), 0), 0, "", "");
+    let mut world = fixtures::world(3, OLD, NEW);
+    world.directors = vec![(DIRECTOR.into(), None), ("director-1".into(), None)];
+    let cluster = fake(world);
+    let out = once(&s, at(Step::StopLmtp), &exec, &cluster, &clock_at(0, 0)).await;
+    assert!(
+        matches!(&out.decision, Decision::Reassert { director: Some(d), .. } if d == "director-1"),
+        "{:?}",
+        out.decision
+    );
+    assert_eq!(
+        out.status.backends[0].step,
+        Step::StopLmtp,
+        "nothing stopped yet"
+    );
+    assert!(
+        out.notes
+            .iter()
+            .any(|n| n.reason == "RingReasserted" && n.message.contains("on director-1")),
+        "{:?}",
+        out.notes
+    );
+    assert!(!exec.calls().iter().any(|c| c.contains("service stop")));
 }
 
 #[tokio::test]
@@ -317,14 +365,12 @@ async fn a_non_zero_exit_fails_the_step_with_its_command_and_stderr_and_stops_th
 async fn a_dropped_exec_is_transient_and_backs_off() {
     let s = settings();
     // StopLmtp first reads that the ring is synced: nothing is stopped on a split ring
-    let exec = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 0, 0)]))
-        .once(DIRECTOR, s.director.director_ring_status(), 0, SYNCED, "")
-        .add(
-            "backend-2",
-            s.backend.service_stop_lmtp(),
-            Err(ExecError::Transport("connection reset".into())),
-            false,
-        );
+    let exec = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 0, 0)])).add(
+        "backend-2",
+        s.backend.service_stop_lmtp(),
+        Err(ExecError::Transport("connection reset".into())),
+        false,
+    );
     let cluster = fake(fixtures::world(3, OLD, NEW));
     let out = once(&s, at(Step::StopLmtp), &exec, &cluster, &clock_at(0, 0)).await;
     let rec = &out.status.backends[0];

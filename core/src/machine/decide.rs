@@ -167,7 +167,11 @@ pub fn decide(
         );
     }
     if let Some((pod, commands)) = ring_drift(s, status, ring) {
-        return Decision::Reassert { pod, commands };
+        return Decision::Reassert {
+            pod,
+            commands,
+            director: None,
+        };
     }
     if s.dry_run {
         return Decision::DryRun(Box::new(dry_run(s, status, obs, ring, target, now)));
@@ -278,6 +282,36 @@ fn in_flight(
             ),
             Duration::from_secs(5),
         ));
+    }
+    // every other director must show the backend drained before anything on it is stopped or
+    // it is taken down: one that missed `update 0` gets it again, on that director
+    if matches!(rec.step, Step::StopLmtp | Step::RingRemove)
+        && let Ok(ip) = dovecot::validate_ip(&rec.ip)
+    {
+        for (name, other) in &obs.other_rings {
+            match other {
+                Some(hosts) if hosts.iter().any(|h| h.ip == rec.ip && h.vhosts != 0) => {
+                    return Ok(Decision::Reassert {
+                        pod: rec.pod.clone(),
+                        commands: vec![s.director.director_update(ip, 0)],
+                        director: Some(name.clone()),
+                    });
+                }
+                Some(_) => {}
+                // a director that cannot be asked may still send users: do not stop yet
+                None if rec.step == Step::StopLmtp => {
+                    return Ok(Decision::wait(
+                        WaitReason::RingUnreadable,
+                        format!(
+                            "{}: could not read director status from {name}; Dovecot is not stopped until every director shows the backend drained",
+                            rec.pod
+                        ),
+                        Duration::from_secs(10),
+                    ));
+                }
+                None => {}
+            }
+        }
     }
     match rec.step {
         Step::WaitSessions => {

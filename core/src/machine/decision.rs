@@ -26,6 +26,8 @@ pub enum Decision {
     Reassert {
         pod: String,
         commands: Vec<Vec<String>>,
+        /// The director that shows the drift; None: the one commands go to.
+        director: Option<String>,
     },
     /// Start a backend: record it at Drain with its original vhost count (status only).
     Begin(Box<BackendStatus>),

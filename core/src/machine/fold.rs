@@ -293,8 +293,15 @@ pub fn record(
             notes = begin(status, rec);
             Some(Duration::ZERO)
         }
-        (Decision::Reassert { pod, commands }, Acted::Reasserted(res)) => {
-            let (note, requeue) = reasserted(pod, commands, res);
+        (
+            Decision::Reassert {
+                pod,
+                commands,
+                director,
+            },
+            Acted::Reasserted(res),
+        ) => {
+            let (note, requeue) = reasserted(pod, commands, director.as_deref(), res);
             notes.push(note);
             Some(requeue)
         }
@@ -388,13 +395,19 @@ fn begin(status: &mut DovecotBackendUpgradeStatus, rec: &BackendStatus) -> Vec<N
 }
 
 /// Reassert: the Event, and a director that refuses is not hammered.
-fn reasserted(pod: &str, commands: &[Vec<String>], res: Result<(), String>) -> (Note, Duration) {
+fn reasserted(
+    pod: &str,
+    commands: &[Vec<String>],
+    director: Option<&str>,
+    res: Result<(), String>,
+) -> (Note, Duration) {
+    let on = director.map(|d| format!(" on {d}")).unwrap_or_default();
     match res {
         Ok(()) => (
             Note::new(
                 EventReason::RingReasserted,
                 format!(
-                    "{pod}: the director had lost its drained/down state (restart?); re-applied: {}",
+                    "{pod}: the director{on} had lost its drained/down state (restart?); re-applied: {}",
                     commands
                         .iter()
                         .map(|c| c.join(" "))

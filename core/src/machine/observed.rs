@@ -68,6 +68,10 @@ pub struct Observed {
     pub directors: Vec<(String, Option<String>)>,
     /// Directors whose `director ring status` did not say `ring synced` when it was read.
     pub unsynced: Vec<String>,
+    /// `director status` of every other Ready director, read with the sync state (None: that
+    /// director could not be read): before a backend is stopped or taken down, each must show
+    /// it drained.
+    pub other_rings: Vec<(String, Option<Vec<RingHost>>)>,
     /// Pods matched by the director selector that also belong to the backend StatefulSet.
     pub director_overlap: Vec<String>,
     /// Another DBU in the namespace that already owns this StatefulSet.
@@ -102,7 +106,7 @@ pub fn missing(decision: &Decision, obs: &Observed) -> Option<Missing> {
         Decision::Begin(_)
         | Decision::DryRun(_)
         | Decision::Run {
-            step: Step::StopLmtp,
+            step: Step::StopLmtp | Step::RingRemove,
             ..
         } if obs.ring_synced.is_none() => Some(Missing::RingSync),
         Decision::Begin(_)

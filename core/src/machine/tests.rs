@@ -380,7 +380,7 @@ fn ring_drift_is_reasserted_before_anything_else() {
         obs.ring = forgot.clone();
         obs.pods[2] = pod(2, NEW);
         let d = decide(&s, &status(vec![rec(2, step, 0)]), &obs, ts(1));
-        let Decision::Reassert { pod, commands } = d else {
+        let Decision::Reassert { pod, commands, .. } = d else {
             panic!("{step}: {d:?}")
         };
         assert_eq!(pod, "backend-2");
@@ -1344,4 +1344,42 @@ fn ring_not_synced_names_the_directors_that_are_not() {
 
 fn reason_of(d: &Decision) -> &'static str {
     reason(d)
+}
+
+#[test]
+fn every_director_must_show_the_backend_drained_before_it_is_stopped_or_taken_down() {
+    let s = settings();
+    let mut obs = drained(2);
+    obs.ring_synced = Some(true);
+    let lagging = vec![
+        host(0, 100, true, 0),
+        host(1, 50, true, 0),
+        host(2, 20, true, 0),
+    ];
+    for step in [Step::StopLmtp, Step::RingRemove] {
+        let st = status(vec![rec(2, step, 0)]);
+        obs.other_rings = vec![("director-1".into(), Some(lagging.clone()))];
+        let d = decide(&s, &st, &obs, ts(0));
+        let Decision::Reassert {
+            commands, director, ..
+        } = &d
+        else {
+            panic!("{step}: {d:?}")
+        };
+        assert_eq!(director.as_deref(), Some("director-1"), "{step}");
+        assert_eq!(
+            commands[0].join(" "),
+            "doveadm director update 127.0.0.13 0"
+        );
+        // agreeing directors: the step runs
+        obs.other_rings = vec![("director-1".into(), obs.ring.clone())];
+        assert_eq!(decide(&s, &st, &obs, ts(0)), run(2, step), "{step}");
+    }
+    // a director that cannot be read holds back StopLmtp, not RingRemove (Dovecot is stopped
+    // by then: down + flush are what protect its users)
+    obs.other_rings = vec![("director-1".into(), None)];
+    let d = decide(&s, &status(vec![rec(2, Step::StopLmtp, 0)]), &obs, ts(0));
+    assert_eq!(reason(&d), "RingUnreadable", "{d:?}");
+    let d = decide(&s, &status(vec![rec(2, Step::RingRemove, 0)]), &obs, ts(0));
+    assert_eq!(d, run(2, Step::RingRemove));
 }

@@ -635,6 +635,7 @@ impl Lab {
         Observed {
             directors,
             unsynced: Vec::new(),
+            other_rings: Vec::new(),
             me: me.to_string(),
             ring_lock: None,
             sts: Some(StsView {
