@@ -269,11 +269,7 @@ fn in_flight(
     // nothing on the backend is stopped while the directors disagree (a split ring): one of
     // them may still send users to it
     if rec.step == Step::StopLmtp && obs.ring_synced == Some(false) {
-        let on = if obs.unsynced.is_empty() {
-            String::new()
-        } else {
-            format!(" on {}", obs.unsynced.join(", "))
-        };
+        let on = obs.unsynced_on();
         return Ok(Decision::wait(
             WaitReason::RingNotSynced,
             format!(

@@ -100,11 +100,7 @@ pub(super) fn ring_gate(
         ));
     }
     if obs.ring_synced == Some(false) {
-        let on = if obs.unsynced.is_empty() {
-            String::new()
-        } else {
-            format!(" on {}", obs.unsynced.join(", "))
-        };
+        let on = obs.unsynced_on();
         return Some(Decision::wait(
             WaitReason::RingNotSynced,
             format!(

@@ -83,6 +83,17 @@ pub struct Observed {
     pub ring_synced: Option<bool>,
 }
 
+impl Observed {
+    /// " on director-1, director-2": the directors that did not say `ring synced`, for messages.
+    pub fn unsynced_on(&self) -> String {
+        if self.unsynced.is_empty() {
+            String::new()
+        } else {
+            format!(" on {}", self.unsynced.join(", "))
+        }
+    }
+}
+
 /// An observation a decision needs before it can stand; the engine reads it and decides again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Missing {
