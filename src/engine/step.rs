@@ -49,7 +49,8 @@ async fn act(
         }
         Step::WaitSessions => {
             let error = |m: String| r.error(&[], None, &m);
-            if ceiling_users.is_some() {
+            // users mapped at the ceiling: no need to count sessions
+            if ceiling_users.is_some_and(|n| n > 0) {
                 return Ok(judge::drain_outcome(
                     ceiling_users,
                     0,
@@ -69,6 +70,7 @@ async fn act(
             }
             Ok(judge::sessions(
                 &who.stdout,
+                ceiling_users,
                 s.on_drain_timeout,
                 s.poll_interval,
                 |m| r.error(&b.who(), Some(0), &m),

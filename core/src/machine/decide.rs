@@ -313,10 +313,11 @@ fn in_flight(
         Step::WaitSessions => {
             let users = ring.iter().find(|h| h.ip == rec.ip).map_or(0, |h| h.users);
             let waited = elapsed(&rec.step_started, now);
-            if users == 0 {
-                run(None)
-            } else if waited >= s.drain_timeout {
+            if waited >= s.drain_timeout {
+                // also with 0 users mapped: sessions on the backend must not hold it forever
                 run(Some(users))
+            } else if users == 0 {
+                run(None)
             } else {
                 let left = s.drain_timeout - waited;
                 Err((

@@ -175,6 +175,9 @@ fn fold_result(rec: &mut BackendStatus, result: &StepResult, now: Timestamp) -> 
         }
         StepResult::Waiting { message, .. } => {
             rec.message = Some(message.clone());
+            // attempts count consecutive transient failures: a poll that worked ends the run
+            rec.attempts = 0;
+            rec.retry_after = None;
             Vec::new()
         }
         StepResult::Rewind { to, message } => {

@@ -41,22 +41,32 @@ pub fn drain_outcome(
     poll: Duration,
     step_error: impl FnOnce(String) -> StepError,
 ) -> StepResult {
-    match ceiling_users {
-        None if live_sessions == 0 => StepResult::advanced("no users left".to_string()),
-        None => StepResult::Waiting {
-            requeue: poll,
-            message: format!(
-                "director shows no users, but {live_sessions} sessions still run on the backend"
-            ),
-        },
-        Some(n) => match on_timeout {
-            DrainTimeoutAction::Proceed => StepResult::advanced(format!(
-                "drain ceiling reached with {n} users mapped; down + flush will move them"
-            )),
-            DrainTimeoutAction::Fail => StepResult::Failed(step_error(format!(
-                "drain ceiling reached with {n} users still mapped (spec.drain.onTimeout=Fail)"
-            ))),
-        },
+    // the ceiling holds whatever is counted: director mappings, or (with none mapped) live
+    // sessions on the backend, e.g. clients that bypass the director
+    let left = match ceiling_users {
+        None | Some(0) if live_sessions == 0 => {
+            return StepResult::advanced("no users left".to_string());
+        }
+        None => {
+            return StepResult::Waiting {
+                requeue: poll,
+                message: format!(
+                    "director shows no users, but {live_sessions} sessions still run on the backend"
+                ),
+            };
+        }
+        Some(0) => {
+            format!("{live_sessions} sessions still on the backend (none mapped in the director)")
+        }
+        Some(n) => format!("{n} users still mapped"),
+    };
+    match on_timeout {
+        DrainTimeoutAction::Proceed => StepResult::advanced(format!(
+            "drain ceiling reached with {left}; down + flush and the stop will move them"
+        )),
+        DrainTimeoutAction::Fail => StepResult::Failed(step_error(format!(
+            "drain ceiling reached with {left} (spec.drain.onTimeout=Fail)"
+        ))),
     }
 }
 
@@ -108,15 +118,17 @@ pub fn replace_move(
     }
 }
 
-/// WaitSessions once the director shows no users: `who -1` on the backend must be empty too.
+/// WaitSessions once the director shows no users (or at the ceiling with none mapped): `who -1`
+/// on the backend must be empty too.
 pub fn sessions(
     who_stdout: &str,
+    ceiling_users: Option<u64>,
     on_timeout: DrainTimeoutAction,
     poll: Duration,
     error: impl Fn(String) -> StepError,
 ) -> StepResult {
     match dovecot::parse_who_connections(who_stdout) {
-        Ok(live) => drain_outcome(None, live, on_timeout, poll, error),
+        Ok(live) => drain_outcome(ceiling_users, live, on_timeout, poll, error),
         Err(e) => StepResult::Failed(error(e.to_string())),
     }
 }

@@ -310,6 +310,15 @@ fn wait_sessions_polls_until_empty_or_ceiling() {
     // emptied early: no fixed sleep
     obs.ring = ring(0);
     assert_eq!(decide(&s, &st, &obs, ts(1)), run(2, Step::WaitSessions));
+    // none mapped but sessions on the backend: the ceiling holds them too (issue 12)
+    assert_eq!(
+        decide(&s, &st, &obs, ts(60)),
+        Decision::Run {
+            pod: "backend-2".into(),
+            step: Step::WaitSessions,
+            ceiling_users: Some(0)
+        }
+    );
 }
 
 #[test]
@@ -338,6 +347,48 @@ fn drain_outcome_table() {
         panic!()
     };
     assert!(e.stderr.contains("onTimeout=Fail"));
+    // at the ceiling with none mapped: empty advances, live sessions are held to the ceiling
+    assert!(matches!(
+        drain_outcome(Some(0), 0, Fail, p, err),
+        StepResult::Advanced { .. }
+    ));
+    let StepResult::Advanced { message, .. } = drain_outcome(Some(0), 2, Proceed, p, err) else {
+        panic!()
+    };
+    assert!(message.unwrap().contains("2 sessions"));
+    assert!(matches!(
+        drain_outcome(Some(0), 2, Fail, p, err),
+        StepResult::Failed(_)
+    ));
+}
+
+#[test]
+fn attempts_count_consecutive_transient_failures_only() {
+    let mut r = rec(2, Step::WaitSessions, 0);
+    let blip = StepResult::Transient {
+        error: StepError {
+            step: Step::WaitSessions,
+            argv: vec![],
+            exit_code: None,
+            stderr: "connection reset".into(),
+        },
+    };
+    let poll = StepResult::Waiting {
+        requeue: Duration::from_secs(5),
+        message: "1 users still mapped".into(),
+    };
+    // five blips spread over a long wait, each followed by a poll that worked: never failed
+    for i in 0..10 {
+        apply_result(&mut r, &blip, ts(i * 10));
+        assert_eq!(r.attempts, 1);
+        apply_result(&mut r, &poll, ts(i * 10 + 5));
+        assert_eq!((r.attempts, r.retry_after.is_none()), (0, true));
+    }
+    assert!(!r.failed);
+    for i in 0..MAX_ATTEMPTS {
+        apply_result(&mut r, &blip, ts(200 + i64::from(i)));
+    }
+    assert!(r.failed, "five in a row fail it");
 }
 
 #[test]
