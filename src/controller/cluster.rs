@@ -164,7 +164,7 @@ impl Cluster for KubeCluster {
                 })
                 .collect(),
             unsynced: Vec::new(),
-            other_rings: Vec::new(),
+            other_rings: None,
             director_overlap,
             owned_by_other,
             ring: None,

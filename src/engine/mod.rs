@@ -66,26 +66,33 @@ async fn decide_reading(
             Some(Missing::RingSync) if !sync_read => {
                 sync_read = true;
                 // every Ready director must say so, not only the one commands go to
-                let names: Vec<String> = if obs.directors.is_empty() {
-                    vec![dir.clone()]
-                } else {
-                    obs.directors.iter().map(|(n, _)| n.clone()).collect()
-                };
                 obs.unsynced.clear();
-                obs.other_rings.clear();
-                for name in names {
+                for name in director_names(obs, &dir) {
                     if !runner::read_ring_synced(s, exec, &name).await {
-                        obs.unsynced.push(name.clone());
-                    }
-                    if name != dir {
-                        let ring = runner::read_ring(s, exec, &name).await;
-                        obs.other_rings.push((name, ring));
+                        obs.unsynced.push(name);
                     }
                 }
                 obs.ring_synced = Some(obs.unsynced.is_empty());
             }
+            Some(Missing::OtherRings) => {
+                let mut rings = Vec::new();
+                for name in director_names(obs, &dir).into_iter().filter(|n| *n != dir) {
+                    let ring = runner::read_ring(s, exec, &name).await;
+                    rings.push((name, ring));
+                }
+                obs.other_rings = Some(rings);
+            }
             _ => return decision,
         }
+    }
+}
+
+/// Every Ready director by name (the chosen one when the world lists none).
+fn director_names(obs: &Observed, dir: &str) -> Vec<String> {
+    if obs.directors.is_empty() {
+        vec![dir.to_string()]
+    } else {
+        obs.directors.iter().map(|(n, _)| n.clone()).collect()
     }
 }
 

@@ -284,7 +284,7 @@ fn in_flight(
     if matches!(rec.step, Step::StopLmtp | Step::RingRemove)
         && let Ok(ip) = dovecot::validate_ip(&rec.ip)
     {
-        for (name, other) in &obs.other_rings {
+        for (name, other) in obs.other_rings.iter().flatten() {
             match other {
                 Some(hosts) if hosts.iter().any(|h| h.ip == rec.ip && h.vhosts != 0) => {
                     return Ok(Decision::Reassert {

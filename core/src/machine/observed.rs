@@ -68,10 +68,10 @@ pub struct Observed {
     pub directors: Vec<(String, Option<String>)>,
     /// Directors whose `director ring status` did not say `ring synced` when it was read.
     pub unsynced: Vec<String>,
-    /// `director status` of every other Ready director, read with the sync state (None: that
-    /// director could not be read): before a backend is stopped or taken down, each must show
-    /// it drained.
-    pub other_rings: Vec<(String, Option<Vec<RingHost>>)>,
+    /// `director status` of every other Ready director (None: not read yet; an inner None:
+    /// that director could not be read), read only before a backend is stopped or taken down:
+    /// each must show it drained.
+    pub other_rings: Option<Vec<(String, Option<Vec<RingHost>>)>>,
     /// Pods matched by the director selector that also belong to the backend StatefulSet.
     pub director_overlap: Vec<String>,
     /// Another DBU in the namespace that already owns this StatefulSet.
@@ -100,10 +100,12 @@ pub enum Missing {
     /// `director status`: every decision about in-flight or new backends.
     Ring,
     /// `director ring status` on every director: before draining a backend, before stopping
-    /// anything on it, or for a dry-run plan's guard.
+    /// LMTP on it, or for a dry-run plan's guard.
     RingSync,
     /// The director ring's lock: before a backend is registered in it or released from it.
     RingLock,
+    /// `director status` of the other Ready directors: before a backend is stopped or taken down.
+    OtherRings,
 }
 
 /// What `decision` still needs read; None when it stands as it is. Reads are lazy so that a
@@ -117,9 +119,13 @@ pub fn missing(decision: &Decision, obs: &Observed) -> Option<Missing> {
         Decision::Begin(_)
         | Decision::DryRun(_)
         | Decision::Run {
-            step: Step::StopLmtp | Step::RingRemove,
+            step: Step::StopLmtp,
             ..
         } if obs.ring_synced.is_none() => Some(Missing::RingSync),
+        Decision::Run {
+            step: Step::StopLmtp | Step::RingRemove,
+            ..
+        } if obs.other_rings.is_none() && obs.directors.len() > 1 => Some(Missing::OtherRings),
         Decision::Begin(_)
         | Decision::Wait {
             reason: WaitReason::RingLockUnreadable,

@@ -1409,7 +1409,7 @@ fn every_director_must_show_the_backend_drained_before_it_is_stopped_or_taken_do
     ];
     for step in [Step::StopLmtp, Step::RingRemove] {
         let st = status(vec![rec(2, step, 0)]);
-        obs.other_rings = vec![("director-1".into(), Some(lagging.clone()))];
+        obs.other_rings = Some(vec![("director-1".into(), Some(lagging.clone()))]);
         let d = decide(&s, &st, &obs, ts(0));
         let Decision::Reassert {
             commands, director, ..
@@ -1423,12 +1423,12 @@ fn every_director_must_show_the_backend_drained_before_it_is_stopped_or_taken_do
             "doveadm director update 127.0.0.13 0"
         );
         // agreeing directors: the step runs
-        obs.other_rings = vec![("director-1".into(), obs.ring.clone())];
+        obs.other_rings = Some(vec![("director-1".into(), obs.ring.clone())]);
         assert_eq!(decide(&s, &st, &obs, ts(0)), run(2, step), "{step}");
     }
     // a director that cannot be read holds back StopLmtp, not RingRemove (Dovecot is stopped
     // by then: down + flush are what protect its users)
-    obs.other_rings = vec![("director-1".into(), None)];
+    obs.other_rings = Some(vec![("director-1".into(), None)]);
     let d = decide(&s, &status(vec![rec(2, Step::StopLmtp, 0)]), &obs, ts(0));
     assert_eq!(reason(&d), "RingUnreadable", "{d:?}");
     let d = decide(&s, &status(vec![rec(2, Step::RingRemove, 0)]), &obs, ts(0));

@@ -635,7 +635,7 @@ impl Lab {
         Observed {
             directors,
             unsynced: Vec::new(),
-            other_rings: Vec::new(),
+            other_rings: None,
             me: me.to_string(),
             ring_lock: None,
             sts: Some(StsView {
