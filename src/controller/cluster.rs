@@ -107,16 +107,19 @@ impl Cluster for KubeCluster {
             .iter()
             .filter(|p| director_sel.matches(p.labels()))
             .collect();
-        // exec goes only into directors: a selected pod of this or any other DBU's backend
-        // StatefulSet (pools share a ring) is a backend, whatever its labels say
-        let backend_sets: Vec<String> = self
+        let dbus: Vec<Arc<DovecotBackendUpgrade>> = self
             .stores
             .dbus
             .state()
-            .iter()
+            .into_iter()
             .filter(|d| d.namespace() == ns)
-            .map(|d| d.spec.backends.stateful_set.clone())
-            .chain([s.stateful_set.clone()])
+            .collect();
+        // exec goes only into directors: a selected pod of this or any other DBU's backend
+        // StatefulSet (pools share a ring) is a backend, whatever its labels say
+        let backend_sets: Vec<&str> = dbus
+            .iter()
+            .map(|d| d.spec.backends.stateful_set.as_str())
+            .chain([s.stateful_set.as_str()])
             .collect();
         let director_overlap: Vec<String> = directors
             .iter()
@@ -132,12 +135,8 @@ impl Cluster for KubeCluster {
             .collect();
         ready.sort_by_key(|d| d.name_any());
         // the oldest DBU naming a StatefulSet owns it; later ones are refused
-        let others = self
-            .stores
-            .dbus
-            .state()
-            .into_iter()
-            .filter(|d| d.namespace() == ns)
+        let others = dbus
+            .iter()
             .filter(|d| d.name_any() != self.me.1 && d.spec.backends.stateful_set == s.stateful_set)
             .filter(|d| d.metadata.deletion_timestamp.is_none())
             .map(|d| -> Claimant {

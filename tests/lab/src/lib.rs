@@ -319,13 +319,7 @@ impl Lab {
             changed: tokio::sync::Notify::new(),
         };
         for d in 0..lab.spec.directors.max(1) {
-            let ip = lab.spec.director_ip_of(d);
-            lab.create_pod(
-                &format!("director-{d}"),
-                &ip,
-                "rev-1",
-                &director_conf(&lab.spec, d),
-            )?;
+            lab.start_director(d)?;
         }
         if lab.spec.directors > 1 {
             lab.wait_ring_synced()?;
