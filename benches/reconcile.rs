@@ -200,6 +200,7 @@ fn status_size(backends: usize, keep_all: bool) {
                     message: Some(format!("{pod}: {step} done")),
                     new_ip: None,
                     stopped_uid: None,
+                    layout: None,
                 };
                 machine::apply_result(rec, &result, now);
                 machine::record_finish(&mut status, pod, now);

@@ -8,8 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::api::{Api, AttachParams};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// Bytes of each stream kept for parsing; the rest is read and dropped so the command never blocks.
-pub const MAX_CAPTURE: usize = 1 << 20;
+pub use dbu_core::text::MAX_CAPTURE;
 
 /// A finished command.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -19,7 +19,16 @@ struct Layer {
 }
 
 const CORE: &[&str] = &[
-    "text", "time", "reason", "api", "dovecot", "window", "settings", "machine", "fixtures",
+    "text",
+    "time",
+    "reason",
+    "api",
+    "dovecot",
+    "reset_guard",
+    "window",
+    "settings",
+    "machine",
+    "fixtures",
 ];
 const CORE_NAMES: &[&str] = &[
     "api",

@@ -8,8 +8,8 @@ mod common;
 use std::time::Instant;
 
 use common::{report, rig, settings};
-use dbu_lab::ImapSession;
-use dovecot_upgrade_operator::api::{DovecotBackendUpgradeStatus, Phase};
+use dbu_lab::{ImapSession, LabSpec};
+use dovecot_upgrade_operator::api::{DovecotBackendUpgradeStatus, Phase, Step};
 use serde_json::json;
 
 /// A client that bypasses the director (straight to the backend) keeps a session the director
@@ -42,4 +42,176 @@ async fn the_drain_ceiling_holds_sessions_the_director_does_not_count() {
         started,
         &ceiling.message,
     );
+}
+
+/// What a client sees of `user`'s mail through `ip`: UIDVALIDITY, UIDs with flags and keywords,
+/// subscriptions. \Recent is left out: it belongs to the session, not to the mail.
+fn mail_seen(ip: &str, user: &str) -> Vec<String> {
+    let mut s = ImapSession::login(ip, user).expect("login");
+    let mut seen = Vec::new();
+    for cmd in [
+        "STATUS INBOX (UIDVALIDITY UIDNEXT MESSAGES)",
+        "STATUS Work (UIDVALIDITY UIDNEXT MESSAGES)",
+        "LSUB \"\" \"*\"",
+        "SELECT INBOX",
+        "UID FETCH 1:* (FLAGS)",
+    ] {
+        let lines = s.command(cmd).unwrap_or_else(|e| panic!("{cmd}: {e}"));
+        if cmd.starts_with("SELECT") {
+            continue;
+        }
+        seen.extend(lines.into_iter().map(|l| l.trim().replace("\\Recent", "")));
+    }
+    s.logout();
+    seen
+}
+
+/// Keywords, a subscription, a second folder and a sieve script for `user`, set through `ip`.
+fn give_mail_metadata(ip: &str, user: &str, home: &std::path::Path) {
+    let mut s = ImapSession::login(ip, user).expect("login");
+    for cmd in [
+        "CREATE Work",
+        "SUBSCRIBE Work",
+        "SELECT INBOX",
+        "STORE 1 +FLAGS ($Label1 \\Seen)",
+        "STORE 2 +FLAGS (Project-X)",
+    ] {
+        s.command(cmd).unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    }
+    s.logout();
+    std::fs::write(
+        home.join(".dovecot.sieve"),
+        "require \"fileinto\"; fileinto \"Work\";\n",
+    )
+    .unwrap();
+}
+
+/// The shipped example's layout (mail, CONTROL and home on the shared store, INDEX per pod):
+/// the default reset wipes only the index, and a client sees the same UIDVALIDITY, UIDs,
+/// keywords and subscriptions afterwards, through the director, on two different backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_with_the_shipped_layout_keeps_every_bit_of_mail_metadata() {
+    let started = Instant::now();
+    let rig = rig(32);
+    let lab = &rig.lab;
+    let dip = lab.spec.director_ip();
+    let home = rig._dir.path().join("shared-mail").join("user1");
+    give_mail_metadata(&dip, "user1", &home);
+    let before = mail_seen(&dip, "user1");
+    assert!(before.iter().any(|l| l.contains("$Label1")), "{before:?}");
+    assert!(before.iter().any(|l| l.contains("Work")), "{before:?}");
+    lab.new_revision("rev-2", "");
+    let s = settings(json!({"drain": {"pollInterval": "1s", "timeout": "15s"}}));
+    let (st, notes) =
+        common::finish(&s, &lab.exec(), lab, DovecotBackendUpgradeStatus::default()).await;
+    assert_eq!(st.phase, Some(Phase::Completed), "{st:#?}\n{notes:#?}");
+    // the index was wiped on every backend (the runbook's cache reset ran)...
+    assert_eq!(
+        notes
+            .iter()
+            .filter(|n| n.message.contains(": Reset done"))
+            .count(),
+        3
+    );
+    // ...and the mail metadata is unchanged, read from two different backends
+    let first = mail_seen(&dip, "user1");
+    let host = lab.user_host("user1").unwrap().expect("user1 mapped");
+    let other = (0..3)
+        .map(|i| lab.spec.backend_ip(i))
+        .find(|ip| *ip != host)
+        .unwrap();
+    lab.doveadm(
+        dbu_lab::DIRECTOR_POD,
+        &["director", "move", "user1", &other],
+    )
+    .unwrap();
+    assert_eq!(lab.user_host("user1").unwrap().as_deref(), Some(&*other));
+    let second = mail_seen(&dip, "user1");
+    assert_eq!(first, before, "after the rollout, on {host}");
+    assert_eq!(second, before, "after the rollout, on {other}");
+    assert!(home.join(".dovecot.sieve").exists(), "sieve script kept");
+    report(
+        "shipped layout keeps mail metadata",
+        started,
+        &format!("UIDVALIDITY, UIDs, keywords, subscriptions unchanged on {host} and {other}"),
+    );
+}
+
+/// The old example's layout (CONTROL= and home on the per-pod volume): the guard stops the
+/// first backend at Reset before anything is deleted; it stays out of the ring, Stalled says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reset_guard_stops_before_deleting_control_files_and_home() {
+    let started = Instant::now();
+    let rig = common::rig_with(|d| LabSpec {
+        legacy_layout: true,
+        ..LabSpec::new(d, 33, vec![100, 50, 20])
+    });
+    let lab = &rig.lab;
+    let dip = lab.spec.director_ip();
+    // user3's mail: on whichever backend the director maps it to
+    let vmail_of = |pod: &str| rig._dir.path().join("pods").join(pod).join("vmail");
+    let host = lab.user_host("user3").unwrap();
+    let pods = lab.backend_names();
+    let pod_of_home = pods
+        .iter()
+        .find(|p| lab.pod_ip(p) == host)
+        .cloned()
+        .unwrap_or_else(|| "backend-2".into());
+    give_mail_metadata(&dip, "user3", &vmail_of(&pod_of_home).join("user3"));
+    let files_before: Vec<_> = pods.iter().map(|p| count_files(&vmail_of(p))).collect();
+    lab.new_revision("rev-2", "");
+    let s = settings(json!({"drain": {"pollInterval": "1s", "timeout": "15s"}}));
+    let (st, notes) =
+        common::finish(&s, &lab.exec(), lab, DovecotBackendUpgradeStatus::default()).await;
+    let stalled = st.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "ResetWouldDeleteMailData"),
+        "{st:#?}"
+    );
+    // backend-2 goes first (ordinal order): stopped at Reset, kept out, nothing deleted
+    assert!(stalled.message.contains("backend-2"), "{}", stalled.message);
+    assert!(
+        stalled.message.contains("/var/dovecot/vmail"),
+        "{}",
+        stalled.message
+    );
+    let rec = &st.backends[0];
+    assert_eq!((rec.pod.as_str(), rec.step), ("backend-2", Step::Reset));
+    let ring = lab.ring().unwrap();
+    let b2 = ring
+        .iter()
+        .find(|h| h.ip == lab.spec.backend_ip(2))
+        .unwrap();
+    assert_eq!((b2.vhosts, b2.up), (0, false), "kept out of the ring");
+    let files_after: Vec<_> = pods.iter().map(|p| count_files(&vmail_of(p))).collect();
+    assert_eq!(files_after, files_before, "nothing deleted");
+    assert!(
+        !notes.iter().any(|n| n.message.contains("Reset done")),
+        "{notes:#?}"
+    );
+    report(
+        "reset guard stops the old layout",
+        started,
+        &format!(
+            "{}; files per pod vmail unchanged: {files_after:?}",
+            stalled.message
+        ),
+    );
+}
+
+fn count_files(dir: &std::path::Path) -> usize {
+    walk(dir).len()
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
 }

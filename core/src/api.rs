@@ -554,6 +554,33 @@ pub struct BackendStatus {
     /// When the backend started (Drain); with the time it reached Done this gives its duration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started: Option<Time>,
+    /// Where the backend keeps the verify user's mail, as Dovecot said before it was stopped
+    /// (StopLmtp); Reset refuses to delete any of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail_layout: Option<MailLayout>,
+    /// Time spent in steps, without pauses, failures and waits for a retry (the maintenance
+    /// window's prediction uses it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int64"))]
+    pub active_seconds: Option<u64>,
+}
+
+/// The mail settings of one user on one backend: `doveadm user` fields, or the raw
+/// `mail_location` and `mail_home` from doveconf when Dovecot could not be asked.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MailLayout {
+    /// The user the settings are for (`spec.verify.user`).
+    pub user: String,
+    /// The user's home (`doveadm user` field `home`, or `mail_home`); may be unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<String>,
+    /// The mail location (`doveadm user` field `mail`, or `mail_location`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail: Option<String>,
+    /// Whether the values are expanded for the user (false: doveconf's `%u` templates).
+    #[serde(default)]
+    pub expanded: bool,
 }
 
 /// A failed command, bounded for status.
@@ -570,6 +597,10 @@ pub struct StepError {
     /// First bytes of stderr, or the failure's description.
     #[serde(default)]
     pub stderr: String,
+    /// The Stalled reason when it is more specific than BackendFailed (e.g.
+    /// ResetWouldDeleteMailData).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl BackendStatus {
@@ -602,6 +633,8 @@ impl BackendStatus {
             message: None,
             last_error: None,
             started: Some(now),
+            mail_layout: None,
+            active_seconds: None,
         }
     }
 }

@@ -161,6 +161,21 @@ impl Doveadm {
             &["mailbox", "status", "-u", user, "messages", mailbox],
         )
     }
+    /// `doveadm -f json user <user>`: the userdb fields, with `home` and `mail` expanded.
+    /// Needs the auth service, so it is read while Dovecot runs.
+    pub fn user_lookup(&self, user: &str) -> Vec<String> {
+        self.cmd(true, &["user", user])
+    }
+    /// `doveconf -h mail_location mail_home`: the templates, readable with Dovecot stopped.
+    pub fn doveconf_mail(&self) -> Vec<String> {
+        let mut v = vec![s("doveconf")];
+        if let Some(c) = &self.config_file {
+            v.push(s("-c"));
+            v.push(c.clone());
+        }
+        v.extend([s("-h"), s("mail_location"), s("mail_home")]);
+        v
+    }
     /// The runbook's `fetch -u <uid> text all`, limited to the verify mailbox.
     pub fn fetch_text(&self, user: &str, mailbox: &str) -> Vec<String> {
         self.cmd(
@@ -290,6 +305,52 @@ pub fn parse_who_connections(stdout: &str) -> Result<usize, ParseError> {
     Ok(json_records("who -1", stdout)?.len())
 }
 
+/// Every stderr line of `find` says a starting point does not exist.
+pub fn find_only_missing(stderr: &str) -> bool {
+    let mut lines = stderr.lines().filter(|l| !l.trim().is_empty()).peekable();
+    lines.peek().is_some()
+        && lines.all(|l| l.starts_with("find: ") && l.ends_with("No such file or directory"))
+}
+
+/// Connections in a `who -1` output cut at the capture bound: at least the records begun.
+pub fn count_cut_who(stdout: &str) -> usize {
+    stdout.matches("\"username\":").count().max(1)
+}
+
+/// `home` and `mail` of `doveadm -f json user <user>` (field/value records).
+pub fn parse_user_lookup(user: &str, stdout: &str) -> Result<crate::api::MailLayout, ParseError> {
+    const W: &str = "user";
+    let mut layout = crate::api::MailLayout {
+        user: user.to_string(),
+        home: None,
+        mail: None,
+        expanded: true,
+    };
+    for r in json_records(W, stdout)? {
+        let value = field(W, &r, "value")?.to_string();
+        match field(W, &r, "field")? {
+            "home" => layout.home = Some(value),
+            "mail" => layout.mail = Some(value),
+            _ => {}
+        }
+    }
+    Ok(layout)
+}
+
+/// The two lines of `doveconf -h mail_location mail_home` (either may be empty).
+pub fn parse_doveconf_mail(user: &str, stdout: &str) -> crate::api::MailLayout {
+    let mut lines = stdout.lines().map(str::trim);
+    let mut next = || lines.next().filter(|l| !l.is_empty()).map(str::to_string);
+    let mail = next();
+    let home = next();
+    crate::api::MailLayout {
+        user: user.to_string(),
+        home,
+        mail,
+        expanded: false,
+    }
+}
+
 /// Mailbox names from `doveadm -f json mailbox list`.
 pub fn parse_mailbox_list(stdout: &str) -> Result<Vec<String>, ParseError> {
     const W: &str = "mailbox list";
@@ -343,6 +404,9 @@ pub enum CommandKind {
     DirectorRemove,
     /// `cat master.pid`: 1 means no PID file, so Dovecot is stopped.
     ReadPid,
+    /// A reset command: `find` on a folder that does not exist has nothing to delete (the
+    /// runbook's `rm -rf` succeeds there too).
+    Reset,
     /// Anything else: 0 or failure.
     Plain,
 }
@@ -369,6 +433,7 @@ pub fn classify(kind: CommandKind, exit_code: i32, stderr: &str) -> Verdict {
         }
         CommandKind::DirectorRemove if exit_code == EX_NOTFOUND => Verdict::AlreadyDone,
         CommandKind::ReadPid if exit_code == 1 => Verdict::AlreadyDone,
+        CommandKind::Reset if exit_code == 1 && find_only_missing(stderr) => Verdict::AlreadyDone,
         _ => Verdict::Failed,
     }
 }

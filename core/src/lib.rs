@@ -10,6 +10,7 @@ pub mod dovecot;
 pub mod fixtures;
 pub mod machine;
 pub mod reason;
+pub mod reset_guard;
 pub mod settings;
 pub mod text;
 pub mod time;

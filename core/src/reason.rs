@@ -12,6 +12,11 @@ macro_rules! reasons {
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$v),+];
 
+            /// The reason with this wire name.
+            pub fn from_name(name: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|r| r.as_str() == name)
+            }
+
             /// The name written into conditions and Events (CamelCase, stable).
             pub fn as_str(self) -> &'static str {
                 match self {
@@ -45,6 +50,10 @@ reasons! {
         BackendFailed,
         BackendNotInRing,
         BackendAlreadyDrained,
+        /// Reset stopped before deleting: a reset path holds mail or mail metadata.
+        ResetWouldDeleteMailData,
+        /// A backend is predicted to take longer than the whole maintenance window.
+        MaintenanceWindowTooShort,
         /// The spec does not validate; nothing runs until it changes.
         InvalidSpec,
     }

@@ -12,6 +12,15 @@ pub fn bounded(text: &str, max: usize) -> String {
     format!("{}…[{} bytes cut]", &text[..end], text.len() - end)
 }
 
+/// Bytes of each exec stream kept for parsing; the rest is read and dropped so the command
+/// never blocks.
+pub const MAX_CAPTURE: usize = 1 << 20;
+
+/// Whether an output was cut at `MAX_CAPTURE` (a lossy UTF-8 cut may change the last bytes).
+pub fn was_cut(output: &str) -> bool {
+    output.len() + 3 >= MAX_CAPTURE
+}
+
 /// stderr kept in status and events.
 pub const STDERR_EXCERPT: usize = 512;
 

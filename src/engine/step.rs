@@ -1,9 +1,10 @@
 //! Runs the recorded step of one backend: the argv the step names, judged by `machine::judge`.
 
 use dbu_core::api::{BackendStatus, Step};
-use dbu_core::dovecot::CommandKind;
+use dbu_core::dovecot::{self, CommandKind};
 use dbu_core::machine::judge::{self, StopWait};
 use dbu_core::machine::{Observed, On, ReplaceMove, StepResult};
+use dbu_core::reset_guard;
 use dbu_core::settings::Settings;
 use dbu_core::time::elapsed;
 
@@ -77,6 +78,9 @@ async fn act(
             ))
         }
         Step::StopLmtp => {
+            // the last moment the auth service can say where mail lives (Reset's guard)
+            let lookup = r.raw(On::Backend, &b.user_lookup(&s.user)).await?;
+            let layout = judge::layout_read(&s.user, lookup.exit_code, &lookup.stdout);
             let (v, _) = r
                 .run(
                     On::Backend,
@@ -84,7 +88,7 @@ async fn act(
                     CommandKind::ServiceStop,
                 )
                 .await?;
-            Ok(judge::lmtp_stopped(v))
+            Ok(judge::lmtp_stopped(v, layout))
         }
         Step::StopDovecot => {
             r.run(On::Backend, &b.stop(), CommandKind::Stop).await?;
@@ -119,8 +123,26 @@ async fn act(
             if s.reset.is_empty() {
                 return Ok(StepResult::advanced("reset disabled".to_string()));
             }
+            // nothing is deleted before every command passed both checks
+            let layout = match &rec.mail_layout {
+                Some(l) => l.clone(),
+                None => {
+                    let argv = b.doveconf_mail();
+                    let (_, out) = r.run(On::Backend, &argv, CommandKind::Plain).await?;
+                    dovecot::parse_doveconf_mail(&s.user, &out.stdout)
+                }
+            };
+            if let Some(refused) = judge::reset_refused(s, &layout) {
+                return Ok(refused);
+            }
             for argv in &s.reset {
-                r.run(On::Backend, argv, CommandKind::Plain).await?;
+                if let Some(probe) = reset_guard::probe(argv) {
+                    let out = r.raw(On::Backend, &probe).await?;
+                    judge::reset_probed(argv, &probe, out.exit_code, &out.stdout, &out.stderr)?;
+                }
+            }
+            for argv in &s.reset {
+                r.run(On::Backend, argv, CommandKind::Reset).await?;
             }
             Ok(StepResult::advanced(None))
         }

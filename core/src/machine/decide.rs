@@ -9,7 +9,7 @@ use super::cleanup::cleanup_for;
 use super::decision::{Decision, active};
 use super::dry_run::dry_run;
 use super::lock;
-use super::note::failure_message;
+use super::note::failed_stall;
 use super::observed::{Observed, StsView};
 use super::start::{begin_next, outdated};
 use crate::api::{BackendStatus, DovecotBackendUpgradeStatus, RETRY_ANNOTATION, Step};
@@ -180,10 +180,7 @@ pub fn decide(
         return abort(status);
     }
     if let Some(f) = status.backends.iter().find(|r| r.failed) {
-        return Decision::Stall {
-            reason: StallReason::BackendFailed,
-            message: failure_message(f),
-        };
+        return failed_stall(f);
     }
     if s.paused {
         return Decision::Wait {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::api::{BackendStatus, RolloutPlan, Step, StepError};
+use crate::api::{BackendStatus, MailLayout, RolloutPlan, Step, StepError};
 use crate::dovecot::CommandKind;
 use crate::reason::{StallReason, WaitReason};
 
@@ -58,6 +58,8 @@ pub enum StepResult {
         new_ip: Option<String>,
         /// StopDovecot: the UID of the pod it stopped.
         stopped_uid: Option<String>,
+        /// StopLmtp: where the verify user's mail lives, read while Dovecot still runs.
+        layout: Option<Box<MailLayout>>,
     },
     /// Not done yet; run it again later.
     Waiting { requeue: Duration, message: String },
@@ -96,6 +98,7 @@ impl StepResult {
             message: message.into(),
             new_ip: None,
             stopped_uid: None,
+            layout: None,
         }
     }
 }

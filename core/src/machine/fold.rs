@@ -10,7 +10,7 @@ use super::cleanup::undone_note;
 use super::conditions;
 use super::decide::decide;
 use super::decision::{Acted, Decision, MAX_ATTEMPTS, StepResult, Undone, active};
-use super::note::{Note, failure_message};
+use super::note::{Note, failed_stall, failure_message};
 use super::observed::Observed;
 use crate::api::{BackendStatus, DovecotBackendUpgradeStatus, RETRY_ANNOTATION, Step};
 use crate::reason::{EventReason, StallReason};
@@ -92,10 +92,7 @@ pub fn settled(
     match decision {
         Decision::Run { .. } | Decision::Begin(_) | Decision::Claim { .. } => {
             if let Some(f) = status.backends.iter().find(|r| r.failed) {
-                return Decision::Stall {
-                    reason: StallReason::BackendFailed,
-                    message: failure_message(f),
-                };
+                return failed_stall(f);
             }
             if !status.backends.iter().any(active)
                 && decide(s, status, obs, now) == Decision::Complete
@@ -134,7 +131,11 @@ fn fold_result(rec: &mut BackendStatus, result: &StepResult, now: Timestamp) -> 
             message,
             new_ip,
             stopped_uid,
+            layout,
         } => {
+            if let Some(l) = layout {
+                rec.mail_layout = Some((**l).clone());
+            }
             if let Some(ip) = new_ip {
                 rec.new_ip = (ip != &rec.ip).then(|| ip.clone());
             }

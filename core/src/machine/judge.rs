@@ -11,10 +11,12 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::decision::{Command, On, StepResult};
 use super::observed::PodView;
-use crate::api::{BackendStatus, DrainTimeoutAction, Step, StepError};
+use crate::api::{BackendStatus, DrainTimeoutAction, MailLayout, Step, StepError};
 use crate::dovecot::{self, CommandKind, Verdict};
+use crate::reason::StallReason;
+use crate::reset_guard;
 use crate::settings::Settings;
-use crate::text::{STDERR_EXCERPT, bounded};
+use crate::text::{STDERR_EXCERPT, bounded, was_cut};
 use crate::time::elapsed;
 
 /// A step's failure as status records it: the command, its exit code, a bounded stderr excerpt.
@@ -24,6 +26,7 @@ pub fn step_error(step: Step, argv: &[String], exit_code: Option<i32>, stderr: &
         argv: argv.to_vec(),
         exit_code,
         stderr: bounded(stderr.trim(), STDERR_EXCERPT),
+        reason: None,
     }
 }
 
@@ -129,6 +132,14 @@ pub fn sessions(
 ) -> StepResult {
     match dovecot::parse_who_connections(who_stdout) {
         Ok(live) => drain_outcome(ceiling_users, live, on_timeout, poll, error),
+        // more sessions than the capture holds: count those begun, and wait (or end at the ceiling)
+        Err(_) if was_cut(who_stdout) => drain_outcome(
+            ceiling_users,
+            dovecot::count_cut_who(who_stdout),
+            on_timeout,
+            poll,
+            error,
+        ),
         Err(e) => StepResult::Failed(error(e.to_string())),
     }
 }
@@ -145,9 +156,70 @@ pub fn who_failed(dovecot_running: bool, error: StepError) -> StepResult {
     }
 }
 
-/// StopLmtp: `service stop` on a stopped Dovecot is done too.
-pub fn lmtp_stopped(v: Verdict) -> StepResult {
-    StepResult::advanced((v == Verdict::AlreadyDone).then(|| "Dovecot was not running".to_string()))
+/// StopLmtp: `service stop` on a stopped Dovecot is done too. `layout` is the verify user's
+/// mail layout as Dovecot said just before (None: it could not say; Reset asks doveconf).
+pub fn lmtp_stopped(v: Verdict, layout: Option<MailLayout>) -> StepResult {
+    StepResult::Advanced {
+        message: (v == Verdict::AlreadyDone).then(|| "Dovecot was not running".to_string()),
+        new_ip: None,
+        stopped_uid: None,
+        layout: layout.map(Box::new),
+    }
+}
+
+/// The verify user's layout from `doveadm -f json user`; a failed lookup (Dovecot dead, user
+/// unknown) is no layout, not a failure: Reset then reads doveconf's templates.
+pub fn layout_read(user: &str, exit_code: i32, stdout: &str) -> Option<MailLayout> {
+    if exit_code != 0 {
+        return None;
+    }
+    dovecot::parse_user_lookup(user, stdout)
+        .ok()
+        .filter(|l| l.home.is_some() || l.mail.is_some())
+        .map(|l| MailLayout {
+            home: l.home.map(|h| bounded(&h, STDERR_EXCERPT)),
+            mail: l.mail.map(|m| bounded(&m, STDERR_EXCERPT)),
+            ..l
+        })
+}
+
+fn refusal(argv: &[String], message: &str) -> StepResult {
+    StepResult::Failed(StepError {
+        reason: Some(StallReason::ResetWouldDeleteMailData.as_str().to_string()),
+        ..step_error(Step::Reset, argv, None, message)
+    })
+}
+
+/// Reset's settings check, before anything is deleted.
+pub fn reset_refused(s: &Settings, layout: &MailLayout) -> Option<StepResult> {
+    reset_guard::check(layout, &s.reset).map(|r| refusal(&r.argv, &r.message(&layout.user)))
+}
+
+/// Reset's content check of one command (`probe` is its read-only twin): Err stops the step
+/// before anything is deleted.
+pub fn reset_probed(
+    argv: &[String],
+    probe: &[String],
+    exit_code: i32,
+    stdout: &str,
+    stderr: &str,
+) -> Result<(), StepResult> {
+    match reset_guard::probed(exit_code, stdout, stderr) {
+        reset_guard::Probed::Clean => Ok(()),
+        reset_guard::Probed::Found(path) => Err(refusal(
+            argv,
+            &format!(
+                "it would delete {}, which is mail or mail metadata (Maildir, uidlist, keywords, subscriptions, sieve or duplicate database); nothing was deleted",
+                bounded(&path, 300)
+            ),
+        )),
+        reset_guard::Probed::Unreadable => Err(StepResult::Failed(step_error(
+            Step::Reset,
+            probe,
+            Some(exit_code),
+            &format!("cannot tell what the reset would delete, so nothing was: {stderr}"),
+        ))),
+    }
 }
 
 /// How often StopDovecot looks at master.pid after `doveadm stop`, and for how long within one
@@ -196,6 +268,7 @@ pub fn stopped(pod: Option<&PodView>) -> StepResult {
         message: None,
         new_ip: None,
         stopped_uid: pod.and_then(|p| p.uid.clone()),
+        layout: None,
     }
 }
 
@@ -225,6 +298,7 @@ pub fn replace_result(mv: ReplaceMove, pod: &str, target: &str) -> StepResult {
             message: None,
             new_ip: Some(new_ip),
             stopped_uid: None,
+            layout: None,
         },
         ReplaceMove::TimedOut(m) => StepResult::Failed(step_error(Step::Replace, &[], None, &m)),
     }
@@ -320,5 +394,6 @@ pub fn restored(rec: &BackendStatus, new: IpAddr, now_ip: String) -> StepResult 
         message: Some(message),
         new_ip: Some(now_ip),
         stopped_uid: None,
+        layout: None,
     }
 }

@@ -31,7 +31,7 @@ pub use fold::{
     record, record_finish, requeue_after, retarget, settled,
 };
 pub use judge::{ReplaceMove, drain_outcome, replace_move};
-pub use note::{Note, failure_message};
+pub use note::{Note, failed_stall, failure_message};
 pub use observed::{
     Claimant, Missing, Observed, PodView, RingHolder, RingLock, StsView, claimed_by_other, missing,
 };

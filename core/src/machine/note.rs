@@ -1,7 +1,8 @@
 //! An Event to publish (the controller) or print (the local demo), typed by its reason.
 
+use super::decision::Decision;
 use crate::api::{BackendStatus, Step};
-use crate::reason::EventReason;
+use crate::reason::{EventReason, StallReason};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Note {
@@ -37,6 +38,15 @@ impl Note {
 /// The one-line story of a failed backend, for the Stalled condition and the Warning event.
 pub fn failure_message(rec: &BackendStatus) -> String {
     match &rec.last_error {
+        // a refusal: the command was judged, not run
+        Some(e) if e.reason.is_some() => format!(
+            "backend {} ({}) stopped at step {}: command {:?} was not run: {}; it stays out of the director ring",
+            rec.pod,
+            rec.ip,
+            e.step,
+            e.argv.join(" "),
+            e.stderr.trim()
+        ),
         Some(e) => format!(
             "backend {} ({}) failed at step {}: command {:?} exited {}: {}; it stays out of the director ring",
             rec.pod,
@@ -50,5 +60,20 @@ pub fn failure_message(rec: &BackendStatus) -> String {
             "backend {} ({}) failed at step {}",
             rec.pod, rec.ip, rec.step
         ),
+    }
+}
+
+/// The Stalled decision for a failed backend: its error's own reason when it has one (e.g.
+/// ResetWouldDeleteMailData), else BackendFailed.
+pub fn failed_stall(rec: &BackendStatus) -> Decision {
+    let reason = rec
+        .last_error
+        .as_ref()
+        .and_then(|e| e.reason.as_deref())
+        .and_then(StallReason::from_name)
+        .unwrap_or(StallReason::BackendFailed);
+    Decision::Stall {
+        reason,
+        message: failure_message(rec),
     }
 }

@@ -328,6 +328,7 @@ fn drain_outcome_table() {
         argv: vec![],
         exit_code: None,
         stderr: m,
+        reason: None,
     };
     let p = Duration::from_secs(5);
     use DrainTimeoutAction::*;
@@ -371,6 +372,7 @@ fn attempts_count_consecutive_transient_failures_only() {
             argv: vec![],
             exit_code: None,
             stderr: "connection reset".into(),
+            reason: None,
         },
     };
     let poll = StepResult::Waiting {
@@ -503,6 +505,7 @@ fn a_failed_backend_halts_the_rollout_with_the_command_and_stderr() {
         argv: vec!["doveadm".into(), "mailbox".into(), "list".into()],
         exit_code: Some(67),
         stderr: "doveadm(probe): Error: User doesn't exist".into(),
+        reason: None,
     });
     let mut obs = world();
     obs.ring = Some(vec![
@@ -599,6 +602,7 @@ fn transient_failures_back_off_then_fail() {
         argv: vec!["doveadm".into()],
         exit_code: None,
         stderr: "exec timed out after 60s".into(),
+        reason: None,
     };
     let mut r = rec(2, Step::Drain, 0);
     let notes = apply_result(&mut r, &StepResult::Transient { error: e.clone() }, ts(10));
@@ -636,6 +640,7 @@ fn results_move_every_step_forward_or_halt_it() {
                 message: None,
                 new_ip: None,
                 stopped_uid: None,
+                layout: None,
             },
             ts(5),
         );
@@ -658,6 +663,7 @@ fn results_move_every_step_forward_or_halt_it() {
             argv: vec!["x".into()],
             exit_code: Some(75),
             stderr: "Fatal".into(),
+            reason: None,
         };
         let notes = apply_result(&mut bad, &StepResult::Failed(err.clone()), ts(5));
         assert!(bad.failed);
@@ -686,6 +692,7 @@ fn results_move_every_step_forward_or_halt_it() {
             message: None,
             new_ip: Some("127.0.0.99".into()),
             stopped_uid: Some("uid-2-old".into()),
+            layout: None,
         },
         ts(1),
     );

@@ -52,6 +52,8 @@ pub struct LabSpec {
     /// How many of the last backends belong to a second StatefulSet, `POOL_B` (pods `mx-0`,
     /// `mx-1`, ...), whose pods are hosts of the same director ring.
     pub pool_b: usize,
+    /// The old example's mail layout (CONTROL= and home on the per-pod volume the reset wipes).
+    pub legacy_layout: bool,
 }
 
 impl LabSpec {
@@ -64,6 +66,7 @@ impl LabSpec {
             user_expire: "10s".into(),
             directors: 1,
             pool_b: 0,
+            legacy_layout: false,
         }
     }
     /// The first director's address (director-0).
@@ -180,7 +183,27 @@ fn master_pid(pod_dir: &Path) -> Option<u32> {
         .then_some(pid)
 }
 
-fn backend_conf(ip: &str, name: &str, extra: &str) -> String {
+/// The shipped example's layout: mail, control files and home on the shared store, only the
+/// index on the pod's own volume. `legacy`: the old example's, with CONTROL= and the home in
+/// the pod's /var/dovecot/vmail, which the default reset wipes.
+fn mail_layout(legacy: bool) -> (String, String) {
+    if legacy {
+        (
+            format!(
+                "maildir:{SHARED_MAIL}/%u/Maildir:INDEX=/var/dovecot/vmail/%u:CONTROL=/var/dovecot/vmail/%u"
+            ),
+            "/var/dovecot/vmail/%u".into(),
+        )
+    } else {
+        (
+            format!("maildir:{SHARED_MAIL}/%u/Maildir:INDEX=/var/dovecot/vmail/%u"),
+            format!("{SHARED_MAIL}/%u"),
+        )
+    }
+}
+
+fn backend_conf(ip: &str, name: &str, extra: &str, legacy: bool) -> String {
+    let (mail_location, home) = mail_layout(legacy);
     format!(
         r#"# lab backend {name}
 protocols = imap lmtp
@@ -195,14 +218,14 @@ auth_mechanisms = plain
 first_valid_uid = 8
 mail_uid = mail
 mail_gid = mail
-mail_location = maildir:{SHARED_MAIL}/%u/Maildir:INDEX=/var/dovecot/vmail/%u:CONTROL=/var/dovecot/vmail/%u
+mail_location = {mail_location}
 passdb {{
   driver = passwd-file
   args = /etc/dovecot/users
 }}
 userdb {{
   driver = static
-  args = uid=mail gid=mail home=/var/dovecot/vmail/%u
+  args = uid=mail gid=mail home={home}
 }}
 service imap-login {{
   inet_listener imap {{
@@ -327,7 +350,12 @@ impl Lab {
         for i in 0..lab.spec.vhosts.len() {
             let name = lab.spec.backend_name(i);
             let ip = lab.spec.backend_ip(i);
-            lab.create_pod(&name, &ip, "rev-1", &backend_conf(&ip, &name, ""))?;
+            lab.create_pod(
+                &name,
+                &ip,
+                "rev-1",
+                &backend_conf(&ip, &name, "", lab.spec.legacy_layout),
+            )?;
         }
         for (i, v) in lab.spec.vhosts.clone().into_iter().enumerate() {
             lab.doveadm(
@@ -751,7 +779,7 @@ impl Cluster for Lab {
             (ip, rev, extra)
         };
         self.kill_pod(pod);
-        let conf = backend_conf(&ip, pod, &extra);
+        let conf = backend_conf(&ip, pod, &extra, self.spec.legacy_layout);
         let pod = pod.to_string();
         // starting dovecot blocks for a moment; keep it off the async workers
         let res = tokio::task::block_in_place(|| self.create_pod(&pod, &ip, &rev, &conf))
