@@ -51,6 +51,10 @@ enum Cmd {
         /// Address of /metrics, /healthz and /readyz.
         #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
         metrics_addr: std::net::SocketAddr,
+        /// Honour `spec.reset.commands`. Off by default: whoever may write a DBU could otherwise
+        /// run commands of their choice in every mail backend pod.
+        #[arg(long, env = "ALLOW_CUSTOM_RESET_COMMANDS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+        allow_custom_reset_commands: bool,
     },
     /// Print what a DBU would do against the cluster, executing nothing but read-only doveadm
     /// queries (director status, ring status): the ordered backends and every step's argv.
@@ -120,6 +124,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             lease_namespace,
             identity,
             metrics_addr,
+            allow_custom_reset_commands,
         } => {
             init_logs(cli.log_format, "info");
             let client = kube::Client::try_from(kube_config(kubeconfig).await?)?;
@@ -156,7 +161,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     format!("{}-{}", host.trim(), std::process::id())
                 }),
             });
-            controller::run_elected(client, namespace, election, lock_namespace, metrics).await?;
+            let opts = controller::Options {
+                namespace,
+                lock_namespace,
+                policy: settings::Policy {
+                    allow_custom_reset_commands,
+                },
+            };
+            controller::run_elected(client, opts, election, metrics).await?;
             Ok(())
         }
     }

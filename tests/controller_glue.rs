@@ -47,6 +47,7 @@ fn ctx_with(sts: Vec<Value>, pods: Vec<Value>, dbus: Vec<Value>) -> (Arc<Context
             metrics: Default::default(),
             stores,
             lock_namespace: "mail".into(),
+            policy: Default::default(),
         }),
         handle,
     )

@@ -38,6 +38,8 @@ pub struct Settings {
     pub on_drain_timeout: DrainTimeoutAction,
     /// Empty when reset is disabled.
     pub reset: Vec<Vec<String>>,
+    /// `spec.reset.commands` replaces the defaults: argv of the DBU author's choice in mail pods.
+    pub custom_reset: bool,
     pub user: String,
     pub mailbox: String,
     pub command_timeout: Duration,
@@ -266,6 +268,7 @@ pub fn validate(spec: &DovecotBackendUpgradeSpec) -> Result<Settings, SpecError>
         poll_interval,
         drain_timeout,
         on_drain_timeout: spec.drain.on_timeout,
+        custom_reset: spec.reset.enabled && !spec.reset.commands.is_empty(),
         reset,
         user: user.to_string(),
         mailbox: mailbox.to_string(),
@@ -285,6 +288,25 @@ pub fn validate(spec: &DovecotBackendUpgradeSpec) -> Result<Settings, SpecError>
         supervised: spec.canary.supervised,
         approved_revisions: spec.canary.approved_revision.iter().cloned().collect(),
     })
+}
+
+/// What the operator's own flags allow beyond what any DBU author may ask.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// `--allow-custom-reset-commands` (chart value `allowCustomResetCommands`): off by default,
+    /// because whoever may write a DBU would otherwise run argv of their choice in the mail pods.
+    pub allow_custom_reset_commands: bool,
+}
+
+/// Settings the operator's policy admits; refused ones are permanent errors of the spec.
+pub fn admit(s: Settings, policy: &Policy) -> Result<Settings, SpecError> {
+    if s.custom_reset && !policy.allow_custom_reset_commands {
+        return Err(bad(
+            "spec.reset.commands",
+            "custom reset commands run in every mail backend pod, so they are refused unless the operator runs with --allow-custom-reset-commands (chart value allowCustomResetCommands=true); remove them to use the default reset, or set reset.enabled=false",
+        ));
+    }
+    Ok(s)
 }
 
 /// Adds what the DBU's annotations say (works from Git, unlike a status edit): the retry token
@@ -366,6 +388,29 @@ mod tests {
             serde_json::from_value(json!({"matchExpressions": [{"key": "k", "operator": "Near"}]}))
                 .unwrap();
         assert!(selector_string(&bad_op).is_err());
+    }
+
+    #[test]
+    fn custom_reset_commands_need_the_operator_flag() {
+        let custom = validate(&spec(
+            json!({"reset": {"commands": [["find", "/x", "-delete"]]}}),
+        ))
+        .unwrap();
+        let deny = Policy::default();
+        let allow = Policy {
+            allow_custom_reset_commands: true,
+        };
+        let e = admit(custom.clone(), &deny).unwrap_err();
+        assert_eq!(e.field, "spec.reset.commands");
+        assert!(e.problem.contains("--allow-custom-reset-commands"));
+        assert!(admit(custom, &allow).is_ok());
+        // the defaults, and a disabled reset, need nothing
+        for extra in [
+            json!({}),
+            json!({"reset": {"enabled": false, "commands": [["x"]]}}),
+        ] {
+            assert!(admit(validate(&spec(extra)).unwrap(), &deny).is_ok());
+        }
     }
 
     #[test]

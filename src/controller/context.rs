@@ -44,4 +44,16 @@ pub struct Context {
     pub stores: Stores,
     /// Namespace of the ring locks (Leases), the operator's own.
     pub lock_namespace: String,
+    /// What the operator's flags allow beyond any DBU (custom reset commands).
+    pub policy: crate::settings::Policy,
+}
+
+/// How the controller runs: what it watches, where its locks are, what it allows.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Watch only this namespace (None: all).
+    pub namespace: Option<String>,
+    /// Namespace of the ring locks (Leases), the operator's own.
+    pub lock_namespace: String,
+    pub policy: crate::settings::Policy,
 }

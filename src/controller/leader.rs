@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use kube::Client;
 
+use super::context::Options;
 use super::run::run;
 
 /// Errors of leader election, each with a stable category.
@@ -62,13 +63,12 @@ async fn release(task: LeaseTask) -> Result<(), kube_lease_manager::LeaseManager
 /// again: its intent is in status); a graceful stop releases the Lease for the next leader.
 pub async fn run_elected(
     client: Client,
-    namespace: Option<String>,
+    opts: Options,
     election: Option<Election>,
-    lock_namespace: String,
     metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<(), LeaderError> {
     let Some(e) = election else {
-        run(client, namespace, lock_namespace, metrics).await;
+        run(client, opts, metrics).await;
         return Ok(());
     };
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
@@ -103,7 +103,7 @@ pub async fn run_elected(
         }
     };
     tokio::select! {
-        _ = run(client, namespace, lock_namespace, metrics) => {
+        _ = run(client, opts, metrics) => {
             tracing::info!("controller stopped; releasing the leader lease");
         }
         _ = lost => {

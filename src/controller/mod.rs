@@ -11,7 +11,7 @@ mod status;
 mod stores;
 
 pub use cluster::{KubeCluster, edges_for, pod_view};
-pub use context::{Context, Error, FIELD_MANAGER, FINALIZER};
+pub use context::{Context, Error, FIELD_MANAGER, FINALIZER, Options};
 pub use leader::{Election, LEASE_NAME, LeaderError, run_elected};
 pub use reconcile::{error_policy, reconcile};
 pub use run::run;

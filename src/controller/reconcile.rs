@@ -21,7 +21,7 @@ async fn apply(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Action,
     let api: Api<DovecotBackendUpgrade> = Api::namespaced(ctx.client.clone(), &ns);
     let generation = dbu.metadata.generation;
     let mut status = dbu.status.clone().unwrap_or_default();
-    let s = match settings::validate(&dbu.spec) {
+    let s = match settings::validate(&dbu.spec).and_then(|s| settings::admit(s, &ctx.policy)) {
         Ok(s) => settings::with_annotations(s, dbu.annotations()),
         Err(e) => {
             // permanent: nothing runs until the spec changes

@@ -12,7 +12,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
-use super::context::{Context, FIELD_MANAGER};
+use super::context::{Context, FIELD_MANAGER, Options};
 use super::reconcile::{error_policy, reconcile};
 use super::stores::{Stores, slim_pod, slim_sts};
 use crate::api::DovecotBackendUpgrade;
@@ -43,12 +43,12 @@ fn dbus_for_pod(
 }
 
 /// Runs the controller until the process is asked to stop. `lock_namespace` holds the ring locks.
-pub async fn run(
-    client: Client,
-    namespace: Option<String>,
-    lock_namespace: String,
-    metrics: Arc<crate::metrics::Metrics>,
-) {
+pub async fn run(client: Client, opts: Options, metrics: Arc<crate::metrics::Metrics>) {
+    let Options {
+        namespace,
+        lock_namespace,
+        policy,
+    } = opts;
     let (dbus, pods, stss): (Api<DovecotBackendUpgrade>, Api<Pod>, Api<StatefulSet>) =
         match &namespace {
             Some(ns) => (
@@ -85,6 +85,7 @@ pub async fn run(
         client,
         metrics,
         lock_namespace,
+        policy,
         stores: Stores {
             sts: sts_store,
             pods: pod_store,

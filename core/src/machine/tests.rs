@@ -364,6 +364,35 @@ fn drain_outcome_table() {
 }
 
 #[test]
+fn a_who_output_cut_at_the_capture_bound_counts_as_sessions_not_a_parse_error() {
+    let err = |m: String| StepError {
+        step: Step::WaitSessions,
+        argv: vec![],
+        exit_code: Some(0),
+        stderr: m,
+        reason: None,
+    };
+    let row = r#"{"username":"user5","service":"imap","pid":"10823","ip":"127.0.0.1"},"#;
+    let mut cut = String::from("[");
+    while cut.len() < crate::text::MAX_CAPTURE {
+        cut.push_str(row);
+    }
+    cut.truncate(crate::text::MAX_CAPTURE);
+    let p = Duration::from_secs(5);
+    let res = judge::sessions(&cut, None, DrainTimeoutAction::Fail, p, err);
+    let StepResult::Waiting { message, .. } = res else {
+        panic!("{res:?}")
+    };
+    assert!(message.contains("sessions still run"), "{message}");
+    // at the ceiling: the ceiling holds them
+    let res = judge::sessions(&cut, Some(0), DrainTimeoutAction::Proceed, p, err);
+    assert!(matches!(res, StepResult::Advanced { .. }), "{res:?}");
+    // a short output that does not parse is still an error
+    let res = judge::sessions("[{\"user", None, DrainTimeoutAction::Proceed, p, err);
+    assert!(matches!(res, StepResult::Failed(_)), "{res:?}");
+}
+
+#[test]
 fn attempts_count_consecutive_transient_failures_only() {
     let mut r = rec(2, Step::WaitSessions, 0);
     let blip = StepResult::Transient {
