@@ -363,6 +363,10 @@ pub struct DovecotBackendUpgradeStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("items" = {"type": "integer", "format": "int64"}))]
     pub recent_backend_seconds: Vec<u32>,
+    /// Since when `spec.paused` holds in-flight backends; when the pause ends their step clocks
+    /// (drain ceiling, stop and replace timeouts) move on by its length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_since: Option<Time>,
     /// With `spec.dryRun`: what the rollout would do, without doing it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<RolloutPlan>,
@@ -522,7 +526,7 @@ pub struct BackendStatus {
     pub from_revision: Option<String>,
     /// The step intended or in progress; `Done` when finished.
     pub step: Step,
-    /// When `step` was entered.
+    /// When `step` was entered, moved later by any pause since (its timeouts do not count it).
     pub step_started: Time,
     /// The vhost count the backend had in the ring before Drain; restored by RingRestore.
     // Kubernetes knows int32/int64 formats only; "uint32" draws an API server warning

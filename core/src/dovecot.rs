@@ -16,10 +16,12 @@ pub enum ArgError {
     #[error("{0:?} is not an IP address")]
     Ip(String),
     #[error(
-        "user {0:?} is empty, too long, or contains a wildcard, whitespace or control character"
+        "user {0:?} is empty, longer than 255 bytes, starts with '-' (doveadm would read it as an option), or contains a wildcard, whitespace or control character"
     )]
     User(String),
-    #[error("mailbox {0:?} is empty, too long, or contains a wildcard or control character")]
+    #[error(
+        "mailbox {0:?} is empty, longer than 255 bytes, starts with '-' (doveadm would read it as an option), or contains a wildcard or control character"
+    )]
     Mailbox(String),
     #[error("vhost count {0} is out of range (0..=10000)")]
     Vhosts(u32),

@@ -696,3 +696,26 @@ async fn replace_deletes_the_stopped_pod_through_the_cluster() {
         "waits for the new pod"
     );
 }
+
+#[tokio::test]
+async fn abort_at_stop_lmtp_with_a_dead_dovecot_leaves_it_out_without_a_reload_loop() {
+    let mut s = settings();
+    s.abort = true;
+    let exec = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 0, 0)])).once(
+        "backend-2",
+        dovecot::read_master_pid(&s.base_dir),
+        1,
+        "",
+        "cat: /run/dovecot/master.pid: No such file or directory",
+    );
+    let cluster = fake(fixtures::world(3, OLD, NEW));
+    let out = once(&s, at(Step::StopLmtp), &exec, &cluster, &clock_at(0, 0)).await;
+    let rec = &out.status.backends[0];
+    assert!(rec.failed, "left out and named: {rec:?}");
+    assert_eq!(out.notes[0].reason, "BackendLeftOut");
+    assert!(
+        !exec.calls().iter().any(|c| c.contains("reload")),
+        "{:?}",
+        exec.calls()
+    );
+}

@@ -16,8 +16,9 @@ pub fn cleanup_for(rec: &BackendStatus) -> Cleanup {
         ));
     }
     match rec.step {
-        Step::Drain | Step::WaitSessions | Step::StopLmtp => Cleanup::Restore,
-        Step::StopDovecot => Cleanup::RestoreIfRunning,
+        Step::Drain | Step::WaitSessions => Cleanup::Restore,
+        // the restore reloads Dovecot to re-open LMTP: only a running one can be put back
+        Step::StopLmtp | Step::StopDovecot => Cleanup::RestoreIfRunning,
         Step::RingRemove | Step::Reset | Step::Replace | Step::Verify => {
             Cleanup::LeaveOut(format!(
                 "{}: deleted at step {}, after Dovecot was stopped; left out of the ring (restore by hand with doveadm director update <ip> {} and director up <ip>)",

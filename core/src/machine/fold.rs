@@ -65,17 +65,47 @@ pub fn compact(status: &mut DovecotBackendUpgradeStatus) {
     });
 }
 
-/// Records a finished backend's duration for the window prediction.
+/// Records a finished backend's duration for the window prediction: its active step time
+/// (records from before that was kept: since it started).
 pub fn record_finish(status: &mut DovecotBackendUpgradeStatus, pod: &str, now: Timestamp) {
-    let Some(started) = status
+    let Some(rec) = status
         .backends
         .iter()
         .find(|r| r.pod == pod && r.step == Step::Done)
-        .and_then(|r| r.started.clone())
     else {
         return;
     };
-    window::remember(&mut status.recent_backend_seconds, elapsed(&started, now));
+    let took = match (rec.active_seconds, &rec.started) {
+        (Some(s), _) => Duration::from_secs(s),
+        (None, Some(started)) => elapsed(started, now),
+        (None, None) => return,
+    };
+    window::remember(&mut status.recent_backend_seconds, took);
+}
+
+/// Adds the time spent in the step that just ended to the backend's active time.
+fn add_active(rec: &mut BackendStatus, now: Timestamp) {
+    let spent = elapsed(&rec.step_started, now).as_secs();
+    rec.active_seconds = Some(rec.active_seconds.unwrap_or(0).saturating_add(spent));
+}
+
+/// A pause freezes in-flight steps, so it must not count against their clocks (the drain
+/// ceiling, the stop and replace timeouts, the active time): when it ends, every in-flight
+/// step's start moves on by its length. Called before deciding.
+pub fn pause_clocks(status: &mut DovecotBackendUpgradeStatus, paused: bool, now: Timestamp) {
+    match (status.paused_since.clone(), paused) {
+        (None, true) if status.backends.iter().any(|r| active(r) && !r.failed) => {
+            status.paused_since = Some(Time(now));
+        }
+        (Some(since), false) => {
+            let d = elapsed(&since, now);
+            for r in status.backends.iter_mut().filter(|r| active(r)) {
+                r.step_started = Time(after(r.step_started.0, d));
+            }
+            status.paused_since = None;
+        }
+        _ => {}
+    }
 }
 
 /// The decision the conditions should describe once an action ran: a step that just failed
@@ -142,6 +172,7 @@ fn fold_result(rec: &mut BackendStatus, result: &StepResult, now: Timestamp) -> 
             if stopped_uid.is_some() {
                 rec.stopped_pod_uid = stopped_uid.clone();
             }
+            add_active(rec, now);
             rec.step = step.next();
             rec.step_started = Time(now);
             rec.attempts = 0;
@@ -182,6 +213,7 @@ fn fold_result(rec: &mut BackendStatus, result: &StepResult, now: Timestamp) -> 
             Vec::new()
         }
         StepResult::Rewind { to, message } => {
+            add_active(rec, now);
             rec.step = *to;
             rec.step_started = Time(now);
             rec.attempts = 0;

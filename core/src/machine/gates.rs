@@ -10,7 +10,7 @@ use super::decision::{Decision, active};
 use super::observed::Observed;
 use crate::api::{APPROVE_ANNOTATION, DovecotBackendUpgradeStatus};
 use crate::dovecot::RingHost;
-use crate::reason::WaitReason;
+use crate::reason::{StallReason, WaitReason};
 use crate::settings::Settings;
 use crate::time::human;
 use crate::window;
@@ -46,6 +46,30 @@ pub(super) fn start_gate(
     }
     if let Some(w) = &s.window {
         let predicted = window::predict(&status.recent_backend_seconds, s.drain_timeout);
+        if predicted > w.length {
+            // no window will ever fit: say so instead of waiting for one
+            return Some(Decision::stall(
+                StallReason::MaintenanceWindowTooShort,
+                format!(
+                    "a backend is predicted to take {} ({}), longer than the whole maintenance window ({}); lengthen spec.maintenanceWindow.duration{}",
+                    human(predicted),
+                    if status.recent_backend_seconds.is_empty() {
+                        "the drain ceiling plus 5 minutes, before any backend finished".to_string()
+                    } else {
+                        format!(
+                            "the longest of the last {} backends' active time",
+                            status.recent_backend_seconds.len()
+                        )
+                    },
+                    human(w.length),
+                    if status.recent_backend_seconds.is_empty() {
+                        " or shorten spec.drain.timeout"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
         match w.at(now) {
             window::WindowState::Closed { opens_in } => {
                 return Some(Decision::wait(
