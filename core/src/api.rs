@@ -549,6 +549,10 @@ pub struct BackendStatus {
     /// Set when the backend failed and halted the rollout; it stays out of the ring.
     #[serde(default)]
     pub failed: bool,
+    /// The pod is gone for good (the StatefulSet was scaled below its ordinal): the record is
+    /// closed; its ring entry stays as it was (drained or down), for a human to remove.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
     /// Last thing worth knowing about this backend (e.g. users kicked at the drain ceiling).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -634,6 +638,7 @@ impl BackendStatus {
             retry_after: None,
             stopped_pod_uid: None,
             failed: false,
+            removed: false,
             message: None,
             last_error: None,
             started: Some(now),

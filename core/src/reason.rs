@@ -122,6 +122,8 @@ reasons! {
         BackendRestored,
         BackendRestoreFailed,
         BackendLeftOut,
+        /// The StatefulSet was scaled below the backend's ordinal: its record is closed.
+        BackendRemoved,
         CleanupSkipped,
         /// The DBU turned Stalled, or stalls for another reason.
         Stalled,
@@ -142,6 +144,7 @@ impl EventReason {
                 | EventReason::RingReassertFailed
                 | EventReason::BackendRestoreFailed
                 | EventReason::BackendLeftOut
+                | EventReason::BackendRemoved
                 | EventReason::CleanupSkipped
                 | EventReason::Stalled
                 | EventReason::InvalidSpec

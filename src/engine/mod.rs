@@ -219,6 +219,7 @@ pub async fn reconcile_once(
     }
     let now = clock();
     let mut notes = machine::apply_retry(&mut status, s.retry_token.as_deref(), &obs, now);
+    notes.extend(machine::close_removed(s, &mut status, &obs, now));
     machine::pause_clocks(&mut status, s.paused, now);
     let decision = decide_reading(s, &status, &mut obs, exec, cluster, now).await;
     let cx = StepContext {

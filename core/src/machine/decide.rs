@@ -180,7 +180,7 @@ pub fn decide(
         return abort(status);
     }
     if let Some(f) = status.backends.iter().find(|r| r.failed) {
-        return failed_stall(f);
+        return while_failed(s, status, f, obs, ring, now);
     }
     if s.paused {
         return Decision::Wait {
@@ -339,6 +339,46 @@ fn in_flight(
             run(None)
         }
         _ => run(None),
+    }
+}
+
+/// A failed backend halts the rollout, but does not freeze the others in flight (with
+/// maxUnavailable > 1): one already stopped goes on to Verify and back into the ring (Verify
+/// guards it as any other); one still running is put back now. Stalled names the failed one
+/// meanwhile (`settled`), and nothing new starts.
+fn while_failed(
+    s: &Settings,
+    status: &DovecotBackendUpgradeStatus,
+    failed: &BackendStatus,
+    obs: &Observed,
+    ring: &[RingHost],
+    now: Timestamp,
+) -> Decision {
+    let others = || status.backends.iter().filter(|r| active(r) && !r.failed);
+    // users first: a backend still running goes back before another one is finished
+    if let Some(rec) = others().find(|r| r.step <= Step::StopLmtp) {
+        return Decision::Undo {
+            pod: rec.pod.clone(),
+            action: cleanup_for(rec),
+        };
+    }
+    let mut soonest: Option<(Duration, String)> = None;
+    for rec in others() {
+        match in_flight(s, status, rec, obs, ring, now) {
+            Ok(d) => return d,
+            Err((wait, msg)) if soonest.as_ref().is_none_or(|(w, _)| wait < *w) => {
+                soonest = Some((wait, msg));
+            }
+            Err(_) => {}
+        }
+    }
+    match soonest {
+        Some((requeue, message)) => Decision::Wait {
+            reason: WaitReason::StepInProgress,
+            message,
+            requeue,
+        },
+        None => failed_stall(failed),
     }
 }
 

@@ -147,7 +147,7 @@ pub enum Cleanup {
 
 /// A record that still holds a backend out of, or partly out of, the ring.
 pub fn active(rec: &BackendStatus) -> bool {
-    rec.step != Step::Done
+    rec.step != Step::Done && !rec.removed
 }
 
 /// Where a command runs.

@@ -13,7 +13,7 @@ use super::decision::{Acted, Decision, MAX_ATTEMPTS, StepResult, Undone, active}
 use super::note::{Note, failed_stall, failure_message};
 use super::observed::Observed;
 use crate::api::{BackendStatus, DovecotBackendUpgradeStatus, RETRY_ANNOTATION, Step};
-use crate::reason::{EventReason, StallReason};
+use crate::reason::{EventReason, StallReason, WaitReason};
 use crate::settings::Settings;
 use crate::time::{after, backoff, elapsed};
 use crate::window;
@@ -120,7 +120,14 @@ pub fn settled(
     now: Timestamp,
 ) -> Decision {
     match decision {
-        Decision::Run { .. } | Decision::Begin(_) | Decision::Claim { .. } => {
+        Decision::Run { .. }
+        | Decision::Begin(_)
+        | Decision::Claim { .. }
+        | Decision::Undo { .. }
+        | Decision::Wait {
+            reason: WaitReason::StepInProgress,
+            ..
+        } => {
             if let Some(f) = status.backends.iter().find(|r| r.failed) {
                 return failed_stall(f);
             }
@@ -250,6 +257,44 @@ fn fold_result(rec: &mut BackendStatus, result: &StepResult, now: Timestamp) -> 
             }
         }
     }
+}
+
+/// The ordinal of a StatefulSet pod (`<sts>-<n>`).
+fn ordinal(sts: &str, pod: &str) -> Option<i32> {
+    pod.strip_prefix(sts)?.strip_prefix('-')?.parse().ok()
+}
+
+/// Closes the records of pods that are gone for good: the StatefulSet was scaled below their
+/// ordinal and the pod no longer runs. Nothing will come back to finish them, so they neither
+/// hold the rollout nor the ring's lock; their ring entries stay as they were, and the Event
+/// says how to remove them.
+pub fn close_removed(
+    s: &Settings,
+    status: &mut DovecotBackendUpgradeStatus,
+    obs: &Observed,
+    now: Timestamp,
+) -> Vec<Note> {
+    let Some(replicas) = obs.sts.as_ref().map(|x| x.replicas) else {
+        return Vec::new();
+    };
+    let mut notes = Vec::new();
+    for rec in status.backends.iter_mut().filter(|r| active(r)) {
+        let gone = ordinal(&s.stateful_set, &rec.pod).is_some_and(|n| n >= replicas)
+            && !obs.pods.iter().any(|p| p.name == rec.pod && !p.terminating);
+        if !gone {
+            continue;
+        }
+        rec.removed = true;
+        rec.retry_after = None;
+        let message = format!(
+            "{}: the StatefulSet was scaled to {replicas}, so the pod is gone for good; its record is closed at {}. Its ring entry {} stays as it is (drained or down): remove it with doveadm director remove {} once it is decommissioned",
+            rec.pod, rec.step, rec.ip, rec.ip
+        );
+        rec.message = Some(message.clone());
+        rec.step_started = Time(now);
+        notes.push(Note::new(EventReason::BackendRemoved, message).about(&rec.pod, rec.step));
+    }
+    notes
 }
 
 /// Honors a new retry token: failed backends run again. One whose pod is not at the target

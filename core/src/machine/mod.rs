@@ -27,8 +27,8 @@ pub use decision::{
 };
 pub use dry_run::{PLAN_LIMIT, dry_run, steps_for};
 pub use fold::{
-    DONE_KEPT, Recorded, apply_result, apply_retry, compact, conclude, invalid_spec, pause_clocks,
-    progress, record, record_finish, requeue_after, retarget, settled,
+    DONE_KEPT, Recorded, apply_result, apply_retry, close_removed, compact, conclude, invalid_spec,
+    pause_clocks, progress, record, record_finish, requeue_after, retarget, settled,
 };
 pub use judge::{ReplaceMove, drain_outcome, replace_move};
 pub use note::{Note, failed_stall, failure_message};

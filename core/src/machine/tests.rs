@@ -1037,6 +1037,81 @@ fn a_window_shorter_than_the_prediction_is_a_clear_stall() {
 }
 
 #[test]
+fn a_pod_scaled_away_closes_its_record_as_removed() {
+    let s = with(json!({}));
+    // backend-2 was taken first, failed, and then the StatefulSet was scaled to 2
+    let mut f = rec(2, Step::Reset, 0);
+    f.failed = true;
+    let mut st = status(vec![f, rec(1, Step::Done, 0)]);
+    let mut obs = drained(2);
+    obs.sts.as_mut().unwrap().replicas = 2;
+    obs.pods.retain(|p| p.name != "backend-2");
+    let notes = close_removed(&s, &mut st, &obs, ts(5));
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0].reason, "BackendRemoved");
+    assert!(
+        notes[0].message.contains("director remove 127.0.0.13"),
+        "{}",
+        notes[0].message
+    );
+    assert!(st.backends[0].removed && !active(&st.backends[0]));
+    // closed: it no longer stalls the rollout, and the ring's lock lets it go
+    obs.ring_lock = Some(Ok(RingLock::default()));
+    let d = decide(&s, &st, &obs, ts(6));
+    assert_eq!(d, Decision::Claim { pods: vec![] }, "{d:?}");
+    assert!(close_removed(&s, &mut st, &obs, ts(7)).is_empty(), "once");
+    // a pod that still runs, or an ordinal below the replicas, is not removed
+    let mut st = status(vec![rec(2, Step::Reset, 0)]);
+    let mut obs = drained(2);
+    obs.sts.as_mut().unwrap().replicas = 2;
+    assert!(
+        close_removed(&s, &mut st, &obs, ts(5)).is_empty(),
+        "pod still there"
+    );
+    obs.sts.as_mut().unwrap().replicas = 3;
+    obs.pods.retain(|p| p.name != "backend-2");
+    assert!(
+        close_removed(&s, &mut st, &obs, ts(5)).is_empty(),
+        "will be recreated"
+    );
+}
+
+#[test]
+fn a_failed_backend_does_not_freeze_the_others_in_flight() {
+    let s = with(json!({"maxUnavailable": 3}));
+    let mut f = rec(2, Step::Verify, 0);
+    f.failed = true;
+    let mut obs = drained(2);
+    for (i, h) in obs.ring.as_mut().unwrap().iter_mut().enumerate() {
+        h.vhosts = 0;
+        // past RingRemove: down too
+        h.up = i == 0;
+    }
+    // backend-1 stopped already: it goes on (Verify guards it); backend-0 still runs: put back
+    let st = status(vec![
+        f.clone(),
+        rec(1, Step::Replace, 0),
+        rec(0, Step::WaitSessions, 0),
+    ]);
+    let d = decide(&s, &st, &obs, ts(1));
+    assert_eq!(
+        d,
+        Decision::Undo {
+            pod: "backend-0".into(),
+            action: Cleanup::Restore
+        }
+    );
+    let st = status(vec![f.clone(), rec(1, Step::Replace, 0)]);
+    let d = decide(&s, &st, &obs, ts(1));
+    assert_eq!(d, run(1, Step::Replace));
+    // Stalled names the failed one all the while
+    assert_eq!(reason(&settled(&s, &d, &st, &obs, ts(1))), "BackendFailed");
+    // once the others are done, the failed one is all that is left
+    let st = status(vec![f, rec(1, Step::Done, 0)]);
+    assert_eq!(reason(&decide(&s, &st, &obs, ts(1))), "BackendFailed");
+}
+
+#[test]
 fn finishing_a_backend_records_its_duration() {
     let mut st = status(vec![rec(2, Step::Done, 0), rec(1, Step::Verify, 0)]);
     st.backends[0].started = Some(Time(ts(-100)));
