@@ -1,5 +1,6 @@
 //! Controller glue against a scripted mock API server: finalizer, status patches, events, no exec,
-//! and no GET or LIST: the world comes from the watch stores, given here as objects.
+//! and no GET or LIST: the world comes from the watch stores, given here as objects (a DBU is read
+//! fresh only when its cached copy is older than the status last written).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +49,7 @@ fn ctx_with(sts: Vec<Value>, pods: Vec<Value>, dbus: Vec<Value>) -> (Arc<Context
             stores,
             lock_namespace: "mail".into(),
             policy: Default::default(),
+            memory: Default::default(),
         }),
         handle,
     )
@@ -201,6 +203,140 @@ async fn delete_runs_cleanup_then_removes_the_finalizer() {
     });
     controller::reconcile(Arc::new(obj), ctx).await.unwrap();
     task.await.unwrap();
+}
+
+#[tokio::test]
+async fn status_writes_are_numbered_and_carry_the_copy_s_version_as_a_precondition() {
+    let (ctx, mut h) = ctx();
+    let obj = dbu(
+        json!({"finalizers": [FINALIZER], "resourceVersion": "41"}),
+        json!({"verify": {"user": "-x"}}),
+    );
+    let reply = serde_json::to_value(&obj).unwrap();
+    let task = tokio::spawn(async move {
+        let (_, body) = expect(&mut h, Method::PATCH, &format!("{DBU_PATH}/status"), reply).await;
+        expect(
+            &mut h,
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/mail/events",
+            json!({}),
+        )
+        .await;
+        body
+    });
+    controller::reconcile(Arc::new(obj), ctx.clone())
+        .await
+        .unwrap();
+    let body = task.await.unwrap();
+    assert_eq!(body["metadata"]["resourceVersion"], "41", "{body}");
+    assert_eq!(body["status"]["writeSeq"], 1, "{body}");
+    assert!(
+        cond(&body["status"], "Stalled")["message"]
+            .as_str()
+            .unwrap()
+            .contains("starts with '-'"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_cached_copy_older_than_the_last_write_is_read_fresh_before_deciding() {
+    let (ctx, mut h) = ctx();
+    let mut obj = dbu(
+        json!({"finalizers": [FINALIZER], "resourceVersion": "50"}),
+        json!({"verify": {"user": "-x"}}),
+    );
+    obj.metadata.uid = Some("roll-uid".into());
+    ctx.memory.update("roll-uid", |m| m.written = 7);
+    obj.status = Some(Default::default());
+    obj.status.as_mut().unwrap().write_seq = 6;
+    let mut fresh = serde_json::to_value(&obj).unwrap();
+    fresh["metadata"]["resourceVersion"] = json!("60");
+    fresh["status"]["writeSeq"] = json!(7);
+    let task = tokio::spawn(async move {
+        // the watch lags behind what this process wrote: a GET first
+        expect(&mut h, Method::GET, DBU_PATH, fresh.clone()).await;
+        let (_, body) = expect(&mut h, Method::PATCH, &format!("{DBU_PATH}/status"), fresh).await;
+        expect(
+            &mut h,
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/mail/events",
+            json!({}),
+        )
+        .await;
+        body
+    });
+    controller::reconcile(Arc::new(obj), ctx.clone())
+        .await
+        .unwrap();
+    let body = task.await.unwrap();
+    assert_eq!(body["metadata"]["resourceVersion"], "60");
+    assert_eq!(body["status"]["writeSeq"], 8);
+    assert_eq!(ctx.memory.get("roll-uid").written, 8);
+}
+
+#[tokio::test]
+async fn delete_waits_while_a_drained_backend_cannot_be_put_back() {
+    // backend-0 is at WaitSessions, and no director pod exists to put it back
+    let (ctx, mut h) = ctx_with(
+        vec![sts("OnDelete")],
+        vec![backend_pod("backend-0")],
+        vec![],
+    );
+    let mut obj = dbu(
+        json!({"finalizers": [FINALIZER], "deletionTimestamp": "2026-11-28T11:00:00Z"}),
+        json!({}),
+    );
+    obj.status = Some(fixtures::status(
+        "backend-2",
+        vec![fixtures::record(
+            0,
+            dovecot_upgrade_operator::api::Step::WaitSessions,
+            fixtures::ts(0),
+            "backend-1",
+            100,
+        )],
+    ));
+    let reply = serde_json::to_value(&obj).unwrap();
+    let task = tokio::spawn(async move {
+        let (_, body) = expect(&mut h, Method::PATCH, &format!("{DBU_PATH}/status"), reply).await;
+        let (_, ev) = expect(
+            &mut h,
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/mail/events",
+            json!({}),
+        )
+        .await;
+        // and no finalizer patch
+        nothing_more(&mut h).await;
+        (body, ev)
+    });
+    let err = controller::reconcile(Arc::new(obj), ctx).await.unwrap_err();
+    let (body, ev) = task.await.unwrap();
+    assert!(err.to_string().contains("backend-0"), "{err}");
+    let rec = cond(&body["status"], "Reconciling");
+    assert_eq!(
+        (rec["status"].as_str(), rec["reason"].as_str()),
+        (Some("True"), Some("CleanupPending"))
+    );
+    assert!(
+        rec["message"]
+            .as_str()
+            .unwrap()
+            .contains("mailops.io/force-delete")
+    );
+    assert_eq!(
+        (ev["type"].as_str(), ev["reason"].as_str()),
+        (Some("Warning"), Some("CleanupPending"))
+    );
+    assert_eq!(
+        dovecot_upgrade_operator::controller::retry_after_failures(1),
+        Duration::from_secs(1)
+    );
+    assert_eq!(
+        dovecot_upgrade_operator::controller::retry_after_failures(30),
+        Duration::from_secs(300)
+    );
 }
 
 /// Every spec the operator must refuse: a Stalled status and a Warning, nothing else (no exec).

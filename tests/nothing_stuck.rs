@@ -215,3 +215,85 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A DBU deleted with a backend left out (replaced, before Verify): the ring's lock keeps it
+/// as out, and the next DBU of the StatefulSet adopts it first, finishes it (Verify, back at
+/// its original count) and then rolls the rest, one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successor_finishes_a_backend_its_deleted_predecessor_left_out() {
+    let started = Instant::now();
+    let rig = rig(35);
+    let lab = &rig.lab;
+    lab.new_revision("rev-2", "");
+    let s = settings(json!({"drain": {"pollInterval": "1s", "timeout": "15s"}}));
+    let exec = lab.exec();
+    let (st, _) = common::until(
+        &s,
+        &exec,
+        lab,
+        DovecotBackendUpgradeStatus::default(),
+        std::time::Duration::from_secs(120),
+        |st| st.backends.first().is_some_and(|r| r.step == Step::Verify),
+    )
+    .await;
+    let done = dovecot_upgrade_operator::engine::cleanup(&s, &st, &exec, lab, &common::now, false)
+        .await
+        .unwrap();
+    assert!(done.finished(), "{done:?}");
+    assert!(
+        done.notes.iter().any(|n| n.reason == "BackendLeftOut"),
+        "{done:?}"
+    );
+    let holders = lab.ring_holders();
+    assert_eq!(holders.len(), 1);
+    assert!(holders[0].left_out.is_some(), "kept as out: {holders:?}");
+    let ip2 = lab.pod_ip("backend-2").unwrap();
+    let b2 = lab
+        .ring()
+        .unwrap()
+        .into_iter()
+        .find(|h| h.ip == ip2)
+        .unwrap();
+    assert_eq!((b2.vhosts, b2.up), (0, false), "still out");
+    // the successor: a new DBU (same StatefulSet, same name re-applied is a new one too)
+    let successor = lab.view("backend", "lab/rollout");
+    let mut notes = Vec::new();
+    let out = dovecot_upgrade_operator::engine::drive(
+        &s,
+        DovecotBackendUpgradeStatus::default(),
+        &exec,
+        &successor,
+        &common::now,
+        std::time::Duration::from_secs(600),
+        |o| notes.extend(o.notes.iter().cloned()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.phase,
+        Some(Phase::Completed),
+        "{:#?}",
+        out.status
+    );
+    let adopted = notes
+        .iter()
+        .position(|n| n.reason == "BackendAdopted")
+        .expect("adopted");
+    let first_begin = notes.iter().position(|n| n.reason == "BackendStarted");
+    assert!(
+        first_begin.is_none_or(|b| b > adopted),
+        "adopted before anything starts"
+    );
+    let ring = lab.ring().unwrap();
+    for (i, want) in [100, 50, 20].into_iter().enumerate() {
+        let ip = lab.spec.backend_ip(i);
+        let h = ring.iter().find(|h| h.ip == ip).unwrap();
+        assert_eq!((h.vhosts, h.up), (want, true), "{ip}");
+    }
+    assert!(lab.ring_holders().is_empty(), "{:?}", lab.ring_holders());
+    report(
+        "successor adopts a left-out backend",
+        started,
+        &notes[adopted].message,
+    );
+}

@@ -319,14 +319,63 @@ async fn deleting_the_rollout_mid_drain_puts_the_backend_back() {
     let (rig, status, ip, _held) = held_in_drain(5).await;
     let lab = &rig.lab;
     let s = settings(json!({}));
-    let notes = engine::cleanup(&s, &status, &lab.exec(), lab, &now)
+    let done = engine::cleanup(&s, &status, &lab.exec(), lab, &now, false)
         .await
         .unwrap();
+    assert!(done.finished(), "{done:?}");
     assert!(
-        notes.iter().any(|n| n.reason == "BackendRestored"),
-        "{notes:?}"
+        done.notes.iter().any(|n| n.reason == "BackendRestored"),
+        "{done:?}"
     );
     assert_back_unreplaced(lab, &ip);
+    // its registration in the ring's lock went with it
+    assert!(lab.ring_holders().is_empty(), "{:?}", lab.ring_holders());
+}
+
+/// Deleting while no director answers: the finalizer stays (cleanup pending, retried), and
+/// once the director is back the backend returns at its original count; only then may it go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_while_the_director_is_away_waits_until_the_backend_is_back() {
+    let started = std::time::Instant::now();
+    let (rig, status, ip, held) = held_in_drain(34).await;
+    let lab = &rig.lab;
+    let s = settings(json!({}));
+    drop(held);
+    lab.stop_pod(DIRECTOR_POD);
+    let mut tries = 0;
+    let done = loop {
+        tries += 1;
+        let done = engine::cleanup(&s, &status, &lab.exec(), lab, &now, false)
+            .await
+            .unwrap();
+        if done.finished() || tries == 3 {
+            break done;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(!done.finished(), "the finalizer stays: {done:?}");
+    assert!(
+        done.pending_message().contains("backend-2")
+            && done.pending_message().contains("force-delete"),
+        "{}",
+        done.pending_message()
+    );
+    assert_eq!(lab.ring_holders().len(), 1, "still registered as out");
+    // the director comes back (it forgot the drain: a restarted director reads its config)
+    lab.start_director(0).unwrap();
+    let done = engine::cleanup(&s, &status, &lab.exec(), lab, &now, false)
+        .await
+        .unwrap();
+    assert!(done.finished(), "{done:?}");
+    assert_back_unreplaced(lab, &ip);
+    assert!(lab.ring_holders().is_empty());
+    common::report(
+        "deleting waits for the director",
+        started,
+        &format!(
+            "{tries} cleanup passes pending while the director was away; then restored at its original count"
+        ),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -259,6 +259,10 @@ pub struct ResetSpec {
     pub commands: Vec<Vec<String>>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 fn default_true() -> bool {
     true
 }
@@ -376,6 +380,12 @@ pub struct DovecotBackendUpgradeStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1000))]
     pub ring_held: Vec<String>,
+    /// How many times the operator wrote this status. It remembers the last number it wrote
+    /// and never decides from a copy with a smaller one (a watch that resumed from an old
+    /// version): status is its only memory.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(extend("format" = "int64"))]
+    pub write_seq: u64,
 }
 
 /// The dry-run plan: backend order, and the exact commands for the first backends.
@@ -650,6 +660,11 @@ impl BackendStatus {
 
 /// Annotation whose new value asks to retry failed backends (works from Git, unlike a status edit).
 pub const RETRY_ANNOTATION: &str = "mailops.io/retry";
+
+/// Annotation (`true`) that lets a DBU be deleted although backends it took out could not be
+/// put back (e.g. no director answers): they stay as they are, and the next DBU of the
+/// StatefulSet takes them over from the ring's lock.
+pub const FORCE_DELETE_ANNOTATION: &str = "mailops.io/force-delete";
 
 /// Annotation naming the target revision a human approved after the canary.
 pub const APPROVE_ANNOTATION: &str = "mailops.io/approve";

@@ -81,6 +81,8 @@ reasons! {
         RingBusy,
         /// The director ring's lock (a Lease) could not be read, or is being read.
         RingLockUnreadable,
+        /// The DBU is being deleted, and a backend it holds out could not be put back yet.
+        CleanupPending,
     }
 }
 
@@ -124,6 +126,12 @@ reasons! {
         BackendLeftOut,
         /// The StatefulSet was scaled below the backend's ordinal: its record is closed.
         BackendRemoved,
+        /// A backend a deleted DBU left out of the ring is taken over by this one.
+        BackendAdopted,
+        /// Deleting the DBU waits: a backend it holds out could not be put back yet.
+        CleanupPending,
+        /// Deleting the DBU was forced: backends it held out stay as they are.
+        CleanupForced,
         CleanupSkipped,
         /// The DBU turned Stalled, or stalls for another reason.
         Stalled,
@@ -145,6 +153,9 @@ impl EventReason {
                 | EventReason::BackendRestoreFailed
                 | EventReason::BackendLeftOut
                 | EventReason::BackendRemoved
+                | EventReason::BackendAdopted
+                | EventReason::CleanupPending
+                | EventReason::CleanupForced
                 | EventReason::CleanupSkipped
                 | EventReason::Stalled
                 | EventReason::InvalidSpec

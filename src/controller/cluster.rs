@@ -182,7 +182,8 @@ impl Cluster for KubeCluster {
                 .map_err(|e| ClusterError::Other(format!("Lease {name}: holders: {e}")))?,
             None => Vec::new(),
         };
-        // a DBU that no longer exists (deleted without its finalizer) holds nothing
+        // a DBU that no longer exists (deleted without its finalizer) holds nothing, except
+        // the backends its cleanup recorded as left out: they are still out of the ring
         let live: Vec<String> = self
             .stores
             .dbus
@@ -194,7 +195,7 @@ impl Cluster for KubeCluster {
             version: lease.resource_version(),
             holders: holders
                 .into_iter()
-                .filter(|h| live.contains(&h.dbu))
+                .filter(|h| h.left_out.is_some() || live.contains(&h.dbu))
                 .collect(),
         })
     }

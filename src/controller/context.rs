@@ -23,6 +23,9 @@ pub enum Error {
     Finalizer(String),
     #[error("object has no namespace")]
     NoNamespace,
+    /// Deleting waits for backends to go back into the ring (the finalizer stays).
+    #[error("{0}")]
+    CleanupPending(String),
 }
 
 impl Error {
@@ -32,6 +35,7 @@ impl Error {
             Error::Cluster(c) => c.category(),
             Error::Finalizer(_) => "finalizer",
             Error::NoNamespace => "bad_object",
+            Error::CleanupPending(_) => "cleanup_pending",
         }
     }
 }
@@ -46,6 +50,40 @@ pub struct Context {
     pub lock_namespace: String,
     /// What the operator's flags allow beyond any DBU (custom reset commands).
     pub policy: crate::settings::Policy,
+    /// Per DBU (by UID): what this process last wrote, and its failures in a row.
+    pub memory: Memory,
+}
+
+/// What the operator remembers per DBU between reconciles (by UID; lost on restart, when the
+/// caches are fresh lists anyway).
+#[derive(Debug, Default)]
+pub struct Memory(std::sync::Mutex<std::collections::HashMap<String, Remembered>>);
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Remembered {
+    /// The `status.writeSeq` last written.
+    pub written: u64,
+    /// Reconciles that failed in a row (API errors, conflicts): the backoff.
+    pub failures: u32,
+}
+
+impl Memory {
+    pub fn get(&self, uid: &str) -> Remembered {
+        self.0
+            .lock()
+            .map(|m| m.get(uid).copied().unwrap_or_default())
+            .unwrap_or_default()
+    }
+    pub fn update(&self, uid: &str, f: impl FnOnce(&mut Remembered)) {
+        if let Ok(mut m) = self.0.lock() {
+            f(m.entry(uid.to_string()).or_default());
+        }
+    }
+    pub fn forget(&self, uid: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(uid);
+        }
+    }
 }
 
 /// How the controller runs: what it watches, where its locks are, what it allows.

@@ -13,7 +13,7 @@ mod stores;
 pub use cluster::{KubeCluster, edges_for, pod_view};
 pub use context::{Context, Error, FIELD_MANAGER, FINALIZER, Options};
 pub use leader::{Election, LEASE_NAME, LeaderError, run_elected};
-pub use reconcile::{error_policy, reconcile};
+pub use reconcile::{error_policy, reconcile, retry_after_failures};
 pub use run::run;
 pub use status::status_patch;
 pub use stores::{Stores, slim_pod, slim_sts};

@@ -12,13 +12,28 @@ use tracing::Instrument;
 
 use super::cluster::edges_for;
 use super::context::{Context, Error, FINALIZER};
-use super::status::{publish, write_status};
-use crate::api::DovecotBackendUpgrade;
+use super::status::{publish, stale, write_status};
+use crate::api::{DovecotBackendUpgrade, FORCE_DELETE_ANNOTATION};
 use crate::{conditions, engine, machine, settings};
+
+/// The copy to decide from: the cached one, unless it is older than the status this process
+/// last wrote (a watch that resumed from an old version): then a fresh read.
+async fn fresh(
+    ctx: &Context,
+    api: &Api<DovecotBackendUpgrade>,
+    dbu: Arc<DovecotBackendUpgrade>,
+) -> Result<Arc<DovecotBackendUpgrade>, Error> {
+    if !stale(ctx, &dbu) {
+        return Ok(dbu);
+    }
+    tracing::info!(dbu = %dbu.name_any(), "cached copy is older than the status last written; reading it fresh");
+    Ok(Arc::new(api.get(&dbu.name_any()).await?))
+}
 
 async fn apply(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Action, Error> {
     let ns = dbu.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<DovecotBackendUpgrade> = Api::namespaced(ctx.client.clone(), &ns);
+    let dbu = fresh(ctx, &api, dbu).await?;
     let generation = dbu.metadata.generation;
     let mut status = dbu.status.clone().unwrap_or_default();
     let s = match settings::validate(&dbu.spec).and_then(|s| settings::admit(s, &ctx.policy)) {
@@ -28,7 +43,7 @@ async fn apply(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Action,
             let notes =
                 machine::invalid_spec(&mut status, &e.to_string(), generation, Timestamp::now());
             let (write, _) = conditions::publish_plan(dbu.status.as_ref(), &status);
-            write_status(&api, &dbu, &status, write).await?;
+            write_status(ctx, &api, &dbu, &status, write).await?;
             publish(ctx, &dbu, &notes).await;
             return Ok(Action::await_change());
         }
@@ -37,7 +52,7 @@ async fn apply(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Action,
     let out =
         engine::reconcile_once(&s, status, generation, &exec, &cluster, &Timestamp::now).await?;
     let (write, stall) = conditions::publish_plan(dbu.status.as_ref(), &out.status);
-    write_status(&api, &dbu, &out.status, write).await?;
+    write_status(ctx, &api, &dbu, &out.status, write).await?;
     ctx.metrics.record(
         &format!("{ns}/{}", dbu.name_any()),
         &out,
@@ -53,15 +68,44 @@ async fn apply(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Action,
     })
 }
 
+/// Deleting: put back what can go back, hand what stays out to the ring's lock. The finalizer
+/// stays (an error, retried with backoff) while a backend that should go back could not.
 async fn cleanup(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Action, Error> {
     let ns = dbu.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<DovecotBackendUpgrade> = Api::namespaced(ctx.client.clone(), &ns);
+    let dbu = fresh(ctx, &api, dbu).await?;
     let status = dbu.status.clone().unwrap_or_default();
-    if let Ok(s) = settings::validate(&dbu.spec) {
-        let (cluster, exec) = edges_for(&ctx.client, &ctx.stores, &dbu, &ns, &ctx.lock_namespace);
-        let notes = engine::cleanup(&s, &status, &exec, &cluster, &Timestamp::now).await?;
+    let force = dbu
+        .annotations()
+        .get(FORCE_DELETE_ANNOTATION)
+        .is_some_and(|v| v == "true");
+    let (cluster, exec) = edges_for(&ctx.client, &ctx.stores, &dbu, &ns, &ctx.lock_namespace);
+    let done = match settings::validate(&dbu.spec) {
+        Ok(s) => engine::cleanup(&s, &status, &exec, &cluster, &Timestamp::now, force).await?,
+        // nothing can be undone without valid settings: only forcing lets in-flight ones go
+        Err(e) if !force && status.backends.iter().any(machine::active) => machine::Deletion {
+            pending: vec![format!(
+                "the spec does not validate ({e}), so nothing can be put back; fix it"
+            )],
+            ..Default::default()
+        },
+        Err(_) => machine::Deletion::forced(&status),
+    };
+    publish(ctx, &dbu, &done.notes).await;
+    if !done.finished() {
+        let why = done.pending_message();
+        let mut st = status.clone();
+        let notes =
+            machine::deletion_pending(&mut st, &why, dbu.metadata.generation, Timestamp::now());
+        let (write, _) = conditions::publish_plan(dbu.status.as_ref(), &st);
+        write_status(ctx, &api, &dbu, &st, write).await?;
         publish(ctx, &dbu, &notes).await;
+        return Err(Error::CleanupPending(why));
     }
     ctx.metrics.forget(&format!("{ns}/{}", dbu.name_any()));
+    if let Some(uid) = dbu.uid() {
+        ctx.memory.forget(&uid);
+    }
     Ok(Action::await_change())
 }
 
@@ -73,7 +117,8 @@ pub async fn reconcile(
     let ns = dbu.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<DovecotBackendUpgrade> = Api::namespaced(ctx.client.clone(), &ns);
     let span = tracing::info_span!("reconcile", dbu = %dbu.name_any(), namespace = %ns);
-    finalizer(&api, FINALIZER, dbu, |ev| async {
+    let uid = dbu.uid().unwrap_or_default();
+    let res = finalizer(&api, FINALIZER, dbu, |ev| async {
         match ev {
             Finalizer::Apply(d) => apply(d, &ctx).await,
             Finalizer::Cleanup(d) => cleanup(d, &ctx).await,
@@ -81,12 +126,27 @@ pub async fn reconcile(
     })
     .instrument(span)
     .await
-    .map_err(|e| Error::Finalizer(e.to_string()))
+    .map_err(|e| Error::Finalizer(e.to_string()));
+    if res.is_ok() {
+        ctx.memory.update(&uid, |m| m.failures = 0);
+    }
+    res
 }
 
-/// Transient errors back off; the step machine itself decides about step failures.
+/// Failures back off per DBU, doubling from 1 s to 5 minutes (no hot loop while the API server
+/// is away); the step machine itself decides about step failures.
 pub fn error_policy(dbu: Arc<DovecotBackendUpgrade>, err: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.error(err.category());
-    tracing::warn!(dbu = %dbu.name_any(), category = err.category(), error = %err, "reconcile failed");
-    Action::requeue(Duration::from_secs(15))
+    let uid = dbu.uid().unwrap_or_default();
+    ctx.memory
+        .update(&uid, |m| m.failures = m.failures.saturating_add(1));
+    let failures = ctx.memory.get(&uid).failures;
+    let wait = retry_after_failures(failures);
+    tracing::warn!(dbu = %dbu.name_any(), category = err.category(), error = %err, failures, retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
+}
+
+/// 1 s, 2 s, 4 s ... at most 5 minutes.
+pub fn retry_after_failures(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(9)).min(Duration::from_secs(300))
 }

@@ -86,6 +86,7 @@ pub async fn run(client: Client, opts: Options, metrics: Arc<crate::metrics::Met
         metrics,
         lock_namespace,
         policy,
+        memory: Default::default(),
         stores: Stores {
             sts: sts_store,
             pods: pod_store,

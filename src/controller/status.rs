@@ -54,7 +54,11 @@ pub(super) async fn publish(ctx: &Context, dbu: &DovecotBackendUpgrade, notes: &
     }
 }
 
+/// Writes status when `write`, numbered one past the copy it was decided from and with that
+/// copy's resourceVersion as a precondition: a writer that decided from a stale copy gets a
+/// conflict instead of overwriting newer status. Remembers the number written.
 pub(super) async fn write_status(
+    ctx: &Context,
     api: &Api<DovecotBackendUpgrade>,
     dbu: &DovecotBackendUpgrade,
     status: &DovecotBackendUpgradeStatus,
@@ -64,11 +68,28 @@ pub(super) async fn write_status(
     if !write {
         return Ok(());
     }
+    let mut status = status.clone();
+    status.write_seq = dbu.status.as_ref().map_or(0, |s| s.write_seq) + 1;
+    let mut body = status_patch(&status);
+    if let Some(rv) = dbu.resource_version() {
+        body["metadata"] = serde_json::json!({ "name": dbu.name_any(), "resourceVersion": rv });
+    }
     api.patch_status(
         &dbu.name_any(),
         &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(status_patch(status)),
+        &Patch::Apply(body),
     )
     .await?;
+    if let Some(uid) = dbu.uid() {
+        ctx.memory.update(&uid, |m| m.written = status.write_seq);
+    }
     Ok(())
+}
+
+/// Whether a copy of the DBU is older than the status this process last wrote for it.
+pub(super) fn stale(ctx: &Context, dbu: &DovecotBackendUpgrade) -> bool {
+    let Some(uid) = dbu.uid() else {
+        return false;
+    };
+    dbu.status.as_ref().map_or(0, |s| s.write_seq) < ctx.memory.get(&uid).written
 }

@@ -108,6 +108,7 @@ async fn act(
             commands, director, ..
         } => Acted::Reasserted(reassert(cx, director.as_deref(), commands).await),
         Decision::Claim { pods } => Acted::Claimed(claim(cx, status, pods).await),
+        Decision::Adopt { records } => Acted::Adopted(adopt(cx, records).await),
         Decision::Undo { pod, action } => match record(pod) {
             Some(rec) => Acted::Undone(undo::undo(cx, rec, action.clone()).await),
             None => Acted::Nothing,
@@ -155,19 +156,53 @@ async fn claim(
                 .map(|r| r.new_ip.clone().unwrap_or_else(|| r.ip.clone()))
                 .unwrap_or_default(),
             max_unavailable: u32::try_from(cx.s.max_unavailable).unwrap_or(u32::MAX),
+            left_out: None,
         })
         .collect();
-    let had: Vec<&machine::RingHolder> = lock.holders.iter().filter(|h| &h.dbu == me).collect();
+    // a deleted DBU's left-out backends are never "mine", even under the same name
+    let is_mine = |h: &machine::RingHolder| &h.dbu == me && h.left_out.is_none();
+    let had: Vec<&machine::RingHolder> = lock.holders.iter().filter(|h| is_mine(h)).collect();
     if had.len() == mine.len() && mine.iter().all(|m| had.contains(&m)) {
         return Ok(());
     }
     let mut holders: Vec<machine::RingHolder> = lock
         .holders
         .iter()
-        .filter(|h| &h.dbu != me)
+        .filter(|h| !is_mine(h))
         .cloned()
         .collect();
     holders.extend(mine);
+    cx.cluster
+        .write_ring_lock(cx.s, lock.version.as_deref(), &holders)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Moves the left-out backends of a deleted DBU to this one in the ring's lock (compare-and-swap
+/// on the version read): they stay counted as out all the while.
+async fn adopt(
+    cx: &StepContext<'_>,
+    records: &[dbu_core::api::BackendStatus],
+) -> Result<(), String> {
+    let Some(Ok(lock)) = &cx.obs.ring_lock else {
+        return Err("the ring's lock was not read".into());
+    };
+    let max = u32::try_from(cx.s.max_unavailable).unwrap_or(u32::MAX);
+    let mut holders: Vec<machine::RingHolder> = lock
+        .holders
+        .iter()
+        .filter(|h| !(h.left_out.is_some() && records.iter().any(|r| r.pod == h.pod)))
+        .cloned()
+        .collect();
+    for r in records {
+        holders.push(machine::RingHolder {
+            dbu: cx.obs.me.clone(),
+            pod: r.pod.clone(),
+            ip: r.new_ip.clone().unwrap_or_else(|| r.ip.clone()),
+            max_unavailable: max,
+            left_out: None,
+        });
+    }
     cx.cluster
         .write_ring_lock(cx.s, lock.version.as_deref(), &holders)
         .await
@@ -248,31 +283,78 @@ pub async fn reconcile_once(
     })
 }
 
-/// What deleting the DBU does: restore backends that still run, leave stopped ones out, loudly.
+/// What deleting the DBU does: restore backends that still run, leave stopped ones out, loudly,
+/// and hand those left out to the ring's lock so that the next DBU of the StatefulSet finds
+/// them. `Deletion::pending` says why the finalizer must stay (retry later). `force` undoes
+/// nothing.
 pub async fn cleanup(
     s: &Settings,
     status: &DovecotBackendUpgradeStatus,
     exec: &dyn PodExec,
     cluster: &dyn Cluster,
     clock: Clock<'_>,
-) -> Result<Vec<Note>, ClusterError> {
+    force: bool,
+) -> Result<machine::Deletion, ClusterError> {
     let obs = cluster.observe(s).await?;
-    if obs.director.is_none() {
-        return Ok(machine::cleanup_without_director(status));
-    }
-    let cx = StepContext {
-        s,
-        exec,
-        cluster,
-        obs: &obs,
-        clock,
+    let mut done = if force {
+        machine::Deletion::forced(status)
+    } else {
+        machine::Deletion::default()
     };
-    let mut notes = Vec::new();
-    for rec in status.backends.iter().filter(|r| machine::active(r)) {
-        let undone = undo::undo(&cx, rec, machine::cleanup_for(rec)).await;
-        notes.extend(machine::undone_note(rec, &undone));
+    let in_flight = status.backends.iter().filter(|r| machine::active(r));
+    if force {
+        // nothing to undo
+    } else if obs.director.is_none() {
+        for rec in in_flight {
+            done.no_director(rec);
+        }
+    } else {
+        let cx = StepContext {
+            s,
+            exec,
+            cluster,
+            obs: &obs,
+            clock,
+        };
+        for rec in in_flight {
+            let undone = undo::undo(&cx, rec, machine::cleanup_for(rec)).await;
+            done.undone(rec, undone);
+        }
     }
-    Ok(notes)
+    if !done.finished() {
+        return Ok(done);
+    }
+    // the left-out backends stay counted as out of the ring, with their records; the rest of
+    // this DBU's registrations go (a registration status does not know of is a dead DBU's,
+    // which holds nothing)
+    if status.ring_held.is_empty() && done.left.is_empty() {
+        return Ok(done);
+    }
+    let lock = match cluster.read_ring_lock(s).await {
+        Ok(l) => l,
+        Err(e) => {
+            done.pending
+                .push(format!("could not read the ring's lock: {e}"));
+            return Ok(done);
+        }
+    };
+    let mine = lock
+        .holders
+        .iter()
+        .any(|h| h.dbu == obs.me && h.left_out.is_none());
+    if mine || !done.left.is_empty() {
+        let max = u32::try_from(s.max_unavailable).unwrap_or(u32::MAX);
+        let holders = machine::lock::leave_out(&lock, &obs.me, &s.stateful_set, &done.left, max);
+        if let Err(e) = cluster
+            .write_ring_lock(s, lock.version.as_deref(), &holders)
+            .await
+        {
+            done.pending.push(format!(
+                "could not record the backends left out in the ring's lock: {e}"
+            ));
+        }
+    }
+    Ok(done)
 }
 
 /// The dry-run decision for a DBU: observes and reads the ring (read-only doveadm commands),

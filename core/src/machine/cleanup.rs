@@ -1,11 +1,11 @@
 //! What undoing a backend means at each step, for `spec.abort` and for deleting the DBU.
 
-use crate::api::{BackendStatus, DovecotBackendUpgradeStatus, Step};
+use crate::api::{BackendStatus, DovecotBackendUpgradeStatus, FORCE_DELETE_ANNOTATION, Step};
 use crate::dovecot::{self, CommandKind};
-use crate::reason::EventReason;
+use crate::reason::{EventReason, WaitReason};
 use crate::settings::Settings;
 
-use super::decision::{Cleanup, Command, On, Undone, active};
+use super::decision::{Cleanup, Command, Decision, On, Undone, active};
 use super::note::Note;
 
 pub fn cleanup_for(rec: &BackendStatus) -> Cleanup {
@@ -95,14 +95,103 @@ pub fn undone_note(rec: &BackendStatus, undone: &Undone) -> Option<Note> {
     Some(n.about(&rec.pod, rec.step))
 }
 
-/// What deleting the DBU does when no director can be reached: nothing can be undone, say so.
-pub fn cleanup_without_director(status: &DovecotBackendUpgradeStatus) -> Vec<Note> {
-    if status.backends.iter().any(active) {
-        vec![Note::new(
-            EventReason::CleanupSkipped,
-            "no Ready director: backends in flight were left as they are",
-        )]
-    } else {
+/// How deleting a DBU ends for its in-flight backends, once each was undone (or could not be).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Deletion {
+    pub notes: Vec<Note>,
+    /// Backends that stay out of the ring, with their records: the ring's lock keeps them for
+    /// the next DBU of the StatefulSet.
+    pub left: Vec<BackendStatus>,
+    /// Why the finalizer must stay: backends that should go back and could not yet.
+    pub pending: Vec<String>,
+}
+
+impl Deletion {
+    /// Adds how one backend's undo ended.
+    pub fn undone(&mut self, rec: &BackendStatus, undone: Undone) {
+        self.notes.extend(undone_note(rec, &undone));
+        match undone {
+            Undone::Restored | Undone::Nothing => {}
+            Undone::LeftOut(m) => self.left.push(BackendStatus {
+                message: Some(m),
+                ..rec.clone()
+            }),
+            Undone::Failed(m) => self.pending.push(m),
+        }
+    }
+
+    /// A backend that should go back but no Ready director can take it.
+    pub fn no_director(&mut self, rec: &BackendStatus) {
+        match cleanup_for(rec) {
+            Cleanup::LeaveOut(m) => self.undone(rec, Undone::LeftOut(m)),
+            Cleanup::Nothing => {}
+            Cleanup::Restore | Cleanup::RestoreIfRunning => self.pending.push(format!(
+                "{}: at {} and no Ready director to put it back",
+                rec.pod, rec.step
+            )),
+        }
+    }
+
+    /// `mailops.io/force-delete`: nothing is undone; every in-flight backend stays as it is.
+    pub fn forced(status: &DovecotBackendUpgradeStatus) -> Self {
+        let left: Vec<BackendStatus> = status
+            .backends
+            .iter()
+            .filter(|r| active(r))
+            .cloned()
+            .collect();
+        let mut d = Deletion::default();
+        if !left.is_empty() {
+            d.notes.push(Note::new(
+                EventReason::CleanupForced,
+                format!(
+                    "deleted with {FORCE_DELETE_ANNOTATION}: left as they are, out of the ring: {}; the next DovecotBackendUpgrade of the StatefulSet takes them over",
+                    names(&left)
+                ),
+            ));
+        }
+        d.left = left;
+        d
+    }
+
+    /// The finalizer may go: nothing that should go back is still out.
+    pub fn finished(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Why deleting waits, for the condition and the Event.
+    pub fn pending_message(&self) -> String {
+        format!(
+            "deleting waits until the backends it took out are back: {}; retrying with backoff (annotate {FORCE_DELETE_ANNOTATION}=true to delete anyway and leave them as they are)",
+            self.pending.join("; ")
+        )
+    }
+}
+
+fn names(recs: &[BackendStatus]) -> String {
+    recs.iter()
+        .map(|r| format!("{} (at {})", r.pod, r.step))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Conditions (and a Warning the first time) while deleting waits for backends to go back.
+pub fn deletion_pending(
+    status: &mut DovecotBackendUpgradeStatus,
+    message: &str,
+    generation: Option<i64>,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Vec<Note> {
+    let before = status.clone();
+    let d = Decision::wait(
+        WaitReason::CleanupPending,
+        message,
+        std::time::Duration::from_secs(15),
+    );
+    super::conditions::summarize(status, &d, generation, now);
+    if *status == before {
         Vec::new()
+    } else {
+        vec![Note::new(EventReason::CleanupPending, message)]
     }
 }

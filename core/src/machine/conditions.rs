@@ -151,6 +151,27 @@ pub fn summarize(
             (true, "StepInProgress", format!("{pod}: {step}")),
             (false, "Progressing", String::new()),
         ),
+        Decision::Adopt { records } => (
+            Phase::Progressing,
+            (
+                false,
+                "Progressing",
+                format!("{progress} backends upgraded"),
+            ),
+            (
+                true,
+                "BackendAdopted",
+                format!(
+                    "taking over [{}], left out of the director ring by a deleted DovecotBackendUpgrade",
+                    records
+                        .iter()
+                        .map(|r| r.pod.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            (false, "Progressing", String::new()),
+        ),
         Decision::Claim { pods } => (
             Phase::Progressing,
             (
@@ -215,6 +236,7 @@ pub fn worth_writing(
     };
     let quiet = |s: &DovecotBackendUpgradeStatus| {
         let mut s = s.clone();
+        s.write_seq = 0;
         for r in &mut s.backends {
             r.message = None;
         }

@@ -128,6 +128,15 @@ pub fn decide(
     if let Some(d) = lock_sync(status, obs) {
         return d;
     }
+    // backends a deleted DBU of this StatefulSet left out: taken over before anything else
+    if let Some(Ok(lk)) = &obs.ring_lock
+        && !s.dry_run
+    {
+        let records = lock::adoptable(s, status, lk);
+        if !records.is_empty() {
+            return Decision::Adopt { records };
+        }
+    }
     let any_active = status.backends.iter().any(active);
     let todo = outdated(s, &obs.pods, target, obs.ring.as_deref());
     if !any_active && todo.is_empty() && obs.pods.len() as i32 >= sts.replicas {

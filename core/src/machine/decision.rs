@@ -40,6 +40,9 @@ pub enum Decision {
     /// Register exactly these pods of this DBU in the director ring's lock (before a drain, or
     /// to release those that are back). Status records them once the lock has them.
     Claim { pods: Vec<String> },
+    /// Take over backends a deleted DBU of the same StatefulSet left out of the ring (their
+    /// records as it left them): the ring's lock moves them to this DBU, status records them.
+    Adopt { records: Vec<BackendStatus> },
     /// Run the recorded step of one backend.
     Run {
         pod: String,
@@ -130,6 +133,8 @@ pub enum Acted {
     /// `Claim`: the lock now has these pods of this DBU, or why it could not be changed (another
     /// DBU changed it first: read again).
     Claimed(Result<(), String>),
+    /// `Adopt`: the lock moved the left-out backends to this DBU, or why it could not.
+    Adopted(Result<(), String>),
 }
 
 /// What deleting the DBU does to one record.

@@ -123,6 +123,7 @@ pub fn settled(
         Decision::Run { .. }
         | Decision::Begin(_)
         | Decision::Claim { .. }
+        | Decision::Adopt { .. }
         | Decision::Undo { .. }
         | Decision::Wait {
             reason: WaitReason::StepInProgress,
@@ -394,6 +395,13 @@ pub fn record(
             // another DBU changed the lock first: read it again soon
             Err(_) => Some(Duration::from_secs(1)),
         },
+        (Decision::Adopt { records }, Acted::Adopted(res)) => match res {
+            Ok(()) => {
+                notes = adopt(status, records, acted_at);
+                Some(Duration::ZERO)
+            }
+            Err(_) => Some(Duration::from_secs(1)),
+        },
         (Decision::Undo { pod, .. }, Acted::Undone(undone)) => {
             let (n, requeue) = undone_in(status, pod, undone);
             notes.extend(n);
@@ -472,6 +480,39 @@ fn begin(status: &mut DovecotBackendUpgradeStatus, rec: &BackendStatus) -> Vec<N
         .about(&rec.pod, Step::Drain),
     ];
     notes.extend(kept_down);
+    notes
+}
+
+/// Adopt: the records as the deleted DBU left them, their clocks started now; registered in
+/// the lock already (the engine moved them).
+fn adopt(
+    status: &mut DovecotBackendUpgradeStatus,
+    records: &[BackendStatus],
+    now: Timestamp,
+) -> Vec<Note> {
+    let mut notes = Vec::new();
+    for r in records {
+        let mut rec = r.clone();
+        rec.step_started = Time(now);
+        rec.attempts = 0;
+        rec.retry_after = None;
+        let what = if rec.failed {
+            "it had failed, so it stays out until a retry"
+        } else {
+            "its rollout goes on from there"
+        };
+        let m = format!(
+            "{}: left out of the director ring by a deleted DovecotBackendUpgrade at step {}; adopted: {what}",
+            rec.pod, rec.step
+        );
+        rec.message = Some(m.clone());
+        notes.push(Note::new(EventReason::BackendAdopted, m).about(&rec.pod, rec.step));
+        status.backends.retain(|x| x.pod != rec.pod);
+        if !status.ring_held.contains(&rec.pod) {
+            status.ring_held.push(rec.pod.clone());
+        }
+        status.backends.push(rec);
+    }
     notes
 }
 

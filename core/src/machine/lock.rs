@@ -7,15 +7,19 @@
 use std::collections::BTreeSet;
 
 use super::decision::{Decision, active};
-use super::observed::{Observed, RingHolder, RingLock};
-use crate::api::DovecotBackendUpgradeStatus;
+use super::observed::{LeftOut, Observed, RingHolder, RingLock};
+use crate::api::{BackendStatus, DovecotBackendUpgradeStatus};
 use crate::reason::WaitReason;
 use crate::settings::Settings;
 use std::time::Duration;
 
-/// The lock's holders that belong to other DBUs.
+/// The lock's holders that belong to other DBUs, and those a deleted DBU left out (whatever
+/// its name was: a DBU deleted and applied again is a new one).
 pub fn others<'a>(obs: &Observed, lock: &'a RingLock) -> Vec<&'a RingHolder> {
-    lock.holders.iter().filter(|h| h.dbu != obs.me).collect()
+    lock.holders
+        .iter()
+        .filter(|h| h.dbu != obs.me || h.left_out.is_some())
+        .collect()
 }
 
 /// Pods this DBU keeps registered: those it registered whose record is still active.
@@ -72,6 +76,56 @@ pub fn busy(
         named.join(", "),
         if named.len() == 1 { "is" } else { "are" },
     ))
+}
+
+/// Backends a deleted DBU of this StatefulSet left out of the ring that this DBU has no
+/// active record of: their records, to adopt.
+pub fn adoptable(
+    s: &Settings,
+    status: &DovecotBackendUpgradeStatus,
+    lock: &RingLock,
+) -> Vec<BackendStatus> {
+    lock.holders
+        .iter()
+        .filter_map(|h| h.left_out.as_deref())
+        .filter(|l| l.stateful_set == s.stateful_set)
+        .filter(|l| {
+            !status
+                .backends
+                .iter()
+                .any(|r| r.pod == l.record.pod && active(r))
+        })
+        .map(|l| l.record.clone())
+        .collect()
+}
+
+/// The holders after `dbu` deleted with `left` still out: its other holders go, the left-out
+/// ones stay with their records (the next DBU of `sts` adopts them); other DBUs' are kept.
+pub fn leave_out(
+    lock: &RingLock,
+    dbu: &str,
+    sts: &str,
+    left: &[BackendStatus],
+    max_unavailable: u32,
+) -> Vec<RingHolder> {
+    let mut holders: Vec<RingHolder> = lock
+        .holders
+        .iter()
+        .filter(|h| h.dbu != dbu || h.left_out.is_some())
+        .filter(|h| !left.iter().any(|r| r.pod == h.pod))
+        .cloned()
+        .collect();
+    holders.extend(left.iter().map(|r| RingHolder {
+        dbu: dbu.to_string(),
+        pod: r.pod.clone(),
+        ip: r.new_ip.clone().unwrap_or_else(|| r.ip.clone()),
+        max_unavailable,
+        left_out: Some(Box::new(LeftOut {
+            stateful_set: sts.to_string(),
+            record: r.clone(),
+        })),
+    }));
+    holders
 }
 
 /// IPs other DBUs hold out of the ring (for the capacity guard).

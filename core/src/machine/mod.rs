@@ -19,7 +19,7 @@ mod observed;
 mod start;
 
 pub use cleanup::{
-    cleanup_for, cleanup_without_director, if_running, restore_commands, undone_note,
+    Deletion, cleanup_for, deletion_pending, if_running, restore_commands, undone_note,
 };
 pub use decide::{check_world, decide, ring_drift};
 pub use decision::{

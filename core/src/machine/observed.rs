@@ -4,7 +4,7 @@
 use k8s_openapi::jiff::Timestamp;
 
 use super::decision::Decision;
-use crate::api::Step;
+use crate::api::{BackendStatus, Step};
 use crate::dovecot::RingHost;
 use crate::reason::WaitReason;
 
@@ -31,7 +31,7 @@ pub struct PodView {
 }
 
 /// One backend a DBU holds out of its director ring, as the ring's lock records it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RingHolder {
     /// `namespace/name` of the DBU.
@@ -40,18 +40,30 @@ pub struct RingHolder {
     pub ip: String,
     /// The holder's `spec.maxUnavailable`: where DBUs of one ring differ, the smallest holds.
     pub max_unavailable: u32,
+    /// Set when the DBU was deleted with this backend still out of the ring: the holder
+    /// outlives it (the backend is still out), until a DBU of the same StatefulSet adopts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left_out: Option<Box<LeftOut>>,
+}
+
+/// A backend a deleted DBU left out of the ring: its record, for the DBU that adopts it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeftOut {
+    pub stateful_set: String,
+    pub record: BackendStatus,
 }
 
 /// The ring's lock as read: its version (for compare-and-swap; None while it does not exist)
 /// and its holders, those of DBUs that no longer exist already left out.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct RingLock {
     pub version: Option<String>,
     pub holders: Vec<RingHolder>,
 }
 
 /// The world, read fresh on every reconcile.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Observed {
     /// `namespace/name` of the DBU this reconcile is for (its name in the ring lock).
     pub me: String,
@@ -126,7 +138,9 @@ pub fn missing(decision: &Decision, obs: &Observed) -> Option<Missing> {
             step: Step::StopLmtp | Step::RingRemove,
             ..
         } if obs.other_rings.is_none() && obs.directors.len() > 1 => Some(Missing::OtherRings),
+        // Begin and Complete look for backends a deleted DBU left out (adopted first)
         Decision::Begin(_)
+        | Decision::Complete
         | Decision::Wait {
             reason: WaitReason::RingLockUnreadable,
             ..

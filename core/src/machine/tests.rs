@@ -69,6 +69,7 @@ fn reason(d: &Decision) -> &'static str {
         Decision::Aborted { .. } => "Aborted",
         Decision::DryRun(_) => "DryRun",
         Decision::Claim { .. } => "Claim",
+        Decision::Adopt { .. } => "Adopt",
     }
 }
 
@@ -1412,12 +1413,66 @@ fn reads_are_asked_for_only_when_a_decision_needs_them() {
     synced.ring_lock = Some(Ok(RingLock::default()));
     let d = decide(&s, &status(vec![]), &synced, ts(0));
     assert_eq!(missing(&d, &synced), None);
-    // finished: nothing to read at all
+    // finished: no exec at all, only the ring's lock (a deleted DBU may have left a backend out)
     let mut done = world();
     done.ring = None;
     done.pods = (0..3).map(|i| pod(i, NEW)).collect();
     let d = decide(&s, &status(vec![]), &done, ts(0));
+    assert_eq!(
+        (d.clone(), missing(&d, &done)),
+        (Decision::Complete, Some(Missing::RingLock))
+    );
+    done.ring_lock = Some(Ok(RingLock::default()));
+    let d = decide(&s, &status(vec![]), &done, ts(0));
     assert_eq!((d.clone(), missing(&d, &done)), (Decision::Complete, None));
+}
+
+#[test]
+fn left_out_backends_stay_counted_and_go_to_the_next_dbu_of_their_statefulset() {
+    let s = settings();
+    let mut left = rec(2, Step::Verify, 0);
+    left.new_ip = Some("127.0.0.99".into());
+    let lock = RingLock {
+        version: Some("3".into()),
+        holders: vec![
+            RingHolder {
+                dbu: "mail/old".into(),
+                pod: "backend-2".into(),
+                ip: "127.0.0.13".into(),
+                max_unavailable: 1,
+                left_out: None,
+            },
+            other_holds("mx-0", "127.0.0.50", 2).holders[0].clone(),
+        ],
+    };
+    let holders = lock::leave_out(&lock, "mail/old", "backend", &[left.clone()], 1);
+    assert_eq!(holders.len(), 2, "{holders:?}");
+    let orphan = holders.iter().find(|h| h.pod == "backend-2").unwrap();
+    assert_eq!(orphan.ip, "127.0.0.99");
+    assert_eq!(orphan.left_out.as_ref().unwrap().record, left);
+    let after = RingLock {
+        version: Some("4".into()),
+        holders,
+    };
+    // a successor under the same name adopts it; it counts as another's until then
+    let mut obs = locked(after.clone());
+    obs.me = "mail/old".into();
+    assert_eq!(lock::others(&obs, &after).len(), 2);
+    let d = decide(&s, &status(vec![]), &obs, ts(0));
+    let Decision::Adopt { records } = &d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(records, &vec![left.clone()]);
+    // another StatefulSet's DBU does not adopt it, but counts it as out of the ring
+    let mx = with(json!({"backends": {"statefulSet": "mx"}}));
+    assert!(lock::adoptable(&mx, &status(vec![]), &after).is_empty());
+    // once adopted: a record, registered, its clock restarted
+    let mut st = status(vec![]);
+    let rec = record(&mut st, &d, Acted::Adopted(Ok(())), ts(9));
+    assert_eq!(rec.notes[0].reason, "BackendAdopted");
+    assert_eq!(st.ring_held, vec!["backend-2".to_string()]);
+    assert_eq!(st.backends[0].step, Step::Verify);
+    assert_eq!(st.backends[0].step_started, Time(ts(9)));
 }
 
 fn other_holds(pod: &str, ip: &str, max: u32) -> RingLock {
@@ -1428,6 +1483,7 @@ fn other_holds(pod: &str, ip: &str, max: u32) -> RingLock {
             pod: pod.into(),
             ip: ip.into(),
             max_unavailable: max,
+            left_out: None,
         }],
     }
 }
