@@ -20,7 +20,10 @@ check() { local name="$1"; shift; if "$@" > "$state/last.out" 2>&1; then ok "$na
 
 stop_operator() {
   if [[ -n "$OP_PID" ]] && [[ -d "/proc/$OP_PID" ]]; then
+    # a supervising loop first, then what it runs
+    local kids; kids="$(pgrep -P "$OP_PID" || true)"
     kill "$OP_PID" 2>/dev/null || true
+    [[ -n "$kids" ]] && kill $kids 2>/dev/null || true
     for _ in $(seq 50); do [[ -d "/proc/$OP_PID" ]] || break; sleep 0.1; done
     kill -9 "$OP_PID" 2>/dev/null || true
   fi
@@ -89,6 +92,15 @@ start_named() { # identity: a replica with its own log and metrics port
 }
 scrape() { curl -fsS "http://127.0.0.1:${METRICS_PORT[$1]}$2"; }
 start_operator() { start_named operator; OP_PID=$!; }
+start_supervised() { # like a container the kubelet restarts: a new process whenever it exits
+  ( while :; do
+      POD_NAME="$1" target/debug/dovecot-upgrade-operator run --kubeconfig "$state/operator.kubeconfig" \
+        --namespace "$NS" --log-format json --metrics-addr "127.0.0.1:${METRICS_PORT[$1]}" \
+        >> "$state/logs/$1.log" 2>&1 || echo "{\"restarted\":\"exit $?\"}" >> "$state/logs/$1.log"
+      sleep 1
+    done ) &
+  OP_PID=$!
+}
 start_operator
 
 sts() { # strategy
@@ -353,6 +365,51 @@ at_rev3() {
   done
 }
 check "every backend runs revision 3" at_rev3
+check "the ring is whole again, original vhost counts" ring_back
+check "mail is still intact through both directors" mail_intact
+
+# Part D: the API server goes away for 30 s at StopDovecot, Replace and Verify. After each return
+# the rollout moves on within seconds (plus backoff), and no step command runs more than once
+# more than it normally does (the exec calls are counted in the audit log).
+stop_operator
+start_supervised operator # restarted when it exits (a lost leader Lease), as the kubelet would
+check "supervised mode off again" \
+  kubectl -n "$NS" patch dbu backend-rollout --type merge -p '{"spec":{"canary":{"supervised":false}}}'
+audit_from=$(($(wc -l < "$state/logs/audit.log") + 1))
+check "another config change: revision 4" roll_config "e2e revision 4" 4
+where() { kubectl -n "$NS" get dbu backend-rollout -o jsonpath='{.status.current} {.status.step}' 2>/dev/null; }
+outage_at() { # step: once a backend is at it, the API server stops for 30 s; then how long to move on
+  local row="" now back
+  for _ in $(seq 1500); do row="$(where)"; [[ "$row" == *" $1" ]] && break; sleep 0.1; done
+  [[ "$row" == *" $1" ]] || { echo "never saw a backend at $1 (last: $row)"; return 1; }
+  "$here/harness.sh" stop-apiserver "$state"
+  sleep 30
+  "$here/harness.sh" start-apiserver "$state" 2>/dev/null
+  back="$(date +%s%N)"
+  for _ in $(seq 1200); do now="$(where)"; [[ -n "$now" && "$now" != "$row" ]] && break; sleep 0.1; done
+  [[ "$now" != "$row" ]] || { echo "still at $row two minutes after the API server returned"; return 1; }
+  echo "API server away 30 s at $row: moved on to \"$now\" $(( ($(date +%s%N) - back) / 1000000 )) ms after it returned" | tee -a "$state/outages"
+}
+check "API server stopped for 30 s at StopDovecot: the rollout moves on once it is back" outage_at StopDovecot
+check "... at Replace" outage_at Replace
+check "... at Verify" outage_at Verify
+t_back="$(date +%s)"
+check "... and the rollout completes: kubectl wait --for=condition=Ready" kubectl -n "$NS" wait --for=condition=Ready dbu/backend-rollout --timeout=300s
+echo "ready $(( $(date +%s) - t_back )) s after the last outage ended" >> "$state/outages"
+sed 's/^/#   /' "$state/outages"
+few_execs() { # every command that changes something ran at most its normal count plus one retry
+  python3 "$here/execs.py" "$state/logs/audit.log" "$audit_from" > "$state/execs"
+  sed 's/^/#   /' "$state/execs" | head -40
+  echo "# exec calls in all: $(awk '{s+=$1} END {print s}' "$state/execs")"
+  ! awk -F'\t' '$3 ~ /doveadm (stop|service stop lmtp|director (update|down|up|flush|add|remove))|-delete/ && $1 > 2 {print; bad=1} END {exit !bad}' "$state/execs"
+}
+check "... no step command ran more than its normal count plus one retry (audit log)" few_execs
+at_rev4() {
+  for b in 0 1 2; do
+    [[ "$(kubectl -n "$NS" exec "backend-$b" -- doveconf -h login_greeting)" == "e2e revision 4" ]] || { echo "backend-$b"; return 1; }
+  done
+}
+check "every backend runs revision 4" at_rev4
 check "the ring is whole again, original vhost counts" ring_back
 check "mail is still intact through both directors" mail_intact
 

@@ -4,6 +4,7 @@
 # PVC-protection controllers).
 #   harness.sh up DIR     start everything, wait for readiness, write DIR/admin.kubeconfig
 #   harness.sh down DIR   stop what DIR/*.pid name (only if the PID still runs that binary)
+#   harness.sh stop-apiserver DIR / start-apiserver DIR   an API server outage, for tests
 # Nothing here talks to anything but 127.0.0.1; the service range is never connected to.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -23,6 +24,43 @@ stop() {
   fi
   rm -f "$pidf"
 }
+
+start_apiserver() { # appends to its log and to the audit log, so a restart keeps the history
+  log "starting kube-apiserver on 127.0.0.1:$API_PORT"
+  "$BIN/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
+    --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+    --client-ca-file "$pki/ca.crt" \
+    --service-account-issuer https://kubernetes.default.svc \
+    --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
+    --authorization-mode RBAC --disable-admission-plugins ServiceAccount \
+    --endpoint-reconciler-type none --service-cluster-ip-range 10.96.0.0/24 \
+    --kubelet-preferred-address-types InternalIP --allow-privileged=true \
+    --audit-policy-file "$dir/audit-policy.yaml" --audit-log-path "$dir/logs/audit.log" \
+    >> "$dir/logs/kube-apiserver.log" 2>&1 &
+  echo $! > "$dir/kube-apiserver.pid"
+  for i in $(seq 120); do
+    if curl -fsS --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
+        "https://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1; then
+      return 0
+    fi
+    [[ -d "/proc/$(cat "$dir/kube-apiserver.pid")" ]] || { tail -20 "$dir/logs/kube-apiserver.log" >&2; exit 1; }
+    [[ $i == 120 ]] && { log "apiserver not ready"; tail -20 "$dir/logs/kube-apiserver.log" >&2; exit 1; }
+    sleep 0.5
+  done
+}
+
+# an outage of the API server alone (etcd, the kubelet and the controller-manager keep running)
+if [[ "$cmd" == stop-apiserver ]]; then
+  stop kube-apiserver
+  exit 0
+fi
+if [[ "$cmd" == start-apiserver ]]; then
+  BIN="$("$here/build-control-plane.sh")" pki="$dir/pki"
+  start_apiserver
+  exit 0
+fi
 
 if [[ "$cmd" == down ]]; then
   # the kubelet first: it stops its pods gracefully
@@ -73,20 +111,7 @@ log "starting etcd on 127.0.0.1:$ETCD_PORT"
   > "$dir/logs/etcd.log" 2>&1 &
 echo $! > "$dir/etcd.pid"
 
-log "starting kube-apiserver on 127.0.0.1:$API_PORT"
-"$BIN/kube-apiserver" \
-  --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
-  --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
-  --client-ca-file "$pki/ca.crt" \
-  --service-account-issuer https://kubernetes.default.svc \
-  --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
-  --authorization-mode RBAC --disable-admission-plugins ServiceAccount \
-  --endpoint-reconciler-type none --service-cluster-ip-range 10.96.0.0/24 \
-  --kubelet-preferred-address-types InternalIP --allow-privileged=true \
-  --audit-policy-file "$dir/audit-policy.yaml" --audit-log-path "$dir/logs/audit.log" \
-  > "$dir/logs/kube-apiserver.log" 2>&1 &
-echo $! > "$dir/kube-apiserver.pid"
+start_apiserver
 
 kc="$dir/admin.kubeconfig"
 cat > "$kc" <<KC
@@ -103,16 +128,6 @@ contexts:
     context: {cluster: e2e, user: admin}
 current-context: e2e
 KC
-for i in $(seq 120); do
-  if curl -fsS --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
-      "https://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1; then
-    break
-  fi
-  [[ -d "/proc/$(cat "$dir/kube-apiserver.pid")" ]] || { tail -20 "$dir/logs/kube-apiserver.log" >&2; exit 1; }
-  [[ $i == 120 ]] && { log "apiserver not ready"; tail -20 "$dir/logs/kube-apiserver.log" >&2; exit 1; }
-  sleep 0.5
-done
-
 log "starting kube-controller-manager"
 "$BIN/kube-controller-manager" --kubeconfig "$kc" --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc" \
   --controllers statefulset-controller,garbage-collector-controller,namespace-controller,persistentvolumeclaim-protection-controller \

@@ -2,10 +2,10 @@
 
 use crate::api::{BackendStatus, DovecotBackendUpgradeStatus, FORCE_DELETE_ANNOTATION, Step};
 use crate::dovecot::{self, CommandKind};
-use crate::reason::{EventReason, WaitReason};
+use crate::reason::EventReason;
 use crate::settings::Settings;
 
-use super::decision::{Cleanup, Command, Decision, On, Undone, active};
+use super::decision::{Cleanup, Command, On, Undone, active};
 use super::note::Note;
 
 pub fn cleanup_for(rec: &BackendStatus) -> Cleanup {
@@ -173,25 +173,4 @@ fn names(recs: &[BackendStatus]) -> String {
         .map(|r| format!("{} (at {})", r.pod, r.step))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Conditions (and a Warning the first time) while deleting waits for backends to go back.
-pub fn deletion_pending(
-    status: &mut DovecotBackendUpgradeStatus,
-    message: &str,
-    generation: Option<i64>,
-    now: k8s_openapi::jiff::Timestamp,
-) -> Vec<Note> {
-    let before = status.clone();
-    let d = Decision::wait(
-        WaitReason::CleanupPending,
-        message,
-        std::time::Duration::from_secs(15),
-    );
-    super::conditions::summarize(status, &d, generation, now);
-    if *status == before {
-        Vec::new()
-    } else {
-        vec![Note::new(EventReason::CleanupPending, message)]
-    }
 }

@@ -606,3 +606,20 @@ pub fn invalid_spec(
         vec![Note::new(EventReason::InvalidSpec, problem)]
     }
 }
+
+/// Conditions (and a Warning the first time) while deleting waits for backends to go back.
+pub fn deletion_pending(
+    status: &mut DovecotBackendUpgradeStatus,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Note> {
+    let before = status.clone();
+    let d = Decision::wait(WaitReason::CleanupPending, message, Duration::from_secs(15));
+    conditions::summarize(status, &d, generation, now);
+    if *status == before {
+        Vec::new()
+    } else {
+        vec![Note::new(EventReason::CleanupPending, message)]
+    }
+}
