@@ -335,7 +335,7 @@ async fn delete_waits_while_a_drained_backend_cannot_be_put_back() {
     );
     assert_eq!(
         dovecot_upgrade_operator::controller::retry_after_failures(30),
-        Duration::from_secs(300)
+        Duration::from_secs(15)
     );
 }
 

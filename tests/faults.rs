@@ -479,7 +479,8 @@ async fn s7_dovecot_dies_and_pod_replaced_mid_step() {
     })
     .await;
     notes.extend(more);
-    lab.delete_pod("backend-1").await.unwrap();
+    let uid = lab.pod_uid("backend-1").unwrap();
+    lab.delete_pod("backend-1", &uid).await.unwrap();
     let (status, more) = finish(&s, &exec, lab, status).await;
     notes.extend(more);
     assert_eq!(

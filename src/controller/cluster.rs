@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::core::labels::{Selector, SelectorExt};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
@@ -257,11 +258,34 @@ impl Cluster for KubeCluster {
         }
     }
 
-    async fn delete_pod(&self, pod: &str) -> Result<(), ClusterError> {
+    async fn fresh_pod(&self, _s: &Settings, pod: &str) -> Result<Option<PodView>, ClusterError> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
-        match pods.delete(pod, &DeleteParams::default()).await {
+        Ok(pods
+            .get_opt(pod)
+            .await
+            .map_err(api_err)?
+            .map(|p| pod_view(&p)))
+    }
+
+    async fn fresh_update_revision(&self, s: &Settings) -> Result<Option<String>, ClusterError> {
+        let stss: Api<StatefulSet> = Api::namespaced(self.client.clone(), &self.ns);
+        let sts = stss.get_opt(&s.stateful_set).await.map_err(api_err)?;
+        Ok(sts.and_then(|x| x.status).and_then(|st| st.update_revision))
+    }
+
+    async fn delete_pod(&self, pod: &str, uid: &str) -> Result<(), ClusterError> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(uid.to_string()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match pods.delete(pod, &params).await {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            // gone, or already replaced by a pod with another UID: not ours to delete
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
             Err(e) => Err(api_err(e)),
         }
     }

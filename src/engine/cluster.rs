@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use k8s_openapi::jiff::Timestamp;
 
-use dbu_core::machine::{Observed, RingHolder, RingLock};
+use dbu_core::machine::{Observed, PodView, RingHolder, RingLock};
 use dbu_core::settings::Settings;
 
 /// Failure to read or change the cluster (not a step failure).
@@ -33,8 +33,24 @@ impl ClusterError {
 pub trait Cluster: Send + Sync {
     /// StatefulSet, backend pods and director pods (the ring is read by the engine).
     async fn observe(&self, s: &Settings) -> Result<Observed, ClusterError>;
-    /// Deletes a backend pod so that its StatefulSet recreates it at the update revision.
-    async fn delete_pod(&self, pod: &str) -> Result<(), ClusterError>;
+    /// Deletes a backend pod so that its StatefulSet recreates it at the update revision, only
+    /// if it still has this UID (a pod already replaced is left alone: Ok).
+    async fn delete_pod(&self, pod: &str, uid: &str) -> Result<(), ClusterError>;
+    /// One backend pod read from the source, not a cache (None: it does not exist): Replace
+    /// judges the pod by it. Default: as `observe` sees it.
+    async fn fresh_pod(&self, s: &Settings, pod: &str) -> Result<Option<PodView>, ClusterError> {
+        Ok(self
+            .observe(s)
+            .await?
+            .pods
+            .into_iter()
+            .find(|p| p.name == pod))
+    }
+    /// The StatefulSet's `status.updateRevision` read from the source, not a cache: checked
+    /// before a pod is deleted. Default: as `observe` sees it.
+    async fn fresh_update_revision(&self, s: &Settings) -> Result<Option<String>, ClusterError> {
+        Ok(self.observe(s).await?.sts.and_then(|x| x.update_revision))
+    }
     /// The lock of the director ring this DBU's directors form (shared by every DBU of the
     /// ring), with holders of DBUs that no longer exist left out. Default: a lock of its own
     /// that nobody else shares (a single-DBU world).

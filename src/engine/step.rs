@@ -153,20 +153,36 @@ async fn act(
                 .as_ref()
                 .and_then(|x| x.update_revision.as_deref())
                 .unwrap_or("");
+            // the pod as the API server has it now: a pod cache lagging after an outage still
+            // shows the stopped pod, and Replace would delete its successor
+            let transient = |what: &str, e: super::cluster::ClusterError| StepResult::Transient {
+                error: r.error(&[], None, &format!("{what}: {e}")),
+            };
+            let pod = cx
+                .cluster
+                .fresh_pod(s, &rec.pod)
+                .await
+                .map_err(|e| transient("read the pod", e))?;
             let mv = judge::replace_move(
-                pod_view(),
+                pod.as_ref(),
                 target,
                 rec.stopped_pod_uid.as_deref(),
                 elapsed(&rec.step_started, (cx.clock)()),
                 s.replace_timeout,
             );
-            if mv == ReplaceMove::Delete {
-                cx.cluster
-                    .delete_pod(&rec.pod)
+            if let ReplaceMove::Delete(uid) = &mv {
+                let fresh = cx
+                    .cluster
+                    .fresh_update_revision(s)
                     .await
-                    .map_err(|e| StepResult::Transient {
-                        error: r.error(&[], None, &format!("delete pod: {e}")),
-                    })?;
+                    .map_err(|e| transient("read the StatefulSet", e))?;
+                if let Some(wait) = judge::target_still(target, fresh.as_deref(), &rec.pod) {
+                    return Ok(wait);
+                }
+                cx.cluster
+                    .delete_pod(&rec.pod, uid)
+                    .await
+                    .map_err(|e| transient("delete pod", e))?;
             }
             Ok(judge::replace_result(mv, &rec.pod, target))
         }

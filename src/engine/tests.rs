@@ -112,6 +112,8 @@ impl PodExec for Scripted {
 struct Fake {
     obs: Observed,
     deleted: Mutex<Vec<String>>,
+    /// What a fresh read of the StatefulSet says (None: as observed).
+    fresh: Option<Option<String>>,
 }
 
 #[async_trait]
@@ -119,9 +121,17 @@ impl Cluster for Fake {
     async fn observe(&self, _: &Settings) -> Result<Observed, ClusterError> {
         Ok(self.obs.clone())
     }
-    async fn delete_pod(&self, pod: &str) -> Result<(), ClusterError> {
-        self.deleted.lock().unwrap().push(pod.into());
+    async fn delete_pod(&self, pod: &str, uid: &str) -> Result<(), ClusterError> {
+        self.deleted.lock().unwrap().push(format!("{pod} {uid}"));
         Ok(())
+    }
+    async fn fresh_update_revision(&self, _: &Settings) -> Result<Option<String>, ClusterError> {
+        Ok(self.fresh.clone().unwrap_or_else(|| {
+            self.obs
+                .sts
+                .as_ref()
+                .and_then(|x| x.update_revision.clone())
+        }))
     }
 }
 
@@ -129,6 +139,7 @@ fn fake(obs: Observed) -> Fake {
     Fake {
         obs,
         deleted: Mutex::new(Vec::new()),
+        fresh: None,
     }
 }
 
@@ -682,7 +693,10 @@ async fn replace_deletes_the_stopped_pod_through_the_cluster() {
     );
     let cluster = fake(fixtures::world(3, OLD, NEW));
     let out = once(&s, at(Step::Replace), &exec, &cluster, &clock_at(0, 0)).await;
-    assert_eq!(*cluster.deleted.lock().unwrap(), ["backend-2"]);
+    assert_eq!(
+        *cluster.deleted.lock().unwrap(),
+        [format!("backend-2 uid-2-{OLD}")]
+    );
     assert!(matches!(
         out.decision,
         Decision::Run {
@@ -717,5 +731,27 @@ async fn abort_at_stop_lmtp_with_a_dead_dovecot_leaves_it_out_without_a_reload_l
         !exec.calls().iter().any(|c| c.contains("reload")),
         "{:?}",
         exec.calls()
+    );
+}
+
+#[tokio::test]
+async fn replace_deletes_nothing_while_the_cached_statefulset_lags_behind_the_api_server() {
+    let s = settings();
+    let ring = ring_json_down(&[(0, 100, 0), (1, 50, 0), (2, 0, 0)], &[2]);
+    let exec = Scripted::default().once(DIRECTOR, s.director.director_status(), 0, &ring, "");
+    // the cache says NEW is the target and backend-2 (at OLD) outdated; the API server has moved
+    // on to a newer revision whose pod backend-2 may already be
+    let mut cluster = fake(fixtures::world(3, OLD, NEW));
+    cluster.fresh = Some(Some("rev-newer".into()));
+    let out = once(&s, at(Step::Replace), &exec, &cluster, &clock_at(0, 0)).await;
+    assert!(cluster.deleted.lock().unwrap().is_empty());
+    let rec = &out.status.backends[0];
+    assert_eq!((rec.step, rec.failed), (Step::Replace, false));
+    assert!(
+        rec.message
+            .as_deref()
+            .unwrap_or("")
+            .contains("waiting for the cache"),
+        "{rec:?}"
     );
 }

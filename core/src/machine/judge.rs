@@ -76,8 +76,9 @@ pub fn drain_outcome(
 /// Replace's next move for the pod as observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplaceMove {
-    /// Still the old pod: delete it.
-    Delete,
+    /// Still the old pod: delete it, by this UID (a precondition: a stale cache never deletes
+    /// the pod that replaced it).
+    Delete(String),
     /// Terminating, missing, or not Ready yet.
     Wait(String),
     /// Recreated at the target revision and Ready, with this IP.
@@ -95,9 +96,11 @@ pub fn replace_move(
     timeout: Duration,
 ) -> ReplaceMove {
     match pod {
-        Some(p) if !p.terminating && p.uid.is_some() && p.uid.as_deref() == stopped_uid => {
-            ReplaceMove::Delete
-        }
+        Some(PodView {
+            terminating: false,
+            uid: Some(uid),
+            ..
+        }) if Some(uid.as_str()) == stopped_uid => ReplaceMove::Delete(uid.clone()),
         Some(p) if p.revision.as_deref() == Some(target) && p.ready && !p.terminating => {
             match p
                 .ip
@@ -108,7 +111,12 @@ pub fn replace_move(
                 None => ReplaceMove::Wait(format!("{}: Ready but without an IP", p.name)),
             }
         }
-        Some(p) if p.revision.as_deref() != Some(target) && !p.terminating => ReplaceMove::Delete,
+        Some(PodView {
+            terminating: false,
+            uid: Some(uid),
+            revision,
+            ..
+        }) if revision.as_deref() != Some(target) => ReplaceMove::Delete(uid.clone()),
         _ if waited >= timeout => ReplaceMove::TimedOut(format!(
             "pod not Ready at revision {target} within {timeout:?}"
         )),
@@ -280,13 +288,26 @@ pub fn reset_found_running() -> StepResult {
     }
 }
 
+/// Replace, before deleting: the StatefulSet's revision read fresh must be the one the cached
+/// view decided from. After an API outage a watch can lag: deleting then would kill the pod that
+/// already replaced this one, again and again.
+pub fn target_still(cached: &str, fresh: Option<&str>, pod: &str) -> Option<StepResult> {
+    (fresh != Some(cached)).then(|| StepResult::Waiting {
+        requeue: REPLACE_POLL,
+        message: format!(
+            "{pod}: the cached StatefulSet says revision {cached}, the API server says {}; waiting for the cache before deleting anything",
+            fresh.unwrap_or("none")
+        ),
+    })
+}
+
 /// Replace: how long to wait before looking at the pod again.
 pub const REPLACE_POLL: Duration = Duration::from_secs(2);
 
 /// Replace's result for a move that needs no API call (the engine deletes on `Delete`).
 pub fn replace_result(mv: ReplaceMove, pod: &str, target: &str) -> StepResult {
     match mv {
-        ReplaceMove::Delete => StepResult::Waiting {
+        ReplaceMove::Delete(_) => StepResult::Waiting {
             requeue: REPLACE_POLL,
             message: format!("{pod}: deleted; waiting for revision {target}"),
         },

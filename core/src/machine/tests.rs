@@ -1229,6 +1229,7 @@ fn dry_run_plans_without_running() {
 fn replace_deletes_the_old_pod_then_waits_for_the_new_one() {
     let t10 = Duration::from_secs(10);
     let old = pod(2, OLD);
+    let uid_old = old.uid.clone().unwrap();
     let mut term = pod(2, OLD);
     term.terminating = true;
     let mut new_unready = pod(2, NEW);
@@ -1236,8 +1237,12 @@ fn replace_deletes_the_old_pod_then_waits_for_the_new_one() {
     let mut new_moved = pod(2, NEW);
     new_moved.ip = Some("127.0.0.99".into());
     let t: Vec<(Option<&PodView>, Duration, ReplaceMove)> = vec![
-        (Some(&old), Duration::ZERO, ReplaceMove::Delete),
-        (Some(&old), t10, ReplaceMove::Delete),
+        (
+            Some(&old),
+            Duration::ZERO,
+            ReplaceMove::Delete(uid_old.clone()),
+        ),
+        (Some(&old), t10, ReplaceMove::Delete(uid_old.clone())),
         (
             Some(&term),
             Duration::ZERO,
@@ -1282,8 +1287,15 @@ fn replace_deletes_the_old_pod_then_waits_for_the_new_one() {
     let uid = stopped.uid.clone();
     assert_eq!(
         replace_move(Some(&stopped), NEW, uid.as_deref(), Duration::ZERO, t10),
-        ReplaceMove::Delete
+        ReplaceMove::Delete(uid.clone().unwrap())
     );
+    // a pod seen without a UID is never deleted: the delete could not be pinned to it
+    let mut anonymous = pod(2, OLD);
+    anonymous.uid = None;
+    assert!(matches!(
+        replace_move(Some(&anonymous), NEW, None, Duration::ZERO, t10),
+        ReplaceMove::Wait(_)
+    ));
     // ... but not once it is terminating, and a different (recreated) pod is waited for
     stopped.terminating = true;
     assert!(matches!(

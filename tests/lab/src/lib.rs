@@ -697,6 +697,14 @@ impl Lab {
         Ok(())
     }
 
+    /// The UID a pod has now (as observed).
+    pub fn pod_uid(&self, pod: &str) -> Option<String> {
+        let st = self.state.lock().expect("lab state");
+        st.pods
+            .contains_key(pod)
+            .then(|| format!("{pod}-{}", st.created.get(pod).copied().unwrap_or(0)))
+    }
+
     /// The holders of the lab's ring lock now (for assertions).
     pub fn ring_holders(&self) -> Vec<RingHolder> {
         self.read_lock().holders
@@ -736,8 +744,8 @@ impl Cluster for LabView<'_> {
     ) -> Result<(), ClusterError> {
         self.lab.write_lock(version, holders)
     }
-    async fn delete_pod(&self, pod: &str) -> Result<(), ClusterError> {
-        self.lab.delete_pod(pod).await
+    async fn delete_pod(&self, pod: &str, uid: &str) -> Result<(), ClusterError> {
+        self.lab.delete_pod(pod, uid).await
     }
     async fn changed(&self) {
         self.lab.changed().await
@@ -764,8 +772,12 @@ impl Cluster for Lab {
         self.write_lock(version, holders)
     }
 
-    /// Like the StatefulSet controller: the pod is recreated at the update revision.
-    async fn delete_pod(&self, pod: &str) -> Result<(), ClusterError> {
+    /// Like the StatefulSet controller: the pod is recreated at the update revision. Like the
+    /// API server's UID precondition: a pod with another UID is left alone.
+    async fn delete_pod(&self, pod: &str, uid: &str) -> Result<(), ClusterError> {
+        if self.pod_uid(pod).as_deref() != Some(uid) {
+            return Ok(());
+        }
         let (ip, rev, extra) = {
             let mut st = self.state.lock().expect("lab state");
             let old_ip = st
