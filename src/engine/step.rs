@@ -106,7 +106,16 @@ async fn act(
                     StopWait::Result(res) => return Ok(res),
                 }
             }
-            Ok(judge::stopped(pod_view()))
+            // the UID of the pod just stopped, as the API server has it (a lagging cache may
+            // still show its predecessor): Replace deletes exactly that one
+            let pod =
+                cx.cluster
+                    .fresh_pod(s, &rec.pod)
+                    .await
+                    .map_err(|e| StepResult::Transient {
+                        error: r.error(&[], None, &format!("read the pod: {e}")),
+                    })?;
+            Ok(judge::stopped(pod.as_ref()))
         }
         Step::RingRemove => {
             let ip = judge::record_ip(&rec.ip, rec.step)?;
