@@ -124,13 +124,38 @@ async fn act(
             }
             None => Acted::Nothing,
         },
+        Decision::Begin(rec) => Acted::Checked(check_begin(cx, rec).await),
         Decision::Stall { .. }
         | Decision::Wait { .. }
         | Decision::Complete
-        | Decision::Begin(_)
         | Decision::Aborted { .. }
         | Decision::DryRun(_) => Acted::Nothing,
     }
+}
+
+/// Begin writes only status, but what it starts drains a backend: the candidate is checked
+/// against the API server, not the caches (they lag after an outage).
+async fn check_begin(
+    cx: &StepContext<'_>,
+    rec: &dbu_core::api::BackendStatus,
+) -> Result<(), String> {
+    let cached = cx
+        .obs
+        .sts
+        .as_ref()
+        .and_then(|x| x.update_revision.as_deref())
+        .unwrap_or("");
+    let fresh = cx
+        .cluster
+        .fresh_update_revision(cx.s)
+        .await
+        .map_err(|e| format!("read the StatefulSet: {e}"))?;
+    let pod = cx
+        .cluster
+        .fresh_pod(cx.s, &rec.pod)
+        .await
+        .map_err(|e| format!("read the pod: {e}"))?;
+    machine::judge::begin_still(cached, fresh.as_deref(), pod.as_ref())
 }
 
 /// Makes the ring's lock hold exactly `pods` for this DBU, by compare-and-swap on the version read

@@ -3,7 +3,7 @@
 use dbu_core::api::{BackendStatus, Step};
 use dbu_core::dovecot::{self, CommandKind};
 use dbu_core::machine::judge::{self, StopWait};
-use dbu_core::machine::{Observed, On, ReplaceMove, StepResult};
+use dbu_core::machine::{Observed, On, PodView, ReplaceMove, StepResult};
 use dbu_core::reset_guard;
 use dbu_core::settings::Settings;
 use dbu_core::time::elapsed;
@@ -40,7 +40,6 @@ async fn act(
 ) -> Result<StepResult, StepResult> {
     let s = cx.s;
     let (d, b) = (&s.director, &s.backend);
-    let pod_view = || cx.obs.pods.iter().find(|p| p.name == rec.pod);
     match rec.step {
         Step::Drain => {
             let ip = judge::record_ip(&rec.ip, rec.step)?;
@@ -108,13 +107,7 @@ async fn act(
             }
             // the UID of the pod just stopped, as the API server has it (a lagging cache may
             // still show its predecessor): Replace deletes exactly that one
-            let pod =
-                cx.cluster
-                    .fresh_pod(s, &rec.pod)
-                    .await
-                    .map_err(|e| StepResult::Transient {
-                        error: r.error(&[], None, &format!("read the pod: {e}")),
-                    })?;
+            let pod = pod_now(cx, r, &rec.pod).await?;
             Ok(judge::stopped(pod.as_ref()))
         }
         Step::RingRemove => {
@@ -167,11 +160,7 @@ async fn act(
             let transient = |what: &str, e: super::cluster::ClusterError| StepResult::Transient {
                 error: r.error(&[], None, &format!("{what}: {e}")),
             };
-            let pod = cx
-                .cluster
-                .fresh_pod(s, &rec.pod)
-                .await
-                .map_err(|e| transient("read the pod", e))?;
+            let pod = pod_now(cx, r, &rec.pod).await?;
             let mv = judge::replace_move(
                 pod.as_ref(),
                 target,
@@ -210,7 +199,9 @@ async fn act(
             Ok(judge::verified(user, mb, n))
         }
         Step::RingRestore => {
-            let (old, new, now_ip) = judge::restore_ips(rec, pod_view())?;
+            // the pod's IP as the API server has it: a lagging cache may show its predecessor's
+            let pod = pod_now(cx, r, &rec.pod).await?;
+            let (old, new, now_ip) = judge::restore_ips(rec, pod.as_ref())?;
             for c in judge::ring_restore_commands(s, rec, old, new) {
                 r.run(c.on, &c.argv, c.kind).await?;
             }
@@ -218,4 +209,19 @@ async fn act(
         }
         Step::Done => Ok(StepResult::advanced(None)),
     }
+}
+
+/// One backend pod as the API server has it now, not as a cache does: the steps that act on
+/// "the pod" (which one was stopped, which one to delete, which IP goes into the ring) read it.
+async fn pod_now(
+    cx: &StepContext<'_>,
+    r: &Runner<'_>,
+    pod: &str,
+) -> Result<Option<PodView>, StepResult> {
+    cx.cluster
+        .fresh_pod(cx.s, pod)
+        .await
+        .map_err(|e| StepResult::Transient {
+            error: r.error(&[], None, &format!("read the pod: {e}")),
+        })
 }

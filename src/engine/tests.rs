@@ -114,6 +114,8 @@ struct Fake {
     deleted: Mutex<Vec<String>>,
     /// What a fresh read of the StatefulSet says (None: as observed).
     fresh: Option<Option<String>>,
+    /// What fresh reads of pods say (None: as observed).
+    fresh_pods: Option<Vec<dbu_core::machine::PodView>>,
 }
 
 #[async_trait]
@@ -124,6 +126,14 @@ impl Cluster for Fake {
     async fn delete_pod(&self, pod: &str, uid: &str) -> Result<(), ClusterError> {
         self.deleted.lock().unwrap().push(format!("{pod} {uid}"));
         Ok(())
+    }
+    async fn fresh_pod(
+        &self,
+        _: &Settings,
+        pod: &str,
+    ) -> Result<Option<dbu_core::machine::PodView>, ClusterError> {
+        let pods = self.fresh_pods.as_ref().unwrap_or(&self.obs.pods);
+        Ok(pods.iter().find(|p| p.name == pod).cloned())
     }
     async fn fresh_update_revision(&self, _: &Settings) -> Result<Option<String>, ClusterError> {
         Ok(self.fresh.clone().unwrap_or_else(|| {
@@ -140,6 +150,7 @@ fn fake(obs: Observed) -> Fake {
         obs,
         deleted: Mutex::new(Vec::new()),
         fresh: None,
+        fresh_pods: None,
     }
 }
 
@@ -754,4 +765,38 @@ async fn replace_deletes_nothing_while_the_cached_statefulset_lags_behind_the_ap
             .contains("waiting for the cache"),
         "{rec:?}"
     );
+}
+
+#[tokio::test]
+async fn begin_writes_nothing_when_the_api_server_shows_the_pod_already_upgraded() {
+    let s = settings();
+    let d = &s.director;
+    let ring = ring_json(&[(0, 100, 0), (1, 50, 0), (2, 20, 0)]);
+    let exec = Scripted::default()
+        .once(DIRECTOR, d.director_status(), 0, &ring, "")
+        .once(DIRECTOR, d.director_ring_status(), 0, SYNCED, "");
+    // the pod cache lags: it still shows every pod at OLD, but backend-2 already runs NEW
+    let mut cluster = fake(fixtures::world(3, OLD, NEW));
+    let mut now = cluster.obs.pods.clone();
+    now[2] = fixtures::pod(2, NEW);
+    cluster.fresh_pods = Some(now);
+    let out = once(
+        &s,
+        fixtures::status(NEW, vec![]),
+        &exec,
+        &cluster,
+        &clock_at(0, 0),
+    )
+    .await;
+    assert!(
+        matches!(out.decision, Decision::Begin(_)),
+        "{:?}",
+        out.decision
+    );
+    assert!(
+        out.status.backends.is_empty(),
+        "no record: {:?}",
+        out.status.backends
+    );
+    assert_eq!(out.requeue, Some(Duration::from_secs(2)));
 }

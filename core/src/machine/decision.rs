@@ -135,6 +135,9 @@ pub enum Acted {
     Claimed(Result<(), String>),
     /// `Adopt`: the lock moved the left-out backends to this DBU, or why it could not.
     Adopted(Result<(), String>),
+    /// `Begin`: the candidate as the API server has it (not the cache) is still outdated, or
+    /// why the record is not written (a cache that lags would start a finished backend again).
+    Checked(Result<(), String>),
 }
 
 /// What deleting the DBU does to one record.

@@ -371,6 +371,7 @@ pub fn record(
             status.plan = Some((**p).clone());
             Some(Duration::from_secs(60))
         }
+        (Decision::Begin(_), Acted::Checked(Err(_))) => Some(Duration::from_secs(2)),
         (Decision::Begin(rec), _) => {
             notes = begin(status, rec);
             Some(Duration::ZERO)

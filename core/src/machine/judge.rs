@@ -301,6 +301,29 @@ pub fn target_still(cached: &str, fresh: Option<&str>, pod: &str) -> Option<Step
     })
 }
 
+/// Begin, before the record is written: the candidate read fresh must still be outdated
+/// against the StatefulSet's revision read fresh, and that must be the cached one.
+pub fn begin_still(
+    cached_target: &str,
+    fresh_target: Option<&str>,
+    pod: Option<&PodView>,
+) -> Result<(), String> {
+    if fresh_target != Some(cached_target) {
+        return Err(format!(
+            "the cached StatefulSet says revision {cached_target}, the API server says {}; waiting for the cache",
+            fresh_target.unwrap_or("none")
+        ));
+    }
+    match pod {
+        None => Err("the pod is gone; waiting for the cache".into()),
+        Some(p) if p.revision.as_deref() == Some(cached_target) => Err(format!(
+            "{} already runs revision {cached_target}; the pod cache lags, waiting for it",
+            p.name
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
 /// Replace: how long to wait before looking at the pod again.
 pub const REPLACE_POLL: Duration = Duration::from_secs(2);
 

@@ -1697,3 +1697,23 @@ fn every_director_must_show_the_backend_drained_before_it_is_stopped_or_taken_do
     let d = decide(&s, &status(vec![rec(2, Step::RingRemove, 0)]), &obs, ts(0));
     assert_eq!(d, run(2, Step::RingRemove));
 }
+
+#[test]
+fn begin_is_checked_against_the_api_server_not_the_cache() {
+    let old = pod(2, OLD);
+    let new = pod(2, NEW);
+    assert_eq!(judge::begin_still(NEW, Some(NEW), Some(&old)), Ok(()));
+    assert!(
+        judge::begin_still(NEW, Some(NEW), Some(&new))
+            .unwrap_err()
+            .contains("lags")
+    );
+    assert!(
+        judge::begin_still(NEW, Some("rev-9"), Some(&old))
+            .unwrap_err()
+            .contains("rev-9")
+    );
+    assert!(judge::begin_still(NEW, Some(NEW), None).is_err());
+    assert!(judge::target_still(NEW, Some(NEW), "backend-2").is_none());
+    assert!(judge::target_still(NEW, None, "backend-2").is_some());
+}
