@@ -228,12 +228,13 @@ fn deletes(t: &Target, p: &Protected, cache: &[Protected]) -> bool {
     if holds {
         return true;
     }
-    if p.template {
-        // a template stands for its whole tree: a cache template under it may be what is inside
-        under(&t.path, &p.path) && !cache.iter().any(|c| under(&t.path, &c.path))
-    } else {
-        under(&t.path, &p.path) && !cache.iter().any(|c| !c.template && under(&t.path, &c.path))
-    }
+    // inside a cache directory is cache, unless that directory holds the protected one itself
+    // (INDEX= pointing at the mail root keeps nothing apart); a cache template counts only
+    // inside a template
+    let in_cache = |c: &Protected| {
+        (p.template || !c.template) && under(&t.path, &c.path) && !under(&p.path, &c.path)
+    };
+    under(&t.path, &p.path) && !cache.iter().any(in_cache)
 }
 
 /// The first reset command that would delete mail data by the settings, or None.
@@ -483,6 +484,13 @@ mod tests {
                 "maildir:~/Maildir:VOLATILEDIR=/tmp/v/u",
                 &["rm", "-rf", "/tmp/v"],
                 false,
+            ),
+            // INDEX= at the mail root: "cache" there is the mail
+            (
+                "/home/u",
+                "maildir:~/Maildir:INDEX=~/Maildir",
+                &["rm", "-rf", "/home/u/Maildir/cur"],
+                true,
             ),
             ("/home/u", "/srv/m/u", &["rm", "-rf", "/srv"], true),
             ("/", "maildir:/m/u", &["rm", "-rf", "/var/idx"], false),
