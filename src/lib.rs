@@ -11,3 +11,4 @@ pub mod engine;
 pub mod exec;
 pub mod http;
 pub mod metrics;
+pub mod probe;

@@ -23,6 +23,7 @@ const CORE: &[&str] = &[
     "time",
     "reason",
     "api",
+    "probe",
     "dovecot",
     "reset_guard",
     "window",
@@ -74,7 +75,7 @@ const LAYERS: &[Layer] = &[
         dir: "src",
         facade: "lib.rs",
         via: "crate",
-        order: &["exec", "engine", "metrics", "http", "controller"],
+        order: &["exec", "probe", "engine", "metrics", "http", "controller"],
         outside: CORE_NAMES,
     },
     Layer {

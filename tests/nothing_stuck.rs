@@ -50,8 +50,9 @@ fn mail_seen(ip: &str, user: &str) -> Vec<String> {
     let mut s = ImapSession::login(ip, user).expect("login");
     let mut seen = Vec::new();
     for cmd in [
-        "STATUS INBOX (UIDVALIDITY UIDNEXT MESSAGES)",
-        "STATUS Work (UIDVALIDITY UIDNEXT MESSAGES)",
+        // not UIDNEXT: Verify's LMTP probe delivers (and removes) one message per backend
+        "STATUS INBOX (UIDVALIDITY MESSAGES)",
+        "STATUS Work (UIDVALIDITY MESSAGES)",
         "LSUB \"\" \"*\"",
         "SELECT INBOX",
         "UID FETCH 1:* (FLAGS)",
@@ -296,4 +297,57 @@ async fn a_successor_finishes_a_backend_its_deleted_predecessor_left_out() {
         started,
         &notes[adopted].message,
     );
+}
+
+/// A revision whose LMTP service is off passes the doveadm checks (they read the store), but
+/// Verify's LMTP probe to the new pod's own IP fails: the backend stays out and the rollout
+/// halts naming the protocol and the reply. A good revision's probe leaves no mail behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_probes_lmtp_on_the_new_pod_and_leaves_no_probe_mail() {
+    let started = Instant::now();
+    let rig = rig(36);
+    let lab = &rig.lab;
+    let s = settings(json!({"drain": {"pollInterval": "1s", "timeout": "15s"}}));
+    let user = s.user.clone();
+    let count = |lab: &dbu_lab::Lab| lab.inbox_count("backend-0", &user).unwrap();
+    let before = count(lab);
+    lab.new_revision("rev-2", "protocols = imap");
+    let (st, notes) =
+        common::finish(&s, &lab.exec(), lab, DovecotBackendUpgradeStatus::default()).await;
+    let stalled = st.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
+    assert_eq!(stalled.status, "True", "{st:#?}");
+    assert!(
+        stalled.message.contains("step Verify") && stalled.message.contains("LMTP"),
+        "{}",
+        stalled.message
+    );
+    let rec = &st.backends[0];
+    assert_eq!((rec.step, rec.failed), (Step::Verify, true));
+    let ip = lab.pod_ip(&rec.pod).unwrap();
+    let h = lab
+        .ring()
+        .unwrap()
+        .into_iter()
+        .find(|h| h.ip == ip)
+        .unwrap();
+    assert_eq!((h.vhosts, h.up), (0, false), "kept out of the ring");
+    let refused = stalled.message.clone();
+    // a fixed revision and a retry: the probe passes, and no probe message stays
+    lab.new_revision("rev-3", "");
+    let mut retry = s.clone();
+    retry.retry_token = Some("1".into());
+    let (st, more) = common::finish(&retry, &lab.exec(), lab, st).await;
+    assert_eq!(st.phase, Some(Phase::Completed), "{st:#?}\n{notes:#?}");
+    assert!(
+        more.iter().any(|n| n
+            .message
+            .contains("LMTP on port 24 accepted a probe message")),
+        "{more:#?}"
+    );
+    assert_eq!(
+        count(lab),
+        before,
+        "no probe message left in the verify user's INBOX"
+    );
+    report("LMTP probe", started, &refused);
 }

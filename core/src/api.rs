@@ -287,6 +287,47 @@ pub struct VerifySpec {
     #[serde(default = "default_mailbox")]
     #[schemars(length(min = 1, max = 255), regex(pattern = r"^[^*%?\r\n]+$"))]
     pub mailbox: String,
+    /// After the doveadm checks, deliver one probe message to the user over LMTP at the new
+    /// pod's own IP (not through the director); it is removed right after by its own header
+    /// (`X-DBU-Probe`), as are leftovers of an interrupted probe. doveadm talks to the mail
+    /// store directly, so a revision whose LMTP service is broken passes it.
+    #[serde(default)]
+    pub lmtp_probe: LmtpProbeSpec,
+}
+
+/// The LMTP probe of Verify.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LmtpProbeSpec {
+    /// Set to false to skip the probe (Verify then runs the doveadm checks only).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The backend's LMTP port.
+    #[serde(default = "default_lmtp_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// Limit for each exchange (connect, every reply).
+    #[serde(default = "default_probe_timeout")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub timeout: String,
+}
+
+impl Default for LmtpProbeSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            port: default_lmtp_port(),
+            timeout: default_probe_timeout(),
+        }
+    }
+}
+
+fn default_lmtp_port() -> u16 {
+    24
+}
+
+fn default_probe_timeout() -> String {
+    "10s".into()
 }
 
 fn default_mailbox() -> String {

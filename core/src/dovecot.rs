@@ -163,6 +163,23 @@ impl Doveadm {
             &["mailbox", "status", "-u", user, "messages", mailbox],
         )
     }
+    /// Removes every message of `user` that carries the probe header, in every mailbox (exit 0
+    /// also when there is none): the LMTP probe's message and any leftover of an earlier one.
+    pub fn expunge_probes(&self, user: &str) -> Vec<String> {
+        self.cmd(
+            false,
+            &[
+                "expunge",
+                "-u",
+                user,
+                "mailbox",
+                "*",
+                "header",
+                crate::probe::PROBE_HEADER,
+                "",
+            ],
+        )
+    }
     /// `doveadm -f json user <user>`: the userdb fields, with `home` and `mail` expanded.
     /// Needs the auth service, so it is read while Dovecot runs.
     pub fn user_lookup(&self, user: &str) -> Vec<String> {
@@ -433,6 +450,12 @@ pub fn classify(kind: CommandKind, exit_code: i32, stderr: &str) -> Verdict {
         {
             Verdict::AlreadyDone
         }
+        // a config without the service (e.g. a revision without LMTP): nothing to stop
+        CommandKind::ServiceStop
+            if exit_code == EX_NOTFOUND && stderr.contains("Unknown service") =>
+        {
+            Verdict::AlreadyDone
+        }
         CommandKind::DirectorRemove if exit_code == EX_NOTFOUND => Verdict::AlreadyDone,
         CommandKind::ReadPid if exit_code == 1 => Verdict::AlreadyDone,
         CommandKind::Reset if exit_code == 1 && find_only_missing(stderr) => Verdict::AlreadyDone,
@@ -626,10 +649,24 @@ mod tests {
                 "Fatal: net_connect_unix(/run/dovecot/master) failed: Connection refused",
                 Verdict::AlreadyDone,
             ),
+            // a revision without LMTP (protocols = imap): there is no LMTP to stop
             (
                 ServiceStop,
                 68,
                 "Error: Unknown service: lmtp",
+                Verdict::AlreadyDone,
+            ),
+            (ServiceStop, 68, "Error: something else", Verdict::Failed),
+            (
+                Reset,
+                1,
+                "find: '/var/dovecot/vmail': No such file or directory\n",
+                Verdict::AlreadyDone,
+            ),
+            (
+                Reset,
+                1,
+                "find: '/var/dovecot/vmail/x': Permission denied\n",
                 Verdict::Failed,
             ),
             (

@@ -9,6 +9,7 @@ pub mod dovecot;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod machine;
+pub mod probe;
 pub mod reason;
 pub mod reset_guard;
 pub mod settings;

@@ -42,6 +42,9 @@ pub struct Settings {
     pub custom_reset: bool,
     pub user: String,
     pub mailbox: String,
+    /// The LMTP port of Verify's probe; None when the probe is off.
+    pub lmtp_probe: Option<u16>,
+    pub probe_timeout: Duration,
     pub command_timeout: Duration,
     pub stop_timeout: Duration,
     pub replace_timeout: Duration,
@@ -206,6 +209,14 @@ pub fn validate(spec: &DovecotBackendUpgradeSpec) -> Result<Settings, SpecError>
         }
         spec.reset.commands.clone()
     };
+    if spec.verify.lmtp_probe.enabled {
+        crate::probe::recipient(user).map_err(|e| bad("spec.verify.user", e))?;
+    }
+    let probe_timeout = duration(
+        "spec.verify.lmtpProbe.timeout",
+        &spec.verify.lmtp_probe.timeout,
+        Duration::from_millis(100),
+    )?;
     let poll_interval = duration(
         "spec.drain.pollInterval",
         &spec.drain.poll_interval,
@@ -272,6 +283,12 @@ pub fn validate(spec: &DovecotBackendUpgradeSpec) -> Result<Settings, SpecError>
         reset,
         user: user.to_string(),
         mailbox: mailbox.to_string(),
+        lmtp_probe: spec
+            .verify
+            .lmtp_probe
+            .enabled
+            .then_some(spec.verify.lmtp_probe.port),
+        probe_timeout,
         command_timeout,
         stop_timeout,
         replace_timeout,

@@ -46,6 +46,18 @@ pub trait Cluster: Send + Sync {
             .into_iter()
             .find(|p| p.name == pod))
     }
+    /// Verify's LMTP probe: delivers `message` to `user` at the pod's own `ip:port`. Default:
+    /// over TCP (`crate::probe`), as the operator pod reaches pod IPs.
+    async fn lmtp_probe(
+        &self,
+        ip: &str,
+        port: u16,
+        timeout: std::time::Duration,
+        user: &str,
+        message: &str,
+    ) -> Result<(), crate::probe::ProbeFailure> {
+        crate::probe::lmtp(ip, port, timeout, user, message).await
+    }
     /// The StatefulSet's `status.updateRevision` read from the source, not a cache: checked
     /// before a pod is deleted. Default: as `observe` sees it.
     async fn fresh_update_revision(&self, s: &Settings) -> Result<Option<String>, ClusterError> {

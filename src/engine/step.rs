@@ -186,6 +186,11 @@ async fn act(
         }
         Step::Verify => {
             let (user, mb) = (&s.user, &s.mailbox);
+            // leftovers of a probe that was interrupted go first, so none is ever counted
+            let expunge = b.expunge_probes(user);
+            if s.lmtp_probe.is_some() {
+                r.run(On::Backend, &expunge, CommandKind::Plain).await?;
+            }
             let list = b.mailbox_list(user);
             let (_, out) = r.run(On::Backend, &list, CommandKind::Plain).await?;
             judge::verify_listed(user, mb, &out.stdout)
@@ -196,7 +201,38 @@ async fn act(
                 .map_err(|m| StepResult::Failed(r.error(&status, Some(0), &m)))?;
             r.run(On::Backend, &b.fetch_text(user, mb), CommandKind::Plain)
                 .await?;
-            Ok(judge::verified(user, mb, n))
+            let Some(port) = s.lmtp_probe else {
+                return Ok(judge::verified(user, mb, n, None));
+            };
+            // LMTP at the replaced pod's own IP, never through the director
+            let ip = rec.new_ip.as_deref().unwrap_or(&rec.ip);
+            let now = (cx.clock)();
+            let token = dbu_core::probe::token(&rec.pod, now.as_millisecond());
+            let date = now.strftime("%a, %d %b %Y %H:%M:%S +0000").to_string();
+            let message = dbu_core::probe::message(user, &token, &date);
+            if let Err(f) = cx
+                .cluster
+                .lmtp_probe(ip, port, s.probe_timeout, user, &message)
+                .await
+            {
+                let error = judge::step_error(
+                    Step::Verify,
+                    &[
+                        "LMTP".to_string(),
+                        format!("{ip}:{port}"),
+                        f.command.clone(),
+                    ],
+                    None,
+                    &f.reply,
+                );
+                return Err(if f.transient {
+                    StepResult::Transient { error }
+                } else {
+                    StepResult::Failed(error)
+                });
+            }
+            r.run(On::Backend, &expunge, CommandKind::Plain).await?;
+            Ok(judge::verified(user, mb, n, Some(port)))
         }
         Step::RingRestore => {
             // the pod's IP as the API server has it: a lagging cache may show its predecessor's

@@ -116,6 +116,9 @@ struct Fake {
     fresh: Option<Option<String>>,
     /// What fresh reads of pods say (None: as observed).
     fresh_pods: Option<Vec<dbu_core::machine::PodView>>,
+    /// How the LMTP probe ends, and the (ip, message) it was given.
+    probe: Option<Result<(), crate::probe::ProbeFailure>>,
+    probed: Mutex<Vec<(String, String)>>,
 }
 
 #[async_trait]
@@ -135,6 +138,20 @@ impl Cluster for Fake {
         let pods = self.fresh_pods.as_ref().unwrap_or(&self.obs.pods);
         Ok(pods.iter().find(|p| p.name == pod).cloned())
     }
+    async fn lmtp_probe(
+        &self,
+        ip: &str,
+        port: u16,
+        _: Duration,
+        _: &str,
+        message: &str,
+    ) -> Result<(), crate::probe::ProbeFailure> {
+        self.probed
+            .lock()
+            .unwrap()
+            .push((format!("{ip}:{port}"), message.to_string()));
+        self.probe.clone().unwrap_or(Ok(()))
+    }
     async fn fresh_update_revision(&self, _: &Settings) -> Result<Option<String>, ClusterError> {
         Ok(self.fresh.clone().unwrap_or_else(|| {
             self.obs
@@ -151,6 +168,8 @@ fn fake(obs: Observed) -> Fake {
         deleted: Mutex::new(Vec::new()),
         fresh: None,
         fresh_pods: None,
+        probe: None,
+        probed: Mutex::new(Vec::new()),
     }
 }
 
@@ -637,13 +656,9 @@ async fn reset_reads_doveconf_without_a_recorded_layout_and_a_missing_folder_is_
 async fn verify_fails_when_the_mailbox_is_not_listed() {
     let s = settings();
     let list = s.backend.mailbox_list(&s.user);
-    let exec = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0)])).once(
-        "backend-2",
-        list.clone(),
-        0,
-        r#"[{"mailbox":"Trash"}]"#,
-        "",
-    );
+    let exec = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0)]))
+        .once("backend-2", s.backend.expunge_probes(&s.user), 0, "", "")
+        .once("backend-2", list.clone(), 0, r#"[{"mailbox":"Trash"}]"#, "");
     let mut world = fixtures::world(3, OLD, NEW);
     world.pods[2] = fixtures::pod(2, NEW);
     let cluster = fake(world);
@@ -799,4 +814,92 @@ async fn begin_writes_nothing_when_the_api_server_shows_the_pod_already_upgraded
         out.status.backends
     );
     assert_eq!(out.requeue, Some(Duration::from_secs(2)));
+}
+
+/// Verify's doveadm checks as the script answers them, after the probe leftovers are removed.
+fn verify_script(s: &Settings) -> Scripted {
+    let b = &s.backend;
+    ring_read(s, &ring_json(&[(0, 100, 0), (1, 50, 0)]))
+        .once("backend-2", b.expunge_probes(&s.user), 0, "", "")
+        .once(
+            "backend-2",
+            b.mailbox_list(&s.user),
+            0,
+            r#"[{"mailbox":"INBOX"}]"#,
+            "",
+        )
+        .once(
+            "backend-2",
+            b.mailbox_status(&s.user, "INBOX"),
+            0,
+            r#"[{"mailbox":"INBOX","messages":"4"}]"#,
+            "",
+        )
+        .once("backend-2", b.fetch_text(&s.user, "INBOX"), 0, "", "")
+}
+
+fn at_verify() -> (DovecotBackendUpgradeStatus, Fake) {
+    let mut world = fixtures::world(3, OLD, NEW);
+    world.pods[2] = fixtures::pod(2, NEW);
+    let mut st = at(Step::Verify);
+    st.backends[0].new_ip = Some("127.0.0.99".into());
+    (st, fake(world))
+}
+
+#[tokio::test]
+async fn verify_delivers_a_probe_over_lmtp_to_the_new_pod_and_removes_it() {
+    let s = settings();
+    let exec = verify_script(&s).once("backend-2", s.backend.expunge_probes(&s.user), 0, "", "");
+    let (st, cluster) = at_verify();
+    let out = once(&s, st, &exec, &cluster, &clock_at(0, 0)).await;
+    let rec = &out.status.backends[0];
+    assert_eq!(rec.step, Step::RingRestore, "{rec:?}");
+    let probed = cluster.probed.lock().unwrap().clone();
+    assert_eq!(probed.len(), 1);
+    assert_eq!(
+        probed[0].0, "127.0.0.99:24",
+        "the new pod's own IP, not the director"
+    );
+    assert!(
+        probed[0].1.contains("X-DBU-Probe: backend-2."),
+        "{}",
+        probed[0].1
+    );
+    // removed before and after: the expunge ran twice
+    let expunges = exec
+        .calls()
+        .iter()
+        .filter(|c| c.contains("expunge"))
+        .count();
+    assert_eq!(expunges, 2);
+}
+
+#[tokio::test]
+async fn a_refused_lmtp_probe_fails_verify_naming_protocol_command_and_reply() {
+    let s = settings();
+    let exec = verify_script(&s);
+    let (st, mut cluster) = at_verify();
+    cluster.probe = Some(Err(crate::probe::ProbeFailure {
+        command: "RCPT TO:<probe>".into(),
+        reply: "550 5.1.1 <probe> User doesn't exist: probe".into(),
+        transient: false,
+    }));
+    let out = once(&s, st, &exec, &cluster, &clock_at(0, 0)).await;
+    let rec = &out.status.backends[0];
+    assert!(rec.failed);
+    let e = rec.last_error.as_ref().unwrap();
+    assert_eq!(e.step, Step::Verify);
+    assert_eq!(e.argv, ["LMTP", "127.0.0.99:24", "RCPT TO:<probe>"]);
+    assert!(e.stderr.starts_with("550 5.1.1"), "{e:?}");
+    // an unreachable LMTP is retried, not failed at once
+    let exec = verify_script(&s);
+    let (st, mut cluster) = at_verify();
+    cluster.probe = Some(Err(crate::probe::ProbeFailure {
+        command: "connect".into(),
+        reply: "no answer".into(),
+        transient: true,
+    }));
+    let out = once(&s, st, &exec, &cluster, &clock_at(0, 0)).await;
+    let rec = &out.status.backends[0];
+    assert_eq!((rec.failed, rec.attempts), (false, 1));
 }

@@ -105,7 +105,7 @@ sm = one(docs, "ServiceMonitor")
 check(sm["spec"]["endpoints"][0]["port"] == "metrics", "ServiceMonitor scrapes the metrics port")
 np = one(docs, "NetworkPolicy")
 egress_ports = sorted(p["port"] for rule in np["spec"]["egress"] for p in rule["ports"])
-check(egress_ports == [53, 53, 443, 6443], f"NetworkPolicy egress: API server and DNS only ({egress_ports})")
+check(egress_ports == [24, 53, 53, 443, 6443], f"NetworkPolicy egress: API server, DNS and the backends' LMTP only ({egress_ports})")
 check(np["spec"]["ingress"][0]["ports"][0]["port"] == "metrics", "NetworkPolicy ingress: metrics only")
 
 # values.schema.json rejects nonsense

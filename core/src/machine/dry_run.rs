@@ -72,12 +72,24 @@ pub fn steps_for(s: &Settings, pod: &str, ip: IpAddr, vhosts: u32) -> Vec<Planne
         step(
             Step::Verify,
             "backend",
-            vec![
-                b.mailbox_list(&s.user),
-                b.mailbox_status(&s.user, &s.mailbox),
-                b.fetch_text(&s.user, &s.mailbox),
-            ],
-            None,
+            {
+                let mut v = vec![
+                    b.mailbox_list(&s.user),
+                    b.mailbox_status(&s.user, &s.mailbox),
+                    b.fetch_text(&s.user, &s.mailbox),
+                ];
+                if s.lmtp_probe.is_some() {
+                    v.insert(0, b.expunge_probes(&s.user));
+                    v.push(b.expunge_probes(&s.user));
+                }
+                v
+            },
+            s.lmtp_probe.map(|port| {
+                format!(
+                    "then one probe message over LMTP to the new pod's IP, port {port} (removed by its {} header)",
+                    crate::probe::PROBE_HEADER
+                )
+            }),
         ),
         step(
             Step::RingRestore,

@@ -370,10 +370,13 @@ pub fn verify_count(mailbox: &str, stdout: &str) -> Result<u64, String> {
         .ok_or_else(|| "no status returned for the mailbox".to_string())
 }
 
-/// Verify done: every message was fetched.
-pub fn verified(user: &str, mailbox: &str, messages: u64) -> StepResult {
+/// Verify done: every message was fetched (and a probe delivered over LMTP and removed).
+pub fn verified(user: &str, mailbox: &str, messages: u64, lmtp_port: Option<u16>) -> StepResult {
+    let probe = lmtp_port
+        .map(|p| format!("; LMTP on port {p} accepted a probe message, removed again"))
+        .unwrap_or_default();
     StepResult::advanced(format!(
-        "{user}: {mailbox} has {messages} messages, all fetched"
+        "{user}: {mailbox} has {messages} messages, all fetched{probe}"
     ))
 }
 

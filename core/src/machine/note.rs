@@ -48,12 +48,18 @@ pub fn failure_message(rec: &BackendStatus) -> String {
             e.stderr.trim()
         ),
         Some(e) => format!(
-            "backend {} ({}) failed at step {}: command {:?} exited {}: {}; it stays out of the director ring",
+            "backend {} ({}) failed at step {}: {} {:?} {}: {}; it stays out of the director ring",
             rec.pod,
             rec.ip,
             e.step,
+            if e.argv.first().is_some_and(|a| a == "LMTP") {
+                "probe"
+            } else {
+                "command"
+            },
             e.argv.join(" "),
-            e.exit_code.map_or("-".to_string(), |c| c.to_string()),
+            e.exit_code
+                .map_or("did not complete".to_string(), |c| format!("exited {c}")),
             e.stderr.trim()
         ),
         None => format!(
