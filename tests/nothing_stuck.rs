@@ -351,3 +351,118 @@ async fn verify_probes_lmtp_on_the_new_pod_and_leaves_no_probe_mail() {
     );
     report("LMTP probe", started, &refused);
 }
+
+/// The lab, except that the first LMTP probe is cut off right after the message was accepted,
+/// as if the operator died before it could record Verify done or remove the message.
+struct CutAfterDelivery<'a> {
+    lab: &'a dbu_lab::Lab,
+    cut: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl dovecot_upgrade_operator::engine::Cluster for CutAfterDelivery<'_> {
+    async fn observe(
+        &self,
+        s: &dovecot_upgrade_operator::settings::Settings,
+    ) -> Result<
+        dovecot_upgrade_operator::machine::Observed,
+        dovecot_upgrade_operator::engine::ClusterError,
+    > {
+        self.lab.observe(s).await
+    }
+    async fn delete_pod(
+        &self,
+        pod: &str,
+        uid: &str,
+    ) -> Result<(), dovecot_upgrade_operator::engine::ClusterError> {
+        self.lab.delete_pod(pod, uid).await
+    }
+    async fn read_ring_lock(
+        &self,
+        s: &dovecot_upgrade_operator::settings::Settings,
+    ) -> Result<
+        dovecot_upgrade_operator::machine::RingLock,
+        dovecot_upgrade_operator::engine::ClusterError,
+    > {
+        self.lab.read_ring_lock(s).await
+    }
+    async fn write_ring_lock(
+        &self,
+        s: &dovecot_upgrade_operator::settings::Settings,
+        version: Option<&str>,
+        holders: &[dovecot_upgrade_operator::machine::RingHolder],
+    ) -> Result<(), dovecot_upgrade_operator::engine::ClusterError> {
+        self.lab.write_ring_lock(s, version, holders).await
+    }
+    async fn lmtp_probe(
+        &self,
+        ip: &str,
+        port: u16,
+        timeout: std::time::Duration,
+        user: &str,
+        message: &str,
+    ) -> Result<(), dovecot_upgrade_operator::probe::ProbeFailure> {
+        dovecot_upgrade_operator::probe::lmtp(ip, port, timeout, user, message).await?;
+        if self.cut.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Err(dovecot_upgrade_operator::probe::ProbeFailure {
+                command: ".".into(),
+                reply: "cut off after the message was accepted (test)".into(),
+                transient: true,
+            });
+        }
+        Ok(())
+    }
+    async fn changed(&self) {
+        self.lab.changed().await
+    }
+}
+
+/// The operator is cut off in the middle of the probe (the message delivered, Verify not
+/// recorded): the next pass finishes Verify and leaves no probe message behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_cut_off_midway_leaves_no_probe_mail() {
+    let started = Instant::now();
+    let rig = rig(37);
+    let lab = &rig.lab;
+    let s = settings(json!({"drain": {"pollInterval": "1s", "timeout": "15s"}}));
+    let before = lab.inbox_count("backend-0", &s.user).unwrap();
+    lab.new_revision("rev-2", "");
+    let cluster = CutAfterDelivery {
+        lab,
+        cut: std::sync::atomic::AtomicBool::new(true),
+    };
+    let mut notes = Vec::new();
+    let out = dovecot_upgrade_operator::engine::drive(
+        &s,
+        DovecotBackendUpgradeStatus::default(),
+        &lab.exec(),
+        &cluster,
+        &common::now,
+        std::time::Duration::from_secs(600),
+        |o| notes.extend(o.notes.iter().cloned()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.phase,
+        Some(Phase::Completed),
+        "{:#?}",
+        out.status
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.reason == "StepRetrying" && n.message.contains("Verify")),
+        "the cut-off probe was retried: {notes:#?}"
+    );
+    assert_eq!(
+        lab.inbox_count("backend-0", &s.user).unwrap(),
+        before,
+        "no probe message left"
+    );
+    report(
+        "probe cut off midway",
+        started,
+        "retried; no probe mail left",
+    );
+}
