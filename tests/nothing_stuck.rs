@@ -258,24 +258,14 @@ async fn a_successor_finishes_a_backend_its_deleted_predecessor_left_out() {
     assert_eq!((b2.vhosts, b2.up), (0, false), "still out");
     // the successor: a new DBU (same StatefulSet, same name re-applied is a new one too)
     let successor = lab.view("backend", "lab/rollout");
-    let mut notes = Vec::new();
-    let out = dovecot_upgrade_operator::engine::drive(
+    let (st, notes) = common::finish(
         &s,
-        DovecotBackendUpgradeStatus::default(),
         &exec,
         &successor,
-        &common::now,
-        std::time::Duration::from_secs(600),
-        |o| notes.extend(o.notes.iter().cloned()),
+        DovecotBackendUpgradeStatus::default(),
     )
-    .await
-    .unwrap();
-    assert_eq!(
-        out.status.phase,
-        Some(Phase::Completed),
-        "{:#?}",
-        out.status
-    );
+    .await;
+    assert_eq!(st.phase, Some(Phase::Completed), "{st:#?}");
     let adopted = notes
         .iter()
         .position(|n| n.reason == "BackendAdopted")
@@ -431,24 +421,14 @@ async fn a_probe_cut_off_midway_leaves_no_probe_mail() {
         lab,
         cut: std::sync::atomic::AtomicBool::new(true),
     };
-    let mut notes = Vec::new();
-    let out = dovecot_upgrade_operator::engine::drive(
+    let (st, notes) = common::finish(
         &s,
-        DovecotBackendUpgradeStatus::default(),
         &lab.exec(),
         &cluster,
-        &common::now,
-        std::time::Duration::from_secs(600),
-        |o| notes.extend(o.notes.iter().cloned()),
+        DovecotBackendUpgradeStatus::default(),
     )
-    .await
-    .unwrap();
-    assert_eq!(
-        out.status.phase,
-        Some(Phase::Completed),
-        "{:#?}",
-        out.status
-    );
+    .await;
+    assert_eq!(st.phase, Some(Phase::Completed), "{st:#?}");
     assert!(
         notes
             .iter()

@@ -321,14 +321,11 @@ pub async fn cleanup(
     force: bool,
 ) -> Result<machine::Deletion, ClusterError> {
     let obs = cluster.observe(s).await?;
-    let mut done = if force {
-        machine::Deletion::forced(status)
-    } else {
-        machine::Deletion::default()
-    };
     let in_flight = status.backends.iter().filter(|r| machine::active(r));
+    let mut done = machine::Deletion::default();
     if force {
-        // nothing to undo
+        // nothing is undone
+        done = machine::Deletion::forced(status);
     } else if obs.director.is_none() {
         for rec in in_flight {
             done.no_director(rec);

@@ -67,11 +67,12 @@ pub fn rig(net: u8) -> Rig {
     rig_with(|d| LabSpec::new(d, net, vec![100, 50, 20]))
 }
 
-/// Drives a rollout to its end (completed or stalled), collecting every note.
+/// Drives a rollout to its end (completed or stalled) on `cluster` (the lab, or a view or
+/// wrapper of it), collecting every note.
 pub async fn finish(
     s: &Settings,
     exec: &dyn PodExec,
-    lab: &Lab,
+    cluster: &dyn engine::Cluster,
     status: DovecotBackendUpgradeStatus,
 ) -> (DovecotBackendUpgradeStatus, Vec<Note>) {
     let mut notes = Vec::new();
@@ -79,7 +80,7 @@ pub async fn finish(
         s,
         status,
         exec,
-        lab,
+        cluster,
         &now,
         Duration::from_secs(600),
         |o: &Outcome| notes.extend(o.notes.iter().cloned()),

@@ -406,26 +406,7 @@ few_execs() { # every command that changes something ran at most its normal coun
 check "... no step command ran more than its normal count plus one retry (audit log)" few_execs
 sed 's/^/#   /' "$state/last.out" | head -45
 few_deletes() { # Replace deletes each backend pod once; a stale cache must never delete its successor
-  python3 - "$state/logs/audit.log" "$audit_from" "$sa" <<'PY'
-import json, sys
-seen, per_pod = set(), {}
-for n, line in enumerate(open(sys.argv[1]), 1):
-    if n < int(sys.argv[2]):
-        continue
-    try:
-        ev = json.loads(line)
-    except ValueError:
-        continue
-    ref = ev.get("objectRef") or {}
-    if (ev.get("verb") == "delete" and ref.get("resource") == "pods" and not ref.get("subresource")
-            and ev.get("user", {}).get("username") == sys.argv[3] and ev.get("auditID") not in seen):
-        seen.add(ev["auditID"])
-        code = (ev.get("responseStatus") or {}).get("code")
-        per_pod.setdefault(ref.get("name"), []).append(code)
-print("# pod deletes by the operator:", per_pod)
-# one that deleted a pod (200), at most one more refused by its UID precondition (409) or gone
-sys.exit(0 if all(c.count(200) <= 1 and len(c) <= 2 for c in per_pod.values()) else 1)
-PY
+  python3 "$here/execs.py" "$state/logs/audit.log" "$audit_from" --deletes "$sa"
 }
 check "... each backend pod was deleted once: a stale cache never deletes its successor (audit log)" few_deletes
 sed 's/^/#   /' "$state/last.out"

@@ -292,12 +292,19 @@ pub fn reset_found_running() -> StepResult {
 /// view decided from. After an API outage a watch can lag: deleting then would kill the pod that
 /// already replaced this one, again and again.
 pub fn target_still(cached: &str, fresh: Option<&str>, pod: &str) -> Option<StepResult> {
-    (fresh != Some(cached)).then(|| StepResult::Waiting {
+    cache_lags(cached, fresh).map(|m| StepResult::Waiting {
         requeue: REPLACE_POLL,
-        message: format!(
-            "{pod}: the cached StatefulSet says revision {cached}, the API server says {}; waiting for the cache before deleting anything",
+        message: format!("{pod}: {m} before deleting anything"),
+    })
+}
+
+/// Why the cached StatefulSet cannot be acted on: its revision is not the one read fresh.
+fn cache_lags(cached: &str, fresh: Option<&str>) -> Option<String> {
+    (fresh != Some(cached)).then(|| {
+        format!(
+            "the cached StatefulSet says revision {cached}, the API server says {}; waiting for the cache",
             fresh.unwrap_or("none")
-        ),
+        )
     })
 }
 
@@ -308,11 +315,8 @@ pub fn begin_still(
     fresh_target: Option<&str>,
     pod: Option<&PodView>,
 ) -> Result<(), String> {
-    if fresh_target != Some(cached_target) {
-        return Err(format!(
-            "the cached StatefulSet says revision {cached_target}, the API server says {}; waiting for the cache",
-            fresh_target.unwrap_or("none")
-        ));
+    if let Some(m) = cache_lags(cached_target, fresh_target) {
+        return Err(m);
     }
     match pod {
         None => Err("the pod is gone; waiting for the cache".into()),

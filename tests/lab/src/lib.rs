@@ -112,6 +112,11 @@ struct State {
     created: BTreeMap<String, u32>,
 }
 
+/// A pod's UID: its name and how many times it was created (a recreated pod is a new object).
+fn uid_of(st: &State, pod: &str) -> String {
+    format!("{pod}-{}", st.created.get(pod).copied().unwrap_or(0))
+}
+
 /// A running lab. Dropping it stops every Dovecot and namespace it started.
 pub struct Lab {
     pub spec: LabSpec,
@@ -633,10 +638,7 @@ impl Lab {
             .filter(|(n, _)| n.starts_with(&prefix))
             .map(|(name, p)| PodView {
                 name: name.clone(),
-                uid: Some(format!(
-                    "{name}-{}",
-                    st.created.get(name).copied().unwrap_or(0)
-                )),
+                uid: Some(uid_of(&st, name)),
                 ip: Some(p.ip.clone()),
                 revision: Some(p.revision.clone()),
                 ready: master_pid(&p.dir).is_some(),
@@ -700,9 +702,7 @@ impl Lab {
     /// The UID a pod has now (as observed).
     pub fn pod_uid(&self, pod: &str) -> Option<String> {
         let st = self.state.lock().expect("lab state");
-        st.pods
-            .contains_key(pod)
-            .then(|| format!("{pod}-{}", st.created.get(pod).copied().unwrap_or(0)))
+        st.pods.contains_key(pod).then(|| uid_of(&st, pod))
     }
 
     /// The holders of the lab's ring lock now (for assertions).
