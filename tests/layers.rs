@@ -24,6 +24,7 @@ const CORE: &[&str] = &[
     "reason",
     "api",
     "probe",
+    "imap",
     "dovecot",
     "reset_guard",
     "window",

@@ -293,6 +293,195 @@ pub struct VerifySpec {
     /// store directly, so a revision whose LMTP service is broken passes it.
     #[serde(default)]
     pub lmtp_probe: LmtpProbeSpec,
+    /// After the LMTP probe, log in over IMAP at the new pod's own IP as the verify user, find
+    /// the probe message by its Message-ID (or append one when the LMTP probe is off), fetch it
+    /// whole and expunge only it (UID EXPUNGE), then LOGOUT. Absent: no IMAP probe (it needs
+    /// the verify user's password, from `credentialsSecret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imap_probe: Option<ImapProbeSpec>,
+    /// After RingRestore, the backend must take real traffic before the next one starts:
+    /// within `timeout` the director maps users to it (`director status`), or the verify user
+    /// is mapped to it (`director status <user>`), while its pod stays Ready. Otherwise it is
+    /// drained again (vhost 0, down, flush) and the rollout halts with `SoakFailed`. Turn it
+    /// off for a ring without traffic (a lab, a night without users).
+    #[serde(default)]
+    pub soak: SoakSpec,
+}
+
+/// The IMAP probe of Verify.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImapProbeSpec {
+    /// Set to false to skip the probe.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The backend's IMAP port; default 143, or 993 with `tls.mode: Implicit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+    /// How the probe secures the connection; the certificate is checked against `caBundle`
+    /// for `serverName`, never skipped unless `insecureSkipVerify` says so.
+    #[serde(default)]
+    pub tls: ImapTlsSpec,
+    /// The Secret (in the DBU's namespace) with the verify user's password. The operator reads
+    /// only Secrets the chart grants by name (`probeSecrets`), never lists them.
+    pub credentials_secret: CredentialsSecretRef,
+    /// Limit for each exchange (connect, handshake, every reply).
+    #[serde(default = "default_probe_timeout")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub timeout: String,
+}
+
+/// How the IMAP probe secures its connection.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.mode == 'None' || self.insecureSkipVerify || (has(self.caBundle) && has(self.serverName))",
+    "message": "TLS needs caBundle and serverName (insecureSkipVerify: true is for labs only)"
+}]))]
+pub struct ImapTlsSpec {
+    /// StartTLS (default), Implicit (imaps) or None (plain text, labs only).
+    #[serde(default)]
+    pub mode: ImapTlsMode,
+    /// The name the backend's certificate must be valid for (the pod IP is never in it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub server_name: Option<String>,
+    /// PEM bundle of the CAs the certificate must chain to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<CaBundleRef>,
+    /// Accept any certificate. Lab use only: it proves the TLS listener works, not who it is.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+impl Default for ImapTlsSpec {
+    fn default() -> Self {
+        Self {
+            mode: ImapTlsMode::StartTLS,
+            server_name: None,
+            ca_bundle: None,
+            insecure_skip_verify: false,
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ImapTlsMode {
+    /// Plain text; the password crosses the pod network in the clear. Labs only.
+    None,
+    /// Plain connect, STARTTLS before the login.
+    #[default]
+    StartTLS,
+    /// TLS from the first byte (imaps).
+    Implicit,
+}
+
+/// A key of a ConfigMap or a Secret in the DBU's namespace holding a PEM CA bundle.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.configMap) != has(self.secret)",
+    "message": "name exactly one of configMap and secret"
+}]))]
+pub struct CaBundleRef {
+    /// A ConfigMap holding the bundle (granted to the operator by name: chart value
+    /// probeConfigMaps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub config_map: Option<String>,
+    /// A Secret holding the bundle (granted by name: chart value probeSecrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret: Option<String>,
+    /// The key with the PEM bundle.
+    #[serde(default = "default_ca_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".into()
+}
+
+/// The Secret with the probe's credentials.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsSecretRef {
+    /// The Secret's name, in the DBU's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key with the password.
+    #[serde(default = "default_password_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub password_key: String,
+    /// A key with the login name, when it is not the verify user (e.g. a master user login
+    /// `user*master`); the mailbox probed is still the verify user's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub username_key: Option<String>,
+}
+
+fn default_password_key() -> String {
+    "password".into()
+}
+
+/// The soak after RingRestore.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SoakSpec {
+    /// Set to false to go on to the next backend right after RingRestore.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// How long the backend has to take traffic, polled every `drain.pollInterval`.
+    #[serde(default = "default_soak_timeout")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub timeout: String,
+    /// With an IMAP probe: while no user is mapped to the backend yet, move the verify user to
+    /// it (`director move`) and log in as that user through a Ready director, which must send
+    /// the login there. So a quiet ring soaks too, and the path users take is the one proven.
+    #[serde(default)]
+    pub director_login: DirectorLoginSpec,
+}
+
+impl Default for SoakSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            timeout: default_soak_timeout(),
+            director_login: DirectorLoginSpec::default(),
+        }
+    }
+}
+
+/// The soak's login through the director.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectorLoginSpec {
+    /// Used only with `imapProbe` (it needs the credentials).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The directors' IMAP port; default: `imapProbe`'s port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+    /// How to secure it; default: `imapProbe.tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ImapTlsSpec>,
+}
+
+impl Default for DirectorLoginSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            port: None,
+            tls: None,
+        }
+    }
+}
+
+fn default_soak_timeout() -> String {
+    "1m".into()
 }
 
 /// The LMTP probe of Verify.
@@ -516,11 +705,12 @@ pub enum Step {
     Replace,
     Verify,
     RingRestore,
+    Soak,
     Done,
 }
 
 impl Step {
-    pub const ALL: [Step; 10] = [
+    pub const ALL: [Step; 11] = [
         Step::Drain,
         Step::WaitSessions,
         Step::StopLmtp,
@@ -530,13 +720,15 @@ impl Step {
         Step::Replace,
         Step::Verify,
         Step::RingRestore,
+        Step::Soak,
         Step::Done,
     ];
 
     /// The step after this one (Done stays Done).
     pub fn next(self) -> Step {
-        let i = Step::ALL.iter().position(|s| *s == self).unwrap_or(9);
-        Step::ALL[(i + 1).min(9)]
+        let last = Step::ALL.len() - 1;
+        let i = Step::ALL.iter().position(|s| *s == self).unwrap_or(last);
+        Step::ALL[(i + 1).min(last)]
     }
 
     pub fn as_str(self) -> &'static str {
@@ -550,6 +742,7 @@ impl Step {
             Step::Replace => "Replace",
             Step::Verify => "Verify",
             Step::RingRestore => "RingRestore",
+            Step::Soak => "Soak",
             Step::Done => "Done",
         }
     }

@@ -110,6 +110,16 @@ impl Doveadm {
     pub fn director_status(&self) -> Vec<String> {
         self.cmd(true, &["director", "status"])
     }
+    /// `doveadm -f json director status <user>`: where the user is mapped now (a read-only
+    /// lookup: it creates no mapping).
+    pub fn director_user_status(&self, user: &str) -> Vec<String> {
+        self.cmd(true, &["director", "status", user])
+    }
+    /// `director move <user> <ip>`: maps the user to that host (kicking its sessions); the
+    /// soak moves only the verify user, a probe account.
+    pub fn director_move(&self, user: &str, ip: IpAddr) -> Vec<String> {
+        self.cmd(false, &["director", "move", user, &ip.to_string()])
+    }
     /// `doveadm -f json director ring status`: this director's view of the ring's sync state.
     pub fn director_ring_status(&self) -> Vec<String> {
         self.cmd(true, &["director", "ring", "status"])
@@ -304,6 +314,21 @@ pub fn parse_director_status(stdout: &str) -> Result<Vec<RingHost>, ParseError> 
         .collect()
 }
 
+/// The host `doveadm -f json director status <user>` says the user is mapped to now (None:
+/// `n/a`, not mapped).
+pub fn parse_user_current(stdout: &str) -> Result<Option<String>, ParseError> {
+    const W: &str = "director status <user>";
+    let recs = json_records(W, stdout)?;
+    let Some(r) = recs.first() else {
+        return Err(ParseError {
+            what: W,
+            detail: "no record".into(),
+        });
+    };
+    let current = field(W, r, "status")?;
+    Ok(validate_ip(current).ok().map(|ip| ip.to_string()))
+}
+
 /// Whether `director ring status` says `ring synced` on its `self` row. Other self states are
 /// `ring handshaking` and `ring syncing - last sync N secs ago`.
 pub fn parse_ring_synced(stdout: &str) -> Result<bool, ParseError> {
@@ -476,6 +501,24 @@ mod tests {
     const MAILBOXES: &str =
         r#"[{"mailbox":"Drafts"},{"mailbox":"Sent"},{"mailbox":"Trash"},{"mailbox":"INBOX"}]"#;
     const INBOX_4: &str = r#"[{"mailbox":"INBOX","messages":"4"}]"#;
+
+    #[test]
+    fn user_status_says_where_a_user_is_mapped() {
+        // verbatim from Dovecot 2.3.19 (findings section 4)
+        assert_eq!(
+            parse_user_current(
+                r#"[{"status":"n/a","expires":"-1","hashed":"127.0.0.11","initial-config":"127.0.0.11"}]"#
+            ),
+            Ok(None)
+        );
+        assert_eq!(
+            parse_user_current(
+                r#"[{"status":"127.0.0.11","expires":"1795894268","hashed":"127.0.0.11","initial-config":"127.0.0.11"}]"#
+            ),
+            Ok(Some("127.0.0.11".into()))
+        );
+        assert!(parse_user_current("[]").is_err());
+    }
 
     #[test]
     fn director_status_parses_real_output() {

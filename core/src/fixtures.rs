@@ -82,6 +82,29 @@ pub fn dbu(meta: Value, spec_patch: Value) -> DovecotBackendUpgrade {
 pub fn bad_specs() -> Vec<(Value, &'static str)> {
     vec![
         (
+            json!({"verify": {"user": "u", "imapProbe": {"credentialsSecret": {"name": "p"}}}}),
+            "spec.verify.imapProbe.tls",
+        ),
+        (
+            json!({"verify": {"user": "u", "imapProbe": {"credentialsSecret": {"name": "p"},
+                "tls": {"caBundle": {"configMap": "ca"}, "serverName": "10.0.0.1"}}}}),
+            "spec.verify.imapProbe.tls",
+        ),
+        (
+            json!({"verify": {"user": "u", "imapProbe": {"credentialsSecret": {"name": "p"},
+                "tls": {"mode": "None"}, "timeout": "forever"}}}),
+            "spec.verify.imapProbe.timeout",
+        ),
+        (
+            json!({"verify": {"user": "u", "imapProbe": {"credentialsSecret": {"name": "p"}, "tls": {"mode": "None"}},
+                "soak": {"directorLogin": {"tls": {"mode": "Implicit"}}}}}),
+            "spec.verify.soak.directorLogin.tls",
+        ),
+        (
+            json!({"verify": {"user": "u", "soak": {"timeout": "0s"}}}),
+            "spec.verify.soak.timeout",
+        ),
+        (
             json!({"backends": {"statefulSet": ""}}),
             "spec.backends.statefulSet",
         ),

@@ -8,6 +8,7 @@ pub use machine::conditions;
 pub mod dovecot;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
+pub mod imap;
 pub mod machine;
 pub mod probe;
 pub mod reason;

@@ -52,6 +52,14 @@ reasons! {
         BackendAlreadyDrained,
         /// Reset stopped before deleting: a reset path holds mail or mail metadata.
         ResetWouldDeleteMailData,
+        /// Verify's LMTP or IMAP probe was refused by the new backend.
+        ProbeFailed,
+        /// What Verify's IMAP probe needs (its Secret, a CA bundle) cannot be read: no backend
+        /// is drained until it can.
+        ProbeCredentialsUnreadable,
+        /// A restored backend took no traffic within the soak time, or stopped being Ready:
+        /// it was drained again.
+        SoakFailed,
         /// A backend is predicted to take longer than the whole maintenance window.
         MaintenanceWindowTooShort,
         /// The spec does not validate; nothing runs until it changes.

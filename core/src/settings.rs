@@ -45,6 +45,12 @@ pub struct Settings {
     /// The LMTP port of Verify's probe; None when the probe is off.
     pub lmtp_probe: Option<u16>,
     pub probe_timeout: Duration,
+    /// Verify's IMAP probe; None when there is none.
+    pub imap_probe: Option<ImapProbe>,
+    /// How long a restored backend has to take traffic; None: no soak.
+    pub soak: Option<Duration>,
+    /// The soak's login through a director (with the IMAP probe's credentials).
+    pub director_login: Option<DirectorLogin>,
     pub command_timeout: Duration,
     pub stop_timeout: Duration,
     pub replace_timeout: Duration,
@@ -63,6 +69,136 @@ pub struct Settings {
     pub supervised: bool,
     /// `spec.canary.approvedRevision`, or the `mailops.io/approve` annotation (set by the controller).
     pub approved_revisions: Vec<String>,
+}
+
+/// The IMAP probe, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImapProbe {
+    pub port: u16,
+    pub tls: Tls,
+    pub secret: String,
+    pub password_key: String,
+    pub username_key: Option<String>,
+    pub timeout: Duration,
+}
+
+/// Where and how the soak logs in through a director.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirectorLogin {
+    pub port: u16,
+    pub tls: Tls,
+}
+
+/// TLS settings of an IMAP connection, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tls {
+    pub mode: crate::imap::Tls,
+    pub server_name: Option<String>,
+    pub ca: Option<ObjectKey>,
+    pub insecure_skip_verify: bool,
+}
+
+/// One key of a ConfigMap or Secret in the DBU's namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectKey {
+    ConfigMap { name: String, key: String },
+    Secret { name: String, key: String },
+}
+
+fn tls(field: &'static str, t: &crate::api::ImapTlsSpec) -> Result<Tls, SpecError> {
+    use crate::api::ImapTlsMode;
+    let mode = match t.mode {
+        ImapTlsMode::None => crate::imap::Tls::None,
+        ImapTlsMode::StartTLS => crate::imap::Tls::StartTls,
+        ImapTlsMode::Implicit => crate::imap::Tls::Implicit,
+    };
+    let ca = match &t.ca_bundle {
+        None => None,
+        Some(c) => Some(match (&c.config_map, &c.secret) {
+            (Some(name), None) => ObjectKey::ConfigMap {
+                name: name.clone(),
+                key: c.key.clone(),
+            },
+            (None, Some(name)) => ObjectKey::Secret {
+                name: name.clone(),
+                key: c.key.clone(),
+            },
+            _ => {
+                return Err(bad(
+                    field,
+                    "caBundle: name exactly one of configMap and secret",
+                ));
+            }
+        }),
+    };
+    if mode != crate::imap::Tls::None && !t.insecure_skip_verify {
+        if ca.is_none() {
+            return Err(bad(
+                field,
+                "TLS needs caBundle to check the certificate against (or insecureSkipVerify, labs only)",
+            ));
+        }
+        match &t.server_name {
+            Some(n) if !n.is_empty() && crate::dovecot::validate_ip(n).is_err() => {}
+            _ => {
+                return Err(bad(
+                    field,
+                    "TLS needs serverName, the DNS name the certificate is valid for",
+                ));
+            }
+        }
+    }
+    Ok(Tls {
+        mode,
+        server_name: t.server_name.clone(),
+        ca,
+        insecure_skip_verify: t.insecure_skip_verify,
+    })
+}
+
+fn imap_probe(p: &crate::api::ImapProbeSpec) -> Result<Option<ImapProbe>, SpecError> {
+    if !p.enabled {
+        return Ok(None);
+    }
+    let tls = tls("spec.verify.imapProbe.tls", &p.tls)?;
+    if p.credentials_secret.name.is_empty() {
+        return Err(bad(
+            "spec.verify.imapProbe.credentialsSecret.name",
+            "must name a Secret",
+        ));
+    }
+    Ok(Some(ImapProbe {
+        port: p.port.unwrap_or(if tls.mode == crate::imap::Tls::Implicit {
+            993
+        } else {
+            143
+        }),
+        tls,
+        secret: p.credentials_secret.name.clone(),
+        password_key: p.credentials_secret.password_key.clone(),
+        username_key: p.credentials_secret.username_key.clone(),
+        timeout: duration(
+            "spec.verify.imapProbe.timeout",
+            &p.timeout,
+            Duration::from_millis(100),
+        )?,
+    }))
+}
+
+fn director_login(
+    l: &crate::api::DirectorLoginSpec,
+    imap: Option<&ImapProbe>,
+) -> Result<Option<DirectorLogin>, SpecError> {
+    let Some(imap) = imap.filter(|_| l.enabled) else {
+        return Ok(None);
+    };
+    Ok(Some(DirectorLogin {
+        port: l.port.unwrap_or(imap.port),
+        tls: match &l.tls {
+            Some(t) => tls("spec.verify.soak.directorLogin.tls", t)?,
+            None => imap.tls.clone(),
+        },
+    }))
 }
 
 /// A LabelSelector as the `labelSelector` query string (`a=b,c in (d,e),!f`).
@@ -217,6 +353,19 @@ pub fn validate(spec: &DovecotBackendUpgradeSpec) -> Result<Settings, SpecError>
         &spec.verify.lmtp_probe.timeout,
         Duration::from_millis(100),
     )?;
+    let imap_probe = match &spec.verify.imap_probe {
+        Some(p) => imap_probe(p)?,
+        None => None,
+    };
+    let soak = if spec.verify.soak.enabled {
+        Some(duration(
+            "spec.verify.soak.timeout",
+            &spec.verify.soak.timeout,
+            Duration::from_secs(1),
+        )?)
+    } else {
+        None
+    };
     let poll_interval = duration(
         "spec.drain.pollInterval",
         &spec.drain.poll_interval,
@@ -289,6 +438,12 @@ pub fn validate(spec: &DovecotBackendUpgradeSpec) -> Result<Settings, SpecError>
             .enabled
             .then_some(spec.verify.lmtp_probe.port),
         probe_timeout,
+        director_login: match soak {
+            Some(_) => director_login(&spec.verify.soak.director_login, imap_probe.as_ref())?,
+            None => None,
+        },
+        imap_probe,
+        soak,
         command_timeout,
         stop_timeout,
         replace_timeout,
@@ -344,6 +499,48 @@ mod tests {
     use super::*;
     use crate::fixtures::{bad_specs, spec};
     use serde_json::json;
+
+    #[test]
+    fn the_imap_probe_and_soak_take_their_defaults() {
+        let s = validate(&spec(json!({}))).unwrap();
+        assert_eq!(
+            (s.imap_probe.as_ref(), s.soak),
+            (None, Some(Duration::from_secs(60)))
+        );
+        assert_eq!(
+            s.director_login, None,
+            "no login without the probe's credentials"
+        );
+        let s = validate(&spec(json!({"verify": {"user": "u", "imapProbe": {
+            "credentialsSecret": {"name": "probe"},
+            "tls": {"mode": "Implicit", "serverName": "imap.example.org", "caBundle": {"secret": "ca"}}
+        }}}))).unwrap();
+        let p = s.imap_probe.unwrap();
+        assert_eq!(
+            (p.port, p.tls.mode, p.password_key.as_str()),
+            (993, crate::imap::Tls::Implicit, "password")
+        );
+        assert_eq!(
+            p.tls.ca,
+            Some(ObjectKey::Secret {
+                name: "ca".into(),
+                key: "ca.crt".into()
+            })
+        );
+        let l = s.director_login.unwrap();
+        assert_eq!(
+            (l.port, l.tls),
+            (993, p.tls),
+            "the director login defaults to the probe's"
+        );
+        let s = validate(&spec(json!({"verify": {"user": "u", "imapProbe": {
+            "credentialsSecret": {"name": "probe"}, "tls": {"mode": "StartTLS", "insecureSkipVerify": true}
+        }, "soak": {"enabled": false}}}))).unwrap();
+        assert_eq!(
+            (s.imap_probe.unwrap().port, s.soak, s.director_login),
+            (143, None, None)
+        );
+    }
 
     #[test]
     fn durations_parse_like_go() {

@@ -169,6 +169,7 @@ impl Cluster for KubeCluster {
             owned_by_other,
             ring: None,
             ring_synced: None,
+            probe_credentials: None,
         })
     }
 
@@ -265,6 +266,35 @@ impl Cluster for KubeCluster {
             .await
             .map_err(api_err)?
             .map(|p| pod_view(&p)))
+    }
+
+    async fn read_key(
+        &self,
+        key: &dbu_core::settings::ObjectKey,
+    ) -> Result<Option<Vec<u8>>, ClusterError> {
+        use dbu_core::settings::ObjectKey;
+        use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+        // a GET by name: RBAC grants it per name (chart value probeSecrets), never list/watch
+        Ok(match key {
+            ObjectKey::Secret { name, key } => {
+                let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.ns);
+                api.get_opt(name)
+                    .await
+                    .map_err(api_err)?
+                    .and_then(|s| s.data)
+                    .and_then(|mut d| d.remove(key))
+                    .map(|b| b.0)
+            }
+            ObjectKey::ConfigMap { name, key } => {
+                let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.ns);
+                api.get_opt(name).await.map_err(api_err)?.and_then(|c| {
+                    c.data
+                        .and_then(|mut d| d.remove(key))
+                        .map(String::into_bytes)
+                        .or_else(|| c.binary_data.and_then(|mut d| d.remove(key)).map(|b| b.0))
+                })
+            }
+        })
     }
 
     async fn fresh_update_revision(&self, s: &Settings) -> Result<Option<String>, ClusterError> {

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use k8s_openapi::jiff::Timestamp;
 
 use dbu_core::machine::{Observed, PodView, RingHolder, RingLock};
-use dbu_core::settings::Settings;
+use dbu_core::settings::{ObjectKey, Settings};
 
 /// Failure to read or change the cluster (not a step failure).
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +57,20 @@ pub trait Cluster: Send + Sync {
         message: &str,
     ) -> Result<(), crate::probe::ProbeFailure> {
         crate::probe::lmtp(ip, port, timeout, user, message).await
+    }
+    /// Verify's IMAP probe at `target` (the pod's own IP). Default: over TCP (`crate::probe`).
+    async fn imap_probe(
+        &self,
+        target: &crate::probe::ImapTarget,
+        input: dbu_core::imap::ProbeInput,
+    ) -> Result<(), crate::probe::ProbeFailure> {
+        crate::probe::imap(target, input).await
+    }
+    /// One key of a Secret or ConfigMap in the DBU's namespace, read by name from the source
+    /// each time (never listed, watched or cached): the IMAP probe's password and CA bundle.
+    /// None: the object or the key does not exist. Default: nothing can be read.
+    async fn read_key(&self, key: &ObjectKey) -> Result<Option<Vec<u8>>, ClusterError> {
+        Err(ClusterError::Other(format!("cannot read {key:?} here")))
     }
     /// The StatefulSet's `status.updateRevision` read from the source, not a cache: checked
     /// before a pod is deleted. Default: as `observe` sees it.

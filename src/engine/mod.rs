@@ -51,6 +51,10 @@ async fn decide_reading(
     loop {
         let decision = machine::decide(s, status, obs, now);
         let missing = machine::missing(&decision, obs);
+        if missing == Some(Missing::ProbeCredentials) {
+            obs.probe_credentials = Some(step::probe_credentials(cluster, s).await);
+            continue;
+        }
         if missing == Some(Missing::RingLock) {
             obs.ring_lock = Some(cluster.read_ring_lock(s).await.map_err(|e| e.to_string()));
             continue;

@@ -2,7 +2,7 @@
 
 use dbu_core::api::{BackendStatus, Step};
 use dbu_core::dovecot::{self, CommandKind};
-use dbu_core::machine::judge::{self, StopWait};
+use dbu_core::machine::judge::{self, SoakMove, StopWait};
 use dbu_core::machine::{Observed, On, PodView, ReplaceMove, StepResult};
 use dbu_core::reset_guard;
 use dbu_core::settings::Settings;
@@ -186,9 +186,10 @@ async fn act(
         }
         Step::Verify => {
             let (user, mb) = (&s.user, &s.mailbox);
+            let probing = s.lmtp_probe.is_some() || s.imap_probe.is_some();
             // leftovers of a probe that was interrupted go first, so none is ever counted
             let expunge = b.expunge_probes(user);
-            if s.lmtp_probe.is_some() {
+            if probing {
                 r.run(On::Backend, &expunge, CommandKind::Plain).await?;
             }
             let list = b.mailbox_list(user);
@@ -201,38 +202,76 @@ async fn act(
                 .map_err(|m| StepResult::Failed(r.error(&status, Some(0), &m)))?;
             r.run(On::Backend, &b.fetch_text(user, mb), CommandKind::Plain)
                 .await?;
-            let Some(port) = s.lmtp_probe else {
-                return Ok(judge::verified(user, mb, n, None));
-            };
-            // LMTP at the replaced pod's own IP, never through the director
-            let ip = rec.new_ip.as_deref().unwrap_or(&rec.ip);
-            let now = (cx.clock)();
-            let token = dbu_core::probe::token(&rec.pod, now.as_millisecond());
-            let date = now.strftime("%a, %d %b %Y %H:%M:%S +0000").to_string();
-            let message = dbu_core::probe::message(user, &token, &date);
-            if let Err(f) = cx
-                .cluster
-                .lmtp_probe(ip, port, s.probe_timeout, user, &message)
-                .await
-            {
-                let error = judge::step_error(
-                    Step::Verify,
-                    &[
-                        "LMTP".to_string(),
-                        format!("{ip}:{port}"),
-                        f.command.clone(),
-                    ],
-                    None,
-                    &f.reply,
-                );
-                return Err(if f.transient {
-                    StepResult::Transient { error }
-                } else {
-                    StepResult::Failed(error)
-                });
+            if !probing {
+                return Ok(judge::verified(user, mb, n, &[]));
             }
-            r.run(On::Backend, &expunge, CommandKind::Plain).await?;
-            Ok(judge::verified(user, mb, n, Some(port)))
+            let probed = probes(cx, rec).await;
+            // the probe mail goes also when a probe failed halfway (best effort then: the
+            // failure is what the record must say, and the next Verify expunges first)
+            let cleanup = r.run(On::Backend, &expunge, CommandKind::Plain).await;
+            let done = probed?;
+            cleanup?;
+            Ok(judge::verified(user, mb, n, &done))
+        }
+        Step::Soak => {
+            let Some(limit) = s.soak else {
+                return Ok(StepResult::advanced(None));
+            };
+            let pod = pod_now(cx, r, &rec.pod).await?;
+            let ip = rec.new_ip.as_deref().unwrap_or(&rec.ip);
+            let d = &s.director;
+            let status = d.director_status();
+            let (_, out) = r.run(On::Director, &status, CommandKind::Plain).await?;
+            let ring = dovecot::parse_director_status(&out.stdout)
+                .map_err(|e| StepResult::Failed(r.error(&status, Some(0), &e.to_string())))?;
+            let lookup = d.director_user_status(&s.user);
+            let read_user = || async {
+                let (_, out) = r.run(On::Director, &lookup, CommandKind::Plain).await?;
+                dovecot::parse_user_current(&out.stdout)
+                    .map_err(|e| StepResult::Failed(r.error(&lookup, Some(0), &e.to_string())))
+            };
+            let mut user_on = read_user().await?;
+            let mut login: Option<Result<(), String>> = None;
+            let director = cx
+                .obs
+                .directors
+                .iter()
+                .find(|(n, _)| Some(n) == cx.obs.director.as_ref())
+                .and_then(|(_, ip)| ip.clone());
+            let waited = elapsed(&rec.step_started, (cx.clock)());
+            let mv = loop {
+                let seen = judge::SoakSeen {
+                    pod: pod.as_ref(),
+                    ip,
+                    ring: &ring,
+                    user: &s.user,
+                    user_on: user_on.as_deref(),
+                    login: login
+                        .as_ref()
+                        .map(|l| l.as_ref().map(|_| ()).map_err(String::as_str)),
+                    can_login: s.director_login.is_some() && s.imap_probe.is_some(),
+                    waited,
+                };
+                match judge::soak(rec, &seen, limit, s.poll_interval) {
+                    SoakMove::TryLogin => {
+                        login = Some(director_login(cx, r, ip, director.as_deref()).await?);
+                        user_on = read_user().await?;
+                    }
+                    other => break other,
+                }
+            };
+            match mv {
+                SoakMove::Pass(m) => Ok(StepResult::advanced(m)),
+                SoakMove::Wait(requeue, message) => Ok(StepResult::Waiting { requeue, message }),
+                SoakMove::Fail(why) => {
+                    let (drain, failed) = judge::soak_failed(s, ip, &why);
+                    for argv in drain {
+                        r.run(On::Director, &argv, CommandKind::Plain).await?;
+                    }
+                    Err(failed)
+                }
+                SoakMove::TryLogin => unreachable!("judged again after the login"),
+            }
         }
         Step::RingRestore => {
             // the pod's IP as the API server has it: a lagging cache may show its predecessor's
@@ -244,6 +283,187 @@ async fn act(
             Ok(judge::restored(rec, new, now_ip))
         }
         Step::Done => Ok(StepResult::advanced(None)),
+    }
+}
+
+/// Verify's protocol probes at the replaced pod's own IP, never through the director: LMTP
+/// delivers one probe message, IMAP logs in, finds, fetches and expunges it (or appends its
+/// own when LMTP is off). What each proved, for the step's message.
+async fn probes(cx: &StepContext<'_>, rec: &BackendStatus) -> Result<Vec<String>, StepResult> {
+    let s = cx.s;
+    let ip = rec.new_ip.as_deref().unwrap_or(&rec.ip);
+    let now = (cx.clock)();
+    let token = dbu_core::probe::token(&rec.pod, now.as_millisecond());
+    let date = now.strftime("%a, %d %b %Y %H:%M:%S +0000").to_string();
+    let message = dbu_core::probe::message(&s.user, &token, &date);
+    let mut done = Vec::new();
+    if let Some(port) = s.lmtp_probe {
+        cx.cluster
+            .lmtp_probe(ip, port, s.probe_timeout, &s.user, &message)
+            .await
+            .map_err(|f| {
+                judge::probe_failed(
+                    "LMTP",
+                    &format!("{ip}:{port}"),
+                    &f.command,
+                    &f.reply,
+                    f.transient,
+                )
+            })?;
+        done.push(format!("LMTP on port {port} accepted a probe message"));
+    }
+    if let Some(p) = &s.imap_probe {
+        let addr = format!("{ip}:{}", p.port);
+        let fail = |command: &str, reply: &str, transient| {
+            judge::probe_failed("IMAP", &addr, command, reply, transient)
+        };
+        let append = s.lmtp_probe.is_none().then_some(message);
+        let (target, input) = imap_inputs(cx.cluster, s, &p.tls, ip, p.port, token, append)
+            .await
+            .map_err(|(what, transient)| fail("credentials", &what, transient))?;
+        cx.cluster
+            .imap_probe(&target, input)
+            .await
+            .map_err(|f| fail(&f.command, &f.reply, f.transient))?;
+        done.push(format!(
+            "IMAP on port {} ({:?}) logged in and found, fetched and expunged the probe message",
+            p.port, p.tls.mode
+        ));
+    }
+    Ok(done)
+}
+
+/// The soak's login through a director: the verify user is moved to the restored host
+/// (`director move`), then logs in and out through the director at `director` (its pod IP).
+/// Err: why the login failed (the soak judges it); a move that cannot run ends the step.
+async fn director_login(
+    cx: &StepContext<'_>,
+    r: &Runner<'_>,
+    ip: &str,
+    director: Option<&str>,
+) -> Result<Result<(), String>, StepResult> {
+    let s = cx.s;
+    let (Some(_), Some(l)) = (&s.imap_probe, &s.director_login) else {
+        return Ok(Err("no IMAP probe credentials".into()));
+    };
+    let Some(director) = director else {
+        return Ok(Err("no Ready director with a pod IP".into()));
+    };
+    let addr = judge::record_ip(ip, Step::Soak)?;
+    r.run(
+        On::Director,
+        &s.director.director_move(&s.user, addr),
+        CommandKind::Plain,
+    )
+    .await?;
+    let (target, input) =
+        match imap_inputs(cx.cluster, s, &l.tls, director, l.port, String::new(), None).await {
+            Ok((t, mut i)) => {
+                i.login_only = true;
+                (t, i)
+            }
+            Err((what, _)) => return Ok(Err(what)),
+        };
+    Ok(cx
+        .cluster
+        .imap_probe(&target, input)
+        .await
+        .map_err(|f| format!("{director}:{} {}: {}", l.port, f.command, f.reply)))
+}
+
+/// An IMAP connection's target and input: the password (and login, CA bundle) read by name
+/// from the DBU's namespace now, held only for this connection. Err: what is missing, and
+/// whether a retry may help (the API unreachable) rather than a human (a missing key).
+async fn imap_inputs(
+    cluster: &dyn Cluster,
+    s: &Settings,
+    tls: &dbu_core::settings::Tls,
+    ip: &str,
+    port: u16,
+    token: String,
+    append: Option<String>,
+) -> Result<(crate::probe::ImapTarget, dbu_core::imap::ProbeInput), (String, bool)> {
+    use dbu_core::settings::ObjectKey;
+    let Some(p) = &s.imap_probe else {
+        return Err(("no IMAP probe".into(), false));
+    };
+    let read = |key: ObjectKey| async move {
+        match cluster.read_key(&key).await {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => Err((format!("{} not found", describe(&key)), false)),
+            Err(e) => Err((format!("reading {}: {e}", describe(&key)), true)),
+        }
+    };
+    let text = |key: ObjectKey, v: Vec<u8>| {
+        String::from_utf8(v)
+            .map(|t| t.trim_end_matches(['\r', '\n']).to_string())
+            .map_err(|_| (format!("{} is not UTF-8 text", describe(&key)), false))
+    };
+    let secret = |key: &str| ObjectKey::Secret {
+        name: p.secret.clone(),
+        key: key.to_string(),
+    };
+    let password = text(
+        secret(&p.password_key),
+        read(secret(&p.password_key)).await?,
+    )?;
+    let login = match &p.username_key {
+        Some(k) => text(secret(k), read(secret(k)).await?)?,
+        None => s.user.clone(),
+    };
+    // a CA bundle matters only where a certificate is checked
+    let ca_pem = match &tls.ca {
+        Some(k) if tls.mode != dbu_core::imap::Tls::None && !tls.insecure_skip_verify => {
+            Some(read(k.clone()).await?)
+        }
+        _ => None,
+    };
+    Ok((
+        crate::probe::ImapTarget {
+            ip: ip.to_string(),
+            port,
+            tls: tls.mode,
+            server_name: tls.server_name.clone(),
+            ca_pem,
+            insecure_skip_verify: tls.insecure_skip_verify,
+            timeout: p.timeout,
+        },
+        dbu_core::imap::ProbeInput {
+            tls: tls.mode,
+            login,
+            password: dbu_core::imap::Secret(password),
+            verify_mailbox: s.mailbox.clone(),
+            token,
+            append,
+            login_only: false,
+        },
+    ))
+}
+
+/// Before a backend is drained: whether Verify's IMAP probe (and the soak's login) will find
+/// what they read (the password, the login, the CA bundles). Draining a backend whose Verify
+/// cannot pass would leave it out of the ring.
+pub(crate) async fn probe_credentials(cluster: &dyn Cluster, s: &Settings) -> Result<(), String> {
+    let Some(p) = &s.imap_probe else {
+        return Ok(());
+    };
+    imap_inputs(cluster, s, &p.tls, "", p.port, String::new(), None)
+        .await
+        .map_err(|(m, _)| m)?;
+    if let Some(l) = &s.director_login {
+        imap_inputs(cluster, s, &l.tls, "", l.port, String::new(), None)
+            .await
+            .map_err(|(m, _)| m)?;
+    }
+    Ok(())
+}
+
+/// A key as it is named in a failure (the value never is).
+fn describe(key: &dbu_core::settings::ObjectKey) -> String {
+    use dbu_core::settings::ObjectKey;
+    match key {
+        ObjectKey::Secret { name, key } => format!("key {key:?} of Secret {name:?}"),
+        ObjectKey::ConfigMap { name, key } => format!("key {key:?} of ConfigMap {name:?}"),
     }
 }
 

@@ -703,7 +703,7 @@ async fn ring_restore_with_a_new_ip_adds_the_new_host_and_removes_the_old_first(
     let rec = &out.status.backends[0];
     assert_eq!(
         (rec.step, rec.new_ip.as_deref()),
-        (Step::Done, Some("127.0.0.99"))
+        (Step::Soak, Some("127.0.0.99"))
     );
 }
 
@@ -877,7 +877,9 @@ async fn verify_delivers_a_probe_over_lmtp_to_the_new_pod_and_removes_it() {
 #[tokio::test]
 async fn a_refused_lmtp_probe_fails_verify_naming_protocol_command_and_reply() {
     let s = settings();
-    let exec = verify_script(&s);
+    // the probe mail is expunged also after a failed probe
+    let again = |e: Scripted| e.once("backend-2", s.backend.expunge_probes(&s.user), 0, "", "");
+    let exec = again(verify_script(&s));
     let (st, mut cluster) = at_verify();
     cluster.probe = Some(Err(crate::probe::ProbeFailure {
         command: "RCPT TO:<probe>".into(),
@@ -891,8 +893,15 @@ async fn a_refused_lmtp_probe_fails_verify_naming_protocol_command_and_reply() {
     assert_eq!(e.step, Step::Verify);
     assert_eq!(e.argv, ["LMTP", "127.0.0.99:24", "RCPT TO:<probe>"]);
     assert!(e.stderr.starts_with("550 5.1.1"), "{e:?}");
+    assert_eq!(e.reason.as_deref(), Some("ProbeFailed"));
+    let expunges = exec
+        .calls()
+        .iter()
+        .filter(|c| c.contains("expunge"))
+        .count();
+    assert_eq!(expunges, 2, "before the checks and after the failed probe");
     // an unreachable LMTP is retried, not failed at once
-    let exec = verify_script(&s);
+    let exec = again(verify_script(&s));
     let (st, mut cluster) = at_verify();
     cluster.probe = Some(Err(crate::probe::ProbeFailure {
         command: "connect".into(),

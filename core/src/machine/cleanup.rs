@@ -27,7 +27,8 @@ pub fn cleanup_for(rec: &BackendStatus) -> Cleanup {
         }
         // verified already: finishing the restore is the safe thing
         Step::RingRestore => Cleanup::Restore,
-        Step::Done => Cleanup::Nothing,
+        // back in the ring and verified; a failed soak drained it again (failed: left out)
+        Step::Soak | Step::Done => Cleanup::Nothing,
     }
 }
 

@@ -26,7 +26,7 @@ fn drift_commands(s: &Settings, rec: &BackendStatus, host: &RingHost) -> Vec<Vec
         return Vec::new();
     };
     let must_be_down = matches!(rec.step, Step::Reset | Step::Replace | Step::Verify)
-        || (rec.step == Step::RingRemove && rec.failed);
+        || (matches!(rec.step, Step::RingRemove | Step::Soak) && rec.failed);
     let must_be_drained = matches!(
         rec.step,
         Step::WaitSessions | Step::StopLmtp | Step::StopDovecot | Step::RingRemove

@@ -78,24 +78,54 @@ pub fn steps_for(s: &Settings, pod: &str, ip: IpAddr, vhosts: u32) -> Vec<Planne
                     b.mailbox_status(&s.user, &s.mailbox),
                     b.fetch_text(&s.user, &s.mailbox),
                 ];
-                if s.lmtp_probe.is_some() {
+                if s.lmtp_probe.is_some() || s.imap_probe.is_some() {
                     v.insert(0, b.expunge_probes(&s.user));
                     v.push(b.expunge_probes(&s.user));
                 }
                 v
             },
-            s.lmtp_probe.map(|port| {
-                format!(
-                    "then one probe message over LMTP to the new pod's IP, port {port} (removed by its {} header)",
-                    crate::probe::PROBE_HEADER
-                )
-            }),
+            {
+                let mut probes = Vec::new();
+                if let Some(port) = s.lmtp_probe {
+                    probes.push(format!(
+                        "one probe message over LMTP to the new pod's IP, port {port}"
+                    ));
+                }
+                if let Some(p) = &s.imap_probe {
+                    probes.push(format!(
+                        "an IMAP login ({:?}) at the new pod's IP, port {}, as {}: find, fetch and expunge the probe message",
+                        p.tls, p.port, s.user
+                    ));
+                }
+                (!probes.is_empty()).then(|| {
+                    format!(
+                        "then {} (probe mail removed by its {} header)",
+                        probes.join(", then "),
+                        crate::probe::PROBE_HEADER
+                    )
+                })
+            },
         ),
         step(
             Step::RingRestore,
             "director",
             vec![d.director_update(ip, vhosts), d.director_up(ip)],
             Some("with director add <new ip> / remove <old ip> first if the pod IP changed".into()),
+        ),
+        step(
+            Step::Soak,
+            "director",
+            match s.soak {
+                Some(_) => vec![d.director_status(), d.director_user_status(&s.user)],
+                None => Vec::new(),
+            },
+            Some(match s.soak {
+                Some(limit) => format!(
+                    "until the director maps users to it (at most {}, pod Ready throughout), else drain it again and halt",
+                    crate::time::human(limit)
+                ),
+                None => "off (spec.verify.soak.enabled: false)".into(),
+            }),
         ),
     ]
 }

@@ -364,6 +364,14 @@ pub fn record(
         status.plan = None;
     }
     let requeue = match (decision, acted) {
+        // Secrets are not watched: look again soon after one may have been created
+        (
+            Decision::Stall {
+                reason: StallReason::ProbeCredentialsUnreadable,
+                ..
+            },
+            _,
+        ) => Some(Duration::from_secs(15)),
         (Decision::Stall { .. } | Decision::Aborted { .. }, _) => Some(Duration::from_secs(300)),
         (Decision::Complete, _) => None,
         (Decision::Wait { requeue, .. }, _) => Some(*requeue),

@@ -12,12 +12,12 @@ use k8s_openapi::jiff::Timestamp;
 use super::decision::{Command, On, StepResult};
 use super::observed::PodView;
 use crate::api::{BackendStatus, DrainTimeoutAction, MailLayout, Step, StepError};
-use crate::dovecot::{self, CommandKind, Verdict};
+use crate::dovecot::{self, CommandKind, RingHost, Verdict};
 use crate::reason::StallReason;
 use crate::reset_guard;
 use crate::settings::Settings;
 use crate::text::{STDERR_EXCERPT, bounded, was_cut};
-use crate::time::elapsed;
+use crate::time::{elapsed, human};
 
 /// A step's failure as status records it: the command, its exit code, a bounded stderr excerpt.
 pub fn step_error(step: Step, argv: &[String], exit_code: Option<i32>, stderr: &str) -> StepError {
@@ -375,13 +375,161 @@ pub fn verify_count(mailbox: &str, stdout: &str) -> Result<u64, String> {
 }
 
 /// Verify done: every message was fetched (and a probe delivered over LMTP and removed).
-pub fn verified(user: &str, mailbox: &str, messages: u64, lmtp_port: Option<u16>) -> StepResult {
-    let probe = lmtp_port
-        .map(|p| format!("; LMTP on port {p} accepted a probe message, removed again"))
-        .unwrap_or_default();
+pub fn verified(user: &str, mailbox: &str, messages: u64, probes: &[String]) -> StepResult {
+    let probes: String = probes.iter().map(|p| format!("; {p}")).collect();
     StepResult::advanced(format!(
-        "{user}: {mailbox} has {messages} messages, all fetched{probe}"
+        "{user}: {mailbox} has {messages} messages, all fetched{probes}"
     ))
+}
+
+/// A refused or unreachable protocol probe as Verify's error: the argv names the protocol,
+/// the address and the command, the reply stands where stderr would. Unreachable is retried.
+pub fn probe_failed(
+    protocol: &str,
+    addr: &str,
+    command: &str,
+    reply: &str,
+    transient: bool,
+) -> StepResult {
+    let mut error = step_error(
+        Step::Verify,
+        &[protocol.to_string(), addr.to_string(), command.to_string()],
+        None,
+        reply,
+    );
+    if transient {
+        return StepResult::Transient { error };
+    }
+    error.reason = Some(StallReason::ProbeFailed.as_str().to_string());
+    StepResult::Failed(error)
+}
+
+/// What the soak sees and decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SoakMove {
+    Pass(String),
+    Wait(Duration, String),
+    /// Drain it again and fail the backend.
+    Fail(String),
+    /// Quiet so far: move the verify user to it and log in through a director, then judge
+    /// again with the login's result.
+    TryLogin,
+}
+
+/// What the soak has seen of the restored host.
+#[derive(Debug, Clone, Copy)]
+pub struct SoakSeen<'a> {
+    pub pod: Option<&'a PodView>,
+    pub ip: &'a str,
+    pub ring: &'a [RingHost],
+    pub user: &'a str,
+    /// Where `director status <user>` says the verify user is mapped now.
+    pub user_on: Option<&'a str>,
+    /// None: no login through a director tried in this poll; Some(Err): why it failed.
+    pub login: Option<Result<(), &'a str>>,
+    /// Whether a login through a director is possible (an IMAP probe with credentials).
+    pub can_login: bool,
+    pub waited: Duration,
+}
+
+/// The soak after RingRestore: the restored host must get users (director mappings, or the
+/// verify user mapped to it, by a login through a director if need be) within `limit`, and
+/// its pod must stay Ready all the while.
+pub fn soak(rec: &BackendStatus, seen: &SoakSeen, limit: Duration, poll: Duration) -> SoakMove {
+    let ip = seen.ip;
+    if !rec.restores_up() || rec.original_vhosts == 0 {
+        return SoakMove::Pass(format!(
+            "{ip} was restored {} as before the rollout: no traffic to wait for",
+            if rec.restores_up() {
+                "at 0 vhosts"
+            } else {
+                "down"
+            }
+        ));
+    }
+    if !seen.pod.is_some_and(|p| p.ready && !p.terminating) {
+        return SoakMove::Fail(format!("{}: pod not Ready during the soak", rec.pod));
+    }
+    let Some(host) = seen.ring.iter().find(|h| h.ip == ip) else {
+        return SoakMove::Fail(format!("{ip} is not in the director ring"));
+    };
+    if !host.up || host.vhosts == 0 {
+        // someone took it out meanwhile: theirs to decide, not the soak's to undo or judge
+        return SoakMove::Pass(format!(
+            "{ip} was set to {} vhosts, {} by someone else during the soak; left so",
+            host.vhosts,
+            if host.up { "up" } else { "down" }
+        ));
+    }
+    let after = human(seen.waited);
+    // the verify user's own mapping is not traffic: the soak's `director move` makes one
+    let verify_here = seen.user_on == Some(ip);
+    let others = host.users.saturating_sub(u64::from(verify_here));
+    if others > 0 {
+        return SoakMove::Pass(format!(
+            "the director maps {others} users to {ip} after {after}"
+        ));
+    }
+    if verify_here {
+        match seen.login {
+            Some(Ok(())) => {
+                return SoakMove::Pass(format!(
+                    "a login as {} through the director landed on {ip} after {after}",
+                    seen.user
+                ));
+            }
+            // mapped by a login of someone else's (an outside prober): only without moves
+            None if !seen.can_login => {
+                return SoakMove::Pass(format!("{} is mapped to {ip} after {after}", seen.user));
+            }
+            _ => {}
+        }
+    }
+    if seen.can_login && seen.login.is_none() {
+        return SoakMove::TryLogin;
+    }
+    let login = match seen.login {
+        Some(Err(e)) => format!("; the login as {} through the director: {e}", seen.user),
+        Some(Ok(())) => format!(
+            "; a login as {} through the director went to {}",
+            seen.user,
+            seen.user_on.unwrap_or("no backend")
+        ),
+        None => String::new(),
+    };
+    if seen.waited >= limit {
+        return SoakMove::Fail(format!(
+            "the director mapped no user to {ip} within {}{login}",
+            human(limit)
+        ));
+    }
+    SoakMove::Wait(
+        poll.min(limit - seen.waited),
+        format!(
+            "{}: soaking, waiting for the director to map users to {ip} ({} left){login}",
+            rec.pod,
+            human(limit - seen.waited)
+        ),
+    )
+}
+
+/// A failed soak drains the host again (vhost 0 so no user is sent to it, down, and flush
+/// to move any that were) and fails the backend: it is never put back by the operator.
+pub fn soak_failed(s: &Settings, ip: &str, why: &str) -> (Vec<Vec<String>>, StepResult) {
+    let Ok(addr) = dovecot::validate_ip(ip) else {
+        return (
+            Vec::new(),
+            StepResult::Failed(step_error(Step::Soak, &[], None, why)),
+        );
+    };
+    let cmds = vec![
+        s.director.director_update(addr, 0),
+        s.director.director_down(addr),
+        s.director.director_flush(addr),
+    ];
+    let mut error = step_error(Step::Soak, &[], None, &format!("{why}; drained again"));
+    error.reason = Some(StallReason::SoakFailed.as_str().to_string());
+    (cmds, StepResult::Failed(error))
 }
 
 /// RingRestore's addresses: the recorded (old) IP and the pod's IP now. They differ when

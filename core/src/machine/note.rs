@@ -37,7 +37,30 @@ impl Note {
 
 /// The one-line story of a failed backend, for the Stalled condition and the Warning event.
 pub fn failure_message(rec: &BackendStatus) -> String {
+    let reason = rec
+        .last_error
+        .as_ref()
+        .and_then(|e| e.reason.as_deref())
+        .and_then(StallReason::from_name);
     match &rec.last_error {
+        // the backend refused a protocol probe: protocol, address, command, reply
+        Some(e) if reason == Some(StallReason::ProbeFailed) => format!(
+            "backend {} ({}) failed at step {}: {} probe at {} refused {}: {}; it stays out of the director ring",
+            rec.pod,
+            rec.ip,
+            e.step,
+            e.argv.first().map_or("", String::as_str),
+            e.argv.get(1).map_or("", String::as_str),
+            e.argv.get(2).map_or("", String::as_str),
+            e.stderr.trim()
+        ),
+        Some(e) if reason == Some(StallReason::SoakFailed) => format!(
+            "backend {} ({}) failed at step {}: {}; it stays out of the director ring",
+            rec.pod,
+            rec.ip,
+            e.step,
+            e.stderr.trim()
+        ),
         // a refusal: the command was judged, not run
         Some(e) if e.reason.is_some() => format!(
             "backend {} ({}) stopped at step {}: command {:?} was not run: {}; it stays out of the director ring",
@@ -52,7 +75,7 @@ pub fn failure_message(rec: &BackendStatus) -> String {
             rec.pod,
             rec.ip,
             e.step,
-            if e.argv.first().is_some_and(|a| a == "LMTP") {
+            if e.argv.first().is_some_and(|a| a == "LMTP" || a == "IMAP") {
                 "probe"
             } else {
                 "command"

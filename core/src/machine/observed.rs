@@ -93,6 +93,9 @@ pub struct Observed {
     /// Whether the director ring reports `ring synced`; read only when a backend is about to
     /// start (None: not read yet).
     pub ring_synced: Option<bool>,
+    /// Whether what Verify's IMAP probe reads (Secret, CA bundle) can be read: checked before a
+    /// backend is drained (None: not checked yet; Ok also when there is no IMAP probe).
+    pub probe_credentials: Option<Result<(), String>>,
 }
 
 impl Observed {
@@ -118,6 +121,8 @@ pub enum Missing {
     RingLock,
     /// `director status` of the other Ready directors: before a backend is stopped or taken down.
     OtherRings,
+    /// The IMAP probe's Secret and CA bundle: before a backend is drained.
+    ProbeCredentials,
 }
 
 /// What `decision` still needs read; None when it stands as it is. Reads are lazy so that a
@@ -145,6 +150,7 @@ pub fn missing(decision: &Decision, obs: &Observed) -> Option<Missing> {
             reason: WaitReason::RingLockUnreadable,
             ..
         } if obs.ring_lock.is_none() => Some(Missing::RingLock),
+        Decision::Begin(_) if obs.probe_credentials.is_none() => Some(Missing::ProbeCredentials),
         _ => None,
     }
 }

@@ -166,6 +166,14 @@ pub(super) fn begin_next(
             ),
         });
     };
+    if let Some(Err(m)) = &obs.probe_credentials {
+        return Some(Decision::stall(
+            StallReason::ProbeCredentialsUnreadable,
+            format!(
+                "Verify's IMAP probe could not log in: {m}; no backend is drained until it can (create the Secret, or grant the operator get on it: chart value probeSecrets)"
+            ),
+        ));
+    }
     Some(Decision::Begin(Box::new(BackendStatus {
         original_up: Some(up),
         ..BackendStatus::begin(

@@ -1002,7 +1002,13 @@ fn the_window_prediction_counts_active_step_time_only() {
     let monday = t + 60 * 3600;
     st.backends[0].failed = false;
     st.backends[0].step_started = Time(ts(monday)); // what a retry does
-    for _ in [Step::Reset, Step::Replace, Step::Verify, Step::RingRestore] {
+    for _ in [
+        Step::Reset,
+        Step::Replace,
+        Step::Verify,
+        Step::RingRestore,
+        Step::Soak,
+    ] {
         t = if t < monday { monday + 10 } else { t + 10 };
         apply_result(&mut st.backends[0], &adv, ts(t));
     }
@@ -1010,8 +1016,8 @@ fn the_window_prediction_counts_active_step_time_only() {
     record_finish(&mut st, "backend-2", ts(t));
     assert_eq!(
         st.recent_backend_seconds,
-        vec![90],
-        "9 steps of 10 s, not 60 h"
+        vec![100],
+        "10 steps of 10 s, not 60 h"
     );
 }
 
@@ -1195,7 +1201,7 @@ fn dry_run_plans_without_running() {
         .map(|b| (b.pod.as_str(), b.users, b.vhosts))
         .collect();
     assert_eq!(order, vec![("backend-2", 1, 20), ("backend-1", 2, 50)]);
-    assert_eq!(plan.steps.len(), 9);
+    assert_eq!(plan.steps.len(), 10);
     assert_eq!(
         plan.steps[0].commands,
         vec![vec!["doveadm", "director", "update", "127.0.0.13", "0"]]
@@ -1424,6 +1430,21 @@ fn reads_are_asked_for_only_when_a_decision_needs_them() {
     );
     synced.ring_lock = Some(Ok(RingLock::default()));
     let d = decide(&s, &status(vec![]), &synced, ts(0));
+    assert_eq!(
+        missing(&d, &synced),
+        Some(Missing::ProbeCredentials),
+        "then whether Verify's IMAP probe can read its Secret"
+    );
+    synced.probe_credentials = Some(Err("key \"password\" of Secret \"probe\" not found".into()));
+    let d = decide(&s, &status(vec![]), &synced, ts(0));
+    assert_eq!(
+        reason(&d),
+        "ProbeCredentialsUnreadable",
+        "nothing drained: {d:?}"
+    );
+    synced.probe_credentials = Some(Ok(()));
+    let d = decide(&s, &status(vec![]), &synced, ts(0));
+    assert!(matches!(d, Decision::Begin(_)), "{d:?}");
     assert_eq!(missing(&d, &synced), None);
     // finished: no exec at all, only the ring's lock (a deleted DBU may have left a backend out)
     let mut done = world();
@@ -1716,4 +1737,135 @@ fn begin_is_checked_against_the_api_server_not_the_cache() {
     assert!(judge::begin_still(NEW, Some(NEW), None).is_err());
     assert!(judge::target_still(NEW, Some(NEW), "backend-2").is_none());
     assert!(judge::target_still(NEW, None, "backend-2").is_some());
+}
+
+#[test]
+fn the_soak_passes_on_real_traffic_or_a_login_that_landed_and_fails_otherwise() {
+    use judge::{SoakMove, SoakSeen, soak};
+    let r = rec(1, Step::Soak, 0);
+    let ip = fixtures::backend_ip(1);
+    let pod = fixtures::pod(1, NEW);
+    let limit = Duration::from_secs(60);
+    let poll = Duration::from_secs(5);
+    let ring = |users| vec![fixtures::host(1, 50, true, users)];
+    let seen = |ring: &'static [RingHost], user_on, login, can_login, waited| SoakSeen {
+        pod: Some(&pod),
+        ip: &ip,
+        ring,
+        user: "probe",
+        user_on,
+        login,
+        can_login,
+        waited: Duration::from_secs(waited),
+    };
+    let leak = |v: Vec<RingHost>| -> &'static [RingHost] { Vec::leak(v) };
+    let (quiet, one, two) = (leak(ring(0)), leak(ring(1)), leak(ring(2)));
+    let here = Some(ip.as_str());
+    let kind = |m: SoakMove| match m {
+        SoakMove::Pass(_) => "pass",
+        SoakMove::Wait(..) => "wait",
+        SoakMove::Fail(_) => "fail",
+        SoakMove::TryLogin => "login",
+    };
+    let cases: Vec<(&str, SoakSeen, &str)> = vec![
+        ("users of their own", seen(one, None, None, true, 1), "pass"),
+        // the one mapping is the verify user's own (a move): not traffic
+        (
+            "only the verify user, moved",
+            seen(one, here, None, true, 1),
+            "login",
+        ),
+        (
+            "the login landed",
+            seen(one, here, Some(Ok(())), true, 1),
+            "pass",
+        ),
+        (
+            "the login failed",
+            seen(one, here, Some(Err("NO")), true, 1),
+            "wait",
+        ),
+        (
+            "others beside the verify user",
+            seen(two, here, Some(Err("NO")), true, 1),
+            "pass",
+        ),
+        (
+            "quiet, may log in",
+            seen(quiet, None, None, true, 1),
+            "login",
+        ),
+        (
+            "quiet, no credentials",
+            seen(quiet, None, None, false, 1),
+            "wait",
+        ),
+        (
+            "verify user mapped by an outside prober",
+            seen(one, here, None, false, 1),
+            "pass",
+        ),
+        (
+            "quiet at the limit",
+            seen(quiet, None, None, false, 60),
+            "fail",
+        ),
+        (
+            "login failed at the limit",
+            seen(one, here, Some(Err("NO")), true, 60),
+            "fail",
+        ),
+    ];
+    for (name, s, want) in cases {
+        assert_eq!(kind(soak(&r, &s, limit, poll)), want, "{name}");
+    }
+    // a pod that stops being Ready fails at once; a host someone took out is theirs
+    let mut down = pod.clone();
+    down.ready = false;
+    let mut s = seen(two, None, None, true, 1);
+    s.pod = Some(&down);
+    assert_eq!(kind(soak(&r, &s, limit, poll)), "fail");
+    let out = leak(vec![fixtures::host(1, 0, true, 0)]);
+    assert_eq!(
+        kind(soak(&r, &seen(out, None, None, true, 1), limit, poll)),
+        "pass"
+    );
+    // restored down, as a human had it: nothing to wait for
+    let mut kept = r.clone();
+    kept.original_up = Some(false);
+    assert_eq!(
+        kind(soak(&kept, &seen(quiet, None, None, true, 1), limit, poll)),
+        "pass"
+    );
+    let SoakMove::Fail(why) = soak(
+        &r,
+        &seen(
+            one,
+            here,
+            Some(Err("p2 NO [AUTHENTICATIONFAILED]")),
+            true,
+            61,
+        ),
+        limit,
+        poll,
+    ) else {
+        panic!()
+    };
+    assert!(
+        why.contains("within 60s") && why.contains("AUTHENTICATIONFAILED"),
+        "{why}"
+    );
+    let s = with(json!({}));
+    let (cmds, failed) = judge::soak_failed(&s, &ip, &why);
+    assert_eq!(
+        cmds.iter().map(|c| c[2].as_str()).collect::<Vec<_>>(),
+        ["update", "down", "flush"]
+    );
+    let StepResult::Failed(e) = failed else {
+        panic!()
+    };
+    assert_eq!(
+        (e.step, e.reason.as_deref()),
+        (Step::Soak, Some("SoakFailed"))
+    );
 }

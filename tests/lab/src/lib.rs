@@ -110,6 +110,10 @@ struct State {
     next_ip: BTreeMap<String, String>,
     /// How many times each pod was created.
     created: BTreeMap<String, u32>,
+    /// Passwords a revision's passdb has for some users, unlike every other revision's.
+    revision_passwords: BTreeMap<String, Vec<(String, String)>>,
+    /// The lab's Secrets and ConfigMaps: (kind, name, key) to value.
+    objects: BTreeMap<(String, String, String), Vec<u8>>,
 }
 
 /// A pod's UID: its name and how many times it was created (a recreated pod is a new object).
@@ -128,8 +132,11 @@ pub struct Lab {
 
 /// Settings for a lab rollout: the fixtures' minimal spec, verified as user1 (who has mail in
 /// every lab), with `patch` merged in (RFC 7386).
+///
+/// The soak is off unless a test turns it on: a lab ring has no traffic of its own, and a
+/// soak without an IMAP probe waits for real users.
 pub fn settings(patch: serde_json::Value) -> Settings {
-    let mut p = serde_json::json!({"verify": {"user": "user1"}});
+    let mut p = serde_json::json!({"verify": {"user": "user1", "soak": {"enabled": false}}});
     dbu_core::fixtures::merge_patch(&mut p, patch);
     dbu_core::fixtures::settings(p)
 }
@@ -342,6 +349,8 @@ impl Lab {
                 revisions: [("rev-1".to_string(), String::new())].into(),
                 next_ip: BTreeMap::new(),
                 created: BTreeMap::new(),
+                revision_passwords: BTreeMap::new(),
+                objects: BTreeMap::new(),
             }),
             spec,
             changed: tokio::sync::Notify::new(),
@@ -396,8 +405,26 @@ impl Lab {
             .arg("mail:mail")
             .arg(dir.join("vmail")))?;
         std::fs::write(dir.join("etc/dovecot.conf"), conf).map_err(|e| e.to_string())?;
-        std::fs::copy(self.spec.root.join("users"), dir.join("etc/users"))
-            .map_err(|e| e.to_string())?;
+        let mut users =
+            std::fs::read_to_string(self.spec.root.join("users")).map_err(|e| e.to_string())?;
+        let changed = self
+            .state
+            .lock()
+            .expect("lab state")
+            .revision_passwords
+            .get(revision)
+            .cloned()
+            .unwrap_or_default();
+        for (user, password) in changed {
+            users = users
+                .lines()
+                .map(|l| match l.split_once(':') {
+                    Some((u, _)) if u == user => format!("{u}:{{PLAIN}}{password}::::::\n"),
+                    _ => format!("{l}\n"),
+                })
+                .collect();
+        }
+        std::fs::write(dir.join("etc/users"), users).map_err(|e| e.to_string())?;
         let holder = Command::new("unshare")
             .args(["--mount", "--propagation", "private", "sleep", "infinity"])
             .stdin(Stdio::null())
@@ -537,6 +564,48 @@ impl Lab {
         st.update_revision = rev.to_string();
     }
 
+    /// In revision `rev` the passdb has `password` for `user` (a revision whose auth rejects
+    /// the password everyone else accepts).
+    pub fn revision_password(&self, rev: &str, user: &str, password: &str) {
+        self.state
+            .lock()
+            .expect("lab state")
+            .revision_passwords
+            .entry(rev.to_string())
+            .or_default()
+            .push((user.to_string(), password.to_string()));
+    }
+
+    /// A Secret's key (as `kubectl create secret generic --from-literal` would store it).
+    pub fn put_secret(&self, name: &str, key: &str, value: &[u8]) {
+        self.put_object("Secret", name, key, value);
+    }
+
+    pub fn put_config_map(&self, name: &str, key: &str, value: &[u8]) {
+        self.put_object("ConfigMap", name, key, value);
+    }
+
+    fn put_object(&self, kind: &str, name: &str, key: &str, value: &[u8]) {
+        self.state.lock().expect("lab state").objects.insert(
+            (kind.to_string(), name.to_string(), key.to_string()),
+            value.to_vec(),
+        );
+    }
+
+    fn read_object(&self, key: &dbu_core::settings::ObjectKey) -> Option<Vec<u8>> {
+        use dbu_core::settings::ObjectKey;
+        let k = match key {
+            ObjectKey::Secret { name, key } => ("Secret", name, key),
+            ObjectKey::ConfigMap { name, key } => ("ConfigMap", name, key),
+        };
+        self.state
+            .lock()
+            .expect("lab state")
+            .objects
+            .get(&(k.0.to_string(), k.1.clone(), k.2.clone()))
+            .cloned()
+    }
+
     /// The next time `pod` is recreated it gets `ip` (its old address leaves the ring).
     pub fn move_on_recreate(&self, pod: &str, ip: &str) {
         self.state
@@ -673,6 +742,7 @@ impl Lab {
             owned_by_other: None,
             ring: None,
             ring_synced: None,
+            probe_credentials: None,
         }
     }
 
@@ -733,6 +803,12 @@ impl Cluster for LabView<'_> {
     async fn observe(&self, _s: &Settings) -> Result<Observed, ClusterError> {
         Ok(self.lab.observe_as(&self.sts, &self.me))
     }
+    async fn read_key(
+        &self,
+        key: &dbu_core::settings::ObjectKey,
+    ) -> Result<Option<Vec<u8>>, ClusterError> {
+        Ok(self.lab.read_object(key))
+    }
     async fn read_ring_lock(&self, _s: &Settings) -> Result<RingLock, ClusterError> {
         Ok(self.lab.read_lock())
     }
@@ -757,6 +833,13 @@ impl Cluster for LabView<'_> {
 impl Cluster for Lab {
     async fn observe(&self, _s: &Settings) -> Result<Observed, ClusterError> {
         Ok(self.observe_as(STATEFULSET, "lab/rollout"))
+    }
+
+    async fn read_key(
+        &self,
+        key: &dbu_core::settings::ObjectKey,
+    ) -> Result<Option<Vec<u8>>, ClusterError> {
+        Ok(self.read_object(key))
     }
 
     async fn read_ring_lock(&self, _s: &Settings) -> Result<RingLock, ClusterError> {
