@@ -105,7 +105,20 @@ sm = one(docs, "ServiceMonitor")
 check(sm["spec"]["endpoints"][0]["port"] == "metrics", "ServiceMonitor scrapes the metrics port")
 np = one(docs, "NetworkPolicy")
 egress_ports = sorted(p["port"] for rule in np["spec"]["egress"] for p in rule["ports"])
-check(egress_ports == [24, 53, 53, 443, 6443], f"NetworkPolicy egress: API server, DNS and the backends' LMTP only ({egress_ports})")
+check(egress_ports == [24, 53, 53, 143, 143, 443, 6443],
+      f"NetworkPolicy egress: API server, DNS, the backends' LMTP and IMAP, the directors' IMAP only ({egress_ports})")
+np = one(render("networkPolicy.enabled=true", "networkPolicy.directorLogin.ports=null"), "NetworkPolicy")
+check(sorted(p["port"] for rule in np["spec"]["egress"] for p in rule["ports"]) == [24, 53, 53, 143, 443, 6443],
+      "NetworkPolicy: no director login rule when its ports are emptied")
+
+# Verify's IMAP probe: get on the named Secrets and ConfigMaps only, never list or watch
+docs = render("probeSecrets={upgrade-probe}", "probeConfigMaps={mail-ca}")
+reads = [r for d in docs if d["kind"] in ("Role", "ClusterRole") for r in d["rules"]
+         if set(r.get("resources", [])) & {"secrets", "configmaps"}]
+check(sorted((r["resources"], r.get("resourceNames"), r["verbs"]) for r in reads)
+      == [(["configmaps"], ["mail-ca"], ["get"]), (["secrets"], ["upgrade-probe"], ["get"])],
+      f"probeSecrets/probeConfigMaps: get by resourceNames only ({reads})")
+check(rejected("probeSecrets={Not_A_Name}"), "schema rejects a probe Secret name that is not a DNS name")
 check(np["spec"]["ingress"][0]["ports"][0]["port"] == "metrics", "NetworkPolicy ingress: metrics only")
 
 # values.schema.json rejects nonsense
