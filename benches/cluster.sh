@@ -44,7 +44,7 @@ print(json.dumps(dict(sorted(c.items()))))' "$sa"
 
 cargo build --release --locked --quiet
 "$here/harness.sh" up "$state" 2>/dev/null
-helm install dbu charts/dovecot-upgrade-operator -n "$NS" --create-namespace >/dev/null
+helm install dbu charts/dovecot-upgrade-operator -n "$NS" --create-namespace --set 'probeSecrets={upgrade-probe}' >/dev/null
 operator_kubeconfig
 kubectl apply -k "$here/overlay" >/dev/null
 ready_pods >/dev/null

@@ -52,8 +52,14 @@ p("|---|---|---|---|---|---|---|---|---|---|")
 groups = defaultdict(list)
 for r in by["rollout"]:
     groups[(r["scenario"], r["backends"])].append(r)
-for (sc, n), rs in sorted(groups.items(), key=lambda kv: (kv[0][0] != "idle", kv[0][1])):
-    label = "idle (no users mapped)" if sc == "idle" else "users logged out just before (expiry 10 s)"
+LABELS = {
+    "idle": "idle (no users mapped)",
+    "users": "users logged out just before (expiry 10 s)",
+    "probes": "idle, IMAP probe and soak (director login)",
+}
+ORDER = ["idle", "users", "probes"]
+for (sc, n), rs in sorted(groups.items(), key=lambda kv: (ORDER.index(kv[0][0]), kv[0][1])):
+    label = LABELS[sc]
     p(f"| {label} | {n} | {len(rs)} | {mmm([r['wall_s'] for r in rs])} | {mmm([r['step_commands_s'] for r in rs])} "
       f"| {mmm([r['pod_restarts_s'] for r in rs])} | {mmm([r['drain_wait_s'] for r in rs])} "
       f"| {mmm([r['overhead_per_backend_s'] for r in rs], '{:.3f}')} | {mmm([r['runbook_s'] for r in rs], '{:.0f}')} "
@@ -65,6 +71,21 @@ if rs:
       f"{statistics.mean(r['ring_reads'] / r['backends'] for r in rs):.1f} ring reads per backend, "
       f"{statistics.mean(r['reconciles'] / r['backends'] for r in rs):.1f} reconciles per backend.")
     p("")
+    # what Verify's IMAP probe and the soak add per backend (issue 13)
+    if all("verify_per_backend_s" in r for r in rs) and groups.get(("probes", 3)):
+        p("What the IMAP probe and the soak add per backend (N = 3, idle ring). Verify: the doveadm checks")
+        p("and the LMTP probe in both; *probes* adds the IMAP login at the new pod's IP (plain text in the")
+        p("lab, so no TLS handshake), the search, fetch and expunge of the probe message. Soak: until a")
+        p("login through the director, after `director move` of the verify user, landed on the backend.")
+        p("")
+        p("| scenario | Verify s / backend | Soak s / backend |")
+        p("|---|---|---|")
+        for sc in ("idle", "probes"):
+            g = groups.get((sc, 3), [])
+            if g:
+                p(f"| {LABELS[sc]} | {mmm([r['verify_per_backend_s'] for r in g], '{:.3f}')} "
+                  f"| {mmm([r['soak_per_backend_s'] for r in g], '{:.3f}')} |")
+        p("")
 
 p("## 2. Memory (RSS of the release binary)")
 p("")

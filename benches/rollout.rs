@@ -58,16 +58,31 @@ impl Cluster for TimingCluster<'_> {
         *self.replace.lock().unwrap() += t.elapsed();
         r
     }
+    async fn read_key(
+        &self,
+        key: &dovecot_upgrade_operator::settings::ObjectKey,
+    ) -> Result<Option<Vec<u8>>, ClusterError> {
+        self.lab.read_key(key).await
+    }
     async fn changed(&self) {
         self.lab.changed().await
     }
 }
 
-fn settings() -> Settings {
-    lab::settings(serde_json::json!({
+/// `probes`: Verify's IMAP probe besides the LMTP one, and the soak with its director login
+/// (an idle ring: the soak makes its own traffic); the other scenarios: LMTP probe, no soak.
+fn settings(scenario: &str) -> Settings {
+    let mut v = serde_json::json!({
         "drain": {"pollInterval": "1s", "timeout": "60s"},
         "timeouts": {"command": "40s", "stop": "30s", "replace": "60s"}
-    }))
+    });
+    if scenario == "probes" {
+        v["verify"] = serde_json::json!({
+            "imapProbe": {"credentialsSecret": {"name": "probe"}, "tls": {"mode": "None"}},
+            "soak": {"enabled": true, "timeout": "30s"}
+        });
+    }
+    lab::settings(v)
 }
 
 const RUNBOOK_WAIT: Duration = Duration::from_secs(15 * 60);
@@ -90,8 +105,9 @@ async fn one_run(scenario: &str, backends: usize, net: u8, run: usize) {
                 .logout();
         }
     }
+    lab.put_secret("probe", "password", lab::LAB_PASSWORD.as_bytes());
     lab.new_revision("rev-2", "");
-    let s = settings();
+    let s = settings(scenario);
     let local = lab.exec();
     let exec = TimingExec {
         inner: &local,
@@ -108,6 +124,7 @@ async fn one_run(scenario: &str, backends: usize, net: u8, run: usize) {
     };
     let mut passes = 0usize;
     let mut drain_wait = Duration::ZERO;
+    let (mut verify, mut soak) = (Duration::ZERO, Duration::ZERO);
     let t = Instant::now();
     let out = engine::drive(
         &s,
@@ -118,8 +135,12 @@ async fn one_run(scenario: &str, backends: usize, net: u8, run: usize) {
         Duration::from_secs(1800),
         |o| {
             passes += 1;
-            if let Some((dovecot_upgrade_operator::api::Step::WaitSessions, took)) = o.finished {
-                drain_wait += took;
+            use dovecot_upgrade_operator::api::Step;
+            match o.finished {
+                Some((Step::WaitSessions, took)) => drain_wait += took,
+                Some((Step::Verify, took)) => verify += took,
+                Some((Step::Soak, took)) => soak += took,
+                _ => {}
             }
             if std::env::var_os("BENCH_TRACE").is_some() {
                 eprintln!(
@@ -155,6 +176,8 @@ async fn one_run(scenario: &str, backends: usize, net: u8, run: usize) {
             "overhead_s": overhead.as_secs_f64(),
             "overhead_per_backend_s": overhead.as_secs_f64() / backends as f64,
             "runbook_s": runbook.as_secs_f64(),
+            "verify_per_backend_s": verify.as_secs_f64() / backends as f64,
+            "soak_per_backend_s": soak.as_secs_f64() / backends as f64,
             "speedup": runbook.as_secs_f64() / wall.as_secs_f64(),
         })
     );
@@ -162,7 +185,7 @@ async fn one_run(scenario: &str, backends: usize, net: u8, run: usize) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    // `cargo bench` passes --bench; a filter picks scenarios: idle3, idle10, users3
+    // `cargo bench` passes --bench; a filter picks scenarios: idle3, idle10, users3, probes3
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
@@ -171,7 +194,12 @@ async fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(3);
-    let all = [("idle", 3usize, 30u8), ("idle", 10, 31), ("users", 3, 32)];
+    let all = [
+        ("idle", 3usize, 30u8),
+        ("idle", 10, 31),
+        ("users", 3, 32),
+        ("probes", 3, 33),
+    ];
     for (scenario, n, net) in all {
         let name = format!("{scenario}{n}");
         if !args.is_empty() && !args.contains(&name) {

@@ -49,7 +49,7 @@ cargo build --locked --quiet
 # Part A: install, RBAC, stalls, admission, restart, delete (a StatefulSet no kubelet runs)
 # --- install
 check "helm install the chart (kubeVersion constraint met by the stamped apiserver)" \
-  helm install dbu charts/dovecot-upgrade-operator -n "$NS" --create-namespace
+  helm install dbu charts/dovecot-upgrade-operator -n "$NS" --create-namespace --set 'probeSecrets={upgrade-probe}'
 check "the CRD is established" \
   kubectl wait --for=condition=Established crd/dovecotbackendupgrades.mailops.io --timeout=60s
 explains() { # discovery may lag the Established condition for a moment
@@ -70,12 +70,14 @@ rbac() {
            "update leases.coordination.k8s.io"; do
     [[ "$(kubectl auth can-i $v -n "$NS" --as="$sa")" == yes ]] || { echo "missing: $v"; return 1; }
   done
-  for v in "get secrets" "update statefulsets.apps" "create pods"; do
+  # the probe's Secret by name, and nothing else of secrets
+  [[ "$(kubectl auth can-i get secrets/upgrade-probe -n "$NS" --as="$sa")" == yes ]] || { echo "missing: get secrets/upgrade-probe"; return 1; }
+  for v in "get secrets" "get secrets/mail-users" "list secrets" "watch secrets" "get configmaps" "update statefulsets.apps" "create pods"; do
     [[ "$(kubectl auth can-i $v -n "$NS" --as="$sa" 2>/dev/null || true)" == no ]] || { echo "too much: $v"; return 1; }
   done
   [[ "$(kubectl auth can-i list pods -n default --as="$sa" 2>/dev/null || true)" == no ]] || { echo "too much: pods in default"; return 1; }
 }
-check "RBAC: what the operator needs, in its namespace only, no secrets" rbac
+check "RBAC: what the operator needs, in its namespace only; of secrets only get on the probe's, by name" rbac
 server_dry_run() { # every object the chart can render (but the ServiceMonitor: no CRD here)
   helm template dbu charts/dovecot-upgrade-operator -n "$NS" --set networkPolicy.enabled=true \
     --set watchNamespace="$NS" | kubectl apply --dry-run=server -n "$NS" -f -
@@ -307,13 +309,23 @@ events_per_step() {
   seen="$(kubectl -n "$NS" get events.events.k8s.io --field-selector regarding.name=backend-rollout \
     -o jsonpath='{range .items[*]}{.reason}/{.action}/{.related.name}{"\n"}{end}')"
   for b in 0 1 2; do
-    for s in Drain WaitSessions StopLmtp StopDovecot RingRemove Reset Replace Verify RingRestore; do
+    for s in Drain WaitSessions StopLmtp StopDovecot RingRemove Reset Replace Verify RingRestore Soak; do
       grep -q "^StepSucceeded/$s/backend-$b$" <<< "$seen" || { echo "no StepSucceeded $s for backend-$b"; return 1; }
     done
   done
   kubectl -n "$NS" describe dbu backend-rollout | grep -q "backend-0: RingRestore done"
 }
 check "kubectl describe dbu: an Event for every step of every backend" events_per_step
+probes_and_soak() { # Verify logged in over IMAP on each new pod, each soak saw traffic; no password anywhere
+  local notes
+  notes="$(kubectl -n "$NS" get events.events.k8s.io --field-selector regarding.name=backend-rollout \
+    -o jsonpath='{range .items[*]}{.note}{"\n"}{end}')"
+  [[ "$(grep -c 'Verify done.*LMTP on port 24 accepted a probe message; IMAP on port 143 (None) logged in' <<< "$notes")" -ge 3 ]] || { echo "no IMAP probe"; return 1; }
+  [[ "$(grep -c 'Soak done (\(a login as user1 through the director landed on\|the director maps\)' <<< "$notes")" -ge 3 ]] || { echo "no soak"; return 1; }
+  ! grep -q e2e-pass <<< "$notes" && ! grep -q e2e-pass "$state/logs/operator.log" &&
+    ! kubectl -n "$NS" get dbu backend-rollout -o json | grep -q e2e-pass
+}
+check "... Verify probed IMAP and LMTP on each new pod, each soak saw a login land; the password in no event, log or status" probes_and_soak
 exec_seen() { grep -q "\"user\":{\"username\":\"$sa\".*\"subresource\":\"exec\"" "$state/logs/audit.log"; }
 check "the operator's doveadm calls went through pods/exec on its own ServiceAccount" exec_seen
 

@@ -73,9 +73,16 @@ async fn demo(backends: usize, net: u8) -> Result<(), Box<dyn std::error::Error>
     print_ring(&lab)?;
     lab.new_revision("rev-2", "login_greeting = Dovecot rev-2 ready");
     println!("backend StatefulSet now at revision rev-2; applying the DovecotBackendUpgrade\n");
+    // the verify user's password, as `kubectl create secret generic probe` would hold it
+    lab.put_secret("probe", "password", dbu_lab::LAB_PASSWORD.as_bytes());
     let s = dbu_lab::settings(serde_json::json!({
         "drain": {"pollInterval": "1s", "timeout": "60s"},
-        "timeouts": {"command": "40s", "replace": "60s"}
+        "timeouts": {"command": "40s", "replace": "60s"},
+        // the lab speaks plain IMAP; the soak logs in through the director if no user comes
+        "verify": {
+            "imapProbe": {"credentialsSecret": {"name": "probe"}, "tls": {"mode": "None"}},
+            "soak": {"enabled": true, "timeout": "30s"}
+        }
     }));
     let exec = lab.exec();
     let started = Instant::now();
