@@ -350,12 +350,18 @@ async fn director_login(
         return Ok(Err("no Ready director with a pod IP".into()));
     };
     let addr = judge::record_ip(ip, Step::Soak)?;
-    r.run(
-        On::Director,
-        &s.director.director_move(&s.user, addr),
-        CommandKind::Plain,
-    )
-    .await?;
+    // a move the director refuses is a soak that did not land, judged as such (the backend is
+    // then drained again), not a failed command that would leave it in the ring
+    let out = r
+        .raw(On::Director, &s.director.director_move(&s.user, addr))
+        .await?;
+    if out.exit_code != 0 {
+        return Ok(Err(format!(
+            "director move exited {}: {}",
+            out.exit_code,
+            dbu_core::text::bounded(out.stderr.trim(), 200)
+        )));
+    }
     let (target, input) =
         match imap_inputs(cx.cluster, s, &l.tls, director, l.port, String::new(), None).await {
             Ok((t, mut i)) => {
