@@ -99,11 +99,32 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 async fn reconcile_latency(rounds: usize) {
     let (sts, pods, dbus) = world();
     let stores = Stores::from_objects(sts, pods, dbus.clone());
-    // any request to the API server would fail: observe must use the stores only
-    let (svc, _handle) = tower_test::mock::pair::<
+    // observe must use the stores only; the one request a finished rollout makes is the GET
+    // of its ring's Lease (a backend a deleted DBU left out is adopted first): none exists here
+    let (svc, mut handle) = tower_test::mock::pair::<
         http::Request<kube::client::Body>,
         http::Response<kube::client::Body>,
     >();
+    tokio::spawn(async move {
+        while let Some((req, send)) = handle.next_request().await {
+            assert!(
+                req.method() == http::Method::GET && req.uri().path().contains("/leases/"),
+                "only the ring's Lease is read: {} {}",
+                req.method(),
+                req.uri()
+            );
+            let not_found = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                   "reason": "NotFound", "code": 404});
+            send.send_response(
+                http::Response::builder()
+                    .status(404)
+                    .body(kube::client::Body::from(
+                        serde_json::to_vec(&not_found).unwrap(),
+                    ))
+                    .unwrap(),
+            );
+        }
+    });
     let client = kube::Client::new(svc, "mail");
     let cases: Vec<(Settings, _)> = dbus
         .iter()
@@ -156,6 +177,7 @@ fn status_size(backends: usize, keep_all: bool) {
                 .collect(),
         ),
         ring_synced: Some(true),
+        ring_lock: Some(Ok(machine::RingLock::default())),
         ..fixtures::world(n, "rev-1", "rev-2")
     };
     let mut status = DovecotBackendUpgradeStatus::default();
@@ -179,6 +201,8 @@ fn status_size(backends: usize, keep_all: bool) {
         match &d {
             Decision::Complete => break,
             Decision::Begin(rec) => status.backends.push((**rec).clone()),
+            // the ring's lock taken (compare-and-swap) as the engine would
+            Decision::Claim { pods } => status.ring_held = pods.clone(),
             Decision::Run { pod, step, .. } => {
                 let i: usize = pod.trim_start_matches("backend-").parse().unwrap();
                 let ring = obs.ring.as_mut().unwrap();
