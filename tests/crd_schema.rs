@@ -184,3 +184,38 @@ fn every_field_is_described_for_kubectl_explain() {
         "fields without a description"
     );
 }
+
+/// The API server refuses a CRD whose defaults break their own rules ("default: Invalid
+/// value"), at install: every default is checked against the CEL rules of its node here.
+#[test]
+fn every_default_satisfies_its_own_rules() {
+    fn walk(node: &Value, path: &str, checked: &mut Vec<String>) {
+        if let (Some(default), Some(rules)) = (
+            node.get("default"),
+            node["x-kubernetes-validations"].as_array(),
+        ) {
+            for r in rules {
+                let rule = r["rule"].as_str().unwrap();
+                assert!(
+                    eval(rule, default.clone()),
+                    "{path}: default {default} breaks {rule}"
+                );
+                checked.push(path.to_string());
+            }
+        }
+        if let Some(props) = node["properties"].as_object() {
+            for (k, v) in props {
+                walk(v, &format!("{path}.{k}"), checked);
+            }
+        }
+        if node["items"].is_object() {
+            walk(&node["items"], &format!("{path}[]"), checked);
+        }
+    }
+    let mut checked = Vec::new();
+    walk(&schema()["properties"]["spec"], "spec", &mut checked);
+    assert!(
+        !checked.is_empty(),
+        "some defaulted node has rules: {checked:?}"
+    );
+}

@@ -319,9 +319,9 @@ pub struct ImapProbeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<u16>,
-    /// How the probe secures the connection; the certificate is checked against `caBundle`
-    /// for `serverName`, never skipped unless `insecureSkipVerify` says so.
-    #[serde(default)]
+    /// How the probe secures the connection (required, so that plain text is a choice made
+    /// in the manifest); the certificate is checked against `caBundle` for `serverName`,
+    /// never skipped unless `insecureSkipVerify` says so.
     pub tls: ImapTlsSpec,
     /// The Secret (in the DBU's namespace) with the verify user's password. The operator reads
     /// only Secrets the chart grants by name (`probeSecrets`), never lists them.
@@ -353,17 +353,6 @@ pub struct ImapTlsSpec {
     /// Accept any certificate. Lab use only: it proves the TLS listener works, not who it is.
     #[serde(default)]
     pub insecure_skip_verify: bool,
-}
-
-impl Default for ImapTlsSpec {
-    fn default() -> Self {
-        Self {
-            mode: ImapTlsMode::StartTLS,
-            server_name: None,
-            ca_bundle: None,
-            insecure_skip_verify: false,
-        }
-    }
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]

@@ -82,7 +82,7 @@ pub fn dbu(meta: Value, spec_patch: Value) -> DovecotBackendUpgrade {
 pub fn bad_specs() -> Vec<(Value, &'static str)> {
     vec![
         (
-            json!({"verify": {"user": "u", "imapProbe": {"credentialsSecret": {"name": "p"}}}}),
+            json!({"verify": {"user": "u", "imapProbe": {"credentialsSecret": {"name": "p"}, "tls": {}}}}),
             "spec.verify.imapProbe.tls",
         ),
         (
