@@ -43,6 +43,13 @@ diff "$roundtrip" charts/dovecot-upgrade-operator/argocd/health.lua
 lua5.1 tests/argocd/health_test.lua "$roundtrip"
 rm -f "$roundtrip"
 
+step "the operator's image: an OCI archive of the release binary, checked against the Containerfile, started as its user"
+cargo build --release --locked --quiet -p dovecot-upgrade-operator
+image="$(mktemp)"
+/usr/bin/python3 scripts/operator-image.py build target/release/dovecot-upgrade-operator "$image"
+/usr/bin/python3 scripts/operator-image.py check "$image"
+rm -f "$image"
+
 step "cargo test"
 # the real-Dovecot tests start their own director and backends on 127.0.N.0/24 (root needed)
 # benches are measured by scripts/bench.sh, never run as tests (clippy still checks them)

@@ -1,0 +1,216 @@
+#!/usr/bin/python3
+"""Builds the operator's image as an OCI archive without a daemon or registry, and checks it.
+
+  scripts/operator-image.py build BINARY OUT.tar   # e.g. target/release/dovecot-upgrade-operator
+  scripts/operator-image.py check OUT.tar          # structure, digests, agreement, a real start
+
+The image is what deploy/images/operator/Containerfile makes, from the same parts: the release
+binary at /usr/local/bin, the shared libraries it links (taken from this Debian 12 host, as the
+distroless cc-debian12 base carries Debian 12's), CA certificates, a nonroot user 65532, and the
+Containerfile's USER, ENTRYPOINT and LABELs (read from it, so the two cannot drift). Its name is
+the chart's default image (`dovecot-upgrade-operator:<appVersion>`), which containerd takes from
+the `io.containerd.image.name` annotation on `ctr -n k8s.io images import`.
+"""
+import hashlib
+import io
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tarfile
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONTAINERFILE = os.path.join(ROOT, "deploy/images/operator/Containerfile")
+CHART = os.path.join(ROOT, "charts/dovecot-upgrade-operator")
+BIN = "/usr/local/bin/dovecot-upgrade-operator"
+# a fixed time keeps the archive byte-for-byte reproducible
+EPOCH = 0
+
+
+def app_version():
+    for line in open(os.path.join(CHART, "Chart.yaml")):
+        if line.startswith("appVersion:"):
+            return line.split(":", 1)[1].strip().strip('"')
+    raise SystemExit("no appVersion in Chart.yaml")
+
+
+def chart_image():
+    repo = None
+    for line in open(os.path.join(CHART, "values.yaml")):
+        m = re.match(r"\s+repository:\s*(\S+)", line)
+        if m and repo is None:
+            repo = m.group(1)
+    return f"{repo}:{app_version()}"
+
+
+def containerfile():
+    """USER, ENTRYPOINT and LABELs of the Containerfile's final stage (ARG defaults expanded)."""
+    text = open(CONTAINERFILE).read().replace("\\\n", " ")
+    final = text[text.rindex("\nFROM ") :]
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)", final, re.M))
+    expand = lambda s: re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), s)
+    labels = {}
+    for body in re.findall(r"^LABEL (.+)$", final, re.M):
+        for item in shlex.split(body):
+            k, v = item.split("=", 1)
+            labels[k] = expand(v)
+    user = re.search(r"^USER (\S+)$", final, re.M).group(1)
+    entry = json.loads(re.search(r"^ENTRYPOINT (\[.+\])$", final, re.M).group(1))
+    copied = re.findall(r"^COPY --from=build \S+ (\S+)$", final, re.M)
+    return {"labels": labels, "user": user, "entrypoint": entry, "copied": copied}
+
+
+def libraries(binary):
+    """The ELF interpreter and libraries the binary links, as ldd resolves them here."""
+    out = subprocess.run(["ldd", binary], check=True, capture_output=True, text=True).stdout
+    paths = []
+    for line in out.splitlines():
+        m = re.search(r"(/\S+) \(0x", line)
+        if m:
+            paths.append(m.group(1))
+    return paths
+
+
+def add_file(tar, src, dst, mode=None):
+    data = open(src, "rb").read()
+    info = tarfile.TarInfo(dst.lstrip("/"))
+    info.size, info.mtime = len(data), EPOCH
+    info.mode = mode if mode is not None else (os.stat(src).st_mode & 0o777)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def add_bytes(tar, dst, data, mode=0o644):
+    info = tarfile.TarInfo(dst.lstrip("/"))
+    info.size, info.mtime, info.mode = len(data), EPOCH, mode
+    tar.addfile(info, io.BytesIO(data))
+
+
+def add_dir(tar, dst, mode=0o755):
+    info = tarfile.TarInfo(dst.lstrip("/"))
+    info.type, info.mtime, info.mode = tarfile.DIRTYPE, EPOCH, mode
+    tar.addfile(info)
+
+
+def layer(binary):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        dirs = {"/etc", "/tmp", "/usr", "/usr/local", "/usr/local/bin", "/etc/ssl", "/etc/ssl/certs", "/home", "/home/nonroot"}
+        libs = libraries(binary)
+        for lib in libs:
+            d = os.path.dirname(lib)
+            while d != "/":
+                dirs.add(d)
+                d = os.path.dirname(d)
+        for d in sorted(dirs):
+            add_dir(tar, d, 0o1777 if d == "/tmp" else 0o755)
+        add_bytes(tar, "/etc/passwd", b"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n")
+        add_bytes(tar, "/etc/group", b"root:x:0:\nnonroot:x:65532:\n")
+        add_file(tar, "/etc/ssl/certs/ca-certificates.crt", "/etc/ssl/certs/ca-certificates.crt", 0o644)
+        for lib in libs:
+            add_file(tar, os.path.realpath(lib), lib, 0o755)
+        add_file(tar, binary, BIN, 0o755)
+    return buf.getvalue()
+
+
+def blob(tar, data):
+    digest = hashlib.sha256(data).hexdigest()
+    add_bytes(tar, f"blobs/sha256/{digest}", data)
+    return {"digest": f"sha256:{digest}", "size": len(data)}
+
+
+def build(binary, out):
+    cf = containerfile()
+    if cf["copied"] != [BIN]:
+        raise SystemExit(f"the Containerfile copies {cf['copied']}, this builder {BIN}")
+    data = layer(binary)
+    diff_id = "sha256:" + hashlib.sha256(data).hexdigest()
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "1970-01-01T00:00:00Z",
+        "config": {
+            "User": cf["user"],
+            "Entrypoint": cf["entrypoint"],
+            "Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"],
+            "WorkingDir": "/home/nonroot",
+            "Labels": cf["labels"],
+        },
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    }
+    name = chart_image()
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
+        add_bytes(tar, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+        layer_desc = blob(tar, data)
+        config_desc = blob(tar, json.dumps(config, sort_keys=True).encode())
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config_desc},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **layer_desc}],
+            "annotations": {"org.opencontainers.image.version": cf["labels"].get("org.opencontainers.image.version", "")},
+        }
+        man_desc = blob(tar, json.dumps(manifest, sort_keys=True).encode())
+        index = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json", **man_desc,
+                "platform": {"architecture": "amd64", "os": "linux"},
+                "annotations": {"io.containerd.image.name": f"docker.io/library/{name}",
+                                "org.opencontainers.image.ref.name": app_version()},
+            }],
+        }
+        add_bytes(tar, "index.json", json.dumps(index, sort_keys=True).encode())
+    print(f"{out}: {name} ({len(data)} bytes of layer)")
+
+
+def check(archive):
+    failures = []
+
+    def ok(cond, what):
+        print(("ok   - " if cond else "FAIL - ") + what)
+        if not cond:
+            failures.append(what)
+
+    with tarfile.open(archive) as tar:
+        files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    ok(json.loads(files["oci-layout"]) == {"imageLayoutVersion": "1.0.0"}, "oci-layout")
+    blobs = {n.split("/")[-1]: d for n, d in files.items() if n.startswith("blobs/sha256/")}
+    ok(all(hashlib.sha256(d).hexdigest() == h for h, d in blobs.items()), "every blob matches its digest")
+    index = json.loads(files["index.json"])
+    m = index["manifests"][0]
+    ok(m["annotations"]["io.containerd.image.name"] == f"docker.io/library/{chart_image()}",
+       f"named as the chart's default image ({chart_image()})")
+    manifest = json.loads(blobs[m["digest"].split(":")[1]])
+    config = json.loads(blobs[manifest["config"]["digest"].split(":")[1]])
+    cf = containerfile()
+    ok(config["config"]["User"] == cf["user"] and cf["user"].split(":")[0] != "0", f"non-root user {cf['user']}, as the Containerfile")
+    ok(config["config"]["Entrypoint"] == cf["entrypoint"], "entrypoint as the Containerfile")
+    ok(config["config"]["Labels"] == cf["labels"], "labels as the Containerfile")
+    ok(cf["labels"].get("org.opencontainers.image.version") == app_version(), "labelled with the chart's appVersion")
+    layer = blobs[manifest["layers"][0]["digest"].split(":")[1]]
+    ok("sha256:" + hashlib.sha256(layer).hexdigest() == config["rootfs"]["diff_ids"][0], "diff_id of the layer")
+    with tempfile.TemporaryDirectory() as root:
+        with tarfile.open(fileobj=io.BytesIO(layer)) as t:
+            names = sorted(n.name for n in t.getmembers() if n.isfile())
+            t.extractall(root, filter="tar")
+        os.chmod(root, 0o755)  # the image's / as a runtime makes it, not mkdtemp's 0700
+        ok(not any(n.startswith(("bin/sh", "usr/bin/", "bin/")) for n in names), f"no shell or tools: {names}")
+        # the image starts: its binary runs in its own root as its user, with only these files
+        r = subprocess.run(["chroot", "--userspec=65532:65532", root, BIN, "--version"], capture_output=True, text=True)
+        ok(r.returncode == 0 and r.stdout.strip() == f"dovecot-upgrade-operator {app_version()}",
+           f"the binary starts in the image's root as 65532: {r.stdout.strip() or r.stderr.strip()}")
+    print(f"{len(failures)} failed")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["build"] and len(sys.argv) == 4:
+        build(sys.argv[2], sys.argv[3])
+    elif sys.argv[1:2] == ["check"] and len(sys.argv) == 3:
+        check(sys.argv[2])
+    else:
+        raise SystemExit(__doc__)
