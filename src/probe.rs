@@ -36,18 +36,7 @@ pub async fn lmtp(
     message: &str,
 ) -> Result<(), ProbeFailure> {
     let user = probe::recipient(user).map_err(|e| failure("RCPT", e, false))?;
-    let addr = format!("{ip}:{port}");
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(&addr)).await {
-        Err(_) => {
-            return Err(failure(
-                "connect",
-                format!("{addr}: no answer within {timeout:?}"),
-                true,
-            ));
-        }
-        Ok(Err(e)) => return Err(failure("connect", format!("{addr}: {e}"), false)),
-        Ok(Ok(s)) => s,
-    };
+    let stream = connect(&format!("{ip}:{port}"), timeout).await?;
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     for ex in probe::dialogue(user) {
@@ -75,6 +64,19 @@ pub async fn lmtp(
         }
     }
     Ok(())
+}
+
+/// A TCP connection within `timeout`: no answer is retried (transient), a refusal is not.
+async fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, ProbeFailure> {
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Err(_) => Err(failure(
+            "connect",
+            format!("{addr}: no answer within {timeout:?}"),
+            true,
+        )),
+        Ok(Err(e)) => Err(failure("connect", format!("{addr}: {e}"), false)),
+        Ok(Ok(s)) => Ok(s),
+    }
 }
 
 fn is_quit(ex: &Exchange) -> bool {
@@ -130,18 +132,7 @@ const MAX_LITERAL: usize = 1 << 20;
 pub async fn imap(t: &ImapTarget, input: dbu_core::imap::ProbeInput) -> Result<(), ProbeFailure> {
     use dbu_core::imap::{ImapProbe, Stage, Tls};
     let mut p = ImapProbe::new(input).map_err(|r| failure(&r.command, r.reply, false))?;
-    let addr = format!("{}:{}", t.ip, t.port);
-    let tcp = match tokio::time::timeout(t.timeout, TcpStream::connect(&addr)).await {
-        Err(_) => {
-            return Err(failure(
-                "connect",
-                format!("{addr}: no answer within {:?}", t.timeout),
-                true,
-            ));
-        }
-        Ok(Err(e)) => return Err(failure("connect", format!("{addr}: {e}"), false)),
-        Ok(Ok(s)) => s,
-    };
+    let tcp = connect(&format!("{}:{}", t.ip, t.port), t.timeout).await?;
     let tls = if t.tls == Tls::None {
         None
     } else {

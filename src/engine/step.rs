@@ -249,7 +249,8 @@ async fn act(
                     login: login
                         .as_ref()
                         .map(|l| l.as_ref().map(|_| ()).map_err(String::as_str)),
-                    can_login: s.director_login.is_some() && s.imap_probe.is_some(),
+                    // settings give a director login only with an IMAP probe's credentials
+                    can_login: s.director_login.is_some(),
                     waited,
                 };
                 match judge::soak(rec, &seen, limit, s.poll_interval) {
