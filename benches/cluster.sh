@@ -46,7 +46,7 @@ cargo build --release --locked --quiet
 "$here/harness.sh" up "$state" 2>/dev/null
 helm install dbu charts/dovecot-upgrade-operator -n "$NS" --create-namespace --set 'probeSecrets={upgrade-probe}' >/dev/null
 operator_kubeconfig
-kubectl apply -k "$here/overlay" >/dev/null
+apply_local_examples >/dev/null
 ready_pods >/dev/null
 ring_synced
 set_vhosts >/dev/null

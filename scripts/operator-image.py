@@ -22,12 +22,14 @@ import sys
 import tarfile
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import oci  # noqa: E402
+from oci import add_bytes, add_dir, add_file  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONTAINERFILE = os.path.join(ROOT, "deploy/images/operator/Containerfile")
 CHART = os.path.join(ROOT, "charts/dovecot-upgrade-operator")
 BIN = "/usr/local/bin/dovecot-upgrade-operator"
-# a fixed time keeps the archive byte-for-byte reproducible
-EPOCH = 0
 
 
 def app_version():
@@ -74,26 +76,6 @@ def libraries(binary):
     return paths
 
 
-def add_file(tar, src, dst, mode=None):
-    data = open(src, "rb").read()
-    info = tarfile.TarInfo(dst.lstrip("/"))
-    info.size, info.mtime = len(data), EPOCH
-    info.mode = mode if mode is not None else (os.stat(src).st_mode & 0o777)
-    tar.addfile(info, io.BytesIO(data))
-
-
-def add_bytes(tar, dst, data, mode=0o644):
-    info = tarfile.TarInfo(dst.lstrip("/"))
-    info.size, info.mtime, info.mode = len(data), EPOCH, mode
-    tar.addfile(info, io.BytesIO(data))
-
-
-def add_dir(tar, dst, mode=0o755):
-    info = tarfile.TarInfo(dst.lstrip("/"))
-    info.type, info.mtime, info.mode = tarfile.DIRTYPE, EPOCH, mode
-    tar.addfile(info)
-
-
 def layer(binary):
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -115,56 +97,19 @@ def layer(binary):
     return buf.getvalue()
 
 
-def blob(tar, data):
-    digest = hashlib.sha256(data).hexdigest()
-    add_bytes(tar, f"blobs/sha256/{digest}", data)
-    return {"digest": f"sha256:{digest}", "size": len(data)}
-
-
 def build(binary, out):
     cf = containerfile()
     if cf["copied"] != [BIN]:
         raise SystemExit(f"the Containerfile copies {cf['copied']}, this builder {BIN}")
     data = layer(binary)
-    diff_id = "sha256:" + hashlib.sha256(data).hexdigest()
-    config = {
-        "architecture": "amd64",
-        "os": "linux",
-        "created": "1970-01-01T00:00:00Z",
-        "config": {
-            "User": cf["user"],
-            "Entrypoint": cf["entrypoint"],
-            "Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"],
-            "WorkingDir": "/home/nonroot",
-            "Labels": cf["labels"],
-        },
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-    }
-    name = chart_image()
-    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
-        add_bytes(tar, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
-        layer_desc = blob(tar, data)
-        config_desc = blob(tar, json.dumps(config, sort_keys=True).encode())
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config_desc},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **layer_desc}],
-            "annotations": {"org.opencontainers.image.version": cf["labels"].get("org.opencontainers.image.version", "")},
-        }
-        man_desc = blob(tar, json.dumps(manifest, sort_keys=True).encode())
-        index = {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": [{
-                "mediaType": "application/vnd.oci.image.manifest.v1+json", **man_desc,
-                "platform": {"architecture": "amd64", "os": "linux"},
-                "annotations": {"io.containerd.image.name": f"docker.io/library/{name}",
-                                "org.opencontainers.image.ref.name": app_version()},
-            }],
-        }
-        add_bytes(tar, "index.json", json.dumps(index, sort_keys=True).encode())
-    print(f"{out}: {name} ({len(data)} bytes of layer)")
+    oci.write(out, [data], {
+        "User": cf["user"],
+        "Entrypoint": cf["entrypoint"],
+        "Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"],
+        "WorkingDir": "/home/nonroot",
+        "Labels": cf["labels"],
+    }, f"docker.io/library/{chart_image()}", cf["labels"])
+    print(f"{out}: {chart_image()} ({len(data)} bytes of layer)")
 
 
 def check(archive):
@@ -175,24 +120,17 @@ def check(archive):
         if not cond:
             failures.append(what)
 
-    with tarfile.open(archive) as tar:
-        files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
-    ok(json.loads(files["oci-layout"]) == {"imageLayoutVersion": "1.0.0"}, "oci-layout")
-    blobs = {n.split("/")[-1]: d for n, d in files.items() if n.startswith("blobs/sha256/")}
-    ok(all(hashlib.sha256(d).hexdigest() == h for h, d in blobs.items()), "every blob matches its digest")
-    index = json.loads(files["index.json"])
+    index, manifest, config, layers = oci.read(archive)
     m = index["manifests"][0]
     ok(m["annotations"]["io.containerd.image.name"] == f"docker.io/library/{chart_image()}",
        f"named as the chart's default image ({chart_image()})")
-    manifest = json.loads(blobs[m["digest"].split(":")[1]])
-    config = json.loads(blobs[manifest["config"]["digest"].split(":")[1]])
     cf = containerfile()
     ok(config["config"]["User"] == cf["user"] and cf["user"].split(":")[0] != "0", f"non-root user {cf['user']}, as the Containerfile")
     ok(config["config"]["Entrypoint"] == cf["entrypoint"], "entrypoint as the Containerfile")
     ok(config["config"]["Labels"] == cf["labels"], "labels as the Containerfile")
     ok(cf["labels"].get("org.opencontainers.image.version") == app_version(), "labelled with the chart's appVersion")
-    layer = blobs[manifest["layers"][0]["digest"].split(":")[1]]
-    ok("sha256:" + hashlib.sha256(layer).hexdigest() == config["rootfs"]["diff_ids"][0], "diff_id of the layer")
+    layer = layers[0]
+    ok(len(layers) == 1 and "sha256:" + hashlib.sha256(layer).hexdigest() == config["rootfs"]["diff_ids"][0], "one layer, its diff_id")
     with tempfile.TemporaryDirectory() as root:
         with tarfile.open(fileobj=io.BytesIO(layer)) as t:
             names = sorted(n.name for n in t.getmembers() if n.isfile())

@@ -212,7 +212,7 @@ kubectl -n "$NS" delete dbu rollout --wait=true >/dev/null
 kubectl -n "$NS" delete sts legacy --wait=true >/dev/null
 
 # Part B: a rollout of real Dovecot pods (two directors, three backends) on the local kubelet
-check "deploy the example director ring and backends (kustomize overlay)" kubectl apply -k "$here/overlay"
+check "deploy the example director ring and backends (kustomize overlay)" apply_local_examples
 check "five Dovecot pods Running and Ready on the local kubelet" ready_pods
 check "the director ring is synced" ring_synced
 check "give the backends different vhost counts" set_vhosts

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# A real Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver (own CA, admin client cert,
-# RBAC, audit log) and kube-controller-manager (StatefulSet, garbage-collector, namespace and
-# PVC-protection controllers).
+# A real Kubernetes control plane: etcd, kube-apiserver (own CA, admin client cert, RBAC, audit
+# log) and kube-controller-manager, on 127.0.0.1 with the local kubelet (NODE=local, the default),
+# or, with NODE=real, at $API_ADDRESS inside the real node's network namespace (node.sh): the
+# `kubernetes` Service by lease endpoints, ServiceAccount admission, kubelet client certificates,
+# and the controllers pods of a real node need. node.sh starts the node itself.
 #   harness.sh up DIR     start everything, wait for readiness, write DIR/admin.kubeconfig
 #   harness.sh down DIR   stop what DIR/*.pid name (only if the PID still runs that binary)
 #   harness.sh stop-apiserver DIR / start-apiserver DIR   an API server outage, for tests
@@ -11,6 +13,14 @@ here="$(cd "$(dirname "$0")" && pwd)"
 cmd="${1:?up|down}" dir="${2:?state folder}"
 ETCD_PORT="${ETCD_PORT:-23790}" ETCD_PEER_PORT="${ETCD_PEER_PORT:-23800}"
 API_PORT="${API_PORT:-26443}" KCM_PORT="${KCM_PORT:-20257}"
+NODE="${NODE:-local}" ADDR="${API_ADDRESS:-127.0.0.1}"
+if [[ "$NODE" == real ]]; then
+  real_api=(--endpoint-reconciler-type lease
+    --kubelet-client-certificate "$dir/pki/apiserver-kubelet.crt" --kubelet-client-key "$dir/pki/apiserver-kubelet.key"
+    --kubelet-certificate-authority "$dir/pki/ca.crt")
+else
+  real_api=(--endpoint-reconciler-type none --disable-admission-plugins ServiceAccount)
+fi
 log() { echo "harness: $*" >&2; }
 
 stop() {
@@ -26,23 +36,22 @@ stop() {
 }
 
 start_apiserver() { # appends to its log and to the audit log, so a restart keeps the history
-  log "starting kube-apiserver on 127.0.0.1:$API_PORT"
+  log "starting kube-apiserver on $ADDR:$API_PORT"
   "$BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
+    --bind-address "$ADDR" --advertise-address "$ADDR" --secure-port "$API_PORT" \
     --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
     --client-ca-file "$pki/ca.crt" \
     --service-account-issuer https://kubernetes.default.svc \
     --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
-    --authorization-mode RBAC --disable-admission-plugins ServiceAccount \
-    --endpoint-reconciler-type none --service-cluster-ip-range 10.96.0.0/24 \
+    --authorization-mode Node,RBAC "${real_api[@]}" --service-cluster-ip-range 10.96.0.0/24 \
     --kubelet-preferred-address-types InternalIP --allow-privileged=true \
     --audit-policy-file "$dir/audit-policy.yaml" --audit-log-path "$dir/logs/audit.log" \
     >> "$dir/logs/kube-apiserver.log" 2>&1 &
   echo $! > "$dir/kube-apiserver.pid"
   for i in $(seq 120); do
     if curl -fsS --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
-        "https://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1; then
+        "https://$ADDR:$API_PORT/readyz" >/dev/null 2>&1; then
       return 0
     fi
     [[ -d "/proc/$(cat "$dir/kube-apiserver.pid")" ]] || { tail -20 "$dir/logs/kube-apiserver.log" >&2; exit 1; }
@@ -84,9 +93,15 @@ cert() { # name subject [serverAltNames]
 }
 if [[ ! -f "$pki/ca.crt" ]]; then
   openssl req -x509 -newkey rsa:2048 -nodes -keyout "$pki/ca.key" -subj "/CN=dbu-e2e-ca" -days 2 -out "$pki/ca.crt" 2>/dev/null
-  cert apiserver "/CN=kube-apiserver" "IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc"
+  cert apiserver "/CN=kube-apiserver" "IP:$ADDR,IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   cert admin "/O=system:masters/CN=e2e-admin"
   cert kubelet "/CN=local-kubelet" "IP:127.0.0.1"
+  # the real node: its serving cert, its client cert (Node authorizer: system:node:<name>), and
+  # the API server's client cert for exec, logs and port-forward through the kubelet
+  cert node-serving "/CN=${NODE_NAME:-node-1}" "IP:$ADDR,DNS:${NODE_NAME:-node-1}"
+  cert node-client "/O=system:nodes/CN=system:node:${NODE_NAME:-node-1}"
+  cert kube-proxy "/CN=system:kube-proxy"
+  cert apiserver-kubelet "/O=system:masters/CN=kube-apiserver-kubelet-client"
   openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
   openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
 fi
@@ -119,7 +134,7 @@ apiVersion: v1
 kind: Config
 clusters:
   - name: e2e
-    cluster: {server: "https://127.0.0.1:$API_PORT", certificate-authority: "$pki/ca.crt"}
+    cluster: {server: "https://$ADDR:$API_PORT", certificate-authority: "$pki/ca.crt"}
 users:
   - name: admin
     user: {client-certificate: "$pki/admin.crt", client-key: "$pki/admin.key"}
@@ -129,11 +144,27 @@ contexts:
 current-context: e2e
 KC
 log "starting kube-controller-manager"
+controllers=statefulset-controller,garbage-collector-controller,namespace-controller,persistentvolumeclaim-protection-controller
+if [[ "$NODE" == real ]]; then
+  # what pods on a real node need: Services' endpoints, ServiceAccounts and their CA bundle,
+  # Deployments (CoreDNS, the operator), static PVs bound to claims, and node lifecycle (it lifts
+  # the not-ready taint a node registers with)
+  controllers+=,endpointslice-controller,endpointslice-mirroring-controller,serviceaccount-controller,root-ca-certificate-publisher-controller
+  controllers+=,deployment-controller,replicaset-controller,persistentvolume-binder-controller,persistentvolume-protection-controller
+  controllers+=,disruption-controller,ttl-after-finished-controller,job-controller,node-lifecycle-controller,pod-garbage-collector-controller
+  real_kcm=(--root-ca-file "$pki/ca.crt" --service-account-private-key-file "$pki/sa.key" --use-service-account-credentials=false)
+else
+  real_kcm=()
+fi
 "$BIN/kube-controller-manager" --kubeconfig "$kc" --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc" \
-  --controllers statefulset-controller,garbage-collector-controller,namespace-controller,persistentvolumeclaim-protection-controller \
+  --controllers "$controllers" "${real_kcm[@]}" \
   --leader-elect=false --bind-address 127.0.0.1 --secure-port "$KCM_PORT" \
   > "$dir/logs/kube-controller-manager.log" 2>&1 &
 echo $! > "$dir/kube-controller-manager.pid"
+if [[ "$NODE" == real ]]; then
+  log "ready: $("$BIN/kube-apiserver" --version); KUBECONFIG=$kc (node.sh starts the node)"
+  exit 0
+fi
 log "starting the local kubelet (node local, kubelet API on 127.0.0.1:${KUBELET_PORT:-10250})"
 "$BIN/local-kubelet" --kubeconfig "$kc" --node-name local --state "$dir/kubelet" \
   --listen "127.0.0.1:${KUBELET_PORT:-10250}" --tls-cert "$pki/kubelet.crt" --tls-key "$pki/kubelet.key" \

@@ -22,6 +22,10 @@ current-context: e2e
 KC
 }
 
+apply_local_examples() { # the emulated node runs no images: the supervisor comes as a ConfigMap
+  kubectl -n "$NS" create cm dovecot-supervisor --from-file=supervisor.sh="$here/../../deploy/images/dovecot/supervisor.sh" \
+    --dry-run=client -o yaml | kubectl apply -f - >/dev/null && kubectl apply -k "$here/overlay"
+}
 ready_pods() { # the StatefulSet controller creates backends one by one: wait for all five
   for _ in $(seq 240); do
     [[ "$(kubectl -n "$NS" get pods -l 'app in (dovecot-backend,dovecot-director)' \
@@ -45,7 +49,6 @@ roll_config() { # greeting revision: a config change plus the template bump that
   local conf
   conf="$(kubectl -n "$NS" get cm backend-config -o jsonpath='{.data.dovecot\.conf}' | sed '/^login_greeting = /d' | sed "1i login_greeting = $1")"
   kubectl -n "$NS" create cm backend-config --from-literal=dovecot.conf="$conf" \
-    --from-literal=supervisor.sh="$(kubectl -n "$NS" get cm backend-config -o jsonpath='{.data.supervisor\.sh}')" \
     --dry-run=client -o yaml | kubectl apply -f - &&
     kubectl -n "$NS" patch sts backend --type merge \
       -p "{\"spec\":{\"template\":{\"metadata\":{\"annotations\":{\"mailops.io/config-revision\":\"$2\"}}}}}"

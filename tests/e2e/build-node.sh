@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Builds what a real node runs, from the Go module proxy, and caches it by version outside the
+# repository: kubelet, kube-proxy and kube-scheduler (the Kubernetes version of the control
+# plane, through the same wrapper module), containerd, its runc shim and ctr ($CONTAINERD_VERSION), CoreDNS
+# ($COREDNS_VERSION) and the pause binary (gcc -static of build/pause/linux/pause.c from the
+# k8s.io/kubernetes module zip). runc and the CNI plugins come from Debian (install-tools.sh).
+# A second run finds them and builds nothing. Prints the folder holding the binaries.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+CONTAINERD_VERSION=2.3.7 COREDNS_VERSION=1.15.0
+KUBE_VERSION="$(awk '$1=="require" && $2=="k8s.io/kubernetes" {sub(/^v/,"",$3); print $3}' "$here/kube/go.mod")"
+CACHE="${DBU_CACHE:-$HOME/.cache/dovecot-upgrade-operator}"
+BIN="$CACHE/node/kube-$KUBE_VERSION-containerd-$CONTAINERD_VERSION-coredns-$COREDNS_VERSION"
+log() { echo "build-node: $*" >&2; }
+want=(kubelet kube-proxy kube-scheduler containerd containerd-shim-runc-v2 ctr coredns pause)
+have=1; for b in "${want[@]}"; do [[ -x "$BIN/$b" ]] || have=0; done
+if [[ $have == 1 ]]; then log "reusing $BIN"; echo "$BIN"; exit 0; fi
+command -v go >/dev/null || { log "go is required"; exit 1; }
+rm -rf "$BIN.tmp" && mkdir -p "$BIN.tmp"
+export CGO_ENABLED=0 GOFLAGS=-mod=mod
+minor="${KUBE_VERSION#*.}"; minor="${minor%%.*}"
+ldflags="-s -w"
+for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  ldflags+=" -X $p.gitVersion=v$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+done
+start=$(date +%s)
+log "building kubelet, kube-proxy and kube-scheduler v$KUBE_VERSION"
+(cd "$here/kube" && go build -trimpath -ldflags "$ldflags" -o "$BIN.tmp/" k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kube-scheduler)
+log "building containerd v$CONTAINERD_VERSION (CGO off: overlayfs, no btrfs, as upstream builds the shim)"
+# `go install pkg@version` builds exactly the module's own go.mod, outside any wrapper
+(cd / && GOBIN="$BIN.tmp" go install -trimpath -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=v$CONTAINERD_VERSION" \
+  "github.com/containerd/containerd/v2/cmd/containerd@v$CONTAINERD_VERSION" \
+  "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@v$CONTAINERD_VERSION" \
+  "github.com/containerd/containerd/v2/cmd/ctr@v$CONTAINERD_VERSION")
+log "building CoreDNS v$COREDNS_VERSION"
+(cd / && GOBIN="$BIN.tmp" go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@v$COREDNS_VERSION")
+log "building pause from k8s.io/kubernetes v$KUBE_VERSION"
+src="$(cd "$here/kube" && go mod download -json "k8s.io/kubernetes@v$KUBE_VERSION" | awk -F'"' '$2=="Dir" {print $4}')"
+tag="$(awk -F'[ ?=]+' '$1=="TAG" {print $2}' "$src/build/pause/Makefile")"
+gcc -Os -Wall -Werror -static -DVERSION="v$tag-dbu" -o "$BIN.tmp/pause" "$src/build/pause/linux/pause.c"
+strip "$BIN.tmp/pause"
+echo "$tag" > "$BIN.tmp/pause.tag"
+rm -rf "$BIN" && mv "$BIN.tmp" "$BIN"
+log "built in $(( $(date +%s) - start ))s: $("$BIN/kubelet" --version), containerd $("$BIN/containerd" --version | awk '{print $3}'), CoreDNS $("$BIN/coredns" -version | head -1), pause $tag"
+echo "$BIN"

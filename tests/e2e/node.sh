@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# A real Kubernetes node and its control plane inside one network, mount and PID namespace that
+# this script creates: nothing it starts can reach or be reached from outside the machine.
+#   node.sh run DIR CMD...   set everything up, run CMD inside (KUBECONFIG exported), tear down
+# Inside: lo, a bridge cni0 10.88.0.1/24 with no uplink, route or NAT off it; etcd, kube-apiserver
+# (at 10.88.0.1, the `kubernetes` Service 10.96.0.1) and kube-controller-manager (harness.sh
+# NODE=real), kube-scheduler; containerd with Debian's runc and CNI bridge plugin, kubelet and kube-proxy
+# (iptables), CoreDNS as a pod behind 10.96.0.10; the images imported from OCI archives ($IMAGES,
+# a folder of *.tar) with no registry. Teardown deletes the pods (so their PID 1 gets SIGTERM),
+# stops everything, and removes the cgroups; the namespaces die with their last process.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+cmd="${1:?run}" dir="${2:?state folder}"; shift 2
+NODE_NAME=node-1 ADDR=10.88.0.1 CGROUP=dbu-e2e-node
+log() { echo "node: $*" >&2; }
+
+remove_cgroups() { # depth-first, in every v1 hierarchy: what the kubelet and runc made under ours
+  local h
+  for h in /sys/fs/cgroup/*/; do
+    [[ -d "$h$CGROUP" ]] || continue
+    find "$h$CGROUP" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    [[ -d "$h$CGROUP" ]] && log "left a cgroup: $h$CGROUP"
+  done
+  return 0
+}
+
+if [[ "$cmd" == run ]]; then
+  mkdir -p "$dir"
+  dir="$(cd "$dir" && pwd)"
+  remove_cgroups
+  rc=0
+  # --pid with --fork: when the inner script ends, the kernel kills whatever it left behind
+  unshare --net --mount --pid --fork --mount-proc --propagation private "$0" inside "$dir" "$@" || rc=$?
+  remove_cgroups
+  exit $rc
+fi
+[[ "$cmd" == inside ]] || { echo "usage: node.sh run DIR CMD..." >&2; exit 2; }
+
+NODEBIN="$("$here/build-node.sh")"
+export PATH="$NODEBIN:$PATH"
+mkdir -p "$dir"/{logs,containerd,kubelet,pod-logs,cni/net.d,cni/ipam,pv}
+# kubelet and containerd bind-mount into this namespace only; `shared` inside, private to the host
+mount --make-rshared /
+# runc's state and the shims' sockets are under /run/containerd whatever the config says
+mount -t tmpfs -o mode=0755 tmpfs /run
+# static PersistentVolumes (node/mail/volumes.yaml) live under /mnt, in this namespace only
+mount --bind "$dir/pv" /mnt
+
+ip link set lo up
+ip link add cni0 type bridge
+ip addr add "$ADDR/24" dev cni0
+ip link set cni0 up
+sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 net.ipv4.conf.all.route_localnet=1
+
+teardown() {
+  local rc=$?
+  set +e
+  log "teardown"
+  if [[ -f "$dir/admin.kubeconfig" ]]; then
+    # namespaces with pods first, so each container's PID 1 is stopped gracefully by the kubelet
+    kubectl --kubeconfig "$dir/admin.kubeconfig" delete ns --all --wait=false >/dev/null 2>&1
+    kubectl --kubeconfig "$dir/admin.kubeconfig" -n kube-system delete deploy,pod --all --wait=false >/dev/null 2>&1
+    for _ in $(seq 60); do
+      [[ -z "$(crictl_ps)" ]] && break
+      sleep 1
+    done
+  fi
+  for n in kube-proxy kubelet kube-scheduler; do [[ -f "$dir/$n.pid" ]] && kill "$(cat "$dir/$n.pid")" 2>/dev/null; done
+  sleep 1
+  if [[ -S "$dir/containerd/containerd.sock" ]]; then
+    for t in $(ctr_ -n k8s.io tasks ls -q 2>/dev/null); do ctr_ -n k8s.io tasks kill -s KILL "$t" >/dev/null 2>&1; done
+  fi
+  [[ -f "$dir/containerd.pid" ]] && kill "$(cat "$dir/containerd.pid")" 2>/dev/null
+  NODE=real API_ADDRESS="$ADDR" "$here/harness.sh" down "$dir"
+  # the shims and anything else still here die with this PID namespace; mounts with its mount namespace
+  exit $rc
+}
+trap teardown EXIT
+
+ctr_() { ctr --address "$dir/containerd/containerd.sock" "$@"; }
+crictl_ps() { ctr_ -n k8s.io tasks ls -q 2>/dev/null; }
+
+NODE=real API_ADDRESS="$ADDR" NODE_NAME="$NODE_NAME" API_PORT=6443 "$here/harness.sh" up "$dir"
+export KUBECONFIG="$dir/admin.kubeconfig"
+pki="$dir/pki"
+
+log "starting containerd $(containerd --version | awk '{print $3}')"
+pause_tag="$(cat "$NODEBIN/pause.tag")"
+cat > "$dir/containerd/config.toml" <<TOML
+version = 4
+root = "$dir/containerd/root"
+state = "$dir/containerd/state"
+[plugins.'io.containerd.server.v1.grpc']
+  address = "$dir/containerd/containerd.sock"
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "overlayfs"
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = "registry.k8s.io/pause:$pause_tag"
+[plugins.'io.containerd.cri.v1.runtime']
+  netns_mounts_under_state_dir = true
+  # this machine gives root no CAP_SYS_RESOURCE: runc may not lower oom_score_adj below ours
+  restrict_oom_score_adj = true
+  enable_cdi = false
+  enable_criu = false
+  [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+    BinaryName = "/usr/sbin/runc"
+    SystemdCgroup = false
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ["/usr/lib/cni"]
+    conf_dir = "$dir/cni/net.d"
+[plugins.'io.containerd.grpc.v1.cri']
+  stream_server_address = "127.0.0.1"
+TOML
+cat > "$dir/cni/net.d/10-e2e.conflist" <<JSON
+{"cniVersion": "1.0.0", "name": "e2e", "plugins": [
+  {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+   "ipam": {"type": "host-local", "dataDir": "$dir/cni/ipam",
+            "ranges": [[{"subnet": "10.88.0.0/24", "gateway": "$ADDR"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}
+]}
+JSON
+containerd --config "$dir/containerd/config.toml" > "$dir/logs/containerd.log" 2>&1 &
+echo $! > "$dir/containerd.pid"
+for i in $(seq 100); do ctr_ version >/dev/null 2>&1 && break; [[ $i == 100 ]] && { tail "$dir/logs/containerd.log"; exit 1; }; sleep 0.2; done
+
+log "importing images"
+img="$dir/images"; mkdir -p "$img"
+python3 "$here/node-images.py" pause "$NODEBIN/pause" "$pause_tag" "$img/pause.tar" >/dev/null
+python3 "$here/node-images.py" coredns "$NODEBIN/coredns" "$("$NODEBIN/coredns" -version | awk -F'[- ]' '/CoreDNS/ {print $2; exit}')" "$img/coredns.tar" >/dev/null
+for t in "$img"/*.tar ${IMAGES:+"$IMAGES"/*.tar}; do
+  ctr_ -n k8s.io images import --local "$t" >/dev/null || { log "import of $t failed"; exit 1; }
+done
+ctr_ -n k8s.io images ls -q | sed 's/^/node: image /' >&2
+
+# the kubelet's cgroup root, in every hierarchy (cpuset needs its cpus and mems filled)
+for h in /sys/fs/cgroup/*/; do
+  [[ -e "$h/tasks" ]] || continue
+  mkdir -p "$h$CGROUP"
+  if [[ -e "$h/cpuset.cpus" ]]; then cat "$h/cpuset.cpus" > "$h$CGROUP/cpuset.cpus"; cat "$h/cpuset.mems" > "$h$CGROUP/cpuset.mems"; fi
+done
+: > "$dir/resolv.conf"   # pods with dnsPolicy Default get no host nameserver
+cat > "$dir/kubelet.yaml" <<YAML
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+failCgroupV1: false
+cgroupDriver: cgroupfs
+cgroupRoot: /$CGROUP
+containerRuntimeEndpoint: unix://$dir/containerd/containerd.sock
+address: $ADDR
+port: 10250
+readOnlyPort: 0
+tlsCertFile: $pki/node-serving.crt
+tlsPrivateKeyFile: $pki/node-serving.key
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $pki/ca.crt}
+authorization: {mode: Webhook}
+clusterDNS: [10.96.0.10]
+clusterDomain: cluster.local
+resolvConf: $dir/resolv.conf
+podLogsDir: $dir/pod-logs
+failSwapOn: false
+# imported images have no registry to come back from: never collect them
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%}
+syncFrequency: 5s
+fileCheckFrequency: 5s
+YAML
+kubeconfig_for() { # name cert
+  cat > "$dir/$1.kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters: [{name: e2e, cluster: {server: "https://$ADDR:6443", certificate-authority: "$pki/ca.crt"}}]
+users: [{name: $1, user: {client-certificate: "$pki/$2.crt", client-key: "$pki/$2.key"}}]
+contexts: [{name: e2e, context: {cluster: e2e, user: $1}}]
+current-context: e2e
+KC
+}
+kubeconfig_for kubelet node-client
+kubeconfig_for kube-proxy kube-proxy
+log "starting kube-scheduler"
+kube-scheduler --kubeconfig "$KUBECONFIG" --authentication-kubeconfig "$KUBECONFIG" --authorization-kubeconfig "$KUBECONFIG" \
+  --leader-elect=false --bind-address 127.0.0.1 --secure-port 10259 > "$dir/logs/kube-scheduler.log" 2>&1 &
+echo $! > "$dir/kube-scheduler.pid"
+log "starting kubelet $(kubelet --version | awk '{print $2}')"
+kubelet --config "$dir/kubelet.yaml" --kubeconfig "$dir/kubelet.kubeconfig" --root-dir "$dir/kubelet" \
+  --hostname-override "$NODE_NAME" --node-ip "$ADDR" --v 1 > "$dir/logs/kubelet.log" 2>&1 &
+echo $! > "$dir/kubelet.pid"
+kubectl create clusterrolebinding e2e-kube-proxy --clusterrole system:node-proxier --user system:kube-proxy >/dev/null
+log "starting kube-proxy (iptables)"
+kube-proxy --kubeconfig "$dir/kube-proxy.kubeconfig" --hostname-override "$NODE_NAME" --proxy-mode iptables \
+  --cluster-cidr 10.88.0.0/24 --conntrack-max-per-core 0 --metrics-bind-address 127.0.0.1:10249 \
+  --healthz-bind-address 127.0.0.1:10256 > "$dir/logs/kube-proxy.log" 2>&1 &
+echo $! > "$dir/kube-proxy.pid"
+for i in $(seq 120); do
+  [[ "$(kubectl get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]] && break
+  [[ $i == 120 ]] && { log "node not Ready"; tail -30 "$dir/logs/kubelet.log" >&2; exit 1; }
+  sleep 0.5
+done
+log "node $NODE_NAME Ready"
+
+log "starting CoreDNS"
+coredns_image="$(ctr_ -n k8s.io images ls -q | grep coredns/coredns: | head -1)"
+sed "s|@IMAGE@|$coredns_image|" "$here/node/coredns.yaml" | kubectl apply -f - >/dev/null
+kubectl -n kube-system rollout status deploy/coredns --timeout=120s >/dev/null || {
+  kubectl -n kube-system get pods -o wide; kubectl -n kube-system describe pods | tail -30; exit 1; }
+log "ready: KUBECONFIG=$KUBECONFIG"
+"$@"
