@@ -1,7 +1,19 @@
-"""Mail clients for the e2e suite: LMTP deliveries and IMAP checks through a director."""
+"""Mail clients for the e2e suite: LMTP deliveries and IMAP checks through a director.
+
+  mail.py deliver IP USER N          N messages over LMTP
+  mail.py count IP USER PASS         INBOX's message count
+  mail.py flag IP USER PASS          \\Flagged and the keyword e2e-kept on the first message
+  mail.py state IP USER PASS         JSON: count, UIDVALIDITY, UIDs, flagged UIDs, keyword UIDs
+  mail.py traffic OUT.json STOPFILE PASS IP... users...   live users until STOPFILE exists
+"""
 import imaplib
+import json
+import os
+import random
+import re
 import smtplib
 import sys
+import time
 
 
 def deliver(ip, user, n):
@@ -11,13 +23,84 @@ def deliver(ip, user, n):
     s.quit()
 
 
-def count(ip, user, password):
-    m = imaplib.IMAP4(ip, 143)
+def login(ip, user, password):
+    m = imaplib.IMAP4(ip, 143, timeout=10)
     m.login(user, password)
+    return m
+
+
+def count(ip, user, password):
+    m = login(ip, user, password)
     typ, data = m.select("INBOX")
     m.logout()
     print(int(data[0]))
 
 
+def flag(ip, user, password):
+    m = login(ip, user, password)
+    m.select("INBOX")
+    typ, _ = m.store("1", "+FLAGS", "(\\Flagged e2e-kept)")
+    m.logout()
+    if typ != "OK":
+        raise SystemExit(f"STORE: {typ}")
+
+
+def state(ip, user, password):
+    m = login(ip, user, password)
+    typ, data = m.select("INBOX", readonly=True)
+    n = int(data[0])
+    uidvalidity = int(m.response("UIDVALIDITY")[1][0])
+    _, uids = m.uid("SEARCH", "ALL")
+    _, flagged = m.uid("SEARCH", "FLAGGED")
+    _, kept = m.uid("SEARCH", "KEYWORD", "e2e-kept")
+    m.logout()
+    ints = lambda d: [int(x) for x in d[0].split()]
+    print(json.dumps({"count": n, "uidvalidity": uidvalidity, "uids": ints(uids),
+                      "flagged": ints(flagged), "kept": ints(kept)}, sort_keys=True))
+
+
+def traffic(out, stopfile, password, *rest):
+    """Users that keep working through the rollout: each round one LMTP delivery and one IMAP
+    login (SELECT, NOOP, LOGOUT) per user, alternating directors. A delivery is counted only when
+    the server accepted it; one deferred (4xx) is what a real MTA retries later, one rejected
+    (5xx, or no connection to the director) would bounce or be lost."""
+    ips = [a for a in rest if re.match(r"^\d+\.\d+\.\d+\.\d+$", a)]
+    users = [a for a in rest if a not in ips]
+    res = {"rounds": 0, "accepted": {u: 0 for u in users}, "deferred": 0, "rejected": 0, "logins": 0, "login_failures": [], "errors": []}
+    r = 0
+    while not os.path.exists(stopfile):
+        for i, u in enumerate(users):
+            ip = ips[(r + i) % len(ips)]
+            try:
+                s = smtplib.LMTP(ip, 24, timeout=10)
+                refused = s.sendmail("traffic@e2e.invalid", [u], f"Subject: live-{u}-{r}\r\n\r\nround {r}\r\n")
+                s.quit()
+                if not refused:
+                    res["accepted"][u] += 1
+            except smtplib.SMTPRecipientsRefused as e:
+                code = next(iter(e.recipients.values()))[0]
+                res["deferred" if 400 <= code < 500 else "rejected"] += 1
+                res["errors"].append(f"lmtp {u} via {ip} round {r}: {e.recipients}"[:200])
+            except smtplib.SMTPResponseException as e:
+                res["deferred" if 400 <= e.smtp_code < 500 else "rejected"] += 1
+                res["errors"].append(f"lmtp {u} via {ip} round {r}: {e}"[:200])
+            except OSError as e:
+                res["rejected"] += 1
+                res["errors"].append(f"lmtp {u} via {ip} round {r}: {e}"[:200])
+            ip = ips[(r + i + 1) % len(ips)]
+            try:
+                m = login(ip, u, password)
+                m.select("INBOX")
+                m.noop()
+                m.logout()
+                res["logins"] += 1
+            except (imaplib.IMAP4.error, OSError) as e:
+                res["login_failures"].append(f"imap {u} via {ip} round {r}: {e}"[:200])
+        r += 1
+        res["rounds"] = r
+        time.sleep(random.uniform(0.2, 0.6))
+    json.dump(res, open(out, "w"), indent=1, sort_keys=True)
+
+
 if __name__ == "__main__":
-    {"deliver": deliver, "count": count}[sys.argv[1]](*sys.argv[2:])
+    {"deliver": deliver, "count": count, "flag": flag, "state": state, "traffic": traffic}[sys.argv[1]](*sys.argv[2:])

@@ -18,6 +18,8 @@ stop() {
   # doveadm stop returns once the signal is sent; the master exits after its children
   pid="$(cat "$base_dir/master.pid" 2>/dev/null)"
   while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
+  # the kubelet keeps this as the container's termination message
+  echo "supervisor: SIGTERM: Dovecot stopped" | tee /dev/termination-log 2>/dev/null
   exit 0
 }
 trap stop TERM INT

@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# End-to-end on a real node (node.sh: kubelet, containerd, runc, CNI, kube-proxy, CoreDNS in a
+# network namespace of its own), as a user runs it: `helm install` of the chart as shipped (its
+# default image, imported from an OCI archive), `kubectl apply -k` of the examples (ring named by
+# DNS), and a genuine version upgrade, Dovecot 2.3.19 to 2.3.21 with a config change in the same
+# revision, under live IMAP and LMTP traffic, with the operator's pods killed mid-rollout.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+cd "$repo"
+NS=mail
+
+if [[ "${1:-}" != inside ]]; then
+  eval "$(scripts/install-tools.sh)"
+  state="$(mktemp -d /tmp/dbu-node-XXXXXX)"
+  "$here/build-images.sh" "$state/oci" >/dev/null
+  rc=0
+  IMAGES="$state/oci" "$here/node.sh" run "$state/node" "$0" inside "$state" || rc=$?
+  # nothing may outlive the run: processes, mounts, cgroups, namespaces, bridges
+  left=""
+  pgrep -f "$state/node" >/dev/null && left+=" processes"
+  grep -q "$state" /proc/self/mountinfo && left+=" mounts"
+  ls -d /sys/fs/cgroup/*/dbu-e2e-node 2>/dev/null | grep -q . && left+=" cgroups"
+  ip link show cni0 >/dev/null 2>&1 && left+=" bridge"
+  [[ -e /run/containerd ]] && left+=" /run/containerd"
+  if [[ -n "$left" ]]; then echo "not ok - teardown left:$left"; rc=1; else echo "ok - teardown left no processes, mounts, cgroups or bridges"; fi
+  rm -rf "$state"
+  exit $rc
+fi
+
+state="$2"
+node="$state/node"
+pass=0 fail=0
+ok() { pass=$((pass + 1)); echo "ok $((pass + fail)) - $1"; }
+not_ok() { fail=$((fail + 1)); echo "not ok $((pass + fail)) - $1"; }
+check() { local name="$1"; shift; if "$@" > "$state/last.out" 2>&1; then ok "$name"; else not_ok "$name"; sed 's/^/#   /' "$state/last.out" | tail -15; fi; }
+k() { kubectl -n "$NS" "$@"; }
+pod_ip() { k get pod "$1" -o jsonpath='{.status.podIP}'; }
+source "$here/lib.sh"
+
+# --- the network: nothing leads off the machine
+no_outside() {
+  ! ip route | grep -q default || { echo "a default route"; return 1; }
+  ! timeout 3 bash -c 'exec 3<>/dev/tcp/192.0.2.1/80' 2>/dev/null || { echo "reached 192.0.2.1"; return 1; }
+}
+check "the node's namespace has no route off the machine" no_outside
+
+# --- the operator, as `helm install` ships it
+check "helm install the chart unchanged (its default image, imported from the OCI archive)" \
+  helm install dbu charts/dovecot-upgrade-operator -n "$NS" --create-namespace --set 'probeSecrets={upgrade-probe}' --wait --timeout 3m
+operator_pods() { k get pods -l app.kubernetes.io/name=dovecot-upgrade-operator -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}'; }
+running_image() {
+  [[ "$(operator_pods | wc -l)" == 2 ]] || return 1
+  k get pods -l app.kubernetes.io/name=dovecot-upgrade-operator -o jsonpath='{range .items[*]}{.status.containerStatuses[0].image}{"\n"}{end}' | sort -u |
+    grep -qx 'docker.io/library/dovecot-upgrade-operator:0.1.0'
+}
+check "two operator pods run the image docker.io/library/dovecot-upgrade-operator:0.1.0" running_image
+# the Lease an operator pod holds (the ring locks' Leases name a DBU and backend instead)
+leader() { k get lease -o jsonpath='{range .items[*]}{.spec.holderIdentity}{"\n"}{end}' | grep -Fx -f <(operator_pods) | head -1; }
+has_leader() { for _ in $(seq 60); do [[ -n "$(leader)" ]] && return 0; sleep 1; done; return 1; }
+check "one of them holds the Lease" has_leader
+
+# --- the examples, as shipped but for images and volumes
+check "kubectl apply -k the examples (ring named by DNS, static volumes)" kubectl apply -k "$here/node/mail"
+check "five Dovecot pods Running and Ready on the real node" ready_pods
+dns() {
+  for p in backend-0 backend-1 backend-2 director-0 director-1; do
+    local svc=backend; [[ $p == director-* ]] && svc=director
+    [[ "$(k exec director-0 -- getent hosts "$p.$svc.$NS.svc.cluster.local" | awk '{print $1}')" == "$(pod_ip "$p")" ]] || { echo "$p"; return 1; }
+  done
+}
+check "the ring's names resolve to the pods' IPs through CoreDNS" dns
+check "the director ring is synced" ring_synced
+pod_outside() { ! k exec director-0 -- timeout 3 bash -c 'exec 3<>/dev/tcp/192.0.2.1/80' 2>/dev/null; }
+check "a pod cannot reach an outside address" pod_outside
+declare -A WANT=([backend-0]=100 [backend-1]=50 [backend-2]=20)
+set_vhosts_by_pod() { for p in "${!WANT[@]}"; do k exec director-0 -- doveadm director update "$(pod_ip "$p")" "${WANT[$p]}" || return 1; done; }
+check "give the backends different vhost counts" set_vhosts_by_pod
+d0="$(pod_ip director-0)" d1="$(pod_ip director-1)"
+deliver_both() { for u in 1 2 3 4 5 6; do python3 "$here/mail.py" deliver "$d0" "user$u" 2 && python3 "$here/mail.py" deliver "$d1" "user$u" 1 || return 1; done; }
+check "deliver mail through both directors (LMTP)" deliver_both
+flag_all() { for u in 2 3 4 5 6; do python3 "$here/mail.py" flag "$d0" "user$u" e2e-pass || return 1; done; }
+check "flag a message of each user (\\Flagged and a keyword)" flag_all
+for u in 2 3 4 5 6; do python3 "$here/mail.py" state "$d0" "user$u" e2e-pass > "$state/before-user$u.json"; done
+versions() { for p in backend-0 backend-1 backend-2; do k exec "$p" -- dovecot --version | awk -v p="$p" '{print p, $1}'; done; }
+check "the backends run Dovecot 2.3.19" bash -c "$(declare -f versions k); NS=$NS; versions | awk '\$2 !~ /^2\\.3\\.19/ {exit 1}'"
+for p in backend-0 backend-1 backend-2; do k get pod "$p" -o jsonpath='{.metadata.uid} {.status.podIP}{"\n"}' > "$state/old-$p"; done
+
+# --- the version upgrade: image and config in one revision
+k get pods -w -o json > "$state/pods.watch" 2>/dev/null &
+watch_pid=$!
+upgrade() {
+  local conf
+  conf="$(k get cm backend-config -o jsonpath='{.data.dovecot\.conf}' | sed '/^login_greeting = /d' | sed '1i login_greeting = e2e 2.3.21')"
+  k create cm backend-config --from-literal=dovecot.conf="$conf" --dry-run=client -o yaml | kubectl apply -f - &&
+    k patch sts backend --type strategic -p '{"spec":{"template":{"metadata":{"annotations":{"mailops.io/config-revision":"2"}},"spec":{"containers":[{"name":"dovecot","image":"dbu-dovecot:2.3.21"}]}}}}'
+}
+check "a new revision: image dbu-dovecot:2.3.21 and a login_greeting change" upgrade
+rm -f "$state/stop-traffic"
+python3 "$here/mail.py" traffic "$state/traffic.json" "$state/stop-traffic" e2e-pass "$d0" "$d1" user7 user8 user9 user10 user11 user12 &
+traffic_pid=$!
+check "apply the example DBU" rollout_dbu
+
+# --- kill the operator mid-rollout, twice: a forced pod delete, then a container kill
+at_backend() { # wait until the rollout works on its Nth backend
+  for _ in $(seq 600); do
+    local st; st="$(k get dbu backend-rollout -o jsonpath='{.status.progress} {.status.current} {.status.step}' 2>/dev/null)"
+    # progress N/M: N done; the current backend past Drain (its step has acted on the ring)
+    [[ "${st%%/*}" =~ ^[0-9]+$ ]] && ((${st%%/*} >= $1)) && [[ "$st" == *" backend-"* && "$st" != *Drain ]] && { echo "$st"; return 0; }
+    sleep 0.5
+  done
+  return 1
+}
+kill_leader_pod() {
+  local l; l="$(leader)"
+  [[ -n "$l" ]] || { echo "no operator pod holds the Lease"; return 1; }
+  k delete pod "$l" --grace-period=0 --force
+}
+check "the rollout works on its first backend" at_backend 0
+check "kubectl delete pod --grace-period=0 --force the leading operator pod" kill_leader_pod
+check "the rollout reaches its second backend" at_backend 1
+kill_leader_container() {
+  local l cid
+  for _ in $(seq 60); do l="$(leader)"; [[ -n "$l" ]] && break; sleep 1; done
+  [[ -n "$l" ]] || { echo "no operator pod holds the Lease"; return 1; }
+  cid="$(k get pod "$l" -o jsonpath='{.status.containerStatuses[0].containerID}')"; cid="${cid#containerd://}"
+  ctr --address "$node/containerd/containerd.sock" -n k8s.io tasks kill -s KILL "$cid"
+}
+check "kill the leading operator's container (SIGKILL through containerd)" kill_leader_container
+done_() { k wait --for=condition=Ready dbu/backend-rollout --timeout=600s; }
+check "the rollout completes (Ready=True)" done_
+touch "$state/stop-traffic"; wait "$traffic_pid" || true
+kill "$watch_pid" 2>/dev/null || true
+
+# --- what the users and the ring see now
+check "every backend runs Dovecot 2.3.21 (dovecot --version by exec through the kubelet)" \
+  bash -c "$(declare -f versions k); NS=$NS; versions | tee /dev/stderr | awk '\$2 !~ /^2\\.3\\.21/ {bad=1} END {exit bad}'"
+greeting() { for p in backend-0 backend-1 backend-2; do k exec "$p" -- doveconf -h login_greeting | grep -qx 'e2e 2.3.21' || return 1; done; }
+check "every backend has the new config" greeting
+replaced() {
+  for p in backend-0 backend-1 backend-2; do
+    read -r uid ip < "$state/old-$p"
+    [[ "$(k get pod "$p" -o jsonpath='{.metadata.uid}')" != "$uid" ]] || { echo "$p not replaced"; return 1; }
+  done
+}
+check "each backend pod was replaced by the StatefulSet controller" replaced
+ring_after() {
+  local status; status="$(k exec director-1 -- doveadm -f json director status)"
+  python3 - "$status" "$(for p in backend-0 backend-1 backend-2; do echo "$(pod_ip "$p") ${WANT[$p]}"; done)" "$(cat "$state"/old-backend-* | awk '{print $2}')" <<'PY'
+import json, sys
+rows = {r["mail server ip"]: r for r in json.loads(sys.argv[1])}
+want = dict(l.split() for l in sys.argv[2].splitlines())
+old = set(sys.argv[3].split())
+bad = [f"{ip}: {rows.get(ip)}" for ip, v in want.items() if ip not in rows or rows[ip]["vhosts"] != v or rows[ip]["state"] != "up"]
+bad += [f"old {ip} still in the ring" for ip in old - set(want) if ip in rows]
+bad += [f"unknown {ip}" for ip in set(rows) - set(want)]
+print(json.dumps(rows, indent=1)); sys.exit(1 if bad else print("\n".join(bad)) or 0)
+PY
+}
+check "the ring holds the new pod IPs, up, at their original vhost counts; the old IPs are gone" ring_after
+intact() {
+  for d in "$d0" "$d1"; do
+    for u in 2 3 4 5 6; do
+      python3 "$here/mail.py" state "$d" "user$u" e2e-pass > "$state/after.json"
+      diff "$state/before-user$u.json" "$state/after.json" || { echo "user$u via $d"; return 1; }
+    done
+  done
+}
+check "mail, UIDs, UIDVALIDITY, flags and keywords are intact through both directors" intact
+live() {
+  python3 - "$state/traffic.json" "$d0" "$d1" <<'PY'
+import json, subprocess, sys
+t = json.load(open(sys.argv[1]))
+print(f"rounds {t['rounds']}, logins {t['logins']}, failed logins {len(t['login_failures'])}, "
+      f"deliveries accepted {sum(t['accepted'].values())}, deferred {t['deferred']}, rejected {t['rejected']}")
+bad = []
+for u, n in t["accepted"].items():
+    for d in sys.argv[2:]:
+        got = int(subprocess.run(["python3", "tests/e2e/mail.py", "count", d, u, "e2e-pass"], capture_output=True, text=True, check=True).stdout)
+        if got != n:
+            bad.append(f"{u} via {d}: {got} messages, {n} accepted")
+if t["rejected"]:
+    bad.append(f"{t['rejected']} deliveries rejected (not deferred)")
+print("\n".join(bad[:10] + t["errors"][:5] + t["login_failures"][:5]))
+open(sys.argv[1] + ".summary", "w").write(f"{t['rounds']} rounds, {t['logins']} logins, {len(t['login_failures'])} failed, "
+                                          f"{sum(t['accepted'].values())} deliveries accepted, {t['deferred']} deferred\n")
+sys.exit(1 if bad or t["rounds"] < 5 else 0)
+PY
+}
+# Users still mapped to a backend when its drain times out (onTimeout: Proceed) are kicked
+# between StopDovecot and `director flush`, the runbook's order: a few logins fail and LMTP is
+# deferred (4xx: the MTA retries). Counted and printed, not hidden; issue 16's drain removes them.
+check "live traffic during the rollout: every accepted delivery is there, none rejected" live
+echo "# live traffic: $(cat "$state/traffic.json.summary" 2>/dev/null)"
+once() { # one BackendStarted per backend, and one pod delete per backend by the operator
+  local n
+  for p in backend-0 backend-1 backend-2; do
+    n="$(k get events --field-selector reason=BackendStarted -o json | python3 -c "import json,sys; print(sum(e.get('count') or 1 for e in json.load(sys.stdin)['items'] if '$p:' in e['message']))")"
+    [[ "$n" == 1 ]] || { echo "$p started $n times"; return 1; }
+    n="$(grep '"verb":"delete"' "$node/logs/audit.log" | grep '"username":"system:serviceaccount:mail:dbu"' |
+      grep '"resource":"pods"' | grep -c "\"name\":\"$p\"" || true)"
+    [[ "$n" == 1 ]] || { echo "$p deleted $n times by the operator (audit log)"; return 1; }
+  done
+}
+check "after both kills, each backend was started once and its pod deleted once (events, audit log)" once
+terminated() { # each old pod's PID 1 got SIGTERM and stopped Dovecot (its termination message)
+  python3 - "$state/pods.watch" <<'PY'
+import json, sys
+dec, text, seen = json.JSONDecoder(), open(sys.argv[1]).read(), {}
+i = 0
+while i < len(text):
+    while i < len(text) and text[i].isspace(): i += 1
+    if i >= len(text): break
+    obj, i = dec.raw_decode(text, i)
+    name = obj["metadata"]["name"]
+    for c in obj.get("status", {}).get("containerStatuses", []):
+        t = c.get("state", {}).get("terminated")
+        if name.startswith("backend-") and t:
+            seen[obj["metadata"]["uid"]] = (name, t.get("exitCode"), t.get("message", "").strip())
+print(seen)
+good = [v for v in seen.values() if v[1] == 0 and "SIGTERM: Dovecot stopped" in v[2]]
+sys.exit(0 if len(good) >= 3 else 1)
+PY
+}
+check "graceful termination reached the supervisor of each replaced pod (exit 0, its message)" terminated
+logs_json() { k logs "$(operator_pods | head -1)" --tail=50 | python3 -c 'import json,sys; [json.loads(l) for l in sys.stdin if l.strip()]'; }
+check "kubectl logs shows the operator's JSON logs" logs_json
+metrics() {
+  local ip; ip="$(k get pod "$(operator_pods | head -1)" -o jsonpath='{.status.podIP}')"
+  curl -fsS "http://$ip:8080/metrics" | grep -q '^dbu_'
+}
+check "metrics scraped from the operator pod" metrics
+
+echo "1..$((pass + fail))"
+echo "# real node: $pass passed, $fail failed"
+((fail == 0))
