@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every benchmark and writes BENCHMARKS.md (needs root: the real-Dovecot rig and the local
-# kubelet). BENCH_RUNS sets the repetitions of the rollout runs (default 3).
+# kubelet, the real node). BENCH_RUNS sets the repetitions of the rollout runs (default 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/install-tools.sh)"
@@ -12,5 +12,7 @@ echo "bench: reconcile latency and status size (3 runs)" >&2
 for _ in 1 2 3; do cargo bench --locked --bench reconcile | grep '^{' >> "$raw"; done
 echo "bench: memory and API cost on the real control plane" >&2
 benches/cluster.sh | grep '^{' >> "$raw"
+echo "bench: a real version upgrade on the real node (tests/e2e/real-node.sh)" >&2
+MEASURE="$raw" tests/e2e/real-node.sh > /dev/null
 python3 benches/report.py "$raw" > BENCHMARKS.md
 cat BENCHMARKS.md

@@ -11,7 +11,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cmd="${1:?run}" dir="${2:?state folder}"; shift 2
-NODE_NAME=node-1 ADDR=10.88.0.1 CGROUP=dbu-e2e-node
+NODE_NAME=node-1 ADDR=10.88.0.1 CGROUP="${CGROUP:-dbu-e2e-node}"  # CGROUP: the kubelet's cgroup root, one per run
 log() { echo "node: $*" >&2; }
 
 remove_cgroups() { # depth-first, in every v1 hierarchy: what the kubelet and runc made under ours

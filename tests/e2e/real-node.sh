@@ -17,14 +17,16 @@ if [[ "${1:-}" != inside ]]; then
   state="$(mktemp -d /tmp/dbu-node-XXXXXX)"
   "$here/build-images.sh" "$state/oci" >/dev/null
   export PREVIOUS="${PREVIOUS:-$(grep -v '^#' "$here/previous-release")}"
+  export CGROUP="dbu-e2e-node-$$"
   rc=0
   IMAGES="$state/oci" "$here/node.sh" run "$state/node" "$0" inside "$state" || rc=$?
   # nothing may outlive the run: processes, mounts, cgroups, namespaces, bridges
   left=""
   pgrep -f "$state/node" >/dev/null && left+=" processes"
   grep -q "$state" /proc/self/mountinfo && left+=" mounts"
-  ls -d /sys/fs/cgroup/*/dbu-e2e-node 2>/dev/null | grep -q . && left+=" cgroups"
+  ls -d /sys/fs/cgroup/*/"$CGROUP" 2>/dev/null | grep -q . && left+=" cgroups"
   ip link show cni0 >/dev/null 2>&1 && left+=" bridge"
+  ip netns list 2>/dev/null | grep -q cni- && left+=" netns"
   [[ -e /run/containerd ]] && left+=" /run/containerd"
   if [[ -n "$left" ]]; then echo "not ok - teardown left:$left"; rc=1; else echo "ok - teardown left no processes, mounts, cgroups or bridges"; fi
   rm -rf "$state"
@@ -267,6 +269,45 @@ metrics() {
   curl -fsS "http://$ip:8080/metrics" | grep -q '^dbu_'
 }
 check "metrics scraped from the operator pod" metrics
+
+# --- measurements for BENCHMARKS.md (scripts/bench.sh sets MEASURE to a JSON-lines file)
+if [[ -n "${MEASURE:-}" ]]; then
+  # the leader's resident memory from its container's memory cgroup (v1 memory.stat: rss, the
+  # anonymous part, plus mapped_file, its binary and libraries; as VmRSS counts), at rest for 20 s
+  l="$(leader)"; uid="$(k get pod "$l" -o jsonpath='{.metadata.uid}')"
+  cid="$(k get pod "$l" -o jsonpath='{.status.containerStatuses[0].containerID}')"; cid="${cid#containerd://}"
+  cg="$(find /sys/fs/cgroup/memory/ -type d -path "*pod$uid/$cid" | head -1)"
+  rss=0; for _ in $(seq 40); do v="$(awk '$1=="rss" || $1=="mapped_file" {n += $2} END {print n}' "$cg/memory.stat")"; ((v > rss)) && rss=$v; sleep 0.5; done
+  kubectl get events.events.k8s.io -n "$NS" -o json > "$state/events.json"
+  python3 - "$state/events.json" "$node/logs/audit.log" "$rss" "$(cat "$state/traffic.json.summary")" >> "$MEASURE" <<'PY'
+import collections, datetime, json, sys
+ev = json.load(open(sys.argv[1]))["items"]
+t = lambda e: datetime.datetime.fromisoformat((e.get("eventTime") or e["deprecatedLastTimestamp"]).replace("Z", "+00:00"))
+per = collections.defaultdict(dict)
+for e in sorted(ev, key=t):
+    pod, _, rest = (e.get("note") or "").partition(": ")
+    if e["reason"] == "BackendStarted":
+        per[pod]["start"] = t(e)
+    elif e["reason"] == "StepSucceeded" and rest.startswith("WaitSessions"):
+        per[pod]["drained"] = t(e)
+    elif e["reason"] == "BackendUpgraded":
+        per[pod]["end"] = t(e)
+for pod, p in sorted(per.items()):
+    if {"start", "drained", "end"} <= set(p):
+        print(json.dumps({"bench": "realnode", "kind": "backend", "pod": pod,
+                          "seconds": (p["end"] - p["start"]).total_seconds(),
+                          "drain": (p["drained"] - p["start"]).total_seconds()}))
+sa = "system:serviceaccount:mail:dbu"
+req = collections.Counter()
+for line in open(sys.argv[2]):
+    a = json.loads(line)
+    if a.get("user", {}).get("username") == sa and a.get("stage") == "ResponseComplete":
+        r = a.get("objectRef", {})
+        req[a["verb"] + " " + r.get("resource", "") + ("/" + r["subresource"] if r.get("subresource") else "")] += 1
+print(json.dumps({"bench": "realnode", "kind": "rest", "rss_kib": int(sys.argv[3]) // 1024,
+                  "traffic": sys.argv[4], "requests": dict(sorted(req.items()))}))
+PY
+fi
 
 echo "1..$((pass + fail))"
 echo "# real node: $pass passed, $fail failed"
