@@ -1,55 +1,72 @@
 #!/usr/bin/env bash
-# End-to-end on a real control plane (etcd + kube-apiserver + kube-controller-manager, built from
-# source): helm install, the operator as a host process on its ServiceAccount's token, admission of
-# bad DBUs, operator-side stalls, restart, and delete. No kubelet yet: pods stay Pending, so no
-# director is Ready and the operator must never exec (checked in the apiserver's audit log).
+# End-to-end on a real node (node.sh: control plane, kubelet, containerd, runc, CNI, kube-proxy,
+# CoreDNS, in a network namespace of its own): helm install, the operator as a pod from its
+# image on its ServiceAccount's token, RBAC, admission of bad DBUs, operator-side stalls, restart
+# and delete (Part A); a rollout of the examples with plan, dry run, Events, metrics and JSON logs
+# (B); two replicas, a killed leader and a supervised canary (C); the API server away at three
+# steps (D). tests/e2e/real-node.sh adds the version upgrade and the operator's own upgrade.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 cd "$repo"
-eval "$(scripts/install-tools.sh)"
-state="$(mktemp -d /tmp/dbu-e2e-XXXXXX)"
 NS=mail
-OP_PID=""
-export KUBECONFIG="$state/admin.kubeconfig"
+
+if [[ "${1:-}" != inside ]]; then
+  eval "$(scripts/install-tools.sh)"
+  state="$(mktemp -d /tmp/dbu-e2e-XXXXXX)"
+  "$here/build-images.sh" "$state/oci" >/dev/null
+  cargo build --locked --quiet   # the plan CLI runs from the host side of the test
+  export CGROUP="dbu-e2e-node-$$"
+  rc=0
+  IMAGES="$state/oci" "$here/node.sh" run "$state/node" "$0" inside "$state" || rc=$?
+  rm -rf "$state"
+  exit $rc
+fi
+
+state="$2"
+node="$state/node"
+audit="$node/logs/audit.log"
+mkdir -p "$state/logs"
+export KUBECONFIG="$node/admin.kubeconfig" PKI="$node/pki"
 
 pass=0 fail=0
 ok() { pass=$((pass + 1)); echo "ok $((pass + fail)) - $1"; }
 not_ok() { fail=$((fail + 1)); echo "not ok $((pass + fail)) - $1"; }
 check() { local name="$1"; shift; if "$@" > "$state/last.out" 2>&1; then ok "$name"; else not_ok "$name"; sed 's/^/#   /' "$state/last.out" | tail -15; fi; }
+trap 'if ((fail > 0)); then save_logs; echo "# --- tail of the operator logs"; tail -20 "$state/logs/operator.log" | sed "s/^/#   /"; fi' EXIT
 
-stop_operator() {
-  if [[ -n "$OP_PID" ]] && [[ -d "/proc/$OP_PID" ]]; then
-    # a supervising loop first, then what it runs
-    local kids; kids="$(pgrep -P "$OP_PID" || true)"
-    kill "$OP_PID" 2>/dev/null || true
-    [[ -n "$kids" ]] && kill $kids 2>/dev/null || true
-    for _ in $(seq 50); do [[ -d "/proc/$OP_PID" ]] || break; sleep 0.1; done
-    kill -9 "$OP_PID" 2>/dev/null || true
-  fi
-  OP_PID=""
+# the operator is the chart's Deployment: its pods, their logs (kept across restarts), metrics
+OPSEL=app.kubernetes.io/name=dovecot-upgrade-operator
+op_pods() { kubectl -n "$NS" get pods -l "$OPSEL" --field-selector status.phase=Running -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}'; }
+save_logs() { # kubectl logs of every operator pod (and its previous container), before it goes
+  local p
+  for p in $(kubectl -n "$NS" get pods -l "$OPSEL" -o name 2>/dev/null); do
+    kubectl -n "$NS" logs "$p" --previous 2>/dev/null || true
+    kubectl -n "$NS" logs "$p" 2>/dev/null || true
+  done >> "$state/logs/operator.log"
 }
-cleanup() {
-  stop_operator
-  "$here/harness.sh" down "$state" || true
-  if ((fail > 0)); then
-    for f in "$state"/logs/operator.log "$state"/logs/kube-apiserver.log; do
-      echo "# --- tail of $f"; tail -20 "$f" 2>/dev/null | sed 's/^/#   /'
-    done
-  fi
-  rm -rf "$state"
+scale_operator() { # replicas: wait until exactly that many pods run and are Ready
+  kubectl -n "$NS" scale deploy/dbu --replicas "$1" >/dev/null
+  for _ in $(seq 240); do
+    [[ "$(kubectl -n "$NS" get pods -l "$OPSEL" -o name | wc -l)" == "$1" &&
+       "$(kubectl -n "$NS" get deploy dbu -o jsonpath='{.status.readyReplicas}')" == "${1/#0/}" ]] && return 0
+    sleep 0.5
+  done
+  kubectl -n "$NS" get pods -l "$OPSEL"; return 1
 }
-trap cleanup EXIT
+stop_operator() { save_logs; scale_operator 0; }
+start_operator() { scale_operator 1; }
+scrape() { curl -fsS "http://$(pod_ip "$1"):8080$2"; }
 
 # shared set-up steps (operator kubeconfig, example pods, config changes)
 source "$here/lib.sh"
-cargo build --locked --quiet
-"$here/harness.sh" up "$state"
 
-# Part A: install, RBAC, stalls, admission, restart, delete (a StatefulSet no kubelet runs)
+# Part A: install, RBAC, stalls, admission, restart, delete (a StatefulSet whose image no
+# registry serves: its pods never run)
 # --- install
-check "helm install the chart (kubeVersion constraint met by the stamped apiserver)" \
-  helm install dbu charts/dovecot-upgrade-operator -n "$NS" --create-namespace --set 'probeSecrets={upgrade-probe}'
+check "helm install the chart (kubeVersion constraint met by the stamped apiserver; one replica)" \
+  helm install dbu charts/dovecot-upgrade-operator -n "$NS" --create-namespace --set 'probeSecrets={upgrade-probe}' \
+    --set replicaCount=1 --wait --timeout 3m
 check "the CRD is established" \
   kubectl wait --for=condition=Established crd/dovecotbackendupgrades.mailops.io --timeout=60s
 explains() { # discovery may lag the Established condition for a moment
@@ -84,26 +101,10 @@ server_dry_run() { # every object the chart can render (but the ServiceMonitor: 
 }
 check "helm template with NetworkPolicy and PDB passes the API server's validation (dry run)" server_dry_run
 
-# --- the operator, as a host process with a TokenRequest token of the chart's ServiceAccount
+# --- the operator runs as the chart's pod; the plan CLI below uses its ServiceAccount's token
 operator_kubeconfig
-declare -A METRICS_PORT=([operator]=23811 [op-a]=23812 [op-b]=23813)
-start_named() { # identity: a replica with its own log and metrics port
-  POD_NAME="$1" target/debug/dovecot-upgrade-operator run --kubeconfig "$state/operator.kubeconfig" \
-    --namespace "$NS" --log-format json --metrics-addr "127.0.0.1:${METRICS_PORT[$1]}" \
-    >> "$state/logs/$1.log" 2>&1 &
-}
-scrape() { curl -fsS "http://127.0.0.1:${METRICS_PORT[$1]}$2"; }
-start_operator() { start_named operator; OP_PID=$!; }
-start_supervised() { # like a container the kubelet restarts: a new process whenever it exits
-  ( while :; do
-      POD_NAME="$1" target/debug/dovecot-upgrade-operator run --kubeconfig "$state/operator.kubeconfig" \
-        --namespace "$NS" --log-format json --metrics-addr "127.0.0.1:${METRICS_PORT[$1]}" \
-        >> "$state/logs/$1.log" 2>&1 || echo "{\"restarted\":\"exit $?\"}" >> "$state/logs/$1.log"
-      sleep 1
-    done ) &
-  OP_PID=$!
-}
-start_operator
+running() { [[ "$(op_pods | wc -l)" == 1 ]] && kubectl -n "$NS" get pods -l "$OPSEL" -o jsonpath='{.items[0].status.containerStatuses[0].image}' | grep -q dovecot-upgrade-operator; }
+check "the operator runs as a pod of the chart's Deployment, from its image" running
 
 sts() { # strategy
   cat <<YAML
@@ -205,17 +206,19 @@ check "deleting a DBU runs the finalizer and removes it" delete_both
 
 # --- no exec happened: nothing was Ready to exec into (the audit log sees every pods/exec)
 check "the audit log shows status patches by the operator's ServiceAccount" \
-  grep -q "\"user\":{\"username\":\"$sa\".*\"subresource\":\"status\"" "$state/logs/audit.log"
-no_exec() { ! grep -q '"subresource":"exec"' "$state/logs/audit.log"; }
+  grep -q "\"user\":{\"username\":\"$sa\".*\"subresource\":\"status\"" "$audit"
+no_exec() { ! grep -q '"subresource":"exec"' "$audit"; }
 check "the audit log shows no pods/exec at all" no_exec
 kubectl -n "$NS" delete dbu rollout --wait=true >/dev/null
 kubectl -n "$NS" delete sts legacy --wait=true >/dev/null
 
-# Part B: a rollout of real Dovecot pods (two directors, three backends) on the local kubelet
-check "deploy the example director ring and backends (kustomize overlay)" apply_local_examples
-check "five Dovecot pods Running and Ready on the local kubelet" ready_pods
+# Part B: a rollout of real Dovecot pods (two directors, three backends) on the real node
+check "deploy the example director ring and backends (kustomize overlay: ring by DNS, 10 s user expiry)" \
+  kubectl apply -k "$here/node/mail-e2e"
+check "five Dovecot pods Running and Ready on the real node" ready_pods
 check "the director ring is synced" ring_synced
 check "give the backends different vhost counts" set_vhosts
+D0="$(pod_ip director-0)" D1="$(pod_ip director-1)"
 check "deliver mail through the director (LMTP)" deliver_all
 check "change the backend config: a new StatefulSet revision" roll_config "e2e revision 2" 2
 rev_moved() { for _ in $(seq 30); do [[ -n "$(target_rev)" && "$(target_rev)" != "$(kubectl -n "$NS" get pod backend-0 -o jsonpath='{.metadata.labels.controller-revision-hash}')" ]] && return 0; sleep 0.5; done; return 1; }
@@ -224,7 +227,7 @@ ring_back() {
   local status; status="$(kubectl -n "$NS" exec director-1 -- doveadm -f json director status)"
   for b in 0 1 2; do
     local ip; ip="$(kubectl -n "$NS" get pod "backend-$b" -o jsonpath='{.status.podIP}')"
-    python3 - "$status" "$ip" "${VHOSTS[$ip]}" <<'PY' || return 1
+    python3 - "$status" "$ip" "${VHOSTS[backend-$b]}" <<'PY' || return 1
 import json, sys
 hosts = {h["mail server ip"]: h for h in json.loads(sys.argv[1])}
 h = hosts.get(sys.argv[2])
@@ -240,7 +243,7 @@ plan_cli() { # against the cluster: the order and every argv, nothing written, n
     local ip; ip="$(kubectl -n "$NS" get pod "backend-$b" -o jsonpath='{.status.podIP}')"
     grep -q "^backend-$b ($ip):" <<< "$out" || { echo "no plan for backend-$b"; return 1; }
     grep -qF "[\"doveadm\",\"director\",\"update\",\"$ip\",\"0\"]" <<< "$out" || { echo "no drain argv for $ip"; return 1; }
-    grep -qF "[\"doveadm\",\"director\",\"update\",\"$ip\",\"${VHOSTS[$ip]}\"]" <<< "$out" || { echo "no restore argv for $ip"; return 1; }
+    grep -qF "[\"doveadm\",\"director\",\"update\",\"$ip\",\"${VHOSTS[backend-$b]}\"]" <<< "$out" || { echo "no restore argv for $ip"; return 1; }
   done
   ! kubectl -n "$NS" get dbu backend-rollout 2>/dev/null
 }
@@ -266,7 +269,8 @@ watch_rollout() { # prints the distinct kubectl get dbu rows; restarts the opera
     row="$(kubectl -n "$NS" get dbu backend-rollout --no-headers 2>/dev/null | awk '{print $2, $3, $4, $5}')"
     [[ "$row" != "${last:-}" ]] && echo "$row" && last="$row"
     if [[ -z "$killed" && "$row" == *"Progressing 1/3 backend-"* ]]; then
-      echo "(operator killed and restarted)"; stop_operator; sleep 1; start_operator; killed=1
+      echo "(operator pod deleted; the Deployment starts another)"; save_logs
+      kubectl -n "$NS" delete pod -l "$OPSEL" --wait=false >/dev/null; killed=1
     fi
     [[ "$row" == Completed* || "$row" == Failed* ]] && break
     sleep 0.5
@@ -290,7 +294,7 @@ check "every backend pod was recreated at the new revision and runs the new conf
 check "the ring (seen from the other director) has every backend up, at its pod IP, with its original vhost count" ring_back
 mail_intact() {
   for u in 1 2 3 4 5 6; do
-    for d in 127.0.51.10 127.0.51.11; do
+    for d in "$D0" "$D1"; do
       [[ "$(python3 "$here/mail.py" count "$d" "user$u" e2e-pass)" == 3 ]] || { echo "user$u via $d"; return 1; }
     done
   done
@@ -322,55 +326,67 @@ probes_and_soak() { # Verify logged in over IMAP on each new pod, each soak saw 
     -o jsonpath='{range .items[*]}{.note}{"\n"}{end}')"
   [[ "$(grep -c 'Verify done.*LMTP on port 24 accepted a probe message; IMAP on port 143 (None) logged in' <<< "$notes")" -ge 3 ]] || { echo "no IMAP probe"; return 1; }
   [[ "$(grep -c 'Soak done (\(a login as user1 through the director landed on\|the director maps\)' <<< "$notes")" -ge 3 ]] || { echo "no soak"; return 1; }
+  save_logs
   ! grep -q e2e-pass <<< "$notes" && ! grep -q e2e-pass "$state/logs/operator.log" &&
     ! kubectl -n "$NS" get dbu backend-rollout -o json | grep -q e2e-pass
 }
 check "... Verify probed IMAP and LMTP on each new pod, each soak saw a login land; the password in no event, log or status" probes_and_soak
-exec_seen() { grep -q "\"user\":{\"username\":\"$sa\".*\"subresource\":\"exec\"" "$state/logs/audit.log"; }
+exec_seen() { grep -q "\"user\":{\"username\":\"$sa\".*\"subresource\":\"exec\"" "$audit"; }
 check "the operator's doveadm calls went through pods/exec on its own ServiceAccount" exec_seen
 
 metrics_seen() {
-  local m; m="$(scrape operator /metrics)" || return 1
+  local m; m="$(scrape "$(op_pods | head -1)" /metrics)" || return 1
   grep -E '^dbu_backends_upgraded_total [1-9]' <<< "$m" &&
   grep -E '^dbu_step_duration_seconds_count\{step="WaitSessions"\} [1-9]' <<< "$m" &&
   grep -E '^dbu_reconciles_total\{result="ok",category="none"\} [1-9]' <<< "$m" &&
   grep -E '^dbu_rollouts\{phase="Completed"\} 1' <<< "$m" &&
   ! grep -E 'backend-[0-9]|backend-rollout' <<< "$m"
 }
-check "/metrics: upgrades, step durations, reconciles, phases; no pod or DBU names in labels" metrics_seen
-check "/healthz and /readyz answer 200" bash -c "curl -fsS http://127.0.0.1:${METRICS_PORT[operator]}/healthz && curl -fsS http://127.0.0.1:${METRICS_PORT[operator]}/readyz"
+check "/metrics scraped from the operator pod: upgrades, step durations, reconciles, phases; no pod or DBU names in labels" metrics_seen
+health() { local p; p="$(op_pods | head -1)"; scrape "$p" /healthz && scrape "$p" /readyz; }
+check "/healthz and /readyz answer 200 at the pod's IP" health
 json_logs() { # every event line names the DBU, the backend and the step
-  local line; line="$(grep '"reason":"StepSucceeded"' "$state/logs/operator.log" | tail -1)"
+  local line; line="$(kubectl -n "$NS" logs "$(op_pods | head -1)" | grep '"reason":"StepSucceeded"' | tail -1)"
   python3 -c 'import json,sys; l=json.loads(sys.argv[1]); assert l["dbu"]=="backend-rollout" and l["backend"].startswith("backend-") and l["step"], l' "$line"
 }
-check "logs are JSON lines with dbu, backend and step" json_logs
+check "kubectl logs: JSON lines with dbu, backend and step" json_logs
 
 # Part C: two replicas elect a leader through a Lease; only the leader acts; killing it hands over;
 # supervised mode stops after the canary until the revision is approved by annotation
-stop_operator
 holder() { kubectl -n "$NS" get lease dovecot-upgrade-operator -o jsonpath='{.spec.holderIdentity}' 2>/dev/null; }
 holder_is() { for _ in $(seq 80); do [[ "$(holder)" == "$1" ]] && return 0; sleep 0.5; done; echo "holder: $(holder)"; return 1; }
-start_named op-a; PID_A=$!
-check "replica op-a takes the Lease" holder_is op-a
-start_named op-b; OP_PID=$!
-check "the standby's /readyz answers 200 too (it is ready to take over)" \
-  bash -c "for i in \$(seq 20); do curl -fsS http://127.0.0.1:${METRICS_PORT[op-b]}/readyz && exit 0; sleep 0.5; done; exit 1"
+A="$(op_pods | head -1)"
+check "the running replica ($A) holds the Lease" holder_is "$A"
+check "scale the Deployment to two replicas (the chart's default)" scale_operator 2
+B="$(op_pods | grep -vx "$A" | head -1)"
+check "the standby ($B) answers /readyz 200 too (it is ready to take over)" \
+  bash -c "for i in \$(seq 20); do curl -fsS http://$(pod_ip "$B"):8080/readyz && exit 0; sleep 0.5; done; exit 1"
 check "supervised mode on: spec.canary.supervised=true" \
   kubectl -n "$NS" patch dbu backend-rollout --type merge -p '{"spec":{"canary":{"supervised":true}}}'
 check "another config change: revision 3, rolled by the same DBU" roll_config "e2e revision 3" 3
 first_done() { for _ in $(seq 240); do kubectl -n "$NS" get dbu backend-rollout --no-headers | grep -q "Paused *1/3" && return 0; sleep 0.5; done; return 1; }
 check "the leader upgrades the canary, then stops: Paused 1/3" first_done
 check "... Ready=False with reason AwaitingApproval" reason_is backend-rollout Ready AwaitingApproval
-idle_b() { ! grep -q '"reason":"Step' "$state/logs/op-b.log"; }
+idle_b() { ! kubectl -n "$NS" logs "$B" | grep -q '"reason":"Step'; }
 check "the other replica has not acted at all" idle_b
-kill -9 "$PID_A"
-check "after the leader is killed (no release), op-b takes the Lease" holder_is op-b
+save_logs
+check "kubectl delete pod --grace-period=0 --force the leader (no release of the Lease)" \
+  kubectl -n "$NS" delete pod "$A" --grace-period=0 --force
+taken_over() { # the standby, or the Deployment's replacement for the leader, once the Lease expires
+  for _ in $(seq 80); do
+    local h; h="$(holder)"
+    [[ -n "$h" && "$h" != "$A" ]] && op_pods | grep -qx "$h" && { echo "$h"; return 0; }
+    sleep 0.5
+  done
+  echo "holder: $(holder)"; return 1
+}
+check "... another replica takes the Lease" taken_over
 check "... and still waits for approval" reason_is backend-rollout Ready AwaitingApproval
 check "approve the revision by annotation" \
   kubectl -n "$NS" annotate dbu backend-rollout "mailops.io/approve=$(target_rev)"
 check "... and op-b finishes: kubectl wait --for=condition=Ready" kubectl -n "$NS" wait --for=condition=Ready dbu/backend-rollout --timeout=300s
-acted_b() { grep -q '"reason":"StepStarted"' "$state/logs/op-b.log"; }
-check "... with steps done by op-b" acted_b
+acted_b() { kubectl -n "$NS" logs "$(holder)" | grep -q '"reason":"StepStarted"'; }
+check "... with steps done by the new leader" acted_b
 at_rev3() {
   for b in 0 1 2; do
     [[ "$(kubectl -n "$NS" exec "backend-$b" -- doveconf -h login_greeting)" == "e2e revision 3" ]] || { echo "backend-$b"; return 1; }
@@ -383,20 +399,19 @@ check "mail is still intact through both directors" mail_intact
 # Part D: the API server goes away for 30 s at StopDovecot, Replace and Verify. After each return
 # the rollout moves on within seconds (plus backoff), and no step command runs more than once
 # more than it normally does (the exec calls are counted in the audit log).
-stop_operator
-start_supervised operator # restarted when it exits (a lost leader Lease), as the kubelet would
+check "back to one replica (a lost Lease ends the process; the kubelet restarts its container)" scale_operator 1
 check "supervised mode off again" \
   kubectl -n "$NS" patch dbu backend-rollout --type merge -p '{"spec":{"canary":{"supervised":false}}}'
-audit_from=$(($(wc -l < "$state/logs/audit.log") + 1))
+audit_from=$(($(wc -l < "$audit") + 1))
 check "another config change: revision 4" roll_config "e2e revision 4" 4
 where() { kubectl -n "$NS" get dbu backend-rollout -o jsonpath='{.status.current} {.status.step}' 2>/dev/null; }
 outage_at() { # step: once a backend is at it, the API server stops for 30 s; then how long to move on
   local row="" now back
   for _ in $(seq 1500); do row="$(where)"; [[ "$row" == *" $1" ]] && break; sleep 0.1; done
   [[ "$row" == *" $1" ]] || { echo "never saw a backend at $1 (last: $row)"; return 1; }
-  "$here/harness.sh" stop-apiserver "$state"
+  NODE=real API_ADDRESS=10.88.0.1 API_PORT=6443 "$here/harness.sh" stop-apiserver "$node"
   sleep 30
-  "$here/harness.sh" start-apiserver "$state" 2>/dev/null
+  NODE=real API_ADDRESS=10.88.0.1 API_PORT=6443 "$here/harness.sh" start-apiserver "$node" 2>/dev/null
   back="$(date +%s%N)"
   for _ in $(seq 1200); do now="$(where)"; [[ -n "$now" && "$now" != "$row" ]] && break; sleep 0.1; done
   [[ "$now" != "$row" ]] || { echo "still at $row two minutes after the API server returned"; return 1; }
@@ -410,7 +425,7 @@ check "... and the rollout completes: kubectl wait --for=condition=Ready" kubect
 echo "ready $(( $(date +%s) - t_back )) s after the last outage ended" >> "$state/outages"
 sed 's/^/#   /' "$state/outages"
 few_execs() { # every command that changes something ran at most its normal count plus one retry
-  python3 "$here/execs.py" "$state/logs/audit.log" "$audit_from" > "$state/execs"
+  python3 "$here/execs.py" "$audit" "$audit_from" > "$state/execs"
   sed 's/^/#   /' "$state/execs" | head -40
   echo "# exec calls in all: $(awk '{s+=$1} END {print s}' "$state/execs")"
   ! awk -F'\t' '$3 ~ /doveadm (stop|service stop lmtp|director (update|down|up|flush|add|remove))|-delete/ && $1 > 2 {print; bad=1} END {exit !bad}' "$state/execs"
@@ -418,7 +433,7 @@ few_execs() { # every command that changes something ran at most its normal coun
 check "... no step command ran more than its normal count plus one retry (audit log)" few_execs
 sed 's/^/#   /' "$state/last.out" | head -45
 few_deletes() { # Replace deletes each backend pod once; a stale cache must never delete its successor
-  python3 "$here/execs.py" "$state/logs/audit.log" "$audit_from" --deletes "$sa"
+  python3 "$here/execs.py" "$audit" "$audit_from" --deletes "$sa"
 }
 check "... each backend pod was deleted once: a stale cache never deletes its successor (audit log)" few_deletes
 sed 's/^/#   /' "$state/last.out"

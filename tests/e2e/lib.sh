@@ -11,7 +11,7 @@ apiVersion: v1
 kind: Config
 clusters:
   - name: e2e
-    cluster: {server: "$server", certificate-authority: "$state/pki/ca.crt"}
+    cluster: {server: "$server", certificate-authority: "${PKI:-$state/pki}/ca.crt"}
 users:
   - name: operator
     user: {token: "$token"}
@@ -42,9 +42,10 @@ ring_synced() {
   done
   return 1
 }
-declare -A VHOSTS=([127.0.50.10]=100 [127.0.50.11]=50 [127.0.50.12]=20)
-set_vhosts() { for ip in "${!VHOSTS[@]}"; do kubectl -n "$NS" exec director-0 -- doveadm director update "$ip" "${VHOSTS[$ip]}" || return 1; done; }
-deliver_all() { for u in 1 2 3 4 5 6; do python3 "$here/mail.py" deliver 127.0.51.10 "user$u" 3 || return 1; done; }
+pod_ip() { kubectl -n "$NS" get pod "$1" -o jsonpath='{.status.podIP}'; }
+declare -A VHOSTS=([backend-0]=100 [backend-1]=50 [backend-2]=20)   # by pod: a replaced pod has a new IP
+set_vhosts() { for p in "${!VHOSTS[@]}"; do kubectl -n "$NS" exec director-0 -- doveadm director update "$(pod_ip "$p")" "${VHOSTS[$p]}" || return 1; done; }
+deliver_all() { local d; d="$(pod_ip director-0)"; for u in 1 2 3 4 5 6; do python3 "$here/mail.py" deliver "$d" "user$u" 3 || return 1; done; }
 roll_config() { # greeting revision: a config change plus the template bump that makes a new revision
   local conf
   conf="$(kubectl -n "$NS" get cm backend-config -o jsonpath='{.data.dovecot\.conf}' | sed '/^login_greeting = /d' | sed "1i login_greeting = $1")"

@@ -40,7 +40,6 @@ ok() { pass=$((pass + 1)); echo "ok $((pass + fail)) - $1"; }
 not_ok() { fail=$((fail + 1)); echo "not ok $((pass + fail)) - $1"; }
 check() { local name="$1"; shift; if "$@" > "$state/last.out" 2>&1; then ok "$name"; else not_ok "$name"; sed 's/^/#   /' "$state/last.out" | tail -15; fi; }
 k() { kubectl -n "$NS" "$@"; }
-pod_ip() { k get pod "$1" -o jsonpath='{.status.podIP}'; }
 source "$here/lib.sh"
 
 # --- the network: nothing leads off the machine
@@ -86,9 +85,7 @@ check "the ring's names resolve to the pods' IPs through CoreDNS" dns
 check "the director ring is synced" ring_synced
 pod_outside() { ! k exec director-0 -- timeout 3 bash -c 'exec 3<>/dev/tcp/192.0.2.1/80' 2>/dev/null; }
 check "a pod cannot reach an outside address" pod_outside
-declare -A WANT=([backend-0]=100 [backend-1]=50 [backend-2]=20)
-set_vhosts_by_pod() { for p in "${!WANT[@]}"; do k exec director-0 -- doveadm director update "$(pod_ip "$p")" "${WANT[$p]}" || return 1; done; }
-check "give the backends different vhost counts" set_vhosts_by_pod
+check "give the backends different vhost counts" set_vhosts
 d0="$(pod_ip director-0)" d1="$(pod_ip director-1)"
 deliver_both() { for u in 1 2 3 4 5 6; do python3 "$here/mail.py" deliver "$d0" "user$u" 2 && python3 "$here/mail.py" deliver "$d1" "user$u" 1 || return 1; done; }
 check "deliver mail through both directors (LMTP)" deliver_both
@@ -180,7 +177,7 @@ replaced() {
 check "each backend pod was replaced by the StatefulSet controller" replaced
 ring_after() {
   local status; status="$(k exec director-1 -- doveadm -f json director status)"
-  python3 - "$status" "$(for p in backend-0 backend-1 backend-2; do echo "$(pod_ip "$p") ${WANT[$p]}"; done)" "$(cat "$state"/old-backend-* | awk '{print $2}')" <<'PY'
+  python3 - "$status" "$(for p in backend-0 backend-1 backend-2; do echo "$(pod_ip "$p") ${VHOSTS[$p]}"; done)" "$(cat "$state"/old-backend-* | awk '{print $2}')" <<'PY'
 import json, sys
 rows = {r["mail server ip"]: r for r in json.loads(sys.argv[1])}
 want = dict(l.split() for l in sys.argv[2].splitlines())
