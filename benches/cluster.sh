@@ -1,35 +1,56 @@
 #!/usr/bin/env bash
-# Benchmark on the real control plane of tests/e2e (etcd + kube-apiserver + controller-manager +
-# the local kubelet): the operator's memory at rest and while watching 1,000 backend pods in 10
-# StatefulSets with 100 DBUs, its API requests per backend upgraded (from the API server's audit
-# log, by the operator's ServiceAccount, split by verb and resource), and its requests at rest.
-# Prints JSON lines; scripts/bench.sh tabulates them. Needs root (the kubelet's pods).
+# Benchmark on the real node of tests/e2e (node.sh: control plane, kubelet, containerd, CNI,
+# kube-proxy, CoreDNS in a network namespace of their own), the operator as the chart's pod
+# from its image: its memory (from its container's memory cgroup: rss + mapped_file, what VmRSS
+# counts) at rest and while watching 1,000 backend pods in 10 StatefulSets with 100 DBUs, its API
+# requests per backend upgraded (from the API server's audit log, by the operator's
+# ServiceAccount, split by verb and resource), and its requests at rest.
+# Prints JSON lines; scripts/bench.sh tabulates them. Needs root (the node).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/../tests/e2e" && pwd)"
 cd "$here/../.."
-eval "$(scripts/install-tools.sh 2>/dev/null)"
-state="$(mktemp -d /tmp/dbu-bench-XXXXXX)"
 NS=mail
-export KUBECONFIG="$state/admin.kubeconfig"
-source "$here/lib.sh"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 2
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  "$here/harness.sh" down "$state" >/dev/null 2>&1 || true
+if [[ "${1:-}" != inside ]]; then
+  eval "$(scripts/install-tools.sh 2>/dev/null)"
+  state="$(mktemp -d /tmp/dbu-bench-XXXXXX)"
+  "$here/build-images.sh" "$state/oci" >/dev/null
+  export CGROUP="dbu-bench-node-$$"
+  rc=0
+  IMAGES="$state/oci" "$here/node.sh" run "$state/node" "$0" inside "$state" || rc=$?
   rm -rf "$state"
-}
-trap cleanup EXIT
+  exit $rc
+fi
+state="$2"
+node="$state/node"
+export KUBECONFIG="$node/admin.kubeconfig" PKI="$node/pki"
+source "$here/lib.sh"
 log() { echo "bench-cluster: $*" >&2; }
-rss_kib() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
-# the largest RSS over $2 seconds
-rss_max() { local m=0 v; for _ in $(seq "$(($2 * 4))"); do v="$(rss_kib "$1")"; ((v > m)) && m=$v; sleep 0.25; done; echo "$m"; }
-audit_lines() { wc -l < "$state/logs/audit.log"; }
+pod_rss_kib() { # namespace pod: its container's resident memory, from its memory cgroup
+  local uid cid cg
+  uid="$(kubectl -n "$1" get pod "$2" -o jsonpath='{.metadata.uid}')"
+  cid="$(kubectl -n "$1" get pod "$2" -o jsonpath='{.status.containerStatuses[0].containerID}')"; cid="${cid#containerd://}"
+  cg="$(find /sys/fs/cgroup/memory/ -type d -path "*pod$uid/$cid" | head -1)"
+  echo "$cg" > "$state/cg-$2"
+}
+# the largest over $3 seconds, as JSON: the process's VmRSS (what earlier figures measured: it
+# counts the binary's pages too) and its cgroup's rss + mapped_file (the pages charged to the
+# container: anonymous memory, and file pages it faulted in first)
+rss_max() {
+  pod_rss_kib "$1" "$2"
+  local m=0 c=0 v w cg pid; cg="$(cat "$state/cg-$2")"; pid="$(head -1 "$cg/cgroup.procs")"
+  for _ in $(seq "$(($3 * 4))"); do
+    v="$(awk '$1=="rss" || $1=="mapped_file" {n += $2} END {print int(n / 1024)}' "$cg/memory.stat")"
+    w="$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")"
+    ((v > c)) && c=$v; ((w > m)) && m=$w; sleep 0.25
+  done
+  echo "\"rss_kib\": $m, \"cgroup_kib\": $c"
+}
+op_pod() { kubectl -n "$1" get pods -l app.kubernetes.io/name=dovecot-upgrade-operator --field-selector status.phase=Running -o jsonpath='{.items[0].metadata.name}'; }
+audit_lines() { wc -l < "$node/logs/audit.log"; }
 sa="system:serviceaccount:$NS:dbu"
 # requests by the operator between two audit line numbers, as {"verb resource/subresource": n}
 requests() {
-  sed -n "$(($1 + 1)),$2p" "$state/logs/audit.log" | python3 -c '
+  sed -n "$(($1 + 1)),$2p" "$node/logs/audit.log" | python3 -c '
 import json, sys, collections
 c = collections.Counter()
 for line in sys.stdin:
@@ -42,25 +63,21 @@ for line in sys.stdin:
 print(json.dumps(dict(sorted(c.items()))))' "$sa"
 }
 
-cargo build --release --locked --quiet
-"$here/harness.sh" up "$state" 2>/dev/null
-helm install dbu charts/dovecot-upgrade-operator -n "$NS" --create-namespace --set 'probeSecrets={upgrade-probe}' >/dev/null
-operator_kubeconfig
-apply_local_examples >/dev/null
+helm install dbu charts/dovecot-upgrade-operator -n "$NS" --create-namespace --set 'probeSecrets={upgrade-probe}' \
+  --set replicaCount=1 >/dev/null
+kubectl apply -k "$here/node/mail-e2e" >/dev/null
 ready_pods >/dev/null
 ring_synced
 set_vhosts >/dev/null
 
 PARTS="${CLUSTER_PARTS:-rollout scale}"
 if [[ "$PARTS" == *rollout* ]]; then
-# --- the operator (release build) on its ServiceAccount, as in the chart
-POD_NAME=bench target/release/dovecot-upgrade-operator run --kubeconfig "$state/operator.kubeconfig" \
-  --namespace "$NS" --log-format json --metrics-addr 127.0.0.1:23821 > "$state/logs/operator.log" 2>&1 &
-OP=$!; PIDS+=("$OP")
-for _ in $(seq 40); do curl -fsS http://127.0.0.1:23821/readyz >/dev/null 2>&1 && break; sleep 0.5; done
+# --- the operator: the chart's pod (one replica), from its image
+kubectl -n "$NS" rollout status deploy/dbu --timeout=120s >/dev/null
+OP="$(op_pod "$NS")"
 sleep 3
-log "idle, no DBU: sampling RSS for 10 s"
-rss_idle="$(rss_max "$OP" 10)"
+log "idle, no DBU: sampling the memory of $OP for 10 s"
+rss_idle="$(rss_max "$NS" "$OP" 10)"
 
 # --- a rollout of the three backends; every request the operator makes is in the audit log
 roll_config "bench revision 2" 2 >/dev/null
@@ -80,17 +97,18 @@ echo "{\"bench\": \"api_rollout\", \"backends\": 3, \"seconds\": $(python3 -c "p
 sleep 5
 a2="$(audit_lines)"
 log "at rest: 60 s"
-rss_rest="$(rss_max "$OP" 60)"
+rss_rest="$(rss_max "$NS" "$OP" 60)"
 a3="$(audit_lines)"
 echo "{\"bench\": \"api_rest\", \"seconds\": 60, \"requests\": $(requests "$a2" "$a3")}"
-echo "{\"bench\": \"memory\", \"case\": \"idle, no DBU (5 pods in the namespace)\", \"rss_kib\": $rss_idle}"
-echo "{\"bench\": \"memory\", \"case\": \"at rest after a rollout (1 DBU, 5 pods)\", \"rss_kib\": $rss_rest}"
+echo "{\"bench\": \"memory\", \"case\": \"idle, no DBU (5 pods in the namespace)\", $rss_idle}"
+echo "{\"bench\": \"memory\", \"case\": \"at rest after a rollout (1 DBU, 5 pods)\", $rss_rest}"
 
-kill "$OP"
+kubectl -n "$NS" scale deploy/dbu --replicas 0 >/dev/null
 fi
 [[ "$PARTS" == *scale* ]] || exit 0
 
-# --- scale: 10 StatefulSets x 100 pods (Pending: no scheduler) and 100 DBUs, watched cluster-wide
+# --- scale: 10 StatefulSets x 100 pods (Pending: a node selector no node has) and 100 DBUs,
+# watched by a second release of the chart, cluster-wide
 kubectl create namespace scale >/dev/null
 for i in $(seq 0 9); do
   cat <<YAML
@@ -106,10 +124,10 @@ spec:
   template:
     metadata: {labels: {app: be-$i}, annotations: {note: "a backend pod of realistic size: one container, probes, mounts"}}
     spec:
+      nodeSelector: {dbu-bench: pending}
       containers:
         - name: dovecot
-          image: dovecot:2.3.19
-          command: ["/bin/sh", "/etc/dovecot/supervisor.sh"]
+          image: dbu-dovecot:2.3.19
           ports: [{containerPort: 143, name: imap}, {containerPort: 24, name: lmtp}]
           readinessProbe: {tcpSocket: {port: 143}, periodSeconds: 10}
           volumeMounts: [{name: config, mountPath: /etc/dovecot}, {name: vmail, mountPath: /var/dovecot/vmail}]
@@ -134,9 +152,9 @@ log "waiting for 1,000 pods"
 for _ in $(seq 600); do
   [[ "$(kubectl get pods -n scale --no-headers 2>/dev/null | wc -l)" -ge 1000 ]] && break; sleep 1
 done
-POD_NAME=scale target/release/dovecot-upgrade-operator run --leader-elect=false --log-format json \
-  --metrics-addr 127.0.0.1:23822 > "$state/logs/scale.log" 2>&1 &
-SC=$!; PIDS+=("$SC")
+helm install scale charts/dovecot-upgrade-operator -n scale-op --create-namespace --set clusterWide=true \
+  --set replicaCount=1 --wait --timeout 3m >/dev/null
+SC="$(op_pod scale-op)"
 log "waiting for the cluster-wide operator to reconcile 100 DBUs"
 for _ in $(seq 300); do
   [[ "$(kubectl get dbu -n scale -o jsonpath='{range .items[*]}{.status.observedGeneration}{"\n"}{end}' | grep -c 1)" -ge 100 ]] && break
@@ -145,9 +163,9 @@ done
 seen="$(kubectl get dbu -n scale -o jsonpath='{range .items[*]}{.status.observedGeneration}{"\n"}{end}' | grep -c 1 || true)"
 if ((seen < 100)); then
   kubectl get dbu -n scale -o jsonpath='{range .items[*]}{.metadata.name} {.status.observedGeneration} {.status.phase}{"\n"}{end}' | grep -v " 1 " >&2 || true
-  grep -E '"level":"(WARN|ERROR)"' "$state/logs/scale.log" | tail -5 >&2 || true
+  kubectl -n scale-op logs "$SC" | grep -E '"level":"(WARN|ERROR)"' | tail -5 >&2 || true
 fi
 log "sampling RSS for 30 s"
-rss_scale="$(rss_max "$SC" 30)"
+rss_scale="$(rss_max scale-op "$SC" 30)"
 pods="$(kubectl get pods -A --no-headers | wc -l)"
-echo "{\"bench\": \"memory\", \"case\": \"watching $pods pods, 11 StatefulSets, 101 DBUs cluster-wide ($seen of 100 scale DBUs reconciled)\", \"rss_kib\": $rss_scale}"
+echo "{\"bench\": \"memory\", \"case\": \"watching $pods pods, 11 StatefulSets, 101 DBUs cluster-wide ($seen of 100 scale DBUs reconciled)\", $rss_scale}"

@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kube-controller-manager (Kubernetes $KUBE_VERSION), etcd ($ETCD_VERSION)
-# and the local kubelet beside this script
+# Builds kube-apiserver, kube-controller-manager (Kubernetes $KUBE_VERSION) and etcd ($ETCD_VERSION)
 # from the Go module proxy, through the wrapper modules beside this script, and caches them by
 # version outside the repository. A second run finds them and builds nothing.
 # Prints the folder holding the three binaries.
@@ -12,19 +11,8 @@ CACHE="${DBU_CACHE:-$HOME/.cache/dovecot-upgrade-operator}"
 BIN="$CACHE/control-plane/kube-$KUBE_VERSION-etcd-$ETCD_VERSION"
 log() { echo "build-control-plane: $*" >&2; }
 
-# our own kubelet: cached by the hash of its sources, next to the control plane
-kubelet_hash="$(cat "$here"/kubelet/go.mod "$here"/kubelet/go.sum "$here"/kubelet/*.go | sha256sum | cut -c1-16)"
-KUBELET="$CACHE/local-kubelet/$kubelet_hash/local-kubelet"
-if [[ ! -x "$KUBELET" ]]; then
-  log "building the local kubelet ($kubelet_hash)"
-  mkdir -p "$(dirname "$KUBELET")"
-  (cd "$here/kubelet" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -o "$KUBELET.tmp" .)
-  mv "$KUBELET.tmp" "$KUBELET"
-fi
-
 if [[ -x "$BIN/kube-apiserver" && -x "$BIN/kube-controller-manager" && -x "$BIN/etcd" ]]; then
   log "reusing $BIN"
-  ln -sf "$KUBELET" "$BIN/local-kubelet"
   echo "$BIN"
   exit 0
 fi
@@ -44,6 +32,5 @@ log "building Kubernetes v$KUBE_VERSION (cold: about 11 minutes on 2 cores)"
 log "building etcd v$ETCD_VERSION"
 (cd "$here/etcd" && go build -trimpath -ldflags "-s -w" -o "$BIN.tmp/etcd" go.etcd.io/etcd/server/v3)
 rm -rf "$BIN" && mv "$BIN.tmp" "$BIN"
-ln -sf "$KUBELET" "$BIN/local-kubelet"
 log "built in $(( $(date +%s) - start ))s: $("$BIN/kube-apiserver" --version), etcd $("$BIN/etcd" --version | head -1)"
 echo "$BIN"

@@ -409,9 +409,9 @@ outage_at() { # step: once a backend is at it, the API server stops for 30 s; th
   local row="" now back
   for _ in $(seq 1500); do row="$(where)"; [[ "$row" == *" $1" ]] && break; sleep 0.1; done
   [[ "$row" == *" $1" ]] || { echo "never saw a backend at $1 (last: $row)"; return 1; }
-  NODE=real API_ADDRESS=10.88.0.1 API_PORT=6443 "$here/harness.sh" stop-apiserver "$node"
+  API_ADDRESS=10.88.0.1 API_PORT=6443 "$here/harness.sh" stop-apiserver "$node"
   sleep 30
-  NODE=real API_ADDRESS=10.88.0.1 API_PORT=6443 "$here/harness.sh" start-apiserver "$node" 2>/dev/null
+  API_ADDRESS=10.88.0.1 API_PORT=6443 "$here/harness.sh" start-apiserver "$node" 2>/dev/null
   back="$(date +%s%N)"
   for _ in $(seq 1200); do now="$(where)"; [[ -n "$now" && "$now" != "$row" ]] && break; sleep 0.1; done
   [[ "$now" != "$row" ]] || { echo "still at $row two minutes after the API server returned"; return 1; }

@@ -1,26 +1,22 @@
 #!/usr/bin/env bash
-# A real Kubernetes control plane: etcd, kube-apiserver (own CA, admin client cert, RBAC, audit
-# log) and kube-controller-manager, on 127.0.0.1 with the local kubelet (NODE=local, the default),
-# or, with NODE=real, at $API_ADDRESS inside the real node's network namespace (node.sh): the
-# `kubernetes` Service by lease endpoints, ServiceAccount admission, kubelet client certificates,
-# and the controllers pods of a real node need. node.sh starts the node itself.
+# A real Kubernetes control plane for the real node (node.sh runs this inside its network
+# namespace): etcd on 127.0.0.1, kube-apiserver at $API_ADDRESS (own CA, admin client cert, RBAC
+# with the Node authorizer, ServiceAccount admission, the `kubernetes` Service by lease endpoints,
+# audit log, kubelet client certificates) and kube-controller-manager with the controllers pods
+# on a real node need. node.sh starts the node itself.
 #   harness.sh up DIR     start everything, wait for readiness, write DIR/admin.kubeconfig
 #   harness.sh down DIR   stop what DIR/*.pid name (only if the PID still runs that binary)
 #   harness.sh stop-apiserver DIR / start-apiserver DIR   an API server outage, for tests
-# Nothing here talks to anything but 127.0.0.1; the service range is never connected to.
+# Nothing here talks to anything but 127.0.0.1 and the node's bridge, inside node.sh's namespace.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cmd="${1:?up|down}" dir="${2:?state folder}"
 ETCD_PORT="${ETCD_PORT:-23790}" ETCD_PEER_PORT="${ETCD_PEER_PORT:-23800}"
 API_PORT="${API_PORT:-26443}" KCM_PORT="${KCM_PORT:-20257}"
-NODE="${NODE:-local}" ADDR="${API_ADDRESS:-127.0.0.1}"
-if [[ "$NODE" == real ]]; then
-  real_api=(--endpoint-reconciler-type lease
-    --kubelet-client-certificate "$dir/pki/apiserver-kubelet.crt" --kubelet-client-key "$dir/pki/apiserver-kubelet.key"
-    --kubelet-certificate-authority "$dir/pki/ca.crt")
-else
-  real_api=(--endpoint-reconciler-type none --disable-admission-plugins ServiceAccount)
-fi
+ADDR="${API_ADDRESS:?the API server's address on the node's bridge}"
+real_api=(--endpoint-reconciler-type lease
+  --kubelet-client-certificate "$dir/pki/apiserver-kubelet.crt" --kubelet-client-key "$dir/pki/apiserver-kubelet.key"
+  --kubelet-certificate-authority "$dir/pki/ca.crt")
 log() { echo "harness: $*" >&2; }
 
 stop() {
@@ -73,7 +69,7 @@ fi
 
 if [[ "$cmd" == down ]]; then
   # the kubelet first: it stops its pods gracefully
-  for n in local-kubelet kube-controller-manager kube-apiserver etcd; do stop "$n"; done
+  for n in kube-controller-manager kube-apiserver etcd; do stop "$n"; done
   exit 0
 fi
 
@@ -95,7 +91,6 @@ if [[ ! -f "$pki/ca.crt" ]]; then
   openssl req -x509 -newkey rsa:2048 -nodes -keyout "$pki/ca.key" -subj "/CN=dbu-e2e-ca" -days 2 -out "$pki/ca.crt" 2>/dev/null
   cert apiserver "/CN=kube-apiserver" "IP:$ADDR,IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   cert admin "/O=system:masters/CN=e2e-admin"
-  cert kubelet "/CN=local-kubelet" "IP:127.0.0.1"
   # the real node: its serving cert, its client cert (Node authorizer: system:node:<name>), and
   # the API server's client cert for exec, logs and port-forward through the kubelet
   cert node-serving "/CN=${NODE_NAME:-node-1}" "IP:$ADDR,DNS:${NODE_NAME:-node-1}"
@@ -145,37 +140,15 @@ current-context: e2e
 KC
 log "starting kube-controller-manager"
 controllers=statefulset-controller,garbage-collector-controller,namespace-controller,persistentvolumeclaim-protection-controller
-if [[ "$NODE" == real ]]; then
-  # what pods on a real node need: Services' endpoints, ServiceAccounts and their CA bundle,
-  # Deployments (CoreDNS, the operator), static PVs bound to claims, and node lifecycle (it lifts
-  # the not-ready taint a node registers with)
-  controllers+=,endpointslice-controller,endpointslice-mirroring-controller,serviceaccount-controller,root-ca-certificate-publisher-controller
-  controllers+=,deployment-controller,replicaset-controller,persistentvolume-binder-controller,persistentvolume-protection-controller
-  controllers+=,disruption-controller,ttl-after-finished-controller,job-controller,node-lifecycle-controller,pod-garbage-collector-controller
-  real_kcm=(--root-ca-file "$pki/ca.crt" --service-account-private-key-file "$pki/sa.key" --use-service-account-credentials=false)
-else
-  real_kcm=()
-fi
+# what pods on a real node need: Services' endpoints, ServiceAccounts and their CA bundle,
+# Deployments (CoreDNS, the operator), static PVs bound to claims, and node lifecycle (it lifts
+# the not-ready taint a node registers with)
+controllers+=,endpointslice-controller,endpointslice-mirroring-controller,serviceaccount-controller,root-ca-certificate-publisher-controller
+controllers+=,deployment-controller,replicaset-controller,persistentvolume-binder-controller,persistentvolume-protection-controller
+controllers+=,disruption-controller,ttl-after-finished-controller,job-controller,node-lifecycle-controller,pod-garbage-collector-controller
 "$BIN/kube-controller-manager" --kubeconfig "$kc" --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc" \
-  --controllers "$controllers" "${real_kcm[@]}" \
+  --controllers "$controllers" --root-ca-file "$pki/ca.crt" --service-account-private-key-file "$pki/sa.key" \
   --leader-elect=false --bind-address 127.0.0.1 --secure-port "$KCM_PORT" \
   > "$dir/logs/kube-controller-manager.log" 2>&1 &
 echo $! > "$dir/kube-controller-manager.pid"
-if [[ "$NODE" == real ]]; then
-  log "ready: $("$BIN/kube-apiserver" --version); KUBECONFIG=$kc (node.sh starts the node)"
-  exit 0
-fi
-log "starting the local kubelet (node local, kubelet API on 127.0.0.1:${KUBELET_PORT:-10250})"
-"$BIN/local-kubelet" --kubeconfig "$kc" --node-name local --state "$dir/kubelet" \
-  --listen "127.0.0.1:${KUBELET_PORT:-10250}" --tls-cert "$pki/kubelet.crt" --tls-key "$pki/kubelet.key" \
-  --ip-prefix "${POD_IP_PREFIXES:-backend=127.0.50,director=127.0.51}" \
-  > "$dir/logs/local-kubelet.log" 2>&1 &
-echo $! > "$dir/local-kubelet.pid"
-for i in $(seq 60); do
-  if KUBECONFIG="$kc" "${KUBECTL:-kubectl}" get node local -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -q True; then
-    break
-  fi
-  [[ $i == 60 ]] && { log "node not ready"; tail -20 "$dir/logs/local-kubelet.log" >&2; exit 1; }
-  sleep 0.5
-done
-log "ready: $("$BIN/kube-apiserver" --version); KUBECONFIG=$kc"
+log "ready: $("$BIN/kube-apiserver" --version); KUBECONFIG=$kc (node.sh starts the node)"

@@ -1,4 +1,4 @@
-# Shared by tests/e2e/e2e.sh and benches/cluster.sh: the steps that set up the example mail system
+# Shared by tests/e2e/e2e.sh, tests/e2e/real-node.sh and benches/cluster.sh: the steps that set up the example mail system
 # on the harness. Expects $NS, $state and $here (tests/e2e) to be set, and KUBECONFIG exported.
 
 # the operator's kubeconfig, on a TokenRequest token of the chart's ServiceAccount
@@ -22,10 +22,6 @@ current-context: e2e
 KC
 }
 
-apply_local_examples() { # the emulated node runs no images: the supervisor comes as a ConfigMap
-  kubectl -n "$NS" create cm dovecot-supervisor --from-file=supervisor.sh="$here/../../deploy/images/dovecot/supervisor.sh" \
-    --dry-run=client -o yaml | kubectl apply -f - >/dev/null && kubectl apply -k "$here/overlay"
-}
 ready_pods() { # the StatefulSet controller creates backends one by one: wait for all five
   for _ in $(seq 240); do
     [[ "$(kubectl -n "$NS" get pods -l 'app in (dovecot-backend,dovecot-director)' \

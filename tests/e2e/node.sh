@@ -3,8 +3,8 @@
 # this script creates: nothing it starts can reach or be reached from outside the machine.
 #   node.sh run DIR CMD...   set everything up, run CMD inside (KUBECONFIG exported), tear down
 # Inside: lo, a bridge cni0 10.88.0.1/24 with no uplink, route or NAT off it; etcd, kube-apiserver
-# (at 10.88.0.1, the `kubernetes` Service 10.96.0.1) and kube-controller-manager (harness.sh
-# NODE=real), kube-scheduler; containerd with Debian's runc and CNI bridge plugin, kubelet and kube-proxy
+# (at 10.88.0.1, the `kubernetes` Service 10.96.0.1) and kube-controller-manager (harness.sh),
+# kube-scheduler; containerd with Debian's runc and CNI bridge plugin, kubelet and kube-proxy
 # (iptables), CoreDNS as a pod behind 10.96.0.10; the images imported from OCI archives ($IMAGES,
 # a folder of *.tar) with no registry. Teardown deletes the pods (so their PID 1 gets SIGTERM),
 # stops everything, and removes the cgroups; the namespaces die with their last process.
@@ -71,7 +71,7 @@ teardown() {
     for t in $(ctr_ -n k8s.io tasks ls -q 2>/dev/null); do ctr_ -n k8s.io tasks kill -s KILL "$t" >/dev/null 2>&1; done
   fi
   [[ -f "$dir/containerd.pid" ]] && kill "$(cat "$dir/containerd.pid")" 2>/dev/null
-  NODE=real API_ADDRESS="$ADDR" "$here/harness.sh" down "$dir"
+  API_ADDRESS="$ADDR" "$here/harness.sh" down "$dir"
   # the shims and anything else still here die with this PID namespace; mounts with its mount namespace
   exit $rc
 }
@@ -80,7 +80,7 @@ trap teardown EXIT
 ctr_() { ctr --address "$dir/containerd/containerd.sock" "$@"; }
 crictl_ps() { ctr_ -n k8s.io tasks ls -q 2>/dev/null; }
 
-NODE=real API_ADDRESS="$ADDR" NODE_NAME="$NODE_NAME" API_PORT=6443 "$here/harness.sh" up "$dir"
+API_ADDRESS="$ADDR" NODE_NAME="$NODE_NAME" API_PORT=6443 "$here/harness.sh" up "$dir"
 export KUBECONFIG="$dir/admin.kubeconfig"
 pki="$dir/pki"
 

@@ -301,7 +301,7 @@ for line in open(sys.argv[2]):
     if a.get("user", {}).get("username") == sa and a.get("stage") == "ResponseComplete":
         r = a.get("objectRef", {})
         req[a["verb"] + " " + r.get("resource", "") + ("/" + r["subresource"] if r.get("subresource") else "")] += 1
-print(json.dumps({"bench": "realnode", "kind": "rest", "rss_kib": int(sys.argv[3]) // 1024,
+print(json.dumps({"bench": "realnode", "kind": "rest", "cgroup_kib": int(sys.argv[3]) // 1024,
                   "traffic": sys.argv[4], "requests": dict(sorted(req.items()))}))
 PY
 fi
