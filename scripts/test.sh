@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/install-tools.sh)"
 
-step() { echo; echo "==> $*"; }
+step() { echo; echo "==> $* (at ${SECONDS}s)"; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -60,3 +60,4 @@ tests/e2e/e2e.sh
 
 step "end-to-end on a real node (kubelet, containerd, runc, CNI, kube-proxy, CoreDNS; its own network namespace): a genuine Dovecot version upgrade"
 tests/e2e/real-node.sh
+echo "test.sh: all checks passed in ${SECONDS}s"

@@ -385,8 +385,16 @@ check "... and still waits for approval" reason_is backend-rollout Ready Awaitin
 check "approve the revision by annotation" \
   kubectl -n "$NS" annotate dbu backend-rollout "mailops.io/approve=$(target_rev)"
 check "... and op-b finishes: kubectl wait --for=condition=Ready" kubectl -n "$NS" wait --for=condition=Ready dbu/backend-rollout --timeout=300s
-acted_b() { kubectl -n "$NS" logs "$(holder)" | grep -q '"reason":"StepStarted"'; }
-check "... with steps done by the new leader" acted_b
+acted_b() { # the killed leader's pod is gone: any step in the others' logs (this container's or a
+  # restarted one's) was taken by a new leader
+  local p
+  for p in $(op_pods); do
+    [[ "$p" != "$A" ]] || return 1
+    { kubectl -n "$NS" logs "$p" --previous 2>/dev/null; kubectl -n "$NS" logs "$p"; } | grep -q '"reason":"StepStarted"' && return 0
+  done
+  return 1
+}
+check "... with steps done by a new leader" acted_b
 at_rev3() {
   for b in 0 1 2; do
     [[ "$(kubectl -n "$NS" exec "backend-$b" -- doveconf -h login_greeting)" == "e2e revision 3" ]] || { echo "backend-$b"; return 1; }

@@ -32,6 +32,17 @@ if [[ "$cmd" == run ]]; then
   # --pid with --fork: when the inner script ends, the kernel kills whatever it left behind
   unshare --net --mount --pid --fork --mount-proc --propagation private "$0" inside "$dir" "$@" || rc=$?
   remove_cgroups
+  # nothing may outlive the run: processes, mounts, cgroups, network namespaces, bridges
+  left=""
+  # (what ran inside names files under "$dir/"; this script's own command line names only "$dir")
+  procs="$(pgrep -f "$dir/" | tr '\n' ' ' || true)"
+  [[ -n "$procs" ]] && left+=" processes ($procs)"
+  grep -q " $dir" /proc/self/mountinfo && left+=" mounts"
+  ls -d /sys/fs/cgroup/*/"$CGROUP" >/dev/null 2>&1 && left+=" cgroups"
+  ip link show cni0 >/dev/null 2>&1 && left+=" a bridge in the host's namespace"
+  [[ -e /run/containerd ]] && left+=" /run/containerd"
+  ls /run/netns 2>/dev/null | grep -q '^cni-' && left+=" network namespaces"
+  if [[ -n "$left" ]]; then echo "not ok - node teardown left:$left"; rc=1; else echo "ok - node teardown left no processes, mounts, cgroups, namespaces or bridges"; fi
   exit $rc
 fi
 [[ "$cmd" == inside ]] || { echo "usage: node.sh run DIR CMD..." >&2; exit 2; }

@@ -20,15 +20,6 @@ if [[ "${1:-}" != inside ]]; then
   export CGROUP="dbu-e2e-node-$$"
   rc=0
   IMAGES="$state/oci" "$here/node.sh" run "$state/node" "$0" inside "$state" || rc=$?
-  # nothing may outlive the run: processes, mounts, cgroups, namespaces, bridges
-  left=""
-  pgrep -f "$state/node" >/dev/null && left+=" processes"
-  grep -q "$state" /proc/self/mountinfo && left+=" mounts"
-  ls -d /sys/fs/cgroup/*/"$CGROUP" 2>/dev/null | grep -q . && left+=" cgroups"
-  ip link show cni0 >/dev/null 2>&1 && left+=" bridge"
-  ip netns list 2>/dev/null | grep -q cni- && left+=" netns"
-  [[ -e /run/containerd ]] && left+=" /run/containerd"
-  if [[ -n "$left" ]]; then echo "not ok - teardown left:$left"; rc=1; else echo "ok - teardown left no processes, mounts, cgroups or bridges"; fi
   rm -rf "$state"
   exit $rc
 fi
@@ -259,6 +250,19 @@ sys.exit(0 if len(good) >= 3 else 1)
 PY
 }
 check "graceful termination reached the supervisor of each replaced pod (exit 0, its message)" terminated
+ready_of() { k get pod "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status} {.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].state.running.startedAt}'; }
+readiness_follows() { # stop Dovecot in a backend: NotReady, the same container running on; start it: Ready
+  local before; before="$(ready_of backend-2)"
+  [[ "$before" == "True 0 "* ]] || { echo "before: $before"; return 1; }
+  k exec backend-2 -- doveadm stop
+  for _ in $(seq 60); do [[ "$(ready_of backend-2)" == "False 0 ${before#True 0 }" ]] && break; sleep 0.5; done
+  [[ "$(ready_of backend-2)" == "False 0 ${before#True 0 }" ]] || { echo "after stop: $(ready_of backend-2)"; return 1; }
+  # dovecot daemonizes: its master must not hold the exec's streams open; it logs to PID 1's
+  k exec backend-2 -- sh -c 'exec dovecot </dev/null >/proc/1/fd/1 2>/proc/1/fd/2'
+  for _ in $(seq 60); do [[ "$(ready_of backend-2)" == "$before" ]] && return 0; sleep 0.5; done
+  echo "after start: $(ready_of backend-2)"; return 1
+}
+check "readiness follows Dovecot: doveadm stop makes the pod NotReady with its container running on; dovecot makes it Ready" readiness_follows
 logs_json() { k logs "$(operator_pods | head -1)" --tail=50 | python3 -c 'import json,sys; [json.loads(l) for l in sys.stdin if l.strip()]'; }
 check "kubectl logs shows the operator's JSON logs" logs_json
 metrics() {
