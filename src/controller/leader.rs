@@ -12,9 +12,12 @@ use super::run::run;
 pub enum LeaderError {
     #[error("leader election: {0}")]
     Lease(#[from] kube_lease_manager::LeaseManagerError),
-    /// Another replica holds the Lease now; the caller ends the process.
+    /// Another replica holds the Lease now (or it could not be renewed); campaign again.
     #[error("lost the leader lease")]
     Lost,
+    /// The lease manager ended (the API server went away); campaign again.
+    #[error("the lease manager stopped")]
+    Stopped,
 }
 
 impl LeaderError {
@@ -22,6 +25,7 @@ impl LeaderError {
         match self {
             LeaderError::Lease(_) => "lease",
             LeaderError::Lost => "lease_lost",
+            LeaderError::Stopped => "lease_stopped",
         }
     }
 }
@@ -57,10 +61,23 @@ async fn release(task: LeaseTask) -> Result<(), kube_lease_manager::LeaseManager
     }
 }
 
+/// Ends a lease task before another campaign: a release that cannot reach the API server is
+/// given up after 5 s (the Lease then expires by itself).
+async fn end(task: LeaseTask) {
+    let abort = task.abort_handle();
+    if tokio::time::timeout(std::time::Duration::from_secs(5), release(task))
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
+}
+
 /// Runs the controller only while this replica holds the Lease: a replica that is not the
-/// leader never writes or execs. Losing the Lease stops the controller at once and returns
-/// `LeaderError::Lost`, on which the caller ends the process (a step cut short is safe to run
-/// again: its intent is in status); a graceful stop releases the Lease for the next leader.
+/// leader never writes or execs. Losing the Lease (or not reaching the API server to campaign)
+/// stops the controller at once and campaigns again in the same process: a step cut short is
+/// safe to run again (its intent is in status), and exiting instead would add the kubelet's
+/// CrashLoop backoff to every API outage. A graceful stop releases the Lease for the next leader.
 pub async fn run_elected(
     client: Client,
     opts: Options,
@@ -71,6 +88,28 @@ pub async fn run_elected(
         run(client, opts, metrics).await;
         return Ok(());
     };
+    loop {
+        match campaign(client.clone(), opts.clone(), &e, metrics.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(err) => {
+                tracing::warn!(error = %err, category = err.category(), "campaigning for the leader lease again in 2 s");
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                    _ = shutdown_signal() => return Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// One campaign: wait for the Lease, run the controller while it is held. `Ok` on a graceful
+/// stop; `Err` when the Lease was lost or could not be campaigned for.
+async fn campaign(
+    client: Client,
+    opts: Options,
+    e: &Election,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> Result<(), LeaderError> {
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
         .with_namespace(&e.namespace)
         .with_identity(&e.identity)
@@ -84,8 +123,8 @@ pub async fn run_elected(
         tokio::select! {
             changed = leader.changed() => {
                 if changed.is_err() {
-                    tracing::error!("the lease manager stopped");
-                    return Ok(release(task).await?);
+                    end(task).await;
+                    return Err(LeaderError::Stopped);
                 }
             }
             _ = shutdown_signal() => {
@@ -107,7 +146,10 @@ pub async fn run_elected(
             tracing::info!("controller stopped; releasing the leader lease");
         }
         _ = lost => {
-            tracing::error!("lost the leader lease; stopping so that nothing acts without it");
+            tracing::error!("lost the leader lease; the controller stopped so that nothing acts without it");
+            // the lease task must end before the next campaign starts another
+            drop(leader);
+            end(task).await;
             return Err(LeaderError::Lost);
         }
     }

@@ -407,10 +407,12 @@ check "mail is still intact through both directors" mail_intact
 # Part D: the API server goes away for 30 s at StopDovecot, Replace and Verify. After each return
 # the rollout moves on within seconds (plus backoff), and no step command runs more than once
 # more than it normally does (the exec calls are counted in the audit log).
-check "back to one replica (a lost Lease ends the process; the kubelet restarts its container)" scale_operator 1
+check "back to one replica (a lost Lease stops its controller; it campaigns again in the same process)" scale_operator 1
 check "supervised mode off again" \
   kubectl -n "$NS" patch dbu backend-rollout --type merge -p '{"spec":{"canary":{"supervised":false}}}'
 audit_from=$(($(wc -l < "$audit") + 1))
+restarts() { kubectl -n "$NS" get pods -l "$OPSEL" -o jsonpath='{range .items[*]}{.metadata.name}={.status.containerStatuses[0].restartCount}{" "}{end}'; }
+restarts_before="$(restarts)"
 check "another config change: revision 4" roll_config "e2e revision 4" 4
 where() { kubectl -n "$NS" get dbu backend-rollout -o jsonpath='{.status.current} {.status.step}' 2>/dev/null; }
 outage_at() { # step: once a backend is at it, the API server stops for 30 s; then how long to move on
@@ -431,6 +433,8 @@ check "... at Verify" outage_at Verify
 t_back="$(date +%s)"
 check "... and the rollout completes: kubectl wait --for=condition=Ready" kubectl -n "$NS" wait --for=condition=Ready dbu/backend-rollout --timeout=300s
 echo "ready $(( $(date +%s) - t_back )) s after the last outage ended" >> "$state/outages"
+same_process() { [[ "$(restarts)" == "$restarts_before" ]] || { echo "before: $restarts_before after: $(restarts)"; return 1; }; }
+check "... the operator rode out the outages in its own process (no container restart, no CrashLoop backoff)" same_process
 sed 's/^/#   /' "$state/outages"
 few_execs() { # every command that changes something ran at most its normal count plus one retry
   python3 "$here/execs.py" "$audit" "$audit_from" > "$state/execs"
