@@ -13,10 +13,10 @@ TOOLS="$CACHE/tools/kubectl-layer-v35-$KUBECTL_LAYER_VERSION"
 
 log() { echo "install-tools: $*" >&2; }
 
+APT_PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd python3-yaml runc containernetworking-plugins iptables conntrack mmdebstrap)
+installed() { dpkg-query -W -f '${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 need_apt=()
-for p in dovecot-core dovecot-imapd dovecot-lmtpd python3-yaml runc containernetworking-plugins iptables conntrack mmdebstrap; do
-  dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$p")
-done
+for p in "${APT_PACKAGES[@]}"; do installed "$p" || need_apt+=("$p"); done
 for cmd in nsenter:util-linux unshare:util-linux find:findutils lua5.1:lua5.1 openssl:openssl python3:python3 curl:curl; do
   command -v "${cmd%%:*}" >/dev/null || need_apt+=("${cmd##*:}")
 done
@@ -25,6 +25,9 @@ if ((${#need_apt[@]})); then
   apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >&2
 fi
+# whatever apt said: the real-Dovecot tests and the node cannot run without these
+for p in "${APT_PACKAGES[@]}"; do installed "$p" || { log "$p is not installed"; exit 1; }; done
+for b in dovecot doveadm runc mmdebstrap; do command -v "$b" >/dev/null || { log "$b is not on PATH"; exit 1; }; done
 # the package's postinst may start a system Dovecot where an init system exists; the lab runs its own
 if command -v systemctl >/dev/null && systemctl is-active --quiet dovecot 2>/dev/null; then
   systemctl stop dovecot >&2 || true
