@@ -12,40 +12,24 @@ cd "$here/../.."
 NS=mail
 if [[ "${1:-}" != inside ]]; then
   eval "$(scripts/install-tools.sh 2>/dev/null)"
-  state="$(mktemp -d /tmp/dbu-bench-XXXXXX)"
-  "$here/build-images.sh" "$state/oci" >/dev/null
-  export CGROUP="dbu-bench-node-$$"
-  rc=0
-  IMAGES="$state/oci" "$here/node.sh" run "$state/node" "$0" inside "$state" || rc=$?
-  rm -rf "$state"
-  exit $rc
+  exec "$here/node.sh" suite "$0"
 fi
 state="$2"
-node="$state/node"
-export KUBECONFIG="$node/admin.kubeconfig" PKI="$node/pki"
 source "$here/lib.sh"
 log() { echo "bench-cluster: $*" >&2; }
-pod_rss_kib() { # namespace pod: its container's resident memory, from its memory cgroup
-  local uid cid cg
-  uid="$(kubectl -n "$1" get pod "$2" -o jsonpath='{.metadata.uid}')"
-  cid="$(kubectl -n "$1" get pod "$2" -o jsonpath='{.status.containerStatuses[0].containerID}')"; cid="${cid#containerd://}"
-  cg="$(find /sys/fs/cgroup/memory/ -type d -path "*pod$uid/$cid" | head -1)"
-  echo "$cg" > "$state/cg-$2"
-}
 # the largest over $3 seconds, as JSON: the process's VmRSS (what earlier figures measured: it
 # counts the binary's pages too) and its cgroup's rss + mapped_file (the pages charged to the
 # container: anonymous memory, and file pages it faulted in first)
-rss_max() {
-  pod_rss_kib "$1" "$2"
-  local m=0 c=0 v w cg pid; cg="$(cat "$state/cg-$2")"; pid="$(head -1 "$cg/cgroup.procs")"
+rss_max() { # namespace pod seconds
+  local m=0 c=0 v w cg pid
+  cg="$(pod_cgroup "$1" "$2")"; pid="$(head -1 "$cg/cgroup.procs")"
   for _ in $(seq "$(($3 * 4))"); do
-    v="$(awk '$1=="rss" || $1=="mapped_file" {n += $2} END {print int(n / 1024)}' "$cg/memory.stat")"
+    v="$(cgroup_kib "$cg")"
     w="$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")"
     ((v > c)) && c=$v; ((w > m)) && m=$w; sleep 0.25
   done
   echo "\"rss_kib\": $m, \"cgroup_kib\": $c"
 }
-op_pod() { kubectl -n "$1" get pods -l app.kubernetes.io/name=dovecot-upgrade-operator --field-selector status.phase=Running -o jsonpath='{.items[0].metadata.name}'; }
 audit_lines() { wc -l < "$node/logs/audit.log"; }
 sa="system:serviceaccount:$NS:dbu"
 # requests by the operator between two audit line numbers, as {"verb resource/subresource": n}
@@ -74,7 +58,7 @@ PARTS="${CLUSTER_PARTS:-rollout scale}"
 if [[ "$PARTS" == *rollout* ]]; then
 # --- the operator: the chart's pod (one replica), from its image
 kubectl -n "$NS" rollout status deploy/dbu --timeout=120s >/dev/null
-OP="$(op_pod "$NS")"
+OP="$(op_pods | head -1)"
 sleep 3
 log "idle, no DBU: sampling the memory of $OP for 10 s"
 rss_idle="$(rss_max "$NS" "$OP" 10)"
@@ -154,7 +138,7 @@ for _ in $(seq 600); do
 done
 helm install scale charts/dovecot-upgrade-operator -n scale-op --create-namespace --set clusterWide=true \
   --set replicaCount=1 --wait --timeout 3m >/dev/null
-SC="$(op_pod scale-op)"
+SC="$(NS=scale-op op_pods | head -1)"
 log "waiting for the cluster-wide operator to reconcile 100 DBUs"
 for _ in $(seq 300); do
   [[ "$(kubectl get dbu -n scale -o jsonpath='{range .items[*]}{.status.observedGeneration}{"\n"}{end}' | grep -c 1)" -ge 100 ]] && break

@@ -9,10 +9,7 @@ packages listed in deploy/images/dovecot/packages from the version's suite, supe
 The image is named NAME (default docker.io/library/dbu-dovecot:VERSION) for containerd's import.
 After the build it runs `dovecot --version` in the root and refuses a version other than asked.
 """
-import json
 import os
-import re
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -27,16 +24,10 @@ MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
 
 
 def recipe():
-    text = open(os.path.join(RECIPE, "Containerfile")).read().replace("\\\n", " ")
-    labels = {}
-    for body in re.findall(r"^LABEL (.+)$", text, re.M):
-        for item in shlex.split(body):
-            k, v = item.split("=", 1)
-            labels[k] = v
-    entry = json.loads(re.search(r"^ENTRYPOINT (\[.+\])$", text, re.M).group(1))
-    copies = dict((src, dst) for src, dst in re.findall(r"^COPY (\S+) (\S+)$", text, re.M))
+    cf = oci.containerfile(os.path.join(RECIPE, "Containerfile"))
+    copies = {src: dst for src, dst, _ in cf["copies"]}
     packages = [l.strip() for l in open(os.path.join(RECIPE, "packages")) if l.strip() and not l.startswith("#")]
-    return labels, entry, copies["supervisor.sh"], packages
+    return cf["labels"], cf["entrypoint"], copies["supervisor.sh"], packages
 
 
 def build(version, out, name):

@@ -7,10 +7,34 @@ archive is what `ctr -n k8s.io images import` takes; containerd names the image 
 import hashlib
 import io
 import json
+import re
+import shlex
 import tarfile
 
 # a fixed time keeps archives byte-for-byte reproducible
 EPOCH = 0
+
+
+def containerfile(path):
+    """What the image builders take from a Containerfile's final stage (ARG defaults expanded):
+    LABELs, USER (None if unset), ENTRYPOINT, and COPYs as (source, destination, --from stage)."""
+    text = open(path).read().replace("\\\n", " ")
+    final = text[text.rindex("\nFROM ") :] if "\nFROM " in text else text
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)", final, re.M))
+    expand = lambda v: re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), v)
+    labels = {}
+    for body in re.findall(r"^LABEL (.+)$", final, re.M):
+        for item in shlex.split(body):
+            k, v = item.split("=", 1)
+            labels[k] = expand(v)
+    user = re.search(r"^USER (\S+)$", final, re.M)
+    copies = [(src, dst, stage or None) for stage, src, dst in re.findall(r"^COPY (?:--from=(\S+) )?(\S+) (\S+)$", final, re.M)]
+    return {
+        "labels": labels,
+        "user": user.group(1) if user else None,
+        "entrypoint": json.loads(re.search(r"^ENTRYPOINT (\[.+\])$", final, re.M).group(1)),
+        "copies": copies,
+    }
 
 
 def add_bytes(tar, dst, data, mode=0o644):

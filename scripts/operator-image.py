@@ -13,10 +13,8 @@ the `io.containerd.image.name` annotation on `ctr -n k8s.io images import`.
 """
 import hashlib
 import io
-import json
 import os
 import re
-import shlex
 import subprocess
 import sys
 import tarfile
@@ -49,20 +47,10 @@ def chart_image():
 
 
 def containerfile():
-    """USER, ENTRYPOINT and LABELs of the Containerfile's final stage (ARG defaults expanded)."""
-    text = open(CONTAINERFILE).read().replace("\\\n", " ")
-    final = text[text.rindex("\nFROM ") :]
-    args = dict(re.findall(r"^ARG (\w+)=(\S+)", final, re.M))
-    expand = lambda s: re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), s)
-    labels = {}
-    for body in re.findall(r"^LABEL (.+)$", final, re.M):
-        for item in shlex.split(body):
-            k, v = item.split("=", 1)
-            labels[k] = expand(v)
-    user = re.search(r"^USER (\S+)$", final, re.M).group(1)
-    entry = json.loads(re.search(r"^ENTRYPOINT (\[.+\])$", final, re.M).group(1))
-    copied = re.findall(r"^COPY --from=build \S+ (\S+)$", final, re.M)
-    return {"labels": labels, "user": user, "entrypoint": entry, "copied": copied}
+    """USER, ENTRYPOINT, LABELs and what is copied from the build stage, of the Containerfile."""
+    cf = oci.containerfile(CONTAINERFILE)
+    cf["copied"] = [dst for _, dst, stage in cf["copies"] if stage == "build"]
+    return cf
 
 
 def libraries(binary):

@@ -5,7 +5,7 @@
 # Prints the folder holding the three binaries.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-KUBE_VERSION="$(awk '$1=="require" && $2=="k8s.io/kubernetes" {sub(/^v/,"",$3); print $3}' "$here/kube/go.mod")"
+source "$here/kube-build.sh"
 ETCD_VERSION="$(awk '$1=="require" && $2=="go.etcd.io/etcd/server/v3" {sub(/^v/,"",$3); print $3}' "$here/etcd/go.mod")"
 CACHE="${DBU_CACHE:-$HOME/.cache/dovecot-upgrade-operator}"
 BIN="$CACHE/control-plane/kube-$KUBE_VERSION-etcd-$ETCD_VERSION"
@@ -19,15 +19,9 @@ fi
 command -v go >/dev/null || { log "go is required"; exit 1; }
 mkdir -p "$BIN.tmp"
 export CGO_ENABLED=0 GOFLAGS=-mod=mod
-minor="${KUBE_VERSION#*.}"; minor="${minor%%.*}"
-ldflags="-s -w"
-# unstamped binaries say v0.0.0-master, and Helm refuses charts with a kubeVersion constraint
-for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-  ldflags+=" -X $p.gitVersion=v$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
-done
 start=$(date +%s)
 log "building Kubernetes v$KUBE_VERSION (cold: about 11 minutes on 2 cores)"
-(cd "$here/kube" && go build -trimpath -ldflags "$ldflags" -o "$BIN.tmp/" \
+(cd "$here/kube" && go build -trimpath -ldflags "$(kube_ldflags)" -o "$BIN.tmp/" \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager)
 log "building etcd v$ETCD_VERSION"
 (cd "$here/etcd" && go build -trimpath -ldflags "-s -w" -o "$BIN.tmp/etcd" go.etcd.io/etcd/server/v3)

@@ -8,7 +8,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 CONTAINERD_VERSION=2.3.7 COREDNS_VERSION=1.15.0
-KUBE_VERSION="$(awk '$1=="require" && $2=="k8s.io/kubernetes" {sub(/^v/,"",$3); print $3}' "$here/kube/go.mod")"
+source "$here/kube-build.sh"
 CACHE="${DBU_CACHE:-$HOME/.cache/dovecot-upgrade-operator}"
 BIN="$CACHE/node/kube-$KUBE_VERSION-containerd-$CONTAINERD_VERSION-coredns-$COREDNS_VERSION"
 log() { echo "build-node: $*" >&2; }
@@ -18,14 +18,9 @@ if [[ $have == 1 ]]; then log "reusing $BIN"; echo "$BIN"; exit 0; fi
 command -v go >/dev/null || { log "go is required"; exit 1; }
 rm -rf "$BIN.tmp" && mkdir -p "$BIN.tmp"
 export CGO_ENABLED=0 GOFLAGS=-mod=mod
-minor="${KUBE_VERSION#*.}"; minor="${minor%%.*}"
-ldflags="-s -w"
-for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-  ldflags+=" -X $p.gitVersion=v$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
-done
 start=$(date +%s)
 log "building kubelet, kube-proxy and kube-scheduler v$KUBE_VERSION"
-(cd "$here/kube" && go build -trimpath -ldflags "$ldflags" -o "$BIN.tmp/" k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kube-scheduler)
+(cd "$here/kube" && go build -trimpath -ldflags "$(kube_ldflags)" -o "$BIN.tmp/" k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kube-scheduler)
 log "building containerd v$CONTAINERD_VERSION (CGO off: overlayfs, no btrfs, as upstream builds the shim)"
 # `go install pkg@version` builds exactly the module's own go.mod, outside any wrapper
 (cd / && GOBIN="$BIN.tmp" go install -trimpath -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=v$CONTAINERD_VERSION" \

@@ -13,31 +13,18 @@ NS=mail
 
 if [[ "${1:-}" != inside ]]; then
   eval "$(scripts/install-tools.sh)"
-  state="$(mktemp -d /tmp/dbu-e2e-XXXXXX)"
-  "$here/build-images.sh" "$state/oci" >/dev/null
   cargo build --locked --quiet   # the plan CLI runs from the host side of the test
-  export CGROUP="dbu-e2e-node-$$"
-  rc=0
-  IMAGES="$state/oci" "$here/node.sh" run "$state/node" "$0" inside "$state" || rc=$?
-  rm -rf "$state"
-  exit $rc
+  exec "$here/node.sh" suite "$0"
 fi
 
 state="$2"
-node="$state/node"
-audit="$node/logs/audit.log"
 mkdir -p "$state/logs"
-export KUBECONFIG="$node/admin.kubeconfig" PKI="$node/pki"
-
-pass=0 fail=0
-ok() { pass=$((pass + 1)); echo "ok $((pass + fail)) - $1"; }
-not_ok() { fail=$((fail + 1)); echo "not ok $((pass + fail)) - $1"; }
-check() { local name="$1"; shift; if "$@" > "$state/last.out" 2>&1; then ok "$name"; else not_ok "$name"; sed 's/^/#   /' "$state/last.out" | tail -15; fi; }
+# shared steps and checks (operator pods and Lease, operator kubeconfig, example pods, config changes)
+source "$here/lib.sh"
+audit="$node/logs/audit.log"
 trap 'if ((fail > 0)); then save_logs; echo "# --- tail of the operator logs"; tail -20 "$state/logs/operator.log" | sed "s/^/#   /"; fi' EXIT
 
-# the operator is the chart's Deployment: its pods, their logs (kept across restarts), metrics
-OPSEL=app.kubernetes.io/name=dovecot-upgrade-operator
-op_pods() { kubectl -n "$NS" get pods -l "$OPSEL" --field-selector status.phase=Running -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}'; }
+# the operator's logs (kept across restarts), scaling, metrics
 save_logs() { # kubectl logs of every operator pod (and its previous container), before it goes
   local p
   for p in $(kubectl -n "$NS" get pods -l "$OPSEL" -o name 2>/dev/null); do
@@ -57,9 +44,6 @@ scale_operator() { # replicas: wait until exactly that many pods run and are Rea
 stop_operator() { save_logs; scale_operator 0; }
 start_operator() { scale_operator 1; }
 scrape() { curl -fsS "http://$(pod_ip "$1"):8080$2"; }
-
-# shared set-up steps (operator kubeconfig, example pods, config changes)
-source "$here/lib.sh"
 
 # Part A: install, RBAC, stalls, admission, restart, delete (a StatefulSet whose image no
 # registry serves: its pods never run)
@@ -353,7 +337,6 @@ check "kubectl logs: JSON lines with dbu, backend and step" json_logs
 
 # Part C: two replicas elect a leader through a Lease; only the leader acts; killing it hands over;
 # supervised mode stops after the canary until the revision is approved by annotation
-holder() { kubectl -n "$NS" get lease dovecot-upgrade-operator -o jsonpath='{.spec.holderIdentity}' 2>/dev/null; }
 holder_is() { for _ in $(seq 80); do [[ "$(holder)" == "$1" ]] && return 0; sleep 0.5; done; echo "holder: $(holder)"; return 1; }
 A="$(op_pods | head -1)"
 check "the running replica ($A) holds the Lease" holder_is "$A"

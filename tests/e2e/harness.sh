@@ -14,9 +14,6 @@ cmd="${1:?up|down}" dir="${2:?state folder}"
 ETCD_PORT="${ETCD_PORT:-23790}" ETCD_PEER_PORT="${ETCD_PEER_PORT:-23800}"
 API_PORT="${API_PORT:-26443}" KCM_PORT="${KCM_PORT:-20257}"
 ADDR="${API_ADDRESS:?the API server's address on the node's bridge}"
-real_api=(--endpoint-reconciler-type lease
-  --kubelet-client-certificate "$dir/pki/apiserver-kubelet.crt" --kubelet-client-key "$dir/pki/apiserver-kubelet.key"
-  --kubelet-certificate-authority "$dir/pki/ca.crt")
 log() { echo "harness: $*" >&2; }
 
 stop() {
@@ -40,7 +37,9 @@ start_apiserver() { # appends to its log and to the audit log, so a restart keep
     --client-ca-file "$pki/ca.crt" \
     --service-account-issuer https://kubernetes.default.svc \
     --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
-    --authorization-mode Node,RBAC "${real_api[@]}" --service-cluster-ip-range 10.96.0.0/24 \
+    --authorization-mode Node,RBAC --endpoint-reconciler-type lease --service-cluster-ip-range 10.96.0.0/24 \
+    --kubelet-client-certificate "$pki/apiserver-kubelet.crt" --kubelet-client-key "$pki/apiserver-kubelet.key" \
+    --kubelet-certificate-authority "$pki/ca.crt" \
     --kubelet-preferred-address-types InternalIP --allow-privileged=true \
     --audit-policy-file "$dir/audit-policy.yaml" --audit-log-path "$dir/logs/audit.log" \
     >> "$dir/logs/kube-apiserver.log" 2>&1 &

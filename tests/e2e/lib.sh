@@ -1,5 +1,27 @@
-# Shared by tests/e2e/e2e.sh, tests/e2e/real-node.sh and benches/cluster.sh: the steps that set up the example mail system
-# on the harness. Expects $NS, $state and $here (tests/e2e) to be set, and KUBECONFIG exported.
+# Shared by the suites node.sh runs (tests/e2e/e2e.sh, tests/e2e/real-node.sh, benches/cluster.sh):
+# their TAP-style checks, the operator's pods and Lease, cgroup memory, and the steps that set up
+# the example mail system. Sourced inside the node with $NS, $state and $here (tests/e2e) set.
+node="$state/node"
+export KUBECONFIG="$node/admin.kubeconfig" PKI="$node/pki"
+
+pass=0 fail=0
+ok() { pass=$((pass + 1)); echo "ok $((pass + fail)) - $1"; }
+not_ok() { fail=$((fail + 1)); echo "not ok $((pass + fail)) - $1"; }
+check() { local name="$1"; shift; if "$@" > "$state/last.out" 2>&1; then ok "$name"; else not_ok "$name"; sed 's/^/#   /' "$state/last.out" | tail -15; fi; }
+
+# the operator is the chart's Deployment: its Running pods, and who holds its Lease
+OPSEL=app.kubernetes.io/name=dovecot-upgrade-operator
+op_pods() { kubectl -n "$NS" get pods -l "$OPSEL" --field-selector status.phase=Running -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}'; }
+holder() { kubectl -n "$NS" get lease dovecot-upgrade-operator -o jsonpath='{.spec.holderIdentity}' 2>/dev/null; }
+
+# a pod's first container's memory cgroup (v1), and what it is charged: rss + mapped_file, KiB
+pod_cgroup() { # namespace pod
+  local uid cid
+  uid="$(kubectl -n "$1" get pod "$2" -o jsonpath='{.metadata.uid}')"
+  cid="$(kubectl -n "$1" get pod "$2" -o jsonpath='{.status.containerStatuses[0].containerID}')"
+  find /sys/fs/cgroup/memory/ -type d -path "*pod$uid/${cid#containerd://}" | head -1
+}
+cgroup_kib() { awk '$1=="rss" || $1=="mapped_file" {n += $2} END {print int(n / 1024)}' "$1/memory.stat"; }
 
 # the operator's kubeconfig, on a TokenRequest token of the chart's ServiceAccount
 operator_kubeconfig() {

@@ -2,6 +2,8 @@
 # A real Kubernetes node and its control plane inside one network, mount and PID namespace that
 # this script creates: nothing it starts can reach or be reached from outside the machine.
 #   node.sh run DIR CMD...   set everything up, run CMD inside (KUBECONFIG exported), tear down
+#   node.sh suite SCRIPT     a state folder, the images (build-images.sh), `run` of
+#                            `SCRIPT inside STATE` on a node of its own, the folder removed
 # Inside: lo, a bridge cni0 10.88.0.1/24 with no uplink, route or NAT off it; etcd, kube-apiserver
 # (at 10.88.0.1, the `kubernetes` Service 10.96.0.1) and kube-controller-manager (harness.sh),
 # kube-scheduler; containerd with Debian's runc and CNI bridge plugin, kubelet and kube-proxy
@@ -10,7 +12,17 @@
 # stops everything, and removes the cgroups; the namespaces die with their last process.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-cmd="${1:?run}" dir="${2:?state folder}"; shift 2
+cmd="${1:?run|suite}"
+if [[ "$cmd" == suite ]]; then
+  script="${2:?a test script}"
+  state="$(mktemp -d "/tmp/dbu-$(basename "$script" .sh)-XXXXXX")"
+  "$here/build-images.sh" "$state/oci" >/dev/null
+  rc=0
+  CGROUP="dbu-node-$$" IMAGES="$state/oci" "$0" run "$state/node" "$script" inside "$state" || rc=$?
+  rm -rf "$state"
+  exit $rc
+fi
+dir="${2:?state folder}"; shift 2
 NODE_NAME=node-1 ADDR=10.88.0.1 CGROUP="${CGROUP:-dbu-e2e-node}"  # CGROUP: the kubelet's cgroup root, one per run
 log() { echo "node: $*" >&2; }
 
@@ -45,7 +57,7 @@ if [[ "$cmd" == run ]]; then
   if [[ -n "$left" ]]; then echo "not ok - node teardown left:$left"; rc=1; else echo "ok - node teardown left no processes, mounts, cgroups, namespaces or bridges"; fi
   exit $rc
 fi
-[[ "$cmd" == inside ]] || { echo "usage: node.sh run DIR CMD..." >&2; exit 2; }
+[[ "$cmd" == inside ]] || { echo "usage: node.sh run DIR CMD... | node.sh suite SCRIPT" >&2; exit 2; }
 
 NODEBIN="$("$here/build-node.sh")"
 export PATH="$NODEBIN:$PATH"
@@ -72,7 +84,7 @@ teardown() {
     kubectl --kubeconfig "$dir/admin.kubeconfig" delete ns --all --wait=false >/dev/null 2>&1
     kubectl --kubeconfig "$dir/admin.kubeconfig" -n kube-system delete deploy,pod --all --wait=false >/dev/null 2>&1
     for _ in $(seq 60); do
-      [[ -z "$(crictl_ps)" ]] && break
+      [[ -z "$(tasks_left)" ]] && break
       sleep 1
     done
   fi
@@ -89,7 +101,7 @@ teardown() {
 trap teardown EXIT
 
 ctr_() { ctr --address "$dir/containerd/containerd.sock" "$@"; }
-crictl_ps() { ctr_ -n k8s.io tasks ls -q 2>/dev/null; }
+tasks_left() { ctr_ -n k8s.io tasks ls -q 2>/dev/null; }
 
 API_ADDRESS="$ADDR" NODE_NAME="$NODE_NAME" API_PORT=6443 "$here/harness.sh" up "$dir"
 export KUBECONFIG="$dir/admin.kubeconfig"

@@ -14,24 +14,12 @@ NS=mail
 
 if [[ "${1:-}" != inside ]]; then
   eval "$(scripts/install-tools.sh)"
-  state="$(mktemp -d /tmp/dbu-node-XXXXXX)"
-  "$here/build-images.sh" "$state/oci" >/dev/null
-  export PREVIOUS="${PREVIOUS:-$(grep -v '^#' "$here/previous-release")}"
-  export CGROUP="dbu-e2e-node-$$"
-  rc=0
-  IMAGES="$state/oci" "$here/node.sh" run "$state/node" "$0" inside "$state" || rc=$?
-  rm -rf "$state"
-  exit $rc
+  exec "$here/node.sh" suite "$0"
 fi
 
 state="$2"
-node="$state/node"
-pass=0 fail=0
-ok() { pass=$((pass + 1)); echo "ok $((pass + fail)) - $1"; }
-not_ok() { fail=$((fail + 1)); echo "not ok $((pass + fail)) - $1"; }
-check() { local name="$1"; shift; if "$@" > "$state/last.out" 2>&1; then ok "$name"; else not_ok "$name"; sed 's/^/#   /' "$state/last.out" | tail -15; fi; }
-k() { kubectl -n "$NS" "$@"; }
 source "$here/lib.sh"
+k() { kubectl -n "$NS" "$@"; }
 
 # --- the network: nothing leads off the machine
 no_outside() {
@@ -48,18 +36,17 @@ prev_chart="$state/previous/charts/dovecot-upgrade-operator"
 app_version() { awk -F'"' '/^appVersion:/ {print $2}' "$1/Chart.yaml"; }
 check "helm install the chart of ${PREVIOUS:0:7} unchanged (its default image, imported from an OCI archive)" \
   helm install dbu "$prev_chart" -n "$NS" --create-namespace --wait --timeout 3m
-operator_pods() { k get pods -l app.kubernetes.io/name=dovecot-upgrade-operator --field-selector status.phase=Running -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}'; }
 running_image() { # the Deployment's pods, all Running the image of that chart's appVersion
   for _ in $(seq 120); do
-    [[ "$(operator_pods | wc -l)" == 2 && "$(k get pods -l app.kubernetes.io/name=dovecot-upgrade-operator -o name | wc -l)" == 2 ]] &&
+    [[ "$(op_pods | wc -l)" == 2 && "$(k get pods -l app.kubernetes.io/name=dovecot-upgrade-operator -o name | wc -l)" == 2 ]] &&
       [[ "$(k get pods -l app.kubernetes.io/name=dovecot-upgrade-operator -o jsonpath='{range .items[*]}{.status.containerStatuses[0].image}{"\n"}{end}' | sort -u)" == "docker.io/library/dovecot-upgrade-operator:$1" ]] && return 0
     sleep 1
   done
   k get pods -o wide; return 1
 }
 check "two operator pods run the image docker.io/library/dovecot-upgrade-operator:$(app_version "$prev_chart")" running_image "$(app_version "$prev_chart")"
-# the Lease an operator pod holds (the ring locks' Leases name a DBU and backend instead)
-leader() { k get lease -o jsonpath='{range .items[*]}{.spec.holderIdentity}{"\n"}{end}' | grep -Fx -f <(operator_pods) | head -1; }
+# the Lease's holder while it is a Running operator pod (not one just deleted)
+leader() { local h; h="$(holder)"; [[ -n "$h" ]] && op_pods | grep -qx "$h" && echo "$h"; return 0; }
 has_leader() { for _ in $(seq 60); do [[ -n "$(leader)" ]] && return 0; sleep 1; done; return 1; }
 check "one of them holds the Lease" has_leader
 
@@ -263,10 +250,10 @@ readiness_follows() { # stop Dovecot in a backend: NotReady, the same container 
   echo "after start: $(ready_of backend-2)"; return 1
 }
 check "readiness follows Dovecot: doveadm stop makes the pod NotReady with its container running on; dovecot makes it Ready" readiness_follows
-logs_json() { k logs "$(operator_pods | head -1)" --tail=50 | python3 -c 'import json,sys; [json.loads(l) for l in sys.stdin if l.strip()]'; }
+logs_json() { k logs "$(op_pods | head -1)" --tail=50 | python3 -c 'import json,sys; [json.loads(l) for l in sys.stdin if l.strip()]'; }
 check "kubectl logs shows the operator's JSON logs" logs_json
 metrics() {
-  local ip; ip="$(k get pod "$(operator_pods | head -1)" -o jsonpath='{.status.podIP}')"
+  local ip; ip="$(k get pod "$(op_pods | head -1)" -o jsonpath='{.status.podIP}')"
   curl -fsS "http://$ip:8080/metrics" | grep -q '^dbu_'
 }
 check "metrics scraped from the operator pod" metrics
@@ -275,10 +262,8 @@ check "metrics scraped from the operator pod" metrics
 if [[ -n "${MEASURE:-}" ]]; then
   # the leader's resident memory from its container's memory cgroup (v1 memory.stat: rss, the
   # anonymous part, plus mapped_file, its binary and libraries; as VmRSS counts), at rest for 20 s
-  l="$(leader)"; uid="$(k get pod "$l" -o jsonpath='{.metadata.uid}')"
-  cid="$(k get pod "$l" -o jsonpath='{.status.containerStatuses[0].containerID}')"; cid="${cid#containerd://}"
-  cg="$(find /sys/fs/cgroup/memory/ -type d -path "*pod$uid/$cid" | head -1)"
-  rss=0; for _ in $(seq 40); do v="$(awk '$1=="rss" || $1=="mapped_file" {n += $2} END {print n}' "$cg/memory.stat")"; ((v > rss)) && rss=$v; sleep 0.5; done
+  cg="$(pod_cgroup "$NS" "$(leader)")"
+  rss=0; for _ in $(seq 40); do v="$(cgroup_kib "$cg")"; ((v > rss)) && rss=$v; sleep 0.5; done
   kubectl get events.events.k8s.io -n "$NS" -o json > "$state/events.json"
   python3 - "$state/events.json" "$node/logs/audit.log" "$rss" "$(cat "$state/traffic.json.summary")" >> "$MEASURE" <<'PY'
 import collections, datetime, json, sys
@@ -305,7 +290,7 @@ for line in open(sys.argv[2]):
     if a.get("user", {}).get("username") == sa and a.get("stage") == "ResponseComplete":
         r = a.get("objectRef", {})
         req[a["verb"] + " " + r.get("resource", "") + ("/" + r["subresource"] if r.get("subresource") else "")] += 1
-print(json.dumps({"bench": "realnode", "kind": "rest", "cgroup_kib": int(sys.argv[3]) // 1024,
+print(json.dumps({"bench": "realnode", "kind": "rest", "cgroup_kib": int(sys.argv[3]),
                   "traffic": sys.argv[4], "requests": dict(sorted(req.items()))}))
 PY
 fi
