@@ -110,11 +110,26 @@ fn cond<'a>(status: &'a Value, t: &str) -> &'a Value {
 }
 
 #[tokio::test]
-async fn first_reconcile_adds_the_finalizer_and_nothing_else() {
+async fn first_reconcile_acknowledges_then_adds_the_finalizer_and_nothing_else() {
     let (ctx, mut h) = ctx();
-    let obj = dbu(json!({}), json!({}));
+    let obj = dbu(json!({"generation": 1}), json!({}));
     let reply = serde_json::to_value(&obj).unwrap();
     let task = tokio::spawn(async move {
+        // status first: kstatus reads a DBU without status as Current (done)
+        let (uri, body) = expect(
+            &mut h,
+            Method::PATCH,
+            &format!("{DBU_PATH}/status"),
+            reply.clone(),
+        )
+        .await;
+        assert!(uri.contains("fieldManager="), "{uri}");
+        let st = &body["status"];
+        assert_eq!(st["observedGeneration"], 1, "{body}");
+        assert_eq!(cond(st, "Reconciling")["status"], "True", "{body}");
+        assert_eq!(cond(st, "Reconciling")["reason"], "Initializing", "{body}");
+        assert_eq!(cond(st, "Ready")["status"], "False", "{body}");
+        assert_eq!(cond(st, "Stalled")["status"], "False", "{body}");
         let (_, body) = expect(&mut h, Method::PATCH, DBU_PATH, reply).await;
         assert!(body.to_string().contains(FINALIZER), "{body}");
         nothing_more(&mut h).await;
@@ -525,4 +540,69 @@ async fn a_second_dbu_for_the_same_statefulset_is_refused_and_the_first_carries_
         cond(&body["status"], "Reconciling")["reason"],
         "NoReadyDirector"
     );
+}
+
+#[tokio::test]
+async fn spec_revision_is_not_ready_until_the_statefulset_template_carries_it() {
+    // the StatefulSet store keeps the template's revision annotation (and only that)
+    for (annotation, sts_observed, reason, ready) in [
+        ("r1", 2, "WaitingForRevision", "False"),
+        ("r2", 1, "WaitingForRevision", "False"),
+        ("r2", 2, "UpgradeComplete", "True"),
+    ] {
+        let mut s = sts("OnDelete");
+        s["metadata"]["generation"] = json!(2);
+        s["status"]["observedGeneration"] = json!(sts_observed);
+        s["spec"]["template"] =
+            json!({"metadata": {"annotations": {"mailops.io/revision": annotation, "other": "x"}}});
+        let mut pod = backend_pod("backend-0");
+        pod["metadata"]["labels"]["controller-revision-hash"] = json!("backend-2");
+        let (ctx, mut h) = ctx_with(vec![s], vec![pod], vec![]);
+        let obj = dbu(
+            json!({"finalizers": [FINALIZER]}),
+            json!({"revision": "r2"}),
+        );
+        let reply = serde_json::to_value(&obj).unwrap();
+        let task = tokio::spawn(async move {
+            // the ring's lock may be read (none exists); nothing is exec'd, neither while the
+            // revision is pending nor to complete; the status patch is the one write
+            let mut status = None;
+            while let Ok(Some((req, send))) =
+                tokio::time::timeout(Duration::from_millis(300), h.next_request()).await
+            {
+                let (method, path) = (req.method().clone(), req.uri().path().to_string());
+                let (code, reply) = if method == Method::GET && path.contains("/leases/") {
+                    (
+                        404,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+                    )
+                } else if method == Method::PATCH && path == format!("{DBU_PATH}/status") {
+                    let bytes = req.into_body().collect_bytes().await.unwrap();
+                    status = Some(serde_json::from_slice::<Value>(&bytes).unwrap());
+                    (200, reply.clone())
+                } else {
+                    assert!(path.ends_with("/events"), "{method} {path}");
+                    (200, json!({}))
+                };
+                send.send_response(
+                    Response::builder()
+                        .status(code)
+                        .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                        .unwrap(),
+                );
+            }
+            status.expect("a status patch")
+        });
+        controller::reconcile(Arc::new(obj), ctx).await.unwrap();
+        let body = task.await.unwrap();
+        let st = &body["status"];
+        let (rec, rd) = (cond(st, "Reconciling"), cond(st, "Ready"));
+        let got = if ready == "True" { rd } else { rec };
+        assert_eq!(got["reason"], reason, "{annotation} {sts_observed}: {body}");
+        assert_eq!(rd["status"], ready, "{body}");
+        if annotation == "r1" {
+            let m = rec["message"].as_str().unwrap();
+            assert!(m.contains("\"r2\"") && m.contains("\"r1\""), "{m}");
+        }
+    }
 }

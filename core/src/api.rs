@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
     shortname = "dbu",
     namespaced,
     status = "DovecotBackendUpgradeStatus",
+    printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".spec.revision"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Progress","type":"string","jsonPath":".status.progress"}"#,
     printcolumn = r#"{"name":"Current","type":"string","jsonPath":".status.current"}"#,
@@ -80,6 +81,14 @@ pub struct DovecotBackendUpgradeSpec {
     /// Stop after the first backend (the canary) until a human approves the revision.
     #[serde(default)]
     pub canary: CanarySpec,
+    /// The revision this rollout is for: the value the StatefulSet's pod template carries in its
+    /// `mailops.io/revision` annotation (an image tag, a config revision), changed in the same
+    /// Git commit. The DBU's generation then moves with every revision, and it is not Ready
+    /// until the StatefulSet's template carries this value and every backend runs it. Unset:
+    /// whatever revision the StatefulSet has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub revision: Option<String>,
 }
 
 fn default_min_available() -> i32 {
@@ -140,7 +149,8 @@ pub struct CanarySpec {
     /// Stop after the first backend runs the target revision until it is approved.
     #[serde(default)]
     pub supervised: bool,
-    /// The target revision (`status.targetRevision`) a human approved after checking the canary.
+    /// The revision a human approved after checking the canary: `status.targetRevision`, or
+    /// `spec.revision` when that is set (a value a Git author knows in advance).
     /// The annotation `mailops.io/approve: <revision>` does the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_revision: Option<String>,
@@ -888,6 +898,9 @@ pub const RETRY_ANNOTATION: &str = "mailops.io/retry";
 /// put back (e.g. no director answers): they stay as they are, and the next DBU of the
 /// StatefulSet takes them over from the ring's lock.
 pub const FORCE_DELETE_ANNOTATION: &str = "mailops.io/force-delete";
+
+/// Pod template annotation of the backend StatefulSet that `spec.revision` names.
+pub const REVISION_ANNOTATION: &str = "mailops.io/revision";
 
 /// Annotation naming the target revision a human approved after the canary.
 pub const APPROVE_ANNOTATION: &str = "mailops.io/approve";

@@ -108,6 +108,8 @@ pub fn bad_specs() -> Vec<(Value, &'static str)> {
             json!({"backends": {"statefulSet": ""}}),
             "spec.backends.statefulSet",
         ),
+        (json!({"revision": ""}), "spec.revision"),
+        (json!({"revision": "2.3.21\nx"}), "spec.revision"),
         (
             json!({"backends": {"statefulSet": " "}}),
             "spec.backends.statefulSet",
@@ -239,6 +241,8 @@ pub fn sts(target: &str, replicas: i32) -> StsView {
         update_strategy: "OnDelete".into(),
         update_revision: Some(target.into()),
         replicas,
+        current: true,
+        template_revision: None,
     }
 }
 

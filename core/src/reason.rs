@@ -70,6 +70,8 @@ reasons! {
 reasons! {
     /// Why nothing acts right now (Reconciling=True, or Paused when a human or the calendar holds it).
     WaitReason {
+        /// A new DBU, seen before anything else was read: in progress from its first moment.
+        Initializing,
         WaitingForRevision,
         WaitingForPods,
         NoReadyDirector,
@@ -110,7 +112,10 @@ impl WaitReason {
 
     /// Before a target revision exists the rollout is Pending, not Progressing.
     pub fn is_pending(self) -> bool {
-        self == WaitReason::WaitingForRevision
+        matches!(
+            self,
+            WaitReason::WaitingForRevision | WaitReason::Initializing
+        )
     }
 }
 

@@ -55,6 +55,8 @@ pub struct Settings {
     pub stop_timeout: Duration,
     pub replace_timeout: Duration,
     pub paused: bool,
+    /// `spec.revision`: the rollout is done only once the StatefulSet's template carries it.
+    pub revision: Option<String>,
     /// `spec.director.selector` itself, matched against the pod store.
     pub director_label_selector: LabelSelector,
     /// The `mailops.io/retry` annotation, set by the controller (not part of the spec).
@@ -320,6 +322,16 @@ pub fn validate(spec: &DovecotBackendUpgradeSpec) -> Result<Settings, SpecError>
             "must select something; an empty selector matches every pod",
         ));
     }
+    let revision = match spec.revision.as_deref() {
+        None => None,
+        Some(r) if r.is_empty() || r.len() > 253 || r.chars().any(char::is_control) => {
+            return Err(bad(
+                "spec.revision",
+                "must be 1 to 253 characters without control characters (the value of the pod template's mailops.io/revision annotation); omit it to follow the StatefulSet's revision",
+            ));
+        }
+        Some(r) => Some(r.to_string()),
+    };
     // an unknown operator is a permanent spec error, not a failure at every observe
     selector_string(sel).map_err(|e| bad("spec.director.selector", e))?;
     let user = dovecot::validate_user(&spec.verify.user)
@@ -448,6 +460,7 @@ pub fn validate(spec: &DovecotBackendUpgradeSpec) -> Result<Settings, SpecError>
         stop_timeout,
         replace_timeout,
         paused: spec.paused,
+        revision,
         director_label_selector: spec.director.selector.clone(),
         retry_token: None,
         abort: spec.abort,

@@ -12,7 +12,7 @@ use kube::core::labels::{Selector, SelectorExt};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 
-use super::stores::Stores;
+use super::stores::{Stores, template_revision};
 use crate::api::DovecotBackendUpgrade;
 use crate::engine::{Cluster, ClusterError};
 use crate::exec::KubeExec;
@@ -86,6 +86,9 @@ impl Cluster for KubeCluster {
                 .as_ref()
                 .and_then(|st| st.update_revision.clone()),
             replicas: spec.replicas.unwrap_or(1),
+            current: sts.status.as_ref().and_then(|st| st.observed_generation)
+                >= sts.metadata.generation,
+            template_revision: template_revision(&sts),
         };
         let selector = |sel: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector| {
             Selector::try_from(sel.clone()).map_err(|e| ClusterError::Other(e.to_string()))

@@ -118,6 +118,16 @@ pub async fn reconcile(
     let api: Api<DovecotBackendUpgrade> = Api::namespaced(ctx.client.clone(), &ns);
     let span = tracing::info_span!("reconcile", dbu = %dbu.name_any(), namespace = %ns);
     let uid = dbu.uid().unwrap_or_default();
+    // the first reconcile (no finalizer yet) acknowledges before anything else
+    if dbu.metadata.deletion_timestamp.is_none() && !dbu.finalizers().iter().any(|f| f == FINALIZER)
+    {
+        let mut status = dbu.status.clone().unwrap_or_default();
+        if machine::acknowledge(&mut status, dbu.metadata.generation, Timestamp::now()) {
+            write_status(&ctx, &api, &dbu, &status, true)
+                .instrument(span.clone())
+                .await?;
+        }
+    }
     let res = finalizer(&api, FINALIZER, dbu, |ev| async {
         match ev {
             Finalizer::Apply(d) => apply(d, &ctx).await,

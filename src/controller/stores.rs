@@ -4,12 +4,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 
-use crate::api::DovecotBackendUpgrade;
+use crate::api::{DovecotBackendUpgrade, REVISION_ANNOTATION};
 use crate::engine::ClusterError;
 
 /// Local copies of what the operator watches, kept current by reflectors: a reconcile reads
@@ -102,12 +103,33 @@ pub fn slim_pod(mut p: Pod) -> Pod {
     p
 }
 
-/// Keeps only what the operator reads of a StatefulSet (not its pod template).
+/// The pod template's `mailops.io/revision` annotation.
+pub fn template_revision(sts: &StatefulSet) -> Option<String> {
+    sts.spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(REVISION_ANNOTATION)
+        .cloned()
+}
+
+/// Keeps only what the operator reads of a StatefulSet (of its pod template, the revision
+/// annotation).
 pub fn slim_sts(mut s: StatefulSet) -> StatefulSet {
     s.metadata.managed_fields = None;
     s.metadata.annotations = None;
+    let revision = template_revision(&s);
     if let Some(spec) = s.spec.as_mut() {
         spec.template = Default::default();
+        if let Some(rev) = revision {
+            spec.template.metadata = Some(ObjectMeta {
+                annotations: Some([(REVISION_ANNOTATION.to_string(), rev)].into()),
+                ..Default::default()
+            });
+        }
         spec.volume_claim_templates = None;
     }
     if let Some(st) = s.status.as_mut() {

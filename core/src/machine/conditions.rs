@@ -105,9 +105,9 @@ pub fn summarize(
         }
         Decision::Undo { pod, .. } => (
             Phase::Progressing,
-            (false, "Aborting", format!("aborting; undoing {pod}")),
-            (true, "Aborting", format!("aborting; undoing {pod}")),
-            (false, "Aborting", String::new()),
+            (false, "Undoing", format!("putting {pod} back as it was")),
+            (true, "Undoing", format!("putting {pod} back as it was")),
+            (false, "Undoing", String::new()),
         ),
         Decision::Wait {
             reason, message, ..
@@ -122,7 +122,11 @@ pub fn summarize(
                 (
                     false,
                     "Progressing",
-                    format!("{progress} backends upgraded"),
+                    if progress.is_empty() {
+                        message.clone()
+                    } else {
+                        format!("{progress} backends upgraded")
+                    },
                 ),
                 (true, reason.as_str(), message.clone()),
                 (false, "Progressing", String::new()),

@@ -12,7 +12,9 @@ use super::lock;
 use super::note::failed_stall;
 use super::observed::{Observed, StsView};
 use super::start::{begin_next, outdated};
-use crate::api::{BackendStatus, DovecotBackendUpgradeStatus, RETRY_ANNOTATION, Step};
+use crate::api::{
+    BackendStatus, DovecotBackendUpgradeStatus, RETRY_ANNOTATION, REVISION_ANNOTATION, Step,
+};
 use crate::dovecot::{self, RingHost};
 use crate::reason::{StallReason, WaitReason};
 use crate::settings::Settings;
@@ -105,6 +107,31 @@ pub fn check_world<'a>(s: &Settings, obs: &'a Observed) -> Result<&'a StsView, D
     Ok(sts)
 }
 
+/// Why the StatefulSet's revision is not yet the one this rollout is for: its controller has
+/// not observed its latest template (so `updateRevision` is an older template's), or
+/// `spec.revision` names a value its template does not carry yet. None: the target is final.
+/// While so, no backend starts and the rollout is not complete; backends in flight finish.
+pub fn revision_pending(s: &Settings, sts: &StsView) -> Option<String> {
+    if !sts.current {
+        return Some(format!(
+            "StatefulSet {:?} has a template its controller has not observed yet",
+            s.stateful_set
+        ));
+    }
+    let want = s.revision.as_deref()?;
+    if sts.template_revision.as_deref() == Some(want) {
+        return None;
+    }
+    Some(format!(
+        "spec.revision is {want:?}; waiting for StatefulSet {:?} to carry it in its pod template's {REVISION_ANNOTATION} annotation ({})",
+        s.stateful_set,
+        match &sts.template_revision {
+            Some(r) => format!("it carries {r:?}"),
+            None => "it has none".into(),
+        }
+    ))
+}
+
 /// The next action. Order: validity, ring drift, failures, pause, in-flight work, new work.
 pub fn decide(
     s: &Settings,
@@ -138,6 +165,17 @@ pub fn decide(
         }
     }
     let any_active = status.backends.iter().any(active);
+    let pending = revision_pending(s, sts);
+    // a human's pause, abort or dry run still shows as such
+    if !(any_active || s.paused || s.abort || s.dry_run)
+        && let Some(message) = &pending
+    {
+        return Decision::wait(
+            WaitReason::WaitingForRevision,
+            message.clone(),
+            Duration::from_secs(5),
+        );
+    }
     let todo = outdated(s, &obs.pods, target, obs.ring.as_deref());
     if !any_active && todo.is_empty() && obs.pods.len() as i32 >= sts.replicas {
         if obs.pods.iter().all(|p| p.ready) {
@@ -198,6 +236,18 @@ pub fn decide(
             requeue: Duration::from_secs(60),
         };
     }
+    // spec.skip naming a backend in flight: back into the ring while its Dovecot still runs
+    // (a later one finishes: it can only come back verified)
+    if let Some(rec) = status
+        .backends
+        .iter()
+        .find(|r| active(r) && !r.failed && r.step <= Step::StopLmtp && s.skip.contains(&r.pod))
+    {
+        return Decision::Undo {
+            pod: rec.pod.clone(),
+            action: cleanup_for(rec),
+        };
+    }
     // in-flight backends first, in record order
     let mut soonest: Option<(Duration, String)> = None;
     for rec in status.backends.iter().filter(|r| active(r)) {
@@ -212,6 +262,7 @@ pub fn decide(
     }
     let in_flight_n = status.backends.iter().filter(|r| active(r)).count();
     if in_flight_n < s.max_unavailable
+        && pending.is_none()
         && let Some(d) = begin_next(s, status, obs, &todo, ring, target, now)
     {
         return d;

@@ -632,3 +632,23 @@ pub fn deletion_pending(
         vec![Note::new(EventReason::CleanupPending, message)]
     }
 }
+
+/// A DBU with no status yet: `observedGeneration` and `Reconciling=True` before anything else
+/// (the finalizer, the first read of the world), so that kstatus, Argo CD and `kubectl wait`
+/// never read a new DBU's missing status as done. False when a status exists already.
+pub fn acknowledge(
+    status: &mut DovecotBackendUpgradeStatus,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> bool {
+    if !status.conditions.is_empty() {
+        return false;
+    }
+    let d = Decision::wait(
+        WaitReason::Initializing,
+        "seen by the operator; reading the StatefulSet, its pods and the director ring",
+        Duration::ZERO,
+    );
+    conditions::summarize(status, &d, generation, now);
+    true
+}

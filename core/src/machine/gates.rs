@@ -32,14 +32,17 @@ pub(super) fn start_gate(
     target: &str,
     now: Timestamp,
 ) -> Option<Decision> {
+    // approval names the StatefulSet's revision hash, or spec.revision (known before the commit)
+    let approves = |r: &String| r == target || s.revision.as_ref() == Some(r);
     if s.supervised
-        && !s.approved_revisions.iter().any(|r| r == target)
+        && !s.approved_revisions.iter().any(approves)
         && canary_done(status, obs, target)
     {
+        let name = s.revision.as_deref().unwrap_or(target);
         return Some(Decision::wait(
             WaitReason::AwaitingApproval,
             format!(
-                "canary upgraded to revision {target}; check it, then approve: set spec.canary.approvedRevision={target} or annotate {APPROVE_ANNOTATION}={target}"
+                "canary upgraded to revision {target}; check it, then approve: set spec.canary.approvedRevision={name} or annotate {APPROVE_ANNOTATION}={name}"
             ),
             Duration::from_secs(300),
         ));

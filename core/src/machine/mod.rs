@@ -19,13 +19,13 @@ mod observed;
 mod start;
 
 pub use cleanup::{Deletion, cleanup_for, if_running, restore_commands, undone_note};
-pub use decide::{check_world, decide, ring_drift};
+pub use decide::{check_world, decide, revision_pending, ring_drift};
 pub use decision::{
     Acted, Cleanup, Command, Decision, MAX_ATTEMPTS, On, StepResult, Undone, active,
 };
 pub use dry_run::{PLAN_LIMIT, dry_run, steps_for};
 pub use fold::{
-    DONE_KEPT, Recorded, apply_result, apply_retry, close_removed, compact, conclude,
+    DONE_KEPT, Recorded, acknowledge, apply_result, apply_retry, close_removed, compact, conclude,
     deletion_pending, invalid_spec, pause_clocks, progress, record, record_finish, requeue_after,
     retarget, settled,
 };

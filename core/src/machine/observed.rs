@@ -15,6 +15,11 @@ pub struct StsView {
     pub update_strategy: String,
     pub update_revision: Option<String>,
     pub replicas: i32,
+    /// `status.observedGeneration` has reached `metadata.generation`: `update_revision` is that
+    /// of the template as it is now, not of one the StatefulSet controller has not seen yet.
+    pub current: bool,
+    /// The pod template's `mailops.io/revision` annotation.
+    pub template_revision: Option<String>,
 }
 
 /// A backend pod as observed.

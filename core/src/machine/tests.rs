@@ -923,6 +923,127 @@ fn supervised_mode_stops_after_the_canary_until_approved() {
 }
 
 #[test]
+fn a_canary_is_approved_by_spec_revision_too() {
+    let s = with(json!({"canary": {"supervised": true}, "revision": "2.3.21-cfg7"}));
+    let mut obs = world();
+    for p in &mut obs.pods {
+        p.revision = Some(NEW.into());
+    }
+    obs.pods[0] = pod(0, OLD);
+    obs.pods[1] = pod(1, OLD);
+    obs.sts.as_mut().unwrap().template_revision = Some("2.3.21-cfg7".into());
+    let st = status(vec![rec(2, Step::Done, 0)]);
+    let d = decide(&s, &st, &obs, ts(10));
+    let Decision::Wait { message, .. } = &d else {
+        panic!("{d:?}")
+    };
+    assert!(
+        message.contains("approvedRevision=2.3.21-cfg7"),
+        "{message}"
+    );
+    let mut approved = s.clone();
+    approved.approved_revisions = vec!["2.3.21-cfg7".into()];
+    assert_eq!(begun(&decide(&approved, &st, &obs, ts(10))), "backend-1");
+}
+
+#[test]
+fn spec_revision_holds_completion_and_new_backends_until_the_template_carries_it() {
+    let s = with(json!({"revision": "r2"}));
+    let done = |obs: &mut Observed| obs.pods = (0..3).map(|i| pod(i, NEW)).collect();
+    // (template annotation, StatefulSet controller caught up, pods at NEW, expected)
+    let table: Vec<(Option<&str>, bool, bool, &str)> = vec![
+        (None, true, true, "WaitingForRevision"),
+        (Some("r1"), true, true, "WaitingForRevision"),
+        (Some("r1"), true, false, "WaitingForRevision"),
+        (Some("r2"), false, true, "WaitingForRevision"),
+        (Some("r2"), true, true, "Complete"),
+        (Some("r2"), true, false, "Begin"),
+    ];
+    for (annotation, current, at_new, want) in table {
+        let mut obs = world();
+        if at_new {
+            done(&mut obs);
+        }
+        let sts = obs.sts.as_mut().unwrap();
+        sts.template_revision = annotation.map(Into::into);
+        sts.current = current;
+        let d = decide(&s, &status(vec![]), &obs, ts(0));
+        assert_eq!(
+            reason(&d),
+            want,
+            "{annotation:?} current={current} at_new={at_new}"
+        );
+        if want == "WaitingForRevision" {
+            let Decision::Wait { message, .. } = &d else {
+                unreachable!()
+            };
+            assert!(
+                message.contains(if current {
+                    "mailops.io/revision"
+                } else {
+                    "not observed"
+                }),
+                "{message}"
+            );
+        }
+    }
+    // without spec.revision only the StatefulSet controller's lag holds
+    let mut obs = world();
+    done(&mut obs);
+    obs.sts.as_mut().unwrap().current = false;
+    assert_eq!(
+        reason(&decide(&settings(), &status(vec![]), &obs, ts(0))),
+        "WaitingForRevision"
+    );
+    obs.sts.as_mut().unwrap().current = true;
+    assert_eq!(
+        decide(&settings(), &status(vec![]), &obs, ts(0)),
+        Decision::Complete
+    );
+    // a backend in flight finishes while the revision is pending; a pause still shows as one
+    let mut obs = drained(0);
+    obs.sts.as_mut().unwrap().template_revision = Some("r1".into());
+    let st = status(vec![rec(0, Step::StopLmtp, 0)]);
+    assert_eq!(reason(&decide(&s, &st, &obs, ts(10))), "Run");
+    let paused = with(json!({"revision": "r2", "paused": true}));
+    assert_eq!(
+        reason(&decide(&paused, &status(vec![]), &world(), ts(0))),
+        "Paused"
+    );
+}
+
+#[test]
+fn skipping_a_backend_in_flight_puts_it_back_while_dovecot_runs() {
+    let s = with(json!({"skip": ["backend-0"]}));
+    for (step, undone) in [
+        (Step::Drain, true),
+        (Step::WaitSessions, true),
+        (Step::StopLmtp, true),
+        (Step::StopDovecot, false),
+        (Step::Replace, false),
+        (Step::Verify, false),
+    ] {
+        let st = status(vec![rec(0, step, 0)]);
+        let d = decide(&s, &st, &drained(0), ts(10));
+        assert_eq!(
+            matches!(&d, Decision::Undo { pod, .. } if pod == "backend-0"),
+            undone,
+            "{step:?}: {d:?}"
+        );
+    }
+    // a failed one stays out: the failure halts as before
+    let mut failed = rec(0, Step::WaitSessions, 0);
+    failed.failed = true;
+    let d = decide(&s, &status(vec![failed]), &drained(0), ts(10));
+    assert!(!matches!(d, Decision::Undo { .. }), "{d:?}");
+    // once it is back, the rollout goes on without it
+    assert_eq!(
+        begun(&decide(&s, &status(vec![]), &world(), ts(10))),
+        "backend-2"
+    );
+}
+
+#[test]
 fn maintenance_window_gates_new_backends_only() {
     // ts(0) is 2027-01-15 08:00 UTC
     let closed =

@@ -735,6 +735,9 @@ impl Lab {
                 update_strategy: "OnDelete".into(),
                 update_revision: Some(st.update_revision.clone()),
                 replicas: replicas as i32,
+                current: true,
+                // each lab revision's pod template carries its own name as mailops.io/revision
+                template_revision: Some(st.update_revision.clone()),
             }),
             pods,
             director,
