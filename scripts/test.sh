@@ -33,15 +33,17 @@ helm lint charts/dovecot-upgrade-operator --set metrics.serviceMonitor.enabled=t
 step "helm template: RBAC, hardening, probes, optional objects, schema, kustomize base"
 /usr/bin/python3 tests/chart/check.py
 
-step "Argo CD health check (lua5.1), also as it arrives through the argocd-cm patch"
-lua5.1 tests/argocd/health_test.lua
+step "GitOps: the shipped argocd-cm patch under Argo CD 3.6.1's own Lua engine and Flux's kstatus, in every state; the Argo CD actions"
+# the health script as it arrives through kubectl's merge of the patch into an argocd-cm
 roundtrip="$(mktemp)"
 kubectl create configmap argocd-cm -n argocd --dry-run=client -o yaml |
   kubectl patch --local -f - --type merge -o jsonpath='{.data.resource\.customizations\.health\.mailops\.io_DovecotBackendUpgrade}' \
     --patch-file charts/dovecot-upgrade-operator/argocd/argocd-cm-patch.yaml > "$roundtrip"
 diff "$roundtrip" charts/dovecot-upgrade-operator/argocd/health.lua
-lua5.1 tests/argocd/health_test.lua "$roundtrip"
 rm -f "$roundtrip"
+gitops="$(tests/gitops/build-tools.sh)"
+/usr/bin/python3 tests/gitops/judge.py fixtures "$gitops/argocd" "$gitops/kstatus"
+/usr/bin/python3 tests/gitops/judge.py actions "$gitops/argocd"
 
 step "the operator's image: an OCI archive of the release binary, checked against the Containerfile, started as its user"
 cargo build --release --locked --quiet -p dovecot-upgrade-operator

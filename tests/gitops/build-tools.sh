@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Builds the GitOps tools the suites judge DBUs with, from the Go module proxy, and caches them by
+# version (and by the hash of their wrapper modules) outside the repository: Argo CD's CLI (its
+# Lua health and action engine, offline), and Flux's kstatus library as a small command. Argo CD
+# needs Go 1.27, fetched as a toolchain through the proxy. Prints the folder holding the binaries.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+ARGOCD_VERSION=3.6.1 KSTATUS_VERSION=1.2.3 GO_TOOLCHAIN=go1.27.4
+CACHE="${DBU_CACHE:-$HOME/.cache/dovecot-upgrade-operator}"
+sum="$(cat "$here"/argocd/go.* "$here"/kstatus/go.* "$here"/kstatus/*.go | sha256sum | cut -c1-12)"
+BIN="$CACHE/gitops/argocd-$ARGOCD_VERSION-kstatus-$KSTATUS_VERSION-$sum"
+log() { echo "build-gitops: $*" >&2; }
+if [[ -x "$BIN/argocd" && -x "$BIN/kstatus" ]]; then log "reusing $BIN"; echo "$BIN"; exit 0; fi
+command -v go >/dev/null || { log "go is required"; exit 1; }
+rm -rf "$BIN.tmp" && mkdir -p "$BIN.tmp"
+export CGO_ENABLED=0 GOFLAGS=-mod=mod
+start=$(date +%s)
+log "building kstatus (github.com/fluxcd/cli-utils v$KSTATUS_VERSION)"
+(cd "$here/kstatus" && go build -trimpath -ldflags "-s -w" -o "$BIN.tmp/kstatus" .)
+log "building argocd v$ARGOCD_VERSION with $GO_TOOLCHAIN"
+(cd "$here/argocd" && GOTOOLCHAIN="$GO_TOOLCHAIN" go build -trimpath \
+  -ldflags "-s -w -X github.com/argoproj/argo-cd/v3/common.version=$ARGOCD_VERSION" \
+  -o "$BIN.tmp/argocd" github.com/argoproj/argo-cd/v3/cmd)
+rm -rf "$BIN" && mv "$BIN.tmp" "$BIN"
+log "built in $(( $(date +%s) - start ))s: $("$BIN/argocd" version --client --short 2>/dev/null | head -1)"
+echo "$BIN"
