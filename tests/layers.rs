@@ -30,10 +30,12 @@ const CORE: &[&str] = &[
     "window",
     "settings",
     "machine",
+    "cli",
     "fixtures",
 ];
 const CORE_NAMES: &[&str] = &[
     "api",
+    "cli",
     "conditions",
     "dovecot",
     "machine",

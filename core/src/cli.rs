@@ -1,0 +1,546 @@
+//! `kubectl dbu`: its arguments, the patch each control verb makes, and the status and plan it prints.
+
+use std::fmt::Write as _;
+
+use k8s_openapi::jiff::Timestamp;
+use serde_json::{Value, json};
+
+use crate::api::{APPROVE_ANNOTATION, DovecotBackendUpgrade, RETRY_ANNOTATION};
+use crate::text::bounded;
+
+pub const USAGE: &str = "usage: kubectl dbu VERB NAME [BACKEND] [-n NAMESPACE]
+
+Verbs (the same controls as the Argo CD actions; each changes the spec or an annotation):
+  status NAME            phase, conditions, every backend's step, and the last error
+  plan NAME              the dry run the operator wrote (spec.dryRun=true) in status.plan
+  pause NAME             no new step starts; a step already running finishes
+  resume NAME            clears spec.paused and spec.abort
+  abort NAME             stop, and leave nothing drained
+  approve NAME [REV]     approve the canary: REV, else spec.revision, else status.targetRevision
+  retry NAME             rerun failed backends once (a new mailops.io/retry value)
+  skip NAME BACKEND      leave BACKEND at its revision (one in flight before StopLmtp goes back)
+  hold NAME BACKEND      BACKEND does not start until released
+  release NAME BACKEND   removes BACKEND from spec.hold
+
+Options: -n, --namespace NS (default: the kubeconfig context's namespace)";
+
+/// What `kubectl dbu` was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    pub verb: Verb,
+    pub name: String,
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verb {
+    Status,
+    Plan,
+    Pause,
+    Resume,
+    Abort,
+    Approve(Option<String>),
+    Retry,
+    Skip(String),
+    Hold(String),
+    Release(String),
+}
+
+impl Verb {
+    /// Whether the verb changes the DBU (a patch), rather than only reading it.
+    pub fn writes(&self) -> bool {
+        !matches!(self, Verb::Status | Verb::Plan)
+    }
+}
+
+/// Parses the arguments after `kubectl dbu`. Err: the usage problem, or `USAGE` for help.
+pub fn parse(args: &[String]) -> Result<Invocation, String> {
+    let mut namespace = None;
+    let mut words = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-h" | "--help" | "help" => return Err(USAGE.into()),
+            "-n" | "--namespace" => match it.next() {
+                Some(ns) if !ns.is_empty() => namespace = Some(ns.clone()),
+                _ => return Err(format!("{a} needs a namespace\n\n{USAGE}")),
+            },
+            s if s.starts_with("--namespace=") => {
+                namespace = Some(s["--namespace=".len()..].to_string())
+            }
+            s if s.starts_with('-') => return Err(format!("unknown option {s}\n\n{USAGE}")),
+            s => words.push(s.to_string()),
+        }
+    }
+    let mut words = words.into_iter();
+    let verb = words.next().ok_or_else(|| USAGE.to_string())?;
+    let name = words
+        .next()
+        .ok_or_else(|| format!("{verb}: name the DovecotBackendUpgrade\n\n{USAGE}"))?;
+    let arg = words.next();
+    let backend =
+        |arg: Option<String>| arg.ok_or_else(|| format!("{verb}: name the backend pod\n\n{USAGE}"));
+    let verb = match verb.as_str() {
+        "status" => Verb::Status,
+        "plan" => Verb::Plan,
+        "pause" => Verb::Pause,
+        "resume" => Verb::Resume,
+        "abort" => Verb::Abort,
+        "approve" => Verb::Approve(arg.clone()),
+        "retry" => Verb::Retry,
+        "skip" => Verb::Skip(backend(arg.clone())?),
+        "hold" => Verb::Hold(backend(arg.clone())?),
+        "release" => Verb::Release(backend(arg.clone())?),
+        other => return Err(format!("unknown verb {other:?}\n\n{USAGE}")),
+    };
+    let takes_arg = matches!(
+        verb,
+        Verb::Approve(_) | Verb::Skip(_) | Verb::Hold(_) | Verb::Release(_)
+    );
+    if let Some(extra) = if takes_arg { words.next() } else { arg } {
+        return Err(format!("unexpected argument {extra:?}\n\n{USAGE}"));
+    }
+    Ok(Invocation {
+        verb,
+        name,
+        namespace,
+    })
+}
+
+/// The merge patch a control verb makes, from the DBU as read. It carries the copy's
+/// resourceVersion, so that a concurrent change (a list edited meanwhile) is a conflict, not
+/// lost. `now` makes the retry token. Err: the verb cannot apply to this DBU.
+pub fn patch(verb: &Verb, dbu: &DovecotBackendUpgrade, now: Timestamp) -> Result<Value, String> {
+    let spec = &dbu.spec;
+    let mut p = match verb {
+        Verb::Status | Verb::Plan => return Err("reads only".into()),
+        Verb::Pause => json!({"spec": {"paused": true}}),
+        Verb::Resume => json!({"spec": {"paused": false, "abort": false}}),
+        Verb::Abort => json!({"spec": {"abort": true}}),
+        Verb::Approve(rev) => {
+            let rev = rev
+                .clone()
+                .or_else(|| spec.revision.clone())
+                .or_else(|| dbu.status.as_ref().and_then(|s| s.target_revision.clone()))
+                .ok_or("no revision to approve yet: name one (kubectl dbu approve NAME REV)")?;
+            json!({"spec": {"canary": {"approvedRevision": rev}}})
+        }
+        Verb::Retry => json!({"metadata": {"annotations": {
+            RETRY_ANNOTATION: format!("kubectl-dbu-{}", now.as_second())
+        }}}),
+        Verb::Skip(pod) => json!({"spec": {"skip": with(&spec.skip, pod)}}),
+        Verb::Hold(pod) => json!({"spec": {"hold": with(&spec.hold, pod)}}),
+        Verb::Release(pod) => {
+            if !spec.hold.contains(pod) {
+                return Err(format!("{pod} is not in spec.hold"));
+            }
+            let rest: Vec<&String> = spec.hold.iter().filter(|p| *p != pod).collect();
+            json!({"spec": {"hold": rest}})
+        }
+    };
+    if let Some(rv) = &dbu.metadata.resource_version {
+        p["metadata"]["resourceVersion"] = json!(rv);
+    }
+    Ok(p)
+}
+
+fn with(list: &[String], pod: &str) -> Vec<String> {
+    let mut l = list.to_vec();
+    if !l.iter().any(|p| p == pod) {
+        l.push(pod.to_string());
+    }
+    l
+}
+
+/// One line saying what a verb did, for the terminal.
+pub fn done(verb: &Verb, name: &str) -> String {
+    let what = match verb {
+        Verb::Status | Verb::Plan => "read".to_string(),
+        Verb::Pause => "paused".into(),
+        Verb::Resume => "resumed".into(),
+        Verb::Abort => "aborting".into(),
+        Verb::Approve(_) => "canary approved".into(),
+        Verb::Retry => "retry requested".into(),
+        Verb::Skip(p) => format!("{p} skipped"),
+        Verb::Hold(p) => format!("{p} held"),
+        Verb::Release(p) => format!("{p} released"),
+    };
+    format!("dovecotbackendupgrade/{name}: {what}")
+}
+
+/// `kubectl dbu status`: the summary, the conditions, a table of backends and the last error.
+pub fn status_report(dbu: &DovecotBackendUpgrade, now: Timestamp) -> String {
+    let name = dbu.metadata.name.as_deref().unwrap_or("?");
+    let mut out = String::new();
+    let Some(st) = &dbu.status else {
+        let _ = writeln!(out, "{name}: no status yet (the operator has not seen it)");
+        return out;
+    };
+    let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+    let generation = dbu.metadata.generation;
+    let _ = writeln!(
+        out,
+        "{name}: phase {}, {} backends upgraded, target revision {}{}",
+        st.phase.map_or("-".to_string(), |p| format!("{p:?}")),
+        opt(&st.progress),
+        opt(&st.target_revision),
+        dbu.spec
+            .revision
+            .as_ref()
+            .map_or(String::new(), |r| format!(" (spec.revision {r})"))
+    );
+    if st.observed_generation != generation {
+        let _ = writeln!(
+            out,
+            "  the operator has not observed generation {} yet (status is for {})",
+            generation.unwrap_or_default(),
+            st.observed_generation
+                .map_or("none".to_string(), |g| g.to_string())
+        );
+    }
+    for c in &st.conditions {
+        let since = now
+            .since(c.last_transition_time.0)
+            .ok()
+            .and_then(|s| s.total(k8s_openapi::jiff::Unit::Second).ok())
+            .map_or(String::new(), |s| {
+                format!(
+                    " for {}",
+                    crate::time::human(std::time::Duration::from_secs(s.max(0.0) as u64))
+                )
+            });
+        let _ = writeln!(
+            out,
+            "  {:<12}{:<6}{}{}{}",
+            c.type_,
+            c.status,
+            c.reason,
+            since,
+            if c.message.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", bounded(&c.message, 300))
+            }
+        );
+    }
+    if !st.backends.is_empty() {
+        let head = ["BACKEND", "STEP", "STATE", "IP", "VHOSTS", "MESSAGE"].map(String::from);
+        let rows: Vec<[String; 6]> = std::iter::once(head)
+            .chain(st.backends.iter().map(|r| {
+                [
+                    r.pod.clone(),
+                    format!("{:?}", r.step),
+                    if r.failed {
+                        "failed, out of the ring"
+                    } else if r.removed {
+                        "removed"
+                    } else if r.step == crate::api::Step::Done {
+                        "done"
+                    } else {
+                        "in flight"
+                    }
+                    .into(),
+                    match &r.new_ip {
+                        Some(n) => format!("{} -> {n}", r.ip),
+                        None => r.ip.clone(),
+                    },
+                    r.original_vhosts.to_string(),
+                    bounded(r.message.as_deref().unwrap_or(""), 120),
+                ]
+            }))
+            .collect();
+        let width: Vec<usize> = (0..6)
+            .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+            .collect();
+        for r in &rows {
+            let mut line = String::new();
+            for (i, cell) in r.iter().enumerate() {
+                let _ = write!(line, "  {cell:<w$}", w = width[i]);
+            }
+            let _ = writeln!(out, "{}", line.trim_end());
+        }
+    }
+    if let Some((pod, e)) = st
+        .backends
+        .iter()
+        .filter_map(|r| r.last_error.as_ref().map(|e| (&r.pod, e)))
+        .next_back()
+    {
+        let _ = writeln!(
+            out,
+            "last error: {pod} at {:?}: {}{}: {}",
+            e.step,
+            if e.argv.is_empty() {
+                "no command".to_string()
+            } else {
+                format!("{:?}", e.argv.join(" "))
+            },
+            e.exit_code
+                .map_or(String::new(), |c| format!(" exited {c}")),
+            bounded(&e.stderr, 400)
+        );
+    }
+    if let Some(approve) = dbu
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(APPROVE_ANNOTATION))
+    {
+        let _ = writeln!(out, "approved by annotation: {approve}");
+    }
+    out
+}
+
+/// `kubectl dbu plan`: the dry run in status.plan. Err: there is none for this generation.
+pub fn plan_report(dbu: &DovecotBackendUpgrade) -> Result<String, String> {
+    let name = dbu.metadata.name.as_deref().unwrap_or("?");
+    let st = dbu.status.as_ref();
+    let Some(plan) = st.and_then(|s| s.plan.as_ref()) else {
+        return Err(format!(
+            "{name} has no plan: set spec.dryRun=true (kubectl patch dbu {name} --type merge -p '{{\"spec\":{{\"dryRun\":true}}}}'), wait for phase Planned, then ask again"
+        ));
+    };
+    let mut out = String::new();
+    if !dbu.spec.dry_run || st.and_then(|s| s.observed_generation) != dbu.metadata.generation {
+        let _ = writeln!(
+            out,
+            "note: this plan is from an earlier generation or dry run; it may be out of date"
+        );
+    }
+    if let Some(b) = &plan.blocked {
+        let _ = writeln!(out, "blocked: {b}");
+    }
+    let _ = writeln!(
+        out,
+        "order ({} backends):",
+        plan.order.len() as i64 + plan.more
+    );
+    for (i, b) in plan.order.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "  {}. {} ({}): {} users, {} vhosts",
+            i + 1,
+            b.pod,
+            b.ip.as_deref().unwrap_or("no IP"),
+            b.users,
+            b.vhosts
+        );
+    }
+    if plan.more > 0 {
+        let _ = writeln!(out, "  ... and {} more", plan.more);
+    }
+    let _ = writeln!(out, "steps of the first backend:");
+    for s in &plan.steps {
+        let _ = writeln!(out, "  {:?} (in the {})", s.step, s.target);
+        for c in &s.commands {
+            let _ = writeln!(out, "    $ {}", c.join(" "));
+        }
+        if let Some(n) = &s.note {
+            let _ = writeln!(out, "    {n}");
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Step, StepError};
+    use crate::fixtures::{self, ts};
+    use serde_json::json;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn parses_verbs_names_backends_and_namespaces() {
+        let ok = |s: &str, verb: Verb, ns: Option<&str>| {
+            assert_eq!(
+                parse(&args(s)),
+                Ok(Invocation {
+                    verb,
+                    name: "roll".into(),
+                    namespace: ns.map(Into::into)
+                }),
+                "{s}"
+            )
+        };
+        ok("status roll", Verb::Status, None);
+        ok("status roll -n mail", Verb::Status, Some("mail"));
+        ok("-n mail plan roll", Verb::Plan, Some("mail"));
+        ok("pause roll --namespace=mail", Verb::Pause, Some("mail"));
+        ok("approve roll", Verb::Approve(None), None);
+        ok(
+            "approve roll 2.3.21",
+            Verb::Approve(Some("2.3.21".into())),
+            None,
+        );
+        ok("skip roll backend-4", Verb::Skip("backend-4".into()), None);
+        ok(
+            "hold roll backend-2 -n m",
+            Verb::Hold("backend-2".into()),
+            Some("m"),
+        );
+        ok(
+            "release roll backend-2",
+            Verb::Release("backend-2".into()),
+            None,
+        );
+        for bad in [
+            "",
+            "status",
+            "skip roll",
+            "hold roll",
+            "frobnicate roll",
+            "pause roll extra",
+            "skip roll b1 b2",
+            "status roll -n",
+            "status roll --force",
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad:?} should be refused");
+        }
+        assert_eq!(parse(&args("--help")), Err(USAGE.into()));
+    }
+
+    fn dbu(spec: serde_json::Value, status: serde_json::Value) -> DovecotBackendUpgrade {
+        let mut v = fixtures::dbu_json(json!({}), spec);
+        v["status"] = status;
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn each_control_is_a_spec_or_annotation_patch_guarded_by_the_resource_version() {
+        let d = dbu(
+            json!({"skip": ["backend-0"], "hold": ["backend-2"]}),
+            json!({"targetRevision": "backend-7d9"}),
+        );
+        let now = ts(0);
+        let table: Vec<(Verb, serde_json::Value)> = vec![
+            (Verb::Pause, json!({"spec": {"paused": true}})),
+            (
+                Verb::Resume,
+                json!({"spec": {"paused": false, "abort": false}}),
+            ),
+            (Verb::Abort, json!({"spec": {"abort": true}})),
+            (
+                Verb::Approve(None),
+                json!({"spec": {"canary": {"approvedRevision": "backend-7d9"}}}),
+            ),
+            (
+                Verb::Approve(Some("x".into())),
+                json!({"spec": {"canary": {"approvedRevision": "x"}}}),
+            ),
+            (
+                Verb::Retry,
+                json!({"metadata": {"annotations": {"mailops.io/retry": format!("kubectl-dbu-{}", now.as_second())}}}),
+            ),
+            (
+                Verb::Skip("backend-4".into()),
+                json!({"spec": {"skip": ["backend-0", "backend-4"]}}),
+            ),
+            (
+                Verb::Skip("backend-0".into()),
+                json!({"spec": {"skip": ["backend-0"]}}),
+            ),
+            (
+                Verb::Hold("backend-1".into()),
+                json!({"spec": {"hold": ["backend-2", "backend-1"]}}),
+            ),
+            (
+                Verb::Release("backend-2".into()),
+                json!({"spec": {"hold": []}}),
+            ),
+        ];
+        for (verb, mut want) in table {
+            want["metadata"]["resourceVersion"] = json!("10");
+            assert_eq!(patch(&verb, &d, now), Ok(want), "{verb:?}");
+            assert!(verb.writes());
+        }
+        assert!(patch(&Verb::Release("backend-9".into()), &d, now).is_err());
+        assert!(!Verb::Status.writes() && !Verb::Plan.writes());
+        // spec.revision is what a Git author approves
+        let with_rev = dbu(
+            json!({"revision": "2.3.21-cfg7"}),
+            json!({"targetRevision": "backend-7d9"}),
+        );
+        assert_eq!(
+            patch(&Verb::Approve(None), &with_rev, now).unwrap()["spec"]["canary"]["approvedRevision"],
+            "2.3.21-cfg7"
+        );
+        let fresh = dbu(json!({}), json!({}));
+        assert!(patch(&Verb::Approve(None), &fresh, now).is_err());
+    }
+
+    #[test]
+    fn status_names_every_backend_and_the_last_error() {
+        let mut failed = fixtures::record(1, Step::Verify, ts(0), "old", 50);
+        failed.failed = true;
+        failed.new_ip = Some("10.88.0.9".into());
+        failed.last_error = Some(StepError {
+            step: Step::Verify,
+            argv: vec!["doveadm".into(), "mailbox".into(), "list".into()],
+            exit_code: Some(67),
+            stderr: "Error: user not found".into(),
+            reason: None,
+        });
+        let done = fixtures::record(0, Step::Done, ts(0), "old", 100);
+        let status = json!({
+            "observedGeneration": 3, "phase": "Failed", "progress": "1/3",
+            "targetRevision": "backend-7d9",
+            "conditions": [{"type": "Stalled", "status": "True", "reason": "BackendFailed",
+                "message": "backend backend-1 failed at step Verify", "lastTransitionTime": "2027-01-15T08:00:00Z"}],
+            "backends": [done, failed],
+        });
+        let d = dbu(json!({"revision": "r7"}), status);
+        let out = status_report(&d, ts(120));
+        for want in [
+            "roll: phase Failed, 1/3 backends upgraded, target revision backend-7d9 (spec.revision r7)",
+            "not observed generation 4",
+            "Stalled     True  BackendFailed for 2m: backend backend-1 failed at step Verify",
+            "BACKEND    STEP    STATE",
+            "backend-0  Done    done",
+            "backend-1  Verify  failed, out of the ring  127.0.0.12 -> 10.88.0.9  50",
+            "last error: backend-1 at Verify: \"doveadm mailbox list\" exited 67: Error: user not found",
+        ] {
+            assert!(out.contains(want), "{want:?} missing from:\n{out}");
+        }
+        let none: DovecotBackendUpgrade =
+            serde_json::from_value(fixtures::dbu_json(json!({}), json!({}))).unwrap();
+        assert!(status_report(&none, ts(0)).contains("no status yet"));
+    }
+
+    #[test]
+    fn plan_prints_order_and_argv_or_says_how_to_get_one() {
+        let d = dbu(
+            json!({"dryRun": true}),
+            json!({"observedGeneration": 4, "plan": {
+                "order": [{"pod": "backend-2", "ip": "10.88.0.7", "users": 0, "vhosts": 20}],
+                "more": 2,
+                "steps": [{"step": "Drain", "target": "director",
+                    "commands": [["doveadm", "director", "update", "10.88.0.7", "0"]]}]
+            }}),
+        );
+        let out = plan_report(&d).unwrap();
+        for want in [
+            "order (3 backends):",
+            "1. backend-2 (10.88.0.7): 0 users, 20 vhosts",
+            "... and 2 more",
+            "Drain (in the director)",
+            "$ doveadm director update 10.88.0.7 0",
+        ] {
+            assert!(out.contains(want), "{want:?} missing from:\n{out}");
+        }
+        assert!(!out.contains("out of date"), "{out}");
+        let stale = dbu(
+            json!({}),
+            d.status
+                .as_ref()
+                .map(|s| serde_json::to_value(s).unwrap())
+                .unwrap(),
+        );
+        assert!(plan_report(&stale).unwrap().contains("out of date"));
+        let err = plan_report(&dbu(json!({}), json!({}))).unwrap_err();
+        assert!(err.contains("dryRun"), "{err}");
+    }
+}
