@@ -49,8 +49,13 @@ fn kubectl_finds_the_plugin_and_passes_it_arguments_and_environment() {
     );
     let help = kubectl(&["dbu", "--help"], &kubeconfig);
     assert!(help.status.success(), "{}", text(&help.stderr));
-    for verb in ["status", "plan", "pause", "resume", "abort", "approve", "retry", "skip", "hold"] {
-        assert!(text(&help.stdout).contains(&format!("  {verb} NAME")), "{verb}");
+    for verb in [
+        "status", "plan", "pause", "resume", "abort", "approve", "retry", "skip", "hold",
+    ] {
+        assert!(
+            text(&help.stdout).contains(&format!("  {verb} NAME")),
+            "{verb}"
+        );
     }
     let usage = kubectl(&["dbu", "skip", "roll"], &kubeconfig);
     assert_eq!(usage.status.code(), Some(2), "{}", text(&usage.stderr));

@@ -4,7 +4,9 @@
 # image on its ServiceAccount's token, RBAC, admission of bad DBUs, operator-side stalls, restart
 # and delete (Part A); a rollout of the examples with plan, dry run, Events, metrics and JSON logs
 # (B); two replicas, a killed leader and a supervised canary (C); the API server away at three
-# steps (D). tests/e2e/real-node.sh adds the version upgrade and the operator's own upgrade.
+# steps (D). The DBU in the states it reaches is judged by Argo CD's engine and Flux's kstatus,
+# and steered by kubectl dbu. tests/e2e/real-node.sh adds the version upgrade and the operator's
+# own upgrade.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -13,8 +15,9 @@ NS=mail
 
 if [[ "${1:-}" != inside ]]; then
   eval "$(scripts/install-tools.sh)"
-  cargo build --locked --quiet   # the plan CLI runs from the host side of the test
-  exec "$here/node.sh" suite "$0"
+  cargo build --locked --quiet   # the plan CLI and the kubectl plugin run from the host side
+  gitops="$("$repo/tests/gitops/build-tools.sh")"
+  GITOPS="$gitops" exec "$here/node.sh" suite "$0"
 fi
 
 state="$2"
@@ -23,6 +26,38 @@ mkdir -p "$state/logs"
 source "$here/lib.sh"
 audit="$node/logs/audit.log"
 trap 'if ((fail > 0)); then save_logs; echo "# --- tail of the operator logs"; tail -20 "$state/logs/operator.log" | sed "s/^/#   /"; fi' EXIT
+
+# kubectl dbu through kubectl's plugin mechanism; the DBU as kubectl returns it in each state,
+# for Argo CD's and Flux's judgement at the end
+mkdir -p "$state/plugins" "$state/gitops"
+ln -sf "$repo/target/debug/kubectl-dbu" "$state/plugins/kubectl-dbu"
+PATH="$state/plugins:$PATH"
+snap() { kubectl -n "$NS" get dbu "$2" -o json > "$state/gitops/$1.json"; } # state dbu
+dbu_cmd() { # expected-output kubectl-dbu-args...: kubectl dbu, and what it must print
+  local want="$1"; shift
+  kubectl dbu "$@" -n "$NS" > "$state/dbu.out" 2>&1 || { cat "$state/dbu.out"; return 1; }
+  sed 's/^/#   /' "$state/dbu.out" | head -12
+  grep -q -- "$want" "$state/dbu.out"
+}
+argo_action() { # action dbu: Argo CD's engine runs the shipped action on the live DBU; applied back
+  { printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: argocd-cm\n  namespace: argocd\n'
+    sed -n '/^data:/,$p' "$repo/charts/dovecot-upgrade-operator/argocd/argocd-cm-patch.yaml"; } > "$state/argocd-cm.yaml"
+  kubectl -n "$NS" get dbu "$2" -o json > "$state/live.json"
+  # run-action prints a diff of (live, acted); a diff program that prints the second file gives the object
+  KUBECTL_EXTERNAL_DIFF="sh -c 'cat \"\$2\"' diff" "$GITOPS/argocd" admin settings resource-overrides \
+    run-action "$state/live.json" "$1" --argocd-cm-path "$state/argocd-cm.yaml" 2>/dev/null |
+    sed '0,/^Following fields have been changed:/d' > "$state/acted.yaml"
+  grep -q '^kind: DovecotBackendUpgrade' "$state/acted.yaml" || { cat "$state/acted.yaml"; return 1; }
+  kubectl replace -f "$state/acted.yaml"
+}
+observed_now() { # dbu: the operator has observed its latest generation
+  for _ in $(seq 60); do
+    [[ "$(kubectl -n "$NS" get dbu "$1" -o jsonpath='{.metadata.generation}')" == \
+       "$(kubectl -n "$NS" get dbu "$1" -o jsonpath='{.status.observedGeneration}')" ]] && return 0
+    sleep 0.5
+  done
+  return 1
+}
 
 # the operator's logs (kept across restarts), scaling, metrics
 save_logs() { # kubectl logs of every operator pod (and its previous container), before it goes
@@ -131,6 +166,7 @@ shows() { kubectl -n "$NS" "$@" > "$state/shown"; grep -q -- "${SHOW:?}" "$state
 check "apply a backend StatefulSet with RollingUpdate" apply_sts RollingUpdate
 check "apply a DBU for it" apply_dbu rollout legacy
 check "RollingUpdate: Stalled=True UpdateStrategyNotOnDelete" stalled_with rollout UpdateStrategyNotOnDelete
+snap stalled rollout
 SHOW=Failed check "kubectl get dbu shows the phase" shows get dbu rollout
 SHOW="Set it to OnDelete\|set it to OnDelete" check "kubectl describe dbu shows the Stalled warning event" shows describe dbu rollout
 check "switch the StatefulSet to OnDelete" \
@@ -138,6 +174,7 @@ check "switch the StatefulSet to OnDelete" \
 check "the StatefulSet watch wakes the DBU: Stalled=False" \
   kubectl -n "$NS" wait --for=condition=Stalled=false dbu/rollout --timeout=30s
 check "... Reconciling=True, waiting for a Ready director, and says so" reason_is rollout Reconciling NoReadyDirector
+snap progressing rollout
 check "a second DBU for the same StatefulSet" apply_dbu second legacy
 check "... is refused: Stalled=True StatefulSetClaimed" stalled_with second StatefulSetClaimed
 check "... and the first carries on" status_is rollout Stalled False
@@ -244,6 +281,8 @@ planned() {
   kubectl -n "$NS" get dbu backend-rollout -o jsonpath='{.status.plan.steps[0].commands[0]}' | grep -q '"director","update"'
 }
 check "... status.plan lists 3 backends and the Drain argv (phase Planned)" planned
+snap dry-run backend-rollout
+check "kubectl dbu plan prints the order and the argv" dbu_cmd '\$ doveadm director update .* 0$' plan backend-rollout
 check "... and the ring is still untouched" ring_back
 check "set spec.dryRun=false: the rollout starts" \
   kubectl -n "$NS" patch dbu backend-rollout --type merge -p '{"spec":{"dryRun":false}}'
@@ -267,6 +306,15 @@ rows_moved() { grep -q "Progressing 0/3 backend-" "$state/rows" && grep -q "Prog
 cp "$state/last.out" "$state/rows"
 check "... through every backend, step by step" rows_moved
 check "kubectl wait --for=condition=Ready succeeds" kubectl -n "$NS" wait --for=condition=Ready dbu/backend-rollout --timeout=300s
+snap complete backend-rollout
+check "kubectl dbu status: phase Completed, every backend done" dbu_cmd 'phase Completed, 3/3 backends upgraded' status backend-rollout
+check "Argo CD's pause action (its engine, on the live DBU), applied back with kubectl replace" argo_action pause backend-rollout
+spec_paused() { [[ "$(kubectl -n "$NS" get dbu backend-rollout -o jsonpath='{.spec.paused}')" == true ]]; }
+check "... spec.paused is true" spec_paused
+paused_ready() { observed_now backend-rollout && status_is backend-rollout Ready True; }
+check "... observed, and still Ready" paused_ready
+snap complete-paused backend-rollout
+check "kubectl dbu resume" dbu_cmd 'resumed' resume backend-rollout
 at_target() {
   local t; t="$(target_rev)"
   for b in 0 1 2; do
@@ -346,10 +394,22 @@ check "the standby ($B) answers /readyz 200 too (it is ready to take over)" \
   bash -c "for i in \$(seq 20); do curl -fsS http://$(pod_ip "$B"):8080/readyz && exit 0; sleep 0.5; done; exit 1"
 check "supervised mode on: spec.canary.supervised=true" \
   kubectl -n "$NS" patch dbu backend-rollout --type merge -p '{"spec":{"canary":{"supervised":true}}}'
-check "another config change: revision 3, rolled by the same DBU" roll_config "e2e revision 3" 3
+# the GitOps flow: the DBU names the revision (spec.revision); here it arrives before the StatefulSet
+check "spec.revision=3 on the DBU first, as a Git commit applied DBU first would" \
+  kubectl -n "$NS" patch dbu backend-rollout --type merge -p '{"spec":{"revision":"3"}}'
+pending_rev() {
+  observed_now backend-rollout && reason_is backend-rollout Reconciling WaitingForRevision &&
+    status_is backend-rollout Ready False
+}
+check "... the DBU is not Ready: Reconciling=True WaitingForRevision (the template has no mailops.io/revision 3 yet)" pending_rev
+snap revision-pending backend-rollout
+SHOW="REVISION *PHASE" check "... kubectl get dbu shows the revision" shows get dbu backend-rollout
+check "the StatefulSet follows: config change, template annotation mailops.io/revision=3" \
+  roll_config "e2e revision 3" 3 mailops.io/revision
 first_done() { for _ in $(seq 240); do kubectl -n "$NS" get dbu backend-rollout --no-headers | grep -q "Paused *1/3" && return 0; sleep 0.5; done; return 1; }
 check "the leader upgrades the canary, then stops: Paused 1/3" first_done
 check "... Ready=False with reason AwaitingApproval" reason_is backend-rollout Ready AwaitingApproval
+snap awaiting-approval backend-rollout
 idle_b() { ! kubectl -n "$NS" logs "$B" | grep -q '"reason":"Step'; }
 check "the other replica has not acted at all" idle_b
 save_logs
@@ -365,8 +425,10 @@ taken_over() { # the standby, or the Deployment's replacement for the leader, on
 }
 check "... another replica takes the Lease" taken_over
 check "... and still waits for approval" reason_is backend-rollout Ready AwaitingApproval
-check "approve the revision by annotation" \
-  kubectl -n "$NS" annotate dbu backend-rollout "mailops.io/approve=$(target_rev)"
+check "kubectl dbu approve: approves spec.revision (3), a value Git knows before the StatefulSet's hash" \
+  dbu_cmd 'canary approved' approve backend-rollout
+approved_3() { [[ "$(kubectl -n "$NS" get dbu backend-rollout -o jsonpath='{.spec.canary.approvedRevision}')" == 3 ]]; }
+check "... spec.canary.approvedRevision is 3" approved_3
 check "... and op-b finishes: kubectl wait --for=condition=Ready" kubectl -n "$NS" wait --for=condition=Ready dbu/backend-rollout --timeout=300s
 acted_b() { # the Events name the replica that reported them (reportingInstance: its pod)
   kubectl -n "$NS" get events.events.k8s.io --field-selector regarding.name=backend-rollout,reason=StepStarted \
@@ -393,7 +455,9 @@ check "supervised mode off again" \
 audit_from=$(($(wc -l < "$audit") + 1))
 restarts() { kubectl -n "$NS" get pods -l "$OPSEL" -o jsonpath='{range .items[*]}{.metadata.name}={.status.containerStatuses[0].restartCount}{" "}{end}'; }
 restarts_before="$(restarts)"
-check "another config change: revision 4" roll_config "e2e revision 4" 4
+check "another config change: revision 4 (StatefulSet first: mailops.io/revision=4)" roll_config "e2e revision 4" 4 mailops.io/revision
+check "... and the DBU's spec.revision=4, as the same commit" \
+  kubectl -n "$NS" patch dbu backend-rollout --type merge -p '{"spec":{"revision":"4"}}'
 where() { kubectl -n "$NS" get dbu backend-rollout -o jsonpath='{.status.current} {.status.step}' 2>/dev/null; }
 outage_at() { # step: once a backend is at it, the API server stops for 30 s; then how long to move on
   local row="" now back
@@ -416,6 +480,7 @@ echo "ready $(( $(date +%s) - t_back )) s after the last outage ended" >> "$stat
 same_process() { [[ "$(restarts)" == "$restarts_before" ]] || { echo "before: $restarts_before after: $(restarts)"; return 1; }; }
 check "... the operator rode out the outages in its own process (no container restart, no CrashLoop backoff)" same_process
 sed 's/^/#   /' "$state/outages"
+echo "# kube-scheduler restarted $(grep -c 'starting it again' "$node/logs/kube-scheduler.log") times (it exits when it finds its cache corrupt)"
 few_execs() { # every command that changes something ran at most its normal count plus one retry
   python3 "$here/execs.py" "$audit" "$audit_from" > "$state/execs"
   sed 's/^/#   /' "$state/execs" | head -40
@@ -437,6 +502,12 @@ at_rev4() {
 check "every backend runs revision 4" at_rev4
 check "the ring is whole again, original vhost counts" ring_back
 check "mail is still intact through both directors" mail_intact
+
+judged() { # every state snapped above, as Argo CD's engine and Flux's kstatus see it
+  ls "$state/gitops"
+  /usr/bin/python3 "$repo/tests/gitops/judge.py" live "$GITOPS/argocd" "$GITOPS/kstatus" "$state/gitops" 2>/dev/null
+}
+check "Argo CD 3.6.1's engine and Flux's kstatus judge the live DBU in each state as the README says" judged
 
 echo "e2e: $pass passed, $fail failed"
 ((fail == 0))

@@ -64,13 +64,13 @@ pod_ip() { kubectl -n "$NS" get pod "$1" -o jsonpath='{.status.podIP}'; }
 declare -A VHOSTS=([backend-0]=100 [backend-1]=50 [backend-2]=20)   # by pod: a replaced pod has a new IP
 set_vhosts() { for p in "${!VHOSTS[@]}"; do kubectl -n "$NS" exec director-0 -- doveadm director update "$(pod_ip "$p")" "${VHOSTS[$p]}" || return 1; done; }
 deliver_all() { local d; d="$(pod_ip director-0)"; for u in 1 2 3 4 5 6; do python3 "$here/mail.py" deliver "$d" "user$u" 3 || return 1; done; }
-roll_config() { # greeting revision: a config change plus the template bump that makes a new revision
-  local conf
+roll_config() { # greeting revision [annotation]: a config change plus the template bump that makes a new revision
+  local conf key="${3:-mailops.io/config-revision}"
   conf="$(kubectl -n "$NS" get cm backend-config -o jsonpath='{.data.dovecot\.conf}' | sed '/^login_greeting = /d' | sed "1i login_greeting = $1")"
   kubectl -n "$NS" create cm backend-config --from-literal=dovecot.conf="$conf" \
     --dry-run=client -o yaml | kubectl apply -f - &&
     kubectl -n "$NS" patch sts backend --type merge \
-      -p "{\"spec\":{\"template\":{\"metadata\":{\"annotations\":{\"mailops.io/config-revision\":\"$2\"}}}}}"
+      -p "{\"spec\":{\"template\":{\"metadata\":{\"annotations\":{\"$key\":\"$2\"}}}}}"
 }
 target_rev() { kubectl -n "$NS" get sts backend -o jsonpath='{.status.updateRevision}'; }
 rollout_dbu_yaml() { # the example DBU, with the e2e's verify user and a short drain

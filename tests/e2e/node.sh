@@ -204,8 +204,21 @@ KC
 kubeconfig_for kubelet node-client
 kubeconfig_for kube-proxy kube-proxy
 log "starting kube-scheduler"
-kube-scheduler --kubeconfig "$KUBECONFIG" --authentication-kubeconfig "$KUBECONFIG" --authorization-kubeconfig "$KUBECONFIG" \
-  --leader-elect=false --bind-address 127.0.0.1 --secure-port 10259 > "$dir/logs/kube-scheduler.log" 2>&1 &
+# kube-scheduler exits on purpose when it finds its cache corrupt ("Pod updated on a different
+# node than previously added to", seen here after an API server outage while a pod was deleted);
+# a kubeadm control plane's kubelet restarts it as a static pod, and this loop does the same
+(
+  trap 'kill "$child" 2>/dev/null; exit 0' TERM
+  while :; do
+    kube-scheduler --kubeconfig "$KUBECONFIG" --authentication-kubeconfig "$KUBECONFIG" --authorization-kubeconfig "$KUBECONFIG" \
+      --leader-elect=false --bind-address 127.0.0.1 --secure-port 10259 >> "$dir/logs/kube-scheduler.log" 2>&1 &
+    child=$!
+    code=0
+    wait "$child" || code=$?
+    echo "node: kube-scheduler exited ($code); starting it again" >> "$dir/logs/kube-scheduler.log"
+    sleep 1
+  done
+) &
 echo $! > "$dir/kube-scheduler.pid"
 log "starting kubelet $(kubelet --version | awk '{print $2}')"
 kubelet --config "$dir/kubelet.yaml" --kubeconfig "$dir/kubelet.kubeconfig" --root-dir "$dir/kubelet" \

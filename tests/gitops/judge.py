@@ -124,7 +124,7 @@ def argocd_health(argocd, cm, path):
     return fields.get("STATUS", ""), fields.get("MESSAGE", "")
 
 
-def judge(argocd, kstatus, objects):
+def judge(argocd, kstatus, objects, messages=True):
     failed = 0
     with tempfile.TemporaryDirectory() as tmp:
         cm = argocd_cm(tmp)
@@ -144,7 +144,7 @@ def judge(argocd, kstatus, objects):
             want_health, want_msg, want_ks = EXPECT[name]
             health, msg = argocd_health(argocd, cm, path)
             k = by_file[path]
-            ok = health == want_health and want_msg in msg and k["status"] == want_ks
+            ok = health == want_health and (not messages or want_msg in msg) and k["status"] == want_ks
             failed += not ok
             print(f"{'ok' if ok else 'not ok'} - {name}: Argo CD {health} ({msg}); kstatus {k['status']} ({k['message']})"
                   + ("" if ok else f"; want Argo CD {want_health} with {want_msg!r}, kstatus {want_ks}"))
@@ -268,7 +268,8 @@ def main():
             objs[state] = json.load(open(os.path.join(d, f)))
         if not objs:
             raise SystemExit(f"no objects in {d}")
-        sys.exit(1 if judge(sys.argv[2], sys.argv[3], objs) else 0)
+        # live messages are the operator's own; the fixtures pin the script's wording
+        sys.exit(1 if judge(sys.argv[2], sys.argv[3], objs, messages=False) else 0)
     sys.exit(__doc__)
 
 
