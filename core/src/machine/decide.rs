@@ -177,7 +177,9 @@ pub fn decide(
         );
     }
     let todo = outdated(s, &obs.pods, target, obs.ring.as_deref());
-    if !any_active && todo.is_empty() && obs.pods.len() as i32 >= sts.replicas {
+    // never complete for a revision still pending, paused or not
+    if !any_active && pending.is_none() && todo.is_empty() && obs.pods.len() as i32 >= sts.replicas
+    {
         if obs.pods.iter().all(|p| p.ready) {
             return Decision::Complete;
         }

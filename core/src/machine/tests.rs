@@ -1010,6 +1010,14 @@ fn spec_revision_holds_completion_and_new_backends_until_the_template_carries_it
         reason(&decide(&paused, &status(vec![]), &world(), ts(0))),
         "Paused"
     );
+    // paused with every pod at the StatefulSet's target: not complete while r2 is pending
+    let mut obs = world();
+    done(&mut obs);
+    obs.sts.as_mut().unwrap().template_revision = Some("r1".into());
+    assert_ne!(
+        decide(&paused, &status(vec![]), &obs, ts(0)),
+        Decision::Complete
+    );
 }
 
 #[test]
