@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/install-tools.sh)"
 raw="$(mktemp)"
-trap 'rm -f "$raw"' EXIT
+# kept when a step fails, with the failed suite's output: a rerun of one step then suffices
+trap 'rc=$?; if ((rc == 0)); then rm -f "$raw"; else echo "bench: failed; measurements so far in $raw" >&2; fi' EXIT
 echo "bench: rollouts on the real-Dovecot rig (N=3, N=10, users)" >&2
 BENCH_RUNS="${BENCH_RUNS:-3}" cargo bench --locked --bench rollout | grep '^{' >> "$raw"
 echo "bench: reconcile latency and status size (3 runs)" >&2
@@ -13,6 +14,8 @@ for _ in 1 2 3; do cargo bench --locked --bench reconcile | grep '^{' >> "$raw";
 echo "bench: memory and API cost on the real control plane" >&2
 benches/cluster.sh | grep '^{' >> "$raw"
 echo "bench: a real version upgrade on the real node (tests/e2e/real-node.sh)" >&2
-MEASURE="$raw" tests/e2e/real-node.sh > /dev/null
+suite_log="$(mktemp)"
+MEASURE="$raw" tests/e2e/real-node.sh > "$suite_log" || { grep -E '^not ok' "$suite_log" >&2; echo "bench: real-node.sh failed; its output is in $suite_log" >&2; exit 1; }
+rm -f "$suite_log"
 python3 benches/report.py "$raw" > BENCHMARKS.md
 cat BENCHMARKS.md
