@@ -56,8 +56,8 @@ step "cargo test"
 # the real-Dovecot tests start their own director and backends on 127.0.N.0/24 (root needed)
 # benches are measured by scripts/bench.sh, never run as tests (clippy still checks them);
 # the test binaries run side by side (scripts/run-tests.py), not one after another as cargo does
-cargo test --locked --workspace --lib --bins --tests --no-run
-cargo test --locked --workspace --lib --bins --tests --no-run --message-format=json 2>/dev/null |
+# (one build: diagnostics rendered on stderr, the artifact list as JSON for run-tests.py)
+cargo test --locked --workspace --lib --bins --tests --no-run --message-format=json-render-diagnostics |
   /usr/bin/python3 scripts/run-tests.py 4 --test-threads 2 --show-output
 
 step "end-to-end on a real control plane (built from Go sources on first use, then cached)"

@@ -6,6 +6,8 @@ kstatus library (tests/gitops/kstatus), and checks each against the mapping the 
   judge.py fixtures ARGOCD KSTATUS          the states below, shaped as the operator writes them
   judge.py actions ARGOCD                   the shipped Argo CD actions: which are offered in
                                             which state, and the spec or annotation each changes
+  judge.py act ARGOCD ACTION FILE           prints, as JSON, the object the shipped action leaves
+                                            of the one in FILE (for applying it back)
   judge.py live ARGOCD KSTATUS DIR          DIR/<state>.json: objects as `kubectl get -o json`
                                             returned them; <state> is a key of EXPECT
 
@@ -103,7 +105,6 @@ def fixtures():
 
 def argocd_cm(tmp):
     """argocd-cm as the shipped patch leaves it: the patch's data in a ConfigMap."""
-    import re
     text = open(PATCH).read()
     body = text[text.index("data:"):]
     path = os.path.join(tmp, "argocd-cm.yaml")
@@ -194,8 +195,23 @@ def flat(obj, path):
     return obj
 
 
-def actions(argocd):
+def run_action(argocd, cm, path, action, params=None):
+    """Runs the shipped action on the object in `path` with Argo CD's engine. Returns the object
+    it leaves (None when none came back) and argocd's output, for messages."""
     import yaml
+    # run-action prints a diff of (live, acted): a diff program that prints its second file
+    env = dict(os.environ, KUBECTL_EXTERNAL_DIFF="sh -c 'cat \"$2\"' diff")
+    argv = [argocd, "admin", "settings", "resource-overrides", "run-action", path, action,
+            "--argocd-cm-path", cm]
+    for k, v in (params or {}).items():
+        argv += ["--param", f"{k}={v}"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+    text = out.stdout.split("Following fields have been changed:", 1)[-1]
+    after = yaml.safe_load(text) if out.returncode == 0 else None
+    return (after if isinstance(after, dict) else None), out
+
+
+def actions(argocd):
     failed = total = 0
     objs = action_objects()
     with tempfile.TemporaryDirectory() as tmp:
@@ -220,17 +236,9 @@ def actions(argocd):
                   + ("" if ok else f"; want {sorted(want)} ({out.stderr.strip()[-300:]})"))
         for state, action, params, want in ACTIONS:
             before = objs[state]
-            # the diff program gets (live, target): print the target, the object the action left
-            env = dict(os.environ, KUBECTL_EXTERNAL_DIFF="sh -c 'cat \"$2\"' diff")
-            argv = [argocd, "admin", "settings", "resource-overrides", "run-action", path_of(state),
-                    action, "--argocd-cm-path", cm]
-            for k, v in params.items():
-                argv += ["--param", f"{k}={v}"]
-            out = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
-            text = out.stdout.split("Following fields have been changed:", 1)[-1]
-            after = yaml.safe_load(text) if out.returncode == 0 else None
+            after, out = run_action(argocd, cm, path_of(state), action, params)
             problems = []
-            if not isinstance(after, dict):
+            if after is None:
                 problems.append(f"no object back: {out.stdout[-200:]} {out.stderr[-300:]}")
             else:
                 for k, v in want.items():
@@ -251,6 +259,13 @@ def actions(argocd):
 
 
 def main():
+    if len(sys.argv) == 5 and sys.argv[1] == "act":
+        with tempfile.TemporaryDirectory() as tmp:
+            after, out = run_action(sys.argv[2], argocd_cm(tmp), sys.argv[4], sys.argv[3])
+        if after is None:
+            raise SystemExit(f"no object back from {sys.argv[3]}: {out.stdout[-300:]} {out.stderr[-300:]}")
+        json.dump(after, sys.stdout)
+        return
     if len(sys.argv) == 3 and sys.argv[1] == "actions":
         sys.exit(1 if actions(sys.argv[2]) else 0)
     if len(sys.argv) >= 4 and sys.argv[1] == "fixtures":
