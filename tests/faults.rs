@@ -346,6 +346,63 @@ async fn s4_dead_ring_member() {
     );
 }
 
+/// Scenario 5b: a revision whose config Dovecot refuses: the new pod never gets Ready and the
+/// rollout halts at Replace; a fixed revision plus a retry replaces that pod and completes.
+/// (Rerunning from StopLmtp would fail for ever: every doveadm in that pod fails on its config.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s5b_pod_never_ready_then_fix_and_retry() {
+    let t0 = Instant::now();
+    let rig = rig(17);
+    let lab = &rig.lab;
+    let original = vhosts(lab);
+    lab.new_revision("rev-refused", "dbu_no_such_setting = yes\n");
+    let mut s = settings(json!({"verify": {"user": "user2"}, "timeouts": {"replace": "5s"}}));
+    let exec = lab.exec();
+    let (status, notes) = finish(&s, &exec, lab, DovecotBackendUpgradeStatus::default()).await;
+    assert_eq!(status.phase, Some(Phase::Failed), "{status:#?}\n{notes:#?}");
+    let failed = status.backends.iter().find(|r| r.failed).unwrap().clone();
+    let err = failed.last_error.clone().unwrap();
+    assert_eq!(err.step, Step::Replace, "{err:?}");
+    assert_eq!(
+        lab.pod_revision(&failed.pod).as_deref(),
+        Some("rev-refused"),
+        "the pod the StatefulSet made at the refused revision is there, not Ready"
+    );
+    assert_eq!(
+        ring_of(lab, "director-0")[&failed.ip],
+        (0, false),
+        "stays out"
+    );
+
+    lab.new_revision("rev-3", "login_greeting = fixed");
+    s.retry_token = Some("fix-1".into());
+    let (status, notes) = finish(&s, &exec, lab, status).await;
+    assert_eq!(
+        status.phase,
+        Some(Phase::Completed),
+        "{status:#?}\n{notes:#?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.reason == "RetryRequested" && n.message.contains("from Reset")),
+        "{notes:#?}"
+    );
+    for pod in lab.backend_names() {
+        assert_eq!(lab.pod_revision(&pod).as_deref(), Some("rev-3"));
+    }
+    assert_eq!(lab.creations(&failed.pod), 3, "rev-1, rev-refused, rev-3");
+    all_back(lab, "director-0", &original);
+    report(
+        "5b pod never Ready, fix, retry",
+        t0,
+        &format!(
+            "halted at Replace of {} ({}), kept out; mailops.io/retry after a fixed revision reset and replaced the pod that never started and completed",
+            failed.pod, err.stderr
+        ),
+    );
+}
+
 /// Scenario 5: the new config breaks mailbox access; the rollout halts; a fix plus a retry completes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s5_failed_verification_then_fix_and_retry() {
@@ -398,10 +455,19 @@ async fn s5_failed_verification_then_fix_and_retry() {
         Some(Phase::Completed),
         "{status:#?}\n{notes:#?}"
     );
+    // the retry goes back to Reset, which finds Dovecot running in the failed pod and rewinds
+    // to the stop: the runbook runs again from StopLmtp
     assert!(
         notes
             .iter()
-            .any(|n| n.reason == "RetryRequested" && n.message.contains("StopLmtp"))
+            .any(|n| n.reason == "RetryRequested" && n.message.contains("from Reset")),
+        "{notes:#?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.reason == "StepRewound" && n.message.contains("Dovecot is running")),
+        "{notes:#?}"
     );
     for pod in lab.backend_names() {
         assert_eq!(lab.pod_revision(&pod).as_deref(), Some("rev-3"));
@@ -413,7 +479,7 @@ async fn s5_failed_verification_then_fix_and_retry() {
         "5 failed verification, fix, retry",
         t0,
         &format!(
-            "halted at Verify of backend-2 (exit {:?}), kept out, others untouched; mailops.io/retry after a fixed revision reran it from StopLmtp and completed",
+            "halted at Verify of backend-2 (exit {:?}), kept out, others untouched; mailops.io/retry after a fixed revision reran it from the stop (Reset rewound to StopLmtp) and completed",
             err.exit_code
         ),
     );

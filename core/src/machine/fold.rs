@@ -299,8 +299,10 @@ pub fn close_removed(
 }
 
 /// Honors a new retry token: failed backends run again. One whose pod is not at the target
-/// revision after Replace (e.g. the config was fixed by a newer revision) goes back to StopLmtp,
-/// so the runbook runs again from the stop: nothing is reused from the failed pod.
+/// revision after Replace (e.g. the config was fixed by a newer revision) goes back to Reset:
+/// the failed pod's cache is wiped and the pod replaced, nothing is reused from it. Not to
+/// StopLmtp: a pod whose Dovecot refused its config never started, and every doveadm in it
+/// fails on that config. Reset itself rewinds to StopLmtp when Dovecot runs in the pod.
 pub fn apply_retry(
     status: &mut DovecotBackendUpgradeStatus,
     token: Option<&str>,
@@ -324,7 +326,7 @@ pub fn apply_retry(
             .and_then(|p| p.revision.as_deref());
         let from = rec.step;
         if rec.step >= Step::Replace && pod_rev != target {
-            rec.step = Step::StopLmtp;
+            rec.step = Step::Reset;
         }
         rec.failed = false;
         rec.attempts = 0;

@@ -1464,8 +1464,8 @@ fn retry_token_reruns_failed_backends_once() {
     let r = &st.backends[0];
     assert_eq!(
         (r.failed, r.attempts, r.step),
-        (false, 0, Step::StopLmtp),
-        "rerun from the stop"
+        (false, 0, Step::Reset),
+        "rerun from the reset (which rewinds to the stop when Dovecot runs in the pod)"
     );
     assert_eq!(r.step_started, Time(ts(5)));
     assert_eq!(st.retry_token.as_deref(), Some("1"));

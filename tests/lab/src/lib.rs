@@ -453,15 +453,15 @@ impl Lab {
             .stderr(log)
             .status()
             .map_err(|e| format!("dovecot: {e}"))?;
-        if !status.success() {
-            let log = std::fs::read_to_string(dir.join("log/start.log")).unwrap_or_default();
-            return Err(format!("dovecot in {name} exited {status}: {log}"));
+        // a Dovecot that refuses its config leaves the pod running without it, never Ready, as
+        // the examples' supervisor does on a real node
+        if status.success() {
+            wait_until(
+                &format!("{name} master.pid"),
+                Duration::from_secs(10),
+                || master_pid(&dir).is_some(),
+            )?;
         }
-        wait_until(
-            &format!("{name} master.pid"),
-            Duration::from_secs(10),
-            || master_pid(&dir).is_some(),
-        )?;
         self.exec.set_pod(name, pid);
         let mut st = self.state.lock().expect("lab state");
         *st.created.entry(name.to_string()).or_insert(0) += 1;
