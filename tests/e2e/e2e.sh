@@ -238,18 +238,6 @@ check "deliver mail through the director (LMTP)" deliver_all
 check "change the backend config: a new StatefulSet revision" roll_config "e2e revision 2" 2
 rev_moved() { for _ in $(seq 30); do [[ -n "$(target_rev)" && "$(target_rev)" != "$(kubectl -n "$NS" get pod backend-0 -o jsonpath='{.metadata.labels.controller-revision-hash}')" ]] && return 0; sleep 0.5; done; return 1; }
 check "... the pods are now outdated" rev_moved
-ring_back() {
-  local status; status="$(kubectl -n "$NS" exec director-1 -- doveadm -f json director status)"
-  for b in 0 1 2; do
-    local ip; ip="$(kubectl -n "$NS" get pod "backend-$b" -o jsonpath='{.status.podIP}')"
-    python3 - "$status" "$ip" "${VHOSTS[backend-$b]}" <<'PY' || return 1
-import json, sys
-hosts = {h["mail server ip"]: h for h in json.loads(sys.argv[1])}
-h = hosts.get(sys.argv[2])
-assert h and h["state"] == "up" and h["vhosts"] == sys.argv[3], (sys.argv[2:], hosts)
-PY
-  done
-}
 plan_cli() { # against the cluster: the order and every argv, nothing written, nothing drained
   local out
   out="$(target/debug/dovecot-upgrade-operator plan -f deploy/examples/dbu.yaml -n "$NS" --kubeconfig "$state/operator.kubeconfig")" || return 1

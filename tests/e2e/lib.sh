@@ -63,6 +63,19 @@ ring_synced() {
 pod_ip() { kubectl -n "$NS" get pod "$1" -o jsonpath='{.status.podIP}'; }
 declare -A VHOSTS=([backend-0]=100 [backend-1]=50 [backend-2]=20)   # by pod: a replaced pod has a new IP
 set_vhosts() { for p in "${!VHOSTS[@]}"; do kubectl -n "$NS" exec director-0 -- doveadm director update "$(pod_ip "$p")" "${VHOSTS[$p]}" || return 1; done; }
+# every backend pod in the ring, up, at the vhost count a human gave it (VHOSTS)
+ring_back() {
+  local status; status="$(kubectl -n "$NS" exec director-1 -- doveadm -f json director status)"
+  for b in 0 1 2; do
+    local ip; ip="$(kubectl -n "$NS" get pod "backend-$b" -o jsonpath='{.status.podIP}')"
+    python3 - "$status" "$ip" "${VHOSTS[backend-$b]}" <<'PY' || return 1
+import json, sys
+hosts = {h["mail server ip"]: h for h in json.loads(sys.argv[1])}
+h = hosts.get(sys.argv[2])
+assert h and h["state"] == "up" and h["vhosts"] == sys.argv[3], (sys.argv[2:], hosts)
+PY
+  done
+}
 deliver_all() { local d; d="$(pod_ip director-0)"; for u in 1 2 3 4 5 6; do python3 "$here/mail.py" deliver "$d" "user$u" 3 || return 1; done; }
 roll_config() { # greeting revision [annotation]: a config change plus the template bump that makes a new revision
   local conf key="${3:-mailops.io/config-revision}"

@@ -5,6 +5,7 @@
   mail.py flag IP USER PASS          \\Flagged and the keyword e2e-kept on the first message
   mail.py state IP USER PASS         JSON: count, UIDVALIDITY, UIDs, flagged UIDs, keyword UIDs
   mail.py traffic OUT.json STOPFILE PASS IP... users...   live users until STOPFILE exists
+  mail.py session IP USER PASS STOPFILE   one IMAP session, kept open until STOPFILE exists
 """
 import imaplib
 import json
@@ -102,5 +103,15 @@ def traffic(out, stopfile, password, *rest):
     json.dump(res, open(out, "w"), indent=1, sort_keys=True)
 
 
+def session(ip, user, password, stopfile):
+    m = login(ip, user, password)
+    m.select("INBOX")
+    while not os.path.exists(stopfile):
+        m.noop()
+        time.sleep(1)
+    m.logout()
+
+
 if __name__ == "__main__":
-    {"deliver": deliver, "count": count, "flag": flag, "state": state, "traffic": traffic}[sys.argv[1]](*sys.argv[2:])
+    {"deliver": deliver, "count": count, "flag": flag, "state": state, "traffic": traffic,
+     "session": session}[sys.argv[1]](*sys.argv[2:])

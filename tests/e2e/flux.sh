@@ -1,0 +1,254 @@
+#!/usr/bin/env bash
+# GitOps with a live Flux on the real node (node.sh): Flux's source-controller and
+# kustomize-controller v1.9.6 (tests/gitops/build-flux.sh) as processes in the node's network,
+# a Git repository served there by git's http-backend, and one Kustomization that applies the
+# example mail system and its DBU and health-checks the DBU, as the README recommends. Every
+# change is a commit: a broken revision and its fix with a retry, a supervised canary approved,
+# holds, a pause and an abort, and a DBU pruned mid-drain. A watcher samples the Kustomization
+# and the DBU twice a second; flux.py judges the samples (never Ready before the rollout ends,
+# failing at once on a stalled DBU).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+cd "$repo"
+NS=mail
+
+if [[ "${1:-}" != inside ]]; then
+  eval "$(scripts/install-tools.sh)"
+  flux="$("$repo/tests/gitops/build-flux.sh")"
+  FLUX="$flux" exec "$here/node.sh" suite "$0"
+fi
+
+state="$2"
+mkdir -p "$state/logs" "$state/flux/storage"
+source "$here/lib.sh"
+FJ=(/usr/bin/python3 "$repo/tests/gitops/flux.py")
+timeline="$state/flux/timeline.jsonl"
+GIT_ADDR=10.88.0.1:8418 STORAGE_ADDR=10.88.0.1:9090
+# on failure: the controllers' last words, and the samples kept for a look (the state folder goes)
+trap 'if ((fail > 0)); then for f in "$state"/logs/{source,kustomize}-controller.log "$state"/logs/watch.log; do
+  echo "# --- tail of $f"; tail -8 "$f" | cut -c1-300 | sed "s/^/#   /"; done; cp "$timeline" /tmp/dbu-flux-timeline.jsonl; fi' EXIT
+k() { kubectl -n "$NS" "$@"; }
+ks() { kubectl -n flux-system get kustomization mail -o jsonpath="$1" 2>/dev/null; }
+dbu_get() { k get dbu backend-rollout -o jsonpath="$1" 2>/dev/null; }
+waitfor() { # seconds command...: poll until the command succeeds
+  local n="$1"; shift
+  for _ in $(seq $((n * 2))); do "$@" 2>/dev/null && return 0; sleep 0.5; done
+  "$@"
+}
+
+# --- the operator, as helm installs it; Flux and a Git server in the node's network
+check "helm install the chart" helm install dbu charts/dovecot-upgrade-operator -n "$NS" --create-namespace \
+  --set 'probeSecrets={upgrade-probe}' --set replicaCount=1 --wait --timeout 3m
+check "kubectl apply --server-side Flux v1.9.6's CRDs (from the controllers' module zips)" \
+  bash -c "kubectl create namespace flux-system && kubectl apply --server-side -f '$FLUX/crds' >/dev/null &&
+    kubectl wait --for=condition=Established crd/gitrepositories.source.toolkit.fluxcd.io crd/kustomizations.kustomize.toolkit.fluxcd.io --timeout=60s"
+
+git_() { git -C "$state/flux/tree" -c user.name=e2e -c user.email=e2e@e2e.invalid "$@"; }
+declare -A SHA
+commit() { # label message edit-ops...: a commit to main, pushed; its time goes into the timeline
+  local label="$1" msg="$2"; shift 2
+  "${FJ[@]}" edit "$state/flux/tree" "$@" && git_ add -A && git_ commit -q -m "$msg" && git_ push -q origin HEAD:main || return 1
+  SHA[$label]="$(git_ rev-parse HEAD)"
+  printf '{"label": "%s", "commit": "%s", "t": %s}\n' "$label" "${SHA[$label]}" "$(date +%s.%N | cut -c1-13)" >> "$timeline"
+}
+git_repo() {
+  git init -q --bare -b main "$state/flux/git/mail.git" &&
+    git clone -q "$state/flux/git/mail.git" "$state/flux/tree" 2>/dev/null &&
+    kubectl kustomize "$here/node/mail" > "$state/flux/workloads.yaml" &&
+    rollout_dbu_yaml | sed 's/^spec:/spec:\n  timeouts: {replace: 25s}/' > "$state/flux/dbu.yaml" &&
+    "${FJ[@]}" init "$state/flux/tree" "$state/flux/workloads.yaml" "$state/flux/dbu.yaml" &&
+    commit c1 "mail: backends at revision r1 (Dovecot 2.3.19)" revision=r1 greeting=r1
+}
+check "a Git repository: the examples and the DBU, revision r1 in the pod template and spec.revision" git_repo
+/usr/bin/python3 "$repo/tests/gitops/git-http.py" "${GIT_ADDR%:*}" "${GIT_ADDR#*:}" "$state/flux/git" 2> "$state/logs/git-http.log" &
+served() { git ls-remote "http://$GIT_ADDR/mail.git" | grep -q "${SHA[c1]}"; }
+check "git http-backend serves it at http://$GIT_ADDR (the cluster's network)" waitfor 10 served
+
+start_source_controller() {
+  RUNTIME_NAMESPACE=flux-system "$FLUX/source-controller" --storage-path="$state/flux/storage" \
+    --storage-addr="$STORAGE_ADDR" --storage-adv-addr="$STORAGE_ADDR" --metrics-addr=127.0.0.1:18080 \
+    --health-addr=127.0.0.1:19440 --log-level=info >> "$state/logs/source-controller.log" 2>&1 &
+}
+KC_PID=""
+start_kustomize_controller() { # feature gates
+  RUNTIME_NAMESPACE=flux-system "$FLUX/kustomize-controller" --metrics-addr=127.0.0.1:18081 \
+    --health-addr=127.0.0.1:19441 --log-level=info --feature-gates="$1" >> "$state/logs/kustomize-controller.log" 2>&1 &
+  KC_PID=$!
+}
+healthy() { curl -fsS "http://127.0.0.1:$1/readyz" >/dev/null; }
+start_source_controller
+start_kustomize_controller CancelHealthCheckOnNewRevision=false
+check "source-controller and kustomize-controller run (Flux's defaults: CancelHealthCheckOnNewRevision off)" \
+  bash -c "$(declare -f waitfor healthy); waitfor 60 healthy 19440 && waitfor 60 healthy 19441"
+
+cat > "$state/flux/flux.yaml" <<YAML
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {name: mail, namespace: flux-system}
+spec:
+  url: http://$GIT_ADDR/mail.git
+  ref: {branch: main}
+  interval: 5s
+---
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: mail, namespace: flux-system}
+spec:
+  path: ./mail
+  prune: true
+  sourceRef: {kind: GitRepository, name: mail}
+  interval: 10m
+  retryInterval: 10s
+  timeout: 10m
+  wait: false
+  healthChecks:
+    - {apiVersion: mailops.io/v1alpha1, kind: DovecotBackendUpgrade, name: backend-rollout, namespace: mail}
+  # the README's second line of defence; removed for the later parts, which use kstatus alone
+  healthCheckExprs:
+    - apiVersion: mailops.io/v1alpha1
+      kind: DovecotBackendUpgrade
+      failed: "status.conditions.exists(c, c.type == 'Stalled' && c.status == 'True')"
+      current: "status.observedGeneration == metadata.generation && status.conditions.exists(c, c.type == 'Ready' && c.status == 'True')"
+YAML
+check "a GitRepository and a Kustomization (prune, healthChecks on the DBU with the README's healthCheckExprs)" \
+  kubectl apply -f "$state/flux/flux.yaml"
+"${FJ[@]}" watch "$timeline" 2> "$state/logs/watch.log" &
+
+ks_ready_for() { [[ "$(ks '{.status.conditions[?(@.type=="Ready")].status}')" == True && "$(ks '{.status.lastAppliedRevision}')" == *"${SHA[$1]}" ]]; }
+ks_failed_for() { [[ "$(ks '{.status.conditions[?(@.type=="Ready")].status}')" == False && "$(ks '{.status.lastAttemptedRevision}')" == *"${SHA[$1]}" ]]; }
+ks_msg() { ks '{.status.conditions[?(@.type=="Ready")].reason}: {.status.conditions[?(@.type=="Ready")].message}' | cut -c1-300; }
+applied() { [[ "$(ks '{.status.lastAttemptedRevision}')" == *"${SHA[$1]}" ]]; }
+fetched() { [[ "$(kubectl -n flux-system get gitrepository mail -o jsonpath='{.status.artifact.revision}')" == *"${SHA[$1]}" ]]; }
+wait_ready() { waitfor "$2" ks_ready_for "$1" || { ks_msg; return 1; }; }
+judge() { "${FJ[@]}" judge "$timeline" "$@"; }
+reason_is() { dbu_get '{range .status.conditions[*]}{.reason}{"\n"}{end}' | grep -qx "$1"; }
+outdated() { # backend pods not at the StatefulSet's update revision
+  local rev; rev="$(k get sts backend -o jsonpath='{.status.updateRevision}')"
+  k get pods -l app=dovecot-backend -o jsonpath='{range .items[*]}{.metadata.name} {.metadata.labels.controller-revision-hash}{"\n"}{end}' |
+    awk -v r="$rev" '$2 != r {print $1}' | sort
+}
+greetings() { # every backend's running config has login_greeting = $1
+  local p; for p in backend-0 backend-1 backend-2; do [[ "$(k exec "$p" -- doveconf -h login_greeting)" == "$1" ]] || { echo "$p"; return 1; }; done
+}
+
+check "Flux applies it: the Kustomization is Ready for c1 once the DBU is Ready" wait_ready c1 240
+check "five Dovecot pods Running and Ready" ready_pods
+check "the director ring is synced" ring_synced
+check "a human gives the backends different vhost counts" set_vhosts
+check "deliver mail through the director" deliver_all
+
+# --- Part A: a broken revision stalls the DBU and fails the Kustomization at once; a fix and a retry by commit
+check "commit c2: revision r2 with a setting Dovecot refuses (and a new greeting)" \
+  commit c2 "mail: revision r2 (broken config)" revision=r2 greeting=r2 broken=yes
+stalled_failed() {
+  k wait --for=condition=Stalled dbu/backend-rollout --timeout=240s >/dev/null && reason_is BackendFailed
+}
+check "... the DBU stalls: Stalled=True BackendFailed" stalled_failed
+failed_backend="$(dbu_get '{.status.current}')"
+check "... the Kustomization fails for c2 (Ready=False), naming the DBU" waitfor 60 ks_failed_for c2
+ks_msg | sed 's/^/#   /'
+check "... at once, because the DBU is Stalled, not at the 10m timeout (healthCheckExprs' failed rule)" judge fails-early mail c2
+sed 's/^/#   /' "$state/last.out"
+kept_out() { # the failed backend stays out of the ring; the others keep their vhost counts
+  local status ip; status="$(k exec director-1 -- doveadm -f json director status)"; ip="$(pod_ip "$failed_backend")"
+  python3 - "$status" "$ip" <<'PY'
+import json, sys
+h = {x["mail server ip"]: x for x in json.loads(sys.argv[1])}.get(sys.argv[2])
+assert h is None or h["vhosts"] == "0" or h["state"] == "down", h
+PY
+}
+check "... the failed backend ($failed_backend) stays out of the director ring" kept_out
+check "commit c3: revision r3 fixes the config, and a new mailops.io/retry value" \
+  commit c3 "mail: revision r3 (config fixed), retry" revision=r3 greeting=r3 broken=no annotation.mailops.io/retry=c3
+check "... Flux applies c3 and the Kustomization turns Ready once the rollout ends" wait_ready c3 300
+check "... in progress until then, Ready only with the DBU complete" judge in-progress mail c3
+sed 's/^/#   /' "$state/last.out"
+check "... every backend runs r3's config" greetings r3
+check "... the ring is whole, at the vhost counts the human gave" ring_back
+
+# --- Part B: kstatus alone; controls by commits
+no_exprs() { kubectl -n flux-system patch kustomization mail --type json -p '[{"op":"remove","path":"/spec/healthCheckExprs"}]' >/dev/null &&
+  waitfor 60 bash -c "[[ \"\$(kubectl -n flux-system get kustomization mail -o jsonpath='{.status.observedGeneration}')\" == \"\$(kubectl -n flux-system get kustomization mail -o jsonpath='{.metadata.generation}')\" ]]" && wait_ready c3 60; }
+check "the Kustomization without healthCheckExprs (kstatus alone) is Ready" no_exprs
+check "commit c4: revision r4 (Dovecot 2.3.21, new greeting), supervised canary" \
+  commit c4 "mail: revision r4 (Dovecot 2.3.21), supervised canary" revision=r4 image=2.3.21 greeting=r4 'spec.canary={"supervised": true}'
+awaiting() { reason_is AwaitingApproval && [[ "$(dbu_get '{.status.progress}')" == 1/3 ]]; }
+check "... the canary is upgraded, then the DBU awaits approval (1/3)" waitfor 180 awaiting
+in_progress_for() { applied "$1" && [[ "$(ks '{.status.conditions[?(@.type=="Ready")].status}')" == Unknown ]] || { ks_msg; return 1; }; }
+check "... the Kustomization stays in progress for c4 (the DBU is Suspended: InProgress for kstatus)" in_progress_for c4
+mapfile -t rest < <(outdated)
+hold_json="[\"${rest[0]}\", \"${rest[1]}\"]"
+check "commit c5: approve the canary (spec.canary.approvedRevision r4) and hold the other two (${rest[*]})" \
+  commit c5 "mail: approve the canary, hold ${rest[*]}" 'spec.canary.approvedRevision="r4"' "spec.hold=$hold_json"
+not_applied() { # with Flux's defaults, the health check of c4 blocks the Kustomization until it ends
+  waitfor 30 fetched c5 || return 1
+  sleep 15
+  ! applied c5 && [[ -z "$(dbu_get '{.spec.canary.approvedRevision}')" ]] || { echo "c5 was applied"; return 1; }
+  echo "15 s after source-controller fetched c5: last attempted $(ks '{.status.lastAttemptedRevision}'), approvedRevision unset"
+}
+check "... with Flux's defaults c5 is not applied while c4's health check waits (the sync deadlock)" not_applied
+sed 's/^/#   /' "$state/last.out"
+restart_gate() {
+  kill "$KC_PID" && wait "$KC_PID" 2>/dev/null; start_kustomize_controller CancelHealthCheckOnNewRevision=true
+  waitfor 60 healthy 19441
+}
+check "restart kustomize-controller with --feature-gates=CancelHealthCheckOnNewRevision=true (the README's setting)" restart_gate
+held() { reason_is BackendHeld && [[ "$(dbu_get '{.spec.canary.approvedRevision}')" == r4 ]]; }
+check "... c5 is applied: the canary is approved, and both others are held (BackendHeld)" waitfor 60 held
+check "commit c6: release ${rest[0]}, keep ${rest[1]} held" commit c6 "mail: release ${rest[0]}" "spec.hold=[\"${rest[1]}\"]"
+two_of_three() { [[ "$(dbu_get '{.status.progress}')" == 2/3 ]] && reason_is BackendHeld; }
+check "... applied while c5's health check ran: ${rest[0]} is upgraded, then BackendHeld (2/3)" waitfor 120 two_of_three
+check "commit c7: spec.paused" commit c7 "mail: pause the rollout" spec.paused=true
+check "... the DBU is Paused" waitfor 60 reason_is Paused
+check "commit c8: spec.abort" commit c8 "mail: abort the rollout" spec.abort=true
+aborted() { [[ "$(dbu_get '{.status.phase}')" == Aborted ]] && [[ "$(dbu_get '{.status.conditions[?(@.type=="Stalled")].status}')" == True ]]; }
+check "... the DBU is Aborted (Stalled=True)" waitfor 60 aborted
+check "... and the Kustomization fails for c8 at once (kstatus: Stalled=True is Failed)" waitfor 60 ks_failed_for c8
+check "... (because of the stalled DBU, named)" judge fails-early mail c8
+sed 's/^/#   /' "$state/last.out"
+check "commit c9: clear abort, pause and hold" commit c9 "mail: resume the rollout" spec.abort=null spec.paused=null spec.hold=null
+check "... the last backend is upgraded and the Kustomization turns Ready for c9" wait_ready c9 180
+check "... in progress until the rollout ended" judge in-progress mail c9
+sed 's/^/#   /' "$state/last.out"
+check "... never Ready for c4 to c8, while the rollout waited, was held, paused or aborted" \
+  judge never-ready mail c4 c5 c6 c7 c8
+sed 's/^/#   /' "$state/last.out"
+check "... every backend runs 2.3.21 with r4's config" \
+  bash -c "$(declare -f k greetings); NS=$NS; greetings r4 && for p in backend-0 backend-1 backend-2; do k exec \$p -- dovecot --version | grep -q '^2\.3\.21' || exit 1; done"
+check "... the ring is whole, at the vhost counts the human gave" ring_back
+
+# --- Part C: the DBU pruned mid-drain runs its finalizer; nothing is left drained
+b2_uid="$(k get pod backend-2 -o jsonpath='{.metadata.uid}')"
+/usr/bin/python3 "$here/mail.py" session "$(pod_ip backend-2)" user1 e2e-pass "$state/stop-session" 2> "$state/logs/session.log" &
+check "commit c10: revision r5, Ordinal order, a 10m drain ceiling (a live session holds backend-2's drain)" \
+  commit c10 "mail: revision r5" revision=r5 greeting=r5 spec.ordering='"Ordinal"' 'spec.drain.timeout="10m"'
+draining() {
+  [[ "$(dbu_get '{.status.current}')" == backend-2 ]] || return 1
+  python3 - "$(k exec director-1 -- doveadm -f json director status)" "$(pod_ip backend-2)" <<'PY'
+import json, sys
+h = {x["mail server ip"]: x for x in json.loads(sys.argv[1])}[sys.argv[2]]
+assert h["vhosts"] == "0", h
+PY
+}
+check "... backend-2 is drained (vhosts 0) and waits for its session" waitfor 120 draining
+mark() { printf '{"label": "%s", "commit": "", "t": %s}\n' "$1" "$(date +%s.%N | cut -c1-13)" >> "$timeline"; }
+prune() { # the DBU leaves Git, and the Kustomization's health check on it with it (from here on
+  # the Kustomization is Ready without looking at the DBU: the judge stops at this mark)
+  mark unchecked
+  kubectl -n flux-system patch kustomization mail --type json -p '[{"op":"remove","path":"/spec/healthChecks"}]' >/dev/null &&
+    commit c11 "mail: remove the DBU" dbu=absent
+}
+check "commit c11: the DBU removed from Git (prune: true)" prune
+check "... Flux prunes it and the finalizer lets it go" k wait --for=delete dbu/backend-rollout --timeout=120s
+check "... the Kustomization is Ready for c11" wait_ready c11 60
+check "... backend-2 is back in the ring at its vhost count, every backend up" ring_back
+check "... backend-2 is the same pod, never stopped" bash -c "[[ \"\$(kubectl -n $NS get pod backend-2 -o jsonpath='{.metadata.uid}')\" == $b2_uid ]]"
+touch "$state/stop-session"
+check "the Kustomization was never Ready while the DBU was not complete (every sample while it checked the DBU)" \
+  judge never-early mail unchecked
+sed 's/^/#   /' "$state/last.out"
+
+echo "1..$((pass + fail))"
+echo "# flux: $pass passed, $fail failed"
+((fail == 0))
