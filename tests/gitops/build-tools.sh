@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the GitOps tools the suites judge DBUs with, from the Go module proxy, and caches them by
-# version (and by the hash of their wrapper modules) outside the repository: Argo CD's CLI (its
-# Lua health and action engine, offline), and Flux's kstatus library as a small command. Argo CD
+# version (and by the hash of their wrapper modules) outside the repository: Argo CD's binary
+# (its CLI with the Lua health and action engine, and as argocd-repo-server and
+# argocd-application-controller by the name it is called by), with its CRDs, and Flux's kstatus
+# library as a small command. Argo CD
 # needs Go 1.27, fetched as a toolchain through the proxy. Prints the folder holding the binaries.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -10,7 +12,20 @@ CACHE="${DBU_CACHE:-$HOME/.cache/dovecot-upgrade-operator}"
 sum="$(cat "$here"/argocd/go.* "$here"/kstatus/go.* "$here"/kstatus/*.go | sha256sum | cut -c1-12)"
 BIN="$CACHE/gitops/argocd-$ARGOCD_VERSION-kstatus-$KSTATUS_VERSION-$sum"
 log() { echo "build-gitops: $*" >&2; }
-if [[ -x "$BIN/argocd" && -x "$BIN/kstatus" ]]; then log "reusing $BIN"; echo "$BIN"; exit 0; fi
+# what Argo CD's controllers need besides the binary, from its module zip: the Application and
+# AppProject CRDs, and the git wrapper the repo-server runs for every revision (its image ships it)
+argo_extras() { # folder
+  local dir
+  dir="$(cd "$here/argocd" && GOTOOLCHAIN="$GO_TOOLCHAIN" GOFLAGS=-mod=mod go list -m -f '{{.Dir}}' github.com/argoproj/argo-cd/v3)"
+  mkdir -p "$1/crds"
+  cp "$dir"/manifests/crds/application-crd.yaml "$dir"/manifests/crds/appproject-crd.yaml "$1/crds/"
+  cp "$dir/hack/git-verify-wrapper.sh" "$1/"
+  chmod u+w "$1"/crds/*.yaml && chmod 755 "$1/git-verify-wrapper.sh"
+}
+if [[ -x "$BIN/argocd" && -x "$BIN/kstatus" ]]; then
+  [[ -x "$BIN/git-verify-wrapper.sh" && -d "$BIN/crds" ]] || argo_extras "$BIN"
+  log "reusing $BIN"; echo "$BIN"; exit 0
+fi
 command -v go >/dev/null || { log "go is required"; exit 1; }
 rm -rf "$BIN.tmp" && mkdir -p "$BIN.tmp"
 export CGO_ENABLED=0 GOFLAGS=-mod=mod
@@ -21,6 +36,7 @@ log "building argocd v$ARGOCD_VERSION with $GO_TOOLCHAIN"
 (cd "$here/argocd" && GOTOOLCHAIN="$GO_TOOLCHAIN" go build -trimpath \
   -ldflags "-s -w -X github.com/argoproj/argo-cd/v3/common.version=$ARGOCD_VERSION" \
   -o "$BIN.tmp/argocd" github.com/argoproj/argo-cd/v3/cmd)
+argo_extras "$BIN.tmp"
 rm -rf "$BIN" && mv "$BIN.tmp" "$BIN"
 log "built in $(( $(date +%s) - start ))s: $("$BIN/argocd" version --client --short 2>/dev/null | head -1)"
 echo "$BIN"
