@@ -67,5 +67,5 @@ step "end-to-end on a real node (kubelet, containerd, runc, CNI, kube-proxy, Cor
 tests/e2e/real-node.sh
 
 step "GitOps with a live Flux on a real node (source- and kustomize-controller v1.9.6, a Git server on the node's network): every control a commit"
-tests/e2e/flux.sh
+tests/e2e/gitops.sh
 echo "test.sh: all checks passed in ${SECONDS}s"

@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
-"""The Flux suite's Git work tree and its judge (tests/e2e/flux.sh).
+"""The GitOps suite's Git work tree and its judge (tests/e2e/gitops.sh).
 
-  flux.py init TREE WORKLOADS DBU   the example workloads and the DBU as a Flux repository tree
-  flux.py edit TREE OP...           a commit's change; OPs:
+  flux.py init TREE WORKLOADS DBU   the example workloads and the DBU as a repository tree: mail/
+                                    for Flux (a kustomization), argo/ for Argo CD (plain manifests)
+  flux.py edit DIR OP...            a commit's change to TREE/mail or TREE/argo; OPs:
       revision=R                    the pod template's mailops.io/revision and the DBU's spec.revision
       image=TAG                     the backend container's dbu-dovecot tag
       greeting=G                    the backends' login_greeting (a config change)
       broken=yes|no                 a setting Dovecot refuses, so the new pods never become Ready
       spec.a.b=JSON                 a field of the DBU's spec (JSON null removes it)
-      annotation.K=V                an annotation of the DBU
-      dbu=absent|present            whether the DBU is in the Kustomization at all
+      annotation.K=V                an annotation of the DBU (an empty V removes it)
+      dbu=absent|present            whether the DBU is in the folder at all
+      later=absent|present|same-wave  a ConfigMap in a later Argo CD sync wave than the DBU's, or
+                                    in the same (argo/)
   flux.py watch FILE                one JSON line per sample: the Kustomizations, then the DBU
   flux.py judge FILE CHECK...       checks over the samples (see JUDGES)
 """
@@ -57,6 +60,10 @@ def init(tree, workloads, dbu):
     dump(f"{tree}/mail/workloads.yaml", load(workloads))
     dump(f"{tree}/mail/dbu.yaml", load(dbu))
     dump(f"{tree}/mail/kustomization.yaml", [{"resources": ["workloads.yaml", "dbu.yaml"]}])
+    # Argo CD's repo-server renders a folder without kustomization.yaml as plain manifests
+    os.makedirs(f"{tree}/argo", exist_ok=True)
+    dump(f"{tree}/argo/workloads.yaml", load(workloads))
+    dump(f"{tree}/argo/dbu.yaml", load(dbu))
     # the second Kustomization applies only a marker and judges the DBU with healthCheckExprs
     dump(f"{tree}/health/kustomization.yaml", [{"resources": ["marker.yaml"]}])
     dump(f"{tree}/health/marker.yaml", [{
@@ -72,9 +79,14 @@ def find(docs, kind, name):
     raise SystemExit(f"flux.py: no {kind}/{name}")
 
 
-def edit(tree, ops):
-    wpath, dpath, kpath = (f"{tree}/mail/{f}.yaml" for f in ("workloads", "dbu", "kustomization"))
-    docs, (dbu,), (kust,) = load(wpath), load(dpath), load(kpath)
+def edit(folder, ops):
+    wpath, dpath, kpath = (f"{folder}/{f}.yaml" for f in ("workloads", "dbu", "kustomization"))
+    # the DBU's file stays when the DBU leaves: a kustomization drops it from its resources,
+    # a plain folder moves it aside (Argo CD renders every .yaml file)
+    aside = f"{folder}/dbu.yaml.absent"
+    docs, (dbu,) = load(wpath), load(dpath if os.path.exists(dpath) else aside)
+    kust = load(kpath)[0] if os.path.exists(kpath) else None
+    present = os.path.exists(dpath)
     sts, cm = find(docs, "StatefulSet", "backend"), find(docs, "ConfigMap", "backend-config")
     for op in ops:
         key, _, value = op.partition("=")
@@ -104,15 +116,37 @@ def edit(tree, ops):
             else:
                 node[leaf] = v
         elif key.startswith("annotation."):
-            dbu["metadata"].setdefault("annotations", {})[key[len("annotation."):]] = value
-        elif key == "dbu":
+            ann = dbu["metadata"].setdefault("annotations", {})
+            if value:
+                ann[key[len("annotation."):]] = value
+            else:
+                ann.pop(key[len("annotation."):], None)
+        elif key == "dbu" and kust is not None:
             res = [r for r in kust["resources"] if r != "dbu.yaml"]
             kust["resources"] = res + (["dbu.yaml"] if value == "present" else [])
+        elif key == "dbu":
+            present = value == "present"
+        elif key == "later":
+            later = f"{folder}/later.yaml"
+            if value in ("present", "same-wave"):
+                meta = {"name": "after-the-rollout", "namespace": "mail"}
+                if value == "present":
+                    meta["annotations"] = {"argocd.argoproj.io/sync-wave": "2"}
+                dump(later, [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
+                              "data": {"purpose": "anything in a sync wave after the DBU's"}}])
+            elif os.path.exists(later):
+                os.remove(later)
         else:
             raise SystemExit(f"flux.py: unknown edit {op}")
     dump(wpath, docs)
-    dump(dpath, [dbu])
-    dump(kpath, [kust])
+    if kust is not None:
+        dump(kpath, [kust])
+        dump(dpath, [dbu])
+    else:
+        for p in (dpath, aside):
+            if os.path.exists(p):
+                os.remove(p)
+        dump(dpath if present else aside, [dbu])
 
 
 def kubectl_json(*args):
@@ -128,6 +162,7 @@ def cond(obj, typ):
 
 
 def sample():
+    # the GitOps objects first, the DBU last: a GitOps verdict is judged against a later DBU
     ks = {}
     for k in (kubectl_json("-n", "flux-system", "get", "kustomizations.kustomize.toolkit.fluxcd.io") or {}).get("items", []):
         r = cond(k, "Ready") or {}
@@ -142,9 +177,19 @@ def sample():
         dbu = {"generation": d["metadata"].get("generation"), "observed": st.get("observedGeneration"),
                "deleting": "deletionTimestamp" in d["metadata"],
                "revision": d["spec"].get("revision"), "phase": st.get("phase"), "progress": st.get("progress"),
+               "spec": {k: d["spec"].get(k) for k in ("paused", "abort", "hold")} | {
+                   "approved": (d["spec"].get("canary") or {}).get("approvedRevision")},
                "current": st.get("current"), "step": st.get("step"),
                "conditions": {c["type"]: [c["status"], c.get("reason")] for c in st.get("conditions", [])}}
-    return {"t": round(time.time(), 2), "ks": ks, "dbu": dbu}
+    apps = {}
+    for a in (kubectl_json("-n", "argocd", "get", "applications.argoproj.io") or {}).get("items", []):
+        st = a.get("status", {})
+        op = st.get("operationState", {})
+        apps[a["metadata"]["name"]] = {
+            "sync": st.get("sync", {}).get("status"), "revision": st.get("sync", {}).get("revision"),
+            "health": st.get("health", {}).get("status"), "operation": op.get("phase"),
+            "message": (op.get("message") or "")[:300], "synced": op.get("syncResult", {}).get("revision")}
+    return {"t": round(time.time(), 2), "ks": ks, "apps": apps, "dbu": dbu}
 
 
 def watch(path):
@@ -181,6 +226,21 @@ def short(rev):
     return (rev or "").rsplit(":", 1)[-1][:7]
 
 
+def early(samples, done):
+    """How many samples a tool calls done (DONE gives the revision it is done with, or None),
+    and those where the DBU is not complete. Only a verdict that holds for one revision in a
+    sample and the next counts: the DBU, read between the two, is what the tool judged."""
+    said, bad = 0, []
+    for a, b in zip(samples, samples[1:]):
+        x = done(a)
+        if x is None or x != done(b):
+            continue
+        said += 1
+        if a["dbu"] is not None and not complete(a["dbu"]):
+            bad.append(f"t={a['t']} done with {short(x)} while the DBU is {a['dbu']['phase']} {a['dbu']['progress']}")
+    return said, bad
+
+
 def judge_never_early(path, ks_name, until=None):
     """No sample shows the Kustomization Ready=True for a commit while the DBU (read just after)
     is not complete for that commit's generation: Ready only once the rollout has ended. With
@@ -188,15 +248,11 @@ def judge_never_early(path, ks_name, until=None):
     samples, marks = records(path)
     if until:
         samples = [s for s in samples if s["t"] < marks[until]["t"]]
-    bad = []
-    for a, b in zip(samples, samples[1:]):
-        k, k2 = a["ks"].get(ks_name), b["ks"].get(ks_name)
-        # stable Ready=True for one revision across two samples: the DBU read between is Flux's
-        if not (k and k2 and k["ready"] == "True" and k2["ready"] == "True" and k["applied"] == k2["applied"]):
-            continue
-        if a["dbu"] is not None and not complete(a["dbu"]):
-            bad.append(f"t={a['t']} {ks_name} Ready for {short(k['applied'])} while the DBU is {a['dbu']['phase']} {a['dbu']['progress']}")
-    print(f"{ks_name}: {len(samples)} samples, {len(bad)} early Ready")
+    def done(s):
+        k = s["ks"].get(ks_name)
+        return k["applied"] if k and k["ready"] == "True" else None
+    said, bad = early(samples, done)
+    print(f"{ks_name}: {len(samples)} samples, {said} Ready, {len(bad)} early")
     for b in bad[:5]:
         print("  " + b)
     return not bad
@@ -249,7 +305,39 @@ def judge_never_ready(path, ks_name, *labels):
     return not bad
 
 
-JUDGES = {"never-early": judge_never_early, "never-ready": judge_never_ready, "in-progress": judge_in_progress, "fails-early": judge_fails_early}
+def judge_argo_healthy_only_complete(path, app):
+    """No sample shows the Argo CD Application Healthy (twice in a row, for one revision) while
+    the DBU read between is not complete."""
+    samples, _ = records(path)
+
+    def done(s):
+        a = s.get("apps", {}).get(app)
+        return a["revision"] if a and a["health"] == "Healthy" else None
+    said, bad = early(samples, done)
+    print(f"{app}: {said} Healthy samples, {len(bad)} while the DBU was not complete")
+    for b in bad[:5]:
+        print("  " + b)
+    return not bad
+
+
+def judge_argo_held_back(path, app, label, field):
+    """The commit LABEL (setting spec.FIELD) reached the DBU only once the rollout had completed:
+    the sync operation of the commit before it was still waiting on the DBU's health."""
+    samples, commits = records(path)
+    after = [s for s in samples if s["t"] >= commits[label]["t"] and s["dbu"]]
+    running = [s for s in after if (s.get("apps", {}).get(app) or {}).get("operation") == "Running"
+               and not complete(s["dbu"]) and not s["dbu"]["spec"].get(field)]
+    done = next((s for s in after if complete(s["dbu"])), None)
+    arrived = next((s for s in after if s["dbu"]["spec"].get(field)), None)
+    print(f"{app}: after {label}, {len(running)} samples with the operation Running and spec.{field} not applied "
+          f"({running[0]['apps'][app]['message'][:100] if running else '-'}); DBU complete at "
+          f"+{done['t'] - commits[label]['t']:.1f}s, spec.{field} applied at "
+          f"+{arrived['t'] - commits[label]['t']:.1f}s" if done and arrived else f"{app}: done={done is not None} arrived={arrived is not None}")
+    return bool(running) and done is not None and arrived is not None and done["t"] <= arrived["t"]
+
+
+JUDGES = {"argo-healthy-only-complete": judge_argo_healthy_only_complete, "argo-held-back": judge_argo_held_back,
+          "never-early": judge_never_early, "never-ready": judge_never_ready, "in-progress": judge_in_progress, "fails-early": judge_fails_early}
 
 
 def main():

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# GitOps with a live Flux on the real node (node.sh): Flux's source-controller and
+# GitOps with a live Flux and a live Argo CD on the real node (node.sh): Flux's source-controller and
 # kustomize-controller v1.9.6 (tests/gitops/build-flux.sh) as processes in the node's network,
 # a Git repository served there by git's http-backend, and one Kustomization that applies the
 # example mail system and its DBU and health-checks the DBU, as the README recommends. Every
 # change is a commit: a broken revision and its fix with a retry, a supervised canary approved,
 # holds, a pause and an abort, and a DBU pruned mid-drain. A watcher samples the Kustomization
 # and the DBU twice a second; flux.py judges the samples (never Ready before the rollout ends,
-# failing at once on a stalled DBU).
+# failing at once on a stalled DBU). Then Argo CD's application controller takes over the same
+# objects from the same repository: the sync-wave deadlock, and the layout that avoids it.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -16,7 +17,8 @@ NS=mail
 if [[ "${1:-}" != inside ]]; then
   eval "$(scripts/install-tools.sh)"
   flux="$("$repo/tests/gitops/build-flux.sh")"
-  FLUX="$flux" exec "$here/node.sh" suite "$0"
+  gitops="$("$repo/tests/gitops/build-tools.sh")"
+  FLUX="$flux" GITOPS="$gitops" exec "$here/node.sh" suite "$0"
 fi
 
 state="$2"
@@ -26,11 +28,16 @@ FJ=(/usr/bin/python3 "$repo/tests/gitops/flux.py")
 timeline="$state/flux/timeline.jsonl"
 GIT_ADDR=10.88.0.1:8418 STORAGE_ADDR=10.88.0.1:9090
 # on failure: the controllers' last words, and the samples kept for a look (the state folder goes)
-trap 'if ((fail > 0)); then for f in "$state"/logs/{source,kustomize}-controller.log "$state"/logs/watch.log; do
+trap 'if ((fail > 0)); then for f in "$state"/logs/{source,kustomize}-controller.log "$state"/logs/argocd-*.log "$state"/logs/watch.log; do
   echo "# --- tail of $f"; tail -8 "$f" | cut -c1-300 | sed "s/^/#   /"; done; cp "$timeline" /tmp/dbu-flux-timeline.jsonl; fi' EXIT
 k() { kubectl -n "$NS" "$@"; }
 ks() { kubectl -n flux-system get kustomization mail -o jsonpath="$1" 2>/dev/null; }
 dbu_get() { k get dbu backend-rollout -o jsonpath="$1" 2>/dev/null; }
+established() { # crd...: kubectl wait fails on a CRD that has no conditions yet
+  local c; for c in "$@"; do
+    waitfor 60 bash -c "[[ \"\$(kubectl get crd $c -o jsonpath='{.status.conditions[?(@.type==\"Established\")].status}')\" == True ]]" || return 1
+  done
+}
 waitfor() { # seconds command...: poll until the command succeeds
   local n="$1"; shift
   for _ in $(seq $((n * 2))); do "$@" 2>/dev/null && return 0; sleep 0.5; done
@@ -40,15 +47,17 @@ waitfor() { # seconds command...: poll until the command succeeds
 # --- the operator, as helm installs it; Flux and a Git server in the node's network
 check "helm install the chart" helm install dbu charts/dovecot-upgrade-operator -n "$NS" --create-namespace \
   --set 'probeSecrets={upgrade-probe}' --set replicaCount=1 --wait --timeout 3m
-check "kubectl apply --server-side Flux v1.9.6's CRDs (from the controllers' module zips)" \
-  bash -c "kubectl create namespace flux-system && kubectl apply --server-side -f '$FLUX/crds' >/dev/null &&
-    kubectl wait --for=condition=Established crd/gitrepositories.source.toolkit.fluxcd.io crd/kustomizations.kustomize.toolkit.fluxcd.io --timeout=60s"
+flux_crds() {
+  kubectl create namespace flux-system >/dev/null && kubectl apply --server-side -f "$FLUX/crds" >/dev/null &&
+    established gitrepositories.source.toolkit.fluxcd.io kustomizations.kustomize.toolkit.fluxcd.io
+}
+check "kubectl apply --server-side Flux v1.9.6's CRDs (from the controllers' module zips)" flux_crds
 
 git_() { git -C "$state/flux/tree" -c user.name=e2e -c user.email=e2e@e2e.invalid "$@"; }
 declare -A SHA
 commit() { # label message edit-ops...: a commit to main, pushed; its time goes into the timeline
   local label="$1" msg="$2"; shift 2
-  "${FJ[@]}" edit "$state/flux/tree" "$@" && git_ add -A && git_ commit -q -m "$msg" && git_ push -q origin HEAD:main || return 1
+  "${FJ[@]}" edit "$state/flux/tree/${DIR:-mail}" "$@" && git_ add -A && git_ commit -q -m "$msg" && git_ push -q origin HEAD:main || return 1
   SHA[$label]="$(git_ rev-parse HEAD)"
   printf '{"label": "%s", "commit": "%s", "t": %s}\n' "$label" "${SHA[$label]}" "$(date +%s.%N | cut -c1-13)" >> "$timeline"
 }
@@ -249,6 +258,126 @@ check "the Kustomization was never Ready while the DBU was not complete (every s
   judge never-early mail unchecked
 sed 's/^/#   /' "$state/last.out"
 
+# --- Part D: Argo CD's application controller and repo-server (3.6.1: the binary whose Lua engine
+# judges the DBU elsewhere, by the names it is called by), Redis, the same Git repository, the
+# shipped argocd-cm patch. A Git webhook's refresh is an annotation after each push.
+handover() { # Flux lets go of the objects without deleting them
+  kubectl -n flux-system patch kustomization mail --type merge -p '{"spec":{"prune":false}}' >/dev/null &&
+    waitfor 30 bash -c "[[ \"\$(kubectl -n flux-system get kustomization mail -o jsonpath='{.status.observedGeneration}')\" == \"\$(kubectl -n flux-system get kustomization mail -o jsonpath='{.metadata.generation}')\" ]]" &&
+    kubectl -n flux-system delete kustomization mail --timeout=60s >/dev/null &&
+    kubectl -n flux-system delete gitrepository mail --timeout=60s >/dev/null &&
+    k get sts backend director >/dev/null
+}
+check "Flux lets go of the mail system (prune off, Kustomization deleted); its objects stay" handover
+mkdir -p "$state/argocd/bin" "$state/argocd/tmp"
+for c in argocd-repo-server argocd-application-controller; do ln -s "$GITOPS/argocd" "$state/argocd/bin/$c"; done
+ln -s "$GITOPS/git-verify-wrapper.sh" "$state/argocd/bin/"
+redis-server --bind 127.0.0.1 --port 6379 --save '' --appendonly no > "$state/logs/redis.log" 2>&1 &
+PATH="$state/argocd/bin:$PATH" TMPDIR="$state/argocd/tmp" ARGOCD_GPG_ENABLED=false "$state/argocd/bin/argocd-repo-server" \
+  --address 127.0.0.1 --port 8081 --disable-tls --client-ca-path= --redis 127.0.0.1:6379 --metrics-port 18084 \
+  --revision-cache-expiration 2s > "$state/logs/argocd-repo-server.log" 2>&1 &
+argo_objects() {
+  kubectl create namespace argocd >/dev/null &&
+    kubectl apply --server-side -f "$GITOPS/crds" >/dev/null &&
+    established applications.argoproj.io appprojects.argoproj.io &&
+    kubectl apply -f - >/dev/null <<YAML &&
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: argocd-cm, namespace: argocd, labels: {app.kubernetes.io/part-of: argocd}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: argocd-rbac-cm, namespace: argocd, labels: {app.kubernetes.io/part-of: argocd}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: argocd-secret, namespace: argocd, labels: {app.kubernetes.io/part-of: argocd}}
+stringData: {server.secretkey: e2e-only}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: cluster-e2e
+  namespace: argocd
+  labels: {argocd.argoproj.io/secret-type: cluster}
+stringData:
+  name: e2e
+  server: https://10.88.0.1:6443
+  config: '{"tlsClientConfig": {"caData": "$(base64 -w0 "$PKI/ca.crt")", "certData": "$(base64 -w0 "$PKI/admin.crt")", "keyData": "$(base64 -w0 "$PKI/admin.key")"}}'
+---
+apiVersion: argoproj.io/v1alpha1
+kind: AppProject
+metadata: {name: default, namespace: argocd}
+spec:
+  sourceRepos: ["*"]
+  destinations: [{server: "*", namespace: "*"}]
+  clusterResourceWhitelist: [{group: "*", kind: "*"}]
+YAML
+    kubectl -n argocd patch configmap argocd-cm --patch-file charts/dovecot-upgrade-operator/argocd/argocd-cm-patch.yaml >/dev/null
+}
+check "Argo CD's CRDs and settings: argocd-cm with the shipped patch (health and actions), the cluster, a project" argo_objects
+"$state/argocd/bin/argocd-application-controller" --kubeconfig "$KUBECONFIG" --namespace argocd --redis 127.0.0.1:6379 \
+  --repo-server 127.0.0.1:8081 --repo-server-plaintext --metrics-port 18082 --app-resync 10 \
+  > "$state/logs/argocd-application-controller.log" 2>&1 &
+argo_up() { curl -fsS http://127.0.0.1:18084/metrics >/dev/null && curl -fsS http://127.0.0.1:18082/metrics >/dev/null; }
+check "argocd-repo-server and argocd-application-controller run (Redis beside them)" waitfor 60 argo_up
+app() { kubectl -n argocd get application mail -o jsonpath="$1" 2>/dev/null; }
+refresh() { kubectl -n argocd annotate application mail argocd.argoproj.io/refresh=normal --overwrite >/dev/null; }
+argo_commit() { DIR=argo commit "$@" && refresh; }
+argo_tree() { # argo/ takes the workloads as Flux left them, and the DBU back, for revision r6
+  cp "$state/flux/tree/mail/workloads.yaml" "$state/flux/tree/argo/workloads.yaml" &&
+    cp "$state/flux/tree/mail/dbu.yaml" "$state/flux/tree/argo/dbu.yaml" &&
+    DIR=argo commit a1 "argo: revision r6; the DBU in sync wave 1, a ConfigMap in wave 2" revision=r6 greeting=r6 \
+      spec.canary=null 'spec.ordering="FewestUsers"' 'spec.drain.timeout="20s"' \
+      annotation.argocd.argoproj.io/sync-wave=1 later=present
+}
+check "commit a1: revision r6, with the DBU in a later sync wave than the StatefulSet and a ConfigMap after it" argo_tree
+check "an Application (automated sync) for argo/" kubectl apply -f - <<YAML
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: mail, namespace: argocd}
+spec:
+  project: default
+  source: {repoURL: "http://$GIT_ADDR/mail.git", targetRevision: main, path: argo}
+  destination: {server: "https://10.88.0.1:6443", namespace: mail}
+  syncPolicy: {automated: {prune: false, selfHeal: false}}
+YAML
+waiting_on_dbu() {
+  [[ "$(app '{.status.operationState.phase}')" == Running && "$(app '{.status.operationState.message}')" == *DovecotBackendUpgrade/backend-rollout* ]] &&
+    [[ "$(dbu_get '{.spec.revision}')" == r6 ]]
+}
+check "... Argo CD syncs wave 0, applies the DBU in wave 1 and its operation waits on the DBU's health" waitfor 120 waiting_on_dbu
+app '{.status.operationState.message}' | sed 's/^/#   /'; echo
+check "commit a2: spec.paused, while the rollout runs" argo_commit a2 "argo: pause" spec.paused=true
+paused_after() { k wait --for=condition=Ready dbu/backend-rollout --timeout=180s >/dev/null && waitfor 60 bash -c "[[ \"\$(kubectl -n $NS get dbu backend-rollout -o jsonpath='{.spec.paused}')\" == true ]]"; }
+check "... the rollout runs to its end, and only then is the pause applied (the sync-wave deadlock)" paused_after
+check "... (the operation held a2 back while the DBU was Progressing)" judge argo-held-back mail a2 paused
+sed 's/^/#   /' "$state/last.out"
+# (a3 keeps the ConfigMap, in wave 0: one removed from Git but left in the cluster would keep its
+# wave on its prune task, and the sync would still be one of several steps)
+check "commit a3: the recommended layout (one sync wave, nothing after the DBU); revision r7, supervised canary" \
+  argo_commit a3 "argo: revision r7, one sync wave, supervised canary" revision=r7 greeting=r7 spec.paused=null \
+    'spec.canary={"supervised": true}' annotation.argocd.argoproj.io/sync-wave= later=same-wave
+synced_at_once() {
+  [[ "$(app '{.status.operationState.phase}')" == Succeeded && "$(app '{.status.operationState.syncResult.revision}')" == "${SHA[a3]}" ]] &&
+    [[ "$(dbu_get '{.spec.revision}')" == r7 ]] && ! reason_is UpgradeComplete
+}
+check "... the sync operation ends as soon as Git is applied, while the rollout runs" waitfor 60 synced_at_once
+suspended() { [[ "$(app '{.status.health.status}')" == Suspended ]] && reason_is AwaitingApproval; }
+check "... the canary is upgraded and waits: the Application is Suspended" waitfor 180 suspended
+mapfile -t rest < <(outdated)
+check "commit a4: approve the canary and hold ${rest[*]}" \
+  argo_commit a4 "argo: approve the canary, hold the others" 'spec.canary.approvedRevision="r7"' "spec.hold=[\"${rest[0]}\", \"${rest[1]}\"]"
+held_r7() { reason_is BackendHeld && [[ "$(dbu_get '{.spec.canary.approvedRevision}')" == r7 ]]; }
+check "... applied at once: the canary is approved, the others are held" waitfor 60 held_r7
+check "commit a5: release them" argo_commit a5 "argo: release the held backends" spec.hold=null
+argo_done() { [[ "$(app '{.status.health.status}')" == Healthy && "$(app '{.status.sync.revision}')" == "${SHA[a5]}" ]] && reason_is UpgradeComplete; }
+check "... the rollout completes and the Application is Healthy" waitfor 180 argo_done
+check "... never Healthy while the DBU was not complete (every sample)" judge argo-healthy-only-complete mail
+sed 's/^/#   /' "$state/last.out"
+check "... every backend runs r7's config" greetings r7
+check "... the ring is whole, at the vhost counts the human gave" ring_back
+
 echo "1..$((pass + fail))"
-echo "# flux: $pass passed, $fail failed"
+echo "# gitops: $pass passed, $fail failed"
 ((fail == 0))
