@@ -346,6 +346,34 @@ async fn s4_dead_ring_member() {
     );
 }
 
+/// The admin fixes the config (a new revision, rev-3) and asks for a retry: the failed backend
+/// goes back to Reset and the rollout completes with every backend at rev-3. Its notes.
+async fn fix_and_retry(
+    s: &mut dovecot_upgrade_operator::settings::Settings,
+    exec: &dbu_lab::LocalExec,
+    lab: &Lab,
+    status: DovecotBackendUpgradeStatus,
+) -> Vec<Note> {
+    lab.new_revision("rev-3", "login_greeting = fixed");
+    s.retry_token = Some("fix-1".into());
+    let (status, notes) = finish(s, exec, lab, status).await;
+    assert_eq!(
+        status.phase,
+        Some(Phase::Completed),
+        "{status:#?}\n{notes:#?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.reason == "RetryRequested" && n.message.contains("from Reset")),
+        "{notes:#?}"
+    );
+    for pod in lab.backend_names() {
+        assert_eq!(lab.pod_revision(&pod).as_deref(), Some("rev-3"));
+    }
+    notes
+}
+
 /// Scenario 5b: a revision whose config Dovecot refuses: the new pod never gets Ready and the
 /// rollout halts at Replace; a fixed revision plus a retry replaces that pod and completes.
 /// (Rerunning from StopLmtp would fail for ever: every doveadm in that pod fails on its config.)
@@ -374,23 +402,7 @@ async fn s5b_pod_never_ready_then_fix_and_retry() {
         "stays out"
     );
 
-    lab.new_revision("rev-3", "login_greeting = fixed");
-    s.retry_token = Some("fix-1".into());
-    let (status, notes) = finish(&s, &exec, lab, status).await;
-    assert_eq!(
-        status.phase,
-        Some(Phase::Completed),
-        "{status:#?}\n{notes:#?}"
-    );
-    assert!(
-        notes
-            .iter()
-            .any(|n| n.reason == "RetryRequested" && n.message.contains("from Reset")),
-        "{notes:#?}"
-    );
-    for pod in lab.backend_names() {
-        assert_eq!(lab.pod_revision(&pod).as_deref(), Some("rev-3"));
-    }
+    fix_and_retry(&mut s, &exec, lab, status).await;
     assert_eq!(lab.creations(&failed.pod), 3, "rev-1, rev-refused, rev-3");
     all_back(lab, "director-0", &original);
     report(
@@ -446,32 +458,15 @@ async fn s5_failed_verification_then_fix_and_retry() {
     .await;
     assert_eq!(again.backends, status.backends);
 
-    // the admin fixes the config (a new revision) and asks for a retry
-    lab.new_revision("rev-3", "login_greeting = fixed");
-    s.retry_token = Some("fix-1".into());
-    let (status, notes) = finish(&s, &exec, lab, status).await;
-    assert_eq!(
-        status.phase,
-        Some(Phase::Completed),
-        "{status:#?}\n{notes:#?}"
-    );
-    // the retry goes back to Reset, which finds Dovecot running in the failed pod and rewinds
-    // to the stop: the runbook runs again from StopLmtp
-    assert!(
-        notes
-            .iter()
-            .any(|n| n.reason == "RetryRequested" && n.message.contains("from Reset")),
-        "{notes:#?}"
-    );
+    let notes = fix_and_retry(&mut s, &exec, lab, status).await;
+    // Reset found Dovecot running in the failed pod and rewound to the stop: the runbook ran
+    // again from StopLmtp
     assert!(
         notes
             .iter()
             .any(|n| n.reason == "StepRewound" && n.message.contains("Dovecot is running")),
         "{notes:#?}"
     );
-    for pod in lab.backend_names() {
-        assert_eq!(lab.pod_revision(&pod).as_deref(), Some("rev-3"));
-    }
     assert_eq!(lab.creations("backend-2"), 3, "rev-1, rev-broken, rev-3");
     assert_eq!(lab.creations("backend-1"), 2, "straight to rev-3");
     all_back(lab, "director-0", &original);

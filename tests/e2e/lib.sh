@@ -67,7 +67,7 @@ set_vhosts() { for p in "${!VHOSTS[@]}"; do kubectl -n "$NS" exec director-0 -- 
 ring_back() {
   local status; status="$(kubectl -n "$NS" exec director-1 -- doveadm -f json director status)"
   for b in 0 1 2; do
-    local ip; ip="$(kubectl -n "$NS" get pod "backend-$b" -o jsonpath='{.status.podIP}')"
+    local ip; ip="$(pod_ip "backend-$b")"
     python3 - "$status" "$ip" "${VHOSTS[backend-$b]}" <<'PY' || return 1
 import json, sys
 hosts = {h["mail server ip"]: h for h in json.loads(sys.argv[1])}
@@ -75,6 +75,12 @@ h = hosts.get(sys.argv[2])
 assert h and h["state"] == "up" and h["vhosts"] == sys.argv[3], (sys.argv[2:], hosts)
 PY
   done
+}
+ring_host() { # ip: "VHOSTS STATE" of that host in the ring (from director-1), nothing when absent
+  local status; status="$(kubectl -n "$NS" exec director-1 -- doveadm -f json director status)" || return 1
+  python3 -c '
+import json, sys
+print(" ".join(next(((h["vhosts"], h["state"]) for h in json.load(sys.stdin) if h["mail server ip"] == sys.argv[1]), ())))' "$1" <<< "$status"
 }
 deliver_all() { local d; d="$(pod_ip director-0)"; for u in 1 2 3 4 5 6; do python3 "$here/mail.py" deliver "$d" "user$u" 3 || return 1; done; }
 roll_config() { # greeting revision [annotation]: a config change plus the template bump that makes a new revision

@@ -213,23 +213,23 @@ def records(path):
     now = time.time()
     for _ in range(40):
         with open(path) as f:
-            last = [json.loads(ln) for ln in f if ln.strip() and '"ks"' in ln][-1:]
-        if last and last[0]["t"] > now:
+            rows = [json.loads(ln) for ln in f if ln.strip()]
+        samples = [r for r in rows if "ks" in r]
+        if samples and samples[-1]["t"] > now:
             break
         time.sleep(0.25)
-    with open(path) as f:
-        rows = [json.loads(ln) for ln in f if ln.strip()]
-    return [r for r in rows if "ks" in r], {r["label"]: r for r in rows if "commit" in r}
+    return samples, {r["label"]: r for r in rows if "commit" in r}
 
 
 def short(rev):
     return (rev or "").rsplit(":", 1)[-1][:7]
 
 
-def early(samples, done):
-    """How many samples a tool calls done (DONE gives the revision it is done with, or None),
-    and those where the DBU is not complete. Only a verdict that holds for one revision in a
-    sample and the next counts: the DBU, read between the two, is what the tool judged."""
+def never_early(samples, done, name, what):
+    """No sample where a tool calls itself done (DONE gives the revision it is done with, or
+    None) while the DBU is not complete; prints how many said WHAT and the first early ones.
+    Only a verdict that holds for one revision in a sample and the next counts: the DBU, read
+    between the two, is what the tool judged."""
     said, bad = 0, []
     for a, b in zip(samples, samples[1:]):
         x = done(a)
@@ -238,7 +238,10 @@ def early(samples, done):
         said += 1
         if a["dbu"] is not None and not complete(a["dbu"]):
             bad.append(f"t={a['t']} done with {short(x)} while the DBU is {a['dbu']['phase']} {a['dbu']['progress']}")
-    return said, bad
+    print(f"{name}: {len(samples)} samples, {said} {what}, {len(bad)} while the DBU was not complete")
+    for b in bad[:5]:
+        print("  " + b)
+    return not bad
 
 
 def judge_never_early(path, ks_name, until=None):
@@ -251,11 +254,7 @@ def judge_never_early(path, ks_name, until=None):
     def done(s):
         k = s["ks"].get(ks_name)
         return k["applied"] if k and k["ready"] == "True" else None
-    said, bad = early(samples, done)
-    print(f"{ks_name}: {len(samples)} samples, {said} Ready, {len(bad)} early")
-    for b in bad[:5]:
-        print("  " + b)
-    return not bad
+    return never_early(samples, done, ks_name, "Ready")
 
 
 def judge_in_progress(path, ks_name, label):
@@ -313,11 +312,7 @@ def judge_argo_healthy_only_complete(path, app):
     def done(s):
         a = s.get("apps", {}).get(app)
         return a["revision"] if a and a["health"] == "Healthy" else None
-    said, bad = early(samples, done)
-    print(f"{app}: {said} Healthy samples, {len(bad)} while the DBU was not complete")
-    for b in bad[:5]:
-        print("  " + b)
-    return not bad
+    return never_early(samples, done, app, "Healthy")
 
 
 def judge_argo_held_back(path, app, label, field):
