@@ -46,6 +46,10 @@ struct DbuState {
     phase: Option<Phase>,
     /// Seconds since the epoch when it was last seen paused.
     paused_at: Option<f64>,
+    /// Users still mapped to its draining backends.
+    drain_users: i64,
+    /// Per backend: sessions and sessionless users moved so far, as last counted.
+    moved: HashMap<String, (u64, u64)>,
 }
 
 /// Every metric the operator exports. DBU and pod names never become labels: a fleet of
@@ -59,6 +63,9 @@ pub struct Metrics {
     upgraded: Counter,
     failed: Counter,
     in_flight: Gauge,
+    drain_users_left: Gauge,
+    drain_sessions_moved: Counter,
+    drain_users_moved: Counter,
     rollouts: Family<PhaseLabels, Gauge>,
     paused_seconds: Counter<f64, AtomicU64>,
     dbus: Mutex<HashMap<String, DbuState>>,
@@ -116,6 +123,24 @@ impl Metrics {
             "Backends between Drain and Done (failed ones included: they are out of the ring)",
             in_flight.clone(),
         );
+        let drain_users_left = Gauge::default();
+        registry.register(
+            "drain_users_left",
+            "Users the director still maps to backends in WaitSessions",
+            drain_users_left.clone(),
+        );
+        let drain_sessions_moved = Counter::default();
+        registry.register(
+            "drain_sessions_moved",
+            "IDLE or hibernated sessions a Move drain moved to another backend (each a reconnect)",
+            drain_sessions_moved.clone(),
+        );
+        let drain_users_moved = Counter::default();
+        registry.register(
+            "drain_users_moved",
+            "Users without a session a Move drain moved at once",
+            drain_users_moved.clone(),
+        );
         let rollouts = Family::<PhaseLabels, Gauge>::default();
         registry.register("rollouts", "DBUs by phase", rollouts.clone());
         let paused_seconds = Counter::<f64, AtomicU64>::default();
@@ -133,6 +158,9 @@ impl Metrics {
             upgraded,
             failed,
             in_flight,
+            drain_users_left,
+            drain_sessions_moved,
+            drain_users_moved,
             rollouts,
             paused_seconds,
             dbus: Mutex::new(HashMap::new()),
@@ -190,6 +218,20 @@ impl Metrics {
         }
         st.paused_at = paused.then_some(now);
         st.in_flight = in_flight;
+        st.drain_users = out.status.drain_users.unwrap_or(0) as i64;
+        for r in &out.status.backends {
+            let Some(d) = &r.drain else { continue };
+            let seen = st.moved.entry(r.pod.clone()).or_default();
+            // a count below the last one is a new record (the backend upgraded again)
+            let delta = |now: u64, before: u64| now.checked_sub(before).unwrap_or(now);
+            let (ds, du) = (
+                delta(d.sessions_moved, seen.0),
+                delta(d.users_moved, seen.1),
+            );
+            self.drain_sessions_moved.inc_by(ds);
+            self.drain_users_moved.inc_by(du);
+            *seen = (d.sessions_moved, d.users_moved);
+        }
         st.phase = out.status.phase;
         self.refresh(&dbus);
     }
@@ -213,6 +255,8 @@ impl Metrics {
 
     fn refresh(&self, dbus: &HashMap<String, DbuState>) {
         self.in_flight.set(dbus.values().map(|d| d.in_flight).sum());
+        self.drain_users_left
+            .set(dbus.values().map(|d| d.drain_users).sum());
         for phase in Phase::ALL {
             let n = dbus.values().filter(|d| d.phase == Some(phase)).count() as i64;
             self.rollouts

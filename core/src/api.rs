@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Progress","type":"string","jsonPath":".status.progress"}"#,
     printcolumn = r#"{"name":"Current","type":"string","jsonPath":".status.current"}"#,
     printcolumn = r#"{"name":"Step","type":"string","jsonPath":".status.step"}"#,
+    printcolumn = r#"{"name":"Users","type":"integer","jsonPath":".status.drainUsers"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -213,10 +214,33 @@ pub enum DrainTimeoutAction {
     Fail,
 }
 
+/// How WaitSessions empties a drained backend.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum DrainStrategy {
+    /// Wait for the director's mappings to expire (the runbook), up to the ceiling.
+    #[default]
+    Wait,
+    /// Move what no one would notice: users without a session at once (`director flush` when
+    /// the backend has no session and no delivery in flight), IDLE and hibernated sessions
+    /// `maxParallel` at a time (`director move` to the user's new hash); sessions in a command
+    /// and LMTP deliveries are left to finish. Needs `verbose_proctitle = yes` on the backends
+    /// to tell IDLE from a command; without it sessions are waited for as with `Wait`.
+    Move,
+}
+
 /// Drain wait: poll the director until the backend has no users, up to a ceiling.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DrainSpec {
+    /// `Wait` (default) or `Move`.
+    #[serde(default)]
+    pub strategy: DrainStrategy,
+    /// `Move` only: how many IDLE sessions are moved per poll (the way `flush --max-parallel`
+    /// paces a flush), so that their reconnects do not all land at once.
+    #[serde(default = "default_max_parallel")]
+    #[schemars(range(min = 1, max = 1000))]
+    #[schemars(extend("format" = "int64"))]
+    pub max_parallel: u32,
     /// How often to read `director status` while waiting, e.g. `5s`.
     #[serde(default = "default_poll")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
@@ -230,6 +254,9 @@ pub struct DrainSpec {
     pub on_timeout: DrainTimeoutAction,
 }
 
+fn default_max_parallel() -> u32 {
+    10
+}
 fn default_poll() -> String {
     "5s".into()
 }
@@ -240,6 +267,8 @@ fn default_drain_timeout() -> String {
 impl Default for DrainSpec {
     fn default() -> Self {
         Self {
+            strategy: DrainStrategy::Wait,
+            max_parallel: default_max_parallel(),
             poll_interval: default_poll(),
             timeout: default_drain_timeout(),
             on_timeout: DrainTimeoutAction::Proceed,
@@ -585,6 +614,10 @@ pub struct DovecotBackendUpgradeStatus {
     /// The step of `current`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<Step>,
+    /// Users the director still maps to `current` while it drains (`kubectl get dbu`'s Users).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int64"))]
+    pub drain_users: Option<u64>,
     /// One record per backend this rollout has started.
     #[serde(default)]
     pub backends: Vec<BackendStatus>,
@@ -814,6 +847,40 @@ pub struct BackendStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "int64"))]
     pub active_seconds: Option<u64>,
+    /// WaitSessions' last look at the backend (kept once it is done, for the record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainProgress>,
+}
+
+/// How far a backend's drain is, as WaitSessions last saw it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainProgress {
+    /// Users the director still maps to the backend.
+    #[schemars(extend("format" = "int64"))]
+    pub users_left: u64,
+    /// Of those, users without a live session on the backend (strategy Move only; unknown
+    /// with Wait, which does not look).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int64"))]
+    pub without_session: Option<u64>,
+    /// Live sessions on the backend (`doveadm who -1`), when they were counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int64"))]
+    pub sessions: Option<u64>,
+    /// IDLE or hibernated sessions moved to another backend so far (each one a reconnect).
+    #[serde(default)]
+    #[schemars(extend("format" = "int64"))]
+    pub sessions_moved: u64,
+    /// Users moved without a session so far (by `director flush` with no session left).
+    #[serde(default)]
+    #[schemars(extend("format" = "int64"))]
+    pub users_moved: u64,
+    /// When the drain is expected to end: the ceiling while sessions nobody may move remain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_end: Option<Time>,
+    /// When this was seen.
+    pub observed: Time,
 }
 
 /// The mail settings of one user on one backend: `doveadm user` fields, or the raw
@@ -887,6 +954,7 @@ impl BackendStatus {
             started: Some(now),
             mail_layout: None,
             active_seconds: None,
+            drain: None,
         }
     }
 }

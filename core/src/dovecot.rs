@@ -163,6 +163,11 @@ impl Doveadm {
     pub fn who(&self) -> Vec<String> {
         self.cmd(true, &["who", "-1"])
     }
+    /// `doveadm -f json process status`: every process of the instance with its service name
+    /// and whether it is idle (`idle_start` 0: it serves a client).
+    pub fn process_status(&self) -> Vec<String> {
+        self.cmd(true, &["process", "status"])
+    }
     pub fn mailbox_list(&self, user: &str) -> Vec<String> {
         self.cmd(true, &["mailbox", "list", "-u", user])
     }
@@ -220,6 +225,15 @@ pub fn read_master_pid(base_dir: &str) -> Vec<String> {
         s("cat"),
         format!("{}/master.pid", base_dir.trim_end_matches('/')),
     ]
+}
+
+/// Argv that prints the titles of these processes, each after a `==> /proc/N/cmdline <==`
+/// header (head, not a shell glob: no shell runs). A process gone by then is an error line on
+/// stderr and exit 1; the others are still printed.
+pub fn process_titles(pids: &[u32]) -> Vec<String> {
+    let mut v = vec![s("head"), s("-v"), s("-c"), s("512")];
+    v.extend(pids.iter().map(|p| format!("/proc/{p}/cmdline")));
+    v
 }
 
 /// Argv that exits 0 while the process exists (a stale PID file survives a crash).
@@ -329,6 +343,21 @@ pub fn parse_user_current(stdout: &str) -> Result<Option<String>, ParseError> {
     Ok(validate_ip(current).ok().map(|ip| ip.to_string()))
 }
 
+/// Where `doveadm -f json director status <user>` says the user is mapped now and where its
+/// hash points (after `update 0` of its host: another host); None where it says none.
+pub fn parse_user_placement(stdout: &str) -> Result<(Option<String>, Option<String>), ParseError> {
+    const W: &str = "director status <user>";
+    let recs = json_records(W, stdout)?;
+    let r = recs.first().ok_or_else(|| ParseError {
+        what: W,
+        detail: "no record".into(),
+    })?;
+    let ip = |k: &str| -> Result<Option<String>, ParseError> {
+        Ok(validate_ip(field(W, r, k)?).ok().map(|ip| ip.to_string()))
+    };
+    Ok((ip("status")?, ip("hashed")?))
+}
+
 /// Whether `director ring status` says `ring synced` on its `self` row. Other self states are
 /// `ring handshaking` and `ring syncing - last sync N secs ago`.
 pub fn parse_ring_synced(stdout: &str) -> Result<bool, ParseError> {
@@ -347,6 +376,75 @@ pub fn parse_ring_synced(stdout: &str) -> Result<bool, ParseError> {
 /// Number of connections in `doveadm -f json who -1` (one record per connection).
 pub fn parse_who_connections(stdout: &str) -> Result<usize, ParseError> {
     Ok(json_records("who -1", stdout)?.len())
+}
+
+/// One connection of `doveadm -f json who -1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user: String,
+    /// `imap`, `pop3`, ...
+    pub service: String,
+    pub pid: u32,
+}
+
+/// The connections of `doveadm -f json who -1` (one record per connection).
+pub fn parse_who_sessions(stdout: &str) -> Result<Vec<Session>, ParseError> {
+    const W: &str = "who -1";
+    json_records(W, stdout)?
+        .iter()
+        .map(|r| {
+            Ok(Session {
+                user: field(W, r, "username")?.to_string(),
+                service: field(W, r, "service")?.to_string(),
+                pid: num(W, "pid", field(W, r, "pid")?)?,
+            })
+        })
+        .collect()
+}
+
+/// One process of `doveadm -f json process status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    /// The service: `imap`, `imap-hibernate`, `lmtp`, ...
+    pub service: String,
+    pub pid: u32,
+    /// `idle_start` is 0 while the process serves a client.
+    pub busy: bool,
+}
+
+pub fn parse_process_status(stdout: &str) -> Result<Vec<Process>, ParseError> {
+    const W: &str = "process status";
+    json_records(W, stdout)?
+        .iter()
+        .map(|r| {
+            Ok(Process {
+                service: field(W, r, "name")?.to_string(),
+                pid: num(W, "pid", field(W, r, "pid")?)?,
+                busy: field(W, r, "idle_start")? == "0",
+            })
+        })
+        .collect()
+}
+
+/// Process titles from `head -v` of `/proc/N/cmdline` files: pid to title (the NULs that
+/// separate argv are spaces; a title set by `verbose_proctitle` is one string).
+pub fn parse_process_titles(stdout: &str) -> BTreeMap<u32, String> {
+    let mut out = BTreeMap::new();
+    for part in stdout.split("==> /proc/").skip(1) {
+        let Some((pid, rest)) = part.split_once("/cmdline <==\n") else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        let title: String = rest
+            .trim_end_matches('\n')
+            .chars()
+            .map(|c| if c == '\0' { ' ' } else { c })
+            .collect();
+        out.insert(pid, title.trim().to_string());
+    }
+    out
 }
 
 /// Every stderr line of `find` says a starting point does not exist.

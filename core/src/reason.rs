@@ -128,6 +128,9 @@ reasons! {
         StepStarted,
         StepSucceeded,
         StepRewound,
+        /// A Move drain moved users off a drained backend (sessions kicked to reconnect, or
+        /// sessionless mappings moved at once).
+        UsersMoved,
         StepRetrying,
         StepFailed,
         BackendUpgraded,

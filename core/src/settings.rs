@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::api::{DovecotBackendUpgradeSpec, DrainTimeoutAction, Ordering};
+use crate::api::{DovecotBackendUpgradeSpec, DrainStrategy, DrainTimeoutAction, Ordering};
 use crate::dovecot::{self, Doveadm};
 use crate::window::{self, Window};
 
@@ -36,6 +36,9 @@ pub struct Settings {
     pub poll_interval: Duration,
     pub drain_timeout: Duration,
     pub on_drain_timeout: DrainTimeoutAction,
+    pub drain_strategy: DrainStrategy,
+    /// Strategy Move: sessions moved per poll.
+    pub drain_max_parallel: usize,
     /// Empty when reset is disabled.
     pub reset: Vec<Vec<String>>,
     /// `spec.reset.commands` replaces the defaults: argv of the DBU author's choice in mail pods.
@@ -440,6 +443,8 @@ pub fn validate(spec: &DovecotBackendUpgradeSpec) -> Result<Settings, SpecError>
         poll_interval,
         drain_timeout,
         on_drain_timeout: spec.drain.on_timeout,
+        drain_strategy: spec.drain.strategy,
+        drain_max_parallel: spec.drain.max_parallel.clamp(1, 1000) as usize,
         custom_reset: spec.reset.enabled && !spec.reset.commands.is_empty(),
         reset,
         user: user.to_string(),

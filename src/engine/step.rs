@@ -1,12 +1,13 @@
 //! Runs the recorded step of one backend: the argv the step names, judged by `machine::judge`.
 
-use dbu_core::api::{BackendStatus, Step};
+use dbu_core::api::{BackendStatus, DrainStrategy, Step};
 use dbu_core::dovecot::{self, CommandKind};
+use dbu_core::machine::drain::{self, DrainAct};
 use dbu_core::machine::judge::{self, SoakMove, StopWait};
-use dbu_core::machine::{Observed, On, PodView, ReplaceMove, StepResult};
+use dbu_core::machine::{DrainPoll, Observed, On, PodView, ReplaceMove, StepResult};
 use dbu_core::reset_guard;
 use dbu_core::settings::Settings;
-use dbu_core::time::elapsed;
+use dbu_core::time::{after, elapsed};
 
 use super::cluster::{Clock, Cluster};
 use super::runner::Runner;
@@ -19,6 +20,128 @@ pub(crate) struct StepContext<'a> {
     pub cluster: &'a dyn Cluster,
     pub obs: &'a Observed,
     pub clock: Clock<'a>,
+}
+
+/// One poll of a Move drain: look at the backend's sessions, processes and their titles, then
+/// move what `drain::plan` says may move. Each move is idempotent (a user already moved is
+/// "already there" for the director), so a crash between polls repeats nothing harmful.
+async fn move_drain(
+    cx: &StepContext<'_>,
+    r: &Runner<'_>,
+    rec: &BackendStatus,
+    mapped: u64,
+) -> Result<StepResult, StepResult> {
+    let s = cx.s;
+    let (d, b) = (&s.director, &s.backend);
+    let ip = judge::record_ip(&rec.ip, rec.step)?;
+    let poll = s.poll_interval;
+    let waiting = |message: String| {
+        Ok(StepResult::Draining {
+            requeue: poll,
+            message,
+            poll: DrainPoll {
+                users_left: mapped,
+                ..DrainPoll::default()
+            },
+        })
+    };
+    let who = r.raw(On::Backend, &b.who()).await?;
+    if who.exit_code != 0 {
+        let running = r.dovecot_running().await?;
+        return Ok(judge::who_failed(
+            running,
+            r.error(&b.who(), Some(who.exit_code), &who.stderr),
+        ));
+    }
+    // a capture cut at its bound, or an answer we cannot read: move nobody, wait
+    let Ok(sessions) = dovecot::parse_who_sessions(&who.stdout) else {
+        return waiting(format!(
+            "{mapped} users still mapped; who -1 could not be read in full, so nobody is moved"
+        ));
+    };
+    let ps = r.raw(On::Backend, &b.process_status()).await?;
+    let procs = match (ps.exit_code, dovecot::parse_process_status(&ps.stdout)) {
+        (0, Ok(p)) => p,
+        // without the process list an LMTP delivery in flight would be invisible
+        _ => {
+            return waiting(format!(
+                "{mapped} users still mapped; doveadm process status failed (exit {}), so nobody is moved",
+                ps.exit_code
+            ));
+        }
+    };
+    let pids = drain::pids_to_read(&sessions, &procs);
+    let titles = if pids.is_empty() {
+        Default::default()
+    } else {
+        // exit 1 when a process ended meanwhile; the others are still printed
+        let out = r.raw(On::Backend, &dovecot::process_titles(&pids)).await?;
+        dovecot::parse_process_titles(&out.stdout)
+    };
+    let plan = drain::plan(mapped, &sessions, &procs, &titles, s.drain_max_parallel);
+    let (mut sessions_moved, mut users_moved, mut skipped) = (0u64, 0u64, 0u64);
+    match &plan.act {
+        DrainAct::Flush => {
+            r.run(On::Director, &d.director_flush(ip), CommandKind::Plain)
+                .await?;
+            users_moved = mapped;
+        }
+        DrainAct::Move(users) => {
+            for user in users {
+                let st = r.raw(On::Director, &d.director_user_status(user)).await?;
+                let placement = (st.exit_code == 0)
+                    .then(|| dovecot::parse_user_placement(&st.stdout).ok())
+                    .flatten();
+                // only a user the director maps here, to a host its hash now names; a session
+                // the director does not map here (a direct login) is not the director's to move
+                let to = match placement {
+                    Some((Some(cur), Some(hashed))) if cur == rec.ip && hashed != rec.ip => {
+                        dovecot::validate_ip(&hashed).ok()
+                    }
+                    _ => None,
+                };
+                let Some(to) = to else {
+                    skipped += 1;
+                    continue;
+                };
+                let mv = r.raw(On::Director, &d.director_move(user, to)).await?;
+                if mv.exit_code == 0 {
+                    sessions_moved += 1;
+                } else {
+                    // e.g. the target left the ring meanwhile: the next poll asks again
+                    tracing::warn!(pod = %rec.pod, exit_code = mv.exit_code, stderr = %dbu_core::text::bounded(&mv.stderr, 300), "director move failed");
+                    skipped += 1;
+                }
+            }
+        }
+        DrainAct::Wait => {}
+    }
+    let now = (cx.clock)();
+    let ceiling = after(rec.step_started.0, s.drain_timeout);
+    let mut message = format!("{mapped} users still mapped: {}", plan.message);
+    if skipped > 0 {
+        message.push_str(&format!(
+            "; {skipped} not moved (not mapped here, or the move failed)"
+        ));
+    }
+    Ok(StepResult::Draining {
+        requeue: drain::requeue(&plan, poll),
+        message,
+        poll: DrainPoll {
+            users_left: mapped,
+            sessions: plan.sessions,
+            without_session: plan.without_session,
+            sessions_moved,
+            users_moved,
+            predicted_end: Some(drain::predicted_end(
+                &plan,
+                s.drain_max_parallel,
+                poll,
+                now,
+                ceiling,
+            )),
+        },
+    })
 }
 
 /// Runs the recorded step of one backend. Every step is safe to run again after a crash.
@@ -58,6 +181,16 @@ async fn act(
                     s.poll_interval,
                     error,
                 ));
+            }
+            let mapped = cx
+                .obs
+                .ring
+                .iter()
+                .flatten()
+                .find(|h| h.ip == rec.ip)
+                .map_or(0, |h| h.users);
+            if s.drain_strategy == DrainStrategy::Move && ceiling_users.is_none() && mapped > 0 {
+                return move_drain(cx, r, rec, mapped).await;
             }
             // the director counts mappings; confirm on the backend that nobody is left
             let who = r.raw(On::Backend, &b.who()).await?;

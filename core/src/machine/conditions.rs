@@ -5,7 +5,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::decision::{Decision, active};
 use super::note::Note;
-use crate::api::{DovecotBackendUpgradeStatus, Phase};
+use crate::api::{DovecotBackendUpgradeStatus, Phase, Step};
 use crate::reason::EventReason;
 use crate::text::{MESSAGE_LIMIT, bounded};
 
@@ -225,6 +225,36 @@ pub fn summarize(
     let cur = status.backends.iter().find(|r| active(r));
     status.current = cur.map(|r| r.pod.clone());
     status.step = cur.map(|r| r.step);
+    status.drain_users = cur
+        .filter(|r| r.step == Step::WaitSessions)
+        .and_then(|r| r.drain.as_ref())
+        .map(|d| d.users_left);
+}
+
+/// Drain progress changes on every poll; it is written at most this often (and with any real
+/// change), so a long drain costs a patch per interval, not one per poll.
+pub const DRAIN_WRITE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Whether drain progress moved on enough to be written by itself: a backend's first look,
+/// or a change seen at least DRAIN_WRITE_EVERY after the one last written.
+fn drain_due(old: &DovecotBackendUpgradeStatus, new: &DovecotBackendUpgradeStatus) -> bool {
+    new.backends.iter().any(|n| {
+        let Some(nd) = &n.drain else { return false };
+        let od = old
+            .backends
+            .iter()
+            .find(|o| o.pod == n.pod)
+            .and_then(|o| o.drain.as_ref());
+        match od {
+            None => true,
+            Some(od) => {
+                let quiet =
+                    |d: &crate::api::DrainProgress| (d.users_left, d.sessions_moved, d.users_moved);
+                quiet(od) != quiet(nd)
+                    && crate::time::elapsed(&od.observed, nd.observed.0) >= DRAIN_WRITE_EVERY
+            }
+        }
+    })
 }
 
 /// Whether a new status is worth a patch. Progress messages alone ("3 users still mapped",
@@ -238,11 +268,16 @@ pub fn worth_writing(
     let Some(old) = old else {
         return true;
     };
+    if drain_due(old, new) {
+        return true;
+    }
     let quiet = |s: &DovecotBackendUpgradeStatus| {
         let mut s = s.clone();
         s.write_seq = 0;
+        s.drain_users = None;
         for r in &mut s.backends {
             r.message = None;
+            r.drain = None;
         }
         for c in &mut s.conditions {
             c.message.clear();

@@ -13,7 +13,8 @@ use super::note::failed_stall;
 use super::observed::{Observed, StsView};
 use super::start::{begin_next, outdated};
 use crate::api::{
-    BackendStatus, DovecotBackendUpgradeStatus, RETRY_ANNOTATION, REVISION_ANNOTATION, Step,
+    BackendStatus, DovecotBackendUpgradeStatus, DrainStrategy, RETRY_ANNOTATION,
+    REVISION_ANNOTATION, Step,
 };
 use crate::dovecot::{self, RingHost};
 use crate::reason::{StallReason, WaitReason};
@@ -375,7 +376,8 @@ fn in_flight(
             if waited >= s.drain_timeout {
                 // also with 0 users mapped: sessions on the backend must not hold it forever
                 run(Some(users))
-            } else if users == 0 {
+            } else if users == 0 || s.drain_strategy == DrainStrategy::Move {
+                // Move looks at the backend's sessions on every poll and moves what it may
                 run(None)
             } else {
                 let left = s.drain_timeout - waited;

@@ -66,12 +66,31 @@ pub enum StepResult {
     },
     /// Not done yet; run it again later.
     Waiting { requeue: Duration, message: String },
+    /// WaitSessions with strategy Move: not done yet, and what this poll saw and moved.
+    Draining {
+        requeue: Duration,
+        message: String,
+        poll: DrainPoll,
+    },
     /// The world moved under the step (e.g. Dovecot running again before Reset): go back.
     Rewind { to: Step, message: String },
     /// The step failed; the backend stays out of the ring and the rollout halts.
     Failed(StepError),
     /// The command could not be run (connection dropped, timeout): back off and retry.
     Transient { error: StepError },
+}
+
+/// One poll of a Move drain, for the backend's record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DrainPoll {
+    pub users_left: u64,
+    pub sessions: u64,
+    pub without_session: u64,
+    /// Sessions moved in this poll.
+    pub sessions_moved: u64,
+    /// Users without a session moved in this poll.
+    pub users_moved: u64,
+    pub predicted_end: Option<k8s_openapi::jiff::Timestamp>,
 }
 
 /// Transient failures of one step before it counts as failed.

@@ -12,7 +12,10 @@ use super::decide::decide;
 use super::decision::{Acted, Decision, MAX_ATTEMPTS, StepResult, Undone, active};
 use super::note::{Note, failed_stall, failure_message};
 use super::observed::Observed;
-use crate::api::{BackendStatus, DovecotBackendUpgradeStatus, RETRY_ANNOTATION, Step};
+use crate::api::{
+    BackendStatus, DovecotBackendUpgradeStatus, DrainProgress, DrainStrategy, RETRY_ANNOTATION,
+    Step,
+};
 use crate::reason::{EventReason, StallReason, WaitReason};
 use crate::settings::Settings;
 use crate::time::{after, backoff, elapsed};
@@ -212,6 +215,34 @@ fn fold_result(rec: &mut BackendStatus, result: &StepResult, now: Timestamp) -> 
                 )
             });
             notes
+        }
+        StepResult::Draining { message, poll, .. } => {
+            let d = rec.drain.get_or_insert(DrainProgress {
+                users_left: 0,
+                without_session: None,
+                sessions: None,
+                sessions_moved: 0,
+                users_moved: 0,
+                predicted_end: None,
+                observed: Time(now),
+            });
+            d.users_left = poll.users_left;
+            d.without_session = Some(poll.without_session);
+            d.sessions = Some(poll.sessions);
+            d.sessions_moved += poll.sessions_moved;
+            d.users_moved += poll.users_moved;
+            d.predicted_end = poll.predicted_end.map(Time);
+            d.observed = Time(now);
+            rec.message = Some(message.clone());
+            rec.attempts = 0;
+            rec.retry_after = None;
+            if poll.sessions_moved + poll.users_moved == 0 {
+                return Vec::new();
+            }
+            vec![Note::new(
+                EventReason::UsersMoved,
+                format!("{}: {message}", rec.pod),
+            )]
         }
         StepResult::Waiting { message, .. } => {
             rec.message = Some(message.clone());
@@ -453,7 +484,7 @@ pub fn requeue_after(result: &StepResult, attempts: u32) -> Duration {
         StepResult::Advanced { .. } | StepResult::Rewind { .. } | StepResult::Failed(_) => {
             Duration::ZERO
         }
-        StepResult::Waiting { requeue, .. } => *requeue,
+        StepResult::Waiting { requeue, .. } | StepResult::Draining { requeue, .. } => *requeue,
         StepResult::Transient { .. } => backoff(attempts),
     }
 }
@@ -596,8 +627,46 @@ pub fn conclude(
     if let Some(target) = obs.sts.as_ref().and_then(|x| x.update_revision.as_deref()) {
         status.progress = Some(progress(status, obs, target));
     }
+    drain_seen(s, status, obs, now);
     let after = settled(s, decision, status, obs, now);
     conditions::summarize(status, &after, generation, now);
+}
+
+/// The director's count of users left on every draining backend, at each reconcile that read
+/// the ring. With strategy Wait the end is the ceiling: mappings of clients that stay
+/// connected never expire, and the director cannot say which those are.
+fn drain_seen(
+    s: &Settings,
+    status: &mut DovecotBackendUpgradeStatus,
+    obs: &Observed,
+    now: Timestamp,
+) {
+    let Some(ring) = &obs.ring else { return };
+    for rec in status.backends.iter_mut() {
+        if rec.step != Step::WaitSessions || !active(rec) {
+            continue;
+        }
+        let Some(host) = ring.iter().find(|h| h.ip == rec.ip) else {
+            continue;
+        };
+        let ceiling = Time(after(rec.step_started.0, s.drain_timeout));
+        let d = rec.drain.get_or_insert(DrainProgress {
+            users_left: host.users,
+            without_session: None,
+            sessions: None,
+            sessions_moved: 0,
+            users_moved: 0,
+            predicted_end: None,
+            observed: Time(now),
+        });
+        if d.users_left != host.users {
+            d.users_left = host.users;
+            d.observed = Time(now);
+        }
+        if s.drain_strategy == DrainStrategy::Wait {
+            d.predicted_end = Some(ceiling);
+        }
+    }
 }
 
 /// A spec that does not validate: Stalled with the field and the problem, and a Warning the

@@ -9,6 +9,7 @@ mod cleanup;
 pub mod conditions;
 mod decide;
 mod decision;
+pub mod drain;
 mod dry_run;
 mod fold;
 mod gates;
@@ -21,7 +22,7 @@ mod start;
 pub use cleanup::{Deletion, cleanup_for, if_running, restore_commands, undone_note};
 pub use decide::{check_world, decide, revision_pending, ring_drift};
 pub use decision::{
-    Acted, Cleanup, Command, Decision, MAX_ATTEMPTS, On, StepResult, Undone, active,
+    Acted, Cleanup, Command, Decision, DrainPoll, MAX_ATTEMPTS, On, StepResult, Undone, active,
 };
 pub use dry_run::{PLAN_LIMIT, dry_run, steps_for};
 pub use fold::{

@@ -21,6 +21,7 @@ use dovecot_upgrade_operator::engine::{Cluster, ClusterError};
 pub mod faults;
 mod local_exec;
 pub mod traffic;
+pub mod workload;
 pub use local_exec::LocalExec;
 pub use traffic::{ImapSession, LmtpError, lmtp_deliver};
 
@@ -54,6 +55,8 @@ pub struct LabSpec {
     pub pool_b: usize,
     /// The old example's mail layout (CONTROL= and home on the per-pod volume the reset wipes).
     pub legacy_layout: bool,
+    /// Backends park IDLE sessions in imap-hibernate after this long (`imap_hibernate_timeout`).
+    pub hibernate_after: Option<String>,
 }
 
 impl LabSpec {
@@ -67,6 +70,7 @@ impl LabSpec {
             directors: 1,
             pool_b: 0,
             legacy_layout: false,
+            hibernate_after: None,
         }
     }
     /// The first director's address (director-0).
@@ -214,8 +218,13 @@ fn mail_layout(legacy: bool) -> (String, String) {
     }
 }
 
-fn backend_conf(ip: &str, name: &str, extra: &str, legacy: bool) -> String {
-    let (mail_location, home) = mail_layout(legacy);
+fn backend_conf(ip: &str, name: &str, extra: &str, spec: &LabSpec) -> String {
+    let (mail_location, home) = mail_layout(spec.legacy_layout);
+    let hibernate = spec.hibernate_after.as_ref().map_or(String::new(), |t| {
+        format!(
+            "imap_hibernate_timeout = {t}\nservice imap-hibernate {{\n  unix_listener imap-hibernate {{\n    mode = 0666\n  }}\n}}\nservice imap {{\n  unix_listener imap-master {{\n    mode = 0666\n  }}\n}}\n"
+        )
+    });
     format!(
         r#"# lab backend {name}
 protocols = imap lmtp
@@ -255,7 +264,9 @@ service doveadm {{
   }}
 }}
 doveadm_password = lab-doveadm
-{extra}
+# the Move drain tells IDLE from a command by the process title
+verbose_proctitle = yes
+{hibernate}{extra}
 "#
     )
 }
@@ -368,7 +379,7 @@ impl Lab {
                 &name,
                 &ip,
                 "rev-1",
-                &backend_conf(&ip, &name, "", lab.spec.legacy_layout),
+                &backend_conf(&ip, &name, "", &lab.spec),
             )?;
         }
         for (i, v) in lab.spec.vhosts.clone().into_iter().enumerate() {
@@ -877,7 +888,7 @@ impl Cluster for Lab {
             (ip, rev, extra)
         };
         self.kill_pod(pod);
-        let conf = backend_conf(&ip, pod, &extra, self.spec.legacy_layout);
+        let conf = backend_conf(&ip, pod, &extra, &self.spec);
         let pod = pod.to_string();
         // starting dovecot blocks for a moment; keep it off the async workers
         let res = tokio::task::block_in_place(|| self.create_pod(&pod, &ip, &rev, &conf))

@@ -146,6 +146,42 @@ impl ImapSession {
     pub fn logout(mut self) {
         let _ = self.command("LOGOUT");
     }
+
+    /// Enters IDLE (RFC 2177): the client then only listens, as mail clients park a folder.
+    pub fn idle(&mut self) -> Result<(), String> {
+        self.tag += 1;
+        write!(self.w, "a{} IDLE\r\n", self.tag).map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        self.r.read_line(&mut line).map_err(|e| e.to_string())?;
+        if line.starts_with('+') {
+            Ok(())
+        } else {
+            Err(format!("IDLE refused: {}", line.trim()))
+        }
+    }
+
+    /// Listens in IDLE for at most `limit`: Ok(true) while the connection stays (untagged
+    /// updates such as EXISTS are read and dropped), Ok(false) when the server closed it.
+    pub fn listen(&mut self, limit: Duration) -> Result<bool, String> {
+        self.w
+            .set_read_timeout(Some(limit))
+            .map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        match self.r.read_line(&mut line) {
+            Ok(0) => Ok(false),
+            // "* BYE" is the server's goodbye (a kick ends with it, or with a bare close)
+            Ok(_) => Ok(!line.starts_with("* BYE")),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(true)
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
 }
 
 /// Who does what during a rollout.
