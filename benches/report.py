@@ -193,4 +193,54 @@ for r in (r for r in by["realnode"] if r["kind"] == "rest"):
     for k, v in r["requests"].items():
         p(f"| `{k}` | {v} |")
     p("")
-print("\n".join(out))
+
+
+def drain_section(rows):
+    """Section 7 from the drain bench's rows (also spliced alone by `report.py --drain`)."""
+    o = []
+    q = o.append
+    q("## 7. The drain on a realistic workload (real Dovecot 2.3.19 rig)")
+    q("")
+    q("`benches/drain.rs`: a director and three backends on loopback with the production")
+    q("`director_user_expire = 15m` and IDLE sessions hibernating after 10 s; 300 users, all through")
+    q("the director: 60 parked in IDLE (reconnecting when closed), 120 polling every minute (login,")
+    q("SELECT, logout), 120 that logged out just before the rollout, and an LMTP delivery every")
+    q("200 ms to each user in turn. Per backend: *drain* is WaitSessions' time; *kicks* are IDLE")
+    q("sessions the server closed while that backend was out (Drain to Done); *failed logins* are")
+    q("logins that did not succeed then. *Wait* ran with a 120 s ceiling: the pollers and IDLE")
+    q("clients keep the director's count above 0 for ever, so Wait ends at its ceiling whatever it")
+    q("is (with the shipped 15 m, 900 s per backend); the *runbook* waits its fixed 15 minutes and")
+    q("its `down` + `flush` kicks the same sessions Wait kicks at its ceiling.")
+    q("")
+    q("| strategy | runs | backends | users mapped at start | drain s | kicks / backend | failed logins / backend | sessions moved / backend | sessionless users moved / backend | rollout s (3 backends) | runbook s |")
+    q("|---|---|---|---|---|---|---|---|---|---|---|")
+    for strat in ("Move", "Wait"):
+        rs = [r for r in rows if r["strategy"] == strat]
+        if not rs:
+            continue
+        bs = [b for r in rs for b in r["backends"]]
+        q(f"| {strat} | {len(rs)} | {len(bs)} | {mmm([b['users_at_start'] for b in bs], '{:.0f}')} | {mmm([b['drain_s'] for b in bs], '{:.1f}')} "
+          f"| {mmm([b['kicks'] for b in bs], '{:.0f}')} | {mmm([b['failed_logins'] for b in bs], '{:.0f}')} "
+          f"| {mmm([b['sessions_moved'] for b in bs], '{:.0f}')} | {mmm([b['users_moved'] for b in bs], '{:.0f}')} "
+          f"| {mmm([r['wall_s'] for r in rs], '{:.0f}')} | {mmm([r['runbook_s'] for r in rs], '{:.0f}')} |")
+    q("")
+    allr = rows
+    if allr:
+        q(f"Over all runs: {sum(r['failed_logins'] for r in allr)} failed logins, {sum(r['bounced'] for r in allr)} bounced and "
+          f"{sum(r['deferred'] for r in allr)} deferred deliveries, {sum(r['kicks_outside'] for r in allr)} kicks outside any backend's "
+          f"window, {sum(r['logins'] for r in allr)} logins. Goal (issue 16): Move drains a busy backend in under 1 minute with 0 failed "
+          "logins and no more kicks than Wait.")
+        q("")
+    return o
+
+
+out.extend(drain_section(by["drain"]))
+if len(sys.argv) > 2 and sys.argv[2] == "--drain":
+    # splice section 7 into an existing BENCHMARKS.md (sys.argv[3]) without re-running the rest
+    text = open(sys.argv[3]).read().split("\n")
+    start = next((i for i, l in enumerate(text) if l.startswith("## 7. ")), len(text))
+    end = next((i for i in range(start + 1, len(text)) if text[i].startswith("## ")), len(text))
+    text[start:end] = drain_section(by["drain"])
+    print("\n".join(text).rstrip("\n"))
+else:
+    print("\n".join(out))

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::api::{APPROVE_ANNOTATION, DovecotBackendUpgrade, RETRY_ANNOTATION};
 use crate::text::bounded;
+use crate::time::{human, until};
 
 pub const USAGE: &str = "usage: kubectl dbu VERB NAME [BACKEND] [-n NAMESPACE]
 
@@ -260,6 +261,27 @@ pub fn status_report(dbu: &DovecotBackendUpgrade, now: Timestamp) -> String {
             let _ = writeln!(out, "{}", line.trim_end());
         }
     }
+    for r in st
+        .backends
+        .iter()
+        .filter(|r| r.step == crate::api::Step::WaitSessions && !r.failed)
+    {
+        let Some(d) = &r.drain else { continue };
+        let opt = |v: Option<u64>| v.map_or("?".to_string(), |v| v.to_string());
+        let _ = writeln!(
+            out,
+            "drain of {}: {} users left ({} without a session), {} sessions live, {} sessions and {} sessionless users moved{}",
+            r.pod,
+            d.users_left,
+            opt(d.without_session),
+            opt(d.sessions),
+            d.sessions_moved,
+            d.users_moved,
+            d.predicted_end.as_ref().map_or(String::new(), |t| {
+                format!(", ends in about {}", human(until(t.0, now)))
+            })
+        );
+    }
     if let Some((pod, e)) = st
         .backends
         .iter()
@@ -508,6 +530,24 @@ mod tests {
         let none: DovecotBackendUpgrade =
             serde_json::from_value(fixtures::dbu_json(json!({}), json!({}))).unwrap();
         assert!(status_report(&none, ts(0)).contains("no status yet"));
+    }
+
+    #[test]
+    fn status_shows_a_drain_in_progress() {
+        let mut r = fixtures::record(2, Step::WaitSessions, ts(0), "old", 20);
+        r.drain = Some(crate::api::DrainProgress {
+            users_left: 41,
+            without_session: Some(30),
+            sessions: Some(12),
+            sessions_moved: 7,
+            users_moved: 0,
+            predicted_end: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ts(90))),
+            observed: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ts(30)),
+        });
+        let d = dbu(json!({}), json!({"phase": "Progressing", "backends": [r]}));
+        let out = status_report(&d, ts(30));
+        let want = "drain of backend-2: 41 users left (30 without a session), 12 sessions live, 7 sessions and 0 sessionless users moved, ends in about 60s";
+        assert!(out.contains(want), "{want:?} missing from:\n{out}");
     }
 
     #[test]

@@ -1998,3 +1998,89 @@ fn the_soak_passes_on_real_traffic_or_a_login_that_landed_and_fails_otherwise() 
         (Step::Soak, Some("SoakFailed"))
     );
 }
+
+#[test]
+fn move_drain_runs_every_poll_while_users_are_mapped_and_waits_for_nothing() {
+    let s = with(json!({"drain": {"strategy": "Move"}}));
+    let st = status(vec![rec(2, Step::WaitSessions, 0)]);
+    let mut obs = drained(2);
+    obs.ring.as_mut().unwrap()[2].users = 40;
+    // Wait would sleep until the mappings expire; Move looks at the sessions now
+    assert_eq!(decide(&s, &st, &obs, ts(10)), run(2, Step::WaitSessions));
+    assert!(matches!(
+        decide(&settings(), &st, &obs, ts(10)),
+        Decision::Wait { .. }
+    ));
+    // the ceiling holds for Move too
+    assert_eq!(
+        decide(&s, &st, &obs, ts(60)),
+        Decision::Run {
+            pod: "backend-2".into(),
+            step: Step::WaitSessions,
+            ceiling_users: Some(40)
+        }
+    );
+}
+
+#[test]
+fn draining_polls_add_up_in_the_record_and_moves_are_events() {
+    let mut st = status(vec![rec(2, Step::WaitSessions, 0)]);
+    let d = run(2, Step::WaitSessions);
+    let poll = |moved, users_moved| StepResult::Draining {
+        requeue: Duration::from_secs(1),
+        message: "moving".into(),
+        poll: DrainPoll {
+            users_left: 30,
+            sessions: 12,
+            without_session: 20,
+            sessions_moved: moved,
+            users_moved,
+            predicted_end: Some(ts(20)),
+        },
+    };
+    let r = record(&mut st, &d, Acted::Ran(poll(5, 0)), ts(3));
+    assert_eq!(r.requeue, Some(Duration::from_secs(1)));
+    assert_eq!(r.notes.len(), 1);
+    assert_eq!(r.notes[0].reason, EventReason::UsersMoved);
+    let r = record(&mut st, &d, Acted::Ran(poll(0, 0)), ts(4));
+    assert!(r.notes.is_empty(), "a poll that moved nobody is no event");
+    record(&mut st, &d, Acted::Ran(poll(3, 18)), ts(5));
+    let drain = st.backends[0].drain.clone().unwrap();
+    assert_eq!((drain.sessions_moved, drain.users_moved), (8, 18));
+    assert_eq!(
+        (drain.users_left, drain.sessions, drain.without_session),
+        (30, Some(12), Some(20))
+    );
+    assert_eq!(drain.predicted_end, Some(Time(ts(20))));
+    assert_eq!(st.backends[0].step, Step::WaitSessions);
+}
+
+#[test]
+fn drain_progress_is_written_at_most_every_15_seconds_and_shows_in_the_users_column() {
+    let s = settings(); // Wait, ceiling 60 s
+    let mut st = status(vec![rec(2, Step::WaitSessions, 0)]);
+    let mut obs = drained(2);
+    obs.ring.as_mut().unwrap()[2].users = 9;
+    let d = decide(&s, &st, &obs, ts(1));
+    conclude(&s, &d, &mut st, &obs, Some(1), ts(1));
+    assert_eq!(st.drain_users, Some(9));
+    let drain = st.backends[0].drain.clone().unwrap();
+    // Wait cannot end before its ceiling while users stay mapped
+    assert_eq!(drain.predicted_end, Some(Time(ts(60))));
+    let written = st.clone();
+    for (at, users, due) in [(5, 8, false), (10, 7, false), (16, 6, true)] {
+        obs.ring.as_mut().unwrap()[2].users = users;
+        let mut next = written.clone();
+        conclude(&s, &d, &mut next, &obs, Some(1), ts(at));
+        assert_eq!(next.drain_users, Some(users));
+        assert_eq!(
+            conditions::worth_writing(Some(&written), &next),
+            due,
+            "at {at}s"
+        );
+    }
+    // once the backend moves on, the column is empty
+    st.backends[0].step = Step::StopLmtp;
+    conclude(&s, &run(2, Step::StopLmtp), &mut st, &obs, Some(1), ts(20));
+    assert_eq!(st.drain_users, None);
+}
