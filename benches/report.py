@@ -210,7 +210,8 @@ def drain_section(rows):
     q("logins that did not succeed then. *Wait* ran with a 120 s ceiling: the pollers and IDLE")
     q("clients keep the director's count above 0 for ever, so Wait ends at its ceiling whatever it")
     q("is (with the shipped 15 m, 900 s per backend); the *runbook* waits its fixed 15 minutes and")
-    q("its `down` + `flush` kicks the same sessions Wait kicks at its ceiling.")
+    q("its `down` + `flush` kicks the same sessions Wait kicks at its ceiling. Measured at commit")
+    q(f"{commit} (`scripts/bench.sh drain` reruns this section alone).")
     q("")
     q("| strategy | runs | backends | users mapped at start | drain s | kicks / backend | failed logins / backend | sessions moved / backend | sessionless users moved / backend | rollout s (3 backends) | runbook s |")
     q("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -230,6 +231,13 @@ def drain_section(rows):
           f"{sum(r['deferred'] for r in allr)} deferred deliveries, {sum(r['kicks_outside'] for r in allr)} kicks outside any backend's "
           f"window, {sum(r['logins'] for r in allr)} logins. Goal (issue 16): Move drains a busy backend in under 1 minute with 0 failed "
           "logins and no more kicks than Wait.")
+        q("")
+        q("Where Wait's failed logins and deferred deliveries come from: at its ceiling the runbook's order stops LMTP")
+        q("and Dovecot while users are still mapped, and the director does not health-check backends, so those users'")
+        q("logins fail (`[UNAVAILABLE]` after ~3 s of retries) and their mail is deferred until `down` + `flush` moves")
+        q("them. Move has no user mapped when anything stops. Kicks: each IDLE session is closed once per backend it sits")
+        q("on, by Move's `director move` or by the ceiling's stop and flush; a user moved to a backend upgraded later is")
+        q("moved again, with either strategy.")
         q("")
     return o
 

@@ -377,4 +377,48 @@ mod tests {
             Some("dbu_backends_in_flight 0")
         );
     }
+
+    #[test]
+    fn drains_count_moves_once_and_sum_users_left() {
+        let m = Metrics::new();
+        let draining = |moved: u64, flushed: u64, left: u64| {
+            let mut r = rec("backend-7", Step::WaitSessions);
+            r.drain = Some(crate::api::DrainProgress {
+                users_left: left,
+                without_session: None,
+                sessions: None,
+                sessions_moved: moved,
+                users_moved: flushed,
+                predicted_end: None,
+                observed: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            });
+            let mut o = outcome(Phase::Progressing, vec![r], vec![]);
+            o.status.drain_users = Some(left);
+            o
+        };
+        m.record("mail/a", &draining(5, 0, 40), 1.0);
+        m.record("mail/a", &draining(5, 0, 38), 2.0);
+        m.record("mail/a", &draining(9, 30, 0), 3.0);
+        m.record("mail/b", &draining(0, 0, 7), 3.0);
+        let t = m.encode();
+        assert_eq!(
+            line(&t, "dbu_drain_sessions_moved_total"),
+            Some("dbu_drain_sessions_moved_total 9")
+        );
+        assert_eq!(
+            line(&t, "dbu_drain_users_moved_total"),
+            Some("dbu_drain_users_moved_total 30")
+        );
+        assert_eq!(
+            line(&t, "dbu_drain_users_left"),
+            Some("dbu_drain_users_left 7")
+        );
+        // the same backend upgraded again starts a new record from 0
+        m.record("mail/a", &draining(2, 0, 3), 4.0);
+        let t = m.encode();
+        assert_eq!(
+            line(&t, "dbu_drain_sessions_moved_total"),
+            Some("dbu_drain_sessions_moved_total 11")
+        );
+    }
 }

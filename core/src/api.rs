@@ -868,7 +868,8 @@ pub struct DrainProgress {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "int64"))]
     pub sessions: Option<u64>,
-    /// IDLE or hibernated sessions moved to another backend so far (each one a reconnect).
+    /// IDLE or hibernated sessions moved to another backend so far (each one a reconnect): the
+    /// sessions of the users moved with `director move`, which closes all of a user's sessions.
     #[serde(default)]
     #[schemars(extend("format" = "int64"))]
     pub sessions_moved: u64,

@@ -22,6 +22,9 @@ pub(crate) struct StepContext<'a> {
     pub clock: Clock<'a>,
 }
 
+/// Process titles read by one exec.
+const TITLES_PER_EXEC: usize = 200;
+
 /// One poll of a Move drain: look at the backend's sessions, processes and their titles, then
 /// move what `drain::plan` says may move. Each move is idempotent (a user already moved is
 /// "already there" for the director), so a crash between polls repeats nothing harmful.
@@ -71,13 +74,13 @@ async fn move_drain(
         }
     };
     let pids = drain::pids_to_read(&sessions, &procs);
-    let titles = if pids.is_empty() {
-        Default::default()
-    } else {
+    let mut titles = std::collections::BTreeMap::new();
+    // in chunks: an exec's argv travels in the request URL, which proxies bound
+    for chunk in pids.chunks(TITLES_PER_EXEC) {
         // exit 1 when a process ended meanwhile; the others are still printed
-        let out = r.raw(On::Backend, &dovecot::process_titles(&pids)).await?;
-        dovecot::parse_process_titles(&out.stdout)
-    };
+        let out = r.raw(On::Backend, &dovecot::process_titles(chunk)).await?;
+        titles.extend(dovecot::parse_process_titles(&out.stdout));
+    }
     let plan = drain::plan(mapped, &sessions, &procs, &titles, s.drain_max_parallel);
     let (mut sessions_moved, mut users_moved, mut skipped) = (0u64, 0u64, 0u64);
     match &plan.act {
@@ -106,7 +109,8 @@ async fn move_drain(
                 };
                 let mv = r.raw(On::Director, &d.director_move(user, to)).await?;
                 if mv.exit_code == 0 {
-                    sessions_moved += 1;
+                    // the director closes every session of the user
+                    sessions_moved += sessions.iter().filter(|x| &x.user == user).count() as u64;
                 } else {
                     // e.g. the target left the ring meanwhile: the next poll asks again
                     tracing::warn!(pod = %rec.pod, exit_code = mv.exit_code, stderr = %dbu_core::text::bounded(&mv.stderr, 300), "director move failed");
