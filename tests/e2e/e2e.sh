@@ -254,7 +254,7 @@ check "dovecot-upgrade-operator plan -f: ordered backends and every argv, from t
 check "... and the ring is untouched" ring_back
 rollout_dbu_dry() {
   sed -e 's/upgrade-probe@example.org/user1/' -e 's/timeout: 15m .*/timeout: 20s/' -e 's/pollInterval: 5s/pollInterval: 1s/' \
-    -e 's/^spec:/spec:\n  dryRun: true/' deploy/examples/dbu.yaml | kubectl apply -f -
+    -e 's/strategy: Wait .*/strategy: Move/' -e 's/^spec:/spec:\n  dryRun: true/' deploy/examples/dbu.yaml | kubectl apply -f -
 }
 check "kubectl apply the DBU with spec.dryRun" rollout_dbu_dry
 planned() {
@@ -266,6 +266,24 @@ check "... status.plan lists 3 backends and the Drain argv (phase Planned)" plan
 snap dry-run backend-rollout
 check "kubectl dbu plan prints the order and the argv" dbu_cmd '\$ doveadm director update .* 0$' plan backend-rollout
 check "... and the ring is still untouched" ring_back
+# clients parked in IDLE through both directors (users 2-6; user1 is the probe): the first
+# rollout drains with strategy Move, which moves them instead of waiting for its ceiling
+idle_clients() {
+  rm -f "$state/idle.stop"
+  for u in 2 3 4 5 6; do
+    local d; d="$([[ $((u % 2)) == 0 ]] && echo "$D0" || echo "$D1")"
+    python3 "$here/mail.py" idle "$state/idle-$u.json" "$d" "user$u" e2e-pass "$state/idle.stop" 2>>"$state/idle.err" &
+  done
+  for _ in $(seq 40); do
+    python3 - "$state" <<'PY' && return 0
+import json, sys
+sys.exit(0 if all(json.load(open(f"{sys.argv[1]}/idle-{u}.json"))["sessions"] == 1 for u in range(2, 7)) else 1)
+PY
+    sleep 0.5
+  done
+  cat "$state/idle.err"; return 1
+}
+check "five IMAP clients parked in IDLE through the directors" idle_clients
 check "set spec.dryRun=false: the rollout starts" \
   kubectl -n "$NS" patch dbu backend-rollout --type merge -p '{"spec":{"dryRun":false}}'
 watch_rollout() { # prints the distinct kubectl get dbu rows; restarts the operator once mid-rollout
@@ -289,6 +307,28 @@ cp "$state/last.out" "$state/rows"
 check "... through every backend, step by step" rows_moved
 check "kubectl wait --for=condition=Ready succeeds" kubectl -n "$NS" wait --for=condition=Ready dbu/backend-rollout --timeout=300s
 snap complete backend-rollout
+moved_idle() { # through kubelet exec: who -1, process status, /proc titles, director move
+  touch "$state/idle.stop"
+  local moved
+  moved="$(kubectl -n "$NS" get dbu backend-rollout -o json | python3 -c '
+import json, sys
+print(sum((b.get("drain") or {}).get("sessionsMoved", 0) for b in json.load(sys.stdin)["status"]["backends"]))')"
+  echo "sessions moved: $moved"
+  kubectl -n "$NS" get events.events.k8s.io --field-selector regarding.name=backend-rollout,reason=UsersMoved \
+    -o jsonpath='{range .items[*]}{.note}{"\n"}{end}' | head -5
+  python3 - "$state" "$moved" <<'PY'
+import json, sys
+st = [json.load(open(f"{sys.argv[1]}/idle-{u}.json")) for u in range(2, 7)]
+print(st)
+closed = sum(s["closed"] for s in st)
+# every IDLE session sat on a backend that was upgraded: each was moved at least once, came back,
+# and no login failed; every close was a move
+assert all(s["failed_logins"] == 0 for s in st), "a login failed"
+assert all(s["closed"] >= 1 and s["sessions"] == s["closed"] + 1 for s in st), "a client was not moved, or did not come back"
+assert closed <= int(sys.argv[2]), f"{closed} sessions closed, {sys.argv[2]} moved"
+PY
+}
+check "the Move drain moved every IDLE client (each came back at once, no failed login, no close but the moves)" moved_idle
 check "kubectl dbu status: phase Completed, every backend done" dbu_cmd 'phase Completed, 3/3 backends upgraded' status backend-rollout
 check "Argo CD's pause action (its engine, on the live DBU), applied back with kubectl replace" argo_action pause backend-rollout
 spec_paused() { [[ "$(kubectl -n "$NS" get dbu backend-rollout -o jsonpath='{.spec.paused}')" == true ]]; }
@@ -432,6 +472,8 @@ check "mail is still intact through both directors" mail_intact
 # the rollout moves on within seconds (plus backoff), and no step command runs more than once
 # more than it normally does (the exec calls are counted in the audit log).
 check "back to one replica (a lost Lease stops its controller; it campaigns again in the same process)" scale_operator 1
+check "drain strategy back to Wait (this part counts step commands; a Move drain's flush is one more)" \
+  kubectl -n "$NS" patch dbu backend-rollout --type merge -p '{"spec":{"drain":{"strategy":"Wait"}}}'
 check "supervised mode off again" \
   kubectl -n "$NS" patch dbu backend-rollout --type merge -p '{"spec":{"canary":{"supervised":false}}}'
 audit_from=$(($(wc -l < "$audit") + 1))

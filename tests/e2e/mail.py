@@ -6,12 +6,14 @@
   mail.py state IP USER PASS         JSON: count, UIDVALIDITY, UIDs, flagged UIDs, keyword UIDs
   mail.py traffic OUT.json STOPFILE PASS IP... users...   live users until STOPFILE exists
   mail.py session IP USER PASS STOPFILE   one IMAP session, kept open until STOPFILE exists
+  mail.py idle OUT.json IP USER PASS STOPFILE   a client parked in IDLE, reconnecting when closed
 """
 import imaplib
 import json
 import os
 import random
 import re
+import select
 import smtplib
 import sys
 import time
@@ -112,6 +114,52 @@ def session(ip, user, password, stopfile):
     m.logout()
 
 
+def idle(out, ip, user, password, stopfile):
+    """Parks in IDLE like a mail client; when the server closes the session it logs in again.
+    Writes {"sessions": n, "closed": n, "failed_logins": n} to OUT.json after each change."""
+    res = {"sessions": 0, "closed": 0, "failed_logins": 0}
+
+    def save():
+        json.dump(res, open(out + ".tmp", "w"))
+        os.replace(out + ".tmp", out)
+
+    save()
+    # a suite that dies before its stop file is written must not leave the client behind
+    end = time.time() + 900
+    done = lambda: os.path.exists(stopfile) or time.time() > end
+    while not done():
+        try:
+            m = login(ip, user, password)
+            m.select("INBOX")
+        except Exception:
+            res["failed_logins"] += 1
+            save()
+            time.sleep(1)
+            continue
+        res["sessions"] += 1
+        save()
+        tag = m._new_tag().decode()
+        m.send(f"{tag} IDLE\r\n".encode())
+        if not m.readline().startswith(b"+"):
+            raise SystemExit(f"{user}: IDLE refused")
+        closed = False
+        while not done():
+            # select, not a socket timeout: a timed-out socket file refuses every later read
+            if not select.select([m.sock], [], [], 1)[0]:
+                continue
+            try:
+                line = m.readline()
+            except OSError:
+                line = b""
+            if not line or line.startswith(b"* BYE"):
+                closed = True
+                break
+        if closed:
+            res["closed"] += 1
+            save()
+    save()
+
+
 if __name__ == "__main__":
     {"deliver": deliver, "count": count, "flag": flag, "state": state, "traffic": traffic,
-     "session": session}[sys.argv[1]](*sys.argv[2:])
+     "session": session, "idle": idle}[sys.argv[1]](*sys.argv[2:])
