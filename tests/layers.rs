@@ -60,6 +60,7 @@ const LAYERS: &[Layer] = &[
         via: "super",
         order: &[
             "decision",
+            "drain",
             "note",
             "observed",
             "lock",
