@@ -37,6 +37,10 @@ remove_cgroups() { # depth-first, in every v1 hierarchy: what the kubelet and ru
 }
 
 if [[ "$cmd" == run ]]; then
+  # the builds fetch from the Go module proxy: fill their caches here, before the namespace
+  # that has no route off the machine (inside they are only looked up)
+  "$here/build-control-plane.sh" >/dev/null
+  "$here/build-node.sh" >/dev/null
   mkdir -p "$dir"
   dir="$(cd "$dir" && pwd)"
   remove_cgroups
