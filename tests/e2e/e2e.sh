@@ -210,7 +210,7 @@ check "spec change while the operator is down" kubectl -n "$NS" patch dbu rollou
 start_operator
 observed() { for _ in $(seq 60); do [[ "$(kubectl -n "$NS" get dbu rollout -o jsonpath='{.status.observedGeneration}')" == "$((gen_before + 1))" ]] && return 0; sleep 0.5; done; return 1; }
 check "after a restart the new generation is observed" observed
-SHOW="PHASE *PROGRESS *CURRENT *STEP *AGE" check "kubectl get dbu prints the columns" shows get dbu rollout
+SHOW="PHASE *PROGRESS *CURRENT *STEP *USERS *AGE" check "kubectl get dbu prints the columns" shows get dbu rollout
 
 # --- delete: the finalizer runs and lets go
 delete_both() {

@@ -235,8 +235,10 @@ pub fn summarize(
 /// change), so a long drain costs a patch per interval, not one per poll.
 pub const DRAIN_WRITE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// Whether drain progress moved on enough to be written by itself: a backend's first look,
-/// or a change seen at least DRAIN_WRITE_EVERY after the one last written.
+/// Whether drain progress moved on enough to be written by itself: a backend's first look, a
+/// move (the counts add up across polls, and status is the only memory: an unwritten count is
+/// lost at the next reconcile), or a new users-left count seen at least DRAIN_WRITE_EVERY after
+/// the one last written (it is read afresh on every poll).
 fn drain_due(old: &DovecotBackendUpgradeStatus, new: &DovecotBackendUpgradeStatus) -> bool {
     new.backends.iter().any(|n| {
         let Some(nd) = &n.drain else { return false };
@@ -248,10 +250,9 @@ fn drain_due(old: &DovecotBackendUpgradeStatus, new: &DovecotBackendUpgradeStatu
         match od {
             None => true,
             Some(od) => {
-                let quiet =
-                    |d: &crate::api::DrainProgress| (d.users_left, d.sessions_moved, d.users_moved);
-                quiet(od) != quiet(nd)
-                    && crate::time::elapsed(&od.observed, nd.observed.0) >= DRAIN_WRITE_EVERY
+                (od.sessions_moved, od.users_moved) != (nd.sessions_moved, nd.users_moved)
+                    || (od.users_left != nd.users_left
+                        && crate::time::elapsed(&od.observed, nd.observed.0) >= DRAIN_WRITE_EVERY)
             }
         }
     })

@@ -2079,6 +2079,11 @@ fn drain_progress_is_written_at_most_every_15_seconds_and_shows_in_the_users_col
             "at {at}s"
         );
     }
+    // a move is always written: its counts add up across polls, and an unwritten one would be
+    // lost (the next reconcile starts from the written status)
+    let mut moved = written.clone();
+    moved.backends[0].drain.as_mut().unwrap().sessions_moved += 3;
+    assert!(conditions::worth_writing(Some(&written), &moved));
     // once the backend moves on, the column is empty
     st.backends[0].step = Step::StopLmtp;
     conclude(&s, &run(2, Step::StopLmtp), &mut st, &obs, Some(1), ts(20));
