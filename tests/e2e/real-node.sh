@@ -88,10 +88,10 @@ rm -f "$state/stop-traffic"
 python3 "$here/mail.py" traffic "$state/traffic.json" "$state/stop-traffic" e2e-pass "$d0" "$d1" user7 user8 user9 user10 user11 user12 &
 traffic_pid=$!
 old_dbu() { # the example DBU without the fields the earlier CRD does not have (strict validation would refuse them)
-  rollout_dbu_yaml | python3 -c 'import sys, yaml; d = yaml.safe_load(sys.stdin); [d["spec"]["verify"].pop(f, None) for f in ("imapProbe", "soak")]; print(yaml.safe_dump(d))' |
+  rollout_dbu_yaml | python3 -c 'import sys, yaml; d = yaml.safe_load(sys.stdin); [d["spec"]["verify"].pop(f, None) for f in ("imapProbe", "soak")]; d["spec"]["drain"].pop("strategy", None); print(yaml.safe_dump(d))' |
     kubectl apply -f -
 }
-check "apply the example DBU (without verify.imapProbe and verify.soak: the earlier CRD has neither)" old_dbu
+check "apply the example DBU (without verify.imapProbe, verify.soak and drain.strategy: the earlier CRD has none of them)" old_dbu
 
 # --- kill the operator mid-rollout, twice: a forced pod delete, then a container kill
 at_backend() { # wait until the rollout works on its Nth backend
