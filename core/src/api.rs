@@ -960,6 +960,21 @@ impl BackendStatus {
     }
 }
 
+impl DrainProgress {
+    /// A backend's first look at its drain: nothing moved yet.
+    pub fn start(users_left: u64, observed: Time) -> Self {
+        Self {
+            users_left,
+            without_session: None,
+            sessions: None,
+            sessions_moved: 0,
+            users_moved: 0,
+            predicted_end: None,
+            observed,
+        }
+    }
+}
+
 /// Annotation whose new value asks to retry failed backends (works from Git, unlike a status edit).
 pub const RETRY_ANNOTATION: &str = "mailops.io/retry";
 

@@ -11,7 +11,7 @@ use dbu_core::time::{after, elapsed};
 
 use super::cluster::{Clock, Cluster};
 use super::runner::Runner;
-use crate::exec::PodExec;
+use crate::exec::{ExecOutput, PodExec};
 
 /// Everything one step acts with.
 pub(crate) struct StepContext<'a> {
@@ -20,6 +20,21 @@ pub(crate) struct StepContext<'a> {
     pub cluster: &'a dyn Cluster,
     pub obs: &'a Observed,
     pub clock: Clock<'a>,
+}
+
+/// `who -1` on the backend; a failed one ends the poll as `judge::who_failed` says (a Dovecot
+/// that died has no sessions to wait for; a running one that cannot answer is retried).
+async fn read_who(r: &Runner<'_>) -> Result<Result<ExecOutput, StepResult>, StepResult> {
+    let argv = r.s.backend.who();
+    let who = r.raw(On::Backend, &argv).await?;
+    if who.exit_code == 0 {
+        return Ok(Ok(who));
+    }
+    let running = r.dovecot_running().await?;
+    Ok(Err(judge::who_failed(
+        running,
+        r.error(&argv, Some(who.exit_code), &who.stderr),
+    )))
 }
 
 /// Process titles read by one exec.
@@ -48,14 +63,10 @@ async fn move_drain(
             },
         })
     };
-    let who = r.raw(On::Backend, &b.who()).await?;
-    if who.exit_code != 0 {
-        let running = r.dovecot_running().await?;
-        return Ok(judge::who_failed(
-            running,
-            r.error(&b.who(), Some(who.exit_code), &who.stderr),
-        ));
-    }
+    let who = match read_who(r).await? {
+        Ok(who) => who,
+        Err(done) => return Ok(done),
+    };
     // a capture cut at its bound, or an answer we cannot read: move nobody, wait
     let Ok(sessions) = dovecot::parse_who_sessions(&who.stdout) else {
         return waiting(format!(
@@ -197,14 +208,10 @@ async fn act(
                 return move_drain(cx, r, rec, mapped).await;
             }
             // the director counts mappings; confirm on the backend that nobody is left
-            let who = r.raw(On::Backend, &b.who()).await?;
-            if who.exit_code != 0 {
-                let running = r.dovecot_running().await?;
-                return Ok(judge::who_failed(
-                    running,
-                    r.error(&b.who(), Some(who.exit_code), &who.stderr),
-                ));
-            }
+            let who = match read_who(r).await? {
+                Ok(who) => who,
+                Err(done) => return Ok(done),
+            };
             Ok(judge::sessions(
                 &who.stdout,
                 ceiling_users,

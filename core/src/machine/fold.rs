@@ -217,15 +217,7 @@ fn fold_result(rec: &mut BackendStatus, result: &StepResult, now: Timestamp) -> 
             notes
         }
         StepResult::Draining { message, poll, .. } => {
-            let d = rec.drain.get_or_insert(DrainProgress {
-                users_left: 0,
-                without_session: None,
-                sessions: None,
-                sessions_moved: 0,
-                users_moved: 0,
-                predicted_end: None,
-                observed: Time(now),
-            });
+            let d = rec.drain.get_or_insert(DrainProgress::start(0, Time(now)));
             d.users_left = poll.users_left;
             d.without_session = Some(poll.without_session);
             d.sessions = Some(poll.sessions);
@@ -650,15 +642,9 @@ fn drain_seen(
             continue;
         };
         let ceiling = Time(after(rec.step_started.0, s.drain_timeout));
-        let d = rec.drain.get_or_insert(DrainProgress {
-            users_left: host.users,
-            without_session: None,
-            sessions: None,
-            sessions_moved: 0,
-            users_moved: 0,
-            predicted_end: None,
-            observed: Time(now),
-        });
+        let d = rec
+            .drain
+            .get_or_insert(DrainProgress::start(host.users, Time(now)));
         if d.users_left != host.users {
             d.users_left = host.users;
             d.observed = Time(now);
