@@ -52,6 +52,9 @@ impl Cluster for TimingCluster<'_> {
     async fn observe(&self, s: &Settings) -> Result<Observed, ClusterError> {
         self.lab.observe(s).await
     }
+    async fn observe_fresh(&self, s: &Settings) -> Result<Observed, ClusterError> {
+        self.lab.observe_fresh(s).await
+    }
     async fn delete_pod(&self, pod: &str, uid: &str) -> Result<(), ClusterError> {
         let t = Instant::now();
         let r = self.lab.delete_pod(pod, uid).await;

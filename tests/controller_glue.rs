@@ -1,6 +1,8 @@
 //! Controller glue against a scripted mock API server: finalizer, status patches, events, no exec,
-//! and no GET or LIST: the world comes from the watch stores, given here as objects (a DBU is read
-//! fresh only when its cached copy is older than the status last written).
+//! and no GET or LIST but where a fresh read is due: the world comes from the watch stores, given
+//! here as objects (a DBU is read fresh only when its cached copy is older than the status last
+//! written; the StatefulSet, pods and DBUs only before a stall or a first completion drawn from
+//! the stores stands).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -408,8 +410,42 @@ fn backend_pod(name: &str) -> Value {
     })
 }
 
-/// With these objects in the stores, expects the Stalled status patch and its Warning, and
-/// nothing else: no GET or LIST, no exec, no delete. Returns the condition and the Event.
+fn list(kind: &str, items: &[Value]) -> Value {
+    json!({"apiVersion": "v1", "kind": kind, "metadata": {"resourceVersion": "7"}, "items": items})
+}
+
+/// Answers the fresh read a stall from the caches must pass before it stands: the StatefulSet
+/// (404 when `sts` is None), then the pods and the DBUs of the namespace, as the API server has them.
+async fn serve_fresh(h: &mut Handle, sts: Option<&Value>, pods: &[Value], dbus: &[Value]) {
+    let sts_path = "/apis/apps/v1/namespaces/mail/statefulsets/backend";
+    match sts {
+        Some(o) => expect(h, Method::GET, sts_path, o.clone()).await,
+        None => {
+            let gone = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404});
+            expect_code(h, Method::GET, sts_path, 404, gone).await
+        }
+    };
+    expect(
+        h,
+        Method::GET,
+        "/api/v1/namespaces/mail/pods",
+        list("PodList", pods),
+    )
+    .await;
+    let dbus_path = "/apis/mailops.io/v1alpha1/namespaces/mail/dovecotbackendupgrades";
+    let (uri, _) = expect(
+        h,
+        Method::GET,
+        dbus_path,
+        list("DovecotBackendUpgradeList", dbus),
+    )
+    .await;
+    assert!(!uri.starts_with(&format!("{dbus_path}/")), "a LIST: {uri}");
+}
+
+/// With these objects in the stores, expects the fresh read that confirms what they show (the
+/// API server has the same objects), the Stalled status patch and its Warning, and nothing
+/// else: no exec, no delete. Returns the condition and the Event.
 async fn stalls_without_exec(
     spec: Value,
     sts: Vec<Value>,
@@ -417,10 +453,13 @@ async fn stalls_without_exec(
     dbus: Vec<Value>,
     reason: &'static str,
 ) -> (Value, Value) {
-    let (ctx, mut h) = ctx_with(sts, pods, dbus);
+    let (ctx, mut h) = ctx_with(sts.clone(), pods.clone(), dbus.clone());
     let obj = dbu(json!({"finalizers": [FINALIZER]}), spec);
     let reply = serde_json::to_value(&obj).unwrap();
     let task = tokio::spawn(async move {
+        let mut all = dbus.clone();
+        all.push(reply.clone());
+        serve_fresh(&mut h, sts.first(), &pods, &all).await;
         let (_, body) = expect(&mut h, Method::PATCH, &format!("{DBU_PATH}/status"), reply).await;
         let stalled = cond(&body["status"], "Stalled").clone();
         // becoming Stalled is announced once, for kubectl describe
@@ -557,6 +596,7 @@ async fn spec_revision_is_not_ready_until_the_statefulset_template_carries_it() 
             json!({"metadata": {"annotations": {"mailops.io/revision": annotation, "other": "x"}}});
         let mut pod = backend_pod("backend-0");
         pod["metadata"]["labels"]["controller-revision-hash"] = json!("backend-2");
+        let (sts_obj, pod_obj) = (s.clone(), pod.clone());
         let (ctx, mut h) = ctx_with(vec![s], vec![pod], vec![]);
         let obj = dbu(
             json!({"finalizers": [FINALIZER]}),
@@ -564,6 +604,7 @@ async fn spec_revision_is_not_ready_until_the_statefulset_template_carries_it() 
         );
         let reply = serde_json::to_value(&obj).unwrap();
         let task = tokio::spawn(async move {
+            let mut fresh_reads = 0;
             // the ring's lock may be read (none exists); nothing is exec'd, neither while the
             // revision is pending nor to complete; the status patch is the one write
             let mut status = None;
@@ -571,7 +612,21 @@ async fn spec_revision_is_not_ready_until_the_statefulset_template_carries_it() 
                 tokio::time::timeout(Duration::from_millis(300), h.next_request()).await
             {
                 let (method, path) = (req.method().clone(), req.uri().path().to_string());
-                let (code, reply) = if method == Method::GET && path.contains("/leases/") {
+                let (code, reply) = if method == Method::GET
+                    && path.ends_with("/statefulsets/backend")
+                {
+                    fresh_reads += 1;
+                    (200, sts_obj.clone())
+                } else if method == Method::GET && path.ends_with("/pods") {
+                    fresh_reads += 1;
+                    (200, list("PodList", std::slice::from_ref(&pod_obj)))
+                } else if method == Method::GET && path.ends_with("/dovecotbackendupgrades") {
+                    fresh_reads += 1;
+                    (
+                        200,
+                        list("DovecotBackendUpgradeList", std::slice::from_ref(&reply)),
+                    )
+                } else if method == Method::GET && path.contains("/leases/") {
                     (
                         404,
                         json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
@@ -591,10 +646,16 @@ async fn spec_revision_is_not_ready_until_the_statefulset_template_carries_it() 
                         .unwrap(),
                 );
             }
-            status.expect("a status patch")
+            (status.expect("a status patch"), fresh_reads)
         });
         controller::reconcile(Arc::new(obj), ctx).await.unwrap();
-        let body = task.await.unwrap();
+        let (body, fresh_reads) = task.await.unwrap();
+        // the first completion is confirmed by one fresh read (StatefulSet, pods, DBUs); a wait is not
+        assert_eq!(
+            fresh_reads,
+            if ready == "True" { 3 } else { 0 },
+            "{annotation} {sts_observed}"
+        );
         let st = &body["status"];
         let (rec, rd) = (cond(st, "Reconciling"), cond(st, "Ready"));
         let got = if ready == "True" { rd } else { rec };
@@ -605,4 +666,36 @@ async fn spec_revision_is_not_ready_until_the_statefulset_template_carries_it() 
             assert!(m.contains("\"r2\"") && m.contains("\"r1\""), "{m}");
         }
     }
+}
+
+#[tokio::test]
+async fn a_statefulset_the_cache_has_not_seen_yet_is_no_stall() {
+    // GitOps applies the StatefulSet and the DBU together: the StatefulSet store may not have it
+    // yet when the DBU is first reconciled. The API server has it: no Stalled, no Warning.
+    let (ctx, mut h) = ctx_with(vec![], vec![], vec![]);
+    let obj = dbu(json!({"finalizers": [FINALIZER]}), json!({}));
+    let reply = serde_json::to_value(&obj).unwrap();
+    let task = tokio::spawn(async move {
+        let s = sts("OnDelete");
+        serve_fresh(
+            &mut h,
+            Some(&s),
+            &[backend_pod("backend-0")],
+            std::slice::from_ref(&reply),
+        )
+        .await;
+        let (_, body) = expect(&mut h, Method::PATCH, &format!("{DBU_PATH}/status"), reply).await;
+        nothing_more(&mut h).await;
+        body
+    });
+    controller::reconcile(Arc::new(obj), ctx).await.unwrap();
+    let body = task.await.unwrap();
+    let st = &body["status"];
+    assert_eq!(cond(st, "Stalled")["status"], "False", "{body}");
+    // no Ready director in what the API server shows either: it waits for one
+    assert_eq!(
+        cond(st, "Reconciling")["reason"],
+        "NoReadyDirector",
+        "{body}"
+    );
 }

@@ -360,6 +360,15 @@ impl dovecot_upgrade_operator::engine::Cluster for CutAfterDelivery<'_> {
     > {
         self.lab.observe(s).await
     }
+    async fn observe_fresh(
+        &self,
+        s: &dovecot_upgrade_operator::settings::Settings,
+    ) -> Result<
+        dovecot_upgrade_operator::machine::Observed,
+        dovecot_upgrade_operator::engine::ClusterError,
+    > {
+        self.lab.observe_fresh(s).await
+    }
     async fn delete_pod(
         &self,
         pod: &str,

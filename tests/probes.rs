@@ -392,6 +392,9 @@ impl Cluster for HangFirstImap<'_> {
     async fn observe(&self, s: &Settings) -> Result<Observed, ClusterError> {
         self.lab.observe(s).await
     }
+    async fn observe_fresh(&self, s: &Settings) -> Result<Observed, ClusterError> {
+        self.lab.observe_fresh(s).await
+    }
     async fn delete_pod(&self, pod: &str, uid: &str) -> Result<(), ClusterError> {
         self.lab.delete_pod(pod, uid).await
     }

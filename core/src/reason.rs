@@ -96,6 +96,23 @@ reasons! {
     }
 }
 
+impl StallReason {
+    /// Decided from what the watch caches show of the StatefulSet, its pods or the DBUs (not
+    /// from a step's recorded failure): a cache that has not caught up can show it for a while,
+    /// so it stands only when a fresh read shows it too.
+    pub fn read_from_world(self) -> bool {
+        matches!(
+            self,
+            StallReason::StatefulSetNotFound
+                | StallReason::UpdateStrategyNotOnDelete
+                | StallReason::StatefulSetClaimed
+                | StallReason::DirectorSelectorMatchesBackends
+                | StallReason::BackendNotInRing
+                | StallReason::BackendAlreadyDrained
+        )
+    }
+}
+
 impl WaitReason {
     /// Held by a human or the calendar, not by work in progress: the phase is Paused and
     /// Reconciling is False, so GitOps tools show Suspended rather than Progressing.

@@ -12,7 +12,7 @@ use kube::core::labels::{Selector, SelectorExt};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 
-use super::stores::{Stores, template_revision};
+use super::stores::{Stores, slim_pod, slim_sts, template_revision};
 use crate::api::DovecotBackendUpgrade;
 use crate::engine::{Cluster, ClusterError};
 use crate::exec::KubeExec;
@@ -63,16 +63,17 @@ fn api_err(e: kube::Error) -> ClusterError {
     ClusterError::Api(e.to_string())
 }
 
-#[async_trait]
-impl Cluster for KubeCluster {
-    async fn observe(&self, s: &Settings) -> Result<Observed, ClusterError> {
-        self.stores.ready().await?;
-        let ns = Some(self.ns.clone());
-        let Some(sts) = self
-            .stores
-            .sts
-            .get(&ObjectRef::new(&s.stateful_set).within(&self.ns))
-        else {
+impl KubeCluster {
+    /// The world as one DBU sees it, from these copies of the StatefulSet and of the pods and
+    /// DBUs of the namespace (from the caches or the API server).
+    fn view(
+        &self,
+        s: &Settings,
+        sts: Option<Arc<StatefulSet>>,
+        in_ns: Vec<Arc<Pod>>,
+        dbus: Vec<Arc<DovecotBackendUpgrade>>,
+    ) -> Result<Observed, ClusterError> {
+        let Some(sts) = sts else {
             return Ok(Observed::default());
         };
         let spec = sts.spec.clone().unwrap_or_default();
@@ -95,13 +96,6 @@ impl Cluster for KubeCluster {
         };
         let backend_sel = selector(&spec.selector)?;
         let director_sel = selector(&s.director_label_selector)?;
-        let in_ns: Vec<Arc<Pod>> = self
-            .stores
-            .pods
-            .state()
-            .into_iter()
-            .filter(|p| p.namespace() == ns)
-            .collect();
         let mut backend: Vec<&Arc<Pod>> = in_ns
             .iter()
             .filter(|p| backend_sel.matches(p.labels()) && owned_by_sts(p, &s.stateful_set))
@@ -110,13 +104,6 @@ impl Cluster for KubeCluster {
         let directors: Vec<&Arc<Pod>> = in_ns
             .iter()
             .filter(|p| director_sel.matches(p.labels()))
-            .collect();
-        let dbus: Vec<Arc<DovecotBackendUpgrade>> = self
-            .stores
-            .dbus
-            .state()
-            .into_iter()
-            .filter(|d| d.namespace() == ns)
             .collect();
         // exec goes only into directors: a selected pod of this or any other DBU's backend
         // StatefulSet (pools share a ring) is a backend, whatever its labels say
@@ -173,7 +160,54 @@ impl Cluster for KubeCluster {
             ring: None,
             ring_synced: None,
             probe_credentials: None,
+            fresh: false,
         })
+    }
+}
+
+#[async_trait]
+impl Cluster for KubeCluster {
+    async fn observe(&self, s: &Settings) -> Result<Observed, ClusterError> {
+        self.stores.ready().await?;
+        let ns = Some(self.ns.clone());
+        let sts = self
+            .stores
+            .sts
+            .get(&ObjectRef::new(&s.stateful_set).within(&self.ns));
+        let pods = self
+            .stores
+            .pods
+            .state()
+            .into_iter()
+            .filter(|p| p.namespace() == ns)
+            .collect();
+        let dbus = self
+            .stores
+            .dbus
+            .state()
+            .into_iter()
+            .filter(|d| d.namespace() == ns)
+            .collect();
+        self.view(s, sts, pods, dbus)
+    }
+
+    async fn observe_fresh(&self, s: &Settings) -> Result<Observed, ClusterError> {
+        // one GET and two LISTs, only when a conclusion drawn from the caches is about to stand
+        let lp = kube::api::ListParams::default();
+        let stss: Api<StatefulSet> = Api::namespaced(self.client.clone(), &self.ns);
+        let sts = stss.get_opt(&s.stateful_set).await.map_err(api_err)?;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
+        let pods = pods.list(&lp).await.map_err(api_err)?.items;
+        let dbus: Api<DovecotBackendUpgrade> = Api::namespaced(self.client.clone(), &self.ns);
+        let dbus = dbus.list(&lp).await.map_err(api_err)?.items;
+        let mut obs = self.view(
+            s,
+            sts.map(|x| Arc::new(slim_sts(x))),
+            pods.into_iter().map(|p| Arc::new(slim_pod(p))).collect(),
+            dbus.into_iter().map(Arc::new).collect(),
+        )?;
+        obs.fresh = true;
+        Ok(obs)
     }
 
     async fn read_ring_lock(&self, s: &Settings) -> Result<RingLock, ClusterError> {

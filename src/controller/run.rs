@@ -42,6 +42,41 @@ fn dbus_for_pod(
         .collect()
 }
 
+/// How long a watch waits before it tries again after an error: doubling from 250 ms to at most
+/// 4 s. kube's default (client-go's) grows to 30 s, so after an API outage of half a minute the
+/// caches came back up to 30 s after the API server did, and reconciles decided from caches
+/// that had not caught up meanwhile. At 4 s a long outage costs one LIST per watch every 4 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchBackoff {
+    next: std::time::Duration,
+}
+
+impl WatchBackoff {
+    pub const FIRST: std::time::Duration = std::time::Duration::from_millis(250);
+    pub const MAX: std::time::Duration = std::time::Duration::from_secs(4);
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self { next: Self::FIRST }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = std::time::Duration;
+    fn next(&mut self) -> Option<Self::Item> {
+        let now = self.next;
+        self.next = (now * 2).min(Self::MAX);
+        Some(now)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
 /// Runs the controller until the process is asked to stop. `lock_namespace` holds the ring locks.
 pub async fn run(client: Client, opts: Options, metrics: Arc<crate::metrics::Metrics>) {
     let Options {
@@ -69,16 +104,18 @@ pub async fn run(client: Client, opts: Options, metrics: Arc<crate::metrics::Met
     let (sts_store, sts_writer) = reflector::store::<StatefulSet>();
     let (pod_store, pod_writer) = reflector::store::<Pod>();
     let sts_events = watcher(stss, watcher::Config::default())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(|s| *s = slim_sts(std::mem::take(s)))
         .reflect(sts_writer)
         .touched_objects();
     let pod_events = watcher(pods, watcher::Config::default())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(|p| *p = slim_pod(std::mem::take(p)))
         .reflect(pod_writer)
         .touched_objects();
-    let controller = Controller::new(dbus, watcher::Config::default());
+    // the DBU watch and the triggers above back off together, as fast as the caches
+    let controller =
+        Controller::new(dbus, watcher::Config::default()).trigger_backoff(WatchBackoff::default());
     let dbu_store = controller.store();
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
@@ -114,4 +151,24 @@ pub async fn run(client: Client, opts: Options, metrics: Arc<crate::metrics::Met
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WatchBackoff;
+    use kube::runtime::utils::Backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn watch_backoff_doubles_to_four_seconds_and_resets() {
+        let mut b = WatchBackoff::default();
+        let first: Vec<Duration> = b.by_ref().take(7).collect();
+        let ms: Vec<u128> = first.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [250, 500, 1000, 2000, 4000, 4000, 4000]);
+        // a watch that came back starts from the shortest wait again
+        b.reset();
+        assert_eq!(b.next(), Some(Duration::from_millis(250)));
+        // the whole wait after an outage of any length: the API server is seen again within 4 s
+        assert!(first.iter().all(|d| *d <= WatchBackoff::MAX));
+    }
 }

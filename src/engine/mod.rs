@@ -269,23 +269,42 @@ async fn reassert(
 }
 
 /// One reconcile: observe, decide, act once, record. `clock` is read only here, at the edge.
+///
+/// The world comes from the watch caches; a decision that a cache which has not caught up could
+/// cause (a new target revision, a stall from what the caches show, a first completion) is taken
+/// again from the API server before it stands (`machine::unconfirmed`), from the status as read.
 pub async fn reconcile_once(
     s: &Settings,
-    mut status: DovecotBackendUpgradeStatus,
+    read: DovecotBackendUpgradeStatus,
     generation: Option<i64>,
     exec: &dyn PodExec,
     cluster: &dyn Cluster,
     clock: Clock<'_>,
 ) -> Result<Outcome, ClusterError> {
     let mut obs = cluster.observe(s).await?;
-    if let Some(target) = obs.sts.as_ref().and_then(|x| x.update_revision.clone()) {
-        machine::retarget(&mut status, &target);
+    if machine::target_unconfirmed(&read, &obs) {
+        obs = fresh_world(s, cluster, obs).await?;
     }
-    let now = clock();
-    let mut notes = machine::apply_retry(&mut status, s.retry_token.as_deref(), &obs, now);
-    notes.extend(machine::close_removed(s, &mut status, &obs, now));
-    machine::pause_clocks(&mut status, s.paused, now);
-    let decision = decide_reading(s, &status, &mut obs, exec, cluster, now).await;
+    let (mut status, mut notes, decision) = loop {
+        let mut status = read.clone();
+        if let Some(target) = obs.sts.as_ref().and_then(|x| x.update_revision.clone()) {
+            machine::retarget(&mut status, &target);
+        }
+        let now = clock();
+        let mut notes = machine::apply_retry(&mut status, s.retry_token.as_deref(), &obs, now);
+        notes.extend(machine::close_removed(s, &mut status, &obs, now));
+        machine::pause_clocks(&mut status, s.paused, now);
+        let decision = decide_reading(s, &status, &mut obs, exec, cluster, now).await;
+        if machine::unconfirmed(&decision, &obs, machine::conditions::ready(&read)) {
+            tracing::info!(
+                ?decision,
+                "decided from the watch caches; taken again from the API server before it stands"
+            );
+            obs = fresh_world(s, cluster, obs).await?;
+            continue;
+        }
+        break (status, notes, decision);
+    };
     let cx = StepContext {
         s,
         exec,
@@ -310,6 +329,26 @@ pub async fn reconcile_once(
         requeue,
         finished,
     })
+}
+
+/// The StatefulSet, pods and DBUs read from the API server; what this reconcile read from the
+/// directors (exec, never cached) is kept while the fresh world names the same directors.
+async fn fresh_world(
+    s: &Settings,
+    cluster: &dyn Cluster,
+    cached: Observed,
+) -> Result<Observed, ClusterError> {
+    let mut fresh = cluster.observe_fresh(s).await?;
+    fresh.fresh = true;
+    if fresh.director == cached.director && fresh.directors == cached.directors {
+        fresh.ring = cached.ring;
+        fresh.ring_synced = cached.ring_synced;
+        fresh.unsynced = cached.unsynced;
+        fresh.other_rings = cached.other_rings;
+    }
+    fresh.ring_lock = cached.ring_lock;
+    fresh.probe_credentials = cached.probe_credentials;
+    Ok(fresh)
 }
 
 /// What deleting the DBU does: restore backends that still run, leave stopped ones out, loudly,

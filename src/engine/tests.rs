@@ -119,12 +119,22 @@ struct Fake {
     /// How the LMTP probe ends, and the (ip, message) it was given.
     probe: Option<Result<(), crate::probe::ProbeFailure>>,
     probed: Mutex<Vec<(String, String)>>,
+    /// The world as the API server has it (None: as observed), and how often it was read.
+    fresh_world: Option<Observed>,
+    fresh_reads: Mutex<u32>,
 }
 
 #[async_trait]
 impl Cluster for Fake {
     async fn observe(&self, _: &Settings) -> Result<Observed, ClusterError> {
         Ok(self.obs.clone())
+    }
+    async fn observe_fresh(&self, _: &Settings) -> Result<Observed, ClusterError> {
+        *self.fresh_reads.lock().unwrap() += 1;
+        Ok(Observed {
+            fresh: true,
+            ..self.fresh_world.clone().unwrap_or_else(|| self.obs.clone())
+        })
     }
     async fn delete_pod(&self, pod: &str, uid: &str) -> Result<(), ClusterError> {
         self.deleted.lock().unwrap().push(format!("{pod} {uid}"));
@@ -170,6 +180,8 @@ fn fake(obs: Observed) -> Fake {
         fresh_pods: None,
         probe: None,
         probed: Mutex::new(Vec::new()),
+        fresh_world: None,
+        fresh_reads: Mutex::new(0),
     }
 }
 
@@ -1086,4 +1098,142 @@ async fn a_move_drain_flushes_a_backend_with_no_session_and_no_delivery() {
         (d.users_moved, d.sessions_moved, d.without_session),
         (40, 0, Some(40))
     );
+}
+
+/// Backend `i` after Replace: a new pod at NEW with a new IP.
+fn upgraded(i: u32) -> dbu_core::machine::PodView {
+    dbu_core::machine::PodView {
+        ip: Some(fixtures::backend_ip(10 + i)),
+        ..fixtures::pod(i, NEW)
+    }
+}
+
+/// Three backends upgraded to NEW (records Done at new IPs), the ring at their new IPs.
+fn finished() -> (DovecotBackendUpgradeStatus, String) {
+    let recs = (0..3)
+        .map(|i| dbu_core::api::BackendStatus {
+            new_ip: Some(fixtures::backend_ip(10 + i)),
+            ..fixtures::record(i, Step::Done, ts(0), OLD, 100)
+        })
+        .collect();
+    let mut st = fixtures::status(NEW, recs);
+    st.progress = Some("3/3".into());
+    (st, ring_json(&[(10, 100, 4), (11, 100, 5), (12, 100, 6)]))
+}
+
+#[tokio::test]
+async fn a_pod_cache_that_has_not_caught_up_never_stalls_a_finished_rollout() {
+    // after an API outage the pod cache still shows every backend as it was before the rollout
+    // (old revision, old IP): the newest outdated one is not in the ring at that IP. The
+    // API server shows all three upgraded: the rollout is complete, not stalled.
+    let s = settings();
+    let (st, ring) = finished();
+    let exec = Scripted::default().once(DIRECTOR, s.director.director_status(), 0, &ring, "");
+    let mut cluster = fake(fixtures::world(3, OLD, NEW));
+    cluster.fresh_world = Some(Observed {
+        pods: (0..3).map(upgraded).collect(),
+        ..fixtures::world(3, OLD, NEW)
+    });
+    let out = once(&s, st, &exec, &cluster, &clock_at(0, 0)).await;
+    assert_eq!(out.decision, Decision::Complete);
+    assert!(!stalled(&out.status), "{:?}", out.status.conditions);
+    assert_eq!(*cluster.fresh_reads.lock().unwrap(), 1);
+    assert_eq!(out.status.progress.as_deref(), Some("3/3"));
+    assert_eq!(out.status.backends.len(), 3, "finished records kept");
+    assert_eq!(
+        exec.calls().len(),
+        1,
+        "the ring is read once: {:?}",
+        exec.calls()
+    );
+    // at rest the completion stands from the caches: no read of the API server
+    cluster.obs = cluster.fresh_world.clone().unwrap();
+    let exec = Scripted::default();
+    let again = once(&s, out.status, &exec, &cluster, &clock_at(5, 0)).await;
+    assert_eq!(again.decision, Decision::Complete);
+    assert_eq!(
+        *cluster.fresh_reads.lock().unwrap(),
+        1,
+        "no fresh read at rest"
+    );
+}
+
+#[tokio::test]
+async fn a_statefulset_cache_that_lags_never_retargets_the_rollout() {
+    // the cached StatefulSet shows the revision from before the rollout: taken as the target it
+    // would drop the finished records and count progress from 0
+    let s = settings();
+    let (st, ring) = finished();
+    let exec = Scripted::default().once(DIRECTOR, s.director.director_status(), 0, &ring, "");
+    let world = Observed {
+        pods: (0..3).map(upgraded).collect(),
+        ..fixtures::world(3, OLD, NEW)
+    };
+    let mut cluster = fake(Observed {
+        sts: Some(fixtures::sts(OLD, 3)),
+        ..world.clone()
+    });
+    cluster.fresh_world = Some(world);
+    let out = once(&s, st, &exec, &cluster, &clock_at(0, 0)).await;
+    assert_eq!(*cluster.fresh_reads.lock().unwrap(), 1);
+    assert_eq!(out.status.target_revision.as_deref(), Some(NEW));
+    assert_eq!(out.status.backends.len(), 3);
+    assert_eq!(out.status.progress.as_deref(), Some("3/3"));
+    assert_eq!(out.decision, Decision::Complete);
+}
+
+#[tokio::test]
+async fn a_stall_that_a_fresh_read_confirms_stands_and_names_the_backend() {
+    // the backends really are outside the ring (it names another host): the API server shows
+    // what the cache shows
+    let s = settings();
+    let ring = ring_json(&[(5, 100, 3)]);
+    let exec = Scripted::default().once(DIRECTOR, s.director.director_status(), 0, &ring, "");
+    let cluster = fake(fixtures::world(3, OLD, NEW));
+    let out = once(
+        &s,
+        fixtures::status(NEW, vec![]),
+        &exec,
+        &cluster,
+        &clock_at(0, 0),
+    )
+    .await;
+    let Decision::Stall { reason, message } = &out.decision else {
+        panic!("{:?}", out.decision)
+    };
+    assert_eq!(*reason, "BackendNotInRing");
+    assert!(message.contains("backend-2"), "{message}");
+    assert!(stalled(&out.status));
+    assert_eq!(
+        *cluster.fresh_reads.lock().unwrap(),
+        1,
+        "confirmed by one fresh read"
+    );
+    assert_eq!(
+        exec.calls().len(),
+        1,
+        "the ring is not read again: {:?}",
+        exec.calls()
+    );
+}
+
+#[tokio::test]
+async fn a_failed_step_stalls_without_a_fresh_read() {
+    // a recorded failure is the operator's own knowledge, newer than any cache
+    let s = settings();
+    let mut st = at(Step::Verify);
+    st.backends[0].failed = true;
+    st.backends[0].last_error = Some(dbu_core::api::StepError {
+        step: Step::Verify,
+        argv: vec!["doveadm".into(), "mailbox".into(), "list".into()],
+        exit_code: Some(75),
+        stderr: "Error: userdb lookup failed".into(),
+        reason: None,
+    });
+    let ring = ring_json_down(&[(0, 100, 0), (1, 50, 0), (2, 0, 0)], &[2]);
+    let exec = Scripted::default().once(DIRECTOR, s.director.director_status(), 0, &ring, "");
+    let cluster = fake(fixtures::world(3, OLD, NEW));
+    let out = once(&s, st, &exec, &cluster, &clock_at(0, 0)).await;
+    assert!(stalled(&out.status), "{:?}", out.decision);
+    assert_eq!(*cluster.fresh_reads.lock().unwrap(), 0);
 }

@@ -317,6 +317,14 @@ pub fn stalled(status: &DovecotBackendUpgradeStatus) -> bool {
         .any(|c| c.type_ == STALLED && c.status == "True")
 }
 
+/// True when the status says the rollout is complete (Ready=True).
+pub fn ready(status: &DovecotBackendUpgradeStatus) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == READY && c.status == "True")
+}
+
 /// What a new status means for the API server: whether to patch it, and the Warning to publish
 /// when it turns Stalled (or stalls for another reason).
 pub fn publish_plan(

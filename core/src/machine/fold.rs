@@ -41,12 +41,28 @@ pub fn progress(status: &DovecotBackendUpgradeStatus, obs: &Observed, target: &s
     format!("{done}/{total}")
 }
 
+/// Progress of one target revision never goes backwards: a backend once upgraded stays counted
+/// while it restarts or is briefly not Ready (with OnDelete a pod only ever comes back at the
+/// update revision). A new total (scale up or down) starts the count again, and so does a new
+/// target (`retarget` clears it).
+pub fn no_step_back(before: Option<&str>, now: String) -> String {
+    let parse = |p: &str| -> Option<(u64, u64)> {
+        let (d, t) = p.split_once('/')?;
+        Some((d.parse().ok()?, t.parse().ok()?))
+    };
+    match (before.and_then(parse), parse(&now)) {
+        (Some((d0, t0)), Some((d, t))) if t0 == t && d0 > d => format!("{d0}/{t}"),
+        _ => now,
+    }
+}
+
 /// When the target revision changes, finished records of the old target are dropped; records
 /// still in flight or failed are kept, because they hold backends out of the ring.
 pub fn retarget(status: &mut DovecotBackendUpgradeStatus, target: &str) {
     if status.target_revision.as_deref() != Some(target) {
         status.backends.retain(active);
         status.target_revision = Some(target.to_string());
+        status.progress = None;
     }
 }
 
@@ -617,7 +633,8 @@ pub fn conclude(
     now: Timestamp,
 ) {
     if let Some(target) = obs.sts.as_ref().and_then(|x| x.update_revision.as_deref()) {
-        status.progress = Some(progress(status, obs, target));
+        let now_seen = progress(status, obs, target);
+        status.progress = Some(no_step_back(status.progress.as_deref(), now_seen));
     }
     drain_seen(s, status, obs, now);
     let after = settled(s, decision, status, obs, now);

@@ -27,13 +27,14 @@ pub use decision::{
 pub use dry_run::{PLAN_LIMIT, dry_run, steps_for};
 pub use fold::{
     DONE_KEPT, Recorded, acknowledge, apply_result, apply_retry, close_removed, compact, conclude,
-    deletion_pending, invalid_spec, pause_clocks, progress, record, record_finish, requeue_after,
-    retarget, settled,
+    deletion_pending, invalid_spec, no_step_back, pause_clocks, progress, record, record_finish,
+    requeue_after, retarget, settled,
 };
 pub use judge::{ReplaceMove, drain_outcome, replace_move};
 pub use note::{Note, failed_stall, failure_message};
 pub use observed::{
     Claimant, Missing, Observed, PodView, RingHolder, RingLock, StsView, claimed_by_other, missing,
+    target_unconfirmed, unconfirmed,
 };
 pub use start::outdated;
 

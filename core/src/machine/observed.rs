@@ -4,7 +4,7 @@
 use k8s_openapi::jiff::Timestamp;
 
 use super::decision::Decision;
-use crate::api::{BackendStatus, Step};
+use crate::api::{BackendStatus, DovecotBackendUpgradeStatus, Step};
 use crate::dovecot::RingHost;
 use crate::reason::WaitReason;
 
@@ -101,6 +101,9 @@ pub struct Observed {
     /// Whether what Verify's IMAP probe reads (Secret, CA bundle) can be read: checked before a
     /// backend is drained (None: not checked yet; Ok also when there is no IMAP probe).
     pub probe_credentials: Option<Result<(), String>>,
+    /// The StatefulSet, pods and DBUs were read from the API server in this reconcile, not from
+    /// the watch caches (which lag after an outage or a leader change).
+    pub fresh: bool,
 }
 
 impl Observed {
@@ -128,6 +131,37 @@ pub enum Missing {
     OtherRings,
     /// The IMAP probe's Secret and CA bundle: before a backend is drained.
     ProbeCredentials,
+    /// The StatefulSet, pods and DBUs from the API server instead of the caches: before a
+    /// conclusion a lagging cache could cause stands (`unconfirmed`). The engine reads them and
+    /// starts the reconcile over from that world.
+    FreshWorld,
+}
+
+/// Whether a decision taken from the watch caches must be taken again from a fresh read before
+/// it stands: a stall that a cache which has not caught up can cause (a pod's old IP or
+/// revision, a StatefulSet or DBU not seen yet), or a rollout's first completion (GitOps tools
+/// act on both at once). A stall that stands after a fresh read needs a human; one that does not
+/// was never one. `complete_before`: the status already said Ready=True (then completing again
+/// costs no read: a rollout at rest makes no request).
+pub fn unconfirmed(decision: &Decision, obs: &Observed, complete_before: bool) -> bool {
+    if obs.fresh {
+        return false;
+    }
+    match decision {
+        Decision::Stall { reason, .. } => reason.read_from_world(),
+        Decision::Complete => !complete_before,
+        _ => false,
+    }
+}
+
+/// A new target revision is seen: it drops the finished records of the old target, so it is
+/// taken only from a fresh read (a StatefulSet cache that lags shows an old `updateRevision`).
+pub fn target_unconfirmed(status: &DovecotBackendUpgradeStatus, obs: &Observed) -> bool {
+    let seen = obs.sts.as_ref().and_then(|x| x.update_revision.as_deref());
+    !obs.fresh
+        && status.target_revision.is_some()
+        && seen.is_some()
+        && seen != status.target_revision.as_deref()
 }
 
 /// What `decision` still needs read; None when it stands as it is. Reads are lazy so that a

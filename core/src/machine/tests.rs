@@ -2089,3 +2089,117 @@ fn drain_progress_is_written_at_most_every_15_seconds_and_shows_in_the_users_col
     conclude(&s, &run(2, Step::StopLmtp), &mut st, &obs, Some(1), ts(20));
     assert_eq!(st.drain_users, None);
 }
+
+#[test]
+fn what_a_lagging_cache_can_cause_is_taken_again_from_a_fresh_read() {
+    use crate::reason::StallReason as R;
+    let cached = world();
+    let fresh = Observed {
+        fresh: true,
+        ..world()
+    };
+    let stall = |r| Decision::stall(r, "m");
+    // (decision, world, the status said Ready already, taken again from a fresh read)
+    let table = [
+        (stall(R::BackendNotInRing), &cached, false, true),
+        (stall(R::BackendAlreadyDrained), &cached, false, true),
+        (stall(R::StatefulSetNotFound), &cached, false, true),
+        (stall(R::UpdateStrategyNotOnDelete), &cached, false, true),
+        (stall(R::StatefulSetClaimed), &cached, false, true),
+        (
+            stall(R::DirectorSelectorMatchesBackends),
+            &cached,
+            false,
+            true,
+        ),
+        // the operator's own records, or read fresh already: no cache involved
+        (stall(R::BackendFailed), &cached, false, false),
+        (stall(R::SoakFailed), &cached, false, false),
+        (stall(R::ProbeFailed), &cached, false, false),
+        (stall(R::ResetWouldDeleteMailData), &cached, false, false),
+        (stall(R::ProbeCredentialsUnreadable), &cached, false, false),
+        (stall(R::MaintenanceWindowTooShort), &cached, false, false),
+        (stall(R::InvalidSpec), &cached, false, false),
+        (stall(R::BackendNotInRing), &fresh, false, false),
+        // a first completion is confirmed; completing again at rest costs no read
+        (Decision::Complete, &cached, false, true),
+        (Decision::Complete, &cached, true, false),
+        (Decision::Complete, &fresh, false, false),
+        (
+            Decision::wait(WaitReason::BackendNotReady, "m", Duration::from_secs(1)),
+            &cached,
+            false,
+            false,
+        ),
+        (run(2, Step::Drain), &cached, false, false),
+    ];
+    for (d, obs, ready, want) in table {
+        assert_eq!(
+            unconfirmed(&d, obs, ready),
+            want,
+            "{d:?} fresh={}",
+            obs.fresh
+        );
+    }
+    // every stall reason is classified on purpose: a new one must be added to the table above
+    assert_eq!(R::ALL.len(), 13);
+}
+
+#[test]
+fn a_new_target_revision_is_taken_only_from_a_fresh_read() {
+    let st = |t: Option<&str>| DovecotBackendUpgradeStatus {
+        target_revision: t.map(Into::into),
+        ..Default::default()
+    };
+    let seen = |rev: &str, fresh| Observed {
+        sts: Some(fixtures::sts(rev, 3)),
+        fresh,
+        ..Default::default()
+    };
+    assert!(target_unconfirmed(&st(Some(NEW)), &seen(OLD, false)));
+    assert!(!target_unconfirmed(&st(Some(NEW)), &seen(OLD, true)));
+    assert!(!target_unconfirmed(&st(Some(NEW)), &seen(NEW, false)));
+    // a DBU's first target needs no confirmation: nothing is dropped
+    assert!(!target_unconfirmed(&st(None), &seen(NEW, false)));
+    assert!(!target_unconfirmed(&st(Some(NEW)), &Observed::default()));
+}
+
+#[test]
+fn progress_of_one_target_never_goes_backwards() {
+    // (written before, seen now, written now)
+    let table = [
+        (Some("2/3"), "1/3", "2/3"), // an upgraded backend restarting, or a cache behind
+        (Some("2/3"), "3/3", "3/3"),
+        (Some("2/3"), "0/4", "0/4"), // scaled up: counted again
+        (Some("3/3"), "1/2", "1/2"), // scaled down
+        (None, "0/3", "0/3"),        // a new target (retarget clears it)
+        (Some("garbage"), "1/3", "1/3"),
+    ];
+    for (before, seen, want) in table {
+        assert_eq!(
+            no_step_back(before, seen.to_string()),
+            want,
+            "{before:?} {seen}"
+        );
+    }
+    let mut st = fixtures::status(OLD, vec![]);
+    st.progress = Some("3/3".into());
+    retarget(&mut st, NEW);
+    assert_eq!(st.progress, None);
+}
+
+#[test]
+fn conclude_keeps_progress_while_an_upgraded_backend_is_not_ready() {
+    let s = settings();
+    let mut obs = Observed {
+        pods: vec![pod(0, NEW), pod(1, NEW), pod(2, OLD)],
+        ..world()
+    };
+    let mut st = status(vec![]);
+    let d = Decision::wait(WaitReason::BackendNotReady, "m", Duration::from_secs(1));
+    conclude(&s, &d, &mut st, &obs, Some(1), ts(0));
+    assert_eq!(st.progress.as_deref(), Some("2/3"));
+    obs.pods[1].ready = false;
+    conclude(&s, &d, &mut st, &obs, Some(1), ts(1));
+    assert_eq!(st.progress.as_deref(), Some("2/3"));
+}

@@ -757,6 +757,8 @@ impl Lab {
             ring: None,
             ring_synced: None,
             probe_credentials: None,
+            // the lab's state is the source itself: there is no cache to lag
+            fresh: true,
         }
     }
 
@@ -817,6 +819,9 @@ impl Cluster for LabView<'_> {
     async fn observe(&self, _s: &Settings) -> Result<Observed, ClusterError> {
         Ok(self.lab.observe_as(&self.sts, &self.me))
     }
+    async fn observe_fresh(&self, s: &Settings) -> Result<Observed, ClusterError> {
+        self.observe(s).await
+    }
     async fn read_key(
         &self,
         key: &dbu_core::settings::ObjectKey,
@@ -847,6 +852,10 @@ impl Cluster for LabView<'_> {
 impl Cluster for Lab {
     async fn observe(&self, _s: &Settings) -> Result<Observed, ClusterError> {
         Ok(self.observe_as(STATEFULSET, "lab/rollout"))
+    }
+
+    async fn observe_fresh(&self, s: &Settings) -> Result<Observed, ClusterError> {
+        self.observe(s).await
     }
 
     async fn read_key(
