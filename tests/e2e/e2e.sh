@@ -483,24 +483,52 @@ check "another config change: revision 4 (StatefulSet first: mailops.io/revision
 check "... and the DBU's spec.revision=4, as the same commit" \
   kubectl -n "$NS" patch dbu backend-rollout --type merge -p '{"spec":{"revision":"4"}}'
 where() { kubectl -n "$NS" get dbu backend-rollout -o jsonpath='{.status.current} {.status.step}' 2>/dev/null; }
+# the operator reaches the API server through the kubernetes Service (kube-proxy's rules): that
+# path can answer later than the API server itself, so both are timed
+# (from the operator pod's network namespace: the node itself has no route to Service addresses)
+op_netns() {
+  local ip n; ip="$(kubectl -n "$NS" get pods -l "$OPSEL" -o jsonpath='{.items[0].status.podIP}')"
+  for n in $(ls /run/netns 2>/dev/null | grep '^cni-'); do
+    ip netns exec "$n" ip -4 -o addr show 2>/dev/null | grep -q " $ip/" && { echo "$n"; return 0; }
+  done
+  return 1
+}
+service_answers() { [[ "$(ip netns exec "$OP_NETNS" curl -sk -o /dev/null --max-time 1 -w '%{http_code}' https://10.96.0.1/readyz)" != 000 ]]; }
+ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 outage_at() { # step: once a backend is at it, the API server stops for 30 s; then how long to move on
-  local row="" now back
+  local row="" now back service="" svc_ms
   for _ in $(seq 1500); do row="$(where)"; [[ "$row" == *" $1" ]] && break; sleep 0.1; done
   [[ "$row" == *" $1" ]] || { echo "never saw a backend at $1 (last: $row)"; return 1; }
+  OP_NETNS="$(op_netns)" || { echo "no network namespace has the operator pod's IP"; return 1; }
   API_ADDRESS=10.88.0.1 API_PORT=6443 "$here/harness.sh" stop-apiserver "$node"
   sleep 30
   API_ADDRESS=10.88.0.1 API_PORT=6443 "$here/harness.sh" start-apiserver "$node" 2>/dev/null
   back="$(date +%s%N)"
-  for _ in $(seq 1200); do now="$(where)"; [[ -n "$now" && "$now" != "$row" ]] && break; sleep 0.1; done
+  mark_dbu "back-$1-$round"
+  for _ in $(seq 1200); do
+    [[ -z "$service" ]] && service_answers && { service="$(date +%s%N)"; svc_ms="$(ms_since "$back")"; }
+    now="$(where)"; [[ -n "$now" && "$now" != "$row" ]] && break; sleep 0.1
+  done
   [[ "$now" != "$row" ]] || { echo "still at $row two minutes after the API server returned"; return 1; }
-  echo "API server away 30 s at $row: moved on to \"$now\" $(( ($(date +%s%N) - back) / 1000000 )) ms after it returned" | tee -a "$state/outages"
+  # moved on before the Service answered a probe of ours (the operator got there first)
+  [[ -n "$service" ]] || { service="$(date +%s%N)"; svc_ms="$(ms_since "$back")"; }
+  echo "API server away 30 s at $row: moved on to \"$now\" $(ms_since "$back") ms after it returned, $(ms_since "$service") ms after its Service answered (${svc_ms} ms after it)" | tee -a "$state/outages"
 }
-check "API server stopped for 30 s at StopDovecot: the rollout moves on once it is back" outage_at StopDovecot
-check "... at Replace" outage_at Replace
-check "... at Verify" outage_at Verify
-t_back="$(date +%s)"
-check "... and the rollout completes: kubectl wait --for=condition=Ready" kubectl -n "$NS" wait --for=condition=Ready dbu/backend-rollout --timeout=300s
-echo "ready $(( $(date +%s) - t_back )) s after the last outage ended" >> "$state/outages"
+outage_round() { # the three outages of one rollout, its completion, and every change of the DBU judged
+  check "API server stopped for 30 s at StopDovecot: the rollout moves on once it is back" outage_at StopDovecot
+  check "... at Replace" outage_at Replace
+  check "... at Verify" outage_at Verify
+  t_back="$(date +%s)"
+  check "... and the rollout completes: kubectl wait --for=condition=Ready" kubectl -n "$NS" wait --for=condition=Ready dbu/backend-rollout --timeout=300s
+  echo "ready $(( $(date +%s) - t_back )) s after the last outage ended" >> "$state/outages"
+  mark_dbu "ready-$round"
+  check "... from the first return of the API server to Ready, no change of the DBU (from a watch) is Stalled=True, and progress never goes back" \
+    judge_dbu "back-StopDovecot-$round" "ready-$round"
+  sed 's/^/#   /' "$state/last.out"
+}
+watch_dbu backend-rollout
+round=1
+outage_round
 same_process() { [[ "$(restarts)" == "$restarts_before" ]] || { echo "before: $restarts_before after: $(restarts)"; return 1; }; }
 check "... the operator rode out the outages in its own process (no container restart, no CrashLoop backoff)" same_process
 sed 's/^/#   /' "$state/outages"
@@ -526,6 +554,15 @@ at_rev4() {
 check "every backend runs revision 4" at_rev4
 check "the ring is whole again, original vhost counts" ring_back
 check "mail is still intact through both directors" mail_intact
+# OUTAGE_ROUNDS=N: N-1 more rollouts with the same three outages (a false Stalled after an
+# outage came in 2 of 3 tries before the caches were confirmed; one round runs in CI)
+for ((round = 2; round <= ${OUTAGE_ROUNDS:-1}; round++)); do
+  rev=$((3 + round))
+  check "round $round: revision $rev (StatefulSet, then the DBU's spec.revision)" roll_config "e2e revision $rev" "$rev" mailops.io/revision
+  check "... the DBU's spec.revision=$rev" kubectl -n "$NS" patch dbu backend-rollout --type merge -p "{\"spec\":{\"revision\":\"$rev\"}}"
+  outage_round
+  check "... the ring is whole again, original vhost counts" ring_back
+done
 
 judged() { # every state snapped above, as Argo CD's engine and Flux's kstatus see it
   ls "$state/gitops"

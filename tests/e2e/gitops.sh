@@ -152,6 +152,11 @@ check "a human gives the backends different vhost counts" set_vhosts
 check "deliver mail through the director" deliver_all
 
 # --- Part A: a broken revision stalls the DBU and fails the Kustomization at once; a fix and a retry by commit
+# (every change of the DBU from here on comes from a watch: the failing rollout must show one
+# stall reason only, never a Stalled=True that a cache which had not caught up made up)
+watch_dbu backend-rollout
+check "a watch on the DBU sees it" waitfor 30 grep -q '"rv"' "$state/dbu-watch.jsonl"
+mark_dbu c2
 check "commit c2: revision r2 with a setting Dovecot refuses (and a new greeting)" \
   commit c2 "mail: revision r2 (broken config)" revision=r2 greeting=r2 broken=yes
 stalled_failed() {
@@ -171,6 +176,10 @@ check "... the failed backend ($failed_backend) stays out of the director ring" 
 check "commit c3: revision r3 fixes the config, and a new mailops.io/retry value" \
   commit c3 "mail: revision r3 (config fixed), retry" revision=r3 greeting=r3 broken=no annotation.mailops.io/retry=c3
 check "... Flux applies c3 and the Kustomization turns Ready once the rollout ends" wait_ready c3 300
+mark_dbu c3-ready
+check "... through the failing rollout and its fix, every change of the DBU (from a watch) shows one stall reason, BackendFailed, and progress never goes back" \
+  judge_dbu c2 c3-ready --stall-reasons BackendFailed
+sed 's/^/#   /' "$state/last.out"
 check "... in progress until then, Ready only with the DBU complete" judge in-progress mail c3
 sed 's/^/#   /' "$state/last.out"
 check "... every backend runs r3's config" greetings r3

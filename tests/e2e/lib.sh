@@ -7,7 +7,33 @@ export KUBECONFIG="$node/admin.kubeconfig" PKI="$node/pki"
 pass=0 fail=0
 ok() { pass=$((pass + 1)); echo "ok $((pass + fail)) - $1"; }
 not_ok() { fail=$((fail + 1)); echo "not ok $((pass + fail)) - $1"; }
-check() { local name="$1"; shift; if "$@" > "$state/last.out" 2>&1; then ok "$name"; else not_ok "$name"; sed 's/^/#   /' "$state/last.out" | tail -15; fi; }
+check() { local name="$1"; shift; if "$@" > "$state/last.out" 2>&1; then ok "$name"; else not_ok "$name"; sed 's/^/#   /' "$state/last.out" | tail -15; snapshot "$((pass + fail))" "$name"; fi; }
+
+# What explains a failed check, taken at that moment (node.sh keeps it outside the state folder,
+# which goes): the DBUs' YAML, Events, pods, every container's log (also through the kubelet's
+# own files, for when the API server is away), and the samples of the DBU's watch.
+snapshot() { # number name
+  local d="$state/evidence/check-$1" p
+  mkdir -p "$d/logs"
+  { echo "$2"; cat "$state/last.out"; } > "$d/check.txt"
+  local kc=(kubectl --request-timeout=10s)
+  "${kc[@]}" get dbu -A -o yaml > "$d/dbu.yaml" 2>&1 || true
+  "${kc[@]}" get events.events.k8s.io -A -o custom-columns='TIME:.metadata.creationTimestamp,NS:.metadata.namespace,TYPE:.type,REASON:.reason,OBJECT:.regarding.name,RELATED:.related.name,NOTE:.note' \
+    --sort-by=.metadata.creationTimestamp > "$d/events.txt" 2>&1 || true
+  "${kc[@]}" get pods -A -o wide > "$d/pods.txt" 2>&1 || true
+  "${kc[@]}" get sts -A -o wide > "$d/statefulsets.txt" 2>&1 || true
+  for p in $("${kc[@]}" get pods -A -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}{"\n"}{end}' 2>/dev/null); do
+    "${kc[@]}" -n "${p%/*}" logs "${p#*/}" --all-containers --prefix --tail=3000 > "$d/logs/${p/\//_}.log" 2>&1 || true
+  done
+  [[ -d "$node/pod-logs" ]] && cp -r "$node/pod-logs" "$d/kubelet-pod-logs" 2>/dev/null || true
+  [[ -f "$state/dbu-watch.jsonl" ]] && cp "$state/dbu-watch.jsonl" "$d/" || true
+  return 0
+}
+
+# Every change of the DBU, from a watch, into $state/dbu-watch.jsonl; marks and judgements on it
+watch_dbu() { /usr/bin/python3 "$here/dbu_watch.py" watch "$NS" "$1" "$state/dbu-watch.jsonl" 2>> "$state/logs/dbu-watch.log" & }
+mark_dbu() { /usr/bin/python3 "$here/dbu_watch.py" mark "$state/dbu-watch.jsonl" "$1"; }
+judge_dbu() { /usr/bin/python3 "$here/dbu_watch.py" judge "$state/dbu-watch.jsonl" "$@"; }
 
 # the operator is the chart's Deployment: its Running pods, and who holds its Lease
 OPSEL=app.kubernetes.io/name=dovecot-upgrade-operator

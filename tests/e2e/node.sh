@@ -13,12 +13,36 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cmd="${1:?run|suite}"
+# A failed suite's evidence outlives its state folder: what each failed check snapped (lib.sh
+# snapshot), the suite's own logs, and the logs of the control plane and the node, under
+# $DBU_EVIDENCE (default /var/tmp/dbu-evidence, outside any clone; the newest 10 are kept).
+keep_evidence() { # suite state
+  local root="${DBU_EVIDENCE:-/var/tmp/dbu-evidence}" dest f
+  dest="$root/$1-$(date +%Y%m%dT%H%M%S)"
+  mkdir -p "$dest"
+  cp -r "$2/evidence" "$dest/" 2>/dev/null || true
+  [[ -d "$2/logs" ]] && cp -r "$2/logs" "$dest/suite-logs"
+  [[ -d "$2/node/logs" ]] && cp -r "$2/node/logs" "$dest/node-logs"
+  [[ -f "$2/dbu-watch.jsonl" ]] && cp "$2/dbu-watch.jsonl" "$dest/"
+  [[ -f "$2/flux/timeline.jsonl" ]] && cp "$2/flux/timeline.jsonl" "$dest/"
+  # the audit log is large and says little a failure needs: its last lines only
+  [[ -f "$dest/node-logs/audit.log" ]] && { tail -2000 "$dest/node-logs/audit.log" > "$dest/node-logs/audit.tail.log"; rm "$dest/node-logs/audit.log"; }
+  ls -1dt "$root"/*/ 2>/dev/null | tail -n +11 | xargs -r rm -rf
+  echo "# $1 failed: its evidence is kept in $dest"
+  while IFS= read -r f; do
+    [[ -s "$f" ]] || continue
+    echo "# --- last lines of ${f#"$dest"/}"
+    tail -5 "$f" | cut -c1-300 | sed 's/^/#   /'
+  done < <(find "$dest" -type f \( -name '*.log' -o -name '*.txt' -o -name '*.yaml' -o -name '*.jsonl' \) -not -path '*/kubelet-pod-logs/*' | sort)
+}
+
 if [[ "$cmd" == suite ]]; then
   script="${2:?a test script}"
   state="$(mktemp -d "/tmp/dbu-$(basename "$script" .sh)-XXXXXX")"
   "$here/build-images.sh" "$state/oci" >/dev/null
   rc=0
   CGROUP="dbu-node-$$" IMAGES="$state/oci" "$0" run "$state/node" "$script" inside "$state" || rc=$?
+  if ((rc != 0)); then keep_evidence "$(basename "$script" .sh)" "$state"; fi
   rm -rf "$state"
   exit $rc
 fi
