@@ -295,7 +295,7 @@ pub async fn reconcile_once(
         notes.extend(machine::close_removed(s, &mut status, &obs, now));
         machine::pause_clocks(&mut status, s.paused, now);
         let decision = decide_reading(s, &status, &mut obs, exec, cluster, now).await;
-        if machine::unconfirmed(&decision, &obs, machine::conditions::ready(&read)) {
+        if machine::unconfirmed(&decision, &obs, &read) {
             tracing::info!(
                 ?decision,
                 "decided from the watch caches; taken again from the API server before it stands"

@@ -317,6 +317,14 @@ pub fn stalled(status: &DovecotBackendUpgradeStatus) -> bool {
         .any(|c| c.type_ == STALLED && c.status == "True")
 }
 
+/// True when the status says Stalled=True for this reason.
+pub fn stalled_for(status: &DovecotBackendUpgradeStatus, reason: &str) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == STALLED && c.status == "True" && c.reason == reason)
+}
+
 /// True when the status says the rollout is complete (Ready=True).
 pub fn ready(status: &DovecotBackendUpgradeStatus) -> bool {
     status

@@ -3,6 +3,7 @@
 
 use k8s_openapi::jiff::Timestamp;
 
+use super::conditions;
 use super::decision::Decision;
 use crate::api::{BackendStatus, DovecotBackendUpgradeStatus, Step};
 use crate::dovecot::RingHost;
@@ -141,15 +142,22 @@ pub enum Missing {
 /// it stands: a stall that a cache which has not caught up can cause (a pod's old IP or
 /// revision, a StatefulSet or DBU not seen yet), or a rollout's first completion (GitOps tools
 /// act on both at once). A stall that stands after a fresh read needs a human; one that does not
-/// was never one. `complete_before`: the status already said Ready=True (then completing again
-/// costs no read: a rollout at rest makes no request).
-pub fn unconfirmed(decision: &Decision, obs: &Observed, complete_before: bool) -> bool {
+/// was never one. `before`: the status as read; what it says already (Ready=True, or Stalled=True
+/// for the same reason) was confirmed when it was written, so a rollout at rest or stalled, woken
+/// by every pod event, makes no request.
+pub fn unconfirmed(
+    decision: &Decision,
+    obs: &Observed,
+    before: &DovecotBackendUpgradeStatus,
+) -> bool {
     if obs.fresh {
         return false;
     }
     match decision {
-        Decision::Stall { reason, .. } => reason.read_from_world(),
-        Decision::Complete => !complete_before,
+        Decision::Stall { reason, .. } => {
+            reason.read_from_world() && !conditions::stalled_for(before, reason.as_str())
+        }
+        Decision::Complete => !conditions::ready(before),
         _ => false,
     }
 }

@@ -2099,39 +2099,61 @@ fn what_a_lagging_cache_can_cause_is_taken_again_from_a_fresh_read() {
         ..world()
     };
     let stall = |r| Decision::stall(r, "m");
-    // (decision, world, the status said Ready already, taken again from a fresh read)
+    let rollout = status(vec![]);
+    let (mut complete, mut not_in_ring) = (rollout.clone(), rollout.clone());
+    conditions::summarize(&mut complete, &Decision::Complete, Some(1), ts(0));
+    conditions::summarize(
+        &mut not_in_ring,
+        &stall(R::BackendNotInRing),
+        Some(1),
+        ts(0),
+    );
+    // (decision, world, the status as read, taken again from a fresh read)
     let table = [
-        (stall(R::BackendNotInRing), &cached, false, true),
-        (stall(R::BackendAlreadyDrained), &cached, false, true),
-        (stall(R::StatefulSetNotFound), &cached, false, true),
-        (stall(R::UpdateStrategyNotOnDelete), &cached, false, true),
-        (stall(R::StatefulSetClaimed), &cached, false, true),
+        (stall(R::BackendNotInRing), &cached, &rollout, true),
+        (stall(R::BackendAlreadyDrained), &cached, &rollout, true),
+        (stall(R::StatefulSetNotFound), &cached, &rollout, true),
+        (stall(R::UpdateStrategyNotOnDelete), &cached, &rollout, true),
+        (stall(R::StatefulSetClaimed), &cached, &rollout, true),
         (
             stall(R::DirectorSelectorMatchesBackends),
             &cached,
-            false,
+            &rollout,
             true,
         ),
         // the operator's own records, or read fresh already: no cache involved
-        (stall(R::BackendFailed), &cached, false, false),
-        (stall(R::SoakFailed), &cached, false, false),
-        (stall(R::ProbeFailed), &cached, false, false),
-        (stall(R::ResetWouldDeleteMailData), &cached, false, false),
-        (stall(R::ProbeCredentialsUnreadable), &cached, false, false),
-        (stall(R::MaintenanceWindowTooShort), &cached, false, false),
-        (stall(R::InvalidSpec), &cached, false, false),
-        (stall(R::BackendNotInRing), &fresh, false, false),
+        (stall(R::BackendFailed), &cached, &rollout, false),
+        (stall(R::SoakFailed), &cached, &rollout, false),
+        (stall(R::ProbeFailed), &cached, &rollout, false),
+        (stall(R::ResetWouldDeleteMailData), &cached, &rollout, false),
+        (
+            stall(R::ProbeCredentialsUnreadable),
+            &cached,
+            &rollout,
+            false,
+        ),
+        (
+            stall(R::MaintenanceWindowTooShort),
+            &cached,
+            &rollout,
+            false,
+        ),
+        (stall(R::InvalidSpec), &cached, &rollout, false),
+        (stall(R::BackendNotInRing), &fresh, &rollout, false),
         // a first completion is confirmed; completing again at rest costs no read
-        (Decision::Complete, &cached, false, true),
-        (Decision::Complete, &cached, true, false),
-        (Decision::Complete, &fresh, false, false),
+        (Decision::Complete, &cached, &rollout, true),
+        (Decision::Complete, &cached, &complete, false),
+        // a stall confirmed when it was written stands from the caches; another one does not
+        (stall(R::BackendNotInRing), &cached, &not_in_ring, false),
+        (stall(R::BackendAlreadyDrained), &cached, &not_in_ring, true),
+        (Decision::Complete, &fresh, &rollout, false),
         (
             Decision::wait(WaitReason::BackendNotReady, "m", Duration::from_secs(1)),
             &cached,
-            false,
+            &rollout,
             false,
         ),
-        (run(2, Step::Drain), &cached, false, false),
+        (run(2, Step::Drain), &cached, &rollout, false),
     ];
     for (d, obs, ready, want) in table {
         assert_eq!(
