@@ -242,13 +242,58 @@ def drain_section(rows):
     return o
 
 
-out.extend(drain_section(by["drain"]))
-if len(sys.argv) > 2 and sys.argv[2] == "--drain":
-    # splice section 7 into an existing BENCHMARKS.md (sys.argv[3]) without re-running the rest
+def outage_section(rows):
+    """Section 8 from the e2e's outage rows (also spliced alone by `report.py --outage`)."""
+    o = []
+    q = o.append
+    q("## 8. Resuming after an API outage (the real node)")
+    q("")
+    q("`tests/e2e/e2e.sh` Part D, `OUTAGE_ROUNDS` rollouts of three backends: in each, the API server")
+    q("stops for 30 s once a backend is at StopDovecot, at Replace and at Verify. *Service* is when the")
+    q("`kubernetes` Service (10.96.0.1, through kube-proxy's rules; the operator's way in) answered a")
+    q("probe from the operator pod's network namespace again, after the API server itself was ready;")
+    q("*moved on* is when the DBU's status showed the next step, after the API server and after the")
+    q("Service. The watches retry from 250 ms doubling to 4 s (kube's default grows to 30 s), and a")
+    q("failed reconcile backs off 1 s doubling to 15 s; a watch that comes back wakes the DBU at once.")
+    q(f"Measured at commit {commit} (`scripts/bench.sh outage` reruns this section alone).")
+    q("")
+    steps = [r for r in rows if "step" in r]
+    q("| outage at | outages | Service answered, s after the API server | moved on, s after the API server | moved on, s after the Service |")
+    q("|---|---|---|---|---|")
+    for step in ("StopDovecot", "Replace", "Verify"):
+        rs = [r for r in steps if r["step"] == step]
+        if rs:
+            q(f"| {step} | {len(rs)} | {mmm([r['service_ms'] / 1000 for r in rs], '{:.1f}')} "
+              f"| {mmm([r['moved_ms'] / 1000 for r in rs], '{:.1f}')} | {mmm([r['after_service_ms'] / 1000 for r in rs], '{:.1f}')} |")
+    q("")
+    rounds = [r for r in rows if "round_ok" in r]
+    if rounds:
+        ok = sum(1 for r in rounds if r["round_ok"])
+        q(f"Rounds: {len(rounds)}; in {ok} of them no change of the DBU (every change, from a watch) was")
+        q("Stalled=True from the first return of the API server until Ready, and progress never went back;")
+        q(f"Ready {mmm([r['ready_s'] for r in rounds], '{:.0f}')} s after the last outage of the round ended.")
+        q("")
+    return o
+
+
+if by["outage"]:
+    out.extend(outage_section(by["outage"]))
+
+
+def splice(number, section):
+    """Replaces section `number` of an existing BENCHMARKS.md (sys.argv[3]), the rest kept."""
     text = open(sys.argv[3]).read().split("\n")
-    start = next((i for i, l in enumerate(text) if l.startswith("## 7. ")), len(text))
+    start = next((i for i, l in enumerate(text) if l.startswith(f"## {number}. ")), len(text))
     end = next((i for i in range(start + 1, len(text)) if text[i].startswith("## ")), len(text))
-    text[start:end] = drain_section(by["drain"])
+    if start == len(text):
+        section = [""] + section
+    text[start:end] = section
     print("\n".join(text).rstrip("\n"))
+
+
+if len(sys.argv) > 2 and sys.argv[2] == "--drain":
+    splice(7, drain_section(by["drain"]))
+elif len(sys.argv) > 2 and sys.argv[2] == "--outage":
+    splice(8, outage_section(by["outage"]))
 else:
     print("\n".join(out))

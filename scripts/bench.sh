@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every benchmark and writes BENCHMARKS.md (needs root: the real-Dovecot rig and the local
 # kubelet, the real node). BENCH_RUNS sets the repetitions of the rollout runs (default 3).
-# `scripts/bench.sh drain` runs only the drain benchmark and replaces its section.
+# `scripts/bench.sh drain` runs only the drain benchmark and replaces its section; `outage` the same
+# for the API outage rounds on the real node.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/install-tools.sh)"
@@ -17,6 +18,21 @@ if [[ "${1:-}" == drain ]]; then
   sed -n '/^## 7\./,$p' BENCHMARKS.md
   exit 0
 fi
+outage() { # the e2e suite with OUTAGE_ROUNDS rollouts through three API outages each
+  local suite_log; suite_log="$(mktemp)"
+  MEASURE="$raw" OUTAGE_ROUNDS="${BENCH_RUNS:-5}" tests/e2e/e2e.sh > "$suite_log" ||
+    { grep -E '^not ok' "$suite_log" >&2; echo "bench: e2e.sh failed; its output is in $suite_log" >&2; exit 1; }
+  rm -f "$suite_log"
+}
+if [[ "${1:-}" == outage ]]; then
+  # only the outage rounds: section 8 of BENCHMARKS.md is replaced, the rest kept
+  echo "bench: API outages on the real node (tests/e2e/e2e.sh, BENCH_RUNS rounds, default 5)" >&2
+  outage
+  python3 benches/report.py "$raw" --outage BENCHMARKS.md > "$raw.md"
+  mv "$raw.md" BENCHMARKS.md
+  sed -n '/^## 8\./,$p' BENCHMARKS.md
+  exit 0
+fi
 echo "bench: rollouts on the real-Dovecot rig (N=3, N=10, users)" >&2
 BENCH_RUNS="${BENCH_RUNS:-3}" cargo bench --locked --bench rollout | grep '^{' >> "$raw"
 echo "bench: the drain on a realistic workload (Move x BENCH_RUNS, Wait once)" >&2
@@ -29,5 +45,7 @@ echo "bench: a real version upgrade on the real node (tests/e2e/real-node.sh)" >
 suite_log="$(mktemp)"
 MEASURE="$raw" tests/e2e/real-node.sh > "$suite_log" || { grep -E '^not ok' "$suite_log" >&2; echo "bench: real-node.sh failed; its output is in $suite_log" >&2; exit 1; }
 rm -f "$suite_log"
+echo "bench: API outages on the real node (tests/e2e/e2e.sh, BENCH_RUNS rounds, default 5)" >&2
+outage
 python3 benches/report.py "$raw" > BENCHMARKS.md
 cat BENCHMARKS.md

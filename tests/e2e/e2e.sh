@@ -512,7 +512,10 @@ outage_at() { # step: once a backend is at it, the API server stops for 30 s; th
   [[ "$now" != "$row" ]] || { echo "still at $row two minutes after the API server returned"; return 1; }
   # moved on before the Service answered a probe of ours (the operator got there first)
   [[ -n "$service" ]] || { service="$(date +%s%N)"; svc_ms="$(ms_since "$back")"; }
-  echo "API server away 30 s at $row: moved on to \"$now\" $(ms_since "$back") ms after it returned, $(ms_since "$service") ms after its Service answered (${svc_ms} ms after it)" | tee -a "$state/outages"
+  local moved_ms after_ms; moved_ms="$(ms_since "$back")"; after_ms="$(ms_since "$service")"
+  echo "API server away 30 s at $row: moved on to \"$now\" $moved_ms ms after it returned, $after_ms ms after its Service answered (${svc_ms} ms after it)" | tee -a "$state/outages"
+  [[ -z "${MEASURE:-}" ]] || printf '{"bench": "outage", "round": %s, "step": "%s", "service_ms": %s, "moved_ms": %s, "after_service_ms": %s}\n' \
+    "$round" "$1" "$svc_ms" "$moved_ms" "$after_ms" >> "$MEASURE"
 }
 outage_round() { # the three outages of one rollout, its completion, and every change of the DBU judged
   check "API server stopped for 30 s at StopDovecot: the rollout moves on once it is back" outage_at StopDovecot
@@ -522,9 +525,12 @@ outage_round() { # the three outages of one rollout, its completion, and every c
   check "... and the rollout completes: kubectl wait --for=condition=Ready" kubectl -n "$NS" wait --for=condition=Ready dbu/backend-rollout --timeout=300s
   echo "ready $(( $(date +%s) - t_back )) s after the last outage ended" >> "$state/outages"
   mark_dbu "ready-$round"
+  local before=$fail
   check "... from the first return of the API server to Ready, no change of the DBU (from a watch) is Stalled=True, and progress never goes back" \
     judge_dbu "back-StopDovecot-$round" "ready-$round"
   sed 's/^/#   /' "$state/last.out"
+  [[ -z "${MEASURE:-}" ]] || printf '{"bench": "outage", "round": %s, "round_ok": %s, "ready_s": %s}\n' \
+    "$round" "$([[ $fail == "$before" ]] && echo true || echo false)" "$(( $(date +%s) - t_back ))" >> "$MEASURE"
 }
 watch_dbu backend-rollout
 round=1
