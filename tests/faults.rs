@@ -346,6 +346,18 @@ async fn s4_dead_ring_member() {
     );
 }
 
+/// Through a failing rollout and its fix, the DBU turned Stalled once, for this reason: never
+/// first for another one (GitOps tools fail or degrade on any Stalled=True).
+fn stalled_once_for(notes: &[Note], reason: &str) {
+    let stalls: Vec<&str> = notes
+        .iter()
+        .filter(|n| n.reason == "Stalled")
+        .map(|n| n.message.as_str())
+        .collect();
+    assert_eq!(stalls.len(), 1, "{stalls:#?}");
+    assert!(stalls[0].starts_with(&format!("{reason}:")), "{stalls:#?}");
+}
+
 /// The admin fixes the config (a new revision, rev-3) and asks for a retry: the failed backend
 /// goes back to Reset and the rollout completes with every backend at rev-3. Its notes.
 async fn fix_and_retry(
@@ -402,7 +414,8 @@ async fn s5b_pod_never_ready_then_fix_and_retry() {
         "stays out"
     );
 
-    fix_and_retry(&mut s, &exec, lab, status).await;
+    let fixed = fix_and_retry(&mut s, &exec, lab, status).await;
+    stalled_once_for(&[notes, fixed].concat(), "BackendFailed");
     assert_eq!(lab.creations(&failed.pod), 3, "rev-1, rev-refused, rev-3");
     all_back(lab, "director-0", &original);
     report(
@@ -458,7 +471,9 @@ async fn s5_failed_verification_then_fix_and_retry() {
     .await;
     assert_eq!(again.backends, status.backends);
 
+    let failing = notes;
     let notes = fix_and_retry(&mut s, &exec, lab, status).await;
+    stalled_once_for(&[failing, notes.clone()].concat(), "BackendFailed");
     // Reset found Dovecot running in the failed pod and rewound to the stop: the runbook ran
     // again from StopLmtp
     assert!(

@@ -459,7 +459,12 @@ pub async fn drive(
 ) -> Result<Outcome, ClusterError> {
     let end = dbu_core::time::after(clock(), limit);
     loop {
-        let out = reconcile_once(s, status, Some(1), exec, cluster, clock).await?;
+        let before = status.clone();
+        let mut out = reconcile_once(s, status, Some(1), exec, cluster, clock).await?;
+        // the Warning the controller publishes when the DBU turns Stalled (or stalls for another
+        // reason), so that a lab run shows every stall as a cluster would
+        out.notes
+            .extend(dbu_core::machine::conditions::publish_plan(Some(&before), &out.status).1);
         on_outcome(&out);
         if out.decision == Decision::Complete || stalled(&out.status) || clock() >= end {
             return Ok(out);

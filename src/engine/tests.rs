@@ -1214,7 +1214,11 @@ async fn a_stall_that_a_fresh_read_confirms_stands_and_names_the_backend() {
     let exec2 = Scripted::default().once(DIRECTOR, s.director.director_status(), 0, &ring, "");
     let again = once(&s, out.status.clone(), &exec2, &cluster, &clock_at(5, 0)).await;
     assert!(stalled(&again.status));
-    assert_eq!(*cluster.fresh_reads.lock().unwrap(), 1, "no second fresh read");
+    assert_eq!(
+        *cluster.fresh_reads.lock().unwrap(),
+        1,
+        "no second fresh read"
+    );
     assert_eq!(
         exec.calls().len(),
         1,
