@@ -1128,7 +1128,7 @@ async fn a_pod_cache_that_has_not_caught_up_never_stalls_a_finished_rollout() {
     // API server shows all three upgraded: the rollout is complete, not stalled.
     let s = settings();
     let (st, ring) = finished();
-    let exec = Scripted::default().once(DIRECTOR, s.director.director_status(), 0, &ring, "");
+    let exec = ring_read(&s, &ring);
     let mut cluster = fake(fixtures::world(3, OLD, NEW));
     cluster.fresh_world = Some(Observed {
         pods: (0..3).map(upgraded).collect(),
@@ -1142,8 +1142,8 @@ async fn a_pod_cache_that_has_not_caught_up_never_stalls_a_finished_rollout() {
     assert_eq!(out.status.backends.len(), 3, "finished records kept");
     assert_eq!(
         exec.calls().len(),
-        1,
-        "the ring is read once: {:?}",
+        2,
+        "the ring and its sync state are read once: {:?}",
         exec.calls()
     );
     // at rest the completion stands from the caches: no read of the API server
@@ -1188,7 +1188,7 @@ async fn a_stall_that_a_fresh_read_confirms_stands_and_names_the_backend() {
     // what the cache shows
     let s = settings();
     let ring = ring_json(&[(5, 100, 3)]);
-    let exec = Scripted::default().once(DIRECTOR, s.director.director_status(), 0, &ring, "");
+    let exec = ring_read(&s, &ring);
     let cluster = fake(fixtures::world(3, OLD, NEW));
     let out = once(
         &s,
@@ -1211,7 +1211,7 @@ async fn a_stall_that_a_fresh_read_confirms_stands_and_names_the_backend() {
     );
     // once written, the stall stands from the caches: a stalled rollout woken by every pod
     // event makes no request
-    let exec2 = Scripted::default().once(DIRECTOR, s.director.director_status(), 0, &ring, "");
+    let exec2 = ring_read(&s, &ring);
     let again = once(&s, out.status.clone(), &exec2, &cluster, &clock_at(5, 0)).await;
     assert!(stalled(&again.status));
     assert_eq!(
@@ -1221,10 +1221,45 @@ async fn a_stall_that_a_fresh_read_confirms_stands_and_names_the_backend() {
     );
     assert_eq!(
         exec.calls().len(),
-        1,
-        "the ring is not read again: {:?}",
+        2,
+        "the ring and its sync state, not again after the fresh read: {:?}",
         exec.calls()
     );
+}
+
+#[tokio::test]
+async fn a_backend_missing_from_a_ring_that_is_not_synced_is_a_wait() {
+    // a director that has not learnt the host yet: wait for the ring to agree, say why
+    let s = settings();
+    let syncing = SYNCED.replace("ring synced", "ring syncing - last sync 3 secs ago");
+    let exec = Scripted::default()
+        .once(
+            DIRECTOR,
+            s.director.director_status(),
+            0,
+            &ring_json(&[(5, 100, 3)]),
+            "",
+        )
+        .once(DIRECTOR, s.director.director_ring_status(), 0, &syncing, "");
+    let cluster = fake(fixtures::world(3, OLD, NEW));
+    let out = once(
+        &s,
+        fixtures::status(NEW, vec![]),
+        &exec,
+        &cluster,
+        &clock_at(0, 0),
+    )
+    .await;
+    let Decision::Wait {
+        reason, message, ..
+    } = &out.decision
+    else {
+        panic!("{:?}", out.decision)
+    };
+    assert_eq!(*reason, "RingNotSynced");
+    assert!(message.contains("backend-2"), "{message}");
+    assert!(!stalled(&out.status));
+    assert_eq!(*cluster.fresh_reads.lock().unwrap(), 0);
 }
 
 #[tokio::test]

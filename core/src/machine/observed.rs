@@ -7,7 +7,7 @@ use super::conditions;
 use super::decision::Decision;
 use crate::api::{BackendStatus, DovecotBackendUpgradeStatus, Step};
 use crate::dovecot::RingHost;
-use crate::reason::WaitReason;
+use crate::reason::{StallReason, WaitReason};
 
 /// The backend StatefulSet as observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +184,11 @@ pub fn missing(decision: &Decision, obs: &Observed) -> Option<Missing> {
         | Decision::DryRun(_)
         | Decision::Run {
             step: Step::StopLmtp,
+            ..
+        } if obs.ring_synced.is_none() => Some(Missing::RingSync),
+        // a stall over what the ring says of a backend stands only on a synced ring
+        Decision::Stall {
+            reason: StallReason::BackendNotInRing | StallReason::BackendAlreadyDrained,
             ..
         } if obs.ring_synced.is_none() => Some(Missing::RingSync),
         Decision::Run {

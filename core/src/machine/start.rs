@@ -117,6 +117,19 @@ pub(super) fn begin_next(
             requeue: Duration::from_secs(5),
         });
     };
+    // what the ring says of the candidate stands only when every director agrees (a ring still
+    // syncing may not have learnt a host yet): the ring's sync state is read first (`missing`)
+    if obs.ring_synced == Some(false) && ring.iter().all(|h| h.ip != ip || h.vhosts == 0) {
+        return Some(Decision::wait(
+            WaitReason::RingNotSynced,
+            format!(
+                "backend {} ({ip}) is not in the ring at a vhost count, and the ring is not synced{} (doveadm director ring status): waiting for every director to agree before anything is concluded",
+                candidate.name,
+                obs.unsynced_on()
+            ),
+            Duration::from_secs(10),
+        ));
+    }
     let Some(host) = ring.iter().find(|h| h.ip == ip) else {
         return Some(Decision::Stall {
             reason: StallReason::BackendNotInRing,

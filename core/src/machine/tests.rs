@@ -2225,3 +2225,35 @@ fn conclude_keeps_progress_while_an_upgraded_backend_is_not_ready() {
     conclude(&s, &d, &mut st, &obs, Some(1), ts(1));
     assert_eq!(st.progress.as_deref(), Some("2/3"));
 }
+
+#[test]
+fn a_stall_over_what_the_ring_says_of_a_backend_waits_for_a_synced_ring() {
+    use crate::reason::StallReason as R;
+    let s = settings();
+    // no backend is a host of the ring (it names another one); backend-2 is the first candidate
+    let unknown = Observed {
+        ring: Some(vec![host(5, 100, true, 3)]),
+        ..world()
+    };
+    let d = decide(&s, &status(vec![]), &unknown, ts(0));
+    assert_eq!(reason(&d), "BackendNotInRing");
+    assert_eq!(missing(&d, &unknown), Some(Missing::RingSync));
+    let unsynced = Observed {
+        ring_synced: Some(false),
+        unsynced: vec!["director-1".into()],
+        ..unknown.clone()
+    };
+    let d = decide(&s, &status(vec![]), &unsynced, ts(0));
+    assert_eq!(reason(&d), "RingNotSynced");
+    assert!(format!("{d:?}").contains("director-1"), "{d:?}");
+    let synced = Observed {
+        ring_synced: Some(true),
+        ..unknown
+    };
+    let d = decide(&s, &status(vec![]), &synced, ts(0));
+    assert_eq!(reason(&d), "BackendNotInRing");
+    assert_eq!(missing(&d, &synced), None);
+    // other stalls need no ring read
+    let d = Decision::stall(R::BackendFailed, "m");
+    assert_eq!(missing(&d, &world()), None);
+}
