@@ -14,6 +14,7 @@
       later=absent|present|same-wave  a ConfigMap in a later Argo CD sync wave than the DBU's, or
                                     in the same (argo/)
   flux.py watch FILE                one JSON line per sample: the Kustomizations, then the DBU
+  flux.py failed-for FILE KS SHA    one sample now, into FILE; true when KS failed for commit SHA
   flux.py judge FILE CHECK...       checks over the samples (see JUDGES)
 """
 import json
@@ -200,6 +201,18 @@ def watch(path):
         time.sleep(0.5)
 
 
+def failed_for(path, ks_name, sha):
+    """Samples now, into the timeline like the watcher: true when the Kustomization has commit
+    SHA attempted and is Ready=False. The check that waits for the failure is itself a sample,
+    so the judge sees the failure the check saw (Flux retries within seconds, and a failure
+    between two of the watcher's samples was missed on a loaded machine)."""
+    s = sample()
+    with open(path, "a") as f:
+        f.write(json.dumps(s) + "\n")
+    k = s["ks"].get(ks_name) or {}
+    return k.get("ready") == "False" and short(k.get("attempted")) == sha[:7]
+
+
 def complete(dbu):
     return bool(dbu) and dbu["conditions"].get("Ready", [None])[0] == "True" and dbu["observed"] == dbu["generation"]
 
@@ -343,6 +356,8 @@ def main():
         edit(args[0], args[1:])
     elif cmd == "watch":
         watch(args[0])
+    elif cmd == "failed-for":
+        sys.exit(0 if failed_for(*args) else 1)
     elif cmd == "judge":
         sys.exit(0 if JUDGES[args[1]](args[0], *args[2:]) else 1)
     else:
