@@ -486,20 +486,24 @@ where() { kubectl -n "$NS" get dbu backend-rollout -o jsonpath='{.status.current
 # the operator reaches the API server through the kubernetes Service (kube-proxy's rules): that
 # path can answer later than the API server itself, so both are timed
 # (from the operator pod's network namespace: the node itself has no route to Service addresses)
+# (containerd keeps the pods' network namespaces under its state folder: node.sh's
+# netns_mounts_under_state_dir)
 op_netns() {
-  local ip n; ip="$(kubectl -n "$NS" get pods -l "$OPSEL" -o jsonpath='{.items[0].status.podIP}')"
-  for n in $(ls /run/netns 2>/dev/null | grep '^cni-'); do
-    ip netns exec "$n" ip -4 -o addr show 2>/dev/null | grep -q " $ip/" && { echo "$n"; return 0; }
+  local ip n; ip="$(kubectl -n "$NS" get pods -l "$OPSEL" --field-selector status.phase=Running -o jsonpath='{.items[0].status.podIP}')"
+  for n in "$node"/containerd/state/netns/cni-* /run/netns/cni-*; do
+    [[ -e "$n" ]] || continue
+    nsenter --net="$n" ip -4 -o addr show 2>/dev/null | grep -q " $ip/" && { echo "$n"; return 0; }
   done
+  echo "no network namespace has the operator pod's IP ($ip) under $node/containerd/state/netns" >&2
   return 1
 }
-service_answers() { [[ "$(ip netns exec "$OP_NETNS" curl -sk -o /dev/null --max-time 1 -w '%{http_code}' https://10.96.0.1/readyz)" != 000 ]]; }
+service_answers() { [[ "$(nsenter --net="$OP_NETNS" curl -sk -o /dev/null --max-time 1 -w '%{http_code}' https://10.96.0.1/readyz)" != 000 ]]; }
 ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 outage_at() { # step: once a backend is at it, the API server stops for 30 s; then how long to move on
   local row="" now back service="" svc_ms
   for _ in $(seq 1500); do row="$(where)"; [[ "$row" == *" $1" ]] && break; sleep 0.1; done
   [[ "$row" == *" $1" ]] || { echo "never saw a backend at $1 (last: $row)"; return 1; }
-  OP_NETNS="$(op_netns)" || { echo "no network namespace has the operator pod's IP"; return 1; }
+  OP_NETNS="$(op_netns)" || return 1
   API_ADDRESS=10.88.0.1 API_PORT=6443 "$here/harness.sh" stop-apiserver "$node"
   sleep 30
   API_ADDRESS=10.88.0.1 API_PORT=6443 "$here/harness.sh" start-apiserver "$node" 2>/dev/null

@@ -29,11 +29,21 @@ keep_evidence() { # suite state
   [[ -f "$dest/node-logs/audit.log" ]] && { tail -2000 "$dest/node-logs/audit.log" > "$dest/node-logs/audit.tail.log"; rm "$dest/node-logs/audit.log"; }
   ls -1dt "$root"/*/ 2>/dev/null | tail -n +11 | xargs -r rm -rf
   echo "# $1 failed: its evidence is kept in $dest"
-  while IFS= read -r f; do
+  # in CI's output: the first failed check as it was snapped (its output, the DBU's conditions,
+  # the last Events and operator lines), then the last lines of every process's log
+  local first; first="$(ls -1d "$dest"/evidence/check-* 2>/dev/null | awk -F'check-' '{print $NF, $0}' | sort -n | head -1 | cut -d' ' -f2-)"
+  if [[ -n "$first" ]]; then
+    echo "# --- the first failed check (${first##*/}): $(head -1 "$first/check.txt")"
+    tail -n +2 "$first/check.txt" | tail -8 | cut -c1-300 | sed 's/^/#   /'
+    grep -E '^\s+(type|status|reason|message):' "$first/dbu.yaml" 2>/dev/null | tail -16 | cut -c1-300 | sed 's/^/#   dbu: /'
+    tail -6 "$first/events.txt" 2>/dev/null | cut -c1-300 | sed 's/^/#   event: /'
+    cat "$first"/logs/*_dbu-*.log 2>/dev/null | tail -6 | cut -c1-300 | sed 's/^/#   operator: /'
+  fi
+  for f in "$dest"/suite-logs/*.log "$dest"/node-logs/*.log; do
     [[ -s "$f" ]] || continue
     echo "# --- last lines of ${f#"$dest"/}"
-    tail -5 "$f" | cut -c1-300 | sed 's/^/#   /'
-  done < <(find "$dest" -type f \( -name '*.log' -o -name '*.txt' -o -name '*.yaml' -o -name '*.jsonl' \) -not -path '*/kubelet-pod-logs/*' | sort)
+    tail -3 "$f" | cut -c1-300 | sed 's/^/#   /'
+  done
 }
 
 if [[ "$cmd" == suite ]]; then
