@@ -487,14 +487,14 @@ where() { kubectl -n "$NS" get dbu backend-rollout -o jsonpath='{.status.current
 # path can answer later than the API server itself, so both are timed
 # (from the operator pod's network namespace: the node itself has no route to Service addresses)
 # (containerd keeps the pods' network namespaces under its state folder: node.sh's
-# netns_mounts_under_state_dir)
+# netns_mounts_under_state_dir: its CRI plugin's netns folder)
 op_netns() {
   local ip n; ip="$(kubectl -n "$NS" get pods -l "$OPSEL" --field-selector status.phase=Running -o jsonpath='{.items[0].status.podIP}')"
-  for n in "$node"/containerd/state/netns/cni-* /run/netns/cni-*; do
+  for n in "$node"/containerd/state/io.containerd.grpc.v1.cri/netns/cni-* /run/netns/cni-*; do
     [[ -e "$n" ]] || continue
     nsenter --net="$n" ip -4 -o addr show 2>/dev/null | grep -q " $ip/" && { echo "$n"; return 0; }
   done
-  echo "no network namespace has the operator pod's IP ($ip) under $node/containerd/state/netns" >&2
+  echo "no network namespace has the operator pod's IP ($ip) under $node/containerd/state/io.containerd.grpc.v1.cri/netns" >&2
   return 1
 }
 service_answers() { [[ "$(nsenter --net="$OP_NETNS" curl -sk -o /dev/null --max-time 1 -w '%{http_code}' https://10.96.0.1/readyz)" != 000 ]]; }
