@@ -116,10 +116,18 @@ def judge(path, start, stop, reasons):
     missing = [r for r in reasons if r not in seen]
     if missing:
         problems.append(f"never Stalled=True with {missing}")
-    print(f"{len(changes)} changes of the DBU between {start} and {stop}, {len(gaps)} watch gaps; "
-          f"stall reasons seen: {seen or 'none'}")
+    # a watch ends when the API server goes; it is started again every half second until it
+    # comes back: one interval per outage, from the end of the last watch that saw something
+    down = []
     for r in gaps:
-        print(f"  watch gap {r['since']}..{r['t']} ({r['t'] - r['since']:.1f} s of watching before it)")
+        if down and r["since"] - down[-1][1] < 2:
+            down[-1][1] = r["t"]
+        else:
+            down.append([r["since"], r["t"]])
+    print(f"{len(changes)} changes of the DBU between {start} and {stop}; stall reasons seen: {seen or 'none'}; "
+          f"the watch was down {len(down)} times (no change can have been seen then):")
+    for a, b in down[:10]:
+        print(f"  {b - a:.1f} s from t={a:.1f}")
     return "\n".join(problems) or None
 
 
