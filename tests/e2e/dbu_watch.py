@@ -118,12 +118,19 @@ def judge(path, start, stop, reasons):
         problems.append(f"never Stalled=True with {missing}")
     # a watch ends when the API server goes; it is started again every half second until it
     # comes back: one interval per outage, from the end of the last watch that saw something
-    down = []
+    down, cur = [], None
     for r in gaps:
-        if down and r["since"] - down[-1][1] < 2:
-            down[-1][1] = r["t"]
+        if r["t"] - r["since"] > 2:  # this watch ran: the API server was there until it ended
+            if cur:
+                down.append(cur)
+            cur = [r["t"], r["t"]]
+        elif cur is None:
+            cur = [r["since"], r["t"]]
         else:
-            down.append([r["since"], r["t"]])
+            cur[1] = r["t"]
+    if cur:
+        down.append(cur)
+    down = [d for d in down if d[1] - d[0] >= 1]
     print(f"{len(changes)} changes of the DBU between {start} and {stop}; stall reasons seen: {seen or 'none'}; "
           f"the watch was down {len(down)} times (no change can have been seen then):")
     for a, b in down[:10]:
