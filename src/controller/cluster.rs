@@ -200,14 +200,12 @@ impl Cluster for KubeCluster {
         let pods = pods.list(&lp).await.map_err(api_err)?.items;
         let dbus: Api<DovecotBackendUpgrade> = Api::namespaced(self.client.clone(), &self.ns);
         let dbus = dbus.list(&lp).await.map_err(api_err)?.items;
-        let mut obs = self.view(
+        self.view(
             s,
             sts.map(|x| Arc::new(slim_sts(x))),
             pods.into_iter().map(|p| Arc::new(slim_pod(p))).collect(),
             dbus.into_iter().map(Arc::new).collect(),
-        )?;
-        obs.fresh = true;
-        Ok(obs)
+        )
     }
 
     async fn read_ring_lock(&self, s: &Settings) -> Result<RingLock, ClusterError> {

@@ -33,9 +33,9 @@ impl ClusterError {
 pub trait Cluster: Send + Sync {
     /// StatefulSet, backend pods and director pods (the ring is read by the engine).
     async fn observe(&self, s: &Settings) -> Result<Observed, ClusterError>;
-    /// The same, read from the API server and not from a cache (`Observed::fresh`): the
-    /// reconcile asks for it before a conclusion a lagging cache could cause stands. Where
-    /// `observe` already reads the source, it is `observe` with `fresh` set.
+    /// The same, read from the API server and not from a cache: the reconcile asks for it
+    /// before a conclusion a lagging cache could cause stands, and marks it `Observed::fresh`
+    /// itself. Where `observe` already reads the source, it is `observe`.
     async fn observe_fresh(&self, s: &Settings) -> Result<Observed, ClusterError>;
     /// Deletes a backend pod so that its StatefulSet recreates it at the update revision, only
     /// if it still has this UID (a pod already replaced is left alone: Ok).

@@ -309,28 +309,30 @@ pub fn stall_note(
     ))
 }
 
-/// True when the status says a human is needed.
-pub fn stalled(status: &DovecotBackendUpgradeStatus) -> bool {
+/// The condition of this type when it is True.
+fn true_condition<'a>(
+    status: &'a DovecotBackendUpgradeStatus,
+    type_: &str,
+) -> Option<&'a Condition> {
     status
         .conditions
         .iter()
-        .any(|c| c.type_ == STALLED && c.status == "True")
+        .find(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// True when the status says a human is needed.
+pub fn stalled(status: &DovecotBackendUpgradeStatus) -> bool {
+    true_condition(status, STALLED).is_some()
 }
 
 /// True when the status says Stalled=True for this reason.
 pub fn stalled_for(status: &DovecotBackendUpgradeStatus, reason: &str) -> bool {
-    status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == STALLED && c.status == "True" && c.reason == reason)
+    true_condition(status, STALLED).is_some_and(|c| c.reason == reason)
 }
 
 /// True when the status says the rollout is complete (Ready=True).
 pub fn ready(status: &DovecotBackendUpgradeStatus) -> bool {
-    status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == READY && c.status == "True")
+    true_condition(status, READY).is_some()
 }
 
 /// What a new status means for the API server: whether to patch it, and the Warning to publish

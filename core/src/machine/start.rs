@@ -117,9 +117,10 @@ pub(super) fn begin_next(
             requeue: Duration::from_secs(5),
         });
     };
+    let host = ring.iter().find(|h| h.ip == ip);
     // what the ring says of the candidate stands only when every director agrees (a ring still
     // syncing may not have learnt a host yet): the ring's sync state is read first (`missing`)
-    if obs.ring_synced == Some(false) && ring.iter().all(|h| h.ip != ip || h.vhosts == 0) {
+    if obs.ring_synced == Some(false) && host.is_none_or(|h| h.vhosts == 0) {
         return Some(Decision::wait(
             WaitReason::RingNotSynced,
             format!(
@@ -130,7 +131,7 @@ pub(super) fn begin_next(
             Duration::from_secs(10),
         ));
     }
-    let Some(host) = ring.iter().find(|h| h.ip == ip) else {
+    let Some(host) = host else {
         return Some(Decision::Stall {
             reason: StallReason::BackendNotInRing,
             message: format!(
