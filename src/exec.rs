@@ -10,13 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 pub use dbu_core::text::MAX_CAPTURE;
 
-/// A finished command.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ExecOutput {
-    pub exit_code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
+pub use dbu_core::machine::ExecOutput;
 
 /// A command that could not be run to completion; always transient from the step's view.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

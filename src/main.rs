@@ -213,14 +213,8 @@ async fn plan(
     let status = live.and_then(|d| d.status).unwrap_or_default();
     let stores = controller::Stores::list(&client, &ns).await?;
     let (cluster, exec) = controller::edges_for(&client, &stores, &dbu, &ns, &ns);
-    let (decision, director) = engine::dry_run_once(
-        &s,
-        &status,
-        &exec,
-        &cluster,
-        k8s_openapi::jiff::Timestamp::now(),
-    )
-    .await?;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let (decision, obs) = engine::dry_run_once(&s, &status, &exec, &cluster, now).await?;
     let Decision::DryRun(p) = decision else {
         let why = match &decision {
             Decision::Stall { reason, message } => format!("{reason}: {message}"),
@@ -258,25 +252,21 @@ async fn plan(
     if p.more > 0 {
         println!("... and {} more", p.more);
     }
+    let director = obs.director.as_deref().unwrap_or("<director>");
+    println!("\ndirector commands run in {director}");
+    let ring = obs.ring.clone().unwrap_or_default();
+    let target = obs
+        .sts
+        .as_ref()
+        .and_then(|x| x.update_revision.clone())
+        .unwrap_or_default();
     for b in &p.order {
         let Some(ip) = b.ip.as_deref().and_then(|ip| ip.parse().ok()) else {
             continue;
         };
         println!("\n{} ({ip}):", b.pod);
-        for st in machine::steps_for(&s, &b.pod, ip, b.vhosts as u32) {
-            let pod = if st.target == "director" {
-                director.as_deref().unwrap_or("<director>")
-            } else {
-                b.pod.as_str()
-            };
-            println!("  {:<13} in {pod}", st.step.as_str());
-            for argv in &st.commands {
-                println!("      {}", serde_json::to_string(argv)?);
-            }
-            if let Some(n) = &st.note {
-                println!("      # {n}");
-            }
-        }
+        let steps = machine::steps_for(&s, &obs, &ring, &target, &b.pod, ip, b.vhosts as u32, now);
+        print!("{}", dbu_core::cli::steps_text(&steps));
     }
     Ok(())
 }

@@ -8,16 +8,7 @@ use tokio::net::TcpStream;
 use dbu_core::probe::{self, Exchange, ReplyLine};
 use dbu_core::text::bounded;
 
-/// How a probe failed: the command (or "connect") and the server's reply line, bounded; no
-/// credentials are ever part of either.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{command}: {reply}")]
-pub struct ProbeFailure {
-    pub command: String,
-    pub reply: String,
-    /// The server could not be reached in time (retried), rather than refusing (a failure).
-    pub transient: bool,
-}
+pub use dbu_core::probe::ProbeFailure;
 
 fn failure(command: &str, reply: impl Into<String>, transient: bool) -> ProbeFailure {
     ProbeFailure {
@@ -107,20 +98,7 @@ async fn read_reply<R: tokio::io::AsyncBufRead + Unpin>(
     Err(failure(name, "reply too long", false))
 }
 
-/// Where and how the IMAP probe connects.
-#[derive(Debug, Clone)]
-pub struct ImapTarget {
-    pub ip: String,
-    pub port: u16,
-    pub tls: dbu_core::imap::Tls,
-    /// The name the certificate must be valid for.
-    pub server_name: Option<String>,
-    /// PEM bundle of the CAs the certificate must chain to.
-    pub ca_pem: Option<Vec<u8>>,
-    /// Accept any certificate (lab use only; the handshake's signatures are still checked).
-    pub insecure_skip_verify: bool,
-    pub timeout: Duration,
-}
+pub use dbu_core::imap::ImapTarget;
 
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}

@@ -68,6 +68,7 @@ const LAYERS: &[Layer] = &[
             "judge",
             "gates",
             "start",
+            "steps",
             "cleanup",
             "dry_run",
             "decide",
@@ -86,7 +87,7 @@ const LAYERS: &[Layer] = &[
         dir: "src/engine",
         facade: "mod.rs",
         via: "super",
-        order: &["cluster", "runner", "step", "undo"],
+        order: &["cluster", "reads", "driver"],
         outside: &[],
     },
     Layer {

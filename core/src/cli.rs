@@ -313,6 +313,35 @@ pub fn status_report(dbu: &DovecotBackendUpgrade, now: Timestamp) -> String {
     out
 }
 
+/// The steps of one backend as both plan commands print them: each argv on its own line,
+/// quoted where a shell would split or expand it, so a line is the exact argv.
+pub fn steps_text(steps: &[crate::api::PlannedStep]) -> String {
+    let mut out = String::new();
+    for s in steps {
+        let _ = writeln!(out, "  {:?} (in the {})", s.step, s.target);
+        for c in &s.commands {
+            let line: Vec<String> = c.iter().map(|a| quoted(a)).collect();
+            let _ = writeln!(out, "    $ {}", line.join(" "));
+        }
+        if let Some(n) = &s.note {
+            let _ = writeln!(out, "    {n}");
+        }
+    }
+    out
+}
+
+/// One argument as a POSIX shell reads it back unchanged.
+fn quoted(a: &str) -> String {
+    let plain = !a.is_empty()
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "@%+=:,./_-".contains(c));
+    if plain {
+        a.to_string()
+    } else {
+        format!("'{}'", a.replace('\'', "'\\''"))
+    }
+}
+
 /// `kubectl dbu plan`: the dry run in status.plan. Err: there is none for this generation.
 pub fn plan_report(dbu: &DovecotBackendUpgrade) -> Result<String, String> {
     let name = dbu.metadata.name.as_deref().unwrap_or("?");
@@ -352,15 +381,7 @@ pub fn plan_report(dbu: &DovecotBackendUpgrade) -> Result<String, String> {
         let _ = writeln!(out, "  ... and {} more", plan.more);
     }
     let _ = writeln!(out, "steps of the first backend:");
-    for s in &plan.steps {
-        let _ = writeln!(out, "  {:?} (in the {})", s.step, s.target);
-        for c in &s.commands {
-            let _ = writeln!(out, "    $ {}", c.join(" "));
-        }
-        if let Some(n) = &s.note {
-            let _ = writeln!(out, "    {n}");
-        }
-    }
+    out.push_str(&steps_text(&plan.steps));
     Ok(out)
 }
 

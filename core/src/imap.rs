@@ -292,6 +292,21 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// Where and how the IMAP probe connects.
+#[derive(Debug, Clone)]
+pub struct ImapTarget {
+    pub ip: String,
+    pub port: u16,
+    pub tls: Tls,
+    /// The name the certificate must be valid for.
+    pub server_name: Option<String>,
+    /// PEM bundle of the CAs the certificate must chain to.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Accept any certificate (lab use only; the handshake's signatures are still checked).
+    pub insecure_skip_verify: bool,
+    pub timeout: std::time::Duration,
+}
+
 /// What the probe needs to run.
 #[derive(Debug, Clone)]
 pub struct ProbeInput {

@@ -100,6 +100,17 @@ pub fn token(pod: &str, unix_millis: i64) -> String {
     format!("{pod}.{unix_millis}")
 }
 
+/// How a probe failed: the command (or "connect") and the server's reply line, bounded; no
+/// credentials are ever part of either.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{command}: {reply}")]
+pub struct ProbeFailure {
+    pub command: String,
+    pub reply: String,
+    /// The server could not be reached in time (retried), rather than refusing (a failure).
+    pub transient: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

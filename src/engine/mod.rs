@@ -15,15 +15,14 @@ use dbu_core::settings::Settings;
 use crate::exec::{ExecRequest, PodExec};
 
 mod cluster;
-mod runner;
-mod step;
-mod undo;
+mod driver;
+mod reads;
 
 #[cfg(test)]
 mod tests;
 
 pub use cluster::{Clock, Cluster, ClusterError};
-use step::{StepContext, run_step};
+use driver::{StepContext, run_step};
 
 /// What a reconcile did.
 #[derive(Debug, Clone)]
@@ -52,7 +51,16 @@ async fn decide_reading(
         let decision = machine::decide(s, status, obs, now);
         let missing = machine::missing(&decision, obs);
         if missing == Some(Missing::ProbeCredentials) {
-            obs.probe_credentials = Some(step::probe_credentials(cluster, s).await);
+            let seen = obs.clone();
+            let at = move || now;
+            let cx = StepContext {
+                s,
+                exec,
+                cluster,
+                obs: &seen,
+                clock: &at,
+            };
+            obs.probe_credentials = Some(driver::probe_credentials(&cx).await);
             continue;
         }
         if missing == Some(Missing::RingLock) {
@@ -65,14 +73,14 @@ async fn decide_reading(
         match missing {
             Some(Missing::Ring) if !ring_read => {
                 ring_read = true;
-                obs.ring = runner::read_ring(s, exec, &dir).await;
+                obs.ring = reads::read_ring(s, exec, &dir).await;
             }
             Some(Missing::RingSync) if !sync_read => {
                 sync_read = true;
                 // every Ready director must say so, not only the one commands go to
                 obs.unsynced.clear();
                 for name in director_names(obs, &dir) {
-                    if !runner::read_ring_synced(s, exec, &name).await {
+                    if !reads::read_ring_synced(s, exec, &name).await {
                         obs.unsynced.push(name);
                     }
                 }
@@ -81,7 +89,7 @@ async fn decide_reading(
             Some(Missing::OtherRings) => {
                 let mut rings = Vec::new();
                 for name in director_names(obs, &dir).into_iter().filter(|n| *n != dir) {
-                    let ring = runner::read_ring(s, exec, &name).await;
+                    let ring = reads::read_ring(s, exec, &name).await;
                     rings.push((name, ring));
                 }
                 obs.other_rings = Some(rings);
@@ -114,7 +122,7 @@ async fn act(
         Decision::Claim { pods } => Acted::Claimed(claim(cx, status, pods).await),
         Decision::Adopt { records } => Acted::Adopted(adopt(cx, records).await),
         Decision::Undo { pod, action } => match record(pod) {
-            Some(rec) => Acted::Undone(undo::undo(cx, rec, action.clone()).await),
+            Some(rec) => Acted::Undone(driver::undo(cx, rec, action.clone()).await),
             None => Acted::Nothing,
         },
         Decision::Run {
@@ -382,7 +390,7 @@ pub async fn cleanup(
             clock,
         };
         for rec in in_flight {
-            let undone = undo::undo(&cx, rec, machine::cleanup_for(rec)).await;
+            let undone = driver::undo(&cx, rec, machine::cleanup_for(rec)).await;
             done.undone(rec, undone);
         }
     }
@@ -424,19 +432,19 @@ pub async fn cleanup(
 
 /// The dry-run decision for a DBU: observes and reads the ring (read-only doveadm commands),
 /// then returns `Decision::DryRun` with the plan, or the decision that keeps it from planning,
-/// and the director pod the director commands would go to.
+/// and the world it was planned from (the steps of every backend are planned from it).
 pub async fn dry_run_once(
     s: &Settings,
     status: &DovecotBackendUpgradeStatus,
     exec: &dyn PodExec,
     cluster: &dyn Cluster,
     now: Timestamp,
-) -> Result<(Decision, Option<String>), ClusterError> {
+) -> Result<(Decision, Observed), ClusterError> {
     let mut obs = cluster.observe(s).await?;
     let mut s = s.clone();
     s.dry_run = true;
     let decision = decide_reading(&s, status, &mut obs, exec, cluster, now).await;
-    Ok((decision, obs.director))
+    Ok((decision, obs))
 }
 
 /// True when the status says a human is needed.

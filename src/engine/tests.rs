@@ -481,25 +481,38 @@ async fn wait_sessions_advances_when_who_fails_because_dovecot_died() {
 }
 
 #[tokio::test]
-async fn stop_dovecot_polls_on_the_passed_clock_then_gives_the_reconcile_back() {
+async fn stop_dovecot_gives_the_reconcile_back_while_the_master_runs() {
+    // no sleep inside a reconcile: each look at the master is a requeue, soon in the first
+    // 15 s of the step, then once a second
     let s = settings();
     let pid = dovecot::read_master_pid(&s.base_dir);
-    let exec = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 0, 0)]))
-        .once("backend-2", s.backend.stop(), 0, "", "")
-        .always("backend-2", pid, 0, "123\n")
-        .always("backend-2", dovecot::process_alive(123), 0, "");
-    let cluster = fake(fixtures::world(3, OLD, NEW));
-    // 8 s pass at every clock read: the 15 s of polling are over after two looks, in no time
-    let out = once(&s, at(Step::StopDovecot), &exec, &cluster, &clock_at(0, 8)).await;
-    let rec = &out.status.backends[0];
-    assert_eq!((rec.step, rec.failed), (Step::StopDovecot, false));
-    assert!(matches!(out.requeue, Some(d) if d == Duration::from_secs(1)));
-    assert!(
-        rec.message
-            .as_deref()
-            .unwrap()
-            .contains("waiting for the Dovecot master")
-    );
+    for (now, requeue) in [
+        (0, Duration::from_millis(200)),
+        (16, Duration::from_secs(1)),
+    ] {
+        let exec = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 0, 0)]))
+            .once("backend-2", s.backend.stop(), 0, "", "")
+            .always("backend-2", pid.clone(), 0, "123\n")
+            .always("backend-2", dovecot::process_alive(123), 0, "");
+        let cluster = fake(fixtures::world(3, OLD, NEW));
+        let out = once(
+            &s,
+            at(Step::StopDovecot),
+            &exec,
+            &cluster,
+            &clock_at(now, 0),
+        )
+        .await;
+        let rec = &out.status.backends[0];
+        assert_eq!((rec.step, rec.failed), (Step::StopDovecot, false));
+        assert_eq!(out.requeue, Some(requeue), "at {now} s");
+        assert!(
+            rec.message
+                .as_deref()
+                .unwrap()
+                .contains("waiting for the Dovecot master")
+        );
+    }
 }
 
 #[tokio::test]

@@ -245,8 +245,8 @@ plan_cli() { # against the cluster: the order and every argv, nothing written, n
   for b in 0 1 2; do
     local ip; ip="$(kubectl -n "$NS" get pod "backend-$b" -o jsonpath='{.status.podIP}')"
     grep -q "^backend-$b ($ip):" <<< "$out" || { echo "no plan for backend-$b"; return 1; }
-    grep -qF "[\"doveadm\",\"director\",\"update\",\"$ip\",\"0\"]" <<< "$out" || { echo "no drain argv for $ip"; return 1; }
-    grep -qF "[\"doveadm\",\"director\",\"update\",\"$ip\",\"${VHOSTS[backend-$b]}\"]" <<< "$out" || { echo "no restore argv for $ip"; return 1; }
+    grep -qxF "    \$ doveadm director update $ip 0" <<< "$out" || { echo "no drain argv for $ip"; return 1; }
+    grep -qxF "    \$ doveadm director update $ip ${VHOSTS[backend-$b]}" <<< "$out" || { echo "no restore argv for $ip"; return 1; }
   done
   ! kubectl -n "$NS" get dbu backend-rollout 2>/dev/null
 }

@@ -1,76 +1,14 @@
 //! What undoing a backend means at each step, for `spec.abort` and for deleting the DBU.
 
-use crate::api::{BackendStatus, DovecotBackendUpgradeStatus, FORCE_DELETE_ANNOTATION, Step};
-use crate::dovecot::{self, CommandKind};
+use crate::api::{BackendStatus, DovecotBackendUpgradeStatus, FORCE_DELETE_ANNOTATION};
 use crate::reason::EventReason;
-use crate::settings::Settings;
 
-use super::decision::{Cleanup, Command, On, Undone, active};
+use super::decision::{Cleanup, Undone, active};
 use super::note::Note;
 
+/// What undoing a backend means at its recorded step: each step's file says (`steps::undo`).
 pub fn cleanup_for(rec: &BackendStatus) -> Cleanup {
-    if rec.failed {
-        return Cleanup::LeaveOut(format!(
-            "{}: failed at {}; left out of the ring for a human to check",
-            rec.pod, rec.step
-        ));
-    }
-    match rec.step {
-        Step::Drain | Step::WaitSessions => Cleanup::Restore,
-        // the restore reloads Dovecot to re-open LMTP: only a running one can be put back
-        Step::StopLmtp | Step::StopDovecot => Cleanup::RestoreIfRunning,
-        Step::RingRemove | Step::Reset | Step::Replace | Step::Verify => {
-            Cleanup::LeaveOut(format!(
-                "{}: deleted at step {}, after Dovecot was stopped; left out of the ring (restore by hand with doveadm director update <ip> {} and director up <ip>)",
-                rec.pod, rec.step, rec.original_vhosts
-            ))
-        }
-        // verified already: finishing the restore is the safe thing
-        Step::RingRestore => Cleanup::Restore,
-        // back in the ring and verified; a failed soak drained it again (failed: left out)
-        Step::Soak | Step::Done => Cleanup::Nothing,
-    }
-}
-
-/// `RestoreIfRunning` once the engine has looked: restore a running Dovecot, else leave it out.
-pub fn if_running(rec: &BackendStatus, running: bool) -> Cleanup {
-    if running {
-        Cleanup::Restore
-    } else {
-        Cleanup::LeaveOut(format!(
-            "{}: Dovecot was already stopped; left out of the ring (restore by hand with doveadm director update <ip> {} and director up <ip>)",
-            rec.pod, rec.original_vhosts
-        ))
-    }
-}
-
-/// The commands that put a backend before RingRestore back: reload re-opens the LMTP listener
-/// that `service stop` closed, then the recorded vhost count and `up` (or `down`, for a backend
-/// a human had taken down before the rollout). None when the record's
-/// IP is unusable. (A backend at RingRestore is restored by running that step.)
-pub fn restore_commands(s: &Settings, rec: &BackendStatus) -> Option<Vec<Command>> {
-    let ip = dovecot::validate_ip(&rec.ip).ok()?;
-    let mut cmds = Vec::new();
-    if rec.step >= Step::StopLmtp {
-        cmds.push(Command {
-            on: On::Backend,
-            argv: s.backend.reload(),
-            kind: CommandKind::Plain,
-        });
-    }
-    let state = if rec.restores_up() {
-        s.director.director_up(ip)
-    } else {
-        s.director.director_down(ip)
-    };
-    for argv in [s.director.director_update(ip, rec.original_vhosts), state] {
-        cmds.push(Command {
-            on: On::Director,
-            argv,
-            kind: CommandKind::Plain,
-        });
-    }
-    Some(cmds)
+    super::steps::undo(rec)
 }
 
 /// The Event an undo implies.

@@ -230,44 +230,38 @@ pub fn reset_probed(
     }
 }
 
-/// How often StopDovecot looks at master.pid after `doveadm stop`, and for how long within one
-/// reconcile (doveadm stop returns after ~3 s even when the master still runs).
+/// How soon StopDovecot looks at master.pid again after `doveadm stop`, in the first
+/// `STOP_POLL_FOR` of the step (doveadm stop returns after ~3 s even when the master still
+/// runs); later once a second. Each look is a requeue, never a sleep inside a reconcile.
 pub const STOP_POLL: Duration = Duration::from_millis(200);
 pub const STOP_POLL_FOR: Duration = Duration::from_secs(15);
 
-/// StopDovecot's next move while the master still runs.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StopWait {
-    /// Look again after this long, in the same reconcile.
-    PollAgain(Duration),
-    /// Give the reconcile back and look again later (or fail: the step's timeout passed).
-    Result(StepResult),
-}
-
-/// `polling_since`: when this reconcile's polling began; `step_started`: when the step began.
+/// StopDovecot while the master still runs: look again soon, or fail once the step's timeout
+/// has passed.
 pub fn stop_wait(
     pod: &str,
-    polling_since: Timestamp,
     now: Timestamp,
     step_started: &Time,
     stop_timeout: Duration,
     stop_argv: &[String],
-) -> StopWait {
-    if elapsed(&Time(polling_since), now) < STOP_POLL_FOR {
-        return StopWait::PollAgain(STOP_POLL);
-    }
-    if elapsed(step_started, now) >= stop_timeout {
-        return StopWait::Result(StepResult::Failed(step_error(
+) -> StepResult {
+    let waited = elapsed(step_started, now);
+    if waited >= stop_timeout {
+        return StepResult::Failed(step_error(
             Step::StopDovecot,
             stop_argv,
             None,
             &format!("Dovecot master still running {stop_timeout:?} after doveadm stop"),
-        )));
+        ));
     }
-    StopWait::Result(StepResult::Waiting {
-        requeue: Duration::from_secs(1),
+    StepResult::Waiting {
+        requeue: if waited < STOP_POLL_FOR {
+            STOP_POLL
+        } else {
+            Duration::from_secs(1)
+        },
         message: format!("{pod}: waiting for the Dovecot master to exit"),
-    })
+    }
 }
 
 /// StopDovecot done: remember which pod it stopped, so that Replace deletes exactly that one.

@@ -18,13 +18,14 @@ pub mod lock;
 mod note;
 mod observed;
 mod start;
+pub mod steps;
 
-pub use cleanup::{Deletion, cleanup_for, if_running, restore_commands, undone_note};
+pub use cleanup::{Deletion, cleanup_for, undone_note};
 pub use decide::{check_world, decide, revision_pending, ring_drift};
 pub use decision::{
     Acted, Cleanup, Command, Decision, DrainPoll, MAX_ATTEMPTS, On, StepResult, Undone, active,
 };
-pub use dry_run::{PLAN_LIMIT, dry_run, steps_for};
+pub use dry_run::{PLAN_LIMIT, dry_run};
 pub use fold::{
     DONE_KEPT, Recorded, acknowledge, apply_result, apply_retry, close_removed, compact, conclude,
     deletion_pending, invalid_spec, no_step_back, pause_clocks, progress, record, record_finish,
@@ -37,6 +38,8 @@ pub use observed::{
     target_unconfirmed, unconfirmed,
 };
 pub use start::outdated;
+pub use steps::{ExecOutput, steps_for};
+pub use steps::{if_running, restore_commands};
 
 #[cfg(test)]
 mod tests;

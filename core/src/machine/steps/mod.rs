@@ -1,0 +1,441 @@
+//! Each runbook step as one sans-IO script: it names the next action, folds each output, and
+//! its plan entry and its undo come from the same file.
+//!
+//! A script is plain code run against a transcript: every action it asks for is answered from
+//! the transcript while there is one, and the first action beyond it ends the run with
+//! [`Next::Act`]. The engine performs that action, appends the output and runs the script again
+//! from the top; the plan runs the same scripts against [`sim`], a world where every command
+//! succeeds. The clock is passed in and a script never waits: a poll is a requeue.
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::{BackendStatus, Step, StepError};
+use crate::dovecot::{self, CommandKind, Verdict};
+use crate::imap::{ImapTarget, ProbeInput};
+use crate::probe::ProbeFailure;
+use crate::settings::{ObjectKey, Settings};
+
+use super::decision::{Cleanup, On, StepResult, Undone};
+use super::judge;
+use super::observed::{self, Observed, PodView};
+
+mod credentials;
+mod drain;
+mod plan;
+mod replace;
+mod reset;
+mod ring_remove;
+mod ring_restore;
+pub mod sim;
+mod soak;
+mod stop_dovecot;
+mod stop_lmtp;
+pub mod undo;
+mod verify;
+mod wait_sessions;
+
+pub use credentials::credentials;
+pub use plan::{merge_poll, steps_for};
+pub use undo::{if_running, restore_commands};
+
+/// A finished command.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecOutput {
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// What a script asks the engine to do next.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Run this argv in the director (the one chosen for this reconcile) or the backend pod.
+    Exec { on: On, argv: Vec<String> },
+    /// Read the backend pod from the API server, not a cache.
+    ReadPod,
+    /// Read the StatefulSet's `updateRevision` from the API server.
+    ReadRevision,
+    /// Delete the backend pod, only if it still has this UID.
+    DeletePod { uid: String },
+    /// Read one key of a Secret or ConfigMap in the DBU's namespace.
+    ReadKey(ObjectKey),
+    /// Deliver `message` to `user` over LMTP at `ip:port`.
+    LmtpProbe {
+        ip: String,
+        port: u16,
+        user: String,
+        message: String,
+    },
+    /// Run the IMAP probe (or a login only) against `target`.
+    ImapProbe {
+        target: Box<ImapTarget>,
+        input: Box<ProbeInput>,
+    },
+}
+
+impl Action {
+    /// Whether a replayed output answers this action: the same kind, and the same argv.
+    fn answers(&self, asked: &Action) -> bool {
+        match (self, asked) {
+            (Action::Exec { on, argv }, Action::Exec { on: o, argv: a }) => on == o && argv == a,
+            _ => std::mem::discriminant(self) == std::mem::discriminant(asked),
+        }
+    }
+}
+
+/// What performing an action gave. `Err` is the edge's failure (a transport, the API server),
+/// never a command's non-zero exit, which is an `Exec` output like any other.
+#[derive(Debug, Clone)]
+pub enum Output {
+    Exec(Result<ExecOutput, String>),
+    Pod(Result<Option<PodView>, String>),
+    Revision(Result<Option<String>, String>),
+    Deleted(Result<(), String>),
+    /// `Ok(None)`: the object or its key does not exist.
+    Key(Result<Option<Vec<u8>>, String>),
+    Probe(Result<(), ProbeFailure>),
+}
+
+/// The result of running a script once over a transcript.
+#[derive(Debug)]
+pub enum Next<T> {
+    /// Perform this, append its output to the transcript, run again.
+    Act(Action),
+    Done(T),
+}
+
+/// Why a script stopped before its end: it needs an action performed, or it has its result.
+#[derive(Debug)]
+pub enum Halt {
+    Need(Action),
+    Done(StepResult),
+}
+
+impl From<StepResult> for Halt {
+    fn from(r: StepResult) -> Self {
+        Halt::Done(r)
+    }
+}
+
+/// A script's own result: `Err` is an early end (an action to perform, or a result).
+pub type Run<T> = Result<T, Halt>;
+
+/// What a step's script reads: the record, the settings, the world as observed, the time.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub s: &'a Settings,
+    pub rec: &'a BackendStatus,
+    pub obs: &'a Observed,
+    pub now: Timestamp,
+    /// WaitSessions at its ceiling: the users the director still maps to the backend.
+    pub ceiling_users: Option<u64>,
+}
+
+/// One run of a script over a transcript.
+pub struct Cx<'a> {
+    pub s: &'a Settings,
+    pub rec: &'a BackendStatus,
+    pub obs: &'a Observed,
+    pub now: Timestamp,
+    pub ceiling_users: Option<u64>,
+    seen: &'a [(Action, Output)],
+    next: usize,
+}
+
+impl<'a> Cx<'a> {
+    pub fn new(input: Input<'a>, seen: &'a [(Action, Output)]) -> Self {
+        Cx {
+            s: input.s,
+            rec: input.rec,
+            obs: input.obs,
+            now: input.now,
+            ceiling_users: input.ceiling_users,
+            seen,
+            next: 0,
+        }
+    }
+
+    /// The output the transcript holds for `action`, or the end of this run asking for it.
+    pub fn ask(&mut self, action: Action) -> Run<&'a Output> {
+        let Some((done, out)) = self.seen.get(self.next) else {
+            return Err(Halt::Need(action));
+        };
+        // a script is deterministic over its transcript; a divergence is a bug, never acted on
+        if !done.answers(&action) {
+            return Err(Halt::Done(StepResult::Transient {
+                error: self.error(
+                    &[],
+                    None,
+                    &format!(
+                        "step script diverged from its transcript at action {}",
+                        self.next
+                    ),
+                ),
+            }));
+        }
+        self.next += 1;
+        Ok(out)
+    }
+
+    pub fn error(&self, argv: &[String], exit_code: Option<i32>, stderr: &str) -> StepError {
+        judge::step_error(self.rec.step, argv, exit_code, stderr)
+    }
+
+    fn transient(&self, argv: &[String], why: &str) -> Halt {
+        Halt::Done(StepResult::Transient {
+            error: self.error(argv, None, why),
+        })
+    }
+
+    /// Runs argv; an exec that could not complete is a transient error of the step.
+    pub fn raw(&mut self, on: On, argv: &[String]) -> Run<ExecOutput> {
+        match self.ask(Action::Exec {
+            on,
+            argv: argv.to_vec(),
+        })? {
+            Output::Exec(Ok(out)) => Ok(out.clone()),
+            Output::Exec(Err(e)) => Err(self.transient(argv, e)),
+            other => Err(self.transient(argv, &format!("unexpected output {other:?}"))),
+        }
+    }
+
+    /// Runs argv; a non-zero exit that is not "already done" fails the step (or retries it,
+    /// where doveadm says so).
+    pub fn run(
+        &mut self,
+        on: On,
+        argv: &[String],
+        kind: CommandKind,
+    ) -> Run<(Verdict, ExecOutput)> {
+        let out = self.raw(on, argv)?;
+        match dovecot::classify(kind, out.exit_code, &out.stderr) {
+            Verdict::Failed => Err(Halt::Done(StepResult::Failed(self.error(
+                argv,
+                Some(out.exit_code),
+                &out.stderr,
+            )))),
+            Verdict::Retry => Err(Halt::Done(StepResult::Transient {
+                error: self.error(argv, Some(out.exit_code), &out.stderr),
+            })),
+            v => Ok((v, out)),
+        }
+    }
+
+    /// Whether Dovecot's master runs in the backend pod: master.pid present and its process alive.
+    pub fn dovecot_running(&mut self) -> Run<bool> {
+        let read = dovecot::read_master_pid(&self.s.base_dir);
+        let (v, out) = self.run(On::Backend, &read, CommandKind::ReadPid)?;
+        if v == Verdict::AlreadyDone {
+            return Ok(false);
+        }
+        let pid = dovecot::parse_pid(&out.stdout)
+            .map_err(|e| StepResult::Failed(self.error(&read, Some(0), &e.to_string())))?;
+        let alive = self.raw(On::Backend, &dovecot::process_alive(pid))?;
+        Ok(alive.exit_code == 0)
+    }
+
+    /// The backend pod as the API server has it now, not as a cache does: the steps that act on
+    /// "the pod" (which one was stopped, which one to delete, which IP goes into the ring) read it.
+    pub fn pod_now(&mut self) -> Run<Option<PodView>> {
+        match self.ask(Action::ReadPod)? {
+            Output::Pod(Ok(p)) => Ok(p.clone()),
+            Output::Pod(Err(e)) => Err(self.transient(&[], &format!("read the pod: {e}"))),
+            other => Err(self.transient(&[], &format!("unexpected output {other:?}"))),
+        }
+    }
+
+    /// The StatefulSet's update revision as the API server has it now.
+    pub fn revision_now(&mut self) -> Run<Option<String>> {
+        match self.ask(Action::ReadRevision)? {
+            Output::Revision(Ok(r)) => Ok(r.clone()),
+            Output::Revision(Err(e)) => {
+                Err(self.transient(&[], &format!("read the StatefulSet: {e}")))
+            }
+            other => Err(self.transient(&[], &format!("unexpected output {other:?}"))),
+        }
+    }
+
+    pub fn delete_pod(&mut self, uid: &str) -> Run<()> {
+        match self.ask(Action::DeletePod {
+            uid: uid.to_string(),
+        })? {
+            Output::Deleted(Ok(())) => Ok(()),
+            Output::Deleted(Err(e)) => Err(self.transient(&[], &format!("delete pod: {e}"))),
+            other => Err(self.transient(&[], &format!("unexpected output {other:?}"))),
+        }
+    }
+
+    /// A key's value; `Ok(Err(transient?))` when it cannot be had, for the caller to judge.
+    pub fn read_key(&mut self, key: &ObjectKey) -> Run<Result<Option<Vec<u8>>, String>> {
+        match self.ask(Action::ReadKey(key.clone()))? {
+            Output::Key(k) => Ok(k.clone()),
+            other => Err(self.transient(&[], &format!("unexpected output {other:?}"))),
+        }
+    }
+
+    pub fn lmtp_probe(
+        &mut self,
+        ip: &str,
+        port: u16,
+        message: &str,
+    ) -> Run<Result<(), ProbeFailure>> {
+        let action = Action::LmtpProbe {
+            ip: ip.to_string(),
+            port,
+            user: self.s.user.clone(),
+            message: message.to_string(),
+        };
+        match self.ask(action)? {
+            Output::Probe(p) => Ok(p.clone()),
+            other => Err(self.transient(&[], &format!("unexpected output {other:?}"))),
+        }
+    }
+
+    pub fn imap_probe(
+        &mut self,
+        target: ImapTarget,
+        input: ProbeInput,
+    ) -> Run<Result<(), ProbeFailure>> {
+        let action = Action::ImapProbe {
+            target: Box::new(target),
+            input: Box::new(input),
+        };
+        match self.ask(action)? {
+            Output::Probe(p) => Ok(p.clone()),
+            other => Err(self.transient(&[], &format!("unexpected output {other:?}"))),
+        }
+    }
+}
+
+/// Runs a script once over `seen`.
+pub fn resume<T>(
+    input: Input<'_>,
+    seen: &[(Action, Output)],
+    script: impl FnOnce(&mut Cx<'_>) -> Run<T>,
+    early: impl FnOnce(StepResult) -> T,
+) -> Next<T> {
+    let mut cx = Cx::new(input, seen);
+    match script(&mut cx) {
+        Ok(t) => Next::Done(t),
+        Err(Halt::Need(a)) => Next::Act(a),
+        Err(Halt::Done(r)) => Next::Done(early(r)),
+    }
+}
+
+/// The credentials check before a backend is drained, run once over `seen` (a record of no
+/// backend: the script reads keys only).
+pub fn credentials_check(
+    s: &Settings,
+    obs: &Observed,
+    now: Timestamp,
+    seen: &[(Action, Output)],
+) -> Next<Result<(), String>> {
+    let rec = plan::record("", "", 0, None, now);
+    let input = Input {
+        s,
+        rec: &rec,
+        obs,
+        now,
+        ceiling_users: None,
+    };
+    resume(input, seen, credentials, |r| Err(format!("{r:?}")))
+}
+
+/// Undo of one backend, run once over `seen`.
+pub fn undo_step(input: Input<'_>, action: &Cleanup, seen: &[(Action, Output)]) -> Next<Undone> {
+    let rec = input.rec;
+    resume(
+        input,
+        seen,
+        |cx| undo::run(cx, action.clone()),
+        |r| Undone::Failed(format!("{}: {r:?}", rec.pod)),
+    )
+}
+
+/// The recorded step's script, run once over `seen`.
+pub fn step(input: Input<'_>, seen: &[(Action, Output)]) -> Next<StepResult> {
+    resume(input, seen, script(input.rec.step), |r| r)
+}
+
+/// The script of one step.
+pub fn script(step: Step) -> fn(&mut Cx<'_>) -> Run<StepResult> {
+    match step {
+        Step::Drain => drain::run,
+        Step::WaitSessions => wait_sessions::run,
+        Step::StopLmtp => stop_lmtp::run,
+        Step::StopDovecot => stop_dovecot::run,
+        Step::RingRemove => ring_remove::run,
+        Step::Reset => reset::run,
+        Step::Replace => replace::run,
+        Step::Verify => verify::run,
+        Step::RingRestore => ring_restore::run,
+        Step::Soak => soak::run,
+        Step::Done => |_| Ok(StepResult::advanced(None)),
+    }
+}
+
+/// What undoing a backend at its recorded step means, for `spec.abort` and deleting the DBU.
+pub fn undo(rec: &BackendStatus) -> Cleanup {
+    if rec.failed {
+        return Cleanup::LeaveOut(format!(
+            "{}: failed at {}; left out of the ring for a human to check",
+            rec.pod, rec.step
+        ));
+    }
+    match rec.step {
+        Step::Drain => drain::undo(rec),
+        Step::WaitSessions => wait_sessions::undo(rec),
+        Step::StopLmtp => stop_lmtp::undo(rec),
+        Step::StopDovecot => stop_dovecot::undo(rec),
+        Step::RingRemove => ring_remove::undo(rec),
+        Step::Reset => reset::undo(rec),
+        Step::Replace => replace::undo(rec),
+        Step::Verify => verify::undo(rec),
+        Step::RingRestore => ring_restore::undo(rec),
+        Step::Soak => soak::undo(rec),
+        Step::Done => Cleanup::Nothing,
+    }
+}
+
+/// The pod a step's commands run in, for the plan.
+pub fn target(step: Step) -> &'static str {
+    match step {
+        Step::Drain => drain::TARGET,
+        Step::WaitSessions => wait_sessions::TARGET,
+        Step::StopLmtp => stop_lmtp::TARGET,
+        Step::StopDovecot => stop_dovecot::TARGET,
+        Step::RingRemove => ring_remove::TARGET,
+        Step::Reset => reset::TARGET,
+        Step::Replace => replace::TARGET,
+        Step::Verify => verify::TARGET,
+        Step::RingRestore => ring_restore::TARGET,
+        Step::Soak | Step::Done => soak::TARGET,
+    }
+}
+
+/// What a step does besides its commands, for the plan.
+pub fn note(step: Step, s: &Settings, pod: &str, ip: &str) -> Option<String> {
+    match step {
+        Step::Drain => drain::note(s, pod, ip),
+        Step::WaitSessions => wait_sessions::note(s, pod, ip),
+        Step::StopLmtp => stop_lmtp::note(s, pod, ip),
+        Step::StopDovecot => stop_dovecot::note(s, pod, ip),
+        Step::RingRemove => ring_remove::note(s, pod, ip),
+        Step::Reset => reset::note(s, pod, ip),
+        Step::Replace => replace::note(s, pod, ip),
+        Step::Verify => verify::note(s, pod, ip),
+        Step::RingRestore => ring_restore::note(s, pod, ip),
+        Step::Soak | Step::Done => soak::note(s, pod, ip),
+    }
+}
+
+/// Undo after Dovecot was stopped: the backend stays out, with how to put it back by hand.
+fn left_out_stopped(rec: &BackendStatus) -> Cleanup {
+    Cleanup::LeaveOut(format!(
+        "{}: deleted at step {}, after Dovecot was stopped; left out of the ring (restore by hand with doveadm director update <ip> {} and director up <ip>)",
+        rec.pod, rec.step, rec.original_vhosts
+    ))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,175 @@
+//! The plan of one backend: every step's script run against the simulated world, and the
+//! commands it ran, in order (a poll's commands once).
+
+use std::net::IpAddr;
+
+use k8s_openapi::jiff::Timestamp;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{BackendStatus, PlannedStep, Step};
+use crate::dovecot::RingHost;
+use crate::settings::Settings;
+
+use super::observed::{Observed, StsView};
+use super::sim::SimWorld;
+use super::{Action, Input, Next, StepResult};
+
+/// Polls of one step the plan follows; the simulated world settles within two.
+const MAX_POLLS: usize = 4;
+
+/// Placeholders for what only the running world says (PIDs), as the plan prints them.
+pub const PLACEHOLDERS: [(&str, &str); 2] = [
+    ("/proc/4000", "/proc/<master pid>"),
+    ("/proc/4242/", "/proc/<session pid>/"),
+];
+
+/// The commands each step would run for one backend, as the engine runs them: the step
+/// scripts run against [`SimWorld`], where every command succeeds.
+#[allow(clippy::too_many_arguments)]
+pub fn steps_for(
+    s: &Settings,
+    obs: &Observed,
+    ring: &[RingHost],
+    target: &str,
+    pod: &str,
+    ip: IpAddr,
+    vhosts: u32,
+    now: Timestamp,
+) -> Vec<PlannedStep> {
+    let from = obs
+        .pods
+        .iter()
+        .find(|p| p.name == pod)
+        .and_then(|p| p.revision.clone());
+    let mut rec = record(pod, &ip.to_string(), vhosts, from, now);
+    let mut world = SimWorld::new(s, &rec, ring, target, vhosts);
+    let mut obs = obs.clone();
+    obs.sts = Some(StsView {
+        update_revision: Some(target.to_string()),
+        ..obs.sts.unwrap_or(StsView {
+            update_strategy: "OnDelete".into(),
+            update_revision: None,
+            replicas: 0,
+            current: true,
+            template_revision: None,
+        })
+    });
+    if obs.director.is_none() {
+        obs.director = Some("<director>".into());
+    }
+    let mut out = Vec::new();
+    for step in Step::ALL.into_iter().filter(|x| *x != Step::Done) {
+        rec.step = step;
+        let mut commands: Vec<Vec<String>> = Vec::new();
+        for polls in 0..MAX_POLLS {
+            obs.ring = Some(world.ring());
+            let input = Input {
+                s,
+                rec: &rec,
+                obs: &obs,
+                now,
+                ceiling_users: None,
+            };
+            let mut seen = Vec::new();
+            let mut run = Vec::new();
+            let result = loop {
+                match super::step(input, &seen) {
+                    Next::Act(action) => {
+                        if let Action::Exec { argv, .. } = &action {
+                            run.push(placeholders(argv));
+                        }
+                        let output = world.answer(s, &action);
+                        seen.push((action, output));
+                    }
+                    Next::Done(r) => break r,
+                }
+            };
+            merge_poll(&mut commands, run, polls == 0);
+            match result {
+                StepResult::Advanced {
+                    new_ip,
+                    stopped_uid,
+                    layout,
+                    ..
+                } => {
+                    if let Some(ip) = new_ip.filter(|n| *n != rec.ip) {
+                        rec.new_ip = Some(ip);
+                    }
+                    rec.stopped_pod_uid = stopped_uid.or(rec.stopped_pod_uid.take());
+                    if let Some(l) = layout {
+                        rec.mail_layout = Some(*l);
+                    }
+                    break;
+                }
+                // time passes only while a step polls
+                StepResult::Waiting { .. } | StepResult::Draining { .. } => world.tick(),
+                // the simulated world never fails: a script that does is a bug the tests show
+                StepResult::Rewind { .. }
+                | StepResult::Failed(_)
+                | StepResult::Transient { .. } => {
+                    break;
+                }
+            }
+        }
+        out.push(PlannedStep {
+            step,
+            target: super::target(step).into(),
+            commands,
+            note: super::note(step, s, pod, &ip.to_string()),
+        });
+    }
+    out
+}
+
+/// A backend's record as Begin writes it.
+pub(super) fn record(
+    pod: &str,
+    ip: &str,
+    vhosts: u32,
+    from: Option<String>,
+    now: Timestamp,
+) -> BackendStatus {
+    BackendStatus {
+        pod: pod.to_string(),
+        ip: ip.to_string(),
+        new_ip: None,
+        from_revision: from,
+        step: Step::Drain,
+        step_started: Time(now),
+        original_vhosts: vhosts,
+        original_up: Some(true),
+        attempts: 0,
+        stopped_pod_uid: None,
+        retry_after: None,
+        failed: false,
+        removed: false,
+        message: None,
+        last_error: None,
+        started: Some(Time(now)),
+        mail_layout: None,
+        active_seconds: None,
+        drain: None,
+    }
+}
+
+/// Adds one run of a step's script to its commands: the first run in full, a later poll only
+/// with the commands the earlier ones did not run (a poll's commands are listed once).
+pub fn merge_poll(commands: &mut Vec<Vec<String>>, run: Vec<Vec<String>>, first: bool) {
+    for argv in run {
+        if first || !commands.contains(&argv) {
+            commands.push(argv);
+        }
+    }
+}
+
+/// An argv with the simulated world's PIDs shown as placeholders.
+pub fn placeholders(argv: &[String]) -> Vec<String> {
+    argv.iter()
+        .map(|a| {
+            PLACEHOLDERS
+                .iter()
+                .fold(a.clone(), |a, (from, to)| a.replace(from, to))
+        })
+        .collect()
+}

@@ -1,0 +1,51 @@
+//! Replace: delete the stopped pod (by the UID StopDovecot saw) and wait for its successor,
+//! Ready at the target revision.
+
+use crate::api::BackendStatus;
+use crate::time::elapsed;
+
+use super::super::judge::ReplaceMove;
+use super::{Cleanup, Cx, Run, StepResult, judge};
+
+pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
+    let rec = cx.rec;
+    let target = cx
+        .obs
+        .sts
+        .as_ref()
+        .and_then(|x| x.update_revision.as_deref())
+        .unwrap_or("");
+    // the pod as the API server has it now: a pod cache lagging after an outage still shows
+    // the stopped pod, and Replace would delete its successor
+    let pod = cx.pod_now()?;
+    let mv = judge::replace_move(
+        pod.as_ref(),
+        target,
+        rec.stopped_pod_uid.as_deref(),
+        elapsed(&rec.step_started, cx.now),
+        cx.s.replace_timeout,
+    );
+    if let ReplaceMove::Delete(uid) = &mv {
+        let fresh = cx.revision_now()?;
+        if let Some(wait) = judge::target_still(target, fresh.as_deref(), &rec.pod) {
+            return Ok(wait);
+        }
+        cx.delete_pod(uid)?;
+    }
+    Ok(judge::replace_result(mv, &rec.pod, target))
+}
+
+pub fn undo(rec: &BackendStatus) -> Cleanup {
+    super::left_out_stopped(rec)
+}
+
+/// The pod its commands run in, for the plan.
+pub const TARGET: &str = "backend";
+
+/// What the step does besides its commands, for the plan.
+pub fn note(s: &crate::settings::Settings, pod: &str, _ip: &str) -> Option<String> {
+    Some(format!(
+        "delete pod {pod}; wait up to {:?} for it to be Ready at the target revision",
+        s.replace_timeout
+    ))
+}

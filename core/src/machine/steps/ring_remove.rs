@@ -1,0 +1,26 @@
+//! RingRemove: `director down` and `flush`, so that the director forgets the users it mapped here.
+
+use crate::api::BackendStatus;
+use crate::dovecot::CommandKind;
+
+use super::{Cleanup, Cx, On, Run, StepResult, judge};
+
+pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
+    let ip = judge::record_ip(&cx.rec.ip, cx.rec.step)?;
+    let d = &cx.s.director;
+    cx.run(On::Director, &d.director_down(ip), CommandKind::Plain)?;
+    cx.run(On::Director, &d.director_flush(ip), CommandKind::Plain)?;
+    Ok(StepResult::advanced(None))
+}
+
+pub fn undo(rec: &BackendStatus) -> Cleanup {
+    super::left_out_stopped(rec)
+}
+
+/// The pod its commands run in, for the plan.
+pub const TARGET: &str = "director";
+
+/// What the step does besides its commands, for the plan.
+pub fn note(_s: &crate::settings::Settings, _pod: &str, _ip: &str) -> Option<String> {
+    None
+}

@@ -1,0 +1,29 @@
+//! RingRestore: the backend back in the ring at its recorded vhost count (and `up` only if it
+//! was up before), at the pod's IP now; with a new IP the new host is added, the old removed.
+
+use crate::api::BackendStatus;
+
+use super::{Cleanup, Cx, Run, StepResult, judge};
+
+pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
+    // the pod's IP as the API server has it: a lagging cache may show its predecessor's
+    let pod = cx.pod_now()?;
+    let (old, new, now_ip) = judge::restore_ips(cx.rec, pod.as_ref())?;
+    for c in judge::ring_restore_commands(cx.s, cx.rec, old, new) {
+        cx.run(c.on, &c.argv, c.kind)?;
+    }
+    Ok(judge::restored(cx.rec, new, now_ip))
+}
+
+/// Verified already: finishing the restore is the safe thing.
+pub fn undo(_: &BackendStatus) -> Cleanup {
+    Cleanup::Restore
+}
+
+/// The pod its commands run in, for the plan.
+pub const TARGET: &str = "director";
+
+/// What the step does besides its commands, for the plan.
+pub fn note(_s: &crate::settings::Settings, _pod: &str, _ip: &str) -> Option<String> {
+    Some("with director add <new ip> / remove <old ip> first if the pod IP changed".into())
+}

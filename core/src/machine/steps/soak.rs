@@ -1,0 +1,128 @@
+//! Soak: the restored backend must get users within the soak's limit and its pod stay Ready;
+//! else it is drained again and the backend fails.
+
+use crate::api::{BackendStatus, Step};
+use crate::dovecot::{self, CommandKind};
+use crate::time::elapsed;
+
+use super::super::judge::{SoakMove, SoakSeen};
+use super::credentials::imap_inputs;
+use super::{Cleanup, Cx, On, Run, StepResult, judge};
+
+pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
+    let s = cx.s;
+    let rec = cx.rec;
+    let Some(limit) = s.soak else {
+        return Ok(StepResult::advanced(None));
+    };
+    let pod = cx.pod_now()?;
+    let ip = rec.new_ip.as_deref().unwrap_or(&rec.ip);
+    let d = &s.director;
+    let status = d.director_status();
+    let (_, out) = cx.run(On::Director, &status, CommandKind::Plain)?;
+    let ring = dovecot::parse_director_status(&out.stdout)
+        .map_err(|e| StepResult::Failed(cx.error(&status, Some(0), &e.to_string())))?;
+    let mut user_on = read_user(cx)?;
+    let mut login: Option<Result<(), String>> = None;
+    let waited = elapsed(&rec.step_started, cx.now);
+    let mv = loop {
+        let seen = SoakSeen {
+            pod: pod.as_ref(),
+            ip,
+            ring: &ring,
+            user: &s.user,
+            user_on: user_on.as_deref(),
+            login: login
+                .as_ref()
+                .map(|l| l.as_ref().map(|_| ()).map_err(String::as_str)),
+            // settings give a director login only with an IMAP probe's credentials
+            can_login: s.director_login.is_some(),
+            waited,
+        };
+        match judge::soak(rec, &seen, limit, s.poll_interval) {
+            SoakMove::TryLogin => {
+                login = Some(director_login(cx, ip)?);
+                user_on = read_user(cx)?;
+            }
+            other => break other,
+        }
+    };
+    match mv {
+        SoakMove::Pass(m) => Ok(StepResult::advanced(m)),
+        SoakMove::Wait(requeue, message) => Ok(StepResult::Waiting { requeue, message }),
+        SoakMove::Fail(why) => {
+            let (drain, failed) = judge::soak_failed(s, ip, &why);
+            for argv in drain {
+                cx.run(On::Director, &argv, CommandKind::Plain)?;
+            }
+            Err(failed.into())
+        }
+        SoakMove::TryLogin => unreachable!("judged again after the login"),
+    }
+}
+
+/// Where the director maps the verify user now.
+fn read_user(cx: &mut Cx<'_>) -> Run<Option<String>> {
+    let lookup = cx.s.director.director_user_status(&cx.s.user);
+    let (_, out) = cx.run(On::Director, &lookup, CommandKind::Plain)?;
+    Ok(dovecot::parse_user_current(&out.stdout)
+        .map_err(|e| StepResult::Failed(cx.error(&lookup, Some(0), &e.to_string())))?)
+}
+
+/// The soak's login through a director: the verify user is moved to the restored host
+/// (`director move`), then logs in and out through the director this reconcile chose (at its
+/// pod IP). `Ok(Err)`: why the login failed (the soak judges it).
+fn director_login(cx: &mut Cx<'_>, ip: &str) -> Run<Result<(), String>> {
+    let s = cx.s;
+    let (Some(_), Some(l)) = (&s.imap_probe, &s.director_login) else {
+        return Ok(Err("no IMAP probe credentials".into()));
+    };
+    let director = cx
+        .obs
+        .directors
+        .iter()
+        .find(|(n, _)| Some(n) == cx.obs.director.as_ref())
+        .and_then(|(_, ip)| ip.clone());
+    let Some(director) = director else {
+        return Ok(Err("no Ready director with a pod IP".into()));
+    };
+    let addr = judge::record_ip(ip, Step::Soak)?;
+    // a move the director refuses is a soak that did not land, judged as such (the backend is
+    // then drained again), not a failed command that would leave it in the ring
+    let out = cx.raw(On::Director, &s.director.director_move(&s.user, addr))?;
+    if out.exit_code != 0 {
+        return Ok(Err(format!(
+            "director move exited {}: {}",
+            out.exit_code,
+            crate::text::bounded(out.stderr.trim(), 200)
+        )));
+    }
+    let (target, mut input) = match imap_inputs(cx, &l.tls, &director, l.port, String::new(), None)?
+    {
+        Ok(x) => x,
+        Err((what, _)) => return Ok(Err(what)),
+    };
+    input.login_only = true;
+    Ok(cx
+        .imap_probe(target, input)?
+        .map_err(|f| format!("{director}:{} {}: {}", l.port, f.command, f.reply)))
+}
+
+/// Back in the ring and verified; a failed soak drained it again (failed: left out).
+pub fn undo(_: &BackendStatus) -> Cleanup {
+    Cleanup::Nothing
+}
+
+/// The pod its commands run in, for the plan.
+pub const TARGET: &str = "director";
+
+/// What the step does besides its commands, for the plan.
+pub fn note(s: &crate::settings::Settings, _pod: &str, _ip: &str) -> Option<String> {
+    Some(match s.soak {
+        Some(limit) => format!(
+            "until the director maps users to it (at most {}, pod Ready throughout), else drain it again and halt",
+            crate::time::human(limit)
+        ),
+        None => "off (spec.verify.soak.enabled: false)".into(),
+    })
+}

@@ -1,0 +1,41 @@
+//! StopDovecot: `doveadm stop`, then look until the master has exited; a poll is a requeue.
+
+use crate::api::BackendStatus;
+use crate::dovecot::CommandKind;
+
+use super::{Cleanup, Cx, On, Run, StepResult, judge};
+
+pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
+    let stop = cx.s.backend.stop();
+    // again on every poll: "not running" is done, and a master already stopping ignores it
+    cx.run(On::Backend, &stop, CommandKind::Stop)?;
+    if cx.dovecot_running()? {
+        return Ok(judge::stop_wait(
+            &cx.rec.pod,
+            cx.now,
+            &cx.rec.step_started,
+            cx.s.stop_timeout,
+            &stop,
+        ));
+    }
+    // the UID of the pod just stopped, as the API server has it (a lagging cache may still
+    // show its predecessor): Replace deletes exactly that one
+    let pod = cx.pod_now()?;
+    Ok(judge::stopped(pod.as_ref()))
+}
+
+pub fn undo(_: &BackendStatus) -> Cleanup {
+    Cleanup::RestoreIfRunning
+}
+
+/// The pod its commands run in, for the plan.
+pub const TARGET: &str = "backend";
+
+/// What the step does besides its commands, for the plan.
+pub fn note(s: &crate::settings::Settings, _pod: &str, _ip: &str) -> Option<String> {
+    Some(format!(
+        "then, while master.pid remains, test -e /proc/<its pid> tells a live master from a stale file, again every {:?} (a requeue) until the master has exited; at most {:?}",
+        judge::STOP_POLL,
+        s.stop_timeout
+    ))
+}

@@ -1,0 +1,96 @@
+//! Undo (abort, DBU deletion) as a script: put a backend back, or leave it out, as its step's
+//! `undo` says, looking first whether Dovecot runs where that decides.
+
+use crate::api::{BackendStatus, Step};
+use crate::dovecot::{self, CommandKind};
+use crate::settings::Settings;
+
+use super::super::decision::{Cleanup, Command, Undone};
+use super::{Cx, Halt, On, Run, StepResult, judge, ring_restore};
+
+/// Undoes the backend of `cx.rec` by `action`. Safe to repeat.
+pub fn run(cx: &mut Cx<'_>, action: Cleanup) -> Run<Undone> {
+    let rec = cx.rec;
+    let action = match action {
+        Cleanup::RestoreIfRunning => match cx.dovecot_running() {
+            Ok(running) => if_running(rec, running),
+            Err(Halt::Need(a)) => return Err(Halt::Need(a)),
+            Err(Halt::Done(e)) => {
+                return Ok(Undone::Failed(format!(
+                    "{}: could not tell whether Dovecot runs: {e:?}",
+                    rec.pod
+                )));
+            }
+        },
+        c => c,
+    };
+    match action {
+        Cleanup::Restore => match restore(cx) {
+            Ok(()) => Ok(Undone::Restored),
+            Err(Halt::Need(a)) => Err(Halt::Need(a)),
+            Err(Halt::Done(e)) => Ok(Undone::Failed(format!(
+                "{}: could not put it back: {e:?}",
+                rec.pod
+            ))),
+        },
+        Cleanup::LeaveOut(m) => Ok(Undone::LeftOut(m)),
+        Cleanup::Nothing | Cleanup::RestoreIfRunning => Ok(Undone::Nothing),
+    }
+}
+
+fn restore(cx: &mut Cx<'_>) -> Run<()> {
+    let rec = cx.rec;
+    if rec.step == Step::RingRestore {
+        // verified already: finishing the step is the restore
+        return match ring_restore::run(cx)? {
+            StepResult::Advanced { .. } => Ok(()),
+            other => Err(Halt::Done(other)),
+        };
+    }
+    judge::record_ip(&rec.ip, rec.step)?;
+    for c in restore_commands(cx.s, rec).unwrap_or_default() {
+        cx.run(c.on, &c.argv, c.kind)?;
+    }
+    Ok(())
+}
+
+/// `RestoreIfRunning` once the engine has looked: restore a running Dovecot, else leave it out.
+pub fn if_running(rec: &BackendStatus, running: bool) -> Cleanup {
+    if running {
+        Cleanup::Restore
+    } else {
+        Cleanup::LeaveOut(format!(
+            "{}: Dovecot was already stopped; left out of the ring (restore by hand with doveadm director update <ip> {} and director up <ip>)",
+            rec.pod, rec.original_vhosts
+        ))
+    }
+}
+
+/// The commands that put a backend before RingRestore back: reload re-opens the LMTP listener
+/// that `service stop` closed, then the recorded vhost count and `up` (or `down`, for a backend
+/// a human had taken down before the rollout). None when the record's
+/// IP is unusable. (A backend at RingRestore is restored by running that step.)
+pub fn restore_commands(s: &Settings, rec: &BackendStatus) -> Option<Vec<Command>> {
+    let ip = dovecot::validate_ip(&rec.ip).ok()?;
+    let mut cmds = Vec::new();
+    if rec.step >= Step::StopLmtp {
+        cmds.push(Command {
+            on: On::Backend,
+            argv: s.backend.reload(),
+            kind: CommandKind::Plain,
+        });
+    }
+    let state = if rec.restores_up() {
+        s.director.director_up(ip)
+    } else {
+        s.director.director_down(ip)
+    };
+    for argv in [s.director.director_update(ip, rec.original_vhosts), state] {
+        cmds.push(Command {
+            on: On::Director,
+            argv,
+            kind: CommandKind::Plain,
+        });
+    }
+    Some(cmds)
+}

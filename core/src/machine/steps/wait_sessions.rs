@@ -1,0 +1,196 @@
+//! WaitSessions: until the director maps no user here and `who` shows no session (Wait), or
+//! moving the users whose sessions may move (Move); at the ceiling, what `onDrainTimeout` says.
+
+use std::collections::BTreeMap;
+
+use crate::api::{BackendStatus, DrainStrategy};
+use crate::dovecot::{self, CommandKind};
+use crate::time::after;
+
+use super::super::decision::DrainPoll;
+use super::super::drain::{self, DrainAct};
+use super::{Cleanup, Cx, ExecOutput, On, Run, StepResult, judge};
+
+/// Process titles read by one exec.
+pub const TITLES_PER_EXEC: usize = 200;
+
+pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
+    let s = cx.s;
+    // users mapped at the ceiling: no need to count sessions
+    if cx.ceiling_users.is_some_and(|n| n > 0) {
+        let cx = &*cx;
+        return Ok(judge::drain_outcome(
+            cx.ceiling_users,
+            0,
+            s.on_drain_timeout,
+            s.poll_interval,
+            |m| cx.error(&[], None, &m),
+        ));
+    }
+    let mapped = cx
+        .obs
+        .ring
+        .iter()
+        .flatten()
+        .find(|h| h.ip == cx.rec.ip)
+        .map_or(0, |h| h.users);
+    if s.drain_strategy == DrainStrategy::Move && cx.ceiling_users.is_none() && mapped > 0 {
+        return move_poll(cx, mapped);
+    }
+    // the director counts mappings; confirm on the backend that nobody is left
+    let who = match read_who(cx)? {
+        Ok(who) => who,
+        Err(done) => return Ok(done),
+    };
+    let argv = s.backend.who();
+    Ok(judge::sessions(
+        &who.stdout,
+        cx.ceiling_users,
+        s.on_drain_timeout,
+        s.poll_interval,
+        |m| cx.error(&argv, Some(0), &m),
+    ))
+}
+
+/// `who -1` on the backend; a failed one ends the poll as `judge::who_failed` says (a Dovecot
+/// that died has no sessions to wait for; a running one that cannot answer is retried).
+fn read_who(cx: &mut Cx<'_>) -> Run<Result<ExecOutput, StepResult>> {
+    let argv = cx.s.backend.who();
+    let who = cx.raw(On::Backend, &argv)?;
+    if who.exit_code == 0 {
+        return Ok(Ok(who));
+    }
+    let running = cx.dovecot_running()?;
+    Ok(Err(judge::who_failed(
+        running,
+        cx.error(&argv, Some(who.exit_code), &who.stderr),
+    )))
+}
+
+/// One poll of a Move drain: look at the backend's sessions, processes and their titles, then
+/// move what `drain::plan` says may move. Each move is idempotent (a user already moved is
+/// "already there" for the director), so a crash between polls repeats nothing harmful.
+fn move_poll(cx: &mut Cx<'_>, mapped: u64) -> Run<StepResult> {
+    let s = cx.s;
+    let (d, b) = (&s.director, &s.backend);
+    let rec = cx.rec;
+    let ip = judge::record_ip(&rec.ip, rec.step)?;
+    let poll = s.poll_interval;
+    let waiting = |message: String| {
+        Ok(StepResult::Draining {
+            requeue: poll,
+            message,
+            poll: DrainPoll {
+                users_left: mapped,
+                ..DrainPoll::default()
+            },
+        })
+    };
+    let who = match read_who(cx)? {
+        Ok(who) => who,
+        Err(done) => return Ok(done),
+    };
+    // a capture cut at its bound, or an answer we cannot read: move nobody, wait
+    let Ok(sessions) = dovecot::parse_who_sessions(&who.stdout) else {
+        return waiting(format!(
+            "{mapped} users still mapped; who -1 could not be read in full, so nobody is moved"
+        ));
+    };
+    let ps = cx.raw(On::Backend, &b.process_status())?;
+    let procs = match (ps.exit_code, dovecot::parse_process_status(&ps.stdout)) {
+        (0, Ok(p)) => p,
+        // without the process list an LMTP delivery in flight would be invisible
+        _ => {
+            return waiting(format!(
+                "{mapped} users still mapped; doveadm process status failed (exit {}), so nobody is moved",
+                ps.exit_code
+            ));
+        }
+    };
+    let pids = drain::pids_to_read(&sessions, &procs);
+    let mut titles = BTreeMap::new();
+    // in chunks: an exec's argv travels in the request URL, which proxies bound
+    for chunk in pids.chunks(TITLES_PER_EXEC) {
+        // exit 1 when a process ended meanwhile; the others are still printed
+        let out = cx.raw(On::Backend, &dovecot::process_titles(chunk))?;
+        titles.extend(dovecot::parse_process_titles(&out.stdout));
+    }
+    let plan = drain::plan(mapped, &sessions, &procs, &titles, s.drain_max_parallel);
+    let (mut sessions_moved, mut users_moved, mut skipped) = (0u64, 0u64, 0u64);
+    match &plan.act {
+        DrainAct::Flush => {
+            cx.run(On::Director, &d.director_flush(ip), CommandKind::Plain)?;
+            users_moved = mapped;
+        }
+        DrainAct::Move(users) => {
+            for user in users {
+                let st = cx.raw(On::Director, &d.director_user_status(user))?;
+                let placement = (st.exit_code == 0)
+                    .then(|| dovecot::parse_user_placement(&st.stdout).ok())
+                    .flatten();
+                // only a user the director maps here, to a host its hash now names; a session
+                // the director does not map here (a direct login) is not the director's to move
+                let to = match placement {
+                    Some((Some(cur), Some(hashed))) if cur == rec.ip && hashed != rec.ip => {
+                        dovecot::validate_ip(&hashed).ok()
+                    }
+                    _ => None,
+                };
+                let Some(to) = to else {
+                    skipped += 1;
+                    continue;
+                };
+                let mv = cx.raw(On::Director, &d.director_move(user, to))?;
+                if mv.exit_code == 0 {
+                    // the director closes every session of the user
+                    sessions_moved += sessions.iter().filter(|x| &x.user == user).count() as u64;
+                } else {
+                    // e.g. the target left the ring meanwhile: the next poll asks again
+                    skipped += 1;
+                }
+            }
+        }
+        DrainAct::Wait => {}
+    }
+    let ceiling = after(rec.step_started.0, s.drain_timeout);
+    let mut message = format!("{mapped} users still mapped: {}", plan.message);
+    if skipped > 0 {
+        message.push_str(&format!(
+            "; {skipped} not moved (not mapped here, or the move failed)"
+        ));
+    }
+    Ok(StepResult::Draining {
+        requeue: drain::requeue(&plan, poll),
+        message,
+        poll: DrainPoll {
+            users_left: mapped,
+            sessions: plan.sessions,
+            without_session: plan.without_session,
+            sessions_moved,
+            users_moved,
+            predicted_end: Some(drain::predicted_end(
+                &plan,
+                s.drain_max_parallel,
+                poll,
+                cx.now,
+                ceiling,
+            )),
+        },
+    })
+}
+
+/// Nothing stopped yet: the recorded vhost count goes back.
+pub fn undo(_: &BackendStatus) -> Cleanup {
+    Cleanup::Restore
+}
+
+/// The pod its commands run in, for the plan.
+pub const TARGET: &str = "director";
+
+/// What the step does besides its commands, for the plan.
+pub fn note(s: &crate::settings::Settings, pod: &str, ip: &str) -> Option<String> {
+    Some(format!(
+        "poll every {:?} until the director maps no users to {ip} and who shows no sessions on {pod} (who runs on the backend); with strategy Move, users whose sessions only sit in IDLE are moved (director move) a batch at a time; at most {:?}, then {:?}",
+        s.poll_interval, s.drain_timeout, s.on_drain_timeout
+    ))
+}
