@@ -73,6 +73,7 @@ const LAYERS: &[Layer] = &[
             "dry_run",
             "decide",
             "fold",
+            "stages",
         ],
         outside: &[],
     },

@@ -9,7 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use tracing::Instrument;
 
 use dbu_core::api::{DovecotBackendUpgradeStatus, Step};
-use dbu_core::machine::{self, Acted, Decision, Missing, Note, Observed, Recorded};
+use dbu_core::machine::{self, Acted, Decision, Missing, Note, Observed, Prepared, Recorded};
 use dbu_core::settings::Settings;
 
 use crate::exec::{ExecRequest, PodExec};
@@ -40,7 +40,7 @@ pub struct Outcome {
 /// them (`machine::missing`); each is read at most once per reconcile.
 async fn decide_reading(
     s: &Settings,
-    status: &DovecotBackendUpgradeStatus,
+    prepared: &Prepared,
     obs: &mut Observed,
     exec: &dyn PodExec,
     cluster: &dyn Cluster,
@@ -48,7 +48,7 @@ async fn decide_reading(
 ) -> Decision {
     let (mut ring_read, mut sync_read) = (false, false);
     loop {
-        let decision = machine::decide(s, status, obs, now);
+        let decision = machine::decide_prepared(s, prepared, obs, now);
         let missing = machine::missing(&decision, obs);
         if missing == Some(Missing::ProbeCredentials) {
             let seen = obs.clone();
@@ -293,16 +293,10 @@ pub async fn reconcile_once(
     if machine::target_unconfirmed(&read, &obs) {
         obs = fresh_world(s, cluster, obs).await?;
     }
-    let (mut status, mut notes, decision) = loop {
-        let mut status = read.clone();
-        if let Some(target) = obs.sts.as_ref().and_then(|x| x.update_revision.clone()) {
-            machine::retarget(&mut status, &target);
-        }
+    let (prepared, decision) = loop {
         let now = clock();
-        let mut notes = machine::apply_retry(&mut status, s.retry_token.as_deref(), &obs, now);
-        notes.extend(machine::close_removed(s, &mut status, &obs, now));
-        machine::pause_clocks(&mut status, s.paused, now);
-        let decision = decide_reading(s, &status, &mut obs, exec, cluster, now).await;
+        let prepared = machine::prepare(s, &read, &obs, now);
+        let decision = decide_reading(s, &prepared, &mut obs, exec, cluster, now).await;
         if machine::unconfirmed(&decision, &obs, &read) {
             tracing::info!(
                 ?decision,
@@ -311,7 +305,7 @@ pub async fn reconcile_once(
             obs = fresh_world(s, cluster, obs).await?;
             continue;
         }
-        break (status, notes, decision);
+        break (prepared, decision);
     };
     let cx = StepContext {
         s,
@@ -320,16 +314,14 @@ pub async fn reconcile_once(
         obs: &obs,
         clock,
     };
-    let acted = act(&cx, &status, &decision).await;
+    let acted = act(&cx, &prepared.status, &decision).await;
     let acted_at = clock();
     let Recorded {
-        notes: recorded,
+        status,
+        notes,
         requeue,
         finished,
-    } = machine::record(&mut status, &decision, acted, acted_at);
-    notes.extend(recorded);
-    // conditions describe the state after the action
-    machine::conclude(s, &decision, &mut status, &obs, generation, acted_at);
+    } = machine::record_stage(s, prepared, &decision, acted, &obs, generation, acted_at);
     Ok(Outcome {
         status,
         decision,
@@ -443,7 +435,12 @@ pub async fn dry_run_once(
     let mut obs = cluster.observe(s).await?;
     let mut s = s.clone();
     s.dry_run = true;
-    let decision = decide_reading(&s, status, &mut obs, exec, cluster, now).await;
+    // as the status stands: a dry run folds nothing into it
+    let as_read = Prepared {
+        status: status.clone(),
+        notes: Vec::new(),
+    };
+    let decision = decide_reading(&s, &as_read, &mut obs, exec, cluster, now).await;
     Ok((decision, obs))
 }
 

@@ -382,7 +382,7 @@ pub fn apply_retry(
 
 /// What recording one action produced besides the new status.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Recorded {
+pub struct Folded {
     /// Events it implies.
     pub notes: Vec<Note>,
     /// When to look again; None waits for a change.
@@ -398,7 +398,7 @@ pub fn record(
     decision: &Decision,
     acted: Acted,
     acted_at: Timestamp,
-) -> Recorded {
+) -> Folded {
     let mut notes = Vec::new();
     let mut finished = None;
     if !matches!(decision, Decision::DryRun(_)) {
@@ -459,7 +459,7 @@ pub fn record(
         }
         (Decision::Run { pod, step, .. }, Acted::Ran(result)) => {
             let Some(idx) = status.backends.iter().position(|r| &r.pod == pod) else {
-                return Recorded {
+                return Folded {
                     notes,
                     requeue: Some(Duration::ZERO),
                     finished,
@@ -478,7 +478,7 @@ pub fn record(
         // an action that did not happen (a decision the engine could not act on): look again soon
         (_, _) => Some(Duration::ZERO),
     };
-    Recorded {
+    Folded {
         notes,
         requeue,
         finished,

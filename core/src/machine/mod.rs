@@ -17,6 +17,7 @@ pub mod judge;
 pub mod lock;
 mod note;
 mod observed;
+mod stages;
 mod start;
 pub mod steps;
 
@@ -27,7 +28,7 @@ pub use decision::{
 };
 pub use dry_run::{PLAN_LIMIT, dry_run};
 pub use fold::{
-    DONE_KEPT, Recorded, acknowledge, apply_result, apply_retry, close_removed, compact, conclude,
+    DONE_KEPT, Folded, acknowledge, apply_result, apply_retry, close_removed, compact, conclude,
     deletion_pending, invalid_spec, no_step_back, pause_clocks, progress, record, record_finish,
     requeue_after, retarget, settled,
 };
@@ -37,6 +38,7 @@ pub use observed::{
     Claimant, Missing, Observed, PodView, RingHolder, RingLock, StsView, claimed_by_other, missing,
     target_unconfirmed, unconfirmed,
 };
+pub use stages::{Prepared, Recorded, decide_prepared, prepare, record as record_stage};
 pub use start::outdated;
 pub use steps::{ExecOutput, steps_for};
 pub use steps::{if_running, restore_commands};

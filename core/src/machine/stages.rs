@@ -1,0 +1,89 @@
+//! One reconcile as typed stages, each owning the status it hands on: prepare, decide, act (the
+//! engine), record. The engine never holds the status mutably; the stages below do.
+//!
+//! ```text
+//!   status as read ─┐
+//!   observed world ─┼─ prepare ──► Prepared ─── decide ──► Decision ── act (engine) ──► Acted
+//!   settings, now ──┘                 │                        │                          │
+//!                                     └──────────────── record ◄────────────────────────┘
+//!                                                  ▼
+//!                                    Recorded { status, notes, requeue, finished }
+//! ```
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::{DovecotBackendUpgradeStatus, Step};
+use crate::settings::Settings;
+
+use super::decide::decide;
+use super::decision::{Acted, Decision};
+use super::fold;
+use super::note::Note;
+use super::observed::Observed;
+
+/// The status with what the world says before deciding folded in: a new target (finished
+/// records dropped), a retry asked for, backends removed by a scale-down, pause clocks.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub status: DovecotBackendUpgradeStatus,
+    pub notes: Vec<Note>,
+}
+
+/// A reconcile's result: the status to write, the Events, when to look again, and a step that
+/// succeeded (with how long it took).
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub status: DovecotBackendUpgradeStatus,
+    pub notes: Vec<Note>,
+    pub requeue: Option<Duration>,
+    pub finished: Option<(Step, Duration)>,
+}
+
+pub fn prepare(
+    s: &Settings,
+    read: &DovecotBackendUpgradeStatus,
+    obs: &Observed,
+    now: Timestamp,
+) -> Prepared {
+    let mut status = read.clone();
+    if let Some(target) = obs.sts.as_ref().and_then(|x| x.update_revision.as_deref()) {
+        fold::retarget(&mut status, target);
+    }
+    let mut notes = fold::apply_retry(&mut status, s.retry_token.as_deref(), obs, now);
+    notes.extend(fold::close_removed(s, &mut status, obs, now));
+    fold::pause_clocks(&mut status, s.paused, now);
+    Prepared { status, notes }
+}
+
+/// The decision for a prepared status.
+pub fn decide_prepared(s: &Settings, p: &Prepared, obs: &Observed, now: Timestamp) -> Decision {
+    decide(s, &p.status, obs, now)
+}
+
+/// Folds what the action did into the status, then progress and conditions (which describe
+/// the state after the action).
+pub fn record(
+    s: &Settings,
+    p: Prepared,
+    decision: &Decision,
+    acted: Acted,
+    obs: &Observed,
+    generation: Option<i64>,
+    acted_at: Timestamp,
+) -> Recorded {
+    let Prepared {
+        mut status,
+        mut notes,
+    } = p;
+    let r = fold::record(&mut status, decision, acted, acted_at);
+    notes.extend(r.notes);
+    fold::conclude(s, decision, &mut status, obs, generation, acted_at);
+    Recorded {
+        status,
+        notes,
+        requeue: r.requeue,
+        finished: r.finished,
+    }
+}
