@@ -73,6 +73,7 @@ async fn one_run(strategy: &str, net: u8, run: usize) {
         DovecotBackendUpgradeStatus::default(),
         &exec,
         &lab,
+        &dovecot_upgrade_operator::engine::NetProbes,
         &k8s_openapi::jiff::Timestamp::now,
         Duration::from_secs(3600),
         |o| {

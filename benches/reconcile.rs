@@ -147,6 +147,7 @@ async fn reconcile_latency(rounds: usize) {
             Some(1),
             &NoExec,
             cluster,
+            &dovecot_upgrade_operator::engine::NetProbes,
             &Timestamp::now,
         )
         .await

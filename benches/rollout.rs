@@ -67,6 +67,30 @@ impl Cluster for TimingCluster<'_> {
     ) -> Result<Option<Vec<u8>>, ClusterError> {
         self.lab.read_key(key).await
     }
+    async fn fresh_pod(
+        &self,
+        s: &Settings,
+        pod: &str,
+    ) -> Result<Option<dovecot_upgrade_operator::machine::PodView>, ClusterError> {
+        self.lab.fresh_pod(s, pod).await
+    }
+    async fn fresh_update_revision(&self, s: &Settings) -> Result<Option<String>, ClusterError> {
+        self.lab.fresh_update_revision(s).await
+    }
+    async fn read_ring_lock(
+        &self,
+        s: &Settings,
+    ) -> Result<dovecot_upgrade_operator::machine::RingLock, ClusterError> {
+        self.lab.read_ring_lock(s).await
+    }
+    async fn write_ring_lock(
+        &self,
+        s: &Settings,
+        version: Option<&str>,
+        holders: &[dovecot_upgrade_operator::machine::RingHolder],
+    ) -> Result<(), ClusterError> {
+        self.lab.write_ring_lock(s, version, holders).await
+    }
     async fn changed(&self) {
         self.lab.changed().await
     }
@@ -134,6 +158,7 @@ async fn one_run(scenario: &str, backends: usize, net: u8, run: usize) {
         DovecotBackendUpgradeStatus::default(),
         &exec,
         &cluster,
+        &engine::NetProbes,
         &k8s_openapi::jiff::Timestamp::now,
         Duration::from_secs(1800),
         |o| {

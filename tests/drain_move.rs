@@ -126,9 +126,17 @@ async fn move_drain_under_a_realistic_workload_moves_everyone_before_the_ceiling
             .iter()
             .map(|r| (r.pod.clone(), r.step))
             .collect();
-        let out = engine::reconcile_once(&s, status, Some(1), &exec, lab, &now)
-            .await
-            .unwrap();
+        let out = engine::reconcile_once(
+            &s,
+            status,
+            Some(1),
+            &exec,
+            lab,
+            &dovecot_upgrade_operator::engine::NetProbes,
+            &now,
+        )
+        .await
+        .unwrap();
         status = out.status;
         for r in &status.backends {
             let was = before.get(&r.pod).copied();
@@ -307,9 +315,17 @@ async fn a_delivery_in_flight_holds_the_move_until_it_is_stored() {
     let end = Instant::now() + Duration::from_secs(120);
     while moved_at.is_none() {
         assert!(Instant::now() < end, "no move: {status:#?}");
-        let out = engine::reconcile_once(&s, status, Some(1), &exec, lab, &now)
-            .await
-            .unwrap();
+        let out = engine::reconcile_once(
+            &s,
+            status,
+            Some(1),
+            &exec,
+            lab,
+            &dovecot_upgrade_operator::engine::NetProbes,
+            &now,
+        )
+        .await
+        .unwrap();
         status = out.status;
         if let Some(r) = status.backends.iter().find(|r| r.pod == "backend-2") {
             if r.step == Step::WaitSessions

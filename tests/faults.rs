@@ -222,9 +222,17 @@ async fn s2_crash_before_and_after_every_step() {
             (s, exec) = restart();
             continue;
         }
-        let out = engine::reconcile_once(&s, status.clone(), Some(1), &exec, lab, &now)
-            .await
-            .unwrap();
+        let out = engine::reconcile_once(
+            &s,
+            status.clone(),
+            Some(1),
+            &exec,
+            lab,
+            &dovecot_upgrade_operator::engine::NetProbes,
+            &now,
+        )
+        .await
+        .unwrap();
         // after: the step acted, the status patch never happened
         if let Decision::Run { pod, step, .. } = &out.decision
             && after.insert((pod.clone(), *step))

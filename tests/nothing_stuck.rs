@@ -342,58 +342,15 @@ async fn verify_probes_lmtp_on_the_new_pod_and_leaves_no_probe_mail() {
     report("LMTP probe", started, &refused);
 }
 
-/// The lab, except that the first LMTP probe is cut off right after the message was accepted,
+/// The probes, except that the first LMTP probe is cut off right after the message was accepted,
 /// as if the operator died before it could record Verify done or remove the message.
-struct CutAfterDelivery<'a> {
-    lab: &'a dbu_lab::Lab,
+struct CutAfterDelivery {
     cut: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait::async_trait]
-impl dovecot_upgrade_operator::engine::Cluster for CutAfterDelivery<'_> {
-    async fn observe(
-        &self,
-        s: &dovecot_upgrade_operator::settings::Settings,
-    ) -> Result<
-        dovecot_upgrade_operator::machine::Observed,
-        dovecot_upgrade_operator::engine::ClusterError,
-    > {
-        self.lab.observe(s).await
-    }
-    async fn observe_fresh(
-        &self,
-        s: &dovecot_upgrade_operator::settings::Settings,
-    ) -> Result<
-        dovecot_upgrade_operator::machine::Observed,
-        dovecot_upgrade_operator::engine::ClusterError,
-    > {
-        self.lab.observe_fresh(s).await
-    }
-    async fn delete_pod(
-        &self,
-        pod: &str,
-        uid: &str,
-    ) -> Result<(), dovecot_upgrade_operator::engine::ClusterError> {
-        self.lab.delete_pod(pod, uid).await
-    }
-    async fn read_ring_lock(
-        &self,
-        s: &dovecot_upgrade_operator::settings::Settings,
-    ) -> Result<
-        dovecot_upgrade_operator::machine::RingLock,
-        dovecot_upgrade_operator::engine::ClusterError,
-    > {
-        self.lab.read_ring_lock(s).await
-    }
-    async fn write_ring_lock(
-        &self,
-        s: &dovecot_upgrade_operator::settings::Settings,
-        version: Option<&str>,
-        holders: &[dovecot_upgrade_operator::machine::RingHolder],
-    ) -> Result<(), dovecot_upgrade_operator::engine::ClusterError> {
-        self.lab.write_ring_lock(s, version, holders).await
-    }
-    async fn lmtp_probe(
+impl dovecot_upgrade_operator::engine::Probes for CutAfterDelivery {
+    async fn lmtp(
         &self,
         ip: &str,
         port: u16,
@@ -411,8 +368,12 @@ impl dovecot_upgrade_operator::engine::Cluster for CutAfterDelivery<'_> {
         }
         Ok(())
     }
-    async fn changed(&self) {
-        self.lab.changed().await
+    async fn imap(
+        &self,
+        target: &dovecot_upgrade_operator::probe::ImapTarget,
+        input: dbu_core::imap::ProbeInput,
+    ) -> Result<(), dovecot_upgrade_operator::probe::ProbeFailure> {
+        dovecot_upgrade_operator::probe::imap(target, input).await
     }
 }
 
@@ -426,14 +387,14 @@ async fn a_probe_cut_off_midway_leaves_no_probe_mail() {
     let s = settings(json!({"drain": {"pollInterval": "1s", "timeout": "15s"}}));
     let before = lab.inbox_count("backend-0", &s.user).unwrap();
     lab.new_revision("rev-2", "");
-    let cluster = CutAfterDelivery {
-        lab,
+    let cut = CutAfterDelivery {
         cut: std::sync::atomic::AtomicBool::new(true),
     };
-    let (st, notes) = common::finish(
+    let (st, notes) = common::finish_probing(
         &s,
         &lab.exec(),
-        &cluster,
+        lab,
+        &cut,
         DovecotBackendUpgradeStatus::default(),
     )
     .await;

@@ -137,25 +137,34 @@ async fn roll(rig: &Rig, s: &Settings, recorder: &Recorder) -> (Runs, Runs) {
 
     recorder.0.lock().unwrap().clear();
     let mut ran: Runs = BTreeMap::new();
-    let out = engine::drive(s, status, &exec, lab, &now, Duration::from_secs(600), |o| {
-        let run: Vec<Ran> = std::mem::take(&mut *recorder.0.lock().unwrap());
-        let Decision::Run { pod, step, .. } = &o.decision else {
-            assert!(run.is_empty(), "commands outside a step: {run:?}");
-            return;
-        };
-        let key = (pod.clone(), format!("{step:?}"));
-        let first = !ran.contains_key(&key);
-        let cmds = ran.entry(key.clone()).or_default();
-        let mut this = Vec::new();
-        for (backend, st, argv) in run {
-            assert_eq!(
-                (backend.as_str(), st.as_str()),
-                (key.0.as_str(), key.1.as_str())
-            );
-            this.push(shown(*step == Step::WaitSessions, &argv));
-        }
-        machine::steps::merge_poll(cmds, this, first);
-    })
+    let out = engine::drive(
+        s,
+        status,
+        &exec,
+        lab,
+        &dovecot_upgrade_operator::engine::NetProbes,
+        &now,
+        Duration::from_secs(600),
+        |o| {
+            let run: Vec<Ran> = std::mem::take(&mut *recorder.0.lock().unwrap());
+            let Decision::Run { pod, step, .. } = &o.decision else {
+                assert!(run.is_empty(), "commands outside a step: {run:?}");
+                return;
+            };
+            let key = (pod.clone(), format!("{step:?}"));
+            let first = !ran.contains_key(&key);
+            let cmds = ran.entry(key.clone()).or_default();
+            let mut this = Vec::new();
+            for (backend, st, argv) in run {
+                assert_eq!(
+                    (backend.as_str(), st.as_str()),
+                    (key.0.as_str(), key.1.as_str())
+                );
+                this.push(shown(*step == Step::WaitSessions, &argv));
+            }
+            machine::steps::merge_poll(cmds, this, first);
+        },
+    )
     .await
     .unwrap();
     assert_eq!(

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use common::{report, rig};
 use dbu_lab::{LAB_PASSWORD, Lab};
 use dovecot_upgrade_operator::api::{DovecotBackendUpgradeStatus, Phase, Step};
-use dovecot_upgrade_operator::engine::{self, Cluster, ClusterError};
-use dovecot_upgrade_operator::machine::{Note, Observed, RingHolder, RingLock};
-use dovecot_upgrade_operator::settings::{ObjectKey, Settings};
+use dovecot_upgrade_operator::engine::{self, Probes};
+use dovecot_upgrade_operator::machine::Note;
+use dovecot_upgrade_operator::settings::Settings;
 use serde_json::json;
 
 const NAME: &str = "imap.lab.test";
@@ -379,40 +379,28 @@ async fn a_soak_without_traffic_drains_the_backend_again_and_halts() {
     report("soak without traffic", started, &message);
 }
 
-/// The lab, except that the first IMAP probe never answers: the operator is killed there, after
-/// LMTP delivered the probe message and before IMAP removed it.
-struct HangFirstImap<'a> {
-    lab: &'a Lab,
+/// The probes, except that the first IMAP probe never answers: the operator is killed there,
+/// after LMTP delivered the probe message and before IMAP removed it.
+struct HangFirstImap {
     hang: std::sync::atomic::AtomicBool,
     entered: tokio::sync::Notify,
 }
 
 #[async_trait::async_trait]
-impl Cluster for HangFirstImap<'_> {
-    async fn observe(&self, s: &Settings) -> Result<Observed, ClusterError> {
-        self.lab.observe(s).await
-    }
-    async fn observe_fresh(&self, s: &Settings) -> Result<Observed, ClusterError> {
-        self.lab.observe_fresh(s).await
-    }
-    async fn delete_pod(&self, pod: &str, uid: &str) -> Result<(), ClusterError> {
-        self.lab.delete_pod(pod, uid).await
-    }
-    async fn read_ring_lock(&self, s: &Settings) -> Result<RingLock, ClusterError> {
-        self.lab.read_ring_lock(s).await
-    }
-    async fn write_ring_lock(
+impl Probes for HangFirstImap {
+    async fn lmtp(
         &self,
-        s: &Settings,
-        version: Option<&str>,
-        holders: &[RingHolder],
-    ) -> Result<(), ClusterError> {
-        self.lab.write_ring_lock(s, version, holders).await
+        ip: &str,
+        port: u16,
+        timeout: Duration,
+        user: &str,
+        message: &str,
+    ) -> Result<(), dovecot_upgrade_operator::probe::ProbeFailure> {
+        engine::NetProbes
+            .lmtp(ip, port, timeout, user, message)
+            .await
     }
-    async fn read_key(&self, key: &ObjectKey) -> Result<Option<Vec<u8>>, ClusterError> {
-        self.lab.read_key(key).await
-    }
-    async fn imap_probe(
+    async fn imap(
         &self,
         target: &dovecot_upgrade_operator::probe::ImapTarget,
         input: dbu_core::imap::ProbeInput,
@@ -421,10 +409,7 @@ impl Cluster for HangFirstImap<'_> {
             self.entered.notify_one();
             std::future::pending::<()>().await;
         }
-        dovecot_upgrade_operator::probe::imap(target, input).await
-    }
-    async fn changed(&self) {
-        self.lab.changed().await
+        engine::NetProbes.imap(target, input).await
     }
 }
 
@@ -442,7 +427,6 @@ async fn an_operator_killed_mid_probe_finishes_verify_and_leaves_no_probe_mail()
     let before = lab.inbox_count("backend-1", &user).unwrap();
     lab.new_revision("rev-2", "");
     let hanging = HangFirstImap {
-        lab,
         hang: std::sync::atomic::AtomicBool::new(true),
         entered: tokio::sync::Notify::new(),
     };
@@ -454,6 +438,7 @@ async fn an_operator_killed_mid_probe_finishes_verify_and_leaves_no_probe_mail()
             &s,
             DovecotBackendUpgradeStatus::default(),
             &exec,
+            lab,
             &hanging,
             &now,
             Duration::from_secs(300),

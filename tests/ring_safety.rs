@@ -50,9 +50,17 @@ async fn a_failed_backend_that_reappears_at_its_new_ip_is_taken_out_again() {
         up.as_ref().is_some_and(|h| h.up && h.vhosts == 100),
         "{up:?}"
     );
-    let out = engine::reconcile_once(&s, st, Some(1), &exec, lab, &now)
-        .await
-        .unwrap();
+    let out = engine::reconcile_once(
+        &s,
+        st,
+        Some(1),
+        &exec,
+        lab,
+        &dovecot_upgrade_operator::engine::NetProbes,
+        &now,
+    )
+    .await
+    .unwrap();
     assert!(
         matches!(&out.decision, Decision::Reassert { pod, .. } if pod == "backend-2"),
         "{:?}",
@@ -73,9 +81,17 @@ async fn a_failed_backend_that_reappears_at_its_new_ip_is_taken_out_again() {
         .unwrap();
     assert!(!h.up && h.vhosts == 0, "taken out again: {h:?}");
     // and it stays failed: nothing puts it back without a human
-    let out = engine::reconcile_once(&s, out.status, Some(1), &exec, lab, &now)
-        .await
-        .unwrap();
+    let out = engine::reconcile_once(
+        &s,
+        out.status,
+        Some(1),
+        &exec,
+        lab,
+        &dovecot_upgrade_operator::engine::NetProbes,
+        &now,
+    )
+    .await
+    .unwrap();
     assert!(
         matches!(out.decision, Decision::Stall { .. }),
         "{:?}",
@@ -167,7 +183,15 @@ async fn drive_with_kills(
     let mut killed = 0;
     loop {
         assert!(Instant::now() < end, "rollout did not finish: {status:#?}");
-        let pass = engine::reconcile_once(s, status.clone(), Some(1), exec, cluster, &now);
+        let pass = engine::reconcile_once(
+            s,
+            status.clone(),
+            Some(1),
+            exec,
+            cluster,
+            &dovecot_upgrade_operator::engine::NetProbes,
+            &now,
+        );
         let out = if kill_one_in > 0 && next() % kill_one_in == 0 {
             let after = std::time::Duration::from_millis(next() % 800);
             match tokio::time::timeout(after, pass).await {
@@ -367,9 +391,17 @@ async fn nothing_is_stopped_on_a_backend_while_the_ring_is_split() {
     assert!(split(), "director-0 notices the dead member");
     let mut st = st;
     for _ in 0..3 {
-        let out = engine::reconcile_once(&s, st, Some(1), &exec, lab, &now)
-            .await
-            .unwrap();
+        let out = engine::reconcile_once(
+            &s,
+            st,
+            Some(1),
+            &exec,
+            lab,
+            &dovecot_upgrade_operator::engine::NetProbes,
+            &now,
+        )
+        .await
+        .unwrap();
         assert!(
             matches!(&out.decision, Decision::Wait { reason, .. } if *reason == "RingNotSynced"),
             "{:?}",

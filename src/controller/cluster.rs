@@ -59,8 +59,18 @@ pub fn pod_view(p: &Pod) -> PodView {
     }
 }
 
+/// A kube error by kind: the API server's status code says whether waiting can help.
 fn api_err(e: kube::Error) -> ClusterError {
-    ClusterError::Api(e.to_string())
+    match &e {
+        kube::Error::Api(s) => match s.code {
+            404 => ClusterError::NotFound(e.to_string()),
+            409 => ClusterError::Conflict(e.to_string()),
+            401 | 403 => ClusterError::Forbidden(e.to_string()),
+            400 | 422 => ClusterError::Invalid(e.to_string()),
+            _ => ClusterError::Transient(e.to_string()),
+        },
+        _ => ClusterError::Transient(e.to_string()),
+    }
 }
 
 impl KubeCluster {
@@ -92,7 +102,7 @@ impl KubeCluster {
             template_revision: template_revision(&sts),
         };
         let selector = |sel: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector| {
-            Selector::try_from(sel.clone()).map_err(|e| ClusterError::Other(e.to_string()))
+            Selector::try_from(sel.clone()).map_err(|e| ClusterError::Invalid(e.to_string()))
         };
         let backend_sel = selector(&spec.selector)?;
         let director_sel = selector(&s.director_label_selector)?;
@@ -167,6 +177,11 @@ impl KubeCluster {
 
 #[async_trait]
 impl Cluster for KubeCluster {
+    /// The controller's own watches trigger reconciles; nothing waits on this here.
+    async fn changed(&self) {
+        std::future::pending::<()>().await
+    }
+
     async fn observe(&self, s: &Settings) -> Result<Observed, ClusterError> {
         self.stores.ready().await?;
         let ns = Some(self.ns.clone());
@@ -216,7 +231,7 @@ impl Cluster for KubeCluster {
         };
         let holders: Vec<RingHolder> = match lease.annotations().get(lock::HOLDERS_ANNOTATION) {
             Some(json) => serde_json::from_str(json)
-                .map_err(|e| ClusterError::Other(format!("Lease {name}: holders: {e}")))?,
+                .map_err(|e| ClusterError::Invalid(format!("Lease {name}: holders: {e}")))?,
             None => Vec::new(),
         };
         // a DBU that no longer exists (deleted without its finalizer) holds nothing, except
@@ -247,7 +262,7 @@ impl Cluster for KubeCluster {
         let name = lock::lease_name(&key);
         let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.lock_ns);
         let json =
-            serde_json::to_string(holders).map_err(|e| ClusterError::Other(e.to_string()))?;
+            serde_json::to_string(holders).map_err(|e| ClusterError::Invalid(e.to_string()))?;
         let lease = Lease {
             metadata: ObjectMeta {
                 name: Some(name.clone()),

@@ -49,8 +49,16 @@ async fn apply(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Action,
         }
     };
     let (cluster, exec) = edges_for(&ctx.client, &ctx.stores, &dbu, &ns, &ctx.lock_namespace);
-    let out =
-        engine::reconcile_once(&s, status, generation, &exec, &cluster, &Timestamp::now).await?;
+    let out = engine::reconcile_once(
+        &s,
+        status,
+        generation,
+        &exec,
+        &cluster,
+        &engine::NetProbes,
+        &Timestamp::now,
+    )
+    .await?;
     let (write, stall) = conditions::publish_plan(dbu.status.as_ref(), &out.status);
     write_status(ctx, &api, &dbu, &out.status, write).await?;
     ctx.metrics.record(

@@ -71,7 +71,7 @@ impl Stores {
     /// Waits for the first LIST of every watch; bounded, so that a reconcile never hangs (and
     /// never holds up a graceful shutdown) while the API server is away.
     pub(super) async fn ready(&self) -> Result<(), ClusterError> {
-        let gone = |_| ClusterError::Other("a watch stopped".into());
+        let gone = |_| ClusterError::Transient("a watch stopped".into());
         let all = async {
             self.sts.wait_until_ready().await.map_err(gone)?;
             self.pods.wait_until_ready().await.map_err(gone)?;
@@ -79,7 +79,7 @@ impl Stores {
         };
         tokio::time::timeout(Duration::from_secs(30), all)
             .await
-            .map_err(|_| ClusterError::Api("watch caches not filled after 30 s".into()))?
+            .map_err(|_| ClusterError::Transient("watch caches not filled after 30 s".into()))?
     }
 }
 

@@ -1,30 +1,51 @@
-//! The edges the engine acts through besides exec: the cluster (observe, delete a pod) and the clock.
+//! The edges the engine acts through besides exec: the cluster (kube), the network probes and
+//! the clock. No method has a default body: an edge that forgot one would act without it.
 
 use async_trait::async_trait;
 use k8s_openapi::jiff::Timestamp;
 
+use dbu_core::imap::{ImapTarget, ProbeInput};
 use dbu_core::machine::{Observed, PodView, RingHolder, RingLock};
+use dbu_core::probe::ProbeFailure;
 use dbu_core::settings::{ObjectKey, Settings};
 
-/// Failure to read or change the cluster (not a step failure).
+/// Failure to read or change the cluster (not a step failure), by kind: callers decide by the
+/// kind, never by the text.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("kubernetes API: {0}")]
-    Api(String),
+    /// The object is not there (a caller that can do without it reads `Ok(None)` instead).
+    #[error("not found: {0}")]
+    NotFound(String),
     /// A compare-and-swap lost: someone changed the object first.
     #[error("conflict: {0}")]
     Conflict(String),
-    #[error("{0}")]
-    Other(String),
+    /// The operator's RBAC does not allow it: waits for a human.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// What the operator read or would write is malformed (a selector, a lock's JSON): waits
+    /// for a change.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The API server could not be reached or did not answer in time: retried with backoff.
+    #[error("kubernetes API: {0}")]
+    Transient(String),
 }
 
 impl ClusterError {
+    /// Stable category for metrics and events.
     pub fn category(&self) -> &'static str {
         match self {
-            ClusterError::Api(_) => "kube_api",
+            ClusterError::NotFound(_) => "not_found",
             ClusterError::Conflict(_) => "conflict",
-            ClusterError::Other(_) => "cluster",
+            ClusterError::Forbidden(_) => "forbidden",
+            ClusterError::Invalid(_) => "invalid",
+            ClusterError::Transient(_) => "kube_api",
         }
+    }
+
+    /// Whether trying again later may help without a human.
+    pub fn transient(&self) -> bool {
+        matches!(self, ClusterError::Transient(_) | ClusterError::Conflict(_))
     }
 }
 
@@ -40,67 +61,66 @@ pub trait Cluster: Send + Sync {
     /// Deletes a backend pod so that its StatefulSet recreates it at the update revision, only
     /// if it still has this UID (a pod already replaced is left alone: Ok).
     async fn delete_pod(&self, pod: &str, uid: &str) -> Result<(), ClusterError>;
-    /// One backend pod read from the source, not a cache (None: it does not exist): Replace
-    /// judges the pod by it. Default: as `observe` sees it.
-    async fn fresh_pod(&self, s: &Settings, pod: &str) -> Result<Option<PodView>, ClusterError> {
-        Ok(self
-            .observe(s)
-            .await?
-            .pods
-            .into_iter()
-            .find(|p| p.name == pod))
-    }
-    /// Verify's LMTP probe: delivers `message` to `user` at the pod's own `ip:port`. Default:
-    /// over TCP (`crate::probe`), as the operator pod reaches pod IPs.
-    async fn lmtp_probe(
+    /// One backend pod read from the source, not a cache (None: it does not exist): the steps
+    /// that act on "the pod" judge it by this.
+    async fn fresh_pod(&self, s: &Settings, pod: &str) -> Result<Option<PodView>, ClusterError>;
+    /// One key of a Secret or ConfigMap in the DBU's namespace, read by name from the source
+    /// each time (never listed, watched or cached): the IMAP probe's password and CA bundle.
+    /// None: the object or the key does not exist.
+    async fn read_key(&self, key: &ObjectKey) -> Result<Option<Vec<u8>>, ClusterError>;
+    /// The StatefulSet's `status.updateRevision` read from the source, not a cache: checked
+    /// before a pod is deleted.
+    async fn fresh_update_revision(&self, s: &Settings) -> Result<Option<String>, ClusterError>;
+    /// The lock of the director ring this DBU's directors form (shared by every DBU of the
+    /// ring), with holders of DBUs that no longer exist left out.
+    async fn read_ring_lock(&self, s: &Settings) -> Result<RingLock, ClusterError>;
+    /// Replaces the ring lock's holders if it is still at `version` (None: it does not exist
+    /// yet), else `ClusterError::Conflict`.
+    async fn write_ring_lock(
+        &self,
+        s: &Settings,
+        version: Option<&str>,
+        holders: &[RingHolder],
+    ) -> Result<(), ClusterError>;
+    /// Resolves when the observed world may have changed (the controller has watches for this;
+    /// `drive` uses it to wake before its requeue); an edge without watches never resolves.
+    async fn changed(&self);
+}
+
+/// The network side of Verify and the soak: protocol probes at a pod's own IP.
+#[async_trait]
+pub trait Probes: Send + Sync {
+    /// Delivers `message` to `user` over LMTP at `ip:port`.
+    async fn lmtp(
         &self,
         ip: &str,
         port: u16,
         timeout: std::time::Duration,
         user: &str,
         message: &str,
-    ) -> Result<(), crate::probe::ProbeFailure> {
+    ) -> Result<(), ProbeFailure>;
+    /// The IMAP probe (or a login only) at `target`.
+    async fn imap(&self, target: &ImapTarget, input: ProbeInput) -> Result<(), ProbeFailure>;
+}
+
+/// The probes over TCP, as the operator pod reaches pod IPs (`crate::probe`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NetProbes;
+
+#[async_trait]
+impl Probes for NetProbes {
+    async fn lmtp(
+        &self,
+        ip: &str,
+        port: u16,
+        timeout: std::time::Duration,
+        user: &str,
+        message: &str,
+    ) -> Result<(), ProbeFailure> {
         crate::probe::lmtp(ip, port, timeout, user, message).await
     }
-    /// Verify's IMAP probe at `target` (the pod's own IP). Default: over TCP (`crate::probe`).
-    async fn imap_probe(
-        &self,
-        target: &crate::probe::ImapTarget,
-        input: dbu_core::imap::ProbeInput,
-    ) -> Result<(), crate::probe::ProbeFailure> {
+    async fn imap(&self, target: &ImapTarget, input: ProbeInput) -> Result<(), ProbeFailure> {
         crate::probe::imap(target, input).await
-    }
-    /// One key of a Secret or ConfigMap in the DBU's namespace, read by name from the source
-    /// each time (never listed, watched or cached): the IMAP probe's password and CA bundle.
-    /// None: the object or the key does not exist. Default: nothing can be read.
-    async fn read_key(&self, key: &ObjectKey) -> Result<Option<Vec<u8>>, ClusterError> {
-        Err(ClusterError::Other(format!("cannot read {key:?} here")))
-    }
-    /// The StatefulSet's `status.updateRevision` read from the source, not a cache: checked
-    /// before a pod is deleted. Default: as `observe` sees it.
-    async fn fresh_update_revision(&self, s: &Settings) -> Result<Option<String>, ClusterError> {
-        Ok(self.observe(s).await?.sts.and_then(|x| x.update_revision))
-    }
-    /// The lock of the director ring this DBU's directors form (shared by every DBU of the
-    /// ring), with holders of DBUs that no longer exist left out. Default: a lock of its own
-    /// that nobody else shares (a single-DBU world).
-    async fn read_ring_lock(&self, _s: &Settings) -> Result<RingLock, ClusterError> {
-        Ok(RingLock::default())
-    }
-    /// Replaces the ring lock's holders if it is still at `version` (None: it does not exist
-    /// yet), else `ClusterError::Conflict`.
-    async fn write_ring_lock(
-        &self,
-        _s: &Settings,
-        _version: Option<&str>,
-        _holders: &[RingHolder],
-    ) -> Result<(), ClusterError> {
-        Ok(())
-    }
-    /// Resolves when the observed world may have changed (the controller has watches for this;
-    /// `drive` uses it to wake before its requeue). Default: never.
-    async fn changed(&self) {
-        std::future::pending::<()>().await
     }
 }
 

@@ -2,11 +2,11 @@
 //! back, until the script has its result. No step is named here (`machine::steps` has them).
 
 use dbu_core::api::{BackendStatus, Step};
-use dbu_core::machine::steps::{self, Action, Input, Next, Output};
+use dbu_core::machine::steps::{self, Action, EdgeError, Input, Next, Output};
 use dbu_core::machine::{Cleanup, Observed, On, StepResult, Undone};
 use dbu_core::settings::Settings;
 
-use super::cluster::{Clock, Cluster};
+use super::cluster::{Clock, Cluster, Probes};
 use crate::exec::{ExecRequest, PodExec};
 
 /// Everything a script's actions are performed with.
@@ -14,6 +14,7 @@ pub(crate) struct StepContext<'a> {
     pub s: &'a Settings,
     pub exec: &'a dyn PodExec,
     pub cluster: &'a dyn Cluster,
+    pub probes: &'a dyn Probes,
     pub obs: &'a Observed,
     pub clock: Clock<'a>,
 }
@@ -48,7 +49,10 @@ async fn drive<T>(
 async fn perform(cx: &StepContext<'_>, at: For<'_>, action: &Action) -> Output {
     let s = cx.s;
     let pod = at.pod;
-    let text = |e: super::cluster::ClusterError| e.to_string();
+    let text = |e: super::cluster::ClusterError| EdgeError {
+        transient: e.transient(),
+        message: e.to_string(),
+    };
     match action {
         Action::Exec { on, argv } => {
             let (pod, container) = match on {
@@ -75,7 +79,11 @@ async fn perform(cx: &StepContext<'_>, at: For<'_>, action: &Action) -> Output {
             {
                 tracing::debug!(pod, exit_code = o.exit_code, stderr = %dbu_core::text::bounded(&o.stderr, 300), "exec exited non-zero");
             }
-            Output::Exec(out.map_err(|e| e.to_string()))
+            // an exec that did not complete is the transport's, always worth another try
+            Output::Exec(out.map_err(|e| EdgeError {
+                transient: true,
+                message: e.to_string(),
+            }))
         }
         Action::ReadPod => Output::Pod(cx.cluster.fresh_pod(s, pod).await.map_err(text)),
         Action::ReadRevision => {
@@ -91,12 +99,12 @@ async fn perform(cx: &StepContext<'_>, at: For<'_>, action: &Action) -> Output {
             user,
             message,
         } => Output::Probe(
-            cx.cluster
-                .lmtp_probe(ip, *port, s.probe_timeout, user, message)
+            cx.probes
+                .lmtp(ip, *port, s.probe_timeout, user, message)
                 .await,
         ),
         Action::ImapProbe { target, input } => {
-            Output::Probe(cx.cluster.imap_probe(target, input.as_ref().clone()).await)
+            Output::Probe(cx.probes.imap(target, input.as_ref().clone()).await)
         }
     }
 }

@@ -21,8 +21,41 @@ mod reads;
 #[cfg(test)]
 mod tests;
 
-pub use cluster::{Clock, Cluster, ClusterError};
+pub use cluster::{Clock, Cluster, ClusterError, NetProbes, Probes};
 use driver::{StepContext, run_step};
+
+/// The probes where an action may not probe (an undo, the credentials check): a script that
+/// asked would get a failure, never a silent success.
+struct NoProbes;
+
+#[async_trait::async_trait]
+impl Probes for NoProbes {
+    async fn lmtp(
+        &self,
+        _: &str,
+        _: u16,
+        _: Duration,
+        _: &str,
+        _: &str,
+    ) -> Result<(), dbu_core::probe::ProbeFailure> {
+        Err(no_probe())
+    }
+    async fn imap(
+        &self,
+        _: &dbu_core::imap::ImapTarget,
+        _: dbu_core::imap::ProbeInput,
+    ) -> Result<(), dbu_core::probe::ProbeFailure> {
+        Err(no_probe())
+    }
+}
+
+fn no_probe() -> dbu_core::probe::ProbeFailure {
+    dbu_core::probe::ProbeFailure {
+        command: "probe".into(),
+        reply: "no probe may run here".into(),
+        transient: false,
+    }
+}
 
 /// What a reconcile did.
 #[derive(Debug, Clone)]
@@ -57,6 +90,8 @@ async fn decide_reading(
                 s,
                 exec,
                 cluster,
+                // the credentials check reads keys, it probes nothing
+                probes: &NoProbes,
                 obs: &seen,
                 clock: &at,
             };
@@ -287,6 +322,7 @@ pub async fn reconcile_once(
     generation: Option<i64>,
     exec: &dyn PodExec,
     cluster: &dyn Cluster,
+    probes: &dyn Probes,
     clock: Clock<'_>,
 ) -> Result<Outcome, ClusterError> {
     let mut obs = cluster.observe(s).await?;
@@ -311,6 +347,7 @@ pub async fn reconcile_once(
         s,
         exec,
         cluster,
+        probes,
         obs: &obs,
         clock,
     };
@@ -378,6 +415,8 @@ pub async fn cleanup(
             s,
             exec,
             cluster,
+            // an undo runs ring commands only, never a probe
+            probes: &NoProbes,
             obs: &obs,
             clock,
         };
@@ -458,6 +497,7 @@ pub async fn drive(
     mut status: DovecotBackendUpgradeStatus,
     exec: &dyn PodExec,
     cluster: &dyn Cluster,
+    probes: &dyn Probes,
     clock: Clock<'_>,
     limit: Duration,
     mut on_outcome: impl FnMut(&Outcome),
@@ -465,7 +505,7 @@ pub async fn drive(
     let end = dbu_core::time::after(clock(), limit);
     loop {
         let before = status.clone();
-        let mut out = reconcile_once(s, status, Some(1), exec, cluster, clock).await?;
+        let mut out = reconcile_once(s, status, Some(1), exec, cluster, probes, clock).await?;
         // the Warning the controller publishes when the DBU turns Stalled (or stalls for another
         // reason), so that a lab run shows every stall as a cluster would
         out.notes

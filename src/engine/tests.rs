@@ -148,7 +148,44 @@ impl Cluster for Fake {
         let pods = self.fresh_pods.as_ref().unwrap_or(&self.obs.pods);
         Ok(pods.iter().find(|p| p.name == pod).cloned())
     }
-    async fn lmtp_probe(
+    async fn fresh_update_revision(&self, _: &Settings) -> Result<Option<String>, ClusterError> {
+        Ok(self.fresh.clone().unwrap_or_else(|| {
+            self.obs
+                .sts
+                .as_ref()
+                .and_then(|x| x.update_revision.clone())
+        }))
+    }
+    async fn read_key(
+        &self,
+        key: &dbu_core::settings::ObjectKey,
+    ) -> Result<Option<Vec<u8>>, ClusterError> {
+        Err(ClusterError::Forbidden(format!(
+            "no keys in these tests: {key:?}"
+        )))
+    }
+    async fn read_ring_lock(
+        &self,
+        _: &Settings,
+    ) -> Result<dbu_core::machine::RingLock, ClusterError> {
+        Ok(dbu_core::machine::RingLock::default())
+    }
+    async fn write_ring_lock(
+        &self,
+        _: &Settings,
+        _: Option<&str>,
+        _: &[dbu_core::machine::RingHolder],
+    ) -> Result<(), ClusterError> {
+        Ok(())
+    }
+    async fn changed(&self) {
+        std::future::pending::<()>().await
+    }
+}
+
+#[async_trait]
+impl Probes for Fake {
+    async fn lmtp(
         &self,
         ip: &str,
         port: u16,
@@ -162,13 +199,12 @@ impl Cluster for Fake {
             .push((format!("{ip}:{port}"), message.to_string()));
         self.probe.clone().unwrap_or(Ok(()))
     }
-    async fn fresh_update_revision(&self, _: &Settings) -> Result<Option<String>, ClusterError> {
-        Ok(self.fresh.clone().unwrap_or_else(|| {
-            self.obs
-                .sts
-                .as_ref()
-                .and_then(|x| x.update_revision.clone())
-        }))
+    async fn imap(
+        &self,
+        _: &dbu_core::imap::ImapTarget,
+        _: dbu_core::imap::ProbeInput,
+    ) -> Result<(), crate::probe::ProbeFailure> {
+        panic!("no IMAP probe in these tests")
     }
 }
 
@@ -236,7 +272,7 @@ async fn once(
     cluster: &Fake,
     clock: Clock<'_>,
 ) -> Outcome {
-    reconcile_once(s, status, Some(1), exec, cluster, clock)
+    reconcile_once(s, status, Some(1), exec, cluster, cluster, clock)
         .await
         .unwrap()
 }

@@ -75,12 +75,24 @@ pub async fn finish(
     cluster: &dyn engine::Cluster,
     status: DovecotBackendUpgradeStatus,
 ) -> (DovecotBackendUpgradeStatus, Vec<Note>) {
+    finish_probing(s, exec, cluster, &engine::NetProbes, status).await
+}
+
+/// `finish` with these probes (a wrapper that cuts or hangs one).
+pub async fn finish_probing(
+    s: &Settings,
+    exec: &dyn PodExec,
+    cluster: &dyn engine::Cluster,
+    probes: &dyn engine::Probes,
+    status: DovecotBackendUpgradeStatus,
+) -> (DovecotBackendUpgradeStatus, Vec<Note>) {
     let mut notes = Vec::new();
     let out = engine::drive(
         s,
         status,
         exec,
         cluster,
+        probes,
         &now,
         Duration::from_secs(600),
         |o: &Outcome| notes.extend(o.notes.iter().cloned()),
@@ -103,9 +115,17 @@ pub async fn until(
     let mut notes = Vec::new();
     while !done(&status) {
         assert!(Instant::now() < end, "condition not reached: {status:#?}");
-        let out = engine::reconcile_once(s, status, Some(1), exec, lab, &now)
-            .await
-            .unwrap();
+        let out = engine::reconcile_once(
+            s,
+            status,
+            Some(1),
+            exec,
+            lab,
+            &dovecot_upgrade_operator::engine::NetProbes,
+            &now,
+        )
+        .await
+        .unwrap();
         notes.extend(out.notes);
         status = out.status;
         if !done(&status) {

@@ -822,6 +822,22 @@ impl Cluster for LabView<'_> {
     async fn observe_fresh(&self, s: &Settings) -> Result<Observed, ClusterError> {
         self.observe(s).await
     }
+    async fn fresh_pod(
+        &self,
+        s: &Settings,
+        pod: &str,
+    ) -> Result<Option<dbu_core::machine::PodView>, ClusterError> {
+        // the lab has no cache: what it observes is the source
+        Ok(self
+            .observe(s)
+            .await?
+            .pods
+            .into_iter()
+            .find(|p| p.name == pod))
+    }
+    async fn fresh_update_revision(&self, s: &Settings) -> Result<Option<String>, ClusterError> {
+        Ok(self.observe(s).await?.sts.and_then(|x| x.update_revision))
+    }
     async fn read_key(
         &self,
         key: &dbu_core::settings::ObjectKey,
@@ -858,6 +874,23 @@ impl Cluster for Lab {
         self.observe(s).await
     }
 
+    async fn fresh_pod(
+        &self,
+        s: &Settings,
+        pod: &str,
+    ) -> Result<Option<dbu_core::machine::PodView>, ClusterError> {
+        // the lab has no cache: what it observes is the source
+        Ok(self
+            .observe(s)
+            .await?
+            .pods
+            .into_iter()
+            .find(|p| p.name == pod))
+    }
+    async fn fresh_update_revision(&self, s: &Settings) -> Result<Option<String>, ClusterError> {
+        Ok(self.observe(s).await?.sts.and_then(|x| x.update_revision))
+    }
+
     async fn read_key(
         &self,
         key: &dbu_core::settings::ObjectKey,
@@ -890,7 +923,7 @@ impl Cluster for Lab {
                 .pods
                 .get(pod)
                 .map(|p| p.ip.clone())
-                .ok_or_else(|| ClusterError::Other(format!("no pod {pod}")))?;
+                .ok_or_else(|| ClusterError::NotFound(format!("no pod {pod}")))?;
             let ip = st.next_ip.remove(pod).unwrap_or(old_ip);
             let rev = st.update_revision.clone();
             let extra = st.revisions.get(&rev).cloned().unwrap_or_default();
@@ -901,7 +934,7 @@ impl Cluster for Lab {
         let pod = pod.to_string();
         // starting dovecot blocks for a moment; keep it off the async workers
         let res = tokio::task::block_in_place(|| self.create_pod(&pod, &ip, &rev, &conf))
-            .map_err(ClusterError::Other);
+            .map_err(ClusterError::Transient);
         self.changed.notify_one();
         res
     }

@@ -24,7 +24,7 @@ pub fn imap_inputs(
         Ok(match cx.read_key(&key)? {
             Ok(Some(v)) => text(&key, v),
             Ok(None) => Err((format!("{} not found", describe(&key)), false)),
-            Err(e) => Err((format!("reading {}: {e}", describe(&key)), true)),
+            Err(e) => Err((format!("reading {}: {e}", describe(&key)), e.transient)),
         })
     };
     let secret = |key: &str| ObjectKey::Secret {
@@ -48,7 +48,9 @@ pub fn imap_inputs(
             match cx.read_key(k)? {
                 Ok(Some(v)) => Some(v),
                 Ok(None) => return Ok(Err((format!("{} not found", describe(k)), false))),
-                Err(e) => return Ok(Err((format!("reading {}: {e}", describe(k)), true))),
+                Err(e) => {
+                    return Ok(Err((format!("reading {}: {e}", describe(k)), e.transient)));
+                }
             }
         }
         _ => None,

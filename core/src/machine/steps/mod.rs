@@ -83,16 +83,29 @@ impl Action {
     }
 }
 
+/// An edge's failure (the API server, a transport), with whether waiting may help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeError {
+    pub transient: bool,
+    pub message: String,
+}
+
+impl std::fmt::Display for EdgeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// What performing an action gave. `Err` is the edge's failure (a transport, the API server),
 /// never a command's non-zero exit, which is an `Exec` output like any other.
 #[derive(Debug, Clone)]
 pub enum Output {
-    Exec(Result<ExecOutput, String>),
-    Pod(Result<Option<PodView>, String>),
-    Revision(Result<Option<String>, String>),
-    Deleted(Result<(), String>),
+    Exec(Result<ExecOutput, EdgeError>),
+    Pod(Result<Option<PodView>, EdgeError>),
+    Revision(Result<Option<String>, EdgeError>),
+    Deleted(Result<(), EdgeError>),
     /// `Ok(None)`: the object or its key does not exist.
-    Key(Result<Option<Vec<u8>>, String>),
+    Key(Result<Option<Vec<u8>>, EdgeError>),
     Probe(Result<(), ProbeFailure>),
 }
 
@@ -194,7 +207,7 @@ impl<'a> Cx<'a> {
             argv: argv.to_vec(),
         })? {
             Output::Exec(Ok(out)) => Ok(out.clone()),
-            Output::Exec(Err(e)) => Err(self.transient(argv, e)),
+            Output::Exec(Err(e)) => Err(self.transient(argv, &e.message)),
             other => Err(self.transient(argv, &format!("unexpected output {other:?}"))),
         }
     }
@@ -265,8 +278,8 @@ impl<'a> Cx<'a> {
         }
     }
 
-    /// A key's value; `Ok(Err(transient?))` when it cannot be had, for the caller to judge.
-    pub fn read_key(&mut self, key: &ObjectKey) -> Run<Result<Option<Vec<u8>>, String>> {
+    /// A key's value, or why it cannot be had, for the caller to judge.
+    pub fn read_key(&mut self, key: &ObjectKey) -> Run<Result<Option<Vec<u8>>, EdgeError>> {
         match self.ask(Action::ReadKey(key.clone()))? {
             Output::Key(k) => Ok(k.clone()),
             other => Err(self.transient(&[], &format!("unexpected output {other:?}"))),

@@ -96,6 +96,7 @@ async fn demo(backends: usize, net: u8) -> Result<(), Box<dyn std::error::Error>
         DovecotBackendUpgradeStatus::default(),
         &exec,
         &lab,
+        &dovecot_upgrade_operator::engine::NetProbes,
         &|| k8s_openapi::jiff::Timestamp::now(),
         Duration::from_secs(900),
         |o| {
