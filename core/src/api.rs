@@ -3,6 +3,10 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube_derive::CustomResource;
 use schemars::JsonSchema;
+
+/// A Go-style duration (`30s`, `15m`, `1h30m`, `500ms`), as the API server checks it; the
+/// operator reads it with `settings::parse_duration`.
+const DURATION: &str = r"^([0-9]+(ms|s|m|h))+$";
 use serde::{Deserialize, Serialize};
 
 /// Upgrade the pods of a Dovecot backend StatefulSet to its update revision, one runbook walk at a
@@ -120,7 +124,7 @@ pub struct MaintenanceWindowSpec {
     #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
     pub start: String,
     /// Length, e.g. `4h`; may run past midnight.
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = DURATION))]
     pub duration: String,
     /// Days on which the window opens (`Mon` ... `Sun`); empty means every day.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -243,11 +247,11 @@ pub struct DrainSpec {
     pub max_parallel: u32,
     /// How often to read `director status` while waiting, e.g. `5s`.
     #[serde(default = "default_poll")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = DURATION))]
     pub poll_interval: String,
     /// Longest wait for mappings to expire; the director's default user expiry is 15m.
     #[serde(default = "default_drain_timeout")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = DURATION))]
     pub timeout: String,
     /// What happens when users are still mapped at the ceiling.
     #[serde(default)]
@@ -367,7 +371,7 @@ pub struct ImapProbeSpec {
     pub credentials_secret: CredentialsSecretRef,
     /// Limit for each exchange (connect, handshake, every reply).
     #[serde(default = "default_probe_timeout")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = DURATION))]
     pub timeout: String,
 }
 
@@ -463,7 +467,7 @@ pub struct SoakSpec {
     pub enabled: bool,
     /// How long the backend has to take traffic, polled every `drain.pollInterval`.
     #[serde(default = "default_soak_timeout")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = DURATION))]
     pub timeout: String,
     /// With an IMAP probe: while no user is mapped to the backend yet, move the verify user to
     /// it (`director move`) and log in as that user through a Ready director, which must send
@@ -525,7 +529,7 @@ pub struct LmtpProbeSpec {
     pub port: u16,
     /// Limit for each exchange (connect, every reply).
     #[serde(default = "default_probe_timeout")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = DURATION))]
     pub timeout: String,
 }
 
@@ -557,15 +561,15 @@ fn default_mailbox() -> String {
 pub struct TimeoutsSpec {
     /// Limit for one exec; director commands can block 20-30 s while a ring member is dead.
     #[serde(default = "default_command_timeout")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = DURATION))]
     pub command: String,
     /// Limit for Dovecot's master to exit after `doveadm stop`.
     #[serde(default = "default_stop_timeout")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = DURATION))]
     pub stop: String,
     /// Limit for a deleted pod to come back Ready at the target revision.
     #[serde(default = "default_replace_timeout")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = DURATION))]
     pub replace: String,
 }
 
@@ -725,7 +729,20 @@ impl Phase {
 /// Steps of one backend, in runbook order. The recorded step is the one intended or in progress;
 /// it is advanced only after it succeeded, so a restart re-runs it (every step is idempotent).
 #[derive(
-    Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+    Deserialize,
+    Serialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    JsonSchema,
+    strum::VariantArray,
+    strum::IntoStaticStr,
+    strum::Display,
 )]
 pub enum Step {
     Drain,
@@ -742,47 +759,18 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 11] = [
-        Step::Drain,
-        Step::WaitSessions,
-        Step::StopLmtp,
-        Step::StopDovecot,
-        Step::RingRemove,
-        Step::Reset,
-        Step::Replace,
-        Step::Verify,
-        Step::RingRestore,
-        Step::Soak,
-        Step::Done,
-    ];
+    /// Every step, in the order a backend goes through them.
+    pub const ALL: &'static [Step] = <Step as strum::VariantArray>::VARIANTS;
 
     /// The step after this one (Done stays Done).
     pub fn next(self) -> Step {
-        let last = Step::ALL.len() - 1;
-        let i = Step::ALL.iter().position(|s| *s == self).unwrap_or(last);
-        Step::ALL[(i + 1).min(last)]
+        let i = self as usize;
+        Step::ALL[(i + 1).min(Step::ALL.len() - 1)]
     }
 
+    /// The name in status and Events (the variant's, as serde writes it).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Step::Drain => "Drain",
-            Step::WaitSessions => "WaitSessions",
-            Step::StopLmtp => "StopLmtp",
-            Step::StopDovecot => "StopDovecot",
-            Step::RingRemove => "RingRemove",
-            Step::Reset => "Reset",
-            Step::Replace => "Replace",
-            Step::Verify => "Verify",
-            Step::RingRestore => "RingRestore",
-            Step::Soak => "Soak",
-            Step::Done => "Done",
-        }
-    }
-}
-
-impl std::fmt::Display for Step {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 

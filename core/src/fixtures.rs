@@ -20,22 +20,7 @@ pub const STATEFULSET: &str = "backend";
 
 /// Applies an RFC 7386 merge patch.
 pub fn merge_patch(target: &mut Value, patch: Value) {
-    match patch {
-        Value::Object(p) => {
-            if !target.is_object() {
-                *target = Value::Object(Default::default());
-            }
-            let t = target.as_object_mut().expect("made an object");
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(&k);
-                } else {
-                    merge_patch(t.entry(k).or_insert(Value::Null), v);
-                }
-            }
-        }
-        other => *target = other,
-    }
+    json_patch::merge(target, &patch);
 }
 
 /// The smallest valid spec, as JSON, with `patch` merged in.

@@ -120,29 +120,13 @@ pub fn search_uids(untagged_text: &str) -> Option<Vec<u32>> {
 
 /// Standard base64 (RFC 4648) with `=` padding, or IMAP's modified form (`,` for `/`, no padding).
 fn base64(bytes: &[u8], modified: bool) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                let c = A[((n >> (18 - 6 * i)) & 63) as usize];
-                out.push(if modified && c == b'/' {
-                    ','
-                } else {
-                    c as char
-                });
-            } else if !modified {
-                out.push('=');
-            }
-        }
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+    if modified {
+        STANDARD_NO_PAD.encode(bytes).replace('/', ",")
+    } else {
+        STANDARD.encode(bytes)
     }
-    out
 }
 
 /// A mailbox name in IMAP's modified UTF-7 (RFC 3501 5.1.3), which every server takes.

@@ -227,39 +227,19 @@ pub fn selector_string(sel: &LabelSelector) -> Result<String, String> {
     Ok(parts.join(","))
 }
 
-/// Parses Go-style durations made of `<n>ms|s|m|h` parts, e.g. `1h30m`, `500ms`.
+/// Parses Go-style durations made of `<n>ms|s|m|h` parts, e.g. `1h30m`, `500ms`: the CRD's
+/// grammar (whole numbers, those units, no sign) checked here, the reading left to jiff's
+/// friendly format (which alone would also take days, fractions and signs).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    if s.is_empty() {
-        return Err("empty duration".into());
+    let go_style = s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_digit() || "hms".contains(c));
+    if !go_style {
+        return Err(format!("{s:?} is not a duration like 30s, 15m or 1h30m"));
     }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
-        if digits == 0 {
-            return Err(format!("{s:?} is not a duration like 30s, 15m or 1h30m"));
-        }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("{s:?}: number too large"))?;
-        rest = &rest[digits..];
-        let (unit, len) = if rest.starts_with("ms") {
-            (Duration::from_millis(1), 2)
-        } else if rest.starts_with('s') {
-            (Duration::from_secs(1), 1)
-        } else if rest.starts_with('m') {
-            (Duration::from_secs(60), 1)
-        } else if rest.starts_with('h') {
-            (Duration::from_secs(3600), 1)
-        } else {
-            return Err(format!("{s:?}: unit must be ms, s, m or h"));
-        };
-        rest = &rest[len..];
-        total += unit
-            .checked_mul(u32::try_from(n).map_err(|_| format!("{s:?}: number too large"))?)
-            .ok_or_else(|| format!("{s:?}: too long"))?;
-    }
-    Ok(total)
+    let d: jiff::SignedDuration = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a duration like 30s, 15m or 1h30m: {e}"))?;
+    Duration::try_from(d).map_err(|_| format!("{s:?}: too long"))
 }
 
 fn duration(field: &'static str, s: &str, min: Duration) -> Result<Duration, SpecError> {

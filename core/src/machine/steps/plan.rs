@@ -59,7 +59,7 @@ pub fn steps_for(
         obs.director = Some("<director>".into());
     }
     let mut out = Vec::new();
-    for step in Step::ALL.into_iter().filter(|x| *x != Step::Done) {
+    for step in Step::ALL.iter().copied().filter(|x| *x != Step::Done) {
         rec.step = step;
         let mut commands: Vec<Vec<String>> = Vec::new();
         for polls in 0..MAX_POLLS {

@@ -1,0 +1,373 @@
+//! The director ring: drift reasserted, the ring-wide lock, every director's view, its sync state.
+
+use super::*;
+use pretty_assertions::assert_eq;
+
+#[test]
+fn ring_drift_is_reasserted_before_anything_else() {
+    let s = settings();
+    // director restarted: forgot update 0 and down
+    let forgot = Some(vec![
+        host(0, 100, true, 0),
+        host(1, 50, true, 0),
+        host(2, 100, true, 0),
+    ]);
+    let t = [
+        (
+            Step::WaitSessions,
+            vec!["doveadm director update 127.0.0.13 0"],
+        ),
+        (
+            Step::StopDovecot,
+            vec!["doveadm director update 127.0.0.13 0"],
+        ),
+        (
+            Step::Reset,
+            vec![
+                "doveadm director update 127.0.0.13 0",
+                "doveadm director down 127.0.0.13",
+                "doveadm director flush 127.0.0.13",
+            ],
+        ),
+        (
+            Step::Verify,
+            vec![
+                "doveadm director update 127.0.0.13 0",
+                "doveadm director down 127.0.0.13",
+                "doveadm director flush 127.0.0.13",
+            ],
+        ),
+    ];
+    for (step, want) in t {
+        let mut obs = world();
+        obs.ring = forgot.clone();
+        obs.pods[2] = pod(2, NEW);
+        let d = decide(&s, &status(vec![rec(2, step, 0)]), &obs, ts(1));
+        let Decision::Reassert { pod, commands, .. } = d else {
+            panic!("{step}: {d:?}")
+        };
+        assert_eq!(pod, "backend-2");
+        let got: Vec<String> = commands.iter().map(|c| c.join(" ")).collect();
+        assert_eq!(got, want, "{step}");
+    }
+    // Drain has not acted yet and RingRestore is putting it back: no drift there
+    for step in [Step::Drain, Step::RingRestore] {
+        let mut obs = world();
+        obs.ring = forgot.clone();
+        obs.pods[2] = pod(2, NEW);
+        let d = decide(&s, &status(vec![rec(2, step, 0)]), &obs, ts(1));
+        assert_eq!(d, run(2, step));
+    }
+    // a failed backend is kept out too
+    let mut f = rec(2, Step::Verify, 0);
+    f.failed = true;
+    let mut obs = world();
+    obs.ring = forgot;
+    assert_eq!(
+        reason(&decide(&s, &status(vec![f]), &obs, ts(1))),
+        "Reassert"
+    );
+}
+
+#[test]
+fn drift_at_the_new_ip_of_a_replaced_backend_is_reasserted() {
+    let s = settings();
+    // Replace gave backend-2 127.0.0.99; a director re-resolved it and shows it up at 100
+    let mut ring = world().ring.unwrap();
+    ring[2].vhosts = 0;
+    ring[2].up = false;
+    ring.push(RingHost {
+        ip: "127.0.0.99".into(),
+        vhosts: 100,
+        up: true,
+        users: 0,
+    });
+    for failed in [false, true] {
+        let mut r = rec(2, Step::Verify, 0);
+        r.new_ip = Some("127.0.0.99".into());
+        r.failed = failed;
+        let mut obs = world();
+        obs.ring = Some(ring.clone());
+        obs.pods[2] = pod(2, NEW);
+        let d = decide(&s, &status(vec![r]), &obs, ts(1));
+        let Decision::Reassert { commands, .. } = d else {
+            panic!("failed={failed}: {d:?}")
+        };
+        let got: Vec<String> = commands.iter().map(|c| c.join(" ")).collect();
+        assert_eq!(
+            got,
+            [
+                "doveadm director update 127.0.0.99 0",
+                "doveadm director down 127.0.0.99",
+                "doveadm director flush 127.0.0.99",
+            ],
+            "failed={failed}"
+        );
+    }
+}
+
+#[test]
+fn left_out_backends_stay_counted_and_go_to_the_next_dbu_of_their_statefulset() {
+    let s = settings();
+    let mut left = rec(2, Step::Verify, 0);
+    left.new_ip = Some("127.0.0.99".into());
+    let lock = RingLock {
+        version: Some("3".into()),
+        holders: vec![
+            RingHolder {
+                dbu: "mail/old".into(),
+                pod: "backend-2".into(),
+                ip: "127.0.0.13".into(),
+                max_unavailable: 1,
+                left_out: None,
+            },
+            other_holds("mx-0", "127.0.0.50", 2).holders[0].clone(),
+        ],
+    };
+    let holders = lock::leave_out(&lock, "mail/old", "backend", &[left.clone()], 1);
+    assert_eq!(holders.len(), 2, "{holders:?}");
+    let orphan = holders.iter().find(|h| h.pod == "backend-2").unwrap();
+    assert_eq!(orphan.ip, "127.0.0.99");
+    assert_eq!(orphan.left_out.as_ref().unwrap().record, left);
+    let after = RingLock {
+        version: Some("4".into()),
+        holders,
+    };
+    // a successor under the same name adopts it; it counts as another's until then
+    let mut obs = locked(after.clone());
+    obs.me = "mail/old".into();
+    assert_eq!(lock::others(&obs, &after).len(), 2);
+    let d = decide(&s, &status(vec![]), &obs, ts(0));
+    let Decision::Adopt { records } = &d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(records, &vec![left.clone()]);
+    // another StatefulSet's DBU does not adopt it, but counts it as out of the ring
+    let mx = with(json!({"backends": {"statefulSet": "mx"}}));
+    assert!(lock::adoptable(&mx, &status(vec![]), &after).is_empty());
+    // once adopted: a record, registered, its clock restarted
+    let mut st = status(vec![]);
+    let rec = record(&mut st, &d, Acted::Adopted(Ok(())), ts(9));
+    assert_eq!(rec.notes[0].reason, "BackendAdopted");
+    assert_eq!(st.ring_held, vec!["backend-2".to_string()]);
+    assert_eq!(st.backends[0].step, Step::Verify);
+    assert_eq!(st.backends[0].step_started, Time(ts(9)));
+}
+
+#[test]
+fn a_drain_waits_for_the_ring_lock_of_every_dbu_of_the_ring() {
+    let s = settings();
+    // Begin wrote the intent only; the lock does not hold backend-2 yet
+    let mut st = status(vec![rec(2, Step::Drain, 0)]);
+    st.ring_held.clear();
+    let mut unread = locked(RingLock::default());
+    unread.ring_lock = None;
+    let d = decide(&s, &st, &unread, ts(1));
+    assert_eq!(missing(&d, &unread), Some(Missing::RingLock), "{d:?}");
+    let d = decide(&s, &st, &locked(RingLock::default()), ts(1));
+    assert_eq!(
+        d,
+        Decision::Claim {
+            pods: vec!["backend-2".into()]
+        }
+    );
+    // another DBU of the ring holds one: at most one at once
+    let busy = locked(other_holds("mx-0", "127.0.0.50", 1));
+    let d = decide(&s, &st, &busy, ts(1));
+    let Decision::Wait {
+        reason: WaitReason::RingBusy,
+        message,
+        ..
+    } = &d
+    else {
+        panic!("{d:?}")
+    };
+    assert!(
+        message.contains("mx-0") && message.contains("mail/other"),
+        "{message}"
+    );
+    // the smallest maxUnavailable of the ring holds: 2 here, but the other DBU says 1
+    let two = with(json!({"maxUnavailable": 2}));
+    assert_eq!(reason(&decide(&two, &st, &busy, ts(1))), "RingBusy");
+    let roomy = locked(other_holds("mx-0", "127.0.0.50", 2));
+    assert_eq!(reason(&decide(&two, &st, &roomy, ts(1))), "Claim");
+    // a lock that cannot be read is a wait that says so
+    let mut broken = locked(RingLock::default());
+    broken.ring_lock = Some(Err("forbidden".into()));
+    let d = decide(&s, &st, &broken, ts(1));
+    assert_eq!(reason(&d), "RingLockUnreadable");
+    assert_eq!(missing(&d, &broken), None, "read once per reconcile");
+}
+
+#[test]
+fn a_new_backend_does_not_start_while_another_dbu_holds_the_ring() {
+    let s = settings();
+    let d = decide(
+        &s,
+        &status(vec![]),
+        &locked(other_holds("mx-0", "127.0.0.50", 1)),
+        ts(0),
+    );
+    assert_eq!(reason(&d), "RingBusy", "{d:?}");
+    // the capacity guard counts the other DBU's backend as out
+    let two = with(json!({"maxUnavailable": 2, "minAvailableBackends": 2}));
+    let lk = other_holds("backend-0", "127.0.0.11", 2);
+    let d = decide(&two, &status(vec![]), &locked(lk), ts(0));
+    assert_eq!(reason(&d), "InsufficientRingCapacity", "{d:?}");
+}
+
+#[test]
+fn the_ring_lock_is_released_when_a_backend_is_back_and_registers_what_is_out() {
+    let s = settings();
+    // backend-2 finished; it is still registered: released, even though the rollout is complete
+    let mut done = rec(2, Step::Done, 0);
+    done.from_revision = Some(OLD.into());
+    let mut st = status(vec![done]);
+    st.ring_held = vec!["backend-2".into()];
+    let mut obs = locked(RingLock::default());
+    obs.pods = (0..3).map(|i| pod(i, NEW)).collect();
+    let d = decide(&s, &st, &obs, ts(1));
+    assert_eq!(d, Decision::Claim { pods: vec![] });
+    let out = record(&mut st, &d, Acted::Claimed(Ok(())), ts(1));
+    assert!(st.ring_held.is_empty());
+    assert_eq!(out.requeue, Some(Duration::ZERO));
+    assert_eq!(decide(&s, &st, &obs, ts(2)), Decision::Complete);
+    // a conflict leaves status as it was and looks again soon
+    let mut st2 = status(vec![]);
+    st2.ring_held = vec!["backend-2".into()];
+    let out = record(
+        &mut st2,
+        &Decision::Claim { pods: vec![] },
+        Acted::Claimed(Err("conflict".into())),
+        ts(1),
+    );
+    assert_eq!(st2.ring_held, ["backend-2"]);
+    assert_eq!(out.requeue, Some(Duration::from_secs(1)));
+    // a backend already past Drain but not registered (a record from before the lock) is out of
+    // the ring whatever the lock says: registered at once, even when the ring looks busy
+    let mut st3 = status(vec![rec(2, Step::StopDovecot, 0)]);
+    st3.ring_held.clear();
+    let d = decide(
+        &s,
+        &st3,
+        &locked(other_holds("mx-0", "127.0.0.50", 1)),
+        ts(1),
+    );
+    assert_eq!(
+        d,
+        Decision::Claim {
+            pods: vec!["backend-2".into()]
+        }
+    );
+}
+
+#[test]
+fn a_selected_director_that_is_a_host_of_the_ring_stalls() {
+    let s = settings();
+    let mut obs = world();
+    obs.directors = vec![
+        ("director-0".into(), Some("127.0.0.10".into())),
+        ("mx-0".into(), Some("127.0.0.12".into())),
+    ];
+    let d = decide(&s, &status(vec![]), &obs, ts(0));
+    let Decision::Stall { reason, message } = &d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(*reason, "DirectorSelectorMatchesBackends");
+    assert!(
+        message.contains("mx-0") && message.contains("127.0.0.12"),
+        "{message}"
+    );
+    obs.directors.pop();
+    assert_eq!(
+        reason_of(&decide(&s, &status(vec![]), &obs, ts(0))),
+        "Begin"
+    );
+}
+
+#[test]
+fn ring_not_synced_names_the_directors_that_are_not() {
+    let s = settings();
+    let mut obs = world();
+    obs.ring_synced = Some(false);
+    obs.unsynced = vec!["director-1".into()];
+    let d = decide(&s, &status(vec![]), &obs, ts(0));
+    let Decision::Wait {
+        reason, message, ..
+    } = &d
+    else {
+        panic!("{d:?}")
+    };
+    assert_eq!(*reason, "RingNotSynced");
+    assert!(message.contains("on director-1"), "{message}");
+}
+
+#[test]
+fn every_director_must_show_the_backend_drained_before_it_is_stopped_or_taken_down() {
+    let s = settings();
+    let mut obs = drained(2);
+    obs.ring_synced = Some(true);
+    let lagging = vec![
+        host(0, 100, true, 0),
+        host(1, 50, true, 0),
+        host(2, 20, true, 0),
+    ];
+    for step in [Step::StopLmtp, Step::RingRemove] {
+        let st = status(vec![rec(2, step, 0)]);
+        obs.other_rings = Some(vec![("director-1".into(), Some(lagging.clone()))]);
+        let d = decide(&s, &st, &obs, ts(0));
+        let Decision::Reassert {
+            commands, director, ..
+        } = &d
+        else {
+            panic!("{step}: {d:?}")
+        };
+        assert_eq!(director.as_deref(), Some("director-1"), "{step}");
+        assert_eq!(
+            commands[0].join(" "),
+            "doveadm director update 127.0.0.13 0"
+        );
+        // agreeing directors: the step runs
+        obs.other_rings = Some(vec![("director-1".into(), obs.ring.clone())]);
+        assert_eq!(decide(&s, &st, &obs, ts(0)), run(2, step), "{step}");
+    }
+    // a director that cannot be read holds back StopLmtp, not RingRemove (Dovecot is stopped
+    // by then: down + flush are what protect its users)
+    obs.other_rings = Some(vec![("director-1".into(), None)]);
+    let d = decide(&s, &status(vec![rec(2, Step::StopLmtp, 0)]), &obs, ts(0));
+    assert_eq!(reason(&d), "RingUnreadable", "{d:?}");
+    let d = decide(&s, &status(vec![rec(2, Step::RingRemove, 0)]), &obs, ts(0));
+    assert_eq!(d, run(2, Step::RingRemove));
+}
+
+#[test]
+fn a_stall_over_what_the_ring_says_of_a_backend_waits_for_a_synced_ring() {
+    use crate::reason::StallReason as R;
+    let s = settings();
+    // no backend is a host of the ring (it names another one); backend-2 is the first candidate
+    let unknown = Observed {
+        ring: Some(vec![host(5, 100, true, 3)]),
+        ..world()
+    };
+    let d = decide(&s, &status(vec![]), &unknown, ts(0));
+    assert_eq!(reason(&d), "BackendNotInRing");
+    assert_eq!(missing(&d, &unknown), Some(Missing::RingSync));
+    let unsynced = Observed {
+        ring_synced: Some(false),
+        unsynced: vec!["director-1".into()],
+        ..unknown.clone()
+    };
+    let d = decide(&s, &status(vec![]), &unsynced, ts(0));
+    assert_eq!(reason(&d), "RingNotSynced");
+    assert!(format!("{d:?}").contains("director-1"), "{d:?}");
+    let synced = Observed {
+        ring_synced: Some(true),
+        ..unknown
+    };
+    let d = decide(&s, &status(vec![]), &synced, ts(0));
+    assert_eq!(reason(&d), "BackendNotInRing");
+    assert_eq!(missing(&d, &synced), None);
+    // other stalls need no ring read
+    let d = Decision::stall(R::BackendFailed, "m");
+    assert_eq!(missing(&d, &world()), None);
+}

@@ -1,0 +1,474 @@
+//! What status says: progress, conditions, records closed or kept, retries, aborts, and what only a fresh read may conclude.
+
+use super::*;
+use pretty_assertions::assert_eq;
+
+#[test]
+fn complete_only_when_every_pod_is_at_target_and_ready() {
+    let mut obs = world();
+    obs.pods = (0..3).map(|i| pod(i, NEW)).collect();
+    let mut st = status(vec![rec(0, Step::Done, 0)]);
+    assert_eq!(decide(&settings(), &st, &obs, ts(0)), Decision::Complete);
+    obs.pods[1].ready = false;
+    assert_eq!(
+        reason(&decide(&settings(), &st, &obs, ts(0))),
+        "WaitingForPods"
+    );
+    obs.pods.pop();
+    obs.pods[1].ready = true;
+    // a missing pod (being recreated) is not complete
+    st.backends.clear();
+    assert_ne!(decide(&settings(), &st, &obs, ts(0)), Decision::Complete);
+}
+
+#[test]
+fn cleanup_on_delete_restores_only_running_backends() {
+    let t = [
+        (Step::Drain, "Restore"),
+        (Step::WaitSessions, "Restore"),
+        // a Dovecot that died at StopLmtp cannot reload its LMTP listener: left out, not a loop
+        (Step::StopLmtp, "RestoreIfRunning"),
+        (Step::StopDovecot, "RestoreIfRunning"),
+        (Step::RingRemove, "LeaveOut"),
+        (Step::Reset, "LeaveOut"),
+        (Step::Replace, "LeaveOut"),
+        (Step::Verify, "LeaveOut"),
+        (Step::RingRestore, "Restore"),
+        (Step::Done, "Nothing"),
+    ];
+    for (step, want) in t {
+        let got = match cleanup_for(&rec(0, step, 0)) {
+            Cleanup::Restore => "Restore",
+            Cleanup::RestoreIfRunning => "RestoreIfRunning",
+            Cleanup::LeaveOut(_) => "LeaveOut",
+            Cleanup::Nothing => "Nothing",
+        };
+        assert_eq!(got, want, "{step}");
+    }
+    let mut f = rec(0, Step::WaitSessions, 0);
+    f.failed = true;
+    assert!(
+        matches!(cleanup_for(&f), Cleanup::LeaveOut(_)),
+        "failed is never put back"
+    );
+}
+
+#[test]
+fn retarget_keeps_only_records_that_hold_backends_out() {
+    let mut st = status(vec![rec(0, Step::Done, 0), rec(1, Step::Reset, 0)]);
+    retarget(&mut st, "even-newer");
+    assert_eq!(st.target_revision.as_deref(), Some("even-newer"));
+    assert_eq!(st.backends.len(), 1);
+    assert_eq!(st.backends[0].pod, "backend-1");
+}
+
+#[test]
+fn progress_counts_ready_pods_at_target_not_in_flight() {
+    let mut obs = world();
+    obs.pods[0] = pod(0, NEW);
+    obs.pods[1] = pod(1, NEW);
+    let st = status(vec![rec(1, Step::Verify, 0)]);
+    assert_eq!(progress(&st, &obs, NEW), "1/3");
+    assert_eq!(progress(&status(vec![]), &obs, NEW), "2/3");
+}
+
+#[test]
+fn a_pause_does_not_count_against_the_drain_ceiling_or_the_step_timeouts() {
+    let s = with(json!({}));
+    let mut st = status(vec![rec(2, Step::WaitSessions, 0)]);
+    let mut obs = drained(2);
+    obs.ring.as_mut().unwrap()[2].users = 4;
+    // paused 10 s into the drain, for 10 minutes
+    pause_clocks(&mut st, true, ts(10));
+    assert_eq!(st.paused_since, Some(Time(ts(10))));
+    pause_clocks(&mut st, true, ts(300));
+    assert_eq!(
+        st.paused_since,
+        Some(Time(ts(10))),
+        "the first moment counts"
+    );
+    pause_clocks(&mut st, false, ts(610));
+    assert_eq!(st.paused_since, None);
+    assert_eq!(st.backends[0].step_started, Time(ts(600)));
+    // 20 s of drain so far: the 60 s ceiling is 40 s away, nobody is kicked
+    let d = decide(&s, &st, &obs, ts(620));
+    assert_eq!(reason(&d), "StepInProgress", "{d:?}");
+    // nothing in flight: a pause has no clock to hold
+    let mut idle = status(vec![]);
+    pause_clocks(&mut idle, true, ts(0));
+    assert_eq!(idle.paused_since, None);
+}
+
+#[test]
+fn the_window_prediction_counts_active_step_time_only() {
+    // failed on Friday at Reset, retried on Monday: 60 h later
+    let mut st = status(vec![rec(2, Step::Drain, 0)]);
+    let adv = StepResult::advanced(None);
+    let mut t = 0;
+    for _ in [
+        Step::Drain,
+        Step::WaitSessions,
+        Step::StopLmtp,
+        Step::StopDovecot,
+        Step::RingRemove,
+    ] {
+        t += 10;
+        apply_result(&mut st.backends[0], &adv, ts(t));
+    }
+    let fail = StepResult::Failed(judge::step_error(Step::Reset, &[], Some(1), "x"));
+    apply_result(&mut st.backends[0], &fail, ts(t + 5));
+    let monday = t + 60 * 3600;
+    st.backends[0].failed = false;
+    st.backends[0].step_started = Time(ts(monday)); // what a retry does
+    for _ in [
+        Step::Reset,
+        Step::Replace,
+        Step::Verify,
+        Step::RingRestore,
+        Step::Soak,
+    ] {
+        t = if t < monday { monday + 10 } else { t + 10 };
+        apply_result(&mut st.backends[0], &adv, ts(t));
+    }
+    assert_eq!(st.backends[0].step, Step::Done);
+    record_finish(&mut st, "backend-2", ts(t));
+    assert_eq!(
+        st.recent_backend_seconds,
+        vec![100],
+        "10 steps of 10 s, not 60 h"
+    );
+}
+
+#[test]
+fn a_pod_scaled_away_closes_its_record_as_removed() {
+    let s = with(json!({}));
+    // backend-2 was taken first, failed, and then the StatefulSet was scaled to 2
+    let mut f = rec(2, Step::Reset, 0);
+    f.failed = true;
+    let mut st = status(vec![f, rec(1, Step::Done, 0)]);
+    let mut obs = drained(2);
+    obs.sts.as_mut().unwrap().replicas = 2;
+    obs.pods.retain(|p| p.name != "backend-2");
+    let notes = close_removed(&s, &mut st, &obs, ts(5));
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0].reason, "BackendRemoved");
+    assert!(
+        notes[0].message.contains("director remove 127.0.0.13"),
+        "{}",
+        notes[0].message
+    );
+    assert!(st.backends[0].removed && !active(&st.backends[0]));
+    // closed: it no longer stalls the rollout, and the ring's lock lets it go
+    obs.ring_lock = Some(Ok(RingLock::default()));
+    let d = decide(&s, &st, &obs, ts(6));
+    assert_eq!(d, Decision::Claim { pods: vec![] }, "{d:?}");
+    assert!(close_removed(&s, &mut st, &obs, ts(7)).is_empty(), "once");
+    // a pod that still runs, or an ordinal below the replicas, is not removed
+    let mut st = status(vec![rec(2, Step::Reset, 0)]);
+    let mut obs = drained(2);
+    obs.sts.as_mut().unwrap().replicas = 2;
+    assert!(
+        close_removed(&s, &mut st, &obs, ts(5)).is_empty(),
+        "pod still there"
+    );
+    obs.sts.as_mut().unwrap().replicas = 3;
+    obs.pods.retain(|p| p.name != "backend-2");
+    assert!(
+        close_removed(&s, &mut st, &obs, ts(5)).is_empty(),
+        "will be recreated"
+    );
+}
+
+#[test]
+fn finishing_a_backend_records_its_duration() {
+    let mut st = status(vec![rec(2, Step::Done, 0), rec(1, Step::Verify, 0)]);
+    st.backends[0].started = Some(Time(ts(-100)));
+    record_finish(&mut st, "backend-2", ts(20));
+    record_finish(&mut st, "backend-1", ts(20));
+    assert_eq!(
+        st.recent_backend_seconds,
+        vec![120],
+        "only Done records count"
+    );
+}
+
+#[test]
+fn abort_undoes_in_flight_backends_then_reports() {
+    let s = with(json!({"abort": true}));
+    let st = status(vec![rec(2, Step::WaitSessions, 0)]);
+    let d = decide(&s, &st, &drained(2), ts(0));
+    assert_eq!(
+        d,
+        Decision::Undo {
+            pod: "backend-2".into(),
+            action: Cleanup::Restore
+        }
+    );
+    let mut down = drained(2);
+    down.ring.as_mut().unwrap()[2].up = false;
+    let st = status(vec![rec(2, Step::Reset, 0)]);
+    assert!(matches!(
+        decide(&s, &st, &down, ts(0)),
+        Decision::Undo {
+            action: Cleanup::LeaveOut(_),
+            ..
+        }
+    ));
+    // nothing drained: aborted, and no new backend starts
+    let d = decide(&s, &status(vec![]), &world(), ts(0));
+    assert!(
+        matches!(
+            &d,
+            Decision::Aborted {
+                left_out: false,
+                ..
+            }
+        ),
+        "{d:?}"
+    );
+    // a backend left out (failed) is named
+    let mut out = rec(1, Step::Reset, 0);
+    out.failed = true;
+    let mut down = drained(1);
+    down.ring.as_mut().unwrap()[1].up = false;
+    let d = decide(&s, &status(vec![out]), &down, ts(0));
+    let Decision::Aborted { message, left_out } = d else {
+        panic!("{d:?}")
+    };
+    assert!(
+        left_out && message.contains("backend-1 (at Reset)"),
+        "{message}"
+    );
+    // everything already at target: complete, abort or not
+    let mut done = world();
+    done.pods = (0..3).map(|i| pod(i, NEW)).collect();
+    assert_eq!(
+        decide(&s, &status(vec![]), &done, ts(0)),
+        Decision::Complete
+    );
+}
+
+#[test]
+fn retry_token_reruns_failed_backends_once() {
+    let mut f = rec(2, Step::Verify, 0);
+    f.failed = true;
+    f.attempts = 1;
+    let mut st = status(vec![f, rec(1, Step::Done, 0)]);
+    let mut obs = world();
+    obs.pods[2] = pod(2, "backend-broken"); // the failed pod runs a revision that is no longer the target
+    assert!(apply_retry(&mut st, None, &obs, ts(5)).is_empty());
+    let notes = apply_retry(&mut st, Some("1"), &obs, ts(5));
+    assert_eq!(notes.len(), 1);
+    let r = &st.backends[0];
+    assert_eq!(
+        (r.failed, r.attempts, r.step),
+        (false, 0, Step::Reset),
+        "rerun from the reset (which rewinds to the stop when Dovecot runs in the pod)"
+    );
+    assert_eq!(r.step_started, Time(ts(5)));
+    assert_eq!(st.retry_token.as_deref(), Some("1"));
+    // the same token again does nothing, even if the backend failed again
+    st.backends[0].failed = true;
+    assert!(apply_retry(&mut st, Some("1"), &obs, ts(6)).is_empty());
+    assert!(st.backends[0].failed);
+    // a failure before Replace, or with the pod at the target, reruns the same step
+    let mut g = rec(2, Step::WaitSessions, 0);
+    g.failed = true;
+    let mut st = status(vec![g]);
+    apply_retry(&mut st, Some("2"), &obs, ts(7));
+    assert_eq!(st.backends[0].step, Step::WaitSessions);
+    let mut v = rec(2, Step::Verify, 0);
+    v.failed = true;
+    let mut st = status(vec![v]);
+    obs.pods[2] = pod(2, NEW);
+    apply_retry(&mut st, Some("3"), &obs, ts(7));
+    assert_eq!(st.backends[0].step, Step::Verify);
+}
+
+#[test]
+fn a_step_that_just_failed_settles_as_stalled() {
+    let s = settings();
+    let w = drained(2);
+    let mut f = rec(2, Step::Verify, 0);
+    let d = run(2, Step::Verify);
+    assert_eq!(settled(&s, &d, &status(vec![f.clone()]), &w, ts(0)), d);
+    f.failed = true;
+    let st = status(vec![f]);
+    assert_eq!(reason(&settled(&s, &d, &st, &w, ts(0))), "BackendFailed");
+    // a decision that ran nothing is kept as it is
+    assert_eq!(
+        settled(&s, &Decision::Complete, &st, &w, ts(0)),
+        Decision::Complete
+    );
+}
+
+#[test]
+fn the_last_ring_restore_settles_as_complete() {
+    let s = settings();
+    let mut obs = world();
+    obs.pods = (0..3).map(|i| pod(i, NEW)).collect();
+    let d = run(0, Step::RingRestore);
+    let done = status(vec![rec(0, Step::Done, 0)]);
+    assert_eq!(settled(&s, &d, &done, &obs, ts(0)), Decision::Complete);
+    // another backend still outdated: the rollout goes on
+    obs.pods[1] = pod(1, OLD);
+    assert_eq!(settled(&s, &d, &done, &obs, ts(0)), d);
+}
+
+#[test]
+fn compact_keeps_active_records_and_the_newest_done() {
+    let mut recs: Vec<BackendStatus> = (0..15)
+        .map(|i| {
+            let mut r = rec(0, Step::Done, 0);
+            r.pod = format!("done-{i}");
+            r
+        })
+        .collect();
+    recs.insert(3, rec(1, Step::Verify, 0));
+    let mut failed = rec(2, Step::Reset, 0);
+    failed.failed = true;
+    recs.insert(0, failed);
+    let mut st = status(recs);
+    compact(&mut st);
+    let names: Vec<&str> = st.backends.iter().map(|r| r.pod.as_str()).collect();
+    assert_eq!(names.len(), DONE_KEPT + 2);
+    assert_eq!(&names[..2], &["backend-2", "backend-1"]);
+    assert_eq!(names[2], "done-5");
+    assert_eq!(names.last(), Some(&"done-14"));
+}
+
+#[test]
+fn what_a_lagging_cache_can_cause_is_taken_again_from_a_fresh_read() {
+    use crate::reason::StallReason as R;
+    let cached = world();
+    let fresh = Observed {
+        fresh: true,
+        ..world()
+    };
+    let stall = |r| Decision::stall(r, "m");
+    let rollout = status(vec![]);
+    let (mut complete, mut not_in_ring) = (rollout.clone(), rollout.clone());
+    conditions::summarize(&mut complete, &Decision::Complete, Some(1), ts(0));
+    conditions::summarize(
+        &mut not_in_ring,
+        &stall(R::BackendNotInRing),
+        Some(1),
+        ts(0),
+    );
+    // (decision, world, the status as read, taken again from a fresh read)
+    let table = [
+        (stall(R::BackendNotInRing), &cached, &rollout, true),
+        (stall(R::BackendAlreadyDrained), &cached, &rollout, true),
+        (stall(R::StatefulSetNotFound), &cached, &rollout, true),
+        (stall(R::UpdateStrategyNotOnDelete), &cached, &rollout, true),
+        (stall(R::StatefulSetClaimed), &cached, &rollout, true),
+        (
+            stall(R::DirectorSelectorMatchesBackends),
+            &cached,
+            &rollout,
+            true,
+        ),
+        // the operator's own records, or read fresh already: no cache involved
+        (stall(R::BackendFailed), &cached, &rollout, false),
+        (stall(R::SoakFailed), &cached, &rollout, false),
+        (stall(R::ProbeFailed), &cached, &rollout, false),
+        (stall(R::ResetWouldDeleteMailData), &cached, &rollout, false),
+        (
+            stall(R::ProbeCredentialsUnreadable),
+            &cached,
+            &rollout,
+            false,
+        ),
+        (
+            stall(R::MaintenanceWindowTooShort),
+            &cached,
+            &rollout,
+            false,
+        ),
+        (stall(R::InvalidSpec), &cached, &rollout, false),
+        (stall(R::BackendNotInRing), &fresh, &rollout, false),
+        // a first completion is confirmed; completing again at rest costs no read
+        (Decision::Complete, &cached, &rollout, true),
+        (Decision::Complete, &cached, &complete, false),
+        // a stall confirmed when it was written stands from the caches; another one does not
+        (stall(R::BackendNotInRing), &cached, &not_in_ring, false),
+        (stall(R::BackendAlreadyDrained), &cached, &not_in_ring, true),
+        (Decision::Complete, &fresh, &rollout, false),
+        (
+            Decision::wait(WaitReason::BackendNotReady, "m", Duration::from_secs(1)),
+            &cached,
+            &rollout,
+            false,
+        ),
+        (run(2, Step::Drain), &cached, &rollout, false),
+    ];
+    for (d, obs, ready, want) in table {
+        assert_eq!(
+            unconfirmed(&d, obs, ready),
+            want,
+            "{d:?} fresh={}",
+            obs.fresh
+        );
+    }
+    // every stall reason is classified on purpose: a new one must be added to the table above
+    assert_eq!(R::ALL.len(), 13);
+}
+
+#[test]
+fn a_new_target_revision_is_taken_only_from_a_fresh_read() {
+    let st = |t: Option<&str>| DovecotBackendUpgradeStatus {
+        target_revision: t.map(Into::into),
+        ..Default::default()
+    };
+    let seen = |rev: &str, fresh| Observed {
+        sts: Some(fixtures::sts(rev, 3)),
+        fresh,
+        ..Default::default()
+    };
+    assert!(target_unconfirmed(&st(Some(NEW)), &seen(OLD, false)));
+    assert!(!target_unconfirmed(&st(Some(NEW)), &seen(OLD, true)));
+    assert!(!target_unconfirmed(&st(Some(NEW)), &seen(NEW, false)));
+    // a DBU's first target needs no confirmation: nothing is dropped
+    assert!(!target_unconfirmed(&st(None), &seen(NEW, false)));
+    assert!(!target_unconfirmed(&st(Some(NEW)), &Observed::default()));
+}
+
+#[test]
+fn progress_of_one_target_never_goes_backwards() {
+    // (written before, seen now, written now)
+    let table = [
+        (Some("2/3"), "1/3", "2/3"), // an upgraded backend restarting, or a cache behind
+        (Some("2/3"), "3/3", "3/3"),
+        (Some("2/3"), "0/4", "0/4"), // scaled up: counted again
+        (Some("3/3"), "1/2", "1/2"), // scaled down
+        (None, "0/3", "0/3"),        // a new target (retarget clears it)
+        (Some("garbage"), "1/3", "1/3"),
+    ];
+    for (before, seen, want) in table {
+        assert_eq!(
+            no_step_back(before, seen.to_string()),
+            want,
+            "{before:?} {seen}"
+        );
+    }
+    let mut st = fixtures::status(OLD, vec![]);
+    st.progress = Some("3/3".into());
+    retarget(&mut st, NEW);
+    assert_eq!(st.progress, None);
+}
+
+#[test]
+fn conclude_keeps_progress_while_an_upgraded_backend_is_not_ready() {
+    let s = settings();
+    let mut obs = Observed {
+        pods: vec![pod(0, NEW), pod(1, NEW), pod(2, OLD)],
+        ..world()
+    };
+    let mut st = status(vec![]);
+    let d = Decision::wait(WaitReason::BackendNotReady, "m", Duration::from_secs(1));
+    conclude(&s, &d, &mut st, &obs, Some(1), ts(0));
+    assert_eq!(st.progress.as_deref(), Some("2/3"));
+    obs.pods[1].ready = false;
+    conclude(&s, &d, &mut st, &obs, Some(1), ts(1));
+    assert_eq!(st.progress.as_deref(), Some("2/3"));
+}

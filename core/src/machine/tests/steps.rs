@@ -1,0 +1,695 @@
+//! A backend's steps: each result moves it forward, retries it or halts it; the drain, Replace and the soak.
+
+use super::*;
+use pretty_assertions::assert_eq;
+
+#[test]
+fn every_step_of_an_in_flight_backend_runs_in_order() {
+    // ring as it looks while backend-2 is at each step (vhosts 0 from WaitSessions on, down later)
+    for step in Step::ALL.iter().copied().filter(|s| *s != Step::Done) {
+        let mut obs = world();
+        let drained = step > Step::Drain;
+        let down = step > Step::RingRemove;
+        obs.ring = Some(vec![
+            host(0, 100, true, 0),
+            host(1, 50, true, 0),
+            host(2, if drained { 0 } else { 20 }, !down, 0),
+        ]);
+        if step >= Step::Verify {
+            obs.pods[2] = pod(2, NEW);
+        }
+        let d = decide(&settings(), &status(vec![rec(2, step, 0)]), &obs, ts(1));
+        assert_eq!(d, run(2, step), "{step}");
+    }
+}
+
+#[test]
+fn wait_sessions_polls_until_empty_or_ceiling() {
+    let s = settings(); // timeout 60s, poll 5s
+    let st = status(vec![rec(2, Step::WaitSessions, 0)]);
+    let ring = |users| {
+        Some(vec![
+            host(0, 100, true, 0),
+            host(1, 50, true, 0),
+            host(2, 0, true, users),
+        ])
+    };
+    let mut obs = world();
+    obs.ring = ring(4);
+    let d = decide(&s, &st, &obs, ts(10));
+    assert_eq!(
+        d,
+        Decision::Wait {
+            reason: WaitReason::StepInProgress,
+            message: "backend-2: 4 users still mapped to 127.0.0.13".into(),
+            requeue: Duration::from_secs(5)
+        }
+    );
+    // the last poll before the ceiling is shortened to land on it
+    let Decision::Wait { requeue, .. } = decide(&s, &st, &obs, ts(58)) else {
+        panic!()
+    };
+    assert_eq!(requeue, Duration::from_secs(2));
+    // ceiling reached with users left
+    assert_eq!(
+        decide(&s, &st, &obs, ts(60)),
+        Decision::Run {
+            pod: "backend-2".into(),
+            step: Step::WaitSessions,
+            ceiling_users: Some(4)
+        }
+    );
+    // emptied early: no fixed sleep
+    obs.ring = ring(0);
+    assert_eq!(decide(&s, &st, &obs, ts(1)), run(2, Step::WaitSessions));
+    // none mapped but sessions on the backend: the ceiling holds them too (issue 12)
+    assert_eq!(
+        decide(&s, &st, &obs, ts(60)),
+        Decision::Run {
+            pod: "backend-2".into(),
+            step: Step::WaitSessions,
+            ceiling_users: Some(0)
+        }
+    );
+}
+
+#[test]
+fn drain_outcome_table() {
+    let err = |m: String| StepError {
+        step: Step::WaitSessions,
+        argv: vec![],
+        exit_code: None,
+        stderr: m,
+        reason: None,
+    };
+    let p = Duration::from_secs(5);
+    use DrainTimeoutAction::*;
+    assert!(matches!(
+        drain_outcome(None, 0, Proceed, p, err),
+        StepResult::Advanced { .. }
+    ));
+    assert!(matches!(
+        drain_outcome(None, 2, Proceed, p, err),
+        StepResult::Waiting { .. }
+    ));
+    let StepResult::Advanced { message, .. } = drain_outcome(Some(3), 3, Proceed, p, err) else {
+        panic!()
+    };
+    assert!(message.unwrap().contains("3 users"));
+    let StepResult::Failed(e) = drain_outcome(Some(3), 3, Fail, p, err) else {
+        panic!()
+    };
+    assert!(e.stderr.contains("onTimeout=Fail"));
+    // at the ceiling with none mapped: empty advances, live sessions are held to the ceiling
+    assert!(matches!(
+        drain_outcome(Some(0), 0, Fail, p, err),
+        StepResult::Advanced { .. }
+    ));
+    let StepResult::Advanced { message, .. } = drain_outcome(Some(0), 2, Proceed, p, err) else {
+        panic!()
+    };
+    assert!(message.unwrap().contains("2 sessions"));
+    assert!(matches!(
+        drain_outcome(Some(0), 2, Fail, p, err),
+        StepResult::Failed(_)
+    ));
+}
+
+#[test]
+fn a_who_output_cut_at_the_capture_bound_counts_as_sessions_not_a_parse_error() {
+    let err = |m: String| StepError {
+        step: Step::WaitSessions,
+        argv: vec![],
+        exit_code: Some(0),
+        stderr: m,
+        reason: None,
+    };
+    let row = r#"{"username":"user5","service":"imap","pid":"10823","ip":"127.0.0.1"},"#;
+    let mut cut = String::from("[");
+    while cut.len() < crate::text::MAX_CAPTURE {
+        cut.push_str(row);
+    }
+    cut.truncate(crate::text::MAX_CAPTURE);
+    let p = Duration::from_secs(5);
+    let res = judge::sessions(&cut, None, DrainTimeoutAction::Fail, p, err);
+    let StepResult::Waiting { message, .. } = res else {
+        panic!("{res:?}")
+    };
+    assert!(message.contains("sessions still run"), "{message}");
+    // at the ceiling: the ceiling holds them
+    let res = judge::sessions(&cut, Some(0), DrainTimeoutAction::Proceed, p, err);
+    assert!(matches!(res, StepResult::Advanced { .. }), "{res:?}");
+    // a short output that does not parse is still an error
+    let res = judge::sessions("[{\"user", None, DrainTimeoutAction::Proceed, p, err);
+    assert!(matches!(res, StepResult::Failed(_)), "{res:?}");
+}
+
+#[test]
+fn attempts_count_consecutive_transient_failures_only() {
+    let mut r = rec(2, Step::WaitSessions, 0);
+    let blip = StepResult::Transient {
+        error: StepError {
+            step: Step::WaitSessions,
+            argv: vec![],
+            exit_code: None,
+            stderr: "connection reset".into(),
+            reason: None,
+        },
+    };
+    let poll = StepResult::Waiting {
+        requeue: Duration::from_secs(5),
+        message: "1 users still mapped".into(),
+    };
+    // five blips spread over a long wait, each followed by a poll that worked: never failed
+    for i in 0..10 {
+        apply_result(&mut r, &blip, ts(i * 10));
+        assert_eq!(r.attempts, 1);
+        apply_result(&mut r, &poll, ts(i * 10 + 5));
+        assert_eq!((r.attempts, r.retry_after.is_none()), (0, true));
+    }
+    assert!(!r.failed);
+    for i in 0..MAX_ATTEMPTS {
+        apply_result(&mut r, &blip, ts(200 + i64::from(i)));
+    }
+    assert!(r.failed, "five in a row fail it");
+}
+
+#[test]
+fn a_failed_backend_halts_the_rollout_with_the_command_and_stderr() {
+    let mut f = rec(2, Step::Verify, 0);
+    f.failed = true;
+    f.last_error = Some(StepError {
+        step: Step::Verify,
+        argv: vec!["doveadm".into(), "mailbox".into(), "list".into()],
+        exit_code: Some(67),
+        stderr: "doveadm(probe): Error: User doesn't exist".into(),
+        reason: None,
+    });
+    let mut obs = world();
+    obs.ring = Some(vec![
+        host(0, 100, true, 0),
+        host(1, 50, true, 0),
+        host(2, 0, false, 0),
+    ]);
+    let d = decide(&settings(), &status(vec![f]), &obs, ts(1));
+    let Decision::Stall { reason, message } = d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(reason, "BackendFailed");
+    for part in [
+        "backend-2",
+        "Verify",
+        "doveadm mailbox list",
+        "67",
+        "User doesn't exist",
+    ] {
+        assert!(message.contains(part), "{part} in {message}");
+    }
+}
+
+#[test]
+fn replace_verify_restore_wait_for_the_new_pod() {
+    let mut obs = world();
+    obs.ring = Some(vec![
+        host(0, 100, true, 0),
+        host(1, 50, true, 0),
+        host(2, 0, false, 0),
+    ]);
+    obs.pods.pop(); // deleted, not recreated yet
+    for step in [Step::Verify, Step::RingRestore] {
+        let d = decide(&settings(), &status(vec![rec(2, step, 0)]), &obs, ts(1));
+        assert_eq!(reason(&d), "StepInProgress", "{step}");
+    }
+    // Replace itself runs to observe/delete/time out
+    assert_eq!(
+        decide(
+            &settings(),
+            &status(vec![rec(2, Step::Replace, 0)]),
+            &obs,
+            ts(1)
+        ),
+        run(2, Step::Replace)
+    );
+}
+
+#[test]
+fn transient_failures_back_off_then_fail() {
+    let e = StepError {
+        step: Step::Drain,
+        argv: vec!["doveadm".into()],
+        exit_code: None,
+        stderr: "exec timed out after 60s".into(),
+        reason: None,
+    };
+    let mut r = rec(2, Step::Drain, 0);
+    let notes = apply_result(&mut r, &StepResult::Transient { error: e.clone() }, ts(10));
+    assert_eq!((r.attempts, r.failed, r.step), (1, false, Step::Drain));
+    assert_eq!(r.retry_after, Some(Time(ts(12))));
+    assert_eq!(notes[0].reason, "StepRetrying");
+    assert_eq!(
+        r.step_started,
+        Time(ts(0)),
+        "ceilings keep counting from the step start"
+    );
+    // while backing off, the plan waits
+    let obs = world();
+    assert_eq!(
+        reason(&decide(&settings(), &status(vec![r.clone()]), &obs, ts(11))),
+        "StepInProgress"
+    );
+    assert_eq!(
+        decide(&settings(), &status(vec![r.clone()]), &obs, ts(12)),
+        run(2, Step::Drain)
+    );
+    for _ in 1..MAX_ATTEMPTS {
+        apply_result(&mut r, &StepResult::Transient { error: e.clone() }, ts(20));
+    }
+    assert!(r.failed, "gives up after {MAX_ATTEMPTS} attempts");
+}
+
+#[test]
+fn results_move_every_step_forward_or_halt_it() {
+    for step in Step::ALL.iter().copied().filter(|s| *s != Step::Done) {
+        let mut ok = rec(1, step, 0);
+        let notes = apply_result(
+            &mut ok,
+            &StepResult::Advanced {
+                message: None,
+                new_ip: None,
+                stopped_uid: None,
+                layout: None,
+            },
+            ts(5),
+        );
+        assert_eq!(ok.step, step.next());
+        assert_eq!(ok.step_started, Time(ts(5)));
+        assert_eq!(notes[0].reason, "StepSucceeded");
+        assert!(["StepStarted", "BackendUpgraded"].contains(&notes[1].reason.as_str()));
+        // events carry pod and step, so the recorder keeps each step's event apart
+        assert_eq!(
+            (notes[0].pod.as_deref(), notes[0].step),
+            (Some("backend-1"), Some(step))
+        );
+        if notes[1].reason == "StepStarted" {
+            assert_eq!(notes[1].step, Some(step.next()));
+        }
+
+        let mut bad = rec(1, step, 0);
+        let err = StepError {
+            step,
+            argv: vec!["x".into()],
+            exit_code: Some(75),
+            stderr: "Fatal".into(),
+            reason: None,
+        };
+        let notes = apply_result(&mut bad, &StepResult::Failed(err.clone()), ts(5));
+        assert!(bad.failed);
+        assert_eq!(bad.step, step, "a failed step is not advanced");
+        assert_eq!(bad.last_error, Some(err));
+        assert!(notes[0].warning);
+
+        let mut waiting = rec(1, step, 0);
+        apply_result(
+            &mut waiting,
+            &StepResult::Waiting {
+                requeue: Duration::from_secs(1),
+                message: "m".into(),
+            },
+            ts(5),
+        );
+        assert_eq!(
+            (waiting.step, waiting.step_started.clone()),
+            (step, Time(ts(0)))
+        );
+    }
+    let mut r = rec(2, Step::Replace, 0);
+    apply_result(
+        &mut r,
+        &StepResult::Advanced {
+            message: None,
+            new_ip: Some("127.0.0.99".into()),
+            stopped_uid: Some("uid-2-old".into()),
+            layout: None,
+        },
+        ts(1),
+    );
+    assert_eq!(r.new_ip.as_deref(), Some("127.0.0.99"));
+    assert_eq!(r.stopped_pod_uid.as_deref(), Some("uid-2-old"));
+    let mut r = rec(2, Step::Reset, 0);
+    apply_result(
+        &mut r,
+        &StepResult::Rewind {
+            to: Step::StopLmtp,
+            message: "Dovecot is running again".into(),
+        },
+        ts(1),
+    );
+    assert_eq!(r.step, Step::StopLmtp);
+}
+
+#[test]
+fn a_failed_backend_does_not_freeze_the_others_in_flight() {
+    let s = with(json!({"maxUnavailable": 3}));
+    let mut f = rec(2, Step::Verify, 0);
+    f.failed = true;
+    let mut obs = drained(2);
+    for (i, h) in obs.ring.as_mut().unwrap().iter_mut().enumerate() {
+        h.vhosts = 0;
+        // past RingRemove: down too
+        h.up = i == 0;
+    }
+    // backend-1 stopped already: it goes on (Verify guards it); backend-0 still runs: put back
+    let st = status(vec![
+        f.clone(),
+        rec(1, Step::Replace, 0),
+        rec(0, Step::WaitSessions, 0),
+    ]);
+    let d = decide(&s, &st, &obs, ts(1));
+    assert_eq!(
+        d,
+        Decision::Undo {
+            pod: "backend-0".into(),
+            action: Cleanup::Restore
+        }
+    );
+    let st = status(vec![f.clone(), rec(1, Step::Replace, 0)]);
+    let d = decide(&s, &st, &obs, ts(1));
+    assert_eq!(d, run(1, Step::Replace));
+    // Stalled names the failed one all the while
+    assert_eq!(reason(&settled(&s, &d, &st, &obs, ts(1))), "BackendFailed");
+    // once the others are done, the failed one is all that is left
+    let st = status(vec![f, rec(1, Step::Done, 0)]);
+    assert_eq!(reason(&decide(&s, &st, &obs, ts(1))), "BackendFailed");
+}
+
+#[test]
+fn replace_deletes_the_old_pod_then_waits_for_the_new_one() {
+    let t10 = Duration::from_secs(10);
+    let old = pod(2, OLD);
+    let uid_old = old.uid.clone().unwrap();
+    let mut term = pod(2, OLD);
+    term.terminating = true;
+    let mut new_unready = pod(2, NEW);
+    new_unready.ready = false;
+    let mut new_moved = pod(2, NEW);
+    new_moved.ip = Some("127.0.0.99".into());
+    let t: Vec<(Option<&PodView>, Duration, ReplaceMove)> = vec![
+        (
+            Some(&old),
+            Duration::ZERO,
+            ReplaceMove::Delete(uid_old.clone()),
+        ),
+        (Some(&old), t10, ReplaceMove::Delete(uid_old.clone())),
+        (
+            Some(&term),
+            Duration::ZERO,
+            ReplaceMove::Wait("backend-2: terminating".into()),
+        ),
+        (
+            None,
+            Duration::ZERO,
+            ReplaceMove::Wait("waiting for the StatefulSet to recreate the pod".into()),
+        ),
+        (
+            Some(&new_unready),
+            Duration::ZERO,
+            ReplaceMove::Wait(format!("backend-2: waiting for Ready at revision {NEW}")),
+        ),
+        (
+            Some(&new_moved),
+            Duration::ZERO,
+            ReplaceMove::Done("127.0.0.99".into()),
+        ),
+        (
+            None,
+            t10,
+            ReplaceMove::TimedOut(format!("pod not Ready at revision {NEW} within 10s")),
+        ),
+        (
+            Some(&new_unready),
+            t10,
+            ReplaceMove::TimedOut(format!("pod not Ready at revision {NEW} within 10s")),
+        ),
+    ];
+    for (p, waited, want) in t {
+        assert_eq!(
+            replace_move(p, NEW, None, waited, t10),
+            want,
+            "{p:?} {waited:?}"
+        );
+    }
+    // the pod whose Dovecot we stopped is deleted even at the target revision: nothing restarts it
+    let mut stopped = pod(2, NEW);
+    stopped.ready = false;
+    let uid = stopped.uid.clone();
+    assert_eq!(
+        replace_move(Some(&stopped), NEW, uid.as_deref(), Duration::ZERO, t10),
+        ReplaceMove::Delete(uid.clone().unwrap())
+    );
+    // a pod seen without a UID is never deleted: the delete could not be pinned to it
+    let mut anonymous = pod(2, OLD);
+    anonymous.uid = None;
+    assert!(matches!(
+        replace_move(Some(&anonymous), NEW, None, Duration::ZERO, t10),
+        ReplaceMove::Wait(_)
+    ));
+    // ... but not once it is terminating, and a different (recreated) pod is waited for
+    stopped.terminating = true;
+    assert!(matches!(
+        replace_move(Some(&stopped), NEW, uid.as_deref(), Duration::ZERO, t10),
+        ReplaceMove::Wait(_)
+    ));
+    let fresh = pod(2, NEW);
+    assert_eq!(
+        replace_move(
+            Some(&fresh),
+            NEW,
+            Some("uid-of-the-stopped-one"),
+            Duration::ZERO,
+            t10
+        ),
+        ReplaceMove::Done("127.0.0.13".into())
+    );
+}
+
+#[test]
+fn the_soak_passes_on_real_traffic_or_a_login_that_landed_and_fails_otherwise() {
+    use judge::{SoakMove, SoakSeen, soak};
+    let r = rec(1, Step::Soak, 0);
+    let ip = fixtures::backend_ip(1);
+    let pod = fixtures::pod(1, NEW);
+    let limit = Duration::from_secs(60);
+    let poll = Duration::from_secs(5);
+    let ring = |users| vec![fixtures::host(1, 50, true, users)];
+    let seen = |ring: &'static [RingHost], user_on, login, can_login, waited| SoakSeen {
+        pod: Some(&pod),
+        ip: &ip,
+        ring,
+        user: "probe",
+        user_on,
+        login,
+        can_login,
+        waited: Duration::from_secs(waited),
+    };
+    let leak = |v: Vec<RingHost>| -> &'static [RingHost] { Vec::leak(v) };
+    let (quiet, one, two) = (leak(ring(0)), leak(ring(1)), leak(ring(2)));
+    let here = Some(ip.as_str());
+    let kind = |m: SoakMove| match m {
+        SoakMove::Pass(_) => "pass",
+        SoakMove::Wait(..) => "wait",
+        SoakMove::Fail(_) => "fail",
+        SoakMove::TryLogin => "login",
+    };
+    let cases: Vec<(&str, SoakSeen, &str)> = vec![
+        ("users of their own", seen(one, None, None, true, 1), "pass"),
+        // the one mapping is the verify user's own (a move): not traffic
+        (
+            "only the verify user, moved",
+            seen(one, here, None, true, 1),
+            "login",
+        ),
+        (
+            "the login landed",
+            seen(one, here, Some(Ok(())), true, 1),
+            "pass",
+        ),
+        (
+            "the login failed",
+            seen(one, here, Some(Err("NO")), true, 1),
+            "wait",
+        ),
+        (
+            "others beside the verify user",
+            seen(two, here, Some(Err("NO")), true, 1),
+            "pass",
+        ),
+        (
+            "quiet, may log in",
+            seen(quiet, None, None, true, 1),
+            "login",
+        ),
+        (
+            "quiet, no credentials",
+            seen(quiet, None, None, false, 1),
+            "wait",
+        ),
+        (
+            "verify user mapped by an outside prober",
+            seen(one, here, None, false, 1),
+            "pass",
+        ),
+        (
+            "quiet at the limit",
+            seen(quiet, None, None, false, 60),
+            "fail",
+        ),
+        (
+            "login failed at the limit",
+            seen(one, here, Some(Err("NO")), true, 60),
+            "fail",
+        ),
+    ];
+    for (name, s, want) in cases {
+        assert_eq!(kind(soak(&r, &s, limit, poll)), want, "{name}");
+    }
+    // a pod that stops being Ready fails at once; a host someone took out is theirs
+    let mut down = pod.clone();
+    down.ready = false;
+    let mut s = seen(two, None, None, true, 1);
+    s.pod = Some(&down);
+    assert_eq!(kind(soak(&r, &s, limit, poll)), "fail");
+    let out = leak(vec![fixtures::host(1, 0, true, 0)]);
+    assert_eq!(
+        kind(soak(&r, &seen(out, None, None, true, 1), limit, poll)),
+        "pass"
+    );
+    // restored down, as a human had it: nothing to wait for
+    let mut kept = r.clone();
+    kept.original_up = Some(false);
+    assert_eq!(
+        kind(soak(&kept, &seen(quiet, None, None, true, 1), limit, poll)),
+        "pass"
+    );
+    let SoakMove::Fail(why) = soak(
+        &r,
+        &seen(
+            one,
+            here,
+            Some(Err("p2 NO [AUTHENTICATIONFAILED]")),
+            true,
+            61,
+        ),
+        limit,
+        poll,
+    ) else {
+        panic!()
+    };
+    assert!(
+        why.contains("within 60s") && why.contains("AUTHENTICATIONFAILED"),
+        "{why}"
+    );
+    let s = with(json!({}));
+    let (cmds, failed) = judge::soak_failed(&s, &ip, &why);
+    assert_eq!(
+        cmds.iter().map(|c| c[2].as_str()).collect::<Vec<_>>(),
+        ["update", "down", "flush"]
+    );
+    let StepResult::Failed(e) = failed else {
+        panic!()
+    };
+    assert_eq!(
+        (e.step, e.reason.as_deref()),
+        (Step::Soak, Some("SoakFailed"))
+    );
+}
+
+#[test]
+fn move_drain_runs_every_poll_while_users_are_mapped_and_waits_for_nothing() {
+    let s = with(json!({"drain": {"strategy": "Move"}}));
+    let st = status(vec![rec(2, Step::WaitSessions, 0)]);
+    let mut obs = drained(2);
+    obs.ring.as_mut().unwrap()[2].users = 40;
+    // Wait would sleep until the mappings expire; Move looks at the sessions now
+    assert_eq!(decide(&s, &st, &obs, ts(10)), run(2, Step::WaitSessions));
+    assert!(matches!(
+        decide(&settings(), &st, &obs, ts(10)),
+        Decision::Wait { .. }
+    ));
+    // the ceiling holds for Move too
+    assert_eq!(
+        decide(&s, &st, &obs, ts(60)),
+        Decision::Run {
+            pod: "backend-2".into(),
+            step: Step::WaitSessions,
+            ceiling_users: Some(40)
+        }
+    );
+}
+
+#[test]
+fn draining_polls_add_up_in_the_record_and_moves_are_events() {
+    let mut st = status(vec![rec(2, Step::WaitSessions, 0)]);
+    let d = run(2, Step::WaitSessions);
+    let poll = |moved, users_moved| StepResult::Draining {
+        requeue: Duration::from_secs(1),
+        message: "moving".into(),
+        poll: DrainPoll {
+            users_left: 30,
+            sessions: 12,
+            without_session: 20,
+            sessions_moved: moved,
+            users_moved,
+            predicted_end: Some(ts(20)),
+        },
+    };
+    let r = record(&mut st, &d, Acted::Ran(poll(5, 0)), ts(3));
+    assert_eq!(r.requeue, Some(Duration::from_secs(1)));
+    assert_eq!(r.notes.len(), 1);
+    assert_eq!(r.notes[0].reason, EventReason::UsersMoved);
+    let r = record(&mut st, &d, Acted::Ran(poll(0, 0)), ts(4));
+    assert!(r.notes.is_empty(), "a poll that moved nobody is no event");
+    record(&mut st, &d, Acted::Ran(poll(3, 18)), ts(5));
+    let drain = st.backends[0].drain.clone().unwrap();
+    assert_eq!((drain.sessions_moved, drain.users_moved), (8, 18));
+    assert_eq!(
+        (drain.users_left, drain.sessions, drain.without_session),
+        (30, Some(12), Some(20))
+    );
+    assert_eq!(drain.predicted_end, Some(Time(ts(20))));
+    assert_eq!(st.backends[0].step, Step::WaitSessions);
+}
+
+#[test]
+fn drain_progress_is_written_at_most_every_15_seconds_and_shows_in_the_users_column() {
+    let s = settings(); // Wait, ceiling 60 s
+    let mut st = status(vec![rec(2, Step::WaitSessions, 0)]);
+    let mut obs = drained(2);
+    obs.ring.as_mut().unwrap()[2].users = 9;
+    let d = decide(&s, &st, &obs, ts(1));
+    conclude(&s, &d, &mut st, &obs, Some(1), ts(1));
+    assert_eq!(st.drain_users, Some(9));
+    let drain = st.backends[0].drain.clone().unwrap();
+    // Wait cannot end before its ceiling while users stay mapped
+    assert_eq!(drain.predicted_end, Some(Time(ts(60))));
+    let written = st.clone();
+    for (at, users, due) in [(5, 8, false), (10, 7, false), (16, 6, true)] {
+        obs.ring.as_mut().unwrap()[2].users = users;
+        let mut next = written.clone();
+        conclude(&s, &d, &mut next, &obs, Some(1), ts(at));
+        assert_eq!(next.drain_users, Some(users));
+        assert_eq!(
+            conditions::worth_writing(Some(&written), &next),
+            due,
+            "at {at}s"
+        );
+    }
+    // a move is always written: its counts add up across polls, and an unwritten one would be
+    // lost (the next reconcile starts from the written status)
+    let mut moved = written.clone();
+    moved.backends[0].drain.as_mut().unwrap().sessions_moved += 3;
+    assert!(conditions::worth_writing(Some(&written), &moved));
+    // once the backend moves on, the column is empty
+    st.backends[0].step = Step::StopLmtp;
+    conclude(&s, &run(2, Step::StopLmtp), &mut st, &obs, Some(1), ts(20));
+    assert_eq!(st.drain_users, None);
+}
