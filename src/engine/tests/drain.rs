@@ -1,0 +1,155 @@
+//! Drain and WaitSessions: update 0, who, and the Move drain's polls.
+
+use super::*;
+
+#[tokio::test]
+async fn drain_runs_update_zero_on_the_director_and_advances() {
+    let s = settings();
+    let exec = ring_read(&s, &ring_json(&[(0, 100, 3), (1, 50, 2), (2, 20, 0)])).once(
+        DIRECTOR,
+        s.director.director_update(ip(2), 0),
+        0,
+        "",
+        "",
+    );
+    let cluster = fake(fixtures::world(3, OLD, NEW));
+    let out = once(&s, at(Step::Drain), &exec, &cluster, &clock_at(10, 0)).await;
+    assert_eq!(out.status.backends[0].step, Step::WaitSessions);
+    assert_eq!(out.finished, Some((Step::Drain, Duration::from_secs(10))));
+    let reasons: Vec<&str> = out.notes.iter().map(|n| n.reason.as_str()).collect();
+    assert_eq!(reasons, ["StepSucceeded", "StepStarted"]);
+    assert_eq!(exec.calls().len(), 2);
+}
+
+#[tokio::test]
+async fn wait_sessions_advances_when_who_fails_because_dovecot_died() {
+    let s = settings();
+    let exec = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 0, 0)]))
+        .once(
+            "backend-2",
+            s.backend.who(),
+            75,
+            "",
+            "connect(/run/dovecot/anvil) failed",
+        )
+        .once(
+            "backend-2",
+            dovecot::read_master_pid(&s.base_dir),
+            1,
+            "",
+            "No such file",
+        );
+    let cluster = fake(fixtures::world(3, OLD, NEW));
+    let out = once(&s, at(Step::WaitSessions), &exec, &cluster, &clock_at(0, 0)).await;
+    let rec = &out.status.backends[0];
+    assert_eq!(rec.step, Step::StopLmtp);
+    assert!(rec.message.as_deref().unwrap().contains("not running"));
+}
+
+const WHO_MIXED: &str = include_str!("../../../core/testdata/drain/who-mixed.json");
+
+const PS_MIXED: &str = include_str!("../../../core/testdata/drain/process-status-mixed.json");
+
+const TITLES_MIXED: &str = include_str!("../../../core/testdata/drain/titles-mixed.txt");
+
+fn placement(current: &str, hashed: &str) -> String {
+    format!(
+        r#"[{{"status":"{current}","expires":"2026-12-02 06:07:06","hashed":"{hashed}","initial-config":"{current}"}}]"#
+    )
+}
+
+#[tokio::test]
+async fn a_move_drain_poll_moves_the_idle_users_the_director_maps_here_and_nobody_else() {
+    let s = fixtures::settings(json!({"drain": {"strategy": "Move", "timeout": "60s"}}));
+    let here = fixtures::backend_ip(2);
+    let exec = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 0, 6)]))
+        .once("backend-2", s.backend.who(), 0, WHO_MIXED, "")
+        .once("backend-2", s.backend.process_status(), 0, PS_MIXED, "")
+        .once(
+            "backend-2",
+            dovecot::process_titles(&[18910, 18927, 18928, 18929]),
+            0,
+            TITLES_MIXED,
+            "",
+        )
+        // user12 is mapped here and hashes to backend-0 now: moved there
+        .once(
+            DIRECTOR,
+            s.director.director_user_status("user12"),
+            0,
+            &placement(&here, &fixtures::backend_ip(0)),
+            "",
+        )
+        .once(
+            DIRECTOR,
+            s.director.director_move("user12", ip(0)),
+            0,
+            "",
+            "",
+        )
+        // user13's session here is not the director's (mapped elsewhere): not moved
+        .once(
+            DIRECTOR,
+            s.director.director_user_status("user13"),
+            0,
+            &placement(&fixtures::backend_ip(1), &fixtures::backend_ip(1)),
+            "",
+        );
+    let cluster = fake(fixtures::world(3, OLD, NEW));
+    let out = once(
+        &s,
+        at(Step::WaitSessions),
+        &exec,
+        &cluster,
+        &clock_at(10, 0),
+    )
+    .await;
+    let rec = &out.status.backends[0];
+    assert_eq!(rec.step, Step::WaitSessions);
+    let d = rec.drain.as_ref().unwrap();
+    assert_eq!((d.users_left, d.sessions_moved, d.users_moved), (6, 1, 0));
+    assert_eq!((d.sessions, d.without_session), (Some(4), Some(2)));
+    let m = rec.message.as_deref().unwrap();
+    assert!(
+        m.contains("1 deliveries in flight") && m.contains("1 not moved"),
+        "{m}"
+    );
+    assert_eq!(out.requeue, Some(dbu_core::machine::drain::MOVE_PACE));
+    assert_eq!(
+        out.notes
+            .iter()
+            .filter(|n| n.reason == "UsersMoved")
+            .count(),
+        1
+    );
+    // nothing else ran: no flush while sessions and a delivery are on the backend
+    assert!(
+        !exec.calls().iter().any(|c| c.contains("flush")),
+        "{:?}",
+        exec.calls()
+    );
+}
+
+#[tokio::test]
+async fn a_move_drain_flushes_a_backend_with_no_session_and_no_delivery() {
+    let s = fixtures::settings(json!({"drain": {"strategy": "Move", "timeout": "60s"}}));
+    let idle_lmtp = r#"[{"name":"lmtp","pid":"77","available_count":"1","total_count":"1","idle_start":"1796190726","last_status_update":"1796190726","last_kill_sent":"0"}]"#;
+    let exec = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 0, 40)]))
+        .once("backend-2", s.backend.who(), 0, "[]", "")
+        .once("backend-2", s.backend.process_status(), 0, idle_lmtp, "")
+        .once(DIRECTOR, s.director.director_flush(ip(2)), 0, "", "");
+    let cluster = fake(fixtures::world(3, OLD, NEW));
+    let out = once(
+        &s,
+        at(Step::WaitSessions),
+        &exec,
+        &cluster,
+        &clock_at(10, 0),
+    )
+    .await;
+    let d = out.status.backends[0].drain.clone().unwrap();
+    assert_eq!(
+        (d.users_moved, d.sessions_moved, d.without_session),
+        (40, 0, Some(40))
+    );
+}
