@@ -1,33 +1,20 @@
 //! Typed reasons for waits, stalls and events: each has one wire name, so no module matches strings.
 
-/// An enum of reasons whose wire name (condition reason, Event reason) is the variant's name.
-macro_rules! reasons {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $v:ident),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name {
-            $($(#[$vdoc])* $v),+
-        }
-
+/// What every reason kind offers besides strum's derives: its variants, and its wire name (the
+/// variant's, CamelCase and stable) both ways.
+macro_rules! wire_names {
+    ($($name:ident),+) => {$(
         impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$v),+];
+            pub const ALL: &'static [$name] = <$name as strum::VariantArray>::VARIANTS;
 
             /// The reason with this wire name.
             pub fn from_name(name: &str) -> Option<Self> {
-                Self::ALL.iter().copied().find(|r| r.as_str() == name)
+                name.parse().ok()
             }
 
-            /// The name written into conditions and Events (CamelCase, stable).
+            /// The name written into conditions and Events.
             pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$v => stringify!($v)),+
-                }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
+                self.into()
             }
         }
 
@@ -37,63 +24,83 @@ macro_rules! reasons {
                 self.as_str() == *other
             }
         }
-    };
+    )+};
 }
 
-reasons! {
-    /// Why the rollout cannot go on without a human (Stalled=True).
-    StallReason {
-        StatefulSetNotFound,
-        UpdateStrategyNotOnDelete,
-        StatefulSetClaimed,
-        DirectorSelectorMatchesBackends,
-        BackendFailed,
-        BackendNotInRing,
-        BackendAlreadyDrained,
-        /// Reset stopped before deleting: a reset path holds mail or mail metadata.
-        ResetWouldDeleteMailData,
-        /// Verify's LMTP or IMAP probe was refused by the new backend.
-        ProbeFailed,
-        /// What Verify's IMAP probe needs (its Secret, a CA bundle) cannot be read: no backend
-        /// is drained until it can.
-        ProbeCredentialsUnreadable,
-        /// A restored backend took no traffic within the soak time, or stopped being Ready:
-        /// it was drained again.
-        SoakFailed,
-        /// A backend is predicted to take longer than the whole maintenance window.
-        MaintenanceWindowTooShort,
-        /// The spec does not validate; nothing runs until it changes.
-        InvalidSpec,
-    }
+/// Why the rollout cannot go on without a human (Stalled=True).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::VariantArray,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::Display,
+)]
+pub enum StallReason {
+    StatefulSetNotFound,
+    UpdateStrategyNotOnDelete,
+    StatefulSetClaimed,
+    DirectorSelectorMatchesBackends,
+    BackendFailed,
+    BackendNotInRing,
+    BackendAlreadyDrained,
+    /// Reset stopped before deleting: a reset path holds mail or mail metadata.
+    ResetWouldDeleteMailData,
+    /// Verify's LMTP or IMAP probe was refused by the new backend.
+    ProbeFailed,
+    /// What Verify's IMAP probe needs (its Secret, a CA bundle) cannot be read: no backend
+    /// is drained until it can.
+    ProbeCredentialsUnreadable,
+    /// A restored backend took no traffic within the soak time, or stopped being Ready:
+    /// it was drained again.
+    SoakFailed,
+    /// A backend is predicted to take longer than the whole maintenance window.
+    MaintenanceWindowTooShort,
+    /// The spec does not validate; nothing runs until it changes.
+    InvalidSpec,
 }
 
-reasons! {
-    /// Why nothing acts right now (Reconciling=True, or Paused when a human or the calendar holds it).
-    WaitReason {
-        /// A new DBU, seen before anything else was read: in progress from its first moment.
-        Initializing,
-        WaitingForRevision,
-        WaitingForPods,
-        NoReadyDirector,
-        RingUnreadable,
-        Paused,
-        StepInProgress,
-        WaitingForBackends,
-        AwaitingApproval,
-        OutsideMaintenanceWindow,
-        WindowTooShort,
-        BackendHeld,
-        BackendNotReady,
-        BackendWithoutIP,
-        InsufficientRingCapacity,
-        RingNotSynced,
-        /// Another DBU of the same director ring holds as many backends out as the ring allows.
-        RingBusy,
-        /// The director ring's lock (a Lease) could not be read, or is being read.
-        RingLockUnreadable,
-        /// The DBU is being deleted, and a backend it holds out could not be put back yet.
-        CleanupPending,
-    }
+/// Why nothing acts right now (Reconciling=True, or Paused when a human or the calendar holds it).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::VariantArray,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::Display,
+)]
+pub enum WaitReason {
+    /// A new DBU, seen before anything else was read: in progress from its first moment.
+    Initializing,
+    WaitingForRevision,
+    WaitingForPods,
+    NoReadyDirector,
+    RingUnreadable,
+    Paused,
+    StepInProgress,
+    WaitingForBackends,
+    AwaitingApproval,
+    OutsideMaintenanceWindow,
+    WindowTooShort,
+    BackendHeld,
+    BackendNotReady,
+    BackendWithoutIP,
+    InsufficientRingCapacity,
+    RingNotSynced,
+    /// Another DBU of the same director ring holds as many backends out as the ring allows.
+    RingBusy,
+    /// The director ring's lock (a Lease) could not be read, or is being read.
+    RingLockUnreadable,
+    /// The DBU is being deleted, and a backend it holds out could not be put back yet.
+    CleanupPending,
 }
 
 impl StallReason {
@@ -136,40 +143,50 @@ impl WaitReason {
     }
 }
 
-reasons! {
-    /// Why an Event (or a demo line) was emitted.
-    EventReason {
-        BackendStarted,
-        /// A backend a human had taken down is upgraded and left down.
-        BackendKeptDown,
-        StepStarted,
-        StepSucceeded,
-        StepRewound,
-        /// A Move drain moved users off a drained backend (sessions kicked to reconnect, or
-        /// sessionless mappings moved at once).
-        UsersMoved,
-        StepRetrying,
-        StepFailed,
-        BackendUpgraded,
-        RetryRequested,
-        RingReasserted,
-        RingReassertFailed,
-        BackendRestored,
-        BackendRestoreFailed,
-        BackendLeftOut,
-        /// The StatefulSet was scaled below the backend's ordinal: its record is closed.
-        BackendRemoved,
-        /// A backend a deleted DBU left out of the ring is taken over by this one.
-        BackendAdopted,
-        /// Deleting the DBU waits: a backend it holds out could not be put back yet.
-        CleanupPending,
-        /// Deleting the DBU was forced: backends it held out stay as they are.
-        CleanupForced,
-        CleanupSkipped,
-        /// The DBU turned Stalled, or stalls for another reason.
-        Stalled,
-        InvalidSpec,
-    }
+/// Why an Event (or a demo line) was emitted.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::VariantArray,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::Display,
+)]
+pub enum EventReason {
+    BackendStarted,
+    /// A backend a human had taken down is upgraded and left down.
+    BackendKeptDown,
+    StepStarted,
+    StepSucceeded,
+    StepRewound,
+    /// A Move drain moved users off a drained backend (sessions kicked to reconnect, or
+    /// sessionless mappings moved at once).
+    UsersMoved,
+    StepRetrying,
+    StepFailed,
+    BackendUpgraded,
+    RetryRequested,
+    RingReasserted,
+    RingReassertFailed,
+    BackendRestored,
+    BackendRestoreFailed,
+    BackendLeftOut,
+    /// The StatefulSet was scaled below the backend's ordinal: its record is closed.
+    BackendRemoved,
+    /// A backend a deleted DBU left out of the ring is taken over by this one.
+    BackendAdopted,
+    /// Deleting the DBU waits: a backend it holds out could not be put back yet.
+    CleanupPending,
+    /// Deleting the DBU was forced: backends it held out stay as they are.
+    CleanupForced,
+    CleanupSkipped,
+    /// The DBU turned Stalled, or stalls for another reason.
+    Stalled,
+    InvalidSpec,
 }
 
 impl EventReason {
@@ -195,6 +212,8 @@ impl EventReason {
         )
     }
 }
+
+wire_names!(StallReason, WaitReason, EventReason);
 
 #[cfg(test)]
 mod tests {
