@@ -69,6 +69,7 @@ const LAYERS: &[Layer] = &[
             "gates",
             "start",
             "steps",
+            "needs",
             "cleanup",
             "dry_run",
             "decide",

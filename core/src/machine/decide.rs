@@ -12,14 +12,14 @@ use super::lock;
 use super::note::failed_stall;
 use super::observed::{Observed, StsView};
 use super::start::{begin_next, outdated};
+use super::steps;
 use crate::api::{
-    BackendStatus, DovecotBackendUpgradeStatus, DrainStrategy, RETRY_ANNOTATION,
-    REVISION_ANNOTATION, Step,
+    BackendStatus, DovecotBackendUpgradeStatus, RETRY_ANNOTATION, REVISION_ANNOTATION, Step,
 };
 use crate::dovecot::{self, RingHost};
 use crate::reason::{StallReason, WaitReason};
 use crate::settings::Settings;
-use crate::time::{elapsed, until};
+use crate::time::until;
 
 /// Ring state the director must show for the host `host` of a record (at its old or its new
 /// IP), or nothing when nothing is asserted. Only state that is *more available* than desired
@@ -28,12 +28,8 @@ fn drift_commands(s: &Settings, rec: &BackendStatus, host: &RingHost) -> Vec<Vec
     let Ok(ip) = dovecot::validate_ip(&host.ip) else {
         return Vec::new();
     };
-    let must_be_down = matches!(rec.step, Step::Reset | Step::Replace | Step::Verify)
-        || (matches!(rec.step, Step::RingRemove | Step::Soak) && rec.failed);
-    let must_be_drained = matches!(
-        rec.step,
-        Step::WaitSessions | Step::StopLmtp | Step::StopDovecot | Step::RingRemove
-    ) || must_be_down;
+    let want = steps::ring_state(rec);
+    let (must_be_drained, must_be_down) = (want.drained, want.down);
     let mut cmds = Vec::new();
     if must_be_drained && host.vhosts != 0 {
         cmds.push(s.director.director_update(ip, 0));
@@ -309,100 +305,17 @@ fn in_flight(
             format!("{}: retrying {} after a transient error", rec.pod, rec.step),
         ));
     }
-    // a backend is drained only once the ring's lock holds it for this DBU
-    if rec.step == Step::Drain && !lock::holds(status, &rec.pod) {
-        let lk = match lock::read(obs) {
-            Ok(lk) => lk,
-            Err(wait) => return Ok(wait),
-        };
-        if let Some(m) = lock::busy(s, status, obs, lk, &rec.pod) {
-            return Ok(Decision::wait(
-                WaitReason::RingBusy,
-                m,
-                Duration::from_secs(10),
-            ));
-        }
-        let mut pods = lock::kept(status);
-        pods.push(rec.pod.clone());
-        return Ok(Decision::Claim { pods });
-    }
-    // nothing on the backend is stopped while the directors disagree (a split ring): one of
-    // them may still send users to it
-    if rec.step == Step::StopLmtp && obs.ring_synced == Some(false) {
-        let on = obs.unsynced_on();
-        return Ok(Decision::wait(
-            WaitReason::RingNotSynced,
-            format!(
-                "{}: the director ring is not synced{on}; Dovecot is not stopped until every director says it is",
-                rec.pod
-            ),
-            Duration::from_secs(5),
-        ));
-    }
-    // every other director must show the backend drained before anything on it is stopped or
-    // it is taken down: one that missed `update 0` gets it again, on that director
-    if matches!(rec.step, Step::StopLmtp | Step::RingRemove)
-        && let Ok(ip) = dovecot::validate_ip(&rec.ip)
-    {
-        for (name, other) in obs.other_rings.iter().flatten() {
-            match other {
-                Some(hosts) if hosts.iter().any(|h| h.ip == rec.ip && h.vhosts != 0) => {
-                    return Ok(Decision::Reassert {
-                        pod: rec.pod.clone(),
-                        commands: vec![s.director.director_update(ip, 0)],
-                        director: Some(name.clone()),
-                    });
-                }
-                Some(_) => {}
-                // a director that cannot be asked may still send users: do not stop yet
-                None if rec.step == Step::StopLmtp => {
-                    return Ok(Decision::wait(
-                        WaitReason::RingUnreadable,
-                        format!(
-                            "{}: could not read director status from {name}; Dovecot is not stopped until every director shows the backend drained",
-                            rec.pod
-                        ),
-                        Duration::from_secs(10),
-                    ));
-                }
-                None => {}
-            }
-        }
-    }
-    match rec.step {
-        Step::WaitSessions => {
-            let users = ring.iter().find(|h| h.ip == rec.ip).map_or(0, |h| h.users);
-            let waited = elapsed(&rec.step_started, now);
-            if waited >= s.drain_timeout {
-                // also with 0 users mapped: sessions on the backend must not hold it forever
-                run(Some(users))
-            } else if users == 0 || s.drain_strategy == DrainStrategy::Move {
-                // Move looks at the backend's sessions on every poll and moves what it may
-                run(None)
-            } else {
-                let left = s.drain_timeout - waited;
-                Err((
-                    s.poll_interval.min(left),
-                    format!("{}: {users} users still mapped to {}", rec.pod, rec.ip),
-                ))
-            }
-        }
-        Step::Replace | Step::Verify | Step::RingRestore => {
-            // these act on the replaced pod; it must exist to be looked at
-            if rec.step != Step::Replace
-                && !obs
-                    .pods
-                    .iter()
-                    .any(|p| p.name == rec.pod && p.ready && !p.terminating)
-            {
-                return Err((
-                    Duration::from_secs(5),
-                    format!("{}: waiting for the pod to be Ready", rec.pod),
-                ));
-            }
-            run(None)
-        }
-        _ => run(None),
+    let g = steps::GateInput {
+        s,
+        status,
+        rec,
+        obs,
+        ring,
+        now,
+    };
+    match steps::gate(&g) {
+        Some(gated) => gated,
+        None => run(None),
     }
 }
 

@@ -15,6 +15,7 @@ mod fold;
 mod gates;
 pub mod judge;
 pub mod lock;
+mod needs;
 mod note;
 mod observed;
 mod stages;
@@ -33,9 +34,10 @@ pub use fold::{
     requeue_after, retarget, settled,
 };
 pub use judge::{ReplaceMove, drain_outcome, replace_move};
+pub use needs::missing;
 pub use note::{Note, failed_stall, failure_message};
 pub use observed::{
-    Claimant, Missing, Observed, PodView, RingHolder, RingLock, StsView, claimed_by_other, missing,
+    Claimant, Missing, Observed, PodView, RingHolder, RingLock, StsView, claimed_by_other,
     target_unconfirmed, unconfirmed,
 };
 pub use stages::{Prepared, Recorded, decide_prepared, prepare, record as record_stage};

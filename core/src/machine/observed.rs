@@ -5,9 +5,8 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::conditions;
 use super::decision::Decision;
-use crate::api::{BackendStatus, DovecotBackendUpgradeStatus, Step};
+use crate::api::{BackendStatus, DovecotBackendUpgradeStatus};
 use crate::dovecot::RingHost;
-use crate::reason::{StallReason, WaitReason};
 
 /// The backend StatefulSet as observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,41 +169,6 @@ pub fn target_unconfirmed(status: &DovecotBackendUpgradeStatus, obs: &Observed) 
         && status.target_revision.is_some()
         && seen.is_some()
         && seen != status.target_revision.as_deref()
-}
-
-/// What `decision` still needs read; None when it stands as it is. Reads are lazy so that a
-/// finished or stalled rollout, woken by every pod event, costs no exec.
-pub fn missing(decision: &Decision, obs: &Observed) -> Option<Missing> {
-    match decision {
-        Decision::Wait {
-            reason: WaitReason::RingUnreadable,
-            ..
-        } if obs.ring.is_none() => Some(Missing::Ring),
-        Decision::Begin(_)
-        | Decision::DryRun(_)
-        | Decision::Run {
-            step: Step::StopLmtp,
-            ..
-        } if obs.ring_synced.is_none() => Some(Missing::RingSync),
-        // a stall over what the ring says of a backend stands only on a synced ring
-        Decision::Stall {
-            reason: StallReason::BackendNotInRing | StallReason::BackendAlreadyDrained,
-            ..
-        } if obs.ring_synced.is_none() => Some(Missing::RingSync),
-        Decision::Run {
-            step: Step::StopLmtp | Step::RingRemove,
-            ..
-        } if obs.other_rings.is_none() && obs.directors.len() > 1 => Some(Missing::OtherRings),
-        // Begin and Complete look for backends a deleted DBU left out (adopted first)
-        Decision::Begin(_)
-        | Decision::Complete
-        | Decision::Wait {
-            reason: WaitReason::RingLockUnreadable,
-            ..
-        } if obs.ring_lock.is_none() => Some(Missing::RingLock),
-        Decision::Begin(_) if obs.probe_credentials.is_none() => Some(Missing::ProbeCredentials),
-        _ => None,
-    }
 }
 
 /// A DBU as the ownership rule sees it: creation time, then name.

@@ -3,7 +3,11 @@
 use crate::api::BackendStatus;
 use crate::dovecot::CommandKind;
 
-use super::{Cleanup, Cx, On, Run, StepResult, judge};
+use std::time::Duration;
+
+use crate::reason::WaitReason;
+
+use super::{Cleanup, Cx, Decision, GateInput, Gated, On, RingState, Run, StepResult, judge, lock};
 
 pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let ip = judge::record_ip(&cx.rec.ip, cx.rec.step)?;
@@ -16,6 +20,31 @@ pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
 pub fn undo(_: &BackendStatus) -> Cleanup {
     Cleanup::Restore
 }
+
+/// Before a backend is drained: the ring's lock must hold it for this DBU (claimed here when
+/// there is room).
+pub fn gate(g: &GateInput<'_>) -> Option<Gated> {
+    if lock::holds(g.status, &g.rec.pod) {
+        return None;
+    }
+    let lk = match lock::read(g.obs) {
+        Ok(lk) => lk,
+        Err(wait) => return Some(Ok(wait)),
+    };
+    if let Some(m) = lock::busy(g.s, g.status, g.obs, lk, &g.rec.pod) {
+        return Some(Ok(Decision::wait(
+            WaitReason::RingBusy,
+            m,
+            Duration::from_secs(10),
+        )));
+    }
+    let mut pods = lock::kept(g.status);
+    pods.push(g.rec.pod.clone());
+    Some(Ok(Decision::Claim { pods }))
+}
+
+/// Not yet drained: it serves as before.
+pub const RING: RingState = RingState::SERVING;
 
 /// The pod its commands run in, for the plan.
 pub const TARGET: &str = "director";

@@ -7,16 +7,20 @@
 //! from the top; the plan runs the same scripts against [`sim`], a world where every command
 //! succeeds. The clock is passed in and a script never waits: a poll is a requeue.
 
+use std::time::Duration;
+
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{BackendStatus, Step, StepError};
-use crate::dovecot::{self, CommandKind, Verdict};
+use crate::api::{BackendStatus, DovecotBackendUpgradeStatus, Step, StepError};
+use crate::dovecot::{self, CommandKind, RingHost, Verdict};
 use crate::imap::{ImapTarget, ProbeInput};
 use crate::probe::ProbeFailure;
+use crate::reason::WaitReason;
 use crate::settings::{ObjectKey, Settings};
 
-use super::decision::{Cleanup, On, StepResult, Undone};
+use super::decision::{Cleanup, Decision, On, StepResult, Undone};
 use super::judge;
+use super::lock;
 use super::observed::{self, Observed, PodView};
 
 mod credentials;
@@ -440,6 +444,149 @@ pub fn note(step: Step, s: &Settings, pod: &str, ip: &str) -> Option<String> {
         Step::RingRestore => ring_restore::note(s, pod, ip),
         Step::Soak | Step::Done => soak::note(s, pod, ip),
     }
+}
+
+/// What a step's gate reads: the rollout, the record, the world, the ring as read, the time.
+pub struct GateInput<'a> {
+    pub s: &'a Settings,
+    pub status: &'a DovecotBackendUpgradeStatus,
+    pub rec: &'a BackendStatus,
+    pub obs: &'a Observed,
+    pub ring: &'a [RingHost],
+    pub now: Timestamp,
+}
+
+/// A gate's answer: another decision first (a claim, a reassert, a wait, a run with a ceiling),
+/// or a wait of this long with why.
+pub type Gated = Result<Decision, (Duration, String)>;
+
+/// Before the recorded step's script runs: what must come first, from the step's own file.
+/// None: run it.
+pub fn gate(g: &GateInput<'_>) -> Option<Gated> {
+    match g.rec.step {
+        Step::Drain => drain::gate(g),
+        Step::WaitSessions => wait_sessions::gate(g),
+        Step::StopLmtp => stop_lmtp::gate(g),
+        Step::RingRemove => ring_remove::gate(g),
+        Step::Verify => verify::gate(g),
+        Step::RingRestore => ring_restore::gate(g),
+        Step::StopDovecot | Step::Reset | Step::Replace | Step::Soak | Step::Done => None,
+    }
+}
+
+/// What a step reads from the directors before it runs, beyond `director status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reads {
+    /// `director ring status` on every director.
+    pub ring_sync: bool,
+    /// `director status` of every other Ready director.
+    pub other_rings: bool,
+}
+
+impl Reads {
+    pub const NONE: Reads = Reads {
+        ring_sync: false,
+        other_rings: false,
+    };
+}
+
+/// The reads a step's gate needs, from the step's own file.
+pub fn reads(step: Step) -> Reads {
+    match step {
+        Step::StopLmtp => stop_lmtp::READS,
+        Step::RingRemove => ring_remove::READS,
+        _ => Reads::NONE,
+    }
+}
+
+/// How the director ring must show a backend while it is at a step: anything more available
+/// than this is drift (it would send users to a backend that is stopped, unverified or failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingState {
+    /// At 0 vhosts: no new user is sent to it.
+    pub drained: bool,
+    /// Down, and flushed: no user is sent to it at all.
+    pub down: bool,
+}
+
+impl RingState {
+    /// Nothing asserted: the backend serves as it did, or is back.
+    pub const SERVING: RingState = RingState {
+        drained: false,
+        down: false,
+    };
+    pub const DRAINED: RingState = RingState {
+        drained: true,
+        down: false,
+    };
+    pub const DOWN: RingState = RingState {
+        drained: true,
+        down: true,
+    };
+}
+
+/// The ring state a record's step asks for, from the step's own file.
+pub fn ring_state(rec: &BackendStatus) -> RingState {
+    match rec.step {
+        Step::Drain => drain::RING,
+        Step::WaitSessions => wait_sessions::RING,
+        Step::StopLmtp => stop_lmtp::RING,
+        Step::StopDovecot => stop_dovecot::RING,
+        Step::RingRemove => ring_remove::ring(rec),
+        Step::Reset => reset::RING,
+        Step::Replace => replace::RING,
+        Step::Verify => verify::RING,
+        Step::RingRestore => ring_restore::RING,
+        Step::Soak => soak::ring(rec),
+        Step::Done => RingState::SERVING,
+    }
+}
+
+/// Every other director must show the backend drained before anything on it is stopped or it
+/// is taken down: one that missed `update 0` gets it again, on that director. `wait_unread`:
+/// a director that cannot be asked holds the step (it may still send users).
+fn others_drained(g: &GateInput<'_>, wait_unread: bool) -> Option<Gated> {
+    let rec = g.rec;
+    let ip = dovecot::validate_ip(&rec.ip).ok()?;
+    for (name, other) in g.obs.other_rings.iter().flatten() {
+        match other {
+            Some(hosts) if hosts.iter().any(|h| h.ip == rec.ip && h.vhosts != 0) => {
+                return Some(Ok(Decision::Reassert {
+                    pod: rec.pod.clone(),
+                    commands: vec![g.s.director.director_update(ip, 0)],
+                    director: Some(name.clone()),
+                }));
+            }
+            Some(_) => {}
+            None if wait_unread => {
+                return Some(Ok(Decision::wait(
+                    WaitReason::RingUnreadable,
+                    format!(
+                        "{}: could not read director status from {name}; Dovecot is not stopped until every director shows the backend drained",
+                        rec.pod
+                    ),
+                    Duration::from_secs(10),
+                )));
+            }
+            None => {}
+        }
+    }
+    None
+}
+
+/// The steps that act on the replaced pod: it must exist, Ready, to be looked at.
+fn pod_ready(g: &GateInput<'_>) -> Option<Gated> {
+    let ready = g
+        .obs
+        .pods
+        .iter()
+        .any(|p| p.name == g.rec.pod && p.ready && !p.terminating);
+    (!ready).then(|| {
+        Err((
+            Duration::from_secs(5),
+            format!("{}: waiting for the pod to be Ready", g.rec.pod),
+        ))
+    })
 }
 
 /// Undo after Dovecot was stopped: the backend stays out, with how to put it back by hand.

@@ -5,7 +5,7 @@ use crate::api::BackendStatus;
 use crate::time::elapsed;
 
 use super::super::judge::ReplaceMove;
-use super::{Cleanup, Cx, Run, StepResult, judge};
+use super::{Cleanup, Cx, RingState, Run, StepResult, judge};
 
 pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let rec = cx.rec;
@@ -38,6 +38,8 @@ pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
 pub fn undo(rec: &BackendStatus) -> Cleanup {
     super::left_out_stopped(rec)
 }
+
+pub const RING: RingState = RingState::DOWN;
 
 /// The pod its commands run in, for the plan.
 pub const TARGET: &str = "backend";

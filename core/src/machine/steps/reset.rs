@@ -5,7 +5,7 @@ use crate::api::BackendStatus;
 use crate::dovecot::{self, CommandKind};
 use crate::reset_guard;
 
-use super::{Cleanup, Cx, On, Run, StepResult, judge};
+use super::{Cleanup, Cx, On, RingState, Run, StepResult, judge};
 
 pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let s = cx.s;
@@ -42,6 +42,9 @@ pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
 pub fn undo(rec: &BackendStatus) -> Cleanup {
     super::left_out_stopped(rec)
 }
+
+/// Stopped and out of the ring.
+pub const RING: RingState = RingState::DOWN;
 
 /// The pod its commands run in, for the plan.
 pub const TARGET: &str = "backend";

@@ -3,7 +3,7 @@
 use crate::api::BackendStatus;
 use crate::dovecot::CommandKind;
 
-use super::{Cleanup, Cx, On, Run, StepResult, judge};
+use super::{Cleanup, Cx, GateInput, Gated, On, Reads, RingState, Run, StepResult, judge};
 
 pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let ip = judge::record_ip(&cx.rec.ip, cx.rec.step)?;
@@ -15,6 +15,26 @@ pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
 
 pub fn undo(rec: &BackendStatus) -> Cleanup {
     super::left_out_stopped(rec)
+}
+
+/// What its gate reads first.
+pub const READS: Reads = Reads {
+    ring_sync: false,
+    other_rings: true,
+};
+
+/// Not taken down before every other director shows it drained.
+pub fn gate(g: &GateInput<'_>) -> Option<Gated> {
+    super::others_drained(g, false)
+}
+
+/// Drained; down too once it failed here (it is never put back).
+pub fn ring(rec: &BackendStatus) -> RingState {
+    if rec.failed {
+        RingState::DOWN
+    } else {
+        RingState::DRAINED
+    }
 }
 
 /// The pod its commands run in, for the plan.

@@ -3,7 +3,7 @@
 
 use crate::api::BackendStatus;
 
-use super::{Cleanup, Cx, Run, StepResult, judge};
+use super::{Cleanup, Cx, GateInput, Gated, RingState, Run, StepResult, judge};
 
 pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     // the pod's IP as the API server has it: a lagging cache may show its predecessor's
@@ -19,6 +19,14 @@ pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
 pub fn undo(_: &BackendStatus) -> Cleanup {
     Cleanup::Restore
 }
+
+/// It puts the replaced pod's IP into the ring: that pod must be Ready.
+pub fn gate(g: &GateInput<'_>) -> Option<Gated> {
+    super::pod_ready(g)
+}
+
+/// Verified: its own commands put it back; nothing is asserted.
+pub const RING: RingState = RingState::SERVING;
 
 /// The pod its commands run in, for the plan.
 pub const TARGET: &str = "director";

@@ -7,7 +7,7 @@ use crate::time::elapsed;
 
 use super::super::judge::{SoakMove, SoakSeen};
 use super::credentials::imap_inputs;
-use super::{Cleanup, Cx, On, Run, StepResult, judge};
+use super::{Cleanup, Cx, On, RingState, Run, StepResult, judge};
 
 pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let s = cx.s;
@@ -111,6 +111,15 @@ fn director_login(cx: &mut Cx<'_>, ip: &str) -> Run<Result<(), String>> {
 /// Back in the ring and verified; a failed soak drained it again (failed: left out).
 pub fn undo(_: &BackendStatus) -> Cleanup {
     Cleanup::Nothing
+}
+
+/// Back in the ring; a failed soak drained it again, and it stays out.
+pub fn ring(rec: &BackendStatus) -> RingState {
+    if rec.failed {
+        RingState::DOWN
+    } else {
+        RingState::SERVING
+    }
 }
 
 /// The pod its commands run in, for the plan.

@@ -3,7 +3,7 @@
 use crate::api::BackendStatus;
 use crate::dovecot::CommandKind;
 
-use super::{Cleanup, Cx, On, Run, StepResult, judge};
+use super::{Cleanup, Cx, On, RingState, Run, StepResult, judge};
 
 pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let stop = cx.s.backend.stop();
@@ -27,6 +27,8 @@ pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
 pub fn undo(_: &BackendStatus) -> Cleanup {
     Cleanup::RestoreIfRunning
 }
+
+pub const RING: RingState = RingState::DRAINED;
 
 /// The pod its commands run in, for the plan.
 pub const TARGET: &str = "backend";

@@ -3,7 +3,13 @@
 use crate::api::BackendStatus;
 use crate::dovecot::CommandKind;
 
-use super::{Cleanup, Cx, On, Run, StepResult, judge};
+use std::time::Duration;
+
+use crate::reason::WaitReason;
+
+use super::{
+    Cleanup, Cx, Decision, GateInput, Gated, On, Reads, RingState, Run, StepResult, judge,
+};
 
 pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let b = &cx.s.backend;
@@ -22,6 +28,31 @@ pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
 pub fn undo(_: &BackendStatus) -> Cleanup {
     Cleanup::RestoreIfRunning
 }
+
+/// Nothing on the backend is stopped while the directors disagree (a split ring: one of them
+/// What its gate reads first.
+pub const READS: Reads = Reads {
+    ring_sync: true,
+    other_rings: true,
+};
+
+/// may still send users to it), nor before every other director shows it drained.
+pub fn gate(g: &GateInput<'_>) -> Option<Gated> {
+    if g.obs.ring_synced == Some(false) {
+        let on = g.obs.unsynced_on();
+        return Some(Ok(Decision::wait(
+            WaitReason::RingNotSynced,
+            format!(
+                "{}: the director ring is not synced{on}; Dovecot is not stopped until every director says it is",
+                g.rec.pod
+            ),
+            Duration::from_secs(5),
+        )));
+    }
+    super::others_drained(g, true)
+}
+
+pub const RING: RingState = RingState::DRAINED;
 
 /// The pod its commands run in, for the plan.
 pub const TARGET: &str = "backend";

@@ -5,7 +5,7 @@ use crate::api::BackendStatus;
 use crate::dovecot::CommandKind;
 
 use super::credentials::imap_inputs;
-use super::{Cleanup, Cx, Halt, On, Run, StepResult, judge};
+use super::{Cleanup, Cx, GateInput, Gated, Halt, On, RingState, Run, StepResult, judge};
 
 pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let s = cx.s;
@@ -88,6 +88,14 @@ fn probes(cx: &mut Cx<'_>) -> Run<Result<Vec<String>, StepResult>> {
 pub fn undo(rec: &BackendStatus) -> Cleanup {
     super::left_out_stopped(rec)
 }
+
+/// It acts on the replaced pod: that must be Ready.
+pub fn gate(g: &GateInput<'_>) -> Option<Gated> {
+    super::pod_ready(g)
+}
+
+/// Unverified: out of the ring.
+pub const RING: RingState = RingState::DOWN;
 
 /// The pod its commands run in, for the plan.
 pub const TARGET: &str = "backend";

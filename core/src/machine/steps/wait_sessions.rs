@@ -5,11 +5,13 @@ use std::collections::BTreeMap;
 
 use crate::api::{BackendStatus, DrainStrategy};
 use crate::dovecot::{self, CommandKind};
-use crate::time::after;
+use crate::time::{after, elapsed};
 
 use super::super::decision::DrainPoll;
 use super::super::drain::{self, DrainAct};
-use super::{Cleanup, Cx, ExecOutput, On, Run, StepResult, judge};
+use super::{
+    Cleanup, Cx, Decision, ExecOutput, GateInput, Gated, On, RingState, Run, StepResult, judge,
+};
 
 /// Process titles read by one exec.
 pub const TITLES_PER_EXEC: usize = 200;
@@ -183,6 +185,41 @@ fn move_poll(cx: &mut Cx<'_>, mapped: u64) -> Run<StepResult> {
 pub fn undo(_: &BackendStatus) -> Cleanup {
     Cleanup::Restore
 }
+
+/// While users are mapped: run a poll (Move looks at every poll; Wait only once the director
+/// maps nobody), wait for the next one, or run at the ceiling with the users left.
+pub fn gate(g: &GateInput<'_>) -> Option<Gated> {
+    let (s, rec) = (g.s, g.rec);
+    let run = |ceiling_users| {
+        Some(Ok(Decision::Run {
+            pod: rec.pod.clone(),
+            step: rec.step,
+            ceiling_users,
+        }))
+    };
+    let users = g
+        .ring
+        .iter()
+        .find(|h| h.ip == rec.ip)
+        .map_or(0, |h| h.users);
+    let waited = elapsed(&rec.step_started, g.now);
+    if waited >= s.drain_timeout {
+        // also with 0 users mapped: sessions on the backend must not hold it forever
+        run(Some(users))
+    } else if users == 0 || s.drain_strategy == DrainStrategy::Move {
+        // Move looks at the backend's sessions on every poll and moves what it may
+        run(None)
+    } else {
+        let left = s.drain_timeout - waited;
+        Some(Err((
+            s.poll_interval.min(left),
+            format!("{}: {users} users still mapped to {}", rec.pod, rec.ip),
+        )))
+    }
+}
+
+/// Drained from the start: the director sends it no new user.
+pub const RING: RingState = RingState::DRAINED;
 
 /// The pod its commands run in, for the plan.
 pub const TARGET: &str = "director";

@@ -1,0 +1,47 @@
+//! What a decision still needs read before it stands: the engine reads it and decides again.
+
+use super::decision::Decision;
+use super::observed::{Missing, Observed};
+use super::steps;
+use crate::reason::{StallReason, WaitReason};
+
+/// What `decision` still needs read; None when it stands as it is. Reads are lazy so that a
+/// finished or stalled rollout, woken by every pod event, costs no exec. A step's own reads
+/// come from its file (`steps::reads`).
+pub fn missing(decision: &Decision, obs: &Observed) -> Option<Missing> {
+    let step_reads = match decision {
+        Decision::Run { step, .. } => steps::reads(*step),
+        _ => steps::Reads::NONE,
+    };
+    match decision {
+        Decision::Wait {
+            reason: WaitReason::RingUnreadable,
+            ..
+        } if obs.ring.is_none() => Some(Missing::Ring),
+        Decision::Begin(_) | Decision::DryRun(_) if obs.ring_synced.is_none() => {
+            Some(Missing::RingSync)
+        }
+        Decision::Run { .. } if step_reads.ring_sync && obs.ring_synced.is_none() => {
+            Some(Missing::RingSync)
+        }
+        // a stall over what the ring says of a backend stands only on a synced ring
+        Decision::Stall {
+            reason: StallReason::BackendNotInRing | StallReason::BackendAlreadyDrained,
+            ..
+        } if obs.ring_synced.is_none() => Some(Missing::RingSync),
+        Decision::Run { .. }
+            if step_reads.other_rings && obs.other_rings.is_none() && obs.directors.len() > 1 =>
+        {
+            Some(Missing::OtherRings)
+        }
+        // Begin and Complete look for backends a deleted DBU left out (adopted first)
+        Decision::Begin(_)
+        | Decision::Complete
+        | Decision::Wait {
+            reason: WaitReason::RingLockUnreadable,
+            ..
+        } if obs.ring_lock.is_none() => Some(Missing::RingLock),
+        Decision::Begin(_) if obs.probe_credentials.is_none() => Some(Missing::ProbeCredentials),
+        _ => None,
+    }
+}
