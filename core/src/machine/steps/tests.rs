@@ -112,3 +112,111 @@ fn a_move_drain_plans_its_look_its_moves_and_its_flush() {
         ]
     );
 }
+
+mod replay {
+    use super::super::{Action, ExecOutput, Input, Next, On, Output, step};
+    use crate::api::Step;
+    use crate::fixtures::{self, ts};
+    use crate::machine::StepResult;
+    use serde_json::json;
+
+    fn ok(stdout: &str) -> Output {
+        Output::Exec(Ok(ExecOutput {
+            exit_code: 0,
+            stdout: stdout.into(),
+            stderr: String::new(),
+        }))
+    }
+
+    #[test]
+    fn a_script_asks_one_action_at_a_time_and_finishes_on_its_transcript() {
+        let s = fixtures::settings(json!({}));
+        let rec = fixtures::record(2, Step::RingRemove, ts(0), "rev-1", 20);
+        let obs = fixtures::world(3, "rev-1", "rev-2");
+        let input = Input {
+            s: &s,
+            rec: &rec,
+            obs: &obs,
+            now: ts(1),
+            ceiling_users: None,
+        };
+        let ip = rec.ip.parse().unwrap();
+        let mut seen: Vec<(Action, Output)> = Vec::new();
+        let mut asked = Vec::new();
+        let result = loop {
+            match step(input, &seen) {
+                Next::Act(a) => {
+                    let Action::Exec { on, argv } = &a else {
+                        panic!("{a:?}")
+                    };
+                    assert_eq!(*on, On::Director);
+                    asked.push(argv.clone());
+                    seen.push((a, ok("")));
+                }
+                Next::Done(r) => break r,
+            }
+        };
+        assert_eq!(
+            asked,
+            [s.director.director_down(ip), s.director.director_flush(ip)]
+        );
+        assert_eq!(result, StepResult::advanced(None));
+    }
+
+    #[test]
+    fn a_transcript_that_does_not_answer_the_script_is_never_acted_on() {
+        let s = fixtures::settings(json!({}));
+        let rec = fixtures::record(2, Step::RingRemove, ts(0), "rev-1", 20);
+        let obs = fixtures::world(3, "rev-1", "rev-2");
+        let input = Input {
+            s: &s,
+            rec: &rec,
+            obs: &obs,
+            now: ts(1),
+            ceiling_users: None,
+        };
+        // an output recorded for another command than the script asks first
+        let seen = vec![(
+            Action::Exec {
+                on: On::Director,
+                argv: vec!["doveadm".into(), "something".into(), "else".into()],
+            },
+            ok(""),
+        )];
+        match step(input, &seen) {
+            Next::Done(StepResult::Transient { error }) => {
+                assert!(error.stderr.contains("diverged"), "{error:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_exec_that_did_not_complete_is_transient_and_ends_the_run() {
+        let s = fixtures::settings(json!({}));
+        let rec = fixtures::record(2, Step::RingRemove, ts(0), "rev-1", 20);
+        let obs = fixtures::world(3, "rev-1", "rev-2");
+        let input = Input {
+            s: &s,
+            rec: &rec,
+            obs: &obs,
+            now: ts(1),
+            ceiling_users: None,
+        };
+        let Next::Act(first) = step(input, &[]) else {
+            panic!()
+        };
+        let failed = Output::Exec(Err(super::super::EdgeError {
+            transient: true,
+            message: "exec timed out after 40s".into(),
+        }));
+        match step(input, &[(first, failed)]) {
+            // flush is never run after a down that may not have happened
+            Next::Done(StepResult::Transient { error }) => {
+                assert!(error.stderr.contains("timed out"), "{error:?}");
+                assert!(error.argv.contains(&"down".to_string()), "{error:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
