@@ -20,16 +20,6 @@ const SIM_PID: u32 = 4242;
 /// The master's PID while it runs.
 const MASTER_PID: u32 = 4000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Master {
-    Running,
-    /// `doveadm stop` sent: still alive at the first look, gone at the next.
-    Stopping {
-        looked: bool,
-    },
-    Stopped,
-}
-
 /// The world one backend's plan runs in.
 #[derive(Debug, Clone)]
 pub struct SimWorld {
@@ -37,7 +27,8 @@ pub struct SimWorld {
     /// The backend's IP (the recorded one) and the host the director hashes its users to.
     ip: String,
     other: String,
-    master: Master,
+    /// Dovecot's master runs (until `doveadm stop`; again in the pod that replaces it).
+    running: bool,
     /// The IDLE session of [`SIM_USER`], until it is moved.
     session: bool,
     pod: PodView,
@@ -84,7 +75,7 @@ impl SimWorld {
             ring,
             ip: rec.ip.clone(),
             other,
-            master: Master::Running,
+            running: true,
             session: true,
             pod: PodView {
                 name: rec.pod.clone(),
@@ -99,12 +90,9 @@ impl SimWorld {
         }
     }
 
-    /// The end of one run of a script: time passes until the next poll (the master that was
-    /// seen stopping has exited; a session that was not moved has ended by itself).
+    /// The end of one run of a script: time passes until the next poll (a session that was
+    /// not moved has ended by itself).
     pub fn tick(&mut self) {
-        if let Master::Stopping { looked: true } = self.master {
-            self.master = Master::Stopped;
-        }
         if self.session {
             self.session = false;
             self.set_users(0);
@@ -131,7 +119,7 @@ impl SimWorld {
             Action::DeletePod { .. } => {
                 self.pod.uid = Some("<new pod uid>".into());
                 self.pod.revision = Some(self.target.clone());
-                self.master = Master::Running;
+                self.running = true;
                 Output::Deleted(Ok(()))
             }
             Action::ReadKey(_) => Output::Key(Ok(Some(b"<value>".to_vec()))),
@@ -149,26 +137,20 @@ impl SimWorld {
         let json = |v: serde_json::Value| v.to_string();
         if on == On::Backend {
             if *argv == crate::dovecot::read_master_pid(&s.base_dir) {
-                return match self.master {
-                    Master::Stopped => ExecOutput {
-                        exit_code: 1,
-                        stdout: String::new(),
-                        stderr: format!(
-                            "cat: {}/master.pid: No such file or directory",
-                            s.base_dir.trim_end_matches('/')
-                        ),
-                    },
-                    _ => ok(format!("{MASTER_PID}\n")),
+                if self.running {
+                    return ok(format!("{MASTER_PID}\n"));
+                }
+                return ExecOutput {
+                    exit_code: 1,
+                    stdout: String::new(),
+                    stderr: format!(
+                        "cat: {}/master.pid: No such file or directory",
+                        s.base_dir.trim_end_matches('/')
+                    ),
                 };
             }
-            if *argv == crate::dovecot::process_alive(MASTER_PID) {
-                if let Master::Stopping { .. } = self.master {
-                    self.master = Master::Stopping { looked: true };
-                }
-                return ok(String::new());
-            }
             if *argv == b.stop() {
-                self.master = Master::Stopped;
+                self.running = false;
                 return ok(String::new());
             }
             if *argv == b.who() {
