@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use crate::reason::WaitReason;
 
-use super::{Cleanup, Cx, Decision, GateInput, Gated, On, RingState, Run, StepResult, judge, lock};
+use super::{
+    Cleanup, Cx, Decision, GateInput, Gated, On, Reads, RingState, Run, StepResult, StepSpec,
+    judge, lock,
+};
 
-pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
+fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let ip = judge::record_ip(&cx.rec.ip, cx.rec.step)?;
     let argv = cx.s.director.director_update(ip, 0);
     cx.run(On::Director, &argv, CommandKind::Plain)?;
@@ -17,13 +20,13 @@ pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
 }
 
 /// Nothing stopped yet: the recorded vhost count goes back.
-pub fn undo(_: &BackendStatus) -> Cleanup {
+fn undo(_: &BackendStatus) -> Cleanup {
     Cleanup::Restore
 }
 
 /// Before a backend is drained: the ring's lock must hold it for this DBU (claimed here when
 /// there is room).
-pub fn gate(g: &GateInput<'_>) -> Option<Gated> {
+fn gate(g: &GateInput<'_>) -> Option<Gated> {
     if lock::holds(g.status, &g.rec.pod) {
         return None;
     }
@@ -44,12 +47,23 @@ pub fn gate(g: &GateInput<'_>) -> Option<Gated> {
 }
 
 /// Not yet drained: it serves as before.
-pub const RING: RingState = RingState::SERVING;
+const RING: RingState = RingState::SERVING;
 
 /// The pod its commands run in, for the plan.
-pub const TARGET: &str = "director";
+const TARGET: &str = "director";
 
 /// What the step does besides its commands, for the plan.
-pub fn note(_s: &crate::settings::Settings, _pod: &str, _ip: &str) -> Option<String> {
+fn note(_s: &crate::settings::Settings, _pod: &str, _ip: &str) -> Option<String> {
     None
 }
+
+/// The step as the machine sees it.
+pub const STEP: StepSpec = StepSpec {
+    run,
+    gate,
+    reads: Reads::NONE,
+    ring: |_| RING,
+    undo,
+    target: TARGET,
+    note,
+};

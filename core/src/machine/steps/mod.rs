@@ -374,21 +374,55 @@ pub fn step(input: Input<'_>, seen: &[(Action, Output)]) -> Next<StepResult> {
     resume(input, seen, script(input.rec.step), |r| r)
 }
 
+/// Everything the machine knows of one step, as the step's own file declares it.
+pub struct StepSpec {
+    /// Its script.
+    pub run: fn(&mut Cx<'_>) -> Run<StepResult>,
+    /// What must come first (None: run it).
+    pub gate: fn(&GateInput<'_>) -> Option<Gated>,
+    /// The director reads its gate needs.
+    pub reads: Reads,
+    /// How the ring must show the backend meanwhile.
+    pub ring: fn(&BackendStatus) -> RingState,
+    /// What abort and deletion do for a backend at this step (unless it failed).
+    pub undo: fn(&BackendStatus) -> Cleanup,
+    /// The pod its commands run in, for the plan.
+    pub target: &'static str,
+    /// What it does besides its commands, for the plan.
+    pub note: fn(&Settings, &str, &str) -> Option<String>,
+}
+
+/// A backend that is done: nothing to run, assert or undo.
+const DONE: StepSpec = StepSpec {
+    run: |_| Ok(StepResult::advanced(None)),
+    gate: no_gate,
+    reads: Reads::NONE,
+    ring: |_| RingState::SERVING,
+    undo: |_| Cleanup::Nothing,
+    target: "director",
+    note: |_, _, _| None,
+};
+
+/// The one table from a step to its file.
+pub fn spec(step: Step) -> &'static StepSpec {
+    match step {
+        Step::Drain => &drain::STEP,
+        Step::WaitSessions => &wait_sessions::STEP,
+        Step::StopLmtp => &stop_lmtp::STEP,
+        Step::StopDovecot => &stop_dovecot::STEP,
+        Step::RingRemove => &ring_remove::STEP,
+        Step::Reset => &reset::STEP,
+        Step::Replace => &replace::STEP,
+        Step::Verify => &verify::STEP,
+        Step::RingRestore => &ring_restore::STEP,
+        Step::Soak => &soak::STEP,
+        Step::Done => &DONE,
+    }
+}
+
 /// The script of one step.
 pub fn script(step: Step) -> fn(&mut Cx<'_>) -> Run<StepResult> {
-    match step {
-        Step::Drain => drain::run,
-        Step::WaitSessions => wait_sessions::run,
-        Step::StopLmtp => stop_lmtp::run,
-        Step::StopDovecot => stop_dovecot::run,
-        Step::RingRemove => ring_remove::run,
-        Step::Reset => reset::run,
-        Step::Replace => replace::run,
-        Step::Verify => verify::run,
-        Step::RingRestore => ring_restore::run,
-        Step::Soak => soak::run,
-        Step::Done => |_| Ok(StepResult::advanced(None)),
-    }
+    spec(step).run
 }
 
 /// What undoing a backend at its recorded step means, for `spec.abort` and deleting the DBU.
@@ -399,51 +433,17 @@ pub fn undo(rec: &BackendStatus) -> Cleanup {
             rec.pod, rec.step
         ));
     }
-    match rec.step {
-        Step::Drain => drain::undo(rec),
-        Step::WaitSessions => wait_sessions::undo(rec),
-        Step::StopLmtp => stop_lmtp::undo(rec),
-        Step::StopDovecot => stop_dovecot::undo(rec),
-        Step::RingRemove => ring_remove::undo(rec),
-        Step::Reset => reset::undo(rec),
-        Step::Replace => replace::undo(rec),
-        Step::Verify => verify::undo(rec),
-        Step::RingRestore => ring_restore::undo(rec),
-        Step::Soak => soak::undo(rec),
-        Step::Done => Cleanup::Nothing,
-    }
+    (spec(rec.step).undo)(rec)
 }
 
 /// The pod a step's commands run in, for the plan.
 pub fn target(step: Step) -> &'static str {
-    match step {
-        Step::Drain => drain::TARGET,
-        Step::WaitSessions => wait_sessions::TARGET,
-        Step::StopLmtp => stop_lmtp::TARGET,
-        Step::StopDovecot => stop_dovecot::TARGET,
-        Step::RingRemove => ring_remove::TARGET,
-        Step::Reset => reset::TARGET,
-        Step::Replace => replace::TARGET,
-        Step::Verify => verify::TARGET,
-        Step::RingRestore => ring_restore::TARGET,
-        Step::Soak | Step::Done => soak::TARGET,
-    }
+    spec(step).target
 }
 
 /// What a step does besides its commands, for the plan.
 pub fn note(step: Step, s: &Settings, pod: &str, ip: &str) -> Option<String> {
-    match step {
-        Step::Drain => drain::note(s, pod, ip),
-        Step::WaitSessions => wait_sessions::note(s, pod, ip),
-        Step::StopLmtp => stop_lmtp::note(s, pod, ip),
-        Step::StopDovecot => stop_dovecot::note(s, pod, ip),
-        Step::RingRemove => ring_remove::note(s, pod, ip),
-        Step::Reset => reset::note(s, pod, ip),
-        Step::Replace => replace::note(s, pod, ip),
-        Step::Verify => verify::note(s, pod, ip),
-        Step::RingRestore => ring_restore::note(s, pod, ip),
-        Step::Soak | Step::Done => soak::note(s, pod, ip),
-    }
+    (spec(step).note)(s, pod, ip)
 }
 
 /// What a step's gate reads: the rollout, the record, the world, the ring as read, the time.
@@ -463,15 +463,12 @@ pub type Gated = Result<Decision, (Duration, String)>;
 /// Before the recorded step's script runs: what must come first, from the step's own file.
 /// None: run it.
 pub fn gate(g: &GateInput<'_>) -> Option<Gated> {
-    match g.rec.step {
-        Step::Drain => drain::gate(g),
-        Step::WaitSessions => wait_sessions::gate(g),
-        Step::StopLmtp => stop_lmtp::gate(g),
-        Step::RingRemove => ring_remove::gate(g),
-        Step::Verify => verify::gate(g),
-        Step::RingRestore => ring_restore::gate(g),
-        Step::StopDovecot | Step::Reset | Step::Replace | Step::Soak | Step::Done => None,
-    }
+    (spec(g.rec.step).gate)(g)
+}
+
+/// The gate of a step that needs nothing first.
+fn no_gate(_: &GateInput<'_>) -> Option<Gated> {
+    None
 }
 
 /// What a step reads from the directors before it runs, beyond `director status`.
@@ -492,11 +489,7 @@ impl Reads {
 
 /// The reads a step's gate needs, from the step's own file.
 pub fn reads(step: Step) -> Reads {
-    match step {
-        Step::StopLmtp => stop_lmtp::READS,
-        Step::RingRemove => ring_remove::READS,
-        _ => Reads::NONE,
-    }
+    spec(step).reads
 }
 
 /// How the director ring must show a backend while it is at a step: anything more available
@@ -527,19 +520,7 @@ impl RingState {
 
 /// The ring state a record's step asks for, from the step's own file.
 pub fn ring_state(rec: &BackendStatus) -> RingState {
-    match rec.step {
-        Step::Drain => drain::RING,
-        Step::WaitSessions => wait_sessions::RING,
-        Step::StopLmtp => stop_lmtp::RING,
-        Step::StopDovecot => stop_dovecot::RING,
-        Step::RingRemove => ring_remove::ring(rec),
-        Step::Reset => reset::RING,
-        Step::Replace => replace::RING,
-        Step::Verify => verify::RING,
-        Step::RingRestore => ring_restore::RING,
-        Step::Soak => soak::ring(rec),
-        Step::Done => RingState::SERVING,
-    }
+    (spec(rec.step).ring)(rec)
 }
 
 /// Every other director must show the backend drained before anything on it is stopped or it

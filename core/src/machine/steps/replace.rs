@@ -5,9 +5,9 @@ use crate::api::BackendStatus;
 use crate::time::elapsed;
 
 use super::super::judge::ReplaceMove;
-use super::{Cleanup, Cx, RingState, Run, StepResult, judge};
+use super::{Cleanup, Cx, Reads, RingState, Run, StepResult, StepSpec, judge};
 
-pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
+fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let rec = cx.rec;
     let target = cx
         .obs
@@ -35,19 +35,30 @@ pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     Ok(judge::replace_result(mv, &rec.pod, target))
 }
 
-pub fn undo(rec: &BackendStatus) -> Cleanup {
+fn undo(rec: &BackendStatus) -> Cleanup {
     super::left_out_stopped(rec)
 }
 
-pub const RING: RingState = RingState::DOWN;
+const RING: RingState = RingState::DOWN;
 
 /// The pod its commands run in, for the plan.
-pub const TARGET: &str = "backend";
+const TARGET: &str = "backend";
 
 /// What the step does besides its commands, for the plan.
-pub fn note(s: &crate::settings::Settings, pod: &str, _ip: &str) -> Option<String> {
+fn note(s: &crate::settings::Settings, pod: &str, _ip: &str) -> Option<String> {
     Some(format!(
         "delete pod {pod}; wait up to {:?} for it to be Ready at the target revision",
         s.replace_timeout
     ))
 }
+
+/// The step as the machine sees it.
+pub const STEP: StepSpec = StepSpec {
+    run,
+    gate: super::no_gate,
+    reads: Reads::NONE,
+    ring: |_| RING,
+    undo,
+    target: TARGET,
+    note,
+};

@@ -5,9 +5,9 @@ use crate::api::BackendStatus;
 use crate::dovecot::{self, CommandKind};
 use crate::reset_guard;
 
-use super::{Cleanup, Cx, On, RingState, Run, StepResult, judge};
+use super::{Cleanup, Cx, On, Reads, RingState, Run, StepResult, StepSpec, judge};
 
-pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
+fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let s = cx.s;
     let b = &s.backend;
     if cx.dovecot_running()? {
@@ -39,17 +39,28 @@ pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     Ok(StepResult::advanced(None))
 }
 
-pub fn undo(rec: &BackendStatus) -> Cleanup {
+fn undo(rec: &BackendStatus) -> Cleanup {
     super::left_out_stopped(rec)
 }
 
 /// Stopped and out of the ring.
-pub const RING: RingState = RingState::DOWN;
+const RING: RingState = RingState::DOWN;
 
 /// The pod its commands run in, for the plan.
-pub const TARGET: &str = "backend";
+const TARGET: &str = "backend";
 
 /// What the step does besides its commands, for the plan.
-pub fn note(_s: &crate::settings::Settings, _pod: &str, _ip: &str) -> Option<String> {
+fn note(_s: &crate::settings::Settings, _pod: &str, _ip: &str) -> Option<String> {
     Some("only after master.pid shows Dovecot stopped; each command's read-only twin (find ... -print -quit) must find no mail data first".into())
 }
+
+/// The step as the machine sees it.
+pub const STEP: StepSpec = StepSpec {
+    run,
+    gate: super::no_gate,
+    reads: Reads::NONE,
+    ring: |_| RING,
+    undo,
+    target: TARGET,
+    note,
+};

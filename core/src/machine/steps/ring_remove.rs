@@ -3,9 +3,11 @@
 use crate::api::BackendStatus;
 use crate::dovecot::CommandKind;
 
-use super::{Cleanup, Cx, GateInput, Gated, On, Reads, RingState, Run, StepResult, judge};
+use super::{
+    Cleanup, Cx, GateInput, Gated, On, Reads, RingState, Run, StepResult, StepSpec, judge,
+};
 
-pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
+fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let ip = judge::record_ip(&cx.rec.ip, cx.rec.step)?;
     let d = &cx.s.director;
     cx.run(On::Director, &d.director_down(ip), CommandKind::Plain)?;
@@ -13,23 +15,23 @@ pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     Ok(StepResult::advanced(None))
 }
 
-pub fn undo(rec: &BackendStatus) -> Cleanup {
+fn undo(rec: &BackendStatus) -> Cleanup {
     super::left_out_stopped(rec)
 }
 
 /// What its gate reads first.
-pub const READS: Reads = Reads {
+const READS: Reads = Reads {
     ring_sync: false,
     other_rings: true,
 };
 
 /// Not taken down before every other director shows it drained.
-pub fn gate(g: &GateInput<'_>) -> Option<Gated> {
+fn gate(g: &GateInput<'_>) -> Option<Gated> {
     super::others_drained(g, false)
 }
 
 /// Drained; down too once it failed here (it is never put back).
-pub fn ring(rec: &BackendStatus) -> RingState {
+fn ring(rec: &BackendStatus) -> RingState {
     if rec.failed {
         RingState::DOWN
     } else {
@@ -38,9 +40,20 @@ pub fn ring(rec: &BackendStatus) -> RingState {
 }
 
 /// The pod its commands run in, for the plan.
-pub const TARGET: &str = "director";
+const TARGET: &str = "director";
 
 /// What the step does besides its commands, for the plan.
-pub fn note(_s: &crate::settings::Settings, _pod: &str, _ip: &str) -> Option<String> {
+fn note(_s: &crate::settings::Settings, _pod: &str, _ip: &str) -> Option<String> {
     None
 }
+
+/// The step as the machine sees it.
+pub const STEP: StepSpec = StepSpec {
+    run,
+    gate,
+    reads: READS,
+    ring,
+    undo,
+    target: TARGET,
+    note,
+};

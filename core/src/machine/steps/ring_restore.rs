@@ -3,9 +3,9 @@
 
 use crate::api::BackendStatus;
 
-use super::{Cleanup, Cx, GateInput, Gated, RingState, Run, StepResult, judge};
+use super::{Cleanup, Cx, GateInput, Gated, Reads, RingState, Run, StepResult, StepSpec, judge};
 
-pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
+fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     // the pod's IP as the API server has it: a lagging cache may show its predecessor's
     let pod = cx.pod_now()?;
     let (old, new, now_ip) = judge::restore_ips(cx.rec, pod.as_ref())?;
@@ -16,22 +16,33 @@ pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
 }
 
 /// Verified already: finishing the restore is the safe thing.
-pub fn undo(_: &BackendStatus) -> Cleanup {
+fn undo(_: &BackendStatus) -> Cleanup {
     Cleanup::Restore
 }
 
 /// It puts the replaced pod's IP into the ring: that pod must be Ready.
-pub fn gate(g: &GateInput<'_>) -> Option<Gated> {
+fn gate(g: &GateInput<'_>) -> Option<Gated> {
     super::pod_ready(g)
 }
 
 /// Verified: its own commands put it back; nothing is asserted.
-pub const RING: RingState = RingState::SERVING;
+const RING: RingState = RingState::SERVING;
 
 /// The pod its commands run in, for the plan.
-pub const TARGET: &str = "director";
+const TARGET: &str = "director";
 
 /// What the step does besides its commands, for the plan.
-pub fn note(_s: &crate::settings::Settings, _pod: &str, _ip: &str) -> Option<String> {
+fn note(_s: &crate::settings::Settings, _pod: &str, _ip: &str) -> Option<String> {
     Some("with director add <new ip> / remove <old ip> first if the pod IP changed".into())
 }
+
+/// The step as the machine sees it.
+pub const STEP: StepSpec = StepSpec {
+    run,
+    gate,
+    reads: Reads::NONE,
+    ring: |_| RING,
+    undo,
+    target: TARGET,
+    note,
+};

@@ -7,9 +7,9 @@ use crate::time::elapsed;
 
 use super::super::judge::{SoakMove, SoakSeen};
 use super::credentials::imap_inputs;
-use super::{Cleanup, Cx, On, RingState, Run, StepResult, judge};
+use super::{Cleanup, Cx, On, Reads, RingState, Run, StepResult, StepSpec, judge};
 
-pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
+fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let s = cx.s;
     let rec = cx.rec;
     let Some(limit) = s.soak else {
@@ -109,12 +109,12 @@ fn director_login(cx: &mut Cx<'_>, ip: &str) -> Run<Result<(), String>> {
 }
 
 /// Back in the ring and verified; a failed soak drained it again (failed: left out).
-pub fn undo(_: &BackendStatus) -> Cleanup {
+fn undo(_: &BackendStatus) -> Cleanup {
     Cleanup::Nothing
 }
 
 /// Back in the ring; a failed soak drained it again, and it stays out.
-pub fn ring(rec: &BackendStatus) -> RingState {
+fn ring(rec: &BackendStatus) -> RingState {
     if rec.failed {
         RingState::DOWN
     } else {
@@ -123,10 +123,10 @@ pub fn ring(rec: &BackendStatus) -> RingState {
 }
 
 /// The pod its commands run in, for the plan.
-pub const TARGET: &str = "director";
+const TARGET: &str = "director";
 
 /// What the step does besides its commands, for the plan.
-pub fn note(s: &crate::settings::Settings, _pod: &str, _ip: &str) -> Option<String> {
+fn note(s: &crate::settings::Settings, _pod: &str, _ip: &str) -> Option<String> {
     Some(match s.soak {
         Some(limit) => format!(
             "until the director maps users to it (at most {}, pod Ready throughout), else drain it again and halt",
@@ -135,3 +135,14 @@ pub fn note(s: &crate::settings::Settings, _pod: &str, _ip: &str) -> Option<Stri
         None => "off (spec.verify.soak.enabled: false)".into(),
     })
 }
+
+/// The step as the machine sees it.
+pub const STEP: StepSpec = StepSpec {
+    run,
+    gate: super::no_gate,
+    reads: Reads::NONE,
+    ring,
+    undo,
+    target: TARGET,
+    note,
+};

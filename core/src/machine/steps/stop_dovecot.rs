@@ -3,9 +3,9 @@
 use crate::api::BackendStatus;
 use crate::dovecot::CommandKind;
 
-use super::{Cleanup, Cx, On, RingState, Run, StepResult, judge};
+use super::{Cleanup, Cx, On, Reads, RingState, Run, StepResult, StepSpec, judge};
 
-pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
+fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let stop = cx.s.backend.stop();
     // again on every poll: "not running" is done, and a master already stopping ignores it
     cx.run(On::Backend, &stop, CommandKind::Stop)?;
@@ -24,20 +24,31 @@ pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     Ok(judge::stopped(pod.as_ref()))
 }
 
-pub fn undo(_: &BackendStatus) -> Cleanup {
+fn undo(_: &BackendStatus) -> Cleanup {
     Cleanup::RestoreIfRunning
 }
 
-pub const RING: RingState = RingState::DRAINED;
+const RING: RingState = RingState::DRAINED;
 
 /// The pod its commands run in, for the plan.
-pub const TARGET: &str = "backend";
+const TARGET: &str = "backend";
 
 /// What the step does besides its commands, for the plan.
-pub fn note(s: &crate::settings::Settings, _pod: &str, _ip: &str) -> Option<String> {
+fn note(s: &crate::settings::Settings, _pod: &str, _ip: &str) -> Option<String> {
     Some(format!(
         "then, while master.pid remains, test -e /proc/<its pid> tells a live master from a stale file, again every {:?} (a requeue) until the master has exited; at most {:?}",
         judge::STOP_POLL,
         s.stop_timeout
     ))
 }
+
+/// The step as the machine sees it.
+pub const STEP: StepSpec = StepSpec {
+    run,
+    gate: super::no_gate,
+    reads: Reads::NONE,
+    ring: |_| RING,
+    undo,
+    target: TARGET,
+    note,
+};

@@ -8,10 +8,10 @@ use std::time::Duration;
 use crate::reason::WaitReason;
 
 use super::{
-    Cleanup, Cx, Decision, GateInput, Gated, On, Reads, RingState, Run, StepResult, judge,
+    Cleanup, Cx, Decision, GateInput, Gated, On, Reads, RingState, Run, StepResult, StepSpec, judge,
 };
 
-pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
+fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let b = &cx.s.backend;
     // the last moment the auth service can say where mail lives (Reset's guard)
     let lookup = cx.raw(On::Backend, &b.user_lookup(&cx.s.user))?;
@@ -25,19 +25,19 @@ pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
 }
 
 /// The restore reloads Dovecot to re-open LMTP: only a running one can be put back.
-pub fn undo(_: &BackendStatus) -> Cleanup {
+fn undo(_: &BackendStatus) -> Cleanup {
     Cleanup::RestoreIfRunning
 }
 
-/// Nothing on the backend is stopped while the directors disagree (a split ring: one of them
 /// What its gate reads first.
-pub const READS: Reads = Reads {
+const READS: Reads = Reads {
     ring_sync: true,
     other_rings: true,
 };
 
+/// Nothing on the backend is stopped while the directors disagree (a split ring: one of them
 /// may still send users to it), nor before every other director shows it drained.
-pub fn gate(g: &GateInput<'_>) -> Option<Gated> {
+fn gate(g: &GateInput<'_>) -> Option<Gated> {
     if g.obs.ring_synced == Some(false) {
         let on = g.obs.unsynced_on();
         return Some(Ok(Decision::wait(
@@ -52,14 +52,25 @@ pub fn gate(g: &GateInput<'_>) -> Option<Gated> {
     super::others_drained(g, true)
 }
 
-pub const RING: RingState = RingState::DRAINED;
+const RING: RingState = RingState::DRAINED;
 
 /// The pod its commands run in, for the plan.
-pub const TARGET: &str = "backend";
+const TARGET: &str = "backend";
 
 /// What the step does besides its commands, for the plan.
-pub fn note(_s: &crate::settings::Settings, _pod: &str, _ip: &str) -> Option<String> {
+fn note(_s: &crate::settings::Settings, _pod: &str, _ip: &str) -> Option<String> {
     Some(
         "first records where the verify user's mail lives (doveadm user), for Reset's guard".into(),
     )
 }
+
+/// The step as the machine sees it.
+pub const STEP: StepSpec = StepSpec {
+    run,
+    gate,
+    reads: READS,
+    ring: |_| RING,
+    undo,
+    target: TARGET,
+    note,
+};

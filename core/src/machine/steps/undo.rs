@@ -42,7 +42,7 @@ fn restore(cx: &mut Cx<'_>) -> Run<()> {
     let rec = cx.rec;
     if rec.step == Step::RingRestore {
         // verified already: finishing the step is the restore
-        return match ring_restore::run(cx)? {
+        return match (ring_restore::STEP.run)(cx)? {
             StepResult::Advanced { .. } => Ok(()),
             other => Err(Halt::Done(other)),
         };

@@ -5,9 +5,11 @@ use crate::api::BackendStatus;
 use crate::dovecot::CommandKind;
 
 use super::credentials::imap_inputs;
-use super::{Cleanup, Cx, GateInput, Gated, Halt, On, RingState, Run, StepResult, judge};
+use super::{
+    Cleanup, Cx, GateInput, Gated, Halt, On, Reads, RingState, Run, StepResult, StepSpec, judge,
+};
 
-pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
+fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let s = cx.s;
     let b = &s.backend;
     let (user, mb) = (&s.user, &s.mailbox);
@@ -85,23 +87,23 @@ fn probes(cx: &mut Cx<'_>) -> Run<Result<Vec<String>, StepResult>> {
     Ok(Ok(done))
 }
 
-pub fn undo(rec: &BackendStatus) -> Cleanup {
+fn undo(rec: &BackendStatus) -> Cleanup {
     super::left_out_stopped(rec)
 }
 
 /// It acts on the replaced pod: that must be Ready.
-pub fn gate(g: &GateInput<'_>) -> Option<Gated> {
+fn gate(g: &GateInput<'_>) -> Option<Gated> {
     super::pod_ready(g)
 }
 
 /// Unverified: out of the ring.
-pub const RING: RingState = RingState::DOWN;
+const RING: RingState = RingState::DOWN;
 
 /// The pod its commands run in, for the plan.
-pub const TARGET: &str = "backend";
+const TARGET: &str = "backend";
 
 /// What the step does besides its commands, for the plan.
-pub fn note(s: &crate::settings::Settings, _pod: &str, _ip: &str) -> Option<String> {
+fn note(s: &crate::settings::Settings, _pod: &str, _ip: &str) -> Option<String> {
     let mut probes = Vec::new();
     if let Some(port) = s.lmtp_probe {
         probes.push(format!(
@@ -122,3 +124,14 @@ pub fn note(s: &crate::settings::Settings, _pod: &str, _ip: &str) -> Option<Stri
         )
     })
 }
+
+/// The step as the machine sees it.
+pub const STEP: StepSpec = StepSpec {
+    run,
+    gate,
+    reads: Reads::NONE,
+    ring: |_| RING,
+    undo,
+    target: TARGET,
+    note,
+};

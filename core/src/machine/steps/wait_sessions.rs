@@ -10,13 +10,14 @@ use crate::time::{after, elapsed};
 use super::super::decision::DrainPoll;
 use super::super::drain::{self, DrainAct};
 use super::{
-    Cleanup, Cx, Decision, ExecOutput, GateInput, Gated, On, RingState, Run, StepResult, judge,
+    Cleanup, Cx, Decision, ExecOutput, GateInput, Gated, On, Reads, RingState, Run, StepResult,
+    StepSpec, judge,
 };
 
 /// Process titles read by one exec.
 pub const TITLES_PER_EXEC: usize = 200;
 
-pub fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
+fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let s = cx.s;
     // users mapped at the ceiling: no need to count sessions
     if cx.ceiling_users.is_some_and(|n| n > 0) {
@@ -182,13 +183,13 @@ fn move_poll(cx: &mut Cx<'_>, mapped: u64) -> Run<StepResult> {
 }
 
 /// Nothing stopped yet: the recorded vhost count goes back.
-pub fn undo(_: &BackendStatus) -> Cleanup {
+fn undo(_: &BackendStatus) -> Cleanup {
     Cleanup::Restore
 }
 
 /// While users are mapped: run a poll (Move looks at every poll; Wait only once the director
 /// maps nobody), wait for the next one, or run at the ceiling with the users left.
-pub fn gate(g: &GateInput<'_>) -> Option<Gated> {
+fn gate(g: &GateInput<'_>) -> Option<Gated> {
     let (s, rec) = (g.s, g.rec);
     let run = |ceiling_users| {
         Some(Ok(Decision::Run {
@@ -219,15 +220,26 @@ pub fn gate(g: &GateInput<'_>) -> Option<Gated> {
 }
 
 /// Drained from the start: the director sends it no new user.
-pub const RING: RingState = RingState::DRAINED;
+const RING: RingState = RingState::DRAINED;
 
 /// The pod its commands run in, for the plan.
-pub const TARGET: &str = "director";
+const TARGET: &str = "director";
 
 /// What the step does besides its commands, for the plan.
-pub fn note(s: &crate::settings::Settings, pod: &str, ip: &str) -> Option<String> {
+fn note(s: &crate::settings::Settings, pod: &str, ip: &str) -> Option<String> {
     Some(format!(
         "poll every {:?} until the director maps no users to {ip} and who shows no sessions on {pod} (who runs on the backend); with strategy Move, users whose sessions only sit in IDLE are moved (director move) a batch at a time; at most {:?}, then {:?}",
         s.poll_interval, s.drain_timeout, s.on_drain_timeout
     ))
 }
+
+/// The step as the machine sees it.
+pub const STEP: StepSpec = StepSpec {
+    run,
+    gate,
+    reads: Reads::NONE,
+    ring: |_| RING,
+    undo,
+    target: TARGET,
+    note,
+};
