@@ -44,20 +44,23 @@ pub fn steps_for(
         .and_then(|p| p.revision.clone());
     let mut rec = record(pod, &ip.to_string(), vhosts, from, now);
     let mut world = SimWorld::new(s, &rec, ring, target, vhosts);
-    let mut obs = obs.clone();
-    obs.sts = Some(StsView {
-        update_revision: Some(target.to_string()),
-        ..obs.sts.unwrap_or(StsView {
-            update_strategy: "OnDelete".into(),
-            update_revision: None,
-            replicas: 0,
-            current: true,
-            template_revision: None,
-        })
-    });
-    if obs.director.is_none() {
-        obs.director = Some("<director>".into());
-    }
+    // the world the scripts read, without the pods (they read their pod through an action):
+    // the plan of each backend then costs nothing per pod of the StatefulSet
+    let mut obs = Observed {
+        sts: Some(StsView {
+            update_revision: Some(target.to_string()),
+            ..obs.sts.clone().unwrap_or(StsView {
+                update_strategy: "OnDelete".into(),
+                update_revision: None,
+                replicas: 0,
+                current: true,
+                template_revision: None,
+            })
+        }),
+        director: obs.director.clone().or_else(|| Some("<director>".into())),
+        directors: obs.directors.clone(),
+        ..Observed::default()
+    };
     let mut out = Vec::new();
     for step in Step::ALL.iter().copied().filter(|x| *x != Step::Done) {
         rec.step = step;
