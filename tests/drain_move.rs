@@ -13,12 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Rig, now, report, rig_with, settings};
+use common::{Rig, report, rig_with, settings};
 use dbu_lab::workload::{Workload, WorkloadSpec, prime};
 use dbu_lab::{self as lab, ImapSession, LabSpec, LocalExec};
 use dovecot_upgrade_operator::api::{DovecotBackendUpgradeStatus, Phase, Step};
 use dovecot_upgrade_operator::dovecot;
-use dovecot_upgrade_operator::engine;
 use dovecot_upgrade_operator::exec::{ExecRequest, PodExec};
 use serde_json::json;
 
@@ -126,17 +125,7 @@ async fn move_drain_under_a_realistic_workload_moves_everyone_before_the_ceiling
             .iter()
             .map(|r| (r.pod.clone(), r.step))
             .collect();
-        let out = engine::reconcile_once(
-            &s,
-            status,
-            Some(1),
-            &exec,
-            lab,
-            &dovecot_upgrade_operator::engine::NetProbes,
-            &now,
-        )
-        .await
-        .unwrap();
+        let out = common::once(&s, status, &exec, lab).await;
         status = out.status;
         for r in &status.backends {
             let was = before.get(&r.pod).copied();
@@ -315,17 +304,7 @@ async fn a_delivery_in_flight_holds_the_move_until_it_is_stored() {
     let end = Instant::now() + Duration::from_secs(120);
     while moved_at.is_none() {
         assert!(Instant::now() < end, "no move: {status:#?}");
-        let out = engine::reconcile_once(
-            &s,
-            status,
-            Some(1),
-            &exec,
-            lab,
-            &dovecot_upgrade_operator::engine::NetProbes,
-            &now,
-        )
-        .await
-        .unwrap();
+        let out = common::once(&s, status, &exec, lab).await;
         status = out.status;
         if let Some(r) = status.backends.iter().find(|r| r.pod == "backend-2") {
             if r.step == Step::WaitSessions

@@ -6,7 +6,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::{finish, now, report, rig, rig_with, ring_of, settings, until};
+use common::{finish, report, rig, rig_with, ring_of, settings, until};
 use dbu_lab::faults::{FaultKind, FaultyExec};
 use dbu_lab::traffic::{Traffic, TrafficSpec};
 use dbu_lab::{ImapSession, Lab, LabSpec};
@@ -222,17 +222,7 @@ async fn s2_crash_before_and_after_every_step() {
             (s, exec) = restart();
             continue;
         }
-        let out = engine::reconcile_once(
-            &s,
-            status.clone(),
-            Some(1),
-            &exec,
-            lab,
-            &dovecot_upgrade_operator::engine::NetProbes,
-            &now,
-        )
-        .await
-        .unwrap();
+        let out = common::once(&s, status.clone(), &exec, lab).await;
         // after: the step acted, the status patch never happened
         if let Decision::Run { pod, step, .. } = &out.decision
             && after.insert((pod.clone(), *step))

@@ -142,7 +142,7 @@ async fn roll(rig: &Rig, s: &Settings, recorder: &Recorder) -> (Runs, Runs) {
         status,
         &exec,
         lab,
-        &dovecot_upgrade_operator::engine::NetProbes,
+        &engine::NetProbes,
         &now,
         Duration::from_secs(600),
         |o| {

@@ -57,7 +57,7 @@ async fn rollout_of_three_backends_through_a_real_director() {
         DovecotBackendUpgradeStatus::default(),
         &exec,
         lab,
-        &dovecot_upgrade_operator::engine::NetProbes,
+        &engine::NetProbes,
         &now,
         Duration::from_secs(600),
         |o| {
@@ -270,17 +270,7 @@ async fn held_in_drain(net: u8) -> (Rig, DovecotBackendUpgradeStatus, String, Im
     let exec = lab.exec();
     let mut status = DovecotBackendUpgradeStatus::default();
     for _ in 0..20 {
-        let out = engine::reconcile_once(
-            &s,
-            status,
-            Some(1),
-            &exec,
-            lab,
-            &dovecot_upgrade_operator::engine::NetProbes,
-            &now,
-        )
-        .await
-        .unwrap();
+        let out = common::once(&s, status, &exec, lab).await;
         status = out.status;
         if status
             .backends
@@ -396,17 +386,9 @@ async fn abort_mid_drain_puts_the_backend_back_and_starts_nothing() {
     let mut status = status;
     let mut notes = Vec::new();
     for _ in 0..5 {
-        let out = engine::reconcile_once(
-            &s,
-            status,
-            Some(2),
-            &exec,
-            lab,
-            &dovecot_upgrade_operator::engine::NetProbes,
-            &now,
-        )
-        .await
-        .unwrap();
+        let out = engine::reconcile_once(&s, status, Some(2), &exec, lab, &engine::NetProbes, &now)
+            .await
+            .unwrap();
         notes.extend(out.notes);
         status = out.status;
         if status.phase == Some(Phase::Aborted) {
@@ -438,17 +420,9 @@ async fn abort_mid_drain_puts_the_backend_back_and_starts_nothing() {
     }
     // resuming re-plans from scratch
     let s = settings(json!({}));
-    let out = engine::reconcile_once(
-        &s,
-        status,
-        Some(3),
-        &exec,
-        lab,
-        &dovecot_upgrade_operator::engine::NetProbes,
-        &now,
-    )
-    .await
-    .unwrap();
+    let out = engine::reconcile_once(&s, status, Some(3), &exec, lab, &engine::NetProbes, &now)
+        .await
+        .unwrap();
     assert!(
         matches!(out.decision, Decision::Begin(_)),
         "{:?}",

@@ -50,17 +50,7 @@ async fn a_failed_backend_that_reappears_at_its_new_ip_is_taken_out_again() {
         up.as_ref().is_some_and(|h| h.up && h.vhosts == 100),
         "{up:?}"
     );
-    let out = engine::reconcile_once(
-        &s,
-        st,
-        Some(1),
-        &exec,
-        lab,
-        &dovecot_upgrade_operator::engine::NetProbes,
-        &now,
-    )
-    .await
-    .unwrap();
+    let out = common::once(&s, st, &exec, lab).await;
     assert!(
         matches!(&out.decision, Decision::Reassert { pod, .. } if pod == "backend-2"),
         "{:?}",
@@ -81,17 +71,7 @@ async fn a_failed_backend_that_reappears_at_its_new_ip_is_taken_out_again() {
         .unwrap();
     assert!(!h.up && h.vhosts == 0, "taken out again: {h:?}");
     // and it stays failed: nothing puts it back without a human
-    let out = engine::reconcile_once(
-        &s,
-        out.status,
-        Some(1),
-        &exec,
-        lab,
-        &dovecot_upgrade_operator::engine::NetProbes,
-        &now,
-    )
-    .await
-    .unwrap();
+    let out = common::once(&s, out.status, &exec, lab).await;
     assert!(
         matches!(out.decision, Decision::Stall { .. }),
         "{:?}",
@@ -189,7 +169,7 @@ async fn drive_with_kills(
             Some(1),
             exec,
             cluster,
-            &dovecot_upgrade_operator::engine::NetProbes,
+            &engine::NetProbes,
             &now,
         );
         let out = if kill_one_in > 0 && next() % kill_one_in == 0 {
@@ -391,17 +371,7 @@ async fn nothing_is_stopped_on_a_backend_while_the_ring_is_split() {
     assert!(split(), "director-0 notices the dead member");
     let mut st = st;
     for _ in 0..3 {
-        let out = engine::reconcile_once(
-            &s,
-            st,
-            Some(1),
-            &exec,
-            lab,
-            &dovecot_upgrade_operator::engine::NetProbes,
-            &now,
-        )
-        .await
-        .unwrap();
+        let out = common::once(&s, st, &exec, lab).await;
         assert!(
             matches!(&out.decision, Decision::Wait { reason, .. } if *reason == "RingNotSynced"),
             "{:?}",

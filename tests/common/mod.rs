@@ -102,6 +102,18 @@ pub async fn finish_probing(
     (out.status, notes)
 }
 
+/// One reconcile as the controller runs it (probes over TCP, the clock now), on `cluster`.
+pub async fn once(
+    s: &Settings,
+    status: DovecotBackendUpgradeStatus,
+    exec: &dyn PodExec,
+    cluster: &dyn engine::Cluster,
+) -> Outcome {
+    engine::reconcile_once(s, status, Some(1), exec, cluster, &engine::NetProbes, &now)
+        .await
+        .unwrap()
+}
+
 /// Reconciles until `done(status)`, collecting notes; panics after `limit`.
 pub async fn until(
     s: &Settings,
@@ -115,17 +127,7 @@ pub async fn until(
     let mut notes = Vec::new();
     while !done(&status) {
         assert!(Instant::now() < end, "condition not reached: {status:#?}");
-        let out = engine::reconcile_once(
-            s,
-            status,
-            Some(1),
-            exec,
-            lab,
-            &dovecot_upgrade_operator::engine::NetProbes,
-            &now,
-        )
-        .await
-        .unwrap();
+        let out = once(s, status, exec, lab).await;
         notes.extend(out.notes);
         status = out.status;
         if !done(&status) {

@@ -879,16 +879,14 @@ impl Cluster for Lab {
         s: &Settings,
         pod: &str,
     ) -> Result<Option<dbu_core::machine::PodView>, ClusterError> {
-        // the lab has no cache: what it observes is the source
-        Ok(self
-            .observe(s)
-            .await?
-            .pods
-            .into_iter()
-            .find(|p| p.name == pod))
+        self.view(STATEFULSET, "lab/rollout")
+            .fresh_pod(s, pod)
+            .await
     }
     async fn fresh_update_revision(&self, s: &Settings) -> Result<Option<String>, ClusterError> {
-        Ok(self.observe(s).await?.sts.and_then(|x| x.update_revision))
+        self.view(STATEFULSET, "lab/rollout")
+            .fresh_update_revision(s)
+            .await
     }
 
     async fn read_key(

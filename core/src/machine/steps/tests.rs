@@ -115,10 +115,30 @@ fn a_move_drain_plans_its_look_its_moves_and_its_flush() {
 
 mod replay {
     use super::super::{Action, ExecOutput, Input, Next, On, Output, step};
-    use crate::api::Step;
+    use crate::api::{BackendStatus, Step};
     use crate::fixtures::{self, ts};
-    use crate::machine::StepResult;
+    use crate::machine::{Observed, StepResult};
+    use crate::settings::Settings;
     use serde_json::json;
+
+    /// A backend at RingRemove in the fixtures' world.
+    fn at_ring_remove() -> (Settings, BackendStatus, Observed) {
+        (
+            fixtures::settings(json!({})),
+            fixtures::record(2, Step::RingRemove, ts(0), "rev-1", 20),
+            fixtures::world(3, "rev-1", "rev-2"),
+        )
+    }
+
+    fn input<'a>(s: &'a Settings, rec: &'a BackendStatus, obs: &'a Observed) -> Input<'a> {
+        Input {
+            s,
+            rec,
+            obs,
+            now: ts(1),
+            ceiling_users: None,
+        }
+    }
 
     fn ok(stdout: &str) -> Output {
         Output::Exec(Ok(ExecOutput {
@@ -130,16 +150,8 @@ mod replay {
 
     #[test]
     fn a_script_asks_one_action_at_a_time_and_finishes_on_its_transcript() {
-        let s = fixtures::settings(json!({}));
-        let rec = fixtures::record(2, Step::RingRemove, ts(0), "rev-1", 20);
-        let obs = fixtures::world(3, "rev-1", "rev-2");
-        let input = Input {
-            s: &s,
-            rec: &rec,
-            obs: &obs,
-            now: ts(1),
-            ceiling_users: None,
-        };
+        let (s, rec, obs) = at_ring_remove();
+        let input = input(&s, &rec, &obs);
         let ip = rec.ip.parse().unwrap();
         let mut seen: Vec<(Action, Output)> = Vec::new();
         let mut asked = Vec::new();
@@ -165,16 +177,8 @@ mod replay {
 
     #[test]
     fn a_transcript_that_does_not_answer_the_script_is_never_acted_on() {
-        let s = fixtures::settings(json!({}));
-        let rec = fixtures::record(2, Step::RingRemove, ts(0), "rev-1", 20);
-        let obs = fixtures::world(3, "rev-1", "rev-2");
-        let input = Input {
-            s: &s,
-            rec: &rec,
-            obs: &obs,
-            now: ts(1),
-            ceiling_users: None,
-        };
+        let (s, rec, obs) = at_ring_remove();
+        let input = input(&s, &rec, &obs);
         // an output recorded for another command than the script asks first
         let seen = vec![(
             Action::Exec {
@@ -193,16 +197,8 @@ mod replay {
 
     #[test]
     fn an_exec_that_did_not_complete_is_transient_and_ends_the_run() {
-        let s = fixtures::settings(json!({}));
-        let rec = fixtures::record(2, Step::RingRemove, ts(0), "rev-1", 20);
-        let obs = fixtures::world(3, "rev-1", "rev-2");
-        let input = Input {
-            s: &s,
-            rec: &rec,
-            obs: &obs,
-            now: ts(1),
-            ceiling_users: None,
-        };
+        let (s, rec, obs) = at_ring_remove();
+        let input = input(&s, &rec, &obs);
         let Next::Act(first) = step(input, &[]) else {
             panic!()
         };
