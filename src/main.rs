@@ -72,8 +72,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Print the CustomResourceDefinition YAML.
-    Crd,
+    /// Print a CustomResourceDefinition's YAML.
+    Crd {
+        /// Which one: `dbu` (DovecotBackendUpgrade) or `ring` (DovecotRing).
+        #[arg(default_value = "dbu", value_parser = ["dbu", "ring"])]
+        kind: String,
+    },
 }
 
 fn init_logs(format: Option<LogFormat>, default_level: &str) {
@@ -101,11 +105,12 @@ fn init_logs(format: Option<LogFormat>, default_level: &str) {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Crd => {
-            print!(
-                "{}",
-                serde_saphyr::to_string(&DovecotBackendUpgrade::crd())?
-            );
+        Cmd::Crd { kind } => {
+            let crd = match kind.as_str() {
+                "ring" => dovecot_upgrade_operator::api::DovecotRing::crd(),
+                _ => DovecotBackendUpgrade::crd(),
+            };
+            print!("{}", serde_saphyr::to_string(&crd)?);
             Ok(())
         }
         Cmd::Plan {
@@ -212,6 +217,7 @@ async fn plan(
         .flatten();
     let status = live.and_then(|d| d.status).unwrap_or_default();
     let stores = controller::Stores::list(&client, &ns).await?;
+    let s = controller::bind_read_only(&stores, &dbu, &ns, s)?;
     let (cluster, exec) = controller::edges_for(&client, &stores, &dbu, &ns, &ns);
     let now = k8s_openapi::jiff::Timestamp::now();
     let (decision, obs) = engine::dry_run_once(&s, &status, &exec, &cluster, now).await?;

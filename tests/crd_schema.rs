@@ -1,11 +1,16 @@
 //! The generated CRD: what it rejects at admission (patterns, minimums, CEL rules evaluated here).
 
-use dovecot_upgrade_operator::api::DovecotBackendUpgrade;
+use dovecot_upgrade_operator::api::{DovecotBackendUpgrade, DovecotRing};
 use kube::CustomResourceExt;
 use serde_json::{Value, json};
 
 fn schema() -> Value {
     let crd = serde_json::to_value(DovecotBackendUpgrade::crd()).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+fn ring_schema() -> Value {
+    let crd = serde_json::to_value(DovecotRing::crd()).unwrap();
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
 }
 
@@ -38,9 +43,44 @@ fn eval(rule: &str, this: Value) -> bool {
 }
 
 #[test]
+fn a_dbu_names_its_ring_or_its_directors() {
+    let s = schema();
+    let (rule, msg) = &rules(&s["properties"]["spec"])[0];
+    assert!(
+        msg.contains("spec.ring") && msg.contains("spec.director"),
+        "{msg}"
+    );
+    for (v, want) in [
+        (json!({"ring": "mail"}), true),
+        (
+            json!({"director": {"selector": {"matchLabels": {"app": "d"}}}}),
+            true,
+        ),
+        (json!({"ring": "mail", "director": {}}), true),
+        (json!({"backends": {"statefulSet": "b"}}), false),
+    ] {
+        assert_eq!(eval(rule, v.clone()), want, "{v}");
+    }
+    let ring = ring_schema();
+    let spec = &ring["properties"]["spec"];
+    assert_eq!(spec["required"], json!(["backends", "directors"]));
+    assert_eq!(spec["properties"]["backends"]["minItems"], 1);
+    assert_eq!(spec["properties"]["maxUnavailable"]["minimum"], 1.0);
+}
+
+#[test]
 fn director_selector_must_select_something() {
     let s = schema();
-    let director = &s["properties"]["spec"]["properties"]["director"];
+    let ring = ring_schema();
+    for director in [
+        &s["properties"]["spec"]["properties"]["director"],
+        &ring["properties"]["spec"]["properties"]["directors"],
+    ] {
+        director_rule_holds(director);
+    }
+}
+
+fn director_rule_holds(director: &Value) {
     let (rule, msg) = &rules(director)[0];
     assert!(msg.contains("selector"));
     let t = [
@@ -101,7 +141,7 @@ fn reset_commands_must_be_argv_lists_without_a_shell() {
 fn patterns_and_minimums_reject_bad_values_at_admission() {
     let s = schema();
     let spec = &s["properties"]["spec"];
-    assert_eq!(spec["required"], json!(["backends", "director", "verify"]));
+    assert_eq!(spec["required"], json!(["backends", "verify"]));
     assert_eq!(spec["properties"]["maxUnavailable"]["minimum"], 1.0);
     let sts = &spec["properties"]["backends"]["properties"]["statefulSet"];
     assert_eq!(sts["minLength"], 1);
@@ -178,6 +218,16 @@ fn every_field_is_described_for_kubectl_explain() {
     let mut missing = Vec::new();
     walk(&schema()["properties"]["spec"], "spec", &mut missing);
     walk(&schema()["properties"]["status"], "status", &mut missing);
+    walk(
+        &ring_schema()["properties"]["spec"],
+        "ring.spec",
+        &mut missing,
+    );
+    walk(
+        &ring_schema()["properties"]["status"],
+        "ring.status",
+        &mut missing,
+    );
     assert_eq!(
         missing,
         Vec::<String>::new(),

@@ -64,6 +64,7 @@ const LAYERS: &[Layer] = &[
             "note",
             "conditions",
             "observed",
+            "ring",
             "lock",
             "judge",
             "gates",
@@ -99,6 +100,7 @@ const LAYERS: &[Layer] = &[
         order: &[
             "stores",
             "context",
+            "rings",
             "cluster",
             "status",
             "reconcile",

@@ -63,6 +63,22 @@ pub fn dbu(meta: Value, spec_patch: Value) -> DovecotBackendUpgrade {
     serde_json::from_value(dbu_json(meta, spec_patch)).expect("fixture DBU deserializes")
 }
 
+/// A DovecotRing object "mail" in namespace "mail" listing the fixture StatefulSet, with the
+/// fixture's directors, and `spec_patch` merged into its spec.
+pub fn ring_json(spec_patch: Value) -> Value {
+    let mut spec = json!({
+        "directors": {"selector": {"matchLabels": {"app": "director"}}},
+        "backends": [{"statefulSet": STATEFULSET}],
+    });
+    merge_patch(&mut spec, spec_patch);
+    json!({
+        "apiVersion": "mailops.io/v1alpha1", "kind": "DovecotRing",
+        "metadata": {"name": "mail", "namespace": "mail", "uid": "r-1", "generation": 1,
+            "resourceVersion": "7", "creationTimestamp": "2026-11-28T09:00:00Z"},
+        "spec": spec
+    })
+}
+
 /// Spec patches the operator must refuse, each with the field its error names.
 pub fn bad_specs() -> Vec<(Value, &'static str)> {
     vec![

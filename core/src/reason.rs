@@ -62,6 +62,9 @@ pub enum StallReason {
     MaintenanceWindowTooShort,
     /// The spec does not validate; nothing runs until it changes.
     InvalidSpec,
+    /// The DBU's DovecotRing cannot be settled (missing, not listing the StatefulSet, or
+    /// sharing a StatefulSet or director pods with another ring); nothing runs until it can.
+    RingConflict,
 }
 
 /// Why nothing acts right now (Reconciling=True, or Paused when a human or the calendar holds it).
@@ -187,6 +190,10 @@ pub enum EventReason {
     /// The DBU turned Stalled, or stalls for another reason.
     Stalled,
     InvalidSpec,
+    RingConflict,
+    /// For a DBU from before rings: a DovecotRing was created from its `spec.director`, or its
+    /// StatefulSet added to one; or such a ring was folded into the ring a human declared.
+    RingMigrated,
 }
 
 impl EventReason {
@@ -209,6 +216,7 @@ impl EventReason {
                 | EventReason::CleanupSkipped
                 | EventReason::Stalled
                 | EventReason::InvalidSpec
+                | EventReason::RingConflict
         )
     }
 }

@@ -60,8 +60,15 @@ pub struct Settings {
     pub paused: bool,
     /// `spec.revision`: the rollout is done only once the StatefulSet's template carries it.
     pub revision: Option<String>,
-    /// `spec.director.selector` itself, matched against the pod store.
+    /// The ring's director selector (the DBU's `spec.director.selector` until `with_ring`),
+    /// matched against the pod store.
     pub director_label_selector: LabelSelector,
+    /// The DovecotRing the DBU belongs to, set by `with_ring` once resolved (None: not
+    /// resolved, as in tools that run one DBU on its own).
+    pub ring: Option<String>,
+    /// The DBU's own `spec.director.selector`, from manifests before DovecotRing: it names the
+    /// ring the operator creates for it, and the earlier releases' Lease to take over.
+    pub own_director_selector: Option<LabelSelector>,
     /// The `mailops.io/retry` annotation, set by the controller (not part of the spec).
     pub retry_token: Option<String>,
     pub abort: bool,
@@ -296,15 +303,23 @@ pub fn validate(spec: &DovecotBackendUpgradeSpec) -> Result<Settings, SpecError>
             format!("{} must be at least 1", spec.max_unavailable),
         ));
     }
-    let sel = &spec.director.selector;
-    if sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && sel.match_expressions.as_ref().is_none_or(|m| m.is_empty())
-    {
-        return Err(bad(
-            "spec.director.selector",
-            "must select something; an empty selector matches every pod",
-        ));
-    }
+    let director = match (&spec.director, &spec.ring) {
+        (Some(d), _) => {
+            director_selector("spec.director.selector", &d.selector)?;
+            d.clone()
+        }
+        (None, Some(_)) => crate::api::DirectorSpec {
+            selector: LabelSelector::default(),
+            container: None,
+            config_file: None,
+        },
+        (None, None) => {
+            return Err(bad(
+                "spec.ring",
+                "name the DovecotRing (spec.ring), or the directors (spec.director) for a ring the operator finds or creates",
+            ));
+        }
+    };
     let revision = match spec.revision.as_deref() {
         None => None,
         Some(r) if r.is_empty() || r.len() > 253 || r.chars().any(char::is_control) => {
@@ -315,8 +330,6 @@ pub fn validate(spec: &DovecotBackendUpgradeSpec) -> Result<Settings, SpecError>
         }
         Some(r) => Some(r.to_string()),
     };
-    // an unknown operator is a permanent spec error, not a failure at every observe
-    selector_string(sel).map_err(|e| bad("spec.director.selector", e))?;
     let user = dovecot::validate_user(&spec.verify.user)
         .map_err(|e| bad("spec.verify.user", e.to_string()))?;
     let mailbox = dovecot::validate_mailbox(&spec.verify.mailbox)
@@ -324,7 +337,7 @@ pub fn validate(spec: &DovecotBackendUpgradeSpec) -> Result<Settings, SpecError>
     check_path("spec.backends.baseDir", &spec.backends.base_dir)?;
     for (f, c) in [
         ("spec.backends.configFile", &spec.backends.config_file),
-        ("spec.director.configFile", &spec.director.config_file),
+        ("spec.director.configFile", &director.config_file),
     ] {
         if let Some(c) = c {
             check_path(f, c)?;
@@ -415,9 +428,9 @@ pub fn validate(spec: &DovecotBackendUpgradeSpec) -> Result<Settings, SpecError>
     Ok(Settings {
         stateful_set: sts.to_string(),
         backend_container: spec.backends.container.clone().filter(|c| !c.is_empty()),
-        director_container: spec.director.container.clone().filter(|c| !c.is_empty()),
+        director_container: director.container.clone().filter(|c| !c.is_empty()),
         backend: Doveadm::new(spec.backends.config_file.clone()),
-        director: Doveadm::new(spec.director.config_file.clone()),
+        director: Doveadm::new(director.config_file.clone()),
         base_dir: spec.backends.base_dir.clone(),
         max_unavailable: spec.max_unavailable as usize,
         poll_interval,
@@ -446,7 +459,9 @@ pub fn validate(spec: &DovecotBackendUpgradeSpec) -> Result<Settings, SpecError>
         replace_timeout,
         paused: spec.paused,
         revision,
-        director_label_selector: spec.director.selector.clone(),
+        director_label_selector: director.selector.clone(),
+        ring: None,
+        own_director_selector: spec.director.as_ref().map(|d| d.selector.clone()),
         retry_token: None,
         abort: spec.abort,
         dry_run: spec.dry_run,
@@ -458,6 +473,58 @@ pub fn validate(spec: &DovecotBackendUpgradeSpec) -> Result<Settings, SpecError>
         supervised: spec.canary.supervised,
         approved_revisions: spec.canary.approved_revision.iter().cloned().collect(),
     })
+}
+
+/// A director selector that selects something, with operators the API server knows (an
+/// unknown one is a permanent spec error, not a failure at every observe).
+fn director_selector(field: &'static str, sel: &LabelSelector) -> Result<(), SpecError> {
+    if sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && sel.match_expressions.as_ref().is_none_or(|m| m.is_empty())
+    {
+        return Err(bad(
+            field,
+            "must select something; an empty selector matches every pod",
+        ));
+    }
+    selector_string(sel).map(|_| ()).map_err(|e| bad(field, e))
+}
+
+/// The settings within the DBU's ring: its directors, and its policy where it is stricter
+/// than the DBU's (a DBU may ask for fewer out and more available, never the reverse).
+pub fn with_ring(
+    mut s: Settings,
+    name: &str,
+    ring: &crate::api::DovecotRingSpec,
+) -> Result<Settings, SpecError> {
+    let d = &ring.directors;
+    director_selector("DovecotRing spec.directors.selector", &d.selector)?;
+    if let Some(c) = &d.config_file {
+        check_path("DovecotRing spec.directors.configFile", c)?;
+    }
+    s.director_label_selector = d.selector.clone();
+    s.director_container = d.container.clone().filter(|c| !c.is_empty());
+    s.director = Doveadm::new(d.config_file.clone());
+    (s.max_unavailable, s.min_available) = policy(
+        ring.max_unavailable,
+        ring.min_available_backends,
+        s.max_unavailable,
+        s.min_available,
+    );
+    s.ring = Some(name.to_string());
+    Ok(s)
+}
+
+/// The effective policy: a DBU may ask for fewer out and more available, never the reverse.
+fn policy(
+    ring_max_unavailable: i32,
+    ring_min_available: i32,
+    dbu_max_unavailable: usize,
+    dbu_min_available: usize,
+) -> (usize, usize) {
+    (
+        dbu_max_unavailable.min(ring_max_unavailable.max(1) as usize),
+        dbu_min_available.max(ring_min_available.max(1) as usize),
+    )
 }
 
 /// What the operator's own flags allow beyond what any DBU author may ask.
@@ -497,6 +564,41 @@ mod tests {
     use super::*;
     use crate::fixtures::{bad_specs, spec};
     use serde_json::json;
+
+    #[test]
+    fn within_a_ring_a_dbu_asks_for_less_never_more() {
+        assert_eq!(policy(1, 1, 3, 1), (1, 1));
+        assert_eq!(policy(3, 1, 2, 1), (2, 1));
+        assert_eq!(policy(2, 2, 2, 1), (2, 2));
+        assert_eq!(policy(2, 1, 2, 4), (2, 4));
+        let ring: crate::api::DovecotRingSpec = serde_json::from_value(json!({
+            "directors": {"selector": {"matchLabels": {"app": "dir"}}, "container": "director"},
+            "backends": [{"statefulSet": "backend"}],
+            "maxUnavailable": 2
+        }))
+        .unwrap();
+        let s = with_ring(
+            validate(&spec(json!({"maxUnavailable": 3}))).unwrap(),
+            "mail",
+            &ring,
+        )
+        .unwrap();
+        assert_eq!(
+            (s.ring.as_deref(), s.max_unavailable, s.min_available),
+            (Some("mail"), 2, 1)
+        );
+        assert_eq!(
+            selector_string(&s.director_label_selector).unwrap(),
+            "app=dir"
+        );
+        assert_eq!(s.director_container.as_deref(), Some("director"));
+        // a DBU that names its ring needs no directors of its own; one with neither is refused
+        let mut named = spec(json!({"ring": "mail"}));
+        named.director = None;
+        assert!(validate(&named).unwrap().own_director_selector.is_none());
+        named.ring = None;
+        assert_eq!(validate(&named).unwrap_err().field, "spec.ring");
+    }
 
     #[test]
     fn the_imap_probe_and_soak_take_their_defaults() {

@@ -1,9 +1,11 @@
-//! The `DovecotBackendUpgrade` custom resource: spec, status and the step enum, with no I/O.
+//! The custom resources (`DovecotBackendUpgrade`, `DovecotRing`): spec, status and the step enum, with no I/O.
 
+mod ring;
 mod spec;
 mod status;
 mod step;
 
+pub use ring::*;
 pub use spec::*;
 pub use status::*;
 pub use step::*;

@@ -32,11 +32,26 @@ const DURATION: &str = r"^([0-9]+(ms|s|m|h))+$";
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.ring) || has(self.director)",
+    "message": "name the DovecotRing (spec.ring), or the directors (spec.director) for a ring the operator finds or creates"
+}]))]
 pub struct DovecotBackendUpgradeSpec {
     /// The backend StatefulSet whose pods are upgraded.
     pub backends: BackendsSpec,
-    /// Where the Dovecot directors run.
-    pub director: DirectorSpec,
+    /// The DovecotRing the StatefulSet belongs to (same namespace). Unset: the one ring that
+    /// lists the StatefulSet in its `spec.backends`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub ring: Option<String>,
+    /// Where the Dovecot directors run, for manifests from before DovecotRing: when no ring
+    /// lists the StatefulSet, the operator creates one from this (see docs/design.md,
+    /// "Migrating to DovecotRing"). A ring's own `spec.directors` wins over it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub director: Option<DirectorSpec>,
     /// How many backends may be out of the ring at once. The runbook says 1.
     #[serde(default = "default_max_unavailable")]
     #[schemars(range(min = 1))]

@@ -96,7 +96,7 @@ pub fn check_world<'a>(s: &Settings, obs: &'a Observed) -> Result<&'a StsView, D
         return Err(Decision::Stall {
             reason: StallReason::DirectorSelectorMatchesBackends,
             message: format!(
-                "spec.director.selector matches backend pods {:?}",
+                "the director selector (the DovecotRing's spec.directors) matches backend pods {:?}",
                 obs.director_overlap
             ),
         });
@@ -189,7 +189,7 @@ pub fn decide(
     let Some(director) = &obs.director else {
         return Decision::Wait {
             reason: WaitReason::NoReadyDirector,
-            message: "no Ready director pod matches spec.director.selector".into(),
+            message: "no Ready director pod matches the director selector (the DovecotRing's spec.directors)".into(),
             requeue: Duration::from_secs(10),
         };
     };
@@ -208,7 +208,7 @@ pub fn decide(
         return Decision::stall(
             StallReason::DirectorSelectorMatchesBackends,
             format!(
-                "spec.director.selector matches pod {name} ({ip}), which is a host of the director ring, not a director"
+                "the director selector (the DovecotRing's spec.directors) matches pod {name} ({ip}), which is a host of the director ring, not a director"
             ),
         );
     }

@@ -690,6 +690,23 @@ pub fn invalid_spec(
     }
 }
 
+/// Conditions (and a Warning the first time) while the DBU's ring cannot be settled.
+pub fn ring_refused(
+    status: &mut DovecotBackendUpgradeStatus,
+    problem: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Note> {
+    let before = status.clone();
+    let d = Decision::stall(StallReason::RingConflict, problem);
+    conditions::summarize(status, &d, generation, now);
+    if *status == before {
+        Vec::new()
+    } else {
+        vec![Note::new(EventReason::RingConflict, problem)]
+    }
+}
+
 /// Conditions (and a Warning the first time) while deleting waits for backends to go back.
 pub fn deletion_pending(
     status: &mut DovecotBackendUpgradeStatus,

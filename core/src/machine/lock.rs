@@ -7,8 +7,9 @@
 use std::collections::BTreeSet;
 
 use super::decision::{Decision, active};
-use super::observed::{LeftOut, Observed, RingHolder, RingLock};
+use super::observed::{Observed, RingLock};
 use crate::api::{BackendStatus, DovecotBackendUpgradeStatus};
+use crate::api::{LeftOut, RingHolder};
 use crate::reason::WaitReason;
 use crate::settings::Settings;
 use std::time::Duration;
@@ -161,7 +162,15 @@ pub const RING_ANNOTATION: &str = "mailops.io/ring";
 /// The ring as the operator can see it: the DBU's namespace and its director selector (as a
 /// canonical query string). DBUs whose directors are selected alike share one ring.
 pub fn ring_key(namespace: &str, s: &Settings) -> String {
-    let sel = crate::settings::selector_string(&s.director_label_selector).unwrap_or_default();
+    ring_key_of(namespace, &s.director_label_selector)
+}
+
+/// The ring key of a director selector.
+pub fn ring_key_of(
+    namespace: &str,
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+) -> String {
+    let sel = crate::settings::selector_string(selector).unwrap_or_default();
     format!("{namespace}/{sel}")
 }
 

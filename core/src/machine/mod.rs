@@ -18,6 +18,7 @@ pub mod lock;
 mod needs;
 mod note;
 mod observed;
+pub mod ring;
 mod stages;
 mod start;
 pub mod steps;
@@ -31,7 +32,7 @@ pub use dry_run::{PLAN_LIMIT, dry_run};
 pub use fold::{
     DONE_KEPT, Folded, acknowledge, apply_result, apply_retry, close_removed, compact, conclude,
     deletion_pending, invalid_spec, no_step_back, pause_clocks, progress, record, record_finish,
-    requeue_after, retarget, settled,
+    requeue_after, retarget, ring_refused, settled,
 };
 pub use judge::{ReplaceMove, drain_outcome, replace_move};
 pub use needs::missing;

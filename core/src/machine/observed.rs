@@ -5,7 +5,8 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::conditions;
 use super::decision::Decision;
-use crate::api::{BackendStatus, DovecotBackendUpgradeStatus};
+use crate::api::DovecotBackendUpgradeStatus;
+pub use crate::api::RingHolder;
 use crate::dovecot::RingHost;
 
 /// The backend StatefulSet as observed.
@@ -33,30 +34,6 @@ pub struct PodView {
     pub revision: Option<String>,
     pub ready: bool,
     pub terminating: bool,
-}
-
-/// One backend a DBU holds out of its director ring, as the ring's lock records it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RingHolder {
-    /// `namespace/name` of the DBU.
-    pub dbu: String,
-    pub pod: String,
-    pub ip: String,
-    /// The holder's `spec.maxUnavailable`: where DBUs of one ring differ, the smallest holds.
-    pub max_unavailable: u32,
-    /// Set when the DBU was deleted with this backend still out of the ring: the holder
-    /// outlives it (the backend is still out), until a DBU of the same StatefulSet adopts it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub left_out: Option<Box<LeftOut>>,
-}
-
-/// A backend a deleted DBU left out of the ring: its record, for the DBU that adopts it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LeftOut {
-    pub stateful_set: String,
-    pub record: BackendStatus,
 }
 
 /// The ring's lock as read: its version (for compare-and-swap; None while it does not exist)

@@ -371,6 +371,7 @@ fn what_a_lagging_cache_can_cause_is_taken_again_from_a_fresh_read() {
         // the operator's own records, or read fresh already: no cache involved
         (stall(R::BackendFailed), &cached, &rollout, false),
         (stall(R::SoakFailed), &cached, &rollout, false),
+        (stall(R::RingConflict), &cached, &rollout, false),
         (stall(R::ProbeFailed), &cached, &rollout, false),
         (stall(R::ResetWouldDeleteMailData), &cached, &rollout, false),
         (
@@ -411,7 +412,7 @@ fn what_a_lagging_cache_can_cause_is_taken_again_from_a_fresh_read() {
         );
     }
     // every stall reason is classified on purpose: a new one must be added to the table above
-    assert_eq!(R::ALL.len(), 13);
+    assert_eq!(R::ALL.len(), 14);
 }
 
 #[test]

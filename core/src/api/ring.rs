@@ -1,0 +1,120 @@
+//! The `DovecotRing` resource: one director ring, its backends and policy, and its record of who is out.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube_derive::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::spec::DirectorSpec;
+use super::status::BackendStatus;
+
+/// One Dovecot director ring: its directors, the backend StatefulSets whose pods are its hosts,
+/// and how many of them may be out at once. Its status is the one record of which backends are
+/// out of the ring and why; it outlives every DovecotBackendUpgrade.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    crates(kube_core = "::kube_core"),
+    group = "mailops.io",
+    version = "v1alpha1",
+    kind = "DovecotRing",
+    plural = "dovecotrings",
+    shortname = "dring",
+    namespaced,
+    status = "DovecotRingStatus",
+    printcolumn = r#"{"name":"Max-Unavailable","type":"integer","jsonPath":".spec.maxUnavailable"}"#,
+    printcolumn = r#"{"name":"Out","type":"integer","jsonPath":".status.outCount"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DovecotRingSpec {
+    /// The ring's director pods and how to run doveadm in them.
+    pub directors: DirectorSpec,
+    /// The backend StatefulSets whose pods are the ring's hosts (same namespace). A
+    /// StatefulSet belongs to at most one ring.
+    #[schemars(length(min = 1, max = 100))]
+    pub backends: Vec<RingBackend>,
+    /// How many backends may be out of the ring at once, over every DovecotBackendUpgrade of
+    /// the ring. A DovecotBackendUpgrade may ask for fewer, never more. The runbook says 1.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1))]
+    pub max_unavailable: i32,
+    /// A backend is taken out only if at least this many other backends stay up with vhosts >
+    /// 0. A DovecotBackendUpgrade may ask for more, never fewer.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1))]
+    pub min_available_backends: i32,
+}
+
+fn one() -> i32 {
+    1
+}
+
+/// A backend StatefulSet of the ring.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RingBackend {
+    /// Name of the StatefulSet (same namespace).
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub stateful_set: String,
+}
+
+/// Observed state of a ring, and its record of the backends out of it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DovecotRingStatus {
+    /// The generation the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling` and `Stalled`, in kstatus style.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// How many backends are out of the ring (`kubectl get dring`'s Out).
+    #[serde(default)]
+    pub out_count: i32,
+    /// Every backend out of the ring: who holds it out and why. A backend is drained only
+    /// once it is recorded here (by compare-and-swap on this status), and it leaves the list
+    /// only when it is back in the ring.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub out: Vec<RingHolder>,
+    /// Where `out` took in records from: Leases of the operator's earlier releases (the ring's
+    /// lock before this resource), and rings the operator created that were folded into this
+    /// one (`name/uid@resourceVersion`). Each is taken in once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub imported_from: Vec<String>,
+}
+
+/// One backend out of the ring: the DovecotBackendUpgrade holding it, or its record when that
+/// one was deleted with the backend still out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RingHolder {
+    /// `namespace/name` of the DovecotBackendUpgrade that took it out.
+    pub dbu: String,
+    /// The backend pod.
+    pub pod: String,
+    /// Its IP in the director ring.
+    pub ip: String,
+    /// The holder's `spec.maxUnavailable`: where DovecotBackendUpgrades of one ring differ,
+    /// the smallest holds.
+    #[schemars(range(min = 1))]
+    pub max_unavailable: u32,
+    /// Set when the DovecotBackendUpgrade was deleted with this backend still out: the record
+    /// stays (the backend is still out) until one of the same StatefulSet takes it over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left_out: Option<Box<LeftOut>>,
+}
+
+/// A backend a deleted DovecotBackendUpgrade left out of the ring: its record, for the one
+/// that takes it over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LeftOut {
+    /// The backend's StatefulSet: the next DovecotBackendUpgrade of it takes the backend over.
+    pub stateful_set: String,
+    pub record: BackendStatus,
+}
