@@ -98,29 +98,44 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 
 async fn reconcile_latency(rounds: usize) {
     let (sts, pods, dbus) = world();
-    let stores = Stores::from_objects(sts, pods, dbus.clone());
-    // observe must use the stores only; the one request a finished rollout makes is the GET
-    // of its ring's Lease (a backend a deleted DBU left out is adopted first): none exists here
+    let ring: dovecot_upgrade_operator::api::DovecotRing = serde_json::from_value(json!({
+        "apiVersion": "mailops.io/v1alpha1", "kind": "DovecotRing",
+        "metadata": {"name": "mail", "namespace": "mail", "resourceVersion": "7"},
+        "spec": {"directors": {"selector": {"matchLabels": {"app": "director"}}},
+                 "backends": (0..STS).map(|k| json!({"statefulSet": format!("be-{k}")})).collect::<Vec<_>>()}
+    }))
+    .unwrap();
+    let stores = Stores::from_objects(sts, pods, dbus.clone(), vec![ring.clone()]);
+    // observe must use the stores only; the requests a finished rollout makes are the GET of
+    // its ring (a backend a deleted DBU left out is taken over first) and of the Lease an
+    // earlier release kept the ring's lock in: none exists here
     let (svc, mut handle) = tower_test::mock::pair::<
         http::Request<kube::client::Body>,
         http::Response<kube::client::Body>,
     >();
+    let served = ring.clone();
     tokio::spawn(async move {
         while let Some((req, send)) = handle.next_request().await {
+            let path = req.uri().path().to_string();
             assert!(
-                req.method() == http::Method::GET && req.uri().path().contains("/leases/"),
-                "only the ring's Lease is read: {} {}",
+                req.method() == http::Method::GET
+                    && (path.contains("/leases/") || path.ends_with("/dovecotrings/mail")),
+                "only the ring and an earlier release's Lease are read: {} {path}",
                 req.method(),
-                req.uri()
             );
-            let not_found = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                   "reason": "NotFound", "code": 404});
+            let (code, body) = if path.contains("/leases/") {
+                (
+                    404,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                             "reason": "NotFound", "code": 404}),
+                )
+            } else {
+                (200, serde_json::to_value(&served).unwrap())
+            };
             send.send_response(
                 http::Response::builder()
-                    .status(404)
-                    .body(kube::client::Body::from(
-                        serde_json::to_vec(&not_found).unwrap(),
-                    ))
+                    .status(code)
+                    .body(kube::client::Body::from(serde_json::to_vec(&body).unwrap()))
                     .unwrap(),
             );
         }
@@ -130,7 +145,8 @@ async fn reconcile_latency(rounds: usize) {
         .iter()
         .take(STS)
         .map(|d| {
-            let s = settings::validate(&d.spec).unwrap();
+            let s = settings::with_ring(settings::validate(&d.spec).unwrap(), "mail", &ring.spec)
+                .unwrap();
             (
                 s,
                 controller::edges_for(&client, &stores, d, "mail", "mail").0,

@@ -28,12 +28,33 @@ fn ctx() -> (Arc<Context>, Handle) {
 
 /// A context whose watch stores hold these StatefulSets, pods and DBUs.
 fn ctx_with(sts: Vec<Value>, pods: Vec<Value>, dbus: Vec<Value>) -> (Arc<Context>, Handle) {
+    ctx_with_ring(json!({}), sts, pods, dbus)
+}
+
+/// `ctx_with`, the ring's spec patched.
+fn ctx_with_ring(
+    ring: Value,
+    sts: Vec<Value>,
+    pods: Vec<Value>,
+    dbus: Vec<Value>,
+) -> (Arc<Context>, Handle) {
+    // the fixture DBU's ring, as a GitOps repository declares it
+    ctx_rings(vec![fixtures::ring_json(ring)], sts, pods, dbus)
+}
+
+/// A context whose stores hold these rings, StatefulSets, pods and DBUs.
+fn ctx_rings(
+    rings: Vec<Value>,
+    sts: Vec<Value>,
+    pods: Vec<Value>,
+    dbus: Vec<Value>,
+) -> (Arc<Context>, Handle) {
     fn objs<K: serde::de::DeserializeOwned>(v: Vec<Value>) -> Vec<K> {
         v.into_iter()
             .map(|o| serde_json::from_value(o).unwrap())
             .collect()
     }
-    let stores = Stores::from_objects(objs(sts), objs(pods), objs(dbus));
+    let stores = Stores::from_objects(objs(sts), objs(pods), objs(dbus), objs(rings));
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, "default");
     let recorder = Recorder::new(
@@ -453,7 +474,12 @@ async fn stalls_without_exec(
     dbus: Vec<Value>,
     reason: &'static str,
 ) -> (Value, Value) {
-    let (ctx, mut h) = ctx_with(sts.clone(), pods.clone(), dbus.clone());
+    // the ring's directors are the ones the DBU's spec names
+    let ring = match spec.get("director") {
+        Some(d) => json!({ "directors": d }),
+        None => json!({}),
+    };
+    let (ctx, mut h) = ctx_with_ring(ring, sts.clone(), pods.clone(), dbus.clone());
     let obj = dbu(json!({"finalizers": [FINALIZER]}), spec);
     let reply = serde_json::to_value(&obj).unwrap();
     let task = tokio::spawn(async move {
@@ -605,7 +631,7 @@ async fn spec_revision_is_not_ready_until_the_statefulset_template_carries_it() 
         let reply = serde_json::to_value(&obj).unwrap();
         let task = tokio::spawn(async move {
             let mut fresh_reads = 0;
-            // the ring's lock may be read (none exists); nothing is exec'd, neither while the
+            // the ring's record may be read (and an earlier release's Lease: none); nothing is exec'd, neither while the
             // revision is pending nor to complete; the status patch is the one write
             let mut status = None;
             while let Ok(Some((req, send))) =
@@ -626,6 +652,8 @@ async fn spec_revision_is_not_ready_until_the_statefulset_template_carries_it() 
                         200,
                         list("DovecotBackendUpgradeList", std::slice::from_ref(&reply)),
                     )
+                } else if method == Method::GET && path.ends_with("/dovecotrings/mail") {
+                    (200, fixtures::ring_json(json!({})))
                 } else if method == Method::GET && path.contains("/leases/") {
                     (
                         404,
@@ -698,4 +726,230 @@ async fn a_statefulset_the_cache_has_not_seen_yet_is_no_stall() {
         "NoReadyDirector",
         "{body}"
     );
+}
+
+const RINGS_PATH: &str = "/apis/mailops.io/v1alpha1/namespaces/mail/dovecotrings";
+
+#[tokio::test]
+async fn a_dbu_from_before_rings_gets_a_ring_created_from_its_directors() {
+    let (ctx, mut h) = ctx_rings(vec![], vec![sts("OnDelete")], vec![], vec![]);
+    let obj = dbu(
+        json!({"finalizers": [FINALIZER]}),
+        json!({"maxUnavailable": 2}),
+    );
+    let task = tokio::spawn(async move {
+        let (_, ring) = expect(
+            &mut h,
+            Method::POST,
+            RINGS_PATH,
+            fixtures::ring_json(json!({})),
+        )
+        .await;
+        let (_, ev) = expect(
+            &mut h,
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/mail/events",
+            json!({}),
+        )
+        .await;
+        nothing_more(&mut h).await;
+        (ring, ev)
+    });
+    controller::reconcile(Arc::new(obj), ctx).await.unwrap();
+    let (ring, ev) = task.await.unwrap();
+    // named after the selector, as the earlier releases' Lease was: DBUs of one ring written
+    // alike meet at one name
+    assert!(
+        ring["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("dbu-ring-"),
+        "{ring}"
+    );
+    assert_eq!(
+        ring["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "dovecot-upgrade-operator"
+    );
+    assert_eq!(
+        ring["spec"],
+        json!({"directors": {"selector": {"matchLabels": {"app": "director"}}},
+               "backends": [{"statefulSet": "backend"}], "maxUnavailable": 2, "minAvailableBackends": 1})
+    );
+    assert_eq!(
+        (ev["type"].as_str(), ev["reason"].as_str()),
+        (Some("Normal"), Some("RingMigrated"))
+    );
+    assert!(
+        ev["note"].as_str().unwrap().contains("kubectl get dring"),
+        "{ev}"
+    );
+}
+
+#[tokio::test]
+async fn a_statefulset_in_two_rings_stalls_naming_both_without_exec() {
+    let mut other =
+        fixtures::ring_json(json!({"directors": {"selector": {"matchLabels": {"app": "other"}}}}));
+    other["metadata"]["name"] = json!("zone-b");
+    let (ctx, mut h) = ctx_rings(
+        vec![fixtures::ring_json(json!({})), other],
+        vec![sts("OnDelete")],
+        vec![],
+        vec![],
+    );
+    let obj = dbu(json!({"finalizers": [FINALIZER]}), json!({}));
+    let reply = serde_json::to_value(&obj).unwrap();
+    let task = tokio::spawn(async move {
+        let (_, body) = expect(&mut h, Method::PATCH, &format!("{DBU_PATH}/status"), reply).await;
+        let stalled = cond(&body["status"], "Stalled").clone();
+        let (_, ev) = expect(
+            &mut h,
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/mail/events",
+            json!({}),
+        )
+        .await;
+        nothing_more(&mut h).await;
+        (stalled, ev)
+    });
+    controller::reconcile(Arc::new(obj), ctx).await.unwrap();
+    let (stalled, ev) = task.await.unwrap();
+    assert_eq!(stalled["reason"], "RingConflict");
+    let m = stalled["message"].as_str().unwrap();
+    assert!(m.contains("DovecotRing mail and DovecotRing zone-b"), "{m}");
+    assert_eq!(
+        (ev["type"].as_str(), ev["reason"].as_str()),
+        (Some("Warning"), Some("RingConflict"))
+    );
+}
+
+#[tokio::test]
+async fn an_earlier_release_s_lease_is_taken_into_the_ring_once_by_compare_and_swap() {
+    use dovecot_upgrade_operator::engine::Cluster;
+    let (ctx, mut h) = ctx();
+    let obj = dbu(json!({}), json!({}));
+    let s = dbu_core::settings::with_ring(
+        dbu_core::settings::validate(&obj.spec).unwrap(),
+        "mail",
+        &serde_json::from_value(fixtures::ring_json(json!({}))["spec"].clone()).unwrap(),
+    )
+    .unwrap();
+    let lease = dbu_core::machine::lock::lease_name(&dbu_core::machine::lock::ring_key("mail", &s));
+    let held = json!([{"dbu": "mail/gone", "pod": "backend-1", "ip": "10.0.0.2", "maxUnavailable": 1,
+                       "leftOut": {"statefulSet": "backend", "record": {"pod": "backend-1", "ip": "10.0.0.2",
+                        "fromRevision": "r1", "originalVhosts": 100, "step": "StopDovecot",
+                        "stepStarted": "2026-11-28T10:00:00Z"}}}]);
+    let task = tokio::spawn(async move {
+        expect(
+            &mut h,
+            Method::GET,
+            &format!("{RINGS_PATH}/mail"),
+            fixtures::ring_json(json!({})),
+        )
+        .await;
+        let lease_path = format!("/apis/coordination.k8s.io/v1/namespaces/mail/leases/{lease}");
+        let lease_obj = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": lease, "namespace": "mail", "resourceVersion": "3",
+                         "annotations": {"mailops.io/ring-holders": held.to_string()}}});
+        expect(&mut h, Method::GET, &lease_path, lease_obj.clone()).await;
+        let mut after = fixtures::ring_json(json!({}));
+        after["metadata"]["resourceVersion"] = json!("8");
+        let (_, patch) = expect(
+            &mut h,
+            Method::PATCH,
+            &format!("{RINGS_PATH}/mail/status"),
+            after,
+        )
+        .await;
+        let (_, emptied) = expect(&mut h, Method::PATCH, &lease_path, lease_obj).await;
+        nothing_more(&mut h).await;
+        (patch, emptied)
+    });
+    let cluster = controller::edges_for(&ctx.client, &ctx.stores, &obj, "mail", "mail").0;
+    let lock = cluster.read_ring_lock(&s).await.unwrap();
+    let (patch, emptied) = task.await.unwrap();
+    // under the version read, with the mark that it was taken in, in the same write
+    assert_eq!(patch["metadata"]["resourceVersion"], "7");
+    assert_eq!(patch["status"]["out"][0]["pod"], "backend-1");
+    assert_eq!(patch["status"]["outCount"], 1);
+    assert_eq!(patch["status"]["importedFrom"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        emptied["metadata"]["annotations"]["mailops.io/ring-holders"],
+        "[]"
+    );
+    // the left-out backend stays out (its DBU is gone), and the lock is the version written
+    assert_eq!(lock.version.as_deref(), Some("8"));
+    assert_eq!(lock.holders.len(), 1);
+}
+
+#[tokio::test]
+async fn the_ring_the_operator_created_is_folded_into_the_one_a_human_declares() {
+    let mut auto = fixtures::ring_json(json!({}));
+    auto["metadata"]["name"] = json!("dbu-ring-1");
+    auto["metadata"]["uid"] = json!("auto-uid");
+    auto["metadata"]["resourceVersion"] = json!("5");
+    auto["metadata"]["labels"] =
+        json!({"app.kubernetes.io/managed-by": "dovecot-upgrade-operator"});
+    auto["status"] = json!({"out": [{"dbu": "mail/old", "pod": "backend-2", "ip": "10.0.0.3", "maxUnavailable": 1}], "outCount": 1});
+    let declared = fixtures::ring_json(json!({}));
+    let (ctx, mut h) = ctx_rings(
+        vec![auto.clone(), declared.clone()],
+        vec![sts("OnDelete")],
+        vec![],
+        vec![],
+    );
+    let obj = dbu(json!({"finalizers": [FINALIZER]}), json!({"ring": "mail"}));
+    let task = tokio::spawn(async move {
+        expect(
+            &mut h,
+            Method::GET,
+            &format!("{RINGS_PATH}/dbu-ring-1"),
+            auto.clone(),
+        )
+        .await;
+        expect(
+            &mut h,
+            Method::GET,
+            &format!("{RINGS_PATH}/mail"),
+            declared.clone(),
+        )
+        .await;
+        let (_, moved) = expect(
+            &mut h,
+            Method::PATCH,
+            &format!("{RINGS_PATH}/mail/status"),
+            declared,
+        )
+        .await;
+        let (_, deleted) = expect(
+            &mut h,
+            Method::DELETE,
+            &format!("{RINGS_PATH}/dbu-ring-1"),
+            auto,
+        )
+        .await;
+        let (_, ev) = expect(
+            &mut h,
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/mail/events",
+            json!({}),
+        )
+        .await;
+        nothing_more(&mut h).await;
+        (moved, deleted, ev)
+    });
+    controller::reconcile(Arc::new(obj), ctx).await.unwrap();
+    let (moved, deleted, ev) = task.await.unwrap();
+    // the record moves first, under the declared ring's version, marked with what it took in
+    assert_eq!(moved["metadata"]["resourceVersion"], "7");
+    assert_eq!(moved["status"]["out"][0]["pod"], "backend-2");
+    assert_eq!(
+        moved["status"]["importedFrom"],
+        json!(["dbu-ring-1/auto-uid@5"])
+    );
+    // then the old ring goes, only if it is still the version whose record moved
+    assert_eq!(
+        deleted["preconditions"],
+        json!({"uid": "auto-uid", "resourceVersion": "5"})
+    );
+    assert_eq!(ev["reason"], "RingMigrated");
 }

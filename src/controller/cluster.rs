@@ -4,20 +4,20 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, Preconditions};
 use kube::core::labels::{Selector, SelectorExt};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 
+use super::context::api_err;
+use super::rings;
 use super::stores::{Stores, slim_pod, slim_sts, template_revision};
 use crate::api::DovecotBackendUpgrade;
 use crate::engine::{Cluster, ClusterError};
 use crate::exec::KubeExec;
 use crate::machine::{
-    Claimant, Observed, PodView, RingHolder, RingLock, StsView, claimed_by_other, lock,
+    Claimant, Observed, PodView, RingHolder, RingLock, StsView, claimed_by_other,
 };
 use crate::settings::Settings;
 
@@ -56,20 +56,6 @@ pub fn pod_view(p: &Pod) -> PodView {
         revision: p.labels().get(REVISION_LABEL).cloned(),
         ready: pod_ready(p),
         terminating: p.metadata.deletion_timestamp.is_some(),
-    }
-}
-
-/// A kube error by kind: the API server's status code says whether waiting can help.
-fn api_err(e: kube::Error) -> ClusterError {
-    match &e {
-        kube::Error::Api(s) => match s.code {
-            404 => ClusterError::NotFound(e.to_string()),
-            409 => ClusterError::Conflict(e.to_string()),
-            401 | 403 => ClusterError::Forbidden(e.to_string()),
-            400 | 422 => ClusterError::Invalid(e.to_string()),
-            _ => ClusterError::Transient(e.to_string()),
-        },
-        _ => ClusterError::Transient(e.to_string()),
     }
 }
 
@@ -116,10 +102,20 @@ impl KubeCluster {
             .filter(|p| director_sel.matches(p.labels()))
             .collect();
         // exec goes only into directors: a selected pod of this or any other DBU's backend
-        // StatefulSet (pools share a ring) is a backend, whatever its labels say
+        // StatefulSet, or of any StatefulSet of the ring, is a backend, whatever its labels say
+        let ring_sets: Vec<String> = self
+            .stores
+            .rings
+            .state()
+            .iter()
+            .filter(|r| r.namespace().as_deref() == Some(self.ns.as_str()))
+            .filter(|r| s.ring.as_deref() == Some(r.name_any().as_str()))
+            .flat_map(|r| r.spec.backends.iter().map(|b| b.stateful_set.clone()))
+            .collect();
         let backend_sets: Vec<&str> = dbus
             .iter()
             .map(|d| d.spec.backends.stateful_set.as_str())
+            .chain(ring_sets.iter().map(String::as_str))
             .chain([s.stateful_set.as_str()])
             .collect();
         let director_overlap: Vec<String> = directors
@@ -224,32 +220,7 @@ impl Cluster for KubeCluster {
     }
 
     async fn read_ring_lock(&self, s: &Settings) -> Result<RingLock, ClusterError> {
-        let name = lock::lease_name(&lock::ring_key(&self.ns, s));
-        let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.lock_ns);
-        let Some(lease) = leases.get_opt(&name).await.map_err(api_err)? else {
-            return Ok(RingLock::default());
-        };
-        let holders: Vec<RingHolder> = match lease.annotations().get(lock::HOLDERS_ANNOTATION) {
-            Some(json) => serde_json::from_str(json)
-                .map_err(|e| ClusterError::Invalid(format!("Lease {name}: holders: {e}")))?,
-            None => Vec::new(),
-        };
-        // a DBU that no longer exists (deleted without its finalizer) holds nothing, except
-        // the backends its cleanup recorded as left out: they are still out of the ring
-        let live: Vec<String> = self
-            .stores
-            .dbus
-            .state()
-            .iter()
-            .map(|d| format!("{}/{}", d.namespace().unwrap_or_default(), d.name_any()))
-            .collect();
-        Ok(RingLock {
-            version: lease.resource_version(),
-            holders: holders
-                .into_iter()
-                .filter(|h| h.left_out.is_some() || live.contains(&h.dbu))
-                .collect(),
-        })
+        rings::read_lock(&self.client, &self.stores, &self.ns, &self.lock_ns, s).await
     }
 
     async fn write_ring_lock(
@@ -258,55 +229,7 @@ impl Cluster for KubeCluster {
         version: Option<&str>,
         holders: &[RingHolder],
     ) -> Result<(), ClusterError> {
-        let key = lock::ring_key(&self.ns, s);
-        let name = lock::lease_name(&key);
-        let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.lock_ns);
-        let json =
-            serde_json::to_string(holders).map_err(|e| ClusterError::Invalid(e.to_string()))?;
-        let lease = Lease {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(self.lock_ns.clone()),
-                resource_version: version.map(str::to_string),
-                labels: Some(
-                    [(
-                        "app.kubernetes.io/managed-by".to_string(),
-                        "dovecot-upgrade-operator".to_string(),
-                    )]
-                    .into(),
-                ),
-                annotations: Some(
-                    [
-                        (lock::RING_ANNOTATION.to_string(), key),
-                        (lock::HOLDERS_ANNOTATION.to_string(), json),
-                    ]
-                    .into(),
-                ),
-                ..Default::default()
-            },
-            spec: Some(LeaseSpec {
-                // for kubectl: who holds the ring (the first holder)
-                holder_identity: holders.first().map(|h| format!("{}:{}", h.dbu, h.pod)),
-                ..Default::default()
-            }),
-        };
-        let res = match version {
-            None => leases
-                .create(&PostParams::default(), &lease)
-                .await
-                .map(|_| ()),
-            Some(_) => leases
-                .replace(&name, &PostParams::default(), &lease)
-                .await
-                .map(|_| ()),
-        };
-        match res {
-            Ok(()) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 409 => Err(ClusterError::Conflict(format!(
-                "Lease {name} changed since it was read"
-            ))),
-            Err(e) => Err(api_err(e)),
-        }
+        rings::write_lock(&self.client, &self.ns, s, version, holders).await
     }
 
     async fn fresh_pod(&self, _s: &Settings, pod: &str) -> Result<Option<PodView>, ClusterError> {

@@ -40,6 +40,20 @@ impl Error {
     }
 }
 
+/// A kube error by kind: the API server's status code says whether waiting can help.
+pub fn api_err(e: kube::Error) -> ClusterError {
+    match &e {
+        kube::Error::Api(s) => match s.code {
+            404 => ClusterError::NotFound(e.to_string()),
+            409 => ClusterError::Conflict(e.to_string()),
+            401 | 403 => ClusterError::Forbidden(e.to_string()),
+            400 | 422 => ClusterError::Invalid(e.to_string()),
+            _ => ClusterError::Transient(e.to_string()),
+        },
+        _ => ClusterError::Transient(e.to_string()),
+    }
+}
+
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,

@@ -1,11 +1,12 @@
 //! Kubernetes glue, one file per job: watch stores, the cluster adapter, status and events,
 //! reconcile, leader election and the run wiring. Each uses only those before it in this list:
-//! context, stores, cluster, status, reconcile, run, leader.
+//! stores, context, rings, cluster, status, reconcile, run, leader.
 
 mod cluster;
 mod context;
 mod leader;
 mod reconcile;
+mod rings;
 mod run;
 mod status;
 mod stores;
@@ -14,6 +15,7 @@ pub use cluster::{KubeCluster, edges_for, pod_view};
 pub use context::{Context, Error, FIELD_MANAGER, FINALIZER, Options};
 pub use leader::{Election, LEASE_NAME, LeaderError, run_elected};
 pub use reconcile::{error_policy, reconcile, retry_after_failures};
+pub use rings::{Binding, MANAGED_BY, bind_read_only};
 pub use run::run;
 pub use status::status_patch;
 pub use stores::{Stores, slim_pod, slim_sts};

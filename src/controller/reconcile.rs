@@ -12,8 +12,11 @@ use tracing::Instrument;
 
 use super::cluster::edges_for;
 use super::context::{Context, Error, FINALIZER};
+use super::rings::{self, Binding};
 use super::status::{publish, stale, write_status};
 use crate::api::{DovecotBackendUpgrade, FORCE_DELETE_ANNOTATION};
+use crate::machine::Note;
+use crate::reason::EventReason;
 use crate::{conditions, engine, machine, settings};
 
 /// The copy to decide from: the cached one, unless it is older than the status this process
@@ -46,6 +49,23 @@ async fn apply(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Action,
             write_status(ctx, &api, &dbu, &status, write).await?;
             publish(ctx, &dbu, &notes).await;
             return Ok(Action::await_change());
+        }
+    };
+    let s = match rings::bind(&ctx.client, &ctx.stores, &dbu, &ns, s).await? {
+        Binding::Bound(s) => *s,
+        Binding::Refused(why) => {
+            // permanent until a ring or the DBU changes (both watched); the requeue is a backstop
+            let notes = machine::ring_refused(&mut status, &why, generation, Timestamp::now());
+            let (write, _) = conditions::publish_plan(dbu.status.as_ref(), &status);
+            write_status(ctx, &api, &dbu, &status, write).await?;
+            publish(ctx, &dbu, &notes).await;
+            return Ok(Action::requeue(Duration::from_secs(60)));
+        }
+        Binding::Changed(what) => {
+            if !what.is_empty() {
+                publish(ctx, &dbu, &[Note::new(EventReason::RingMigrated, what)]).await;
+            }
+            return Ok(Action::requeue(Duration::from_secs(1)));
         }
     };
     let (cluster, exec) = edges_for(&ctx.client, &ctx.stores, &dbu, &ns, &ctx.lock_namespace);
@@ -88,16 +108,34 @@ async fn cleanup(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Actio
         .get(FORCE_DELETE_ANNOTATION)
         .is_some_and(|v| v == "true");
     let (cluster, exec) = edges_for(&ctx.client, &ctx.stores, &dbu, &ns, &ctx.lock_namespace);
-    let done = match settings::validate(&dbu.spec) {
-        Ok(s) => engine::cleanup(&s, &status, &exec, &cluster, &Timestamp::now, force).await?,
-        // nothing can be undone without valid settings: only forcing lets in-flight ones go
-        Err(e) if !force && status.backends.iter().any(machine::active) => machine::Deletion {
+    let holds_nothing = status.ring_held.is_empty() && !status.backends.iter().any(machine::active);
+    let bound = match settings::validate(&dbu.spec) {
+        // nothing out and nothing held: no ring to settle (nor one to create)
+        _ if holds_nothing => Ok(None),
+        Ok(s) => match rings::bind(&ctx.client, &ctx.stores, &dbu, &ns, s).await? {
+            Binding::Bound(s) => Ok(Some(*s)),
+            Binding::Refused(why) | Binding::Changed(why) => Err(why),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    let done = match bound {
+        Ok(None) => machine::Deletion::default(),
+        Ok(Some(s)) => {
+            engine::cleanup(&s, &status, &exec, &cluster, &Timestamp::now, force).await?
+        }
+        Err(_) if force => machine::Deletion::forced(&status),
+        Err(why) if why.is_empty() => machine::Deletion {
+            pending: vec!["the DBU's DovecotRing is being set up".into()],
+            ..Default::default()
+        },
+        // nothing can be undone without valid settings and a ring: only forcing lets
+        // in-flight ones go
+        Err(why) => machine::Deletion {
             pending: vec![format!(
-                "the spec does not validate ({e}), so nothing can be put back; fix it"
+                "{why}; until then nothing can be put back (or set the annotation {FORCE_DELETE_ANNOTATION}=true)"
             )],
             ..Default::default()
         },
-        Err(_) => machine::Deletion::forced(&status),
     };
     publish(ctx, &dbu, &done.notes).await;
     if !done.finished() {

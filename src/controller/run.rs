@@ -14,13 +14,17 @@ use kube::{Client, ResourceExt};
 
 use super::context::{Context, FIELD_MANAGER, Options};
 use super::reconcile::{error_policy, reconcile};
+use super::rings::dbus_of_ring;
 use super::stores::{Stores, slim_pod, slim_sts};
-use crate::api::DovecotBackendUpgrade;
+use crate::api::{DovecotBackendUpgrade, DovecotRing};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-/// DBUs to wake when a pod changes: those whose StatefulSet owns it or whose director selector
-/// matches it (a director turning Ready ends a `NoReadyDirector` wait at once).
+/// DBUs to wake when a pod changes: those whose StatefulSet owns it, whose director selector
+/// matches it, or whose ring's does (a director turning Ready ends a `NoReadyDirector` wait at
+/// once).
 fn dbus_for_pod(
     dbus: &Store<DovecotBackendUpgrade>,
+    rings: &Store<DovecotRing>,
     pod: &Pod,
 ) -> Vec<ObjectRef<DovecotBackendUpgrade>> {
     let ns = pod.namespace();
@@ -30,16 +34,37 @@ fn dbus_for_pod(
         .filter(|o| o.kind == "StatefulSet")
         .map(|o| o.name.as_str())
         .collect();
-    dbus.state()
+    let picks = |sel: &LabelSelector| {
+        Selector::try_from(sel.clone()).is_ok_and(|sel| sel.matches(pod.labels()))
+    };
+    let all: Vec<_> = dbus
+        .state()
         .into_iter()
         .filter(|d| d.namespace() == ns)
+        .collect();
+    let mut woken: Vec<ObjectRef<DovecotBackendUpgrade>> = all
+        .iter()
         .filter(|d| {
             owners.contains(&d.spec.backends.stateful_set.as_str())
-                || Selector::try_from(d.spec.director.selector.clone())
-                    .is_ok_and(|sel| sel.matches(pod.labels()))
+                || d.spec
+                    .director
+                    .as_ref()
+                    .is_some_and(|dir| picks(&dir.selector))
         })
-        .map(|d| ObjectRef::from_obj(&*d))
-        .collect()
+        .map(|d| ObjectRef::from_obj(&**d))
+        .collect();
+    for ring in rings.state().iter().filter(|r| r.namespace() == ns) {
+        if picks(&ring.spec.directors.selector) {
+            woken.extend(
+                dbus_of_ring(ring, &all)
+                    .iter()
+                    .map(|d| ObjectRef::from_obj(&**d)),
+            );
+        }
+    }
+    woken.sort_by(|a, b| a.name.cmp(&b.name));
+    woken.dedup();
+    woken
 }
 
 /// How long a watch waits before it tries again after an error: doubling from 250 ms to at most
@@ -84,19 +109,25 @@ pub async fn run(client: Client, opts: Options, metrics: Arc<crate::metrics::Met
         lock_namespace,
         policy,
     } = opts;
-    let (dbus, pods, stss): (Api<DovecotBackendUpgrade>, Api<Pod>, Api<StatefulSet>) =
-        match &namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (
-                Api::all(client.clone()),
-                Api::all(client.clone()),
-                Api::all(client.clone()),
-            ),
-        };
+    let (dbus, pods, stss, rings): (
+        Api<DovecotBackendUpgrade>,
+        Api<Pod>,
+        Api<StatefulSet>,
+        Api<DovecotRing>,
+    ) = match &namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
+    };
     let reporter = Reporter {
         controller: FIELD_MANAGER.into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -113,6 +144,13 @@ pub async fn run(client: Client, opts: Options, metrics: Arc<crate::metrics::Met
         .modify(|p| *p = slim_pod(std::mem::take(p)))
         .reflect(pod_writer)
         .touched_objects();
+    // a ring's change (a slot released, a StatefulSet added) wakes its DBUs at once
+    let (ring_store, ring_writer) = reflector::store::<DovecotRing>();
+    let ring_events = watcher(rings, watcher::Config::default())
+        .backoff(WatchBackoff::default())
+        .modify(|r| r.metadata.managed_fields = None)
+        .reflect(ring_writer)
+        .touched_objects();
     // the DBU watch and the triggers above back off together, as fast as the caches
     let controller =
         Controller::new(dbus, watcher::Config::default()).trigger_backoff(WatchBackoff::default());
@@ -128,9 +166,11 @@ pub async fn run(client: Client, opts: Options, metrics: Arc<crate::metrics::Met
             sts: sts_store,
             pods: pod_store,
             dbus: dbu_store.clone(),
+            rings: ring_store.clone(),
         },
     });
     let by_sts = dbu_store.clone();
+    let by_ring = dbu_store.clone();
     controller
         .watches_stream(sts_events, move |sts: StatefulSet| {
             let ns = sts.namespace();
@@ -142,7 +182,15 @@ pub async fn run(client: Client, opts: Options, metrics: Arc<crate::metrics::Met
                 .map(|d| ObjectRef::from_obj(&*d))
                 .collect::<Vec<_>>()
         })
-        .watches_stream(pod_events, move |pod: Pod| dbus_for_pod(&dbu_store, &pod))
+        .watches_stream(ring_events, move |ring: DovecotRing| {
+            dbus_of_ring(&ring, &by_ring.state())
+                .iter()
+                .map(|d| ObjectRef::from_obj(&**d))
+                .collect::<Vec<_>>()
+        })
+        .watches_stream(pod_events, move |pod: Pod| {
+            dbus_for_pod(&dbu_store, &ring_store, &pod)
+        })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {

@@ -1,4 +1,4 @@
-//! Watch stores: local copies of StatefulSets, pods and DBUs, slimmed to what the machine reads.
+//! Watch stores: local copies of StatefulSets, pods, DBUs and rings, slimmed to what the machine reads.
 
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 
-use crate::api::{DovecotBackendUpgrade, REVISION_ANNOTATION};
+use crate::api::{DovecotBackendUpgrade, DovecotRing, REVISION_ANNOTATION};
 use crate::engine::ClusterError;
 
 /// Local copies of what the operator watches, kept current by reflectors: a reconcile reads
@@ -21,6 +21,7 @@ pub struct Stores {
     pub sts: Store<StatefulSet>,
     pub pods: Store<Pod>,
     pub dbus: Store<DovecotBackendUpgrade>,
+    pub rings: Store<DovecotRing>,
 }
 
 impl Stores {
@@ -29,6 +30,7 @@ impl Stores {
         sts: Vec<StatefulSet>,
         pods: Vec<Pod>,
         dbus: Vec<DovecotBackendUpgrade>,
+        rings: Vec<DovecotRing>,
     ) -> Self {
         fn fill<K>(objs: Vec<K>) -> Store<K>
         where
@@ -46,6 +48,7 @@ impl Stores {
             sts: fill(sts.into_iter().map(slim_sts).collect()),
             pods: fill(pods.into_iter().map(slim_pod).collect()),
             dbus: fill(dbus),
+            rings: fill(rings),
         }
     }
 
@@ -65,6 +68,10 @@ impl Stores {
                 .list(&lp)
                 .await?
                 .items,
+            Api::<DovecotRing>::namespaced(client.clone(), ns)
+                .list(&lp)
+                .await?
+                .items,
         ))
     }
 
@@ -75,7 +82,8 @@ impl Stores {
         let all = async {
             self.sts.wait_until_ready().await.map_err(gone)?;
             self.pods.wait_until_ready().await.map_err(gone)?;
-            self.dbus.wait_until_ready().await.map_err(gone)
+            self.dbus.wait_until_ready().await.map_err(gone)?;
+            self.rings.wait_until_ready().await.map_err(gone)
         };
         tokio::time::timeout(Duration::from_secs(30), all)
             .await
