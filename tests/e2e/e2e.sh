@@ -97,7 +97,8 @@ rbac() {
   for v in "list dovecotbackendupgrades.mailops.io" "patch dovecotbackendupgrades.mailops.io" \
            "patch dovecotbackendupgrades.mailops.io --subresource=status" "watch statefulsets.apps" \
            "delete pods" "create pods --subresource=exec" "create events.events.k8s.io" \
-           "update leases.coordination.k8s.io"; do
+           "update leases.coordination.k8s.io" "create dovecotrings.mailops.io" "delete dovecotrings.mailops.io" \
+           "patch dovecotrings.mailops.io --subresource=status"; do
     [[ "$(kubectl auth can-i $v -n "$NS" --as="$sa")" == yes ]] || { echo "missing: $v"; return 1; }
   done
   # the probe's Secret by name, and nothing else of secrets
@@ -250,6 +251,11 @@ plan_cli() { # against the cluster: the order and every argv, nothing written, n
   done
   ! kubectl -n "$NS" get dbu backend-rollout 2>/dev/null
 }
+legacy_ring() { # Part A's DBUs (spec.director, no ring) got one the operator created
+  kubectl -n "$NS" get dring -l app.kubernetes.io/managed-by=dovecot-upgrade-operator -o name | grep -q dovecotring/dbu-ring-
+}
+check "Part A's DBUs from before rings (spec.director) got a DovecotRing the operator created" legacy_ring
+check "kubectl apply the example DovecotRing (ring.yaml)" kubectl apply -f deploy/examples/ring.yaml
 check "dovecot-upgrade-operator plan -f: ordered backends and every argv, from the live cluster" plan_cli
 check "... and the ring is untouched" ring_back
 rollout_dbu_dry() {
@@ -354,14 +360,16 @@ mail_intact() {
   done
 }
 check "every user's mail is intact and reachable over IMAP through both directors" mail_intact
-ring_lock_released() { # the ring's lock is a Lease beside the leader's; empty once all are back
-  local l
-  l="$(kubectl -n "$NS" get lease -l app.kubernetes.io/managed-by=dovecot-upgrade-operator \
-    -o jsonpath='{range .items[*]}{.metadata.name}={.metadata.annotations.mailops\.io/ring-holders}{"\n"}{end}')"
-  echo "$l"
-  [[ "$(grep -c . <<<"$l")" == 1 ]] && grep -qx 'dbu-ring-[0-9a-f]\{16\}=\[\]' <<<"$l"
+ring_lock_released() { # the ring's record of who is out: written (outCount is there), empty once all are back
+  local out rings
+  out="$(kubectl -n "$NS" get dring mail -o jsonpath='{.status.outCount}/{.status.out}')"
+  rings="$(kubectl -n "$NS" get dring -o name)"
+  echo "out: $out; rings: $rings"
+  # the ring the operator created for Part A's DBUs was folded into the declared one
+  [[ "$out" == "0/" && "$rings" == "dovecotring.mailops.io/mail" ]] &&
+    [[ -z "$(kubectl -n "$NS" get lease -l app.kubernetes.io/managed-by=dovecot-upgrade-operator -o name)" ]]
 }
-check "the director ring's lock (a Lease, by compare-and-swap) was taken and is released" ring_lock_released
+check "the DovecotRing's record of who is out (by compare-and-swap) was taken and is released; no ring Lease" ring_lock_released
 events_per_step() {
   local seen
   seen="$(kubectl -n "$NS" get events.events.k8s.io --field-selector regarding.name=backend-rollout \

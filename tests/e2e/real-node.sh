@@ -87,11 +87,18 @@ check "a new revision: image dbu-dovecot:2.3.21 and a login_greeting change" upg
 rm -f "$state/stop-traffic"
 python3 "$here/mail.py" traffic "$state/traffic.json" "$state/stop-traffic" e2e-pass "$d0" "$d1" user7 user8 user9 user10 user11 user12 &
 traffic_pid=$!
-old_dbu() { # the example DBU without the fields the earlier CRD does not have (strict validation would refuse them)
-  rollout_dbu_yaml | python3 -c 'import sys, yaml; d = yaml.safe_load(sys.stdin); [d["spec"]["verify"].pop(f, None) for f in ("imapProbe", "soak")]; d["spec"]["drain"].pop("strategy", None); print(yaml.safe_dump(d))' |
+old_dbu() { # the example DBU as the earlier CRD takes it (strict validation would refuse new fields): no
+  # verify.imapProbe, verify.soak, drain.strategy; the ring's directors in spec.director, no spec.ring
+  rollout_dbu_yaml | python3 -c 'import sys, yaml
+d = yaml.safe_load(sys.stdin)
+[d["spec"]["verify"].pop(f, None) for f in ("imapProbe", "soak")]
+d["spec"]["drain"].pop("strategy", None)
+d["spec"].pop("ring")
+d["spec"]["director"] = yaml.safe_load(open("deploy/examples/ring.yaml"))["spec"]["directors"]
+print(yaml.safe_dump(d))' |
     kubectl apply -f -
 }
-check "apply the example DBU (without verify.imapProbe, verify.soak and drain.strategy: the earlier CRD has none of them)" old_dbu
+check "apply the example DBU as the earlier CRD takes it (spec.director, no ring, verify.imapProbe, verify.soak or drain.strategy)" old_dbu
 
 # --- kill the operator mid-rollout, twice: a forced pod delete, then a container kill
 at_backend() { # wait until the rollout works on its Nth backend
@@ -138,6 +145,19 @@ kill_leader_container() {
 check "kill the leading operator's container (SIGKILL through containerd)" kill_leader_container
 done_() { k wait --for=condition=Ready dbu/backend-rollout --timeout=600s; }
 check "the rollout completes (Ready=True)" done_
+lease_taken_in() { # the earlier release kept the ring's lock in a Lease: its holders moved into a DovecotRing
+  local ring lease
+  for _ in $(seq 60); do
+    ring="$(k get dring -l app.kubernetes.io/managed-by=dovecot-upgrade-operator -o jsonpath='{.items[0].metadata.name} {.items[0].status.importedFrom[0]}' 2>/dev/null)"
+    [[ "$ring" == dbu-ring-*" "dbu-ring-* ]] && break
+    sleep 1
+  done
+  echo "ring and what it took in: $ring"
+  lease="$(k get lease "${ring##* }" -o jsonpath='{.metadata.annotations.mailops\.io/ring-holders} {.metadata.annotations.mailops\.io/moved-to}')"
+  echo "the Lease now: $lease"
+  [[ "$ring" == dbu-ring-*" "dbu-ring-* && "$lease" == "[] DovecotRing $NS/${ring%% *}" ]]
+}
+check "the DBU from before rings got a DovecotRing that took in the earlier release's Lease (emptied, pointing to it)" lease_taken_in
 touch "$state/stop-traffic"; wait "$traffic_pid" || true
 kill "$watch_pid" 2>/dev/null || true
 
