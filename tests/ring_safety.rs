@@ -144,7 +144,7 @@ async fn a_backend_an_admin_took_down_stays_down_after_the_rollout() {
 /// the operator dies before its status patch. Returns the final status and how many passes died.
 async fn drive_with_kills(
     s: &dovecot_upgrade_operator::settings::Settings,
-    cluster: &dyn dovecot_upgrade_operator::engine::Cluster,
+    cluster: &dbu_lab::LabView<'_>,
     exec: &dyn dovecot_upgrade_operator::exec::PodExec,
     seed: u64,
     kill_one_in: u64,
@@ -192,6 +192,7 @@ async fn drive_with_kills(
         }
         let done = out.decision == Decision::Complete || engine::stalled(&out.status);
         status = out.status;
+        cluster.publish(&status);
         if done {
             return (status, killed);
         }
@@ -300,6 +301,26 @@ async fn two_dbus_one_ring(net: u8, kill_one_in: u64) {
     );
     let waits = busy.load(std::sync::atomic::Ordering::Relaxed);
     assert!(waits > 0, "the two DBUs met at the lock");
+    // slots in order of waiting: with two backends each, the DBUs take turns (the one that
+    // just released a slot never takes the next from the one waiting)
+    let mut claims: Vec<String> = Vec::new();
+    let mut before: Vec<(String, String)> = Vec::new();
+    for w in lab.ring_writes() {
+        let now: Vec<(String, String)> = w.iter().map(|h| (h.dbu.clone(), h.pod.clone())).collect();
+        claims.extend(
+            now.iter()
+                .filter(|h| !before.contains(h))
+                .map(|h| h.0.clone()),
+        );
+        before = now;
+    }
+    if kill_one_in == 0 {
+        assert_eq!(claims.len(), 4, "one claim per backend: {claims:?}");
+        assert!(
+            claims.windows(2).all(|p| p[0] != p[1]),
+            "the waiting DBU gets the next slot: {claims:?}"
+        );
+    }
     report(
         if kill_one_in > 0 {
             "two DBUs, one ring, operator killed at random"

@@ -17,7 +17,7 @@ use crate::api::DovecotBackendUpgrade;
 use crate::engine::{Cluster, ClusterError};
 use crate::exec::KubeExec;
 use crate::machine::{
-    Claimant, Observed, PodView, RingHolder, RingLock, StsView, claimed_by_other,
+    Claimant, Observed, PodView, RingHolder, RingLock, StsView, Waiter, claimed_by_other, lock,
 };
 use crate::settings::Settings;
 
@@ -144,9 +144,23 @@ impl KubeCluster {
             })
             .collect::<Vec<_>>();
         let owned_by_other = claimed_by_other(&self.me, others);
+        // the ring's other DBUs that wait for a slot: slots go to the longest waiting
+        let ring_queue: Vec<Waiter> = dbus
+            .iter()
+            .filter(|d| d.name_any() != self.me.1)
+            .filter(|d| {
+                s.ring.is_some()
+                    && (d.spec.ring == s.ring || ring_sets.contains(&d.spec.backends.stateful_set))
+            })
+            .filter_map(|d| {
+                let status = d.status.as_ref()?;
+                lock::waiter(&format!("{}/{}", self.ns, d.name_any()), status)
+            })
+            .collect();
         Ok(Observed {
             me: format!("{}/{}", self.ns, self.me.1),
             ring_lock: None,
+            ring_queue,
             sts: Some(view),
             pods: backend.iter().map(|p| pod_view(p)).collect(),
             director: ready.first().map(|d| d.name_any()),
@@ -160,6 +174,7 @@ impl KubeCluster {
                 })
                 .collect(),
             unsynced: Vec::new(),
+            ring_members: Vec::new(),
             other_rings: None,
             director_overlap,
             owned_by_other,

@@ -55,12 +55,16 @@ pub struct DovecotBackendUpgradeStatus {
     /// With `spec.dryRun`: what the rollout would do, without doing it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<RolloutPlan>,
-    /// Backend pods this DBU has registered in its director ring's lock (a Lease shared by every
-    /// DBU of the ring): a backend is drained only once it is registered there, and it is
-    /// released after it is back. Written after the lock, so a restart re-syncs it.
+    /// Backend pods this DBU has registered in its DovecotRing's record of who is out (shared
+    /// by every DBU of the ring): a backend is drained only once it is registered there, and
+    /// it is released after it is back. Written after the ring, so a restart re-syncs it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1000))]
     pub ring_held: Vec<String>,
+    /// Since when this DBU waits for a slot of its ring (`RingBusy`): slots go to the DBUs of a
+    /// ring in the order of this time, so a waiting DBU gets the next one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring_waiting_since: Option<Time>,
     /// How many times the operator wrote this status. It remembers the last number it wrote
     /// and never decides from a copy with a smaller one (a watch that resumed from an old
     /// version): status is its only memory.

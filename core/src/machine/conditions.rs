@@ -6,7 +6,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::decision::{Decision, active};
 use super::note::Note;
 use crate::api::{DovecotBackendUpgradeStatus, Phase, Step};
-use crate::reason::EventReason;
+use crate::reason::{EventReason, WaitReason};
 use crate::text::{MESSAGE_LIMIT, bounded};
 
 pub const READY: &str = "Ready";
@@ -57,6 +57,19 @@ pub fn summarize(
     now: Timestamp,
 ) {
     status.observed_generation = generation;
+    // a place in the ring's queue is kept while the DBU waits for the ring (or reads it)
+    let queued = matches!(
+        decision,
+        Decision::Wait {
+            reason: WaitReason::RingBusy | WaitReason::RingLockUnreadable,
+            ..
+        }
+    );
+    status.ring_waiting_since = match (queued, status.ring_waiting_since.take()) {
+        (true, Some(t)) => Some(t),
+        (true, None) => Some(Time(now)),
+        (false, _) => None,
+    };
     let target = status.target_revision.clone().unwrap_or_default();
     let progress = status.progress.clone().unwrap_or_default();
     let c = &mut status.conditions;

@@ -6,8 +6,9 @@
 
 use std::collections::BTreeSet;
 
+use super::conditions::RECONCILING;
 use super::decision::{Decision, active};
-use super::observed::{Observed, RingLock};
+use super::observed::{Observed, RingLock, Waiter};
 use crate::api::{BackendStatus, DovecotBackendUpgradeStatus};
 use crate::api::{LeftOut, RingHolder};
 use crate::reason::WaitReason;
@@ -43,8 +44,33 @@ pub fn release_due(status: &DovecotBackendUpgradeStatus) -> bool {
     kept(status).len() != status.ring_held.len()
 }
 
+/// A DBU of the ring that waits for a slot, as its status says (`RingBusy`, and since when).
+pub fn waiter(dbu: &str, status: &DovecotBackendUpgradeStatus) -> Option<Waiter> {
+    let since = status.ring_waiting_since.as_ref()?.0;
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == RECONCILING && c.status == "True" && c.reason == "RingBusy")
+        .then(|| Waiter {
+            dbu: dbu.to_string(),
+            since,
+        })
+}
+
+/// The other DBUs that have waited for a slot longer than this one (ties by name): each goes
+/// first, so a DBU that just released a slot does not take the next one from a waiting DBU.
+pub fn ahead<'a>(obs: &'a Observed, status: &DovecotBackendUpgradeStatus) -> Vec<&'a Waiter> {
+    let mine = status.ring_waiting_since.as_ref().map(|t| t.0);
+    obs.ring_queue
+        .iter()
+        .filter(|w| w.dbu != obs.me)
+        .filter(|w| mine.is_none_or(|m| (w.since, &w.dbu) < (m, &obs.me)))
+        .collect()
+}
+
 /// Why one more backend (`want`) cannot be held now, or None when it fits: at most the
-/// smallest `maxUnavailable` of the ring's DBUs are held at once, counted over every DBU.
+/// smallest `maxUnavailable` of the ring's DBUs are held at once, counted over every DBU, and
+/// DBUs that waited longer go first.
 pub fn busy(
     s: &Settings,
     status: &DovecotBackendUpgradeStatus,
@@ -65,17 +91,29 @@ pub fn busy(
         .collect();
     let mut mine: BTreeSet<String> = kept(status).into_iter().collect();
     mine.insert(want.to_string());
-    if theirs.len() + mine.len() <= limit {
+    let ahead = ahead(obs, status);
+    if theirs.len() + ahead.len() + mine.len() <= limit {
         return None;
     }
     let named: Vec<String> = others
         .iter()
         .map(|h| format!("{} ({}) of DovecotBackendUpgrade {}", h.pod, h.ip, h.dbu))
         .collect();
+    let out = match named.len() {
+        0 => String::new(),
+        1 => format!("{} is out of it, ", named[0]),
+        _ => format!("{} are out of it, ", named.join(", ")),
+    };
+    let queued: Vec<&str> = ahead.iter().map(|w| w.dbu.as_str()).collect();
+    let first = match queued.len() {
+        0 => String::new(),
+        _ => format!(
+            "; DovecotBackendUpgrade {} waited longer and goes first",
+            queued.join(", ")
+        ),
+    };
     Some(format!(
-        "the director ring is busy: {} {} out of it, and at most {limit} may be at once; {want} waits",
-        named.join(", "),
-        if named.len() == 1 { "is" } else { "are" },
+        "the director ring is busy: {out}at most {limit} may be out at once{first}; {want} waits"
     ))
 }
 

@@ -11,6 +11,7 @@ mod decide;
 mod decision;
 pub mod drain;
 mod dry_run;
+pub mod face;
 mod fold;
 mod gates;
 pub mod judge;
@@ -19,12 +20,13 @@ mod needs;
 mod note;
 mod observed;
 pub mod ring;
+pub mod split;
 mod stages;
 mod start;
 pub mod steps;
 
 pub use cleanup::{Deletion, cleanup_for, undone_note};
-pub use decide::{check_world, decide, revision_pending, ring_drift};
+pub use decide::{check_world, decide, drift_argv, revision_pending, ring_drift};
 pub use decision::{
     Acted, Cleanup, Command, Decision, DrainPoll, MAX_ATTEMPTS, On, StepResult, Undone, active,
 };
@@ -38,7 +40,7 @@ pub use judge::{ReplaceMove, drain_outcome, replace_move};
 pub use needs::missing;
 pub use note::{Note, failed_stall, failure_message};
 pub use observed::{
-    Claimant, Missing, Observed, PodView, RingHolder, RingLock, StsView, claimed_by_other,
+    Claimant, Missing, Observed, PodView, RingHolder, RingLock, StsView, Waiter, claimed_by_other,
     target_unconfirmed, unconfirmed,
 };
 pub use stages::{Prepared, Recorded, decide_prepared, prepare, record as record_stage};

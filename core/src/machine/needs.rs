@@ -18,7 +18,10 @@ pub fn missing(decision: &Decision, obs: &Observed) -> Option<Missing> {
             reason: WaitReason::RingUnreadable,
             ..
         } if obs.ring.is_none() => Some(Missing::Ring),
-        Decision::Begin(_) | Decision::DryRun(_) if obs.ring_synced.is_none() => {
+        // a slot is granted only on a ring every director says is synced, read for the grant
+        Decision::Begin(_) | Decision::DryRun(_) | Decision::Claim { .. }
+            if obs.ring_synced.is_none() =>
+        {
             Some(Missing::RingSync)
         }
         Decision::Run { .. } if step_reads.ring_sync && obs.ring_synced.is_none() => {
@@ -32,6 +35,10 @@ pub fn missing(decision: &Decision, obs: &Observed) -> Option<Missing> {
         Decision::Run { .. }
             if step_reads.other_rings && obs.other_rings.is_none() && obs.directors.len() > 1 =>
         {
+            Some(Missing::OtherRings)
+        }
+        // ... and every director's host list, compared before a slot is granted
+        Decision::Claim { .. } if obs.other_rings.is_none() && obs.directors.len() > 1 => {
             Some(Missing::OtherRings)
         }
         // Begin and Complete look for backends a deleted DBU left out (adopted first)

@@ -36,6 +36,14 @@ pub struct PodView {
     pub terminating: bool,
 }
 
+/// Another DBU of the ring waiting for a slot, and since when (its `status.ringWaitingSince`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiter {
+    /// `namespace/name` of the DBU.
+    pub dbu: String,
+    pub since: Timestamp,
+}
+
 /// The ring's lock as read: its version (for compare-and-swap; None while it does not exist)
 /// and its holders, those of DBUs that no longer exist already left out.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -52,6 +60,9 @@ pub struct Observed {
     /// The director ring's lock; read only when a backend is about to be registered or released
     /// (None: not read yet; Err: could not be read).
     pub ring_lock: Option<Result<RingLock, String>>,
+    /// The other DBUs of the ring that wait for a slot (`RingBusy`): slots go first to those
+    /// waiting longest.
+    pub ring_queue: Vec<Waiter>,
     /// None when the StatefulSet does not exist.
     pub sts: Option<StsView>,
     pub pods: Vec<PodView>,
@@ -62,6 +73,9 @@ pub struct Observed {
     pub directors: Vec<(String, Option<String>)>,
     /// Directors whose `director ring status` did not say `ring synced` when it was read.
     pub unsynced: Vec<String>,
+    /// Every Ready director's `director ring status`, read with the sync state: the directors
+    /// it names and whether it is connected to each (None: it could not be read).
+    pub ring_members: Vec<(String, Option<Vec<crate::dovecot::RingMember>>)>,
     /// `director status` of every other Ready director (None: not read yet; an inner None:
     /// that director could not be read), read only before a backend is stopped or taken down:
     /// each must show it drained.

@@ -104,8 +104,13 @@ struct LabPod {
 }
 
 struct State {
-    /// The lab's stand-in for the ring's Lease: a version and the holders, changed by CAS.
+    /// The lab's stand-in for the DovecotRing's record: a version and the holders, changed by
+    /// CAS.
     ring_lock: (u64, Vec<RingHolder>),
+    /// Each DBU's status as last published (the API server's copy), for the ring's queue.
+    statuses: BTreeMap<String, dbu_core::api::DovecotBackendUpgradeStatus>,
+    /// Every write of the ring's record, in order: the holders after it.
+    ring_writes: Vec<Vec<RingHolder>>,
     pods: BTreeMap<String, LabPod>,
     update_revision: String,
     /// Extra config lines of each revision.
@@ -355,6 +360,8 @@ impl Lab {
             exec: LocalExec::new(),
             state: Mutex::new(State {
                 ring_lock: (0, Vec::new()),
+                statuses: BTreeMap::new(),
+                ring_writes: Vec::new(),
                 pods: BTreeMap::new(),
                 update_revision: "rev-1".into(),
                 revisions: [("rev-1".to_string(), String::new())].into(),
@@ -736,9 +743,17 @@ impl Lab {
             .map(|(n, p)| (n.clone(), Some(p.ip.clone())))
             .collect();
         let director = directors.first().map(|(n, _)| n.clone());
+        let ring_queue = st
+            .statuses
+            .iter()
+            .filter(|(d, _)| d.as_str() != me)
+            .filter_map(|(d, status)| dbu_core::machine::lock::waiter(d, status))
+            .collect();
         Observed {
+            ring_queue,
             directors,
             unsynced: Vec::new(),
+            ring_members: Vec::new(),
             other_rings: None,
             me: me.to_string(),
             ring_lock: None,
@@ -782,7 +797,13 @@ impl Lab {
             return Err(ClusterError::Conflict("the lab's ring lock changed".into()));
         }
         st.ring_lock = (st.ring_lock.0 + 1, holders.to_vec());
+        st.ring_writes.push(holders.to_vec());
         Ok(())
+    }
+
+    /// Every write of the ring's record so far: the holders after each.
+    pub fn ring_writes(&self) -> Vec<Vec<RingHolder>> {
+        self.state.lock().expect("lab state").ring_writes.clone()
     }
 
     /// The UID a pod has now (as observed).
@@ -812,6 +833,14 @@ pub struct LabView<'a> {
     lab: &'a Lab,
     sts: String,
     me: String,
+}
+
+impl LabView<'_> {
+    /// Stores this DBU's status where the other DBUs of the ring see it (its status patch).
+    pub fn publish(&self, status: &dbu_core::api::DovecotBackendUpgradeStatus) {
+        let mut st = self.lab.state.lock().expect("lab state");
+        st.statuses.insert(self.me.clone(), status.clone());
+    }
 }
 
 #[async_trait]

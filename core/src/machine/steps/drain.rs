@@ -9,7 +9,7 @@ use crate::reason::WaitReason;
 
 use super::{
     Cleanup, Cx, Decision, GateInput, Gated, On, Reads, RingState, Run, StepResult, StepSpec,
-    judge, lock,
+    active, gates, judge, lock,
 };
 
 fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
@@ -24,8 +24,10 @@ fn undo(_: &BackendStatus) -> Cleanup {
     Cleanup::Restore
 }
 
-/// Before a backend is drained: the ring's lock must hold it for this DBU (claimed here when
-/// there is room).
+/// Before a backend is drained: the ring's record must hold it for this DBU (claimed here when
+/// there is room). Room, capacity and sync are judged at the claim itself, from the record
+/// read for it and a fresh `director ring status` (`missing` reads it for a Claim), not from
+/// what Begin saw, which may be hours old after a wait.
 fn gate(g: &GateInput<'_>) -> Option<Gated> {
     if lock::holds(g.status, &g.rec.pod) {
         return None;
@@ -40,6 +42,24 @@ fn gate(g: &GateInput<'_>) -> Option<Gated> {
             m,
             Duration::from_secs(10),
         )));
+    }
+    // the other backends out: this DBU's in flight and those the ring's record holds
+    let held = lock::held_ips(g.obs);
+    let busy: Vec<&str> = g
+        .status
+        .backends
+        .iter()
+        .filter(|r| active(r) && r.pod != g.rec.pod)
+        .map(|r| r.ip.as_str())
+        .chain(held.iter().map(String::as_str))
+        .collect();
+    if let Ok(ip) = crate::dovecot::validate_ip(&g.rec.ip)
+        && let Some(wait) = gates::ring_gate(g.s, g.obs, g.ring, &g.rec.pod, ip, &busy)
+    {
+        return Some(Ok(wait));
+    }
+    if let Some(wait) = super::directors_agree(g, &format!("{} is not taken out", g.rec.pod)) {
+        return Some(wait);
     }
     let mut pods = lock::kept(g.status);
     pods.push(g.rec.pod.clone());

@@ -18,10 +18,12 @@ use crate::probe::ProbeFailure;
 use crate::reason::WaitReason;
 use crate::settings::{ObjectKey, Settings};
 
-use super::decision::{Cleanup, Decision, On, StepResult, Undone};
+use super::decision::{Cleanup, Decision, On, StepResult, Undone, active};
+use super::gates;
 use super::judge;
 use super::lock;
 use super::observed::{self, Observed, PodView};
+use super::split;
 
 mod credentials;
 mod drain;
@@ -553,6 +555,32 @@ fn others_drained(g: &GateInput<'_>, wait_unread: bool) -> Option<Gated> {
         }
     }
     None
+}
+
+/// A wait while the directors disagree beyond the backends out of the ring right now (this
+/// DBU's in flight, and those the ring's record holds): `what` is held back.
+fn directors_agree(g: &GateInput<'_>, what: &str) -> Option<Gated> {
+    let held = lock::held_ips(g.obs);
+    let changing: Vec<&str> = g
+        .status
+        .backends
+        .iter()
+        .filter(|r| active(r))
+        .flat_map(|r| [Some(r.ip.as_str()), r.new_ip.as_deref()])
+        .flatten()
+        .chain(held.iter().map(String::as_str))
+        .collect();
+    let diff = split::differences(g.obs, &changing);
+    (!diff.is_empty()).then(|| {
+        Ok(Decision::wait(
+            WaitReason::RingSplit,
+            format!(
+                "the directors disagree: {}; {what} until they agree",
+                diff.join("; ")
+            ),
+            Duration::from_secs(10),
+        ))
+    })
 }
 
 /// The steps that act on the replaced pod: it must exist, Ready, to be looked at.

@@ -371,3 +371,187 @@ fn a_stall_over_what_the_ring_says_of_a_backend_waits_for_a_synced_ring() {
     let d = Decision::stall(R::BackendFailed, "m");
     assert_eq!(missing(&d, &world()), None);
 }
+
+#[test]
+fn slots_go_first_to_the_dbu_that_waited_longest() {
+    use crate::machine::Waiter;
+    let s = settings();
+    let mut st = status(vec![rec(2, Step::Drain, 0)]);
+    st.ring_held.clear();
+    let mut obs = locked(RingLock::default());
+    obs.ring_queue = vec![Waiter {
+        dbu: "mail/other".into(),
+        since: ts(3),
+    }];
+    // asking for the first time: the waiting DBU goes first
+    let d = decide(&s, &st, &obs, ts(10));
+    let Decision::Wait {
+        reason: WaitReason::RingBusy,
+        message,
+        ..
+    } = &d
+    else {
+        panic!("{d:?}")
+    };
+    assert!(message.contains("mail/other waited longer"), "{message}");
+    // waiting since later than it: still behind; since earlier (or the same time, by name): first
+    for (mine, want) in [(5, "RingBusy"), (1, "Claim"), (3, "RingBusy")] {
+        st.ring_waiting_since = Some(Time(ts(mine)));
+        let who = if mine == 3 { "later by name" } else { "" };
+        assert_eq!(
+            reason(&decide(&s, &st, &obs, ts(10))),
+            want,
+            "since {mine} {who}"
+        );
+    }
+    // the queue is one of the ring's DBUs waiting; with room for both, nobody waits
+    st.ring_waiting_since = None;
+    let two = with(json!({"maxUnavailable": 2}));
+    assert_eq!(reason(&decide(&two, &st, &obs, ts(10))), "Claim");
+    // a new backend does not begin ahead of a waiting DBU either
+    assert_eq!(
+        reason(&decide(&s, &status(vec![]), &obs, ts(10))),
+        "RingBusy"
+    );
+}
+
+#[test]
+fn a_dbu_keeps_its_place_in_the_queue_only_while_it_waits_for_the_ring() {
+    let mut st = status(vec![]);
+    let busy = Decision::wait(WaitReason::RingBusy, "busy", Duration::from_secs(10));
+    conditions::summarize(&mut st, &busy, Some(1), ts(5));
+    assert_eq!(st.ring_waiting_since, Some(Time(ts(5))));
+    let w = lock::waiter("mail/roll", &st).expect("a waiter");
+    assert_eq!((w.dbu.as_str(), w.since), ("mail/roll", ts(5)));
+    // kept through later waits and a read of the ring's record
+    conditions::summarize(&mut st, &busy, Some(1), ts(9));
+    let reading = Decision::wait(
+        WaitReason::RingLockUnreadable,
+        "reading",
+        Duration::from_secs(5),
+    );
+    conditions::summarize(&mut st, &reading, Some(1), ts(12));
+    assert_eq!(st.ring_waiting_since, Some(Time(ts(5))));
+    assert_eq!(
+        lock::waiter("mail/roll", &st),
+        None,
+        "reading is not waiting"
+    );
+    // anything else gives it up (a paused DBU holds nobody back)
+    let paused = Decision::wait(WaitReason::Paused, "paused", Duration::from_secs(60));
+    conditions::summarize(&mut st, &paused, Some(1), ts(13));
+    assert_eq!(
+        (
+            st.ring_waiting_since.clone(),
+            lock::waiter("mail/roll", &st)
+        ),
+        (None, None)
+    );
+}
+
+#[test]
+fn the_claim_judges_capacity_and_sync_when_the_slot_is_taken() {
+    let s = settings();
+    let mut st = status(vec![rec(2, Step::Drain, 0)]);
+    st.ring_held.clear();
+    // sync unread at the claim: read first
+    let mut obs = locked(RingLock::default());
+    obs.ring_synced = None;
+    let d = decide(&s, &st, &obs, ts(1));
+    assert_eq!(missing(&d, &obs), Some(Missing::RingSync), "{d:?}");
+    // a director not synced now (Begin saw it synced, hours ago)
+    obs.ring_synced = Some(false);
+    obs.unsynced = vec!["director-1".into()];
+    assert_eq!(reason(&decide(&s, &st, &obs, ts(1))), "RingNotSynced");
+    // capacity now: another DBU of the ring holds backend-0 out, minAvailableBackends 2
+    let two = with(json!({"maxUnavailable": 2, "minAvailableBackends": 2}));
+    let obs = locked(other_holds("backend-0", "127.0.0.11", 2));
+    assert_eq!(
+        reason(&decide(&two, &st, &obs, ts(1))),
+        "InsufficientRingCapacity"
+    );
+    let obs = locked(RingLock::default());
+    assert_eq!(reason(&decide(&two, &st, &obs, ts(1))), "Claim");
+}
+
+#[test]
+fn no_slot_is_granted_and_nothing_stopped_while_the_directors_disagree() {
+    use crate::dovecot::RingMember;
+    let s = settings();
+    let mut st = status(vec![rec(2, Step::Drain, 0)]);
+    st.ring_held.clear();
+    let mut obs = locked(RingLock::default());
+    obs.director = Some("director-0".into());
+    obs.directors = vec![
+        ("director-0".into(), Some("10.0.9.1".into())),
+        ("director-1".into(), Some("10.0.9.2".into())),
+    ];
+    let m = |ip: &str| RingMember {
+        ip: ip.into(),
+        connected: true,
+    };
+    obs.ring_members = vec![
+        (
+            "director-0".into(),
+            Some(vec![m("10.0.9.1"), m("10.0.9.2")]),
+        ),
+        (
+            "director-1".into(),
+            Some(vec![m("10.0.9.2"), m("10.0.9.1")]),
+        ),
+    ];
+    // the claim reads every director's host list first
+    let d = decide(&s, &st, &obs, ts(1));
+    assert_eq!(missing(&d, &obs), Some(Missing::OtherRings), "{d:?}");
+    // they agree: the slot is taken
+    obs.other_rings = Some(vec![("director-1".into(), obs.ring.clone())]);
+    assert_eq!(reason(&decide(&s, &st, &obs, ts(1))), "Claim");
+    // director-1 shows backend-0 at another count: split, named
+    let mut split = obs.clone();
+    split.other_rings = Some(vec![(
+        "director-1".into(),
+        Some(vec![
+            host(0, 30, true, 0),
+            host(1, 50, true, 0),
+            host(2, 20, true, 0),
+        ]),
+    )]);
+    let d = decide(&s, &st, &split, ts(1));
+    let Decision::Wait {
+        reason: WaitReason::RingSplit,
+        message,
+        ..
+    } = &d
+    else {
+        panic!("{d:?}")
+    };
+    assert!(
+        message.contains("director-1 shows 127.0.0.11 at 30 vhosts up, director-0 at 100 up")
+            && message.contains("backend-2 is not taken out"),
+        "{message}"
+    );
+    // a drained backend: nothing on it is stopped while a director is cut off from the other
+    let mut st = status(vec![rec(2, Step::StopLmtp, 0)]);
+    st.ring_held = vec!["backend-2".into()];
+    let mut cut = drained(2);
+    cut.director = obs.director.clone();
+    cut.directors = obs.directors.clone();
+    cut.ring_synced = Some(true);
+    cut.other_rings = Some(vec![("director-1".into(), cut.ring.clone())]);
+    cut.ring_members = obs.ring_members.clone();
+    cut.ring_members[1].1 = Some(vec![m("10.0.9.2")]);
+    let d = decide(&s, &st, &cut, ts(1));
+    let Decision::Wait {
+        reason: WaitReason::RingSplit,
+        message,
+        ..
+    } = &d
+    else {
+        panic!("{d:?}")
+    };
+    assert!(
+        message.contains("director-1 is not connected to director director-0 (10.0.9.1)")
+            && message.contains("nothing on backend-2 is stopped"),
+        "{message}"
+    );
+}
