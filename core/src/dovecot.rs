@@ -373,6 +373,30 @@ pub fn parse_ring_synced(stdout: &str) -> Result<bool, ParseError> {
     Ok(field(W, me, "status")? == "ring synced")
 }
 
+/// The directors one director's `director ring status` names, by IP: `connected` when it has a
+/// connection to it (type `left` or `right`) or is itself (`self`); a known director without a
+/// connection has an empty type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingMember {
+    pub ip: String,
+    pub connected: bool,
+}
+
+/// Every director `director ring status` lists (a director appears once per connection).
+pub fn parse_ring_members(stdout: &str) -> Result<Vec<RingMember>, ParseError> {
+    const W: &str = "director ring status";
+    let mut members: Vec<RingMember> = Vec::new();
+    for r in json_records(W, stdout)? {
+        let ip = field(W, &r, "director ip")?.to_string();
+        let connected = !field(W, &r, "type")?.is_empty();
+        match members.iter_mut().find(|m| m.ip == ip) {
+            Some(m) => m.connected |= connected,
+            None => members.push(RingMember { ip, connected }),
+        }
+    }
+    Ok(members)
+}
+
 /// Number of connections in `doveadm -f json who -1` (one record per connection).
 pub fn parse_who_connections(stdout: &str) -> Result<usize, ParseError> {
     Ok(json_records("who -1", stdout)?.len())
@@ -645,6 +669,22 @@ mod tests {
         assert_eq!(parse_ring_synced(syncing), Ok(false));
         assert!(parse_ring_synced("[]").is_err());
         assert!(parse_ring_synced("not json").is_err());
+        // the ring of 2 from the findings (tab there, the same records as JSON): the other
+        // director twice (left and right connections), then self
+        let two = r#"[{"director ip":"127.0.1.9","port":"9090","type":"right","last failed":"never","status":"synced","ping ms":"0","input":"91","output":"371","buffered":"0","buffered peak":"141","last read":"2026-11-28 19:38:48","last write":"2026-11-28 19:38:48"},{"director ip":"127.0.1.9","port":"9090","type":"left","last failed":"never","status":"synced","ping ms":"0","input":"550","output":"92","buffered":"0","buffered peak":"18","last read":"2026-11-28 19:38:48","last write":"2026-11-28 19:38:48"},{"director ip":"127.0.1.10","port":"9090","type":"self","last failed":"never","status":"ring synced","ping ms":"0","input":"-","output":"-","buffered":"-","buffered peak":"-","last read":"-","last write":"-"}]"#;
+        let m = |ip: &str, connected| RingMember {
+            ip: ip.into(),
+            connected,
+        };
+        assert_eq!(
+            parse_ring_members(two),
+            Ok(vec![m("127.0.1.9", true), m("127.0.1.10", true)])
+        );
+        // mid-sync: a known director without a connection
+        assert_eq!(
+            parse_ring_members(syncing),
+            Ok(vec![m("127.0.1.9", false), m("127.0.1.10", true)])
+        );
     }
 
     #[test]

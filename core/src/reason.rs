@@ -100,6 +100,9 @@ pub enum WaitReason {
     RingNotSynced,
     /// Another DBU of the same director ring holds as many backends out as the ring allows.
     RingBusy,
+    /// The directors disagree (host lists, vhosts, up/down, or who is connected to whom): no
+    /// backend is taken out and nothing is stopped until they agree.
+    RingSplit,
     /// The director ring's lock (a Lease) could not be read, or is being read.
     RingLockUnreadable,
     /// The DBU is being deleted, and a backend it holds out could not be put back yet.

@@ -115,10 +115,13 @@ async fn decide_reading(
                 sync_read = true;
                 // every Ready director must say so, not only the one commands go to
                 obs.unsynced.clear();
+                obs.ring_members.clear();
                 for name in director_names(obs, &dir) {
-                    if !reads::read_ring_synced(s, exec, &name).await {
-                        obs.unsynced.push(name);
+                    let (synced, members) = reads::read_ring_status(s, exec, &name).await;
+                    if !synced {
+                        obs.unsynced.push(name.clone());
                     }
+                    obs.ring_members.push((name, members));
                 }
                 obs.ring_synced = Some(obs.unsynced.is_empty());
             }

@@ -35,11 +35,23 @@ pub(crate) async fn director_query(
     }
 }
 
-/// Whether the director ring says it is synced; unreadable counts as not synced.
-pub(crate) async fn read_ring_synced(s: &Settings, exec: &dyn PodExec, director: &str) -> bool {
-    director_query(s, exec, director, s.director.director_ring_status())
-        .await
-        .is_some_and(|out| dovecot::parse_ring_synced(&out).unwrap_or(false))
+/// Whether the director ring says it is synced (unreadable counts as not synced), and the
+/// directors it names (None: unreadable).
+pub(crate) async fn read_ring_status(
+    s: &Settings,
+    exec: &dyn PodExec,
+    director: &str,
+) -> (bool, Option<Vec<dovecot::RingMember>>) {
+    let Some(out) = director_query(s, exec, director, s.director.director_ring_status()).await
+    else {
+        return (false, None);
+    };
+    (
+        dovecot::parse_ring_synced(&out).unwrap_or(false),
+        dovecot::parse_ring_members(&out)
+            .map_err(|e| tracing::warn!(director, error = %e, "director ring status unparsable"))
+            .ok(),
+    )
 }
 
 /// Reads `director status` from the chosen director.

@@ -49,6 +49,9 @@ fn gate(g: &GateInput<'_>) -> Option<Gated> {
             Duration::from_secs(5),
         )));
     }
+    if let Some(wait) = super::directors_agree(g, &format!("nothing on {} is stopped", g.rec.pod)) {
+        return Some(wait);
+    }
     super::others_drained(g, true)
 }
 
