@@ -26,6 +26,8 @@ cp "$out/ring-crd.yaml" "$out/chart/crds/dovecotrings.mailops.io.yaml"
   echo "  resource.customizations.health.mailops.io_DovecotBackendUpgrade: |"
   sed 's/^/    /' charts/dovecot-upgrade-operator/argocd/health.lua
   actions=charts/dovecot-upgrade-operator/argocd/actions
+  echo "  resource.customizations.health.mailops.io_DovecotRing: |"
+  sed 's/^/    /' charts/dovecot-upgrade-operator/argocd/ring-health.lua
   echo "  resource.customizations.actions.mailops.io_DovecotBackendUpgrade: |"
   echo "    discovery.lua: |"
   sed 's/^/      /' "$actions/discovery.lua"

@@ -1,11 +1,12 @@
 //! Kubernetes glue, one file per job: watch stores, the cluster adapter, status and events,
 //! reconcile, leader election and the run wiring. Each uses only those before it in this list:
-//! stores, context, rings, cluster, status, reconcile, run, leader.
+//! stores, context, rings, cluster, status, reconcile, ringpass, run, leader.
 
 mod cluster;
 mod context;
 mod leader;
 mod reconcile;
+mod ringpass;
 mod rings;
 mod run;
 mod status;
@@ -15,6 +16,7 @@ pub use cluster::{KubeCluster, edges_for, pod_view};
 pub use context::{Context, Error, FIELD_MANAGER, FINALIZER, Options};
 pub use leader::{Election, LEASE_NAME, LeaderError, run_elected};
 pub use reconcile::{error_policy, reconcile, retry_after_failures};
+pub use ringpass::{reconcile_ring, ring_error_policy};
 pub use rings::{Binding, MANAGED_BY, bind_read_only};
 pub use run::run;
 pub use status::status_patch;

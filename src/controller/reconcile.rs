@@ -47,7 +47,7 @@ async fn apply(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Action,
                 machine::invalid_spec(&mut status, &e.to_string(), generation, Timestamp::now());
             let (write, _) = conditions::publish_plan(dbu.status.as_ref(), &status);
             write_status(ctx, &api, &dbu, &status, write).await?;
-            publish(ctx, &dbu, &notes).await;
+            publish(ctx, &*dbu, &notes).await;
             return Ok(Action::await_change());
         }
     };
@@ -58,12 +58,12 @@ async fn apply(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Action,
             let notes = machine::ring_refused(&mut status, &why, generation, Timestamp::now());
             let (write, _) = conditions::publish_plan(dbu.status.as_ref(), &status);
             write_status(ctx, &api, &dbu, &status, write).await?;
-            publish(ctx, &dbu, &notes).await;
+            publish(ctx, &*dbu, &notes).await;
             return Ok(Action::requeue(Duration::from_secs(60)));
         }
         Binding::Changed(what) => {
             if !what.is_empty() {
-                publish(ctx, &dbu, &[Note::new(EventReason::RingMigrated, what)]).await;
+                publish(ctx, &*dbu, &[Note::new(EventReason::RingMigrated, what)]).await;
             }
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
@@ -88,7 +88,7 @@ async fn apply(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Action,
     );
     let mut notes = out.notes;
     notes.extend(stall);
-    publish(ctx, &dbu, &notes).await;
+    publish(ctx, &*dbu, &notes).await;
     Ok(match out.requeue {
         Some(d) if d.is_zero() => Action::requeue(Duration::from_millis(200)),
         Some(d) => Action::requeue(d),
@@ -137,7 +137,7 @@ async fn cleanup(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Actio
             ..Default::default()
         },
     };
-    publish(ctx, &dbu, &done.notes).await;
+    publish(ctx, &*dbu, &done.notes).await;
     if !done.finished() {
         let why = done.pending_message();
         let mut st = status.clone();
@@ -145,7 +145,7 @@ async fn cleanup(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Actio
             machine::deletion_pending(&mut st, &why, dbu.metadata.generation, Timestamp::now());
         let (write, _) = conditions::publish_plan(dbu.status.as_ref(), &st);
         write_status(ctx, &api, &dbu, &st, write).await?;
-        publish(ctx, &dbu, &notes).await;
+        publish(ctx, &*dbu, &notes).await;
         return Err(Error::CleanupPending(why));
     }
     ctx.metrics.forget(&format!("{ns}/{}", dbu.name_any()));

@@ -332,7 +332,11 @@ pub async fn write_lock(
 /// deleted only if it is still that version. A crash in between repeats nothing harmful: the
 /// mark skips a second import of the same version, and a changed `from` is imported again
 /// (holders are merged, never duplicated).
-async fn absorb(api: &Api<DovecotRing>, from: &str, into: &str) -> Result<(), ClusterError> {
+pub(super) async fn absorb(
+    api: &Api<DovecotRing>,
+    from: &str,
+    into: &str,
+) -> Result<(), ClusterError> {
     let src = match api.get_opt(from).await.map_err(api_err)? {
         Some(r) => r,
         None => return Ok(()),

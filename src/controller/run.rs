@@ -14,6 +14,7 @@ use kube::{Client, ResourceExt};
 
 use super::context::{Context, FIELD_MANAGER, Options};
 use super::reconcile::{error_policy, reconcile};
+use super::ringpass::{reconcile_ring, ring_error_policy};
 use super::rings::dbus_of_ring;
 use super::stores::{Stores, slim_pod, slim_sts};
 use crate::api::{DovecotBackendUpgrade, DovecotRing};
@@ -109,25 +110,21 @@ pub async fn run(client: Client, opts: Options, metrics: Arc<crate::metrics::Met
         lock_namespace,
         policy,
     } = opts;
-    let (dbus, pods, stss, rings): (
-        Api<DovecotBackendUpgrade>,
-        Api<Pod>,
-        Api<StatefulSet>,
-        Api<DovecotRing>,
-    ) = match &namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-        ),
-    };
+    // every watch in the watched namespace, or cluster-wide
+    fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let dbus: Api<DovecotBackendUpgrade> = api(&client, &namespace);
+    let pods: Api<Pod> = api(&client, &namespace);
+    let stss: Api<StatefulSet> = api(&client, &namespace);
+    let rings: Api<DovecotRing> = api(&client, &namespace);
+    let ring_pass: Api<DovecotRing> = api(&client, &namespace);
     let reporter = Reporter {
         controller: FIELD_MANAGER.into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -171,7 +168,18 @@ pub async fn run(client: Client, opts: Options, metrics: Arc<crate::metrics::Met
     });
     let by_sts = dbu_store.clone();
     let by_ring = dbu_store.clone();
-    controller
+    // the rings' own pass (their face, conditions and left-out backends), on its own watch of
+    // the few ring objects
+    let rings_done = Controller::new(ring_pass, watcher::Config::default())
+        .trigger_backoff(WatchBackoff::default())
+        .shutdown_on_signal()
+        .run(reconcile_ring, ring_error_policy, ctx.clone())
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "ring controller event");
+            }
+        });
+    let dbus_done = controller
         .watches_stream(sts_events, move |sts: StatefulSet| {
             let ns = sts.namespace();
             let name = sts.name_any();
@@ -197,8 +205,8 @@ pub async fn run(client: Client, opts: Options, metrics: Arc<crate::metrics::Met
             if let Err(e) = res {
                 tracing::debug!(error = %e, "controller event");
             }
-        })
-        .await;
+        });
+    futures::join!(dbus_done, rings_done);
 }
 
 #[cfg(test)]

@@ -18,7 +18,11 @@ pub fn status_patch(status: &DovecotBackendUpgradeStatus) -> serde_json::Value {
     })
 }
 
-pub(super) async fn publish(ctx: &Context, dbu: &DovecotBackendUpgrade, notes: &[Note]) {
+/// Events (and log lines) for the notes, on a DBU or a ring.
+pub(super) async fn publish<K>(ctx: &Context, dbu: &K, notes: &[Note])
+where
+    K: Resource<DynamicType = ()>,
+{
     let reference = dbu.object_ref(&());
     for n in notes {
         // every line names the DBU, the backend and the step, for log queries per backend

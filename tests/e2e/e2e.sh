@@ -252,10 +252,17 @@ plan_cli() { # against the cluster: the order and every argv, nothing written, n
   ! kubectl -n "$NS" get dbu backend-rollout 2>/dev/null
 }
 legacy_ring() { # Part A's DBUs (spec.director, no ring) got one the operator created
-  kubectl -n "$NS" get dring -l app.kubernetes.io/managed-by=dovecot-upgrade-operator -o name | grep -q dovecotring/dbu-ring-
+  kubectl -n "$NS" get dring -l app.kubernetes.io/managed-by=dovecot-upgrade-operator -o name | grep -q '^dovecotring.mailops.io/dbu-ring-[0-9a-f]\{16\}$'
 }
 check "Part A's DBUs from before rings (spec.director) got a DovecotRing the operator created" legacy_ring
 check "kubectl apply the example DovecotRing (ring.yaml)" kubectl apply -f deploy/examples/ring.yaml
+ring_face() { # the ring's own pass read both directors: 3 hosts, synced, Ready
+  kubectl -n "$NS" wait --for=condition=Ready dring/mail --timeout=90s >/dev/null || { kubectl -n "$NS" get dring mail -o yaml | tail -30; return 1; }
+  kubectl -n "$NS" get dring mail > "$state/shown"; sed 's/^/#   /' "$state/shown"
+  grep -Eq '^mail +3 +0 +[0-9]+ +True +True ' "$state/shown" &&
+    [[ "$(kubectl -n "$NS" get dring mail -o jsonpath='{.status.directors[*].synced}')" == "true true" ]]
+}
+check "kubectl get dring: HOSTS 3, OUT 0, SYNCED and READY True from both directors" ring_face
 check "dovecot-upgrade-operator plan -f: ordered backends and every argv, from the live cluster" plan_cli
 check "... and the ring is untouched" ring_back
 rollout_dbu_dry() {
@@ -366,7 +373,7 @@ ring_lock_released() { # the ring's record of who is out: written (outCount is t
   rings="$(kubectl -n "$NS" get dring -o name)"
   echo "out: $out; rings: $rings"
   # the ring the operator created for Part A's DBUs was folded into the declared one
-  [[ "$out" == "0/" && "$rings" == "dovecotring.mailops.io/mail" ]] &&
+  [[ ("$out" == "0/" || "$out" == "0/[]") && "$rings" == "dovecotring.mailops.io/mail" ]] &&
     [[ -z "$(kubectl -n "$NS" get lease -l app.kubernetes.io/managed-by=dovecot-upgrade-operator -o name)" ]]
 }
 check "the DovecotRing's record of who is out (by compare-and-swap) was taken and is released; no ring Lease" ring_lock_released

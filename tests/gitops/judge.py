@@ -41,6 +41,13 @@ EXPECT = {
     "dry-run": ("Suspended", "would be upgraded", "InProgress"),
     # Argo CD judges deletion itself, before any health script
     "deleting": ("Progressing", "Pending deletion", "Terminating"),
+    # the DovecotRing (ring-health.lua)
+    "ring-no-status": ("Progressing", "Waiting for the operator", "Current"),
+    "ring-older-generation": ("Progressing", "observe generation", "InProgress"),
+    "ring-no-director": ("Progressing", "no Ready director", "InProgress"),
+    "ring-synced": ("Healthy", "directors agree", "Current"),
+    "ring-split": ("Degraded", "disagree", "Failed"),
+    "ring-conflict": ("Degraded", "one director ring", "Failed"),
 }
 
 
@@ -100,6 +107,35 @@ def fixtures():
             "dry run: 3 backends would be upgraded; see status.plan"))),
         "deleting": dbu(2, st(2, "Progressing", "1/3", wait("CleanupPending", "backend-1 could not be put back")),
                         meta={"deletionTimestamp": "2026-12-01T10:05:00Z", "finalizers": ["mailops.io/ring-cleanup"]}),
+    }
+
+
+def ring(generation, status=None):
+    o = {"apiVersion": "mailops.io/v1alpha1", "kind": "DovecotRing",
+         "metadata": {"name": "mail", "namespace": "mail", "generation": generation},
+         "spec": {"directors": {"selector": {"matchLabels": {"app": "dovecot-director"}}},
+                  "backends": [{"statefulSet": "backend"}]}}
+    if status is not None:
+        o["status"] = status
+    return o
+
+
+def ring_fixtures():
+    """The ring's states, shaped like the ring pass writes them."""
+    synced = {"observedGeneration": 1, "outCount": 0, "hostCount": 3, "users": 12, "synced": "True",
+              "conditions": conds("False", "False", "False", "RingSynced", "")}
+    synced["conditions"][0] = cond("Ready", "True", "RingSynced", "2 directors agree on 3 hosts; 0 out")
+    split = {"observedGeneration": 1, "synced": "False", "conditions": conds("False", "False", "True", "RingSplit",
+             "the directors disagree: director-1 has no host 10.88.0.7 (director-0 has); no backend is taken out until they agree")}
+    return {
+        "ring-no-status": ring(1),
+        "ring-older-generation": ring(2, synced),
+        "ring-no-director": ring(1, {"observedGeneration": 1, "conditions": conds(
+            "False", "True", "False", "NoReadyDirector", "no Ready director pod matches spec.directors.selector")}),
+        "ring-synced": ring(1, synced),
+        "ring-split": ring(1, split),
+        "ring-conflict": ring(1, {"observedGeneration": 1, "conditions": conds("False", "False", "True", "RingConflict",
+            "DovecotRing mail and DovecotRing zone-b select the same directors (director-0): they are one director ring; merge them into one")}),
     }
 
 
@@ -269,7 +305,7 @@ def main():
     if len(sys.argv) == 3 and sys.argv[1] == "actions":
         sys.exit(1 if actions(sys.argv[2]) else 0)
     if len(sys.argv) >= 4 and sys.argv[1] == "fixtures":
-        objs = fixtures()
+        objs = {**fixtures(), **ring_fixtures()}
         missing = set(EXPECT) - set(objs)
         assert not missing, missing
         sys.exit(1 if judge(sys.argv[2], sys.argv[3], objs) else 0)

@@ -21,8 +21,11 @@ use super::status::BackendStatus;
     shortname = "dring",
     namespaced,
     status = "DovecotRingStatus",
-    printcolumn = r#"{"name":"Max-Unavailable","type":"integer","jsonPath":".spec.maxUnavailable"}"#,
+    printcolumn = r#"{"name":"Hosts","type":"integer","jsonPath":".status.hostCount"}"#,
     printcolumn = r#"{"name":"Out","type":"integer","jsonPath":".status.outCount"}"#,
+    printcolumn = r#"{"name":"Users","type":"integer","jsonPath":".status.users"}"#,
+    printcolumn = r#"{"name":"Synced","type":"string","jsonPath":".status.synced"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -74,6 +77,25 @@ pub struct DovecotRingStatus {
     /// How many backends are out of the ring (`kubectl get dring`'s Out).
     #[serde(default)]
     pub out_count: i32,
+    /// Hosts in the ring, as the first Ready director lists them (`kubectl get dring`'s Hosts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_count: Option<i32>,
+    /// Users mapped over all hosts, as the first Ready director counts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int64"))]
+    pub users: Option<u64>,
+    /// `True` when every Ready director says `ring synced`, is connected to every other, and
+    /// lists the same hosts at the same vhosts and up/down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced: Option<String>,
+    /// Every host of the ring: its pod, its state on the directors, and who holds it out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5000))]
+    pub hosts: Vec<RingHostStatus>,
+    /// Every Ready director, as read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub directors: Vec<RingDirectorStatus>,
     /// Every backend out of the ring: who holds it out and why. A backend is drained only
     /// once it is recorded here (by compare-and-swap on this status), and it leaves the list
     /// only when it is back in the ring.
@@ -117,4 +139,41 @@ pub struct LeftOut {
     /// The backend's StatefulSet: the next DovecotBackendUpgrade of it takes the backend over.
     pub stateful_set: String,
     pub record: BackendStatus,
+}
+
+/// One host of the ring.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RingHostStatus {
+    /// Its IP in the director ring.
+    pub ip: String,
+    /// The backend pod at that IP now, when one of the ring's StatefulSets has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// Its vhost count on the first Ready director.
+    pub vhosts: u32,
+    /// Whether it is up on the first Ready director.
+    pub up: bool,
+    /// Users mapped to it on the first Ready director.
+    #[schemars(extend("format" = "int64"))]
+    pub users: u64,
+    /// Who holds it out of the ring and why, when someone does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out: Option<String>,
+}
+
+/// One director of the ring, as read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RingDirectorStatus {
+    /// The director pod.
+    pub pod: String,
+    /// Its pod IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// Whether its `director ring status` says `ring synced` (false also when unreadable).
+    pub synced: bool,
+    /// How many hosts its `director status` lists (unset: unreadable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<i32>,
 }

@@ -25,6 +25,16 @@ use crate::time::until;
 /// IP), or nothing when nothing is asserted. Only state that is *more available* than desired
 /// is drift: it would send users to a backend that is stopped, unverified or failed.
 fn drift_commands(s: &Settings, rec: &BackendStatus, host: &RingHost) -> Vec<Vec<String>> {
+    drift_argv(&s.director, rec, host)
+}
+
+/// The commands that take `host` back to the ring state `rec`'s step asks for (none when it
+/// is there): `update 0`, `down`, and `flush` after a `down`.
+pub fn drift_argv(
+    director: &dovecot::Doveadm,
+    rec: &BackendStatus,
+    host: &RingHost,
+) -> Vec<Vec<String>> {
     let Ok(ip) = dovecot::validate_ip(&host.ip) else {
         return Vec::new();
     };
@@ -32,14 +42,14 @@ fn drift_commands(s: &Settings, rec: &BackendStatus, host: &RingHost) -> Vec<Vec
     let (must_be_drained, must_be_down) = (want.drained, want.down);
     let mut cmds = Vec::new();
     if must_be_drained && host.vhosts != 0 {
-        cmds.push(s.director.director_update(ip, 0));
+        cmds.push(director.director_update(ip, 0));
     }
     if must_be_down && host.up {
-        cmds.push(s.director.director_down(ip));
+        cmds.push(director.director_down(ip));
     }
     if must_be_down && !cmds.is_empty() {
         // users may have been mapped to the stopped backend while the director forgot it
-        cmds.push(s.director.director_flush(ip));
+        cmds.push(director.director_flush(ip));
     }
     cmds
 }

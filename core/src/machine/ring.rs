@@ -57,20 +57,38 @@ fn same_ring(a: &RingView, b: &RingView) -> bool {
 }
 
 /// The ring a DBU belongs to, or what to do or change first.
-pub fn resolve(dbu: &Seeker, rings: &[RingView]) -> Resolved {
+/// The declared ring each ring the operator created folds into (by name, the first that
+/// selects the same directors or lists one of its StatefulSets).
+fn folds(rings: &[RingView]) -> Vec<(&str, &str)> {
     let mut sorted: Vec<&RingView> = rings.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    for from in sorted.iter().filter(|r| r.auto) {
-        let into = sorted
-            .iter()
-            .filter(|r| !r.auto)
-            .find(|d| same_ring(from, d) || from.backends.iter().any(|b| d.backends.contains(b)));
-        if let Some(into) = into {
-            return Resolved::Absorb {
-                from: from.name.clone(),
-                into: into.name.clone(),
-            };
-        }
+    sorted
+        .iter()
+        .filter(|r| r.auto)
+        .filter_map(|from| {
+            let into = sorted.iter().filter(|r| !r.auto).find(|d| {
+                same_ring(from, d) || from.backends.iter().any(|b| d.backends.contains(b))
+            })?;
+            Some((from.name.as_str(), into.name.as_str()))
+        })
+        .collect()
+}
+
+/// The rings the operator created that fold into declared ring `into`.
+pub fn folded_into<'a>(into: &str, rings: &'a [RingView]) -> Vec<&'a str> {
+    folds(rings)
+        .into_iter()
+        .filter(|(_, i)| *i == into)
+        .map(|(f, _)| f)
+        .collect()
+}
+
+pub fn resolve(dbu: &Seeker, rings: &[RingView]) -> Resolved {
+    if let Some((from, into)) = folds(rings).first() {
+        return Resolved::Absorb {
+            from: from.to_string(),
+            into: into.to_string(),
+        };
     }
     let sts = dbu.stateful_set;
     let listing: Vec<&RingView> = rings
@@ -138,6 +156,25 @@ fn legacy(dbu: &Seeker, rings: &[RingView]) -> Resolved {
             "spec.director.selector picks directors of {}: set spec.ring to the one StatefulSet {sts} belongs to",
             both(many)
         )),
+    }
+}
+
+/// Why ring `name` cannot stand as declared: another ring lists one of its StatefulSets, or
+/// selects the same directors (None: it stands).
+pub fn conflict(name: &str, rings: &[RingView]) -> Option<String> {
+    let ring = rings.iter().find(|r| r.name == name)?;
+    for sts in &ring.backends {
+        let listing: Vec<&RingView> = rings.iter().filter(|r| r.backends.contains(sts)).collect();
+        if listing.len() > 1 {
+            return Some(format!(
+                "StatefulSet {sts} is a backend of {}: a StatefulSet belongs to one ring; remove it from all but one",
+                both(&listing)
+            ));
+        }
+    }
+    match overlapping(ring, rings) {
+        Some(Resolved::Refused(why)) => Some(why),
+        _ => None,
     }
 }
 
@@ -314,6 +351,40 @@ mod tests {
         for (why, seeker, rings, want) in cases {
             assert_eq!(resolve(&seeker, &rings), want, "{why}");
         }
+    }
+
+    #[test]
+    fn a_ring_knows_when_it_is_declared_twice() {
+        let rings = [
+            ring("a", &["backend"], &["d-0"], false),
+            ring("b", &["backend"], &["d-1"], false),
+            ring("c", &["other"], &["d-0"], false),
+            ring("d", &["mx"], &["d-9"], false),
+        ];
+        assert!(
+            conflict("a", &rings)
+                .unwrap()
+                .contains("DovecotRing a and DovecotRing b")
+        );
+        assert!(
+            conflict("c", &rings)
+                .unwrap()
+                .contains("DovecotRing a and DovecotRing c select the same directors (d-0)")
+        );
+        assert_eq!(conflict("d", &rings), None);
+        assert_eq!(conflict("nope", &rings), None);
+        // rings the operator created fold into the declared one of their directors
+        let rings = [
+            ring("dbu-ring-1", &["x"], &["d-0"], true),
+            ring("dbu-ring-2", &["backend"], &["d-7"], true),
+            ring("dbu-ring-3", &["y"], &["d-8"], true),
+            ring("mail", &["backend"], &["d-0", "d-1"], false),
+        ];
+        assert_eq!(
+            folded_into("mail", &rings),
+            vec!["dbu-ring-1", "dbu-ring-2"]
+        );
+        assert_eq!(folded_into("dbu-ring-3", &rings), Vec::<&str>::new());
     }
 
     #[test]

@@ -1,0 +1,495 @@
+//! The ring's own pass: its face (hosts, directors, users, sync) and conditions from what every director says, and the out state of backends no DBU looks after any more, re-asserted.
+//!
+//! A DBU re-asserts the ring state of its own backends (`decide::ring_drift`). A backend whose
+//! DBU was deleted with it still out (`leftOut`) has nobody else: a director that restarts
+//! forgets `update 0` and `down` and would send users to a stopped or unverified backend. The
+//! ring takes that over until a DBU of its StatefulSet finishes it.
+
+use k8s_openapi::jiff::Timestamp;
+
+use super::conditions::{self, READY, RECONCILING, STALLED};
+use super::decide::drift_argv;
+use super::split;
+use crate::api::{
+    DovecotRingSpec, DovecotRingStatus, RingDirectorStatus, RingHolder, RingHostStatus,
+};
+use crate::dovecot::{Doveadm, RingHost, RingMember};
+
+/// One Ready director, as read.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DirectorRead {
+    pub pod: String,
+    pub ip: Option<String>,
+    /// `director status` (None: unreadable).
+    pub hosts: Option<Vec<RingHost>>,
+    /// `director ring status`: whether it says `ring synced`, and whom it names (None:
+    /// unreadable).
+    pub ring: Option<(bool, Vec<RingMember>)>,
+}
+
+/// A pod of one of the ring's StatefulSets.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BackendPod {
+    pub name: String,
+    pub ip: Option<String>,
+}
+
+/// What the ring's pass works from.
+#[derive(Debug, Clone, Copy)]
+pub struct RingInput<'a> {
+    pub spec: &'a DovecotRingSpec,
+    pub generation: Option<i64>,
+    /// Ready directors, by name.
+    pub directors: &'a [DirectorRead],
+    pub backends: &'a [BackendPod],
+    /// Why this ring cannot stand as declared (it shares a StatefulSet or directors with
+    /// another ring), from the same resolution the DBUs use.
+    pub conflict: Option<&'a str>,
+}
+
+/// status, reason, message of one condition.
+type Cond<'a> = (bool, &'a str, String);
+
+/// Commands for one director, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reassert {
+    pub director: String,
+    pub argv: Vec<Vec<String>>,
+    pub why: String,
+}
+
+/// The ring's status after this pass (its record of who is out untouched), and the commands
+/// that put backends nobody else looks after back out of service.
+pub fn assess(
+    input: &RingInput<'_>,
+    prev: &DovecotRingStatus,
+    now: Timestamp,
+) -> (DovecotRingStatus, Vec<Reassert>) {
+    let mut st = prev.clone();
+    st.observed_generation = input.generation;
+    let first = input
+        .directors
+        .iter()
+        .find_map(|d| d.hosts.as_deref().map(|h| (d.pod.as_str(), h)));
+    let pod_at = |ip: &str| {
+        input
+            .backends
+            .iter()
+            .find(|b| b.ip.as_deref() == Some(ip))
+            .map(|b| b.name.clone())
+    };
+    let holder_of = |ip: &str| {
+        prev.out.iter().find(|h| {
+            h.ip == ip
+                || h.left_out
+                    .as_ref()
+                    .is_some_and(|l| l.record.new_ip.as_deref() == Some(ip))
+        })
+    };
+    st.hosts = first
+        .map(|(_, hosts)| {
+            hosts
+                .iter()
+                .map(|h| RingHostStatus {
+                    ip: h.ip.clone(),
+                    pod: pod_at(&h.ip),
+                    vhosts: h.vhosts,
+                    up: h.up,
+                    users: h.users,
+                    out: holder_of(&h.ip).map(describe),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    st.host_count = first.map(|(_, h)| h.len() as i32);
+    st.users = first.map(|(_, h)| h.iter().map(|h| h.users).sum());
+    st.directors = input
+        .directors
+        .iter()
+        .map(|d| RingDirectorStatus {
+            pod: d.pod.clone(),
+            ip: d.ip.clone(),
+            synced: d.ring.as_ref().is_some_and(|r| r.0),
+            hosts: d.hosts.as_ref().map(|h| h.len() as i32),
+        })
+        .collect();
+    st.out_count = prev.out.len() as i32;
+    // the backends out right now may differ between directors while their change propagates
+    let changing: Vec<&str> = prev
+        .out
+        .iter()
+        .flat_map(|h| {
+            [Some(h.ip.as_str())]
+                .into_iter()
+                .chain(h.left_out.as_ref().map(|l| l.record.new_ip.as_deref()))
+        })
+        .flatten()
+        .collect();
+    let others: Vec<(String, Option<Vec<RingHost>>)> = input
+        .directors
+        .iter()
+        .filter(|d| Some(d.pod.as_str()) != first.map(|f| f.0))
+        .map(|d| (d.pod.clone(), d.hosts.clone()))
+        .collect();
+    let pods: Vec<(String, Option<String>)> = input
+        .directors
+        .iter()
+        .map(|d| (d.pod.clone(), d.ip.clone()))
+        .collect();
+    let members: Vec<(String, Option<Vec<RingMember>>)> = input
+        .directors
+        .iter()
+        .map(|d| (d.pod.clone(), d.ring.as_ref().map(|r| r.1.clone())))
+        .collect();
+    let trouble = split::between(first, &others, &pods, &members, &changing);
+    // unreadable or still syncing: a wait, not a split (a director restarting passes here)
+    let mut pending = Vec::new();
+    for d in input.directors {
+        if d.hosts.is_none() || d.ring.is_none() {
+            pending.push(format!("{} could not be read", d.pod));
+        } else if d.ring.as_ref().is_some_and(|r| !r.0) {
+            pending.push(format!("{} is not ring synced", d.pod));
+        }
+    }
+    let agree = !input.directors.is_empty() && trouble.is_empty() && pending.is_empty();
+    st.synced = Some(if agree { "True" } else { "False" }.into());
+    let g = input.generation;
+    let c = &mut st.conditions;
+    let (ready, reconciling, stalled): (Cond, Cond, Cond) = if let Some(why) = input.conflict {
+        (
+            (false, "RingConflict", why.to_string()),
+            (false, "RingConflict", why.to_string()),
+            (true, "RingConflict", why.to_string()),
+        )
+    } else if input.directors.is_empty() {
+        let m = "no Ready director pod matches spec.directors.selector".to_string();
+        (
+            (false, "NoReadyDirector", m.clone()),
+            (true, "NoReadyDirector", m),
+            (false, "NoReadyDirector", String::new()),
+        )
+    } else if !trouble.is_empty() {
+        let m = format!(
+            "the directors disagree: {}; no backend is taken out until they agree",
+            trouble.join("; ")
+        );
+        (
+            (false, "RingSplit", m.clone()),
+            (false, "RingSplit", m.clone()),
+            (true, "RingSplit", m),
+        )
+    } else if !agree {
+        let m = format!("waiting for the directors: {}", pending.join("; "));
+        (
+            (false, "RingNotSynced", m.clone()),
+            (true, "RingNotSynced", m),
+            (false, "RingNotSynced", String::new()),
+        )
+    } else {
+        let m = format!(
+            "{} directors agree on {} hosts; {} out",
+            input.directors.len(),
+            st.host_count.unwrap_or(0),
+            st.out_count
+        );
+        (
+            (true, "RingSynced", m.clone()),
+            (false, "RingSynced", m),
+            (false, "RingSynced", String::new()),
+        )
+    };
+    conditions::set(c, READY, ready.0, ready.1, &ready.2, g, now);
+    conditions::set(
+        c,
+        RECONCILING,
+        reconciling.0,
+        reconciling.1,
+        &reconciling.2,
+        g,
+        now,
+    );
+    conditions::set(c, STALLED, stalled.0, stalled.1, &stalled.2, g, now);
+    (st, orphans(input, prev))
+}
+
+/// How a host's holder reads in status.
+fn describe(h: &RingHolder) -> String {
+    match &h.left_out {
+        Some(l) => format!(
+            "left out at {} by DovecotBackendUpgrade {}, deleted; the next one of StatefulSet {} takes it over",
+            l.record.step, h.dbu, l.stateful_set
+        ),
+        None => format!("DovecotBackendUpgrade {}", h.dbu),
+    }
+}
+
+/// The out state of every left-out backend, on every director that shows it more available
+/// than its step allows: only at an IP that no other pod of the ring has now (an IP reused by
+/// another backend is never downed for the old pod's sake).
+fn orphans(input: &RingInput<'_>, prev: &DovecotRingStatus) -> Vec<Reassert> {
+    let doveadm = Doveadm::new(input.spec.directors.config_file.clone());
+    let mut out = Vec::new();
+    for h in &prev.out {
+        let Some(l) = &h.left_out else { continue };
+        let rec = &l.record;
+        for ip in [Some(rec.ip.as_str()), rec.new_ip.as_deref()]
+            .into_iter()
+            .flatten()
+        {
+            if input
+                .backends
+                .iter()
+                .any(|b| b.ip.as_deref() == Some(ip) && b.name != rec.pod)
+            {
+                continue;
+            }
+            for d in input.directors {
+                let Some(host) = d.hosts.iter().flatten().find(|x| x.ip == ip) else {
+                    continue;
+                };
+                let argv = drift_argv(&doveadm, rec, host);
+                if !argv.is_empty() {
+                    out.push(Reassert {
+                        director: d.pod.clone(),
+                        argv,
+                        why: format!(
+                            "{} ({ip}) was left out at {} by DovecotBackendUpgrade {}, deleted; {} showed it at {} vhosts {}",
+                            rec.pod,
+                            rec.step,
+                            h.dbu,
+                            d.pod,
+                            host.vhosts,
+                            if host.up { "up" } else { "down" }
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{LeftOut, Step};
+    use crate::fixtures::{host, record, ts};
+
+    fn spec() -> DovecotRingSpec {
+        serde_json::from_value(serde_json::json!({
+            "directors": {"selector": {"matchLabels": {"app": "director"}}},
+            "backends": [{"statefulSet": "backend"}]
+        }))
+        .unwrap()
+    }
+
+    fn director(pod: &str, ip: &str, hosts: Vec<RingHost>, peers: &[&str]) -> DirectorRead {
+        DirectorRead {
+            pod: pod.into(),
+            ip: Some(ip.into()),
+            hosts: Some(hosts),
+            ring: Some((
+                true,
+                peers
+                    .iter()
+                    .map(|p| RingMember {
+                        ip: p.to_string(),
+                        connected: true,
+                    })
+                    .collect(),
+            )),
+        }
+    }
+
+    fn backends() -> Vec<BackendPod> {
+        (0..3)
+            .map(|i| BackendPod {
+                name: format!("backend-{i}"),
+                ip: Some(host(i, 0, true, 0).ip),
+            })
+            .collect()
+    }
+
+    fn left_out(i: u32, step: Step) -> RingHolder {
+        let rec = record(i, step, ts(0), "r1", 100);
+        RingHolder {
+            dbu: "mail/gone".into(),
+            pod: rec.pod.clone(),
+            ip: rec.ip.clone(),
+            max_unavailable: 1,
+            left_out: Some(Box::new(LeftOut {
+                stateful_set: "backend".into(),
+                record: rec,
+            })),
+        }
+    }
+
+    #[test]
+    fn the_face_of_a_whole_ring_and_its_conditions() {
+        let ring = vec![
+            host(0, 100, true, 3),
+            host(1, 50, true, 2),
+            host(2, 20, true, 1),
+        ];
+        let peers = ["10.0.9.1", "10.0.9.2"];
+        let dirs = [
+            director("director-0", "10.0.9.1", ring.clone(), &peers),
+            director("director-1", "10.0.9.2", ring, &peers),
+        ];
+        let spec = spec();
+        let input = RingInput {
+            spec: &spec,
+            generation: Some(2),
+            directors: &dirs,
+            backends: &backends(),
+            conflict: None,
+        };
+        let (st, reassert) = assess(&input, &DovecotRingStatus::default(), ts(5));
+        assert_eq!(reassert, vec![]);
+        assert_eq!(
+            (st.host_count, st.users, st.synced.as_deref(), st.out_count),
+            (Some(3), Some(6), Some("True"), 0)
+        );
+        assert_eq!(st.hosts[0].pod.as_deref(), Some("backend-0"));
+        assert_eq!(st.directors.len(), 2);
+        let ready = st.conditions.iter().find(|c| c.type_ == READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "RingSynced")
+        );
+        assert_eq!(st.observed_generation, Some(2));
+        // a director that cannot be read (restarting): a wait, not a split
+        let mut dirs = dirs.clone();
+        dirs[1].hosts = None;
+        let input = RingInput {
+            directors: &dirs,
+            ..input
+        };
+        let (st, _) = assess(&input, &st, ts(6));
+        let get = |t: &str| {
+            let c = st.conditions.iter().find(|c| c.type_ == t).unwrap();
+            (c.status.clone(), c.reason.clone())
+        };
+        assert_eq!(get(READY), ("False".into(), "RingNotSynced".into()));
+        assert_eq!(get(RECONCILING), ("True".into(), "RingNotSynced".into()));
+        assert_eq!(get(STALLED), ("False".into(), "RingNotSynced".into()));
+        assert_eq!(st.synced.as_deref(), Some("False"));
+    }
+
+    #[test]
+    fn a_split_ring_is_stalled_naming_the_director() {
+        let peers = ["10.0.9.1", "10.0.9.2"];
+        let dirs = [
+            director(
+                "director-0",
+                "10.0.9.1",
+                vec![host(0, 100, true, 0), host(1, 50, true, 0)],
+                &peers,
+            ),
+            // came back at a new IP: the other refused it, its list is its own
+            director(
+                "director-1",
+                "10.0.9.3",
+                vec![host(0, 100, true, 0), host(1, 100, true, 0)],
+                &["10.0.9.3"],
+            ),
+        ];
+        let spec = spec();
+        let input = RingInput {
+            spec: &spec,
+            generation: Some(1),
+            directors: &dirs,
+            backends: &backends(),
+            conflict: None,
+        };
+        let (st, _) = assess(&input, &DovecotRingStatus::default(), ts(5));
+        let stalled = st.conditions.iter().find(|c| c.type_ == STALLED).unwrap();
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", "RingSplit")
+        );
+        assert!(
+            stalled
+                .message
+                .contains("director-1 shows 127.0.0.12 at 100 vhosts up, director-0 at 50 up")
+                && stalled
+                    .message
+                    .contains("director-0 is not connected to director director-1 (10.0.9.3)"),
+            "{}",
+            stalled.message
+        );
+        assert_eq!(st.synced.as_deref(), Some("False"));
+    }
+
+    #[test]
+    fn a_left_out_backend_is_kept_out_by_the_ring_but_never_at_an_ip_another_pod_has_now() {
+        let peers = ["10.0.9.1"];
+        // a director restarted: it forgot update 0 and down of backend-2, left out at Reset
+        let dirs = [director(
+            "director-0",
+            "10.0.9.1",
+            vec![
+                host(0, 100, true, 0),
+                host(1, 50, true, 0),
+                host(2, 100, true, 0),
+            ],
+            &peers,
+        )];
+        let spec = spec();
+        let prev = DovecotRingStatus {
+            out: vec![left_out(2, Step::Reset)],
+            ..Default::default()
+        };
+        let bk = backends();
+        let input = RingInput {
+            spec: &spec,
+            generation: Some(1),
+            directors: &dirs,
+            backends: &bk,
+            conflict: None,
+        };
+        let (st, reassert) = assess(&input, &prev, ts(5));
+        let ip = host(2, 0, true, 0).ip;
+        assert_eq!(reassert.len(), 1);
+        let argv: Vec<String> = reassert[0].argv.iter().map(|a| a.join(" ")).collect();
+        assert_eq!(
+            argv,
+            vec![
+                format!("doveadm director update {ip} 0"),
+                format!("doveadm director down {ip}"),
+                format!("doveadm director flush {ip}"),
+            ]
+        );
+        assert!(
+            reassert[0].why.contains("left out at Reset"),
+            "{}",
+            reassert[0].why
+        );
+        assert!(
+            st.hosts[2]
+                .out
+                .as_deref()
+                .unwrap()
+                .contains("left out at Reset")
+        );
+        // a drained left-out backend (WaitSessions) only needs 0 vhosts
+        let prev = DovecotRingStatus {
+            out: vec![left_out(2, Step::WaitSessions)],
+            ..Default::default()
+        };
+        let (_, reassert) = assess(&input, &prev, ts(5));
+        assert_eq!(
+            reassert[0].argv,
+            vec![Doveadm::new(None).director_update(ip.parse().unwrap(), 0)]
+        );
+        // its old IP now belongs to another backend pod: untouched
+        let mut reused = bk.clone();
+        reused[2].ip = Some("10.9.9.9".into());
+        reused[1].ip = Some(ip.clone());
+        let input = RingInput {
+            backends: &reused,
+            ..input
+        };
+        assert_eq!(assess(&input, &prev, ts(5)).1, vec![]);
+    }
+}

@@ -1,0 +1,257 @@
+//! The ring's own pass: read every Ready director, write the ring's face and conditions, and keep backends no DBU looks after out of service.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::labels::{Selector, SelectorExt};
+use kube::runtime::controller::Action;
+
+use super::context::{Context, Error};
+use super::rings::{absorb, views};
+use super::status::publish;
+use crate::api::DovecotRing;
+use crate::dovecot::{self, Doveadm};
+use crate::exec::{ExecRequest, KubeExec, PodExec};
+use crate::machine::face::{self, BackendPod, DirectorRead, RingInput};
+use crate::machine::{Note, ring};
+use crate::reason::EventReason;
+
+/// How long one doveadm query or re-assert may take inside the director.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// While something is out of the ring, or the ring is not whole, it is looked at this often
+/// (a director restart forgets the out state of a left-out backend); at rest, rarely.
+const BUSY_EVERY: Duration = Duration::from_secs(30);
+const REST_EVERY: Duration = Duration::from_secs(600);
+
+/// stdout of a read-only query in a director, or None (logged).
+async fn query(
+    exec: &dyn PodExec,
+    pod: &str,
+    container: Option<&str>,
+    argv: &[String],
+) -> Option<String> {
+    match exec
+        .exec(ExecRequest {
+            pod,
+            container,
+            argv,
+            timeout: COMMAND_TIMEOUT,
+        })
+        .await
+    {
+        Ok(o) if o.exit_code == 0 => Some(o.stdout),
+        Ok(o) => {
+            tracing::warn!(director = pod, command = %argv.join(" "), exit_code = o.exit_code, stderr = %dbu_core::text::bounded(&o.stderr, 300), "ring read failed");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(director = pod, command = %argv.join(" "), error = %e, "ring read exec failed");
+            None
+        }
+    }
+}
+
+/// One pass over a ring.
+pub async fn reconcile_ring(r: Arc<DovecotRing>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = r.namespace().ok_or(Error::NoNamespace)?;
+    ctx.stores.ready().await?;
+    let name = r.name_any();
+    let pods: Vec<_> = ctx
+        .stores
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
+        .collect();
+    let ready = |p: &k8s_openapi::api::core::v1::Pod| {
+        p.metadata.deletion_timestamp.is_none()
+            && p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    let sel = Selector::try_from(r.spec.directors.selector.clone()).ok();
+    let mut directors: Vec<_> = pods
+        .iter()
+        .filter(|p| sel.as_ref().is_some_and(|s| s.matches(p.labels())) && ready(p))
+        .collect();
+    directors.sort_by_key(|p| p.name_any());
+    let sets: Vec<&str> = r
+        .spec
+        .backends
+        .iter()
+        .map(|b| b.stateful_set.as_str())
+        .collect();
+    let backends: Vec<BackendPod> = pods
+        .iter()
+        .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|o| o.kind == "StatefulSet" && sets.contains(&o.name.as_str()))
+        })
+        .map(|p| BackendPod {
+            name: p.name_any(),
+            ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
+        })
+        .collect();
+    let exec = KubeExec::new(Api::namespaced(ctx.client.clone(), &ns));
+    let doveadm = Doveadm::new(r.spec.directors.config_file.clone());
+    let container = r
+        .spec
+        .directors
+        .container
+        .as_deref()
+        .filter(|c| !c.is_empty());
+    let mut reads = Vec::new();
+    for d in &directors {
+        let pod = d.name_any();
+        let hosts = query(&exec, &pod, container, &doveadm.director_status())
+            .await
+            .and_then(|o| dovecot::parse_director_status(&o).ok());
+        let ring = query(&exec, &pod, container, &doveadm.director_ring_status())
+            .await
+            .and_then(|o| {
+                Some((
+                    dovecot::parse_ring_synced(&o).ok()?,
+                    dovecot::parse_ring_members(&o).ok()?,
+                ))
+            });
+        reads.push(DirectorRead {
+            ip: d.status.as_ref().and_then(|s| s.pod_ip.clone()),
+            pod,
+            hosts,
+            ring,
+        });
+    }
+    let (mut views, _) = views(&ctx.stores, &ns);
+    let mut notes = Vec::new();
+    // a ring the operator created for the same directors folds into this declared one now,
+    // not only when a DBU next looks
+    let api: Api<DovecotRing> = Api::namespaced(ctx.client.clone(), &ns);
+    for from in ring::folded_into(&name, &views)
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>()
+    {
+        absorb(&api, &from, &name).await?;
+        notes.push(Note::new(
+            EventReason::RingMigrated,
+            format!("moved the record of DovecotRing {from} (created by the operator for DBUs from before rings) into this ring, declared for the same directors, and deleted {from}"),
+        ));
+        views.retain(|v| v.name != from);
+    }
+    if !notes.is_empty() {
+        // the record moved: the next pass starts from it
+        publish(&ctx, &*r, &notes).await;
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
+    let conflict = ring::conflict(&name, &views);
+    let input = RingInput {
+        spec: &r.spec,
+        generation: r.metadata.generation,
+        directors: &reads,
+        backends: &backends,
+        conflict: conflict.as_deref(),
+    };
+    let prev = r.status.clone().unwrap_or_default();
+    let (st, reasserts) = face::assess(&input, &prev, Timestamp::now());
+    for ra in &reasserts {
+        for argv in &ra.argv {
+            let res = exec
+                .exec(ExecRequest {
+                    pod: &ra.director,
+                    container,
+                    argv,
+                    timeout: COMMAND_TIMEOUT,
+                })
+                .await;
+            let failed = match res {
+                Ok(o) if o.exit_code == 0 => None,
+                Ok(o) => Some(format!(
+                    "exit {}: {}",
+                    o.exit_code,
+                    dbu_core::text::bounded(&o.stderr, 300)
+                )),
+                Err(e) => Some(e.to_string()),
+            };
+            let (reason, msg) = match failed {
+                None => (
+                    EventReason::RingReasserted,
+                    format!("{}; ran {} on {}", ra.why, argv.join(" "), ra.director),
+                ),
+                Some(e) => (
+                    EventReason::RingReassertFailed,
+                    format!(
+                        "{}; {} on {} failed: {e}",
+                        ra.why,
+                        argv.join(" "),
+                        ra.director
+                    ),
+                ),
+            };
+            notes.push(Note::new(reason, msg));
+        }
+    }
+    if notes.is_empty() {
+        let was_split = prev
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "True");
+        if let Some(c) = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled" && c.status == "True" && !was_split)
+        {
+            notes.push(Note::new(EventReason::Stalled, c.message.clone()));
+        }
+    }
+    let changed = (
+        &st.observed_generation,
+        &st.conditions,
+        &st.host_count,
+        &st.users,
+        &st.synced,
+        &st.hosts,
+        &st.directors,
+    ) != (
+        &prev.observed_generation,
+        &prev.conditions,
+        &prev.host_count,
+        &prev.users,
+        &prev.synced,
+        &prev.hosts,
+        &prev.directors,
+    );
+    if changed {
+        // the face only: `out` is the DBUs' record, changed by compare-and-swap
+        let patch = serde_json::json!({"status": {
+            "observedGeneration": st.observed_generation,
+            "conditions": st.conditions,
+            "hostCount": st.host_count,
+            "users": st.users,
+            "synced": st.synced,
+            "hosts": st.hosts,
+            "directors": st.directors,
+        }});
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    publish(&ctx, &*r, &notes).await;
+    let whole = st.synced.as_deref() == Some("True") && conflict.is_none();
+    Ok(Action::requeue(if whole && prev.out.is_empty() {
+        REST_EVERY
+    } else {
+        BUSY_EVERY
+    }))
+}
+
+/// A failed pass is retried with backoff, like a DBU's.
+pub fn ring_error_policy(r: Arc<DovecotRing>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.error(err.category());
+    tracing::warn!(ring = %r.name_any(), category = err.category(), error = %err, "ring pass failed");
+    Action::requeue(Duration::from_secs(15))
+}
