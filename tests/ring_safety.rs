@@ -419,3 +419,103 @@ async fn nothing_is_stopped_on_a_backend_while_the_ring_is_split() {
         &format!("{pod} held at StopLmtp while director-1 was dead; completed after it came back"),
     );
 }
+
+/// A backend that a deleted DBU left out after its Dovecot was stopped (at Reset) has nobody
+/// but the ring. Every director goes down and comes back (they forget `update 0` and `down`,
+/// and show it up at its default count); the ring's own pass, on the real directors, takes it
+/// out again on both, says so in an Event, and the next pass finds nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ring_keeps_a_left_out_backend_out_when_every_director_restarts() {
+    let started = Instant::now();
+    let rig = common::rig_with(|d| {
+        let mut s = dbu_lab::LabSpec::new(d, 27, vec![100, 50, 20]);
+        s.directors = 2;
+        s
+    });
+    let lab = &rig.lab;
+    let ip = lab.pod_ip("backend-2").unwrap();
+    // what the DBU did before it was deleted at Reset: drained, down, flushed, Dovecot stopped
+    for args in [
+        ["director", "update", ip.as_str(), "0"].as_slice(),
+        &["director", "down", &ip],
+        &["director", "flush", &ip],
+    ] {
+        lab.doveadm(DIRECTOR_POD, args).unwrap();
+    }
+    lab.stop_pod("backend-2");
+    let mut rec = dbu_core::fixtures::record(2, Step::Reset, common::now(), "rev-1", 20);
+    (rec.pod, rec.ip) = ("backend-2".into(), ip.clone());
+    let ring: dovecot_upgrade_operator::api::DovecotRing = serde_json::from_value(json!({
+        "apiVersion": "mailops.io/v1alpha1", "kind": "DovecotRing",
+        "metadata": {"name": "mail", "namespace": "lab", "generation": 1},
+        "spec": {"directors": {"selector": {"matchLabels": {"app": "director"}}},
+                 "backends": [{"statefulSet": "backend"}]},
+        "status": {"outCount": 1, "out": [{"dbu": "lab/gone", "pod": "backend-2", "ip": ip,
+            "maxUnavailable": 1, "leftOut": {"statefulSet": "backend", "record": rec}}]}
+    }))
+    .unwrap();
+    // every director restarts: none keeps the state for the other
+    lab.stop_pod("director-0");
+    lab.stop_pod("director-1");
+    lab.start_director(0).unwrap();
+    lab.start_director(1).unwrap();
+    lab.wait_ring_synced().unwrap();
+    let forgot = common::ring_of(lab, "director-1")[&ip];
+    assert!(forgot.0 > 0 && forgot.1, "the directors forgot: {forgot:?}");
+    let world = engine::RingWorld {
+        directors: (0..2)
+            .map(|i| {
+                let d = format!("director-{i}");
+                let dip = lab.pod_ip(&d);
+                (d, dip)
+            })
+            .collect(),
+        backends: (0..2)
+            .map(|i| dbu_core::machine::face::BackendPod {
+                name: format!("backend-{i}"),
+                ip: lab.pod_ip(&format!("backend-{i}")),
+            })
+            .collect(),
+        conflict: None,
+    };
+    let (st, notes) = engine::ring_pass(&ring, &world, &lab.exec(), now()).await;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.reason == "RingReasserted" && n.message.contains("left out at Reset")),
+        "{notes:?}"
+    );
+    assert!(
+        notes.iter().all(|n| n.reason != "RingReassertFailed"),
+        "{notes:?}"
+    );
+    let ran = notes.len();
+    for d in ["director-0", "director-1"] {
+        assert_eq!(common::ring_of(lab, d)[&ip], (0, false), "{d}");
+    }
+    // the next pass: nothing to do, the ring agrees and shows who holds the host out
+    let ring = dovecot_upgrade_operator::api::DovecotRing {
+        status: Some(st),
+        ..ring
+    };
+    let (st, notes) = engine::ring_pass(&ring, &world, &lab.exec(), now()).await;
+    assert_eq!(notes, vec![], "nothing more to re-assert");
+    assert_eq!(st.synced.as_deref(), Some("True"), "{st:#?}");
+    let host = st.hosts.iter().find(|h| h.ip == ip).unwrap();
+    assert!(
+        (host.vhosts, host.up) == (0, false)
+            && host
+                .out
+                .as_deref()
+                .is_some_and(|o| o.contains("left out at Reset")),
+        "{host:?}"
+    );
+    report(
+        "left-out backend kept out by the ring",
+        started,
+        &format!(
+            "both directors restarted and showed {ip} at {} vhosts up; the ring's pass ran {} command(s): 0 vhosts, down on both",
+            forgot.0, ran
+        ),
+    );
+}

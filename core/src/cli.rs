@@ -22,6 +22,10 @@ Verbs (the same controls as the Argo CD actions; each changes the spec or an ann
   skip NAME BACKEND      leave BACKEND at its revision (one in flight before StopLmtp goes back)
   hold NAME BACKEND      BACKEND does not start until released
   release NAME BACKEND   removes BACKEND from spec.hold
+  ring NAME              a DovecotRing: its directors, every host, and who holds which out
+  ring-release NAME BACKEND
+                         the DovecotRing stops keeping BACKEND out, which a deleted DBU left out
+                         (you have put it back by hand, or will): mailops.io/release
 
 Options: -n, --namespace NS (default: the kubeconfig context's namespace)";
 
@@ -45,12 +49,21 @@ pub enum Verb {
     Skip(String),
     Hold(String),
     Release(String),
+    /// Reads a DovecotRing.
+    Ring,
+    /// Releases a left-out backend from a DovecotRing.
+    RingRelease(String),
 }
 
 impl Verb {
     /// Whether the verb changes the DBU (a patch), rather than only reading it.
     pub fn writes(&self) -> bool {
-        !matches!(self, Verb::Status | Verb::Plan)
+        !matches!(self, Verb::Status | Verb::Plan | Verb::Ring)
+    }
+
+    /// Whether NAME is a DovecotRing rather than a DovecotBackendUpgrade.
+    pub fn on_ring(&self) -> bool {
+        matches!(self, Verb::Ring | Verb::RingRelease(_))
     }
 }
 
@@ -92,11 +105,13 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
         "skip" => Verb::Skip(backend(arg.clone())?),
         "hold" => Verb::Hold(backend(arg.clone())?),
         "release" => Verb::Release(backend(arg.clone())?),
+        "ring" => Verb::Ring,
+        "ring-release" => Verb::RingRelease(backend(arg.clone())?),
         other => return Err(format!("unknown verb {other:?}\n\n{USAGE}")),
     };
     let takes_arg = matches!(
         verb,
-        Verb::Approve(_) | Verb::Skip(_) | Verb::Hold(_) | Verb::Release(_)
+        Verb::Approve(_) | Verb::Skip(_) | Verb::Hold(_) | Verb::Release(_) | Verb::RingRelease(_)
     );
     if let Some(extra) = if takes_arg { words.next() } else { arg } {
         return Err(format!("unexpected argument {extra:?}\n\n{USAGE}"));
@@ -114,7 +129,8 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
 pub fn patch(verb: &Verb, dbu: &DovecotBackendUpgrade, now: Timestamp) -> Result<Value, String> {
     let spec = &dbu.spec;
     let mut p = match verb {
-        Verb::Status | Verb::Plan => return Err("reads only".into()),
+        Verb::Status | Verb::Plan | Verb::Ring => return Err("reads only".into()),
+        Verb::RingRelease(_) => return Err("a DovecotRing verb".into()),
         Verb::Pause => json!({"spec": {"paused": true}}),
         Verb::Resume => json!({"spec": {"paused": false, "abort": false}}),
         Verb::Abort => json!({"spec": {"abort": true}}),
@@ -165,8 +181,122 @@ pub fn done(verb: &Verb, name: &str) -> String {
         Verb::Skip(p) => format!("{p} skipped"),
         Verb::Hold(p) => format!("{p} held"),
         Verb::Release(p) => format!("{p} released"),
+        Verb::Ring => "read".into(),
+        Verb::RingRelease(p) => {
+            return format!("dovecotring/{name}: {p} released; the ring no longer keeps it out");
+        }
     };
     format!("dovecotbackendupgrade/{name}: {what}")
+}
+
+/// The merge patch of `ring-release`: the annotation `mailops.io/release` naming the pod, with
+/// a token so that releasing the same pod again later is a new value; under the ring's
+/// resourceVersion. Err: the pod is not a left-out backend of the ring.
+pub fn ring_release_patch(
+    ring: &crate::api::DovecotRing,
+    pod: &str,
+    now: Timestamp,
+) -> Result<Value, String> {
+    let out = ring
+        .status
+        .as_ref()
+        .map(|s| s.out.as_slice())
+        .unwrap_or_default();
+    match out.iter().find(|h| h.pod == pod) {
+        Some(h) if h.left_out.is_some() => {}
+        Some(h) => {
+            return Err(format!(
+                "{pod} is held out by DovecotBackendUpgrade {}, which exists: steer it there (skip, abort, retry)",
+                h.dbu
+            ));
+        }
+        None => return Err(format!("{pod} is not out of the ring")),
+    }
+    let mut p = json!({"metadata": {"annotations": {
+        crate::api::RELEASE_ANNOTATION: format!("{pod}@{}", now.as_second())
+    }}});
+    if let Some(rv) = &ring.metadata.resource_version {
+        p["metadata"]["resourceVersion"] = json!(rv);
+    }
+    Ok(p)
+}
+
+/// `kubectl dbu ring`: conditions, directors, and every host with who holds it out.
+pub fn ring_report(ring: &crate::api::DovecotRing) -> String {
+    let name = ring.metadata.name.as_deref().unwrap_or("?");
+    let st = ring.status.clone().unwrap_or_default();
+    let mut out = String::new();
+    let sets: Vec<&str> = ring
+        .spec
+        .backends
+        .iter()
+        .map(|b| b.stateful_set.as_str())
+        .collect();
+    let _ = writeln!(
+        out,
+        "dovecotring/{name}: StatefulSets {}; at most {} out, at least {} available",
+        sets.join(", "),
+        ring.spec.max_unavailable,
+        ring.spec.min_available_backends
+    );
+    for c in &st.conditions {
+        if c.status == "True" || c.type_ == "Ready" {
+            let _ = writeln!(
+                out,
+                "  {}={} {}: {}",
+                c.type_,
+                c.status,
+                c.reason,
+                bounded(&c.message, 300)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "
+{:<24} {:<16} {:>7} {:>6}",
+        "DIRECTOR", "IP", "SYNCED", "HOSTS"
+    );
+    for d in &st.directors {
+        let _ = writeln!(
+            out,
+            "{:<24} {:<16} {:>7} {:>6}",
+            d.pod,
+            d.ip.as_deref().unwrap_or("-"),
+            d.synced,
+            d.hosts.map_or("-".to_string(), |n| n.to_string())
+        );
+    }
+    let _ = writeln!(
+        out,
+        "
+{:<16} {:<24} {:>6} {:<4} {:>6}  OUT",
+        "HOST", "POD", "VHOSTS", "UP", "USERS"
+    );
+    for h in &st.hosts {
+        let _ = writeln!(
+            out,
+            "{:<16} {:<24} {:>6} {:<4} {:>6}  {}",
+            h.ip,
+            h.pod.as_deref().unwrap_or("-"),
+            h.vhosts,
+            if h.up { "up" } else { "down" },
+            h.users,
+            h.out.as_deref().unwrap_or("")
+        );
+    }
+    for h in st
+        .out
+        .iter()
+        .filter(|h| !st.hosts.iter().any(|x| x.ip == h.ip))
+    {
+        let _ = writeln!(
+            out,
+            "{:<16} {:<24} (not in the ring)  out: {}",
+            h.ip, h.pod, h.dbu
+        );
+    }
+    out
 }
 
 /// `kubectl dbu status`: the summary, the conditions, a table of backends and the last error.
@@ -430,8 +560,17 @@ mod tests {
             Verb::Release("backend-2".into()),
             None,
         );
+        ok("ring roll", Verb::Ring, None);
+        ok(
+            "ring-release roll backend-2",
+            Verb::RingRelease("backend-2".into()),
+            None,
+        );
+        assert!(Verb::Ring.on_ring() && !Verb::Ring.writes());
         for bad in [
             "",
+            "ring-release roll",
+            "ring roll extra",
             "status",
             "skip roll",
             "hold roll",
@@ -513,6 +652,49 @@ mod tests {
         );
         let fresh = dbu(json!({}), json!({}));
         assert!(patch(&Verb::Approve(None), &fresh, now).is_err());
+    }
+
+    #[test]
+    fn the_ring_shows_its_hosts_and_releases_only_a_left_out_backend() {
+        let mut v = crate::fixtures::ring_json(json!({}));
+        v["metadata"]["resourceVersion"] = json!("17");
+        v["status"] = json!({
+            "outCount": 2,
+            "out": [
+                {"dbu": "mail/gone", "pod": "backend-2", "ip": "10.0.0.3", "maxUnavailable": 1,
+                 "leftOut": {"statefulSet": "backend", "record": {"pod": "backend-2", "ip": "10.0.0.3",
+                   "fromRevision": "r1", "originalVhosts": 100, "step": "Reset", "stepStarted": "2026-11-28T10:00:00Z"}}},
+                {"dbu": "mail/roll", "pod": "backend-0", "ip": "10.0.0.1", "maxUnavailable": 1}
+            ],
+            "hosts": [{"ip": "10.0.0.3", "pod": "backend-2", "vhosts": 0, "up": false, "users": 0,
+                       "out": "left out at Reset by DovecotBackendUpgrade mail/gone, deleted"}],
+            "directors": [{"pod": "director-0", "ip": "10.0.9.1", "synced": true, "hosts": 3}],
+            "conditions": [{"type": "Ready", "status": "True", "reason": "RingSynced",
+                            "message": "1 directors agree on 3 hosts; 2 out", "lastTransitionTime": "2026-11-28T10:00:00Z"}]
+        });
+        let ring: crate::api::DovecotRing = serde_json::from_value(v).unwrap();
+        let report = ring_report(&ring);
+        assert!(
+            report.contains("dovecotring/mail: StatefulSets backend; at most 1 out"),
+            "{report}"
+        );
+        assert!(report.contains("left out at Reset"), "{report}");
+        assert!(
+            report.contains("10.0.0.1") && report.contains("(not in the ring)"),
+            "{report}"
+        );
+        let p =
+            ring_release_patch(&ring, "backend-2", Timestamp::from_second(100).unwrap()).unwrap();
+        assert_eq!(
+            p,
+            json!({"metadata": {"annotations": {"mailops.io/release": "backend-2@100"}, "resourceVersion": "17"}})
+        );
+        let e = ring_release_patch(&ring, "backend-0", Timestamp::from_second(100).unwrap())
+            .unwrap_err();
+        assert!(e.contains("mail/roll, which exists"), "{e}");
+        assert!(
+            ring_release_patch(&ring, "backend-9", Timestamp::from_second(100).unwrap()).is_err()
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `kubectl dbu`: a kubectl plugin that reads and steers one DovecotBackendUpgrade.
 
-use dovecot_upgrade_operator::api::DovecotBackendUpgrade;
+use dovecot_upgrade_operator::api::{DovecotBackendUpgrade, DovecotRing};
 use dovecot_upgrade_operator::cli::{self, Verb};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
@@ -34,6 +34,9 @@ async fn run(inv: cli::Invocation) -> Result<(), String> {
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
     let client = Client::try_from(config).map_err(|e| e.to_string())?;
+    if inv.verb.on_ring() {
+        return ring(client, &ns, &inv).await;
+    }
     let api: Api<DovecotBackendUpgrade> = Api::namespaced(client, &ns);
     let dbu = api.get(&inv.name).await.map_err(|e| match e {
         kube::Error::Api(s) if s.code == 404 => {
@@ -64,6 +67,38 @@ async fn run(inv: cli::Invocation) -> Result<(), String> {
                 })?;
             println!("{}", cli::done(verb, &inv.name));
         }
+    }
+    Ok(())
+}
+
+/// `kubectl dbu ring NAME` and `kubectl dbu ring-release NAME BACKEND`.
+async fn ring(client: Client, ns: &str, inv: &cli::Invocation) -> Result<(), String> {
+    let api: Api<DovecotRing> = Api::namespaced(client, ns);
+    let ring = api.get(&inv.name).await.map_err(|e| match e {
+        kube::Error::Api(s) if s.code == 404 => {
+            format!("dovecotring {:?} not found in namespace {ns:?}", inv.name)
+        }
+        e => e.to_string(),
+    })?;
+    match &inv.verb {
+        Verb::RingRelease(pod) => {
+            let body = cli::ring_release_patch(&ring, pod, Timestamp::now())?;
+            let params = PatchParams {
+                field_manager: Some("kubectl-dbu".into()),
+                ..Default::default()
+            };
+            api.patch(&inv.name, &params, &Patch::Merge(&body))
+                .await
+                .map_err(|e| match e {
+                    kube::Error::Api(s) if s.code == 409 => format!(
+                        "{:?} changed while this was applied; run it again",
+                        inv.name
+                    ),
+                    e => e.to_string(),
+                })?;
+            println!("{}", cli::done(&inv.verb, &inv.name));
+        }
+        _ => print!("{}", cli::ring_report(&ring)),
     }
     Ok(())
 }

@@ -12,48 +12,17 @@ use kube::runtime::controller::Action;
 use super::context::{Context, Error};
 use super::rings::{absorb, views};
 use super::status::publish;
-use crate::api::DovecotRing;
-use crate::dovecot::{self, Doveadm};
-use crate::exec::{ExecRequest, KubeExec, PodExec};
-use crate::machine::face::{self, BackendPod, DirectorRead, RingInput};
+use crate::api::{DovecotRing, RELEASE_ANNOTATION};
+use crate::engine::{RingWorld, ring_pass};
+use crate::exec::KubeExec;
+use crate::machine::face::{self, BackendPod};
 use crate::machine::{Note, ring};
 use crate::reason::EventReason;
-
-/// How long one doveadm query or re-assert may take inside the director.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// While something is out of the ring, or the ring is not whole, it is looked at this often
 /// (a director restart forgets the out state of a left-out backend); at rest, rarely.
 const BUSY_EVERY: Duration = Duration::from_secs(30);
 const REST_EVERY: Duration = Duration::from_secs(600);
-
-/// stdout of a read-only query in a director, or None (logged).
-async fn query(
-    exec: &dyn PodExec,
-    pod: &str,
-    container: Option<&str>,
-    argv: &[String],
-) -> Option<String> {
-    match exec
-        .exec(ExecRequest {
-            pod,
-            container,
-            argv,
-            timeout: COMMAND_TIMEOUT,
-        })
-        .await
-    {
-        Ok(o) if o.exit_code == 0 => Some(o.stdout),
-        Ok(o) => {
-            tracing::warn!(director = pod, command = %argv.join(" "), exit_code = o.exit_code, stderr = %dbu_core::text::bounded(&o.stderr, 300), "ring read failed");
-            None
-        }
-        Err(e) => {
-            tracing::warn!(director = pod, command = %argv.join(" "), error = %e, "ring read exec failed");
-            None
-        }
-    }
-}
 
 /// One pass over a ring.
 pub async fn reconcile_ring(r: Arc<DovecotRing>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -98,35 +67,6 @@ pub async fn reconcile_ring(r: Arc<DovecotRing>, ctx: Arc<Context>) -> Result<Ac
             ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
         })
         .collect();
-    let exec = KubeExec::new(Api::namespaced(ctx.client.clone(), &ns));
-    let doveadm = Doveadm::new(r.spec.directors.config_file.clone());
-    let container = r
-        .spec
-        .directors
-        .container
-        .as_deref()
-        .filter(|c| !c.is_empty());
-    let mut reads = Vec::new();
-    for d in &directors {
-        let pod = d.name_any();
-        let hosts = query(&exec, &pod, container, &doveadm.director_status())
-            .await
-            .and_then(|o| dovecot::parse_director_status(&o).ok());
-        let ring = query(&exec, &pod, container, &doveadm.director_ring_status())
-            .await
-            .and_then(|o| {
-                Some((
-                    dovecot::parse_ring_synced(&o).ok()?,
-                    dovecot::parse_ring_members(&o).ok()?,
-                ))
-            });
-        reads.push(DirectorRead {
-            ip: d.status.as_ref().and_then(|s| s.pod_ip.clone()),
-            pod,
-            hosts,
-            ring,
-        });
-    }
     let (mut views, _) = views(&ctx.stores, &ns);
     let mut notes = Vec::new();
     // a ring the operator created for the same directors folds into this declared one now,
@@ -149,53 +89,50 @@ pub async fn reconcile_ring(r: Arc<DovecotRing>, ctx: Arc<Context>) -> Result<Ac
         publish(&ctx, &*r, &notes).await;
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
-    let conflict = ring::conflict(&name, &views);
-    let input = RingInput {
-        spec: &r.spec,
-        generation: r.metadata.generation,
-        directors: &reads,
-        backends: &backends,
-        conflict: conflict.as_deref(),
-    };
     let prev = r.status.clone().unwrap_or_default();
-    let (st, reasserts) = face::assess(&input, &prev, Timestamp::now());
-    for ra in &reasserts {
-        for argv in &ra.argv {
-            let res = exec
-                .exec(ExecRequest {
-                    pod: &ra.director,
-                    container,
-                    argv,
-                    timeout: COMMAND_TIMEOUT,
+    let token = r.annotations().get(RELEASE_ANNOTATION).cloned();
+    if let Some((kept, released)) = face::release(token.as_deref(), &prev) {
+        // under the version read: a slot taken meanwhile is a conflict, never lost
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": r.resource_version()},
+            "status": {"out": kept, "outCount": kept.len(), "releaseToken": token.as_deref().map(str::trim)},
+        });
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        let notes: Vec<Note> = match released.as_slice() {
+            [] => vec![Note::new(
+                EventReason::RingReleased,
+                format!("{RELEASE_ANNOTATION}: no left-out backend of that name; nothing released"),
+            )],
+            pods => pods
+                .iter()
+                .map(|p| {
+                    Note::new(
+                        EventReason::RingReleased,
+                        format!("{p}: released by a human ({RELEASE_ANNOTATION}); the ring no longer keeps it out, and its ring entry stays as it is"),
+                    )
                 })
-                .await;
-            let failed = match res {
-                Ok(o) if o.exit_code == 0 => None,
-                Ok(o) => Some(format!(
-                    "exit {}: {}",
-                    o.exit_code,
-                    dbu_core::text::bounded(&o.stderr, 300)
-                )),
-                Err(e) => Some(e.to_string()),
-            };
-            let (reason, msg) = match failed {
-                None => (
-                    EventReason::RingReasserted,
-                    format!("{}; ran {} on {}", ra.why, argv.join(" "), ra.director),
-                ),
-                Some(e) => (
-                    EventReason::RingReassertFailed,
-                    format!(
-                        "{}; {} on {} failed: {e}",
-                        ra.why,
-                        argv.join(" "),
-                        ra.director
-                    ),
-                ),
-            };
-            notes.push(Note::new(reason, msg));
-        }
+                .collect(),
+        };
+        publish(&ctx, &*r, &notes).await;
+        return Ok(Action::requeue(Duration::from_millis(500)));
     }
+    let conflict = ring::conflict(&name, &views);
+    let world = RingWorld {
+        directors: directors
+            .iter()
+            .map(|d| {
+                (
+                    d.name_any(),
+                    d.status.as_ref().and_then(|s| s.pod_ip.clone()),
+                )
+            })
+            .collect(),
+        backends,
+        conflict: conflict.clone(),
+    };
+    let exec = KubeExec::new(Api::namespaced(ctx.client.clone(), &ns));
+    let (st, mut notes) = ring_pass(&r, &world, &exec, Timestamp::now()).await;
     if notes.is_empty() {
         let was_split = prev
             .conditions

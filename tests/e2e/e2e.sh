@@ -263,6 +263,7 @@ ring_face() { # the ring's own pass read both directors: 3 hosts, synced, Ready
     [[ "$(kubectl -n "$NS" get dring mail -o jsonpath='{.status.directors[*].synced}')" == "true true" ]]
 }
 check "kubectl get dring: HOSTS 3, OUT 0, SYNCED and READY True from both directors" ring_face
+check "kubectl dbu ring mail: both directors synced, every host with its pod" dbu_cmd "backend-2" ring mail
 check "dovecot-upgrade-operator plan -f: ordered backends and every argv, from the live cluster" plan_cli
 check "... and the ring is untouched" ring_back
 rollout_dbu_dry() {

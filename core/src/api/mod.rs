@@ -18,6 +18,11 @@ pub const RETRY_ANNOTATION: &str = "mailops.io/retry";
 /// StatefulSet takes them over from the ring's lock.
 pub const FORCE_DELETE_ANNOTATION: &str = "mailops.io/force-delete";
 
+/// DovecotRing annotation releasing left-out backends (`pod@token`, comma-separated): the
+/// ring stops keeping them out; a human has put them back, or will. A new value is acted on
+/// once.
+pub const RELEASE_ANNOTATION: &str = "mailops.io/release";
+
 /// Pod template annotation of the backend StatefulSet that `spec.revision` names.
 pub const REVISION_ANNOTATION: &str = "mailops.io/revision";
 

@@ -88,6 +88,9 @@ pub struct DovecotRingStatus {
     /// lists the same hosts at the same vhosts and up/down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synced: Option<String>,
+    /// The `mailops.io/release` value last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_token: Option<String>,
     /// Every host of the ring: its pod, its state on the directors, and who holds it out.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 5000))]

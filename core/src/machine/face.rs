@@ -212,6 +212,37 @@ pub fn assess(
     (st, orphans(input, prev))
 }
 
+/// A human's `mailops.io/release` (`pod@token`, comma-separated) not acted on yet: the ring's
+/// record without the left-out backends it names, and those it released. Holders of DBUs that
+/// exist are never released this way (their DBU steers them). None: nothing new.
+pub fn release(
+    annotation: Option<&str>,
+    prev: &DovecotRingStatus,
+) -> Option<(Vec<RingHolder>, Vec<String>)> {
+    let value = annotation?.trim();
+    if value.is_empty() || prev.release_token.as_deref() == Some(value) {
+        return None;
+    }
+    let pods: Vec<&str> = value
+        .split(',')
+        .map(|p| p.split('@').next().unwrap_or_default().trim())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let released: Vec<String> = prev
+        .out
+        .iter()
+        .filter(|h| h.left_out.is_some() && pods.contains(&h.pod.as_str()))
+        .map(|h| h.pod.clone())
+        .collect();
+    let kept = prev
+        .out
+        .iter()
+        .filter(|h| !(h.left_out.is_some() && pods.contains(&h.pod.as_str())))
+        .cloned()
+        .collect();
+    Some((kept, released))
+}
+
 /// How a host's holder reads in status.
 fn describe(h: &RingHolder) -> String {
     match &h.left_out {
@@ -374,6 +405,34 @@ mod tests {
         assert_eq!(get(RECONCILING), ("True".into(), "RingNotSynced".into()));
         assert_eq!(get(STALLED), ("False".into(), "RingNotSynced".into()));
         assert_eq!(st.synced.as_deref(), Some("False"));
+    }
+
+    #[test]
+    fn a_human_releases_a_left_out_backend_once_per_value() {
+        let mut live = left_out(0, Step::Verify);
+        live.left_out = None;
+        live.dbu = "mail/running".into();
+        let prev = DovecotRingStatus {
+            out: vec![left_out(2, Step::Reset), live.clone()],
+            ..Default::default()
+        };
+        let (kept, released) = release(Some("backend-2@100, backend-0@100"), &prev).unwrap();
+        // the live DBU's backend stays: its DBU steers it
+        assert_eq!(
+            (kept, released),
+            (vec![live], vec!["backend-2".to_string()])
+        );
+        let done = DovecotRingStatus {
+            release_token: Some("backend-2@100, backend-0@100".into()),
+            ..prev.clone()
+        };
+        assert_eq!(
+            release(Some("backend-2@100, backend-0@100"), &done),
+            None,
+            "acted on once"
+        );
+        assert_eq!(release(None, &prev), None);
+        assert_eq!(release(Some("  "), &prev), None);
     }
 
     #[test]

@@ -1,0 +1,137 @@
+//! The ring's own pass, performed: read every Ready director, ask `machine::face`, run the re-asserts it names.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+
+use dbu_core::api::{DovecotRing, DovecotRingStatus};
+use dbu_core::dovecot::{self, Doveadm};
+use dbu_core::machine::Note;
+use dbu_core::machine::face::{self, BackendPod, DirectorRead, RingInput};
+use dbu_core::reason::EventReason;
+
+use crate::exec::{ExecRequest, PodExec};
+
+/// How long one doveadm query or re-assert may take inside the director.
+pub const RING_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the ring's pass sees of the cluster: its Ready director pods (name, IP; by name), the
+/// pods of its StatefulSets, and why it cannot stand as declared, if so.
+#[derive(Debug, Clone, Default)]
+pub struct RingWorld {
+    pub directors: Vec<(String, Option<String>)>,
+    pub backends: Vec<BackendPod>,
+    pub conflict: Option<String>,
+}
+
+/// stdout of a read-only query in a director, or None (logged).
+async fn query(
+    exec: &dyn PodExec,
+    pod: &str,
+    container: Option<&str>,
+    argv: &[String],
+) -> Option<String> {
+    match exec
+        .exec(ExecRequest {
+            pod,
+            container,
+            argv,
+            timeout: RING_COMMAND_TIMEOUT,
+        })
+        .await
+    {
+        Ok(o) if o.exit_code == 0 => Some(o.stdout),
+        Ok(o) => {
+            tracing::warn!(director = pod, command = %argv.join(" "), exit_code = o.exit_code, stderr = %dbu_core::text::bounded(&o.stderr, 300), "ring read failed");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(director = pod, command = %argv.join(" "), error = %e, "ring read exec failed");
+            None
+        }
+    }
+}
+
+/// One pass: the ring's new status (its record of who is out as it was), and the Events of
+/// the re-asserts it ran.
+pub async fn ring_pass(
+    ring: &DovecotRing,
+    world: &RingWorld,
+    exec: &dyn PodExec,
+    now: Timestamp,
+) -> (DovecotRingStatus, Vec<Note>) {
+    let doveadm = Doveadm::new(ring.spec.directors.config_file.clone());
+    let container = ring
+        .spec
+        .directors
+        .container
+        .as_deref()
+        .filter(|c| !c.is_empty());
+    let mut reads = Vec::new();
+    for (pod, ip) in &world.directors {
+        let hosts = query(exec, pod, container, &doveadm.director_status())
+            .await
+            .and_then(|o| dovecot::parse_director_status(&o).ok());
+        let members = query(exec, pod, container, &doveadm.director_ring_status())
+            .await
+            .and_then(|o| {
+                Some((
+                    dovecot::parse_ring_synced(&o).ok()?,
+                    dovecot::parse_ring_members(&o).ok()?,
+                ))
+            });
+        reads.push(DirectorRead {
+            pod: pod.clone(),
+            ip: ip.clone(),
+            hosts,
+            ring: members,
+        });
+    }
+    let input = RingInput {
+        spec: &ring.spec,
+        generation: ring.metadata.generation,
+        directors: &reads,
+        backends: &world.backends,
+        conflict: world.conflict.as_deref(),
+    };
+    let prev = ring.status.clone().unwrap_or_default();
+    let (st, reasserts) = face::assess(&input, &prev, now);
+    let mut notes = Vec::new();
+    for ra in &reasserts {
+        for argv in &ra.argv {
+            let res = exec
+                .exec(ExecRequest {
+                    pod: &ra.director,
+                    container,
+                    argv,
+                    timeout: RING_COMMAND_TIMEOUT,
+                })
+                .await;
+            let failed = match res {
+                Ok(o) if o.exit_code == 0 => None,
+                Ok(o) => Some(format!(
+                    "exit {}: {}",
+                    o.exit_code,
+                    dbu_core::text::bounded(&o.stderr, 300)
+                )),
+                Err(e) => Some(e.to_string()),
+            };
+            notes.push(match failed {
+                None => Note::new(
+                    EventReason::RingReasserted,
+                    format!("{}; ran {} on {}", ra.why, argv.join(" "), ra.director),
+                ),
+                Some(e) => Note::new(
+                    EventReason::RingReassertFailed,
+                    format!(
+                        "{}; {} on {} failed: {e}",
+                        ra.why,
+                        argv.join(" "),
+                        ra.director
+                    ),
+                ),
+            });
+        }
+    }
+    (st, notes)
+}
