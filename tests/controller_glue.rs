@@ -953,3 +953,87 @@ async fn the_ring_the_operator_created_is_folded_into_the_one_a_human_declares()
     );
     assert_eq!(ev["reason"], "RingMigrated");
 }
+
+#[tokio::test]
+async fn deleting_after_the_statefulset_is_gone_finishes_and_says_why() {
+    // backend-0 was drained when its StatefulSet (and so its pod) was deleted
+    let (ctx, mut h) = ctx_with(vec![], vec![], vec![]);
+    let mut obj = dbu(
+        json!({"finalizers": [FINALIZER], "deletionTimestamp": "2026-11-28T11:00:00Z"}),
+        json!({}),
+    );
+    let rec: dbu_core::api::BackendStatus = serde_json::from_value(json!({
+        "pod": "backend-0", "ip": "10.9.9.9", "fromRevision": "backend-1", "originalVhosts": 100,
+        "step": "WaitSessions", "stepStarted": "2026-11-28T10:59:00Z"}))
+    .unwrap();
+    obj.status = Some(dbu_core::api::DovecotBackendUpgradeStatus {
+        backends: vec![rec],
+        ring_held: vec!["backend-0".into()],
+        ..Default::default()
+    });
+    let mut reply = serde_json::to_value(&obj).unwrap();
+    reply["metadata"]["finalizers"] = json!([]);
+    let task = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let mut event = Value::Null;
+        while let Ok(Some((req, send))) =
+            tokio::time::timeout(Duration::from_millis(300), h.next_request()).await
+        {
+            let (method, path) = (req.method().clone(), req.uri().path().to_string());
+            let body = req.into_body().collect_bytes().await.unwrap();
+            let not_found = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404});
+            let (code, answer) =
+                if path.ends_with("/statefulsets/backend") || path.contains("/leases/") {
+                    (404, not_found)
+                } else if path.ends_with("/pods") {
+                    (200, list("PodList", &[]))
+                } else if path.ends_with("/dovecotbackendupgrades") {
+                    (
+                        200,
+                        list("DovecotBackendUpgradeList", std::slice::from_ref(&reply)),
+                    )
+                } else if path.ends_with("/dovecotrings/mail") {
+                    (200, fixtures::ring_json(json!({})))
+                } else if path.ends_with("/events") {
+                    event = serde_json::from_slice(&body).unwrap();
+                    (200, json!({}))
+                } else {
+                    (200, reply.clone())
+                };
+            seen.push(format!("{method} {path}"));
+            send.send_response(
+                Response::builder()
+                    .status(code)
+                    .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                    .unwrap(),
+            );
+        }
+        (seen, event)
+    });
+    controller::reconcile(Arc::new(obj), ctx).await.unwrap();
+    let (seen, event) = task.await.unwrap();
+    // the cache's "gone" was confirmed by the API server before it stood; no exec at all
+    assert!(
+        seen.iter()
+            .any(|r| r == "GET /apis/apps/v1/namespaces/mail/statefulsets/backend"),
+        "{seen:?}"
+    );
+    assert!(!seen.iter().any(|r| r.contains("/exec")), "{seen:?}");
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some(DBU_PATH).map(|p| format!("PATCH {p}")).as_deref(),
+        "the finalizer goes: {seen:?}"
+    );
+    assert_eq!(event["reason"], "BackendLeftOut");
+    assert!(
+        event["note"]
+            .as_str()
+            .unwrap()
+            .contains("StatefulSet backend is gone")
+            && event["note"]
+                .as_str()
+                .unwrap()
+                .contains("doveadm director remove 10.9.9.9"),
+        "{event}"
+    );
+}

@@ -92,7 +92,7 @@ const LAYERS: &[Layer] = &[
         dir: "src/engine",
         facade: "mod.rs",
         via: "super",
-        order: &["cluster", "reads", "driver"],
+        order: &["cluster", "reads", "driver", "ring"],
         outside: &[],
     },
     Layer {

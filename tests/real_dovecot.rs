@@ -429,3 +429,43 @@ async fn abort_mid_drain_puts_the_backend_back_and_starts_nothing() {
         out.decision
     );
 }
+
+/// A human takes the draining backend down while its users leave (say, to look at it): abort
+/// puts it back at its vhost count and leaves it down, and says so. The operator undoes only
+/// what it did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_human_down_during_the_drain_stays_after_abort() {
+    let (rig, status, ip, _held) = held_in_drain(42).await;
+    let lab = &rig.lab;
+    lab.doveadm(DIRECTOR_POD, &["director", "down", &ip])
+        .unwrap();
+    let s = settings(json!({"abort": true}));
+    let exec = lab.exec();
+    let mut status = status;
+    let mut notes = Vec::new();
+    for _ in 0..5 {
+        let out = common::once(&s, status, &exec, lab).await;
+        notes.extend(out.notes);
+        status = out.status;
+        if status.phase == Some(Phase::Aborted) {
+            break;
+        }
+    }
+    assert_eq!(status.phase, Some(Phase::Aborted), "{notes:?}");
+    let restored = notes
+        .iter()
+        .find(|n| n.reason == "BackendRestored")
+        .expect("restored");
+    assert!(
+        restored
+            .message
+            .contains("left down: a human took it down during the rollout"),
+        "{restored:?}"
+    );
+    let ring = common::ring_of(lab, DIRECTOR_POD);
+    assert_eq!(
+        ring[&ip],
+        (20, false),
+        "its count back, still down: {ring:?}"
+    );
+}

@@ -194,6 +194,11 @@ pub enum EventReason {
     Stalled,
     InvalidSpec,
     RingConflict,
+    /// A write of the DovecotRing's record (a slot, a hand-over) failed other than by losing
+    /// a compare-and-swap.
+    RingWriteFailed,
+    /// A human released a left-out backend from the ring (`mailops.io/release`).
+    RingReleased,
     /// For a DBU from before rings: a DovecotRing was created from its `spec.director`, or its
     /// StatefulSet added to one; or such a ring was folded into the ring a human declared.
     RingMigrated,
@@ -220,6 +225,8 @@ impl EventReason {
                 | EventReason::Stalled
                 | EventReason::InvalidSpec
                 | EventReason::RingConflict
+                | EventReason::RingWriteFailed
+                | EventReason::RingReleased
         )
     }
 }

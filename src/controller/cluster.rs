@@ -157,8 +157,20 @@ impl KubeCluster {
                 lock::waiter(&format!("{}/{}", self.ns, d.name_any()), status)
             })
             .collect();
+        // every backend pod of the ring, for whose IP is whose (IPs are reused)
+        let ring_pods: Vec<(String, Option<String>)> = in_ns
+            .iter()
+            .filter(|p| backend_sets.iter().any(|set| owned_by_sts(p, set)))
+            .map(|p| {
+                (
+                    p.name_any(),
+                    p.status.as_ref().and_then(|s| s.pod_ip.clone()),
+                )
+            })
+            .collect();
         Ok(Observed {
             me: format!("{}/{}", self.ns, self.me.1),
+            ring_pods,
             ring_lock: None,
             ring_queue,
             sts: Some(view),

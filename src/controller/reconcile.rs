@@ -128,6 +128,15 @@ async fn cleanup(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Actio
             pending: vec!["the DBU's DovecotRing is being set up".into()],
             ..Default::default()
         },
+        // without a ring (a namespace being deleted takes rings and StatefulSets first), a
+        // StatefulSet the API server no longer has leaves nothing to put back
+        Err(_) if statefulset_gone(ctx, &dbu, &ns).await? => {
+            let mut done = machine::Deletion::default();
+            for rec in status.backends.iter().filter(|r| machine::active(r)) {
+                done.gone(rec, &dbu.spec.backends.stateful_set);
+            }
+            done
+        }
         // nothing can be undone without valid settings and a ring: only forcing lets
         // in-flight ones go
         Err(why) => machine::Deletion {
@@ -153,6 +162,19 @@ async fn cleanup(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Actio
         ctx.memory.forget(&uid);
     }
     Ok(Action::await_change())
+}
+
+/// Whether the DBU's StatefulSet is gone, on the API server's word (never a cache's).
+async fn statefulset_gone(
+    ctx: &Context,
+    dbu: &DovecotBackendUpgrade,
+    ns: &str,
+) -> Result<bool, Error> {
+    let api: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
+    Ok(api
+        .get_opt(&dbu.spec.backends.stateful_set)
+        .await?
+        .is_none())
 }
 
 /// Reconciles one DBU behind the finalizer that guarantees ring cleanup on delete.

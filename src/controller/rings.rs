@@ -150,6 +150,16 @@ pub async fn bind(
     stores.ready().await?;
     let (resolution, rings) = resolved(stores, dbu, ns, &s, false);
     let api: Api<DovecotRing> = Api::namespaced(client.clone(), ns);
+    // a DBU being deleted only binds to a ring that exists: creating one could never succeed
+    // in a namespace being deleted, and would outlive the DBU for nothing
+    if dbu.metadata.deletion_timestamp.is_some()
+        && matches!(resolution, Resolved::Create(_) | Resolved::Join(_))
+    {
+        return Ok(Binding::Refused(format!(
+            "no DovecotRing lists StatefulSet {}",
+            s.stateful_set
+        )));
+    }
     match resolution {
         Resolved::Ring(name) => Ok(within(s, &name, &rings)),
         Resolved::Refused(why) => Ok(Binding::Refused(why)),

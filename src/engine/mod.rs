@@ -17,12 +17,14 @@ use crate::exec::{ExecRequest, PodExec};
 mod cluster;
 mod driver;
 mod reads;
+mod ring;
 
 #[cfg(test)]
 mod tests;
 
 pub use cluster::{Clock, Cluster, ClusterError, NetProbes, Probes};
 use driver::{StepContext, run_step};
+pub use ring::{RING_COMMAND_TIMEOUT, RingWorld, ring_pass};
 
 /// The probes where an action may not probe (an undo, the credentials check): a script that
 /// asked would get a failure, never a silent success.
@@ -404,12 +406,21 @@ pub async fn cleanup(
     clock: Clock<'_>,
     force: bool,
 ) -> Result<machine::Deletion, ClusterError> {
-    let obs = cluster.observe(s).await?;
+    let mut obs = cluster.observe(s).await?;
+    if obs.sts.is_none() {
+        // "gone" stands only on the API server's word, never a cache that has not caught up
+        obs = cluster.observe_fresh(s).await?;
+    }
     let in_flight = status.backends.iter().filter(|r| machine::active(r));
     let mut done = machine::Deletion::default();
     if force {
         // nothing is undone
         done = machine::Deletion::forced(status);
+    } else if obs.sts.is_none() {
+        // the StatefulSet and its pods are gone: nothing to put back, nobody to hand over to
+        for rec in in_flight {
+            done.gone(rec, &s.stateful_set);
+        }
     } else if obs.director.is_none() {
         for rec in in_flight {
             done.no_director(rec);

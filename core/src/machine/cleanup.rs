@@ -14,13 +14,15 @@ pub fn cleanup_for(rec: &BackendStatus) -> Cleanup {
 /// The Event an undo implies.
 pub fn undone_note(rec: &BackendStatus, undone: &Undone) -> Option<Note> {
     let n = match undone {
-        Undone::Restored => Note::new(
+        Undone::Restored { human_down } => Note::new(
             EventReason::BackendRestored,
             format!(
                 "{}: put back into the ring with {} vhosts{}",
                 rec.pod,
                 rec.original_vhosts,
-                if rec.restores_up() {
+                if *human_down {
+                    ", left down: a human took it down during the rollout"
+                } else if rec.restores_up() {
                     ""
                 } else {
                     ", left down as it was before the rollout"
@@ -50,13 +52,30 @@ impl Deletion {
     pub fn undone(&mut self, rec: &BackendStatus, undone: Undone) {
         self.notes.extend(undone_note(rec, &undone));
         match undone {
-            Undone::Restored | Undone::Nothing => {}
+            Undone::Restored { .. } | Undone::Nothing => {}
             Undone::LeftOut(m) => self.left.push(BackendStatus {
                 message: Some(m),
                 ..rec.clone()
             }),
             Undone::Failed(m) => self.pending.push(m),
         }
+    }
+
+    /// A backend whose StatefulSet is gone, and its pod with it: nothing serves at its ring
+    /// entry and nothing will adopt it, so it is neither put back (users would be sent to a
+    /// dead IP) nor kept out; its entry stays as the step left it, and the Event says so.
+    pub fn gone(&mut self, rec: &BackendStatus, stateful_set: &str) {
+        let ip = rec.new_ip.as_deref().unwrap_or(&rec.ip);
+        self.notes.push(
+            Note::new(
+                EventReason::BackendLeftOut,
+                format!(
+                    "{}: StatefulSet {stateful_set} is gone, and the pod with it; its ring entry {ip} stays as step {} left it (remove it with doveadm director remove {ip})",
+                    rec.pod, rec.step
+                ),
+            )
+            .about(&rec.pod, rec.step),
+        );
     }
 
     /// A backend that should go back but no Ready director can take it.

@@ -61,6 +61,7 @@ pub fn ring_drift(
     s: &Settings,
     status: &DovecotBackendUpgradeStatus,
     ring: &[RingHost],
+    obs: &Observed,
 ) -> Option<(String, Vec<Vec<String>>)> {
     status
         .backends
@@ -69,6 +70,8 @@ pub fn ring_drift(
         .find_map(|rec| {
             let cmds: Vec<Vec<String>> = std::iter::once(rec.ip.as_str())
                 .chain(rec.new_ip.as_deref())
+                // an IP another backend has now is that backend's entry, never this record's
+                .filter(|ip| obs.ip_held_by_other(ip, &rec.pod).is_none())
                 .filter_map(|ip| ring.iter().find(|h| h.ip == ip))
                 .flat_map(|host| drift_commands(s, rec, host))
                 .collect();
@@ -222,7 +225,7 @@ pub fn decide(
             ),
         );
     }
-    if let Some((pod, commands)) = ring_drift(s, status, ring) {
+    if let Some((pod, commands)) = ring_drift(s, status, ring, obs) {
         return Decision::Reassert {
             pod,
             commands,
@@ -412,7 +415,7 @@ fn abort(status: &DovecotBackendUpgradeStatus) -> Decision {
     } else {
         Decision::Aborted {
             message: format!(
-                "rollout aborted (spec.abort); kept out of the director ring because Dovecot was already stopped or a step failed: {}; fix by hand, or set spec.abort=false and annotate {RETRY_ANNOTATION} to finish them",
+                "rollout aborted (spec.abort); kept out of the director ring because Dovecot was already stopped or a step failed: {}; to finish them set spec.abort=false and annotate {RETRY_ANNOTATION}; a restore by hand would be undone while this DBU keeps them out",
                 out.join(", ")
             ),
             left_out: true,

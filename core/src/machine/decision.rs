@@ -128,8 +128,9 @@ impl StepResult {
 /// How undoing one backend ended (abort or DBU deletion).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Undone {
-    /// Back in the ring at its original vhost count.
-    Restored,
+    /// Back in the ring at its original vhost count; `human_down`: left down, because a human
+    /// took it down during the rollout (the operator had not).
+    Restored { human_down: bool },
     /// Left out of the ring on purpose; the message says why and how to restore it by hand.
     LeftOut(String),
     /// The restore was tried and failed; the message says what failed.

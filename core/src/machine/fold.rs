@@ -442,15 +442,14 @@ pub fn record(
                 status.ring_held = pods.clone();
                 Some(Duration::ZERO)
             }
-            // another DBU changed the lock first: read it again soon
-            Err(_) => Some(Duration::from_secs(1)),
+            Err(e) => ring_write_failed(&mut notes, "take a slot", &e),
         },
         (Decision::Adopt { records }, Acted::Adopted(res)) => match res {
             Ok(()) => {
                 notes = adopt(status, records, acted_at);
                 Some(Duration::ZERO)
             }
-            Err(_) => Some(Duration::from_secs(1)),
+            Err(e) => ring_write_failed(&mut notes, "take over left-out backends", &e),
         },
         (Decision::Undo { pod, .. }, Acted::Undone(undone)) => {
             let (n, requeue) = undone_in(status, pod, undone);
@@ -495,6 +494,20 @@ pub fn requeue_after(result: &StepResult, attempts: u32) -> Duration {
         StepResult::Waiting { requeue, .. } | StepResult::Draining { requeue, .. } => *requeue,
         StepResult::Transient { .. } => backoff(attempts),
     }
+}
+
+/// A write of the ring's record that did not land: another DBU changing it first is read
+/// again at once, anything else (forbidden, invalid, the API server away) is a Warning and
+/// backs off.
+fn ring_write_failed(notes: &mut Vec<Note>, what: &str, e: &str) -> Option<Duration> {
+    if e.starts_with("conflict") {
+        return Some(Duration::from_secs(1));
+    }
+    notes.push(Note::new(
+        EventReason::RingWriteFailed,
+        format!("could not write the DovecotRing's record to {what}: {e}; retrying"),
+    ));
+    Some(Duration::from_secs(10))
 }
 
 /// Begin: the new record replaces any finished one of the same pod; the intent (Drain) is in
@@ -608,7 +621,7 @@ fn undone_in(
     };
     let note = undone_note(&status.backends[idx], &undone);
     let requeue = match undone {
-        Undone::Restored | Undone::Nothing => {
+        Undone::Restored { .. } | Undone::Nothing => {
             status.backends.remove(idx);
             Duration::ZERO
         }

@@ -540,7 +540,8 @@ pub fn restore_ips(
     Ok((old, new, now_ip))
 }
 
-/// RingRestore's commands, in order: with a new IP, add it and remove the old host first; then
+/// RingRestore's commands, in order: with a new IP, add it and remove the old host first
+/// (unless another backend has the old IP now, `old_reused`); then
 /// the recorded vhost count, and `up` only if the backend was up before the rollout (a host a
 /// human took down stays down: `add` makes a new host up, so it is put down again).
 pub fn ring_restore_commands(
@@ -548,6 +549,7 @@ pub fn ring_restore_commands(
     rec: &BackendStatus,
     old: IpAddr,
     new: IpAddr,
+    old_reused: bool,
 ) -> Vec<Command> {
     let d = &s.director;
     let n = rec.original_vhosts;
@@ -559,10 +561,13 @@ pub fn ring_restore_commands(
     let mut cmds = Vec::new();
     if new != old {
         cmds.push(on_director(d.director_add(new, n), CommandKind::Plain));
-        cmds.push(on_director(
-            d.director_remove(old),
-            CommandKind::DirectorRemove,
-        ));
+        // another backend has the old IP now: that entry is its, and stays
+        if !old_reused {
+            cmds.push(on_director(
+                d.director_remove(old),
+                CommandKind::DirectorRemove,
+            ));
+        }
     }
     cmds.push(on_director(d.director_update(new, n), CommandKind::Plain));
     cmds.push(if rec.restores_up() {

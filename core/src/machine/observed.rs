@@ -63,6 +63,9 @@ pub struct Observed {
     /// The other DBUs of the ring that wait for a slot (`RingBusy`): slots go first to those
     /// waiting longest.
     pub ring_queue: Vec<Waiter>,
+    /// Every backend pod of the ring (of all its StatefulSets) with its IP now: an IP another
+    /// pod holds is never taken out or removed for a record's sake (IPs are reused).
+    pub ring_pods: Vec<(String, Option<String>)>,
     /// None when the StatefulSet does not exist.
     pub sts: Option<StsView>,
     pub pods: Vec<PodView>,
@@ -98,6 +101,21 @@ pub struct Observed {
 }
 
 impl Observed {
+    /// The backend pod other than `pod` that has `ip` now, if any.
+    pub fn ip_held_by_other(&self, ip: &str, pod: &str) -> Option<&str> {
+        let theirs = |n: &str, i: Option<&str>| n != pod && i == Some(ip);
+        self.pods
+            .iter()
+            .find(|p| theirs(&p.name, p.ip.as_deref()))
+            .map(|p| p.name.as_str())
+            .or_else(|| {
+                self.ring_pods
+                    .iter()
+                    .find(|(n, i)| theirs(n, i.as_deref()))
+                    .map(|(n, _)| n.as_str())
+            })
+    }
+
     /// " on director-1, director-2": the directors that did not say `ring synced`, for messages.
     pub fn unsynced_on(&self) -> String {
         if self.unsynced.is_empty() {

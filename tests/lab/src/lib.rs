@@ -749,8 +749,16 @@ impl Lab {
             .filter(|(d, _)| d.as_str() != me)
             .filter_map(|(d, status)| dbu_core::machine::lock::waiter(d, status))
             .collect();
+        // every backend pod of the lab's ring (both pools), for whose IP is whose
+        let ring_pods = st
+            .pods
+            .iter()
+            .filter(|(n, _)| !n.starts_with("director-"))
+            .map(|(n, p)| (n.clone(), Some(p.ip.clone())))
+            .collect();
         Observed {
             ring_queue,
+            ring_pods,
             directors,
             unsynced: Vec::new(),
             ring_members: Vec::new(),

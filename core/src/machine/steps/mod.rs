@@ -598,12 +598,21 @@ fn pod_ready(g: &GateInput<'_>) -> Option<Gated> {
     })
 }
 
-/// Undo after Dovecot was stopped: the backend stays out, with how to put it back by hand.
+/// Undo after Dovecot was stopped: the backend stays out, and the ring keeps it out.
 fn left_out_stopped(rec: &BackendStatus) -> Cleanup {
-    Cleanup::LeaveOut(format!(
-        "{}: deleted at step {}, after Dovecot was stopped; left out of the ring (restore by hand with doveadm director update <ip> {} and director up <ip>)",
-        rec.pod, rec.step, rec.original_vhosts
+    Cleanup::LeaveOut(left_out_message(
+        rec,
+        &format!("deleted at step {}, after Dovecot was stopped", rec.step),
     ))
+}
+
+/// What a left-out backend's Event says: the ring keeps it out (a restore by hand would be
+/// undone), the next DBU of its StatefulSet finishes it, or a human releases it first.
+pub(super) fn left_out_message(rec: &BackendStatus, why: &str) -> String {
+    format!(
+        "{}: {why}; left out of the ring, and its DovecotRing keeps it out until the next DovecotBackendUpgrade of its StatefulSet finishes it; to put it back yourself, release it first (kubectl dbu ring-release <ring> {}), then doveadm director update <ip> {} and director up <ip>",
+        rec.pod, rec.pod, rec.original_vhosts
+    )
 }
 
 #[cfg(test)]

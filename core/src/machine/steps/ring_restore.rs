@@ -9,7 +9,11 @@ fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     // the pod's IP as the API server has it: a lagging cache may show its predecessor's
     let pod = cx.pod_now()?;
     let (old, new, now_ip) = judge::restore_ips(cx.rec, pod.as_ref())?;
-    for c in judge::ring_restore_commands(cx.s, cx.rec, old, new) {
+    let old_reused = cx
+        .obs
+        .ip_held_by_other(&old.to_string(), &cx.rec.pod)
+        .is_some();
+    for c in judge::ring_restore_commands(cx.s, cx.rec, old, new, old_reused) {
         cx.run(c.on, &c.argv, c.kind)?;
     }
     Ok(judge::restored(cx.rec, new, now_ip))

@@ -26,7 +26,7 @@ pub fn run(cx: &mut Cx<'_>, action: Cleanup) -> Run<Undone> {
     };
     match action {
         Cleanup::Restore => match restore(cx) {
-            Ok(()) => Ok(Undone::Restored),
+            Ok(human_down) => Ok(Undone::Restored { human_down }),
             Err(Halt::Need(a)) => Err(Halt::Need(a)),
             Err(Halt::Done(e)) => Ok(Undone::Failed(format!(
                 "{}: could not put it back: {e:?}",
@@ -38,20 +38,36 @@ pub fn run(cx: &mut Cx<'_>, action: Cleanup) -> Run<Undone> {
     }
 }
 
-fn restore(cx: &mut Cx<'_>) -> Run<()> {
+/// Puts the backend back; true when it is left down because a human took it down.
+fn restore(cx: &mut Cx<'_>) -> Run<bool> {
     let rec = cx.rec;
     if rec.step == Step::RingRestore {
         // verified already: finishing the step is the restore
         return match (ring_restore::STEP.run)(cx)? {
-            StepResult::Advanced { .. } => Ok(()),
+            StepResult::Advanced { .. } => Ok(false),
             other => Err(Halt::Done(other)),
         };
     }
     judge::record_ip(&rec.ip, rec.step)?;
-    for c in restore_commands(cx.s, rec).unwrap_or_default() {
+    let human_down = human_downed(cx);
+    for c in restore_commands(cx.s, rec, human_down).unwrap_or_default() {
         cx.run(c.on, &c.argv, c.kind)?;
     }
-    Ok(())
+    Ok(human_down)
+}
+
+/// Whether the ring shows the backend down although its step never took it down (before
+/// RingRemove) and it was up before the rollout: a human did, and it stays so.
+fn human_downed(cx: &Cx<'_>) -> bool {
+    let rec = cx.rec;
+    rec.restores_up()
+        && !super::ring_state(rec).down
+        && cx
+            .obs
+            .ring
+            .iter()
+            .flatten()
+            .any(|h| h.ip == rec.ip && !h.up)
 }
 
 /// `RestoreIfRunning` once the engine has looked: restore a running Dovecot, else leave it out.
@@ -59,18 +75,19 @@ pub fn if_running(rec: &BackendStatus, running: bool) -> Cleanup {
     if running {
         Cleanup::Restore
     } else {
-        Cleanup::LeaveOut(format!(
-            "{}: Dovecot was already stopped; left out of the ring (restore by hand with doveadm director update <ip> {} and director up <ip>)",
-            rec.pod, rec.original_vhosts
-        ))
+        Cleanup::LeaveOut(super::left_out_message(rec, "Dovecot was already stopped"))
     }
 }
 
 /// The commands that put a backend before RingRestore back: reload re-opens the LMTP listener
 /// that `service stop` closed, then the recorded vhost count and `up` (or `down`, for a backend
-/// a human had taken down before the rollout). None when the record's
+/// a human had taken down before the rollout, or during it: `keep_down`). None when the record's
 /// IP is unusable. (A backend at RingRestore is restored by running that step.)
-pub fn restore_commands(s: &Settings, rec: &BackendStatus) -> Option<Vec<Command>> {
+pub fn restore_commands(
+    s: &Settings,
+    rec: &BackendStatus,
+    keep_down: bool,
+) -> Option<Vec<Command>> {
     let ip = dovecot::validate_ip(&rec.ip).ok()?;
     let mut cmds = Vec::new();
     if rec.step >= Step::StopLmtp {
@@ -80,7 +97,7 @@ pub fn restore_commands(s: &Settings, rec: &BackendStatus) -> Option<Vec<Command
             kind: CommandKind::Plain,
         });
     }
-    let state = if rec.restores_up() {
+    let state = if rec.restores_up() && !keep_down {
         s.director.director_up(ip)
     } else {
         s.director.director_down(ip)

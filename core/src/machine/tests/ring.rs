@@ -107,6 +107,48 @@ fn drift_at_the_new_ip_of_a_replaced_backend_is_reasserted() {
 }
 
 #[test]
+fn an_ip_another_backend_has_now_is_never_taken_out_or_removed_for_a_record() {
+    let s = settings();
+    // backend-2 failed at Verify after Replace moved it to 127.0.0.99; its old IP
+    // (127.0.0.13) now belongs to mx-0 of the ring's other StatefulSet, up at 100
+    let mut ring = world().ring.unwrap();
+    ring[2].vhosts = 100;
+    ring.push(RingHost {
+        ip: "127.0.0.99".into(),
+        vhosts: 0,
+        up: false,
+        users: 0,
+    });
+    let mut r = rec(2, Step::Verify, 0);
+    r.new_ip = Some("127.0.0.99".into());
+    r.failed = true;
+    let mut obs = world();
+    obs.ring = Some(ring.clone());
+    obs.pods[2] = pod(2, NEW);
+    obs.pods[2].ip = Some("127.0.0.99".into());
+    let st = status(vec![r.clone()]);
+    // without knowing whose the IP is, the record's drift would take the old IP out
+    assert_eq!(reason(&decide(&s, &st, &obs, ts(1))), "Reassert");
+    obs.ring_pods = vec![("mx-0".into(), Some("127.0.0.13".into()))];
+    let d = decide(&s, &st, &obs, ts(1));
+    assert!(!matches!(d, Decision::Reassert { .. }), "{d:?}");
+    // RingRestore at the new IP keeps the other backend's entry
+    let old = "127.0.0.13".parse().unwrap();
+    let new = "127.0.0.99".parse().unwrap();
+    let cmds: Vec<String> = judge::ring_restore_commands(&s, &r, old, new, true)
+        .iter()
+        .map(|c| c.argv.join(" "))
+        .collect();
+    assert!(cmds.iter().all(|c| !c.contains("remove")), "{cmds:?}");
+    assert!(cmds[0].contains("add 127.0.0.99"), "{cmds:?}");
+    assert_eq!(
+        obs.ip_held_by_other("127.0.0.13", "backend-2"),
+        Some("mx-0")
+    );
+    assert_eq!(obs.ip_held_by_other("127.0.0.99", "backend-2"), None);
+}
+
+#[test]
 fn left_out_backends_stay_counted_and_go_to_the_next_dbu_of_their_statefulset() {
     let s = settings();
     let mut left = rec(2, Step::Verify, 0);
@@ -243,6 +285,21 @@ fn the_ring_lock_is_released_when_a_backend_is_back_and_registers_what_is_out() 
     );
     assert_eq!(st2.ring_held, ["backend-2"]);
     assert_eq!(out.requeue, Some(Duration::from_secs(1)));
+    assert!(out.notes.is_empty(), "losing a compare-and-swap is no news");
+    // any other failed write is a Warning, and backs off
+    let out = record(
+        &mut st2,
+        &Decision::Claim { pods: vec![] },
+        Acted::Claimed(Err("forbidden: dovecotrings/status".into())),
+        ts(1),
+    );
+    assert_eq!(out.requeue, Some(Duration::from_secs(10)));
+    assert_eq!(out.notes.len(), 1);
+    assert!(
+        out.notes[0].warning && out.notes[0].message.contains("forbidden"),
+        "{:?}",
+        out.notes
+    );
     // a backend already past Drain but not registered (a record from before the lock) is out of
     // the ring whatever the lock says: registered at once, even when the ring looks busy
     let mut st3 = status(vec![rec(2, Step::StopDovecot, 0)]);

@@ -63,14 +63,14 @@ fn a_backend_a_human_took_down_is_upgraded_and_left_down() {
     let new: std::net::IpAddr = "127.0.0.99".parse().unwrap();
     let joined = |c: Vec<Command>| -> Vec<String> { c.iter().map(|c| c.argv.join(" ")).collect() };
     assert_eq!(
-        joined(judge::ring_restore_commands(&s, &r, ip, ip)),
+        joined(judge::ring_restore_commands(&s, &r, ip, ip, false)),
         [
             "doveadm director update 127.0.0.13 20",
             "doveadm director down 127.0.0.13"
         ]
     );
     assert_eq!(
-        joined(judge::ring_restore_commands(&s, &r, ip, new)),
+        joined(judge::ring_restore_commands(&s, &r, ip, new, false)),
         [
             "doveadm director add 127.0.0.99 20",
             "doveadm director remove 127.0.0.13",
@@ -81,7 +81,7 @@ fn a_backend_a_human_took_down_is_upgraded_and_left_down() {
     // abort or delete before RingRestore: put back at its count, still down
     let mut at_wait = (*r).clone();
     at_wait.step = Step::WaitSessions;
-    let undo = restore_commands(&s, &at_wait).unwrap();
+    let undo = restore_commands(&s, &at_wait, false).unwrap();
     assert_eq!(
         joined(undo),
         [
@@ -92,8 +92,19 @@ fn a_backend_a_human_took_down_is_upgraded_and_left_down() {
     // an up backend still comes back up
     let up = rec(2, Step::RingRestore, 0);
     assert_eq!(
-        joined(judge::ring_restore_commands(&s, &up, ip, ip))[1],
+        joined(judge::ring_restore_commands(&s, &up, ip, ip, false))[1],
         "doveadm director up 127.0.0.13"
+    );
+    // ... unless a human took it down during the rollout: their down stays
+    let mut up_at_wait = up.clone();
+    up_at_wait.step = Step::WaitSessions;
+    assert_eq!(
+        joined(restore_commands(&s, &up_at_wait, false).unwrap())[1],
+        "doveadm director up 127.0.0.13"
+    );
+    assert_eq!(
+        joined(restore_commands(&s, &up_at_wait, true).unwrap())[1],
+        "doveadm director down 127.0.0.13"
     );
 }
 
