@@ -469,3 +469,25 @@ async fn a_human_down_during_the_drain_stays_after_abort() {
         "its count back, still down: {ring:?}"
     );
 }
+
+/// The same when the DBU is deleted mid-drain: its cleanup reads the ring first, and the
+/// human's down stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_human_down_during_the_drain_stays_after_delete() {
+    let (rig, status, ip, _held) = held_in_drain(43).await;
+    let lab = &rig.lab;
+    lab.doveadm(DIRECTOR_POD, &["director", "down", &ip])
+        .unwrap();
+    let s = settings(json!({}));
+    let done = engine::cleanup(&s, &status, &lab.exec(), lab, &now, false)
+        .await
+        .unwrap();
+    assert!(done.finished(), "{done:?}");
+    assert!(
+        done.notes
+            .iter()
+            .any(|n| n.reason == "BackendRestored" && n.message.contains("a human took it down")),
+        "{done:?}"
+    );
+    assert_eq!(common::ring_of(lab, DIRECTOR_POD)[&ip], (20, false));
+}

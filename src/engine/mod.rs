@@ -426,6 +426,10 @@ pub async fn cleanup(
             done.no_director(rec);
         }
     } else {
+        // what the ring shows now: a human's change since Begin is kept (a down stays down)
+        if let Some(dir) = obs.director.clone() {
+            obs.ring = reads::read_ring(s, exec, &dir).await;
+        }
         let cx = StepContext {
             s,
             exec,
