@@ -161,7 +161,10 @@ async fn act(
             commands, director, ..
         } => Acted::Reasserted(reassert(cx, director.as_deref(), commands).await),
         Decision::Claim { pods } => Acted::Claimed(claim(cx, status, pods).await),
-        Decision::Adopt { records } => Acted::Adopted(adopt(cx, records).await),
+        // taking left-out backends over writes status only: their holders stay in the ring's
+        // record, left out, until this DBU's claim registers them (the first pass after the
+        // status has them); a crash or a conflict in between loses nothing
+        Decision::Adopt { .. } => Acted::Adopted(Ok(())),
         Decision::Undo { pod, action } => match record(pod) {
             Some(rec) => Acted::Undone(driver::undo(cx, rec, action.clone()).await),
             None => Acted::Nothing,
@@ -208,6 +211,9 @@ async fn check_begin(
         .fresh_pod(cx.s, &rec.pod)
         .await
         .map_err(|e| format!("read the pod: {e}"))?;
+    if rec.step == dbu_core::api::Step::Verify {
+        return machine::judge::rejoin_still(rec, pod.as_ref());
+    }
     machine::judge::begin_still(cached, fresh.as_deref(), pod.as_ref())
 }
 
@@ -240,47 +246,27 @@ async fn claim(
     // a deleted DBU's left-out backends are never "mine", even under the same name
     let is_mine = |h: &machine::RingHolder| &h.dbu == me && h.left_out.is_none();
     let had: Vec<&machine::RingHolder> = lock.holders.iter().filter(|h| is_mine(h)).collect();
-    if had.len() == mine.len() && mine.iter().all(|m| had.contains(&m)) {
+    let replaces = lock.holders.iter().any(|h| {
+        h.left_out
+            .as_ref()
+            .is_some_and(|l| l.stateful_set == cx.s.stateful_set && pods.contains(&h.pod))
+    });
+    if !replaces && had.len() == mine.len() && mine.iter().all(|m| had.contains(&m)) {
         return Ok(());
     }
+    // a left-out holder of this StatefulSet that this DBU took over becomes its own now
+    let taken_over = |h: &machine::RingHolder| {
+        h.left_out
+            .as_ref()
+            .is_some_and(|l| l.stateful_set == cx.s.stateful_set && pods.contains(&h.pod))
+    };
     let mut holders: Vec<machine::RingHolder> = lock
         .holders
         .iter()
-        .filter(|h| !is_mine(h))
+        .filter(|h| !is_mine(h) && !taken_over(h))
         .cloned()
         .collect();
     holders.extend(mine);
-    cx.cluster
-        .write_ring_lock(cx.s, lock.version.as_deref(), &holders)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// Moves the left-out backends of a deleted DBU to this one in the ring's lock (compare-and-swap
-/// on the version read): they stay counted as out all the while.
-async fn adopt(
-    cx: &StepContext<'_>,
-    records: &[dbu_core::api::BackendStatus],
-) -> Result<(), String> {
-    let Some(Ok(lock)) = &cx.obs.ring_lock else {
-        return Err("the ring's lock was not read".into());
-    };
-    let max = u32::try_from(cx.s.max_unavailable).unwrap_or(u32::MAX);
-    let mut holders: Vec<machine::RingHolder> = lock
-        .holders
-        .iter()
-        .filter(|h| !(h.left_out.is_some() && records.iter().any(|r| r.pod == h.pod)))
-        .cloned()
-        .collect();
-    for r in records {
-        holders.push(machine::RingHolder {
-            dbu: cx.obs.me.clone(),
-            pod: r.pod.clone(),
-            ip: r.new_ip.clone().unwrap_or_else(|| r.ip.clone()),
-            max_unavailable: max,
-            left_out: None,
-        });
-    }
     cx.cluster
         .write_ring_lock(cx.s, lock.version.as_deref(), &holders)
         .await

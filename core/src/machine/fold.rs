@@ -525,29 +525,30 @@ fn begin(status: &mut DovecotBackendUpgradeStatus, rec: &BackendStatus) -> Vec<N
         )
         .about(&rec.pod, Step::Drain)
     });
+    let started = match (rec.step, &rec.message) {
+        // a pod that came back at a new IP: verified before it rejoins
+        (Step::Verify, Some(m)) => format!("{}: {m}", rec.pod),
+        _ => format!(
+            "{}: upgrading from {} ({} vhosts)",
+            rec.pod,
+            rec.from_revision.as_deref().unwrap_or("?"),
+            rec.original_vhosts
+        ),
+    };
     let mut notes = vec![
-        Note::new(
-            EventReason::BackendStarted,
-            format!(
-                "{}: upgrading from {} ({} vhosts)",
-                rec.pod,
-                rec.from_revision.as_deref().unwrap_or("?"),
-                rec.original_vhosts
-            ),
-        )
-        .about(&rec.pod, Step::Drain),
+        Note::new(EventReason::BackendStarted, started).about(&rec.pod, rec.step),
         Note::new(
             EventReason::StepStarted,
-            format!("{}: {} started", rec.pod, Step::Drain),
+            format!("{}: {} started", rec.pod, rec.step),
         )
-        .about(&rec.pod, Step::Drain),
+        .about(&rec.pod, rec.step),
     ];
     notes.extend(kept_down);
     notes
 }
 
-/// Adopt: the records as the deleted DBU left them, their clocks started now; registered in
-/// the lock already (the engine moved them).
+/// Adopt: the records as the deleted DBU left them, their clocks started now; the claim that
+/// follows registers them.
 fn adopt(
     status: &mut DovecotBackendUpgradeStatus,
     records: &[BackendStatus],
@@ -570,10 +571,9 @@ fn adopt(
         );
         rec.message = Some(m.clone());
         notes.push(Note::new(EventReason::BackendAdopted, m).about(&rec.pod, rec.step));
+        // not registered yet: the ring's record still holds it as left out until this DBU's
+        // claim (the next pass) makes it its own, so a crash in between loses nothing
         status.backends.retain(|x| x.pod != rec.pod);
-        if !status.ring_held.contains(&rec.pod) {
-            status.ring_held.push(rec.pod.clone());
-        }
         status.backends.push(rec);
     }
     notes
@@ -592,7 +592,7 @@ fn reasserted(
             Note::new(
                 EventReason::RingReasserted,
                 format!(
-                    "{pod}: the director{on} had lost its drained/down state (restart?); re-applied: {}",
+                    "{pod}: the director{on} showed it more available than its step allows (a director restart, a name resolved again, or the old entry of a pod that moved); re-applied: {}",
                     commands
                         .iter()
                         .map(|c| c.join(" "))

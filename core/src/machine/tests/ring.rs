@@ -187,13 +187,25 @@ fn left_out_backends_stay_counted_and_go_to_the_next_dbu_of_their_statefulset() 
     // another StatefulSet's DBU does not adopt it, but counts it as out of the ring
     let mx = with(json!({"backends": {"statefulSet": "mx"}}));
     assert!(lock::adoptable(&mx, &status(vec![]), &after).is_empty());
-    // once adopted: a record, registered, its clock restarted
+    // once adopted: a record, its clock restarted; registered by the claim that follows, while
+    // the ring's record still holds it as left out (a crash in between loses nothing)
     let mut st = status(vec![]);
     let rec = record(&mut st, &d, Acted::Adopted(Ok(())), ts(9));
     assert_eq!(rec.notes[0].reason, "BackendAdopted");
-    assert_eq!(st.ring_held, vec!["backend-2".to_string()]);
+    assert!(st.ring_held.is_empty());
     assert_eq!(st.backends[0].step, Step::Verify);
     assert_eq!(st.backends[0].step_started, Time(ts(9)));
+    assert_eq!(
+        decide(&s, &st, &obs, ts(10)),
+        Decision::Claim {
+            pods: vec!["backend-2".into()]
+        }
+    );
+    // the status write of the adoption lost (a crash, a conflict): adopted again, nothing lost
+    assert!(matches!(
+        decide(&s, &status(vec![]), &obs, ts(10)),
+        Decision::Adopt { .. }
+    ));
 }
 
 #[test]
@@ -611,4 +623,81 @@ fn no_slot_is_granted_and_nothing_stopped_while_the_directors_disagree() {
             && message.contains("nothing on backend-2 is stopped"),
         "{message}"
     );
+}
+
+#[test]
+fn a_backend_that_came_back_at_a_new_ip_rejoins_only_after_verify() {
+    let s = settings();
+    // a finished rollout; then backend-1 was deleted by hand and came back at 127.0.0.77
+    let done: Vec<_> = (0..3)
+        .map(|i| {
+            let mut r = rec(i, Step::Done, 0);
+            r.from_revision = Some(OLD.into());
+            r
+        })
+        .collect();
+    let st = status(done);
+    let mut obs = world();
+    obs.pods = (0..3).map(|i| pod(i, NEW)).collect();
+    obs.ring = None;
+    // nothing moved: complete, without reading the director ring (only the ring's record, for
+    // left-out backends to take over, as before)
+    let d = decide(&s, &st, &obs, ts(5));
+    assert_eq!(
+        (reason(&d), missing(&d, &obs)),
+        ("Complete", Some(Missing::RingLock))
+    );
+    obs.pods[1].ip = Some("127.0.0.77".into());
+    let d = decide(&s, &st, &obs, ts(5));
+    assert_eq!(missing(&d, &obs), Some(Missing::Ring), "{d:?}");
+    obs.ring = world().ring;
+    let d = decide(&s, &st, &obs, ts(5));
+    let Decision::Begin(back) = &d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(
+        (
+            back.pod.as_str(),
+            back.step,
+            back.ip.as_str(),
+            back.new_ip.as_deref(),
+            back.original_vhosts,
+            back.original_up
+        ),
+        (
+            "backend-1",
+            Step::Verify,
+            "127.0.0.12",
+            Some("127.0.0.77"),
+            50,
+            Some(true)
+        )
+    );
+    // recorded, its old entry (users hashed to a dead IP) goes out at once, before Verify
+    let mut st2 = st.clone();
+    let out = record(&mut st2, &d, Acted::Nothing, ts(5));
+    assert!(
+        out.notes[0]
+            .message
+            .contains("came back at 127.0.0.77 (was 127.0.0.12)"),
+        "{:?}",
+        out.notes
+    );
+    st2.ring_held = vec!["backend-1".into()];
+    let d = decide(&s, &st2, &obs, ts(6));
+    let Decision::Reassert { commands, .. } = &d else {
+        panic!("{d:?}")
+    };
+    let got: Vec<String> = commands.iter().map(|c| c.join(" ")).collect();
+    assert_eq!(
+        got,
+        [
+            "doveadm director update 127.0.0.12 0",
+            "doveadm director down 127.0.0.12",
+            "doveadm director flush 127.0.0.12"
+        ]
+    );
+    // its old IP taken by another backend of the ring meanwhile: not this record's to touch
+    obs.ring_pods = vec![("mx-3".into(), Some("127.0.0.12".into()))];
+    assert_eq!(reason(&decide(&s, &st, &obs, ts(5))), "Complete");
 }
