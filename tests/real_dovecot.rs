@@ -491,3 +491,53 @@ async fn a_human_down_during_the_drain_stays_after_delete() {
     );
     assert_eq!(common::ring_of(lab, DIRECTOR_POD)[&ip], (20, false));
 }
+
+/// Outside any rollout, a backend pod deleted by hand comes back at a new IP: the ring still
+/// names its old IP (users hashed there fail) and the new pod is unverified. The DBU of its
+/// StatefulSet, completed, takes the old entry out at once, verifies the new pod, and only
+/// then puts the new IP in at the recorded count and removes the old.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_deleted_by_hand_after_the_rollout_rejoins_only_after_verify() {
+    use dovecot_upgrade_operator::engine::Cluster;
+    let rig = rig(44);
+    let lab = &rig.lab;
+    lab.new_revision("rev-2", "login_greeting = Lab rev-2 ready");
+    let s = settings(json!({}));
+    let (done, _) =
+        common::finish(&s, &lab.exec(), lab, DovecotBackendUpgradeStatus::default()).await;
+    assert_eq!(done.phase, Some(Phase::Completed), "{done:#?}");
+    let old_ip = lab.pod_ip("backend-1").unwrap();
+    let new_ip = "127.0.44.21";
+    lab.move_on_recreate("backend-1", new_ip);
+    let uid = lab.pod_uid("backend-1").unwrap();
+    lab.delete_pod("backend-1", &uid).await.unwrap();
+    let (after, notes) = common::finish(&s, &lab.exec(), lab, done).await;
+    assert_eq!(after.phase, Some(Phase::Completed), "{after:#?}");
+    let order: Vec<String> = notes
+        .iter()
+        .map(|n| format!("{} {}", n.reason, n.step.map_or("", |s| s.as_str())))
+        .collect();
+    let came_back = notes
+        .iter()
+        .find(|n| n.reason == "BackendStarted")
+        .expect("started");
+    assert!(
+        came_back
+            .message
+            .contains(&format!("came back at {new_ip} (was {old_ip})")),
+        "{came_back:?}"
+    );
+    let pos = |what: &str| order.iter().position(|o| o == what);
+    assert!(
+        pos("RingReasserted ").is_some_and(|r| pos("StepSucceeded Verify").is_some_and(|v| r < v))
+            && pos("StepSucceeded Verify") < pos("StepSucceeded RingRestore"),
+        "old entry out first, verified, then restored: {order:?}"
+    );
+    let ring = common::ring_of(lab, DIRECTOR_POD);
+    assert_eq!(ring.get(new_ip), Some(&(50, true)), "{ring:?}");
+    assert!(!ring.contains_key(&old_ip), "old IP removed: {ring:?}");
+    assert_eq!(
+        lab.inbox_count("backend-1", "user1").unwrap(),
+        rig.sent["user1"]
+    );
+}

@@ -278,6 +278,41 @@ metrics() {
 }
 check "metrics scraped from the operator pod" metrics
 
+# --- membership follows the pods outside a rollout: a backend deleted by hand comes back at a
+# new IP; the (completed) DBU takes the old entry out, verifies the new pod, then puts it in
+old_ip="$(pod_ip backend-1)"
+check "kubectl delete pod backend-1 by hand, outside any rollout" k delete pod backend-1 --wait=true
+new_ip=""
+back_elsewhere() {
+  for _ in $(seq 180); do
+    new_ip="$(pod_ip backend-1)"
+    [[ -n "$new_ip" && "$new_ip" != "$old_ip" && "$(k get pod backend-1 -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" == True ]] && return 0
+    sleep 1
+  done
+  echo "backend-1 at ${new_ip:-no IP} (was $old_ip)"; return 1
+}
+check "... the StatefulSet brings it back Ready at a new IP" back_elsewhere
+rejoined() {
+  for _ in $(seq 240); do
+    [[ "$(ring_host "$new_ip")" == "${VHOSTS[backend-1]} up" && -z "$(ring_host "$old_ip")" ]] && break
+    sleep 1
+  done
+  echo "old $old_ip: '$(ring_host "$old_ip")'; new $new_ip: '$(ring_host "$new_ip")'"
+  local ev; ev="$(k get events -o jsonpath='{range .items[*]}{.reason} {.message}{"\n"}{end}')"
+  grep "came back at\|backend-1: Verify\|backend-1: RingRestore" <<<"$ev" | tail -4 | sed 's/^/#   /'
+  [[ "$(ring_host "$new_ip")" == "${VHOSTS[backend-1]} up" && -z "$(ring_host "$old_ip")" ]] &&
+    grep -q "backend-1: came back at $new_ip (was $old_ip)" <<<"$ev" &&
+    grep -q "backend-1: Verify done" <<<"$ev"
+}
+check "... verified, then in the ring at its count with the old IP gone (Events: came back, Verify, RingRestore)" rejoined
+dring_back() {
+  kubectl -n "$NS" wait --for=condition=Ready dbu/backend-rollout --timeout=120s >/dev/null &&
+    kubectl -n "$NS" wait --for=condition=Ready dring --all --timeout=120s >/dev/null || return 1
+  k get dring | sed 's/^/#   /'
+  [[ "$(k get dring -o jsonpath='{.items[0].status.outCount} {.items[0].status.hostCount}')" == "0 3" ]]
+}
+check "kubectl get dring: 3 hosts, none out, Ready; the DBU Ready again" dring_back
+
 # --- measurements for BENCHMARKS.md (scripts/bench.sh sets MEASURE to a JSON-lines file)
 if [[ -n "${MEASURE:-}" ]]; then
   # the leader's resident memory from its container's memory cgroup (v1 memory.stat: rss, the

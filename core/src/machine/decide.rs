@@ -10,7 +10,7 @@ use super::decision::{Decision, active};
 use super::dry_run::dry_run;
 use super::lock;
 use super::note::failed_stall;
-use super::observed::{Observed, StsView};
+use super::observed::{Observed, PodView, StsView};
 use super::start::{begin_next, outdated};
 use super::steps;
 use crate::api::{
@@ -20,6 +20,7 @@ use crate::dovecot::{self, RingHost};
 use crate::reason::{StallReason, WaitReason};
 use crate::settings::Settings;
 use crate::time::until;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// Ring state the director must show for the host `host` of a record (at its old or its new
 /// IP), or nothing when nothing is asserted. Only state that is *more available* than desired
@@ -174,6 +175,12 @@ pub fn decide(
             return Decision::Adopt { records };
         }
     }
+    if !s.dry_run
+        && !s.abort
+        && let Some(d) = rejoin(status, obs, target, now)
+    {
+        return d;
+    }
     let any_active = status.backends.iter().any(active);
     let pending = revision_pending(s, sts);
     // a human's pause, abort or dry run still shows as such
@@ -291,6 +298,77 @@ pub fn decide(
             requeue: Duration::from_secs(10),
         },
     }
+}
+
+/// Membership follows the pods, also outside rollouts: a backend pod that came back at a new
+/// IP (deleted by hand, evicted, its node lost) while its last record here says it was at an
+/// IP the ring still has. Its old entry sends users nowhere and the new pod is unverified, so
+/// it begins at Verify with both IPs: its ring state (out, down, flushed) is asserted on both
+/// at once, then Verify, then RingRestore puts the new IP in at the recorded count and removes
+/// the old, then the soak. One that fails stays out, stalled with the reason, like a rollout's.
+/// Cheap when nothing moved: the ring is read only when a pod's IP differs from its record's.
+fn rejoin(
+    status: &DovecotBackendUpgradeStatus,
+    obs: &Observed,
+    target: &str,
+    now: Timestamp,
+) -> Option<Decision> {
+    let moved: Vec<(&PodView, &BackendStatus, &str)> = obs
+        .pods
+        .iter()
+        // at the revision its record finished with: a cache showing the pod from before its
+        // Replace (old revision, old IP) is a lag, not a move
+        .filter(|p| p.ready && !p.terminating && p.revision.as_deref() == Some(target))
+        .filter_map(|p| {
+            let ip = p.ip.as_deref()?;
+            let rec = status
+                .backends
+                .iter()
+                .rev()
+                .find(|r| r.pod == p.name && r.step == Step::Done && !r.removed)?;
+            let last = rec.new_ip.as_deref().unwrap_or(&rec.ip);
+            (last != ip && !status.backends.iter().any(|r| r.pod == p.name && active(r)))
+                .then_some((p, rec, ip))
+        })
+        .collect();
+    if moved.is_empty() {
+        return None;
+    }
+    let Some(ring) = obs.ring.as_deref() else {
+        // read it (`missing`), then decide again
+        return Some(Decision::wait(
+            WaitReason::RingUnreadable,
+            format!(
+                "{} came back at a new IP: reading the director ring",
+                moved[0].0.name
+            ),
+            Duration::from_secs(10),
+        ));
+    };
+    for (pod, rec, ip) in moved {
+        let last = rec.new_ip.as_deref().unwrap_or(&rec.ip);
+        let Some(old) = ring.iter().find(|h| h.ip == last) else {
+            continue;
+        };
+        if obs.ip_held_by_other(last, &pod.name).is_some() {
+            continue;
+        }
+        let original = if old.vhosts > 0 {
+            old.vhosts
+        } else {
+            rec.original_vhosts
+        };
+        let mut back =
+            BackendStatus::begin(&pod.name, last, pod.revision.clone(), original, Time(now));
+        back.step = Step::Verify;
+        back.new_ip = Some(ip.to_string());
+        back.original_up = Some(old.up || (old.vhosts == 0 && rec.restores_up()));
+        back.message = Some(format!(
+            "came back at {ip} (was {last}): verified before it rejoins the ring"
+        ));
+        return Some(Decision::Begin(Box::new(back)));
+    }
+    None
 }
 
 /// A record's next move, or how long until it has one.

@@ -322,6 +322,21 @@ pub fn begin_still(
     }
 }
 
+/// A rejoin (a pod back at a new IP, begun at Verify) stands only if the API server shows the
+/// pod at that IP too: a cache that lags must not start one.
+pub fn rejoin_still(rec: &BackendStatus, pod: Option<&PodView>) -> Result<(), String> {
+    match pod {
+        Some(p) if p.ip.is_some() && p.ip == rec.new_ip => Ok(()),
+        Some(p) => Err(format!(
+            "{} is at {} now, not {}; the pod cache lags, waiting for it",
+            p.name,
+            p.ip.as_deref().unwrap_or("no IP"),
+            rec.new_ip.as_deref().unwrap_or("?")
+        )),
+        None => Err("the pod is gone; waiting for the cache".into()),
+    }
+}
+
 /// Replace: how long to wait before looking at the pod again.
 pub const REPLACE_POLL: Duration = Duration::from_secs(2);
 
