@@ -113,6 +113,18 @@ async fn expect_code(
     (uri, body)
 }
 
+/// The next request is an Event; returns it.
+async fn expect_event(h: &mut Handle) -> Value {
+    expect(
+        h,
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/mail/events",
+        json!({}),
+    )
+    .await
+    .1
+}
+
 async fn nothing_more(h: &mut Handle) {
     if let Ok(Some((req, _))) =
         tokio::time::timeout(Duration::from_millis(300), h.next_request()).await
@@ -195,13 +207,7 @@ async fn invalid_spec_stalls_by_server_side_apply_and_warns() {
                 .contains("spec.verify.user")
         );
         assert_eq!(cond(st, "Ready")["status"], "False");
-        let (_, ev) = expect(
-            &mut h,
-            Method::POST,
-            "/apis/events.k8s.io/v1/namespaces/mail/events",
-            json!({}),
-        )
-        .await;
+        let ev = expect_event(&mut h).await;
         assert_eq!(ev["type"], "Warning");
         assert_eq!(ev["reason"], "InvalidSpec");
         assert_eq!(ev["regarding"]["name"], "roll");
@@ -338,13 +344,7 @@ async fn delete_waits_while_a_drained_backend_cannot_be_put_back() {
     let reply = serde_json::to_value(&obj).unwrap();
     let task = tokio::spawn(async move {
         let (_, body) = expect(&mut h, Method::PATCH, &format!("{DBU_PATH}/status"), reply).await;
-        let (_, ev) = expect(
-            &mut h,
-            Method::POST,
-            "/apis/events.k8s.io/v1/namespaces/mail/events",
-            json!({}),
-        )
-        .await;
+        let ev = expect_event(&mut h).await;
         // and no finalizer patch
         nothing_more(&mut h).await;
         (body, ev)
@@ -489,13 +489,7 @@ async fn stalls_without_exec(
         let (_, body) = expect(&mut h, Method::PATCH, &format!("{DBU_PATH}/status"), reply).await;
         let stalled = cond(&body["status"], "Stalled").clone();
         // becoming Stalled is announced once, for kubectl describe
-        let (_, ev) = expect(
-            &mut h,
-            Method::POST,
-            "/apis/events.k8s.io/v1/namespaces/mail/events",
-            json!({}),
-        )
-        .await;
+        let ev = expect_event(&mut h).await;
         nothing_more(&mut h).await;
         (stalled, ev)
     });
@@ -745,13 +739,7 @@ async fn a_dbu_from_before_rings_gets_a_ring_created_from_its_directors() {
             fixtures::ring_json(json!({})),
         )
         .await;
-        let (_, ev) = expect(
-            &mut h,
-            Method::POST,
-            "/apis/events.k8s.io/v1/namespaces/mail/events",
-            json!({}),
-        )
-        .await;
+        let ev = expect_event(&mut h).await;
         nothing_more(&mut h).await;
         (ring, ev)
     });
@@ -801,13 +789,7 @@ async fn a_statefulset_in_two_rings_stalls_naming_both_without_exec() {
     let task = tokio::spawn(async move {
         let (_, body) = expect(&mut h, Method::PATCH, &format!("{DBU_PATH}/status"), reply).await;
         let stalled = cond(&body["status"], "Stalled").clone();
-        let (_, ev) = expect(
-            &mut h,
-            Method::POST,
-            "/apis/events.k8s.io/v1/namespaces/mail/events",
-            json!({}),
-        )
-        .await;
+        let ev = expect_event(&mut h).await;
         nothing_more(&mut h).await;
         (stalled, ev)
     });
@@ -927,13 +909,7 @@ async fn the_ring_the_operator_created_is_folded_into_the_one_a_human_declares()
             auto,
         )
         .await;
-        let (_, ev) = expect(
-            &mut h,
-            Method::POST,
-            "/apis/events.k8s.io/v1/namespaces/mail/events",
-            json!({}),
-        )
-        .await;
+        let ev = expect_event(&mut h).await;
         nothing_more(&mut h).await;
         (moved, deleted, ev)
     });

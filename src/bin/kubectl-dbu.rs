@@ -52,19 +52,7 @@ async fn run(inv: cli::Invocation) -> Result<(), String> {
         Verb::Plan => print!("{}", cli::plan_report(&dbu)?),
         verb => {
             let body = cli::patch(verb, &dbu, Timestamp::now())?;
-            let params = PatchParams {
-                field_manager: Some("kubectl-dbu".into()),
-                ..Default::default()
-            };
-            api.patch(&inv.name, &params, &Patch::Merge(&body))
-                .await
-                .map_err(|e| match e {
-                    kube::Error::Api(s) if s.code == 409 => format!(
-                        "{:?} changed while this was applied; run it again",
-                        inv.name
-                    ),
-                    e => e.to_string(),
-                })?;
+            apply(&api, &inv.name, &body).await?;
             println!("{}", cli::done(verb, &inv.name));
         }
     }
@@ -83,22 +71,31 @@ async fn ring(client: Client, ns: &str, inv: &cli::Invocation) -> Result<(), Str
     match &inv.verb {
         Verb::RingRelease(pod) => {
             let body = cli::ring_release_patch(&ring, pod, Timestamp::now())?;
-            let params = PatchParams {
-                field_manager: Some("kubectl-dbu".into()),
-                ..Default::default()
-            };
-            api.patch(&inv.name, &params, &Patch::Merge(&body))
-                .await
-                .map_err(|e| match e {
-                    kube::Error::Api(s) if s.code == 409 => format!(
-                        "{:?} changed while this was applied; run it again",
-                        inv.name
-                    ),
-                    e => e.to_string(),
-                })?;
+            apply(&api, &inv.name, &body).await?;
             println!("{}", cli::done(&inv.verb, &inv.name));
         }
         _ => print!("{}", cli::ring_report(&ring)),
     }
     Ok(())
+}
+
+/// A merge patch as kubectl-dbu (its own field manager); the body carries the resourceVersion
+/// read, so a change made meanwhile is a conflict to run again, never lost.
+async fn apply<K>(api: &Api<K>, name: &str, body: &serde_json::Value) -> Result<(), String>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let params = PatchParams {
+        field_manager: Some("kubectl-dbu".into()),
+        ..Default::default()
+    };
+    api.patch(name, &params, &Patch::Merge(body))
+        .await
+        .map(|_| ())
+        .map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 409 => {
+                format!("{name:?} changed while this was applied; run it again")
+            }
+            e => e.to_string(),
+        })
 }

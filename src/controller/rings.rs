@@ -43,14 +43,19 @@ fn picked(pods: &[std::sync::Arc<Pod>], sel: &LabelSelector) -> Vec<String> {
     names
 }
 
-/// The rings of a namespace as resolution sees them.
-pub fn views(stores: &Stores, ns: &str) -> (Vec<RingView>, Vec<std::sync::Arc<DovecotRing>>) {
-    let pods: Vec<_> = stores
+/// The pods of a namespace, from the store.
+fn pods_in(stores: &Stores, ns: &str) -> Vec<std::sync::Arc<Pod>> {
+    stores
         .pods
         .state()
         .into_iter()
         .filter(|p| p.namespace().as_deref() == Some(ns))
-        .collect();
+        .collect()
+}
+
+/// The rings of a namespace as resolution sees them.
+pub fn views(stores: &Stores, ns: &str) -> (Vec<RingView>, Vec<std::sync::Arc<DovecotRing>>) {
+    let pods = pods_in(stores, ns);
     let rings: Vec<_> = stores
         .rings
         .state()
@@ -87,15 +92,10 @@ fn resolved(
 ) -> (Resolved, Vec<std::sync::Arc<DovecotRing>>) {
     let (mut views, rings) = views(stores, ns);
     let auto_name = lock::lease_name(&lock::ring_key(ns, s));
-    let own_pods = s.own_director_selector.as_ref().map(|sel| {
-        let pods: Vec<_> = stores
-            .pods
-            .state()
-            .into_iter()
-            .filter(|p| p.namespace().as_deref() == Some(ns))
-            .collect();
-        picked(&pods, sel)
-    });
+    let own_pods = s
+        .own_director_selector
+        .as_ref()
+        .map(|sel| picked(&pods_in(stores, ns), sel));
     let seeker = Seeker {
         named: dbu.spec.ring.as_deref(),
         stateful_set: &s.stateful_set,

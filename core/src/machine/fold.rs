@@ -693,14 +693,7 @@ pub fn invalid_spec(
     generation: Option<i64>,
     now: Timestamp,
 ) -> Vec<Note> {
-    let before = status.clone();
-    let d = Decision::stall(StallReason::InvalidSpec, problem);
-    conditions::summarize(status, &d, generation, now);
-    if *status == before {
-        Vec::new()
-    } else {
-        vec![Note::new(EventReason::InvalidSpec, problem)]
-    }
+    stalled_before_any_step(status, StallReason::InvalidSpec, problem, generation, now)
 }
 
 /// Conditions (and a Warning the first time) while the DBU's ring cannot be settled.
@@ -710,14 +703,29 @@ pub fn ring_refused(
     generation: Option<i64>,
     now: Timestamp,
 ) -> Vec<Note> {
+    stalled_before_any_step(status, StallReason::RingConflict, problem, generation, now)
+}
+
+/// Stalled for `reason` before the machine is asked at all, with a Warning of the same reason
+/// the first time.
+fn stalled_before_any_step(
+    status: &mut DovecotBackendUpgradeStatus,
+    reason: StallReason,
+    problem: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Note> {
     let before = status.clone();
-    let d = Decision::stall(StallReason::RingConflict, problem);
+    let d = Decision::stall(reason, problem);
     conditions::summarize(status, &d, generation, now);
     if *status == before {
-        Vec::new()
-    } else {
-        vec![Note::new(EventReason::RingConflict, problem)]
+        return Vec::new();
     }
+    let event = match reason {
+        StallReason::RingConflict => EventReason::RingConflict,
+        _ => EventReason::InvalidSpec,
+    };
+    vec![Note::new(event, problem)]
 }
 
 /// Conditions (and a Warning the first time) while deleting waits for backends to go back.

@@ -114,6 +114,16 @@ fn locked(lock: RingLock) -> Observed {
     obs
 }
 
+/// The message of a Wait for `want`; panics on any other decision.
+fn waiting(d: &Decision, want: WaitReason) -> &str {
+    match d {
+        Decision::Wait {
+            reason, message, ..
+        } if *reason == want => message,
+        other => panic!("{other:?}"),
+    }
+}
+
 fn reason_of(d: &Decision) -> &'static str {
     reason(d)
 }

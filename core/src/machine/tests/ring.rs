@@ -228,14 +228,7 @@ fn a_drain_waits_for_the_ring_lock_of_every_dbu_of_the_ring() {
     // another DBU of the ring holds one: at most one at once
     let busy = locked(other_holds("mx-0", "127.0.0.50", 1));
     let d = decide(&s, &st, &busy, ts(1));
-    let Decision::Wait {
-        reason: WaitReason::RingBusy,
-        message,
-        ..
-    } = &d
-    else {
-        panic!("{d:?}")
-    };
+    let message = waiting(&d, WaitReason::RingBusy);
     assert!(
         message.contains("mx-0") && message.contains("mail/other"),
         "{message}"
@@ -454,14 +447,7 @@ fn slots_go_first_to_the_dbu_that_waited_longest() {
     }];
     // asking for the first time: the waiting DBU goes first
     let d = decide(&s, &st, &obs, ts(10));
-    let Decision::Wait {
-        reason: WaitReason::RingBusy,
-        message,
-        ..
-    } = &d
-    else {
-        panic!("{d:?}")
-    };
+    let message = waiting(&d, WaitReason::RingBusy);
     assert!(message.contains("mail/other waited longer"), "{message}");
     // waiting since later than it: still behind; since earlier (or the same time, by name): first
     for (mine, want) in [(5, "RingBusy"), (1, "Claim"), (3, "RingBusy")] {
@@ -586,14 +572,7 @@ fn no_slot_is_granted_and_nothing_stopped_while_the_directors_disagree() {
         ]),
     )]);
     let d = decide(&s, &st, &split, ts(1));
-    let Decision::Wait {
-        reason: WaitReason::RingSplit,
-        message,
-        ..
-    } = &d
-    else {
-        panic!("{d:?}")
-    };
+    let message = waiting(&d, WaitReason::RingSplit);
     assert!(
         message.contains("director-1 shows 127.0.0.11 at 30 vhosts up, director-0 at 100 up")
             && message.contains("backend-2 is not taken out"),
@@ -610,14 +589,7 @@ fn no_slot_is_granted_and_nothing_stopped_while_the_directors_disagree() {
     cut.ring_members = obs.ring_members.clone();
     cut.ring_members[1].1 = Some(vec![m("10.0.9.2")]);
     let d = decide(&s, &st, &cut, ts(1));
-    let Decision::Wait {
-        reason: WaitReason::RingSplit,
-        message,
-        ..
-    } = &d
-    else {
-        panic!("{d:?}")
-    };
+    let message = waiting(&d, WaitReason::RingSplit);
     assert!(
         message.contains("director-1 is not connected to director director-0 (10.0.9.1)")
             && message.contains("nothing on backend-2 is stopped"),
