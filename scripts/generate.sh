@@ -39,6 +39,11 @@ cp "$out/ring-crd.yaml" "$out/chart/crds/dovecotrings.mailops.io.yaml"
   done
 } > "$out/argocd-cm-patch.yaml"
 
+# `crd` without a kind prints every CRD: what crds/ holds, in its order
+cargo run --quiet --locked -- crd > "$out/all-crds.yaml"
+{ cat "$out/crd.yaml"; echo ---; cat "$out/ring-crd.yaml"; } | diff -q - "$out/all-crds.yaml" >/dev/null ||
+  { echo "generate: crd prints something else than crd dbu and crd ring" >&2; exit 1; }
+
 pairs=(
   "$out/argocd-cm-patch.yaml:charts/dovecot-upgrade-operator/argocd/argocd-cm-patch.yaml"
   "$out/crd.yaml:crds/dovecotbackendupgrades.mailops.io.yaml"

@@ -72,11 +72,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Print a CustomResourceDefinition's YAML.
+    /// Print the CustomResourceDefinitions' YAML (every one, as in crds/, or one kind).
     Crd {
-        /// Which one: `dbu` (DovecotBackendUpgrade) or `ring` (DovecotRing).
-        #[arg(default_value = "dbu", value_parser = ["dbu", "ring"])]
-        kind: String,
+        /// Only this one: `dbu` (DovecotBackendUpgrade) or `ring` (DovecotRing).
+        #[arg(value_parser = ["dbu", "ring"])]
+        kind: Option<String>,
     },
 }
 
@@ -106,11 +106,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Crd { kind } => {
-            let crd = match kind.as_str() {
-                "ring" => dovecot_upgrade_operator::api::DovecotRing::crd(),
-                _ => DovecotBackendUpgrade::crd(),
+            let dbu = DovecotBackendUpgrade::crd();
+            let ring = dovecot_upgrade_operator::api::DovecotRing::crd();
+            let crds = match kind.as_deref() {
+                Some("dbu") => vec![dbu],
+                Some(_) => vec![ring],
+                // the files of crds/, in their order there
+                None => vec![dbu, ring],
             };
-            print!("{}", serde_saphyr::to_string(&crd)?);
+            let docs: Vec<String> = crds
+                .iter()
+                .map(serde_saphyr::to_string)
+                .collect::<Result<_, _>>()?;
+            print!("{}", docs.join("---\n"));
             Ok(())
         }
         Cmd::Plan {
