@@ -226,12 +226,7 @@ pub fn ring_report(ring: &crate::api::DovecotRing) -> String {
     let name = ring.metadata.name.as_deref().unwrap_or("?");
     let st = ring.status.clone().unwrap_or_default();
     let mut out = String::new();
-    let sets: Vec<&str> = ring
-        .spec
-        .backends
-        .iter()
-        .map(|b| b.stateful_set.as_str())
-        .collect();
+    let sets: Vec<&str> = ring.spec.stateful_sets().collect();
     let _ = writeln!(
         out,
         "dovecotring/{name}: StatefulSets {}; at most {} out, at least {} available",

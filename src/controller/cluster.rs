@@ -34,14 +34,14 @@ pub struct KubeCluster {
     lock_ns: String,
 }
 
-fn pod_ready(p: &Pod) -> bool {
+pub(super) fn pod_ready(p: &Pod) -> bool {
     p.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-fn owned_by_sts(p: &Pod, sts: &str) -> bool {
+pub(super) fn owned_by_sts(p: &Pod, sts: &str) -> bool {
     p.owner_references()
         .iter()
         .any(|o| o.kind == "StatefulSet" && o.name == sts)
@@ -110,7 +110,12 @@ impl KubeCluster {
             .iter()
             .filter(|r| r.namespace().as_deref() == Some(self.ns.as_str()))
             .filter(|r| s.ring.as_deref() == Some(r.name_any().as_str()))
-            .flat_map(|r| r.spec.backends.iter().map(|b| b.stateful_set.clone()))
+            .flat_map(|r| {
+                r.spec
+                    .stateful_sets()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
             .collect();
         let backend_sets: Vec<&str> = dbus
             .iter()

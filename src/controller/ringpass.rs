@@ -9,6 +9,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::core::labels::{Selector, SelectorExt};
 use kube::runtime::controller::Action;
 
+use super::cluster::{owned_by_sts, pod_ready};
 use super::context::{Context, Error};
 use super::rings::{absorb, views};
 use super::status::publish;
@@ -36,32 +37,16 @@ pub async fn reconcile_ring(r: Arc<DovecotRing>, ctx: Arc<Context>) -> Result<Ac
         .into_iter()
         .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
         .collect();
-    let ready = |p: &k8s_openapi::api::core::v1::Pod| {
-        p.metadata.deletion_timestamp.is_none()
-            && p.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-    };
     let sel = Selector::try_from(r.spec.directors.selector.clone()).ok();
     let mut directors: Vec<_> = pods
         .iter()
-        .filter(|p| sel.as_ref().is_some_and(|s| s.matches(p.labels())) && ready(p))
+        .filter(|p| sel.as_ref().is_some_and(|s| s.matches(p.labels())) && pod_ready(p))
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect();
     directors.sort_by_key(|p| p.name_any());
-    let sets: Vec<&str> = r
-        .spec
-        .backends
-        .iter()
-        .map(|b| b.stateful_set.as_str())
-        .collect();
     let backends: Vec<BackendPod> = pods
         .iter()
-        .filter(|p| {
-            p.owner_references()
-                .iter()
-                .any(|o| o.kind == "StatefulSet" && sets.contains(&o.name.as_str()))
-        })
+        .filter(|p| r.spec.stateful_sets().any(|set| owned_by_sts(p, set)))
         .map(|p| BackendPod {
             name: p.name_any(),
             ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),

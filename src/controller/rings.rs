@@ -66,12 +66,7 @@ pub fn views(stores: &Stores, ns: &str) -> (Vec<RingView>, Vec<std::sync::Arc<Do
         .iter()
         .map(|r| RingView {
             name: r.name_any(),
-            backends: r
-                .spec
-                .backends
-                .iter()
-                .map(|b| b.stateful_set.clone())
-                .collect(),
+            backends: r.spec.stateful_sets().map(str::to_string).collect(),
             directors: picked(&pods, &r.spec.directors.selector),
             selector: settings::selector_string(&r.spec.directors.selector).unwrap_or_default(),
             auto: r.labels().get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1),
@@ -252,8 +247,19 @@ pub async fn read_lock(
     let leases = legacy_leases(ns, s, &status.imported_from);
     let lease_api: Api<Lease> = Api::namespaced(client.clone(), lock_ns);
     let mut found = Vec::new();
+    let absent = |lease: &str| format!("{lock_ns}/{lease}");
     for lease in leases {
+        let known_absent = stores
+            .absent_leases
+            .lock()
+            .is_ok_and(|a| a.contains(&absent(&lease)));
+        if known_absent {
+            continue;
+        }
         let Some(l) = lease_api.get_opt(&lease).await.map_err(api_err)? else {
+            if let Ok(mut a) = stores.absent_leases.lock() {
+                a.insert(absent(&lease));
+            }
             continue;
         };
         let theirs: Vec<RingHolder> = match l.annotations().get(lock::HOLDERS_ANNOTATION) {
@@ -428,11 +434,7 @@ pub fn dbus_of_ring(
         .filter(|d| d.namespace() == ring.namespace())
         .filter(|d| {
             d.spec.ring.as_deref() == Some(ring.name_any().as_str())
-                || ring
-                    .spec
-                    .backends
-                    .iter()
-                    .any(|b| b.stateful_set == d.spec.backends.stateful_set)
+                || ring.spec.lists(&d.spec.backends.stateful_set)
                 || d.spec.ring.is_none()
         })
         .cloned()

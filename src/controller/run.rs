@@ -164,6 +164,7 @@ pub async fn run(client: Client, opts: Options, metrics: Arc<crate::metrics::Met
             pods: pod_store,
             dbus: dbu_store.clone(),
             rings: ring_store.clone(),
+            absent_leases: Default::default(),
         },
     });
     let by_sts = dbu_store.clone();

@@ -22,6 +22,9 @@ pub struct Stores {
     pub pods: Store<Pod>,
     pub dbus: Store<DovecotBackendUpgrade>,
     pub rings: Store<DovecotRing>,
+    /// Earlier releases' ring Leases looked for and not found (`namespace/name`): not looked
+    /// for again by this process (that release no longer runs, so none appears later).
+    pub absent_leases: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl Stores {
@@ -49,6 +52,7 @@ impl Stores {
             pods: fill(pods.into_iter().map(slim_pod).collect()),
             dbus: fill(dbus),
             rings: fill(rings),
+            absent_leases: Default::default(),
         }
     }
 

@@ -211,10 +211,7 @@ async fn check_begin(
         .fresh_pod(cx.s, &rec.pod)
         .await
         .map_err(|e| format!("read the pod: {e}"))?;
-    if rec.step == dbu_core::api::Step::Verify {
-        return machine::judge::rejoin_still(rec, pod.as_ref());
-    }
-    machine::judge::begin_still(cached, fresh.as_deref(), pod.as_ref())
+    machine::judge::begin_still(rec, cached, fresh.as_deref(), pod.as_ref())
 }
 
 /// Makes the ring's lock hold exactly `pods` for this DBU, by compare-and-swap on the version read

@@ -52,6 +52,18 @@ fn one() -> i32 {
     1
 }
 
+impl DovecotRingSpec {
+    /// The names of the ring's backend StatefulSets.
+    pub fn stateful_sets(&self) -> impl Iterator<Item = &str> {
+        self.backends.iter().map(|b| b.stateful_set.as_str())
+    }
+
+    /// Whether `sts` is one of the ring's backend StatefulSets.
+    pub fn lists(&self, sts: &str) -> bool {
+        self.stateful_sets().any(|b| b == sts)
+    }
+}
+
 /// A backend StatefulSet of the ring.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

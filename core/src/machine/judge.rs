@@ -305,10 +305,15 @@ fn cache_lags(cached: &str, fresh: Option<&str>) -> Option<String> {
 /// Begin, before the record is written: the candidate read fresh must still be outdated
 /// against the StatefulSet's revision read fresh, and that must be the cached one.
 pub fn begin_still(
+    rec: &BackendStatus,
     cached_target: &str,
     fresh_target: Option<&str>,
     pod: Option<&PodView>,
 ) -> Result<(), String> {
+    // a pod back at a new IP (begun at Verify) is at the target already: its IP is the check
+    if rec.step == Step::Verify {
+        return rejoin_still(rec, pod);
+    }
     if let Some(m) = cache_lags(cached_target, fresh_target) {
         return Err(m);
     }
@@ -324,7 +329,7 @@ pub fn begin_still(
 
 /// A rejoin (a pod back at a new IP, begun at Verify) stands only if the API server shows the
 /// pod at that IP too: a cache that lags must not start one.
-pub fn rejoin_still(rec: &BackendStatus, pod: Option<&PodView>) -> Result<(), String> {
+fn rejoin_still(rec: &BackendStatus, pod: Option<&PodView>) -> Result<(), String> {
     match pod {
         Some(p) if p.ip.is_some() && p.ip == rec.new_ip => Ok(()),
         Some(p) => Err(format!(

@@ -608,18 +608,19 @@ fn reads_are_asked_for_only_when_a_decision_needs_them() {
 fn begin_is_checked_against_the_api_server_not_the_cache() {
     let old = pod(2, OLD);
     let new = pod(2, NEW);
-    assert_eq!(judge::begin_still(NEW, Some(NEW), Some(&old)), Ok(()));
+    let r = rec(2, Step::Drain, 0);
+    assert_eq!(judge::begin_still(&r, NEW, Some(NEW), Some(&old)), Ok(()));
     assert!(
-        judge::begin_still(NEW, Some(NEW), Some(&new))
+        judge::begin_still(&r, NEW, Some(NEW), Some(&new))
             .unwrap_err()
             .contains("lags")
     );
     assert!(
-        judge::begin_still(NEW, Some("rev-9"), Some(&old))
+        judge::begin_still(&r, NEW, Some("rev-9"), Some(&old))
             .unwrap_err()
             .contains("rev-9")
     );
-    assert!(judge::begin_still(NEW, Some(NEW), None).is_err());
+    assert!(judge::begin_still(&r, NEW, Some(NEW), None).is_err());
     assert!(judge::target_still(NEW, Some(NEW), "backend-2").is_none());
     assert!(judge::target_still(NEW, None, "backend-2").is_some());
 }
