@@ -12,6 +12,7 @@ use dbu_lab::DIRECTOR_POD;
 use dovecot_upgrade_operator::api::{DovecotBackendUpgradeStatus, Phase, Step};
 use dovecot_upgrade_operator::engine;
 use dovecot_upgrade_operator::machine::Decision;
+use dovecot_upgrade_operator::settings::Settings;
 use serde_json::json;
 
 /// After Replace gave the pod a new IP and Verify failed, a director that re-resolves
@@ -141,9 +142,11 @@ async fn a_backend_an_admin_took_down_stays_down_after_the_rollout() {
 
 /// Reconciles one DBU to its end like the controller, but kills the pass at random moments
 /// (`kill_one_in` passes, after a random delay): the status of a killed pass is lost, as when
-/// the operator dies before its status patch. Returns the final status and how many passes died.
+/// the operator dies before its status patch. Each pass decides with the settings `bind` gives
+/// then (the controller binds the DBU to its ring before every pass). Returns the final status
+/// and how many passes died.
 async fn drive_with_kills(
-    s: &dovecot_upgrade_operator::settings::Settings,
+    bind: &(dyn Fn() -> Settings + Sync),
     cluster: &dbu_lab::LabView<'_>,
     exec: &dyn dovecot_upgrade_operator::exec::PodExec,
     seed: u64,
@@ -163,8 +166,9 @@ async fn drive_with_kills(
     let mut killed = 0;
     loop {
         assert!(Instant::now() < end, "rollout did not finish: {status:#?}");
+        let s = bind();
         let pass = engine::reconcile_once(
-            s,
+            &s,
             status.clone(),
             Some(1),
             exec,
@@ -230,6 +234,67 @@ fn sample_ring(
     (most_out, ever_empty, samples)
 }
 
+/// What two rollouts driven at once saw.
+struct TwoRuns {
+    statuses: Vec<DovecotBackendUpgradeStatus>,
+    killed: Vec<usize>,
+    /// The most hosts out of service at once on any director, whether some director ever had
+    /// no host serving, and how many samples of a director were read.
+    most_out: usize,
+    ever_empty: bool,
+    samples: usize,
+    busy_waits: usize,
+}
+
+/// Drives two DBUs at once (each pass bound afresh, passes killed at random with `kill_one_in`)
+/// while both directors are sampled every 200 ms.
+fn two_at_once(
+    lab: &dbu_lab::Lab,
+    dbus: [(&(dyn Fn() -> Settings + Sync), &dbu_lab::LabView<'_>); 2],
+    net: u8,
+    kill_one_in: u64,
+) -> TwoRuns {
+    let exec = lab.exec();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let busy = std::sync::atomic::AtomicUsize::new(0);
+    let [(bind_a, va), (bind_b, vb)] = dbus;
+    let ((most_out, ever_empty, samples), ((a, ka), (b, kb))) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| sample_ring(lab, &["director-0", "director-1"], &stop));
+        let rollouts = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                tokio::join!(
+                    drive_with_kills(
+                        bind_a,
+                        va,
+                        &exec,
+                        0x9e37_79b9 + u64::from(net),
+                        kill_one_in,
+                        &busy
+                    ),
+                    drive_with_kills(
+                        bind_b,
+                        vb,
+                        &exec,
+                        0x7f4a_7c15 + u64::from(net),
+                        kill_one_in,
+                        &busy
+                    ),
+                )
+            })
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (sampler.join().unwrap(), rollouts)
+    });
+    TwoRuns {
+        statuses: vec![a, b],
+        killed: vec![ka, kb],
+        most_out,
+        ever_empty,
+        samples,
+        busy_waits: busy.load(std::sync::atomic::Ordering::Relaxed),
+    }
+}
+
 async fn two_dbus_one_ring(net: u8, kill_one_in: u64) {
     let started = Instant::now();
     let rig = common::rig_with(|d| {
@@ -247,37 +312,21 @@ async fn two_dbus_one_ring(net: u8, kill_one_in: u64) {
         lab.view(dbu_lab::STATEFULSET, "mail/a"),
         lab.view(dbu_lab::POOL_B, "mail/b"),
     );
-    let exec = lab.exec();
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let busy = std::sync::atomic::AtomicUsize::new(0);
-    let ((most_out, ever_empty, samples), ((a, ka), (b, kb))) = std::thread::scope(|scope| {
-        let sampler = scope.spawn(|| sample_ring(lab, &["director-0", "director-1"], &stop));
-        let rollouts = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(async {
-                tokio::join!(
-                    drive_with_kills(
-                        &sa,
-                        &va,
-                        &exec,
-                        0x9e37_79b9 + u64::from(net),
-                        kill_one_in,
-                        &busy
-                    ),
-                    drive_with_kills(
-                        &sb,
-                        &vb,
-                        &exec,
-                        0x7f4a_7c15 + u64::from(net),
-                        kill_one_in,
-                        &busy
-                    ),
-                )
-            })
-        });
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        (sampler.join().unwrap(), rollouts)
-    });
-    for (name, st) in [("a", &a), ("b", &b)] {
+    let run = two_at_once(
+        lab,
+        [(&|| sa.clone(), &va), (&|| sb.clone(), &vb)],
+        net,
+        kill_one_in,
+    );
+    let (a, b) = (&run.statuses[0], &run.statuses[1]);
+    let (most_out, ever_empty, samples, ka, kb) = (
+        run.most_out,
+        run.ever_empty,
+        run.samples,
+        run.killed[0],
+        run.killed[1],
+    );
+    for (name, st) in [("a", a), ("b", b)] {
         assert_eq!(st.phase, Some(Phase::Completed), "DBU {name}: {st:#?}");
     }
     for pod in lab.backend_names() {
@@ -299,7 +348,7 @@ async fn two_dbus_one_ring(net: u8, kill_one_in: u64) {
         "the lock is released: {:?}",
         lab.ring_holders()
     );
-    let waits = busy.load(std::sync::atomic::Ordering::Relaxed);
+    let waits = run.busy_waits;
     assert!(waits > 0, "the two DBUs met at the lock");
     // slots in order of waiting: with two backends each, the DBUs take turns (the one that
     // just released a slot never takes the next from the one waiting)
@@ -516,6 +565,165 @@ async fn the_ring_keeps_a_left_out_backend_out_when_every_director_restarts() {
         &format!(
             "both directors restarted and showed {ip} at {} vhosts up; the ring's pass ran {} command(s): 0 vhosts, down on both",
             forgot.0, ran
+        ),
+    );
+}
+
+/// A DovecotRing object in the lab's namespace (as the ring store holds it).
+fn ring_object(name: &str, selector: serde_json::Value, backends: &[&str]) -> serde_json::Value {
+    json!({
+        "apiVersion": "mailops.io/v1alpha1", "kind": "DovecotRing",
+        "metadata": {"name": name, "namespace": "lab", "uid": format!("ring-{name}"), "generation": 1},
+        "spec": {"directors": {"selector": selector},
+                 "backends": backends.iter().map(|b| json!({"statefulSet": b})).collect::<Vec<_>>(),
+                 "maxUnavailable": 1}
+    })
+}
+
+/// The settings the controller binds a DBU with `patch` (over the lab's spec) to, from the
+/// lab's pods (with their labels) and these rings: the controller's own resolution.
+fn bind_in_lab(
+    lab: &dbu_lab::Lab,
+    name: &str,
+    patch: &serde_json::Value,
+    rings: &[serde_json::Value],
+) -> Result<Settings, String> {
+    fn objs<K: serde::de::DeserializeOwned>(v: Vec<serde_json::Value>) -> Vec<K> {
+        v.into_iter()
+            .map(|o| serde_json::from_value(o).unwrap())
+            .collect()
+    }
+    let stores = dovecot_upgrade_operator::controller::Stores::from_objects(
+        vec![],
+        objs(lab.pod_objects()),
+        vec![],
+        objs(rings.to_vec()),
+    );
+    let dbu = dbu_core::fixtures::dbu(json!({"name": name, "namespace": "lab"}), patch.clone());
+    dovecot_upgrade_operator::controller::bind_read_only(
+        &stores,
+        &dbu,
+        "lab",
+        settings(patch.clone()),
+    )
+}
+
+/// One director ring (two directors in zones a and b), two StatefulSets, one DovecotRing. DBU a
+/// names the ring; DBU b is from before rings (its own director selector, zone b) and is found
+/// through its StatefulSet. A second ring object whose selector is written differently but picks
+/// the same directors is refused for both, naming both rings; once it is gone both bind to
+/// `mail`, and the ring's selector is edited mid-rollout (matchLabels to matchExpressions):
+/// every pass of either DBU stays bound to the one record, with passes killed at random. Both
+/// directors sampled every 200 ms: never more than one backend out, never none serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_routes_to_one_ring_and_its_selector_edited_mid_rollout() {
+    let started = Instant::now();
+    let net = 45;
+    let rig = common::rig_with(|d| {
+        let mut s = dbu_lab::LabSpec::new(d, net, vec![100, 50, 100, 50]);
+        s.pool_b = 2;
+        s.directors = 2;
+        s
+    });
+    let lab = &rig.lab;
+    let before = common::ring_of(lab, DIRECTOR_POD);
+    lab.new_revision("rev-2", "login_greeting = Lab rev-2 ready");
+    let by_app = json!({"matchLabels": {"app": "director"}});
+    let by_zone =
+        json!({"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b", "a"]}]});
+    let mail = ring_object("mail", by_app, &[dbu_lab::STATEFULSET, dbu_lab::POOL_B]);
+    let patch_a = json!({"ring": "mail", "director": null});
+    let patch_b = json!({"backends": {"statefulSet": dbu_lab::POOL_B},
+                         "director": {"selector": {"matchLabels": {"zone": "b"}}}});
+    // a second ring object for the same directors, written another way: refused for both
+    let twice = [
+        mail.clone(),
+        ring_object("mail-zones", by_zone.clone(), &[]),
+    ];
+    for (dbu, patch) in [("a", &patch_a), ("b", &patch_b)] {
+        let why = bind_in_lab(lab, dbu, patch, &twice).expect_err("refused");
+        assert!(
+            why.contains("DovecotRing mail ") || why.contains("mail and"),
+            "{dbu}: {why}"
+        );
+        assert!(why.contains("mail-zones"), "names both rings: {why}");
+    }
+    // the human deletes the second object; mid-rollout the ring's selector is rewritten
+    let rings = std::sync::Mutex::new(vec![mail]);
+    let bound = std::sync::Mutex::new(std::collections::BTreeMap::<String, usize>::new());
+    let edited = std::sync::atomic::AtomicBool::new(false);
+    let bind = |dbu: &str, patch: &serde_json::Value| {
+        if lab.ring_writes().len() >= 3 && !edited.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            rings.lock().unwrap()[0]["spec"]["directors"]["selector"] = by_zone.clone();
+        }
+        let s = bind_in_lab(lab, dbu, patch, &rings.lock().unwrap()).expect("bound");
+        *bound
+            .lock()
+            .unwrap()
+            .entry(s.ring.clone().unwrap_or_default())
+            .or_default() += 1;
+        s
+    };
+    let (va, vb) = (
+        lab.view(dbu_lab::STATEFULSET, "lab/a"),
+        lab.view(dbu_lab::POOL_B, "lab/b"),
+    );
+    let run = two_at_once(
+        lab,
+        [
+            (&|| bind("a", &patch_a), &va),
+            (&|| bind("b", &patch_b), &vb),
+        ],
+        net,
+        3,
+    );
+    for (name, st) in [("a", &run.statuses[0]), ("b", &run.statuses[1])] {
+        assert_eq!(st.phase, Some(Phase::Completed), "DBU {name}: {st:#?}");
+    }
+    for pod in lab.backend_names() {
+        assert_eq!(lab.pod_revision(&pod).as_deref(), Some("rev-2"), "{pod}");
+    }
+    assert!(
+        edited.load(std::sync::atomic::Ordering::SeqCst),
+        "the selector was edited mid-rollout"
+    );
+    let bound = bound.into_inner().unwrap();
+    assert_eq!(
+        bound.keys().collect::<Vec<_>>(),
+        ["mail"],
+        "every pass of both DBUs bound to the one ring: {bound:?}"
+    );
+    assert!(run.samples > 10, "the ring was sampled ({})", run.samples);
+    assert!(
+        run.most_out <= 1,
+        "at most one backend of the ring out at once, saw {}",
+        run.most_out
+    );
+    assert!(!run.ever_empty, "some host always had vhosts > 0");
+    assert_eq!(common::ring_of(lab, DIRECTOR_POD), before, "whole again");
+    assert_eq!(common::ring_of(lab, "director-1"), before, "whole again");
+    assert!(lab.ring_holders_of("mail").is_empty(), "released");
+    let claims: std::collections::BTreeSet<String> = lab
+        .ring_writes()
+        .iter()
+        .flatten()
+        .map(|h| h.dbu.clone())
+        .collect();
+    assert_eq!(
+        claims.into_iter().collect::<Vec<_>>(),
+        ["lab/a", "lab/b"],
+        "both took their slots from the one record"
+    );
+    report(
+        "two routes to one ring, selector edited mid-rollout",
+        started,
+        &format!(
+            "both DBUs bound to `mail` on all {} passes; most out at once {} over {} samples; {} RingBusy waits; {} passes killed",
+            bound["mail"],
+            run.most_out,
+            run.samples,
+            run.busy_waits,
+            run.killed.iter().sum::<usize>()
         ),
     );
 }

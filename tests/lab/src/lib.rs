@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use dbu_core::machine::{Observed, PodView, RingHolder, RingLock, StsView};
 use dbu_core::settings::Settings;
 use dovecot_upgrade_operator::engine::{Cluster, ClusterError};
+use kube_core::labels::{Selector, SelectorExt};
 
 pub mod faults;
 mod local_exec;
@@ -104,9 +105,11 @@ struct LabPod {
 }
 
 struct State {
-    /// The lab's stand-in for the DovecotRing's record: a version and the holders, changed by
-    /// CAS.
-    ring_lock: (u64, Vec<RingHolder>),
+    /// The lab's stand-in for each DovecotRing's record (by the ring a DBU's settings are
+    /// bound to; "" for settings bound to none): a version and the holders, changed by CAS.
+    ring_locks: BTreeMap<String, (u64, Vec<RingHolder>)>,
+    /// Writes of a ring's record still to be refused as conflicts (an injected 409).
+    conflicts_due: u32,
     /// Each DBU's status as last published (the API server's copy), for the ring's queue.
     statuses: BTreeMap<String, dbu_core::api::DovecotBackendUpgradeStatus>,
     /// Every write of the ring's record, in order: the holders after it.
@@ -123,6 +126,31 @@ struct State {
     revision_passwords: BTreeMap<String, Vec<(String, String)>>,
     /// The lab's Secrets and ConfigMaps: (kind, name, key) to value.
     objects: BTreeMap<(String, String, String), Vec<u8>>,
+}
+
+/// The ring a DBU's settings are bound to ("" for none): the key of its record in the lab.
+fn ring_of(s: &Settings) -> &str {
+    s.ring.as_deref().unwrap_or("")
+}
+
+/// A lab pod's labels, as its StatefulSet's template would set them: directors `app=director`
+/// and `zone=a`/`zone=b` by ordinal (two zones of one ring), backends `app=mail` and their
+/// StatefulSet.
+pub fn labels_of(pod: &str) -> BTreeMap<String, String> {
+    let (set, ordinal) = pod.rsplit_once('-').unwrap_or((pod, "0"));
+    if set == "director" {
+        let zone = if ordinal.parse::<u32>().unwrap_or(0) % 2 == 0 {
+            "a"
+        } else {
+            "b"
+        };
+        [("app", "director"), ("zone", zone)]
+    } else {
+        [("app", "mail"), ("statefulset", set)]
+    }
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }
 
 /// A pod's UID: its name and how many times it was created (a recreated pod is a new object).
@@ -359,7 +387,8 @@ impl Lab {
         let lab = Lab {
             exec: LocalExec::new(),
             state: Mutex::new(State {
-                ring_lock: (0, Vec::new()),
+                ring_locks: BTreeMap::new(),
+                conflicts_due: 0,
                 statuses: BTreeMap::new(),
                 ring_writes: Vec::new(),
                 pods: BTreeMap::new(),
@@ -716,7 +745,10 @@ impl Lab {
 
 impl Lab {
     /// The world as a DBU named `me` for StatefulSet `sts` sees it.
-    fn observe_as(&self, sts: &str, me: &str) -> Observed {
+    fn observe_as(&self, sts: &str, me: &str, s: &Settings) -> Observed {
+        // the directors the settings' selector picks by the pods' labels, as the controller's
+        // pod store does (a selector the lab cannot read picks none)
+        let picks = Selector::try_from(s.director_label_selector.clone()).ok();
         let st = self.state.lock().expect("lab state");
         let prefix = format!("{sts}-");
         let pods: Vec<PodView> = st
@@ -739,7 +771,10 @@ impl Lab {
         let directors: Vec<(String, Option<String>)> = st
             .pods
             .iter()
-            .filter(|(n, p)| n.starts_with("director-") && master_pid(&p.dir).is_some())
+            .filter(|(n, p)| {
+                picks.as_ref().is_some_and(|sel| sel.matches(&labels_of(n)))
+                    && master_pid(&p.dir).is_some()
+            })
             .map(|(n, p)| (n.clone(), Some(p.ip.clone())))
             .collect();
         let director = directors.first().map(|(n, _)| n.clone());
@@ -785,28 +820,58 @@ impl Lab {
         }
     }
 
-    fn read_lock(&self) -> RingLock {
+    fn read_lock(&self, ring: &str) -> RingLock {
         let st = self.state.lock().expect("lab state");
-        let (v, holders) = &st.ring_lock;
+        let (v, holders) = st.ring_locks.get(ring).cloned().unwrap_or_default();
         RingLock {
-            version: (*v > 0).then(|| v.to_string()),
-            holders: holders.clone(),
+            version: (v > 0).then(|| v.to_string()),
+            holders,
         }
     }
 
     fn write_lock(
         &self,
+        ring: &str,
         version: Option<&str>,
         holders: &[RingHolder],
     ) -> Result<(), ClusterError> {
         let mut st = self.state.lock().expect("lab state");
-        let now = (st.ring_lock.0 > 0).then(|| st.ring_lock.0.to_string());
+        if st.conflicts_due > 0 {
+            st.conflicts_due -= 1;
+            return Err(ClusterError::Conflict(
+                "injected: the ring's record changed".into(),
+            ));
+        }
+        let lock = st.ring_locks.entry(ring.to_string()).or_default();
+        let now = (lock.0 > 0).then(|| lock.0.to_string());
         if now.as_deref() != version {
             return Err(ClusterError::Conflict("the lab's ring lock changed".into()));
         }
-        st.ring_lock = (st.ring_lock.0 + 1, holders.to_vec());
+        *lock = (lock.0 + 1, holders.to_vec());
         st.ring_writes.push(holders.to_vec());
         Ok(())
+    }
+
+    /// The next `n` writes of any ring's record fail as a lost compare-and-swap (409).
+    pub fn conflict_next_ring_writes(&self, n: u32) {
+        self.state.lock().expect("lab state").conflicts_due = n;
+    }
+
+    /// The lab's pods as the API server lists them in namespace `lab` (name, UID, labels, IP),
+    /// for the controller's stores.
+    pub fn pod_objects(&self) -> Vec<serde_json::Value> {
+        let st = self.state.lock().expect("lab state");
+        st.pods
+            .iter()
+            .map(|(name, p)| {
+                serde_json::json!({
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": name, "namespace": "lab", "uid": uid_of(&st, name),
+                                 "labels": labels_of(name)},
+                    "status": {"podIP": p.ip},
+                })
+            })
+            .collect()
     }
 
     /// Every write of the ring's record so far: the holders after each.
@@ -820,9 +885,14 @@ impl Lab {
         st.pods.contains_key(pod).then(|| uid_of(&st, pod))
     }
 
-    /// The holders of the lab's ring lock now (for assertions).
+    /// The holders of the lab's ring lock now, for settings bound to no ring (for assertions).
     pub fn ring_holders(&self) -> Vec<RingHolder> {
-        self.read_lock().holders
+        self.read_lock("").holders
+    }
+
+    /// The holders of DovecotRing `ring`'s record now (for assertions).
+    pub fn ring_holders_of(&self, ring: &str) -> Vec<RingHolder> {
+        self.read_lock(ring).holders
     }
 
     /// The cluster as the DBU `dbu` for StatefulSet `sts` sees it; every view of one lab shares
@@ -853,8 +923,8 @@ impl LabView<'_> {
 
 #[async_trait]
 impl Cluster for LabView<'_> {
-    async fn observe(&self, _s: &Settings) -> Result<Observed, ClusterError> {
-        Ok(self.lab.observe_as(&self.sts, &self.me))
+    async fn observe(&self, s: &Settings) -> Result<Observed, ClusterError> {
+        Ok(self.lab.observe_as(&self.sts, &self.me, s))
     }
     async fn observe_fresh(&self, s: &Settings) -> Result<Observed, ClusterError> {
         self.observe(s).await
@@ -881,16 +951,16 @@ impl Cluster for LabView<'_> {
     ) -> Result<Option<Vec<u8>>, ClusterError> {
         Ok(self.lab.read_object(key))
     }
-    async fn read_ring_lock(&self, _s: &Settings) -> Result<RingLock, ClusterError> {
-        Ok(self.lab.read_lock())
+    async fn read_ring_lock(&self, s: &Settings) -> Result<RingLock, ClusterError> {
+        Ok(self.lab.read_lock(ring_of(s)))
     }
     async fn write_ring_lock(
         &self,
-        _s: &Settings,
+        s: &Settings,
         version: Option<&str>,
         holders: &[RingHolder],
     ) -> Result<(), ClusterError> {
-        self.lab.write_lock(version, holders)
+        self.lab.write_lock(ring_of(s), version, holders)
     }
     async fn delete_pod(&self, pod: &str, uid: &str) -> Result<(), ClusterError> {
         self.lab.delete_pod(pod, uid).await
@@ -903,8 +973,8 @@ impl Cluster for LabView<'_> {
 /// The lab as the one DBU of most tests sees it: StatefulSet `backend`, DBU `lab/rollout`.
 #[async_trait]
 impl Cluster for Lab {
-    async fn observe(&self, _s: &Settings) -> Result<Observed, ClusterError> {
-        Ok(self.observe_as(STATEFULSET, "lab/rollout"))
+    async fn observe(&self, s: &Settings) -> Result<Observed, ClusterError> {
+        Ok(self.observe_as(STATEFULSET, "lab/rollout", s))
     }
 
     async fn observe_fresh(&self, s: &Settings) -> Result<Observed, ClusterError> {
@@ -933,17 +1003,17 @@ impl Cluster for Lab {
         Ok(self.read_object(key))
     }
 
-    async fn read_ring_lock(&self, _s: &Settings) -> Result<RingLock, ClusterError> {
-        Ok(self.read_lock())
+    async fn read_ring_lock(&self, s: &Settings) -> Result<RingLock, ClusterError> {
+        Ok(self.read_lock(ring_of(s)))
     }
 
     async fn write_ring_lock(
         &self,
-        _s: &Settings,
+        s: &Settings,
         version: Option<&str>,
         holders: &[RingHolder],
     ) -> Result<(), ClusterError> {
-        self.write_lock(version, holders)
+        self.write_lock(ring_of(s), version, holders)
     }
 
     /// Like the StatefulSet controller: the pod is recreated at the update revision. Like the
