@@ -511,22 +511,7 @@ async fn the_ring_keeps_a_left_out_backend_out_when_every_director_restarts() {
     lab.wait_ring_synced().unwrap();
     let forgot = common::ring_of(lab, "director-1")[&ip];
     assert!(forgot.0 > 0 && forgot.1, "the directors forgot: {forgot:?}");
-    let world = engine::RingWorld {
-        directors: (0..2)
-            .map(|i| {
-                let d = format!("director-{i}");
-                let dip = lab.pod_ip(&d);
-                (d, dip)
-            })
-            .collect(),
-        backends: (0..2)
-            .map(|i| dbu_core::machine::face::BackendPod {
-                name: format!("backend-{i}"),
-                ip: lab.pod_ip(&format!("backend-{i}")),
-            })
-            .collect(),
-        conflict: None,
-    };
+    let world = ring_world(lab, 2, 2);
     let (st, notes) = engine::ring_pass(&ring, &world, &lab.exec(), now()).await;
     assert!(
         notes
@@ -726,4 +711,209 @@ async fn two_routes_to_one_ring_and_its_selector_edited_mid_rollout() {
             run.killed.iter().sum::<usize>()
         ),
     );
+}
+
+/// The lab's pods as the ring pass sees them: `directors` directors, `backends` backends.
+fn ring_world(lab: &dbu_lab::Lab, directors: usize, backends: usize) -> engine::RingWorld {
+    engine::RingWorld {
+        directors: (0..directors)
+            .map(|i| {
+                let d = format!("director-{i}");
+                let dip = lab.pod_ip(&d);
+                (d, dip)
+            })
+            .collect(),
+        backends: (0..backends)
+            .map(|i| {
+                let name = lab.spec.backend_name(i);
+                dbu_core::machine::face::BackendPod {
+                    ip: lab.pod_ip(&name),
+                    name,
+                }
+            })
+            .collect(),
+        conflict: None,
+    }
+}
+
+/// Where the deleted DBU leaves its backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LeftAt {
+    StopDovecot,
+    RingRemove,
+    /// Stalled by the reset guard (the old example's layout), then deleted.
+    ResetGuard,
+}
+
+/// A DBU deleted with its backend left out at `at`. Meanwhile both directors restart (they
+/// forget `update 0` and `down`): the ring's own pass takes the backend out again on both. A
+/// new DBU of the StatefulSet takes it over before anything else, through a lost status write
+/// and a lost compare-and-swap of the ring's record at the hand-over, finishes it from where
+/// it was left, then rolls the rest; the ring ends as it began.
+async fn left_out_then_finished_first(net: u8, at: LeftAt) {
+    let started = Instant::now();
+    let rig = common::rig_with(|d| {
+        let mut s = dbu_lab::LabSpec::new(d, net, vec![100, 50, 20]);
+        s.directors = 2;
+        s.legacy_layout = at == LeftAt::ResetGuard;
+        s
+    });
+    let lab = &rig.lab;
+    let before = common::ring_of(lab, DIRECTOR_POD);
+    lab.new_revision("rev-2", "");
+    let first = settings(json!({}));
+    let exec = lab.exec();
+    let step = match at {
+        LeftAt::StopDovecot => Step::StopDovecot,
+        LeftAt::RingRemove => Step::RingRemove,
+        LeftAt::ResetGuard => Step::Reset,
+    };
+    let (st, _) = common::until(
+        &first,
+        &exec,
+        lab,
+        DovecotBackendUpgradeStatus::default(),
+        std::time::Duration::from_secs(120),
+        |st| match at {
+            LeftAt::ResetGuard => engine::stalled(st),
+            _ => st.backends.first().is_some_and(|r| r.step == step),
+        },
+    )
+    .await;
+    let mut st = st;
+    if at == LeftAt::StopDovecot {
+        // the operator dies right after `doveadm stop` took effect, before its status write:
+        // the record still says StopDovecot, and Dovecot is stopped
+        loop {
+            let out = common::once(&first, st.clone(), &exec, lab).await;
+            if out.status.backends[0].step != Step::StopDovecot {
+                break;
+            }
+            st = out.status;
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    }
+    let rec = st.backends[0].clone();
+    assert_eq!(rec.step, step, "{st:#?}");
+    let (pod, ip) = (rec.pod.clone(), rec.ip.clone());
+    // the DBU is deleted
+    let done = engine::cleanup(&first, &st, &exec, lab, &now, false)
+        .await
+        .unwrap();
+    assert!(done.finished(), "{done:?}");
+    let holders = lab.ring_holders();
+    assert!(
+        holders.len() == 1 && holders[0].pod == pod && holders[0].left_out.is_some(),
+        "the ring keeps it as left out: {holders:?}"
+    );
+    // every director restarts and forgets; the ring's pass takes the backend out again
+    for d in ["director-0", "director-1"] {
+        lab.stop_pod(d);
+    }
+    lab.start_director(0).unwrap();
+    lab.start_director(1).unwrap();
+    lab.wait_ring_synced().unwrap();
+    let forgot = common::ring_of(lab, "director-1")[&ip];
+    let ring: dovecot_upgrade_operator::api::DovecotRing = serde_json::from_value(json!({
+        "apiVersion": "mailops.io/v1alpha1", "kind": "DovecotRing",
+        "metadata": {"name": "mail", "namespace": "lab", "generation": 1},
+        "spec": {"directors": {"selector": {"matchLabels": {"app": "director"}}},
+                 "backends": [{"statefulSet": "backend"}]},
+        "status": {"outCount": 1, "out": holders}
+    }))
+    .unwrap();
+    let (_, notes) = engine::ring_pass(&ring, &ring_world(lab, 2, 3), &exec, now()).await;
+    assert!(
+        notes.iter().any(|n| n.reason == "RingReasserted"),
+        "{notes:?}"
+    );
+    for d in ["director-0", "director-1"] {
+        assert_eq!(common::ring_of(lab, d)[&ip], (0, false), "{d}: out again");
+    }
+    // what the restarted directors hold now: the other hosts at their configured count (the
+    // operator never changed them), the left-out one taken out again
+    let mut want = common::ring_of(lab, DIRECTOR_POD);
+    assert_eq!(
+        before[&ip],
+        (rec.original_vhosts, true),
+        "the record keeps its count"
+    );
+    want.insert(ip.clone(), before[&ip]);
+    // a new DBU; after Reset's guard stall its author turned the reset off
+    let mut next = settings(match at {
+        LeftAt::ResetGuard => json!({"reset": {"enabled": false}}),
+        _ => json!({}),
+    });
+    // its first pass takes the backend over; that status write is lost (a 409)
+    let out = common::once(&next, DovecotBackendUpgradeStatus::default(), &exec, lab).await;
+    assert!(
+        matches!(&out.decision, Decision::Adopt { records } if records.iter().any(|r| r.pod == pod)),
+        "{:?}",
+        out.decision
+    );
+    assert_eq!(lab.ring_holders(), holders, "nothing lost with the status");
+    // and its first claim of the ring's record loses the compare-and-swap
+    lab.conflict_next_ring_writes(1);
+    let (mut st, mut notes) =
+        common::finish(&next, &exec, lab, DovecotBackendUpgradeStatus::default()).await;
+    if at == LeftAt::ResetGuard {
+        // a failed backend is taken over as failed: it stays out until its author retries
+        let held = st.backends.iter().find(|r| r.pod == pod).unwrap();
+        assert!(engine::stalled(&st) && held.failed, "{st:#?}");
+        for d in ["director-0", "director-1"] {
+            assert_eq!(common::ring_of(lab, d)[&ip], (0, false), "{d}: still out");
+        }
+        next.retry_token = Some("1".into());
+        let more;
+        (st, more) = common::finish(&next, &exec, lab, st).await;
+        notes.extend(more);
+    }
+    assert_eq!(st.phase, Some(Phase::Completed), "{st:#?}\n{notes:#?}");
+    assert_eq!(
+        lab.conflicts_due(),
+        0,
+        "the injected conflict was met: {notes:#?}"
+    );
+    let adopted = notes
+        .iter()
+        .position(|n| n.reason == "BackendAdopted" && n.message.starts_with(&pod))
+        .expect("taken over");
+    let started_other = notes.iter().position(|n| n.reason == "BackendStarted");
+    assert!(
+        started_other.is_none_or(|b| b > adopted),
+        "taken over before any other backend starts: {notes:#?}"
+    );
+    let finished = st.backends.iter().find(|r| r.pod == pod).unwrap();
+    assert_eq!(finished.step, Step::Done, "{finished:?}");
+    for b in lab.backend_names() {
+        assert_eq!(lab.pod_revision(&b).as_deref(), Some("rev-2"), "{b}");
+    }
+    for d in ["director-0", "director-1"] {
+        assert_eq!(common::ring_of(lab, d), want, "{d}: whole again");
+    }
+    assert!(lab.ring_holders().is_empty(), "{:?}", lab.ring_holders());
+    report(
+        &format!("left out at {step:?}, finished first by the next DBU"),
+        started,
+        &format!(
+            "{pod} kept out across the deletion and both directors' restart (they showed {}/{}); taken over through a lost status write and a lost CAS; ring whole",
+            forgot.0,
+            if forgot.1 { "up" } else { "down" }
+        ),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn left_out_at_stop_dovecot_is_finished_first_by_the_next_dbu() {
+    left_out_then_finished_first(46, LeftAt::StopDovecot).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn left_out_at_ring_remove_is_finished_first_by_the_next_dbu() {
+    left_out_then_finished_first(47, LeftAt::RingRemove).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn left_out_at_a_reset_guard_stall_is_finished_first_by_the_next_dbu() {
+    left_out_then_finished_first(48, LeftAt::ResetGuard).await;
 }

@@ -26,20 +26,19 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 /// IP), or nothing when nothing is asserted. Only state that is *more available* than desired
 /// is drift: it would send users to a backend that is stopped, unverified or failed.
 fn drift_commands(s: &Settings, rec: &BackendStatus, host: &RingHost) -> Vec<Vec<String>> {
-    drift_argv(&s.director, rec, host)
+    argv_towards(&s.director, steps::ring_state(rec), host)
 }
 
-/// The commands that take `host` back to the ring state `rec`'s step asks for (none when it
-/// is there): `update 0`, `down`, and `flush` after a `down`.
-pub fn drift_argv(
+/// The commands that take `host` to ring state `want` where it is more available (none when
+/// it is there): `update 0`, `down`, and `flush` after a `down`.
+pub fn argv_towards(
     director: &dovecot::Doveadm,
-    rec: &BackendStatus,
+    want: steps::RingState,
     host: &RingHost,
 ) -> Vec<Vec<String>> {
     let Ok(ip) = dovecot::validate_ip(&host.ip) else {
         return Vec::new();
     };
-    let want = steps::ring_state(rec);
     let (must_be_drained, must_be_down) = (want.drained, want.down);
     let mut cmds = Vec::new();
     if must_be_drained && host.vhosts != 0 {

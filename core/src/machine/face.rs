@@ -8,8 +8,9 @@
 use k8s_openapi::jiff::Timestamp;
 
 use super::conditions::{self, READY, RECONCILING, STALLED};
-use super::decide::drift_argv;
+use super::decide::argv_towards;
 use super::split;
+use super::steps;
 use crate::api::{
     DovecotRingSpec, DovecotRingStatus, RingDirectorStatus, RingHolder, RingHostStatus,
 };
@@ -278,7 +279,7 @@ fn orphans(input: &RingInput<'_>, prev: &DovecotRingStatus) -> Vec<Reassert> {
                 let Some(host) = d.hosts.iter().flatten().find(|x| x.ip == ip) else {
                     continue;
                 };
-                let argv = drift_argv(&doveadm, rec, host);
+                let argv = argv_towards(&doveadm, steps::left_out_state(rec), host);
                 if !argv.is_empty() {
                     out.push(Reassert {
                         director: d.pod.clone(),
@@ -541,6 +542,28 @@ mod tests {
             reassert[0].argv,
             vec![Doveadm::new(None).director_update(ip.parse().unwrap(), 0)]
         );
+        // left out once its Dovecot may have stopped, before RingRemove took it down: nobody
+        // drives it on, so the ring holds it down (and flushed), not just at 0 vhosts
+        let full: Vec<String> = vec![
+            format!("doveadm director update {ip} 0"),
+            format!("doveadm director down {ip}"),
+            format!("doveadm director flush {ip}"),
+        ];
+        for (step, want) in [
+            (Step::StopLmtp, &full[..1]),
+            (Step::StopDovecot, &full[..]),
+            (Step::RingRemove, &full[..]),
+            (Step::Replace, &full[..]),
+            (Step::Verify, &full[..]),
+        ] {
+            let prev = DovecotRingStatus {
+                out: vec![left_out(2, step)],
+                ..Default::default()
+            };
+            let (_, reassert) = assess(&input, &prev, ts(5));
+            let argv: Vec<String> = reassert[0].argv.iter().map(|a| a.join(" ")).collect();
+            assert_eq!(argv, want, "{step}");
+        }
         // its old IP now belongs to another backend pod: untouched
         let mut reused = bk.clone();
         reused[2].ip = Some("10.9.9.9".into());

@@ -26,7 +26,7 @@ mod start;
 pub mod steps;
 
 pub use cleanup::{Deletion, cleanup_for, undone_note};
-pub use decide::{check_world, decide, drift_argv, revision_pending, ring_drift};
+pub use decide::{argv_towards, check_world, decide, revision_pending, ring_drift};
 pub use decision::{
     Acted, Cleanup, Command, Decision, DrainPoll, MAX_ATTEMPTS, On, StepResult, Undone, active,
 };

@@ -41,11 +41,21 @@ pub fn missing(decision: &Decision, obs: &Observed) -> Option<Missing> {
         Decision::Claim { .. } if obs.other_rings.is_none() && obs.directors.len() > 1 => {
             Some(Missing::OtherRings)
         }
-        // Begin and Complete look for backends a deleted DBU left out (adopted first)
+        // every decision about new work first looks for backends a deleted DBU left out
+        // (adopted first): a left-out backend is not Ready, or drained, or its revision not yet
+        // the template's, and would otherwise hold every DBU of the ring at the very wait or
+        // stall it explains
         Decision::Begin(_)
         | Decision::Complete
         | Decision::Wait {
-            reason: WaitReason::RingLockUnreadable,
+            reason:
+                WaitReason::RingLockUnreadable
+                | WaitReason::BackendNotReady
+                | WaitReason::WaitingForRevision,
+            ..
+        }
+        | Decision::Stall {
+            reason: StallReason::BackendNotInRing | StallReason::BackendAlreadyDrained,
             ..
         } if obs.ring_lock.is_none() => Some(Missing::RingLock),
         Decision::Begin(_) if obs.probe_credentials.is_none() => Some(Missing::ProbeCredentials),

@@ -857,6 +857,11 @@ impl Lab {
         self.state.lock().expect("lab state").conflicts_due = n;
     }
 
+    /// Injected conflicts not yet met by a write.
+    pub fn conflicts_due(&self) -> u32 {
+        self.state.lock().expect("lab state").conflicts_due
+    }
+
     /// The lab's pods as the API server lists them in namespace `lab` (name, UID, labels, IP),
     /// for the controller's stores.
     pub fn pod_objects(&self) -> Vec<serde_json::Value> {

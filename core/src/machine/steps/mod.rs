@@ -525,6 +525,17 @@ pub fn ring_state(rec: &BackendStatus) -> RingState {
     (spec(rec.step).ring)(rec)
 }
 
+/// The ring state a backend left out of the ring is kept in: what its step asks, and down
+/// from StopDovecot on. A DBU in flight takes it down at RingRemove, but nobody drives a
+/// left-out backend on, and its Dovecot may be stopped: a user still mapped there would fail
+/// to log in until a flush moves them.
+pub fn left_out_state(rec: &BackendStatus) -> RingState {
+    match rec.step {
+        Step::StopDovecot | Step::RingRemove => RingState::DOWN,
+        _ => ring_state(rec),
+    }
+}
+
 /// Every other director must show the backend drained before anything on it is stopped or it
 /// is taken down: one that missed `update 0` gets it again, on that director. `wait_unread`:
 /// a director that cannot be asked holds the step (it may still send users).

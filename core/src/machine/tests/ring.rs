@@ -428,7 +428,15 @@ fn a_stall_over_what_the_ring_says_of_a_backend_waits_for_a_synced_ring() {
     };
     let d = decide(&s, &status(vec![]), &synced, ts(0));
     assert_eq!(reason(&d), "BackendNotInRing");
-    assert_eq!(missing(&d, &synced), None);
+    // ... and on the ring's record: a backend a deleted DBU left out is taken over first
+    assert_eq!(missing(&d, &synced), Some(Missing::RingLock));
+    let read = Observed {
+        ring_lock: Some(Ok(RingLock::default())),
+        ..synced
+    };
+    let d = decide(&s, &status(vec![]), &read, ts(0));
+    assert_eq!(reason(&d), "BackendNotInRing");
+    assert_eq!(missing(&d, &read), None);
     // other stalls need no ring read
     let d = Decision::stall(R::BackendFailed, "m");
     assert_eq!(missing(&d, &world()), None);
@@ -672,4 +680,42 @@ fn a_backend_that_came_back_at_a_new_ip_rejoins_only_after_verify() {
     // its old IP taken by another backend of the ring meanwhile: not this record's to touch
     obs.ring_pods = vec![("mx-3".into(), Some("127.0.0.12".into()))];
     assert_eq!(reason(&decide(&s, &st, &obs, ts(5))), "Complete");
+}
+
+#[test]
+fn a_left_out_backend_that_is_not_ready_or_drained_is_taken_over_not_waited_for() {
+    let s = settings();
+    let left = rec(2, Step::Reset, 0);
+    let lock = RingLock {
+        version: Some("3".into()),
+        holders: lock::leave_out(&RingLock::default(), "mail/old", "backend", &[left], 1),
+    };
+    // its Dovecot is stopped: the pod is not Ready, and the ring shows it drained and down
+    let mut obs = locked(lock);
+    obs.pods[2].ready = false;
+    if let Some(ring) = obs.ring.as_mut() {
+        ring[2].vhosts = 0;
+        ring[2].up = false;
+    }
+    let mut unread = obs.clone();
+    unread.ring_lock = None;
+    let d = decide(&s, &status(vec![]), &unread, ts(1));
+    assert_eq!(
+        missing(&d, &unread),
+        Some(Missing::RingLock),
+        "the record is read before {d:?} stands"
+    );
+    assert!(matches!(
+        decide(&s, &status(vec![]), &obs, ts(1)),
+        Decision::Adopt { .. }
+    ));
+    // only Ready but drained (a stall over the ring's word): the same, once the ring is synced
+    unread.pods[2].ready = true;
+    unread.ring_synced = Some(true);
+    let d = decide(&s, &status(vec![]), &unread, ts(1));
+    assert_eq!(missing(&d, &unread), Some(Missing::RingLock), "{d:?}");
+    // the revision not yet the template's: the same
+    unread.sts.as_mut().unwrap().current = false;
+    let d = decide(&s, &status(vec![]), &unread, ts(1));
+    assert_eq!(missing(&d, &unread), Some(Missing::RingLock), "{d:?}");
 }
