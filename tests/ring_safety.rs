@@ -917,3 +917,131 @@ async fn left_out_at_ring_remove_is_finished_first_by_the_next_dbu() {
 async fn left_out_at_a_reset_guard_stall_is_finished_first_by_the_next_dbu() {
     left_out_then_finished_first(48, LeftAt::ResetGuard).await;
 }
+
+/// A director pod is recreated at a new IP while a backend drains: its own ring names the new
+/// address, the other director's still the old one, so the two do not form one ring. The
+/// rollout stops nothing on the draining backend and starts no other, naming the director,
+/// until an admin joins the new address to the ring; then it goes on and completes. Both
+/// directors are read after every pass: never more than one backend out on either view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_director_back_at_a_new_ip_holds_the_rollout_until_the_ring_is_whole() {
+    let started = Instant::now();
+    let net = 49;
+    let rig = common::rig_with(|d| {
+        let mut s = dbu_lab::LabSpec::new(d, net, vec![100, 50, 20]);
+        s.directors = 2;
+        s
+    });
+    let lab = &rig.lab;
+    let before = common::ring_of(lab, DIRECTOR_POD);
+    lab.new_revision("rev-2", "");
+    let s = settings(json!({}));
+    let exec = lab.exec();
+    let (mut st, _) = common::until(
+        &s,
+        &exec,
+        lab,
+        DovecotBackendUpgradeStatus::default(),
+        std::time::Duration::from_secs(120),
+        |st| {
+            st.backends
+                .first()
+                .is_some_and(|r| r.step == Step::WaitSessions)
+        },
+    )
+    .await;
+    let pod = st.backends[0].pod.clone();
+    let (old_ip, new_ip) = (lab.spec.director_ip_of(1), format!("127.0.{net}.30"));
+    lab.stop_pod("director-1");
+    lab.start_director_at(1, &new_ip).unwrap();
+    let most_out = |lab: &dbu_lab::Lab| {
+        ["director-0", "director-1"]
+            .iter()
+            .map(|d| {
+                common::ring_of(lab, d)
+                    .values()
+                    .filter(|(v, up)| *v == 0 || !*up)
+                    .count()
+            })
+            .max()
+            .unwrap()
+    };
+    // the drain runs its course (users expire); then the step that would stop something waits
+    let mut held = Vec::new();
+    for _ in 0..90 {
+        if held
+            .iter()
+            .filter(|(r, _): &&(String, String)| r == "RingSplit")
+            .count()
+            >= 5
+        {
+            break;
+        }
+        let out = common::once(&s, st, &exec, lab).await;
+        st = out.status;
+        assert!(
+            most_out(lab) <= 1,
+            "{:?}",
+            common::ring_of(lab, "director-1")
+        );
+        assert!(
+            st.backends[0].step <= Step::StopLmtp && st.backends.len() == 1,
+            "nothing stopped, nothing else started: {st:#?}"
+        );
+        if let Decision::Wait {
+            reason, message, ..
+        } = &out.decision
+        {
+            held.push((reason.to_string(), message.clone()));
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    let (reason, message) = held.last().cloned().expect("the rollout waits");
+    assert!(
+        reason == "RingSplit" && message.contains("director-1"),
+        "waits naming the director: {held:#?}"
+    );
+    // LMTP still accepts on the drained backend: nothing was stopped
+    let ip = lab.pod_ip(&pod).unwrap();
+    dbu_lab::lmtp_deliver(&ip, "user1", "while split").expect("LMTP still open");
+    // the admin joins the new address to the ring and drops the old one
+    lab.doveadm(DIRECTOR_POD, &["director", "ring", "add", &new_ip])
+        .unwrap();
+    lab.doveadm(DIRECTOR_POD, &["director", "ring", "remove", &old_ip])
+        .unwrap();
+    lab.wait_ring_synced().unwrap();
+    let end = Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        assert!(Instant::now() < end, "not completed: {st:#?}");
+        let out = common::once(&s, st, &exec, lab).await;
+        st = out.status;
+        assert!(most_out(lab) <= 1);
+        if out.decision == Decision::Complete || engine::stalled(&st) {
+            break;
+        }
+        tokio::time::sleep(
+            out.requeue
+                .unwrap_or(std::time::Duration::from_secs(1))
+                .min(std::time::Duration::from_secs(1)),
+        )
+        .await;
+    }
+    assert_eq!(st.phase, Some(Phase::Completed), "{st:#?}");
+    for d in ["director-0", "director-1"] {
+        let ring = common::ring_of(lab, d);
+        for (ip, (v, up)) in &ring {
+            assert!(*up && *v > 0, "{d}: {ip} serving");
+        }
+        assert_eq!(ring[&ip], before[&ip], "{d}: {pod} back at its count");
+    }
+    report(
+        "director back at a new IP holds the rollout",
+        started,
+        &format!(
+            "director-1 {old_ip} -> {new_ip} during {pod}'s drain: held at {:?} with {reason} for {} passes (\"{}\"); completed once the ring was whole",
+            Step::StopLmtp,
+            held.iter().filter(|h| h.0 == reason).count(),
+            dbu_core::text::bounded(&message, 160)
+        ),
+    );
+}

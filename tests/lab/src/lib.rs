@@ -305,9 +305,20 @@ verbose_proctitle = yes
 }
 
 fn director_conf(spec: &LabSpec, i: usize) -> String {
-    let ip = spec.director_ip_of(i);
+    director_conf_at(spec, i, &spec.director_ip_of(i))
+}
+
+/// Director `i`'s config when its pod has address `ip` (a recreated pod's new IP: the ring it
+/// names has the new address, as a headless Service would resolve it).
+fn director_conf_at(spec: &LabSpec, i: usize, ip: &str) -> String {
     let ring: Vec<String> = (0..spec.directors)
-        .map(|d| spec.director_ip_of(d))
+        .map(|d| {
+            if d == i {
+                ip.to_string()
+            } else {
+                spec.director_ip_of(d)
+            }
+        })
         .collect();
     let backends: Vec<String> = (0..spec.vhosts.len()).map(|i| spec.backend_ip(i)).collect();
     format!(
@@ -552,6 +563,19 @@ impl Lab {
             &ip,
             "rev-1",
             &director_conf(&self.spec, i),
+        )?;
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    /// Starts director `i` again at another address (its pod recreated with a new IP): the
+    /// other directors' rings still name its old one.
+    pub fn start_director_at(&self, i: usize, ip: &str) -> Result<(), String> {
+        self.create_pod(
+            &format!("director-{i}"),
+            ip,
+            "rev-1",
+            &director_conf_at(&self.spec, i, ip),
         )?;
         self.changed.notify_one();
         Ok(())
