@@ -1045,3 +1045,62 @@ async fn a_director_back_at_a_new_ip_holds_the_rollout_until_the_ring_is_whole()
         ),
     );
 }
+
+/// A StatefulSet whose ordinals start at 10 (`spec.ordinals.start`): pods backend-10 to
+/// backend-12. When Replace deletes a pod (absent for 2 s), its record is not closed as "scaled away" (its
+/// ordinal is still in the StatefulSet's range): RingRestore and the rest run, and the next
+/// backend starts only then. The director sampled every 200 ms: never two out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statefulset_with_ordinals_from_10_rolls_out_one_backend_at_a_time() {
+    let started = Instant::now();
+    let rig = common::rig_with(|d| dbu_lab::LabSpec {
+        ordinals_start: 10,
+        // a deleted pod is absent for a moment before the StatefulSet brings it back
+        recreate_after: Some(std::time::Duration::from_secs(2)),
+        ..dbu_lab::LabSpec::new(d, 52, vec![100, 50, 20])
+    });
+    let lab = &rig.lab;
+    let before = common::ring_of(lab, DIRECTOR_POD);
+    lab.new_revision("rev-2", "");
+    let s = settings(json!({}));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let ((most_out, ever_empty, samples), (st, notes)) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| sample_ring(lab, &[DIRECTOR_POD], &stop));
+        let run = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                // three backends take about 20 s; a record closed as removed never completes
+                let exec = lab.exec();
+                let finish = common::finish(&s, &exec, lab, DovecotBackendUpgradeStatus::default());
+                tokio::time::timeout(std::time::Duration::from_secs(150), finish)
+                    .await
+                    .expect("the rollout completes")
+            })
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (sampler.join().unwrap(), run)
+    });
+    assert_eq!(st.phase, Some(Phase::Completed), "{st:#?}");
+    assert!(
+        notes.iter().all(|n| n.reason != "BackendRemoved"),
+        "no record closed as removed: {notes:#?}"
+    );
+    let names = lab.backend_names();
+    assert_eq!(names, ["backend-10", "backend-11", "backend-12"]);
+    for b in &names {
+        assert_eq!(lab.pod_revision(b).as_deref(), Some("rev-2"), "{b}");
+        let rec = st.backends.iter().find(|r| &r.pod == b).unwrap();
+        assert_eq!((rec.step, rec.removed), (Step::Done, false), "{rec:?}");
+    }
+    assert!(
+        samples > 10 && most_out <= 1 && !ever_empty,
+        "{most_out} out at most over {samples}"
+    );
+    assert_eq!(common::ring_of(lab, DIRECTOR_POD), before, "whole again");
+    report(
+        "ordinals from 10",
+        started,
+        &format!(
+            "backend-10..12 rolled; most out at once {most_out} over {samples} samples; no record closed as removed"
+        ),
+    );
+}

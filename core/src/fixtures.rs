@@ -242,6 +242,7 @@ pub fn sts(target: &str, replicas: i32) -> StsView {
         update_strategy: "OnDelete".into(),
         update_revision: Some(target.into()),
         replicas,
+        ordinals_start: 0,
         current: true,
         template_revision: None,
     }

@@ -83,6 +83,7 @@ impl KubeCluster {
                 .as_ref()
                 .and_then(|st| st.update_revision.clone()),
             replicas: spec.replicas.unwrap_or(1),
+            ordinals_start: spec.ordinals.as_ref().and_then(|o| o.start).unwrap_or(0),
             current: sts.status.as_ref().and_then(|st| st.observed_generation)
                 >= sts.metadata.generation,
             template_revision: template_revision(&sts),

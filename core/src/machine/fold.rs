@@ -304,8 +304,9 @@ fn ordinal(sts: &str, pod: &str) -> Option<i32> {
     pod.strip_prefix(sts)?.strip_prefix('-')?.parse().ok()
 }
 
-/// Closes the records of pods that are gone for good: the StatefulSet was scaled below their
-/// ordinal and the pod no longer runs. Nothing will come back to finish them, so they neither
+/// Closes the records of pods that are gone for good: the StatefulSet's ordinal range
+/// (`spec.ordinals.start`, `replicas` long) no longer holds their ordinal and the pod no longer
+/// runs. Nothing will come back to finish them, so they neither
 /// hold the rollout nor the ring's lock; their ring entries stay as they were, and the Event
 /// says how to remove them.
 pub fn close_removed(
@@ -314,12 +315,13 @@ pub fn close_removed(
     obs: &Observed,
     now: Timestamp,
 ) -> Vec<Note> {
-    let Some(replicas) = obs.sts.as_ref().map(|x| x.replicas) else {
+    let Some((replicas, start)) = obs.sts.as_ref().map(|x| (x.replicas, x.ordinals_start)) else {
         return Vec::new();
     };
+    let range = start..start.saturating_add(replicas);
     let mut notes = Vec::new();
     for rec in status.backends.iter_mut().filter(|r| active(r)) {
-        let gone = ordinal(&s.stateful_set, &rec.pod).is_some_and(|n| n >= replicas)
+        let gone = ordinal(&s.stateful_set, &rec.pod).is_some_and(|n| !range.contains(&n))
             && !obs.pods.iter().any(|p| p.name == rec.pod && !p.terminating);
         if !gone {
             continue;
@@ -327,8 +329,13 @@ pub fn close_removed(
         rec.removed = true;
         rec.retry_after = None;
         let message = format!(
-            "{}: the StatefulSet was scaled to {replicas}, so the pod is gone for good; its record is closed at {}. Its ring entry {} stays as it is (drained or down): remove it with doveadm director remove {} once it is decommissioned",
-            rec.pod, rec.step, rec.ip, rec.ip
+            "{}: the StatefulSet now keeps {replicas} pods, ordinals {} to {}, so the pod is gone for good; its record is closed at {}. Its ring entry {} stays as it is (drained or down): remove it with doveadm director remove {} once it is decommissioned",
+            rec.pod,
+            range.start,
+            range.end - 1,
+            rec.step,
+            rec.ip,
+            rec.ip
         );
         rec.message = Some(message.clone());
         rec.step_started = Time(now);

@@ -16,6 +16,8 @@ pub struct StsView {
     pub update_strategy: String,
     pub update_revision: Option<String>,
     pub replicas: i32,
+    /// `spec.ordinals.start`: the pods are `<sts>-<start>` to `<sts>-<start + replicas - 1>`.
+    pub ordinals_start: i32,
     /// `status.observedGeneration` has reached `metadata.generation`: `update_revision` is that
     /// of the template as it is now, not of one the StatefulSet controller has not seen yet.
     pub current: bool,

@@ -58,6 +58,11 @@ pub struct LabSpec {
     pub legacy_layout: bool,
     /// Backends park IDLE sessions in imap-hibernate after this long (`imap_hibernate_timeout`).
     pub hibernate_after: Option<String>,
+    /// The first StatefulSet's `spec.ordinals.start`: its pods are `backend-<start>` on.
+    pub ordinals_start: usize,
+    /// A deleted pod is recreated this long after, and only after two observations saw it
+    /// absent (as the StatefulSet controller takes a moment); None: at once.
+    pub recreate_after: Option<Duration>,
 }
 
 impl LabSpec {
@@ -72,6 +77,8 @@ impl LabSpec {
             pool_b: 0,
             legacy_layout: false,
             hibernate_after: None,
+            ordinals_start: 0,
+            recreate_after: None,
         }
     }
     /// The first director's address (director-0).
@@ -86,7 +93,7 @@ impl LabSpec {
     pub fn backend_name(&self, i: usize) -> String {
         let first = self.vhosts.len() - self.pool_b.min(self.vhosts.len());
         if i < first {
-            format!("{STATEFULSET}-{i}")
+            format!("{STATEFULSET}-{}", i + self.ordinals_start)
         } else {
             format!("{POOL_B}-{}", i - first)
         }
@@ -110,6 +117,9 @@ struct State {
     ring_locks: BTreeMap<String, (u64, Vec<RingHolder>)>,
     /// Writes of a ring's record still to be refused as conflicts (an injected 409).
     conflicts_due: u32,
+    /// Deleted pods the StatefulSet controller recreates at a time: (due, observations still to
+    /// see it absent, IP, revision, config).
+    recreations: BTreeMap<String, (Instant, u32, String, String, String)>,
     /// Each DBU's status as last published (the API server's copy), for the ring's queue.
     statuses: BTreeMap<String, dbu_core::api::DovecotBackendUpgradeStatus>,
     /// Every write of the ring's record, in order: the holders after it.
@@ -400,6 +410,7 @@ impl Lab {
             state: Mutex::new(State {
                 ring_locks: BTreeMap::new(),
                 conflicts_due: 0,
+                recreations: BTreeMap::new(),
                 statuses: BTreeMap::new(),
                 ring_writes: Vec::new(),
                 pods: BTreeMap::new(),
@@ -768,8 +779,36 @@ impl Lab {
 }
 
 impl Lab {
+    /// Creates the deleted pods whose recreation is due (see `LabSpec::recreate_after`).
+    fn recreate_due(&self) {
+        type Due = (Instant, u32, String, String, String);
+        let due: Vec<(String, Due)> = {
+            let mut st = self.state.lock().expect("lab state");
+            for r in st.recreations.values_mut() {
+                r.1 = r.1.saturating_sub(1);
+            }
+            let names: Vec<String> = st
+                .recreations
+                .iter()
+                .filter(|(_, r)| r.0 <= Instant::now() && r.1 == 0)
+                .map(|(n, _)| n.clone())
+                .collect();
+            names
+                .into_iter()
+                .filter_map(|n| st.recreations.remove_entry(&n))
+                .collect()
+        };
+        for (pod, (_, _, ip, rev, conf)) in due {
+            // starting dovecot blocks for a moment; keep it off the async workers
+            let made = tokio::task::block_in_place(|| self.create_pod(&pod, &ip, &rev, &conf));
+            made.expect("a recreated lab pod starts");
+            self.changed.notify_one();
+        }
+    }
+
     /// The world as a DBU named `me` for StatefulSet `sts` sees it.
     fn observe_as(&self, sts: &str, me: &str, s: &Settings) -> Observed {
+        self.recreate_due();
         // the directors the settings' selector picks by the pods' labels, as the controller's
         // pod store does (a selector the lab cannot read picks none)
         let picks = Selector::try_from(s.director_label_selector.clone()).ok();
@@ -828,6 +867,11 @@ impl Lab {
                 update_strategy: "OnDelete".into(),
                 update_revision: Some(st.update_revision.clone()),
                 replicas: replicas as i32,
+                ordinals_start: if sts == STATEFULSET {
+                    self.spec.ordinals_start as i32
+                } else {
+                    0
+                },
                 current: true,
                 // each lab revision's pod template carries its own name as mailops.io/revision
                 template_revision: Some(st.update_revision.clone()),
@@ -1065,6 +1109,14 @@ impl Cluster for Lab {
         };
         self.kill_pod(pod);
         let conf = backend_conf(&ip, pod, &extra, &self.spec);
+        if let Some(after) = self.spec.recreate_after {
+            self.state
+                .lock()
+                .expect("lab state")
+                .recreations
+                .insert(pod.to_string(), (Instant::now() + after, 2, ip, rev, conf));
+            return Ok(());
+        }
         let pod = pod.to_string();
         // starting dovecot blocks for a moment; keep it off the async workers
         let res = tokio::task::block_in_place(|| self.create_pod(&pod, &ip, &rev, &conf))

@@ -53,6 +53,7 @@ pub fn steps_for(
                 update_strategy: "OnDelete".into(),
                 update_revision: None,
                 replicas: 0,
+                ordinals_start: 0,
                 current: true,
                 template_revision: None,
             })

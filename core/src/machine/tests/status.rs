@@ -180,6 +180,56 @@ fn a_pod_scaled_away_closes_its_record_as_removed() {
 }
 
 #[test]
+fn a_pod_is_removed_only_when_the_ordinal_range_no_longer_holds_it() {
+    let s = with(json!({}));
+    // ordinals from 10: backend-10, backend-11, backend-12; backend-11 is being replaced
+    let at = |pod: &str, step| {
+        let mut r = rec(1, step, 0);
+        r.pod = pod.into();
+        r
+    };
+    let obs_with = |replicas, start, gone: &str| {
+        let mut obs = drained(2);
+        let sts = obs.sts.as_mut().unwrap();
+        (sts.replicas, sts.ordinals_start) = (replicas, start);
+        obs.pods = (10..13)
+            .map(|i| format!("backend-{i}"))
+            .filter(|p| p != gone)
+            .map(|name| PodView {
+                name,
+                ..obs.pods[0].clone()
+            })
+            .collect();
+        obs
+    };
+    for (replicas, start, pod, removed) in [
+        (3, 10, "backend-11", false), // deleted by Replace: it comes back
+        (3, 10, "backend-12", false),
+        (2, 10, "backend-12", true), // scaled down from the top
+        (2, 10, "backend-11", false),
+        (2, 11, "backend-10", true), // the range moved up
+        (3, 0, "backend-11", true),  // ordinals from 0 again: 0 to 2
+    ] {
+        let mut st = status(vec![at(pod, Step::Replace)]);
+        let notes = close_removed(&s, &mut st, &obs_with(replicas, start, pod), ts(5));
+        assert_eq!(
+            st.backends[0].removed, removed,
+            "{replicas} from {start}: {pod}"
+        );
+        assert_eq!(notes.len(), usize::from(removed));
+        if removed {
+            assert!(
+                notes[0]
+                    .message
+                    .contains(&format!("ordinals {start} to {}", start + replicas - 1)),
+                "{}",
+                notes[0].message
+            );
+        }
+    }
+}
+
+#[test]
 fn finishing_a_backend_records_its_duration() {
     let mut st = status(vec![rec(2, Step::Done, 0), rec(1, Step::Verify, 0)]);
     st.backends[0].started = Some(Time(ts(-100)));
