@@ -66,10 +66,13 @@ def traffic(out, stopfile, password, *rest):
     """Users that keep working through the rollout: each round one LMTP delivery and one IMAP
     login (SELECT, NOOP, LOGOUT) per user, alternating directors. A delivery is counted only when
     the server accepted it; one deferred (4xx) is what a real MTA retries later, one rejected
-    (5xx, or no connection to the director) would bounce or be lost."""
+    (5xx, or no connection to the director) would bounce or be lost. A 4xx after DATA (the
+    director lost its proxy connection mid-delivery) is uncertain: the backend may have stored
+    the message before the connection went, so the MTA's retry may duplicate it (never lose it)."""
     ips = [a for a in rest if re.match(r"^\d+\.\d+\.\d+\.\d+$", a)]
     users = [a for a in rest if a not in ips]
-    res = {"rounds": 0, "accepted": {u: 0 for u in users}, "deferred": 0, "rejected": 0, "logins": 0, "login_failures": [], "errors": []}
+    res = {"rounds": 0, "accepted": {u: 0 for u in users}, "uncertain": {u: 0 for u in users},
+           "deferred": 0, "rejected": 0, "logins": 0, "login_failures": [], "errors": []}
     r = 0
     while not os.path.exists(stopfile):
         for i, u in enumerate(users):
@@ -86,6 +89,8 @@ def traffic(out, stopfile, password, *rest):
                 res["errors"].append(f"lmtp {u} via {ip} round {r}: {e.recipients}"[:200])
             except smtplib.SMTPResponseException as e:
                 res["deferred" if 400 <= e.smtp_code < 500 else "rejected"] += 1
+                if isinstance(e, smtplib.SMTPDataError) and 400 <= e.smtp_code < 500:
+                    res["uncertain"][u] += 1
                 res["errors"].append(f"lmtp {u} via {ip} round {r}: {e}"[:200])
             except OSError as e:
                 res["rejected"] += 1
