@@ -348,9 +348,11 @@ async fn broken_imap_revisions_fail_the_probe_and_a_good_one_passes_probe_and_so
 
 /// A restored backend that takes no traffic within the soak time (no users, and no login
 /// through a director to send one) is drained again and the rollout halts: it is never left
-/// in the ring unproven, and the next backend does not start.
+/// in the ring unproven, and the next backend does not start. A retry verifies it again,
+/// restores it and soaks anew (before, the retry found the host drained, took that for a
+/// human's doing, and completed with the backend at 0 vhosts, down).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_soak_without_traffic_drains_the_backend_again_and_halts() {
+async fn a_soak_without_traffic_drains_the_backend_again_halts_and_a_retry_verifies_it_again() {
     let started = Instant::now();
     let rig = rig(39);
     let lab = &rig.lab;
@@ -376,7 +378,42 @@ async fn a_soak_without_traffic_drains_the_backend_again_and_halts() {
     assert_eq!((rec.step, rec.failed), (Step::Soak, true));
     assert_eq!(ring_host(lab, &rec.pod), (0, false), "drained again");
     assert_eq!(st.backends.len(), 1, "the next backend did not start");
-    report("soak without traffic", started, &message);
+    let (pod, want) = (rec.pod.clone(), rec.original_vhosts);
+    // a retry goes through Verify and RingRestore again, and soaks anew: still no traffic, so
+    // it fails again and is drained again (never completes on a soak that finds it out)
+    let mut retry = s.clone();
+    retry.retry_token = Some("1".into());
+    let (st, notes) = common::finish(&retry, &lab.exec(), lab, st).await;
+    let steps_done = |notes: &[Note]| -> Vec<String> {
+        notes
+            .iter()
+            .filter(|n| n.reason == "StepSucceeded")
+            .filter_map(|n| n.message.split(' ').nth(1).map(str::to_string))
+            .collect()
+    };
+    assert_eq!(steps_done(&notes), ["Verify", "RingRestore"], "{notes:#?}");
+    let (_, reason, again) = stalled(&st);
+    assert_eq!(reason, "SoakFailed", "{st:#?}");
+    assert_eq!(ring_host(lab, &pod), (0, false), "drained again");
+    // the author turns the soak off and retries: verified again, back in the ring, completed
+    let mut off = settings(json!({"verify": {"imapProbe": {"tls": {"mode": "None"}}}}));
+    off.retry_token = Some("2".into());
+    let (st, notes) = common::finish(&off, &lab.exec(), lab, st).await;
+    assert_eq!(st.phase, Some(Phase::Completed), "{st:#?}");
+    assert_eq!(
+        steps_done(&notes)[..3],
+        ["Verify", "RingRestore", "Soak"],
+        "{notes:#?}"
+    );
+    assert_eq!(ring_host(lab, &pod), (want, true), "back at its count");
+    report(
+        "soak without traffic",
+        started,
+        &format!(
+            "{message}; retried: Verify, RingRestore, soak failed again ({}); soak off and retried: verified, back at {want} vhosts, completed",
+            dbu_core::text::bounded(&again, 80)
+        ),
+    );
 }
 
 /// The probes, except that the first IMAP probe never answers: the operator is killed there,

@@ -181,6 +181,12 @@ pub struct BackendStatus {
     /// After a transient failure: not before this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<Time>,
+    /// A failure judged and written before the operator acts on it (a failed soak: why): the
+    /// next pass drains the backend again and fails it. Written first so that a crash or a
+    /// conflict in between repeats the drain and never takes the operator's own drain for a
+    /// human's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing: Option<String>,
     /// Set when the backend failed and halted the rollout; it stays out of the ring.
     #[serde(default)]
     pub failed: bool,
@@ -307,6 +313,7 @@ impl BackendStatus {
             attempts: 0,
             retry_after: None,
             stopped_pod_uid: None,
+            failing: None,
             failed: false,
             removed: false,
             message: None,

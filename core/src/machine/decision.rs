@@ -74,6 +74,8 @@ pub enum StepResult {
     },
     /// The world moved under the step (e.g. Dovecot running again before Reset): go back.
     Rewind { to: Step, message: String },
+    /// The step will fail for this reason: written first, acted on (and failed) by the next pass.
+    Failing { why: String },
     /// The step failed; the backend stays out of the ring and the rollout halts.
     Failed(StepError),
     /// The command could not be run (connection dropped, timeout): back off and retry.

@@ -271,6 +271,11 @@ fn fold_result(rec: &mut BackendStatus, result: &StepResult, now: Timestamp) -> 
                 format!("{}: {message}; back to {to}", rec.pod),
             )]
         }
+        StepResult::Failing { why } => {
+            rec.failing = Some(why.clone());
+            rec.message = Some(format!("{why}; draining it again"));
+            Vec::new()
+        }
         StepResult::Failed(e) => {
             rec.failed = true;
             rec.last_error = Some(e.clone());
@@ -348,7 +353,9 @@ pub fn close_removed(
 /// revision after Replace (e.g. the config was fixed by a newer revision) goes back to Reset:
 /// the failed pod's cache is wiped and the pod replaced, nothing is reused from it. Not to
 /// StopLmtp: a pod whose Dovecot refused its config never started, and every doveadm in it
-/// fails on that config. Reset itself rewinds to StopLmtp when Dovecot runs in the pod.
+/// fails on that config. Reset itself rewinds to StopLmtp when Dovecot runs in the pod. One
+/// that failed its soak was drained again: it goes back to Verify (then RingRestore and a new
+/// soak), never straight on from a soak that would find it out of the ring.
 pub fn apply_retry(
     status: &mut DovecotBackendUpgradeStatus,
     token: Option<&str>,
@@ -373,7 +380,10 @@ pub fn apply_retry(
         let from = rec.step;
         if rec.step >= Step::Replace && pod_rev != target {
             rec.step = Step::Reset;
+        } else if rec.step == Step::Soak {
+            rec.step = Step::Verify;
         }
+        rec.failing = None;
         rec.failed = false;
         rec.attempts = 0;
         rec.retry_after = None;
@@ -495,9 +505,10 @@ pub fn record(
 /// what follows), when the step asked while it waits, with backoff after a transient error.
 pub fn requeue_after(result: &StepResult, attempts: u32) -> Duration {
     match result {
-        StepResult::Advanced { .. } | StepResult::Rewind { .. } | StepResult::Failed(_) => {
-            Duration::ZERO
-        }
+        StepResult::Advanced { .. }
+        | StepResult::Rewind { .. }
+        | StepResult::Failing { .. }
+        | StepResult::Failed(_) => Duration::ZERO,
         StepResult::Waiting { requeue, .. } | StepResult::Draining { requeue, .. } => *requeue,
         StepResult::Transient { .. } => backoff(attempts),
     }

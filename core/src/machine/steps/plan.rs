@@ -110,6 +110,7 @@ pub fn steps_for(
                 StepResult::Waiting { .. } | StepResult::Draining { .. } => world.tick(),
                 // the simulated world never fails: a script that does is a bug the tests show
                 StepResult::Rewind { .. }
+                | StepResult::Failing { .. }
                 | StepResult::Failed(_)
                 | StepResult::Transient { .. } => {
                     break;
@@ -134,27 +135,7 @@ pub(super) fn record(
     from: Option<String>,
     now: Timestamp,
 ) -> BackendStatus {
-    BackendStatus {
-        pod: pod.to_string(),
-        ip: ip.to_string(),
-        new_ip: None,
-        from_revision: from,
-        step: Step::Drain,
-        step_started: Time(now),
-        original_vhosts: vhosts,
-        original_up: Some(true),
-        attempts: 0,
-        stopped_pod_uid: None,
-        retry_after: None,
-        failed: false,
-        removed: false,
-        message: None,
-        last_error: None,
-        started: Some(Time(now)),
-        mail_layout: None,
-        active_seconds: None,
-        drain: None,
-    }
+    BackendStatus::begin(pod, ip, from, vhosts, Time(now))
 }
 
 /// Adds one run of a step's script to its commands: the first run in full, a later poll only

@@ -12,11 +12,19 @@ use super::{Cleanup, Cx, On, Reads, RingState, Run, StepResult, StepSpec, judge}
 fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let s = cx.s;
     let rec = cx.rec;
+    let ip = rec.new_ip.as_deref().unwrap_or(&rec.ip);
+    // a failure written by the last pass: drain again (every command idempotent), then fail
+    if let Some(why) = &rec.failing {
+        let (drain, failed) = judge::soak_failed(s, ip, why);
+        for argv in drain {
+            cx.run(On::Director, &argv, CommandKind::Plain)?;
+        }
+        return Err(failed.into());
+    }
     let Some(limit) = s.soak else {
         return Ok(StepResult::advanced(None));
     };
     let pod = cx.pod_now()?;
-    let ip = rec.new_ip.as_deref().unwrap_or(&rec.ip);
     let d = &s.director;
     let status = d.director_status();
     let (_, out) = cx.run(On::Director, &status, CommandKind::Plain)?;
@@ -50,13 +58,8 @@ fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     match mv {
         SoakMove::Pass(m) => Ok(StepResult::advanced(m)),
         SoakMove::Wait(requeue, message) => Ok(StepResult::Waiting { requeue, message }),
-        SoakMove::Fail(why) => {
-            let (drain, failed) = judge::soak_failed(s, ip, &why);
-            for argv in drain {
-                cx.run(On::Director, &argv, CommandKind::Plain)?;
-            }
-            Err(failed.into())
-        }
+        // the intent first: the next pass drains and fails it
+        SoakMove::Fail(why) => Ok(StepResult::Failing { why }),
         SoakMove::TryLogin => unreachable!("judged again after the login"),
     }
 }

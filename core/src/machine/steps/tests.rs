@@ -215,4 +215,93 @@ mod replay {
             other => panic!("{other:?}"),
         }
     }
+
+    /// A backend at Soak, restored 10 minutes ago, with a 3 s soak and no login to try.
+    fn at_soak() -> (Settings, BackendStatus, Observed) {
+        let s = fixtures::settings(json!({"verify": {"soak": {
+            "enabled": true, "timeout": "3s", "directorLogin": {"enabled": false}}}}));
+        let mut obs = fixtures::world(3, "rev-1", "rev-2");
+        obs.pods[2].revision = Some("rev-2".into());
+        (
+            s,
+            fixtures::record(2, Step::Soak, ts(-600), "rev-1", 20),
+            obs,
+        )
+    }
+
+    /// Runs a script to its result, answering each exec from `answer` (by the doveadm verb),
+    /// every other action as the world has it; returns the commands asked and the result.
+    fn run_to_end(
+        input: Input<'_>,
+        answer: impl Fn(&[String]) -> Output,
+    ) -> (Vec<String>, StepResult) {
+        let mut seen: Vec<(Action, Output)> = Vec::new();
+        let mut asked = Vec::new();
+        loop {
+            match step(input, &seen) {
+                Next::Act(a) => {
+                    let out = match &a {
+                        Action::Exec { argv, .. } => {
+                            asked.push(argv.join(" "));
+                            answer(argv)
+                        }
+                        Action::ReadPod => Output::Pod(Ok(input
+                            .obs
+                            .pods
+                            .iter()
+                            .find(|p| p.name == input.rec.pod)
+                            .cloned())),
+                        other => panic!("{other:?}"),
+                    };
+                    seen.push((a, out));
+                }
+                Next::Done(r) => return (asked, r),
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_soak_writes_why_before_it_drains_and_drains_again_after_a_crash() {
+        let (s, rec, obs) = at_soak();
+        let quiet = r#"[{"mail server ip":"127.0.0.13","tag":"","vhosts":"20","state":"up","state-changed":"-","users":"0"}]"#;
+        let nobody = r#"[{"status":"","hashed":"127.0.0.11","user":"probe"}]"#;
+        let answer = |argv: &[String]| -> Output {
+            if argv.iter().any(|a| a == "status") && argv.len() > 5 {
+                ok(nobody)
+            } else if argv.iter().any(|a| a == "status") {
+                ok(quiet)
+            } else {
+                ok("")
+            }
+        };
+        // no user within the soak: the failure is only written; nothing is drained yet
+        let (asked, result) = run_to_end(input(&s, &rec, &obs), answer);
+        assert!(
+            asked.iter().all(|a| a.contains(" status")),
+            "only reads: {asked:?}"
+        );
+        let StepResult::Failing { why } = &result else {
+            panic!("{result:?}")
+        };
+        assert!(why.contains("within 3s"), "{why}");
+        // the next pass (also after a crash or a conflict that lost the drain's own status
+        // write): drained again, every time, then failed
+        let mut failing = rec.clone();
+        failing.failing = Some(why.clone());
+        for _ in 0..2 {
+            let (asked, result) = run_to_end(input(&s, &failing, &obs), answer);
+            assert_eq!(
+                asked,
+                [
+                    "doveadm director update 127.0.0.13 0",
+                    "doveadm director down 127.0.0.13",
+                    "doveadm director flush 127.0.0.13"
+                ]
+            );
+            let StepResult::Failed(e) = result else {
+                panic!("{result:?}")
+            };
+            assert_eq!(e.reason.as_deref(), Some("SoakFailed"));
+        }
+    }
 }

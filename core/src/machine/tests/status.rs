@@ -333,6 +333,17 @@ fn retry_token_reruns_failed_backends_once() {
     obs.pods[2] = pod(2, NEW);
     apply_retry(&mut st, Some("3"), &obs, ts(7));
     assert_eq!(st.backends[0].step, Step::Verify);
+    // a failed soak drained the backend again: the retry verifies it again, restores it, and
+    // soaks it anew (never on from a soak that would find it out of the ring)
+    let mut k = rec(2, Step::Soak, 0);
+    (k.failed, k.failing) = (true, Some("no user within 3s".into()));
+    let mut st = status(vec![k]);
+    apply_retry(&mut st, Some("4"), &obs, ts(8));
+    let r = &st.backends[0];
+    assert_eq!(
+        (r.step, r.failed, r.failing.as_deref()),
+        (Step::Verify, false, None)
+    );
 }
 
 #[test]
