@@ -240,7 +240,7 @@ fn status_size(backends: usize, keep_all: bool) {
                 let result = StepResult::Advanced {
                     message: Some(format!("{pod}: {step} done")),
                     new_ip: None,
-                    stopped_uid: None,
+                    pod_uid: None,
                     layout: None,
                 };
                 machine::apply_result(rec, &result, now);

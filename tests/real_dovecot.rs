@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Rig, now, rig, settings};
 use dbu_lab::{self as lab, DIRECTOR_POD, ImapSession};
@@ -539,5 +539,95 @@ async fn a_pod_deleted_by_hand_after_the_rollout_rejoins_only_after_verify() {
     assert_eq!(
         lab.inbox_count("backend-1", "user1").unwrap(),
         rig.sent["user1"]
+    );
+}
+
+/// After Verify passed, and before RingRestore puts the pod in the ring, a new template arrives
+/// and the pod is recreated (a human's delete, an eviction): the new pod, at a new IP, cannot
+/// read mail. RingRestore acts only on the pod Verify verified: it sends the backend back to
+/// Replace, the new pod is verified, fails, and stays out. Its IP never serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_recreated_with_a_broken_revision_after_replace_never_joins_the_ring() {
+    let started = Instant::now();
+    let rig = rig(53);
+    let lab = &rig.lab;
+    lab.new_revision("rev-2", "");
+    let s = settings(json!({}));
+    let exec = lab.exec();
+    let (st, _) = common::until(
+        &s,
+        &exec,
+        lab,
+        DovecotBackendUpgradeStatus::default(),
+        std::time::Duration::from_secs(120),
+        |st| {
+            st.backends
+                .first()
+                .is_some_and(|r| r.step == Step::RingRestore)
+        },
+    )
+    .await;
+    let pod = st.backends[0].pod.clone();
+    let verified_uid = st.backends[0]
+        .new_pod_uid
+        .clone()
+        .expect("Replace bound the pod");
+    assert_eq!(lab.pod_uid(&pod), Some(verified_uid.clone()));
+    // a new template that cannot read mail, and the verified pod recreated at a new IP
+    lab.new_revision(
+        "rev-broken",
+        "mail_location = maildir:/nonexistent/%u/Maildir:INDEX=/var/dovecot/vmail/%u\nmail_attribute_dict =\n",
+    );
+    let new_ip = "127.0.53.42";
+    lab.move_on_recreate(&pod, new_ip);
+    engine::Cluster::delete_pod(lab, &pod, &verified_uid)
+        .await
+        .unwrap();
+    assert_eq!(lab.pod_ip(&pod).as_deref(), Some(new_ip));
+    let mut st = st;
+    let mut notes = Vec::new();
+    let end = Instant::now() + std::time::Duration::from_secs(120);
+    while !engine::stalled(&st) {
+        assert!(Instant::now() < end, "{st:#?}");
+        let out = common::once(&s, st, &exec, lab).await;
+        notes.extend(out.notes);
+        st = out.status;
+        let serving = lab
+            .ring()
+            .unwrap()
+            .into_iter()
+            .find(|h| h.ip == new_ip)
+            .is_some_and(|h| h.up && h.vhosts > 0);
+        assert!(!serving, "the unverified pod's IP never serves: {st:#?}");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let rewound = notes
+        .iter()
+        .find(|n| n.reason == "StepRewound")
+        .expect("sent back to Replace");
+    assert!(
+        rewound.message.contains(&verified_uid) && rewound.message.contains("back to Replace"),
+        "{}",
+        rewound.message
+    );
+    let rec = &st.backends[0];
+    assert_eq!(
+        (rec.pod.as_str(), rec.step, rec.failed),
+        (pod.as_str(), Step::Verify, true)
+    );
+    let ring = lab.ring().unwrap();
+    assert!(
+        ring.iter()
+            .all(|h| h.ip != new_ip || (h.vhosts == 0 && !h.up)),
+        "{ring:?}"
+    );
+    assert_eq!(st.backends.len(), 1, "nothing else started");
+    common::report(
+        "pod recreated after Replace is verified again",
+        started,
+        &format!(
+            "{}; then Verify of the recreated pod failed: {} never served",
+            rewound.message, new_ip
+        ),
     );
 }

@@ -178,6 +178,10 @@ pub struct BackendStatus {
     /// UID of the pod whose Dovecot StopDovecot stopped; Replace deletes that pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_pod_uid: Option<String>,
+    /// UID of the pod Replace found Ready at the target revision: Verify, RingRestore and Soak
+    /// act on that pod only; another pod under the name sends the backend back to Replace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_pod_uid: Option<String>,
     /// After a transient failure: not before this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<Time>,
@@ -293,6 +297,17 @@ impl BackendStatus {
         self.original_up != Some(false)
     }
 
+    /// Records the pod a step left bound: StopDovecot's stopped pod (Replace deletes it),
+    /// Replace's new one (every later step acts on it).
+    pub fn bind_pod(&mut self, step: Step, uid: Option<&str>) {
+        let Some(uid) = uid else { return };
+        match step {
+            Step::StopDovecot => self.stopped_pod_uid = Some(uid.to_string()),
+            Step::Replace => self.new_pod_uid = Some(uid.to_string()),
+            _ => {}
+        }
+    }
+
     /// A record of a backend that starts now, at Drain, keeping the vhost count to restore.
     pub fn begin(
         pod: &str,
@@ -313,6 +328,7 @@ impl BackendStatus {
             attempts: 0,
             retry_after: None,
             stopped_pod_uid: None,
+            new_pod_uid: None,
             failing: None,
             failed: false,
             removed: false,

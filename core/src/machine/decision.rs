@@ -59,8 +59,10 @@ pub enum StepResult {
     Advanced {
         message: Option<String>,
         new_ip: Option<String>,
-        /// StopDovecot: the UID of the pod it stopped.
-        stopped_uid: Option<String>,
+        /// The UID of the pod the step left bound: StopDovecot the one it stopped (Replace
+        /// deletes it), Replace the one it found Ready at the target (every later step acts on
+        /// it).
+        pod_uid: Option<String>,
         /// StopLmtp: where the verify user's mail lives, read while Dovecot still runs.
         layout: Option<Box<MailLayout>>,
     },
@@ -121,7 +123,7 @@ impl StepResult {
         StepResult::Advanced {
             message: message.into(),
             new_ip: None,
-            stopped_uid: None,
+            pod_uid: None,
             layout: None,
         }
     }

@@ -187,7 +187,7 @@ fn fold_result(rec: &mut BackendStatus, result: &StepResult, now: Timestamp) -> 
         StepResult::Advanced {
             message,
             new_ip,
-            stopped_uid,
+            pod_uid,
             layout,
         } => {
             if let Some(l) = layout {
@@ -196,9 +196,7 @@ fn fold_result(rec: &mut BackendStatus, result: &StepResult, now: Timestamp) -> 
             if let Some(ip) = new_ip {
                 rec.new_ip = (ip != &rec.ip).then(|| ip.clone());
             }
-            if stopped_uid.is_some() {
-                rec.stopped_pod_uid = stopped_uid.clone();
-            }
+            rec.bind_pod(step, pod_uid.as_deref());
             add_active(rec, now);
             rec.step = step.next();
             rec.step_started = Time(now);
@@ -260,6 +258,16 @@ fn fold_result(rec: &mut BackendStatus, result: &StepResult, now: Timestamp) -> 
             Vec::new()
         }
         StepResult::Rewind { to, message } => {
+            if *to <= Step::Replace {
+                rec.new_pod_uid = None;
+                // past RingRestore the ring holds the pod's new IP: that entry is the one to
+                // keep out now (drift takes it down) and to replace at the next RingRestore
+                if rec.step > Step::RingRestore
+                    && let Some(ip) = rec.new_ip.take()
+                {
+                    rec.ip = ip;
+                }
+            }
             add_active(rec, now);
             rec.step = *to;
             rec.step_started = Time(now);

@@ -81,8 +81,12 @@ pub enum ReplaceMove {
     Delete(String),
     /// Terminating, missing, or not Ready yet.
     Wait(String),
-    /// Recreated at the target revision and Ready, with this IP.
-    Done(String),
+    /// Recreated at the target revision and Ready: its IP and UID (the pod the next steps act
+    /// on).
+    Done {
+        ip: String,
+        uid: Option<String>,
+    },
     TimedOut(String),
 }
 
@@ -107,7 +111,10 @@ pub fn replace_move(
                 .as_deref()
                 .filter(|ip| dovecot::validate_ip(ip).is_ok())
             {
-                Some(ip) => ReplaceMove::Done(ip.to_string()),
+                Some(ip) => ReplaceMove::Done {
+                    ip: ip.to_string(),
+                    uid: p.uid.clone(),
+                },
                 None => ReplaceMove::Wait(format!("{}: Ready but without an IP", p.name)),
             }
         }
@@ -170,7 +177,7 @@ pub fn lmtp_stopped(v: Verdict, layout: Option<MailLayout>) -> StepResult {
     StepResult::Advanced {
         message: (v == Verdict::AlreadyDone).then(|| "Dovecot was not running".to_string()),
         new_ip: None,
-        stopped_uid: None,
+        pod_uid: None,
         layout: layout.map(Box::new),
     }
 }
@@ -269,8 +276,27 @@ pub fn stopped(pod: Option<&PodView>) -> StepResult {
     StepResult::Advanced {
         message: None,
         new_ip: None,
-        stopped_uid: pod.and_then(|p| p.uid.clone()),
+        pod_uid: pod.and_then(|p| p.uid.clone()),
         layout: None,
+    }
+}
+
+/// The pod Replace verified (`want`) no longer runs under the name: back to Replace, which
+/// takes the pod that runs now through Verify (or replaces it at the target revision).
+pub fn unbound(want: &str, now: Option<&PodView>) -> StepResult {
+    let what = match now {
+        Some(p) => format!(
+            "another pod runs under the name (UID {}, revision {})",
+            p.uid.as_deref().unwrap_or("unknown"),
+            p.revision.as_deref().unwrap_or("unknown")
+        ),
+        None => "no pod runs under the name".into(),
+    };
+    StepResult::Rewind {
+        to: Step::Replace,
+        message: format!(
+            "the pod Replace found Ready at the target (UID {want}) is gone and {what}; it is verified again before it serves",
+        ),
     }
 }
 
@@ -356,10 +382,10 @@ pub fn replace_result(mv: ReplaceMove, pod: &str, target: &str) -> StepResult {
             requeue: REPLACE_POLL,
             message,
         },
-        ReplaceMove::Done(new_ip) => StepResult::Advanced {
+        ReplaceMove::Done { ip, uid } => StepResult::Advanced {
             message: None,
-            new_ip: Some(new_ip),
-            stopped_uid: None,
+            new_ip: Some(ip),
+            pod_uid: uid,
             layout: None,
         },
         ReplaceMove::TimedOut(m) => StepResult::Failed(step_error(Step::Replace, &[], None, &m)),
@@ -611,7 +637,7 @@ pub fn restored(rec: &BackendStatus, new: IpAddr, now_ip: String) -> StepResult 
     StepResult::Advanced {
         message: Some(message),
         new_ip: Some(now_ip),
-        stopped_uid: None,
+        pod_uid: None,
         layout: None,
     }
 }

@@ -49,14 +49,30 @@ async fn a_soak_without_traffic_drains_the_backend_again_and_fails_it() {
     let exec = ring_read(&s, &ring)
         .once(DIRECTOR, d.director_status(), 0, &ring, "")
         .once(DIRECTOR, d.director_user_status(&s.user), 0, not_mapped, "")
+        // the next pass reads the ring first, as every pass does
+        .once(DIRECTOR, d.director_status(), 0, &ring, "")
         .once(DIRECTOR, d.director_update(ip(2), 0), 0, "", "")
         .once(DIRECTOR, d.director_down(ip(2)), 0, "", "")
         .once(DIRECTOR, d.director_flush(ip(2)), 0, "", "");
     let mut world = fixtures::world(3, OLD, NEW);
     world.pods[2] = fixtures::pod(2, NEW);
     let cluster = fake(world);
-    // a minute and a half after RingRestore, the director still maps nobody to it
+    // a minute and a half after RingRestore, the director still maps nobody to it: why is
+    // written first, nothing drained yet
     let out = once(&s, at(Step::Soak), &exec, &cluster, &clock_at(90, 0)).await;
+    let rec = &out.status.backends[0];
+    assert!(
+        (rec.step, rec.failed) == (Step::Soak, false)
+            && rec
+                .failing
+                .as_deref()
+                .is_some_and(|w| w.contains("no user")),
+        "{rec:?}"
+    );
+    assert_eq!(exec.calls().len(), 3, "reads only: {:?}", exec.calls());
+    assert_eq!(out.requeue, Some(std::time::Duration::ZERO));
+    // the next pass drains it again and fails it
+    let out = once(&s, out.status, &exec, &cluster, &clock_at(90, 0)).await;
     let rec = &out.status.backends[0];
     assert_eq!((rec.step, rec.failed), (Step::Soak, true), "{rec:?}");
     let e = rec.last_error.as_ref().unwrap();

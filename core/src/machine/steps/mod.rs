@@ -263,6 +263,21 @@ impl<'a> Cx<'a> {
         }
     }
 
+    /// The pod Replace found Ready at the target (`new_pod_uid`), as the API server has it now.
+    /// Another pod under the name (recreated by a human, an eviction, a new template) ends the
+    /// run with a rewind to Replace, which takes the pod that runs now through Verify again (or
+    /// replaces it at the target revision): no step acts on a pod it did not verify.
+    pub fn bound_pod(&mut self) -> Run<Option<PodView>> {
+        let pod = self.pod_now()?;
+        if let Some(want) = self.rec.new_pod_uid.as_deref() {
+            let now = pod.as_ref().and_then(|p| p.uid.as_deref());
+            if now != Some(want) {
+                return Err(judge::unbound(want, pod.as_ref()).into());
+            }
+        }
+        Ok(pod)
+    }
+
     /// The StatefulSet's update revision as the API server has it now.
     pub fn revision_now(&mut self) -> Run<Option<String>> {
         match self.ask(Action::ReadRevision)? {

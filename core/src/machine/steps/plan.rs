@@ -93,14 +93,14 @@ pub fn steps_for(
             match result {
                 StepResult::Advanced {
                     new_ip,
-                    stopped_uid,
+                    pod_uid,
                     layout,
                     ..
                 } => {
                     if let Some(ip) = new_ip.filter(|n| *n != rec.ip) {
                         rec.new_ip = Some(ip);
                     }
-                    rec.stopped_pod_uid = stopped_uid.or(rec.stopped_pod_uid.take());
+                    rec.bind_pod(step, pod_uid.as_deref());
                     if let Some(l) = layout {
                         rec.mail_layout = Some(*l);
                     }

@@ -6,8 +6,9 @@ use crate::api::BackendStatus;
 use super::{Cleanup, Cx, GateInput, Gated, Reads, RingState, Run, StepResult, StepSpec, judge};
 
 fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
-    // the pod's IP as the API server has it: a lagging cache may show its predecessor's
-    let pod = cx.pod_now()?;
+    // the pod's IP as the API server has it (a lagging cache may show its predecessor's), and
+    // only the pod Verify verified
+    let pod = cx.bound_pod()?;
     let (old, new, now_ip) = judge::restore_ips(cx.rec, pod.as_ref())?;
     let old_reused = cx
         .obs

@@ -24,7 +24,7 @@ fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let Some(limit) = s.soak else {
         return Ok(StepResult::advanced(None));
     };
-    let pod = cx.pod_now()?;
+    let pod = cx.bound_pod()?;
     let d = &s.director;
     let status = d.director_status();
     let (_, out) = cx.run(On::Director, &status, CommandKind::Plain)?;

@@ -304,4 +304,34 @@ mod replay {
             assert_eq!(e.reason.as_deref(), Some("SoakFailed"));
         }
     }
+
+    #[test]
+    fn every_step_after_replace_acts_only_on_the_pod_replace_found() {
+        let (s, _, obs) = at_soak();
+        let ring = r#"[{"mail server ip":"127.0.0.13","tag":"","vhosts":"20","state":"up","state-changed":"-","users":"3"}]"#;
+        let answer = |_: &[String]| ok(ring);
+        for step in [Step::Verify, Step::RingRestore, Step::Soak] {
+            let mut rec = fixtures::record(2, step, ts(-5), "rev-1", 20);
+            // the pod Replace found: obs.pods[2] runs the target with this UID
+            rec.new_pod_uid = obs.pods[2].uid.clone();
+            let (_, result) = run_to_end(input(&s, &rec, &obs), answer);
+            assert!(
+                !matches!(result, StepResult::Rewind { .. }),
+                "{step}: {result:?}"
+            );
+            // recreated after Replace (a human, an eviction): another UID under the name
+            rec.new_pod_uid = Some("uid-of-the-verified-pod".into());
+            let (asked, result) = run_to_end(input(&s, &rec, &obs), answer);
+            assert_eq!(asked, Vec::<String>::new(), "{step}: nothing run on it");
+            let StepResult::Rewind { to, message } = result else {
+                panic!("{step}: {result:?}")
+            };
+            assert_eq!(to, Step::Replace, "{step}");
+            assert!(
+                message.contains("uid-of-the-verified-pod")
+                    && message.contains(obs.pods[2].uid.as_deref().unwrap()),
+                "{message}"
+            );
+        }
+    }
 }

@@ -14,6 +14,9 @@ fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let b = &s.backend;
     let (user, mb) = (&s.user, &s.mailbox);
     let probing = s.lmtp_probe.is_some() || s.imap_probe.is_some();
+    // the pod Replace saw, before its first command and again after its last: exec goes by
+    // name, so a pod recreated in between would be verified in part
+    cx.bound_pod()?;
     // leftovers of a probe that was interrupted go first, so none is ever counted
     let expunge = b.expunge_probes(user);
     if probing {
@@ -29,6 +32,7 @@ fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
         .map_err(|m| StepResult::Failed(cx.error(&status, Some(0), &m)))?;
     cx.run(On::Backend, &b.fetch_text(user, mb), CommandKind::Plain)?;
     if !probing {
+        cx.bound_pod()?;
         return Ok(judge::verified(user, mb, n, &[]));
     }
     let probed = probes(cx)?;
@@ -40,6 +44,7 @@ fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     };
     let done = probed?;
     cleanup?;
+    cx.bound_pod()?;
     Ok(judge::verified(user, mb, n, &done))
 }
 

@@ -276,7 +276,7 @@ fn results_move_every_step_forward_or_halt_it() {
             &StepResult::Advanced {
                 message: None,
                 new_ip: None,
-                stopped_uid: None,
+                pod_uid: None,
                 layout: None,
             },
             ts(5),
@@ -328,13 +328,54 @@ fn results_move_every_step_forward_or_halt_it() {
         &StepResult::Advanced {
             message: None,
             new_ip: Some("127.0.0.99".into()),
-            stopped_uid: Some("uid-2-old".into()),
+            pod_uid: Some("uid-2-new".into()),
             layout: None,
         },
         ts(1),
     );
     assert_eq!(r.new_ip.as_deref(), Some("127.0.0.99"));
-    assert_eq!(r.stopped_pod_uid.as_deref(), Some("uid-2-old"));
+    // Replace binds the pod it found Ready at the target; StopDovecot the one it stopped
+    assert_eq!(
+        (r.new_pod_uid.as_deref(), r.stopped_pod_uid.as_deref()),
+        (Some("uid-2-new"), None)
+    );
+    let mut r = rec(2, Step::StopDovecot, 0);
+    apply_result(
+        &mut r,
+        &StepResult::Advanced {
+            message: None,
+            new_ip: None,
+            pod_uid: Some("uid-2-old".into()),
+            layout: None,
+        },
+        ts(1),
+    );
+    assert_eq!(
+        (r.new_pod_uid.as_deref(), r.stopped_pod_uid.as_deref()),
+        (None, Some("uid-2-old"))
+    );
+    // a pod recreated during the soak: back to Replace; the ring holds the pod's new IP, so
+    // that is the entry to keep out now and to replace at the next RingRestore
+    let mut r = rec(2, Step::Soak, 0);
+    (r.new_ip, r.new_pod_uid) = (Some("127.0.0.99".into()), Some("uid-a".into()));
+    apply_result(&mut r, &judge::unbound("uid-a", None), ts(1));
+    assert_eq!(
+        (
+            r.step,
+            r.ip.as_str(),
+            r.new_ip.as_deref(),
+            r.new_pod_uid.as_deref()
+        ),
+        (Step::Replace, "127.0.0.99", None, None)
+    );
+    // ... before RingRestore the ring still holds the old IP: kept
+    let mut r = rec(2, Step::Verify, 0);
+    (r.new_ip, r.new_pod_uid) = (Some("127.0.0.99".into()), Some("uid-a".into()));
+    apply_result(&mut r, &judge::unbound("uid-a", None), ts(1));
+    assert_eq!(
+        (r.step, r.ip.as_str(), r.new_pod_uid.as_deref()),
+        (Step::Replace, "127.0.0.13", None)
+    );
     let mut r = rec(2, Step::Reset, 0);
     apply_result(
         &mut r,
@@ -418,7 +459,10 @@ fn replace_deletes_the_old_pod_then_waits_for_the_new_one() {
         (
             Some(&new_moved),
             Duration::ZERO,
-            ReplaceMove::Done("127.0.0.99".into()),
+            ReplaceMove::Done {
+                ip: "127.0.0.99".into(),
+                uid: Some(format!("uid-2-{NEW}")),
+            },
         ),
         (
             None,
@@ -468,7 +512,10 @@ fn replace_deletes_the_old_pod_then_waits_for_the_new_one() {
             Duration::ZERO,
             t10
         ),
-        ReplaceMove::Done("127.0.0.13".into())
+        ReplaceMove::Done {
+            ip: "127.0.0.13".into(),
+            uid: Some(format!("uid-2-{NEW}")),
+        }
     );
 }
 
