@@ -631,3 +631,88 @@ async fn a_pod_recreated_with_a_broken_revision_after_replace_never_joins_the_ri
         ),
     );
 }
+
+/// A user keeps an IMAP session on backend-2 through the drain's ceiling (strategy Wait): the
+/// runbook's order stops Dovecot with the user still mapped. The rollout is paused right then.
+/// The pause starts nothing new, but it still takes the stopped backend down and flushes it,
+/// so the user logs in again at once, on another backend, while the pause lasts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_right_after_stop_dovecot_fails_no_login() {
+    let started = Instant::now();
+    let rig = rig(54);
+    let lab = &rig.lab;
+    let dip = lab.spec.director_ip();
+    let target_ip = lab.pod_ip("backend-2").unwrap();
+    let (user, session) = (7..=30)
+        .find_map(|u| {
+            let user = format!("user{u}");
+            let session = ImapSession::login(&dip, &user).unwrap();
+            if lab.user_host(&user).unwrap().as_deref() == Some(target_ip.as_str()) {
+                return Some((user, session));
+            }
+            session.logout();
+            None
+        })
+        .expect("some user hashes to backend-2");
+    lab.new_revision("rev-2", "");
+    let s = settings(json!({"drain": {"strategy": "Wait", "pollInterval": "1s", "timeout": "3s"}}));
+    let exec = lab.exec();
+    let (st, _) = common::until(
+        &s,
+        &exec,
+        lab,
+        DovecotBackendUpgradeStatus::default(),
+        Duration::from_secs(120),
+        |st| {
+            st.backends
+                .first()
+                .is_some_and(|r| r.step == Step::RingRemove)
+        },
+    )
+    .await;
+    assert_eq!(st.backends[0].pod, "backend-2");
+    drop(session); // its connection went with Dovecot
+    assert_eq!(
+        lab.user_host(&user).unwrap().as_deref(),
+        Some(target_ip.as_str()),
+        "still mapped to the stopped backend"
+    );
+    // paused right after StopDovecot
+    let mut paused = s.clone();
+    paused.paused = true;
+    let mut st = st;
+    let mut decisions = Vec::new();
+    for _ in 0..4 {
+        let out = common::once(&paused, st, &exec, lab).await;
+        decisions.push(
+            format!("{:?}", out.decision)
+                .chars()
+                .take(40)
+                .collect::<String>(),
+        );
+        st = out.status;
+    }
+    assert_eq!(st.backends[0].step, Step::Reset, "{decisions:?}");
+    assert!(
+        decisions.last().is_some_and(|d| d.contains("Paused")),
+        "{decisions:?}"
+    );
+    // the user logs in again while paused: on another backend, at once
+    let again = ImapSession::login(&dip, &user).expect("no failed login while paused");
+    let now_on = lab.user_host(&user).unwrap();
+    assert!(
+        now_on.as_deref().is_some_and(|ip| ip != target_ip),
+        "{now_on:?}"
+    );
+    again.logout();
+    assert_eq!(st.backends.len(), 1, "nothing new started while paused");
+    common::report(
+        "pause right after StopDovecot",
+        started,
+        &format!(
+            "{user} was mapped to the stopped backend-2; paused: RingRemove ran (down + flush), then {}; {user} logged in again on {}",
+            decisions.last().unwrap(),
+            now_on.unwrap()
+        ),
+    );
+}

@@ -248,6 +248,14 @@ pub fn decide(
         return while_failed(s, status, f, obs, ring, now);
     }
     if s.paused {
+        // no new backend and no new disruption; but a backend whose Dovecot is stopped (or
+        // stopping) is taken down and flushed, or the users still mapped to it fail to log in
+        // for as long as the pause lasts
+        for rec in status.backends.iter().filter(|r| protects_users(r, obs)) {
+            if let Ok(d) = in_flight(s, status, rec, obs, ring, now) {
+                return d;
+            }
+        }
         return Decision::Wait {
             reason: WaitReason::Paused,
             message: "spec.paused is true; no step starts until it is false".into(),
@@ -371,6 +379,24 @@ fn rejoin(
 }
 
 /// A record's next move, or how long until it has one.
+/// Whether a record's step protects users rather than disrupts them, so that it runs while the
+/// rollout is paused: RingRemove (its Dovecot is stopped: `down` and `flush` move the users
+/// still mapped there), and StopDovecot once the pod is no longer Ready (its Dovecot is
+/// already stopping: finishing the stop leads to RingRemove).
+fn protects_users(rec: &BackendStatus, obs: &Observed) -> bool {
+    active(rec)
+        && !rec.failed
+        && match rec.step {
+            Step::RingRemove => true,
+            Step::StopDovecot => obs
+                .pods
+                .iter()
+                .find(|p| p.name == rec.pod)
+                .is_some_and(|p| !p.ready),
+            _ => false,
+        }
+}
+
 fn in_flight(
     s: &Settings,
     status: &DovecotBackendUpgradeStatus,

@@ -173,6 +173,37 @@ fn pause_stops_before_the_next_step() {
 }
 
 #[test]
+fn a_pause_still_takes_a_stopped_backend_down_and_flushes_its_users() {
+    let s = crate::settings::validate(&fixtures::spec(json!({"paused": true}))).unwrap();
+    let mut obs = world();
+    // drained at the ceiling with users still mapped, and Dovecot stopped
+    obs.ring = Some(vec![
+        host(0, 100, true, 0),
+        host(1, 50, true, 0),
+        host(2, 0, true, 4),
+    ]);
+    obs.ring_synced = Some(true);
+    obs.pods[2].ready = false;
+    let cases = [
+        (Step::StopLmtp, false, "Paused"), // Dovecot runs: no new disruption
+        (Step::StopDovecot, true, "Paused"), // Ready: not stopped yet, not stopped now
+        (Step::StopDovecot, false, "Run"), // stopping already: finish it
+        (Step::RingRemove, false, "Run"),  // stopped: down + flush move its users
+        // past RingRemove it must be down: a director that shows it up is corrected
+        (Step::Reset, false, "Reassert"),
+    ];
+    for (step, ready, want) in cases {
+        obs.pods[2].ready = ready;
+        let d = decide(&s, &status(vec![rec(2, step, 0)]), &obs, ts(0));
+        assert_eq!(reason(&d), want, "{step} (Ready {ready}): {d:?}");
+    }
+    // ... and once it is down: nothing more while paused
+    obs.ring.as_mut().unwrap()[2] = host(2, 0, false, 0);
+    let d = decide(&s, &status(vec![rec(2, Step::Reset, 0)]), &obs, ts(0));
+    assert_eq!(reason(&d), "Paused");
+}
+
+#[test]
 fn max_unavailable_bounds_backends_in_flight() {
     let mut obs = world();
     obs.ring = Some(vec![
