@@ -535,3 +535,69 @@ async fn a_missing_probe_secret_stalls_before_any_backend_is_drained() {
     let (st, _) = common::finish(&s, &lab.exec(), lab, st).await;
     assert_eq!(st.phase, Some(Phase::Completed), "{st:#?}");
 }
+
+/// A revision on which every login fails (its passdb has other passwords), with users logging
+/// in and mail arriving through the director all the while. Verify passes (doveadm, and the
+/// probe user's own login). The director maps users to the restored backend (deliveries, and
+/// logins it proxies there), but no login is served: the soak fails and drains it again.
+/// Before, the mappings alone passed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_where_every_login_fails_does_not_pass_the_soak_on_director_mappings() {
+    let started = Instant::now();
+    let rig = rig(55);
+    let lab = &rig.lab;
+    put_probe_secret(lab);
+    // the probe user (user1) keeps its password: Verify's IMAP login passes on the new pod
+    let users: Vec<String> = (2..=30).map(|u| format!("user{u}")).collect();
+    for u in &users {
+        lab.revision_password("rev-2", u, "not-the-users-password");
+    }
+    lab.new_revision("rev-2", "");
+    let s = settings(json!({"verify": {
+        "imapProbe": {"tls": {"mode": "None"}},
+        "soak": {"enabled": true, "timeout": "8s", "directorLogin": {"enabled": false}}
+    }}));
+    let exec = lab.exec();
+    let (st, _) = common::until(
+        &s,
+        &exec,
+        lab,
+        DovecotBackendUpgradeStatus::default(),
+        Duration::from_secs(120),
+        |st| st.backends.first().is_some_and(|r| r.step == Step::Soak),
+    )
+    .await;
+    // users come (their earlier mappings expired): logins and mail through the director
+    let traffic = dbu_lab::traffic::Traffic::start(dbu_lab::traffic::TrafficSpec {
+        directors: vec![lab.spec.director_ip()],
+        long_lived: Vec::new(),
+        loopers: users.clone(),
+        recipients: users.clone(),
+        lmtp_interval: Duration::from_millis(100),
+        max_duration: Duration::from_secs(240),
+    });
+    let (st, notes) = common::finish(&s, &exec, lab, st).await;
+    let stats = traffic.stop();
+    let (status, reason, message) = stalled(&st);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "SoakFailed"),
+        "{st:#?}\n{notes:#?}"
+    );
+    assert!(
+        message.contains("serves no session") && !message.contains("maps 0 users"),
+        "the director mapped users to it, and no login was served: {message}"
+    );
+    assert_eq!(st.backends.len(), 1, "held at the first backend: {st:#?}");
+    let rec = &st.backends[0];
+    assert_eq!(ring_host(lab, &rec.pod), (0, false), "drained again");
+    assert!(stats.logins_failed > 0, "logins failed on it: {stats:?}");
+    report(
+        "soak on a backend where every login fails",
+        started,
+        &format!(
+            "{message}; traffic: {} logins ok, {} failed",
+            stats.logins_ok, stats.logins_failed
+        ),
+    );
+}

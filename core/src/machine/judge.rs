@@ -469,12 +469,15 @@ pub struct SoakSeen<'a> {
     pub login: Option<Result<(), &'a str>>,
     /// Whether a login through a director is possible (an IMAP probe with credentials).
     pub can_login: bool,
+    /// Login sessions the backend itself serves now (`doveadm who -1`).
+    pub sessions: usize,
     pub waited: Duration,
 }
 
-/// The soak after RingRestore: the restored host must get users (director mappings, or the
-/// verify user mapped to it, by a login through a director if need be) within `limit`, and
-/// its pod must stay Ready all the while.
+/// The soak after RingRestore: logins must land on the restored backend within `limit`
+/// (sessions the backend itself serves, or a login through a director that landed there), and
+/// its pod must stay Ready all the while. Director mappings alone prove nothing: the director
+/// maps a user before it proxies, so a backend on which every login fails gets mappings too.
 pub fn soak(rec: &BackendStatus, seen: &SoakSeen, limit: Duration, poll: Duration) -> SoakMove {
     let ip = seen.ip;
     if !rec.restores_up() || rec.original_vhosts == 0 {
@@ -502,28 +505,17 @@ pub fn soak(rec: &BackendStatus, seen: &SoakSeen, limit: Duration, poll: Duratio
         ));
     }
     let after = human(seen.waited);
-    // the verify user's own mapping is not traffic: the soak's `director move` makes one
-    let verify_here = seen.user_on == Some(ip);
-    let others = host.users.saturating_sub(u64::from(verify_here));
-    if others > 0 {
+    if seen.sessions > 0 {
         return SoakMove::Pass(format!(
-            "the director maps {others} users to {ip} after {after}"
+            "{ip} serves {} login sessions after {after}",
+            seen.sessions
         ));
     }
-    if verify_here {
-        match seen.login {
-            Some(Ok(())) => {
-                return SoakMove::Pass(format!(
-                    "a login as {} through the director landed on {ip} after {after}",
-                    seen.user
-                ));
-            }
-            // mapped by a login of someone else's (an outside prober): only without moves
-            None if !seen.can_login => {
-                return SoakMove::Pass(format!("{} is mapped to {ip} after {after}", seen.user));
-            }
-            _ => {}
-        }
+    if seen.user_on == Some(ip) && seen.login == Some(Ok(())) {
+        return SoakMove::Pass(format!(
+            "a login as {} through the director landed on {ip} after {after}",
+            seen.user
+        ));
     }
     if seen.can_login && seen.login.is_none() {
         return SoakMove::TryLogin;
@@ -537,16 +529,20 @@ pub fn soak(rec: &BackendStatus, seen: &SoakSeen, limit: Duration, poll: Duratio
         ),
         None => String::new(),
     };
+    // the verify user's own mapping is not traffic: the soak's `director move` makes one
+    let mapped = host
+        .users
+        .saturating_sub(u64::from(seen.user_on == Some(ip)));
     if seen.waited >= limit {
         return SoakMove::Fail(format!(
-            "the director mapped no user to {ip} within {}{login}",
+            "no user logged in on {ip} within {} (the director maps {mapped} users to it; the backend serves no session){login}",
             human(limit)
         ));
     }
     SoakMove::Wait(
         poll.min(limit - seen.waited),
         format!(
-            "{}: soaking, waiting for the director to map users to {ip} ({} left){login}",
+            "{}: soaking, waiting for a login to land on {ip} ({} left; the director maps {mapped} users to it){login}",
             rec.pod,
             human(limit - seen.waited)
         ),

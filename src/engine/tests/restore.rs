@@ -49,6 +49,7 @@ async fn a_soak_without_traffic_drains_the_backend_again_and_fails_it() {
     let exec = ring_read(&s, &ring)
         .once(DIRECTOR, d.director_status(), 0, &ring, "")
         .once(DIRECTOR, d.director_user_status(&s.user), 0, not_mapped, "")
+        .once("backend-2", s.backend.who(), 0, "[]", "")
         // the next pass reads the ring first, as every pass does
         .once(DIRECTOR, d.director_status(), 0, &ring, "")
         .once(DIRECTOR, d.director_update(ip(2), 0), 0, "", "")
@@ -69,7 +70,7 @@ async fn a_soak_without_traffic_drains_the_backend_again_and_fails_it() {
                 .is_some_and(|w| w.contains("no user")),
         "{rec:?}"
     );
-    assert_eq!(exec.calls().len(), 3, "reads only: {:?}", exec.calls());
+    assert_eq!(exec.calls().len(), 4, "reads only: {:?}", exec.calls());
     assert_eq!(out.requeue, Some(std::time::Duration::ZERO));
     // the next pass drains it again and fails it
     let out = once(&s, out.status, &exec, &cluster, &clock_at(90, 0)).await;
@@ -102,15 +103,17 @@ async fn a_soak_without_traffic_drains_the_backend_again_and_fails_it() {
 }
 
 #[tokio::test]
-async fn a_soak_passes_once_the_director_maps_users_to_the_backend() {
+async fn a_soak_passes_once_the_backend_serves_sessions() {
     let s = settings();
     let d = &s.director;
     let ring = ring_json(&[(0, 100, 3), (1, 50, 1), (2, 20, 2)]);
     let not_mapped =
         r#"[{"status":"n/a","expires":"-1","hashed":"127.0.0.11","initial-config":"127.0.0.11"}]"#;
+    let two = r#"[{"username":"u1","service":"imap","pid":"41","ip":"10.0.0.1"},{"username":"u2","service":"imap","pid":"42","ip":"10.0.0.2"}]"#;
     let exec = ring_read(&s, &ring)
         .once(DIRECTOR, d.director_status(), 0, &ring, "")
-        .once(DIRECTOR, d.director_user_status(&s.user), 0, not_mapped, "");
+        .once(DIRECTOR, d.director_user_status(&s.user), 0, not_mapped, "")
+        .once("backend-2", s.backend.who(), 0, two, "");
     let mut world = fixtures::world(3, OLD, NEW);
     world.pods[2] = fixtures::pod(2, NEW);
     let cluster = fake(world);
@@ -118,7 +121,9 @@ async fn a_soak_passes_once_the_director_maps_users_to_the_backend() {
     let rec = &out.status.backends[0];
     assert_eq!((rec.step, rec.failed), (Step::Done, false), "{rec:?}");
     assert!(
-        out.notes.iter().any(|n| n.message.contains("maps 2 users")),
+        out.notes
+            .iter()
+            .any(|n| n.message.contains("serves 2 login sessions")),
         "{:?}",
         out.notes
     );

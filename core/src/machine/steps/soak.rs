@@ -31,6 +31,7 @@ fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let ring = dovecot::parse_director_status(&out.stdout)
         .map_err(|e| StepResult::Failed(cx.error(&status, Some(0), &e.to_string())))?;
     let mut user_on = read_user(cx)?;
+    let sessions = read_sessions(cx)?;
     let mut login: Option<Result<(), String>> = None;
     let waited = elapsed(&rec.step_started, cx.now);
     let mv = loop {
@@ -45,6 +46,7 @@ fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
                 .map(|l| l.as_ref().map(|_| ()).map_err(String::as_str)),
             // settings give a director login only with an IMAP probe's credentials
             can_login: s.director_login.is_some(),
+            sessions,
             waited,
         };
         match judge::soak(rec, &seen, limit, s.poll_interval) {
@@ -62,6 +64,14 @@ fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
         SoakMove::Fail(why) => Ok(StepResult::Failing { why }),
         SoakMove::TryLogin => unreachable!("judged again after the login"),
     }
+}
+
+/// The login sessions the backend serves now: logins that landed and were served there.
+fn read_sessions(cx: &mut Cx<'_>) -> Run<usize> {
+    let who = cx.s.backend.who();
+    let (_, out) = cx.run(On::Backend, &who, CommandKind::Plain)?;
+    dovecot::parse_who_connections(&out.stdout)
+        .map_err(|e| StepResult::Failed(cx.error(&who, Some(0), &e.to_string())).into())
 }
 
 /// Where the director maps the verify user now.
@@ -132,7 +142,7 @@ const TARGET: &str = "director";
 fn note(s: &crate::settings::Settings, _pod: &str, _ip: &str) -> Option<String> {
     Some(match s.soak {
         Some(limit) => format!(
-            "until the director maps users to it (at most {}, pod Ready throughout), else drain it again and halt",
+            "until logins land on it (sessions it serves, or a login through a director), at most {}, pod Ready throughout; else drain it again and halt",
             crate::time::human(limit)
         ),
         None => "off (spec.verify.soak.enabled: false)".into(),

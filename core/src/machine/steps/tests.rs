@@ -85,7 +85,8 @@ fn the_plan_lists_every_command_the_scripts_run() {
         step(&p, Step::Soak),
         [
             "doveadm -f json director status",
-            "doveadm -f json director status probe"
+            "doveadm -f json director status probe",
+            "doveadm -f json who -1"
         ]
     );
     assert_eq!(
@@ -270,6 +271,8 @@ mod replay {
                 ok(nobody)
             } else if argv.iter().any(|a| a == "status") {
                 ok(quiet)
+            } else if argv.iter().any(|a| a == "who") {
+                ok("[]")
             } else {
                 ok("")
             }
@@ -277,7 +280,9 @@ mod replay {
         // no user within the soak: the failure is only written; nothing is drained yet
         let (asked, result) = run_to_end(input(&s, &rec, &obs), answer);
         assert!(
-            asked.iter().all(|a| a.contains(" status")),
+            asked
+                .iter()
+                .all(|a| a.contains(" status") || a.contains(" who")),
             "only reads: {asked:?}"
         );
         let StepResult::Failing { why } = &result else {

@@ -528,7 +528,7 @@ fn the_soak_passes_on_real_traffic_or_a_login_that_landed_and_fails_otherwise() 
     let limit = Duration::from_secs(60);
     let poll = Duration::from_secs(5);
     let ring = |users| vec![fixtures::host(1, 50, true, users)];
-    let seen = |ring: &'static [RingHost], user_on, login, can_login, waited| SoakSeen {
+    let seen = |ring: &'static [RingHost], user_on, login, can_login, sessions, waited| SoakSeen {
         pod: Some(&pod),
         ip: &ip,
         ring,
@@ -536,6 +536,7 @@ fn the_soak_passes_on_real_traffic_or_a_login_that_landed_and_fails_otherwise() 
         user_on,
         login,
         can_login,
+        sessions,
         waited: Duration::from_secs(waited),
     };
     let leak = |v: Vec<RingHost>| -> &'static [RingHost] { Vec::leak(v) };
@@ -548,51 +549,73 @@ fn the_soak_passes_on_real_traffic_or_a_login_that_landed_and_fails_otherwise() 
         SoakMove::TryLogin => "login",
     };
     let cases: Vec<(&str, SoakSeen, &str)> = vec![
-        ("users of their own", seen(one, None, None, true, 1), "pass"),
+        (
+            "sessions on the backend",
+            seen(one, None, None, true, 2, 1),
+            "pass",
+        ),
+        // the director maps users before it proxies: a backend where every login fails
+        // has mappings too; they prove nothing
+        (
+            "mappings only, may log in",
+            seen(two, None, None, true, 0, 1),
+            "login",
+        ),
+        (
+            "mappings only, no credentials",
+            seen(two, None, None, false, 0, 1),
+            "wait",
+        ),
+        (
+            "mappings only at the limit",
+            seen(two, None, None, false, 0, 60),
+            "fail",
+        ),
         // the one mapping is the verify user's own (a move): not traffic
         (
             "only the verify user, moved",
-            seen(one, here, None, true, 1),
+            seen(one, here, None, true, 0, 1),
             "login",
         ),
         (
             "the login landed",
-            seen(one, here, Some(Ok(())), true, 1),
+            seen(one, here, Some(Ok(())), true, 0, 1),
             "pass",
         ),
         (
             "the login failed",
-            seen(one, here, Some(Err("NO")), true, 1),
+            seen(one, here, Some(Err("NO")), true, 0, 1),
             "wait",
         ),
         (
-            "others beside the verify user",
-            seen(two, here, Some(Err("NO")), true, 1),
-            "pass",
+            "the login failed, others mapped",
+            seen(two, here, Some(Err("NO")), true, 0, 1),
+            "wait",
         ),
         (
             "quiet, may log in",
-            seen(quiet, None, None, true, 1),
+            seen(quiet, None, None, true, 0, 1),
             "login",
         ),
         (
             "quiet, no credentials",
-            seen(quiet, None, None, false, 1),
+            seen(quiet, None, None, false, 0, 1),
+            "wait",
+        ),
+        // mapped by an outside prober's login: only its session on the backend counts
+        (
+            "verify user mapped by an outside prober",
+            seen(one, here, None, false, 0, 1),
             "wait",
         ),
         (
-            "verify user mapped by an outside prober",
-            seen(one, here, None, false, 1),
-            "pass",
-        ),
-        (
             "quiet at the limit",
-            seen(quiet, None, None, false, 60),
+            seen(quiet, None, None, false, 0, 60),
             "fail",
         ),
         (
             "login failed at the limit",
-            seen(one, here, Some(Err("NO")), true, 60),
+            seen(one, here, Some(Err("NO")), true, 0, 60),
             "fail",
         ),
     ];
@@ -602,19 +625,24 @@ fn the_soak_passes_on_real_traffic_or_a_login_that_landed_and_fails_otherwise() 
     // a pod that stops being Ready fails at once; a host someone took out is theirs
     let mut down = pod.clone();
     down.ready = false;
-    let mut s = seen(two, None, None, true, 1);
+    let mut s = seen(two, None, None, true, 3, 1);
     s.pod = Some(&down);
     assert_eq!(kind(soak(&r, &s, limit, poll)), "fail");
     let out = leak(vec![fixtures::host(1, 0, true, 0)]);
     assert_eq!(
-        kind(soak(&r, &seen(out, None, None, true, 1), limit, poll)),
+        kind(soak(&r, &seen(out, None, None, true, 0, 1), limit, poll)),
         "pass"
     );
     // restored down, as a human had it: nothing to wait for
     let mut kept = r.clone();
     kept.original_up = Some(false);
     assert_eq!(
-        kind(soak(&kept, &seen(quiet, None, None, true, 1), limit, poll)),
+        kind(soak(
+            &kept,
+            &seen(quiet, None, None, true, 0, 1),
+            limit,
+            poll
+        )),
         "pass"
     );
     let SoakMove::Fail(why) = soak(
@@ -624,6 +652,7 @@ fn the_soak_passes_on_real_traffic_or_a_login_that_landed_and_fails_otherwise() 
             here,
             Some(Err("p2 NO [AUTHENTICATIONFAILED]")),
             true,
+            0,
             61,
         ),
         limit,
