@@ -300,6 +300,18 @@ async fn verify_probes_lmtp_on_the_new_pod_and_leaves_no_probe_mail() {
     let s = settings(json!({"drain": {"pollInterval": "1s", "timeout": "15s"}}));
     let user = s.user.clone();
     let count = |lab: &dbu_lab::Lab| lab.inbox_count("backend-0", &user).unwrap();
+    // mail of the verify user that carries the probe header but is not this rollout's probe:
+    // another DBU's probe in flight (same pod name, another time), and the user's own
+    let dip = lab.spec.director_ip();
+    for (subject, header) in [
+        (
+            "another DBU's probe",
+            "X-DBU-Probe: backend-2.1700000000000",
+        ),
+        ("the user's own", "X-DBU-Probe: kept by the user"),
+    ] {
+        dbu_lab::lmtp_deliver_with(&dip, &user, subject, &[header]).unwrap();
+    }
     let before = count(lab);
     lab.new_revision("rev-2", "protocols = imap");
     let (st, notes) =
@@ -337,7 +349,7 @@ async fn verify_probes_lmtp_on_the_new_pod_and_leaves_no_probe_mail() {
     assert_eq!(
         count(lab),
         before,
-        "no probe message left in the verify user's INBOX"
+        "no probe message left in the verify user's INBOX, and none of the others removed"
     );
     report("LMTP probe", started, &refused);
 }

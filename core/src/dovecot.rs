@@ -178,9 +178,10 @@ impl Doveadm {
             &["mailbox", "status", "-u", user, "messages", mailbox],
         )
     }
-    /// Removes every message of `user` that carries the probe header, in every mailbox (exit 0
-    /// also when there is none): the LMTP probe's message and any leftover of an earlier one.
-    pub fn expunge_probes(&self, user: &str) -> Vec<String> {
+    /// Removes the probe message this operator delivered as `token` (by its Message-ID), in
+    /// every mailbox of `user` (exit 0 also when there is none): never another message, not
+    /// even another DBU's probe to the same user.
+    pub fn expunge_probe(&self, user: &str, token: &str) -> Vec<String> {
         self.cmd(
             false,
             &[
@@ -190,8 +191,8 @@ impl Doveadm {
                 "mailbox",
                 "*",
                 "header",
-                crate::probe::PROBE_HEADER,
-                "",
+                "Message-ID",
+                &crate::imap::message_id(token),
             ],
         )
     }

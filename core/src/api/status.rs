@@ -185,6 +185,10 @@ pub struct BackendStatus {
     /// After a transient failure: not before this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<Time>,
+    /// The token of Verify's probe message (its Message-ID), written before the message is
+    /// delivered: only that message is ever expunged, also after an interrupted probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_token: Option<String>,
     /// A failure judged and written before the operator acts on it (a failed soak: why): the
     /// next pass drains the backend again and fails it. Written first so that a crash or a
     /// conflict in between repeats the drain and never takes the operator's own drain for a
@@ -329,6 +333,7 @@ impl BackendStatus {
             retry_after: None,
             stopped_pod_uid: None,
             new_pod_uid: None,
+            probe_token: None,
             failing: None,
             failed: false,
             removed: false,

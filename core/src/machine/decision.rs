@@ -76,12 +76,35 @@ pub enum StepResult {
     },
     /// The world moved under the step (e.g. Dovecot running again before Reset): go back.
     Rewind { to: Step, message: String },
-    /// The step will fail for this reason: written first, acted on (and failed) by the next pass.
-    Failing { why: String },
+    /// What the step is about to do, written before it acts (the next pass acts on it).
+    Intend(Intent),
     /// The step failed; the backend stays out of the ring and the rollout halts.
     Failed(StepError),
     /// The command could not be run (connection dropped, timeout): back off and retry.
     Transient { error: StepError },
+}
+
+/// An intent a step writes into the record before it acts, so that a crash or a conflict in
+/// between repeats the action rather than forgetting it was the operator's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Intent {
+    /// Fail for this reason (a soak: drain again first).
+    Fail(String),
+    /// Deliver the probe message with this token (only it is ever expunged).
+    Probe(String),
+}
+
+impl Intent {
+    /// Writes the intent into the record (the next pass acts on it).
+    pub fn record(&self, rec: &mut crate::api::BackendStatus) {
+        match self {
+            Intent::Fail(why) => {
+                rec.failing = Some(why.clone());
+                rec.message = Some(format!("{why}; draining it again"));
+            }
+            Intent::Probe(token) => rec.probe_token = Some(token.clone()),
+        }
+    }
 }
 
 /// One poll of a Move drain, for the backend's record.

@@ -279,9 +279,8 @@ fn fold_result(rec: &mut BackendStatus, result: &StepResult, now: Timestamp) -> 
                 format!("{}: {message}; back to {to}", rec.pod),
             )]
         }
-        StepResult::Failing { why } => {
-            rec.failing = Some(why.clone());
-            rec.message = Some(format!("{why}; draining it again"));
+        StepResult::Intend(intent) => {
+            intent.record(rec);
             Vec::new()
         }
         StepResult::Failed(e) => {
@@ -515,7 +514,7 @@ pub fn requeue_after(result: &StepResult, attempts: u32) -> Duration {
     match result {
         StepResult::Advanced { .. }
         | StepResult::Rewind { .. }
-        | StepResult::Failing { .. }
+        | StepResult::Intend(_)
         | StepResult::Failed(_) => Duration::ZERO,
         StepResult::Waiting { requeue, .. } | StepResult::Draining { requeue, .. } => *requeue,
         StepResult::Transient { .. } => backoff(attempts),

@@ -28,7 +28,8 @@ pub mod steps;
 pub use cleanup::{Deletion, cleanup_for, undone_note};
 pub use decide::{argv_towards, check_world, decide, revision_pending, ring_drift};
 pub use decision::{
-    Acted, Cleanup, Command, Decision, DrainPoll, MAX_ATTEMPTS, On, StepResult, Undone, active,
+    Acted, Cleanup, Command, Decision, DrainPoll, Intent, MAX_ATTEMPTS, On, StepResult, Undone,
+    active,
 };
 pub use dry_run::{PLAN_LIMIT, dry_run};
 pub use fold::{

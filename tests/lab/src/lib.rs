@@ -24,7 +24,7 @@ mod local_exec;
 pub mod traffic;
 pub mod workload;
 pub use local_exec::LocalExec;
-pub use traffic::{ImapSession, LmtpError, lmtp_deliver};
+pub use traffic::{ImapSession, LmtpError, lmtp_deliver, lmtp_deliver_with};
 
 /// Password of every lab user; lab only.
 pub const LAB_PASSWORD: &str = "lab-pass";

@@ -53,6 +53,16 @@ fn judge(reply: String, ok: char) -> Result<(), LmtpError> {
 
 /// Delivers one message over LMTP (through the director when `ip` is a director's).
 pub fn lmtp_deliver(ip: &str, user: &str, subject: &str) -> Result<(), LmtpError> {
+    lmtp_deliver_with(ip, user, subject, &[])
+}
+
+/// `lmtp_deliver` with extra header lines (`Name: value`).
+pub fn lmtp_deliver_with(
+    ip: &str,
+    user: &str,
+    subject: &str,
+    headers: &[&str],
+) -> Result<(), LmtpError> {
     let temp = |e: std::io::Error| LmtpError::Temp(e.to_string());
     let stream = TcpStream::connect_timeout(
         &(
@@ -79,9 +89,10 @@ pub fn lmtp_deliver(ip: &str, user: &str, subject: &str) -> Result<(), LmtpError
         write!(w, "{cmd}\r\n").map_err(temp)?;
         judge(read_reply(&mut r).map_err(temp)?, ok)?;
     }
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
     write!(
         w,
-        "Subject: {subject}\r\nFrom: lab@lab.invalid\r\n\r\nlab message {subject}\r\n.\r\n"
+        "Subject: {subject}\r\nFrom: lab@lab.invalid\r\n{extra}\r\nlab message {subject}\r\n.\r\n"
     )
     .map_err(temp)?;
     let reply = read_reply(&mut r).map_err(|e| LmtpError::Uncertain(e.to_string()))?;

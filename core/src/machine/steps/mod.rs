@@ -18,7 +18,7 @@ use crate::probe::ProbeFailure;
 use crate::reason::WaitReason;
 use crate::settings::{ObjectKey, Settings};
 
-use super::decision::{Cleanup, Decision, On, StepResult, Undone, active};
+use super::decision::{Cleanup, Decision, Intent, On, StepResult, Undone, active};
 use super::gates;
 use super::judge;
 use super::lock;

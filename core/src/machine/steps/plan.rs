@@ -66,7 +66,7 @@ pub fn steps_for(
     for step in Step::ALL.iter().copied().filter(|x| *x != Step::Done) {
         rec.step = step;
         let mut commands: Vec<Vec<String>> = Vec::new();
-        for polls in 0..MAX_POLLS {
+        for _ in 0..MAX_POLLS {
             obs.ring = Some(world.ring());
             let input = Input {
                 s,
@@ -89,7 +89,8 @@ pub fn steps_for(
                     Next::Done(r) => break r,
                 }
             };
-            merge_poll(&mut commands, run, polls == 0);
+            let first = commands.is_empty();
+            merge_poll(&mut commands, run, first);
             match result {
                 StepResult::Advanced {
                     new_ip,
@@ -108,9 +109,10 @@ pub fn steps_for(
                 }
                 // time passes only while a step polls
                 StepResult::Waiting { .. } | StepResult::Draining { .. } => world.tick(),
+                // written, then acted on by the next run, as the engine does
+                StepResult::Intend(intent) => intent.record(&mut rec),
                 // the simulated world never fails: a script that does is a bug the tests show
                 StepResult::Rewind { .. }
-                | StepResult::Failing { .. }
                 | StepResult::Failed(_)
                 | StepResult::Transient { .. } => {
                     break;
@@ -138,7 +140,7 @@ pub(super) fn record(
     BackendStatus::begin(pod, ip, from, vhosts, Time(now))
 }
 
-/// Adds one run of a step's script to its commands: the first run in full, a later poll only
+/// Adds one run of a step's script to its commands: the first run with commands in full, a later poll only
 /// with the commands the earlier ones did not run (a poll's commands are listed once).
 pub fn merge_poll(commands: &mut Vec<Vec<String>>, run: Vec<Vec<String>>, first: bool) {
     for argv in run {

@@ -7,7 +7,7 @@ use crate::time::elapsed;
 
 use super::super::judge::{SoakMove, SoakSeen};
 use super::credentials::imap_inputs;
-use super::{Cleanup, Cx, On, Reads, RingState, Run, StepResult, StepSpec, judge};
+use super::{Cleanup, Cx, Intent, On, Reads, RingState, Run, StepResult, StepSpec, judge};
 
 fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let s = cx.s;
@@ -61,7 +61,7 @@ fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
         SoakMove::Pass(m) => Ok(StepResult::advanced(m)),
         SoakMove::Wait(requeue, message) => Ok(StepResult::Waiting { requeue, message }),
         // the intent first: the next pass drains and fails it
-        SoakMove::Fail(why) => Ok(StepResult::Failing { why }),
+        SoakMove::Fail(why) => Ok(StepResult::Intend(Intent::Fail(why))),
         SoakMove::TryLogin => unreachable!("judged again after the login"),
     }
 }

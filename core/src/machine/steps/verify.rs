@@ -6,7 +6,8 @@ use crate::dovecot::CommandKind;
 
 use super::credentials::imap_inputs;
 use super::{
-    Cleanup, Cx, GateInput, Gated, Halt, On, Reads, RingState, Run, StepResult, StepSpec, judge,
+    Cleanup, Cx, GateInput, Gated, Halt, Intent, On, Reads, RingState, Run, StepResult, StepSpec,
+    judge,
 };
 
 fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
@@ -17,8 +18,18 @@ fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     // the pod Replace saw, before its first command and again after its last: exec goes by
     // name, so a pod recreated in between would be verified in part
     cx.bound_pod()?;
-    // leftovers of a probe that was interrupted go first, so none is ever counted
-    let expunge = b.expunge_probes(user);
+    // the probe message's token is written before it is delivered: only that message is ever
+    // expunged (another DBU's probe to the same user, or the user's own mail, never)
+    let token = match (&cx.rec.probe_token, probing) {
+        (Some(t), _) => t.clone(),
+        (None, true) => {
+            let t = crate::probe::token(&cx.rec.pod, cx.now.as_millisecond());
+            return Ok(StepResult::Intend(Intent::Probe(t)));
+        }
+        (None, false) => String::new(),
+    };
+    // the leftover of a probe that was interrupted goes first, so it is never counted
+    let expunge = b.expunge_probe(user, &token);
     if probing {
         cx.run(On::Backend, &expunge, CommandKind::Plain)?;
     }
@@ -35,7 +46,7 @@ fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
         cx.bound_pod()?;
         return Ok(judge::verified(user, mb, n, &[]));
     }
-    let probed = probes(cx)?;
+    let probed = probes(cx, &token)?;
     // the probe mail goes also when a probe failed halfway (best effort then: the failure is
     // what the record must say, and the next Verify expunges first)
     let cleanup = match cx.run(On::Backend, &expunge, CommandKind::Plain) {
@@ -51,13 +62,12 @@ fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
 /// Verify's protocol probes at the replaced pod's own IP, never through the director: LMTP
 /// delivers one probe message, IMAP logs in, finds, fetches and expunges it (or appends its
 /// own when LMTP is off). `Ok(Err)`: the probe's failure; `Ok(Ok)`: what each proved.
-fn probes(cx: &mut Cx<'_>) -> Run<Result<Vec<String>, StepResult>> {
+fn probes(cx: &mut Cx<'_>, token: &str) -> Run<Result<Vec<String>, StepResult>> {
     let s = cx.s;
     let rec = cx.rec;
     let ip = rec.new_ip.as_deref().unwrap_or(&rec.ip);
-    let token = crate::probe::token(&rec.pod, cx.now.as_millisecond());
     let date = cx.now.strftime("%a, %d %b %Y %H:%M:%S +0000").to_string();
-    let message = crate::probe::message(&s.user, &token, &date);
+    let message = crate::probe::message(&s.user, token, &date);
     let mut done = Vec::new();
     if let Some(port) = s.lmtp_probe {
         if let Err(f) = cx.lmtp_probe(ip, port, &message)? {
@@ -77,7 +87,8 @@ fn probes(cx: &mut Cx<'_>) -> Run<Result<Vec<String>, StepResult>> {
             judge::probe_failed("IMAP", &addr, command, reply, transient)
         };
         let append = s.lmtp_probe.is_none().then_some(message);
-        let (target, input) = match imap_inputs(cx, &p.tls, ip, p.port, token, append)? {
+        let (target, input) = match imap_inputs(cx, &p.tls, ip, p.port, token.to_string(), append)?
+        {
             Ok(x) => x,
             Err((what, transient)) => return Ok(Err(fail("credentials", &what, transient))),
         };
