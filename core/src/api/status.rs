@@ -220,6 +220,10 @@ pub struct BackendStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "int64"))]
     pub active_seconds: Option<u64>,
+    /// Of the current step's time, how much went to backoff after transient errors: not work,
+    /// so not counted in `activeSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_seconds: Option<u64>,
     /// WaitSessions' last look at the backend (kept once it is done, for the record).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<DrainProgress>,
@@ -342,6 +346,7 @@ impl BackendStatus {
             started: Some(now),
             mail_layout: None,
             active_seconds: None,
+            backoff_seconds: None,
             drain: None,
         }
     }

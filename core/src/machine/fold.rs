@@ -102,9 +102,12 @@ pub fn record_finish(status: &mut DovecotBackendUpgradeStatus, pod: &str, now: T
     window::remember(&mut status.recent_backend_seconds, took);
 }
 
-/// Adds the time spent in the step that just ended to the backend's active time.
+/// Adds the time spent in the step that just ended to the backend's active time, without its
+/// backoff after transient errors.
 fn add_active(rec: &mut BackendStatus, now: Timestamp) {
-    let spent = elapsed(&rec.step_started, now).as_secs();
+    let spent = elapsed(&rec.step_started, now)
+        .as_secs()
+        .saturating_sub(rec.backoff_seconds.take().unwrap_or(0));
     rec.active_seconds = Some(rec.active_seconds.unwrap_or(0).saturating_add(spent));
 }
 
@@ -292,7 +295,9 @@ fn fold_result(rec: &mut BackendStatus, result: &StepResult, now: Timestamp) -> 
         StepResult::Transient { error } => {
             rec.attempts += 1;
             rec.last_error = Some(error.clone());
-            rec.retry_after = Some(Time(after(now, backoff(rec.attempts))));
+            let wait = backoff(rec.attempts);
+            rec.retry_after = Some(Time(after(now, wait)));
+            rec.backoff_seconds = Some(rec.backoff_seconds.unwrap_or(0) + wait.as_secs());
             if rec.attempts >= MAX_ATTEMPTS {
                 rec.failed = true;
                 vec![Note::new(EventReason::StepFailed, failure_message(rec))]
@@ -391,6 +396,7 @@ pub fn apply_retry(
             rec.step = Step::Verify;
         }
         rec.failing = None;
+        rec.backoff_seconds = None;
         rec.failed = false;
         rec.attempts = 0;
         rec.retry_after = None;
@@ -463,6 +469,19 @@ pub fn record(
         }
         (Decision::Claim { pods }, Acted::Claimed(res)) => match res {
             Ok(()) => {
+                // a slot granted now: the wait for it was not work (the window's prediction
+                // counts a backend's time from here)
+                let granted: Vec<&String> = pods
+                    .iter()
+                    .filter(|p| !status.ring_held.contains(p))
+                    .collect();
+                for r in status
+                    .backends
+                    .iter_mut()
+                    .filter(|r| active(r) && r.step == Step::Drain && granted.contains(&&r.pod))
+                {
+                    r.step_started = Time(acted_at);
+                }
                 status.ring_held = pods.clone();
                 Some(Duration::ZERO)
             }

@@ -243,6 +243,45 @@ fn finishing_a_backend_records_its_duration() {
 }
 
 #[test]
+fn waiting_for_a_slot_and_backoff_are_not_counted_as_work() {
+    // begun at 0, it waited RingBusy through another DBU's rollout for an hour
+    let mut st = status(vec![rec(2, Step::Drain, 0)]);
+    st.ring_held.clear();
+    let claim = Decision::Claim {
+        pods: vec!["backend-2".into()],
+    };
+    record(&mut st, &claim, Acted::Claimed(Ok(())), ts(3600));
+    assert_eq!(
+        st.backends[0].step_started,
+        Time(ts(3600)),
+        "its clock starts at the grant"
+    );
+    // a claim again (already held) does not move it
+    record(&mut st, &claim, Acted::Claimed(Ok(())), ts(3605));
+    assert_eq!(st.backends[0].step_started, Time(ts(3600)));
+    let r = &mut st.backends[0];
+    apply_result(r, &StepResult::advanced(None), ts(3610));
+    // WaitSessions: a transient error, a 2-minute backoff... then done
+    r.step_started = Time(ts(3610));
+    let transient = StepResult::Transient {
+        error: crate::machine::judge::step_error(Step::WaitSessions, &[], None, "timeout"),
+    };
+    apply_result(r, &transient, ts(3620));
+    let backoff = r.backoff_seconds.unwrap();
+    apply_result(
+        r,
+        &StepResult::advanced(None),
+        ts(3620 + backoff as i64 + 5),
+    );
+    assert_eq!(
+        r.active_seconds,
+        Some(10 + 15),
+        "10 s of Drain after the grant, 15 s of WaitSessions without its {backoff} s backoff"
+    );
+    assert_eq!(r.backoff_seconds, None, "counted per step");
+}
+
+#[test]
 fn abort_undoes_in_flight_backends_then_reports() {
     let s = with(json!({"abort": true}));
     let st = status(vec![rec(2, Step::WaitSessions, 0)]);
