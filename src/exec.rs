@@ -21,6 +21,9 @@ pub enum ExecError {
     Transport(String),
     #[error("exec ended without an exit status: {0}")]
     NoStatus(String),
+    /// Not run: this process may not change anything now (it is not the leader).
+    #[error("not run: {0}")]
+    Fenced(String),
 }
 
 impl ExecError {
@@ -30,6 +33,7 @@ impl ExecError {
             ExecError::Timeout(_) => "exec_timeout",
             ExecError::Transport(_) => "exec_transport",
             ExecError::NoStatus(_) => "exec_no_status",
+            ExecError::Fenced(_) => "exec_fenced",
         }
     }
 }
@@ -118,21 +122,41 @@ pub async fn within<T>(
         .map_err(|_| ExecError::Timeout(timeout))?
 }
 
+/// Whether this process may still change things, asked right before every exec that may
+/// (`dovecot::changes_state`): a leader deposed while a step is in flight never acts.
+#[async_trait]
+pub trait Fence: Send + Sync {
+    /// `Err`: why not.
+    async fn check(&self) -> Result<(), String>;
+}
+
 /// pods/exec through the API server.
 #[derive(Clone)]
 pub struct KubeExec {
     pods: Api<Pod>,
+    fence: Option<std::sync::Arc<dyn Fence>>,
 }
 
 impl KubeExec {
     pub fn new(pods: Api<Pod>) -> Self {
-        Self { pods }
+        Self { pods, fence: None }
+    }
+
+    /// Every exec that may change something first asks `fence` (None: no fence, one replica).
+    pub fn fenced(mut self, fence: Option<std::sync::Arc<dyn Fence>>) -> Self {
+        self.fence = fence;
+        self
     }
 }
 
 #[async_trait]
 impl PodExec for KubeExec {
     async fn exec(&self, req: ExecRequest<'_>) -> Result<ExecOutput, ExecError> {
+        if let Some(fence) = &self.fence
+            && dbu_core::dovecot::changes_state(req.argv)
+        {
+            fence.check().await.map_err(ExecError::Fenced)?;
+        }
         let mut ap = AttachParams::default()
             .stdin(false)
             .stdout(true)

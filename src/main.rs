@@ -226,7 +226,7 @@ async fn plan(
     let status = live.and_then(|d| d.status).unwrap_or_default();
     let stores = controller::Stores::list(&client, &ns).await?;
     let s = controller::bind_read_only(&stores, &dbu, &ns, s)?;
-    let (cluster, exec) = controller::edges_for(&client, &stores, &dbu, &ns, &ns);
+    let (cluster, exec) = controller::edges_for(&client, &stores, &dbu, &ns, &ns, None);
     let now = k8s_openapi::jiff::Timestamp::now();
     let (decision, obs) = engine::dry_run_once(&s, &status, &exec, &cluster, now).await?;
     let Decision::DryRun(p) = decision else {

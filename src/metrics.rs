@@ -253,6 +253,13 @@ impl Metrics {
         self.refresh(&dbus);
     }
 
+    /// This replica no longer leads: it reports no DBU (the leader does).
+    pub fn forget_all(&self) {
+        let mut dbus = self.dbus.lock().expect("metrics lock");
+        dbus.clear();
+        self.refresh(&dbus);
+    }
+
     fn refresh(&self, dbus: &HashMap<String, DbuState>) {
         self.in_flight.set(dbus.values().map(|d| d.in_flight).sum());
         self.drain_users_left
@@ -375,6 +382,13 @@ mod tests {
         assert_eq!(
             line(&t, "dbu_backends_in_flight"),
             Some("dbu_backends_in_flight 0")
+        );
+        // a replica that lost the leader Lease reports no DBU: the leader does
+        m.forget_all();
+        let t = m.encode();
+        assert_eq!(
+            line(&t, "dbu_rollouts{phase=\"Paused\"}"),
+            Some("dbu_rollouts{phase=\"Paused\"} 0")
         );
     }
 

@@ -66,6 +66,7 @@ fn ctx_rings(
     );
     (
         Arc::new(Context {
+            fence: None,
             client,
             recorder,
             metrics: Default::default(),
@@ -846,7 +847,7 @@ async fn an_earlier_release_s_lease_is_taken_into_the_ring_once_by_compare_and_s
         nothing_more(&mut h).await;
         (patch, emptied)
     });
-    let cluster = controller::edges_for(&ctx.client, &ctx.stores, &obj, "mail", "mail").0;
+    let cluster = controller::edges_for(&ctx.client, &ctx.stores, &obj, "mail", "mail", None).0;
     let lock = cluster.read_ring_lock(&s).await.unwrap();
     let (patch, emptied) = task.await.unwrap();
     // under the version read, with the mark that it was taken in, in the same write
@@ -1012,4 +1013,43 @@ async fn deleting_after_the_statefulset_is_gone_finishes_and_says_why() {
                 .contains("doveadm director remove 10.9.9.9"),
         "{event}"
     );
+}
+
+/// A fence that says no, as a replica that lost the leader Lease.
+struct Deposed;
+
+#[async_trait::async_trait]
+impl dovecot_upgrade_operator::exec::Fence for Deposed {
+    async fn check(&self) -> Result<(), String> {
+        Err("the leader Lease is held by replica-b".into())
+    }
+}
+
+#[tokio::test]
+async fn a_deposed_leader_runs_no_command_that_changes_anything() {
+    use dovecot_upgrade_operator::exec::{ExecError, ExecRequest, KubeExec, PodExec};
+    let (ctx, mut h) = ctx();
+    let exec = KubeExec::new(kube::Api::namespaced(ctx.client.clone(), "mail"))
+        .fenced(Some(Arc::new(Deposed)));
+    let d = dovecot_upgrade_operator::dovecot::Doveadm::new(None);
+    for argv in [
+        d.director_update("10.0.0.5".parse().unwrap(), 0),
+        d.stop(),
+        vec!["rm".into(), "-rf".into(), "/x".into()],
+    ] {
+        let out = exec
+            .exec(ExecRequest {
+                pod: "backend-2",
+                container: None,
+                argv: &argv,
+                timeout: Duration::from_secs(5),
+            })
+            .await;
+        assert!(
+            matches!(&out, Err(ExecError::Fenced(why)) if why.contains("replica-b")),
+            "{argv:?}: {out:?}"
+        );
+    }
+    // never reached the API server: no pods/exec at all
+    nothing_more(&mut h).await;
 }

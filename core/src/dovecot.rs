@@ -107,6 +107,7 @@ impl Doveadm {
     }
 
     /// `doveadm -f json director status`: every host with vhosts, state and mapped users.
+    /// (Read-only: see `changes_state`.)
     pub fn director_status(&self) -> Vec<String> {
         self.cmd(true, &["director", "status"])
     }
@@ -401,6 +402,36 @@ pub fn parse_ring_members(stdout: &str) -> Result<Vec<RingMember>, ParseError> {
 /// Number of connections in `doveadm -f json who -1` (one record per connection).
 pub fn parse_who_connections(stdout: &str) -> Result<usize, ParseError> {
     Ok(json_records("who -1", stdout)?.len())
+}
+
+/// Whether an argv the operator runs may change something (the director ring, a service,
+/// files, mail): every command but the known reads. Unknown is a change, so that a fence
+/// against a deposed leader fails closed.
+pub fn changes_state(argv: &[String]) -> bool {
+    let words: Vec<&str> = argv.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["cat" | "test" | "head" | "doveconf", ..] => false,
+        // the reset guard's read-only twin of a delete
+        ["find", rest @ ..] => !rest.contains(&"-print") || rest.contains(&"-delete"),
+        ["doveadm", rest @ ..] => {
+            let mut verb = rest;
+            // global options before the verb: -c <file>, -f <format>
+            while let ["-c" | "-f", _, tail @ ..] = verb {
+                verb = tail;
+            }
+            !matches!(
+                verb,
+                ["director", "status", ..]
+                    | ["director", "ring", "status", ..]
+                    | ["who", ..]
+                    | ["process", "status", ..]
+                    | ["user", ..]
+                    | ["mailbox", "list" | "status", ..]
+                    | ["fetch", ..]
+            )
+        }
+        _ => true,
+    }
 }
 
 /// One connection of `doveadm -f json who -1`.
@@ -717,6 +748,72 @@ mod tests {
         );
         assert_eq!(parse_pid("8170\n").unwrap(), 8170);
         assert!(parse_pid("").is_err());
+    }
+
+    #[test]
+    fn only_the_known_reads_leave_state_alone() {
+        let ip: IpAddr = "10.0.0.5".parse().unwrap();
+        for d in [
+            Doveadm::new(None),
+            Doveadm::new(Some("/etc/dovecot/d.conf".into())),
+        ] {
+            let reads = [
+                d.director_status(),
+                d.director_user_status("u"),
+                d.director_ring_status(),
+                d.who(),
+                d.process_status(),
+                d.mailbox_list("u"),
+                d.mailbox_status("u", "INBOX"),
+                d.user_lookup("u"),
+                d.doveconf_mail(),
+                d.fetch_text("u", "INBOX"),
+                read_master_pid("/run/dovecot"),
+                process_alive(42),
+            ];
+            for argv in &reads {
+                assert!(!changes_state(argv), "{argv:?}");
+            }
+            let changes = [
+                d.director_update(ip, 0),
+                d.director_down(ip),
+                d.director_up(ip),
+                d.director_flush(ip),
+                d.director_add(ip, 100),
+                d.director_remove(ip),
+                d.director_move("u", ip),
+                d.service_stop_lmtp(),
+                d.reload(),
+                d.stop(),
+                d.expunge_probe("u", "t"),
+            ];
+            for argv in &changes {
+                assert!(changes_state(argv), "{argv:?}");
+            }
+        }
+        let words = |w: &[&str]| w.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        // the reset guard's read-only twin, and the delete it guards
+        assert!(!changes_state(&words(&[
+            "find",
+            "/v",
+            "-mindepth",
+            "1",
+            "-print",
+            "-quit"
+        ])));
+        assert!(changes_state(&words(&[
+            "find",
+            "/v",
+            "-mindepth",
+            "1",
+            "-delete"
+        ])));
+        // anything unknown is a change: the fence fails closed
+        assert!(changes_state(&words(&["rm", "-rf", "/x"])));
+        assert!(changes_state(&words(&[
+            "doveadm", "-f", "json", "kick", "u"
+        ])));
+        assert!(changes_state(&[]));
     }
 
     #[test]

@@ -327,13 +327,15 @@ impl Cluster for KubeCluster {
     }
 }
 
-/// The cluster and exec edges as one DBU sees them; `lock_ns` holds the ring locks.
+/// The cluster and exec edges as one DBU sees them; `lock_ns` holds the ring locks; `fence`
+/// is asked before every exec that may change something.
 pub fn edges_for(
     client: &Client,
     stores: &Stores,
     dbu: &DovecotBackendUpgrade,
     ns: &str,
     lock_ns: &str,
+    fence: Option<Arc<dyn crate::exec::Fence>>,
 ) -> (KubeCluster, KubeExec) {
     let cluster = KubeCluster {
         stores: stores.clone(),
@@ -345,5 +347,8 @@ pub fn edges_for(
             dbu.name_any(),
         ),
     };
-    (cluster, KubeExec::new(Api::namespaced(client.clone(), ns)))
+    (
+        cluster,
+        KubeExec::new(Api::namespaced(client.clone(), ns)).fenced(fence),
+    )
 }

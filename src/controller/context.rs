@@ -66,6 +66,8 @@ pub struct Context {
     pub policy: crate::settings::Policy,
     /// Per DBU (by UID): what this process last wrote, and its failures in a row.
     pub memory: Memory,
+    /// Asked before every exec that may change something (the leader Lease; None: one replica).
+    pub fence: Option<Arc<dyn crate::exec::Fence>>,
 }
 
 /// What the operator remembers per DBU between reconciles (by UID; lost on restart, when the

@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use kube::Client;
+use async_trait::async_trait;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::jiff::Timestamp;
+use kube::{Api, Client};
 
 use super::context::Options;
 use super::run::run;
@@ -32,6 +35,47 @@ impl LeaderError {
 
 /// Name of the Lease that elects the one replica allowed to act.
 pub const LEASE_NAME: &str = "dovecot-upgrade-operator";
+
+/// The leader Lease as this replica holds it, read from the API server right before every exec
+/// that may change something: a replica deposed (a network partition, a long pause) while a
+/// step is in flight refuses to act even before its lease manager notices.
+pub struct LeaseFence {
+    leases: Api<Lease>,
+    identity: String,
+}
+
+#[async_trait]
+impl crate::exec::Fence for LeaseFence {
+    async fn check(&self) -> Result<(), String> {
+        let lease = self
+            .leases
+            .get(LEASE_NAME)
+            .await
+            .map_err(|e| format!("could not read the leader Lease {LEASE_NAME}: {e}"))?;
+        held_by(&lease, &self.identity, Timestamp::now())
+    }
+}
+
+/// Whether `lease` is held by `identity` at `now`: it names it, and its last renewal is younger
+/// than its duration.
+pub fn held_by(lease: &Lease, identity: &str, now: Timestamp) -> Result<(), String> {
+    let spec = lease.spec.as_ref();
+    let holder = spec.and_then(|s| s.holder_identity.as_deref());
+    if holder != Some(identity) {
+        return Err(format!(
+            "the leader Lease {LEASE_NAME} is held by {}, not by this replica ({identity})",
+            holder.unwrap_or("nobody")
+        ));
+    }
+    let renewed = spec.and_then(|s| s.renew_time.as_ref()).map(|t| t.0);
+    let duration = spec.and_then(|s| s.lease_duration_seconds).unwrap_or(0);
+    match renewed {
+        Some(at) if now.duration_since(at).as_secs() < i64::from(duration) => Ok(()),
+        _ => Err(format!(
+            "the leader Lease {LEASE_NAME} was not renewed within its {duration} s"
+        )),
+    }
+}
 
 /// Where the Lease lives and who this replica is.
 #[derive(Debug, Clone)]
@@ -85,7 +129,7 @@ pub async fn run_elected(
     metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<(), LeaderError> {
     let Some(e) = election else {
-        run(client, opts, metrics).await;
+        run(client, opts, metrics, None).await;
         return Ok(());
     };
     loop {
@@ -141,12 +185,18 @@ async fn campaign(
             }
         }
     };
+    let fence: Arc<dyn crate::exec::Fence> = Arc::new(LeaseFence {
+        leases: Api::namespaced(client.clone(), &e.namespace),
+        identity: e.identity.clone(),
+    });
     tokio::select! {
-        _ = run(client, opts, metrics) => {
+        _ = run(client, opts, metrics.clone(), Some(fence)) => {
             tracing::info!("controller stopped; releasing the leader lease");
         }
         _ = lost => {
             tracing::error!("lost the leader lease; the controller stopped so that nothing acts without it");
+            // the next leader reports the DBUs now; stale gauges here would count them twice
+            metrics.forget_all();
             // the lease task must end before the next campaign starts another
             drop(leader);
             end(task).await;
@@ -155,4 +205,41 @@ async fn campaign(
     }
     drop(leader);
     Ok(release(task).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(holder: Option<&str>, renewed_secs_ago: Option<i64>, duration: i32) -> Lease {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": LEASE_NAME},
+            "spec": {
+                "holderIdentity": holder,
+                "leaseDurationSeconds": duration,
+                "renewTime": renewed_secs_ago.map(|s| (now - std::time::Duration::from_secs(s as u64)).to_string()),
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_lease_is_held_only_by_its_holder_and_only_while_renewed() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let cases = [
+            (Some("me"), Some(3), 15, true),
+            (Some("me"), Some(14), 15, true),
+            (Some("me"), Some(15), 15, false), // expired: another replica may take it now
+            (Some("me"), None, 15, false),
+            (Some("other"), Some(1), 15, false),
+            (None, Some(1), 15, false),
+        ];
+        for (holder, ago, duration, held) in cases {
+            let r = held_by(&lease(holder, ago, duration), "me", now);
+            assert_eq!(r.is_ok(), held, "{holder:?} {ago:?}: {r:?}");
+        }
+        let why = held_by(&lease(Some("other"), Some(1), 15), "me", now).unwrap_err();
+        assert!(why.contains("held by other"), "{why}");
+    }
 }

@@ -104,7 +104,12 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
 }
 
 /// Runs the controller until the process is asked to stop. `lock_namespace` holds the ring locks.
-pub async fn run(client: Client, opts: Options, metrics: Arc<crate::metrics::Metrics>) {
+pub async fn run(
+    client: Client,
+    opts: Options,
+    metrics: Arc<crate::metrics::Metrics>,
+    fence: Option<Arc<dyn crate::exec::Fence>>,
+) {
     let Options {
         namespace,
         lock_namespace,
@@ -159,6 +164,7 @@ pub async fn run(client: Client, opts: Options, metrics: Arc<crate::metrics::Met
         lock_namespace,
         policy,
         memory: Default::default(),
+        fence,
         stores: Stores {
             sts: sts_store,
             pods: pod_store,
