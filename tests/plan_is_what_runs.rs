@@ -94,6 +94,9 @@ fn shown(drain: bool, argv: &[String]) -> Vec<String> {
             "<user>".to_string()
         } else if prev(2) == Some("move") {
             "<host>".to_string()
+        } else if prev(1) == Some("Message-ID") {
+            // the probe's token, made when Verify runs
+            format!("<{}@dovecot-upgrade-operator>", machine::steps::PROBE_TOKEN)
         } else {
             a
         };
@@ -152,7 +155,6 @@ async fn roll(rig: &Rig, s: &Settings, recorder: &Recorder) -> (Runs, Runs) {
                 return;
             };
             let key = (pod.clone(), format!("{step:?}"));
-            let first = !ran.contains_key(&key);
             let cmds = ran.entry(key.clone()).or_default();
             let mut this = Vec::new();
             for (backend, st, argv) in run {
@@ -162,7 +164,7 @@ async fn roll(rig: &Rig, s: &Settings, recorder: &Recorder) -> (Runs, Runs) {
                 );
                 this.push(shown(*step == Step::WaitSessions, &argv));
             }
-            machine::steps::merge_poll(cmds, this, first);
+            machine::steps::merge_poll(cmds, this);
         },
     )
     .await

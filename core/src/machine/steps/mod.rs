@@ -41,7 +41,7 @@ mod verify;
 mod wait_sessions;
 
 pub use credentials::credentials;
-pub use plan::{merge_poll, steps_for};
+pub use plan::{PROBE_TOKEN, merge_poll, steps_for};
 pub use undo::{if_running, restore_commands};
 
 /// A finished command.

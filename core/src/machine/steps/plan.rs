@@ -81,7 +81,12 @@ pub fn steps_for(
                 match super::step(input, &seen) {
                     Next::Act(action) => {
                         if let Action::Exec { argv, .. } = &action {
-                            run.push(placeholders(argv));
+                            let mut shown = placeholders(argv);
+                            // the probe's token is made when the step runs, not now
+                            if let Some(t) = &rec.probe_token {
+                                shown = shown.iter().map(|a| a.replace(t, PROBE_TOKEN)).collect();
+                            }
+                            run.push(shown);
                         }
                         let output = world.answer(s, &action);
                         seen.push((action, output));
@@ -89,8 +94,7 @@ pub fn steps_for(
                     Next::Done(r) => break r,
                 }
             };
-            let first = commands.is_empty();
-            merge_poll(&mut commands, run, first);
+            merge_poll(&mut commands, run);
             match result {
                 StepResult::Advanced {
                     new_ip,
@@ -140,15 +144,20 @@ pub(super) fn record(
     BackendStatus::begin(pod, ip, from, vhosts, Time(now))
 }
 
-/// Adds one run of a step's script to its commands: the first run with commands in full, a later poll only
-/// with the commands the earlier ones did not run (a poll's commands are listed once).
-pub fn merge_poll(commands: &mut Vec<Vec<String>>, run: Vec<Vec<String>>, first: bool) {
+/// Adds one run of a step's script to its commands: the first run that ran any in full, a
+/// later poll only with the commands the earlier ones did not run (a poll's commands are
+/// listed once; a run that only wrote an intent ran none).
+pub fn merge_poll(commands: &mut Vec<Vec<String>>, run: Vec<Vec<String>>) {
+    let first = commands.is_empty();
     for argv in run {
         if first || !commands.contains(&argv) {
             commands.push(argv);
         }
     }
 }
+
+/// How the plan shows the probe message's token (made when Verify runs).
+pub const PROBE_TOKEN: &str = "{probe token}";
 
 /// An argv with the simulated world's PIDs shown as placeholders.
 pub fn placeholders(argv: &[String]) -> Vec<String> {

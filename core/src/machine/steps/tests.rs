@@ -71,7 +71,7 @@ fn the_plan_lists_every_command_the_scripts_run() {
     assert_eq!(step(&p, Step::Replace), Vec::<String>::new());
     // a probe's leftover goes before the count and the probe's own mail after it: only the
     // message of the token Verify wrote before delivering, by its Message-ID
-    let expunge = "doveadm expunge -u probe mailbox * header Message-ID <backend-2.1800000000000@dovecot-upgrade-operator>";
+    let expunge = "doveadm expunge -u probe mailbox * header Message-ID <{probe token}@dovecot-upgrade-operator>";
     assert_eq!(
         step(&p, Step::Verify),
         [
