@@ -480,7 +480,27 @@ async fn stalls_without_exec(
         Some(d) => json!({ "directors": d }),
         None => json!({}),
     };
-    let (ctx, mut h) = ctx_with_ring(ring, sts.clone(), pods.clone(), dbus.clone());
+    stalls_without_exec_in(
+        vec![fixtures::ring_json(ring)],
+        spec,
+        sts,
+        pods,
+        dbus,
+        reason,
+    )
+    .await
+}
+
+/// `stalls_without_exec` with these rings in the store.
+async fn stalls_without_exec_in(
+    rings: Vec<Value>,
+    spec: Value,
+    sts: Vec<Value>,
+    pods: Vec<Value>,
+    dbus: Vec<Value>,
+    reason: &'static str,
+) -> (Value, Value) {
+    let (ctx, mut h) = ctx_rings(rings, sts.clone(), pods.clone(), dbus.clone());
     let obj = dbu(json!({"finalizers": [FINALIZER]}), spec);
     let reply = serde_json::to_value(&obj).unwrap();
     let task = tokio::spawn(async move {
@@ -551,6 +571,47 @@ async fn a_director_selector_that_matches_another_dbus_backends_stalls_without_e
     .await;
     assert!(
         stalled["message"].as_str().unwrap().contains("mx-0"),
+        "{stalled}"
+    );
+}
+
+/// Pool "pop" is a host of the ring but no DBU or ring names its StatefulSet; the director
+/// selector (`app In (director, mail)`, `pool NotIn (backend)`, as a user wrote it) picks its
+/// pod. The ring's last look found that pod's IP among its hosts: refused before any exec.
+#[tokio::test]
+async fn a_director_selector_that_matches_a_host_of_the_ring_stalls_without_exec() {
+    let pop_pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "pop-0", "namespace": "mail", "uid": "pop-0-uid",
+                     "labels": {"app": "mail", "pool": "pop"},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "pop", "uid": "pop-uid"}]},
+        "spec": {"containers": [{"name": "dovecot"}]},
+        "status": {"podIP": "10.9.9.7", "conditions": [{"type": "Ready", "status": "True"}]}
+    });
+    // (null: the fixture's matchLabels go, as RFC 7386 merges)
+    let selector = json!({"matchLabels": null, "matchExpressions": [
+        {"key": "app", "operator": "In", "values": ["director", "mail"]},
+        {"key": "pool", "operator": "NotIn", "values": ["backend"]}
+    ]});
+    let mut ring = fixtures::ring_json(json!({"directors": {"selector": selector}}));
+    ring["status"] = json!({"hosts": [
+        {"ip": "10.9.9.7", "vhosts": 100, "up": true, "users": 4},
+        {"ip": "10.0.0.20", "pod": "backend-0", "vhosts": 100, "up": true, "users": 2}
+    ]});
+    let mut own = backend_pod("backend-0");
+    own["metadata"]["labels"]["pool"] = json!("backend");
+    let (stalled, _) = stalls_without_exec_in(
+        vec![ring],
+        json!({"director": {"selector": selector}}),
+        vec![sts("OnDelete")],
+        vec![own, pop_pod],
+        vec![],
+        "DirectorSelectorMatchesBackends",
+    )
+    .await;
+    let message = stalled["message"].as_str().unwrap();
+    assert!(
+        message.contains("pop-0") && !message.contains("backend-0"),
         "{stalled}"
     );
 }

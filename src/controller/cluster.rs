@@ -103,20 +103,30 @@ impl KubeCluster {
             .filter(|p| director_sel.matches(p.labels()))
             .collect();
         // exec goes only into directors: a selected pod of this or any other DBU's backend
-        // StatefulSet, or of any StatefulSet of the ring, is a backend, whatever its labels say
-        let ring_sets: Vec<String> = self
+        // StatefulSet, or of any StatefulSet of the ring, is a backend, whatever its labels say;
+        // so is one at an IP the ring's last look found among its hosts (a pool no DBU or ring
+        // names), before a single exec goes into it
+        let bound: Vec<Arc<crate::api::DovecotRing>> = self
             .stores
             .rings
             .state()
-            .iter()
+            .into_iter()
             .filter(|r| r.namespace().as_deref() == Some(self.ns.as_str()))
             .filter(|r| s.ring.as_deref() == Some(r.name_any().as_str()))
+            .collect();
+        let ring_sets: Vec<String> = bound
+            .iter()
             .flat_map(|r| {
                 r.spec
                     .stateful_sets()
                     .map(str::to_string)
                     .collect::<Vec<_>>()
             })
+            .collect();
+        let ring_hosts: Vec<&str> = bound
+            .iter()
+            .filter_map(|r| r.status.as_ref())
+            .flat_map(|st| st.hosts.iter().map(|h| h.ip.as_str()))
             .collect();
         let backend_sets: Vec<&str> = dbus
             .iter()
@@ -129,6 +139,10 @@ impl KubeCluster {
             .filter(|d| {
                 backend_sets.iter().any(|set| owned_by_sts(d, set))
                     || backend.iter().any(|b| b.name_any() == d.name_any())
+                    || d.status
+                        .as_ref()
+                        .and_then(|st| st.pod_ip.as_deref())
+                        .is_some_and(|ip| ring_hosts.contains(&ip))
             })
             .map(|d| d.name_any())
             .collect();
