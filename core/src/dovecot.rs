@@ -202,6 +202,16 @@ impl Doveadm {
     pub fn user_lookup(&self, user: &str) -> Vec<String> {
         self.cmd(true, &["user", user])
     }
+    /// `doveconf -h base_dir`: where Dovecot keeps master.pid and its sockets.
+    pub fn doveconf_base_dir(&self) -> Vec<String> {
+        let mut v = vec![s("doveconf")];
+        if let Some(c) = &self.config_file {
+            v.push(s("-c"));
+            v.push(c.clone());
+        }
+        v.extend([s("-h"), s("base_dir")]);
+        v
+    }
     /// `doveconf -h mail_location mail_home`: the templates, readable with Dovecot stopped.
     pub fn doveconf_mail(&self) -> Vec<String> {
         let mut v = vec![s("doveconf")];

@@ -62,6 +62,9 @@ pub enum StallReason {
     MaintenanceWindowTooShort,
     /// The spec does not validate; nothing runs until it changes.
     InvalidSpec,
+    /// `spec.baseDir` is not Dovecot's own `base_dir`: the operator could not tell a running
+    /// Dovecot from a stopped one (master.pid), so nothing on the backend is stopped.
+    BaseDirMismatch,
     /// The DBU's DovecotRing cannot be settled (missing, not listing the StatefulSet, or
     /// sharing a StatefulSet or director pods with another ring); nothing runs until it can.
     RingConflict,

@@ -281,6 +281,18 @@ pub fn stopped(pod: Option<&PodView>) -> StepResult {
     }
 }
 
+/// `spec.baseDir` against what `doveconf -h base_dir` printed (trailing slashes aside).
+pub fn base_dir(setting: &str, doveconf_stdout: &str) -> Result<(), String> {
+    let norm = |p: &str| p.trim().trim_end_matches('/').to_string();
+    let dovecot = norm(doveconf_stdout);
+    if norm(setting) == dovecot {
+        return Ok(());
+    }
+    Err(format!(
+        "spec.baseDir is {setting:?} but Dovecot's base_dir is {dovecot:?}: the operator would look for master.pid in the wrong place and could not tell a running Dovecot from a stopped one; nothing was stopped. Set spec.baseDir: {dovecot}"
+    ))
+}
+
 /// The pod Replace verified (`want`) no longer runs under the name: back to Replace, which
 /// takes the pod that runs now through Verify (or replaces it at the target revision).
 pub fn unbound(want: &str, now: Option<&PodView>) -> StepResult {

@@ -85,6 +85,13 @@ fn deleted_anything(exec: &Scripted) -> bool {
 async fn stop_lmtp_records_where_the_verify_user_keeps_mail() {
     let s = settings();
     let exec = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 0, 0)]))
+        .once(
+            "backend-2",
+            s.backend.doveconf_base_dir(),
+            0,
+            "/run/dovecot\n",
+            "",
+        )
         .once("backend-2", s.backend.user_lookup(&s.user), 0, OLD_USER, "")
         .once("backend-2", s.backend.service_stop_lmtp(), 0, "", "");
     let cluster = fake(fixtures::world(3, OLD, NEW));
@@ -193,4 +200,35 @@ async fn reset_reads_doveconf_without_a_recorded_layout_and_a_missing_folder_is_
     let rec = &out.status.backends[0];
     assert_eq!((rec.step, rec.failed), (Step::Replace, false), "{rec:?}");
     assert!(deleted_anything(&exec), "the reset ran: {:?}", exec.calls());
+}
+
+#[tokio::test]
+async fn a_base_dir_that_is_not_dovecot_s_stops_nothing_and_says_what_to_set() {
+    let s = settings();
+    // the image keeps its base_dir elsewhere: master.pid would never be found under spec.baseDir
+    let exec = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 0, 0)])).once(
+        "backend-2",
+        s.backend.doveconf_base_dir(),
+        0,
+        "/var/run/dovecot-backend\n",
+        "",
+    );
+    let cluster = fake(fixtures::world(3, OLD, NEW));
+    let out = once(&s, at(Step::StopLmtp), &exec, &cluster, &clock_at(0, 0)).await;
+    let rec = &out.status.backends[0];
+    assert!(rec.failed, "{rec:?}");
+    let e = rec.last_error.as_ref().unwrap();
+    assert_eq!(e.reason.as_deref(), Some("BaseDirMismatch"));
+    assert!(
+        e.stderr
+            .contains("Set spec.baseDir: /var/run/dovecot-backend"),
+        "{e:?}"
+    );
+    assert!(
+        exec.calls().iter().all(|c| !c.contains("stop")),
+        "nothing stopped: {:?}",
+        exec.calls()
+    );
+    // a trailing slash is the same directory
+    assert!(dbu_core::machine::judge::base_dir("/run/dovecot/", "/run/dovecot\n").is_ok());
 }

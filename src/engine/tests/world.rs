@@ -39,6 +39,13 @@ async fn a_dropped_exec_is_transient_and_backs_off() {
     let exec = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 0, 0)]))
         .once(
             "backend-2",
+            s.backend.doveconf_base_dir(),
+            0,
+            "/run/dovecot\n",
+            "",
+        )
+        .once(
+            "backend-2",
             s.backend.user_lookup(&s.user),
             0,
             SHIPPED_USER,

@@ -182,6 +182,9 @@ impl SimWorld {
                     {"field": "home", "value": l.home.clone().unwrap_or_default()},
                     {"field": "mail", "value": l.mail.clone().unwrap_or_default()}])));
             }
+            if *argv == b.doveconf_base_dir() {
+                return ok(format!("{}\n", s.base_dir));
+            }
             if *argv == b.doveconf_mail() {
                 let l = &self.layout;
                 return ok(format!(

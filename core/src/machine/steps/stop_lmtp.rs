@@ -13,6 +13,19 @@ use super::{
 
 fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let b = &cx.s.backend;
+    // once, before anything on the backend stops: the master.pid checks of StopDovecot and
+    // Reset look under spec.baseDir, so it must be Dovecot's own base_dir
+    let conf = b.doveconf_base_dir();
+    let (_, out) = cx.run(On::Backend, &conf, CommandKind::Plain)?;
+    if let Err(why) = judge::base_dir(&cx.s.base_dir, &out.stdout) {
+        let mut e = cx.error(&conf, Some(0), &why);
+        e.reason = Some(
+            crate::reason::StallReason::BaseDirMismatch
+                .as_str()
+                .to_string(),
+        );
+        return Err(StepResult::Failed(e).into());
+    }
     // the last moment the auth service can say where mail lives (Reset's guard)
     let lookup = cx.raw(On::Backend, &b.user_lookup(&cx.s.user))?;
     let layout = judge::layout_read(&cx.s.user, lookup.exit_code, &lookup.stdout);

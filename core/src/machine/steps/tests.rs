@@ -54,7 +54,11 @@ fn the_plan_lists_every_command_the_scripts_run() {
     // the lookup the reset guard relies on, read while Dovecot runs
     assert_eq!(
         step(&p, Step::StopLmtp),
-        ["doveadm -f json user probe", "doveadm service stop lmtp"]
+        [
+            "doveconf -h base_dir",
+            "doveadm -f json user probe",
+            "doveadm service stop lmtp"
+        ]
     );
     // doveadm stop returns once the master has exited: one look at master.pid
     assert_eq!(

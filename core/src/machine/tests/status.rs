@@ -487,6 +487,7 @@ fn what_a_lagging_cache_can_cause_is_taken_again_from_a_fresh_read() {
             false,
         ),
         (stall(R::InvalidSpec), &cached, &rollout, false),
+        (stall(R::BaseDirMismatch), &cached, &rollout, false),
         (stall(R::BackendNotInRing), &fresh, &rollout, false),
         // a first completion is confirmed; completing again at rest costs no read
         (Decision::Complete, &cached, &rollout, true),
@@ -512,7 +513,7 @@ fn what_a_lagging_cache_can_cause_is_taken_again_from_a_fresh_read() {
         );
     }
     // every stall reason is classified on purpose: a new one must be added to the table above
-    assert_eq!(R::ALL.len(), 14);
+    assert_eq!(R::ALL.len(), 15);
 }
 
 #[test]
