@@ -228,15 +228,7 @@ async fn a_successor_finishes_a_backend_its_deleted_predecessor_left_out() {
     lab.new_revision("rev-2", "");
     let s = settings(json!({"drain": {"pollInterval": "1s", "timeout": "15s"}}));
     let exec = lab.exec();
-    let (st, _) = common::until(
-        &s,
-        &exec,
-        lab,
-        DovecotBackendUpgradeStatus::default(),
-        std::time::Duration::from_secs(120),
-        |st| st.backends.first().is_some_and(|r| r.step == Step::Verify),
-    )
-    .await;
+    let st = common::until_step(&s, &exec, lab, Step::Verify).await;
     let done = dovecot_upgrade_operator::engine::cleanup(&s, &st, &exec, lab, &common::now, false)
         .await
         .unwrap();

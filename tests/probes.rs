@@ -558,15 +558,7 @@ async fn a_backend_where_every_login_fails_does_not_pass_the_soak_on_director_ma
         "soak": {"enabled": true, "timeout": "8s", "directorLogin": {"enabled": false}}
     }}));
     let exec = lab.exec();
-    let (st, _) = common::until(
-        &s,
-        &exec,
-        lab,
-        DovecotBackendUpgradeStatus::default(),
-        Duration::from_secs(120),
-        |st| st.backends.first().is_some_and(|r| r.step == Step::Soak),
-    )
-    .await;
+    let st = common::until_step(&s, &exec, lab, Step::Soak).await;
     // users come (their earlier mappings expired): logins and mail through the director
     let traffic = dbu_lab::traffic::Traffic::start(dbu_lab::traffic::TrafficSpec {
         directors: vec![lab.spec.director_ip()],

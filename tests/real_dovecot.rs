@@ -554,19 +554,7 @@ async fn a_pod_recreated_with_a_broken_revision_after_replace_never_joins_the_ri
     lab.new_revision("rev-2", "");
     let s = settings(json!({}));
     let exec = lab.exec();
-    let (st, _) = common::until(
-        &s,
-        &exec,
-        lab,
-        DovecotBackendUpgradeStatus::default(),
-        std::time::Duration::from_secs(120),
-        |st| {
-            st.backends
-                .first()
-                .is_some_and(|r| r.step == Step::RingRestore)
-        },
-    )
-    .await;
+    let st = common::until_step(&s, &exec, lab, Step::RingRestore).await;
     let pod = st.backends[0].pod.clone();
     let verified_uid = st.backends[0]
         .new_pod_uid
@@ -657,19 +645,7 @@ async fn a_pause_right_after_stop_dovecot_fails_no_login() {
     lab.new_revision("rev-2", "");
     let s = settings(json!({"drain": {"strategy": "Wait", "pollInterval": "1s", "timeout": "3s"}}));
     let exec = lab.exec();
-    let (st, _) = common::until(
-        &s,
-        &exec,
-        lab,
-        DovecotBackendUpgradeStatus::default(),
-        Duration::from_secs(120),
-        |st| {
-            st.backends
-                .first()
-                .is_some_and(|r| r.step == Step::RingRemove)
-        },
-    )
-    .await;
+    let st = common::until_step(&s, &exec, lab, Step::RingRemove).await;
     assert_eq!(st.backends[0].pod, "backend-2");
     drop(session); // its connection went with Dovecot
     assert_eq!(

@@ -413,19 +413,7 @@ async fn nothing_is_stopped_on_a_backend_while_the_ring_is_split() {
     lab.new_revision("rev-2", "");
     let s = settings(json!({}));
     let exec = lab.exec();
-    let (st, _) = common::until(
-        &s,
-        &exec,
-        lab,
-        DovecotBackendUpgradeStatus::default(),
-        std::time::Duration::from_secs(120),
-        |st| {
-            st.backends
-                .first()
-                .is_some_and(|r| r.step == Step::StopLmtp)
-        },
-    )
-    .await;
+    let st = common::until_step(&s, &exec, lab, Step::StopLmtp).await;
     let pod = st.backends[0].pod.clone();
     lab.stop_pod("director-1");
     let split = || {
@@ -937,19 +925,7 @@ async fn a_director_back_at_a_new_ip_holds_the_rollout_until_the_ring_is_whole()
     lab.new_revision("rev-2", "");
     let s = settings(json!({}));
     let exec = lab.exec();
-    let (mut st, _) = common::until(
-        &s,
-        &exec,
-        lab,
-        DovecotBackendUpgradeStatus::default(),
-        std::time::Duration::from_secs(120),
-        |st| {
-            st.backends
-                .first()
-                .is_some_and(|r| r.step == Step::WaitSessions)
-        },
-    )
-    .await;
+    let mut st = common::until_step(&s, &exec, lab, Step::WaitSessions).await;
     let pod = st.backends[0].pod.clone();
     let (old_ip, new_ip) = (lab.spec.director_ip_of(1), format!("127.0.{net}.30"));
     lab.stop_pod("director-1");

@@ -68,14 +68,7 @@ async fn apply(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Action,
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
     };
-    let (cluster, exec) = edges_for(
-        &ctx.client,
-        &ctx.stores,
-        &dbu,
-        &ns,
-        &ctx.lock_namespace,
-        ctx.fence.clone(),
-    );
+    let (cluster, exec) = edges(&ctx, &dbu, &ns);
     let out = engine::reconcile_once(
         &s,
         status,
@@ -114,14 +107,7 @@ async fn cleanup(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Actio
         .annotations()
         .get(FORCE_DELETE_ANNOTATION)
         .is_some_and(|v| v == "true");
-    let (cluster, exec) = edges_for(
-        &ctx.client,
-        &ctx.stores,
-        &dbu,
-        &ns,
-        &ctx.lock_namespace,
-        ctx.fence.clone(),
-    );
+    let (cluster, exec) = edges(&ctx, &dbu, &ns);
     let holds_nothing = status.ring_held.is_empty() && !status.backends.iter().any(machine::active);
     let bound = match settings::validate(&dbu.spec) {
         // nothing out and nothing held: no ring to settle (nor one to create)
@@ -241,4 +227,20 @@ pub fn error_policy(dbu: Arc<DovecotBackendUpgrade>, err: &Error, ctx: Arc<Conte
 /// 1 s, 2 s, 4 s, 8 s, then every 15 s: at most 4 reconciles a minute per failing DBU.
 pub fn retry_after_failures(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.saturating_sub(1).min(4)).min(Duration::from_secs(15))
+}
+
+/// The cluster and exec edges of one DBU, with the context's lock namespace and fence.
+fn edges(
+    ctx: &Context,
+    dbu: &DovecotBackendUpgrade,
+    ns: &str,
+) -> (super::KubeCluster, crate::exec::KubeExec) {
+    edges_for(
+        &ctx.client,
+        &ctx.stores,
+        dbu,
+        ns,
+        &ctx.lock_namespace,
+        ctx.fence.clone(),
+    )
 }

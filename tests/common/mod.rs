@@ -141,6 +141,25 @@ pub async fn until(
     (status, notes)
 }
 
+/// A new rollout reconciled until its first backend's record is at `step` (before it runs).
+pub async fn until_step(
+    s: &Settings,
+    exec: &dyn PodExec,
+    lab: &Lab,
+    step: dovecot_upgrade_operator::api::Step,
+) -> DovecotBackendUpgradeStatus {
+    until(
+        s,
+        exec,
+        lab,
+        DovecotBackendUpgradeStatus::default(),
+        Duration::from_secs(120),
+        |st| st.backends.first().is_some_and(|r| r.step == step),
+    )
+    .await
+    .0
+}
+
 /// Vhost count per ring IP on a director.
 pub fn ring_of(lab: &Lab, director: &str) -> BTreeMap<String, (u32, bool)> {
     let out = lab
