@@ -68,7 +68,7 @@ async fn apply(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Action,
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
     };
-    let (cluster, exec) = edges(&ctx, &dbu, &ns);
+    let (cluster, exec) = edges(ctx, &dbu, &ns);
     let out = engine::reconcile_once(
         &s,
         status,
@@ -107,7 +107,7 @@ async fn cleanup(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Actio
         .annotations()
         .get(FORCE_DELETE_ANNOTATION)
         .is_some_and(|v| v == "true");
-    let (cluster, exec) = edges(&ctx, &dbu, &ns);
+    let (cluster, exec) = edges(ctx, &dbu, &ns);
     let holds_nothing = status.ring_held.is_empty() && !status.backends.iter().any(machine::active);
     let bound = match settings::validate(&dbu.spec) {
         // nothing out and nothing held: no ring to settle (nor one to create)
