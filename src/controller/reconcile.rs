@@ -10,7 +10,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use tracing::Instrument;
 
-use super::cluster::edges_for;
+use super::cluster::{KubeCluster, edges_for};
 use super::context::{Context, Error, FINALIZER};
 use super::rings::{self, Binding};
 use super::status::{publish, stale, write_status};
@@ -234,7 +234,7 @@ fn edges(
     ctx: &Context,
     dbu: &DovecotBackendUpgrade,
     ns: &str,
-) -> (super::KubeCluster, crate::exec::KubeExec) {
+) -> (KubeCluster, crate::exec::KubeExec) {
     edges_for(
         &ctx.client,
         &ctx.stores,
