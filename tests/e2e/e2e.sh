@@ -103,7 +103,8 @@ rbac() {
   done
   # the probe's Secret by name, and nothing else of secrets
   [[ "$(kubectl auth can-i get secrets/upgrade-probe -n "$NS" --as="$sa")" == yes ]] || { echo "missing: get secrets/upgrade-probe"; return 1; }
-  for v in "get secrets" "get secrets/mail-users" "list secrets" "watch secrets" "get configmaps" "update statefulsets.apps" "create pods"; do
+  for v in "get secrets" "get secrets/mail-users" "list secrets" "watch secrets" "get configmaps" "update statefulsets.apps" "create pods" \
+           "list leases.coordination.k8s.io" "watch leases.coordination.k8s.io"; do
     [[ "$(kubectl auth can-i $v -n "$NS" --as="$sa" 2>/dev/null || true)" == no ]] || { echo "too much: $v"; return 1; }
   done
   [[ "$(kubectl auth can-i list pods -n default --as="$sa" 2>/dev/null || true)" == no ]] || { echo "too much: pods in default"; return 1; }
