@@ -243,20 +243,16 @@ async fn claim(
     // a deleted DBU's left-out backends are never "mine", even under the same name
     let is_mine = |h: &machine::RingHolder| &h.dbu == me && h.left_out.is_none();
     let had: Vec<&machine::RingHolder> = lock.holders.iter().filter(|h| is_mine(h)).collect();
-    let replaces = lock.holders.iter().any(|h| {
-        h.left_out
-            .as_ref()
-            .is_some_and(|l| l.stateful_set == cx.s.stateful_set && pods.contains(&h.pod))
-    });
-    if !replaces && had.len() == mine.len() && mine.iter().all(|m| had.contains(&m)) {
-        return Ok(());
-    }
     // a left-out holder of this StatefulSet that this DBU took over becomes its own now
     let taken_over = |h: &machine::RingHolder| {
         h.left_out
             .as_ref()
             .is_some_and(|l| l.stateful_set == cx.s.stateful_set && pods.contains(&h.pod))
     };
+    let replaces = lock.holders.iter().any(taken_over);
+    if !replaces && had.len() == mine.len() && mine.iter().all(|m| had.contains(&m)) {
+        return Ok(());
+    }
     let mut holders: Vec<machine::RingHolder> = lock
         .holders
         .iter()

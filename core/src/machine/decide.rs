@@ -320,7 +320,8 @@ fn rejoin(
     target: &str,
     now: Timestamp,
 ) -> Option<Decision> {
-    let moved: Vec<(&PodView, &BackendStatus, &str)> = obs
+    // (the pod, its last record, its IP now, the IP the record ended at)
+    let moved: Vec<(&PodView, &BackendStatus, &str, &str)> = obs
         .pods
         .iter()
         // at the revision its record finished with: a cache showing the pod from before its
@@ -335,7 +336,7 @@ fn rejoin(
                 .find(|r| r.pod == p.name && r.step == Step::Done && !r.removed)?;
             let last = rec.new_ip.as_deref().unwrap_or(&rec.ip);
             (last != ip && !status.backends.iter().any(|r| r.pod == p.name && active(r)))
-                .then_some((p, rec, ip))
+                .then_some((p, rec, ip, last))
         })
         .collect();
     if moved.is_empty() {
@@ -352,8 +353,7 @@ fn rejoin(
             Duration::from_secs(10),
         ));
     };
-    for (pod, rec, ip) in moved {
-        let last = rec.new_ip.as_deref().unwrap_or(&rec.ip);
+    for (pod, rec, ip, last) in moved {
         let Some(old) = ring.iter().find(|h| h.ip == last) else {
             continue;
         };
@@ -378,7 +378,6 @@ fn rejoin(
     None
 }
 
-/// A record's next move, or how long until it has one.
 /// Whether a record's step protects users rather than disrupts them, so that it runs while the
 /// rollout is paused: RingRemove (its Dovecot is stopped: `down` and `flush` move the users
 /// still mapped there), and StopDovecot once the pod is no longer Ready (its Dovecot is
@@ -397,6 +396,7 @@ fn protects_users(rec: &BackendStatus, obs: &Observed) -> bool {
         }
 }
 
+/// A record's next move, or how long until it has one.
 fn in_flight(
     s: &Settings,
     status: &DovecotBackendUpgradeStatus,
