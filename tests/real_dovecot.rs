@@ -13,6 +13,7 @@ use dbu_lab::{self as lab, DIRECTOR_POD, ImapSession};
 use dovecot_upgrade_operator::api::{DovecotBackendUpgradeStatus, Phase, Step};
 use dovecot_upgrade_operator::engine;
 use dovecot_upgrade_operator::machine::Decision;
+use dovecot_upgrade_operator::settings::Settings;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -626,8 +627,46 @@ async fn a_pod_recreated_with_a_broken_revision_after_replace_never_joins_the_ri
 /// so the user logs in again at once, on another backend, while the pause lasts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_right_after_stop_dovecot_fails_no_login() {
+    hold_right_after_stop_dovecot(54, "pause", "Paused", |s| {
+        let mut paused = s.clone();
+        paused.paused = true;
+        paused
+    })
+    .await;
+}
+
+/// A spec refused mid-rollout (custom reset commands the operator's policy does not allow)
+/// holds like a pause: the steps that protect users still run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_refused_right_after_stop_dovecot_fails_no_login() {
+    hold_right_after_stop_dovecot(56, "refused spec", "InvalidSpec", |_| {
+        let refused = common::spec(json!({
+            "drain": {"strategy": "Wait", "pollInterval": "1s", "timeout": "3s"},
+            "reset": {"commands": [["/bin/rm", "-rf", "/var/vmail"]]}
+        }));
+        let policy = dovecot_upgrade_operator::settings::Policy::default();
+        let annotations = Default::default();
+        assert!(
+            dovecot_upgrade_operator::settings::for_dbu(&refused, &policy, &annotations, false)
+                .is_err()
+        );
+        dovecot_upgrade_operator::settings::for_dbu(&refused, &policy, &annotations, true)
+            .expect("protective settings")
+    })
+    .await;
+}
+
+/// Rolls backend-2 (with an IDLE client's user mapped to it) to RingRemove, then holds the
+/// rollout with `hold(settings)`: RingRemove still runs, the hold shows as `shown`, and the
+/// user logs in again at once on another backend.
+async fn hold_right_after_stop_dovecot(
+    net: u8,
+    name: &str,
+    shown: &str,
+    hold: impl FnOnce(&Settings) -> Settings,
+) {
     let started = Instant::now();
-    let rig = rig(54);
+    let rig = rig(net);
     let lab = &rig.lab;
     let dip = lab.spec.director_ip();
     let target_ip = lab.pod_ip("backend-2").unwrap();
@@ -653,13 +692,12 @@ async fn a_pause_right_after_stop_dovecot_fails_no_login() {
         Some(target_ip.as_str()),
         "still mapped to the stopped backend"
     );
-    // paused right after StopDovecot
-    let mut paused = s.clone();
-    paused.paused = true;
+    // held right after StopDovecot
+    let held = hold(&s);
     let mut st = st;
     let mut decisions = Vec::new();
     for _ in 0..4 {
-        let out = common::once(&paused, st, &exec, lab).await;
+        let out = common::once(&held, st, &exec, lab).await;
         decisions.push(
             format!("{:?}", out.decision)
                 .chars()
@@ -670,23 +708,23 @@ async fn a_pause_right_after_stop_dovecot_fails_no_login() {
     }
     assert_eq!(st.backends[0].step, Step::Reset, "{decisions:?}");
     assert!(
-        decisions.last().is_some_and(|d| d.contains("Paused")),
+        decisions.last().is_some_and(|d| d.contains(shown)),
         "{decisions:?}"
     );
-    // the user logs in again while paused: on another backend, at once
-    let again = ImapSession::login(&dip, &user).expect("no failed login while paused");
+    // the user logs in again while held: on another backend, at once
+    let again = ImapSession::login(&dip, &user).expect("no failed login while held");
     let now_on = lab.user_host(&user).unwrap();
     assert!(
         now_on.as_deref().is_some_and(|ip| ip != target_ip),
         "{now_on:?}"
     );
     again.logout();
-    assert_eq!(st.backends.len(), 1, "nothing new started while paused");
+    assert_eq!(st.backends.len(), 1, "nothing new started while held");
     common::report(
-        "pause right after StopDovecot",
+        &format!("{name} right after StopDovecot"),
         started,
         &format!(
-            "{user} was mapped to the stopped backend-2; paused: RingRemove ran (down + flush), then {}; {user} logged in again on {}",
+            "{user} was mapped to the stopped backend-2; held: RingRemove ran (down + flush), then {}; {user} logged in again on {}",
             decisions.last().unwrap(),
             now_on.unwrap()
         ),

@@ -81,6 +81,10 @@ pub struct Settings {
     pub supervised: bool,
     /// `spec.canary.approvedRevision`, or the `mailops.io/approve` annotation (set by the controller).
     pub approved_revisions: Vec<String>,
+    /// Why the spec was refused (invalid, or beyond the operator's policy) while backends were
+    /// in flight: these settings come from `protective`, and only the steps that protect users
+    /// run (see `machine::decide`) until the spec is valid again.
+    pub refused: Option<String>,
 }
 
 /// The IMAP probe, checked.
@@ -472,7 +476,48 @@ pub fn validate(spec: &DovecotBackendUpgradeSpec) -> Result<Settings, SpecError>
         window,
         supervised: spec.canary.supervised,
         approved_revisions: spec.canary.approved_revision.iter().cloned().collect(),
+        refused: None,
     })
+}
+
+/// Settings for the steps that protect users (RingRemove, finishing a stop, re-asserting ring
+/// state, abort's undo) from a spec that `validate` or `admit` refused with `problem`: what
+/// those steps never read (drain, reset, verify, window, revision, ordering) is taken at its
+/// default, the rest must validate. None when what they read is itself invalid: then nothing
+/// can run safely. Verify's user is a placeholder when the spec's is invalid: no step that
+/// reads it runs under these settings.
+pub fn protective(spec: &DovecotBackendUpgradeSpec, problem: &str) -> Option<Settings> {
+    let mut spec = spec.clone();
+    spec.drain = Default::default();
+    spec.reset = crate::api::ResetSpec {
+        enabled: false,
+        ..Default::default()
+    };
+    let user = match dovecot::validate_user(&spec.verify.user) {
+        Ok(_) => spec.verify.user.clone(),
+        Err(_) => "refused-spec".into(),
+    };
+    spec.verify = crate::api::VerifySpec {
+        user,
+        mailbox: "INBOX".into(),
+        lmtp_probe: crate::api::LmtpProbeSpec {
+            enabled: false,
+            ..Default::default()
+        },
+        imap_probe: None,
+        soak: crate::api::SoakSpec {
+            enabled: false,
+            ..Default::default()
+        },
+    };
+    spec.maintenance_window = None;
+    spec.revision = None;
+    spec.max_unavailable = spec.max_unavailable.max(1);
+    spec.min_available_backends = spec.min_available_backends.max(1);
+    spec.dry_run = false;
+    let mut s = validate(&spec).ok()?;
+    s.refused = Some(problem.to_string());
+    Some(s)
 }
 
 /// A director selector that selects something, with operators the API server knows (an
@@ -544,6 +589,25 @@ pub fn admit(s: Settings, policy: &Policy) -> Result<Settings, SpecError> {
         ));
     }
     Ok(s)
+}
+
+/// The settings a reconcile runs with: the spec validated, admitted and with its annotations;
+/// or, when it is refused while backends are in flight (`in_flight`), the protective ones, so
+/// that a refused spec holds like a pause and never strands users on a stopped backend (a
+/// retry then waits for a valid spec: the annotations are not read). Err: nothing runs.
+pub fn for_dbu(
+    spec: &DovecotBackendUpgradeSpec,
+    policy: &Policy,
+    annotations: &std::collections::BTreeMap<String, String>,
+    in_flight: bool,
+) -> Result<Settings, SpecError> {
+    match validate(spec).and_then(|s| admit(s, policy)) {
+        Ok(s) => Ok(with_annotations(s, annotations)),
+        Err(e) => match protective(spec, &e.to_string()).filter(|_| in_flight) {
+            Some(s) => Ok(s),
+            None => Err(e),
+        },
+    }
 }
 
 /// Adds what the DBU's annotations say (works from Git, unlike a status edit): the retry token

@@ -39,8 +39,9 @@ async fn apply(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Action,
     let dbu = fresh(ctx, &api, dbu).await?;
     let generation = dbu.metadata.generation;
     let mut status = dbu.status.clone().unwrap_or_default();
-    let s = match settings::validate(&dbu.spec).and_then(|s| settings::admit(s, &ctx.policy)) {
-        Ok(s) => settings::with_annotations(s, dbu.annotations()),
+    let in_flight = status.backends.iter().any(machine::active);
+    let s = match settings::for_dbu(&dbu.spec, &ctx.policy, dbu.annotations(), in_flight) {
+        Ok(s) => s,
         Err(e) => {
             // permanent: nothing runs until the spec changes
             let notes =
@@ -229,7 +230,7 @@ pub fn retry_after_failures(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.saturating_sub(1).min(4)).min(Duration::from_secs(15))
 }
 
-/// The cluster and exec edges of one DBU, with the context's lock namespace and fence.
+/// The cluster and exec edges of one DBU, with the context's lock namespace and exec guard.
 fn edges(
     ctx: &Context,
     dbu: &DovecotBackendUpgrade,
@@ -241,6 +242,6 @@ fn edges(
         dbu,
         ns,
         &ctx.lock_namespace,
-        ctx.fence.clone(),
+        ctx.guard.clone(),
     )
 }

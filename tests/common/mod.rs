@@ -18,6 +18,15 @@ pub fn now() -> k8s_openapi::jiff::Timestamp {
 
 /// Test settings: short polls, a 40 s drain ceiling, ordinal order; `extra` is merged in (RFC 7386).
 pub fn settings(extra: serde_json::Value) -> Settings {
+    lab::settings(test_patch(extra))
+}
+
+/// The spec `settings` validates.
+pub fn spec(extra: serde_json::Value) -> dovecot_upgrade_operator::api::DovecotBackendUpgradeSpec {
+    lab::spec(test_patch(extra))
+}
+
+fn test_patch(extra: serde_json::Value) -> serde_json::Value {
     let mut v = json!({
         "drain": {"pollInterval": "1s", "timeout": "40s"},
         "timeouts": {"command": "40s", "stop": "30s", "replace": "60s"},
@@ -25,7 +34,7 @@ pub fn settings(extra: serde_json::Value) -> Settings {
         "ordering": "Ordinal"
     });
     dbu_core::fixtures::merge_patch(&mut v, extra);
-    lab::settings(v)
+    v
 }
 
 /// Fields drop in order: the lab (and its processes) before its folder.

@@ -176,11 +176,15 @@ pub fn decide(
     }
     if !s.dry_run
         && !s.abort
+        && s.refused.is_none()
         && let Some(d) = rejoin(status, obs, target, now)
     {
         return d;
     }
     let any_active = status.backends.iter().any(active);
+    if let Some(problem) = s.refused.as_deref().filter(|_| !any_active) {
+        return Decision::stall(StallReason::InvalidSpec, problem);
+    }
     let pending = revision_pending(s, sts);
     // a human's pause, abort or dry run still shows as such
     if !(any_active || s.paused || s.abort || s.dry_run)
@@ -244,18 +248,23 @@ pub fn decide(
     if s.abort {
         return abort(status);
     }
-    if let Some(f) = status.backends.iter().find(|r| r.failed) {
-        return while_failed(s, status, f, obs, ring, now);
-    }
-    if s.paused {
-        // no new backend and no new disruption; but a backend whose Dovecot is stopped (or
-        // stopping) is taken down and flushed, or the users still mapped to it fail to log in
-        // for as long as the pause lasts
+    // a refused spec and a pause hold the same way: no new backend and no new disruption; but a
+    // backend whose Dovecot is stopped (or stopping) is taken down and flushed, or the users
+    // still mapped to it fail to log in for as long as the hold lasts
+    if s.refused.is_some() || s.paused {
         for rec in status.backends.iter().filter(|r| protects_users(r, obs)) {
             if let Ok(d) = in_flight(s, status, rec, obs, ring, now) {
                 return d;
             }
         }
+    }
+    if let Some(problem) = &s.refused {
+        return Decision::stall(StallReason::InvalidSpec, problem);
+    }
+    if let Some(f) = status.backends.iter().find(|r| r.failed) {
+        return while_failed(s, status, f, obs, ring, now);
+    }
+    if s.paused {
         return Decision::Wait {
             reason: WaitReason::Paused,
             message: "spec.paused is true; no step starts until it is false".into(),

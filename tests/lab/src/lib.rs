@@ -183,9 +183,14 @@ pub struct Lab {
 /// The soak is off unless a test turns it on: a lab ring has no traffic of its own, and a
 /// soak without an IMAP probe waits for real users.
 pub fn settings(patch: serde_json::Value) -> Settings {
+    dbu_core::settings::validate(&spec(patch)).expect("lab spec validates")
+}
+
+/// The spec `settings` validates.
+pub fn spec(patch: serde_json::Value) -> dbu_core::api::DovecotBackendUpgradeSpec {
     let mut p = serde_json::json!({"verify": {"user": "user1", "soak": {"enabled": false}}});
     dbu_core::fixtures::merge_patch(&mut p, patch);
-    dbu_core::fixtures::settings(p)
+    dbu_core::fixtures::spec(p)
 }
 
 pub const DIRECTOR_POD: &str = "director-0";

@@ -204,6 +204,63 @@ fn a_pause_still_takes_a_stopped_backend_down_and_flushes_its_users() {
 }
 
 #[test]
+fn a_refused_spec_still_takes_a_stopped_backend_down_and_flushes_its_users() {
+    use crate::settings::{Policy, admit, protective, validate};
+    // refused by the operator's policy, invalid where the protective steps do not read, and
+    // invalid where they do
+    let custom = fixtures::spec(json!({"reset": {"commands": [["/bin/true"]]}}));
+    let why = admit(validate(&custom).unwrap(), &Policy::default()).unwrap_err();
+    let bad_drain = fixtures::spec(json!({"drain": {"timeout": "30x"}}));
+    assert!(validate(&bad_drain).is_err());
+    let mut bad_user = fixtures::spec(json!({}));
+    bad_user.verify.user = "user *".into();
+    assert!(validate(&bad_user).is_err());
+    let bad_stop = fixtures::spec(json!({"timeouts": {"stop": "soon"}}));
+    assert!(
+        protective(&bad_stop, "bad").is_none(),
+        "the stop reads its timeout"
+    );
+    let mut obs = world();
+    obs.ring = Some(vec![
+        host(0, 100, true, 0),
+        host(1, 50, true, 0),
+        host(2, 0, true, 4),
+    ]);
+    obs.ring_synced = Some(true);
+    for spec in [custom, bad_drain, bad_user] {
+        let s = protective(&spec, &why.to_string()).expect("protective settings");
+        assert!(s.reset.is_empty() && s.lmtp_probe.is_none() && s.soak.is_none());
+        let cases = [
+            (Step::WaitSessions, false, "InvalidSpec"),
+            (Step::StopLmtp, false, "InvalidSpec"), // Dovecot runs: no new disruption
+            (Step::StopDovecot, true, "InvalidSpec"), // Ready: not stopped yet
+            (Step::StopDovecot, false, "Run"),      // stopping already: finish it
+            (Step::RingRemove, false, "Run"),       // stopped: down + flush move its users
+            (Step::Reset, false, "Reassert"),       // a director that shows it up is corrected
+        ];
+        for (step, ready, want) in cases {
+            obs.pods[2].ready = ready;
+            let d = decide(&s, &status(vec![rec(2, step, 0)]), &obs, ts(0));
+            assert_eq!(reason(&d), want, "{step} (Ready {ready}): {d:?}");
+        }
+        // once it is down: nothing more, and never Verify with a placeholder user
+        obs.ring.as_mut().unwrap()[2] = host(2, 0, false, 0);
+        obs.pods[2].ready = true;
+        let d = decide(&s, &status(vec![rec(2, Step::Verify, 0)]), &obs, ts(0));
+        assert_eq!(reason(&d), "InvalidSpec", "{d:?}");
+        obs.ring.as_mut().unwrap()[2] = host(2, 0, true, 4);
+        // nothing in flight: the stall, and no new backend
+        obs.pods[2].ready = true;
+        let d = decide(&s, &status(vec![]), &obs, ts(0));
+        assert_eq!(reason(&d), "InvalidSpec", "{d:?}");
+        let Decision::Stall { message, .. } = d else {
+            panic!()
+        };
+        assert!(message.contains("spec.reset.commands"), "{message}");
+    }
+}
+
+#[test]
 fn max_unavailable_bounds_backends_in_flight() {
     let mut obs = world();
     obs.ring = Some(vec![
