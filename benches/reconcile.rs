@@ -149,7 +149,7 @@ async fn reconcile_latency(rounds: usize) {
                 .unwrap();
             (
                 s,
-                controller::edges_for(&client, &stores, d, "mail", "mail", None).0,
+                controller::edges_for(&client, &stores, d, "mail", "mail", Default::default()).0,
             )
         })
         .collect();

@@ -24,13 +24,17 @@ pub enum ExecError {
     /// Not run: this process may not change anything now (it is not the leader).
     #[error("not run: {0}")]
     Fenced(String),
+    /// Stopped by its bound inside the pod: it may have acted before, so its outcome is
+    /// unknown until the step reads again.
+    #[error("stopped in the pod after {0:?}; its outcome is read again")]
+    StoppedInPod(Duration),
 }
 
 impl ExecError {
     /// Stable category for metrics and events.
     pub fn category(&self) -> &'static str {
         match self {
-            ExecError::Timeout(_) => "exec_timeout",
+            ExecError::Timeout(_) | ExecError::StoppedInPod(_) => "exec_timeout",
             ExecError::Transport(_) => "exec_transport",
             ExecError::NoStatus(_) => "exec_no_status",
             ExecError::Fenced(_) => "exec_fenced",
@@ -130,21 +134,63 @@ pub trait Fence: Send + Sync {
     async fn check(&self) -> Result<(), String>;
 }
 
+/// Runs `req` through `run` (which gets the argv to start) bounded in the pod by the
+/// `timeout` binary at `in_pod_timeout` (None: by the exec's own limit only): then the exec
+/// waits past the in-pod KILL, and the bound's own exit codes are `StoppedInPod`.
+pub async fn bounded<F, Fut>(
+    in_pod_timeout: Option<&str>,
+    req: ExecRequest<'_>,
+    run: F,
+) -> Result<ExecOutput, ExecError>
+where
+    F: FnOnce(Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<ExecOutput, ExecError>>,
+{
+    let Some(timeout) = in_pod_timeout else {
+        return within(req.timeout, run(req.argv.to_vec())).await;
+    };
+    let argv = dbu_core::dovecot::bounded(timeout, req.timeout, req.argv);
+    let out = within(dbu_core::dovecot::exec_limit(req.timeout), run(argv)).await?;
+    if dbu_core::dovecot::stopped_by_bound(out.exit_code) {
+        return Err(ExecError::StoppedInPod(req.timeout));
+    }
+    Ok(out)
+}
+
+/// What stands between a step and the pods: the fence and the in-pod time bound.
+#[derive(Clone, Default)]
+pub struct Guard {
+    /// Asked before every exec that may change something (None: no fence, one replica).
+    pub fence: Option<std::sync::Arc<dyn Fence>>,
+    /// Path of `timeout` in the pods' images (`--in-pod-timeout`); None: commands are bounded
+    /// by the exec's own limit only, and one the operator gave up on may still run.
+    pub in_pod_timeout: Option<String>,
+}
+
 /// pods/exec through the API server.
 #[derive(Clone)]
 pub struct KubeExec {
     pods: Api<Pod>,
-    fence: Option<std::sync::Arc<dyn Fence>>,
+    guard: Guard,
 }
 
 impl KubeExec {
     pub fn new(pods: Api<Pod>) -> Self {
-        Self { pods, fence: None }
+        Self {
+            pods,
+            guard: Guard::default(),
+        }
     }
 
     /// Every exec that may change something first asks `fence` (None: no fence, one replica).
     pub fn fenced(mut self, fence: Option<std::sync::Arc<dyn Fence>>) -> Self {
-        self.fence = fence;
+        self.guard.fence = fence;
+        self
+    }
+
+    /// The fence and the in-pod bound of `guard`.
+    pub fn guarded(mut self, guard: Guard) -> Self {
+        self.guard = guard;
         self
     }
 }
@@ -152,7 +198,7 @@ impl KubeExec {
 #[async_trait]
 impl PodExec for KubeExec {
     async fn exec(&self, req: ExecRequest<'_>) -> Result<ExecOutput, ExecError> {
-        if let Some(fence) = &self.fence
+        if let Some(fence) = &self.guard.fence
             && dbu_core::dovecot::changes_state(req.argv)
         {
             fence.check().await.map_err(ExecError::Fenced)?;
@@ -164,10 +210,10 @@ impl PodExec for KubeExec {
         if let Some(c) = req.container {
             ap = ap.container(c);
         }
-        let run = async {
+        let run = async |argv: Vec<String>| {
             let mut proc = self
                 .pods
-                .exec(req.pod, req.argv.to_vec(), &ap)
+                .exec(req.pod, argv, &ap)
                 .await
                 .map_err(|e| ExecError::Transport(e.to_string()))?;
             let status = proc.take_status();
@@ -185,7 +231,7 @@ impl PodExec for KubeExec {
                 stderr,
             })
         };
-        within(req.timeout, run).await
+        bounded(self.guard.in_pod_timeout.as_deref(), req, run).await
     }
 }
 

@@ -55,6 +55,11 @@ enum Cmd {
         /// run commands of their choice in every mail backend pod.
         #[arg(long, env = "ALLOW_CUSTOM_RESET_COMMANDS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
         allow_custom_reset_commands: bool,
+        /// Path of coreutils' `timeout` in the director and backend images: every command runs
+        /// under it, so that one the operator gave up on is killed in the pod too and cannot
+        /// land beside its retry. Empty: not bounded in the pod (images without `timeout`).
+        #[arg(long, env = "IN_POD_TIMEOUT", default_value = "timeout")]
+        in_pod_timeout: String,
     },
     /// Print what a DBU would do against the cluster, executing nothing but read-only doveadm
     /// queries (director status, ring status): the ordered backends and every step's argv.
@@ -138,8 +143,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             identity,
             metrics_addr,
             allow_custom_reset_commands,
+            in_pod_timeout,
         } => {
             init_logs(cli.log_format, "info");
+            if in_pod_timeout.is_empty() {
+                tracing::warn!(
+                    "--in-pod-timeout is empty: commands are not bounded inside the pods, and one this operator gave up on may still run beside its retry"
+                );
+            }
             let client = kube::Client::try_from(kube_config(kubeconfig).await?)?;
             let metrics = Arc::new(metrics::Metrics::new());
             let health = Arc::new(http::Health {
@@ -180,6 +191,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 policy: settings::Policy {
                     allow_custom_reset_commands,
                 },
+                in_pod_timeout: Some(in_pod_timeout).filter(|t| !t.is_empty()),
             };
             controller::run_elected(client, opts, election, metrics).await?;
             Ok(())
@@ -226,7 +238,8 @@ async fn plan(
     let status = live.and_then(|d| d.status).unwrap_or_default();
     let stores = controller::Stores::list(&client, &ns).await?;
     let s = controller::bind_read_only(&stores, &dbu, &ns, s)?;
-    let (cluster, exec) = controller::edges_for(&client, &stores, &dbu, &ns, &ns, None);
+    let (cluster, exec) =
+        controller::edges_for(&client, &stores, &dbu, &ns, &ns, Default::default());
     let now = k8s_openapi::jiff::Timestamp::now();
     let (decision, obs) = engine::dry_run_once(&s, &status, &exec, &cluster, now).await?;
     let Decision::DryRun(p) = decision else {

@@ -66,7 +66,7 @@ fn ctx_rings(
     );
     (
         Arc::new(Context {
-            fence: None,
+            guard: Default::default(),
             client,
             recorder,
             metrics: Default::default(),
@@ -908,7 +908,15 @@ async fn an_earlier_release_s_lease_is_taken_into_the_ring_once_by_compare_and_s
         nothing_more(&mut h).await;
         (patch, emptied)
     });
-    let cluster = controller::edges_for(&ctx.client, &ctx.stores, &obj, "mail", "mail", None).0;
+    let cluster = controller::edges_for(
+        &ctx.client,
+        &ctx.stores,
+        &obj,
+        "mail",
+        "mail",
+        Default::default(),
+    )
+    .0;
     let lock = cluster.read_ring_lock(&s).await.unwrap();
     let (patch, emptied) = task.await.unwrap();
     // under the version read, with the mark that it was taken in, in the same write

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::time::Duration;
 
 /// Exit codes doveadm 2.3 uses (sysexits): see dovecot-2.3-findings.md section 4.
 pub const EX_OK: i32 = 0;
@@ -444,6 +445,41 @@ pub fn changes_state(argv: &[String]) -> bool {
     }
 }
 
+/// How long after the in-pod bound's TERM its KILL follows (`timeout -k`): a command that
+/// ignores TERM is gone this long later.
+pub const IN_POD_KILL_AFTER: Duration = Duration::from_secs(5);
+
+/// `argv` bounded in time inside the pod by the coreutils (or toybox, busybox >= 1.30)
+/// `timeout` at path `timeout`: TERM after `limit` (whole seconds, rounded up), KILL
+/// `IN_POD_KILL_AFTER` later. A command whose exec the operator gave up on then cannot land
+/// later, beside the retry (the operator waits `exec_limit(limit)`, longer than both).
+pub fn bounded(timeout: &str, limit: Duration, argv: &[String]) -> Vec<String> {
+    let secs = limit.as_millis().div_ceil(1000).max(1);
+    let mut out = vec![
+        timeout.to_string(),
+        "-k".into(),
+        IN_POD_KILL_AFTER.as_secs().to_string(),
+        secs.to_string(),
+    ];
+    out.extend(argv.iter().cloned());
+    out
+}
+
+/// How long the operator waits for a command `bounded` by `limit` in the pod: past the in-pod
+/// KILL, so that when it gives up the command is no longer running.
+pub fn exec_limit(limit: Duration) -> Duration {
+    Duration::from_millis(limit.as_millis().div_ceil(1000).max(1) as u64 * 1000)
+        + IN_POD_KILL_AFTER
+        + Duration::from_secs(5)
+}
+
+/// Whether an exit code of a `bounded` command is its bound's: 124 (TERM sent at the limit)
+/// or 137 (KILL after it). Its outcome is unknown (it may have acted before it was stopped),
+/// so it is a timeout to re-read after, never a verdict on the command.
+pub fn stopped_by_bound(exit_code: i32) -> bool {
+    matches!(exit_code, 124 | 137)
+}
+
 /// One connection of `doveadm -f json who -1`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
@@ -824,6 +860,47 @@ mod tests {
             "doveadm", "-f", "json", "kick", "u"
         ])));
         assert!(changes_state(&[]));
+    }
+
+    #[test]
+    fn a_bounded_command_is_killed_in_the_pod_before_the_operator_gives_up() {
+        let argv: Vec<String> = ["doveadm", "director", "update", "10.0.0.1", "100"]
+            .map(String::from)
+            .to_vec();
+        let table = [
+            (
+                Duration::from_secs(40),
+                "timeout -k 5 40 doveadm director update 10.0.0.1 100",
+                50,
+            ),
+            (
+                Duration::from_millis(1500),
+                "timeout -k 5 2 doveadm director update 10.0.0.1 100",
+                12,
+            ),
+            (
+                Duration::ZERO,
+                "timeout -k 5 1 doveadm director update 10.0.0.1 100",
+                11,
+            ),
+        ];
+        for (limit, want, operator_waits) in table {
+            assert_eq!(bounded("timeout", limit, &argv).join(" "), want);
+            let waits = exec_limit(limit);
+            assert_eq!(waits, Duration::from_secs(operator_waits));
+            // past the in-pod TERM and KILL
+            assert!(waits > limit.max(Duration::from_secs(1)) + IN_POD_KILL_AFTER);
+        }
+        // the bound's own exit codes are an unknown outcome; the command's own are verdicts
+        for (code, bound) in [
+            (124, true),
+            (137, true),
+            (0, false),
+            (75, false),
+            (68, false),
+        ] {
+            assert_eq!(stopped_by_bound(code), bound, "{code}");
+        }
     }
 
     #[test]

@@ -341,15 +341,15 @@ impl Cluster for KubeCluster {
     }
 }
 
-/// The cluster and exec edges as one DBU sees them; `lock_ns` holds the ring locks; `fence`
-/// is asked before every exec that may change something.
+/// The cluster and exec edges as one DBU sees them; `lock_ns` holds the ring locks; every
+/// exec goes through `guard` (its fence, its in-pod bound).
 pub fn edges_for(
     client: &Client,
     stores: &Stores,
     dbu: &DovecotBackendUpgrade,
     ns: &str,
     lock_ns: &str,
-    fence: Option<Arc<dyn crate::exec::Fence>>,
+    guard: crate::exec::Guard,
 ) -> (KubeCluster, KubeExec) {
     let cluster = KubeCluster {
         stores: stores.clone(),
@@ -363,6 +363,6 @@ pub fn edges_for(
     };
     (
         cluster,
-        KubeExec::new(Api::namespaced(client.clone(), ns)).fenced(fence),
+        KubeExec::new(Api::namespaced(client.clone(), ns)).guarded(guard),
     )
 }

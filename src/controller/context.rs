@@ -66,8 +66,8 @@ pub struct Context {
     pub policy: crate::settings::Policy,
     /// Per DBU (by UID): what this process last wrote, and its failures in a row.
     pub memory: Memory,
-    /// Asked before every exec that may change something (the leader Lease; None: one replica).
-    pub fence: Option<Arc<dyn crate::exec::Fence>>,
+    /// Every exec's fence (the leader Lease; None: one replica) and in-pod time bound.
+    pub guard: crate::exec::Guard,
 }
 
 /// What the operator remembers per DBU between reconciles (by UID; lost on restart, when the
@@ -110,4 +110,6 @@ pub struct Options {
     /// Namespace of the ring locks (Leases), the operator's own.
     pub lock_namespace: String,
     pub policy: crate::settings::Policy,
+    /// Path of `timeout` in the pods' images (`--in-pod-timeout`; None: not bounded in the pod).
+    pub in_pod_timeout: Option<String>,
 }

@@ -116,7 +116,7 @@ pub async fn reconcile_ring(r: Arc<DovecotRing>, ctx: Arc<Context>) -> Result<Ac
         backends,
         conflict: conflict.clone(),
     };
-    let exec = KubeExec::new(Api::namespaced(ctx.client.clone(), &ns)).fenced(ctx.fence.clone());
+    let exec = KubeExec::new(Api::namespaced(ctx.client.clone(), &ns)).guarded(ctx.guard.clone());
     let (st, mut notes) = ring_pass(&r, &world, &exec, Timestamp::now()).await;
     if notes.is_empty() {
         let was_split = prev

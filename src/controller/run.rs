@@ -114,6 +114,7 @@ pub async fn run(
         namespace,
         lock_namespace,
         policy,
+        in_pod_timeout,
     } = opts;
     // every watch in the watched namespace, or cluster-wide
     fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -164,7 +165,10 @@ pub async fn run(
         lock_namespace,
         policy,
         memory: Default::default(),
-        fence,
+        guard: crate::exec::Guard {
+            fence,
+            in_pod_timeout,
+        },
         stores: Stores {
             sts: sts_store,
             pods: pod_store,

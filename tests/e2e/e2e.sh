@@ -573,6 +573,11 @@ few_deletes() { # Replace deletes each backend pod once; a stale cache must neve
 }
 check "... each backend pod was deleted once: a stale cache never deletes its successor (audit log)" few_deletes
 sed 's/^/#   /' "$state/last.out"
+all_bounded() { # every command runs under timeout in the pod: one the operator gave up on cannot land later
+  python3 "$here/execs.py" "$audit" "$audit_from" --bounded "$sa"
+}
+check "... every exec of the operator was bounded inside the pod (timeout -k 5 N argv, audit log)" all_bounded
+sed 's/^/#   /' "$state/last.out"
 at_rev4() {
   for b in 0 1 2; do
     [[ "$(kubectl -n "$NS" exec "backend-$b" -- doveconf -h login_greeting)" == "e2e revision 4" ]] || { echo "backend-$b"; return 1; }

@@ -6,6 +6,9 @@
                                           -> per pod, the response codes of USER's pod deletes;
                                              exits 1 unless each pod was deleted at most once
                                              (and tried at most twice)
+  execs.py AUDIT_LOG FIRST_LINE --bounded USER
+                                          -> exits 1 unless every pods/exec call of USER runs
+                                             its argv under `timeout -k 5 N` (bounded in the pod)
 Each request is counted once (by auditID)."""
 import json
 import sys
@@ -40,6 +43,19 @@ def execs(path, first):
         print(f"{c}\t{pod}\t{argv}")
 
 
+def bounded(path, first, user):
+    calls, loose = 0, []
+    for ev, ref in events(path, first):
+        if ref.get("subresource") != "exec" or ev.get("user", {}).get("username") != user:
+            continue
+        calls += 1
+        argv = parse_qs(urlsplit(ev["requestURI"]).query).get("command", [])
+        if argv[:3] != ["timeout", "-k", "5"] or not argv[3:4] or not argv[3].isdigit():
+            loose.append(" ".join(argv))
+    print(f"# exec calls by the operator: {calls}, not bounded in the pod: {len(loose)}", loose[:5])
+    return calls > 0 and not loose
+
+
 def deletes(path, first, user):
     per_pod = {}
     for ev, ref in events(path, first):
@@ -57,4 +73,6 @@ if __name__ == "__main__":
     log, first = sys.argv[1], int(sys.argv[2])
     if sys.argv[3:4] == ["--deletes"]:
         sys.exit(0 if deletes(log, first, sys.argv[4]) else 1)
+    if sys.argv[3:4] == ["--bounded"]:
+        sys.exit(0 if bounded(log, first, sys.argv[4]) else 1)
     execs(log, first)
