@@ -110,9 +110,10 @@ at_backend() { # wait until the rollout works on its Nth backend
   done
   return 1
 }
-kill_leader_pod() {
-  local l; l="$(leader)"
-  [[ -n "$l" ]] || { echo "no operator pod holds the Lease"; return 1; }
+kill_leader_pod() { # a read of the Lease can fail while the API server is busy: look again
+  local l
+  for _ in $(seq 60); do l="$(leader)"; [[ -n "$l" ]] && break; sleep 1; done
+  [[ -n "$l" ]] || { echo "no operator pod holds the Lease: holder $(holder), pods $(op_pods | tr '\n' ' ')"; return 1; }
   k delete pod "$l" --grace-period=0 --force
 }
 check "the rollout works on its first backend" at_backend 0
