@@ -239,13 +239,14 @@ pub enum DrainTimeoutAction {
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
 pub enum DrainStrategy {
     /// Wait for the director's mappings to expire (the runbook), up to the ceiling.
-    #[default]
     Wait,
-    /// Move what no one would notice: users without a session at once (`director flush` when
-    /// the backend has no session and no delivery in flight), IDLE and hibernated sessions
-    /// `maxParallel` at a time (`director move` to the user's new hash); sessions in a command
-    /// and LMTP deliveries are left to finish. Needs `verbose_proctitle = yes` on the backends
-    /// to tell IDLE from a command; without it sessions are waited for as with `Wait`.
+    /// The default. Move what no one would notice: users without a session at once (`director
+    /// flush` when the backend has no session and no delivery in flight), IDLE and hibernated
+    /// sessions `maxParallel` at a time (`director move` to the user's new hash); sessions in a
+    /// command and LMTP deliveries are left to finish. Needs `verbose_proctitle = yes` on the
+    /// backends to tell IDLE from a command; without it sessions are waited for as with `Wait`
+    /// (status and an Event say so), and users without a session are still moved.
+    #[default]
     Move,
 }
 
@@ -253,7 +254,7 @@ pub enum DrainStrategy {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DrainSpec {
-    /// `Wait` (default) or `Move`.
+    /// `Move` (default) or `Wait`.
     #[serde(default)]
     pub strategy: DrainStrategy,
     /// `Move` only: how many IDLE sessions are moved per poll (the way `flush --max-parallel`
@@ -288,7 +289,7 @@ fn default_drain_timeout() -> String {
 impl Default for DrainSpec {
     fn default() -> Self {
         Self {
-            strategy: DrainStrategy::Wait,
+            strategy: DrainStrategy::Move,
             max_parallel: default_max_parallel(),
             poll_interval: default_poll(),
             timeout: default_drain_timeout(),

@@ -98,6 +98,11 @@ pub fn delivery(p: &Process, titles: &BTreeMap<u32, String>) -> Delivery {
     }
 }
 
+/// Services whose busy processes work for users of the backend outside any session: indexing,
+/// doveadm and dsync (served by `doveadm`). No flush while one works: the user's state would be
+/// written here after another backend began serving the user.
+pub const WORKERS: [&str; 2] = ["indexer-worker", "doveadm"];
+
 /// Pids whose titles the plan needs: every session's process and every busy LMTP process.
 pub fn pids_to_read(sessions: &[Session], procs: &[Process]) -> Vec<u32> {
     let set: BTreeSet<u32> = sessions
@@ -133,8 +138,13 @@ pub struct DrainPlan {
     /// Mapped users with no session on the backend (about: a session of a user the director
     /// does not map here, e.g. a direct login, is counted against the mapped ones).
     pub without_session: u64,
-    /// Sessions left to finish: a command in progress, between commands, or POP3.
-    pub busy: u64,
+    /// Sessions in a command (or POP3): they end within seconds, by themselves.
+    pub commands: u64,
+    /// Sessions connected between commands: a client that keeps its connection, which only
+    /// it (or the ceiling) ends.
+    pub between: u64,
+    /// Busy indexer-worker and doveadm (dsync) processes: they hold the flush.
+    pub workers: u64,
     /// Sessions whose state the title does not show.
     pub unknown: u64,
     pub deliveries: u64,
@@ -178,7 +188,12 @@ pub fn plan(
     let count = |f: fn(&SessionState) -> bool| -> u64 {
         by_user.values().flatten().filter(|st| f(st)).count() as u64
     };
-    let busy = count(|s| matches!(s, SessionState::Command(_) | SessionState::Between));
+    let commands = count(|s| matches!(s, SessionState::Command(_)));
+    let between = count(|s| *s == SessionState::Between);
+    let workers = procs
+        .iter()
+        .filter(|p| p.busy && WORKERS.contains(&p.service.as_str()))
+        .count() as u64;
     let unknown = count(|s| *s == SessionState::Unknown);
     let mut movable: Vec<(SessionState, &str)> = by_user
         .iter()
@@ -201,13 +216,15 @@ pub fn plan(
         act: DrainAct::Wait,
         sessions: sessions.len() as u64,
         without_session,
-        busy,
+        commands,
+        between,
+        workers,
         unknown,
         deliveries: deliveries.len() as u64,
         queued: 0,
         message: String::new(),
     };
-    if sessions.is_empty() && deliveries.is_empty() {
+    if sessions.is_empty() && deliveries.is_empty() && workers == 0 {
         return DrainPlan {
             act: DrainAct::Flush,
             message: format!(
@@ -216,7 +233,7 @@ pub fn plan(
             ..base
         };
     }
-    let left = left_to_finish(busy, unknown, deliveries.len() as u64);
+    let left = left_to_finish(&base);
     if blind_delivery || movable.is_empty() {
         let why = if blind_delivery && !movable.is_empty() {
             " (a delivery in flight names no user: nobody moves until it ends)"
@@ -242,14 +259,27 @@ pub fn plan(
     }
 }
 
-fn left_to_finish(busy: u64, unknown: u64, deliveries: u64) -> String {
+fn left_to_finish(p: &DrainPlan) -> String {
     let mut parts = Vec::new();
-    if busy > 0 {
-        parts.push(format!("{busy} sessions in or between commands"));
+    if p.commands > 0 {
+        parts.push(format!("{} sessions in a command", p.commands));
     }
-    if deliveries > 0 {
-        parts.push(format!("{deliveries} deliveries in flight"));
+    if p.between > 0 {
+        parts.push(format!(
+            "{} sessions connected between commands (they end when their clients leave)",
+            p.between
+        ));
     }
+    if p.deliveries > 0 {
+        parts.push(format!("{} deliveries in flight", p.deliveries));
+    }
+    if p.workers > 0 {
+        parts.push(format!(
+            "{} indexer or doveadm processes working for users here",
+            p.workers
+        ));
+    }
+    let unknown = p.unknown;
     if unknown > 0 {
         parts.push(format!(
             "{unknown} sessions whose state Dovecot's process titles do not show (set verbose_proctitle = yes)"
@@ -262,8 +292,24 @@ fn left_to_finish(busy: u64, unknown: u64, deliveries: u64) -> String {
     }
 }
 
-/// When the drain should end. Sessions nobody may move (state unknown) can hold the backend
-/// to the ceiling; commands and deliveries end in seconds; movable users go in batches.
+/// Whether only the ceiling can end the drain as things stand: sessions nobody may move whose
+/// end nothing predicts (state unknown, or connected between commands).
+fn held_to_ceiling(plan: &DrainPlan) -> bool {
+    plan.unknown > 0 || plan.between > 0
+}
+
+/// Whether something ends within seconds or moves: commands, deliveries, workers, batches.
+fn soon(plan: &DrainPlan) -> bool {
+    !matches!(plan.act, DrainAct::Wait)
+        || plan.commands > 0
+        || plan.deliveries > 0
+        || plan.workers > 0
+        || plan.queued > 0
+}
+
+/// When the drain should end: the ceiling while sessions whose end nothing predicts remain
+/// (only the ceiling can end them); else commands, deliveries and workers end in seconds, and
+/// movable users go in batches.
 pub fn predicted_end(
     plan: &DrainPlan,
     max_parallel: usize,
@@ -271,12 +317,12 @@ pub fn predicted_end(
     now: Timestamp,
     ceiling: Timestamp,
 ) -> Timestamp {
-    if plan.unknown > 0 {
+    if held_to_ceiling(plan) {
         return ceiling;
     }
     let batches = plan.queued.div_ceil(max_parallel.max(1) as u64) + 1;
     let mut d = MOVE_PACE * batches as u32;
-    if plan.busy > 0 || plan.deliveries > 0 {
+    if plan.commands > 0 || plan.deliveries > 0 || plan.workers > 0 {
         d += poll.min(Duration::from_secs(5));
     }
     let end = now
@@ -285,13 +331,14 @@ pub fn predicted_end(
     end.min(ceiling)
 }
 
-/// How soon to look again: at the move pace while anything moves or is about to, else at the
-/// poll interval (sessions whose state is unknown only end by themselves).
+/// How soon to look again: at the move pace while anything moves or is about to (a command,
+/// a delivery or a worker ends within seconds, and its user may move then), else at the poll
+/// interval (only sessions that end when their clients leave remain).
 pub fn requeue(plan: &DrainPlan, poll: Duration) -> Duration {
-    match plan.act {
-        DrainAct::Flush | DrainAct::Move(_) => MOVE_PACE,
-        DrainAct::Wait if plan.unknown == 0 => MOVE_PACE.min(poll),
-        DrainAct::Wait => poll,
+    if soon(plan) {
+        MOVE_PACE.min(poll)
+    } else {
+        poll
     }
 }
 
@@ -369,7 +416,10 @@ mod tests {
             plan.act,
             DrainAct::Move(vec!["user12".into(), "user13".into()])
         );
-        assert_eq!((plan.sessions, plan.busy, plan.unknown), (4, 2, 0));
+        assert_eq!(
+            (plan.sessions, plan.commands, plan.between, plan.unknown),
+            (4, 1, 1, 0)
+        );
         assert_eq!(plan.deliveries, 1);
         // six mapped, four distinct users in sessions
         assert_eq!(plan.without_session, 2);
@@ -413,6 +463,30 @@ mod tests {
                 sessions: vec![],
                 procs: vec![proc_("lmtp", 9, true)],
                 titles: vec![(9, "lmtp [10.0.0.9 READY]".into())],
+                max: 5,
+                want: DrainAct::Flush,
+            },
+            Case {
+                name: "an indexer-worker at work holds the flush",
+                sessions: vec![],
+                procs: vec![proc_("indexer-worker", 8, true)],
+                titles: vec![],
+                max: 5,
+                want: DrainAct::Wait,
+            },
+            Case {
+                name: "a dsync or doveadm process at work holds the flush",
+                sessions: vec![],
+                procs: vec![proc_("doveadm", 8, true), proc_("indexer-worker", 7, false)],
+                titles: vec![],
+                max: 5,
+                want: DrainAct::Wait,
+            },
+            Case {
+                name: "an idle indexer-worker does not",
+                sessions: vec![],
+                procs: vec![proc_("indexer-worker", 7, false)],
+                titles: vec![],
                 max: 5,
                 want: DrainAct::Flush,
             },
@@ -531,5 +605,29 @@ mod tests {
             ceiling
         );
         assert_eq!(requeue(&p, Duration::from_secs(5)), Duration::from_secs(5));
+        // a command ends in seconds: fast, predicted soon
+        let t = titles(&[(1, "imap [a 1.1.1.1 FETCH]")]);
+        let p = plan(3, &s[..1], &[], &t, 1);
+        assert_eq!(requeue(&p, Duration::from_secs(5)), MOVE_PACE);
+        let end = predicted_end(&p, 1, Duration::from_secs(5), now, ceiling);
+        assert_eq!(end.as_second() - now.as_second(), 6);
+        // only a client connected between commands: nothing predicts its end but the ceiling,
+        // so it is looked at the poll interval, not every second
+        let t = titles(&[(1, "imap [a 1.1.1.1]")]);
+        let p = plan(3, &s[..1], &[], &t, 1);
+        assert_eq!(requeue(&p, Duration::from_secs(5)), Duration::from_secs(5));
+        assert_eq!(
+            predicted_end(&p, 1, Duration::from_secs(5), now, ceiling),
+            ceiling
+        );
+        // ... unless something else moves meanwhile
+        let t = titles(&[(1, "imap [a 1.1.1.1]"), (2, "imap [b 1.1.1.1 IDLE]")]);
+        let p = plan(3, &s[..2], &[], &t, 1);
+        assert_eq!(p.act, DrainAct::Move(vec!["b".into()]));
+        assert_eq!(requeue(&p, Duration::from_secs(5)), MOVE_PACE);
+        assert_eq!(
+            predicted_end(&p, 1, Duration::from_secs(5), now, ceiling),
+            ceiling
+        );
     }
 }

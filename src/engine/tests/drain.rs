@@ -153,3 +153,66 @@ async fn a_move_drain_flushes_a_backend_with_no_session_and_no_delivery() {
         (40, 0, Some(40))
     );
 }
+
+/// At the ceiling, users still mapped are moved before anything stops (both strategies): no
+/// user stays mapped to a backend whose LMTP or Dovecot is stopped; with onTimeout Fail,
+/// nobody is moved and the step fails (its undo puts the vhosts back).
+#[tokio::test]
+async fn at_the_ceiling_the_users_still_mapped_are_moved_before_anything_stops() {
+    for strategy in ["Wait", "Move"] {
+        let s = fixtures::settings(json!({"drain": {"strategy": strategy, "timeout": "60s"}}));
+        let exec = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 0, 7)])).once(
+            DIRECTOR,
+            s.director.director_flush(ip(2)),
+            0,
+            "",
+            "",
+        );
+        let cluster = fake(fixtures::world(3, OLD, NEW));
+        let out = once(
+            &s,
+            at(Step::WaitSessions),
+            &exec,
+            &cluster,
+            &clock_at(61, 0),
+        )
+        .await;
+        let rec = &out.status.backends[0];
+        assert_eq!(rec.step, Step::StopLmtp, "{strategy}: {rec:?}");
+        assert!(
+            rec.message
+                .as_deref()
+                .unwrap()
+                .contains("moved them before anything stops"),
+            "{strategy}: {:?}",
+            rec.message
+        );
+        let flushed = exec
+            .calls()
+            .iter()
+            .filter(|c| c.ends_with("director flush 127.0.0.13"))
+            .count();
+        assert_eq!(flushed, 1, "{strategy}");
+
+        let fail = fixtures::settings(
+            json!({"drain": {"strategy": strategy, "timeout": "60s", "onTimeout": "Fail"}}),
+        );
+        let exec = ring_read(&fail, &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 0, 7)]));
+        let out = once(
+            &fail,
+            at(Step::WaitSessions),
+            &exec,
+            &cluster,
+            &clock_at(61, 0),
+        )
+        .await;
+        assert!(out.status.backends[0].failed, "{strategy}");
+        assert!(
+            !exec
+                .calls()
+                .iter()
+                .any(|c| c.ends_with("director flush 127.0.0.13")),
+            "{strategy}: nobody is moved when the ceiling fails the step"
+        );
+    }
+}

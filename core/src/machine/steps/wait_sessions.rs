@@ -20,15 +20,31 @@ pub const TITLES_PER_EXEC: usize = 200;
 fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let s = cx.s;
     // users mapped at the ceiling: no need to count sessions
-    if cx.ceiling_users.is_some_and(|n| n > 0) {
-        let cx = &*cx;
-        return Ok(judge::drain_outcome(
-            cx.ceiling_users,
-            0,
-            s.on_drain_timeout,
-            s.poll_interval,
-            |m| cx.error(&[], None, &m),
-        ));
+    if let Some(n) = cx.ceiling_users.filter(|n| *n > 0) {
+        let outcome = {
+            let cx = &*cx;
+            judge::drain_outcome(
+                cx.ceiling_users,
+                0,
+                s.on_drain_timeout,
+                s.poll_interval,
+                |m| cx.error(&[], None, &m),
+            )
+        };
+        if let StepResult::Advanced { .. } = outcome {
+            // move them before anything stops: no user stays mapped to a backend whose LMTP
+            // or Dovecot is stopped (their logins would fail until RingRemove's flush)
+            let ip = judge::record_ip(&cx.rec.ip, cx.rec.step)?;
+            cx.run(
+                On::Director,
+                &s.director.director_flush(ip),
+                CommandKind::Plain,
+            )?;
+            return Ok(StepResult::advanced(format!(
+                "drain ceiling reached with {n} users still mapped: moved them before anything stops (director flush closed their connections; their next logins go to other backends after the director's kick delay)"
+            )));
+        }
+        return Ok(outcome);
     }
     let mapped = cx
         .obs

@@ -270,12 +270,13 @@ fn max_unavailable_bounds_backends_in_flight() {
     ]);
     let st = status(vec![rec(2, Step::WaitSessions, 0)]);
     // one in flight and waiting: with maxUnavailable 1, nothing new starts
-    assert_eq!(
-        reason(&decide(&settings(), &st, &obs, ts(1))),
-        "StepInProgress"
-    );
+    let wait = crate::settings::validate(&fixtures::spec(
+        json!({"drain": {"strategy": "Wait", "timeout": "60s"}}),
+    ))
+    .unwrap();
+    assert_eq!(reason(&decide(&wait, &st, &obs, ts(1))), "StepInProgress");
     let two = crate::settings::validate(&fixtures::spec(
-        json!({"maxUnavailable": 2, "drain": {"timeout": "60s"}}),
+        json!({"maxUnavailable": 2, "drain": {"strategy": "Wait", "timeout": "60s"}}),
     ))
     .unwrap();
     let Decision::Begin(r) = decide(&two, &st, &obs, ts(1)) else {

@@ -74,7 +74,7 @@ fn progress_counts_ready_pods_at_target_not_in_flight() {
 
 #[test]
 fn a_pause_does_not_count_against_the_drain_ceiling_or_the_step_timeouts() {
-    let s = with(json!({}));
+    let s = with(json!({"drain": {"strategy": "Wait"}}));
     let mut st = status(vec![rec(2, Step::WaitSessions, 0)]);
     let mut obs = drained(2);
     obs.ring.as_mut().unwrap()[2].users = 4;

@@ -25,7 +25,7 @@ fn every_step_of_an_in_flight_backend_runs_in_order() {
 
 #[test]
 fn wait_sessions_polls_until_empty_or_ceiling() {
-    let s = settings(); // timeout 60s, poll 5s
+    let s = with(json!({"drain": {"strategy": "Wait"}})); // timeout 60s, poll 5s
     let st = status(vec![rec(2, Step::WaitSessions, 0)]);
     let ring = |users| {
         Some(vec![
@@ -687,8 +687,9 @@ fn move_drain_runs_every_poll_while_users_are_mapped_and_waits_for_nothing() {
     obs.ring.as_mut().unwrap()[2].users = 40;
     // Wait would sleep until the mappings expire; Move looks at the sessions now
     assert_eq!(decide(&s, &st, &obs, ts(10)), run(2, Step::WaitSessions));
+    let wait = with(json!({"drain": {"strategy": "Wait"}}));
     assert!(matches!(
-        decide(&settings(), &st, &obs, ts(10)),
+        decide(&wait, &st, &obs, ts(10)),
         Decision::Wait { .. }
     ));
     // the ceiling holds for Move too
@@ -737,7 +738,7 @@ fn draining_polls_add_up_in_the_record_and_moves_are_events() {
 
 #[test]
 fn drain_progress_is_written_at_most_every_15_seconds_and_shows_in_the_users_column() {
-    let s = settings(); // Wait, ceiling 60 s
+    let s = with(json!({"drain": {"strategy": "Wait"}})); // ceiling 60 s
     let mut st = status(vec![rec(2, Step::WaitSessions, 0)]);
     let mut obs = drained(2);
     obs.ring.as_mut().unwrap()[2].users = 9;
