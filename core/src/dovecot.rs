@@ -165,6 +165,10 @@ impl Doveadm {
     pub fn who(&self) -> Vec<String> {
         self.cmd(true, &["who", "-1"])
     }
+    /// `doveadm -f json who -1 <user>`: one user's sessions (the user is checked: no mask).
+    pub fn who_user(&self, user: &str) -> Vec<String> {
+        self.cmd(true, &["who", "-1", user])
+    }
     /// `doveadm -f json process status`: every process of the instance with its service name
     /// and whether it is idle (`idle_start` 0: it serves a client).
     pub fn process_status(&self) -> Vec<String> {

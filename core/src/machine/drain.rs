@@ -118,6 +118,21 @@ pub fn pids_to_read(sessions: &[Session], procs: &[Process]) -> Vec<u32> {
     set.into_iter().collect()
 }
 
+/// Whether `user` may still move, from a fresh read of its sessions (`who -1 <user>` and their
+/// titles) right before its move: every session IDLE or hibernated (a user that left has none).
+/// `procs` is the poll's process list, which tells a hibernated session by its process.
+pub fn still_movable(
+    user: &str,
+    sessions: &[Session],
+    procs: &[Process],
+    titles: &BTreeMap<u32, String>,
+) -> bool {
+    sessions
+        .iter()
+        .filter(|s| s.user == user)
+        .all(|s| session_state(s, procs, titles).movable())
+}
+
 /// What one poll of a Move drain does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DrainAct {

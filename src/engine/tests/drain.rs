@@ -52,6 +52,14 @@ const PS_MIXED: &str = include_str!("../../../core/testdata/drain/process-status
 
 const TITLES_MIXED: &str = include_str!("../../../core/testdata/drain/titles-mixed.txt");
 
+const HIBERNATE_TITLE: &str =
+    "==> /proc/18929/cmdline <==\ndovecot-backend-0/imap-hibernate [2 connections] \n";
+
+/// `who -1 <user>` of a user whose one session is hibernated (pid 18929, as in WHO_MIXED).
+fn hibernated(user: &str) -> String {
+    format!(r#"[{{"username":"{user}","service":"imap","pid":"18929","ip":"127.0.0.1"}}]"#)
+}
+
 fn placement(current: &str, hashed: &str) -> String {
     format!(
         r#"[{{"status":"{current}","expires":"2026-12-02 06:07:06","hashed":"{hashed}","initial-config":"{current}"}}]"#
@@ -70,6 +78,35 @@ async fn a_move_drain_poll_moves_the_idle_users_the_director_maps_here_and_nobod
             dovecot::process_titles(&[18910, 18927, 18928, 18929]),
             0,
             TITLES_MIXED,
+            "",
+        )
+        // each looked at once more right before its move: still hibernated
+        .once(
+            "backend-2",
+            s.backend.who_user("user12"),
+            0,
+            &hibernated("user12"),
+            "",
+        )
+        .once(
+            "backend-2",
+            dovecot::process_titles(&[18929]),
+            0,
+            HIBERNATE_TITLE,
+            "",
+        )
+        .once(
+            "backend-2",
+            s.backend.who_user("user13"),
+            0,
+            &hibernated("user13"),
+            "",
+        )
+        .once(
+            "backend-2",
+            dovecot::process_titles(&[18929]),
+            0,
+            HIBERNATE_TITLE,
             "",
         )
         // user12 is mapped here and hashes to backend-0 now: moved there
@@ -215,4 +252,50 @@ async fn at_the_ceiling_the_users_still_mapped_are_moved_before_anything_stops()
             "{strategy}: nobody is moved when the ceiling fails the step"
         );
     }
+}
+
+/// A user IDLE at the poll's look but in a command at the look right before its move (an IDLE
+/// client woken by new mail) is not moved: the next poll looks again.
+#[tokio::test]
+async fn a_user_in_a_command_again_right_before_its_move_is_not_moved() {
+    let s = fixtures::settings(json!({"drain": {"strategy": "Move", "timeout": "60s"}}));
+    let who = r#"[{"username":"user7","service":"imap","pid":"501","ip":"10.0.0.9"}]"#;
+    let title = |cmd: &str| format!("==> /proc/501/cmdline <==\nimap [user7 10.0.0.9{cmd}] \n");
+    let exec = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 0, 1)]))
+        .once("backend-2", s.backend.who(), 0, who, "")
+        .once("backend-2", s.backend.process_status(), 0, "[]", "")
+        .once(
+            "backend-2",
+            dovecot::process_titles(&[501]),
+            0,
+            &title(" IDLE"),
+            "",
+        )
+        .once("backend-2", s.backend.who_user("user7"), 0, who, "")
+        .once(
+            "backend-2",
+            dovecot::process_titles(&[501]),
+            0,
+            &title(" FETCH"),
+            "",
+        );
+    let cluster = fake(fixtures::world(3, OLD, NEW));
+    let out = once(
+        &s,
+        at(Step::WaitSessions),
+        &exec,
+        &cluster,
+        &clock_at(10, 0),
+    )
+    .await;
+    let rec = &out.status.backends[0];
+    assert_eq!(rec.drain.as_ref().unwrap().sessions_moved, 0);
+    let m = rec.message.as_deref().unwrap();
+    assert!(m.contains("1 not moved (in a command again"), "{m}");
+    assert!(
+        !exec.calls().iter().any(|c| c.contains("director")
+            && (c.contains(" move ") || c.contains("status user7"))),
+        "{:?}",
+        exec.calls()
+    );
 }

@@ -153,7 +153,7 @@ impl SimWorld {
                 self.running = false;
                 return ok(String::new());
             }
-            if *argv == b.who() {
+            if *argv == b.who() || *argv == b.who_user(SIM_USER) {
                 let sessions = if self.session {
                     json(serde_json::json!([{"username": SIM_USER, "service": "imap",
                         "pid": SIM_PID.to_string(), "ip": "<client-ip>"}]))

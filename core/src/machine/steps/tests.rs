@@ -112,6 +112,9 @@ fn a_move_drain_plans_its_look_its_moves_and_its_flush() {
             "doveadm -f json who -1",
             "doveadm -f json process status",
             "head -v -c 512 /proc/<session pid>/cmdline",
+            // the user's sessions once more, right before its move
+            "doveadm -f json who -1 <user>",
+            "head -v -c 512 /proc/<session pid>/cmdline",
             "doveadm -f json director status <user>",
             "doveadm director move <user> 127.0.0.11",
             "doveadm director flush 127.0.0.13",

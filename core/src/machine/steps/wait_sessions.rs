@@ -135,7 +135,8 @@ fn move_poll(cx: &mut Cx<'_>, mapped: u64) -> Run<StepResult> {
         titles.extend(dovecot::parse_process_titles(&out.stdout));
     }
     let plan = drain::plan(mapped, &sessions, &procs, &titles, s.drain_max_parallel);
-    let (mut sessions_moved, mut users_moved, mut skipped) = (0u64, 0u64, 0u64);
+    let (mut sessions_moved, mut users_moved, mut skipped, mut busy_again) =
+        (0u64, 0u64, 0u64, 0u64);
     match &plan.act {
         DrainAct::Flush => {
             cx.run(On::Director, &d.director_flush(ip), CommandKind::Plain)?;
@@ -143,6 +144,12 @@ fn move_poll(cx: &mut Cx<'_>, mapped: u64) -> Run<StepResult> {
         }
         DrainAct::Move(users) => {
             for user in users {
+                // right before its move, the user's sessions once more: an IDLE client woken
+                // by new mail may be mid-FETCH, APPEND or EXPUNGE by now
+                if !fresh_look(cx, user, &procs)? {
+                    busy_again += 1;
+                    continue;
+                }
                 let st = cx.raw(On::Director, &d.director_user_status(user))?;
                 let placement = (st.exit_code == 0)
                     .then(|| dovecot::parse_user_placement(&st.stdout).ok())
@@ -178,6 +185,11 @@ fn move_poll(cx: &mut Cx<'_>, mapped: u64) -> Run<StepResult> {
             "; {skipped} not moved (not mapped here, or the move failed)"
         ));
     }
+    if busy_again > 0 {
+        message.push_str(&format!(
+            "; {busy_again} not moved (in a command again when looked at right before the move)"
+        ));
+    }
     Ok(StepResult::Draining {
         requeue: drain::requeue(&plan, poll),
         message,
@@ -196,6 +208,26 @@ fn move_poll(cx: &mut Cx<'_>, mapped: u64) -> Run<StepResult> {
             )),
         },
     })
+}
+
+/// Whether `user` may still move, read right before its move: `who -1 <user>` and the titles of
+/// its sessions. A read that fails or cannot be parsed in full moves nobody.
+fn fresh_look(cx: &mut Cx<'_>, user: &str, procs: &[dovecot::Process]) -> Run<bool> {
+    let who = cx.raw(On::Backend, &cx.s.backend.who_user(user))?;
+    if who.exit_code != 0 {
+        return Ok(false);
+    }
+    let Ok(sessions) = dovecot::parse_who_sessions(&who.stdout) else {
+        return Ok(false);
+    };
+    let pids: Vec<u32> = sessions.iter().map(|s| s.pid).collect();
+    let titles = if pids.is_empty() {
+        BTreeMap::new()
+    } else {
+        let out = cx.raw(On::Backend, &dovecot::process_titles(&pids))?;
+        dovecot::parse_process_titles(&out.stdout)
+    };
+    Ok(drain::still_movable(user, &sessions, procs, &titles))
 }
 
 /// Nothing stopped yet: the recorded vhost count goes back.
