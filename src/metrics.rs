@@ -403,6 +403,8 @@ mod tests {
                 sessions: None,
                 sessions_moved: moved,
                 users_moved: flushed,
+                unknown_sessions: None,
+                users_listed: None,
                 predicted_end: None,
                 observed: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
             });

@@ -739,6 +739,8 @@ mod tests {
             sessions: Some(12),
             sessions_moved: 7,
             users_moved: 0,
+            unknown_sessions: None,
+            users_listed: None,
             predicted_end: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ts(90))),
             observed: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ts(30)),
         });

@@ -175,6 +175,10 @@ pub enum EventReason {
     /// A Move drain moved users off a drained backend (sessions kicked to reconnect, or
     /// sessionless mappings moved at once).
     UsersMoved,
+    /// A Move drain cannot tell IDLE sessions from commands (the backend's process titles do
+    /// not show them: `verbose_proctitle = no`): those sessions are waited for, up to the
+    /// ceiling; users without a session still move.
+    SessionsWaited,
     StepRetrying,
     StepFailed,
     BackendUpgraded,
@@ -213,6 +217,7 @@ impl EventReason {
         matches!(
             self,
             EventReason::StepRewound
+                | EventReason::SessionsWaited
                 | EventReason::BackendKeptDown
                 | EventReason::StepRetrying
                 | EventReason::StepFailed

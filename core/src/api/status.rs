@@ -254,6 +254,15 @@ pub struct DrainProgress {
     #[serde(default)]
     #[schemars(extend("format" = "int64"))]
     pub users_moved: u64,
+    /// Sessions a Move drain waits for because the backend's process titles do not show
+    /// whether they sit in IDLE or run a command (`verbose_proctitle = no`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int64"))]
+    pub unknown_sessions: Option<u64>,
+    /// When the users mapped to the backend were last listed (`director map`, at most every
+    /// 30 s: it iterates the userdb) to move those without a session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users_listed: Option<Time>,
     /// When the drain is expected to end: the ceiling while sessions nobody may move remain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted_end: Option<Time>,
@@ -361,6 +370,8 @@ impl DrainProgress {
             sessions: None,
             sessions_moved: 0,
             users_moved: 0,
+            unknown_sessions: None,
+            users_listed: None,
             predicted_end: None,
             observed,
         }

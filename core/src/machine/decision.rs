@@ -117,6 +117,10 @@ pub struct DrainPoll {
     pub sessions_moved: u64,
     /// Users without a session moved in this poll.
     pub users_moved: u64,
+    /// Sessions whose state the process titles do not show (`verbose_proctitle = no`).
+    pub unknown: u64,
+    /// This poll listed the users mapped here (`director map`).
+    pub listed: bool,
     pub predicted_end: Option<k8s_openapi::jiff::Timestamp>,
 }
 

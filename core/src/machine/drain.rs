@@ -13,6 +13,10 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::dovecot::{self, Process, Session};
 
+/// How often a drain may list the users mapped to the backend (`director map` iterates the
+/// whole userdb).
+pub const LIST_EVERY: Duration = Duration::from_secs(30);
+
 /// How soon the next poll comes after a move: each batch's reconnects land before the next
 /// batch is kicked (the director holds a moved user's logins ~2 s, `director_user_kick_delay`).
 pub const MOVE_PACE: Duration = Duration::from_secs(1);
@@ -165,6 +169,10 @@ pub struct DrainPlan {
     pub deliveries: u64,
     /// Movable users not moved in this poll (they wait for the next batches).
     pub queued: u64,
+    /// Users without a session should move one by one now (`director map` names them): the
+    /// flush that would move them at once waits for sessions only their clients or the
+    /// ceiling end.
+    pub move_sessionless: bool,
     pub message: String,
 }
 
@@ -237,6 +245,7 @@ pub fn plan(
         unknown,
         deliveries: deliveries.len() as u64,
         queued: 0,
+        move_sessionless: without_session > 0 && (unknown > 0 || between > 0),
         message: String::new(),
     };
     if sessions.is_empty() && deliveries.is_empty() && workers == 0 {

@@ -235,6 +235,12 @@ fn fold_result(rec: &mut BackendStatus, result: &StepResult, now: Timestamp) -> 
         }
         StepResult::Draining { message, poll, .. } => {
             let d = rec.drain.get_or_insert(DrainProgress::start(0, Time(now)));
+            // said once per drain that turns blind: why sessions are waited for, not moved
+            let blind = poll.unknown > 0 && d.unknown_sessions.is_none_or(|n| n == 0);
+            d.unknown_sessions = (poll.unknown > 0).then_some(poll.unknown);
+            if poll.listed {
+                d.users_listed = Some(Time(now));
+            }
             d.users_left = poll.users_left;
             d.without_session = Some(poll.without_session);
             d.sessions = Some(poll.sessions);
@@ -245,13 +251,23 @@ fn fold_result(rec: &mut BackendStatus, result: &StepResult, now: Timestamp) -> 
             rec.message = Some(message.clone());
             rec.attempts = 0;
             rec.retry_after = None;
-            if poll.sessions_moved + poll.users_moved == 0 {
-                return Vec::new();
+            let mut notes = Vec::new();
+            if blind {
+                notes.push(Note::new(
+                    EventReason::SessionsWaited,
+                    format!(
+                        "{}: {} sessions are waited for, not moved: the backend's process titles do not show whether they sit in IDLE or run a command (set verbose_proctitle = yes); users without a session are still moved",
+                        rec.pod, poll.unknown
+                    ),
+                ));
             }
-            vec![Note::new(
-                EventReason::UsersMoved,
-                format!("{}: {message}", rec.pod),
-            )]
+            if poll.sessions_moved + poll.users_moved > 0 {
+                notes.push(Note::new(
+                    EventReason::UsersMoved,
+                    format!("{}: {message}", rec.pod),
+                ));
+            }
+            notes
         }
         StepResult::Waiting { message, .. } => {
             rec.message = Some(message.clone());

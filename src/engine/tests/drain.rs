@@ -60,6 +60,20 @@ fn hibernated(user: &str) -> String {
     format!(r#"[{{"username":"{user}","service":"imap","pid":"18929","ip":"127.0.0.1"}}]"#)
 }
 
+/// `director map <ip>` of the mixed backend: its four users with sessions, two without.
+fn mapped_here() -> String {
+    let rows: Vec<String> = ["user11", "user12", "user13", "user15", "user20", "user21"]
+        .iter()
+        .map(|u| {
+            format!(
+                r#"{{"user":"{u}","hash":"1","mail server ip":"{}","expire time":"2026-12-02 06:07:06"}}"#,
+                fixtures::backend_ip(2)
+            )
+        })
+        .collect();
+    format!("[{}]", rows.join(","))
+}
+
 fn placement(current: &str, hashed: &str) -> String {
     format!(
         r#"[{{"status":"{current}","expires":"2026-12-02 06:07:06","hashed":"{hashed}","initial-config":"{current}"}}]"#
@@ -131,7 +145,27 @@ async fn a_move_drain_poll_moves_the_idle_users_the_director_maps_here_and_nobod
             0,
             &placement(&fixtures::backend_ip(1), &fixtures::backend_ip(1)),
             "",
+        )
+        // user11 stays connected between commands, which only its client or the ceiling
+        // ends: the users without a session are listed and moved one by one meanwhile
+        .once(
+            DIRECTOR,
+            s.director.director_map(ip(2)),
+            0,
+            &mapped_here(),
+            "",
         );
+    let exec = ["user20", "user21"].iter().fold(exec, |exec, u| {
+        exec.once("backend-2", s.backend.who_user(u), 0, "[]", "")
+            .once(
+                DIRECTOR,
+                s.director.director_user_status(u),
+                0,
+                &placement(&here, &fixtures::backend_ip(1)),
+                "",
+            )
+            .once(DIRECTOR, s.director.director_move(u, ip(1)), 0, "", "")
+    });
     let cluster = fake(fixtures::world(3, OLD, NEW));
     let out = once(
         &s,
@@ -144,7 +178,8 @@ async fn a_move_drain_poll_moves_the_idle_users_the_director_maps_here_and_nobod
     let rec = &out.status.backends[0];
     assert_eq!(rec.step, Step::WaitSessions);
     let d = rec.drain.as_ref().unwrap();
-    assert_eq!((d.users_left, d.sessions_moved, d.users_moved), (6, 1, 0));
+    assert_eq!((d.users_left, d.sessions_moved, d.users_moved), (6, 1, 2));
+    assert!(d.users_listed.is_some());
     assert_eq!((d.sessions, d.without_session), (Some(4), Some(2)));
     let m = rec.message.as_deref().unwrap();
     assert!(
@@ -159,6 +194,31 @@ async fn a_move_drain_poll_moves_the_idle_users_the_director_maps_here_and_nobod
             .count(),
         1
     );
+    // within 30 s the userdb is not iterated again
+    let exec2 = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 0, 4)]))
+        .once(
+            "backend-2",
+            s.backend.who(),
+            0,
+            r#"[{"username":"user11","service":"imap","pid":"18927","ip":"127.0.0.1"}]"#,
+            "",
+        )
+        .once("backend-2", s.backend.process_status(), 0, "[]", "")
+        .once(
+            "backend-2",
+            dovecot::process_titles(&[18927]),
+            0,
+            "==> /proc/18927/cmdline <==\nimap [user11 127.0.0.1]\n",
+            "",
+        );
+    let again = once(&s, out.status.clone(), &exec2, &cluster, &clock_at(20, 0)).await;
+    let d = again.status.backends[0].drain.clone().unwrap();
+    assert_eq!(
+        d.users_listed,
+        out.status.backends[0].drain.as_ref().unwrap().users_listed
+    );
+    // only a client between commands is left: looked at the poll interval, not every second
+    assert_eq!(again.requeue, Some(s.poll_interval));
     // nothing else ran: no flush while sessions and a delivery are on the backend
     assert!(
         !exec.calls().iter().any(|c| c.contains("flush")),

@@ -144,39 +144,50 @@ fn move_poll(cx: &mut Cx<'_>, mapped: u64) -> Run<StepResult> {
         }
         DrainAct::Move(users) => {
             for user in users {
-                // right before its move, the user's sessions once more: an IDLE client woken
-                // by new mail may be mid-FETCH, APPEND or EXPUNGE by now
-                if !fresh_look(cx, user, &procs)? {
-                    busy_again += 1;
-                    continue;
-                }
-                let st = cx.raw(On::Director, &d.director_user_status(user))?;
-                let placement = (st.exit_code == 0)
-                    .then(|| dovecot::parse_user_placement(&st.stdout).ok())
-                    .flatten();
-                // only a user the director maps here, to a host its hash now names; a session
-                // the director does not map here (a direct login) is not the director's to move
-                let to = match placement {
-                    Some((Some(cur), Some(hashed))) if cur == rec.ip && hashed != rec.ip => {
-                        dovecot::validate_ip(&hashed).ok()
-                    }
-                    _ => None,
-                };
-                let Some(to) = to else {
-                    skipped += 1;
-                    continue;
-                };
-                let mv = cx.raw(On::Director, &d.director_move(user, to))?;
-                if mv.exit_code == 0 {
+                match move_user(cx, user, &procs)? {
                     // the director closes every session of the user
-                    sessions_moved += sessions.iter().filter(|x| &x.user == user).count() as u64;
-                } else {
-                    // e.g. the target left the ring meanwhile: the next poll asks again
-                    skipped += 1;
+                    Moved::Yes => {
+                        sessions_moved += sessions.iter().filter(|x| &x.user == user).count() as u64
+                    }
+                    Moved::BusyAgain => busy_again += 1,
+                    Moved::NotHere => skipped += 1,
                 }
             }
         }
         DrainAct::Wait => {}
+    }
+    // users without a session, one by one, while sessions that only their clients or the
+    // ceiling end hold the flush (e.g. titles that do not show IDLE): they would otherwise
+    // keep logging in here until then
+    let tried = match &plan.act {
+        DrainAct::Move(users) => users.len(),
+        _ => 0,
+    };
+    let room = s.drain_max_parallel.saturating_sub(tried);
+    let listed = plan.move_sessionless && room > 0 && list_due(rec, cx.now);
+    let mut unnamed = false;
+    if listed {
+        let out = cx.raw(On::Director, &d.director_map(ip))?;
+        match (out.exit_code, dovecot::parse_director_map(&out.stdout)) {
+            (0, Ok(users)) => {
+                unnamed = users.is_empty();
+                let with_session: std::collections::BTreeSet<&str> =
+                    sessions.iter().map(|x| x.user.as_str()).collect();
+                let sessionless: Vec<String> = users
+                    .into_iter()
+                    .filter(|u| !with_session.contains(u.as_str()))
+                    .take(room)
+                    .collect();
+                for user in &sessionless {
+                    match move_user(cx, user, &procs)? {
+                        Moved::Yes => users_moved += 1,
+                        Moved::BusyAgain => busy_again += 1,
+                        Moved::NotHere => skipped += 1,
+                    }
+                }
+            }
+            _ => unnamed = true,
+        }
     }
     let ceiling = after(rec.step_started.0, s.drain_timeout);
     let mut message = format!("{mapped} users still mapped: {}", plan.message);
@@ -190,8 +201,20 @@ fn move_poll(cx: &mut Cx<'_>, mapped: u64) -> Run<StepResult> {
             "; {busy_again} not moved (in a command again when looked at right before the move)"
         ));
     }
+    if users_moved > 0 {
+        message.push_str(&format!("; {users_moved} users without a session moved"));
+    } else if unnamed {
+        message.push_str(
+            "; users without a session wait too: director map names none (a userdb that cannot list its users)",
+        );
+    }
+    let requeue = if users_moved > 0 {
+        drain::MOVE_PACE.min(poll)
+    } else {
+        drain::requeue(&plan, poll)
+    };
     Ok(StepResult::Draining {
-        requeue: drain::requeue(&plan, poll),
+        requeue,
         message,
         poll: DrainPoll {
             users_left: mapped,
@@ -199,6 +222,8 @@ fn move_poll(cx: &mut Cx<'_>, mapped: u64) -> Run<StepResult> {
             without_session: plan.without_session,
             sessions_moved,
             users_moved,
+            unknown: plan.unknown,
+            listed,
             predicted_end: Some(drain::predicted_end(
                 &plan,
                 s.drain_max_parallel,
@@ -208,6 +233,55 @@ fn move_poll(cx: &mut Cx<'_>, mapped: u64) -> Run<StepResult> {
             )),
         },
     })
+}
+
+/// What became of one user a Move drain meant to move.
+enum Moved {
+    Yes,
+    /// In a command again when looked at right before the move.
+    BusyAgain,
+    /// Not mapped here to a host its hash now names (a direct login), or the move failed.
+    NotHere,
+}
+
+/// Moves one user the poll found movable: looked at once more right before its move (an IDLE
+/// client woken by new mail may be mid-FETCH, APPEND or EXPUNGE by now), then only if the
+/// director maps it here and hashes it elsewhere; a session the director does not map here
+/// (a direct login) is not the director's to move.
+fn move_user(cx: &mut Cx<'_>, user: &str, procs: &[dovecot::Process]) -> Run<Moved> {
+    if !fresh_look(cx, user, procs)? {
+        return Ok(Moved::BusyAgain);
+    }
+    let d = &cx.s.director;
+    let st = cx.raw(On::Director, &d.director_user_status(user))?;
+    let placement = (st.exit_code == 0)
+        .then(|| dovecot::parse_user_placement(&st.stdout).ok())
+        .flatten();
+    let here = &cx.rec.ip;
+    let to = match placement {
+        Some((Some(cur), Some(hashed))) if &cur == here && &hashed != here => {
+            dovecot::validate_ip(&hashed).ok()
+        }
+        _ => None,
+    };
+    let Some(to) = to else {
+        return Ok(Moved::NotHere);
+    };
+    let mv = cx.raw(On::Director, &cx.s.director.director_move(user, to))?;
+    // a failed move (e.g. the target left the ring meanwhile): the next poll asks again
+    Ok(if mv.exit_code == 0 {
+        Moved::Yes
+    } else {
+        Moved::NotHere
+    })
+}
+
+/// Whether the users mapped here may be listed again (`director map` iterates the userdb).
+fn list_due(rec: &BackendStatus, now: k8s_openapi::jiff::Timestamp) -> bool {
+    rec.drain
+        .as_ref()
+        .and_then(|d| d.users_listed.as_ref())
+        .is_none_or(|at| elapsed(at, now) >= drain::LIST_EVERY)
 }
 
 /// Whether `user` may still move, read right before its move: `who -1 <user>` and the titles of

@@ -716,6 +716,8 @@ fn draining_polls_add_up_in_the_record_and_moves_are_events() {
             without_session: 20,
             sessions_moved: moved,
             users_moved,
+            unknown: 0,
+            listed: false,
             predicted_end: Some(ts(20)),
         },
     };
@@ -734,6 +736,32 @@ fn draining_polls_add_up_in_the_record_and_moves_are_events() {
     );
     assert_eq!(drain.predicted_end, Some(Time(ts(20))));
     assert_eq!(st.backends[0].step, Step::WaitSessions);
+    // sessions whose state the titles do not show: said once (a Warning), and in status
+    let blind = |unknown| StepResult::Draining {
+        requeue: Duration::from_secs(5),
+        message: "waiting".into(),
+        poll: DrainPoll {
+            users_left: 30,
+            sessions: 12,
+            unknown,
+            ..DrainPoll::default()
+        },
+    };
+    let r = record(&mut st, &d, Acted::Ran(blind(12)), ts(6));
+    assert_eq!(r.notes.len(), 1);
+    assert_eq!(r.notes[0].reason, EventReason::SessionsWaited);
+    assert!(r.notes[0].message.contains("verbose_proctitle = yes"));
+    assert_eq!(
+        st.backends[0].drain.as_ref().unwrap().unknown_sessions,
+        Some(12)
+    );
+    let r = record(&mut st, &d, Acted::Ran(blind(11)), ts(7));
+    assert!(r.notes.is_empty(), "said once: {:?}", r.notes);
+    record(&mut st, &d, Acted::Ran(blind(0)), ts(8));
+    assert_eq!(
+        st.backends[0].drain.as_ref().unwrap().unknown_sessions,
+        None
+    );
 }
 
 #[test]
