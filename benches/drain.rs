@@ -4,14 +4,20 @@
 //! sessions hibernating after 10 s), 300 users through the director: a fifth parked in IDLE, two
 //! fifths polling every minute, the rest logged out just before; LMTP deliveries to all of them
 //! every 200 ms. Per backend: how long WaitSessions took, and what users noticed while the
-//! backend was out (IDLE sessions closed, failed logins). Prints one JSON line per run.
+//! backend was out (IDLE sessions closed, failed logins, deferred deliveries), and how many exec
+//! requests per second the operator sent to the pods while it drained. Prints one JSON line per
+//! run.
 //!
-//! Wait runs with a 120 s ceiling, not the production 15 minutes: with pollers and IDLE clients the
+//! Wait runs with a 60 s ceiling, not the production 15 minutes: with pollers and IDLE clients the
 //! director's count never reaches 0, so Wait always ends at its ceiling, whatever it is; the
 //! runbook's figure is its fixed 15-minute wait. Needs root. `cargo bench --bench drain`.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use dovecot_upgrade_operator::exec::{ExecError, ExecOutput, ExecRequest, PodExec};
 
 use dbu_lab::workload::{Noticed, Workload, WorkloadSpec, prime};
 use dbu_lab::{self as lab, Lab, LabSpec};
@@ -20,6 +26,21 @@ use dovecot_upgrade_operator::engine;
 
 const RUNBOOK_WAIT: Duration = Duration::from_secs(15 * 60);
 const USERS: u32 = 300;
+
+/// Counts the exec requests the operator sends, by when they were sent.
+struct Counting<'a> {
+    inner: &'a dyn PodExec,
+    since: Instant,
+    sent: Arc<Mutex<Vec<Duration>>>,
+}
+
+#[async_trait]
+impl PodExec for Counting<'_> {
+    async fn exec(&self, req: ExecRequest<'_>) -> Result<ExecOutput, ExecError> {
+        self.sent.lock().unwrap().push(self.since.elapsed());
+        self.inner.exec(req).await
+    }
+}
 
 struct Window {
     start: Duration,
@@ -57,14 +78,20 @@ async fn one_run(strategy: &str, net: u8, run: usize) {
         "Move" => {
             serde_json::json!({"strategy": "Move", "maxParallel": 10, "pollInterval": "5s", "timeout": "15m"})
         }
-        _ => serde_json::json!({"strategy": "Wait", "pollInterval": "5s", "timeout": "120s"}),
+        _ => serde_json::json!({"strategy": "Wait", "pollInterval": "5s", "timeout": "60s"}),
     };
     let s = lab::settings(serde_json::json!({
         "drain": drain,
         "ordering": "Ordinal",
         "timeouts": {"command": "40s", "stop": "30s", "replace": "60s"}
     }));
-    let exec = lab.exec();
+    let lab_exec = lab.exec();
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let exec = Counting {
+        inner: &lab_exec,
+        since: work.started,
+        sent: sent.clone(),
+    };
     let mut windows: BTreeMap<String, Window> = BTreeMap::new();
     let mut ips: BTreeMap<String, String> = BTreeMap::new();
     let t = Instant::now();
@@ -116,6 +143,19 @@ async fn one_run(strategy: &str, net: u8, run: usize) {
             .iter()
             .filter(|n| matches!(n, Noticed::FailedLogin { .. }))
             .count();
+        let deferred = seen
+            .iter()
+            .filter(|n| matches!(n, Noticed::DeliveryDeferred { .. }))
+            .count();
+        let execs_draining = match (w.wait_start, w.wait_end) {
+            (Some(a), Some(b)) => sent
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|t| **t >= a && **t <= b)
+                .count(),
+            _ => 0,
+        };
         let drain_s = match (w.wait_start, w.wait_end) {
             (Some(a), Some(b)) => (b - a).as_secs_f64(),
             _ => 0.0,
@@ -129,6 +169,8 @@ async fn one_run(strategy: &str, net: u8, run: usize) {
             "drain_s": drain_s,
             "kicks": kicks,
             "failed_logins": failed,
+            "deferred": deferred,
+            "execs_per_s": if drain_s > 0.0 { execs_draining as f64 / drain_s } else { 0.0 },
             "sessions_moved": d.map_or(0, |d| d.sessions_moved),
             "users_moved": d.map_or(0, |d| d.users_moved),
         }));
@@ -158,8 +200,7 @@ async fn one_run(strategy: &str, net: u8, run: usize) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    // `cargo bench --bench drain [Move|Wait]`; BENCH_RUNS repeats Move (Wait runs once: it
-    // always ends at its ceiling)
+    // `cargo bench --bench drain [Move|Wait]`; BENCH_RUNS repeats each
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
@@ -168,7 +209,7 @@ async fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(3);
-    for (strategy, n, net) in [("Move", runs, 53u8), ("Wait", 1, 54)] {
+    for (strategy, n, net) in [("Move", runs, 53u8), ("Wait", runs, 54)] {
         if !args.is_empty() && !args.iter().any(|a| a == strategy) {
             continue;
         }

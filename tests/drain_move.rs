@@ -36,9 +36,13 @@ fn busy_rig(net: u8, users: u32) -> Rig {
 struct TwoBackends {
     samples: u64,
     seen_twice: Vec<String>,
+    /// The widest sample: from the first `who` sent to the last answer received.
+    max_skew: Duration,
 }
 
-/// Samples `who -1` on every backend every 100 ms until `stop`.
+/// Samples `who -1` on every backend every 100 ms until `stop`, all backends at once (one
+/// snapshot, its time skew kept): a short overlap cannot fall between one backend's look and
+/// the next one's.
 fn watch_two_backends(
     exec: LocalExec,
     pods: Vec<String>,
@@ -50,15 +54,24 @@ fn watch_two_backends(
     let h = tokio::spawn(async move {
         while !stop.load(Ordering::Relaxed) {
             let mut on: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-            for pod in &pods {
-                let req = ExecRequest {
-                    pod,
-                    container: None,
-                    argv: &argv,
-                    timeout: Duration::from_secs(5),
-                };
+            let sent = Instant::now();
+            let looks = pods.iter().map(|pod| {
+                let (exec, argv) = (&exec, &argv);
+                async move {
+                    let req = ExecRequest {
+                        pod,
+                        container: None,
+                        argv,
+                        timeout: Duration::from_secs(5),
+                    };
+                    (pod, exec.exec(req).await)
+                }
+            });
+            let answers = futures::future::join_all(looks).await;
+            let skew = sent.elapsed();
+            for (pod, out) in answers {
                 // a stopped or replaced backend answers nothing: it serves nobody
-                let Ok(out) = exec.exec(req).await else {
+                let Ok(out) = out else {
                     continue;
                 };
                 for s in dovecot::parse_who_sessions(&out.stdout).unwrap_or_default() {
@@ -68,6 +81,7 @@ fn watch_two_backends(
             {
                 let mut f = f.lock().unwrap();
                 f.samples += 1;
+                f.max_skew = f.max_skew.max(skew);
                 for (user, pods) in on {
                     if pods.len() > 1 {
                         f.seen_twice.push(format!("{user} on {pods:?}"));
@@ -108,9 +122,7 @@ async fn move_drain_under_a_realistic_workload_moves_everyone_before_the_ceiling
     tokio::time::sleep(Duration::from_secs(3)).await;
     lab.new_revision("rev-2", "");
     // Fail at the ceiling: a drain that ends must have ended by moving
-    let s = settings(
-        json!({"drain": {"strategy": "Move", "maxParallel": 5, "timeout": "150s", "onTimeout": "Fail"}}),
-    );
+    let s = settings(json!({"drain": {"maxParallel": 5, "timeout": "150s", "onTimeout": "Fail"}}));
     let exec = lab.exec();
     let stop = Arc::new(AtomicBool::new(false));
     let (sampler, twice) = watch_two_backends(exec.clone(), lab.backend_names(), stop.clone());
@@ -226,13 +238,14 @@ async fn move_drain_under_a_realistic_workload_moves_everyone_before_the_ceiling
         "move drain, realistic workload (15m expiry, 120 users)",
         t0,
         &format!(
-            "drains {:?}; {moved} sessions moved, {flushed} sessionless users moved at once, {} kicks, 0 failed logins, {} who samples, never on two backends",
+            "drains {:?}; {moved} sessions moved, {flushed} sessionless users moved, {} kicks, 0 failed logins, {} who snapshots of all backends at once (widest {} ms), never on two backends",
             drained
                 .iter()
                 .map(|(p, d)| format!("{p} {:.1}s", d.as_secs_f64()))
                 .collect::<Vec<_>>(),
             stats.kicks(),
-            twice.samples
+            twice.samples,
+            twice.max_skew.as_millis()
         ),
     );
 }
@@ -348,5 +361,115 @@ async fn a_delivery_in_flight_holds_the_move_until_it_is_stored() {
         "move drain waits for an LMTP delivery in flight",
         t0,
         &format!("{} polls held by the delivery, then the flush", held.len()),
+    );
+}
+
+/// A user being moved has an APPEND in progress and an LMTP delivery in flight: the drain
+/// leaves the user until both are done, then moves the IDLE session that follows. Both
+/// messages are stored, nothing is lost, and no login fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_and_a_delivery_in_progress_complete_before_their_user_moves() {
+    let t0 = Instant::now();
+    let rig = busy_rig(57, 40);
+    let lab = &rig.lab;
+    let dip = lab.spec.director_ip();
+    // Ordinal order: backend-2 drains first; a user mapped to it
+    let target = lab.pod_ip("backend-2").unwrap();
+    let user = (2..=40)
+        .map(|i| format!("user{i}"))
+        .find(|u| {
+            ImapSession::login(&dip, u).unwrap().logout();
+            lab.user_host(u).unwrap().as_deref() == Some(target.as_str())
+        })
+        .expect("a user on backend-2");
+    let before = lab.inbox_count("backend-2", &user).unwrap_or(0);
+    let mut session = ImapSession::login(&dip, &user).unwrap();
+    session.command("SELECT INBOX").unwrap();
+    let hold = Duration::from_secs(5);
+    // the client: a slow APPEND, then IDLE until the server closes the connection
+    let client = std::thread::spawn(move || {
+        let message = "Subject: appended while draining\r\n\r\nkept\r\n";
+        let appended = session.append_slowly("INBOX", message, hold);
+        let appended_at = Instant::now();
+        session.idle().unwrap();
+        while session.listen(Duration::from_secs(1)).unwrap_or(false) {
+            if appended_at.elapsed() > Duration::from_secs(90) {
+                break;
+            }
+        }
+        (appended, appended_at, Instant::now())
+    });
+    let (dip2, u2) = (dip.clone(), user.clone());
+    let delivery = std::thread::spawn(move || slow_delivery(&dip2, &u2, hold));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    lab.new_revision("rev-2", "");
+    let s = settings(json!({"drain": {"timeout": "60s", "onTimeout": "Fail"}}));
+    let exec = lab.exec();
+    let mut status = DovecotBackendUpgradeStatus::default();
+    let mut held = Vec::new();
+    let end = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < end, "no move: {status:#?}");
+        let out = common::once(&s, status, &exec, lab).await;
+        status = out.status;
+        let r = status.backends.iter().find(|r| r.pod == "backend-2");
+        if let Some(r) = r
+            && r.step == Step::WaitSessions
+            && let Some(m) = &r.message
+            && (m.contains("in a command") || m.contains("deliveries in flight"))
+        {
+            held.push(m.clone());
+        }
+        if r.is_some_and(|r| r.step > Step::WaitSessions) {
+            break;
+        }
+        tokio::time::sleep(
+            out.requeue
+                .unwrap_or_default()
+                .min(Duration::from_millis(500)),
+        )
+        .await;
+    }
+    let (appended, appended_at, closed_at) = client.join().unwrap();
+    let (reply, stored_at) = delivery.join().unwrap();
+    assert_eq!(appended, Ok(()), "the APPEND completed");
+    assert!(reply.starts_with("250"), "delivery: {reply}");
+    assert!(!held.is_empty(), "the drain never said it waited");
+    // the session was closed (moved) only after both were done
+    assert!(
+        closed_at >= appended_at && closed_at + Duration::from_millis(300) >= stored_at,
+        "moved before the APPEND or the delivery was done"
+    );
+    let rec = status
+        .backends
+        .iter()
+        .find(|r| r.pod == "backend-2")
+        .unwrap();
+    assert!(
+        rec.drain.as_ref().is_some_and(|d| d.sessions_moved >= 1),
+        "{rec:#?}"
+    );
+    // the user logs in again at once, elsewhere, and finds both messages
+    let again = ImapSession::login(&dip, &user).expect("no failed login");
+    again.logout();
+    assert_ne!(
+        lab.user_host(&user).unwrap().as_deref(),
+        Some(target.as_str())
+    );
+    let (status, _) = common::finish(&s, &exec, lab, status).await;
+    assert_eq!(status.phase, Some(Phase::Completed), "{status:#?}");
+    let after = lab.inbox_count("backend-0", &user).unwrap();
+    assert_eq!(
+        after,
+        before + 2,
+        "the APPEND and the delivery are both stored"
+    );
+    report(
+        "APPEND and delivery in progress on a user being moved",
+        t0,
+        &format!(
+            "{} polls held by them, then the IDLE session moved; both messages stored",
+            held.len()
+        ),
     );
 }

@@ -158,6 +158,43 @@ impl ImapSession {
         let _ = self.command("LOGOUT");
     }
 
+    /// APPENDs `message` to `mailbox` as a slow client would: half of the literal, a pause of
+    /// `hold` (the session's title says APPEND meanwhile), then the rest.
+    pub fn append_slowly(
+        &mut self,
+        mailbox: &str,
+        message: &str,
+        hold: Duration,
+    ) -> Result<(), String> {
+        self.tag += 1;
+        let tag = format!("a{}", self.tag);
+        let io = |e: std::io::Error| e.to_string();
+        write!(self.w, "{tag} APPEND {mailbox} {{{}}}\r\n", message.len()).map_err(io)?;
+        let mut line = String::new();
+        self.r.read_line(&mut line).map_err(io)?;
+        if !line.starts_with('+') {
+            return Err(format!("APPEND refused: {}", line.trim()));
+        }
+        let (a, b) = message.split_at(message.len() / 2);
+        self.w.write_all(a.as_bytes()).map_err(io)?;
+        std::thread::sleep(hold);
+        write!(self.w, "{b}\r\n").map_err(io)?;
+        loop {
+            let mut line = String::new();
+            self.r.read_line(&mut line).map_err(io)?;
+            if line.is_empty() {
+                return Err("connection closed during APPEND".into());
+            }
+            if let Some(rest) = line.strip_prefix(&format!("{tag} ")) {
+                return if rest.starts_with("OK") {
+                    Ok(())
+                } else {
+                    Err(rest.trim().to_string())
+                };
+            }
+        }
+    }
+
     /// Enters IDLE (RFC 2177): the client then only listens, as mail clients park a folder.
     pub fn idle(&mut self) -> Result<(), String> {
         self.tag += 1;
