@@ -269,9 +269,11 @@ check "dovecot-upgrade-operator plan -f: ordered backends and every argv, from t
 check "... and the ring is untouched" ring_back
 rollout_dbu_dry() {
   sed -e 's/upgrade-probe@example.org/user1/' -e 's/timeout: 15m .*/timeout: 20s/' -e 's/pollInterval: 5s/pollInterval: 1s/' \
-    -e 's/strategy: Wait .*/strategy: Move/' -e 's/^spec:/spec:\n  dryRun: true/' deploy/examples/dbu.yaml | kubectl apply -f -
+    -e '/^    strategy: /d' -e 's/^spec:/spec:\n  dryRun: true/' deploy/examples/dbu.yaml | kubectl apply -f -
 }
 check "kubectl apply the DBU with spec.dryRun" rollout_dbu_dry
+default_move() { [[ "$(kubectl -n "$NS" get dbu backend-rollout -o jsonpath='{.spec.drain.strategy}')" == Move ]]; }
+check "... without a drain strategy it is Move (the CRD's default)" default_move
 planned() {
   kubectl -n "$NS" wait --for=jsonpath='{.status.phase}'=Planned dbu/backend-rollout --timeout=60s &&
   [[ "$(kubectl -n "$NS" get dbu backend-rollout -o jsonpath='{.status.plan.order[*].pod}' | wc -w)" == 3 ]] &&
@@ -282,7 +284,8 @@ snap dry-run backend-rollout
 check "kubectl dbu plan prints the order and the argv" dbu_cmd '\$ doveadm director update .* 0$' plan backend-rollout
 check "... and the ring is still untouched" ring_back
 # clients parked in IDLE through both directors (users 2-6; user1 is the probe): the first
-# rollout drains with strategy Move, which moves them instead of waiting for its ceiling
+# rollout drains with the default strategy (Move, the example's strategy line removed), which
+# moves them instead of waiting for its ceiling
 idle_clients() {
   rm -f "$state/idle.stop"
   for u in 2 3 4 5 6; do
