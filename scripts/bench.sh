@@ -11,7 +11,7 @@ raw="$(mktemp)"
 trap 'rc=$?; if ((rc == 0)); then rm -f "$raw"; else echo "bench: failed; measurements so far in $raw" >&2; fi' EXIT
 if [[ "${1:-}" == drain ]]; then
   # only the drain benchmark: its section of BENCHMARKS.md is replaced, the rest kept
-  echo "bench: the drain on a realistic workload (Move x BENCH_RUNS, Wait once)" >&2
+  echo "bench: the drain on a realistic workload (Move and Wait, BENCH_RUNS each)" >&2
   BENCH_RUNS="${BENCH_RUNS:-3}" cargo bench --locked --bench drain | grep '^{' >> "$raw"
   python3 benches/report.py "$raw" --drain BENCHMARKS.md > "$raw.md"
   mv "$raw.md" BENCHMARKS.md
@@ -35,7 +35,7 @@ if [[ "${1:-}" == outage ]]; then
 fi
 echo "bench: rollouts on the real-Dovecot rig (N=3, N=10, users)" >&2
 BENCH_RUNS="${BENCH_RUNS:-3}" cargo bench --locked --bench rollout | grep '^{' >> "$raw"
-echo "bench: the drain on a realistic workload (Move x BENCH_RUNS, Wait once)" >&2
+echo "bench: the drain on a realistic workload (Move and Wait, BENCH_RUNS each)" >&2
 BENCH_RUNS="${BENCH_RUNS:-3}" cargo bench --locked --bench drain | grep '^{' >> "$raw"
 echo "bench: reconcile latency and status size (3 runs)" >&2
 for _ in 1 2 3; do cargo bench --locked --bench reconcile | grep '^{' >> "$raw"; done
