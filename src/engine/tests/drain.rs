@@ -93,36 +93,19 @@ async fn a_move_drain_poll_moves_the_idle_users_the_director_maps_here_and_nobod
             0,
             TITLES_MIXED,
             "",
-        )
-        // each looked at once more right before its move: still hibernated
-        .once(
-            "backend-2",
-            s.backend.who_user("user12"),
-            0,
-            &hibernated("user12"),
-            "",
-        )
-        .once(
-            "backend-2",
-            dovecot::process_titles(&[18929]),
-            0,
-            HIBERNATE_TITLE,
-            "",
-        )
-        .once(
-            "backend-2",
-            s.backend.who_user("user13"),
-            0,
-            &hibernated("user13"),
-            "",
-        )
-        .once(
-            "backend-2",
-            dovecot::process_titles(&[18929]),
-            0,
-            HIBERNATE_TITLE,
-            "",
-        )
+        );
+    // each looked at once more right before its move: still hibernated
+    let exec = ["user12", "user13"].iter().fold(exec, |exec, u| {
+        exec.once("backend-2", s.backend.who_user(u), 0, &hibernated(u), "")
+            .once(
+                "backend-2",
+                dovecot::process_titles(&[18929]),
+                0,
+                HIBERNATE_TITLE,
+                "",
+            )
+    });
+    let exec = exec
         // user12 is mapped here and hashes to backend-0 now: moved there
         .once(
             DIRECTOR,
