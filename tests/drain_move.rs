@@ -473,3 +473,83 @@ async fn an_append_and_a_delivery_in_progress_complete_before_their_user_moves()
         ),
     );
 }
+
+/// A client that stays connected between commands holds the flush until the ceiling; users
+/// without a session are not held with it: `director map` names them and each is moved at once
+/// (real Dovecot: a director whose userdb lists its users, `who -1 <user>` shows none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_without_a_session_move_while_a_connected_client_holds_the_flush() {
+    let t0 = Instant::now();
+    let rig = rig_with(|d| {
+        let mut spec = LabSpec::new(d, 58, vec![100, 100, 100]);
+        spec.users = 40;
+        spec.user_expire = "15m".into();
+        spec.director_userdb = true;
+        spec
+    });
+    let lab = &rig.lab;
+    let dip = lab.spec.director_ip();
+    let target = lab.pod_ip("backend-2").unwrap();
+    // users mapped to backend-2: one keeps a session open between commands, the others left
+    let mut mapped = Vec::new();
+    for i in 2..=40 {
+        let u = format!("user{i}");
+        ImapSession::login(&dip, &u).unwrap().logout();
+        if lab.user_host(&u).unwrap().as_deref() == Some(target.as_str()) {
+            mapped.push(u);
+        }
+    }
+    assert!(mapped.len() >= 3, "users on backend-2: {mapped:?}");
+    let mut connected = ImapSession::login(&dip, &mapped[0]).unwrap();
+    connected.command("SELECT INBOX").unwrap();
+    lab.new_revision("rev-2", "");
+    let s = settings(json!({"drain": {"timeout": "20s", "onTimeout": "Proceed"}}));
+    let exec = lab.exec();
+    let mut status = DovecotBackendUpgradeStatus::default();
+    let end = Instant::now() + Duration::from_secs(60);
+    let moved = loop {
+        assert!(Instant::now() < end, "nobody moved: {status:#?}");
+        let out = common::once(&s, status, &exec, lab).await;
+        status = out.status;
+        let r = status.backends.iter().find(|r| r.pod == "backend-2");
+        assert!(
+            r.is_none_or(|r| r.step <= Step::WaitSessions),
+            "the drain ended before anyone without a session moved: {status:#?}"
+        );
+        if let Some(d) = r.and_then(|r| r.drain.as_ref())
+            && d.users_moved > 0
+        {
+            break d.users_moved;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    // the connected client is still there (only its client or the ceiling ends it) ...
+    assert!(
+        who_users(lab, "backend-2").contains(&mapped[0]),
+        "the connected session was left alone"
+    );
+    // ... while those without a session now go elsewhere
+    let elsewhere = mapped[1..]
+        .iter()
+        .filter(|u| lab.user_host(u).unwrap().as_deref() != Some(target.as_str()))
+        .count();
+    assert!(elsewhere >= 1, "{mapped:?}");
+    let rec = status
+        .backends
+        .iter()
+        .find(|r| r.pod == "backend-2")
+        .unwrap();
+    let m = rec.message.as_deref().unwrap();
+    assert!(m.contains("without a session moved"), "{m}");
+    drop(connected);
+    let (status, _) = common::finish(&s, &exec, lab, status).await;
+    assert_eq!(status.phase, Some(Phase::Completed), "{status:#?}");
+    report(
+        "users without a session move while a connected client holds the flush",
+        t0,
+        &format!(
+            "{moved} users without a session moved (director map), {elsewhere} of {} seen elsewhere, the connected client left to the ceiling",
+            mapped.len() - 1
+        ),
+    );
+}

@@ -63,6 +63,9 @@ pub struct LabSpec {
     /// A deleted pod is recreated this long after, and only after two observations saw it
     /// absent (as the StatefulSet controller takes a moment); None: at once.
     pub recreate_after: Option<Duration>,
+    /// The directors have a userdb that lists its users (passwd-file), so that `director map`
+    /// names them; false: the usual director with a static passdb only, where it cannot.
+    pub director_userdb: bool,
 }
 
 impl LabSpec {
@@ -79,6 +82,7 @@ impl LabSpec {
             hibernate_after: None,
             ordinals_start: 0,
             recreate_after: None,
+            director_userdb: false,
         }
     }
     /// The first director's address (director-0).
@@ -357,7 +361,7 @@ passdb {{
   driver = static
   args = proxy=y nopassword=y
 }}
-service director {{
+{userdb}service director {{
   unix_listener login/director {{
     mode = 0666
   }}
@@ -392,6 +396,11 @@ protocol doveadm {{
         backends = backends.join(" "),
         ring = ring.join(" "),
         expire = spec.user_expire,
+        userdb = if spec.director_userdb {
+            "userdb {\n  driver = passwd-file\n  args = /etc/dovecot/users\n}\n"
+        } else {
+            ""
+        },
     )
 }
 
