@@ -90,6 +90,8 @@ fn shown(drain: bool, argv: &[String]) -> Vec<String> {
         let prev = |n: usize| i.checked_sub(n).map(|j| argv[j].as_str());
         let a = if prev(1) == Some("move")
             || (drain && prev(1) == Some("status") && prev(2) == Some("director"))
+            // the look at one user's sessions right before its move
+            || (drain && prev(1) == Some("-1") && prev(2) == Some("who"))
         {
             "<user>".to_string()
         } else if prev(2) == Some("move") {
