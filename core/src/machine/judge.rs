@@ -65,7 +65,7 @@ pub fn drain_outcome(
     };
     match on_timeout {
         DrainTimeoutAction::Proceed => StepResult::advanced(format!(
-            "drain ceiling reached with {left}; down + flush and the stop will move them"
+            "drain ceiling reached with {left}; the stop ends them (clients reconnect through a director)"
         )),
         DrainTimeoutAction::Fail => StepResult::Failed(step_error(format!(
             "drain ceiling reached with {left} (spec.drain.onTimeout=Fail)"
