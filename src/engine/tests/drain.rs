@@ -236,9 +236,28 @@ async fn a_move_drain_flushes_a_backend_with_no_session_and_no_delivery() {
 
 /// At the ceiling, users still mapped are moved before anything stops (both strategies): no
 /// user stays mapped to a backend whose LMTP or Dovecot is stopped; with onTimeout Fail,
-/// nobody is moved and the step fails (its undo puts the vhosts back).
+/// nobody is moved and the step fails (its undo puts the vhosts back). Move first moves what
+/// may move (here: nobody has a session, so its flush), within 30 s past the ceiling.
 #[tokio::test]
 async fn at_the_ceiling_the_users_still_mapped_are_moved_before_anything_stops() {
+    // Move at the ceiling, unpolled until then (the operator restarted): a Move poll first
+    let s = fixtures::settings(json!({"drain": {"strategy": "Move", "timeout": "60s"}}));
+    let exec = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 0, 7)]))
+        .once("backend-2", s.backend.who(), 0, "[]", "")
+        .once("backend-2", s.backend.process_status(), 0, "[]", "")
+        .once(DIRECTOR, s.director.director_flush(ip(2)), 0, "", "");
+    let cluster = fake(fixtures::world(3, OLD, NEW));
+    let out = once(
+        &s,
+        at(Step::WaitSessions),
+        &exec,
+        &cluster,
+        &clock_at(61, 0),
+    )
+    .await;
+    let rec = &out.status.backends[0];
+    assert_eq!(rec.step, Step::WaitSessions, "a poll, counted: {rec:?}");
+    assert_eq!(rec.drain.as_ref().unwrap().users_moved, 7);
     for strategy in ["Wait", "Move"] {
         let s = fixtures::settings(json!({"drain": {"strategy": strategy, "timeout": "60s"}}));
         let exec = ring_read(&s, &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 0, 7)])).once(
@@ -249,12 +268,13 @@ async fn at_the_ceiling_the_users_still_mapped_are_moved_before_anything_stops()
             "",
         );
         let cluster = fake(fixtures::world(3, OLD, NEW));
+        // (Move past its grace: the flush, at once)
         let out = once(
             &s,
             at(Step::WaitSessions),
             &exec,
             &cluster,
-            &clock_at(61, 0),
+            &clock_at(91, 0),
         )
         .await;
         let rec = &out.status.backends[0];

@@ -17,6 +17,10 @@ use super::{
 /// Process titles read by one exec.
 pub const TITLES_PER_EXEC: usize = 200;
 
+/// How long past the ceiling a Move drain may still move users one by one before the flush
+/// moves whoever is left.
+pub const CEILING_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let s = cx.s;
     // users mapped at the ceiling: no need to count sessions
@@ -32,6 +36,19 @@ fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
             )
         };
         if let StepResult::Advanced { .. } = outcome {
+            // with Move, what may move goes first, one user at a time (a drain the operator
+            // could not look at, e.g. while it restarted, reaches its ceiling unpolled); a
+            // pass that moved someone is a poll like any other, within a short grace
+            if s.drain_strategy == DrainStrategy::Move
+                && elapsed(&cx.rec.step_started, cx.now) < s.drain_timeout + CEILING_GRACE
+            {
+                let poll = move_poll(cx, n)?;
+                if let StepResult::Draining { poll: p, .. } = &poll
+                    && p.sessions_moved + p.users_moved > 0
+                {
+                    return Ok(poll);
+                }
+            }
             // move them before anything stops: no user stays mapped to a backend whose LMTP
             // or Dovecot is stopped (their logins would fail until RingRemove's flush)
             let ip = judge::record_ip(&cx.rec.ip, cx.rec.step)?;
