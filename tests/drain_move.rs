@@ -94,6 +94,18 @@ fn watch_two_backends(
     (h, found)
 }
 
+/// Users 2-40 that the director maps to `ip` after one login and logout each (no session left).
+fn users_mapped_to(lab: &lab::Lab, ip: &str) -> Vec<String> {
+    let dip = lab.spec.director_ip();
+    (2..=40)
+        .map(|i| format!("user{i}"))
+        .filter(|u| {
+            ImapSession::login(&dip, u).unwrap().logout();
+            lab.user_host(u).unwrap().as_deref() == Some(ip)
+        })
+        .collect()
+}
+
 fn who_users(lab: &lab::Lab, pod: &str) -> BTreeSet<String> {
     lab.doveadm(pod, &["-f", "json", "who", "-1"])
         .ok()
@@ -295,14 +307,7 @@ async fn a_delivery_in_flight_holds_the_move_until_it_is_stored() {
     let dip = lab.spec.director_ip();
     // Ordinal order: backend-2 drains first; find users mapped to it, no session left
     let target = lab.pod_ip("backend-2").unwrap();
-    let mut mapped = Vec::new();
-    for i in 2..=40 {
-        let u = format!("user{i}");
-        ImapSession::login(&dip, &u).unwrap().logout();
-        if lab.user_host(&u).unwrap().as_deref() == Some(target.as_str()) {
-            mapped.push(u);
-        }
-    }
+    let mapped = users_mapped_to(lab, &target);
     assert!(mapped.len() >= 2, "users on backend-2: {mapped:?}");
     let before = lab.inbox_count("backend-2", &mapped[0]).unwrap_or(0);
     let (dip2, user) = (dip.clone(), mapped[0].clone());
@@ -375,12 +380,9 @@ async fn an_append_and_a_delivery_in_progress_complete_before_their_user_moves()
     let dip = lab.spec.director_ip();
     // Ordinal order: backend-2 drains first; a user mapped to it
     let target = lab.pod_ip("backend-2").unwrap();
-    let user = (2..=40)
-        .map(|i| format!("user{i}"))
-        .find(|u| {
-            ImapSession::login(&dip, u).unwrap().logout();
-            lab.user_host(u).unwrap().as_deref() == Some(target.as_str())
-        })
+    let user = users_mapped_to(lab, &target)
+        .into_iter()
+        .next()
         .expect("a user on backend-2");
     let before = lab.inbox_count("backend-2", &user).unwrap_or(0);
     let mut session = ImapSession::login(&dip, &user).unwrap();
@@ -491,14 +493,7 @@ async fn users_without_a_session_move_while_a_connected_client_holds_the_flush()
     let dip = lab.spec.director_ip();
     let target = lab.pod_ip("backend-2").unwrap();
     // users mapped to backend-2: one keeps a session open between commands, the others left
-    let mut mapped = Vec::new();
-    for i in 2..=40 {
-        let u = format!("user{i}");
-        ImapSession::login(&dip, &u).unwrap().logout();
-        if lab.user_host(&u).unwrap().as_deref() == Some(target.as_str()) {
-            mapped.push(u);
-        }
-    }
+    let mapped = users_mapped_to(lab, &target);
     assert!(mapped.len() >= 3, "users on backend-2: {mapped:?}");
     let mut connected = ImapSession::login(&dip, &mapped[0]).unwrap();
     connected.command("SELECT INBOX").unwrap();
