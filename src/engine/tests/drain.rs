@@ -40,7 +40,7 @@ async fn wait_sessions_advances_when_who_fails_because_dovecot_died() {
             "No such file",
         );
     let cluster = fake(fixtures::world(3, OLD, NEW));
-    let out = once(&s, at(Step::WaitSessions), &exec, &cluster, &clock_at(0, 0)).await;
+    let out = wait_sessions_at(&s, &exec, &cluster, 0).await;
     let rec = &out.status.backends[0];
     assert_eq!(rec.step, Step::StopLmtp);
     assert!(rec.message.as_deref().unwrap().contains("not running"));
@@ -72,6 +72,11 @@ fn mapped_here() -> String {
         })
         .collect();
     format!("[{}]", rows.join(","))
+}
+
+/// One reconcile of backend-2 at WaitSessions, the step started at 0 and the clock at `secs`.
+async fn wait_sessions_at(s: &Settings, exec: &Scripted, cluster: &Fake, secs: i64) -> Outcome {
+    once(s, at(Step::WaitSessions), exec, cluster, &clock_at(secs, 0)).await
 }
 
 fn placement(current: &str, hashed: &str) -> String {
@@ -150,14 +155,7 @@ async fn a_move_drain_poll_moves_the_idle_users_the_director_maps_here_and_nobod
             .once(DIRECTOR, s.director.director_move(u, ip(1)), 0, "", "")
     });
     let cluster = fake(fixtures::world(3, OLD, NEW));
-    let out = once(
-        &s,
-        at(Step::WaitSessions),
-        &exec,
-        &cluster,
-        &clock_at(10, 0),
-    )
-    .await;
+    let out = wait_sessions_at(&s, &exec, &cluster, 10).await;
     let rec = &out.status.backends[0];
     assert_eq!(rec.step, Step::WaitSessions);
     let d = rec.drain.as_ref().unwrap();
@@ -219,14 +217,7 @@ async fn a_move_drain_flushes_a_backend_with_no_session_and_no_delivery() {
         .once("backend-2", s.backend.process_status(), 0, idle_lmtp, "")
         .once(DIRECTOR, s.director.director_flush(ip(2)), 0, "", "");
     let cluster = fake(fixtures::world(3, OLD, NEW));
-    let out = once(
-        &s,
-        at(Step::WaitSessions),
-        &exec,
-        &cluster,
-        &clock_at(10, 0),
-    )
-    .await;
+    let out = wait_sessions_at(&s, &exec, &cluster, 10).await;
     let d = out.status.backends[0].drain.clone().unwrap();
     assert_eq!(
         (d.users_moved, d.sessions_moved, d.without_session),
@@ -247,14 +238,7 @@ async fn at_the_ceiling_the_users_still_mapped_are_moved_before_anything_stops()
         .once("backend-2", s.backend.process_status(), 0, "[]", "")
         .once(DIRECTOR, s.director.director_flush(ip(2)), 0, "", "");
     let cluster = fake(fixtures::world(3, OLD, NEW));
-    let out = once(
-        &s,
-        at(Step::WaitSessions),
-        &exec,
-        &cluster,
-        &clock_at(61, 0),
-    )
-    .await;
+    let out = wait_sessions_at(&s, &exec, &cluster, 61).await;
     let rec = &out.status.backends[0];
     assert_eq!(rec.step, Step::WaitSessions, "a poll, counted: {rec:?}");
     assert_eq!(rec.drain.as_ref().unwrap().users_moved, 7);
@@ -269,14 +253,7 @@ async fn at_the_ceiling_the_users_still_mapped_are_moved_before_anything_stops()
         );
         let cluster = fake(fixtures::world(3, OLD, NEW));
         // (Move past its grace: the flush, at once)
-        let out = once(
-            &s,
-            at(Step::WaitSessions),
-            &exec,
-            &cluster,
-            &clock_at(91, 0),
-        )
-        .await;
+        let out = wait_sessions_at(&s, &exec, &cluster, 91).await;
         let rec = &out.status.backends[0];
         assert_eq!(rec.step, Step::StopLmtp, "{strategy}: {rec:?}");
         assert!(
@@ -298,14 +275,7 @@ async fn at_the_ceiling_the_users_still_mapped_are_moved_before_anything_stops()
             json!({"drain": {"strategy": strategy, "timeout": "60s", "onTimeout": "Fail"}}),
         );
         let exec = ring_read(&fail, &ring_json(&[(0, 100, 0), (1, 50, 0), (2, 0, 7)]));
-        let out = once(
-            &fail,
-            at(Step::WaitSessions),
-            &exec,
-            &cluster,
-            &clock_at(61, 0),
-        )
-        .await;
+        let out = wait_sessions_at(&fail, &exec, &cluster, 61).await;
         assert!(out.status.backends[0].failed, "{strategy}");
         assert!(
             !exec
@@ -343,14 +313,7 @@ async fn a_user_in_a_command_again_right_before_its_move_is_not_moved() {
             "",
         );
     let cluster = fake(fixtures::world(3, OLD, NEW));
-    let out = once(
-        &s,
-        at(Step::WaitSessions),
-        &exec,
-        &cluster,
-        &clock_at(10, 0),
-    )
-    .await;
+    let out = wait_sessions_at(&s, &exec, &cluster, 10).await;
     let rec = &out.status.backends[0];
     assert_eq!(rec.drain.as_ref().unwrap().sessions_moved, 0);
     let m = rec.message.as_deref().unwrap();

@@ -25,43 +25,7 @@ fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let s = cx.s;
     // users mapped at the ceiling: no need to count sessions
     if let Some(n) = cx.ceiling_users.filter(|n| *n > 0) {
-        let outcome = {
-            let cx = &*cx;
-            judge::drain_outcome(
-                cx.ceiling_users,
-                0,
-                s.on_drain_timeout,
-                s.poll_interval,
-                |m| cx.error(&[], None, &m),
-            )
-        };
-        if let StepResult::Advanced { .. } = outcome {
-            // with Move, what may move goes first, one user at a time (a drain the operator
-            // could not look at, e.g. while it restarted, reaches its ceiling unpolled); a
-            // pass that moved someone is a poll like any other, within a short grace
-            if s.drain_strategy == DrainStrategy::Move
-                && elapsed(&cx.rec.step_started, cx.now) < s.drain_timeout + CEILING_GRACE
-            {
-                let poll = move_poll(cx, n)?;
-                if let StepResult::Draining { poll: p, .. } = &poll
-                    && p.sessions_moved + p.users_moved > 0
-                {
-                    return Ok(poll);
-                }
-            }
-            // move them before anything stops: no user stays mapped to a backend whose LMTP
-            // or Dovecot is stopped (their logins would fail until RingRemove's flush)
-            let ip = judge::record_ip(&cx.rec.ip, cx.rec.step)?;
-            cx.run(
-                On::Director,
-                &s.director.director_flush(ip),
-                CommandKind::Plain,
-            )?;
-            return Ok(StepResult::advanced(format!(
-                "drain ceiling reached with {n} users still mapped: moved them before anything stops (director flush closed their connections; their next logins go to other backends after the director's kick delay)"
-            )));
-        }
-        return Ok(outcome);
+        return at_ceiling(cx, n);
     }
     let mapped = cx
         .obs
@@ -86,6 +50,48 @@ fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
         s.poll_interval,
         |m| cx.error(&argv, Some(0), &m),
     ))
+}
+
+/// At the ceiling with `n` users still mapped: with `onTimeout: Proceed` they are moved
+/// before anything stops, so no user stays mapped to a backend whose LMTP or Dovecot is
+/// stopped (their logins would fail until RingRemove's flush).
+fn at_ceiling(cx: &mut Cx<'_>, n: u64) -> Run<StepResult> {
+    let s = cx.s;
+    let outcome = {
+        let cx = &*cx;
+        judge::drain_outcome(
+            cx.ceiling_users,
+            0,
+            s.on_drain_timeout,
+            s.poll_interval,
+            |m| cx.error(&[], None, &m),
+        )
+    };
+    let StepResult::Advanced { .. } = outcome else {
+        return Ok(outcome);
+    };
+    // with Move, what may move goes first, one user at a time (a drain the operator could
+    // not look at, e.g. while it restarted, reaches its ceiling unpolled); a pass that moved
+    // someone is a poll like any other, within a short grace
+    if s.drain_strategy == DrainStrategy::Move
+        && elapsed(&cx.rec.step_started, cx.now) < s.drain_timeout + CEILING_GRACE
+    {
+        let poll = move_poll(cx, n)?;
+        if let StepResult::Draining { poll: p, .. } = &poll
+            && p.sessions_moved + p.users_moved > 0
+        {
+            return Ok(poll);
+        }
+    }
+    let ip = judge::record_ip(&cx.rec.ip, cx.rec.step)?;
+    cx.run(
+        On::Director,
+        &s.director.director_flush(ip),
+        CommandKind::Plain,
+    )?;
+    Ok(StepResult::advanced(format!(
+        "drain ceiling reached with {n} users still mapped: moved them before anything stops (director flush closed their connections; their next logins go to other backends after the director's kick delay)"
+    )))
 }
 
 /// `who -1` on the backend; a failed one ends the poll as `judge::who_failed` says (a Dovecot
