@@ -60,6 +60,9 @@ step "cargo test"
 cargo test --locked --workspace --lib --bins --tests --no-run --message-format=json-render-diagnostics |
   /usr/bin/python3 scripts/run-tests.py 4 --test-threads 2 --show-output
 
+step "the model: 100,000 random event sequences through the real engine (release build)"
+DBU_MODEL_CASES=100000 cargo test --release --locked --quiet --test model_based random_event_sequences_keep_every_promise -- --nocapture
+
 step "end-to-end on a real control plane (built from Go sources on first use, then cached)"
 tests/e2e/e2e.sh
 

@@ -824,3 +824,32 @@ pub fn acknowledge(
     conditions::summarize(status, &d, generation, now);
     true
 }
+
+/// A backend in flight that the ring shows down before its rollout took it down anywhere
+/// (before StopDovecot, whose left-out state is down): a human did. Its record then restores
+/// it down, so RingRestore never undoes the human's down (found by the model: a human's
+/// `director down` between Begin and RingRemove was undone by RingRestore's `up`).
+pub fn human_downs(status: &mut DovecotBackendUpgradeStatus, obs: &Observed) -> Vec<Note> {
+    let Some(ring) = &obs.ring else {
+        return Vec::new();
+    };
+    let mut notes = Vec::new();
+    for rec in status.backends.iter_mut().filter(|r| super::active(r)) {
+        let before_any_down = rec.step < Step::StopDovecot && rec.failing.is_none();
+        let down_now = ring.iter().any(|h| h.ip == rec.ip && !h.up);
+        if before_any_down && down_now && rec.restores_up() {
+            rec.original_up = Some(false);
+            notes.push(
+                Note::new(
+                    EventReason::BackendKeptDown,
+                    format!(
+                        "{}: taken down in the director ring by hand during the rollout; it is upgraded and left down with {} vhosts",
+                        rec.pod, rec.original_vhosts
+                    ),
+                )
+                .about(&rec.pod, rec.step),
+            );
+        }
+    }
+    notes
+}

@@ -79,6 +79,7 @@ pub fn record(
     } = p;
     let r = fold::record(&mut status, decision, acted, acted_at);
     notes.extend(r.notes);
+    notes.extend(fold::human_downs(&mut status, obs));
     fold::conclude(s, decision, &mut status, obs, generation, acted_at);
     Recorded {
         status,

@@ -1,0 +1,268 @@
+//! Model-based tests: random sequences of world events and operator passes, each pass run
+//! through the real engine against a model of the directors, backends and API server; the
+//! promises are judged after every event, and once the events stop every rollout must finish.
+//!
+//! `DBU_MODEL_CASES` sets how many sequences (100,000 in CI); `scripts/model-bench.sh` runs
+//! 10,000,000 and reports sequences per second. A counterexample is shrunk by proptest and kept
+//! below as a regression test.
+
+mod model;
+
+use model::run::{Ev, Start, event, run, start};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+
+fn cases() -> u32 {
+    std::env::var("DBU_MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000)
+}
+
+fn report_failure(start: Start, events: &[Ev]) -> String {
+    let v = run(start, events, true);
+    format!(
+        "{:?}\nstart: {start:?}\nevents: {events:?}\nlog:\n{}",
+        v.violations,
+        v.log.join("\n")
+    )
+}
+
+/// Runs `cases` sequences from a seed; returns how many ran. Panics with the shrunk
+/// counterexample and its log.
+pub fn explore(cases: u32, seed: u64) -> u32 {
+    let config = Config {
+        cases,
+        failure_persistence: None,
+        max_shrink_iters: 2_000,
+        ..Config::default()
+    };
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
+    let mut runner = TestRunner::new_with_rng(config, rng);
+    let strategy = (start(), proptest::collection::vec(event(false), 0..48));
+    let result = runner.run(&strategy, |(st, events)| {
+        let v = run(st, &events, false);
+        prop_assert!(v.violations.is_empty(), "{:?}", v.violations);
+        Ok(())
+    });
+    if let Err(proptest::test_runner::TestError::Fail(why, (st, events))) = &result {
+        panic!("{why}\n{}", report_failure(*st, events));
+    }
+    result.expect("the model run");
+    cases
+}
+
+#[test]
+fn random_event_sequences_keep_every_promise() {
+    let n = cases();
+    let seed = std::env::var("DBU_MODEL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed);
+    let started = std::time::Instant::now();
+    // one runner per core, each from its own seed
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            scope.spawn(move || {
+                explore(
+                    n / threads + u32::from(t < n % threads),
+                    seed + u64::from(t),
+                )
+            });
+        }
+    });
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "model: {n} sequences in {secs:.1} s ({:.0} per second), no violation; left out until their findings are fixed: {:?}",
+        f64::from(n) / secs,
+        model::run::KNOWN_OPEN
+    );
+}
+
+/// A rollout with no event but the operator's passes completes.
+#[test]
+fn a_quiet_rollout_completes_with_every_host_back() {
+    let v = run(
+        Start {
+            per_sts: [2, 2],
+            both: true,
+        },
+        &[],
+        true,
+    );
+    assert!(
+        v.violations.is_empty(),
+        "{:?}\n{}",
+        v.violations,
+        v.log.join("\n")
+    );
+    assert_eq!(v.completed, 2, "{}", v.log.join("\n"));
+    assert_eq!(v.failed_logins, 0, "{}", v.log.join("\n"));
+    assert!(v.passes > 0);
+}
+
+/// Runs sequences without stopping at the first violation and prints one example of each kind
+/// (`cargo test --release --test model_based survey -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn survey() {
+    let n = cases();
+    let mut runner = TestRunner::deterministic();
+    let open = std::env::var("DBU_MODEL_OPEN").is_ok();
+    let strategy = (start(), proptest::collection::vec(event(open), 0..48));
+    let mut kinds: std::collections::BTreeMap<String, (u32, usize, String)> = Default::default();
+    for _ in 0..n {
+        let (st, events) = strategy.new_tree(&mut runner).unwrap().current();
+        let v = run(st, &events, false);
+        for x in v.violations {
+            let key: String = x.chars().filter(|c| !c.is_ascii_digit()).take(70).collect();
+            let e = kinds.entry(key).or_insert((0, usize::MAX, String::new()));
+            e.0 += 1;
+            if events.len() < e.1 {
+                e.1 = events.len();
+                e.2 = format!("{x}\n    {st:?} {events:?}");
+            }
+        }
+    }
+    for (k, (count, _, ex)) in kinds {
+        println!("{count:6} {k}\n    {ex}\n");
+    }
+}
+
+fn replay(start: Start, events: &[Ev]) {
+    let v = run(start, events, true);
+    assert!(
+        v.violations.is_empty(),
+        "{:?}\n{}",
+        v.violations,
+        v.log.join("\n")
+    );
+}
+
+/// Shrunk by the model; fixed.
+#[test]
+fn found_human_down_during_another_backends_drain() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [2, 2],
+            both: true,
+        },
+        &[Pass(0), HumanDown(1), Tick(26), Pass(0)],
+    );
+}
+
+/// Shrunk by the model; fixed.
+#[test]
+fn found_stuck_after_a_lost_status_write_and_a_retry() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 2],
+            both: true,
+        },
+        &[
+            Pass(1),
+            StatusConflict(1),
+            Pass(1),
+            Retry(0),
+            PodDeleted(5),
+            Pass(0),
+        ],
+    );
+}
+
+/// Shrunk by the model; fixed.
+#[test]
+fn found_abort_never_finishes() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 1],
+            both: false,
+        },
+        &[
+            Pass(0),
+            Pass(0),
+            RingPass,
+            Pass(0),
+            Pass(0),
+            Login(3, 0),
+            Abort(0),
+            Pass(1),
+            Pass(1),
+        ],
+    );
+}
+
+/// Shrunk by the model; fixed.
+#[test]
+fn found_deleted_while_a_director_lags() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 1],
+            both: false,
+        },
+        &[
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            DirectorLags(0),
+            DeleteDbu(0),
+            Pass(0),
+        ],
+    );
+}
+
+/// Open: a new leader's first pass decided from a cached copy one write older and ran Drain's
+/// `update 0` on a backend a skip had already put back; a second backend then went out beside
+/// it. The fix (read each DBU from the API server on a leader's first pass) is next.
+#[test]
+#[ignore = "known open: OperatorRestart (a lagging copy after a leader change)"]
+fn found_skip_of_a_backend_in_flight() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 2],
+            both: true,
+        },
+        &[
+            Pass(0),
+            Pass(0),
+            Skip(0, 2),
+            Pass(0),
+            Skip(0, 1),
+            OperatorRestart,
+        ],
+    );
+}
+
+/// Shrunk by the model; fixed.
+#[test]
+fn found_a_deleted_dbu_leaves_its_slot_to_the_other() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 1],
+            both: true,
+        },
+        &[
+            Kill(0, 0),
+            Kill(0, 0),
+            Pass(1),
+            Kill(0, 0),
+            Pass(0),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            DeleteDbu(1),
+        ],
+    );
+}
