@@ -169,6 +169,9 @@ pub enum EventReason {
     BackendStarted,
     /// A backend a human had taken down is upgraded and left down.
     BackendKeptDown,
+    /// A backend a human had taken down before its rollout and put back up during it is
+    /// restored up.
+    BackendKeptUp,
     StepStarted,
     StepSucceeded,
     StepRewound,

@@ -32,6 +32,8 @@ pub struct KubeCluster {
     stores: Stores,
     /// Where the ring locks (Leases) live: the operator's own namespace, beside its leader Lease.
     lock_ns: String,
+    /// Asked before the ring's record is written, as before every exec (None: one replica).
+    fence: Option<std::sync::Arc<dyn crate::exec::Fence>>,
 }
 
 pub(super) fn pod_ready(p: &Pod) -> bool {
@@ -276,6 +278,7 @@ impl Cluster for KubeCluster {
         version: Option<&str>,
         holders: &[RingHolder],
     ) -> Result<(), ClusterError> {
+        fenced(self.fence.as_deref()).await?;
         rings::write_lock(&self.client, &self.ns, s, version, holders).await
     }
 
@@ -360,9 +363,18 @@ pub fn edges_for(
             dbu.metadata.creation_timestamp.as_ref().map(|t| t.0),
             dbu.name_any(),
         ),
+        fence: guard.fence.clone(),
     };
     (
         cluster,
         KubeExec::new(Api::namespaced(client.clone(), ns)).guarded(guard),
     )
+}
+
+/// Err when this replica may not write now: the leader Lease is not its own.
+pub(super) async fn fenced(fence: Option<&dyn crate::exec::Fence>) -> Result<(), ClusterError> {
+    match fence {
+        Some(f) => f.check().await.map_err(ClusterError::Fenced),
+        None => Ok(()),
+    }
 }

@@ -72,6 +72,9 @@ pub(super) async fn write_status(
     if !write {
         return Ok(());
     }
+    // a deposed leader's late write would hand the next leader a copy one write older than
+    // the one it decides from: only the Lease's holder writes status
+    super::cluster::fenced(ctx.guard.fence.as_deref()).await?;
     let mut status = status.clone();
     status.write_seq = dbu.status.as_ref().map_or(0, |s| s.write_seq) + 1;
     let mut body = status_patch(&status);

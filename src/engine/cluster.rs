@@ -29,6 +29,10 @@ pub enum ClusterError {
     /// The API server could not be reached or did not answer in time: retried with backoff.
     #[error("kubernetes API: {0}")]
     Transient(String),
+    /// Not written: this replica does not hold the leader Lease (a deposed leader's late write
+    /// would hand the next leader a record one write older than what it acts on).
+    #[error("not written: {0}")]
+    Fenced(String),
 }
 
 impl ClusterError {
@@ -40,12 +44,16 @@ impl ClusterError {
             ClusterError::Forbidden(_) => "forbidden",
             ClusterError::Invalid(_) => "invalid",
             ClusterError::Transient(_) => "kube_api",
+            ClusterError::Fenced(_) => "fenced",
         }
     }
 
     /// Whether trying again later may help without a human.
     pub fn transient(&self) -> bool {
-        matches!(self, ClusterError::Transient(_) | ClusterError::Conflict(_))
+        matches!(
+            self,
+            ClusterError::Transient(_) | ClusterError::Conflict(_) | ClusterError::Fenced(_)
+        )
     }
 }
 

@@ -227,6 +227,10 @@ pub struct BackendStatus {
     /// WaitSessions' last look at the backend (kept once it is done, for the record).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<DrainProgress>,
+    /// The operator has wanted the backend down in the ring (RingRemove on, a failed soak, a
+    /// left-out backend the ring kept down): a down seen from then on is not a human's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub downed: bool,
 }
 
 /// How far a backend's drain is, as WaitSessions last saw it.
@@ -357,6 +361,7 @@ impl BackendStatus {
             active_seconds: None,
             backoff_seconds: None,
             drain: None,
+            downed: false,
         }
     }
 }

@@ -67,6 +67,26 @@ pub fn ring_drift(
         .backends
         .iter()
         .filter(|r| active(r))
+        // under abort (or skip) a backend that goes back is the undo's: re-asserting its drained state
+        // would fight the undo (found by the model: an undo whose status write was lost was
+        // drained again, with the only other host down by hand: no host served); one whose
+        // Dovecot may be stopped only once the ring shows it put back (the undo that follows
+        // looks whether Dovecot runs, and leaves it out, failed, if not)
+        .filter(|r| {
+            let restored = || {
+                ring.iter()
+                    .any(|h| h.ip == r.ip && h.vhosts == r.original_vhosts && h.vhosts > 0)
+            };
+            // a skip of a backend in flight up to StopLmtp is the same undo
+            let undone = s.abort || (r.step <= Step::StopLmtp && s.skip.contains(&r.pod));
+            !(undone
+                && !r.failed
+                && match cleanup_for(r) {
+                    super::decision::Cleanup::Restore => true,
+                    super::decision::Cleanup::RestoreIfRunning => restored(),
+                    _ => false,
+                })
+        })
         .find_map(|rec| {
             let cmds: Vec<Vec<String>> = std::iter::once(rec.ip.as_str())
                 .chain(rec.new_ip.as_deref())
@@ -486,7 +506,10 @@ fn while_failed(
 
 /// Keeps the ring's lock true to what is out: registers a backend already past Drain that is not
 /// registered (it is out of the ring whatever the lock says; e.g. records from before the lock)
-/// and releases registered backends that are back. None when the lock is as status says.
+/// and releases registered backends that are back, also those the record holds for this DBU
+/// without an active record in its status (a claim whose status write was lost; found by the
+/// model: the slot stayed taken for ever after the backend was skipped). None when the lock is
+/// as status says.
 fn lock_sync(status: &DovecotBackendUpgradeStatus, obs: &Observed) -> Option<Decision> {
     let out_unregistered: Vec<String> = status
         .backends
@@ -494,7 +517,15 @@ fn lock_sync(status: &DovecotBackendUpgradeStatus, obs: &Observed) -> Option<Dec
         .filter(|r| active(r) && r.step != Step::Drain && !lock::holds(status, &r.pod))
         .map(|r| r.pod.clone())
         .collect();
-    if out_unregistered.is_empty() && !lock::release_due(status) {
+    let stray = match &obs.ring_lock {
+        Some(Ok(lk)) => lk.holders.iter().any(|h| {
+            h.dbu == obs.me
+                && h.left_out.is_none()
+                && !status.backends.iter().any(|r| r.pod == h.pod && active(r))
+        }),
+        _ => false,
+    };
+    if out_unregistered.is_empty() && !lock::release_due(status) && !stray {
         return None;
     }
     if let Err(wait) = lock::read(obs) {

@@ -618,6 +618,8 @@ fn adopt(
     for r in records {
         let mut rec = r.clone();
         rec.step_started = Time(now);
+        // the ring keeps a left-out backend down from StopDovecot on
+        rec.downed |= rec.step >= Step::StopDovecot;
         rec.attempts = 0;
         rec.retry_after = None;
         let what = if rec.failed {
@@ -825,31 +827,69 @@ pub fn acknowledge(
     true
 }
 
-/// A backend in flight that the ring shows down before its rollout took it down anywhere
-/// (before StopDovecot, whose left-out state is down): a human did. Its record then restores
-/// it down, so RingRestore never undoes the human's down (found by the model: a human's
-/// `director down` between Begin and RingRemove was undone by RingRestore's `up`).
+/// A backend in flight that the ring shows down before the operator ever wanted it down
+/// (`downed`: RingRemove on, a failed soak, a left-out backend the ring kept down; a retry
+/// that rewinds keeps it) and before RingRemove: a human did. Its record then restores it
+/// down, so RingRestore never undoes the human's down (found by the model: a human's
+/// `director down` between Begin and RingRemove was undone by RingRestore's `up`); a human's
+/// `up` of a backend down before the rollout is kept the same way.
 pub fn human_downs(status: &mut DovecotBackendUpgradeStatus, obs: &Observed) -> Vec<Note> {
-    let Some(ring) = &obs.ring else {
-        return Vec::new();
-    };
+    // every director's view this pass read: a human may have used any of them
+    let views: Vec<&Vec<crate::dovecot::RingHost>> = obs
+        .ring
+        .iter()
+        .chain(
+            obs.other_rings
+                .iter()
+                .flatten()
+                .filter_map(|(_, r)| r.as_ref()),
+        )
+        .collect();
     let mut notes = Vec::new();
-    for rec in status.backends.iter_mut().filter(|r| super::active(r)) {
-        let before_any_down = rec.step < Step::StopDovecot && rec.failing.is_none();
-        let down_now = ring.iter().any(|h| h.ip == rec.ip && !h.up);
-        if before_any_down && down_now && rec.restores_up() {
-            rec.original_up = Some(false);
-            notes.push(
-                Note::new(
-                    EventReason::BackendKeptDown,
-                    format!(
-                        "{}: taken down in the director ring by hand during the rollout; it is upgraded and left down with {} vhosts",
-                        rec.pod, rec.original_vhosts
-                    ),
-                )
-                .about(&rec.pod, rec.step),
-            );
+    for rec in status.backends.iter_mut().filter(|r| active(r)) {
+        if rec.downed || rec.failing.is_some() || rec.step > Step::StopDovecot {
+            continue;
         }
+        let rows: Vec<bool> = views
+            .iter()
+            .filter_map(|v| v.iter().find(|h| h.ip == rec.ip).map(|h| h.up))
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let (down_somewhere, up_everywhere) = (rows.contains(&false), rows.iter().all(|u| *u));
+        let (reason, what) = if down_somewhere && rec.restores_up() {
+            rec.original_up = Some(false);
+            (
+                EventReason::BackendKeptDown,
+                "taken down in the director ring by hand during the rollout; it is upgraded and left down",
+            )
+        } else if up_everywhere && !rec.restores_up() {
+            // a human put back up a host they had taken down before the rollout
+            rec.original_up = Some(true);
+            (
+                EventReason::BackendKeptUp,
+                "put back up in the director ring by hand during the rollout; it is restored up",
+            )
+        } else {
+            continue;
+        };
+        notes.push(
+            Note::new(
+                reason,
+                format!("{}: {what} with {} vhosts", rec.pod, rec.original_vhosts),
+            )
+            .about(&rec.pod, rec.step),
+        );
     }
     notes
+}
+
+/// Marks the records whose step wants the backend down in the ring (see `BackendStatus::downed`).
+pub fn mark_downed(status: &mut DovecotBackendUpgradeStatus) {
+    for rec in status.backends.iter_mut().filter(|r| active(r)) {
+        if super::steps::ring_state(rec).down {
+            rec.downed = true;
+        }
+    }
 }

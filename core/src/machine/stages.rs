@@ -77,9 +77,11 @@ pub fn record(
         mut status,
         mut notes,
     } = p;
+    // judged on the steps the ring was read at, before the action moves any of them on
+    notes.extend(fold::human_downs(&mut status, obs));
     let r = fold::record(&mut status, decision, acted, acted_at);
     notes.extend(r.notes);
-    notes.extend(fold::human_downs(&mut status, obs));
+    fold::mark_downed(&mut status);
     fold::conclude(s, decision, &mut status, obs, generation, acted_at);
     Recorded {
         status,

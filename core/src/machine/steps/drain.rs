@@ -30,7 +30,18 @@ fn undo(_: &BackendStatus) -> Cleanup {
 /// what Begin saw, which may be hours old after a wait.
 fn gate(g: &GateInput<'_>) -> Option<Gated> {
     if lock::holds(g.status, &g.rec.pod) {
-        return None;
+        // a human may have taken hosts out since the claim: capacity is judged again from the
+        // ring as read now, right before the drain (found by the model: a human's `down` of
+        // the last other host between the claim and the drain left no host serving)
+        let mine: Vec<&str> = g
+            .status
+            .backends
+            .iter()
+            .filter(|r| active(r) && r.pod != g.rec.pod)
+            .map(|r| r.ip.as_str())
+            .collect();
+        let ip = crate::dovecot::validate_ip(&g.rec.ip).ok()?;
+        return gates::ring_gate(g.s, g.obs, g.ring, &g.rec.pod, ip, &mine).map(Ok);
     }
     let lk = match lock::read(g.obs) {
         Ok(lk) => lk,

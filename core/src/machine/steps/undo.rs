@@ -24,6 +24,23 @@ pub fn run(cx: &mut Cx<'_>, action: Cleanup) -> Run<Undone> {
         },
         c => c,
     };
+    // a backend goes back only in the pod the rollout found: one that replaced it (a retry's
+    // rewind forgets Replace's pod, an eviction, a new template) is unverified (found by the
+    // model: a skip after a failed Verify and a retry put the broken pod back)
+    let action = match action {
+        Cleanup::Restore if rec.step != Step::RingRestore => match replaced(cx) {
+            Ok(None) => Cleanup::Restore,
+            Ok(Some(why)) => Cleanup::LeaveOut(super::left_out_message(rec, &why)),
+            Err(Halt::Need(a)) => return Err(Halt::Need(a)),
+            Err(Halt::Done(e)) => {
+                return Ok(Undone::Failed(format!(
+                    "{}: could not read its pod: {e:?}",
+                    rec.pod
+                )));
+            }
+        },
+        c => c,
+    };
     match action {
         Cleanup::Restore => match restore(cx) {
             Ok(human_down) => Ok(Undone::Restored { human_down }),
@@ -36,6 +53,23 @@ pub fn run(cx: &mut Cx<'_>, action: Cleanup) -> Run<Undone> {
         Cleanup::LeaveOut(m) => Ok(Undone::LeftOut(m)),
         Cleanup::Nothing | Cleanup::RestoreIfRunning => Ok(Undone::Nothing),
     }
+}
+
+/// Why the pod under the record's name is not the one the rollout started from (its revision
+/// is not `from_revision`), or None when it is.
+fn replaced(cx: &mut Cx<'_>) -> Run<Option<String>> {
+    let rec = cx.rec;
+    let Some(from) = rec.from_revision.as_deref() else {
+        return Ok(None);
+    };
+    let pod = cx.pod_now()?;
+    let now = pod.as_ref().and_then(|p| p.revision.as_deref());
+    Ok((now != Some(from)).then(|| {
+        format!(
+            "its pod is not the one the rollout started from (revision {}, not {from}) and was never verified",
+            now.unwrap_or("none")
+        )
+    }))
 }
 
 /// Puts the backend back; true when it is left down because a human took it down.
@@ -62,6 +96,8 @@ fn human_downed(cx: &Cx<'_>) -> bool {
     let rec = cx.rec;
     rec.restores_up()
         && !super::ring_state(rec).down
+        // a down the operator wanted (earlier, before a rewind) is not a human's
+        && !rec.downed
         && cx
             .obs
             .ring
@@ -97,12 +133,15 @@ pub fn restore_commands(
             kind: CommandKind::Plain,
         });
     }
-    let state = if rec.restores_up() && !keep_down {
-        s.director.director_up(ip)
-    } else {
-        s.director.director_down(ip)
+    // up or down is touched only where the operator took the backend down itself: before that
+    // the host's state is a human's, whatever it is now (found by the model: an abort's
+    // restore put `down` back on a host a human had put up again)
+    let state = match (rec.downed, rec.restores_up() && !keep_down) {
+        (false, _) => None,
+        (true, true) => Some(s.director.director_up(ip)),
+        (true, false) => Some(s.director.director_down(ip)),
     };
-    for argv in [s.director.director_update(ip, rec.original_vhosts), state] {
+    for argv in std::iter::once(s.director.director_update(ip, rec.original_vhosts)).chain(state) {
         cmds.push(Command {
             on: On::Director,
             argv,

@@ -78,26 +78,15 @@ fn a_backend_a_human_took_down_is_upgraded_and_left_down() {
             "doveadm director down 127.0.0.99"
         ]
     );
-    // abort or delete before RingRestore: put back at its count, still down
+    // abort or delete before the operator took it down itself: its count goes back, and its
+    // up or down (a human's) is not touched
     let mut at_wait = (*r).clone();
     at_wait.step = Step::WaitSessions;
     let undo = restore_commands(&s, &at_wait, false).unwrap();
-    assert_eq!(
-        joined(undo),
-        [
-            "doveadm director update 127.0.0.13 20",
-            "doveadm director down 127.0.0.13"
-        ]
-    );
-    // an up backend still comes back up
-    let up = rec(2, Step::RingRestore, 0);
-    assert_eq!(
-        joined(judge::ring_restore_commands(&s, &up, ip, ip, false))[1],
-        "doveadm director up 127.0.0.13"
-    );
-    // ... unless a human took it down during the rollout: their down stays
-    let mut up_at_wait = up.clone();
-    up_at_wait.step = Step::WaitSessions;
+    assert_eq!(joined(undo), ["doveadm director update 127.0.0.13 20"]);
+    // ... once it has (RingRemove on, and after a rewind): back up, or down as it was
+    let mut up_at_wait = rec(2, Step::WaitSessions, 0);
+    up_at_wait.downed = true;
     assert_eq!(
         joined(restore_commands(&s, &up_at_wait, false).unwrap())[1],
         "doveadm director up 127.0.0.13"
@@ -105,6 +94,17 @@ fn a_backend_a_human_took_down_is_upgraded_and_left_down() {
     assert_eq!(
         joined(restore_commands(&s, &up_at_wait, true).unwrap())[1],
         "doveadm director down 127.0.0.13"
+    );
+    at_wait.downed = true;
+    assert_eq!(
+        joined(restore_commands(&s, &at_wait, false).unwrap())[1],
+        "doveadm director down 127.0.0.13"
+    );
+    // an up backend still comes back up
+    let up = rec(2, Step::RingRestore, 0);
+    assert_eq!(
+        joined(judge::ring_restore_commands(&s, &up, ip, ip, false))[1],
+        "doveadm director up 127.0.0.13"
     );
 }
 
