@@ -86,8 +86,6 @@ pub struct Dbu {
     pub spec: serde_json::Value,
     pub annotations: BTreeMap<String, String>,
     pub status: DovecotBackendUpgradeStatus,
-    /// The copy one write older: what a lagging cache hands a new leader.
-    pub older: Option<DovecotBackendUpgradeStatus>,
     pub deleting: bool,
     pub generation: i64,
 }
@@ -145,6 +143,9 @@ pub struct State {
     pub log_on: bool,
     /// A human runs the next director command: it is theirs, never judged as the operator's.
     pub human_acting: bool,
+    /// Hosts a human took down or up while the operator had them out itself (RingRemove to
+    /// RingRestore): which state wins cannot be told, so their final up/down is not judged.
+    pub ambiguous: BTreeSet<String>,
 }
 
 /// The world behind a mutex, as the edges need `Sync`.
@@ -223,6 +224,7 @@ impl State {
             log: Vec::new(),
             log_on: false,
             human_acting: false,
+            ambiguous: BTreeSet::new(),
         };
         let mut hosts = BTreeMap::new();
         for (k, sts) in STATEFULSETS.iter().enumerate() {
@@ -263,6 +265,7 @@ impl State {
     }
 
     pub fn violation(&mut self, what: String) {
+        self.note(|| format!("!! {what}"));
         if !self.judged.violations.contains(&what) {
             self.judged.violations.push(what);
         }
@@ -345,9 +348,10 @@ impl State {
             words.first(),
             Some(&("update" | "add" | "up" | "down" | "remove" | "flush" | "move"))
         );
-        // a member that is not synced with the ring blocks changes until the ring's limit
+        // while a member is not synced with the ring, changes block until the ring's limit
         // (findings: `Error: <ip>: Ring sync timed out`, exit 75), and nothing changes
-        if changes && dir.lagging {
+        let unsynced = self.directors.iter().any(|x| x.running && x.lagging);
+        if changes && unsynced {
             let ip = words.get(1).copied().unwrap_or_default();
             return out(75, "", &format!("Error: {ip}: Ring sync timed out"));
         }
