@@ -88,7 +88,27 @@ pub fn busy(
     {
         return None;
     }
-    let others = others(obs, lock);
+    // a left-out backend this DBU has taken over is out already: finishing it takes no new
+    // slot, and waiting for the queue would hold it out for ever (found by the model)
+    let adopted = |h: &RingHolder| {
+        h.left_out
+            .as_ref()
+            .is_some_and(|l| l.stateful_set == s.stateful_set)
+            && status.backends.iter().any(|r| r.pod == h.pod && active(r))
+    };
+    if lock.holders.iter().any(|h| h.pod == want && adopted(h)) {
+        return None;
+    }
+    // ... and is its own, not another's, when another backend is weighed (still counted)
+    let others: Vec<&RingHolder> = others(obs, lock)
+        .into_iter()
+        .filter(|h| !adopted(h))
+        .collect();
+    let taken_over = lock
+        .holders
+        .iter()
+        .filter(|h| adopted(h))
+        .map(|h| h.pod.clone());
     let limit = others
         .iter()
         .map(|h| h.max_unavailable as usize)
@@ -99,7 +119,7 @@ pub fn busy(
         .iter()
         .map(|h| (h.dbu.as_str(), h.pod.as_str()))
         .collect();
-    let mut mine: BTreeSet<String> = kept(status).into_iter().collect();
+    let mut mine: BTreeSet<String> = kept(status).into_iter().chain(taken_over).collect();
     mine.insert(want.to_string());
     let ahead = ahead(obs, status);
     if theirs.len() + ahead.len() + mine.len() <= limit {

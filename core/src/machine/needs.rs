@@ -51,7 +51,10 @@ pub fn missing(decision: &Decision, obs: &Observed) -> Option<Missing> {
             reason:
                 WaitReason::RingLockUnreadable
                 | WaitReason::BackendNotReady
-                | WaitReason::WaitingForRevision,
+                | WaitReason::WaitingForRevision
+                // a left-out backend at the target revision, its Dovecot stopped (found by the
+                // model: the next DBU waited for it to be Ready for ever)
+                | WaitReason::WaitingForPods,
             ..
         }
         | Decision::Stall {

@@ -719,3 +719,39 @@ fn a_left_out_backend_that_is_not_ready_or_drained_is_taken_over_not_waited_for(
     let d = decide(&s, &status(vec![]), &unread, ts(1));
     assert_eq!(missing(&d, &unread), Some(Missing::RingLock), "{d:?}");
 }
+
+#[test]
+fn a_left_out_backend_taken_over_is_finished_ahead_of_the_queue_and_still_counted() {
+    use crate::machine::Waiter;
+    let s = settings();
+    let left = rec(2, Step::Verify, 0);
+    let lock = RingLock {
+        version: Some("3".into()),
+        holders: lock::leave_out(
+            &RingLock::default(),
+            "mail/old",
+            "backend",
+            std::slice::from_ref(&left),
+            1,
+        ),
+    };
+    let mut obs = locked(lock.clone());
+    // another DBU of the ring waits for a slot, since before this one asked
+    obs.ring_queue = vec![Waiter {
+        dbu: "mail/other".into(),
+        since: ts(0),
+    }];
+    // taken over (found by the model: it waited RingBusy for the queue, and the queue for it,
+    // for ever): its registration takes no new slot
+    let mut st = status(vec![left.clone()]);
+    st.ring_held.clear();
+    assert_eq!(lock::busy(&s, &st, &obs, &lock, "backend-2"), None);
+    // ... but it is still out: another backend of this DBU waits for it
+    let two = with(json!({"maxUnavailable": 2}));
+    obs.ring_queue.clear();
+    assert_eq!(lock::busy(&two, &st, &obs, &lock, "backend-1"), None);
+    assert!(lock::busy(&s, &st, &obs, &lock, "backend-1").is_some());
+    // a left-out backend of another StatefulSet is not this DBU's to take: it waits
+    let mx = with(json!({"backends": {"statefulSet": "mx"}}));
+    assert!(lock::busy(&mx, &status(vec![]), &obs, &lock, "mx-0").is_some());
+}
