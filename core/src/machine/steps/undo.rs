@@ -27,8 +27,15 @@ pub fn run(cx: &mut Cx<'_>, action: Cleanup) -> Run<Undone> {
     // a backend goes back only in the pod the rollout found: one that replaced it (a retry's
     // rewind forgets Replace's pod, an eviction, a new template) is unverified (found by the
     // model: a skip after a failed Verify and a retry put the broken pod back)
+    if rec.step == Step::Drain && cx.obs.ring.is_none() {
+        // whether Drain took it out decides what goes back: never guessed
+        return Ok(Undone::Failed(format!(
+            "{}: the director ring could not be read; it is looked at again",
+            rec.pod
+        )));
+    }
     let action = match action {
-        Cleanup::Restore if rec.step != Step::RingRestore => match replaced(cx) {
+        Cleanup::Restore if rec.step != Step::RingRestore && !untouched(cx) => match replaced(cx) {
             Ok(None) => Cleanup::Restore,
             Ok(Some(why)) => Cleanup::LeaveOut(super::left_out_message(rec, &why)),
             Err(Halt::Need(a)) => return Err(Halt::Need(a)),
@@ -45,6 +52,11 @@ pub fn run(cx: &mut Cx<'_>, action: Cleanup) -> Run<Undone> {
         Cleanup::Restore => match restore(cx) {
             Ok(human_down) => Ok(Undone::Restored { human_down }),
             Err(Halt::Need(a)) => Err(Halt::Need(a)),
+            // the pod verified is gone (found by the model: an abort at RingRestore after the
+            // pod was recreated failed for ever): the one under its name now is unverified
+            Err(Halt::Done(StepResult::Rewind { message, .. })) => {
+                Ok(Undone::LeftOut(super::left_out_message(rec, &message)))
+            }
             Err(Halt::Done(e)) => Ok(Undone::Failed(format!(
                 "{}: could not put it back: {e:?}",
                 rec.pod
@@ -53,6 +65,19 @@ pub fn run(cx: &mut Cx<'_>, action: Cleanup) -> Run<Undone> {
         Cleanup::LeaveOut(m) => Ok(Undone::LeftOut(m)),
         Cleanup::Nothing | Cleanup::RestoreIfRunning => Ok(Undone::Nothing),
     }
+}
+
+/// A backend whose Drain has not taken it out yet (the ring shows it at its count): nothing of
+/// it is the operator's to keep out.
+fn untouched(cx: &Cx<'_>) -> bool {
+    let rec = cx.rec;
+    rec.step == Step::Drain
+        && cx
+            .obs
+            .ring
+            .iter()
+            .flatten()
+            .any(|h| h.ip == rec.ip && h.vhosts > 0)
 }
 
 /// Why the pod under the record's name is not the one the rollout started from (its revision
