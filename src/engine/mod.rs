@@ -405,10 +405,13 @@ pub async fn cleanup(
             done.no_director(rec);
         }
     } else {
-        // what the ring shows now: a human's change since Begin is kept (a down stays down)
+        // what the ring shows now: a human's change since Begin is kept (a down stays down),
+        // also in the records of backends left out for the next DBU (found by the model)
         if let Some(dir) = obs.director.clone() {
             obs.ring = reads::read_ring(s, exec, &dir).await;
         }
+        let mut seen = status.clone();
+        machine::human_downs(&mut seen, &obs);
         let cx = StepContext {
             s,
             exec,
@@ -418,9 +421,9 @@ pub async fn cleanup(
             obs: &obs,
             clock,
         };
-        for rec in in_flight {
+        for (before, rec) in in_flight.zip(seen.backends.iter().filter(|r| machine::active(r))) {
             let undone = driver::undo(&cx, rec, machine::cleanup_for(rec)).await;
-            done.undone(rec, undone);
+            done.undone(rec, machine::kept_by_hand(before, rec, undone));
         }
     }
     if !done.finished() {

@@ -36,6 +36,18 @@ pub fn undone_note(rec: &BackendStatus, undone: &Undone) -> Option<Note> {
     Some(n.about(&rec.pod, rec.step))
 }
 
+/// An undo of `folded` (the record with a human's ring state seen at deletion folded in, as
+/// `fold::human_downs` does) says the down it keeps is a human's, where the record before the
+/// fold (`before`) would have put the backend up.
+pub fn kept_by_hand(before: &BackendStatus, folded: &BackendStatus, undone: Undone) -> Undone {
+    match undone {
+        Undone::Restored { human_down: false } if before.restores_up() && !folded.restores_up() => {
+            Undone::Restored { human_down: true }
+        }
+        u => u,
+    }
+}
+
 /// How deleting a DBU ends for its in-flight backends, once each was undone (or could not be).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Deletion {

@@ -25,7 +25,7 @@ mod stages;
 mod start;
 pub mod steps;
 
-pub use cleanup::{Deletion, cleanup_for, undone_note};
+pub use cleanup::{Deletion, cleanup_for, kept_by_hand, undone_note};
 pub use decide::{argv_towards, check_world, decide, revision_pending, ring_drift};
 pub use decision::{
     Acted, Cleanup, Command, Decision, DrainPoll, Intent, MAX_ATTEMPTS, On, StepResult, Undone,
@@ -34,8 +34,8 @@ pub use decision::{
 pub use dry_run::{PLAN_LIMIT, dry_run};
 pub use fold::{
     DONE_KEPT, Folded, acknowledge, apply_result, apply_retry, close_removed, compact, conclude,
-    deletion_pending, invalid_spec, no_step_back, pause_clocks, progress, record, record_finish,
-    requeue_after, retarget, ring_refused, settled,
+    deletion_pending, human_downs, invalid_spec, no_step_back, pause_clocks, progress, record,
+    record_finish, requeue_after, retarget, ring_refused, settled,
 };
 pub use judge::{ReplaceMove, drain_outcome, replace_move};
 pub use needs::missing;

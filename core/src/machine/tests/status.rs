@@ -54,6 +54,33 @@ fn cleanup_on_delete_restores_only_running_backends() {
 }
 
 #[test]
+fn a_down_a_human_made_before_deletion_is_named_as_theirs() {
+    let before = rec(0, Step::WaitSessions, 0);
+    let mut folded = before.clone();
+    folded.original_up = Some(false);
+    let plain = Undone::Restored { human_down: false };
+    let kept = Undone::Restored { human_down: true };
+    let t = [
+        // the ring showed the human's down at deletion: the record now restores it down
+        ((&before, &folded), kept.clone()),
+        // nothing seen, or down before the rollout as recorded at Begin
+        ((&before, &before), plain.clone()),
+        ((&folded, &folded), plain.clone()),
+    ];
+    for ((b, f), want) in t {
+        assert_eq!(kept_by_hand(b, f, plain.clone()), want);
+    }
+    let left = Undone::LeftOut("left".into());
+    assert_eq!(kept_by_hand(&before, &folded, left.clone()), left);
+    let note = undone_note(&folded, &kept).expect("a note");
+    assert!(
+        note.message.contains("a human took it down"),
+        "{}",
+        note.message
+    );
+}
+
+#[test]
 fn retarget_keeps_only_records_that_hold_backends_out() {
     let mut st = status(vec![rec(0, Step::Done, 0), rec(1, Step::Reset, 0)]);
     retarget(&mut st, "even-newer");
