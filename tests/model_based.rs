@@ -550,3 +550,235 @@ fn found_skip_after_a_lost_write_with_the_other_host_down() {
         ],
     );
 }
+
+/// Shrunk by the model: a backend left out at StopDovecot is finished by the DBU applied again.
+#[test]
+fn found_delete_after_a_lost_write_at_stop_dovecot() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 1],
+            both: false,
+        },
+        &[
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Kill(0, 2),
+            Pass(0),
+            StatusConflict(0),
+            Pass(0),
+            DeleteDbu(0),
+        ],
+    );
+}
+
+/// Shrunk by the model; the model now reads the ring's record as the controller does (a DBU
+/// that no longer exists holds nothing but what it left out).
+#[test]
+fn found_delete_after_a_claim_whose_write_was_lost() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 1],
+            both: false,
+        },
+        &[
+            Pass(0),
+            StatusConflict(0),
+            CreateDbu(1),
+            Pass(0),
+            DeleteDbu(0),
+        ],
+    );
+}
+
+/// Shrunk by the model: a human's down of a backend the ring keeps down for a deleted DBU cannot
+/// be told from the ring's own (the model marks it ambiguous).
+#[test]
+fn found_human_down_of_a_left_out_backend() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [2, 2],
+            both: false,
+        },
+        &[
+            Pass(0),
+            Kill(0, 4),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            DeleteDbu(0),
+            Pass(0),
+            HumanDown(5),
+        ],
+    );
+}
+
+/// Shrunk by the model; fixed: a left-out backend a DBU has taken over no longer counts
+/// against its own claim (it waited `RingBusy` for itself for ever), and an undo of a backend
+/// its Drain had not taken out leaves nothing out.
+#[test]
+fn found_pod_deleted_while_its_dbu_is_deleted() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 1],
+            both: true,
+        },
+        &[Pass(0), Pass(1), Pass(0), PodDeleted(1), DeleteDbu(1)],
+    );
+}
+
+/// Shrunk by the model; fixed: a DBU that took a left-out backend over finishes it without
+/// waiting for the queue (both DBUs of the ring waited for each other).
+#[test]
+fn found_pod_deleted_before_its_drain_then_the_dbu_deleted() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [2, 2],
+            both: false,
+        },
+        &[
+            Pass(0),
+            ExecFails,
+            PodDeleted(5),
+            DeleteDbu(0),
+            Pass(0),
+            CreateDbu(1),
+        ],
+    );
+}
+
+/// Shrunk by the model; fixed: a left-out backend already at the target revision, its Dovecot
+/// stopped, is taken over (the next DBU waited for it to become Ready for ever).
+#[test]
+fn found_pod_deleted_mid_drain_then_the_dbu_deleted() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [2, 1],
+            both: false,
+        },
+        &[
+            CreateDbu(1),
+            Pass(1),
+            PodDeleted(2),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            DeleteDbu(1),
+        ],
+    );
+}
+
+/// Shrunk by the model; fixed: a human's down seen at deletion is kept in the record of a
+/// backend left out for the next DBU (its RingRestore put it up).
+#[test]
+fn found_pod_deleted_at_stop_lmtp_then_a_human_down() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [2, 1],
+            both: false,
+        },
+        &[
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            PodDeleted(1),
+            Pass(0),
+            HumanDown(4),
+            DeleteDbu(0),
+        ],
+    );
+}
+
+/// Shrunk by the model; fixed: an undo at Drain that cannot read the ring tries again instead
+/// of leaving out a backend that was never drained (the record then held two out).
+#[test]
+fn found_pod_deleted_then_the_other_dbu_deleted() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 2],
+            both: true,
+        },
+        &[
+            Pass(1),
+            Pass(0),
+            PodDeleted(2),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            DeleteDbu(1),
+            ExecFails,
+            DirectorRestart(0),
+            Pass(1),
+            Pass(0),
+        ],
+    );
+}
+
+/// Shrunk by the model; the model's fidelity: a pod recreated after StopDovecot (Reset finds its
+/// Dovecot running) rewinds its record to StopLmtp with its host down, and a human's down of that host cannot be told
+/// from the operator's own (the record says `downed`): the model marks it ambiguous.
+#[test]
+fn found_pod_deleted_after_stop_dovecot_then_a_human_down() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [2, 1],
+            both: false,
+        },
+        &[
+            CreateDbu(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            PodDeleted(1),
+            Pass(0),
+            Pass(0),
+            HumanDown(7),
+        ],
+    );
+}
+
+/// Shrunk by the model.
+#[test]
+fn found_abort_then_pod_deleted() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 1],
+            both: false,
+        },
+        &[
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Kill(0, 1),
+            StatusConflict(1),
+            Pass(0),
+            Pass(0),
+            Abort(0),
+            PodDeleted(2),
+        ],
+    );
+}

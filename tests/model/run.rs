@@ -123,22 +123,12 @@ pub fn event(known_open: bool) -> BoxedStrategy<Ev> {
 /// (`known_open_*`, ignored until fixed): a pod back at a new IP that no rollout record names
 /// (membership follows only pods with a Done record), an IP reused by another pod, and a
 /// human's vhost count set on a backend in flight (restored to the count recorded at Begin).
-pub const KNOWN_OPEN: [&str; 5] = [
-    "DeleteDbu",
-    "PodMoved",
-    "PodTakesOldIp",
-    "PodDeleted",
-    "HumanUpdate",
-];
+pub const KNOWN_OPEN: [&str; 3] = ["PodMoved", "PodTakesOldIp", "HumanUpdate"];
 
 pub fn known_open_event(e: &Ev) -> bool {
     matches!(
         e,
-        Ev::DeleteDbu(_)
-            | Ev::PodMoved(_)
-            | Ev::PodTakesOldIp(_)
-            | Ev::PodDeleted(_)
-            | Ev::HumanUpdate(..)
+        Ev::PodMoved(_) | Ev::PodTakesOldIp(_) | Ev::HumanUpdate(..)
     )
 }
 
@@ -468,14 +458,21 @@ impl Run {
                 .map(|s| s.to_string())
                 .collect()
         };
+        // ... also after a rewind (the record says the operator downed it: a pod recreated after
+        // RingRemove goes back to StopLmtp with its host still down), and while the ring keeps a
+        // left-out backend down for the DBU that finishes it
         let ours = st.dbus.values().any(|x| {
             x.status.backends.iter().any(|r| {
                 r.pod == name
                     && dbu_core::machine::active(r)
-                    && (dbu_core::api::Step::RingRemove..=dbu_core::api::Step::RingRestore)
-                        .contains(&r.step)
+                    && (r.downed
+                        || (dbu_core::api::Step::RingRemove..=dbu_core::api::Step::RingRestore)
+                            .contains(&r.step))
             })
-        });
+        }) || st
+            .ring_out
+            .iter()
+            .any(|h| h.pod == name && h.left_out.is_some());
         // a command the ring refuses (a member not synced) changes nothing: the human tries
         // again later, or not
         let verb = match ev {
@@ -721,12 +718,15 @@ impl Run {
 
     fn finished(&self) -> bool {
         let st = self.world.lock();
-        st.dbus.values().all(|d| {
-            matches!(
-                d.status.phase,
-                Some(Phase::Completed | Phase::Aborted | Phase::Failed)
-            ) || dovecot_upgrade_operator::engine::stalled(&d.status)
-        })
+        // a backend left out waits for the DBU applied again (the next round applies it)
+        let left_out = st.ring_out.iter().any(|h| h.left_out.is_some());
+        !left_out
+            && st.dbus.values().all(|d| {
+                matches!(
+                    d.status.phase,
+                    Some(Phase::Completed | Phase::Aborted | Phase::Failed)
+                ) || dovecot_upgrade_operator::engine::stalled(&d.status)
+            })
     }
 
     /// Liveness: once the events stop and no backend has failed, every DBU completes with every

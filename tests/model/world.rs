@@ -772,15 +772,26 @@ impl State {
             let Some(("director", rest)) = w.split_first().map(|(a, b)| (*a, b)) else {
                 return Ok(out(64, "", "model: not a director command"));
             };
-            self.judge_director_command(rest);
-            return Ok(self.director(d, rest));
+            let serving = |st: &State, ip: &str| {
+                st.directors[d]
+                    .hosts
+                    .get(ip)
+                    .is_some_and(|h| h.up && h.vhosts > 0)
+            };
+            let ip = rest.get(1).copied().unwrap_or_default().to_string();
+            let before = serving(self, &ip);
+            let res = self.director(d, rest);
+            // put back: a host that did not take users takes them after this command
+            let put_back = !before && serving(self, &ip);
+            self.judge_director_command(rest, put_back);
+            return Ok(res);
         }
         self.backend(pod, argv)
     }
 
-    /// The operator's director commands judged before they act: a host is put back only when
-    /// its pod may serve, a human's down or vhost count is never undone.
-    fn judge_director_command(&mut self, w: &[&str]) {
+    /// The operator's director commands judged by what they did: a host is put back (it takes
+    /// users again) only when its pod may serve; a human's down or vhost count is never undone.
+    fn judge_director_command(&mut self, w: &[&str], put_back: bool) {
         if self.human_acting {
             return;
         }
@@ -804,6 +815,9 @@ impl State {
             self.violation(format!(
                 "the operator set {ip} to {n} vhosts, where a human had set {h}"
             ));
+        }
+        if !put_back {
+            return;
         }
         match self.pod_at(ip) {
             None => self.violation(format!(
@@ -970,9 +984,16 @@ impl Cluster for World {
     }
     async fn read_ring_lock(&self, _: &Settings) -> Result<RingLock, ClusterError> {
         let st = self.lock();
+        // as the controller reads it: a DBU that no longer exists holds nothing but what its
+        // cleanup left out
         Ok(RingLock {
             version: (st.ring_version > 0).then(|| st.ring_version.to_string()),
-            holders: st.ring_out.clone(),
+            holders: st
+                .ring_out
+                .iter()
+                .filter(|h| h.left_out.is_some() || st.dbus.contains_key(&h.dbu))
+                .cloned()
+                .collect(),
         })
     }
     async fn write_ring_lock(
