@@ -8,7 +8,7 @@
 
 mod model;
 
-use model::run::{Ev, Start, event, run, start};
+use model::run::{Ev, Start, event, open_from_env, run, start};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -42,7 +42,11 @@ pub fn explore(cases: u32, seed: u64) -> u32 {
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
     let mut runner = TestRunner::new_with_rng(config, rng);
-    let strategy = (start(), proptest::collection::vec(event(false), 0..48));
+    // DBU_MODEL_OPEN draws known-open events too: their counterexamples, shrunk
+    let strategy = (
+        start(),
+        proptest::collection::vec(event(open_from_env()), 0..48),
+    );
     let result = runner.run(&strategy, |(st, events)| {
         let v = run(st, &events, false);
         prop_assert!(v.violations.is_empty(), "{:?}", v.violations);
@@ -112,8 +116,10 @@ fn a_quiet_rollout_completes_with_every_host_back() {
 fn survey() {
     let n = cases();
     let mut runner = TestRunner::deterministic();
-    let open = std::env::var("DBU_MODEL_OPEN").is_ok();
-    let strategy = (start(), proptest::collection::vec(event(open), 0..48));
+    let strategy = (
+        start(),
+        proptest::collection::vec(event(open_from_env()), 0..48),
+    );
     let mut kinds: std::collections::BTreeMap<String, (u32, usize, String)> = Default::default();
     for _ in 0..n {
         let (st, events) = strategy.new_tree(&mut runner).unwrap().current();
@@ -780,5 +786,51 @@ fn found_abort_then_pod_deleted() {
             Abort(0),
             PodDeleted(2),
         ],
+    );
+}
+
+/// Known open (the model with `DBU_MODEL_OPEN=PodMoved`): a backend pod that never rolled here
+/// comes back at a new IP; membership follows only pods with a Done record, so the new IP is
+/// never added and the old entry stays (issue 31's relocation takes this up).
+#[test]
+#[ignore = "known open: membership of a pod without a Done record"]
+fn known_open_a_pod_without_a_record_back_at_a_new_ip() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 1],
+            both: false,
+        },
+        &[PodMoved(0)],
+    );
+}
+
+/// Known open (`DBU_MODEL_OPEN=PodTakesOldIp`): a pod recreated at another pod's old IP; ring
+/// entries are IPs, and which pod an IP stood for is not kept outside the records.
+#[test]
+#[ignore = "known open: an IP reused by another pod"]
+fn known_open_a_pod_at_another_pods_old_ip() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [2, 1],
+            both: false,
+        },
+        &[PodTakesOldIp(0)],
+    );
+}
+
+/// Known open (`DBU_MODEL_OPEN=HumanUpdate`): a human's vhost count set on a backend in flight
+/// is restored to the count recorded at Begin (only a human's `down` and `up` are kept).
+#[test]
+#[ignore = "known open: a human's vhost count during a rollout"]
+fn known_open_a_human_vhost_count_on_a_backend_in_flight() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 1],
+            both: false,
+        },
+        &[Pass(0), HumanUpdate(6, 1)],
     );
 }
