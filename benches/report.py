@@ -8,7 +8,9 @@ import subprocess
 import sys
 from collections import defaultdict
 
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+# `--soak` reads the fault soak's log (its SCENARIO line), not JSON rows
+soak_mode = len(sys.argv) > 2 and sys.argv[2] == "--soak"
+rows = [] if soak_mode else [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 by = defaultdict(list)
 for r in rows:
     by[r["bench"]].append(r)
@@ -289,14 +291,65 @@ def splice(number, section):
     start = next((i for i, l in enumerate(text) if l.startswith(f"## {number}. ")), len(text))
     end = next((i for i in range(start + 1, len(text)) if text[i].startswith("## ")), len(text))
     if start == len(text):
+        while text and not text[-1].strip():
+            text.pop()
+        start = end = len(text)
         section = [""] + section
     text[start:end] = section
     print("\n".join(text).rstrip("\n"))
 
 
-if len(sys.argv) > 2 and sys.argv[2] == "--drain":
+def soak_section(log):
+    """Section 9 from the SCENARIO line `tests/fault_soak.rs` prints (`scripts/fault-soak.sh`)."""
+    import re
+    line = next(l for l in open(log) if l.startswith("SCENARIO | fault soak"))
+    _, title, verdict, took, details = [x.strip() for x in line.split("|", 4)]
+    n = int(re.search(r"(\d+) rollouts", title).group(1))
+    seed = re.search(r"seed (\d+)", title).group(1)
+    secs = float(took.rstrip("s"))
+    faults = re.search(r"faults \{(.*?)\}", details).group(1)
+    def num(pattern):
+        # '#' stands for the figure
+        return re.search(pattern.replace("#", r"(\d+)"), details).group(1)
+
+    o = []
+    q = o.append
+    q("## 9. Randomized fault soak on real Dovecot (the lab)")
+    q("")
+    q("`scripts/fault-soak.sh` (reruns this section alone; `DBU_SOAK_SEED` repeats a run): rollouts")
+    q("in a row on two directors and three backends (Dovecot 2.3.19 on loopback) with live IMAP logins")
+    q("and LMTP deliveries, each rollout with 1-5 faults drawn at random times: operator kill (a pass")
+    q("cut off after a random number of commands), director restart, exec dropped, status write")
+    q("conflict, pod deletion, pause and resume, abort and retry, a human's `director down`. Both")
+    q("directors' rings are sampled every 200 ms and judged after each sample.")
+    q(f"Measured at commit {commit}.")
+    q("")
+    q("| figure | value |")
+    q("|---|---|")
+    q(f"| rollouts, seed, verdict | {n}, {seed}, {verdict} |")
+    q(f"| wall time | {secs:.0f} s ({secs / n:.1f} s per rollout) |")
+    q(f"| faults by kind | {faults} |")
+    q(f"| operator passes killed, retries | {num('# passes killed')}, {num('# retries')} |")
+    q(f"| ring samples, most backends out at once | {num('sampled # times')}, {num('most out at once #')} |")
+    q(f"| invariant violations | {num('# invariant violations')} |")
+    q(f"| messages accepted, accepted and then lost | {num('# messages accepted')}, {num('# lost')} |")
+    q(f"| IMAP logins ok, failed | {num('# IMAP logins ok')}, {num('# failed')} |")
+    q(f"| kicked sessions that reconnected | {num('# kicked')} |")
+    q(f"| hosts left not as they were (drained, down, other count) | {num('# hosts left')} |")
+    return o
+
+
+if soak_mode:
+    splice(9, soak_section(sys.argv[1]))
+elif len(sys.argv) > 2 and sys.argv[2] == "--drain":
     splice(7, drain_section(by["drain"]))
 elif len(sys.argv) > 2 and sys.argv[2] == "--outage":
     splice(8, outage_section(by["outage"]))
 else:
-    print("\n".join(out))
+    # sections 9 on come from their own scripts (the fault soak): kept from the file as it was
+    kept = []
+    if os.path.exists("BENCHMARKS.md"):
+        text = open("BENCHMARKS.md").read().split("\n")
+        start = next((i for i, l in enumerate(text) if l.startswith("## 9. ")), len(text))
+        kept = [""] + text[start:] if start < len(text) else []
+    print("\n".join(out + kept).rstrip("\n"))

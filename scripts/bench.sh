@@ -47,5 +47,6 @@ MEASURE="$raw" tests/e2e/real-node.sh > "$suite_log" || { grep -E '^not ok' "$su
 rm -f "$suite_log"
 echo "bench: API outages on the real node (tests/e2e/e2e.sh, BENCH_RUNS rounds, default 5)" >&2
 outage
-python3 benches/report.py "$raw" > BENCHMARKS.md
+python3 benches/report.py "$raw" > "$raw.md"
+mv "$raw.md" BENCHMARKS.md
 cat BENCHMARKS.md
