@@ -244,10 +244,19 @@ mod replay {
         input: Input<'_>,
         answer: impl Fn(&[String]) -> Output,
     ) -> (Vec<String>, StepResult) {
+        drive(input, |seen| step(input, seen), answer)
+    }
+
+    /// `run_to_end` for any script: `next` is the script run over what was seen so far.
+    fn drive<R>(
+        input: Input<'_>,
+        next: impl Fn(&[(Action, Output)]) -> Next<R>,
+        answer: impl Fn(&[String]) -> Output,
+    ) -> (Vec<String>, R) {
         let mut seen: Vec<(Action, Output)> = Vec::new();
         let mut asked = Vec::new();
         loop {
-            match step(input, &seen) {
+            match next(&seen) {
                 Next::Act(a) => {
                     let out = match &a {
                         Action::Exec { argv, .. } => {
@@ -354,29 +363,11 @@ mod replay {
         action: crate::machine::Cleanup,
         answer: impl Fn(&[String]) -> Output,
     ) -> (Vec<String>, crate::machine::Undone) {
-        let mut seen: Vec<(Action, Output)> = Vec::new();
-        let mut asked = Vec::new();
-        loop {
-            match super::super::undo_step(input, &action, &seen) {
-                Next::Act(a) => {
-                    let out = match &a {
-                        Action::Exec { argv, .. } => {
-                            asked.push(argv.join(" "));
-                            answer(argv)
-                        }
-                        Action::ReadPod => Output::Pod(Ok(input
-                            .obs
-                            .pods
-                            .iter()
-                            .find(|p| p.name == input.rec.pod)
-                            .cloned())),
-                        other => panic!("{other:?}"),
-                    };
-                    seen.push((a, out));
-                }
-                Next::Done(r) => return (asked, r),
-            }
-        }
+        drive(
+            input,
+            |seen| super::super::undo_step(input, &action, seen),
+            answer,
+        )
     }
 
     #[test]
