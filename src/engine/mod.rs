@@ -249,6 +249,17 @@ async fn claim(
             .as_ref()
             .is_some_and(|l| l.stateful_set == cx.s.stateful_set && pods.contains(&h.pod))
     };
+    // ... and one whose pod is gone for good (scaled away) is let go: nothing will finish it
+    let gone = machine::lock::released_gone(cx.s, cx.obs, lock);
+    for h in &gone {
+        tracing::warn!(
+            pod = %h.pod,
+            ip = %h.ip,
+            "a backend left out of the ring by a deleted DBU is gone for good (scaled away): the ring's record lets it go; its entry stays as it is (doveadm director remove {})",
+            h.ip
+        );
+    }
+    let taken_over = |h: &machine::RingHolder| taken_over(h) || gone.contains(&h);
     let replaces = lock.holders.iter().any(taken_over);
     if !replaces && had.len() == mine.len() && mine.iter().all(|m| had.contains(&m)) {
         return Ok(());
@@ -422,6 +433,10 @@ pub async fn cleanup(
             clock,
         };
         for (before, rec) in in_flight.zip(seen.backends.iter().filter(|r| machine::active(r))) {
+            if obs.gone_for_good(&s.stateful_set, &rec.pod) {
+                done.scaled_away(rec, &s.stateful_set);
+                continue;
+            }
             let undone = driver::undo(&cx, rec, machine::cleanup_for(rec)).await;
             done.undone(rec, machine::kept_by_hand(before, rec, undone));
         }

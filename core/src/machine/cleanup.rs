@@ -90,6 +90,23 @@ impl Deletion {
         );
     }
 
+    /// A backend whose pod the StatefulSet no longer keeps (scaled away): nothing serves at
+    /// its ring entry and nothing will come back to finish it, so it is neither put back nor
+    /// kept out (found by the model: the deletion waited for it for ever).
+    pub fn scaled_away(&mut self, rec: &BackendStatus, stateful_set: &str) {
+        let ip = rec.new_ip.as_deref().unwrap_or(&rec.ip);
+        self.notes.push(
+            Note::new(
+                EventReason::BackendLeftOut,
+                format!(
+                    "{}: StatefulSet {stateful_set} no longer keeps this pod (scaled down); its ring entry {ip} stays as step {} left it (remove it with doveadm director remove {ip})",
+                    rec.pod, rec.step
+                ),
+            )
+            .about(&rec.pod, rec.step),
+        );
+    }
+
     /// A backend that should go back but no Ready director can take it.
     pub fn no_director(&mut self, rec: &BackendStatus) {
         match cleanup_for(rec) {

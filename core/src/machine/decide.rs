@@ -182,14 +182,14 @@ pub fn decide(
     };
     // registering what is out of the ring and releasing what is back is always safe: before
     // completion, pause and stalls
-    if let Some(d) = lock_sync(status, obs) {
+    if let Some(d) = lock_sync(s, status, obs) {
         return d;
     }
     // backends a deleted DBU of this StatefulSet left out: taken over before anything else
     if let Some(Ok(lk)) = &obs.ring_lock
         && !s.dry_run
     {
-        let records = lock::adoptable(s, status, lk);
+        let records = lock::adoptable(s, status, lk, obs);
         if !records.is_empty() {
             return Decision::Adopt { records };
         }
@@ -508,9 +508,13 @@ fn while_failed(
 /// registered (it is out of the ring whatever the lock says; e.g. records from before the lock)
 /// and releases registered backends that are back, also those the record holds for this DBU
 /// without an active record in its status (a claim whose status write was lost; found by the
-/// model: the slot stayed taken for ever after the backend was skipped). None when the lock is
-/// as status says.
-fn lock_sync(status: &DovecotBackendUpgradeStatus, obs: &Observed) -> Option<Decision> {
+/// model: the slot stayed taken for ever after the backend was skipped), and left-out holders
+/// of its StatefulSet whose pods are gone for good. None when the lock is as status says.
+fn lock_sync(
+    s: &Settings,
+    status: &DovecotBackendUpgradeStatus,
+    obs: &Observed,
+) -> Option<Decision> {
     let out_unregistered: Vec<String> = status
         .backends
         .iter()
@@ -518,11 +522,13 @@ fn lock_sync(status: &DovecotBackendUpgradeStatus, obs: &Observed) -> Option<Dec
         .map(|r| r.pod.clone())
         .collect();
     let stray = match &obs.ring_lock {
-        Some(Ok(lk)) => lk.holders.iter().any(|h| {
-            h.dbu == obs.me
-                && h.left_out.is_none()
-                && !status.backends.iter().any(|r| r.pod == h.pod && active(r))
-        }),
+        Some(Ok(lk)) => {
+            lk.holders.iter().any(|h| {
+                h.dbu == obs.me
+                    && h.left_out.is_none()
+                    && !status.backends.iter().any(|r| r.pod == h.pod && active(r))
+            }) || !lock::released_gone(s, obs, lk).is_empty()
+        }
         _ => false,
     };
     if out_unregistered.is_empty() && !lock::release_due(status) && !stray {

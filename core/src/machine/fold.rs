@@ -332,11 +332,6 @@ fn fold_result(rec: &mut BackendStatus, result: &StepResult, now: Timestamp) -> 
     }
 }
 
-/// The ordinal of a StatefulSet pod (`<sts>-<n>`).
-fn ordinal(sts: &str, pod: &str) -> Option<i32> {
-    pod.strip_prefix(sts)?.strip_prefix('-')?.parse().ok()
-}
-
 /// Closes the records of pods that are gone for good: the StatefulSet's ordinal range
 /// (`spec.ordinals.start`, `replicas` long) no longer holds their ordinal and the pod no longer
 /// runs. Nothing will come back to finish them, so they neither
@@ -354,9 +349,7 @@ pub fn close_removed(
     let range = start..start.saturating_add(replicas);
     let mut notes = Vec::new();
     for rec in status.backends.iter_mut().filter(|r| active(r)) {
-        let gone = ordinal(&s.stateful_set, &rec.pod).is_some_and(|n| !range.contains(&n))
-            && !obs.pods.iter().any(|p| p.name == rec.pod && !p.terminating);
-        if !gone {
+        if !obs.gone_for_good(&s.stateful_set, &rec.pod) {
             continue;
         }
         rec.removed = true;

@@ -148,16 +148,20 @@ pub fn busy(
 }
 
 /// Backends a deleted DBU of this StatefulSet left out of the ring that this DBU has no
-/// active record of: their records, to adopt.
+/// active record of: their records, to adopt. One whose pod is gone for good (scaled away) is
+/// not: nothing would finish it (found by the model: it was adopted, closed and adopted again
+/// for ever); the claim releases it (`released_gone`).
 pub fn adoptable(
     s: &Settings,
     status: &DovecotBackendUpgradeStatus,
     lock: &RingLock,
+    obs: &Observed,
 ) -> Vec<BackendStatus> {
     lock.holders
         .iter()
         .filter_map(|h| h.left_out.as_deref())
         .filter(|l| l.stateful_set == s.stateful_set)
+        .filter(|l| !obs.gone_for_good(&s.stateful_set, &l.record.pod))
         .filter(|l| {
             !status
                 .backends
@@ -252,6 +256,20 @@ pub fn lease_name(ring_key: &str) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("dbu-ring-{h:016x}")
+}
+
+/// Left-out holders of this DBU's StatefulSet whose pods are gone for good: the record lets
+/// them go (their ring entries stay as they are, for the admin to remove).
+pub fn released_gone<'a>(s: &Settings, obs: &Observed, lock: &'a RingLock) -> Vec<&'a RingHolder> {
+    lock.holders
+        .iter()
+        .filter(|h| {
+            h.left_out
+                .as_ref()
+                .is_some_and(|l| l.stateful_set == s.stateful_set)
+                && obs.gone_for_good(&s.stateful_set, &h.pod)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -103,6 +103,23 @@ pub struct Observed {
 }
 
 impl Observed {
+    /// Whether `pod` of StatefulSet `sts` is gone for good: the StatefulSet's ordinal range
+    /// (`spec.ordinals.start`, `replicas` long) no longer holds its ordinal and it no longer
+    /// runs (scaled down: nothing will bring it back).
+    pub fn gone_for_good(&self, sts: &str, pod: &str) -> bool {
+        let Some((replicas, start)) = self.sts.as_ref().map(|x| (x.replicas, x.ordinals_start))
+        else {
+            return false;
+        };
+        let range = start..start.saturating_add(replicas);
+        let ordinal: Option<i32> = pod
+            .strip_prefix(sts)
+            .and_then(|r| r.strip_prefix('-'))
+            .and_then(|n| n.parse().ok());
+        ordinal.is_some_and(|n| !range.contains(&n))
+            && !self.pods.iter().any(|p| p.name == pod && !p.terminating)
+    }
+
     /// The backend pod other than `pod` that has `ip` now, if any.
     pub fn ip_held_by_other(&self, ip: &str, pod: &str) -> Option<&str> {
         let theirs = |n: &str, i: Option<&str>| n != pod && i == Some(ip);

@@ -1,6 +1,6 @@
 //! StopLmtp: read where the verify user's mail lives (the Reset guard's map), then stop LMTP.
 
-use crate::api::BackendStatus;
+use crate::api::{BackendStatus, Step};
 use crate::dovecot::CommandKind;
 
 use std::time::Duration;
@@ -12,6 +12,25 @@ use super::{
 };
 
 fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
+    // users mapped here while its Dovecot runs: WaitSessions found it stopped (a pod deleted
+    // and not yet back) and had nobody to wait for, and it came back since; they are drained
+    // again before anything stops (found by the model: a login failed on the stopped backend)
+    let mapped: u64 = cx
+        .obs
+        .ring
+        .iter()
+        .flatten()
+        .filter(|h| h.ip == cx.rec.ip)
+        .map(|h| h.users)
+        .sum();
+    if mapped > 0 && cx.dovecot_running()? {
+        return Ok(StepResult::Rewind {
+            to: Step::WaitSessions,
+            message: format!(
+                "{mapped} users are mapped to it and its Dovecot runs: drained again before anything stops"
+            ),
+        });
+    }
     let b = &cx.s.backend;
     // once, before anything on the backend stops: the master.pid checks of StopDovecot and
     // Reset look under spec.baseDir, so it must be Dovecot's own base_dir

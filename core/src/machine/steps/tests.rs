@@ -415,4 +415,53 @@ mod replay {
         let (_, undone) = undo_to_end(input(&s, &rec, &obs), Cleanup::Restore, |_| ok(""));
         assert!(matches!(undone, Undone::LeftOut(_)), "{undone:?}");
     }
+
+    #[test]
+    fn stop_lmtp_drains_again_users_mapped_to_a_dovecot_that_came_back() {
+        let s = fixtures::settings(json!({}));
+        let mut obs = fixtures::world(3, "rev-1", "rev-2");
+        obs.ring = Some(vec![crate::dovecot::RingHost {
+            ip: "127.0.0.13".into(),
+            vhosts: 0,
+            up: true,
+            users: 2,
+        }]);
+        let rec = fixtures::record(2, Step::StopLmtp, ts(-5), "rev-1", 20);
+        let fail = |code: i32| {
+            Output::Exec(Ok(ExecOutput {
+                exit_code: code,
+                stdout: String::new(),
+                stderr: "No such file or directory".into(),
+            }))
+        };
+        // Dovecot runs (it came back after WaitSessions found it stopped): nothing is stopped
+        let running = |argv: &[String]| match argv[0].as_str() {
+            "cat" => ok("4242\n"),
+            _ => ok(""),
+        };
+        let (asked, result) = run_to_end(input(&s, &rec, &obs), running);
+        assert!(
+            asked.iter().all(|a| !a.contains("stop")),
+            "nothing stopped: {asked:?}"
+        );
+        let StepResult::Rewind { to, message } = result else {
+            panic!("{result:?}")
+        };
+        assert_eq!(to, Step::WaitSessions);
+        assert!(message.contains("2 users"), "{message}");
+        // Dovecot not running: nobody is served there whatever the director maps; LMTP stops
+        let stopped = |argv: &[String]| match argv[0].as_str() {
+            "cat" => fail(1),
+            _ => ok("/run/dovecot\n"),
+        };
+        let (asked, _) = run_to_end(input(&s, &rec, &obs), stopped);
+        assert!(
+            asked.iter().any(|a| a.contains("service stop lmtp")),
+            "{asked:?}"
+        );
+        // nobody mapped: no look at the pid at all (the plan's commands stay as they were)
+        obs.ring.as_mut().unwrap()[0].users = 0;
+        let (asked, _) = run_to_end(input(&s, &rec, &obs), stopped);
+        assert!(asked.iter().all(|a| !a.starts_with("cat")), "{asked:?}");
+    }
 }
