@@ -834,3 +834,60 @@ fn known_open_a_human_vhost_count_on_a_backend_in_flight() {
         &[Pass(0), HumanUpdate(6, 1)],
     );
 }
+
+/// Shrunk by the model.
+#[test]
+fn found_scaled_away_while_left_out() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [2, 1],
+            both: false,
+        },
+        &[Pass(0), Pass(0), Pass(0), DeleteDbu(0), ScaleDown(0)],
+    );
+}
+
+/// Shrunk by the model.
+#[test]
+fn found_scaled_away_at_wait_sessions_then_deleted() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [2, 1],
+            both: false,
+        },
+        &[
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            ScaleDown(0),
+            DeleteDbu(0),
+        ],
+    );
+}
+
+/// Shrunk by the model.
+#[test]
+fn found_pod_deleted_never_ready_then_the_dbu_deleted() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 2],
+            both: false,
+        },
+        &[
+            Pass(0),
+            Login(3, 0),
+            Pass(0),
+            NeverReady(3),
+            Pass(0),
+            PodDeleted(0),
+            Pass(0),
+            Pass(1),
+            DeleteDbu(0),
+            Pass(0),
+        ],
+    );
+}

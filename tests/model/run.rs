@@ -61,6 +61,8 @@ pub enum Ev {
     MaxUnavailable(u8, u8),
     DeleteDbu(u8),
     CreateDbu(u8),
+    /// StatefulSet `i` keeps one pod fewer (its highest ordinal goes, never to return).
+    ScaleDown(u8),
     HumanDown(u8),
     HumanUp(u8),
     HumanUpdate(u8, u8),
@@ -96,6 +98,7 @@ pub fn event(open: Vec<String>) -> BoxedStrategy<Ev> {
         1 => (0u8..8).prop_map(Ev::PodMoved),
         1 => (0u8..8).prop_map(Ev::PodTakesOldIp),
         1 => (0u8..8).prop_map(Ev::NeverReady),
+        1 => (0u8..2).prop_map(Ev::ScaleDown),
         2 => prop_oneof![4 => Just(Template::Good), 1 => Just(Template::Broken), 1 => Just(Template::MailInCache)].prop_map(Ev::NewTemplate),
         1 => Just(Ev::Fix),
         1 => ((0u8..2), any::<bool>()).prop_map(|(d, p)| Ev::Pause(d, p)),
@@ -303,6 +306,10 @@ impl Run {
                     self.world.lock().never_ready.insert(name);
                 }
             }
+            Ev::ScaleDown(i) => self
+                .world
+                .lock()
+                .scale_down(DBUS[*i as usize % DBUS.len()].1),
             Ev::NewTemplate(t) => {
                 let mut st = self.world.lock();
                 let rev = format!("rev-{}", st.revisions.len() + 1);
@@ -570,7 +577,8 @@ impl Run {
                     st.note(|| format!("  {name} deleted: {}", done.pending_message()));
                     st.dbus.remove(name);
                 }
-                _ => {}
+                Some(done) => st.note(|| format!("  {name} not deleted yet: {done:?}")),
+                None => st.note(|| format!("  {name}: the cleanup died")),
             }
             return;
         }

@@ -272,6 +272,22 @@ impl State {
     }
 
     /// A new incarnation of `name` at `ip`, running the update revision's Dovecot (unless held).
+    /// The StatefulSet keeps one pod fewer, never below one: its highest ordinal is deleted
+    /// and not recreated. Its ring entry stays as it was (removing it is the admin's, as the
+    /// docs say); its IP then belongs to no pod, so it is nobody's capacity and nobody's out.
+    pub fn scale_down(&mut self, sts: &str) {
+        let n = self.replicas.get(sts).copied().unwrap_or(0);
+        if n <= 1 {
+            return;
+        }
+        let name = format!("{sts}-{}", n - 1);
+        self.replicas.insert(sts.to_string(), n - 1);
+        if let Some(p) = self.pods.remove(&name) {
+            self.ip_owner.remove(&p.ip);
+            self.note(|| format!("  scaled down: {name} ({}) is gone", p.ip));
+        }
+    }
+
     pub fn make_pod(&mut self, name: &str, sts: &str, pip: &str, rev: &str) {
         let r = self.revisions.get(rev).copied().unwrap_or_default();
         let mut files = BTreeMap::new();
