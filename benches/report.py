@@ -336,6 +336,11 @@ def soak_section(log):
     q(f"| IMAP logins ok, failed | {num('# IMAP logins ok')}, {num('# failed')} |")
     q(f"| kicked sessions that reconnected | {num('# kicked')} |")
     q(f"| hosts left not as they were (drained, down, other count) | {num('# hosts left')} |")
+    q("")
+    q("Failed logins are counted, not yet attributed to the fault in force when each failed: a")
+    q("director that restarts refuses logins until it is back, and a backend pod deleted by hand")
+    q("refuses its users until it is recreated; that no login fails on a backend the operator")
+    q("stopped is judged by the model and by the real-Dovecot tests.")
     return o
 
 
