@@ -891,3 +891,29 @@ fn found_pod_deleted_never_ready_then_the_dbu_deleted() {
         ],
     );
 }
+
+/// Shrunk by the model (CI's 100,000).
+#[test]
+fn found_human_down_while_deleting_then_pod_deleted() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 1],
+            both: false,
+        },
+        &[
+            Pass(0),
+            Pass(0),
+            ExecFails,
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            ExecFails,
+            DeleteDbu(0),
+            HumanDown(0),
+            PodDeleted(6),
+            Kill(0, 3),
+        ],
+    );
+}

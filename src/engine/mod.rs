@@ -421,6 +421,17 @@ pub async fn cleanup(
         if let Some(dir) = obs.director.clone() {
             obs.ring = reads::read_ring(s, exec, &dir).await;
         }
+        if obs.ring.is_none() {
+            // a human's state decides what goes back and what a left-out record keeps: never
+            // guessed (found by the model: a human's down was lost when this read failed)
+            for rec in in_flight {
+                done.pending.push(format!(
+                    "{}: the director ring could not be read; it is looked at again",
+                    rec.pod
+                ));
+            }
+            return Ok(done);
+        }
         let mut seen = status.clone();
         machine::human_downs(&mut seen, &obs);
         let cx = StepContext {
