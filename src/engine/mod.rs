@@ -259,15 +259,15 @@ async fn claim(
             h.ip
         );
     }
-    let taken_over = |h: &machine::RingHolder| taken_over(h) || gone.contains(&h);
-    let replaces = lock.holders.iter().any(taken_over);
+    let dropped = |h: &machine::RingHolder| taken_over(h) || gone.contains(&h);
+    let replaces = lock.holders.iter().any(dropped);
     if !replaces && had.len() == mine.len() && mine.iter().all(|m| had.contains(&m)) {
         return Ok(());
     }
     let mut holders: Vec<machine::RingHolder> = lock
         .holders
         .iter()
-        .filter(|h| !is_mine(h) && !taken_over(h))
+        .filter(|h| !is_mine(h) && !dropped(h))
         .cloned()
         .collect();
     holders.extend(mine);

@@ -459,10 +459,6 @@ impl Run {
         if same && serving {
             st.pods.get_mut(name).expect("pod").trusted = true;
         }
-        if !same {
-            let v = st.recorded.get(name).copied();
-            let _ = v;
-        }
     }
 
     fn human(&mut self, name: &str, ev: &Ev) {
