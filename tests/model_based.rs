@@ -820,11 +820,10 @@ fn known_open_a_pod_at_another_pods_old_ip() {
     );
 }
 
-/// Known open (`DBU_MODEL_OPEN=HumanUpdate`): a human's vhost count set on a backend in flight
-/// is restored to the count recorded at Begin (only a human's `down` and `up` are kept).
+/// Shrunk by the model: a human's vhost count set on a backend in flight was restored to the
+/// count recorded at Begin.
 #[test]
-#[ignore = "known open: a human's vhost count during a rollout"]
-fn known_open_a_human_vhost_count_on_a_backend_in_flight() {
+fn found_a_human_vhost_count_on_a_backend_in_flight() {
     use Ev::*;
     replay(
         Start {
@@ -914,6 +913,280 @@ fn found_human_down_while_deleting_then_pod_deleted() {
             HumanDown(0),
             PodDeleted(6),
             Kill(0, 3),
+        ],
+    );
+}
+
+/// Shrunk by the model.
+#[test]
+fn found_human_count_while_a_status_write_conflicts() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [2, 1],
+            both: false,
+        },
+        &[
+            Pass(0),
+            Pass(0),
+            HumanUpdate(1, 1),
+            StatusConflict(0),
+            Pass(0),
+        ],
+    );
+}
+
+/// Shrunk by the model.
+#[test]
+fn found_human_counts_on_two_backends() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 1],
+            both: false,
+        },
+        &[
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            HumanUpdate(0, 2),
+            HumanUpdate(1, 1),
+        ],
+    );
+}
+
+/// Shrunk by the model.
+#[test]
+fn found_human_count_on_a_stopped_backend_of_a_killed_pass() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [2, 2],
+            both: true,
+        },
+        &[
+            RingConflict,
+            Pass(1),
+            Login(1, 0),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Kill(1, 2),
+            Pass(1),
+            Pass(1),
+            HumanUpdate(3, 2),
+            Pass(0),
+        ],
+    );
+}
+
+/// Shrunk by the model.
+#[test]
+fn found_human_count_then_the_operator_killed() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 1],
+            both: true,
+        },
+        &[
+            Tick(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            HumanUpdate(1, 2),
+            HumanUp(0),
+            Pass(0),
+            Pass(0),
+            Kill(0, 0),
+        ],
+    );
+}
+
+/// Shrunk by the model.
+#[test]
+fn found_human_count_on_a_backend_a_human_then_took_down() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 1],
+            both: true,
+        },
+        &[
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            HumanDown(2),
+            HumanUpdate(1, 1),
+            Pass(1),
+            Pass(1),
+        ],
+    );
+}
+
+/// Shrunk by the model.
+#[test]
+fn found_human_count_on_the_only_host_then_the_operator_killed() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 1],
+            both: true,
+        },
+        &[
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            HumanDown(6),
+            Pass(1),
+            Pass(1),
+            HumanUpdate(1, 1),
+            Kill(1, 1),
+            Pass(1),
+        ],
+    );
+}
+
+/// Shrunk by the model.
+#[test]
+fn found_human_count_on_the_backend_in_flight_and_the_other_never_ready() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 2],
+            both: false,
+        },
+        &[
+            Kill(0, 3),
+            HumanDown(2),
+            Pass(0),
+            NeverReady(7),
+            Pass(0),
+            HumanUpdate(0, 1),
+            PodDeleted(1),
+            Pass(0),
+            Pass(0),
+        ],
+    );
+}
+
+/// Shrunk by the model.
+#[test]
+fn found_human_count_on_a_stopped_backend_while_execs_fail() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [2, 1],
+            both: true,
+        },
+        &[
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            HumanUpdate(2, 3),
+            Login(4, 0),
+            ExecFails,
+            ExecFails,
+            Pass(0),
+            Pass(0),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Login(4, 0),
+        ],
+    );
+}
+
+/// Shrunk by the model: a human gave vhosts to a backend whose Dovecot the operator had
+/// stopped, a user was mapped there, and an abort left the backend out drained but up.
+#[test]
+fn found_human_count_on_a_stopped_backend_then_aborted() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [2, 2],
+            both: true,
+        },
+        &[
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            ExecFails,
+            Pass(0),
+            Pass(1),
+            StatusConflict(1),
+            Pass(1),
+            HumanUpdate(3, 2),
+            Abort(1),
+            CreateDbu(0),
+            HumanUp(0),
+        ],
+    );
+}
+
+/// Shrunk by the model.
+#[test]
+fn found_human_count_then_a_ring_conflict_and_a_login() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 1],
+            both: false,
+        },
+        &[
+            CreateDbu(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            HumanUpdate(1, 2),
+            RingConflict,
+            Login(0, 0),
+            Pass(1),
+        ],
+    );
+}
+
+/// Known open (`DBU_MODEL_OPEN=HumanUpdate`): a backend in flight past StopDovecot is
+/// recreated behind the operator's back while a human has given it vhosts and the only other
+/// host never becomes Ready; the operator zeroes the new, unverified pod and no host serves.
+/// Whether an unverified pod may stay the last host the human left is a judgement the model
+/// does not make yet (the operator holds only a verified Dovecot that still runs).
+#[test]
+#[ignore = "known open: the last host a human opened is an unverified recreated pod"]
+fn known_open_human_count_on_the_backend_in_flight_while_the_other_is_recreated() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 1],
+            both: false,
+        },
+        &[
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            NeverReady(1),
+            HumanUpdate(6, 1),
+            PodDeleted(1),
+            Pass(0),
+            PodDeleted(6),
+            Pass(0),
         ],
     );
 }

@@ -500,7 +500,9 @@ async fn the_ring_keeps_a_left_out_backend_out_when_every_director_restarts() {
     let forgot = common::ring_of(lab, "director-1")[&ip];
     assert!(forgot.0 > 0 && forgot.1, "the directors forgot: {forgot:?}");
     let world = ring_world(lab, 2, 2);
-    let (st, notes) = engine::ring_pass(&ring, &world, &lab.exec(), now()).await;
+    let engine::RingPassed {
+        status: st, notes, ..
+    } = engine::ring_pass(&ring, &world, &lab.exec(), now()).await;
     assert!(
         notes
             .iter()
@@ -520,7 +522,9 @@ async fn the_ring_keeps_a_left_out_backend_out_when_every_director_restarts() {
         status: Some(st),
         ..ring
     };
-    let (st, notes) = engine::ring_pass(&ring, &world, &lab.exec(), now()).await;
+    let engine::RingPassed {
+        status: st, notes, ..
+    } = engine::ring_pass(&ring, &world, &lab.exec(), now()).await;
     assert_eq!(notes, vec![], "nothing more to re-assert");
     assert_eq!(st.synced.as_deref(), Some("True"), "{st:#?}");
     let host = st.hosts.iter().find(|h| h.ip == ip).unwrap();
@@ -810,7 +814,9 @@ async fn left_out_then_finished_first(net: u8, at: LeftAt) {
         "status": {"outCount": 1, "out": holders}
     }))
     .unwrap();
-    let (_, notes) = engine::ring_pass(&ring, &ring_world(lab, 2, 3), &exec, now()).await;
+    let notes = engine::ring_pass(&ring, &ring_world(lab, 2, 3), &exec, now())
+        .await
+        .notes;
     assert!(
         notes.iter().any(|n| n.reason == "RingReasserted"),
         "{notes:?}"

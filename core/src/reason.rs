@@ -172,6 +172,8 @@ pub enum EventReason {
     /// A backend a human had taken down before its rollout and put back up during it is
     /// restored up.
     BackendKeptUp,
+    /// A human set the vhost count of a backend in flight: it goes back at that count.
+    BackendVhostsKept,
     StepStarted,
     StepSucceeded,
     StepRewound,
@@ -222,6 +224,7 @@ impl EventReason {
             EventReason::StepRewound
                 | EventReason::SessionsWaited
                 | EventReason::BackendKeptDown
+                | EventReason::BackendVhostsKept
                 | EventReason::StepRetrying
                 | EventReason::StepFailed
                 | EventReason::RingReasserted

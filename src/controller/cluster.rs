@@ -190,9 +190,16 @@ impl KubeCluster {
                 )
             })
             .collect();
+        let ring_unready: Vec<String> = in_ns
+            .iter()
+            .filter(|p| backend_sets.iter().any(|set| owned_by_sts(p, set)))
+            .filter(|p| !pod_ready(p) || p.metadata.deletion_timestamp.is_some())
+            .filter_map(|p| p.status.as_ref().and_then(|s| s.pod_ip.clone()))
+            .collect();
         Ok(Observed {
             me: format!("{}/{}", self.ns, self.me.1),
             ring_pods,
+            ring_unready,
             ring_lock: None,
             ring_queue,
             sts: Some(view),

@@ -117,7 +117,20 @@ pub async fn reconcile_ring(r: Arc<DovecotRing>, ctx: Arc<Context>) -> Result<Ac
         conflict: conflict.clone(),
     };
     let exec = KubeExec::new(Api::namespaced(ctx.client.clone(), &ns)).guarded(ctx.guard.clone());
-    let (st, mut notes) = ring_pass(&r, &world, &exec, Timestamp::now()).await;
+    let passed = ring_pass(&r, &world, &exec, Timestamp::now()).await;
+    if let Some(kept) = passed.keep {
+        // under the version read: a slot taken meanwhile is a conflict, never lost; the
+        // re-asserts run in the next pass, once the record knows the counts
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": r.resource_version()},
+            "status": {"out": kept},
+        });
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        publish(&ctx, &*r, &passed.notes).await;
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
+    let (st, mut notes) = (passed.status, passed.notes);
     if notes.is_empty() {
         let was_split = prev
             .conditions

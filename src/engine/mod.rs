@@ -24,7 +24,7 @@ mod tests;
 
 pub use cluster::{Clock, Cluster, ClusterError, NetProbes, Probes};
 use driver::{StepContext, run_step};
-pub use ring::{RING_COMMAND_TIMEOUT, RingWorld, ring_pass};
+pub use ring::{RING_COMMAND_TIMEOUT, RingPassed, RingWorld, ring_pass};
 
 /// The probes where an action may not probe (an undo, the credentials check): a script that
 /// asked would get a failure, never a silent success.
@@ -339,6 +339,8 @@ pub async fn reconcile_once(
         }
         break (prepared, decision);
     };
+    let mut prepared = prepared;
+    let decision = machine::fold_ring_read(&mut prepared, &obs, decision);
     let cx = StepContext {
         s,
         exec,
@@ -434,6 +436,7 @@ pub async fn cleanup(
         }
         let mut seen = status.clone();
         machine::human_downs(&mut seen, &obs);
+        done.notes.extend(machine::human_counts(&mut seen, &obs));
         let cx = StepContext {
             s,
             exec,

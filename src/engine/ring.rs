@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-use dbu_core::api::{DovecotRing, DovecotRingStatus};
+use dbu_core::api::{DovecotRing, DovecotRingStatus, RingHolder};
 use dbu_core::dovecot::{self, Doveadm};
 use dbu_core::machine::Note;
 use dbu_core::machine::face::{self, BackendPod, DirectorRead, RingInput};
@@ -52,14 +52,27 @@ async fn query(
     }
 }
 
-/// One pass: the ring's new status (its record of who is out as it was), and the Events of
-/// the re-asserts it ran.
+/// What one pass of the ring found and did.
+#[derive(Debug, Clone)]
+pub struct RingPassed {
+    /// The ring's new face (its record of who is out as it was).
+    pub status: DovecotRingStatus,
+    /// The Events of the re-asserts it ran, or of the counts it keeps.
+    pub notes: Vec<Note>,
+    /// The record of who is out with vhost counts a human set on left-out backends kept: to be
+    /// written under the version read. Nothing was re-asserted in this pass (a re-assert would
+    /// zero the count before the record knew it).
+    pub keep: Option<Vec<RingHolder>>,
+}
+
+/// One pass: read every director, keep counts a human set on left-out backends (only that,
+/// when there are any), else run the re-asserts the face asks for.
 pub async fn ring_pass(
     ring: &DovecotRing,
     world: &RingWorld,
     exec: &dyn PodExec,
     now: Timestamp,
-) -> (DovecotRingStatus, Vec<Note>) {
+) -> RingPassed {
     let doveadm = Doveadm::new(ring.spec.directors.config_file.clone());
     let container = ring
         .spec
@@ -96,6 +109,13 @@ pub async fn ring_pass(
     };
     let prev = ring.status.clone().unwrap_or_default();
     let (st, reasserts) = face::assess(&input, &prev, now);
+    if let Some((keep, notes)) = face::left_out_counts(&input, &prev) {
+        return RingPassed {
+            status: st,
+            notes,
+            keep: Some(keep),
+        };
+    }
     let mut notes = Vec::new();
     for ra in &reasserts {
         for argv in &ra.argv {
@@ -133,5 +153,9 @@ pub async fn ring_pass(
             });
         }
     }
-    (st, notes)
+    RingPassed {
+        status: st,
+        notes,
+        keep: None,
+    }
 }

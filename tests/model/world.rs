@@ -146,6 +146,12 @@ pub struct State {
     /// Hosts a human took down or up while the operator had them out itself (RingRemove to
     /// RingRestore): which state wins cannot be told, so their final up/down is not judged.
     pub ambiguous: BTreeSet<String>,
+    /// Hosts a human gave vhosts while the operator had their Dovecot stopped, with the
+    /// operator's passes since: a login sent there fails by the human's doing until the
+    /// operator flushes the users mapped there meanwhile, which it must within three of its
+    /// passes over the host (the count written to its record, the host zeroed, then taken down
+    /// and flushed).
+    pub human_opened: BTreeMap<String, u32>,
 }
 
 /// The world behind a mutex, as the edges need `Sync`.
@@ -225,6 +231,7 @@ impl State {
             log_on: false,
             human_acting: false,
             ambiguous: BTreeSet::new(),
+            human_opened: BTreeMap::new(),
         };
         let mut hosts = BTreeMap::new();
         for (k, sts) in STATEFULSETS.iter().enumerate() {
@@ -534,7 +541,9 @@ impl State {
             other => {
                 self.judged.failed_logins += 1;
                 // a backend the operator stopped, or a host nobody serves that it left up
-                if let Some((name, _, true)) = other {
+                if let Some((name, _, true)) = other
+                    && !self.human_opened.contains_key(ip)
+                {
                     self.violation(format!("login of {user} failed: mapped to {name} ({ip}), whose Dovecot the operator stopped"));
                 }
             }
@@ -811,6 +820,10 @@ impl State {
         if self.human_acting {
             return;
         }
+        // users the human's window mapped there stay mapped at 0 vhosts: closed once flushed
+        if let ["flush", ip] = w {
+            self.human_opened.remove(*ip);
+        }
         let (verb, ip, n) = match w {
             ["update" | "add", ip, n] => (w[0], *ip, n.parse::<u32>().unwrap_or(0)),
             ["up", ip] => ("up", *ip, 1),
@@ -900,10 +913,17 @@ impl World {
             .iter()
             .map(|(n, p)| (n.clone(), Some(p.ip.clone())))
             .collect();
+        let ring_unready = st
+            .pods
+            .values()
+            .filter(|p| !p.dovecot || p.blocked)
+            .map(|p| p.ip.clone())
+            .collect();
         Observed {
             me,
             ring_queue,
             ring_pods,
+            ring_unready,
             sts: Some(StsView {
                 update_strategy: "OnDelete".into(),
                 update_revision: Some(st.update_revision.clone()),

@@ -26,7 +26,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 /// IP), or nothing when nothing is asserted. Only state that is *more available* than desired
 /// is drift: it would send users to a backend that is stopped, unverified or failed.
 fn drift_commands(s: &Settings, rec: &BackendStatus, host: &RingHost) -> Vec<Vec<String>> {
-    argv_towards(&s.director, steps::ring_state(rec), host)
+    argv_towards(&s.director, steps::held_state(rec), host)
 }
 
 /// The commands that take `host` to ring state `want` where it is more available (none when
@@ -96,6 +96,41 @@ pub fn ring_drift(
                 .flat_map(|host| drift_commands(s, rec, host))
                 .collect();
             (!cmds.is_empty()).then(|| (rec.pod.clone(), cmds))
+        })
+}
+
+/// A backend in flight whose Dovecot still serves, drained by the operator, that a human gave
+/// vhosts again while taking every other host out: it is the only host that takes users, and
+/// draining it again would leave the ring serving nobody (found by the model). Nothing moves on
+/// until another host serves; then the drift is re-asserted and the drain goes on.
+fn last_serving(
+    status: &DovecotBackendUpgradeStatus,
+    ring: &[RingHost],
+    obs: &Observed,
+) -> Option<Decision> {
+    // a host whose pod is not Ready serves nobody
+    let serving = |h: &&RingHost| h.up && h.vhosts > 0 && !obs.ring_unready.contains(&h.ip);
+    status
+        .backends
+        .iter()
+        .filter(|r| active(r) && !r.failed && r.failing.is_none())
+        // drained, with Dovecot not yet stopped (StopDovecot: about to be; never while this
+        // hold stands)
+        .filter(|r| (Step::WaitSessions..=Step::StopDovecot).contains(&r.step))
+        .find_map(|rec| {
+            let mine = |ip: &str| ip == rec.ip || rec.new_ip.as_deref() == Some(ip);
+            let host = ring.iter().filter(serving).find(|h| mine(&h.ip))?;
+            let others = ring.iter().filter(serving).any(|h| !mine(&h.ip));
+            (!others).then(|| {
+                Decision::wait(
+                    WaitReason::InsufficientRingCapacity,
+                    format!(
+                        "{}: given {} vhosts again by hand while every other host is down or at 0 vhosts; it is the only host that takes users, so it is drained again only once another host serves",
+                        rec.pod, host.vhosts
+                    ),
+                    Duration::from_secs(30),
+                )
+            })
         })
 }
 
@@ -254,6 +289,9 @@ pub fn decide(
                 "the director selector (the DovecotRing's spec.directors) matches pod {name} ({ip}), which is a host of the director ring, not a director"
             ),
         );
+    }
+    if let Some(hold) = last_serving(status, ring, obs) {
+        return hold;
     }
     if let Some((pod, commands)) = ring_drift(s, status, ring, obs) {
         return Decision::Reassert {

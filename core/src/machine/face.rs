@@ -9,6 +9,8 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::conditions::{self, READY, RECONCILING, STALLED};
 use super::decide::argv_towards;
+use super::fold;
+use super::note::Note;
 use super::split;
 use super::steps;
 use crate::api::{
@@ -242,6 +244,34 @@ pub fn release(
         .cloned()
         .collect();
     Some((kept, released))
+}
+
+/// Left-out backends whose vhost count a human set since they were left out, as the first
+/// readable director shows them (`fold::keep_human_count`): the ring's record with those
+/// counts kept, to be written (under the version read) before any re-assert zeroes them
+/// again, and the Events. None: nothing to keep.
+pub fn left_out_counts(
+    input: &RingInput<'_>,
+    prev: &DovecotRingStatus,
+) -> Option<(Vec<RingHolder>, Vec<Note>)> {
+    let view = input.directors.iter().find_map(|d| d.hosts.as_deref())?;
+    let mut out = prev.out.clone();
+    let mut notes = Vec::new();
+    for h in &mut out {
+        let Some(l) = h.left_out.as_mut() else {
+            continue;
+        };
+        // an IP another pod holds now is that pod's: its count is no record's business
+        let other = input
+            .backends
+            .iter()
+            .any(|b| b.ip.as_deref() == Some(l.record.ip.as_str()) && b.name != l.record.pod);
+        if other {
+            continue;
+        }
+        notes.extend(fold::keep_human_count(&mut l.record, view));
+    }
+    (!notes.is_empty()).then_some((out, notes))
 }
 
 /// How a host's holder reads in status.

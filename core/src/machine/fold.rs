@@ -878,10 +878,60 @@ pub fn human_downs(status: &mut DovecotBackendUpgradeStatus, obs: &Observed) -> 
     notes
 }
 
+/// A backend in flight that the director the operator commands shows at a vhost count other
+/// than 0 and other than its record's: a human set it (`director update`) after Begin. The
+/// record then restores that count, so RingRestore never undoes it (found by the model: a
+/// count set during the drain was put back to the one recorded at Begin). The operator still
+/// holds the backend at 0 until it is verified; only the count it goes back at changes.
+/// Folded before the decision, so that the restore in this very pass uses it.
+///
+/// Only the commanded director's view is read: another one may lag and show a count from
+/// before Begin. RingRestore's own `update` sets the recorded count, so a count seen then
+/// that differs is still a human's; from Soak on the backend serves and its count is the
+/// human's to set. A restart of every director also resets counts (to 100), which cannot be
+/// told from a human's: it is taken as one, like the rest of the ring it reset.
+pub fn human_counts(status: &mut DovecotBackendUpgradeStatus, obs: &Observed) -> Vec<Note> {
+    let Some(view) = obs.ring.as_ref() else {
+        return Vec::new();
+    };
+    status
+        .backends
+        .iter_mut()
+        .filter(|r| active(r))
+        .filter_map(|rec| keep_human_count(rec, view))
+        .collect()
+}
+
+/// Folds a count a human set (see `human_counts`) into one record that has yet to go back
+/// (in flight, or left out of the ring by a deleted DBU), with the Event that says so.
+pub fn keep_human_count(
+    rec: &mut BackendStatus,
+    view: &[crate::dovecot::RingHost],
+) -> Option<Note> {
+    if rec.failing.is_some() || rec.failed || rec.step > Step::RingRestore {
+        return None;
+    }
+    let host = view.iter().find(|h| h.ip == rec.ip)?;
+    if host.vhosts == 0 || host.vhosts == rec.original_vhosts {
+        return None;
+    }
+    let was = std::mem::replace(&mut rec.original_vhosts, host.vhosts);
+    Some(
+        Note::new(
+            EventReason::BackendVhostsKept,
+            format!(
+                "{}: vhost count set to {} in the director ring by hand while it was out (recorded {was}); it is held at 0 until verified and goes back at {}",
+                rec.pod, host.vhosts, host.vhosts
+            ),
+        )
+        .about(&rec.pod, rec.step),
+    )
+}
+
 /// Marks the records whose step wants the backend down in the ring (see `BackendStatus::downed`).
 pub fn mark_downed(status: &mut DovecotBackendUpgradeStatus) {
     for rec in status.backends.iter_mut().filter(|r| active(r)) {
-        if super::steps::ring_state(rec).down {
+        if super::steps::held_state(rec).down {
             rec.downed = true;
         }
     }

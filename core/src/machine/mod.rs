@@ -34,8 +34,8 @@ pub use decision::{
 pub use dry_run::{PLAN_LIMIT, dry_run};
 pub use fold::{
     DONE_KEPT, Folded, acknowledge, apply_result, apply_retry, close_removed, compact, conclude,
-    deletion_pending, human_downs, invalid_spec, no_step_back, pause_clocks, progress, record,
-    record_finish, requeue_after, retarget, ring_refused, settled,
+    deletion_pending, human_counts, human_downs, invalid_spec, no_step_back, pause_clocks,
+    progress, record, record_finish, requeue_after, retarget, ring_refused, settled,
 };
 pub use judge::{ReplaceMove, drain_outcome, replace_move};
 pub use needs::missing;
@@ -44,7 +44,9 @@ pub use observed::{
     Claimant, Missing, Observed, PodView, RingHolder, RingLock, StsView, Waiter, claimed_by_other,
     target_unconfirmed, unconfirmed,
 };
-pub use stages::{Prepared, Recorded, decide_prepared, prepare, record as record_stage};
+pub use stages::{
+    Prepared, Recorded, decide_prepared, fold_ring_read, prepare, record as record_stage,
+};
 pub use start::outdated;
 pub use steps::{ExecOutput, steps_for};
 pub use steps::{if_running, restore_commands};

@@ -68,6 +68,9 @@ pub struct Observed {
     /// Every backend pod of the ring (of all its StatefulSets) with its IP now: an IP another
     /// pod holds is never taken out or removed for a record's sake (IPs are reused).
     pub ring_pods: Vec<(String, Option<String>)>,
+    /// IPs of the ring's backend pods that are not Ready (or are being deleted): their hosts
+    /// serve nobody, whatever the ring shows, and capacity never counts them.
+    pub ring_unready: Vec<String>,
     /// None when the StatefulSet does not exist.
     pub sts: Option<StsView>,
     pub pods: Vec<PodView>,

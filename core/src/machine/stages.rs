@@ -15,6 +15,7 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{DovecotBackendUpgradeStatus, Step};
+use crate::reason::WaitReason;
 use crate::settings::Settings;
 
 use super::decide::decide;
@@ -55,6 +56,25 @@ pub fn prepare(
     notes.extend(fold::close_removed(s, &mut status, obs, now));
     fold::pause_clocks(&mut status, s.paused, now);
     Prepared { status, notes }
+}
+
+/// Folds into a prepared status what the director ring, read while deciding, says a human
+/// did to counts, and returns what to act on: `decision`, or, when a count was folded, a
+/// short wait that writes the record first. The count must be on record before any command
+/// (the drain's `update 0`, a re-assert) zeroes it: acting in the same pass would lose it
+/// with a status write that conflicts (found by the model).
+pub fn fold_ring_read(p: &mut Prepared, obs: &Observed, decision: Decision) -> Decision {
+    let notes = fold::human_counts(&mut p.status, obs);
+    if notes.is_empty() {
+        return decision;
+    }
+    let pods: Vec<&str> = notes.iter().filter_map(|n| n.pod.as_deref()).collect();
+    let message = format!(
+        "{}: a vhost count set by hand is recorded before the operator acts again",
+        pods.join(", ")
+    );
+    p.notes.extend(notes);
+    Decision::wait(WaitReason::StepInProgress, message, Duration::from_secs(1))
 }
 
 /// The decision for a prepared status.

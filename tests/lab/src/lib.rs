@@ -868,9 +868,17 @@ impl Lab {
             .filter(|(n, _)| !n.starts_with("director-"))
             .map(|(n, p)| (n.clone(), Some(p.ip.clone())))
             .collect();
+        // Ready as the lab's pods are: a Dovecot master runs
+        let ring_unready = st
+            .pods
+            .iter()
+            .filter(|(n, p)| !n.starts_with("director-") && master_pid(&p.dir).is_none())
+            .map(|(_, p)| p.ip.clone())
+            .collect();
         Observed {
             ring_queue,
             ring_pods,
+            ring_unready,
             directors,
             unsynced: Vec::new(),
             ring_members: Vec::new(),

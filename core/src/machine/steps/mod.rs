@@ -551,6 +551,18 @@ pub fn left_out_state(rec: &BackendStatus) -> RingState {
     }
 }
 
+/// The ring state the operator holds a record's backend in: its step's, or for a failed one
+/// the left-out state (nobody drives it on and its Dovecot may be stopped: a user mapped there
+/// in the meantime, e.g. while a human had given it vhosts, would fail to log in until a
+/// flush moves them; found by the model after an abort left a backend out at StopDovecot).
+pub fn held_state(rec: &BackendStatus) -> RingState {
+    if rec.failed {
+        left_out_state(rec)
+    } else {
+        ring_state(rec)
+    }
+}
+
 /// Every other director must show the backend drained before anything on it is stopped or it
 /// is taken down: one that missed `update 0` gets it again, on that director. `wait_unread`:
 /// a director that cannot be asked holds the step (it may still send users).

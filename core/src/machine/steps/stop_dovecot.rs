@@ -6,6 +6,11 @@ use crate::dovecot::CommandKind;
 use super::{Cleanup, Cx, On, Reads, RingState, Run, StepResult, StepSpec, judge};
 
 fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
+    // users came since StopLmtp (a human gave it vhosts again): they are drained first (found
+    // by the model: a user's next login failed on the backend stopped under them)
+    if let Some(back) = super::stop_lmtp::mapped_while_running(cx)? {
+        return Ok(back);
+    }
     let stop = cx.s.backend.stop();
     // again on every poll: "not running" is done, and a master already stopping ignores it
     cx.run(On::Backend, &stop, CommandKind::Stop)?;

@@ -11,10 +11,11 @@ use super::{
     Cleanup, Cx, Decision, GateInput, Gated, On, Reads, RingState, Run, StepResult, StepSpec, judge,
 };
 
-fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
-    // users mapped here while its Dovecot runs: WaitSessions found it stopped (a pod deleted
-    // and not yet back) and had nobody to wait for, and it came back since; they are drained
-    // again before anything stops (found by the model: a login failed on the stopped backend)
+/// Users mapped here while its Dovecot runs go back to WaitSessions before anything stops:
+/// WaitSessions found it stopped (a pod deleted and not yet back) and had nobody to wait for,
+/// and it came back since (found by the model: a login failed on the stopped backend); or a
+/// human gave it vhosts after the drain and users came (StopDovecot asks too).
+pub(super) fn mapped_while_running(cx: &mut Cx<'_>) -> Run<Option<StepResult>> {
     let mapped: u64 = cx
         .obs
         .ring
@@ -24,12 +25,19 @@ fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
         .map(|h| h.users)
         .sum();
     if mapped > 0 && cx.dovecot_running()? {
-        return Ok(StepResult::Rewind {
+        return Ok(Some(StepResult::Rewind {
             to: Step::WaitSessions,
             message: format!(
                 "{mapped} users are mapped to it and its Dovecot runs: drained again before anything stops"
             ),
-        });
+        }));
+    }
+    Ok(None)
+}
+
+fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
+    if let Some(back) = mapped_while_running(cx)? {
+        return Ok(back);
     }
     let b = &cx.s.backend;
     // once, before anything on the backend stops: the master.pid checks of StopDovecot and

@@ -601,3 +601,37 @@ fn conclude_keeps_progress_while_an_upgraded_backend_is_not_ready() {
     conclude(&s, &d, &mut st, &obs, Some(1), ts(1));
     assert_eq!(st.progress.as_deref(), Some("2/3"));
 }
+
+#[test]
+fn a_count_set_by_hand_on_a_backend_in_flight_is_the_count_it_goes_back_at() {
+    use crate::machine::fold::keep_human_count;
+    // (step, count the commanded director shows, failed) -> the count recorded after the fold
+    let t = [
+        (Step::Drain, 100, false, 100),
+        (Step::Drain, 40, false, 40),
+        (Step::WaitSessions, 0, false, 100),
+        (Step::WaitSessions, 40, false, 40),
+        (Step::Reset, 80, false, 80),
+        (Step::RingRestore, 120, false, 120),
+        // serving again: the count is the human's to set, nothing restores it
+        (Step::Soak, 40, false, 100),
+        // never put back: nothing to keep
+        (Step::WaitSessions, 40, true, 100),
+    ];
+    for (step, shown, failed, want) in t {
+        let mut r = rec(0, step, 0);
+        r.original_vhosts = 100;
+        r.failed = failed;
+        let view = vec![crate::fixtures::host(0, shown, true, 0)];
+        let note = keep_human_count(&mut r, &view);
+        assert_eq!(
+            r.original_vhosts, want,
+            "{step} shown {shown} failed {failed}"
+        );
+        assert_eq!(
+            note.is_some(),
+            want != 100,
+            "{step} shown {shown}: an Event exactly when the count changes"
+        );
+    }
+}
