@@ -336,11 +336,18 @@ def soak_section(log):
     q(f"| IMAP logins ok, failed | {num('# IMAP logins ok')}, {num('# failed')} |")
     q(f"| kicked sessions that reconnected | {num('# kicked')} |")
     q(f"| hosts left not as they were (drained, down, other count) | {num('# hosts left')} |")
+    by_fault = re.search(r"failed logins by the fault applied within (\d+)s before them \{(.*?)\}, (\d+) with no fault", details)
+    if by_fault:
+        reach, kinds, none = by_fault.groups()
+        q(f"| failed logins by the fault applied within {reach} s before each | {kinds or 'none'} |")
+        q(f"| failed logins with no fault in force | {none} |")
     q("")
-    q("Failed logins are counted, not yet attributed to the fault in force when each failed: a")
+    q("A failed login is put down to the fault applied last within that reach before it: a")
     q("director that restarts refuses logins until it is back, and a backend pod deleted by hand")
-    q("refuses its users until it is recreated; that no login fails on a backend the operator")
-    q("stopped is judged by the model and by the real-Dovecot tests.")
+    q("refuses its users until it is recreated. Those with no fault in force are the ones that")
+    q("could be the operator's; the soak prints the first of them with their errors. That no login")
+    q("fails on a backend the operator stopped is also judged by the model and by the real-Dovecot")
+    q("tests.")
     return o
 
 

@@ -116,6 +116,10 @@ fn sample(lab: &Lab, human: &Mutex<BTreeSet<String>>, stop: &AtomicBool) -> Samp
 #[derive(Debug, Default)]
 struct Rollout {
     faults: Vec<Fault>,
+    /// When each fault was applied.
+    timeline: Vec<(Instant, Fault)>,
+    /// When the rollout started and ended.
+    span: Option<(Instant, Instant)>,
     passes: u32,
     killed: u32,
     retries: u32,
@@ -134,6 +138,7 @@ async fn rollout(
     original: &BTreeMap<String, (u32, bool)>,
 ) -> Rollout {
     let mut r = Rollout::default();
+    let began = Instant::now();
     let rev = format!("soak-{n}");
     lab.new_revision(&rev, &format!("login_greeting = Lab {rev} ready"));
     let k = 1 + rng.below(5) as usize;
@@ -159,6 +164,7 @@ async fn rollout(
         r.passes += 1;
         let (mut kill, mut lose_write) = (None, false);
         for (_, f) in plan.iter().filter(|(at, _)| *at == pass) {
+            r.timeline.push((Instant::now(), *f));
             match f {
                 Fault::OperatorKill => kill = Some(Duration::from_millis(rng.below(150))),
                 Fault::DirectorRestart => {
@@ -281,6 +287,7 @@ async fn rollout(
             .min(Duration::from_secs(1));
         tokio::time::sleep(wait).await;
     }
+    r.span = Some((began, Instant::now()));
     // the human puts back what they took down
     let downed: Vec<String> = human.lock().unwrap().iter().cloned().collect();
     for ip in downed {
@@ -312,6 +319,49 @@ async fn rollout(
         }
     }
     r
+}
+
+/// A failed login is put down to the last fault applied in this long before it.
+const FAULT_REACH: Duration = Duration::from_secs(15);
+
+/// Failed logins by the fault applied last within `FAULT_REACH` before each (`none` when there
+/// was none: those are the ones that could be the operator's), and a few of the `none` ones.
+fn attribute(
+    failures: &[dbu_lab::traffic::LoginFailure],
+    runs: &[Rollout],
+    t0: Instant,
+) -> (BTreeMap<String, usize>, Vec<String>) {
+    let mut faults: Vec<(Instant, Fault)> = runs.iter().flat_map(|r| r.timeline.clone()).collect();
+    faults.sort_by_key(|(t, _)| *t);
+    let mut by: BTreeMap<String, usize> = BTreeMap::new();
+    let mut unexplained = Vec::new();
+    for f in failures {
+        let cause = faults
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= f.at && f.at.duration_since(*t) <= FAULT_REACH);
+        let key = match cause {
+            Some((_, fault)) => format!("{fault:?}"),
+            None => {
+                let during = runs
+                    .iter()
+                    .any(|r| r.span.is_some_and(|(a, b)| a <= f.at && f.at <= b));
+                if unexplained.len() < 8 {
+                    unexplained.push(format!(
+                        "{:.1}s {} via {}{}: {}",
+                        f.at.duration_since(t0).as_secs_f64(),
+                        f.user,
+                        f.director,
+                        if during { "" } else { " (between rollouts)" },
+                        f.error.trim()
+                    ));
+                }
+                "none".to_string()
+            }
+        };
+        *by.entry(key).or_default() += 1;
+    }
+    (by, unexplained)
 }
 
 async fn soak(rollouts: usize, seed: u64, net: u8) {
@@ -391,11 +441,20 @@ async fn soak(rollouts: usize, seed: u64, net: u8) {
         .collect();
     let accepted: u64 = stats.accepted.values().sum();
     let left: usize = runs.iter().map(|r| r.left.len()).sum();
+    let (by_fault, unexplained) = attribute(&stats.login_failures, &runs, t0);
+    let none = by_fault.get("none").copied().unwrap_or(0);
+    let after: BTreeMap<&String, &usize> = by_fault.iter().filter(|(k, _)| *k != "none").collect();
+    if !unexplained.is_empty() {
+        eprintln!(
+            "fault soak: failed logins with no fault in the {FAULT_REACH:?} before them (first {}): {unexplained:#?}",
+            unexplained.len()
+        );
+    }
     report(
         &format!("fault soak, {rollouts} rollouts, seed {seed}"),
         t0,
         &format!(
-            "faults {by_kind:?}; {} passes killed, {} retries; ring sampled {} times, most out at once {}, {} invariant violations; {accepted} messages accepted, {} lost; {} IMAP logins ok, {} failed; {} kicked sessions reconnected; {left} hosts left not as they were",
+            "faults {by_kind:?}; {} passes killed, {} retries; ring sampled {} times, most out at once {}, {} invariant violations; {accepted} messages accepted, {} lost; {} IMAP logins ok, {} failed; {} kicked sessions reconnected; {left} hosts left not as they were; failed logins by the fault applied within {}s before them {after:?}, {none} with no fault in force",
             runs.iter().map(|r| r.killed).sum::<u32>(),
             runs.iter().map(|r| r.retries).sum::<u32>(),
             sampled.samples,
@@ -405,6 +464,7 @@ async fn soak(rollouts: usize, seed: u64, net: u8) {
             stats.logins_ok,
             stats.logins_failed,
             stats.reconnects,
+            FAULT_REACH.as_secs(),
         ),
     );
     assert!(

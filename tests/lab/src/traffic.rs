@@ -262,8 +262,38 @@ pub struct TrafficStats {
     pub given_up: u64,
     pub logins_ok: u64,
     pub logins_failed: u64,
+    /// Each failed login, when and why (the first `MAX_FAILURES_KEPT`): a soak attributes
+    /// them to the fault in force.
+    pub login_failures: Vec<LoginFailure>,
     /// Long-lived sessions that were cut (kicked by flush) and came back.
     pub reconnects: u64,
+}
+
+/// At most this many failed logins are kept with their time and error.
+pub const MAX_FAILURES_KEPT: usize = 20_000;
+
+/// One failed login.
+#[derive(Debug, Clone)]
+pub struct LoginFailure {
+    pub at: Instant,
+    pub user: String,
+    /// The director's IP it went to.
+    pub director: String,
+    pub error: String,
+}
+
+impl TrafficStats {
+    fn login_failed(&mut self, user: &str, director: &str, error: String) {
+        self.logins_failed += 1;
+        if self.login_failures.len() < MAX_FAILURES_KEPT {
+            self.login_failures.push(LoginFailure {
+                at: Instant::now(),
+                user: user.to_string(),
+                director: director.to_string(),
+                error,
+            });
+        }
+    }
 }
 
 /// Live traffic in background threads, bounded in count and time; `stop` joins them.
@@ -291,10 +321,14 @@ impl Traffic {
                 let mut first = true;
                 while running() {
                     attempt += 1;
-                    let Ok(mut s) = ImapSession::login(&dirs[attempt % dirs.len()], &user) else {
-                        stats.lock().unwrap().logins_failed += 1;
-                        std::thread::sleep(Duration::from_millis(500));
-                        continue;
+                    let dir = &dirs[attempt % dirs.len()];
+                    let mut s = match ImapSession::login(dir, &user) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            stats.lock().unwrap().login_failed(&user, dir, e);
+                            std::thread::sleep(Duration::from_millis(500));
+                            continue;
+                        }
                     };
                     stats.lock().unwrap().logins_ok += 1;
                     if !first {
@@ -314,14 +348,15 @@ impl Traffic {
                 let mut n = i;
                 while running() {
                     n += 1;
-                    match ImapSession::login(&dirs[n % dirs.len()], &user)
+                    let dir = &dirs[n % dirs.len()];
+                    match ImapSession::login(dir, &user)
                         .and_then(|mut s| s.command("SELECT INBOX").map(|_| s))
                     {
                         Ok(s) => {
                             s.logout();
                             stats.lock().unwrap().logins_ok += 1;
                         }
-                        Err(_) => stats.lock().unwrap().logins_failed += 1,
+                        Err(e) => stats.lock().unwrap().login_failed(&user, dir, e),
                     }
                     std::thread::sleep(Duration::from_millis(300));
                 }
