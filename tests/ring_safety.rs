@@ -1086,3 +1086,61 @@ async fn a_statefulset_with_ordinals_from_10_rolls_out_one_backend_at_a_time() {
         ),
     );
 }
+
+/// A vhost count a human sets on a backend while it is out for its upgrade is the count it goes
+/// back at (not the one recorded when it started), with an Event that says so; meanwhile the
+/// backend stays drained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vhost_count_set_by_hand_during_the_upgrade_is_kept() {
+    let started = Instant::now();
+    let rig = rig(64);
+    let lab = &rig.lab;
+    lab.new_revision("rev-2", "");
+    let s = settings(json!({}));
+    let exec = lab.exec();
+    let st = common::until_step(&s, &exec, lab, Step::WaitSessions).await;
+    let pod = st.backends[0].pod.clone();
+    let ip = lab.pod_ip(&pod).unwrap();
+    let recorded = st.backends[0].original_vhosts;
+    let set = if recorded == 40 { 60 } else { 40 };
+    lab.doveadm(DIRECTOR_POD, &["director", "update", &ip, &set.to_string()])
+        .unwrap();
+    // the next pass writes the count to the record and acts on nothing else
+    let out = common::once(&s, st, &exec, lab).await;
+    assert!(
+        matches!(out.decision, Decision::Wait { .. }),
+        "the count is recorded first: {:?}",
+        out.decision
+    );
+    let rec = &out.status.backends[0];
+    assert_eq!(rec.original_vhosts, set, "{rec:?}");
+    let kept = out
+        .notes
+        .iter()
+        .find(|n| n.reason == "BackendVhostsKept")
+        .expect("an Event names the count kept");
+    assert!(kept.message.contains(&pod), "{kept:?}");
+    // then the backend is drained again, and the rollout finishes
+    let out = common::once(&s, out.status, &exec, lab).await;
+    assert_eq!(
+        common::ring_of(lab, DIRECTOR_POD)[&ip].0,
+        0,
+        "drained again"
+    );
+    let (st, _) = common::finish(&s, &exec, lab, out.status).await;
+    assert_eq!(st.phase, Some(Phase::Completed), "{st:#?}");
+    let ring = common::ring_of(lab, DIRECTOR_POD);
+    let now_ip = lab.pod_ip(&pod).unwrap();
+    assert_eq!(
+        ring[&now_ip],
+        (set, true),
+        "back at the human's count: {ring:?}"
+    );
+    report(
+        "a human's vhost count during the upgrade",
+        started,
+        &format!(
+            "{pod} recorded at {recorded}, set to {set} by hand at WaitSessions, back at {set}"
+        ),
+    );
+}

@@ -4,6 +4,11 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
+/// The vhost count a director gives every host it (re)learns from `director_mail_servers`:
+/// a restart or reload of a ring's only (or every) director resets each host to it, up
+/// (dovecot-2.3-findings).
+pub const DEFAULT_VHOSTS: u32 = 100;
+
 /// Exit codes doveadm 2.3 uses (sysexits): see dovecot-2.3-findings.md section 4.
 pub const EX_OK: i32 = 0;
 pub const EX_USAGE: i32 = 64;

@@ -888,8 +888,8 @@ pub fn human_downs(status: &mut DovecotBackendUpgradeStatus, obs: &Observed) -> 
 /// Only the commanded director's view is read: another one may lag and show a count from
 /// before Begin. RingRestore's own `update` sets the recorded count, so a count seen then
 /// that differs is still a human's; from Soak on the backend serves and its count is the
-/// human's to set. A restart of every director also resets counts (to 100), which cannot be
-/// told from a human's: it is taken as one, like the rest of the ring it reset.
+/// human's to set. A restart of every director resets counts to the default (100), which
+/// cannot be told from a human's 100: that one count is never taken for a human's.
 pub fn human_counts(status: &mut DovecotBackendUpgradeStatus, obs: &Observed) -> Vec<Note> {
     let Some(view) = obs.ring.as_ref() else {
         return Vec::new();
@@ -912,7 +912,10 @@ pub fn keep_human_count(
         return None;
     }
     let host = view.iter().find(|h| h.ip == rec.ip)?;
-    if host.vhosts == 0 || host.vhosts == rec.original_vhosts {
+    // the default is what a ring whose directors all restarted shows for every host: not a
+    // human's (a real-Dovecot test caught the restart's 100 taken for one; a human who wants
+    // 100 sets it after the rollout)
+    if [0, rec.original_vhosts, crate::dovecot::DEFAULT_VHOSTS].contains(&host.vhosts) {
         return None;
     }
     let was = std::mem::replace(&mut rec.original_vhosts, host.vhosts);
