@@ -180,22 +180,19 @@ impl KubeCluster {
             })
             .collect();
         // every backend pod of the ring, for whose IP is whose (IPs are reused)
-        let ring_pods: Vec<(String, Option<String>)> = in_ns
+        let (mut ring_pods, mut ring_unready) = (Vec::new(), Vec::new());
+        for p in in_ns
             .iter()
             .filter(|p| backend_sets.iter().any(|set| owned_by_sts(p, set)))
-            .map(|p| {
-                (
-                    p.name_any(),
-                    p.status.as_ref().and_then(|s| s.pod_ip.clone()),
-                )
-            })
-            .collect();
-        let ring_unready: Vec<String> = in_ns
-            .iter()
-            .filter(|p| backend_sets.iter().any(|set| owned_by_sts(p, set)))
-            .filter(|p| !pod_ready(p) || p.metadata.deletion_timestamp.is_some())
-            .filter_map(|p| p.status.as_ref().and_then(|s| s.pod_ip.clone()))
-            .collect();
+        {
+            let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone());
+            if let Some(ip) = &ip
+                && (!pod_ready(p) || p.metadata.deletion_timestamp.is_some())
+            {
+                ring_unready.push(ip.clone());
+            }
+            ring_pods.push((p.name_any(), ip));
+        }
         Ok(Observed {
             me: format!("{}/{}", self.ns, self.me.1),
             ring_pods,

@@ -77,13 +77,12 @@ pub async fn reconcile_ring(r: Arc<DovecotRing>, ctx: Arc<Context>) -> Result<Ac
     let prev = r.status.clone().unwrap_or_default();
     let token = r.annotations().get(RELEASE_ANNOTATION).cloned();
     if let Some((kept, released)) = face::release(token.as_deref(), &prev) {
-        // under the version read: a slot taken meanwhile is a conflict, never lost
-        let patch = serde_json::json!({
-            "metadata": {"resourceVersion": r.resource_version()},
-            "status": {"out": kept, "outCount": kept.len(), "releaseToken": token.as_deref().map(str::trim)},
-        });
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+        write_out(
+            &api,
+            &r,
+            serde_json::json!({"out": kept, "outCount": kept.len(), "releaseToken": token.as_deref().map(str::trim)}),
+        )
+        .await?;
         let notes: Vec<Note> = match released.as_slice() {
             [] => vec![Note::new(
                 EventReason::RingReleased,
@@ -119,14 +118,8 @@ pub async fn reconcile_ring(r: Arc<DovecotRing>, ctx: Arc<Context>) -> Result<Ac
     let exec = KubeExec::new(Api::namespaced(ctx.client.clone(), &ns)).guarded(ctx.guard.clone());
     let passed = ring_pass(&r, &world, &exec, Timestamp::now()).await;
     if let Some(kept) = passed.keep {
-        // under the version read: a slot taken meanwhile is a conflict, never lost; the
-        // re-asserts run in the next pass, once the record knows the counts
-        let patch = serde_json::json!({
-            "metadata": {"resourceVersion": r.resource_version()},
-            "status": {"out": kept},
-        });
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+        // the re-asserts run in the next pass, once the record knows the counts
+        write_out(&api, &r, serde_json::json!({"out": kept})).await?;
         publish(&ctx, &*r, &passed.notes).await;
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
@@ -182,6 +175,26 @@ pub async fn reconcile_ring(r: Arc<DovecotRing>, ctx: Arc<Context>) -> Result<Ac
     } else {
         BUSY_EVERY
     }))
+}
+
+/// Writes the ring's record of who is out (`status` fields) under the version this pass read:
+/// a slot taken meanwhile is a conflict, never lost.
+async fn write_out(
+    api: &Api<DovecotRing>,
+    r: &DovecotRing,
+    status: serde_json::Value,
+) -> Result<(), Error> {
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": r.resource_version()},
+        "status": status,
+    });
+    api.patch_status(
+        &r.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
 }
 
 /// A failed pass is retried with backoff, like a DBU's.

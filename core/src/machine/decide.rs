@@ -109,7 +109,7 @@ fn last_serving(
     obs: &Observed,
 ) -> Option<Decision> {
     // a host whose pod is not Ready serves nobody
-    let serving = |h: &&RingHost| h.up && h.vhosts > 0 && !obs.ring_unready.contains(&h.ip);
+    let serving = |h: &&RingHost| obs.takes_users(h);
     status
         .backends
         .iter()

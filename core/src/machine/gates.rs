@@ -114,11 +114,7 @@ pub(super) fn ring_gate(
     let ip = ip.to_string();
     let others = ring
         .iter()
-        .filter(|h| h.ip != ip && h.up && h.vhosts > 0 && !busy_ips.contains(&h.ip.as_str()))
-        // a host whose pod is not Ready takes users it cannot serve (found by the model: a
-        // recreated pod that never became Ready was counted, and the only host that served
-        // was drained)
-        .filter(|h| !obs.ring_unready.contains(&h.ip))
+        .filter(|h| h.ip != ip && !busy_ips.contains(&h.ip.as_str()) && obs.takes_users(h))
         .count();
     if others < s.min_available {
         return Some(Decision::wait(

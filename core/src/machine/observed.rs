@@ -123,6 +123,13 @@ impl Observed {
             && !self.pods.iter().any(|p| p.name == pod && !p.terminating)
     }
 
+    /// Whether `host` takes users: up, with vhosts, and not the host of a ring pod that is not
+    /// Ready (found by the model: a recreated pod that never became Ready was counted, and the
+    /// only host that served was drained).
+    pub fn takes_users(&self, host: &RingHost) -> bool {
+        host.up && host.vhosts > 0 && !self.ring_unready.contains(&host.ip)
+    }
+
     /// The backend pod other than `pod` that has `ip` now, if any.
     pub fn ip_held_by_other(&self, ip: &str, pod: &str) -> Option<&str> {
         let theirs = |n: &str, i: Option<&str>| n != pod && i == Some(ip);

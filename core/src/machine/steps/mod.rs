@@ -551,6 +551,30 @@ pub fn left_out_state(rec: &BackendStatus) -> RingState {
     }
 }
 
+/// Users mapped here while its Dovecot runs go back to WaitSessions before anything stops:
+/// WaitSessions found it stopped (a pod deleted and not yet back) and had nobody to wait for,
+/// and it came back since (found by the model: a login failed on the stopped backend); or a
+/// human gave it vhosts after the drain and users came. StopLmtp and StopDovecot ask first.
+pub(super) fn mapped_while_running(cx: &mut Cx<'_>) -> Run<Option<StepResult>> {
+    let mapped: u64 = cx
+        .obs
+        .ring
+        .iter()
+        .flatten()
+        .filter(|h| h.ip == cx.rec.ip)
+        .map(|h| h.users)
+        .sum();
+    if mapped > 0 && cx.dovecot_running()? {
+        return Ok(Some(StepResult::Rewind {
+            to: Step::WaitSessions,
+            message: format!(
+                "{mapped} users are mapped to it and its Dovecot runs: drained again before anything stops"
+            ),
+        }));
+    }
+    Ok(None)
+}
+
 /// The ring state the operator holds a record's backend in: its step's, or for a failed one
 /// the left-out state (nobody drives it on and its Dovecot may be stopped: a user mapped there
 /// in the meantime, e.g. while a human had given it vhosts, would fail to log in until a

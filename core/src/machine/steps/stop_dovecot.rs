@@ -8,7 +8,7 @@ use super::{Cleanup, Cx, On, Reads, RingState, Run, StepResult, StepSpec, judge}
 fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     // users came since StopLmtp (a human gave it vhosts again): they are drained first (found
     // by the model: a user's next login failed on the backend stopped under them)
-    if let Some(back) = super::stop_lmtp::mapped_while_running(cx)? {
+    if let Some(back) = super::mapped_while_running(cx)? {
         return Ok(back);
     }
     let stop = cx.s.backend.stop();

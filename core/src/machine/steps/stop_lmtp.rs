@@ -1,6 +1,6 @@
 //! StopLmtp: read where the verify user's mail lives (the Reset guard's map), then stop LMTP.
 
-use crate::api::{BackendStatus, Step};
+use crate::api::BackendStatus;
 use crate::dovecot::CommandKind;
 
 use std::time::Duration;
@@ -11,32 +11,8 @@ use super::{
     Cleanup, Cx, Decision, GateInput, Gated, On, Reads, RingState, Run, StepResult, StepSpec, judge,
 };
 
-/// Users mapped here while its Dovecot runs go back to WaitSessions before anything stops:
-/// WaitSessions found it stopped (a pod deleted and not yet back) and had nobody to wait for,
-/// and it came back since (found by the model: a login failed on the stopped backend); or a
-/// human gave it vhosts after the drain and users came (StopDovecot asks too).
-pub(super) fn mapped_while_running(cx: &mut Cx<'_>) -> Run<Option<StepResult>> {
-    let mapped: u64 = cx
-        .obs
-        .ring
-        .iter()
-        .flatten()
-        .filter(|h| h.ip == cx.rec.ip)
-        .map(|h| h.users)
-        .sum();
-    if mapped > 0 && cx.dovecot_running()? {
-        return Ok(Some(StepResult::Rewind {
-            to: Step::WaitSessions,
-            message: format!(
-                "{mapped} users are mapped to it and its Dovecot runs: drained again before anything stops"
-            ),
-        }));
-    }
-    Ok(None)
-}
-
 fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
-    if let Some(back) = mapped_while_running(cx)? {
+    if let Some(back) = super::mapped_while_running(cx)? {
         return Ok(back);
     }
     let b = &cx.s.backend;
