@@ -130,6 +130,15 @@ impl KubeCluster {
             .filter_map(|r| r.status.as_ref())
             .flat_map(|st| st.hosts.iter().map(|h| h.ip.as_str()))
             .collect();
+        let ring_former: Vec<(String, String)> = bound
+            .iter()
+            .filter_map(|r| r.status.as_ref())
+            .flat_map(|st| {
+                st.hosts
+                    .iter()
+                    .filter_map(|h| Some((h.ip.clone(), h.former_pod.clone().or(h.pod.clone())?)))
+            })
+            .collect();
         let backend_sets: Vec<&str> = dbus
             .iter()
             .map(|d| d.spec.backends.stateful_set.as_str())
@@ -196,6 +205,7 @@ impl KubeCluster {
         Ok(Observed {
             me: format!("{}/{}", self.ns, self.me.1),
             ring_pods,
+            ring_former,
             ring_unready,
             ring_lock: None,
             ring_queue,

@@ -919,10 +919,17 @@ impl World {
             .filter(|p| !p.dovecot || p.blocked)
             .map(|p| p.ip.clone())
             .collect();
+        let ring_former = st
+            .ring_status
+            .hosts
+            .iter()
+            .filter_map(|h| Some((h.ip.clone(), h.former_pod.clone().or(h.pod.clone())?)))
+            .collect();
         Observed {
             me,
             ring_queue,
             ring_pods,
+            ring_former,
             ring_unready,
             sts: Some(StsView {
                 update_strategy: "OnDelete".into(),

@@ -165,6 +165,13 @@ pub struct RingHostStatus {
     /// The backend pod at that IP now, when one of the ring's StatefulSets has it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<String>,
+    /// The backend pod this host stood for when no pod has its IP now, or another pod took the
+    /// IP while this one is not in the ring: a pod back at a new IP rejoins in its place
+    /// (verified, then added at this host's count; this entry removed unless another pod has
+    /// it). Kept from one pass to the next, so the ring must have been read once before the
+    /// pod moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub former_pod: Option<String>,
     /// Its vhost count on the first Ready director.
     pub vhosts: u32,
     /// Whether it is up on the first Ready director.

@@ -229,8 +229,10 @@ pub fn decide(
             return Decision::Adopt { records };
         }
     }
+    // also when aborted: a rejoin puts back a backend the world took out, as an abort does
+    // with those the rollout took out (found by the model: an aborted DBU left its moved pod
+    // out of the ring for ever, and every other rollout of the ring waiting for it)
     if !s.dry_run
-        && !s.abort
         && s.refused.is_none()
         && let Some(d) = rejoin(status, obs, target, now)
     {
@@ -341,9 +343,16 @@ pub fn decide(
             action: cleanup_for(rec),
         };
     }
-    // in-flight backends first, in record order
+    // in-flight backends first, in record order; those out already before one still to be
+    // taken out, whose wait for a slot would hold them up (found by the model: a rejoin begun
+    // beside a drain that waited for the slot the rejoin held; neither moved)
     let mut soonest: Option<(Duration, String)> = None;
-    for rec in status.backends.iter().filter(|r| active(r)) {
+    let (out, to_drain): (Vec<_>, Vec<_>) = status
+        .backends
+        .iter()
+        .filter(|r| active(r))
+        .partition(|r| r.step != Step::Drain);
+    for rec in out.into_iter().chain(to_drain) {
         match in_flight(s, status, rec, obs, ring, now) {
             Ok(d) => return d,
             Err((wait, msg)) => {
@@ -375,35 +384,88 @@ pub fn decide(
 }
 
 /// Membership follows the pods, also outside rollouts: a backend pod that came back at a new
-/// IP (deleted by hand, evicted, its node lost) while its last record here says it was at an
-/// IP the ring still has. Its old entry sends users nowhere and the new pod is unverified, so
-/// it begins at Verify with both IPs: its ring state (out, down, flushed) is asserted on both
-/// at once, then Verify, then RingRestore puts the new IP in at the recorded count and removes
-/// the old, then the soak. One that fails stays out, stalled with the reason, like a rollout's.
-/// Cheap when nothing moved: the ring is read only when a pod's IP differs from its record's.
+/// IP (deleted by hand, evicted, its node lost) while the ring still has the IP it was at: by
+/// its last record here, or, for a pod never rolled here, by the ring's own record of which pod
+/// each host stood for (`Observed::ring_former`). Its old entry sends users nowhere and the new
+/// pod is unverified, so it begins at Verify with both IPs: its ring state (out, down, flushed)
+/// is asserted on both at once, then Verify, then RingRestore puts the new IP in at the old
+/// host's count and removes the old entry (kept when another pod has its IP now: that entry is
+/// that pod's), then the soak. One that fails stays out, stalled with the reason, like a
+/// rollout's. Cheap when nothing moved: the ring is read only when a pod's IP differs from its
+/// record's or the ring's.
 fn rejoin(
     status: &DovecotBackendUpgradeStatus,
     obs: &Observed,
     target: &str,
     now: Timestamp,
 ) -> Option<Decision> {
-    // (the pod, its last record, its IP now, the IP the record ended at)
-    let moved: Vec<(&PodView, &BackendStatus, &str, &str)> = obs
+    // one this DBU was about to drain moved before anything was done to it (no slot held,
+    // nothing run): its record goes, and it rejoins below like any pod that moved (found by
+    // the model: the record waited for a slot while the host it would drain served nobody)
+    if let Some(rec) = status.backends.iter().find(|r| {
+        active(r)
+            && r.step == Step::Drain
+            && !r.failed
+            && !lock::holds(status, &r.pod)
+            && obs.pods.iter().any(|p| {
+                p.name == r.pod
+                    && p.ready
+                    && !p.terminating
+                    && p.ip.as_deref().is_some_and(|ip| ip != r.ip)
+            })
+    }) {
+        // never drained only if the ring's record has never held it (a claim comes before
+        // the drain; a status write lost after it, or a take-over of a left-out backend, keeps
+        // the holder): read fresh; and the undo of a Drain record looks at the ring first
+        let lk = match lock::read(obs) {
+            Ok(lk) => lk,
+            Err(wait) => return Some(wait),
+        };
+        if !lk.holders.iter().any(|h| h.pod == rec.pod) {
+            return Some(match obs.ring {
+                None => Decision::wait(
+                    WaitReason::RingUnreadable,
+                    format!(
+                        "{} came back at a new IP before it was drained: reading the director ring",
+                        rec.pod
+                    ),
+                    Duration::from_secs(10),
+                ),
+                Some(_) => Decision::Undo {
+                    pod: rec.pod.clone(),
+                    action: super::decision::Cleanup::Nothing,
+                },
+            });
+        }
+    }
+    // (the pod, its last record if any, its IP now, the IP the ring had it at)
+    type Moved<'a> = (&'a PodView, Option<&'a BackendStatus>, &'a str, &'a str);
+    let moved: Vec<Moved<'_>> = obs
         .pods
         .iter()
-        // at the revision its record finished with: a cache showing the pod from before its
-        // Replace (old revision, old IP) is a lag, not a move
-        .filter(|p| p.ready && !p.terminating && p.revision.as_deref() == Some(target))
+        .filter(|p| p.ready && !p.terminating)
+        .filter(|p| !status.backends.iter().any(|r| r.pod == p.name && active(r)))
         .filter_map(|p| {
             let ip = p.ip.as_deref()?;
             let rec = status
                 .backends
                 .iter()
                 .rev()
-                .find(|r| r.pod == p.name && r.step == Step::Done && !r.removed)?;
-            let last = rec.new_ip.as_deref().unwrap_or(&rec.ip);
-            (last != ip && !status.backends.iter().any(|r| r.pod == p.name && active(r)))
-                .then_some((p, rec, ip, last))
+                .find(|r| r.pod == p.name && r.step == Step::Done && !r.removed);
+            match rec {
+                // at the revision its record finished with: a cache showing the pod from
+                // before its Replace (old revision, old IP) is a lag, not a move
+                Some(r) if p.revision.as_deref() == Some(target) => {
+                    let last = r.new_ip.as_deref().unwrap_or(&r.ip);
+                    (last != ip).then_some((p, Some(r), ip, last))
+                }
+                // at any revision: one still outdated rejoins first and is rolled after
+                _ => obs
+                    .ring_former
+                    .iter()
+                    .find(|(at, pod)| *pod == p.name && at != ip)
+                    .map(|(at, _)| (p, None, ip, at.as_str())),
+            }
         })
         .collect();
     if moved.is_empty() {
@@ -424,19 +486,26 @@ fn rejoin(
         let Some(old) = ring.iter().find(|h| h.ip == last) else {
             continue;
         };
-        if obs.ip_held_by_other(last, &pod.name).is_some() {
-            continue;
-        }
-        let original = if old.vhosts > 0 {
-            old.vhosts
-        } else {
-            rec.original_vhosts
+        // another pod has the old IP now: its count is that pod's, the record's is this one's
+        let reused = obs.ip_held_by_other(last, &pod.name).is_some();
+        let original = match rec {
+            Some(r) if reused || old.vhosts == 0 => r.original_vhosts,
+            _ => old.vhosts,
+        };
+        let up = match rec {
+            Some(r) if reused => r.restores_up(),
+            Some(r) => old.up || (old.vhosts == 0 && r.restores_up()),
+            None => old.up,
         };
         let mut back =
             BackendStatus::begin(&pod.name, last, pod.revision.clone(), original, Time(now));
         back.step = Step::Verify;
         back.new_ip = Some(ip.to_string());
-        back.original_up = Some(old.up || (old.vhosts == 0 && rec.restores_up()));
+        // bound to the pod seen at the new IP, as Replace binds the pod it found: Verify,
+        // RingRestore and the soak act on that pod only, and one recreated under the name
+        // meanwhile goes back to Replace and is verified itself (found by the model)
+        back.new_pod_uid = pod.uid.clone();
+        back.original_up = Some(up);
         back.message = Some(format!(
             "came back at {ip} (was {last}): verified before it rejoins the ring"
         ));

@@ -95,6 +95,7 @@ pub fn assess(
                 .iter()
                 .map(|h| RingHostStatus {
                     ip: h.ip.clone(),
+                    former_pod: former_pod(input, prev, hosts, &h.ip),
                     pod: pod_at(&h.ip),
                     vhosts: h.vhosts,
                     up: h.up,
@@ -103,7 +104,9 @@ pub fn assess(
                 })
                 .collect()
         })
-        .unwrap_or_default();
+        // no director readable: the hosts as last read stay, with the pods they stood for
+        // (what a pod back at a new IP rejoins by; found by the model)
+        .unwrap_or_else(|| prev.hosts.clone());
     st.host_count = first.map(|(_, h)| h.len() as i32);
     st.users = first.map(|(_, h)| h.iter().map(|h| h.users).sum());
     st.directors = input
@@ -215,6 +218,47 @@ pub fn assess(
     (st, orphans(input, prev))
 }
 
+/// The pod a host stood for before its IP was left or taken (`RingHostStatus::former_pod`):
+/// the pod the last pass saw at it, kept while no pod has the IP, or while another has it and
+/// that pod is not in the ring at its own IP. Names, not UIDs: a StatefulSet's pod comes back
+/// under its name.
+fn former_pod(
+    input: &RingInput<'_>,
+    prev: &DovecotRingStatus,
+    hosts: &[RingHost],
+    ip: &str,
+) -> Option<String> {
+    // as the last pass saw it, or, for a host added since (a rejoin's new IP), as the record
+    // of who is out says
+    let was = prev
+        .hosts
+        .iter()
+        .find(|h| h.ip == ip)
+        .and_then(|h| h.former_pod.as_ref().or(h.pod.as_ref()))
+        .or_else(|| prev.out.iter().find(|h| h.ip == ip).map(|h| &h.pod))?;
+    let ip_of = |name: &str| {
+        input
+            .backends
+            .iter()
+            .find(|b| b.name == name)
+            .map(|b| b.ip.as_deref())
+    };
+    let now = input
+        .backends
+        .iter()
+        .find(|b| b.ip.as_deref() == Some(ip))
+        .map(|b| b.name.as_str());
+    match now {
+        Some(n) if n == was => None,
+        None => Some(was.clone()),
+        // taken: kept while the pod it stood for lives at an IP the ring does not have
+        Some(_) => match ip_of(was) {
+            Some(Some(at)) if !hosts.iter().any(|h| h.ip == at) => Some(was.clone()),
+            _ => None,
+        },
+    }
+}
+
 /// A human's `mailops.io/release` (`pod@token`, comma-separated) not acted on yet: the ring's
 /// record without the left-out backends it names, and those it released. Holders of DBUs that
 /// exist are never released this way (their DBU steers them). None: nothing new.
@@ -309,6 +353,13 @@ fn orphans(input: &RingInput<'_>, prev: &DovecotRingStatus) -> Vec<Reassert> {
                 let Some(host) = d.hosts.iter().flatten().find(|x| x.ip == ip) else {
                     continue;
                 };
+                // the only host that takes users stays as it is: taking it out would leave the
+                // ring serving nobody (found by the model: a left-out backend that a deletion
+                // had put back, while the other host's pod had moved away)
+                let serves = |x: &RingHost| x.up && x.vhosts > 0 && !dead(input, prev, &x.ip);
+                if serves(host) && !d.hosts.iter().flatten().any(|x| x.ip != ip && serves(x)) {
+                    continue;
+                }
                 let argv = argv_towards(&doveadm, steps::left_out_state(rec), host);
                 if !argv.is_empty() {
                     out.push(Reassert {
@@ -329,6 +380,17 @@ fn orphans(input: &RingInput<'_>, prev: &DovecotRingStatus) -> Vec<Reassert> {
         }
     }
     out
+}
+
+/// Whether the host at `ip` stood for a pod of the ring that no longer has that IP (moved,
+/// or gone): nothing listens there. A host no pod of the ring ever had (a backend outside
+/// Kubernetes) is not.
+fn dead(input: &RingInput<'_>, prev: &DovecotRingStatus, ip: &str) -> bool {
+    let stood_for_pod = prev
+        .hosts
+        .iter()
+        .any(|h| h.ip == ip && (h.pod.is_some() || h.former_pod.is_some()));
+    stood_for_pod && !input.backends.iter().any(|b| b.ip.as_deref() == Some(ip))
 }
 
 #[cfg(test)]
@@ -384,6 +446,78 @@ mod tests {
                 record: rec,
             })),
         }
+    }
+
+    #[test]
+    fn each_host_keeps_the_pod_it_stood_for_until_that_pod_is_back_in_the_ring() {
+        let ring = vec![
+            host(0, 100, true, 0),
+            host(1, 50, true, 0),
+            host(2, 20, true, 0),
+        ];
+        let peers = ["10.0.9.1"];
+        let dirs = [director("director-0", "10.0.9.1", ring.clone(), &peers)];
+        let spec = spec();
+        let pass = |pods: &[BackendPod], dirs: &[DirectorRead], prev: &DovecotRingStatus| {
+            let input = RingInput {
+                spec: &spec,
+                generation: Some(1),
+                directors: dirs,
+                backends: pods,
+                conflict: None,
+            };
+            assess(&input, prev, ts(1)).0
+        };
+        let formers = |st: &DovecotRingStatus| -> Vec<(String, Option<String>, Option<String>)> {
+            st.hosts
+                .iter()
+                .map(|h| (h.ip.clone(), h.pod.clone(), h.former_pod.clone()))
+                .collect()
+        };
+        let first = pass(&backends(), &dirs, &DovecotRingStatus::default());
+        assert!(first.hosts.iter().all(|h| h.former_pod.is_none()));
+        let (ip0, ip1, new) = (host(0, 0, true, 0).ip, host(1, 0, true, 0).ip, "10.0.0.77");
+        // backend-0 back at a new IP: its old host stands for it
+        let mut pods = backends();
+        pods[0].ip = Some(new.into());
+        let moved = pass(&pods, &dirs, &first);
+        assert_eq!(
+            formers(&moved)[0],
+            (ip0.clone(), None, Some("backend-0".into()))
+        );
+        // no director readable: the hosts stay as last read
+        let unread = DirectorRead {
+            hosts: None,
+            ..dirs[0].clone()
+        };
+        assert_eq!(
+            pass(&pods, std::slice::from_ref(&unread), &moved).hosts,
+            moved.hosts
+        );
+        // backend-1 takes the old IP: kept while backend-0 is not in the ring at its own...
+        pods[1].ip = Some(ip0.clone());
+        let taken = pass(&pods, &dirs, &moved);
+        assert_eq!(
+            formers(&taken)[0],
+            (
+                ip0.clone(),
+                Some("backend-1".into()),
+                Some("backend-0".into())
+            )
+        );
+        assert_eq!(
+            formers(&taken)[1],
+            (ip1.clone(), None, Some("backend-1".into()))
+        );
+        // ... and forgotten once it is
+        let mut back = ring.clone();
+        back.push(RingHost {
+            ip: new.into(),
+            ..host(0, 100, true, 0)
+        });
+        let dirs = [director("director-0", "10.0.9.1", back, &peers)];
+        let rejoined = pass(&pods, &dirs, &taken);
+        assert_eq!(formers(&rejoined)[0], (ip0, Some("backend-1".into()), None));
     }
 
     #[test]

@@ -676,6 +676,17 @@ fn undone_in(
     };
     let note = undone_note(&status.backends[idx], &undone);
     let requeue = match undone {
+        // back in the ring at its new IP, verified (RingRestore finished, or the soak cut
+        // short): it stays as a finished record, the one memory of which IP it went back at
+        // (found by the model: a pod that moved again after an abort was never followed)
+        Undone::Restored { .. } | Undone::Nothing
+            if status.backends[idx].step >= Step::RingRestore
+                && status.backends[idx].new_ip.is_some() =>
+        {
+            let r = &mut status.backends[idx];
+            r.step = Step::Done;
+            Duration::ZERO
+        }
         Undone::Restored { .. } | Undone::Nothing => {
             status.backends.remove(idx);
             Duration::ZERO

@@ -68,6 +68,11 @@ pub struct Observed {
     /// Every backend pod of the ring (of all its StatefulSets) with its IP now: an IP another
     /// pod holds is never taken out or removed for a record's sake (IPs are reused).
     pub ring_pods: Vec<(String, Option<String>)>,
+    /// The ring's record of which backend pod each host stood for when its pass last read it
+    /// (`RingHostStatus::former_pod`, else `pod`), as IP and pod. A pod of this StatefulSet at
+    /// another IP now, with no record here, rejoins in that host's place; a host whose pod left
+    /// its IP serves nobody.
+    pub ring_former: Vec<(String, String)>,
     /// IPs of the ring's backend pods that are not Ready (or are being deleted): their hosts
     /// serve nobody, whatever the ring shows, and capacity never counts them.
     pub ring_unready: Vec<String>,
@@ -127,7 +132,14 @@ impl Observed {
     /// Ready (found by the model: a recreated pod that never became Ready was counted, and the
     /// only host that served was drained).
     pub fn takes_users(&self, host: &RingHost) -> bool {
-        host.up && host.vhosts > 0 && !self.ring_unready.contains(&host.ip)
+        host.up
+            && host.vhosts > 0
+            && !self.ring_unready.contains(&host.ip)
+            // the entry a moved pod left: nothing listens at it
+            && !self
+                .ring_former
+                .iter()
+                .any(|(ip, _)| *ip == host.ip && self.ip_held_by_other(ip, "").is_none())
     }
 
     /// The backend pod other than `pod` that has `ip` now, if any.

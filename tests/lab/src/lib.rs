@@ -878,6 +878,8 @@ impl Lab {
         Observed {
             ring_queue,
             ring_pods,
+            // the lab keeps no DovecotRing status: its pods move only under a record
+            ring_former: Vec::new(),
             ring_unready,
             directors,
             unsynced: Vec::new(),

@@ -677,9 +677,26 @@ fn a_backend_that_came_back_at_a_new_ip_rejoins_only_after_verify() {
             "doveadm director flush 127.0.0.12"
         ]
     );
-    // its old IP taken by another backend of the ring meanwhile: not this record's to touch
+    // its old IP taken by another backend of the ring meanwhile: that entry is the other's
+    // and is never touched, but this one still rejoins at its new IP, at its recorded count
     obs.ring_pods = vec![("mx-3".into(), Some("127.0.0.12".into()))];
-    assert_eq!(reason(&decide(&s, &st, &obs, ts(5))), "Complete");
+    let d = decide(&s, &st, &obs, ts(5));
+    let Decision::Begin(back) = &d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(
+        (back.new_ip.as_deref(), back.original_vhosts),
+        (Some("127.0.0.77"), 50)
+    );
+    let mut st3 = st.clone();
+    record(&mut st3, &d, Acted::Nothing, ts(5));
+    st3.ring_held = vec!["backend-1".into()];
+    let d = decide(&s, &st3, &obs, ts(6));
+    assert!(
+        !matches!(&d, Decision::Reassert { commands, .. }
+            if commands.iter().any(|c| c.contains(&"127.0.0.12".to_string()))),
+        "{d:?}"
+    );
 }
 
 #[test]
