@@ -362,7 +362,9 @@ check "commit a2: spec.paused, while the rollout runs" argo_commit a2 "argo: pau
 dbu_paused() { [[ "$(dbu_get '{.spec.paused}')" == true ]]; }
 paused_after() { k wait --for=condition=Ready dbu/backend-rollout --timeout=180s >/dev/null && waitfor 60 dbu_paused; }
 check "... the rollout runs to its end, and only then is the pause applied (the sync-wave deadlock)" paused_after
-check "... (the operation held a2 back while the DBU was Progressing)" judge argo-held-back mail a2 paused
+# (the timeline's sampler may not have written the sample that shows the pause yet when kubectl
+# already sees it: the judge reads the timeline again until it does, for up to 30 s)
+check "... (the operation held a2 back while the DBU was Progressing)" waitfor 30 judge argo-held-back mail a2 paused
 sed 's/^/#   /' "$state/last.out"
 # (a3 keeps the ConfigMap, in wave 0: one removed from Git but left in the cluster would keep its
 # wave on its prune task, and the sync would still be one of several steps)
