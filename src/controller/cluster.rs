@@ -133,11 +133,7 @@ impl KubeCluster {
         let ring_former: Vec<(String, String)> = bound
             .iter()
             .filter_map(|r| r.status.as_ref())
-            .flat_map(|st| {
-                st.hosts
-                    .iter()
-                    .filter_map(|h| Some((h.ip.clone(), h.former_pod.clone().or(h.pod.clone())?)))
-            })
+            .flat_map(|st| st.stood_for())
             .collect();
         let backend_sets: Vec<&str> = dbus
             .iter()

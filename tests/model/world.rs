@@ -919,12 +919,7 @@ impl World {
             .filter(|p| !p.dovecot || p.blocked)
             .map(|p| p.ip.clone())
             .collect();
-        let ring_former = st
-            .ring_status
-            .hosts
-            .iter()
-            .filter_map(|h| Some((h.ip.clone(), h.former_pod.clone().or(h.pod.clone())?)))
-            .collect();
+        let ring_former = st.ring_status.stood_for();
         Observed {
             me,
             ring_queue,

@@ -184,6 +184,25 @@ pub struct RingHostStatus {
     pub out: Option<String>,
 }
 
+impl RingHostStatus {
+    /// The pod this host stands for: the one that left its IP (`former_pod`), else the one at
+    /// it now.
+    pub fn stood_for(&self) -> Option<&str> {
+        self.former_pod.as_deref().or(self.pod.as_deref())
+    }
+}
+
+impl DovecotRingStatus {
+    /// Every host with the pod it stands for, as IP and pod (what a pod back at a new IP
+    /// rejoins by).
+    pub fn stood_for(&self) -> Vec<(String, String)> {
+        self.hosts
+            .iter()
+            .filter_map(|h| Some((h.ip.clone(), h.stood_for()?.to_string())))
+            .collect()
+    }
+}
+
 /// One director of the ring, as read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

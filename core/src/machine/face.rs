@@ -95,7 +95,7 @@ pub fn assess(
                 .iter()
                 .map(|h| RingHostStatus {
                     ip: h.ip.clone(),
-                    former_pod: former_pod(input, prev, hosts, &h.ip),
+                    former_pod: former_pod(input, prev, hosts, &h.ip, pod_at(&h.ip).as_deref()),
                     pod: pod_at(&h.ip),
                     vhosts: h.vhosts,
                     up: h.up,
@@ -227,6 +227,7 @@ fn former_pod(
     prev: &DovecotRingStatus,
     hosts: &[RingHost],
     ip: &str,
+    now: Option<&str>,
 ) -> Option<String> {
     // as the last pass saw it, or, for a host added since (a rejoin's new IP), as the record
     // of who is out says
@@ -234,8 +235,8 @@ fn former_pod(
         .hosts
         .iter()
         .find(|h| h.ip == ip)
-        .and_then(|h| h.former_pod.as_ref().or(h.pod.as_ref()))
-        .or_else(|| prev.out.iter().find(|h| h.ip == ip).map(|h| &h.pod))?;
+        .and_then(|h| h.stood_for())
+        .or_else(|| prev.out.iter().find(|h| h.ip == ip).map(|h| h.pod.as_str()))?;
     let ip_of = |name: &str| {
         input
             .backends
@@ -243,17 +244,12 @@ fn former_pod(
             .find(|b| b.name == name)
             .map(|b| b.ip.as_deref())
     };
-    let now = input
-        .backends
-        .iter()
-        .find(|b| b.ip.as_deref() == Some(ip))
-        .map(|b| b.name.as_str());
     match now {
         Some(n) if n == was => None,
-        None => Some(was.clone()),
+        None => Some(was.to_string()),
         // taken: kept while the pod it stood for lives at an IP the ring does not have
         Some(_) => match ip_of(was) {
-            Some(Some(at)) if !hosts.iter().any(|h| h.ip == at) => Some(was.clone()),
+            Some(Some(at)) if !hosts.iter().any(|h| h.ip == at) => Some(was.to_string()),
             _ => None,
         },
     }
@@ -389,7 +385,7 @@ fn dead(input: &RingInput<'_>, prev: &DovecotRingStatus, ip: &str) -> bool {
     let stood_for_pod = prev
         .hosts
         .iter()
-        .any(|h| h.ip == ip && (h.pod.is_some() || h.former_pod.is_some()));
+        .any(|h| h.ip == ip && h.stood_for().is_some());
     stood_for_pod && !input.backends.iter().any(|b| b.ip.as_deref() == Some(ip))
 }
 
