@@ -130,7 +130,7 @@ impl KubeCluster {
             .filter_map(|r| r.status.as_ref())
             .flat_map(|st| st.hosts.iter().map(|h| h.ip.as_str()))
             .collect();
-        let ring_former: Vec<(String, String)> = bound
+        let ring_former: Vec<dbu_core::api::StoodFor> = bound
             .iter()
             .filter_map(|r| r.status.as_ref())
             .flat_map(|st| st.stood_for())

@@ -172,6 +172,14 @@ pub struct RingHostStatus {
     /// pod moved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub former_pod: Option<String>,
+    /// The vhost count this host had when it last stood for `formerPod` (kept with it: another
+    /// pod at the IP, or a rollout of that pod, may change the entry before the former pod
+    /// rejoins elsewhere at this count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub former_vhosts: Option<u32>,
+    /// Whether this host was up when it last stood for `formerPod`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub former_up: Option<bool>,
     /// Its vhost count on the first Ready director.
     pub vhosts: u32,
     /// Whether it is up on the first Ready director.
@@ -193,14 +201,32 @@ impl RingHostStatus {
 }
 
 impl DovecotRingStatus {
-    /// Every host with the pod it stands for, as IP and pod (what a pod back at a new IP
-    /// rejoins by).
-    pub fn stood_for(&self) -> Vec<(String, String)> {
+    /// Every host with the pod it stands for and that pod's state there (what a pod back at a
+    /// new IP rejoins by).
+    pub fn stood_for(&self) -> Vec<StoodFor> {
         self.hosts
             .iter()
-            .filter_map(|h| Some((h.ip.clone(), h.stood_for()?.to_string())))
+            .filter_map(|h| {
+                let former = h.former_pod.is_some();
+                Some(StoodFor {
+                    ip: h.ip.clone(),
+                    pod: h.stood_for()?.to_string(),
+                    vhosts: h.former_vhosts.filter(|_| former).unwrap_or(h.vhosts),
+                    up: h.former_up.filter(|_| former).unwrap_or(h.up),
+                })
+            })
             .collect()
     }
+}
+
+/// A host of the ring with the pod it stands for, and the count and up/down it had for that
+/// pod (the former pod's, kept, once another pod took the IP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoodFor {
+    pub ip: String,
+    pub pod: String,
+    pub vhosts: u32,
+    pub up: bool,
 }
 
 /// One director of the ring, as read.

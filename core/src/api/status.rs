@@ -231,6 +231,10 @@ pub struct BackendStatus {
     /// left-out backend the ring kept down): a down seen from then on is not a human's.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub downed: bool,
+    /// Begun as a rejoin: the pod came back at a new IP outside a rollout of it, and nothing
+    /// of it was stopped here (verified, then put in at its new IP).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rejoin: bool,
 }
 
 /// How far a backend's drain is, as WaitSessions last saw it.
@@ -362,6 +366,7 @@ impl BackendStatus {
             backoff_seconds: None,
             drain: None,
             downed: false,
+            rejoin: false,
         }
     }
 }

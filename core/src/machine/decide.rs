@@ -8,6 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::cleanup::cleanup_for;
 use super::decision::{Decision, active};
 use super::dry_run::dry_run;
+use super::gates;
 use super::lock;
 use super::note::failed_stall;
 use super::observed::{Observed, PodView, StsView};
@@ -114,12 +115,26 @@ fn last_serving(
         .backends
         .iter()
         .filter(|r| active(r) && !r.failed && r.failing.is_none())
-        // drained, with Dovecot not yet stopped (StopDovecot: about to be; never while this
-        // hold stands)
-        .filter(|r| (Step::WaitSessions..=Step::StopDovecot).contains(&r.step))
+        // drained, with Dovecot not yet stopped here (StopDovecot: about to be; never while
+        // this hold stands); also one sent to Replace, or a rejoin, whose pod came back to an
+        // IP where users are sent (found by the model: Replace's drift took the only serving
+        // host out)
+        .filter(|r| {
+            let want = steps::held_state(r);
+            r.step >= Step::WaitSessions && r.stopped_pod_uid.is_none() && (want.drained || want.down)
+        })
         .find_map(|rec| {
             let mine = |ip: &str| ip == rec.ip || rec.new_ip.as_deref() == Some(ip);
-            let host = ring.iter().filter(serving).find(|h| mine(&h.ip))?;
+            // only where its pod is now: an IP another pod has is that pod's host
+            let here = |ip: &str| {
+                obs.pods
+                    .iter()
+                    .any(|p| p.name == rec.pod && p.ip.as_deref() == Some(ip))
+            };
+            let host = ring
+                .iter()
+                .filter(serving)
+                .find(|h| mine(&h.ip) && here(&h.ip))?;
             let others = ring.iter().filter(serving).any(|h| !mine(&h.ip));
             (!others).then(|| {
                 Decision::wait(
@@ -232,11 +247,13 @@ pub fn decide(
     // also when aborted: a rejoin puts back a backend the world took out, as an abort does
     // with those the rollout took out (found by the model: an aborted DBU left its moved pod
     // out of the ring for ever, and every other rollout of the ring waiting for it)
-    if !s.dry_run
-        && s.refused.is_none()
-        && let Some(d) = rejoin(status, obs, target, now)
-    {
-        return d;
+    let mut rejoin_wait = None;
+    if !s.dry_run && s.refused.is_none() {
+        match rejoin(s, status, obs, target, now) {
+            Rejoin::Begin(d) => return d,
+            Rejoin::NoRoom(w) => rejoin_wait = Some(w),
+            Rejoin::None => {}
+        }
     }
     let any_active = status.backends.iter().any(active);
     if let Some(problem) = s.refused.as_deref().filter(|_| !any_active) {
@@ -257,6 +274,10 @@ pub fn decide(
     // never complete for a revision still pending, paused or not
     if !any_active && pending.is_none() && todo.is_empty() && obs.pods.len() as i32 >= sts.replicas
     {
+        // a moved pod that waits for room to rejoin is not back yet
+        if let Some(wait) = rejoin_wait {
+            return wait;
+        }
         if obs.pods.iter().all(|p| p.ready) {
             return Decision::Complete;
         }
@@ -301,6 +322,20 @@ pub fn decide(
             commands,
             director: None,
         };
+    }
+    // once Replace found a pod at a new IP (Verify), the ring's record is read to see that it
+    // holds the pod at that IP (`lock_sync` moves the holder there)
+    if obs.ring_lock.is_none()
+        && !s.dry_run
+        && status.backends.iter().any(|r| {
+            active(r)
+                && r.step == Step::Verify
+                && lock::holds(status, &r.pod)
+                && r.new_ip.as_deref().is_some_and(|ip| ip != r.ip)
+        })
+        && let Err(wait) = lock::read(obs)
+    {
+        return wait;
     }
     if s.dry_run {
         return Decision::DryRun(Box::new(dry_run(s, status, obs, ring, target, now)));
@@ -393,12 +428,36 @@ pub fn decide(
 /// that pod's), then the soak. One that fails stays out, stalled with the reason, like a
 /// rollout's. Cheap when nothing moved: the ring is read only when a pod's IP differs from its
 /// record's or the ring's.
+/// What `rejoin` found: a rejoin to begin (or what to read or do first), a moved pod that
+/// waits for room to be taken out, or nothing moved.
+enum Rejoin {
+    Begin(Decision),
+    NoRoom(Decision),
+    None,
+}
+
 fn rejoin(
+    s: &Settings,
     status: &DovecotBackendUpgradeStatus,
     obs: &Observed,
     target: &str,
     now: Timestamp,
-) -> Option<Decision> {
+) -> Rejoin {
+    match rejoin_next(s, status, obs, target, now) {
+        Ok(Some(d)) => Rejoin::Begin(d),
+        Ok(None) => Rejoin::None,
+        Err(wait) => Rejoin::NoRoom(wait),
+    }
+}
+
+/// `rejoin`'s work: Ok(Some) to act on, Err: the first moved pod that waits for room.
+fn rejoin_next(
+    s: &Settings,
+    status: &DovecotBackendUpgradeStatus,
+    obs: &Observed,
+    target: &str,
+    now: Timestamp,
+) -> Result<Option<Decision>, Decision> {
     // one this DBU was about to drain moved before anything was done to it (no slot held,
     // nothing run): its record goes, and it rejoins below like any pod that moved (found by
     // the model: the record waited for a slot while the host it would drain served nobody)
@@ -419,10 +478,10 @@ fn rejoin(
         // the holder): read fresh; and the undo of a Drain record looks at the ring first
         let lk = match lock::read(obs) {
             Ok(lk) => lk,
-            Err(wait) => return Some(wait),
+            Err(wait) => return Ok(Some(wait)),
         };
         if !lk.holders.iter().any(|h| h.pod == rec.pod) {
-            return Some(match obs.ring {
+            return Ok(Some(match obs.ring {
                 None => Decision::wait(
                     WaitReason::RingUnreadable,
                     format!(
@@ -435,11 +494,18 @@ fn rejoin(
                     pod: rec.pod.clone(),
                     action: super::decision::Cleanup::Nothing,
                 },
-            });
+            }));
         }
     }
-    // (the pod, its last record if any, its IP now, the IP the ring had it at)
-    type Moved<'a> = (&'a PodView, Option<&'a BackendStatus>, &'a str, &'a str);
+    // (the pod, its last record if any, its IP now, the IP the ring had it at, and the ring's
+    // record of its state there when no record here says it)
+    type Moved<'a> = (
+        &'a PodView,
+        Option<&'a BackendStatus>,
+        &'a str,
+        &'a str,
+        Option<&'a crate::api::StoodFor>,
+    );
     let moved: Vec<Moved<'_>> = obs
         .pods
         .iter()
@@ -457,45 +523,85 @@ fn rejoin(
                 // before its Replace (old revision, old IP) is a lag, not a move
                 Some(r) if p.revision.as_deref() == Some(target) => {
                     let last = r.new_ip.as_deref().unwrap_or(&r.ip);
-                    (last != ip).then_some((p, Some(r), ip, last))
+                    (last != ip).then_some((p, Some(r), ip, last, None))
                 }
                 // at any revision: one still outdated rejoins first and is rolled after
-                _ => obs
-                    .ring_former
-                    .iter()
-                    .find(|(at, pod)| *pod == p.name && at != ip)
-                    .map(|(at, _)| (p, None, ip, at.as_str())),
+                // (of several entries it left, the one it served with: one it only passed
+                // through was out; found by the model)
+                _ => {
+                    let left = || {
+                        obs.ring_former
+                            .iter()
+                            .filter(|f| f.pod == p.name && f.ip != ip)
+                    };
+                    left()
+                        .find(|f| f.vhosts > 0)
+                        .or_else(|| left().next())
+                        .map(|f| (p, None, ip, f.ip.as_str(), Some(f)))
+                }
             }
         })
         .collect();
     if moved.is_empty() {
-        return None;
+        return Ok(None);
     }
     let Some(ring) = obs.ring.as_deref() else {
         // read it (`missing`), then decide again
-        return Some(Decision::wait(
+        return Ok(Some(Decision::wait(
             WaitReason::RingUnreadable,
             format!(
                 "{} came back at a new IP: reading the director ring",
                 moved[0].0.name
             ),
             Duration::from_secs(10),
-        ));
+        )));
     };
-    for (pod, rec, ip, last) in moved {
+    let mut no_room = None;
+    for (pod, rec, ip, last, former) in moved {
         let Some(old) = ring.iter().find(|h| h.ip == last) else {
             continue;
         };
+        // back at an IP the ring has for another pod that moved, and users are sent there: the
+        // pod serves them already, and taking it out to verify it is a backend out like a
+        // drain: it waits for the ring's slot and its capacity (found by the model: a rejoin
+        // took its serving IP out while another backend was out), and serves meanwhile
+        if ring.iter().any(|h| h.ip == ip && obs.takes_users(h)) {
+            let lk = match lock::read(obs) {
+                Ok(lk) => lk,
+                Err(wait) => return Ok(Some(wait)),
+            };
+            if let Some(reason) = room_to_take_out(s, status, obs, ring, lk, &pod.name, ip) {
+                no_room.get_or_insert_with(|| {
+                    Decision::wait(
+                        reason,
+                        format!(
+                            "{} came back at {ip}, where users are sent, and is verified there once it may be taken out (a slot of the ring, and enough other hosts serving)",
+                            pod.name
+                        ),
+                        Duration::from_secs(30),
+                    )
+                });
+                continue;
+            }
+        }
         // another pod has the old IP now: its count is that pod's, the record's is this one's
         let reused = obs.ip_held_by_other(last, &pod.name).is_some();
-        let original = match rec {
-            Some(r) if reused || old.vhosts == 0 => r.original_vhosts,
+        // ... and with no record here, the ring's record of its state there, as when the pod
+        // left it, where the entry was changed since by the operator: for the pod that has the
+        // IP now, or taken out (0 vhosts, down) by a rejoin of this pod that was dropped before
+        // it put the pod back (found by the model); a human's change to it is kept
+        let taken_out = old.vhosts == 0 && !old.up;
+        let kept = former.filter(|_| reused || taken_out);
+        let original = match (rec, kept) {
+            (Some(r), _) if reused || old.vhosts == 0 => r.original_vhosts,
+            (None, Some(f)) => f.vhosts,
             _ => old.vhosts,
         };
-        let up = match rec {
-            Some(r) if reused => r.restores_up(),
-            Some(r) => old.up || (old.vhosts == 0 && r.restores_up()),
-            None => old.up,
+        let up = match (rec, kept) {
+            (Some(r), _) if reused => r.restores_up(),
+            (Some(r), _) => old.up || (old.vhosts == 0 && r.restores_up()),
+            (None, Some(f)) => f.up,
+            (None, None) => old.up,
         };
         let mut back =
             BackendStatus::begin(&pod.name, last, pod.revision.clone(), original, Time(now));
@@ -506,12 +612,13 @@ fn rejoin(
         // meanwhile goes back to Replace and is verified itself (found by the model)
         back.new_pod_uid = pod.uid.clone();
         back.original_up = Some(up);
+        back.rejoin = true;
         back.message = Some(format!(
             "came back at {ip} (was {last}): verified before it rejoins the ring"
         ));
-        return Some(Decision::Begin(Box::new(back)));
+        return Ok(Some(Decision::Begin(Box::new(back))));
     }
-    None
+    no_room.map_or(Ok(None), Err)
 }
 
 /// Whether a record's step protects users rather than disrupts them, so that it runs while the
@@ -565,6 +672,9 @@ fn in_flight(
         ring,
         now,
     };
+    if let Some(held) = steps::moved_hold(&g) {
+        return held;
+    }
     match steps::gate(&g) {
         Some(gated) => gated,
         None => run(None),
@@ -622,12 +732,58 @@ fn lock_sync(
     status: &DovecotBackendUpgradeStatus,
     obs: &Observed,
 ) -> Option<Decision> {
-    let out_unregistered: Vec<String> = status
-        .backends
-        .iter()
-        .filter(|r| active(r) && r.step != Step::Drain && !lock::holds(status, &r.pod))
-        .map(|r| r.pod.clone())
-        .collect();
+    let unregistered = || {
+        status
+            .backends
+            .iter()
+            .filter(|r| active(r) && r.step != Step::Drain && !lock::holds(status, &r.pod))
+    };
+    // a rejoin at an IP that still takes users (its new IP, or the old one the pod came back
+    // to) is not out yet: it is weighed as a new backend out against the record read now
+    // (another DBU may have claimed since it began; it may have registered while its new IP
+    // was not in the ring and the pod came back to its old one since), and without room its
+    // record goes, nothing done, and the pod serves until `rejoin` finds room
+    let rejoins = || {
+        status
+            .backends
+            .iter()
+            .filter(|r| active(r) && steps::rejoining(r))
+    };
+    if let Some(rec) = rejoins().next() {
+        let Some(ring) = obs.ring.as_deref() else {
+            // read it (`missing`), then decide again
+            return Some(Decision::wait(
+                WaitReason::RingUnreadable,
+                format!(
+                    "{} rejoins the ring: reading the director ring before it takes a slot",
+                    rec.pod
+                ),
+                Duration::from_secs(10),
+            ));
+        };
+        // the ring's record is read only for one that would take a serving host out
+        if rejoins().any(|r| steps::takes_out_serving(r, ring, obs))
+            && let Err(wait) = lock::read(obs)
+        {
+            return Some(wait);
+        }
+        let lk = match lock::read(obs) {
+            Ok(lk) => lk,
+            Err(_) => &super::observed::RingLock::default(),
+        };
+        let no_room = |r: &BackendStatus| {
+            steps::serving_ips(r, ring, obs)
+                .into_iter()
+                .any(|ip| room_to_take_out(s, status, obs, ring, lk, &r.pod, ip).is_some())
+        };
+        if let Some(rec) = rejoins().find(|r| no_room(r)) {
+            return Some(Decision::Undo {
+                pod: rec.pod.clone(),
+                action: super::decision::Cleanup::Nothing,
+            });
+        }
+    }
+    let out_unregistered: Vec<String> = unregistered().map(|r| r.pod.clone()).collect();
     let stray = match &obs.ring_lock {
         Some(Ok(lk)) => {
             lk.holders.iter().any(|h| {
@@ -635,6 +791,19 @@ fn lock_sync(
                     && h.left_out.is_none()
                     && !status.backends.iter().any(|r| r.pod == h.pod && active(r))
             }) || !lock::released_gone(s, obs, lk).is_empty()
+                // a holder at the IP its record had when claimed, not the one Replace found:
+                // the ring's pass learns which pod a host added since stands for from the
+                // record of who is out (found by the model: a pod moved right after RingRestore
+                // and its new entry was never known as its)
+                || lk.holders.iter().any(|h| {
+                    h.dbu == obs.me
+                        && h.left_out.is_none()
+                        && status.backends.iter().any(|r| {
+                            r.pod == h.pod
+                                && active(r)
+                                && r.new_ip.as_deref().is_some_and(|ip| ip != h.ip)
+                        })
+                })
         }
         _ => false,
     };
@@ -647,6 +816,48 @@ fn lock_sync(
     let mut pods = lock::kept(status);
     pods.extend(out_unregistered);
     Some(Decision::Claim { pods })
+}
+
+/// Why `pod`, serving at `ip`, may not be taken out now (None: it may). It needs a slot in the
+/// ring's record read now (its own registration, and a deleted DBU's it adopted, count as
+/// nothing out yet; found by the model: adopted, a rejoin took its serving IP out beside
+/// another DBU's drain), and enough other hosts serving (found by the model: it was the only
+/// one).
+fn room_to_take_out(
+    s: &Settings,
+    status: &DovecotBackendUpgradeStatus,
+    obs: &Observed,
+    ring: &[RingHost],
+    lk: &super::observed::RingLock,
+    pod: &str,
+    ip: &str,
+) -> Option<WaitReason> {
+    let fresh = super::observed::RingLock {
+        version: lk.version.clone(),
+        holders: lk
+            .holders
+            .iter()
+            .filter(|h| h.pod != pod)
+            .cloned()
+            .collect(),
+    };
+    if lock::busy(s, status, obs, &fresh, pod).is_some() {
+        return Some(WaitReason::RingBusy);
+    }
+    let held = lock::held_ips(obs);
+    let out: Vec<&str> = status
+        .backends
+        .iter()
+        .filter(|r| active(r) && r.pod != pod)
+        .flat_map(|r| [Some(r.ip.as_str()), r.new_ip.as_deref()])
+        .flatten()
+        .chain(held.iter().map(String::as_str))
+        .collect();
+    match dovecot::validate_ip(ip).map(|a| gates::ring_gate(s, obs, ring, pod, a, &out)) {
+        Ok(None) => None,
+        Ok(Some(Decision::Wait { reason, .. })) => Some(reason),
+        _ => Some(WaitReason::InsufficientRingCapacity),
+    }
 }
 
 /// `spec.abort`: the first in-flight backend that still needs undoing, else the end state.

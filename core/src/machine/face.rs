@@ -93,14 +93,23 @@ pub fn assess(
         .map(|(_, hosts)| {
             hosts
                 .iter()
-                .map(|h| RingHostStatus {
-                    ip: h.ip.clone(),
-                    former_pod: former_pod(input, prev, hosts, &h.ip, pod_at(&h.ip).as_deref()),
-                    pod: pod_at(&h.ip),
-                    vhosts: h.vhosts,
-                    up: h.up,
-                    users: h.users,
-                    out: holder_of(&h.ip).map(describe),
+                .map(|h| {
+                    let former = former_pod(input, prev, hosts, &h.ip, pod_at(&h.ip).as_deref());
+                    let (former_vhosts, former_up) = match &former {
+                        Some(f) => former_state(prev, h, f),
+                        None => (None, None),
+                    };
+                    RingHostStatus {
+                        ip: h.ip.clone(),
+                        former_pod: former,
+                        former_vhosts,
+                        former_up,
+                        pod: pod_at(&h.ip),
+                        vhosts: h.vhosts,
+                        up: h.up,
+                        users: h.users,
+                        out: holder_of(&h.ip).map(describe),
+                    }
                 })
                 .collect()
         })
@@ -253,6 +262,31 @@ fn former_pod(
             _ => None,
         },
     }
+}
+
+/// The count and up/down a host had for its former pod `f`, kept from the pass that first
+/// saw `f` leave: the host as read now (a human's change since the last pass is `f`'s), unless
+/// it is out now (0 vhosts, down: the operator took the entry out for the pod that has the IP
+/// now, or for `f`'s own rejoin), then as the last pass read it; for a host added since, the
+/// record of who is out. Another pod at the IP, or a rollout of it, changes the entry before
+/// `f` rejoins elsewhere (found by the model: a pod that took a moved pod's serving IP rejoined
+/// first and zeroed it, and the moved pod rejoined at 0 vhosts, down).
+fn former_state(prev: &DovecotRingStatus, now: &RingHost, f: &str) -> (Option<u32>, Option<bool>) {
+    let ip = now.ip.as_str();
+    if let Some(h) = prev.hosts.iter().find(|h| h.ip == ip) {
+        return match h.former_pod.as_deref() {
+            Some(was) if was == f => (h.former_vhosts, h.former_up),
+            _ if now.vhosts == 0 && !now.up => (Some(h.vhosts), Some(h.up)),
+            _ => (Some(now.vhosts), Some(now.up)),
+        };
+    }
+    prev.out
+        .iter()
+        .find(|h| h.ip == ip && h.pod == f)
+        .and_then(|h| h.left_out.as_ref())
+        .map_or((None, None), |l| {
+            (Some(l.record.original_vhosts), Some(l.record.restores_up()))
+        })
 }
 
 /// A human's `mailops.io/release` (`pod@token`, comma-separated) not acted on yet: the ring's

@@ -854,6 +854,11 @@ pub fn human_downs(status: &mut DovecotBackendUpgradeStatus, obs: &Observed) -> 
         if rec.downed || rec.failing.is_some() || rec.step > Step::StopDovecot {
             continue;
         }
+        // an IP another pod has now is that pod's entry: its down is not this backend's
+        // (found by the model: another pod's rejoin downed it, and this one went back down)
+        if obs.ip_held_by_other(&rec.ip, &rec.pod).is_some() {
+            continue;
+        }
         let rows: Vec<bool> = views
             .iter()
             .filter_map(|v| v.iter().find(|h| h.ip == rec.ip).map(|h| h.up))
@@ -909,6 +914,10 @@ pub fn human_counts(status: &mut DovecotBackendUpgradeStatus, obs: &Observed) ->
         .backends
         .iter_mut()
         .filter(|r| active(r))
+        // an IP another pod has now is that pod's entry: a count there is not this backend's
+        // (found by the model: the count another record restored at a moved pod's old IP was
+        // taken for a human's, and the moved pod rejoined at it)
+        .filter(|r| obs.ip_held_by_other(&r.ip, &r.pod).is_none())
         .filter_map(|rec| keep_human_count(rec, view))
         .collect()
 }

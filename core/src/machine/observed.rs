@@ -72,7 +72,7 @@ pub struct Observed {
     /// (`RingHostStatus::former_pod`, else `pod`), as IP and pod. A pod of this StatefulSet at
     /// another IP now, with no record here, rejoins in that host's place; a host whose pod left
     /// its IP serves nobody.
-    pub ring_former: Vec<(String, String)>,
+    pub ring_former: Vec<crate::api::StoodFor>,
     /// IPs of the ring's backend pods that are not Ready (or are being deleted): their hosts
     /// serve nobody, whatever the ring shows, and capacity never counts them.
     pub ring_unready: Vec<String>,
@@ -139,7 +139,7 @@ impl Observed {
             && !self
                 .ring_former
                 .iter()
-                .any(|(ip, _)| *ip == host.ip && self.ip_held_by_other(ip, "").is_none())
+                .any(|f| f.ip == host.ip && self.ip_held_by_other(&f.ip, "").is_none())
     }
 
     /// The backend pod other than `pod` that has `ip` now, if any.

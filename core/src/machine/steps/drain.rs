@@ -13,6 +13,9 @@ use super::{
 };
 
 fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
+    if let Some(back) = super::moved_before_stop(cx)? {
+        return Ok(back);
+    }
     let ip = judge::record_ip(&cx.rec.ip, cx.rec.step)?;
     let argv = cx.s.director.director_update(ip, 0);
     cx.run(On::Director, &argv, CommandKind::Plain)?;

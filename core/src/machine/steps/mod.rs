@@ -575,6 +575,126 @@ pub(super) fn mapped_while_running(cx: &mut Cx<'_>) -> Run<Option<StepResult>> {
     Ok(None)
 }
 
+/// The pod under the record's name came back at another IP before this record stopped its
+/// Dovecot (deleted by hand, evicted, its node lost): the drain so far was of an entry no pod
+/// serves any more, while the new pod may already serve users at its own IP, e.g. one the ring
+/// has for another pod that moved (found by the model: the record stopped the pod at the reused
+/// IP, and a user's login there failed). Nothing of this incarnation was stopped, so it goes to
+/// Replace, which binds it at the target (or replaces it), and Verify and RingRestore put it in
+/// at its new IP at the recorded count, as a rejoin does; the drift keeps both IPs out meanwhile.
+/// The cache shows the move; the API server confirms it before the record acts on it.
+pub(super) fn moved_before_stop(cx: &mut Cx<'_>) -> Run<Option<StepResult>> {
+    let (name, was) = (cx.rec.pod.clone(), cx.rec.ip.clone());
+    let moved = |p: &PodView| {
+        p.name == name && p.ready && !p.terminating && p.ip.as_deref().is_some_and(|ip| ip != was)
+    };
+    if !cx.obs.pods.iter().any(moved) {
+        return Ok(None);
+    }
+    // the step's gate was passed over for it (`moved_hold`): never act on a cache's word
+    let Some(p) = cx.pod_now()?.filter(|p| moved(p)) else {
+        return Ok(Some(StepResult::Waiting {
+            requeue: Duration::from_secs(5),
+            message: format!(
+                "{name}: the pod cache shows it at another IP than {was}, the API server does not (yet)"
+            ),
+        }));
+    };
+    let at = p.ip.clone().unwrap_or_default();
+    Ok(Some(StepResult::Rewind {
+        to: Step::Replace,
+        message: format!(
+            "came back at {at} (was {was}) before its Dovecot was stopped here; verified before it rejoins the ring at its new IP"
+        ),
+    }))
+}
+
+/// Before a step up to StopDovecot runs for a pod that came back at another IP: its own gate
+/// judges the IP the pod left, so the step runs straight away, and `moved_before_stop` sends
+/// it to Replace (found by the model: Drain's capacity check on the left IP, now another pod's,
+/// waited for ever). Where the ring sends users to the new IP (another moved pod's entry),
+/// verifying the pod takes that host out, which must leave enough others serving (found by the
+/// model: it was the only one); a wait here lets the other records go on meanwhile (a moved
+/// pod's rejoin may be what brings a host back).
+pub fn moved_hold(g: &GateInput<'_>) -> Option<Gated> {
+    let rec = g.rec;
+    if !(Step::Drain..=Step::StopDovecot).contains(&rec.step) || rec.failed {
+        return None;
+    }
+    let at = g
+        .obs
+        .pods
+        .iter()
+        .find(|p| p.name == rec.pod && p.ready && !p.terminating)?
+        .ip
+        .as_deref()
+        .filter(|ip| *ip != rec.ip)?;
+    let run = Some(Ok(Decision::Run {
+        pod: rec.pod.clone(),
+        step: rec.step,
+        ceiling_users: None,
+    }));
+    let Ok(ip) = dovecot::validate_ip(at) else {
+        return run;
+    };
+    if !g.ring.iter().any(|h| h.ip == at && g.obs.takes_users(h)) {
+        return run;
+    }
+    let held = lock::held_ips(g.obs);
+    let out: Vec<&str> = g
+        .status
+        .backends
+        .iter()
+        .filter(|r| active(r) && r.pod != rec.pod)
+        .flat_map(|r| [Some(r.ip.as_str()), r.new_ip.as_deref()])
+        .flatten()
+        .chain(held.iter().map(String::as_str))
+        .chain([rec.ip.as_str()])
+        .collect();
+    let Some(Decision::Wait { message, .. }) =
+        gates::ring_gate(g.s, g.obs, g.ring, &rec.pod, ip, &out)
+    else {
+        return run;
+    };
+    Some(Err((
+        Duration::from_secs(30),
+        format!(
+            "{}: came back at {at} (was {}), where users are sent; verified there once others serve: {message}",
+            rec.pod, rec.ip
+        ),
+    )))
+}
+
+/// A rejoin as `rejoin` begins it: at Verify with its new IP, nothing stopped here.
+pub fn rejoining(rec: &BackendStatus) -> bool {
+    rec.rejoin
+        && rec.step == Step::Verify
+        && rec.stopped_pod_uid.is_none()
+        && !rec.failed
+        && rec.new_ip.is_some()
+}
+
+/// The IPs a record keeps out that the ring still sends users to, where its pod is now (its
+/// new IP, or the old one the pod came back to): taking one out is a backend out. An entry the
+/// pod left serves nobody, and one another pod has is never this record's.
+pub fn serving_ips<'a>(rec: &'a BackendStatus, ring: &[RingHost], obs: &Observed) -> Vec<&'a str> {
+    let here = |ip: &str| {
+        obs.pods
+            .iter()
+            .any(|p| p.name == rec.pod && p.ip.as_deref() == Some(ip))
+    };
+    std::iter::once(rec.ip.as_str())
+        .chain(rec.new_ip.as_deref())
+        .filter(|ip| here(ip))
+        .filter(|ip| ring.iter().any(|h| h.ip == *ip && obs.takes_users(h)))
+        .collect()
+}
+
+/// Whether a record keeps out an entry the ring still sends users to (`serving_ips`).
+pub fn takes_out_serving(rec: &BackendStatus, ring: &[RingHost], obs: &Observed) -> bool {
+    !serving_ips(rec, ring, obs).is_empty()
+}
+
 /// The ring state the operator holds a record's backend in: its step's, or for a failed one
 /// the left-out state (nobody drives it on and its Dovecot may be stopped: a user mapped there
 /// in the meantime, e.g. while a human had given it vhosts, would fail to log in until a

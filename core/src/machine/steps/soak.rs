@@ -21,10 +21,12 @@ fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
         }
         return Err(failed.into());
     }
+    // the pod put in must still be the one verified, also with no soak to watch (found by the
+    // model: one recreated elsewhere right after RingRestore ended Done at an IP no pod has)
+    let pod = cx.bound_pod()?;
     let Some(limit) = s.soak else {
         return Ok(StepResult::advanced(None));
     };
-    let pod = cx.bound_pod()?;
     let d = &s.director;
     let status = d.director_status();
     let (_, out) = cx.run(On::Director, &status, CommandKind::Plain)?;

@@ -6,6 +6,9 @@ use crate::dovecot::CommandKind;
 use super::{Cleanup, Cx, On, Reads, RingState, Run, StepResult, StepSpec, judge};
 
 fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
+    if let Some(back) = super::moved_before_stop(cx)? {
+        return Ok(back);
+    }
     // users came since StopLmtp (a human gave it vhosts again): they are drained first (found
     // by the model: a user's next login failed on the backend stopped under them)
     if let Some(back) = super::mapped_while_running(cx)? {

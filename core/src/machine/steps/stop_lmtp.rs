@@ -12,6 +12,9 @@ use super::{
 };
 
 fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
+    if let Some(back) = super::moved_before_stop(cx)? {
+        return Ok(back);
+    }
     if let Some(back) = super::mapped_while_running(cx)? {
         return Ok(back);
     }

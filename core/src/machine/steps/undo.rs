@@ -48,6 +48,22 @@ pub fn run(cx: &mut Cx<'_>, action: Cleanup) -> Run<Undone> {
         },
         c => c,
     };
+    // a rejoin that took nothing out yet (its pod serves where the ring sends users) leaves
+    // nothing out: kept out, the next DBU would take that serving host out unasked (found by
+    // the model: beside another DBU's drain)
+    let action = match action {
+        Cleanup::LeaveOut(_) if super::rejoining(rec) => match cx.obs.ring.as_deref() {
+            None => {
+                return Ok(Undone::Failed(format!(
+                    "{}: the director ring could not be read; it is looked at again",
+                    rec.pod
+                )));
+            }
+            Some(ring) if super::takes_out_serving(rec, ring, cx.obs) => Cleanup::Nothing,
+            Some(_) => action,
+        },
+        c => c,
+    };
     match action {
         Cleanup::Restore => match restore(cx) {
             Ok(human_down) => Ok(Undone::Restored { human_down }),

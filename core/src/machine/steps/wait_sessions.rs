@@ -22,6 +22,9 @@ pub const TITLES_PER_EXEC: usize = 200;
 pub const CEILING_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
+    if let Some(back) = super::moved_before_stop(cx)? {
+        return Ok(back);
+    }
     let s = cx.s;
     // users mapped at the ceiling: no need to count sessions
     if let Some(n) = cx.ceiling_users.filter(|n| *n > 0) {
