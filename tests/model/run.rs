@@ -464,12 +464,26 @@ impl Run {
         let new_ip = match how {
             Ev::PodMoved(_) => st.fresh_ip(),
             Ev::PodTakesOldIp(_) => {
-                // an IP some pod had before and no pod has now
+                // an IP some pod had before and no pod has now; not one whose last pod sits
+                // at another pod's old IP itself, nor by a pod whose own old IP another pod
+                // sits at: pods that take each other's entries (a swap, a chain) before any of
+                // them rejoins keep the entries' counts, which the ring's record cannot tell
+                // apart (a limit in docs/design.md)
+                let chained = st.squatting.iter().any(|q| {
+                    st.pods
+                        .get(q)
+                        .is_some_and(|p| st.left_by.get(&p.ip).map(String::as_str) == Some(name))
+                });
                 let free: Vec<String> = st
                     .ip_owner
-                    .keys()
-                    .filter(|ip| st.pod_at(ip).is_none())
-                    .cloned()
+                    .iter()
+                    .filter(|(ip, owner)| {
+                        !chained
+                            && st.pod_at(ip).is_none()
+                            && !st.squatting.contains(*owner)
+                            && !st.human_left.contains(*ip)
+                    })
+                    .map(|(ip, _)| ip.clone())
                     .collect();
                 match free.first() {
                     Some(ip) => ip.clone(),
@@ -486,18 +500,47 @@ impl Run {
             .is_some_and(|h| h.up && h.vhosts > 0);
         let same = new_ip == old_ip;
         // what a human set on the backend is the backend's: its rejoin carries it to the new IP
+        // (moved, not copied: a pod that takes the old IP later is another backend, and never
+        // one whose IP a human's state left: whose command it was cannot be told once another
+        // pod sits at the entry, unless the operator read the ring in between; a limit in
+        // docs/design.md)
         if !same {
-            if st.human_down.contains(&old_ip) {
+            let mut carried = false;
+            if st.human_down.remove(&old_ip) {
                 st.human_down.insert(new_ip.clone());
+                carried = true;
             }
-            if st.ambiguous.contains(&old_ip) {
+            if st.ambiguous.remove(&old_ip) {
                 st.ambiguous.insert(new_ip.clone());
+                carried = true;
             }
-            if let Some(n) = st.human_vhosts.get(&old_ip).copied() {
+            if let Some(n) = st.human_vhosts.remove(&old_ip) {
                 st.human_vhosts.insert(new_ip.clone(), n);
+                carried = true;
+            }
+            if carried {
+                st.human_left.insert(old_ip.clone());
             }
         }
+        if !same {
+            st.left_by.insert(old_ip.clone(), name.to_string());
+        }
+        // (recreated at the same IP, it still sits at the other pod's entry)
+        if matches!(how, Ev::PodTakesOldIp(_)) && st.ip_owner.contains_key(&new_ip) {
+            st.squatting.insert(name.to_string());
+        } else if !same {
+            st.squatting.remove(name);
+        }
+        let out_already = if same {
+            st.pods[name].came_back_out
+        } else {
+            st.directors[0]
+                .hosts
+                .get(&new_ip)
+                .is_some_and(|h| h.vhosts == 0 || !h.up)
+        };
         st.make_pod(name, &sts, &new_ip, &rev);
+        st.pods.get_mut(name).expect("pod").came_back_out = out_already;
         // the world made it where it already served: the operator is not its gate
         if same && serving {
             st.pods.get_mut(name).expect("pod").trusted = true;
@@ -537,6 +580,13 @@ impl Run {
             .ring_out
             .iter()
             .any(|h| h.pod == name && h.left_out.is_some());
+        // at another pod's old IP, not yet put back there by the operator: whose backend a
+        // human means by that entry cannot be told (its state is the other pod's until that
+        // one rejoins elsewhere, carrying it), so no command there is drawn (a limit in
+        // docs/design.md)
+        if st.squatting.contains(name) {
+            return;
+        }
         // a command the ring refuses (a member not synced) changes nothing: the human tries
         // again later, or not
         let verb = match ev {
@@ -583,16 +633,22 @@ impl Run {
 
     /// One reconcile of DBU `name` as the controller runs it (or its cleanup while deleting).
     /// One pass of a DBU. A write of the ring's record wakes the ring's own pass in the
-    /// controller (its watch); here only a release does, the write whose pass the record of
-    /// which pod a host stands for needs (a backend back at a new IP), for speed.
+    /// controller (its watch); here a claim or a release does (the writes whose pass the record
+    /// of which pod a host stands for needs: a backend back at a new IP, or one at another
+    /// pod's old IP seen before the operator changes that entry), not every status write, for
+    /// speed.
     pub fn pass(&mut self, name: &str) {
-        let held = |w: &World| -> Vec<String> {
-            w.lock().ring_out.iter().map(|h| h.pod.clone()).collect()
+        let held = |w: &World| -> Vec<(String, String)> {
+            w.lock()
+                .ring_out
+                .iter()
+                .map(|h| (h.pod.clone(), h.ip.clone()))
+                .collect()
         };
         let before = held(&self.world);
         self.pass_once(name);
         let after = held(&self.world);
-        if before.iter().any(|p| !after.contains(p)) {
+        if before != after {
             self.ring_pass();
         }
     }
@@ -770,6 +826,9 @@ impl Run {
                     && !human
                     && let Some(owner) = st.ip_owner.get(ip)
                     && !dead(owner)
+                    && !st.pods[owner].came_back_out
+                    // a pod that never became Ready serves nobody: the world took it out
+                    && !st.pods[owner].blocked
                 {
                     out_pods.insert(owner.clone());
                 }
@@ -963,14 +1022,14 @@ impl Run {
     }
 }
 
-/// The StatefulSets of pods back at a new IP that the ring's record names and the ring does
-/// not have yet: their DBU rejoins them.
+/// The StatefulSets of pods back at a new IP that the ring's record still names as a host's
+/// former pod (the ring does not have the new IP yet, or has it for another pod that moved,
+/// or still has the old entry): their DBU rejoins them.
 fn moved_out(st: &State) -> Vec<String> {
     st.ring_status
         .hosts
         .iter()
         .filter_map(|h| st.pods.get(h.former_pod.as_ref()?))
-        .filter(|p| !st.directors[0].hosts.contains_key(&p.ip))
         .map(|p| p.sts.clone())
         .collect()
 }

@@ -76,6 +76,10 @@ pub struct Pod {
     pub sessions: BTreeMap<String, u32>,
     pub checked: bool,
     pub probed: bool,
+    /// Recreated at another pod's old IP that the ring had out already (at 0 vhosts or
+    /// down): the world took it out, as it does a pod back at an IP the ring lacks, and it
+    /// holds no slot until the operator puts it back (its rejoin is not counted as a drain).
+    pub came_back_out: bool,
 }
 
 /// A DBU as the API server keeps it.
@@ -118,6 +122,14 @@ pub struct State {
     pub pods: BTreeMap<String, Pod>,
     /// Every IP a pod ever had, to whose pod it belonged last.
     pub ip_owner: BTreeMap<String, String>,
+    /// Pods recreated at an IP another pod had (`PodTakesOldIp`), until the operator puts
+    /// them back there or they are recreated again: their own old IPs are not drawn for
+    /// another pod that moved (see `recreate`), and a human's command on them is ambiguous.
+    pub squatting: BTreeSet<String>,
+    /// The pod that last left each IP (recreated elsewhere).
+    pub left_by: BTreeMap<String, String>,
+    /// IPs a pod left carrying a human's state (never drawn for `PodTakesOldIp`).
+    pub human_left: BTreeSet<String>,
     pub update_revision: String,
     pub revisions: BTreeMap<String, Revision>,
     pub replicas: BTreeMap<String, usize>,
@@ -205,6 +217,9 @@ impl State {
             directors: Vec::new(),
             pods: BTreeMap::new(),
             ip_owner: BTreeMap::new(),
+            squatting: BTreeSet::new(),
+            left_by: BTreeMap::new(),
+            human_left: BTreeSet::new(),
             update_revision: "rev-1".into(),
             revisions: BTreeMap::from([("rev-1".into(), Revision::default())]),
             replicas: BTreeMap::new(),
@@ -323,6 +338,7 @@ impl State {
                 sessions: BTreeMap::new(),
                 checked: false,
                 probed: false,
+                came_back_out: false,
             },
         );
         self.ip_owner.insert(pip.to_string(), name.to_string());
@@ -824,6 +840,13 @@ impl State {
         if let ["flush", ip] = w {
             self.human_opened.remove(*ip);
         }
+        // a pod that never became Ready serves nobody: taking its entry out takes nothing the
+        // world had not taken already, until it is put back
+        if let ["update", ip, "0"] | ["down", ip] = w
+            && let Some(p) = self.pods.values_mut().find(|p| p.ip == *ip && p.blocked)
+        {
+            p.came_back_out = true;
+        }
         let (verb, ip, n) = match w {
             ["update" | "add", ip, n] => (w[0], *ip, n.parse::<u32>().unwrap_or(0)),
             ["up", ip] => ("up", *ip, 1),
@@ -847,6 +870,10 @@ impl State {
         }
         if !put_back {
             return;
+        }
+        if let Some((name, p)) = self.pods.iter_mut().find(|(_, p)| p.ip == ip) {
+            p.came_back_out = false;
+            self.squatting.remove(name);
         }
         match self.pod_at(ip) {
             None => self.violation(format!(
@@ -1000,10 +1027,12 @@ impl Cluster for World {
         if format!("uid-{}", p.uid) != uid {
             return Ok(());
         }
-        let (sts, pip) = (p.sts.clone(), p.ip.clone());
+        let (sts, pip, out) = (p.sts.clone(), p.ip.clone(), p.came_back_out);
         let rev = st.update_revision.clone();
         st.note(|| format!("  delete pod {pod}: recreated at {rev}"));
         st.make_pod(pod, &sts, &pip, &rev);
+        // at the same IP: still the world's out, until the operator puts it back
+        st.pods.get_mut(pod).expect("pod").came_back_out = out;
         Ok(())
     }
     async fn fresh_pod(&self, s: &Settings, pod: &str) -> Result<Option<PodView>, ClusterError> {
