@@ -126,15 +126,10 @@ fn last_serving(
         .find_map(|rec| {
             let mine = |ip: &str| ip == rec.ip || rec.new_ip.as_deref() == Some(ip);
             // only where its pod is now: an IP another pod has is that pod's host
-            let here = |ip: &str| {
-                obs.pods
-                    .iter()
-                    .any(|p| p.name == rec.pod && p.ip.as_deref() == Some(ip))
-            };
             let host = ring
                 .iter()
                 .filter(serving)
-                .find(|h| mine(&h.ip) && here(&h.ip))?;
+                .find(|h| mine(&h.ip) && obs.is_at(&rec.pod, &h.ip))?;
             let others = ring.iter().filter(serving).any(|h| !mine(&h.ip));
             (!others).then(|| {
                 Decision::wait(
@@ -250,9 +245,9 @@ pub fn decide(
     let mut rejoin_wait = None;
     if !s.dry_run && s.refused.is_none() {
         match rejoin(s, status, obs, target, now) {
-            Rejoin::Begin(d) => return d,
-            Rejoin::NoRoom(w) => rejoin_wait = Some(w),
-            Rejoin::None => {}
+            Ok(Some(d)) => return d,
+            Ok(None) => {}
+            Err(wait) => rejoin_wait = Some(wait),
         }
     }
     let any_active = status.backends.iter().any(active);
@@ -428,30 +423,10 @@ pub fn decide(
 /// that pod's), then the soak. One that fails stays out, stalled with the reason, like a
 /// rollout's. Cheap when nothing moved: the ring is read only when a pod's IP differs from its
 /// record's or the ring's.
-/// What `rejoin` found: a rejoin to begin (or what to read or do first), a moved pod that
-/// waits for room to be taken out, or nothing moved.
-enum Rejoin {
-    Begin(Decision),
-    NoRoom(Decision),
-    None,
-}
-
+///
+/// Ok(Some): what to do (begin a rejoin, or read or drop first); Ok(None): nothing moved;
+/// Err: the first moved pod that waits for room to be taken out.
 fn rejoin(
-    s: &Settings,
-    status: &DovecotBackendUpgradeStatus,
-    obs: &Observed,
-    target: &str,
-    now: Timestamp,
-) -> Rejoin {
-    match rejoin_next(s, status, obs, target, now) {
-        Ok(Some(d)) => Rejoin::Begin(d),
-        Ok(None) => Rejoin::None,
-        Err(wait) => Rejoin::NoRoom(wait),
-    }
-}
-
-/// `rejoin`'s work: Ok(Some) to act on, Err: the first moved pod that waits for room.
-fn rejoin_next(
     s: &Settings,
     status: &DovecotBackendUpgradeStatus,
     obs: &Observed,
@@ -762,25 +737,24 @@ fn lock_sync(
             ));
         };
         // the ring's record is read only for one that would take a serving host out
-        if rejoins().any(|r| steps::takes_out_serving(r, ring, obs))
-            && let Err(wait) = lock::read(obs)
-        {
-            return Some(wait);
-        }
-        let lk = match lock::read(obs) {
-            Ok(lk) => lk,
-            Err(_) => &super::observed::RingLock::default(),
-        };
-        let no_room = |r: &BackendStatus| {
-            steps::serving_ips(r, ring, obs)
-                .into_iter()
-                .any(|ip| room_to_take_out(s, status, obs, ring, lk, &r.pod, ip).is_some())
-        };
-        if let Some(rec) = rejoins().find(|r| no_room(r)) {
-            return Some(Decision::Undo {
-                pod: rec.pod.clone(),
-                action: super::decision::Cleanup::Nothing,
-            });
+        let serving: Vec<(&BackendStatus, Vec<&str>)> = rejoins()
+            .map(|r| (r, steps::serving_ips(r, ring, obs)))
+            .filter(|(_, ips)| !ips.is_empty())
+            .collect();
+        if !serving.is_empty() {
+            let lk = match lock::read(obs) {
+                Ok(lk) => lk,
+                Err(wait) => return Some(wait),
+            };
+            if let Some((rec, _)) = serving.iter().find(|(r, ips)| {
+                ips.iter()
+                    .any(|ip| room_to_take_out(s, status, obs, ring, lk, &r.pod, ip).is_some())
+            }) {
+                return Some(Decision::Undo {
+                    pod: rec.pod.clone(),
+                    action: super::decision::Cleanup::Nothing,
+                });
+            }
         }
     }
     let out_unregistered: Vec<String> = unregistered().map(|r| r.pod.clone()).collect();
@@ -844,15 +818,8 @@ fn room_to_take_out(
     if lock::busy(s, status, obs, &fresh, pod).is_some() {
         return Some(WaitReason::RingBusy);
     }
-    let held = lock::held_ips(obs);
-    let out: Vec<&str> = status
-        .backends
-        .iter()
-        .filter(|r| active(r) && r.pod != pod)
-        .flat_map(|r| [Some(r.ip.as_str()), r.new_ip.as_deref()])
-        .flatten()
-        .chain(held.iter().map(String::as_str))
-        .collect();
+    let out = lock::out_ips(status, obs, pod);
+    let out: Vec<&str> = out.iter().map(String::as_str).collect();
     match dovecot::validate_ip(ip).map(|a| gates::ring_gate(s, obs, ring, pod, a, &out)) {
         Ok(None) => None,
         Ok(Some(Decision::Wait { reason, .. })) => Some(reason),

@@ -201,6 +201,19 @@ pub fn leave_out(
     holders
 }
 
+/// IPs out of the ring right now: this DBU's records in flight (old and new IP) but
+/// `except`'s, and those other DBUs hold (for the capacity guard and the split check).
+pub fn out_ips(status: &DovecotBackendUpgradeStatus, obs: &Observed, except: &str) -> Vec<String> {
+    status
+        .backends
+        .iter()
+        .filter(|r| active(r) && r.pod != except)
+        .flat_map(|r| [Some(r.ip.clone()), r.new_ip.clone()])
+        .flatten()
+        .chain(held_ips(obs))
+        .collect()
+}
+
 /// IPs other DBUs hold out of the ring (for the capacity guard).
 pub fn held_ips(obs: &Observed) -> Vec<String> {
     match &obs.ring_lock {

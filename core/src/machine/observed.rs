@@ -142,6 +142,13 @@ impl Observed {
                 .any(|f| f.ip == host.ip && self.ip_held_by_other(&f.ip, "").is_none())
     }
 
+    /// Whether backend pod `pod` has `ip` now.
+    pub fn is_at(&self, pod: &str, ip: &str) -> bool {
+        self.pods
+            .iter()
+            .any(|p| p.name == pod && p.ip.as_deref() == Some(ip))
+    }
+
     /// The backend pod other than `pod` that has `ip` now, if any.
     pub fn ip_held_by_other(&self, ip: &str, pod: &str) -> Option<&str> {
         let theirs = |n: &str, i: Option<&str>| n != pod && i == Some(ip);

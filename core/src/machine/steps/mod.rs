@@ -640,15 +640,10 @@ pub fn moved_hold(g: &GateInput<'_>) -> Option<Gated> {
     if !g.ring.iter().any(|h| h.ip == at && g.obs.takes_users(h)) {
         return run;
     }
-    let held = lock::held_ips(g.obs);
-    let out: Vec<&str> = g
-        .status
-        .backends
+    let out = lock::out_ips(g.status, g.obs, &rec.pod);
+    let out: Vec<&str> = out
         .iter()
-        .filter(|r| active(r) && r.pod != rec.pod)
-        .flat_map(|r| [Some(r.ip.as_str()), r.new_ip.as_deref()])
-        .flatten()
-        .chain(held.iter().map(String::as_str))
+        .map(String::as_str)
         .chain([rec.ip.as_str()])
         .collect();
     let Some(Decision::Wait { message, .. }) =
@@ -678,14 +673,9 @@ pub fn rejoining(rec: &BackendStatus) -> bool {
 /// new IP, or the old one the pod came back to): taking one out is a backend out. An entry the
 /// pod left serves nobody, and one another pod has is never this record's.
 pub fn serving_ips<'a>(rec: &'a BackendStatus, ring: &[RingHost], obs: &Observed) -> Vec<&'a str> {
-    let here = |ip: &str| {
-        obs.pods
-            .iter()
-            .any(|p| p.name == rec.pod && p.ip.as_deref() == Some(ip))
-    };
     std::iter::once(rec.ip.as_str())
         .chain(rec.new_ip.as_deref())
-        .filter(|ip| here(ip))
+        .filter(|ip| obs.is_at(&rec.pod, ip))
         .filter(|ip| ring.iter().any(|h| h.ip == *ip && obs.takes_users(h)))
         .collect()
 }
@@ -742,16 +732,8 @@ fn others_drained(g: &GateInput<'_>, wait_unread: bool) -> Option<Gated> {
 /// A wait while the directors disagree beyond the backends out of the ring right now (this
 /// DBU's in flight, and those the ring's record holds): `what` is held back.
 fn directors_agree(g: &GateInput<'_>, what: &str) -> Option<Gated> {
-    let held = lock::held_ips(g.obs);
-    let changing: Vec<&str> = g
-        .status
-        .backends
-        .iter()
-        .filter(|r| active(r))
-        .flat_map(|r| [Some(r.ip.as_str()), r.new_ip.as_deref()])
-        .flatten()
-        .chain(held.iter().map(String::as_str))
-        .collect();
+    let out = lock::out_ips(g.status, g.obs, "");
+    let changing: Vec<&str> = out.iter().map(String::as_str).collect();
     let diff = split::differences(g.obs, &changing);
     (!diff.is_empty()).then(|| {
         Ok(Decision::wait(
