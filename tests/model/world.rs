@@ -599,6 +599,66 @@ impl State {
         }
     }
 
+    /// One line on the world: each pod (IP, Ready, LMTP, stopped by us) and what every
+    /// director shows for each host, for `DBU_MODEL_TRACE`.
+    pub fn trace(&self) -> String {
+        let pods: Vec<String> = self
+            .pods
+            .iter()
+            .map(|(n, p)| {
+                format!(
+                    "{n}@{}{}{}{}",
+                    p.ip,
+                    if p.dovecot && !p.blocked {
+                        ""
+                    } else {
+                        " unready"
+                    },
+                    if p.lmtp { "" } else { " nolmtp" },
+                    if p.stopped_by_us { " stopped" } else { "" }
+                )
+            })
+            .collect();
+        let dirs: Vec<String> = self
+            .directors
+            .iter()
+            .map(|d| {
+                let hosts: Vec<String> = d
+                    .hosts
+                    .iter()
+                    .map(|(ip, h)| format!("{ip}={}{}", h.vhosts, if h.up { "" } else { "d" }))
+                    .collect();
+                format!("{}: {}", d.name, hosts.join(" "))
+            })
+            .collect();
+        let recs: Vec<String> = self
+            .dbus
+            .values()
+            .flat_map(|d| {
+                d.status.backends.iter().map(|r| {
+                    format!(
+                        "{}:{}@{}{} {:?}{}",
+                        d.name,
+                        r.pod,
+                        r.step,
+                        if r.failed { " failed" } else { "" },
+                        r.message.as_deref().unwrap_or(""),
+                        r.last_error
+                            .as_ref()
+                            .map(|e| format!(" err {e:?}"))
+                            .unwrap_or_default()
+                    )
+                })
+            })
+            .collect();
+        format!(
+            "   ~ pods [{}] | {} | records [{}]",
+            pods.join(", "),
+            dirs.join(" | "),
+            recs.join("; ")
+        )
+    }
+
     /// A command in backend pod `name`.
     fn backend(&mut self, name: &str, argv: &[String]) -> Result<ExecOutput, ExecError> {
         let Some(p) = self.pods.get(name) else {

@@ -114,14 +114,24 @@ fn last_serving(
     status
         .backends
         .iter()
-        .filter(|r| active(r) && !r.failed && r.failing.is_none())
+        // failed ones too: left out, a pod whose Dovecot runs still takes the users a human
+        // sends it (found by the model: a recreated pod left out unverified, given vhosts by a
+        // human while every other host was out, was zeroed and no host served)
+        .filter(|r| active(r))
         // drained, with Dovecot not yet stopped here (StopDovecot: about to be; never while
         // this hold stands); also one sent to Replace, or a rejoin, whose pod came back to an
         // IP where users are sent (found by the model: Replace's drift took the only serving
         // host out)
+        // (found by the model: a pod recreated after StopDovecot, given vhosts by a human while
+        // every other host was not Ready, was zeroed as the last host serving)
         .filter(|r| {
             let want = steps::held_state(r);
-            r.step >= Step::WaitSessions && r.stopped_pod_uid.is_none() && (want.drained || want.down)
+            let stopped_here = r.stopped_pod_uid.is_some()
+                && obs
+                    .pods
+                    .iter()
+                    .any(|p| p.name == r.pod && p.uid == r.stopped_pod_uid);
+            r.step >= Step::WaitSessions && !stopped_here && (want.drained || want.down)
         })
         .find_map(|rec| {
             let mine = |ip: &str| ip == rec.ip || rec.new_ip.as_deref() == Some(ip);
@@ -310,6 +320,9 @@ pub fn decide(
     }
     if let Some(hold) = last_serving(status, ring, obs) {
         return hold;
+    }
+    if let Some(d) = rejoin_room(s, status, obs) {
+        return d;
     }
     if let Some((pod, commands)) = ring_drift(s, status, ring, obs) {
         return Decision::Reassert {
@@ -713,49 +726,8 @@ fn lock_sync(
             .iter()
             .filter(|r| active(r) && r.step != Step::Drain && !lock::holds(status, &r.pod))
     };
-    // a rejoin at an IP that still takes users (its new IP, or the old one the pod came back
-    // to) is not out yet: it is weighed as a new backend out against the record read now
-    // (another DBU may have claimed since it began; it may have registered while its new IP
-    // was not in the ring and the pod came back to its old one since), and without room its
-    // record goes, nothing done, and the pod serves until `rejoin` finds room
-    let rejoins = || {
-        status
-            .backends
-            .iter()
-            .filter(|r| active(r) && steps::rejoining(r))
-    };
-    if let Some(rec) = rejoins().next() {
-        let Some(ring) = obs.ring.as_deref() else {
-            // read it (`missing`), then decide again
-            return Some(Decision::wait(
-                WaitReason::RingUnreadable,
-                format!(
-                    "{} rejoins the ring: reading the director ring before it takes a slot",
-                    rec.pod
-                ),
-                Duration::from_secs(10),
-            ));
-        };
-        // the ring's record is read only for one that would take a serving host out
-        let serving: Vec<(&BackendStatus, Vec<&str>)> = rejoins()
-            .map(|r| (r, steps::serving_ips(r, ring, obs)))
-            .filter(|(_, ips)| !ips.is_empty())
-            .collect();
-        if !serving.is_empty() {
-            let lk = match lock::read(obs) {
-                Ok(lk) => lk,
-                Err(wait) => return Some(wait),
-            };
-            if let Some((rec, _)) = serving.iter().find(|(r, ips)| {
-                ips.iter()
-                    .any(|ip| room_to_take_out(s, status, obs, ring, lk, &r.pod, ip).is_some())
-            }) {
-                return Some(Decision::Undo {
-                    pod: rec.pod.clone(),
-                    action: super::decision::Cleanup::Nothing,
-                });
-            }
-        }
+    if let Some(d) = rejoin_room(s, status, obs) {
+        return Some(d);
     }
     let out_unregistered: Vec<String> = unregistered().map(|r| r.pod.clone()).collect();
     let stray = match &obs.ring_lock {
@@ -790,6 +762,58 @@ fn lock_sync(
     let mut pods = lock::kept(status);
     pods.extend(out_unregistered);
     Some(Decision::Claim { pods })
+}
+
+/// A rejoin at an IP that still takes users (its new IP, or the old one the pod came back to)
+/// is not out yet: it is weighed as a new backend out against the ring's record read now
+/// (another DBU may have claimed since it began; it may have registered while its new IP was
+/// not in the ring and the pod came back to its old one since; its pod may have been recreated
+/// under it at the IP it was just put in at), and without room its record goes, nothing done,
+/// and the pod serves until `rejoin` finds room. Weighed before the drift takes anything out.
+fn rejoin_room(
+    s: &Settings,
+    status: &DovecotBackendUpgradeStatus,
+    obs: &Observed,
+) -> Option<Decision> {
+    let rejoins = || {
+        status
+            .backends
+            .iter()
+            .filter(|r| active(r) && steps::rejoining(r))
+    };
+    let rec = rejoins().next()?;
+    let Some(ring) = obs.ring.as_deref() else {
+        // read it (`missing`), then decide again
+        return Some(Decision::wait(
+            WaitReason::RingUnreadable,
+            format!(
+                "{} rejoins the ring: reading the director ring before it takes a slot",
+                rec.pod
+            ),
+            Duration::from_secs(10),
+        ));
+    };
+    // the ring's record is read only for one that would take a serving host out
+    let serving: Vec<(&BackendStatus, Vec<&str>)> = rejoins()
+        .map(|r| (r, steps::serving_ips(r, ring, obs)))
+        .filter(|(_, ips)| !ips.is_empty())
+        .collect();
+    if !serving.is_empty() {
+        let lk = match lock::read(obs) {
+            Ok(lk) => lk,
+            Err(wait) => return Some(wait),
+        };
+        if let Some((rec, _)) = serving.iter().find(|(r, ips)| {
+            ips.iter()
+                .any(|ip| room_to_take_out(s, status, obs, ring, lk, &r.pod, ip).is_some())
+        }) {
+            return Some(Decision::Undo {
+                pod: rec.pod.clone(),
+                action: super::decision::Cleanup::Nothing,
+            });
+        }
+    }
+    None
 }
 
 /// Why `pod`, serving at `ip`, may not be taken out now (None: it may). It needs a slot in the

@@ -343,7 +343,8 @@ pub fn left_out_counts(
         if other {
             continue;
         }
-        notes.extend(fold::keep_human_count(&mut l.record, view));
+        let read_new = fold::new_entry_read(&prev.stood_for(), &l.record);
+        notes.extend(fold::keep_human_count(&mut l.record, view, read_new));
     }
     (!notes.is_empty()).then_some((out, notes))
 }

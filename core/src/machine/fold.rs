@@ -918,20 +918,48 @@ pub fn human_counts(status: &mut DovecotBackendUpgradeStatus, obs: &Observed) ->
         // (found by the model: the count another record restored at a moved pod's old IP was
         // taken for a human's, and the moved pod rejoined at it)
         .filter(|r| obs.ip_held_by_other(&r.ip, &r.pod).is_none())
-        .filter_map(|rec| keep_human_count(rec, view))
+        .filter_map(|rec| {
+            let read_new = new_entry_read(&obs.ring_former, rec);
+            keep_human_count(rec, view, read_new)
+        })
         .collect()
 }
 
+/// Whether the entry at a record's new IP is read for a human's count: only at RingRestore,
+/// whose restore adds it at the recorded count (a count there other than that, 0 or the
+/// default is then a human's; found by the model: one set after the restore's `add`, in a
+/// pass cut short, was overwritten when the restore ran again). Before, an entry there is what
+/// another pod left, held at 0 while this one is verified (found by the model: the count a
+/// moved pod left at the IP another pod rejoined at was taken for a human's); one the ring's
+/// record says stands for another pod is that pod's still.
+pub fn new_entry_read(stood_for: &[crate::api::StoodFor], rec: &BackendStatus) -> bool {
+    rec.step == Step::RingRestore
+        && rec
+            .new_ip
+            .as_deref()
+            .is_some_and(|n| !stood_for.iter().any(|f| f.ip == n && f.pod != rec.pod))
+}
+
 /// Folds a count a human set (see `human_counts`) into one record that has yet to go back
-/// (in flight, or left out of the ring by a deleted DBU), with the Event that says so.
+/// (in flight, or left out of the ring by a deleted DBU), with the Event that says so. A
+/// record whose pod came back at a new IP reads the entry there first when `new_entry` allows
+/// (found by the model: a human's count on the host a rejoin had just added was overwritten
+/// when the restore, cut short, ran again).
 pub fn keep_human_count(
     rec: &mut BackendStatus,
     view: &[crate::dovecot::RingHost],
+    new_entry: bool,
 ) -> Option<Note> {
     if rec.failing.is_some() || rec.failed || rec.step > Step::RingRestore {
         return None;
     }
-    let host = view.iter().find(|h| h.ip == rec.ip)?;
+    let at = |ip: &str| view.iter().find(|h| h.ip == ip);
+    let host = rec
+        .new_ip
+        .as_deref()
+        .filter(|n| new_entry && *n != rec.ip)
+        .and_then(at)
+        .or_else(|| at(&rec.ip))?;
     // the default is what a ring whose directors all restarted shows for every host: not a
     // human's (a real-Dovecot test caught the restart's 100 taken for one; a human who wants
     // 100 sets it after the rollout)

@@ -660,13 +660,15 @@ pub fn moved_hold(g: &GateInput<'_>) -> Option<Gated> {
     )))
 }
 
-/// A rejoin as `rejoin` begins it: at Verify with its new IP, nothing stopped here.
+/// A rejoin as `rejoin` begins it: at Verify with its new IP, nothing stopped here; or sent
+/// back to Replace since, and verified again, with its pod recreated under it at the IP it
+/// was just put in at (RingRestore made that its IP; found by the model: taken out there at
+/// the soak beside another backend's drain).
 pub fn rejoining(rec: &BackendStatus) -> bool {
     rec.rejoin
-        && rec.step == Step::Verify
+        && matches!(rec.step, Step::Replace | Step::Verify)
         && rec.stopped_pod_uid.is_none()
         && !rec.failed
-        && rec.new_ip.is_some()
 }
 
 /// The IPs a record keeps out that the ring still sends users to, where its pod is now (its

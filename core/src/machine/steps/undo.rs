@@ -157,7 +157,7 @@ pub fn if_running(rec: &BackendStatus, running: bool) -> Cleanup {
 }
 
 /// The commands that put a backend before RingRestore back: reload re-opens the LMTP listener
-/// that `service stop` closed, then the recorded vhost count and `up` (or `down`, for a backend
+/// that `service stop` closed (at StopLmtp or after, or back at the drain since), then the recorded vhost count and `up` (or `down`, for a backend
 /// a human had taken down before the rollout, or during it: `keep_down`). None when the record's
 /// IP is unusable. (A backend at RingRestore is restored by running that step.)
 pub fn restore_commands(
@@ -167,7 +167,11 @@ pub fn restore_commands(
 ) -> Option<Vec<Command>> {
     let ip = dovecot::validate_ip(&rec.ip).ok()?;
     let mut cmds = Vec::new();
-    if rec.step >= Step::StopLmtp {
+    // StopLmtp records where the mail is when it closes LMTP: a record sent back to the drain
+    // since (users mapped to it again while its Dovecot ran) has LMTP closed too (found by the
+    // model: a skip's restore put it back with LMTP closed, and the next backend drained made
+    // two out)
+    if rec.step >= Step::StopLmtp || rec.mail_layout.is_some() {
         cmds.push(Command {
             on: On::Backend,
             argv: s.backend.reload(),

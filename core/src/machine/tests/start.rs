@@ -84,6 +84,17 @@ fn a_backend_a_human_took_down_is_upgraded_and_left_down() {
     at_wait.step = Step::WaitSessions;
     let undo = restore_commands(&s, &at_wait, false).unwrap();
     assert_eq!(joined(undo), ["doveadm director update 127.0.0.13 20"]);
+    // sent back to the drain after StopLmtp closed LMTP: reloaded first, so LMTP listens again
+    let mut rewound = at_wait.clone();
+    rewound.mail_layout = Some(crate::api::MailLayout {
+        user: "probe".into(),
+        home: None,
+        mail: None,
+        expanded: false,
+    });
+    let undo = joined(restore_commands(&s, &rewound, false).unwrap());
+    assert!(undo[0].ends_with("reload"), "{undo:?}");
+    assert_eq!(undo[1], "doveadm director update 127.0.0.13 20");
     // ... once it has (RingRemove on, and after a rewind): back up, or down as it was
     let mut up_at_wait = rec(2, Step::WaitSessions, 0);
     up_at_wait.downed = true;

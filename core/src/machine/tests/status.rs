@@ -630,7 +630,7 @@ fn a_count_set_by_hand_on_a_backend_in_flight_is_the_count_it_goes_back_at() {
         r.original_vhosts = 100;
         r.failed = failed;
         let view = vec![crate::fixtures::host(0, shown, true, 0)];
-        let note = keep_human_count(&mut r, &view);
+        let note = keep_human_count(&mut r, &view, true);
         assert_eq!(
             r.original_vhosts, want,
             "{step} shown {shown} failed {failed}"
@@ -639,6 +639,37 @@ fn a_count_set_by_hand_on_a_backend_in_flight_is_the_count_it_goes_back_at() {
             note.is_some(),
             want != 100,
             "{step} shown {shown}: an Event exactly when the count changes"
+        );
+    }
+}
+
+#[test]
+fn a_count_set_by_hand_on_the_new_ip_of_a_rejoin_is_the_count_it_goes_back_at() {
+    use crate::machine::fold::keep_human_count;
+    // (old entry's count, new entry's count, new entry read) -> the count recorded
+    let t = [
+        // the restore added the new host at the recorded count: nothing a human did
+        (Some(0), Some(100), true, 100),
+        // a human set the new host after the restore added it, then the pass was cut short
+        (Some(0), Some(40), true, 40),
+        (None, Some(40), true, 40),
+        // the new entry stands for another pod: only the old entry is this backend's
+        (Some(0), Some(40), false, 100),
+        (Some(60), Some(40), false, 60),
+        // not added yet: the old entry, as before
+        (Some(60), None, true, 60),
+    ];
+    for (old, new, new_entry, want) in t {
+        let mut r = rec(0, Step::RingRestore, 0);
+        r.original_vhosts = 100;
+        r.new_ip = Some(crate::fixtures::backend_ip(5));
+        let mut view = Vec::new();
+        view.extend(old.map(|v| crate::fixtures::host(0, v, true, 0)));
+        view.extend(new.map(|v| crate::fixtures::host(5, v, true, 0)));
+        keep_human_count(&mut r, &view, new_entry);
+        assert_eq!(
+            r.original_vhosts, want,
+            "old {old:?} new {new:?} read {new_entry}"
         );
     }
 }
