@@ -142,13 +142,14 @@ pub fn open_from_env() -> Vec<String> {
 
 /// Events that still break a promise, each with a shrunk case in `tests/model_based.rs`
 /// (`known_open_*`, ignored until fixed): a pod recreated at an IP the ring has for another
-/// pod, in chains of moves the ring's record cannot tell apart (see docs/design.md). A pod
-/// back at a new IP (`PodMoved`) and a human's vhost count (`HumanUpdate`) are drawn since
-/// they were fixed.
-pub const KNOWN_OPEN: [&str; 1] = ["PodTakesOldIp"];
+/// pod, in chains of moves the ring's record cannot tell apart, and a human's vhost count (at
+/// the CI seed 100,000 sequences pass; seed 777 finds a human's count on a backend stopped by
+/// a record whose pod then moves). A pod back at a new IP (`PodMoved`) is drawn since it was
+/// fixed.
+pub const KNOWN_OPEN: [&str; 2] = ["PodTakesOldIp", "HumanUpdate"];
 
 pub fn known_open_event(e: &Ev) -> bool {
-    matches!(e, Ev::PodTakesOldIp(_))
+    matches!(e, Ev::PodTakesOldIp(_) | Ev::HumanUpdate(..))
 }
 
 /// A world to start from: StatefulSet sizes and whether DBU b exists at the start.
@@ -1062,8 +1063,13 @@ fn human_exec(st: &mut State, d: usize, argv: &[String]) -> bool {
 }
 
 /// One more pass of the operator over the hosts `ips`: those a human opened on a stopped
-/// backend are judged again after three (see `State::human_opened`).
+/// backend are judged again after three (see `State::human_opened`). A pass while a director
+/// lags does not count: the ring then refuses every change on every director (`Ring sync timed
+/// out`), and the operator cannot close what the human opened.
 fn age_opened(st: &mut State, ips: &[String]) {
+    if st.directors.iter().any(|d| d.running && d.lagging) {
+        return;
+    }
     st.human_opened.retain(|ip, passes| {
         if ips.contains(ip) {
             *passes += 1;

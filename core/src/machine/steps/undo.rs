@@ -48,6 +48,25 @@ pub fn run(cx: &mut Cx<'_>, action: Cleanup) -> Run<Undone> {
         },
         c => c,
     };
+    // put back, its pod since gone to another IP (as the API server has it: a lagging cache
+    // may show the one before): its entry serves nobody and the new IP is not in the ring, so
+    // it is left for the next DBU to rejoin, not let go with nothing (found by the model: the
+    // DBU deleted in the soak of a pod that moved again, and no ring's pass had seen the entry
+    // as its)
+    let action = match action {
+        Cleanup::Nothing if rec.step == Step::Soak && !rec.failed => match moved_since(cx) {
+            Ok(Some(why)) => Cleanup::LeaveOut(super::left_out_message(rec, &why)),
+            Ok(None) => Cleanup::Nothing,
+            Err(Halt::Need(a)) => return Err(Halt::Need(a)),
+            Err(Halt::Done(e)) => {
+                return Ok(Undone::Failed(format!(
+                    "{}: could not read its pod: {e:?}",
+                    rec.pod
+                )));
+            }
+        },
+        c => c,
+    };
     // a rejoin that took nothing out yet (its pod serves where the ring sends users) leaves
     // nothing out: kept out, the next DBU would take that serving host out unasked (found by
     // the model: beside another DBU's drain)
@@ -111,6 +130,18 @@ fn replaced(cx: &mut Cx<'_>) -> Run<Option<String>> {
             now.unwrap_or("none")
         )
     }))
+}
+
+/// Why a backend put back is no longer where it was put in (its pod has another IP now), or
+/// None when it is (or has no pod now: it may come back at the same IP).
+fn moved_since(cx: &mut Cx<'_>) -> Run<Option<String>> {
+    let rec = cx.rec;
+    let put_in = rec.new_ip.as_deref().unwrap_or(&rec.ip).to_string();
+    let pod = cx.pod_now()?;
+    Ok(pod
+        .and_then(|p| p.ip)
+        .filter(|ip| *ip != put_in)
+        .map(|ip| format!("came back at {ip} after it was put in at {put_in}")))
 }
 
 /// Puts the backend back; true when it is left down because a human took it down.
