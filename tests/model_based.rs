@@ -1886,14 +1886,12 @@ fn found_a_human_count_on_a_stopped_backend_while_the_ring_refuses_changes() {
     );
 }
 
-/// Known open (`DBU_MODEL_OPEN=HumanUpdate`, seed 777, 200,000 sequences): a backend whose
-/// Dovecot a record stopped is given vhosts by a human, and its pod moves (recreated
-/// elsewhere) before the operator closes what the human opened; a login sent to the old entry
-/// fails. Whether the model's grace for a human's opening should follow the pod, or the
-/// operator should flush the old entry at once, is not settled.
+/// Shrunk by the model (`HumanUpdate`, seed 777): a human gave vhosts to a backend whose
+/// Dovecot a record had stopped, and a user was sent there; the operator began a rejoin of a
+/// moved pod and claimed for it before it zeroed the host, and the login failed. A stopped
+/// backend a human opened is zeroed and flushed before anything else.
 #[test]
-#[ignore = "known open: a human opens a stopped backend whose pod then moves"]
-fn known_open_a_human_count_on_a_stopped_backend_whose_pod_moves() {
+fn found_a_human_count_on_a_stopped_backend_beside_a_rejoin() {
     use Ev::*;
     replay(
         Start {
@@ -1912,6 +1910,96 @@ fn known_open_a_human_count_on_a_stopped_backend_whose_pod_moves() {
             HumanUpdate(0, 1),
             PodMoved(7),
             Login(3, 0),
+        ],
+    );
+}
+
+/// Shrunk by the model (seed 4242): a rejoin that had downed its old IP was in its soak at the
+/// new one when a human took that down and the pod was recreated; the human's down was taken
+/// for the operator's own (`downed` is the record's, not the IP's), and back at Replace the
+/// record took the host to 0 beside another backend's drain. The soak clears `downed` (the
+/// restore put the host up) and keeps a down seen then as a human's.
+#[test]
+fn found_a_human_down_in_a_rejoins_soak_as_its_pod_is_recreated() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [2, 2],
+            both: true,
+        },
+        &[
+            ExecFails,
+            Pass(0),
+            Pass(0),
+            PodMoved(3),
+            Pass(0),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            PodDeleted(3),
+            HumanDown(3),
+        ],
+    );
+}
+
+/// Shrunk by the model (seed 4242): a rejoin's restore added the pod's new host and died, and
+/// the pod moved again; another DBU's drain, claimed already, counted that host (no pod at
+/// it, not yet known to the ring's pass) as serving and drained the only host that served.
+/// The drain's gate weighs the hosts other DBUs hold out, from the ring's record read then.
+#[test]
+fn found_a_drain_beside_a_rejoins_host_whose_pod_moved_again() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 1],
+            both: true,
+        },
+        &[
+            Pass(0),
+            Pass(0),
+            PodMoved(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Kill(1, 2),
+            PodMoved(1),
+            Pass(0),
+        ],
+    );
+}
+
+/// Known open (seed 4242, `PodMoved`, drawn in CI; the CI seed does not reach it): a rejoin
+/// ends Done at its new IP with no soak to watch, its pod moves again at once, and its DBU
+/// releases the slot before any pass of the ring has seen the new entry as the pod's; nothing
+/// then rejoins the pod at its newest IP. The release would have to wait for the ring's pass
+/// to know the entry (see docs/design.md, "Found, still open").
+#[test]
+#[ignore = "known open: a rejoin's pod moves again right after Done, before the ring's pass knows its entry"]
+fn known_open_a_rejoins_pod_moves_again_right_after_done() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 2],
+            both: true,
+        },
+        &[
+            PodMoved(4),
+            Pass(1),
+            Skip(1, 0),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Kill(1, 5),
+            Pass(1),
+            PodMoved(7),
+            NewTemplate(model::run::Template::Good),
+            Pass(1),
         ],
     );
 }

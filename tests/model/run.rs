@@ -142,10 +142,9 @@ pub fn open_from_env() -> Vec<String> {
 
 /// Events that still break a promise, each with a shrunk case in `tests/model_based.rs`
 /// (`known_open_*`, ignored until fixed): a pod recreated at an IP the ring has for another
-/// pod, in chains of moves the ring's record cannot tell apart, and a human's vhost count (at
-/// the CI seed 100,000 sequences pass; seed 777 finds a human's count on a backend stopped by
-/// a record whose pod then moves). A pod back at a new IP (`PodMoved`) is drawn since it was
-/// fixed.
+/// pod, in chains of moves the ring's record cannot tell apart, and a human's vhost count
+/// (every case found is fixed; drawn in CI once longer searches at other seeds stay clean). A
+/// pod back at a new IP (`PodMoved`) is drawn since it was fixed.
 pub const KNOWN_OPEN: [&str; 2] = ["PodTakesOldIp", "HumanUpdate"];
 
 pub fn known_open_event(e: &Ev) -> bool {

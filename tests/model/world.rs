@@ -652,10 +652,16 @@ impl State {
             })
             .collect();
         format!(
-            "   ~ pods [{}] | {} | records [{}]",
+            "   ~ pods [{}] | {} | records [{}] | human down {:?} vhosts {:?} | out {:?}",
             pods.join(", "),
             dirs.join(" | "),
-            recs.join("; ")
+            recs.join("; "),
+            self.human_down,
+            self.human_vhosts,
+            self.ring_out
+                .iter()
+                .map(|h| format!("{}@{}", h.pod, h.ip))
+                .collect::<Vec<_>>()
         )
     }
 

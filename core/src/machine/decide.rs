@@ -100,6 +100,39 @@ pub fn ring_drift(
         })
 }
 
+/// A record whose Dovecot was stopped here, in the pod that still runs, while the ring sends
+/// users to it (a human's count): every login sent there fails until it is zeroed and the
+/// users mapped there meanwhile are flushed to other hosts, so that comes before anything else
+/// the pass might do (found by the model: a rejoin's begin and claim came first, and a user's
+/// login failed).
+fn stopped_but_open(
+    s: &Settings,
+    status: &DovecotBackendUpgradeStatus,
+    ring: &[RingHost],
+    obs: &Observed,
+) -> Option<(String, Vec<Vec<String>>)> {
+    let stopped_here = |r: &BackendStatus| {
+        r.stopped_pod_uid.is_some()
+            && obs
+                .pods
+                .iter()
+                .any(|p| p.name == r.pod && p.uid == r.stopped_pod_uid)
+    };
+    status
+        .backends
+        .iter()
+        .filter(|r| active(r) && stopped_here(r))
+        .find_map(|rec| {
+            let host = ring
+                .iter()
+                .find(|h| h.ip == rec.ip && h.up && h.vhosts > 0)?;
+            let ip = dovecot::validate_ip(&host.ip).ok()?;
+            let mut cmds = argv_towards(&s.director, steps::RingState::DRAINED, host);
+            cmds.push(s.director.director_flush(ip));
+            Some((rec.pod.clone(), cmds))
+        })
+}
+
 /// A backend in flight whose Dovecot still serves, drained by the operator, that a human gave
 /// vhosts again while taking every other host out: it is the only host that takes users, and
 /// draining it again would leave the ring serving nobody (found by the model). Nothing moves on
@@ -239,6 +272,15 @@ pub fn decide(
     // completion, pause and stalls
     if let Some(d) = lock_sync(s, status, obs) {
         return d;
+    }
+    if let Some(ring) = obs.ring.as_deref()
+        && let Some((pod, commands)) = stopped_but_open(s, status, ring, obs)
+    {
+        return Decision::Reassert {
+            pod,
+            commands,
+            director: None,
+        };
     }
     // backends a deleted DBU of this StatefulSet left out: taken over before anything else
     if let Some(Ok(lk)) = &obs.ring_lock

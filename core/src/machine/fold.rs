@@ -851,17 +851,25 @@ pub fn human_downs(status: &mut DovecotBackendUpgradeStatus, obs: &Observed) -> 
         .collect();
     let mut notes = Vec::new();
     for rec in status.backends.iter_mut().filter(|r| active(r)) {
-        if rec.downed || rec.failing.is_some() || rec.step > Step::StopDovecot {
+        // from RingRemove to RingRestore the operator downs and ups it itself; in the soak it
+        // is up by the operator's restore, and a down is a human's again
+        let own_steps = rec.step > Step::StopDovecot && rec.step != Step::Soak;
+        if rec.downed || rec.failing.is_some() || own_steps {
             continue;
         }
+        // in the soak the backend is in at the IP RingRestore put it in at
+        let ip = match rec.step {
+            Step::Soak => rec.new_ip.clone().unwrap_or_else(|| rec.ip.clone()),
+            _ => rec.ip.clone(),
+        };
         // an IP another pod has now is that pod's entry: its down is not this backend's
         // (found by the model: another pod's rejoin downed it, and this one went back down)
-        if obs.ip_held_by_other(&rec.ip, &rec.pod).is_some() {
+        if obs.ip_held_by_other(&ip, &rec.pod).is_some() {
             continue;
         }
         let rows: Vec<bool> = views
             .iter()
-            .filter_map(|v| v.iter().find(|h| h.ip == rec.ip).map(|h| h.up))
+            .filter_map(|v| v.iter().find(|h| h.ip == ip).map(|h| h.up))
             .collect();
         if rows.is_empty() {
             continue;
@@ -873,7 +881,9 @@ pub fn human_downs(status: &mut DovecotBackendUpgradeStatus, obs: &Observed) -> 
                 EventReason::BackendKeptDown,
                 "taken down in the director ring by hand during the rollout; it is upgraded and left down",
             )
-        } else if up_everywhere && !rec.restores_up() {
+        } else if up_everywhere && !rec.restores_up() && rec.step != Step::Soak {
+            // (not in the soak: a director that restarted since RingRestore downed it shows it
+            // up, and that is no human's)
             // a human put back up a host they had taken down before the rollout
             rec.original_up = Some(true);
             (
@@ -980,10 +990,15 @@ pub fn keep_human_count(
 }
 
 /// Marks the records whose step wants the backend down in the ring (see `BackendStatus::downed`).
+/// Put back (Soak, not failing), the backend is up by the operator's own RingRestore: a down
+/// seen from then on is a human's again (found by the model: a rejoin that had downed its old
+/// IP took a human's down of its new one, in its soak, for its own).
 pub fn mark_downed(status: &mut DovecotBackendUpgradeStatus) {
     for rec in status.backends.iter_mut().filter(|r| active(r)) {
         if super::steps::held_state(rec).down {
             rec.downed = true;
+        } else if rec.step == Step::Soak && rec.failing.is_none() {
+            rec.downed = false;
         }
     }
 }

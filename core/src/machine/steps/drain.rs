@@ -35,13 +35,21 @@ fn gate(g: &GateInput<'_>) -> Option<Gated> {
     if lock::holds(g.status, &g.rec.pod) {
         // a human may have taken hosts out since the claim: capacity is judged again from the
         // ring as read now, right before the drain (found by the model: a human's `down` of
-        // the last other host between the claim and the drain left no host serving)
+        // the last other host between the claim and the drain left no host serving), with the
+        // hosts other DBUs hold out as the ring's record says now (found by the model: a
+        // rejoin's new host, added by a restore cut short while its pod moved again, was
+        // counted as serving and the only host that served was drained)
+        if let Err(wait) = lock::read(g.obs) {
+            return Some(Ok(wait));
+        }
+        let held = lock::held_ips(g.obs);
         let mine: Vec<&str> = g
             .status
             .backends
             .iter()
             .filter(|r| active(r) && r.pod != g.rec.pod)
             .map(|r| r.ip.as_str())
+            .chain(held.iter().map(String::as_str))
             .collect();
         let ip = crate::dovecot::validate_ip(&g.rec.ip).ok()?;
         return gates::ring_gate(g.s, g.obs, g.ring, &g.rec.pod, ip, &mine).map(Ok);

@@ -53,6 +53,7 @@ fn ring_drift_is_reasserted_before_anything_else() {
     // Drain has not acted yet and RingRestore is putting it back: no drift there
     for step in [Step::Drain, Step::RingRestore] {
         let mut obs = world();
+        obs.ring_lock = Some(Ok(RingLock::default()));
         obs.ring = forgot.clone();
         obs.pods[2] = pod(2, NEW);
         let d = decide(&s, &status(vec![rec(2, step, 0)]), &obs, ts(1));
@@ -67,6 +68,56 @@ fn ring_drift_is_reasserted_before_anything_else() {
         reason(&decide(&s, &status(vec![f]), &obs, ts(1))),
         "Reassert"
     );
+}
+
+#[test]
+fn a_stopped_backend_a_human_opened_is_zeroed_and_flushed_first() {
+    let s = settings();
+    // backend-2's Dovecot was stopped here (its pod still runs under the same UID); a human
+    // gave it 40 vhosts: users sent there fail until it is zeroed and they are flushed
+    // (pod stopped here?, count shown) -> the commands of the first decision, if a re-assert
+    let t: [(bool, u32, Option<Vec<&str>>); 3] = [
+        (
+            true,
+            40,
+            Some(vec![
+                "doveadm director update 127.0.0.13 0",
+                "doveadm director flush 127.0.0.13",
+            ]),
+        ),
+        // zeroed already: nothing to close
+        (true, 0, None),
+        // the pod was recreated since: its Dovecot runs, the last-serving hold and the drift
+        // judge it, not this
+        (
+            false,
+            40,
+            Some(vec!["doveadm director update 127.0.0.13 0"]),
+        ),
+    ];
+    for (stopped_here, shown, want) in t {
+        let mut obs = world();
+        let mut ring = obs.ring.clone().unwrap();
+        ring[2].vhosts = shown;
+        obs.ring = Some(ring);
+        let mut r = rec(2, Step::StopDovecot, 0);
+        r.stopped_pod_uid = obs.pods[2].uid.clone();
+        if !stopped_here {
+            obs.pods[2] = pod(2, NEW);
+        }
+        let d = decide(&s, &status(vec![r]), &obs, ts(1));
+        let got = match &d {
+            Decision::Reassert { commands, .. } => {
+                Some(commands.iter().map(|c| c.join(" ")).collect::<Vec<_>>())
+            }
+            _ => None,
+        };
+        assert_eq!(
+            got,
+            want.map(|w| w.iter().map(|c| c.to_string()).collect()),
+            "stopped here {stopped_here}, shown {shown}: {d:?}"
+        );
+    }
 }
 
 #[test]
