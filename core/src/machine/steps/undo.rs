@@ -12,16 +12,16 @@ use super::{Cx, Halt, On, Run, StepResult, judge, ring_restore};
 pub fn run(cx: &mut Cx<'_>, action: Cleanup) -> Run<Undone> {
     let rec = cx.rec;
     let action = match action {
-        Cleanup::RestoreIfRunning => match cx.dovecot_running() {
-            Ok(running) => if_running(rec, running),
-            Err(Halt::Need(a)) => return Err(Halt::Need(a)),
-            Err(Halt::Done(e)) => {
-                return Ok(Undone::Failed(format!(
-                    "{}: could not tell whether Dovecot runs: {e:?}",
-                    rec.pod
-                )));
+        Cleanup::RestoreIfRunning => {
+            match read(
+                cx.dovecot_running(),
+                rec,
+                "could not tell whether Dovecot runs",
+            ) {
+                Ok(running) => if_running(rec, running),
+                Err(end) => return end,
             }
-        },
+        }
         c => c,
     };
     // a backend goes back only in the pod the rollout found: one that replaced it (a retry's
@@ -35,17 +35,13 @@ pub fn run(cx: &mut Cx<'_>, action: Cleanup) -> Run<Undone> {
         )));
     }
     let action = match action {
-        Cleanup::Restore if rec.step != Step::RingRestore && !untouched(cx) => match replaced(cx) {
-            Ok(None) => Cleanup::Restore,
-            Ok(Some(why)) => Cleanup::LeaveOut(super::left_out_message(rec, &why)),
-            Err(Halt::Need(a)) => return Err(Halt::Need(a)),
-            Err(Halt::Done(e)) => {
-                return Ok(Undone::Failed(format!(
-                    "{}: could not read its pod: {e:?}",
-                    rec.pod
-                )));
+        Cleanup::Restore if rec.step != Step::RingRestore && !untouched(cx) => {
+            match read(replaced(cx), rec, "could not read its pod") {
+                Ok(None) => Cleanup::Restore,
+                Ok(Some(why)) => Cleanup::LeaveOut(super::left_out_message(rec, &why)),
+                Err(end) => return end,
             }
-        },
+        }
         c => c,
     };
     // put back, its pod since gone to another IP (as the API server has it: a lagging cache
@@ -54,17 +50,13 @@ pub fn run(cx: &mut Cx<'_>, action: Cleanup) -> Run<Undone> {
     // DBU deleted in the soak of a pod that moved again, and no ring's pass had seen the entry
     // as its)
     let action = match action {
-        Cleanup::Nothing if rec.step == Step::Soak && !rec.failed => match moved_since(cx) {
-            Ok(Some(why)) => Cleanup::LeaveOut(super::left_out_message(rec, &why)),
-            Ok(None) => Cleanup::Nothing,
-            Err(Halt::Need(a)) => return Err(Halt::Need(a)),
-            Err(Halt::Done(e)) => {
-                return Ok(Undone::Failed(format!(
-                    "{}: could not read its pod: {e:?}",
-                    rec.pod
-                )));
+        Cleanup::Nothing if rec.step == Step::Soak && !rec.failed => {
+            match read(moved_since(cx), rec, "could not read its pod") {
+                Ok(Some(why)) => Cleanup::LeaveOut(super::left_out_message(rec, &why)),
+                Ok(None) => Cleanup::Nothing,
+                Err(end) => return end,
             }
-        },
+        }
         c => c,
     };
     // a rejoin that took nothing out yet (its pod serves where the ring sends users) leaves
@@ -130,6 +122,16 @@ fn replaced(cx: &mut Cx<'_>) -> Run<Option<String>> {
             now.unwrap_or("none")
         )
     }))
+}
+
+/// What a read the undo needs gave, or how the undo ends without it: the read asked of the
+/// engine, or the undo failed, saying `what` went wrong (it is tried again).
+fn read<T>(r: Run<T>, rec: &BackendStatus, what: &str) -> Result<T, Run<Undone>> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(Halt::Need(a)) => Err(Err(Halt::Need(a))),
+        Err(Halt::Done(e)) => Err(Ok(Undone::Failed(format!("{}: {what}: {e:?}", rec.pod)))),
+    }
 }
 
 /// Why a backend put back is no longer where it was put in (its pod has another IP now), or
