@@ -111,17 +111,10 @@ fn stopped_but_open(
     ring: &[RingHost],
     obs: &Observed,
 ) -> Option<(String, Vec<Vec<String>>)> {
-    let stopped_here = |r: &BackendStatus| {
-        r.stopped_pod_uid.is_some()
-            && obs
-                .pods
-                .iter()
-                .any(|p| p.name == r.pod && p.uid == r.stopped_pod_uid)
-    };
     status
         .backends
         .iter()
-        .filter(|r| active(r) && stopped_here(r))
+        .filter(|r| active(r) && obs.runs_stopped_pod(r))
         .find_map(|rec| {
             let host = ring
                 .iter()
@@ -159,12 +152,7 @@ fn last_serving(
         // every other host was not Ready, was zeroed as the last host serving)
         .filter(|r| {
             let want = steps::held_state(r);
-            let stopped_here = r.stopped_pod_uid.is_some()
-                && obs
-                    .pods
-                    .iter()
-                    .any(|p| p.name == r.pod && p.uid == r.stopped_pod_uid);
-            r.step >= Step::WaitSessions && !stopped_here && (want.drained || want.down)
+            r.step >= Step::WaitSessions && !obs.runs_stopped_pod(r) && (want.drained || want.down)
         })
         .find_map(|rec| {
             let mine = |ip: &str| ip == rec.ip || rec.new_ip.as_deref() == Some(ip);
@@ -362,9 +350,6 @@ pub fn decide(
     }
     if let Some(hold) = last_serving(status, ring, obs) {
         return hold;
-    }
-    if let Some(d) = rejoin_room(s, status, obs) {
-        return d;
     }
     if let Some((pod, commands)) = ring_drift(s, status, ring, obs) {
         return Decision::Reassert {
@@ -811,7 +796,8 @@ fn lock_sync(
 /// (another DBU may have claimed since it began; it may have registered while its new IP was
 /// not in the ring and the pod came back to its old one since; its pod may have been recreated
 /// under it at the IP it was just put in at), and without room its record goes, nothing done,
-/// and the pod serves until `rejoin` finds room. Weighed before the drift takes anything out.
+/// and the pod serves until `rejoin` finds room. Weighed in `lock_sync`, the first thing a
+/// decision does, so before the drift takes anything out.
 fn rejoin_room(
     s: &Settings,
     status: &DovecotBackendUpgradeStatus,

@@ -142,6 +142,16 @@ impl Observed {
                 .any(|f| f.ip == host.ip && self.ip_held_by_other(&f.ip, "").is_none())
     }
 
+    /// Whether the pod whose Dovecot `rec`'s StopDovecot stopped is still the one under its
+    /// name (not recreated since: its Dovecot stays stopped).
+    pub fn runs_stopped_pod(&self, rec: &crate::api::BackendStatus) -> bool {
+        rec.stopped_pod_uid.is_some()
+            && self
+                .pods
+                .iter()
+                .any(|p| p.name == rec.pod && p.uid == rec.stopped_pod_uid)
+    }
+
     /// Whether backend pod `pod` has `ip` now.
     pub fn is_at(&self, pod: &str, ip: &str) -> bool {
         self.pods
