@@ -74,6 +74,7 @@ fn ctx_rings(
             lock_namespace: "mail".into(),
             policy: Default::default(),
             memory: Default::default(),
+            ring_nudge: dovecot_upgrade_operator::controller::RingNudge::channel().0,
         }),
         handle,
     )

@@ -720,6 +720,7 @@ fn ring_world(lab: &dbu_lab::Lab, directors: usize, backends: usize) -> engine::
                 let name = lab.spec.backend_name(i);
                 dbu_core::machine::face::BackendPod {
                     ip: lab.pod_ip(&name),
+                    ready: lab.pod_ready(&name),
                     name,
                 }
             })

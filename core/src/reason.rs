@@ -108,6 +108,9 @@ pub enum WaitReason {
     RingSplit,
     /// The director ring's lock (a Lease) could not be read, or is being read.
     RingLockUnreadable,
+    /// A backend is back in the ring at a new IP; its slot is let go once the DovecotRing's
+    /// own pass has recorded the entry as that pod's (what a later move rejoins by).
+    WaitingForRingPass,
     /// The DBU is being deleted, and a backend it holds out could not be put back yet.
     CleanupPending,
 }

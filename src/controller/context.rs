@@ -4,8 +4,10 @@ use std::sync::Arc;
 
 use kube::Client;
 use kube::runtime::events::Recorder;
+use kube::runtime::reflector::ObjectRef;
 
 use super::stores::Stores;
+use crate::api::DovecotRing;
 use crate::engine::ClusterError;
 
 /// The one field manager that writes DBU status.
@@ -68,6 +70,33 @@ pub struct Context {
     pub memory: Memory,
     /// Every exec's fence (the leader Lease; None: one replica) and in-pod time bound.
     pub guard: crate::exec::Guard,
+    /// Wakes a ring's own pass from a DBU's reconcile.
+    pub ring_nudge: RingNudge,
+}
+
+/// Wakes a ring's own pass when a DBU waits for it: a backend put back at a new IP keeps its
+/// slot until the pass has recorded the entry as the pod's (`WaitingForRingPass`), and nothing
+/// on the ring object changed to wake the pass (it would run at its next busy poll, up to 30 s
+/// later). In-process, no API call.
+#[derive(Clone)]
+pub struct RingNudge(tokio::sync::mpsc::UnboundedSender<ObjectRef<DovecotRing>>);
+
+impl RingNudge {
+    /// The nudge, and the stream of rings to pass that the ring controller reconciles on.
+    pub fn channel() -> (
+        RingNudge,
+        impl futures::Stream<Item = ObjectRef<DovecotRing>> + Send + 'static,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let rings =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+        (RingNudge(tx), rings)
+    }
+
+    /// Asks for a pass of ring `name` in `namespace` (dropped when the ring controller is gone).
+    pub fn wake(&self, namespace: &str, name: &str) {
+        let _ = self.0.send(ObjectRef::new(name).within(namespace));
+    }
 }
 
 /// What the operator remembers per DBU between reconciles (by UID; lost on restart, when the

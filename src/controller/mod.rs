@@ -13,7 +13,7 @@ mod status;
 mod stores;
 
 pub use cluster::{KubeCluster, edges_for, pod_view};
-pub use context::{Context, Error, FIELD_MANAGER, FINALIZER, Options};
+pub use context::{Context, Error, FIELD_MANAGER, FINALIZER, Options, RingNudge};
 pub use leader::{Election, LEASE_NAME, LeaderError, run_elected};
 pub use reconcile::{error_policy, reconcile, retry_after_failures};
 pub use ringpass::{reconcile_ring, ring_error_policy};

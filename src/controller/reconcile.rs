@@ -16,7 +16,7 @@ use super::rings::{self, Binding};
 use super::status::{publish, stale, write_status};
 use crate::api::{DovecotBackendUpgrade, FORCE_DELETE_ANNOTATION};
 use crate::machine::Note;
-use crate::reason::EventReason;
+use crate::reason::{EventReason, WaitReason};
 use crate::{conditions, engine, machine, settings};
 
 /// The copy to decide from: the cached one, unless it is older than the status this process
@@ -82,6 +82,11 @@ async fn apply(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Action,
     .await?;
     let (write, stall) = conditions::publish_plan(dbu.status.as_ref(), &out.status);
     write_status(ctx, &api, &dbu, &out.status, write).await?;
+    if let Some(ring) = s.ring.as_deref()
+        && conditions::waits_for(&out.status, WaitReason::WaitingForRingPass)
+    {
+        ctx.ring_nudge.wake(&ns, ring);
+    }
     ctx.metrics.record(
         &format!("{ns}/{}", dbu.name_any()),
         &out,

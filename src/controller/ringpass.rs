@@ -50,6 +50,7 @@ pub async fn reconcile_ring(r: Arc<DovecotRing>, ctx: Arc<Context>) -> Result<Ac
         .map(|p| BackendPod {
             name: p.name_any(),
             ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
+            ready: pod_ready(p) && p.metadata.deletion_timestamp.is_none(),
         })
         .collect();
     let (mut views, _) = views(&ctx.stores, &ns);

@@ -158,7 +158,9 @@ pub async fn run(
     let controller =
         Controller::new(dbus, watcher::Config::default()).trigger_backoff(WatchBackoff::default());
     let dbu_store = controller.store();
+    let (ring_nudge, nudged) = super::context::RingNudge::channel();
     let ctx = Arc::new(Context {
+        ring_nudge,
         recorder: Recorder::new(client.clone(), reporter),
         client,
         metrics,
@@ -183,6 +185,7 @@ pub async fn run(
     // the few ring objects
     let rings_done = Controller::new(ring_pass, watcher::Config::default())
         .trigger_backoff(WatchBackoff::default())
+        .reconcile_on(nudged)
         .shutdown_on_signal()
         .run(reconcile_ring, ring_error_policy, ctx.clone())
         .for_each(|res| async move {

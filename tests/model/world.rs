@@ -890,7 +890,11 @@ impl State {
             let res = self.director(d, rest);
             // put back: a host that did not take users takes them after this command
             let put_back = !before && serving(self, &ip);
-            self.judge_director_command(rest, put_back);
+            // a command the ring refused (a director lags: exit 75) did nothing to judge, and
+            // a flush refused moved nobody off a host a human opened
+            if res.exit_code == 0 {
+                self.judge_director_command(rest, put_back);
+            }
             return Ok(res);
         }
         self.backend(pod, argv)

@@ -343,6 +343,12 @@ pub fn stalled_for(status: &DovecotBackendUpgradeStatus, reason: &str) -> bool {
     true_condition(status, STALLED).is_some_and(|c| c.reason == reason)
 }
 
+/// True when the status says Reconciling=True for this wait.
+pub fn waits_for(status: &DovecotBackendUpgradeStatus, reason: crate::reason::WaitReason) -> bool {
+    let reason: &str = reason.into();
+    true_condition(status, RECONCILING).is_some_and(|c| c.reason == reason)
+}
+
 /// True when the status says the rollout is complete (Ready=True).
 pub fn ready(status: &DovecotBackendUpgradeStatus) -> bool {
     true_condition(status, READY).is_some()

@@ -313,6 +313,14 @@ pub fn decide(
         if let Some(wait) = rejoin_wait {
             return wait;
         }
+        // nor is one whose new entry the ring's pass has not yet recorded as its own
+        if let Some(rec) = status
+            .backends
+            .iter()
+            .find(|r| lock::holds(status, &r.pod) && lock::awaits_ring_pass(r, obs))
+        {
+            return awaiting_ring_pass(rec, obs);
+        }
         if obs.pods.iter().all(|p| p.ready) {
             return Decision::Complete;
         }
@@ -431,6 +439,16 @@ pub fn decide(
                 }
             }
         }
+    }
+    // nothing new begins while a slot waits for the ring's pass: a new record of that pod would
+    // take the slot as its own without the room a claim weighs (found by the model: two DBUs'
+    // rejoins of hosts that served nobody each kept a slot, and each drained its pod again)
+    if let Some(rec) = status
+        .backends
+        .iter()
+        .find(|r| lock::holds(status, &r.pod) && lock::awaits_ring_pass(r, obs))
+    {
+        return awaiting_ring_pass(rec, obs);
     }
     let in_flight_n = status.backends.iter().filter(|r| active(r)).count();
     if in_flight_n < s.max_unavailable
@@ -762,7 +780,10 @@ fn lock_sync(
             lk.holders.iter().any(|h| {
                 h.dbu == obs.me
                     && h.left_out.is_none()
-                    && !status.backends.iter().any(|r| r.pod == h.pod && active(r))
+                    && !status
+                        .backends
+                        .iter()
+                        .any(|r| r.pod == h.pod && lock::keeps(r, obs))
             }) || !lock::released_gone(s, obs, lk).is_empty()
                 // a holder at the IP its record had when claimed, not the one Replace found:
                 // the ring's pass learns which pod a host added since stands for from the
@@ -773,22 +794,41 @@ fn lock_sync(
                         && h.left_out.is_none()
                         && status.backends.iter().any(|r| {
                             r.pod == h.pod
-                                && active(r)
+                                && lock::keeps(r, obs)
                                 && r.new_ip.as_deref().is_some_and(|ip| ip != h.ip)
                         })
                 })
         }
         _ => false,
     };
-    if out_unregistered.is_empty() && !lock::release_due(status) && !stray {
+    if out_unregistered.is_empty() && !lock::release_due(status, obs) && !stray {
         return None;
     }
     if let Err(wait) = lock::read(obs) {
         return Some(wait);
     }
-    let mut pods = lock::kept(status);
+    let mut pods = lock::kept(status, obs);
     pods.extend(out_unregistered);
     Some(Decision::Claim { pods })
+}
+
+/// The wait of a DBU whose last backend is back at a new IP that the ring's pass has not yet
+/// recorded as the pod's: its slot is let go once the pass has (`lock::awaits_ring_pass`); the
+/// ring is read first, since an entry a human removed since has nothing to record.
+fn awaiting_ring_pass(rec: &BackendStatus, obs: &Observed) -> Decision {
+    let ip = rec.new_ip.as_deref().unwrap_or(&rec.ip);
+    let (reason, requeue) = match obs.ring {
+        None => (WaitReason::RingUnreadable, Duration::from_secs(5)),
+        Some(_) => (WaitReason::WaitingForRingPass, Duration::from_secs(10)),
+    };
+    Decision::wait(
+        reason,
+        format!(
+            "{} is back in the ring at {ip}; its slot is let go once the DovecotRing's status names it at that IP",
+            rec.pod
+        ),
+        requeue,
+    )
 }
 
 /// A rejoin at an IP that still takes users (its new IP, or the old one the pod came back to)
@@ -823,7 +863,7 @@ fn rejoin_room(
     };
     // the ring's record is read only for one that would take a serving host out
     let serving: Vec<(&BackendStatus, Vec<&str>)> = rejoins()
-        .map(|r| (r, steps::serving_ips(r, ring, obs)))
+        .map(|r| (r, steps::weighed_ips(r, ring, obs)))
         .filter(|(_, ips)| !ips.is_empty())
         .collect();
     if !serving.is_empty() {

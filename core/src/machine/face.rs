@@ -35,6 +35,9 @@ pub struct DirectorRead {
 pub struct BackendPod {
     pub name: String,
     pub ip: Option<String>,
+    /// Ready (its Dovecot answers): a host whose pod is not serves nobody, whatever the ring
+    /// shows.
+    pub ready: bool,
 }
 
 /// What the ring's pass works from.
@@ -387,7 +390,9 @@ fn orphans(input: &RingInput<'_>, prev: &DovecotRingStatus) -> Vec<Reassert> {
                 // the only host that takes users stays as it is: taking it out would leave the
                 // ring serving nobody (found by the model: a left-out backend that a deletion
                 // had put back, while the other host's pod had moved away)
-                let serves = |x: &RingHost| x.up && x.vhosts > 0 && !dead(input, prev, &x.ip);
+                let serves = |x: &RingHost| {
+                    x.up && x.vhosts > 0 && !dead(input, prev, &x.ip) && !unready(input, &x.ip)
+                };
                 if serves(host) && !d.hosts.iter().flatten().any(|x| x.ip != ip && serves(x)) {
                     continue;
                 }
@@ -411,6 +416,16 @@ fn orphans(input: &RingInput<'_>, prev: &DovecotRingStatus) -> Vec<Reassert> {
         }
     }
     out
+}
+
+/// Whether the host at `ip` is a pod of the ring that is not Ready: its Dovecot does not answer
+/// (found by the model: a left-out backend whose Dovecot the rollout had stopped, given vhosts
+/// by a human, was held as the only host that served, and the logins sent there failed).
+fn unready(input: &RingInput<'_>, ip: &str) -> bool {
+    input
+        .backends
+        .iter()
+        .any(|b| b.ip.as_deref() == Some(ip) && !b.ready)
 }
 
 /// Whether the host at `ip` stood for a pod of the ring that no longer has that IP (moved,
@@ -461,6 +476,7 @@ mod tests {
             .map(|i| BackendPod {
                 name: format!("backend-{i}"),
                 ip: Some(host(i, 0, true, 0).ip),
+                ready: true,
             })
             .collect()
     }
@@ -768,5 +784,56 @@ mod tests {
             ..input
         };
         assert_eq!(assess(&input, &prev, ts(5)).1, vec![]);
+    }
+
+    /// The only host that takes users is kept as it is, but a host whose pod is not Ready takes
+    /// nobody: a left-out backend whose Dovecot was stopped, opened by a human while the other
+    /// hosts are down, is taken out again.
+    #[test]
+    fn a_left_out_backend_held_as_the_last_serving_host_only_while_its_pod_is_ready() {
+        let peers = ["10.0.9.1"];
+        let dirs = [director(
+            "director-0",
+            "10.0.9.1",
+            vec![
+                host(0, 100, false, 0),
+                host(1, 50, false, 0),
+                host(2, 80, true, 0),
+            ],
+            &peers,
+        )];
+        let spec = spec();
+        let prev = DovecotRingStatus {
+            out: vec![left_out(2, Step::RingRemove)],
+            ..Default::default()
+        };
+        let ip = host(2, 0, true, 0).ip;
+        for (ready, argv) in [
+            (true, vec![]),
+            (
+                false,
+                vec![
+                    format!("doveadm director update {ip} 0"),
+                    format!("doveadm director down {ip}"),
+                    format!("doveadm director flush {ip}"),
+                ],
+            ),
+        ] {
+            let mut bk = backends();
+            bk[2].ready = ready;
+            let input = RingInput {
+                spec: &spec,
+                generation: Some(1),
+                directors: &dirs,
+                backends: &bk,
+                conflict: None,
+            };
+            let got: Vec<String> = assess(&input, &prev, ts(5))
+                .1
+                .iter()
+                .flat_map(|r| r.argv.iter().map(|a| a.join(" ")))
+                .collect();
+            assert_eq!(got, argv, "ready: {ready}");
+        }
     }
 }

@@ -57,10 +57,15 @@ pub fn no_step_back(before: Option<&str>, now: String) -> String {
 }
 
 /// When the target revision changes, finished records of the old target are dropped; records
-/// still in flight or failed are kept, because they hold backends out of the ring.
+/// still in flight or failed are kept, because they hold backends out of the ring, and so are
+/// finished ones whose slot is still held (`lock::awaits_ring_pass`: the record is all that
+/// knows the pod's new entry until the ring's pass has recorded it).
 pub fn retarget(status: &mut DovecotBackendUpgradeStatus, target: &str) {
     if status.target_revision.as_deref() != Some(target) {
-        status.backends.retain(active);
+        let held = status.ring_held.clone();
+        status
+            .backends
+            .retain(|r| active(r) || held.contains(&r.pod));
         status.target_revision = Some(target.to_string());
         status.progress = None;
     }
@@ -73,10 +78,12 @@ pub const DONE_KEPT: usize = 10;
 /// Drops all but the newest `DONE_KEPT` finished records. Records in flight or failed are kept:
 /// they hold backends out of the ring.
 pub fn compact(status: &mut DovecotBackendUpgradeStatus) {
-    let done = status.backends.iter().filter(|r| !active(r)).count();
+    let held = status.ring_held.clone();
+    let kept = |r: &BackendStatus| active(r) || held.contains(&r.pod);
+    let done = status.backends.iter().filter(|r| !kept(r)).count();
     let mut extra = done.saturating_sub(DONE_KEPT);
     status.backends.retain(|r| {
-        if extra > 0 && !active(r) {
+        if extra > 0 && !kept(r) {
             extra -= 1;
             return false;
         }

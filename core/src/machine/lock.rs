@@ -1,8 +1,10 @@
 //! The director ring's lock: which backends each DBU of a ring holds out of it, and whether one more fits.
 //!
-//! The lock lives in the API server (a Lease per ring, changed by compare-and-swap), so it
-//! holds across DBUs, operator restarts and leader changes. A DBU registers a backend before
-//! draining it and releases it once it is back; `status.ringHeld` says what it registered.
+//! The lock is the DovecotRing's record of who is out (`status.out`, changed by compare-and-swap
+//! on the ring's resourceVersion), so it holds across DBUs, operator restarts and leader
+//! changes; the Lease names below are only read to import an earlier release's record. A DBU
+//! registers a backend before draining it and releases it once it is back and the ring's pass
+//! knows its entry; `status.ringHeld` says what it registered.
 
 use std::collections::BTreeSet;
 
@@ -24,14 +26,46 @@ pub fn others<'a>(obs: &Observed, lock: &'a RingLock) -> Vec<&'a RingHolder> {
         .collect()
 }
 
-/// Pods this DBU keeps registered: those it registered whose record is still active.
-pub fn kept(status: &DovecotBackendUpgradeStatus) -> Vec<String> {
+/// Pods this DBU keeps registered: those it registered whose record is still active, or whose
+/// new entry the ring's pass has not yet recorded as theirs (`awaits_ring_pass`).
+pub fn kept(status: &DovecotBackendUpgradeStatus, obs: &Observed) -> Vec<String> {
     status
         .ring_held
         .iter()
-        .filter(|p| status.backends.iter().any(|r| &r.pod == *p && active(r)))
+        .filter(|p| {
+            status
+                .backends
+                .iter()
+                .any(|r| &r.pod == *p && keeps(r, obs))
+        })
         .cloned()
         .collect()
+}
+
+/// Whether a record keeps its pod registered: in flight, or finished at a new IP that the
+/// ring's pass has not yet recorded as the pod's.
+pub fn keeps(rec: &BackendStatus, obs: &Observed) -> bool {
+    active(rec) || awaits_ring_pass(rec, obs)
+}
+
+/// A backend put back at a new IP (`new_ip`) is known as that entry's pod only to its record
+/// until the ring's pass records it (`Observed::ring_former`), from the pod at the IP or from
+/// the ring's record of who is out. Released before that, a pod that moves again leaves an
+/// entry nobody stands for, and nothing rejoins it (found by the model: a rejoin ended with no
+/// soak and its pod moved at once). So the slot is kept until the pass has seen the entry, or
+/// the ring, read now, has no entry there to record (a human removed it).
+pub fn awaits_ring_pass(rec: &BackendStatus, obs: &Observed) -> bool {
+    let Some(new_ip) = rec.new_ip.as_deref().filter(|n| *n != rec.ip) else {
+        return false;
+    };
+    rec.step == crate::api::Step::Done
+        && !rec.removed
+        && !rec.failed
+        && !obs.ring_former.iter().any(|f| f.ip == new_ip)
+        && obs
+            .ring
+            .as_deref()
+            .is_none_or(|ring| ring.iter().any(|h| h.ip == new_ip))
 }
 
 /// Whether a pod is registered by this DBU.
@@ -40,8 +74,8 @@ pub fn holds(status: &DovecotBackendUpgradeStatus, pod: &str) -> bool {
 }
 
 /// Whether registrations must be released: a registered pod whose record is done or gone.
-pub fn release_due(status: &DovecotBackendUpgradeStatus) -> bool {
-    kept(status).len() != status.ring_held.len()
+pub fn release_due(status: &DovecotBackendUpgradeStatus, obs: &Observed) -> bool {
+    kept(status, obs).len() != status.ring_held.len()
 }
 
 /// A DBU of the ring that waits for a slot, as its status says (`RingBusy`, and since when).
@@ -119,7 +153,7 @@ pub fn busy(
         .iter()
         .map(|h| (h.dbu.as_str(), h.pod.as_str()))
         .collect();
-    let mut mine: BTreeSet<String> = kept(status).into_iter().chain(taken_over).collect();
+    let mut mine: BTreeSet<String> = kept(status, obs).into_iter().chain(taken_over).collect();
     mine.insert(want.to_string());
     let ahead = ahead(obs, status);
     if theirs.len() + ahead.len() + mine.len() <= limit {

@@ -711,6 +711,18 @@ impl Lab {
             .insert(pod.to_string(), ip.to_string());
     }
 
+    /// Ready as the lab's pods are: a Dovecot master runs.
+    pub fn pod_ready(&self, pod: &str) -> bool {
+        let dir = self
+            .state
+            .lock()
+            .expect("lab state")
+            .pods
+            .get(pod)
+            .map(|p| p.dir.clone());
+        dir.is_some_and(|d| master_pid(&d).is_some())
+    }
+
     pub fn pod_ip(&self, pod: &str) -> Option<String> {
         self.state
             .lock()
@@ -878,8 +890,20 @@ impl Lab {
         Observed {
             ring_queue,
             ring_pods,
-            // the lab keeps no DovecotRing status: its pods move only under a record
-            ring_former: Vec::new(),
+            // the lab keeps no DovecotRing status: its ring's pass is taken as just run, each
+            // backend pod standing for the host at its IP now (its pods move only under a
+            // record, so no host is one a pod left, and the state there is never read)
+            ring_former: st
+                .pods
+                .iter()
+                .filter(|(n, _)| !n.starts_with("director-"))
+                .map(|(n, p)| dbu_core::api::StoodFor {
+                    ip: p.ip.clone(),
+                    pod: n.clone(),
+                    vhosts: 0,
+                    up: false,
+                })
+                .collect(),
             ring_unready,
             directors,
             unsynced: Vec::new(),

@@ -83,7 +83,7 @@ fn gate(g: &GateInput<'_>) -> Option<Gated> {
     if let Some(wait) = super::directors_agree(g, &format!("{} is not taken out", g.rec.pod)) {
         return Some(wait);
     }
-    let mut pods = lock::kept(g.status);
+    let mut pods = lock::kept(g.status, g.obs);
     pods.push(g.rec.pod.clone());
     Some(Ok(Decision::Claim { pods }))
 }

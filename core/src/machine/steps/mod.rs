@@ -682,6 +682,28 @@ pub fn serving_ips<'a>(rec: &'a BackendStatus, ring: &[RingHost], obs: &Observed
         .collect()
 }
 
+/// The IPs a rejoin weighs for room before it takes them out: those that serve
+/// (`serving_ips`), and one where its pod is now that is down with its vhosts kept. The
+/// operator's own take-out zeroes before it downs, so that down is someone else's (a human's
+/// seen after a rewind, when `downed` cannot tell), and zeroed, the entry is the operator's out
+/// as much as theirs (found by the model: a rejoin's pod recreated during its soak, a human's
+/// `down` of it, and the drift zeroed it beside another backend's drain).
+pub fn weighed_ips<'a>(rec: &'a BackendStatus, ring: &[RingHost], obs: &Observed) -> Vec<&'a str> {
+    let serving = serving_ips(rec, ring, obs);
+    let downed_by_other = |ip: &&str| {
+        obs.is_at(&rec.pod, ip)
+            && ring
+                .iter()
+                .any(|h| h.ip == *ip && !h.up && h.vhosts > 0 && !obs.ring_unready.contains(&h.ip))
+    };
+    let others: Vec<&str> = std::iter::once(rec.ip.as_str())
+        .chain(rec.new_ip.as_deref())
+        .filter(|ip| !serving.contains(ip))
+        .filter(downed_by_other)
+        .collect();
+    serving.into_iter().chain(others).collect()
+}
+
 /// Whether a record keeps out an entry the ring still sends users to (`serving_ips`).
 pub fn takes_out_serving(rec: &BackendStatus, ring: &[RingHost], obs: &Observed) -> bool {
     !serving_ips(rec, ring, obs).is_empty()

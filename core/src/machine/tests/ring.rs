@@ -850,3 +850,81 @@ fn a_left_out_backend_scaled_away_is_let_go_not_taken_over() {
     obs.sts.as_mut().unwrap().replicas = 3;
     assert!(lock::released_gone(&s, &obs, &lock).is_empty());
 }
+
+/// A backend put back at a new IP keeps its slot until the ring's pass has recorded the entry
+/// as the pod's; nothing new begins meanwhile, and the rollout does not complete. An entry the
+/// ring no longer has holds nothing.
+#[test]
+fn a_slot_is_kept_until_the_rings_pass_knows_the_new_entry() {
+    let s = settings();
+    let new_ip = "127.0.0.99";
+    let mut done = rec(0, Step::Done, 0);
+    done.new_ip = Some(new_ip.into());
+    let mut st = status(vec![done.clone()]);
+    st.ring_held = vec!["backend-0".into()];
+    let me = |h: &str| RingHolder {
+        dbu: "mail/roll".into(),
+        pod: h.into(),
+        ip: new_ip.into(),
+        max_unavailable: 1,
+        left_out: None,
+    };
+    let seen = || crate::api::StoodFor {
+        ip: new_ip.into(),
+        pod: "backend-0".into(),
+        vhosts: 100,
+        up: true,
+    };
+    let at_new = |o: &mut Observed| {
+        o.pods[0].ip = Some(new_ip.into());
+        o.pods[0].revision = Some(NEW.into());
+        let ring = o.ring.as_mut().unwrap();
+        ring[0].ip = new_ip.into();
+    };
+    // (ring's pass has seen the entry, ring read, entry in the ring) -> kept
+    let t = [
+        (false, true, true, true),
+        (false, false, true, true),
+        (true, true, true, false),
+        // a human removed the entry: nothing to record
+        (false, true, false, false),
+    ];
+    for (passed, read, in_ring, kept) in t {
+        let mut obs = locked(RingLock {
+            version: Some("3".into()),
+            holders: vec![me("backend-0")],
+        });
+        at_new(&mut obs);
+        if passed {
+            obs.ring_former.push(seen());
+        }
+        if !in_ring {
+            obs.ring.as_mut().unwrap().remove(0);
+        }
+        if !read {
+            obs.ring = None;
+        }
+        let case = (passed, read, in_ring);
+        assert_eq!(lock::awaits_ring_pass(&done, &obs), kept, "{case:?}");
+        assert_eq!(lock::kept(&st, &obs).len(), usize::from(kept), "{case:?}");
+        assert_eq!(lock::release_due(&st, &obs), !kept, "{case:?}");
+    }
+    // held for the pass, the rollout of the others waits, and reads the ring first
+    let mut obs = locked(RingLock {
+        version: Some("3".into()),
+        holders: vec![me("backend-0")],
+    });
+    at_new(&mut obs);
+    let d = decide(&s, &st, &obs, ts(60));
+    assert!(
+        waiting(&d, WaitReason::WaitingForRingPass)
+            .contains("backend-0 is back in the ring at 127.0.0.99"),
+        "{d:?}"
+    );
+    obs.ring_former.push(seen());
+    assert_eq!(reason(&decide(&s, &st, &obs, ts(60))), "Claim");
+    // a finished record whose slot is held is kept through a new template
+    let mut moved = st.clone();
+    fold::retarget(&mut moved, "rev-next");
+    assert_eq!(moved.backends, vec![done]);
+}
