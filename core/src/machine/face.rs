@@ -692,25 +692,32 @@ mod tests {
         assert_eq!(st.synced.as_deref(), Some("False"));
     }
 
+    /// The one director of a ring showing `hosts`, and the ring's record with backend-2 left
+    /// out at `step`.
+    fn lone_director_with_left_out(
+        hosts: Vec<RingHost>,
+        step: Step,
+    ) -> ([DirectorRead; 1], DovecotRingStatus) {
+        let dirs = [director("director-0", "10.0.9.1", hosts, &["10.0.9.1"])];
+        let prev = DovecotRingStatus {
+            out: vec![left_out(2, step)],
+            ..Default::default()
+        };
+        (dirs, prev)
+    }
+
     #[test]
     fn a_left_out_backend_is_kept_out_by_the_ring_but_never_at_an_ip_another_pod_has_now() {
-        let peers = ["10.0.9.1"];
         // a director restarted: it forgot update 0 and down of backend-2, left out at Reset
-        let dirs = [director(
-            "director-0",
-            "10.0.9.1",
+        let (dirs, prev) = lone_director_with_left_out(
             vec![
                 host(0, 100, true, 0),
                 host(1, 50, true, 0),
                 host(2, 100, true, 0),
             ],
-            &peers,
-        )];
+            Step::Reset,
+        );
         let spec = spec();
-        let prev = DovecotRingStatus {
-            out: vec![left_out(2, Step::Reset)],
-            ..Default::default()
-        };
         let bk = backends();
         let input = RingInput {
             spec: &spec,
@@ -791,22 +798,15 @@ mod tests {
     /// hosts are down, is taken out again.
     #[test]
     fn a_left_out_backend_held_as_the_last_serving_host_only_while_its_pod_is_ready() {
-        let peers = ["10.0.9.1"];
-        let dirs = [director(
-            "director-0",
-            "10.0.9.1",
+        let (dirs, prev) = lone_director_with_left_out(
             vec![
                 host(0, 100, false, 0),
                 host(1, 50, false, 0),
                 host(2, 80, true, 0),
             ],
-            &peers,
-        )];
+            Step::RingRemove,
+        );
         let spec = spec();
-        let prev = DovecotRingStatus {
-            out: vec![left_out(2, Step::RingRemove)],
-            ..Default::default()
-        };
         let ip = host(2, 0, true, 0).ip;
         for (ready, argv) in [
             (true, vec![]),
