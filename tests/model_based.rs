@@ -2151,3 +2151,35 @@ fn found_a_refused_flush_is_not_a_flush() {
         ],
     );
 }
+
+/// Shrunk by the model (seed 9001): a rejoin's restore of a host a human had taken down was cut
+/// short after its `add`, which made the host up and serving against the human's `down`; run
+/// again, the restore put it down and left no host serving. A host that stays down is added
+/// at 0 vhosts and put down before it gets its count (`judge::ring_restore_commands`).
+#[test]
+fn found_a_host_kept_down_is_added_at_zero_and_never_serves() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [2, 1],
+            both: true,
+        },
+        &[
+            ExecFails,
+            Pass(0),
+            HumanDown(2),
+            Pass(0),
+            HumanDown(3),
+            Pass(0),
+            PodMoved(2),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            PodMoved(7),
+            Pass(1),
+            Kill(1, 2),
+            Pass(1),
+        ],
+    );
+}

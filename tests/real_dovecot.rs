@@ -735,3 +735,41 @@ async fn hold_right_after_stop_dovecot(
         ),
     );
 }
+
+/// RingRestore adds a backend that stays down (a human's `down`, kept) at 0 vhosts, downs it,
+/// then gives it its count, so it never takes users between two commands: `director add` at 0
+/// is accepted by the real director and shows the host at 0 vhosts, up, until `down` and
+/// `update`.
+#[test]
+fn a_host_added_at_zero_vhosts_takes_no_users_until_its_count() {
+    let rig = rig(65);
+    let lab = &rig.lab;
+    let ip = "127.0.65.99";
+    let status = |lab: &lab::Lab| {
+        lab.run_in(DIRECTOR_POD, &["doveadm", "director", "status"])
+            .expect("director status")
+    };
+    let row = |out: &str| {
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(ip))
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+    };
+    lab.run_in(DIRECTOR_POD, &["doveadm", "director", "add", ip, "0"])
+        .expect("add at 0");
+    let first = status(lab);
+    assert_eq!(
+        row(&first).as_deref(),
+        Some(&*format!("{ip} 0 up")),
+        "{first}"
+    );
+    lab.run_in(DIRECTOR_POD, &["doveadm", "director", "down", ip])
+        .expect("down");
+    lab.run_in(DIRECTOR_POD, &["doveadm", "director", "update", ip, "50"])
+        .expect("update");
+    let last = status(lab);
+    assert_eq!(
+        row(&last).as_deref(),
+        Some(&*format!("{ip} 50 down")),
+        "{last}"
+    );
+}

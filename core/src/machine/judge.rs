@@ -596,8 +596,11 @@ pub fn restore_ips(
 
 /// RingRestore's commands, in order: with a new IP, add it and remove the old host first
 /// (unless another backend has the old IP now, `old_reused`); then
-/// the recorded vhost count, and `up` only if the backend was up before the rollout (a host a
-/// human took down stays down: `add` makes a new host up, so it is put down again).
+/// the recorded vhost count, and `up` only if the backend was up before the rollout. A host a
+/// human took down stays down, never taking users between two commands: `add` makes a new
+/// host up, so it is added at 0 vhosts and put down before it gets its count (found by the
+/// model: a restore cut short after its `add` left the host serving, against the human's
+/// `down`, and the restore run again then left no host serving).
 pub fn ring_restore_commands(
     s: &Settings,
     rec: &BackendStatus,
@@ -613,8 +616,10 @@ pub fn ring_restore_commands(
         kind,
     };
     let mut cmds = Vec::new();
+    let up = rec.restores_up();
     if new != old {
-        cmds.push(on_director(d.director_add(new, n), CommandKind::Plain));
+        let at = if up { n } else { 0 };
+        cmds.push(on_director(d.director_add(new, at), CommandKind::Plain));
         // another backend has the old IP now: that entry is its, and stays
         if !old_reused {
             cmds.push(on_director(
@@ -623,12 +628,13 @@ pub fn ring_restore_commands(
             ));
         }
     }
-    cmds.push(on_director(d.director_update(new, n), CommandKind::Plain));
-    cmds.push(if rec.restores_up() {
-        on_director(d.director_up(new), CommandKind::Plain)
+    if up {
+        cmds.push(on_director(d.director_update(new, n), CommandKind::Plain));
+        cmds.push(on_director(d.director_up(new), CommandKind::Plain));
     } else {
-        on_director(d.director_down(new), CommandKind::Plain)
-    });
+        cmds.push(on_director(d.director_down(new), CommandKind::Plain));
+        cmds.push(on_director(d.director_update(new, n), CommandKind::Plain));
+    }
     cmds
 }
 

@@ -58,24 +58,25 @@ fn a_backend_a_human_took_down_is_upgraded_and_left_down() {
             .iter()
             .any(|n| n.reason == EventReason::BackendKeptDown && n.warning)
     );
-    // RingRestore: the count, then down, never up; also at a new IP (add makes it up)
+    // RingRestore: down, then the count, never up, so it takes no users between two
+    // commands; at a new IP it is added at 0 (add makes it up)
     let ip: std::net::IpAddr = "127.0.0.13".parse().unwrap();
     let new: std::net::IpAddr = "127.0.0.99".parse().unwrap();
     let joined = |c: Vec<Command>| -> Vec<String> { c.iter().map(|c| c.argv.join(" ")).collect() };
     assert_eq!(
         joined(judge::ring_restore_commands(&s, &r, ip, ip, false)),
         [
-            "doveadm director update 127.0.0.13 20",
-            "doveadm director down 127.0.0.13"
+            "doveadm director down 127.0.0.13",
+            "doveadm director update 127.0.0.13 20"
         ]
     );
     assert_eq!(
         joined(judge::ring_restore_commands(&s, &r, ip, new, false)),
         [
-            "doveadm director add 127.0.0.99 20",
+            "doveadm director add 127.0.0.99 0",
             "doveadm director remove 127.0.0.13",
-            "doveadm director update 127.0.0.99 20",
-            "doveadm director down 127.0.0.99"
+            "doveadm director down 127.0.0.99",
+            "doveadm director update 127.0.0.99 20"
         ]
     );
     // abort or delete before the operator took it down itself: its count goes back, and its
