@@ -2183,3 +2183,32 @@ fn found_a_host_kept_down_is_added_at_zero_and_never_serves() {
         ],
     );
 }
+
+/// Shrunk by the model (seed 9001): a DBU deleted right after a rejoin's Done let the slot go
+/// before the ring's pass had recorded the new entry as the pod's, the pod moved again, and
+/// nothing rejoined it. The deletion waits for that pass, as the rollout does.
+#[test]
+fn found_a_deletion_waits_for_the_rings_pass_to_know_a_new_entry() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 2],
+            both: false,
+        },
+        &[
+            Pass(0),
+            PodMoved(3),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            DeleteDbu(0),
+            PodMoved(0),
+            Pass(0),
+        ],
+    );
+}

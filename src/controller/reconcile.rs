@@ -127,7 +127,13 @@ async fn cleanup(dbu: Arc<DovecotBackendUpgrade>, ctx: &Context) -> Result<Actio
     let done = match bound {
         Ok(None) => machine::Deletion::default(),
         Ok(Some(s)) => {
-            engine::cleanup(&s, &status, &exec, &cluster, &Timestamp::now, force).await?
+            let done =
+                engine::cleanup(&s, &status, &exec, &cluster, &Timestamp::now, force).await?;
+            // what it waits for may be the ring's pass (a backend back at a new IP)
+            if let Some(ring) = s.ring.as_deref().filter(|_| !done.finished()) {
+                ctx.ring_nudge.wake(&ns, ring);
+            }
+            done
         }
         Err(_) if force => machine::Deletion::forced(&status),
         Err(why) if why.is_empty() => machine::Deletion {
