@@ -457,15 +457,8 @@ pub async fn cleanup(
         // a backend back at a new IP is known as that entry's pod only to its record until the
         // ring's pass has recorded it: the slot goes once it has (found by the model: a DBU
         // deleted right after such a backend's Done, its pod moved again, and nothing rejoined it)
-        for rec in status.backends.iter().filter(|r| {
-            machine::lock::holds(status, &r.pod) && machine::lock::awaits_ring_pass(r, &obs)
-        }) {
-            done.pending.push(format!(
-                "{}: back in the ring at {}; its slot is let go once the DovecotRing's status names it there",
-                rec.pod,
-                rec.new_ip.as_deref().unwrap_or(&rec.ip)
-            ));
-        }
+        done.pending
+            .extend(machine::lock::awaiting(status, &obs).map(machine::lock::awaiting_message));
     }
     if !done.finished() {
         return Ok(done);

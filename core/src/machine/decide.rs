@@ -314,11 +314,7 @@ pub fn decide(
             return wait;
         }
         // nor is one whose new entry the ring's pass has not yet recorded as its own
-        if let Some(rec) = status
-            .backends
-            .iter()
-            .find(|r| lock::holds(status, &r.pod) && lock::awaits_ring_pass(r, obs))
-        {
+        if let Some(rec) = lock::awaiting(status, obs).next() {
             return awaiting_ring_pass(rec, obs);
         }
         if obs.pods.iter().all(|p| p.ready) {
@@ -443,11 +439,7 @@ pub fn decide(
     // nothing new begins while a slot waits for the ring's pass: a new record of that pod would
     // take the slot as its own without the room a claim weighs (found by the model: two DBUs'
     // rejoins of hosts that served nobody each kept a slot, and each drained its pod again)
-    if let Some(rec) = status
-        .backends
-        .iter()
-        .find(|r| lock::holds(status, &r.pod) && lock::awaits_ring_pass(r, obs))
-    {
+    if let Some(rec) = lock::awaiting(status, obs).next() {
         return awaiting_ring_pass(rec, obs);
     }
     let in_flight_n = status.backends.iter().filter(|r| active(r)).count();
@@ -816,19 +808,11 @@ fn lock_sync(
 /// recorded as the pod's: its slot is let go once the pass has (`lock::awaits_ring_pass`); the
 /// ring is read first, since an entry a human removed since has nothing to record.
 fn awaiting_ring_pass(rec: &BackendStatus, obs: &Observed) -> Decision {
-    let ip = rec.new_ip.as_deref().unwrap_or(&rec.ip);
     let (reason, requeue) = match obs.ring {
         None => (WaitReason::RingUnreadable, Duration::from_secs(5)),
         Some(_) => (WaitReason::WaitingForRingPass, Duration::from_secs(10)),
     };
-    Decision::wait(
-        reason,
-        format!(
-            "{} is back in the ring at {ip}; its slot is let go once the DovecotRing's status names it at that IP",
-            rec.pod
-        ),
-        requeue,
-    )
+    Decision::wait(reason, lock::awaiting_message(rec), requeue)
 }
 
 /// A rejoin at an IP that still takes users (its new IP, or the old one the pod came back to)

@@ -63,12 +63,16 @@ pub fn no_step_back(before: Option<&str>, now: String) -> String {
 pub fn retarget(status: &mut DovecotBackendUpgradeStatus, target: &str) {
     if status.target_revision.as_deref() != Some(target) {
         let held = status.ring_held.clone();
-        status
-            .backends
-            .retain(|r| active(r) || held.contains(&r.pod));
+        status.backends.retain(|r| holds_out(&held, r));
         status.target_revision = Some(target.to_string());
         status.progress = None;
     }
+}
+
+/// Whether a record still holds its backend out: in flight or failed, or its pod's slot still
+/// held (`held`: `status.ringHeld`).
+fn holds_out(held: &[String], r: &BackendStatus) -> bool {
+    active(r) || held.contains(&r.pod)
 }
 
 /// Finished records kept in status; older ones are dropped (progress counts pods, not records),
@@ -79,7 +83,7 @@ pub const DONE_KEPT: usize = 10;
 /// they hold backends out of the ring.
 pub fn compact(status: &mut DovecotBackendUpgradeStatus) {
     let held = status.ring_held.clone();
-    let kept = |r: &BackendStatus| active(r) || held.contains(&r.pod);
+    let kept = |r: &BackendStatus| holds_out(&held, r);
     let done = status.backends.iter().filter(|r| !kept(r)).count();
     let mut extra = done.saturating_sub(DONE_KEPT);
     status.backends.retain(|r| {

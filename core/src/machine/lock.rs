@@ -68,6 +68,28 @@ pub fn awaits_ring_pass(rec: &BackendStatus, obs: &Observed) -> bool {
             .is_none_or(|ring| ring.iter().any(|h| h.ip == new_ip))
 }
 
+/// This DBU's finished records whose slot it keeps for the ring's pass (`awaits_ring_pass`):
+/// nothing new begins, the rollout does not complete and a deletion does not let go while any
+/// is left.
+pub fn awaiting<'a>(
+    status: &'a DovecotBackendUpgradeStatus,
+    obs: &'a Observed,
+) -> impl Iterator<Item = &'a BackendStatus> {
+    status
+        .backends
+        .iter()
+        .filter(move |r| holds(status, &r.pod) && awaits_ring_pass(r, obs))
+}
+
+/// What a backend kept for the ring's pass waits for, in words.
+pub fn awaiting_message(rec: &BackendStatus) -> String {
+    format!(
+        "{} is back in the ring at {}; its slot is let go once the DovecotRing's status names it at that IP",
+        rec.pod,
+        rec.new_ip.as_deref().unwrap_or(&rec.ip)
+    )
+}
+
 /// Whether a pod is registered by this DBU.
 pub fn holds(status: &DovecotBackendUpgradeStatus, pod: &str) -> bool {
     status.ring_held.iter().any(|p| p == pod)
