@@ -2212,3 +2212,28 @@ fn found_a_deletion_waits_for_the_rings_pass_to_know_a_new_entry() {
         ],
     );
 }
+
+/// Shrunk by the model: a DBU deleted with a record at Drain that had not taken its entry out
+/// set that entry back to its count after its pod moved and another pod, whose count a human
+/// had set, took the IP.
+#[test]
+fn found_an_untouched_drain_undo_set_a_count_on_a_reused_ip() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [2, 2],
+            both: true,
+        },
+        &[
+            RingConflict,
+            Pass(1),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            HumanUpdate(2, 1),
+            PodMoved(3),
+            DeleteDbu(1),
+            PodTakesOldIp(6),
+        ],
+    );
+}

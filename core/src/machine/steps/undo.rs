@@ -158,7 +158,17 @@ fn restore(cx: &mut Cx<'_>) -> Run<bool> {
     }
     judge::record_ip(&rec.ip, rec.step)?;
     let human_down = human_downed(cx);
+    // a count the ring shows above 0 at Drain is not the operator's (Drain only ever sets 0):
+    // it stays, whoever set it (found by the model: the entry a moved pod left, taken by another
+    // pod a human had given its count, was set back to the first pod's count)
+    let serving = untouched(cx);
+    let count = dovecot::validate_ip(&rec.ip)
+        .ok()
+        .map(|ip| cx.s.director.director_update(ip, rec.original_vhosts));
     for c in restore_commands(cx.s, rec, human_down).unwrap_or_default() {
+        if serving && Some(&c.argv) == count.as_ref() {
+            continue;
+        }
         cx.run(c.on, &c.argv, c.kind)?;
     }
     Ok(human_down)
