@@ -2237,3 +2237,26 @@ fn found_an_untouched_drain_undo_set_a_count_on_a_reused_ip() {
         ],
     );
 }
+
+/// Shrunk by the model (a fault of the model's judge): a pod that moved and came back to its
+/// own serving entry before anything else sat there is, to the ring, recreated in place; an
+/// abort that puts back what Drain took of it puts back what the world had serving.
+#[test]
+fn found_a_pod_back_at_its_own_entry_is_the_one_the_rollout_found() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 2],
+            both: false,
+        },
+        &[
+            PodMoved(0),
+            PodTakesOldIp(3),
+            NewTemplate(model::run::Template::Good),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Abort(0),
+        ],
+    );
+}

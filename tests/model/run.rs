@@ -498,6 +498,9 @@ impl Run {
             .get(&new_ip)
             .is_some_and(|h| h.up && h.vhosts > 0);
         let same = new_ip == old_ip;
+        // back at the entry it left last (moved and back before anything else sat there): the
+        // same to the ring as recreated in place
+        let back_home = st.left_by.get(&new_ip).map(String::as_str) == Some(name);
         // what a human set on the backend is the backend's: its rejoin carries it to the new IP
         // (moved, not copied: a pod that takes the old IP later is another backend, and never
         // one whose IP a human's state left: whose command it was cannot be told once another
@@ -541,7 +544,7 @@ impl Run {
         st.make_pod(name, &sts, &new_ip, &rev);
         st.pods.get_mut(name).expect("pod").came_back_out = out_already;
         // the world made it where it already served: the operator is not its gate
-        if same && serving {
+        if (same || back_home) && serving {
             st.pods.get_mut(name).expect("pod").trusted = true;
         }
     }
