@@ -2260,3 +2260,25 @@ fn found_a_pod_back_at_its_own_entry_is_the_one_the_rollout_found() {
         ],
     );
 }
+
+/// Shrunk by the model: a rejoin whose pod moved on from the IP it was found at took that
+/// entry (another backend's old one) out, and the backend came back to it and was left out.
+#[test]
+fn found_a_rejoins_drift_took_out_the_ip_its_pod_left() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 2],
+            both: true,
+        },
+        &[
+            PodTakesOldIp(3),
+            PodTakesOldIp(2),
+            Pass(1),
+            PodMoved(2),
+            Pass(1),
+            Pass(1),
+            PodTakesOldIp(0),
+        ],
+    );
+}

@@ -140,10 +140,21 @@ fn drift_at_the_new_ip_of_a_replaced_backend_is_reasserted() {
         let mut obs = world();
         obs.ring = Some(ring.clone());
         obs.pods[2] = pod(2, NEW);
-        let d = decide(&s, &status(vec![r]), &obs, ts(1));
+        obs.pods[2].ip = Some("127.0.0.99".into());
+        let d = decide(&s, &status(vec![r.clone()]), &obs, ts(1));
         let Decision::Reassert { commands, .. } = d else {
             panic!("failed={failed}: {d:?}")
         };
+        // its pod gone on to another IP: the entry it left is not the record's any more
+        // (found by the model: it was another backend's old entry, and that backend came back
+        // to it left out)
+        let mut moved_on = obs.clone();
+        moved_on.pods[2].ip = Some("127.0.0.77".into());
+        let d = decide(&s, &status(vec![r]), &moved_on, ts(1));
+        assert!(
+            !matches!(d, Decision::Reassert { .. }),
+            "failed={failed}: {d:?}"
+        );
         let got: Vec<String> = commands.iter().map(|c| c.join(" ")).collect();
         assert_eq!(
             got,
