@@ -2282,3 +2282,25 @@ fn found_a_rejoins_drift_took_out_the_ip_its_pod_left() {
         ],
     );
 }
+
+/// Shrunk by the model: a pod that came back at another pod's old entry, the only host a human
+/// left serving, waited to be verified there as a step in progress: nobody could tell it waited
+/// for the capacity a human took away.
+#[test]
+fn found_a_moved_pods_wait_for_capacity_shown_as_a_step_in_progress() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 2],
+            both: false,
+        },
+        &[
+            PodTakesOldIp(2),
+            Kill(0, 3),
+            ScaleDown(1),
+            Kill(0, 4),
+            PodTakesOldIp(2),
+            HumanDown(1),
+        ],
+    );
+}

@@ -436,7 +436,7 @@ pub fn decide(
     // in-flight backends first, in record order; those out already before one still to be
     // taken out, whose wait for a slot would hold them up (found by the model: a rejoin begun
     // beside a drain that waited for the slot the rejoin held; neither moved)
-    let mut soonest: Option<(Duration, String)> = None;
+    let mut soonest: Option<steps::Held> = None;
     let (out, to_drain): (Vec<_>, Vec<_>) = status
         .backends
         .iter()
@@ -445,9 +445,9 @@ pub fn decide(
     for rec in out.into_iter().chain(to_drain) {
         match in_flight(s, status, rec, obs, ring, now) {
             Ok(d) => return d,
-            Err((wait, msg)) => {
-                if soonest.as_ref().is_none_or(|(w, _)| wait < *w) {
-                    soonest = Some((wait, msg));
+            Err(held) => {
+                if soonest.as_ref().is_none_or(|s| held.requeue < s.requeue) {
+                    soonest = Some(held);
                 }
             }
         }
@@ -466,11 +466,7 @@ pub fn decide(
         return d;
     }
     match soonest {
-        Some((requeue, message)) => Decision::Wait {
-            reason: WaitReason::StepInProgress,
-            message,
-            requeue,
-        },
+        Some(held) => held.decision(),
         None => Decision::Wait {
             reason: WaitReason::WaitingForBackends,
             message: "no outdated backend can start yet".into(),
@@ -688,7 +684,7 @@ fn in_flight(
     obs: &Observed,
     ring: &[RingHost],
     now: Timestamp,
-) -> Result<Decision, (Duration, String)> {
+) -> Result<Decision, steps::Held> {
     let run = |ceiling_users| {
         Ok(Decision::Run {
             pod: rec.pod.clone(),
@@ -700,7 +696,7 @@ fn in_flight(
         && at.0 > now
     {
         let wait = until(at.0, now);
-        return Err((
+        return Err(steps::Held::step(
             wait,
             format!("{}: retrying {} after a transient error", rec.pod, rec.step),
         ));
@@ -742,22 +738,18 @@ fn while_failed(
             action: cleanup_for(rec),
         };
     }
-    let mut soonest: Option<(Duration, String)> = None;
+    let mut soonest: Option<steps::Held> = None;
     for rec in others() {
         match in_flight(s, status, rec, obs, ring, now) {
             Ok(d) => return d,
-            Err((wait, msg)) if soonest.as_ref().is_none_or(|(w, _)| wait < *w) => {
-                soonest = Some((wait, msg));
+            Err(held) if soonest.as_ref().is_none_or(|s| held.requeue < s.requeue) => {
+                soonest = Some(held);
             }
             Err(_) => {}
         }
     }
     match soonest {
-        Some((requeue, message)) => Decision::Wait {
-            reason: WaitReason::StepInProgress,
-            message,
-            requeue,
-        },
+        Some(held) => held.decision(),
         None => failed_stall(failed),
     }
 }

@@ -475,7 +475,36 @@ pub struct GateInput<'a> {
 
 /// A gate's answer: another decision first (a claim, a reassert, a wait, a run with a ceiling),
 /// or a wait of this long with why.
-pub type Gated = Result<Decision, (Duration, String)>;
+pub type Gated = Result<Decision, Held>;
+
+/// A record that waits while the others go on: when to look again, the Reconciling reason it
+/// shows if it is the soonest, and what for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub requeue: Duration,
+    pub reason: WaitReason,
+    pub message: String,
+}
+
+impl Held {
+    /// A step that waits for its own work (sessions to end, a pod to be Ready, a retry).
+    pub fn step(requeue: Duration, message: String) -> Held {
+        Held {
+            requeue,
+            reason: WaitReason::StepInProgress,
+            message,
+        }
+    }
+
+    /// The wait a decision made of it, the soonest of several.
+    pub fn decision(self) -> Decision {
+        Decision::Wait {
+            reason: self.reason,
+            message: self.message,
+            requeue: self.requeue,
+        }
+    }
+}
 
 /// Before the recorded step's script runs: what must come first, from the step's own file.
 /// None: run it.
@@ -646,18 +675,21 @@ pub fn moved_hold(g: &GateInput<'_>) -> Option<Gated> {
         .map(String::as_str)
         .chain([rec.ip.as_str()])
         .collect();
-    let Some(Decision::Wait { message, .. }) =
-        gates::ring_gate(g.s, g.obs, g.ring, &rec.pod, ip, &out)
+    let Some(Decision::Wait {
+        message, reason, ..
+    }) = gates::ring_gate(g.s, g.obs, g.ring, &rec.pod, ip, &out)
     else {
         return run;
     };
-    Some(Err((
-        Duration::from_secs(30),
-        format!(
+    // the ring gate's reason: a wait for capacity a human took away shows as such
+    Some(Err(Held {
+        requeue: Duration::from_secs(30),
+        reason,
+        message: format!(
             "{}: came back at {at} (was {}), where users are sent; verified there once others serve: {message}",
             rec.pod, rec.ip
         ),
-    )))
+    }))
 }
 
 /// A rejoin as `rejoin` begins it: at Verify with its new IP, nothing stopped here; or sent
@@ -779,7 +811,7 @@ fn pod_ready(g: &GateInput<'_>) -> Option<Gated> {
         .iter()
         .any(|p| p.name == g.rec.pod && p.ready && !p.terminating);
     (!ready).then(|| {
-        Err((
+        Err(Held::step(
             Duration::from_secs(5),
             format!("{}: waiting for the pod to be Ready", g.rec.pod),
         ))

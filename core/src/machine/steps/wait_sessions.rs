@@ -10,8 +10,8 @@ use crate::time::{after, elapsed};
 use super::super::decision::DrainPoll;
 use super::super::drain::{self, DrainAct};
 use super::{
-    Cleanup, Cx, Decision, ExecOutput, GateInput, Gated, On, Reads, RingState, Run, StepResult,
-    StepSpec, judge,
+    Cleanup, Cx, Decision, ExecOutput, GateInput, Gated, Held, On, Reads, RingState, Run,
+    StepResult, StepSpec, judge,
 };
 
 /// Process titles read by one exec.
@@ -360,7 +360,7 @@ fn gate(g: &GateInput<'_>) -> Option<Gated> {
         run(None)
     } else {
         let left = s.drain_timeout - waited;
-        Some(Err((
+        Some(Err(Held::step(
             s.poll_interval.min(left),
             format!("{}: {users} users still mapped to {}", rec.pod, rec.ip),
         )))

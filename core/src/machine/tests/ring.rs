@@ -939,3 +939,35 @@ fn a_slot_is_kept_until_the_rings_pass_knows_the_new_entry() {
     fold::retarget(&mut moved, "rev-next");
     assert_eq!(moved.backends, vec![done]);
 }
+
+#[test]
+fn a_moved_pod_at_the_only_serving_host_waits_for_capacity_not_for_its_step() {
+    let s = settings();
+    // backend-2, drained, came back at 127.0.0.50, an old entry the ring still sends users to,
+    // and a human took the other two down: verifying it there would leave no host serving
+    let mut obs = locked(RingLock::default());
+    let ring = obs.ring.as_mut().unwrap();
+    ring[2].vhosts = 0;
+    ring[0].up = false;
+    ring[1].up = false;
+    ring.push(RingHost {
+        ip: "127.0.0.50".into(),
+        vhosts: 100,
+        up: true,
+        users: 0,
+    });
+    obs.pods[2].ip = Some("127.0.0.50".into());
+    let d = decide(
+        &s,
+        &status(vec![rec(2, Step::WaitSessions, 0)]),
+        &obs,
+        ts(1),
+    );
+    // the wait shows as the capacity a human took away (found by the model: shown as a step
+    // in progress, nobody could tell it waited for them)
+    let m = waiting(&d, WaitReason::InsufficientRingCapacity);
+    assert!(
+        m.contains("came back at 127.0.0.50") && m.contains("once others serve"),
+        "{m}"
+    );
+}
