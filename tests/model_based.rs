@@ -2304,3 +2304,28 @@ fn found_a_moved_pods_wait_for_capacity_shown_as_a_step_in_progress() {
         ],
     );
 }
+
+/// Shrunk by the model: a rejoin's pod came back to its old entry, the rejoin took that out,
+/// the pod moved again and the rejoin gave way to another DBU's; begun again from the ring's
+/// record, it rejoined at 0 vhosts, down (the take-out's state), and the next drain made two out.
+#[test]
+fn found_a_rejoin_begun_again_took_its_own_take_out_for_its_state() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [2, 1],
+            both: false,
+        },
+        &[
+            PodMoved(3),
+            PodTakesOldIp(2),
+            Pass(0),
+            PodTakesOldIp(2),
+            PodTakesOldIp(0),
+            Pass(0),
+            Pass(0),
+            RingPass,
+            PodTakesOldIp(0),
+        ],
+    );
+}

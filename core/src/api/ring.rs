@@ -174,10 +174,12 @@ pub struct RingHostStatus {
     pub former_pod: Option<String>,
     /// The vhost count this host had when it last stood for `formerPod` (kept with it: another
     /// pod at the IP, or a rollout of that pod, may change the entry before the former pod
-    /// rejoins elsewhere at this count).
+    /// rejoins elsewhere at this count); without `formerPod`, the count it had before the
+    /// operator took it out for the pod at it now, while that pod is held out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub former_vhosts: Option<u32>,
-    /// Whether this host was up when it last stood for `formerPod`.
+    /// Whether this host was up when it last stood for `formerPod` (or before it was taken out,
+    /// as for `formerVhosts`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub former_up: Option<bool>,
     /// Its vhost count on the first Ready director.
@@ -207,12 +209,13 @@ impl DovecotRingStatus {
         self.hosts
             .iter()
             .filter_map(|h| {
-                let former = h.former_pod.is_some();
+                // the former pod's state, or, for the pod at it now, its state before the
+                // operator took it out
                 Some(StoodFor {
                     ip: h.ip.clone(),
                     pod: h.stood_for()?.to_string(),
-                    vhosts: h.former_vhosts.filter(|_| former).unwrap_or(h.vhosts),
-                    up: h.former_up.filter(|_| former).unwrap_or(h.up),
+                    vhosts: h.former_vhosts.unwrap_or(h.vhosts),
+                    up: h.former_up.unwrap_or(h.up),
                 })
             })
             .collect()

@@ -100,7 +100,7 @@ pub fn assess(
                     let former = former_pod(input, prev, hosts, &h.ip, pod_at(&h.ip).as_deref());
                     let (former_vhosts, former_up) = match &former {
                         Some(f) => former_state(prev, h, f),
-                        None => (None, None),
+                        None => before_take_out(prev, h, pod_at(&h.ip).as_deref()),
                     };
                     RingHostStatus {
                         ip: h.ip.clone(),
@@ -279,6 +279,8 @@ fn former_state(prev: &DovecotRingStatus, now: &RingHost, f: &str) -> (Option<u3
     if let Some(h) = prev.hosts.iter().find(|h| h.ip == ip) {
         return match h.former_pod.as_deref() {
             Some(was) if was == f => (h.former_vhosts, h.former_up),
+            // taken out for `f` itself while it sat there: as it was before that
+            None if now.vhosts == 0 && h.former_vhosts.is_some() => (h.former_vhosts, h.former_up),
             _ if now.vhosts == 0 && !now.up => (Some(h.vhosts), Some(h.up)),
             _ => (Some(now.vhosts), Some(now.up)),
         };
@@ -290,6 +292,35 @@ fn former_state(prev: &DovecotRingStatus, now: &RingHost, f: &str) -> (Option<u3
         .map_or((None, None), |l| {
             (Some(l.record.original_vhosts), Some(l.record.restores_up()))
         })
+}
+
+/// The count and up/down a host had before the operator took it out for the pod at it now (0
+/// vhosts while the ring's record holds that pod out), kept from pass to pass while it stays
+/// so: the pod's own state there, which it rejoins by if it moves before it is put back
+/// (found by the model: a rejoin's pod came back to its old entry, the rejoin took that out, the
+/// pod moved again and the rejoin gave way to another DBU's: begun again, it rejoined at 0
+/// vhosts, down). None otherwise.
+fn before_take_out(
+    prev: &DovecotRingStatus,
+    now: &RingHost,
+    pod: Option<&str>,
+) -> (Option<u32>, Option<bool>) {
+    let Some(pod) = pod else {
+        return (None, None);
+    };
+    let held = prev.out.iter().any(|h| h.pod == pod);
+    let Some(h) = prev.hosts.iter().find(|h| h.ip == now.ip) else {
+        return (None, None);
+    };
+    if !(held && now.vhosts == 0) || h.pod.as_deref() != Some(pod) {
+        return (None, None);
+    }
+    match h.former_pod {
+        Some(_) => (None, None),
+        None if h.former_vhosts.is_some() => (h.former_vhosts, h.former_up),
+        None if h.vhosts > 0 => (Some(h.vhosts), Some(h.up)),
+        None => (None, None),
+    }
 }
 
 /// A human's `mailops.io/release` (`pod@token`, comma-separated) not acted on yet: the ring's
@@ -565,6 +596,64 @@ mod tests {
         let dirs = [director("director-0", "10.0.9.1", back, &peers)];
         let rejoined = pass(&pods, &dirs, &taken);
         assert_eq!(formers(&rejoined)[0], (ip0, Some("backend-1".into()), None));
+    }
+
+    #[test]
+    fn a_host_taken_out_for_the_pod_at_it_keeps_its_state_from_before_for_that_pod() {
+        let spec = spec();
+        let peers = ["10.0.9.1"];
+        let pass = |ring: Vec<RingHost>, pods: &[BackendPod], prev: &DovecotRingStatus| {
+            let dirs = [director("director-0", "10.0.9.1", ring, &peers)];
+            let input = RingInput {
+                spec: &spec,
+                generation: Some(1),
+                directors: &dirs,
+                backends: pods,
+                conflict: None,
+            };
+            assess(&input, prev, ts(1)).0
+        };
+        let ring = |v0: u32, up0: bool| {
+            vec![
+                host(0, v0, up0, 0),
+                host(1, 50, true, 0),
+                host(2, 20, true, 0),
+            ]
+        };
+        let first = pass(ring(100, true), &backends(), &DovecotRingStatus::default());
+        // backend-0 held out: drained, then downed, over two passes
+        let mut held = first.clone();
+        held.out = vec![RingHolder {
+            dbu: "mail/roll".into(),
+            pod: "backend-0".into(),
+            ip: "10.0.0.77".into(),
+            max_unavailable: 1,
+            left_out: None,
+        }];
+        let drained = pass(ring(0, true), &backends(), &held);
+        let state = |st: &DovecotRingStatus| {
+            let h = &st.hosts[0];
+            (h.former_pod.clone(), h.former_vhosts, h.former_up)
+        };
+        assert_eq!(state(&drained), (None, Some(100), Some(true)));
+        // (the pass keeps the ring's record of who is out as it was)
+        let downed = pass(ring(0, false), &backends(), &drained);
+        assert_eq!(state(&downed), (None, Some(100), Some(true)));
+        // what a pod back at a new IP rejoins by is its state before the take-out
+        let stood = downed.stood_for();
+        assert_eq!((stood[0].vhosts, stood[0].up), (100, true));
+        // it moves: the host stands for it at that state (found by the model: it rejoined at 0
+        // vhosts, down)
+        let mut pods = backends();
+        pods[0].ip = Some("10.0.0.78".into());
+        let moved = pass(ring(0, false), &pods, &downed);
+        assert_eq!(
+            state(&moved),
+            (Some("backend-0".into()), Some(100), Some(true))
+        );
+        // not held: a 0 is someone else's, and nothing is kept
+        let unheld = pass(ring(0, true), &backends(), &first);
+        assert_eq!(state(&unheld), (None, None, None));
     }
 
     #[test]
