@@ -2329,3 +2329,27 @@ fn found_a_rejoin_begun_again_took_its_own_take_out_for_its_state() {
         ],
     );
 }
+
+/// Shrunk by the model: as above, with the rejoin's pod back at its old entry (the host that
+/// stood for it) and taken out there before the ring's next pass.
+#[test]
+fn found_a_rejoin_back_at_the_host_that_stood_for_it_kept_that_state() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [2, 1],
+            both: false,
+        },
+        &[
+            PodMoved(3),
+            PodTakesOldIp(2),
+            Pass(0),
+            Pass(0),
+            PodTakesOldIp(2),
+            PodTakesOldIp(0),
+            Pass(0),
+            RingPass,
+            PodTakesOldIp(0),
+        ],
+    );
+}

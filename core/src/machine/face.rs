@@ -312,14 +312,15 @@ fn before_take_out(
     let Some(h) = prev.hosts.iter().find(|h| h.ip == now.ip) else {
         return (None, None);
     };
-    if !(held && now.vhosts == 0) || h.pod.as_deref() != Some(pod) {
+    if !(held && now.vhosts == 0) {
         return (None, None);
     }
-    match h.former_pod {
-        Some(_) => (None, None),
-        None if h.former_vhosts.is_some() => (h.former_vhosts, h.former_up),
-        None if h.vhosts > 0 => (Some(h.vhosts), Some(h.up)),
-        None => (None, None),
+    match (h.pod.as_deref(), h.former_pod.as_deref()) {
+        // back at the host that stood for it (found by the model: taken out there at once)
+        (_, Some(f)) if f == pod => (h.former_vhosts, h.former_up),
+        (Some(p), None) if p == pod && h.former_vhosts.is_some() => (h.former_vhosts, h.former_up),
+        (Some(p), None) if p == pod && h.vhosts > 0 => (Some(h.vhosts), Some(h.up)),
+        _ => (None, None),
     }
 }
 
@@ -654,6 +655,14 @@ mod tests {
         // not held: a 0 is someone else's, and nothing is kept
         let unheld = pass(ring(0, true), &backends(), &first);
         assert_eq!(state(&unheld), (None, None, None));
+        // back at the host that stood for it, and taken out there before the next pass: the
+        // state it stood for is kept
+        let mut away = backends();
+        away[0].ip = Some("10.0.0.78".into());
+        let mut left = pass(ring(100, true), &away, &first);
+        left.out = held.out.clone();
+        let back = pass(ring(0, false), &backends(), &left);
+        assert_eq!(state(&back), (None, Some(100), Some(true)));
     }
 
     #[test]
