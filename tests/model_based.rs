@@ -2353,3 +2353,31 @@ fn found_a_rejoin_back_at_the_host_that_stood_for_it_kept_that_state() {
         ],
     );
 }
+
+/// Shrunk by the model: a rejoin's restore whose status write was lost ran again after a human
+/// set the count of its new entry, and another pod had taken its old IP: the new entry was not
+/// read for the human's count, and it was overwritten.
+#[test]
+fn found_a_humans_count_on_a_new_entry_while_the_old_ip_is_another_pods() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 1],
+            both: true,
+        },
+        &[
+            Pass(1),
+            PodMoved(5),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            StatusConflict(1),
+            Pass(1),
+            PodTakesOldIp(6),
+            HumanUpdate(5, 1),
+        ],
+    );
+}

@@ -935,12 +935,19 @@ pub fn human_counts(status: &mut DovecotBackendUpgradeStatus, obs: &Observed) ->
         .backends
         .iter_mut()
         .filter(|r| active(r))
-        // an IP another pod has now is that pod's entry: a count there is not this backend's
-        // (found by the model: the count another record restored at a moved pod's old IP was
-        // taken for a human's, and the moved pod rejoined at it)
-        .filter(|r| obs.ip_held_by_other(&r.ip, &r.pod).is_none())
         .filter_map(|rec| {
             let read_new = new_entry_read(&obs.ring_former, rec);
+            // an IP another pod has now is that pod's entry: a count there is not this
+            // backend's (found by the model: the count another record restored at a moved
+            // pod's old IP was taken for a human's, and the moved pod rejoined at it); its new
+            // entry still is (found by the model: a human's count there, after a restore whose
+            // status write was lost, was overwritten when the restore ran again)
+            if obs.ip_held_by_other(&rec.ip, &rec.pod).is_some() {
+                let own: Vec<_> = view.iter().filter(|h| h.ip != rec.ip).cloned().collect();
+                return read_new
+                    .then(|| keep_human_count(rec, &own, true))
+                    .flatten();
+            }
             keep_human_count(rec, view, read_new)
         })
         .collect()

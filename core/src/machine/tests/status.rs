@@ -673,3 +673,25 @@ fn a_count_set_by_hand_on_the_new_ip_of_a_rejoin_is_the_count_it_goes_back_at() 
         );
     }
 }
+
+#[test]
+fn a_count_by_hand_on_a_rejoins_new_entry_counts_while_another_pod_has_its_old_ip() {
+    use crate::machine::fold::human_counts;
+    // backend-0 restored at its new IP (status write lost); backend-1 has its old IP now
+    // (new entry's count) -> the count recorded
+    for (new, want) in [(Some(40), 40), (Some(100), 100), (None, 100)] {
+        let mut r = rec(0, Step::RingRestore, 0);
+        r.original_vhosts = 100;
+        r.new_ip = Some(crate::fixtures::backend_ip(5));
+        let mut obs = world();
+        obs.pods[0].ip = r.new_ip.clone();
+        obs.pods[1].ip = Some(r.ip.clone());
+        // the old entry is backend-1's now, whatever its count
+        let mut ring = vec![crate::fixtures::host(0, 60, true, 0)];
+        ring.extend(new.map(|v| crate::fixtures::host(5, v, true, 0)));
+        obs.ring = Some(ring);
+        let mut st = status(vec![r]);
+        human_counts(&mut st, &obs);
+        assert_eq!(st.backends[0].original_vhosts, want, "new {new:?}");
+    }
+}
