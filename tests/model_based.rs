@@ -2381,3 +2381,28 @@ fn found_a_humans_count_on_a_new_entry_while_the_old_ip_is_another_pods() {
         ],
     );
 }
+
+/// Shrunk by the model: the ring's pass kept a deleted DBU's rejoin out at the new IP its pod
+/// had left since, another backend's drained old entry; that backend's restore took the `down`
+/// for a human's and kept it down, and the next drain made two out.
+#[test]
+fn found_a_left_out_rejoin_held_the_new_ip_its_pod_had_left() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [2, 2],
+            both: true,
+        },
+        &[
+            NewTemplate(model::run::Template::Good),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            PodMoved(3),
+            PodTakesOldIp(1),
+            Pass(0),
+            DeleteDbu(0),
+            PodMoved(5),
+        ],
+    );
+}

@@ -404,9 +404,19 @@ fn orphans(input: &RingInput<'_>, prev: &DovecotRingStatus) -> Vec<Reassert> {
     for h in &prev.out {
         let Some(l) = &h.left_out else { continue };
         let rec = &l.record;
+        // the new IP its pod has left since is not the record's any more (as for a DBU's own
+        // drift; found by the model: it was another backend's old entry, whose own restore then
+        // took this `down` for a human's and kept it down)
+        let at = input
+            .backends
+            .iter()
+            .find(|b| b.name == rec.pod)
+            .and_then(|b| b.ip.as_deref());
+        let left = |ip: &str| Some(ip) == rec.new_ip.as_deref() && at.is_some_and(|a| a != ip);
         for ip in [Some(rec.ip.as_str()), rec.new_ip.as_deref()]
             .into_iter()
             .flatten()
+            .filter(|ip| *ip == rec.ip || !left(ip))
         {
             if input
                 .backends
@@ -889,6 +899,28 @@ mod tests {
             ..input
         };
         assert_eq!(assess(&input, &prev, ts(5)).1, vec![]);
+        // a rejoin left out with its new IP (backend-2's entry here, its pod at another IP):
+        // held out there while its pod has it, let be once the pod has left it
+        let mut rejoin = left_out(0, Step::Verify);
+        let l = rejoin.left_out.as_mut().unwrap();
+        l.record.new_ip = Some(ip.clone());
+        l.record.ip = "10.0.0.99".into();
+        let prev = DovecotRingStatus {
+            out: vec![rejoin],
+            ..Default::default()
+        };
+        let mut there = bk.clone();
+        there[0].ip = Some(ip.clone());
+        there[2].ip = Some("10.9.9.9".into());
+        let mut gone = there.clone();
+        gone[0].ip = Some("10.9.9.8".into());
+        for (pods, reasserted) in [(&there, 1), (&gone, 0)] {
+            let input = RingInput {
+                backends: pods,
+                ..input
+            };
+            assert_eq!(assess(&input, &prev, ts(5)).1.len(), reasserted);
+        }
     }
 
     /// The only host that takes users is kept as it is, but a host whose pod is not Ready takes
