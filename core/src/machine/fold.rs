@@ -942,16 +942,7 @@ pub fn human_counts(status: &mut DovecotBackendUpgradeStatus, obs: &Observed) ->
             // pod's old IP was taken for a human's, and the moved pod rejoined at it); its new
             // entry still is (found by the model: a human's count there, after a restore whose
             // status write was lost, was overwritten when the restore ran again)
-            // nor is the old entry its pod has left since: a human's count for the backend
-            // is set where the pod is (found by the model: the count another rejoin restored
-            // there, its pod since moved on, was taken for a human's)
-            let left = obs
-                .pods
-                .iter()
-                .find(|p| p.name == rec.pod)
-                .and_then(|p| p.ip.as_deref())
-                .is_some_and(|ip| ip != rec.ip);
-            if left || obs.ip_held_by_other(&rec.ip, &rec.pod).is_some() {
+            if obs.ip_held_by_other(&rec.ip, &rec.pod).is_some() {
                 let own: Vec<_> = view.iter().filter(|h| h.ip != rec.ip).cloned().collect();
                 return read_new
                     .then(|| keep_human_count(rec, &own, true))
