@@ -96,7 +96,7 @@ pub fn ring_drift(
                 // nor is the new IP its pod has left since: the record follows the pod there
                 // (found by the model: a rejoin whose pod moved on took out the entry it left,
                 // another backend's old one, and that backend came back to it left out)
-                .filter(|ip| *ip == rec.ip || !left_new_ip(rec, obs))
+                .filter(|ip| !steps::left_new_ip(rec, ip, pod_ip(rec, obs)))
                 .filter_map(|ip| ring.iter().find(|h| h.ip == ip))
                 .flat_map(|host| drift_commands(s, rec, host))
                 .collect();
@@ -104,16 +104,12 @@ pub fn ring_drift(
         })
 }
 
-/// Whether the record's pod sits at another IP than the new one it was found at.
-fn left_new_ip(rec: &BackendStatus, obs: &Observed) -> bool {
-    let Some(new_ip) = rec.new_ip.as_deref() else {
-        return false;
-    };
+/// The IP the record's pod has now, if it has a pod with one.
+fn pod_ip<'a>(rec: &BackendStatus, obs: &'a Observed) -> Option<&'a str> {
     obs.pods
         .iter()
         .find(|p| p.name == rec.pod)
         .and_then(|p| p.ip.as_deref())
-        .is_some_and(|ip| ip != new_ip)
 }
 
 /// A record whose Dovecot was stopped here, in the pod that still runs, while the ring sends

@@ -412,11 +412,10 @@ fn orphans(input: &RingInput<'_>, prev: &DovecotRingStatus) -> Vec<Reassert> {
             .iter()
             .find(|b| b.name == rec.pod)
             .and_then(|b| b.ip.as_deref());
-        let left = |ip: &str| Some(ip) == rec.new_ip.as_deref() && at.is_some_and(|a| a != ip);
         for ip in [Some(rec.ip.as_str()), rec.new_ip.as_deref()]
             .into_iter()
             .flatten()
-            .filter(|ip| *ip == rec.ip || !left(ip))
+            .filter(|ip| !steps::left_new_ip(rec, ip, at))
         {
             if input
                 .backends

@@ -692,6 +692,13 @@ pub fn moved_hold(g: &GateInput<'_>) -> Option<Gated> {
     }))
 }
 
+/// Whether `ip` is the record's new IP (not its old one) and its pod, now at `pod_ip`, has left
+/// it: the entry is not the record's any more, and neither its DBU's drift nor the ring's pass
+/// for a left-out record keeps it out (found by the model: it was another backend's old entry).
+pub fn left_new_ip(rec: &BackendStatus, ip: &str, pod_ip: Option<&str>) -> bool {
+    ip != rec.ip && rec.new_ip.as_deref() == Some(ip) && pod_ip.is_some_and(|at| at != ip)
+}
+
 /// A rejoin as `rejoin` begins it: at Verify with its new IP, nothing stopped here; or sent
 /// back to Replace since, and verified again, with its pod recreated under it at the IP it
 /// was just put in at (RingRestore made that its IP; found by the model: taken out there at

@@ -161,14 +161,8 @@ fn restore(cx: &mut Cx<'_>) -> Run<bool> {
     // a count the ring shows above 0 at Drain is not the operator's (Drain only ever sets 0):
     // it stays, whoever set it (found by the model: the entry a moved pod left, taken by another
     // pod a human had given its count, was set back to the first pod's count)
-    let serving = untouched(cx);
-    let count = dovecot::validate_ip(&rec.ip)
-        .ok()
-        .map(|ip| cx.s.director.director_update(ip, rec.original_vhosts));
-    for c in restore_commands(cx.s, rec, human_down).unwrap_or_default() {
-        if serving && Some(&c.argv) == count.as_ref() {
-            continue;
-        }
+    let set_count = !untouched(cx);
+    for c in restore_commands(cx.s, rec, human_down, set_count).unwrap_or_default() {
         cx.run(c.on, &c.argv, c.kind)?;
     }
     Ok(human_down)
@@ -201,12 +195,14 @@ pub fn if_running(rec: &BackendStatus, running: bool) -> Cleanup {
 
 /// The commands that put a backend before RingRestore back: reload re-opens the LMTP listener
 /// that `service stop` closed (at StopLmtp or after, or back at the drain since), then the recorded vhost count and `up` (or `down`, for a backend
-/// a human had taken down before the rollout, or during it: `keep_down`). None when the record's
-/// IP is unusable. (A backend at RingRestore is restored by running that step.)
+/// a human had taken down before the rollout, or during it: `keep_down`); the count only when
+/// `set_count` (not for a backend Drain never took out). None when the record's IP is unusable.
+/// (A backend at RingRestore is restored by running that step.)
 pub fn restore_commands(
     s: &Settings,
     rec: &BackendStatus,
     keep_down: bool,
+    set_count: bool,
 ) -> Option<Vec<Command>> {
     let ip = dovecot::validate_ip(&rec.ip).ok()?;
     let mut cmds = Vec::new();
@@ -229,7 +225,8 @@ pub fn restore_commands(
         (true, true) => Some(s.director.director_up(ip)),
         (true, false) => Some(s.director.director_down(ip)),
     };
-    for argv in std::iter::once(s.director.director_update(ip, rec.original_vhosts)).chain(state) {
+    let count = set_count.then(|| s.director.director_update(ip, rec.original_vhosts));
+    for argv in count.into_iter().chain(state) {
         cmds.push(Command {
             on: On::Director,
             argv,

@@ -83,7 +83,7 @@ fn a_backend_a_human_took_down_is_upgraded_and_left_down() {
     // up or down (a human's) is not touched
     let mut at_wait = (*r).clone();
     at_wait.step = Step::WaitSessions;
-    let undo = restore_commands(&s, &at_wait, false).unwrap();
+    let undo = restore_commands(&s, &at_wait, false, true).unwrap();
     assert_eq!(joined(undo), ["doveadm director update 127.0.0.13 20"]);
     // sent back to the drain after StopLmtp closed LMTP: reloaded first, so LMTP listens again
     let mut rewound = at_wait.clone();
@@ -93,23 +93,23 @@ fn a_backend_a_human_took_down_is_upgraded_and_left_down() {
         mail: None,
         expanded: false,
     });
-    let undo = joined(restore_commands(&s, &rewound, false).unwrap());
+    let undo = joined(restore_commands(&s, &rewound, false, true).unwrap());
     assert!(undo[0].ends_with("reload"), "{undo:?}");
     assert_eq!(undo[1], "doveadm director update 127.0.0.13 20");
     // ... once it has (RingRemove on, and after a rewind): back up, or down as it was
     let mut up_at_wait = rec(2, Step::WaitSessions, 0);
     up_at_wait.downed = true;
     assert_eq!(
-        joined(restore_commands(&s, &up_at_wait, false).unwrap())[1],
+        joined(restore_commands(&s, &up_at_wait, false, true).unwrap())[1],
         "doveadm director up 127.0.0.13"
     );
     assert_eq!(
-        joined(restore_commands(&s, &up_at_wait, true).unwrap())[1],
+        joined(restore_commands(&s, &up_at_wait, true, true).unwrap())[1],
         "doveadm director down 127.0.0.13"
     );
     at_wait.downed = true;
     assert_eq!(
-        joined(restore_commands(&s, &at_wait, false).unwrap())[1],
+        joined(restore_commands(&s, &at_wait, false, true).unwrap())[1],
         "doveadm director down 127.0.0.13"
     );
     // an up backend still comes back up
