@@ -9,7 +9,9 @@ use k8s_openapi::jiff::Timestamp;
 use tracing::Instrument;
 
 use dbu_core::api::{DovecotBackendUpgradeStatus, Step};
-use dbu_core::machine::{self, Acted, Decision, Missing, Note, Observed, Prepared, Recorded};
+use dbu_core::machine::{
+    self, Acted, Decision, Missing, Note, Observed, Prepared, Recorded, Undone,
+};
 use dbu_core::settings::Settings;
 
 use crate::exec::{ExecRequest, PodExec};
@@ -452,6 +454,11 @@ pub async fn cleanup(
                 continue;
             }
             let undone = driver::undo(&cx, rec, machine::cleanup_for(rec)).await;
+            if matches!(undone, Undone::Restored { .. })
+                && machine::lock::restored_awaits_ring_pass(rec, &obs)
+            {
+                done.pending.push(machine::lock::awaiting_message(rec));
+            }
             done.undone(rec, machine::kept_by_hand(before, rec, undone));
         }
         // a backend back at a new IP is known as that entry's pod only to its record until the

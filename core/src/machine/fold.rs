@@ -928,14 +928,20 @@ pub fn human_downs(status: &mut DovecotBackendUpgradeStatus, obs: &Observed) -> 
 /// human's to set. A restart of every director resets counts to the default (100), which
 /// cannot be told from a human's 100: that one count is never taken for a human's.
 pub fn human_counts(status: &mut DovecotBackendUpgradeStatus, obs: &Observed) -> Vec<Note> {
-    let Some(view) = obs.ring.as_ref() else {
-        return Vec::new();
-    };
     status
         .backends
         .iter_mut()
         .filter(|r| active(r))
         .filter_map(|rec| {
+            // adopted, not claimed yet: the ring's record still holds it as left out, and the
+            // ring's pass folds a human's count into its copy there (then zeroes the host); the
+            // record takes that copy's count and reads none itself until its claim makes it
+            // its own (found by the model: the count the pass folded was lost when the claim
+            // replaced the copy, and the backend went back at the count from before)
+            if let Some(copy) = obs.left_out_copy(&rec.pod) {
+                return take_ring_count(rec, copy);
+            }
+            let view = obs.ring.as_ref()?;
             let read_new = new_entry_read(&obs.ring_former, rec);
             // an IP another pod has now is that pod's entry: a count there is not this
             // backend's (found by the model: the count another record restored at a moved
@@ -951,6 +957,24 @@ pub fn human_counts(status: &mut DovecotBackendUpgradeStatus, obs: &Observed) ->
             keep_human_count(rec, view, read_new)
         })
         .collect()
+}
+
+/// An adopted record takes the count the ring's pass folded into the ring's copy of it.
+fn take_ring_count(rec: &mut BackendStatus, copy: &BackendStatus) -> Option<Note> {
+    if copy.original_vhosts == rec.original_vhosts {
+        return None;
+    }
+    let was = std::mem::replace(&mut rec.original_vhosts, copy.original_vhosts);
+    Some(
+        Note::new(
+            EventReason::BackendVhostsKept,
+            format!(
+                "{}: vhost count set to {} in the director ring by hand while it was left out (recorded {was}); it is held at 0 until verified and goes back at {}",
+                rec.pod, copy.original_vhosts, copy.original_vhosts
+            ),
+        )
+        .about(&rec.pod, rec.step),
+    )
 }
 
 /// Whether the entry at a record's new IP is read for a human's count: only at RingRestore,

@@ -68,6 +68,18 @@ pub fn awaits_ring_pass(rec: &BackendStatus, obs: &Observed) -> bool {
             .is_none_or(|ring| ring.iter().any(|h| h.ip == new_ip))
 }
 
+/// Whether a backend an undo has just put back keeps its slot for the ring's pass, as a
+/// finished one does (`awaits_ring_pass`): a deletion that put a moved pod back at its new IP
+/// waits for the pass to record the entry as the pod's (found by the model: a DBU deleted at
+/// RingRestore put its moved pod back and let go at once, the pod moved again, and nothing
+/// rejoined it). The ring read before the undo is not asked: the undo has just added the entry.
+pub fn restored_awaits_ring_pass(rec: &BackendStatus, obs: &Observed) -> bool {
+    rec.new_ip
+        .as_deref()
+        .filter(|n| *n != rec.ip)
+        .is_some_and(|n| !rec.removed && !rec.failed && !obs.ring_former.iter().any(|f| f.ip == n))
+}
+
 /// This DBU's finished records whose slot it keeps for the ring's pass (`awaits_ring_pass`):
 /// nothing new begins, the rollout does not complete and a deletion does not let go while any
 /// is left.
@@ -229,7 +241,9 @@ pub fn adoptable(
 }
 
 /// The holders after `dbu` deleted with `left` still out: its other holders go, the left-out
-/// ones stay with their records (the next DBU of `sts` adopts them); other DBUs' are kept.
+/// ones stay with their records (the next DBU of `sts` adopts them); other DBUs' are kept. A
+/// backend it adopted but never claimed stays as the ring's record keeps it: that copy is the
+/// backend's record until a claim (the ring's pass folds a human's count into it).
 pub fn leave_out(
     lock: &RingLock,
     dbu: &str,
@@ -237,23 +251,32 @@ pub fn leave_out(
     left: &[BackendStatus],
     max_unavailable: u32,
 ) -> Vec<RingHolder> {
+    let unclaimed = |pod: &str| {
+        lock.holders
+            .iter()
+            .any(|h| h.pod == pod && h.left_out.is_some())
+    };
     let mut holders: Vec<RingHolder> = lock
         .holders
         .iter()
         .filter(|h| h.dbu != dbu || h.left_out.is_some())
-        .filter(|h| !left.iter().any(|r| r.pod == h.pod))
+        .filter(|h| h.left_out.is_some() || !left.iter().any(|r| r.pod == h.pod))
         .cloned()
         .collect();
-    holders.extend(left.iter().map(|r| RingHolder {
-        dbu: dbu.to_string(),
-        pod: r.pod.clone(),
-        ip: r.new_ip.clone().unwrap_or_else(|| r.ip.clone()),
-        max_unavailable,
-        left_out: Some(Box::new(LeftOut {
-            stateful_set: sts.to_string(),
-            record: r.clone(),
-        })),
-    }));
+    holders.extend(
+        left.iter()
+            .filter(|r| !unclaimed(&r.pod))
+            .map(|r| RingHolder {
+                dbu: dbu.to_string(),
+                pod: r.pod.clone(),
+                ip: r.new_ip.clone().unwrap_or_else(|| r.ip.clone()),
+                max_unavailable,
+                left_out: Some(Box::new(LeftOut {
+                    stateful_set: sts.to_string(),
+                    record: r.clone(),
+                })),
+            }),
+    );
     holders
 }
 

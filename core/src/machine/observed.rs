@@ -159,6 +159,19 @@ impl Observed {
             .any(|p| p.name == pod && p.ip.as_deref() == Some(ip))
     }
 
+    /// The record the ring's record keeps of `pod` as left out by a deleted DBU, when the lock
+    /// was read and holds it so (until a DBU's claim makes the backend its own).
+    pub fn left_out_copy(&self, pod: &str) -> Option<&crate::api::BackendStatus> {
+        let Some(Ok(lock)) = &self.ring_lock else {
+            return None;
+        };
+        lock.holders
+            .iter()
+            .filter(|h| h.pod == pod)
+            .find_map(|h| h.left_out.as_deref())
+            .map(|l| &l.record)
+    }
+
     /// The backend pod other than `pod` that has `ip` now, if any.
     pub fn ip_held_by_other(&self, ip: &str, pod: &str) -> Option<&str> {
         let theirs = |n: &str, i: Option<&str>| n != pod && i == Some(ip);

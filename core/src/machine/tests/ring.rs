@@ -971,3 +971,73 @@ fn a_moved_pod_at_the_only_serving_host_waits_for_capacity_not_for_its_step() {
         "{m}"
     );
 }
+
+#[test]
+fn a_deleted_dbu_leaves_a_backend_it_adopted_but_never_claimed_as_the_ring_keeps_it() {
+    // the ring's copy carries a human's count the DBU's copy never took: the ring's stays
+    let mut copy = rec(2, Step::Reset, 0);
+    copy.original_vhosts = 40;
+    let mut mine = copy.clone();
+    mine.original_vhosts = 50;
+    let held = RingHolder {
+        dbu: "mail/gone".into(),
+        pod: "backend-2".into(),
+        ip: copy.ip.clone(),
+        max_unavailable: 1,
+        left_out: Some(Box::new(crate::api::LeftOut {
+            stateful_set: "backend".into(),
+            record: copy,
+        })),
+    };
+    let lock = RingLock {
+        version: Some("3".into()),
+        holders: vec![held.clone()],
+    };
+    let holders = lock::leave_out(&lock, "mail/roll", "backend", &[mine.clone()], 1);
+    assert_eq!(holders, vec![held]);
+    // claimed, the DBU's record is the one left out
+    let claimed = RingLock {
+        version: Some("4".into()),
+        holders: vec![RingHolder {
+            dbu: "mail/roll".into(),
+            pod: "backend-2".into(),
+            ip: mine.ip.clone(),
+            max_unavailable: 1,
+            left_out: None,
+        }],
+    };
+    let holders = lock::leave_out(&claimed, "mail/roll", "backend", &[mine.clone()], 1);
+    assert_eq!(holders.len(), 1);
+    assert_eq!(holders[0].left_out.as_ref().unwrap().record, mine);
+}
+
+/// A deletion that put a backend back at a new IP waits for the ring's pass to record the
+/// entry as the pod's, whatever the ring read before the undo showed (the undo added it).
+#[test]
+fn a_backend_an_undo_put_back_at_a_new_ip_waits_for_the_rings_pass() {
+    let new_ip = "127.0.0.99";
+    // (new IP, the pass has seen it, failed) -> waits
+    for (new, passed, failed, waits) in [
+        (Some(new_ip), false, false, true),
+        (Some(new_ip), true, false, false),
+        (Some(new_ip), false, true, false),
+        (None, false, false, false),
+    ] {
+        let mut r = rec(0, Step::RingRestore, 0);
+        r.new_ip = new.map(Into::into);
+        r.failed = failed;
+        let mut obs = world();
+        // read before the undo: the entry is not there yet
+        obs.ring = Some(vec![crate::fixtures::host(0, 0, false, 0)]);
+        if passed {
+            obs.ring_former.push(crate::api::StoodFor {
+                ip: new_ip.into(),
+                pod: "backend-0".into(),
+                vhosts: 100,
+                up: true,
+            });
+        }
+        let case = (new, passed, failed);
+        assert_eq!(lock::restored_awaits_ring_pass(&r, &obs), waits, "{case:?}");
+    }
+}

@@ -708,3 +708,45 @@ fn a_count_by_hand_on_a_rejoins_new_entry_counts_while_another_pod_has_its_old_i
         );
     }
 }
+
+#[test]
+fn an_adopted_record_takes_its_count_from_the_rings_copy_until_it_is_claimed() {
+    use crate::machine::fold::human_counts;
+    // the ring's pass folded a human's 40 into its copy and zeroed the host: the adopted record
+    // takes 40 (the ring read or not); claimed, it reads the ring itself again
+    for (copy, ring_read, claimed, want) in [
+        (40, true, false, 40),
+        (40, false, false, 40),
+        (50, true, false, 50),
+        (40, true, true, 50),
+    ] {
+        let mut r = rec(1, Step::RingRemove, 0);
+        r.original_vhosts = 50;
+        let mut left = r.clone();
+        left.original_vhosts = copy;
+        let mut obs = world();
+        obs.ring = ring_read.then(|| vec![crate::fixtures::host(1, 0, false, 0)]);
+        obs.ring_lock = Some(Ok(RingLock {
+            version: Some("7".into()),
+            holders: vec![RingHolder {
+                dbu: if claimed { "mail/roll" } else { "mail/old" }.into(),
+                pod: r.pod.clone(),
+                ip: r.ip.clone(),
+                max_unavailable: 1,
+                left_out: (!claimed).then(|| {
+                    Box::new(crate::api::LeftOut {
+                        stateful_set: "backend".into(),
+                        record: left,
+                    })
+                }),
+            }],
+        }));
+        let mut st = status(vec![r]);
+        let notes = human_counts(&mut st, &obs);
+        assert_eq!(
+            st.backends[0].original_vhosts, want,
+            "copy {copy} read {ring_read} claimed {claimed}"
+        );
+        assert_eq!(notes.len(), usize::from(want != 50));
+    }
+}
