@@ -114,6 +114,10 @@ async fn decide_reading(
             Some(Missing::Ring) if !ring_read => {
                 ring_read = true;
                 obs.ring = reads::read_ring(s, exec, &dir).await;
+                if machine::lock_with_ring(&prepared.status, obs) {
+                    obs.ring_lock =
+                        Some(cluster.read_ring_lock(s).await.map_err(|e| e.to_string()));
+                }
             }
             Some(Missing::RingSync) if !sync_read => {
                 sync_read = true;

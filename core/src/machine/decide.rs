@@ -92,7 +92,7 @@ pub fn ring_drift(
             let cmds: Vec<Vec<String>> = std::iter::once(rec.ip.as_str())
                 .chain(rec.new_ip.as_deref())
                 // an IP another backend has now is that backend's entry, never this record's
-                .filter(|ip| obs.ip_held_by_other(ip, &rec.pod).is_none())
+                .filter(|ip| obs.entry_of_other(ip, &rec.pod).is_none())
                 // nor is the new IP its pod has left since: the record follows the pod there
                 // (found by the model: a rejoin whose pod moved on took out the entry it left,
                 // another backend's old one, and that backend came back to it left out)

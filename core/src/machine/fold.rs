@@ -875,7 +875,7 @@ pub fn human_downs(status: &mut DovecotBackendUpgradeStatus, obs: &Observed) -> 
         };
         // an IP another pod has now is that pod's entry: its down is not this backend's
         // (found by the model: another pod's rejoin downed it, and this one went back down)
-        if obs.ip_held_by_other(&ip, &rec.pod).is_some() {
+        if obs.entry_of_other(&ip, &rec.pod).is_some() {
             continue;
         }
         let rows: Vec<bool> = views
@@ -948,7 +948,7 @@ pub fn human_counts(status: &mut DovecotBackendUpgradeStatus, obs: &Observed) ->
             // pod's old IP was taken for a human's, and the moved pod rejoined at it); its new
             // entry still is (found by the model: a human's count there, after a restore whose
             // status write was lost, was overwritten when the restore ran again)
-            if obs.ip_held_by_other(&rec.ip, &rec.pod).is_some() {
+            if obs.entry_of_other(&rec.ip, &rec.pod).is_some() {
                 let own: Vec<_> = view.iter().filter(|h| h.ip != rec.ip).cloned().collect();
                 return read_new
                     .then(|| keep_human_count(rec, &own, true))

@@ -65,3 +65,12 @@ pub fn missing(decision: &Decision, obs: &Observed) -> Option<Missing> {
         _ => None,
     }
 }
+
+/// Whether the ring's record of who is out is read with the director ring: while a record is in
+/// flight, an entry another backend's rejoin put back and still holds (its pod maybe moved on
+/// since, so no pod has the IP) is that backend's, and its count or `down` is never taken for
+/// this record's (found by the model: a rejoin's count at another pod's old entry was taken for
+/// a human's on that pod's backend, which went back at it).
+pub fn lock_with_ring(status: &crate::api::DovecotBackendUpgradeStatus, obs: &Observed) -> bool {
+    obs.ring_lock.is_none() && status.backends.iter().any(super::decision::active)
+}

@@ -172,6 +172,32 @@ impl Observed {
             .map(|l| &l.record)
     }
 
+    /// The backend pod other than `pod` whose entry `ip` is: the pod at it now
+    /// (`ip_held_by_other`); one the ring's record holds out at it, when read (another backend
+    /// drained there, or put back there by its rejoin and kept until the ring's pass knows the
+    /// entry as its: its pod may have moved on since); or the one the ring's pass last saw it
+    /// stand for.
+    pub fn entry_of_other(&self, ip: &str, pod: &str) -> Option<&str> {
+        let held = || {
+            let Some(Ok(lock)) = &self.ring_lock else {
+                return None;
+            };
+            lock.holders
+                .iter()
+                .find(|h| h.ip == ip && h.pod != pod)
+                .map(|h| h.pod.as_str())
+        };
+        let stood_for = || {
+            self.ring_former
+                .iter()
+                .find(|f| f.ip == ip && f.pod != pod)
+                .map(|f| f.pod.as_str())
+        };
+        self.ip_held_by_other(ip, pod)
+            .or_else(held)
+            .or_else(stood_for)
+    }
+
     /// The backend pod other than `pod` that has `ip` now, if any.
     pub fn ip_held_by_other(&self, ip: &str, pod: &str) -> Option<&str> {
         let theirs = |n: &str, i: Option<&str>| n != pod && i == Some(ip);

@@ -12,7 +12,7 @@ fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let (old, new, now_ip) = judge::restore_ips(cx.rec, pod.as_ref())?;
     let old_reused = cx
         .obs
-        .ip_held_by_other(&old.to_string(), &cx.rec.pod)
+        .entry_of_other(&old.to_string(), &cx.rec.pod)
         .is_some();
     for c in judge::ring_restore_commands(cx.s, cx.rec, old, new, old_reused) {
         cx.run(c.on, &c.argv, c.kind)?;

@@ -1041,3 +1041,68 @@ fn a_backend_an_undo_put_back_at_a_new_ip_waits_for_the_rings_pass() {
         assert_eq!(lock::restored_awaits_ring_pass(&r, &obs), waits, "{case:?}");
     }
 }
+
+/// An entry the ring's record holds out for another backend (its rejoin put it back there; its
+/// pod moved on since, so no pod has the IP) is that backend's: this record neither reads a
+/// human's count there nor re-asserts its drained state on it; its own holder is its own.
+#[test]
+fn an_entry_the_rings_record_holds_for_another_backend_is_never_this_records() {
+    let s = settings();
+    // backend-0 moved from .11 (its entry, 100) to .99 and waits to be verified; mx-0's rejoin
+    // put mx-0 back at .11 at 50, and mx-0 moved on: no pod has .11
+    let mut r = rec(0, Step::Verify, 0);
+    r.original_vhosts = 100;
+    r.new_ip = Some("127.0.0.99".into());
+    let theirs = RingHolder {
+        dbu: "mail/mx".into(),
+        pod: "mx-0".into(),
+        ip: r.ip.clone(),
+        max_unavailable: 1,
+        left_out: None,
+    };
+    let mine = RingHolder {
+        dbu: "mail/roll".into(),
+        pod: "backend-0".into(),
+        ip: "127.0.0.99".into(),
+        max_unavailable: 1,
+        left_out: None,
+    };
+    for (holders, read, other) in [
+        (vec![theirs.clone(), mine.clone()], true, true),
+        (vec![mine.clone()], true, false),
+        (vec![theirs.clone(), mine.clone()], false, false),
+    ] {
+        let mut obs = locked(RingLock {
+            version: Some("5".into()),
+            holders,
+        });
+        if !read {
+            obs.ring_lock = None;
+        }
+        obs.pods[0].ip = Some("127.0.0.99".into());
+        obs.ring = Some(vec![crate::fixtures::host(0, 50, true, 0)]);
+        let case = (read, other);
+        assert_eq!(
+            obs.entry_of_other(&r.ip, "backend-0").is_some(),
+            other,
+            "{case:?}"
+        );
+        assert_eq!(obs.entry_of_other("127.0.0.99", "backend-0"), None);
+        let mut st = status(vec![r.clone()]);
+        st.ring_held = vec!["backend-0".into()];
+        crate::machine::fold::human_counts(&mut st, &obs);
+        let want = if other { 100 } else { 50 };
+        assert_eq!(st.backends[0].original_vhosts, want, "{case:?}");
+        let drift = decide::ring_drift(&s, &st, obs.ring.as_deref().unwrap(), &obs);
+        assert_eq!(drift.is_none(), other, "{case:?} {drift:?}");
+    }
+    // the ring's record is read with the ring while a record is in flight
+    let mut obs = world();
+    assert!(crate::machine::lock_with_ring(
+        &status(vec![r.clone()]),
+        &obs
+    ));
+    assert!(!crate::machine::lock_with_ring(&status(vec![]), &obs));
+    obs.ring_lock = Some(Ok(RingLock::default()));
+    assert!(!crate::machine::lock_with_ring(&status(vec![r]), &obs));
+}
