@@ -176,8 +176,16 @@ impl Observed {
     /// (`ip_held_by_other`); one the ring's record holds out at it, when read (another backend
     /// drained there, or put back there by its rejoin and kept until the ring's pass knows the
     /// entry as its: its pod may have moved on since); or the one the ring's pass last saw it
-    /// stand for.
+    /// stand for. None where `pod` itself is now: the pod at an entry is what it stands for.
     pub fn entry_of_other(&self, ip: &str, pod: &str) -> Option<&str> {
+        let here = self.is_at(pod, ip)
+            || self
+                .ring_pods
+                .iter()
+                .any(|(n, i)| n == pod && i.as_deref() == Some(ip));
+        if here {
+            return None;
+        }
         let held = || {
             let Some(Ok(lock)) = &self.ring_lock else {
                 return None;
