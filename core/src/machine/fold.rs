@@ -964,17 +964,24 @@ fn take_ring_count(rec: &mut BackendStatus, copy: &BackendStatus) -> Option<Note
     if copy.original_vhosts == rec.original_vhosts {
         return None;
     }
-    let was = std::mem::replace(&mut rec.original_vhosts, copy.original_vhosts);
-    Some(
-        Note::new(
-            EventReason::BackendVhostsKept,
-            format!(
-                "{}: vhost count set to {} in the director ring by hand while it was left out (recorded {was}); it is held at 0 until verified and goes back at {}",
-                rec.pod, copy.original_vhosts, copy.original_vhosts
-            ),
-        )
-        .about(&rec.pod, rec.step),
+    Some(kept_count(
+        rec,
+        copy.original_vhosts,
+        "while it was left out",
+    ))
+}
+
+/// Records a human's count `vhosts` as the one `rec` goes back at, with the Event.
+fn kept_count(rec: &mut BackendStatus, vhosts: u32, when: &str) -> Note {
+    let was = std::mem::replace(&mut rec.original_vhosts, vhosts);
+    Note::new(
+        EventReason::BackendVhostsKept,
+        format!(
+            "{}: vhost count set to {vhosts} in the director ring by hand {when} (recorded {was}); it is held at 0 until verified and goes back at {vhosts}",
+            rec.pod
+        ),
     )
+    .about(&rec.pod, rec.step)
 }
 
 /// Whether the entry at a record's new IP is read for a human's count: only at RingRestore,
@@ -1018,17 +1025,7 @@ pub fn keep_human_count(
     if [0, rec.original_vhosts, crate::dovecot::DEFAULT_VHOSTS].contains(&host.vhosts) {
         return None;
     }
-    let was = std::mem::replace(&mut rec.original_vhosts, host.vhosts);
-    Some(
-        Note::new(
-            EventReason::BackendVhostsKept,
-            format!(
-                "{}: vhost count set to {} in the director ring by hand while it was out (recorded {was}); it is held at 0 until verified and goes back at {}",
-                rec.pod, host.vhosts, host.vhosts
-            ),
-        )
-        .about(&rec.pod, rec.step),
-    )
+    Some(kept_count(rec, host.vhosts, "while it was out"))
 }
 
 /// Marks the records whose step wants the backend down in the ring (see `BackendStatus::downed`).
