@@ -9,9 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use tracing::Instrument;
 
 use dbu_core::api::{DovecotBackendUpgradeStatus, Step};
-use dbu_core::machine::{
-    self, Acted, Decision, Missing, Note, Observed, Prepared, Recorded, Undone,
-};
+use dbu_core::machine::{self, Acted, Decision, Missing, Note, Observed, Prepared, Recorded};
 use dbu_core::settings::Settings;
 
 use crate::exec::{ExecRequest, PodExec};
@@ -458,12 +456,7 @@ pub async fn cleanup(
                 continue;
             }
             let undone = driver::undo(&cx, rec, machine::cleanup_for(rec)).await;
-            if matches!(undone, Undone::Restored { .. })
-                && machine::lock::restored_awaits_ring_pass(rec, &obs)
-            {
-                done.pending.push(machine::lock::awaiting_message(rec));
-            }
-            done.undone(rec, machine::kept_by_hand(before, rec, undone));
+            done.undone_in(rec, machine::kept_by_hand(before, rec, undone), &obs);
         }
         // a backend back at a new IP is known as that entry's pod only to its record until the
         // ring's pass has recorded it: the slot goes once it has (found by the model: a DBU

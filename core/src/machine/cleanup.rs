@@ -5,6 +5,7 @@ use crate::reason::EventReason;
 
 use super::decision::{Cleanup, Undone, active};
 use super::note::Note;
+use super::observed::Observed;
 
 /// What undoing a backend means at its recorded step: each step's file says (`steps::undo`).
 pub fn cleanup_for(rec: &BackendStatus) -> Cleanup {
@@ -71,6 +72,18 @@ impl Deletion {
             }),
             Undone::Failed(m) => self.pending.push(m),
         }
+    }
+
+    /// As `undone`, for an undo run against the world `obs` read before it: a backend it put
+    /// back at a new IP keeps the deletion pending until the ring's pass knows that entry as
+    /// its pod's (`lock::restored_awaits_ring_pass`).
+    pub fn undone_in(&mut self, rec: &BackendStatus, undone: Undone, obs: &Observed) {
+        if matches!(undone, Undone::Restored { .. })
+            && super::lock::restored_awaits_ring_pass(rec, obs)
+        {
+            self.pending.push(super::lock::awaiting_message(rec));
+        }
+        self.undone(rec, undone);
     }
 
     /// A backend whose StatefulSet is gone, and its pod with it: nothing serves at its ring

@@ -55,22 +55,19 @@ pub fn keeps(rec: &BackendStatus, obs: &Observed) -> bool {
 /// soak and its pod moved at once). So the slot is kept until the pass has seen the entry, or
 /// the ring, read now, has no entry there to record (a human removed it).
 pub fn awaits_ring_pass(rec: &BackendStatus, obs: &Observed) -> bool {
-    let Some(new_ip) = rec.new_ip.as_deref().filter(|n| *n != rec.ip) else {
-        return false;
-    };
     rec.step == crate::api::Step::Done
-        && !rec.removed
-        && !rec.failed
-        && !obs.ring_former.iter().any(|f| f.ip == new_ip)
-        && obs
-            .ring
-            .as_deref()
-            .is_none_or(|ring| ring.iter().any(|h| h.ip == new_ip))
+        && restored_awaits_ring_pass(rec, obs)
+        && rec.new_ip.as_deref().is_some_and(|new_ip| {
+            obs.ring
+                .as_deref()
+                .is_none_or(|ring| ring.iter().any(|h| h.ip == new_ip))
+        })
 }
 
 /// Whether a backend an undo has just put back keeps its slot for the ring's pass, as a
-/// finished one does (`awaits_ring_pass`): a deletion that put a moved pod back at its new IP
-/// waits for the pass to record the entry as the pod's (found by the model: a DBU deleted at
+/// finished one does (`awaits_ring_pass`, which adds its step and the ring read now): put back
+/// at a new IP, not removed or failed, and that entry not yet known to the pass. A deletion that
+/// put a moved pod back at its new IP waits for that (found by the model: a DBU deleted at
 /// RingRestore put its moved pod back and let go at once, the pod moved again, and nothing
 /// rejoined it). The ring read before the undo is not asked: the undo has just added the entry.
 pub fn restored_awaits_ring_pass(rec: &BackendStatus, obs: &Observed) -> bool {

@@ -1039,6 +1039,10 @@ fn a_backend_an_undo_put_back_at_a_new_ip_waits_for_the_rings_pass() {
         }
         let case = (new, passed, failed);
         assert_eq!(lock::restored_awaits_ring_pass(&r, &obs), waits, "{case:?}");
+        // the deletion that put it back stays pending meanwhile
+        let mut done = crate::machine::Deletion::default();
+        done.undone_in(&r, Undone::Restored { human_down: false }, &obs);
+        assert_eq!(done.finished(), !waits, "{case:?}");
     }
 }
 
