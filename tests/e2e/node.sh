@@ -108,7 +108,10 @@ mount -t tmpfs -o mode=0755 tmpfs /run
 mount --bind "$dir/pv" /mnt
 
 ip link set lo up
-ip link add cni0 type bridge
+# A fixed address: a bridge without one takes its lowest port's and changes it when that pod goes,
+# and the pods' ARP entries for the node then point nowhere until they expire (CI once saw an
+# LMTP session from the node stall 10 s while the operator's old pods were deleted).
+ip link add cni0 address 02:db:00:00:00:01 type bridge
 ip addr add "$ADDR/24" dev cni0
 ip link set cni0 up
 sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 net.ipv4.conf.all.route_localnet=1

@@ -27,6 +27,8 @@ no_outside() {
   ! timeout 3 bash -c 'exec 3<>/dev/tcp/192.0.2.1/80' 2>/dev/null || { echo "reached 192.0.2.1"; return 1; }
 }
 check "the node's namespace has no route off the machine" no_outside
+bridge_mac() { ip -br link show cni0 | awk '{print $3}'; }
+bridge_at_start="$(bridge_mac)"
 
 # --- the operator of an earlier release, as `helm install` ships it
 PREVIOUS="${PREVIOUS:-$(grep -v '^#' "$here/previous-release")}"
@@ -316,6 +318,10 @@ dring_back() {
   [[ "$(k get dring -o jsonpath='{.items[0].status.outCount} {.items[0].status.hostCount}')" == "0 3" ]]
 }
 check "kubectl get dring: 3 hosts, none out, Ready; the DBU Ready again" dring_back
+# pods came and went all through: the node's clients (the traffic above) reach pods only while the
+# bridge keeps its address, which pods' ARP entries for the node point at (node.sh sets it)
+same_bridge() { echo "cni0 at the start $bridge_at_start, now $(bridge_mac)"; [[ "$(bridge_mac)" == "$bridge_at_start" ]]; }
+check "the node's bridge kept its address through every pod's coming and going" same_bridge
 
 # --- measurements for BENCHMARKS.md (scripts/bench.sh sets MEASURE to a JSON-lines file)
 if [[ -n "${MEASURE:-}" ]]; then
