@@ -2509,15 +2509,15 @@ fn found_a_deletion_put_a_moved_pod_back_and_let_go_before_the_ring_knew_its_ent
     );
 }
 
-/// Found by the model, still open (`PodTakesOldIp`; seed 4242, once the one before was fixed):
-/// as the one before, but the first pod's rejoin began only after the other's was done, and
-/// the ring's pass, which had never seen the other pod at the entry, kept it as the first
-/// pod's; the other DBU let its slot go on that, and the first pod's rejoin took the count there
-/// for a human's. The entry stands for both: for the first pod's state before it moved, and for
-/// the other pod its rejoin put back there; the ring's record keeps one pod per entry.
+/// Found by the model (`PodTakesOldIp`; seed 4242, once the one before was fixed): as the one
+/// before, but the first pod's rejoin began only after the other's was done, and the ring's
+/// pass, which had never seen the other pod at the entry, kept it as the first pod's; the other
+/// DBU let its slot go on that, and the first pod's rejoin took the count there for a human's.
+/// The entry stands for the first pod's state before it moved, and counts for the other pod
+/// its rejoin put back there (`RingHostStatus::counts_for`): the slot is kept until the pass
+/// has recorded that, and no human's count is read there by the pod that left it.
 #[test]
-#[ignore]
-fn known_open_the_ring_kept_an_entry_as_its_old_pods_after_another_rejoin_put_its_pod_back_there() {
+fn found_the_ring_kept_an_entry_as_its_old_pods_after_another_rejoin_put_its_pod_back_there() {
     use Ev::*;
     replay(
         Start {
@@ -2540,15 +2540,15 @@ fn known_open_the_ring_kept_an_entry_as_its_old_pods_after_another_rejoin_put_it
     );
 }
 
-/// Found by the model, still open (`PodTakesOldIp`; seed 4242 with the fixes above; present
-/// before them): backend-0 moved away and mx-0 took its old entry (100 vhosts) before
-/// backend-0 rejoined; backend-0 rejoined elsewhere, so the ring's pass took that entry as
-/// mx-0's, beside mx-0's own (50), which it had left. mx-0 moved on before any DBU of its
-/// StatefulSet existed, and its rejoin put it back at the first entry's count: two entries
-/// stood for it, and the ring's record cannot tell the one it took from the one it left.
+/// Found by the model (`PodTakesOldIp`; seed 4242 with the fixes above; present before them):
+/// backend-0 moved away and mx-0 took its old entry (100 vhosts) before backend-0 rejoined;
+/// backend-0 rejoined elsewhere, so the ring's pass took that entry as mx-0's, beside mx-0's
+/// own (50), which it had left. mx-0 moved on before any DBU of its StatefulSet existed, and
+/// its rejoin put it back at the first entry's count: two entries stood for it. The entry it
+/// only landed on still counts for backend-0, and mx-0 rejoins by the one whose count is its
+/// own.
 #[test]
-#[ignore]
-fn known_open_a_pod_that_sat_at_another_pods_entry_rejoined_at_that_entrys_count() {
+fn found_a_pod_that_sat_at_another_pods_entry_rejoined_at_that_entrys_count() {
     use Ev::*;
     replay(
         Start {
@@ -2600,6 +2600,237 @@ fn found_the_drift_left_another_pods_count_at_the_entry_the_pod_sits_at() {
             Pass(1),
             Pass(1),
             PodDeleted(1),
+        ],
+    );
+}
+
+/// Shrunk by the model (`PodTakesOldIp`, seed 4242) against a first cut of the fix above: the
+/// first pod's rejoin began only after the other pod had moved on, before any pass of the ring
+/// had seen the entry; it took the count there, which the other's rejoin had put back and
+/// still held in the ring's record, for a human's. A rejoin with no record takes the ring's
+/// record of its state there when another pod's rejoin put that pod back at the entry.
+#[test]
+fn found_a_rejoin_begun_after_another_pod_was_put_back_at_its_entry_took_that_count() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 2],
+            both: true,
+        },
+        &[
+            PodTakesOldIp(0),
+            PodTakesOldIp(7),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            PodMoved(1),
+        ],
+    );
+}
+
+/// Shrunk by the model (`PodTakesOldIp`, seed 4242): backend-0 moved and mx-0 took its old
+/// entry; backend-0 rejoined elsewhere, and mx-0 moved on before any pass of the ring saw
+/// backend-0 back. The old entry kept standing for backend-0, which rejoined from it again once
+/// a new template made it outdated, at the count from before a human's change. A pod back in
+/// the ring (at a host that counts for it, not held out) leaves no host it left standing for
+/// it.
+#[test]
+fn found_a_pod_back_in_the_ring_rejoined_again_from_the_entry_another_pod_had_sat_at() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 1],
+            both: true,
+        },
+        &[
+            Pass(1),
+            PodMoved(2),
+            PodTakesOldIp(1),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            PodMoved(5),
+            HumanUpdate(6, 1),
+            NewTemplate(model::run::Template::Good),
+        ],
+    );
+}
+
+/// Shrunk by the model (`PodTakesOldIp`, seed 31337): backend-0's pod was recreated at a new
+/// IP mid-drain and never became Ready; its record stopped the new pod's Dovecot, mx-0 took its
+/// old entry and mx-0's rejoin put mx-0 back there; the record then zeroed that entry as its
+/// stopped backend's open one, mx-0 was out beside the next drain. The users sent to an entry
+/// another backend stands for go to that backend.
+#[test]
+fn found_a_stopped_backend_closed_the_entry_another_pod_was_put_back_at() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 2],
+            both: true,
+        },
+        &[
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            NeverReady(3),
+            PodTakesOldIp(3),
+            Pass(0),
+            PodTakesOldIp(1),
+            Pass(0),
+            Pass(1),
+            Pass(1),
+            Pass(0),
+            Pass(1),
+        ],
+    );
+}
+
+/// Shrunk by the model (`PodTakesOldIp`, seed 4242): backend-1 rejoined at a new IP while mx-0
+/// took its old entry; a human took it down in its soak, and a new template made it outdated
+/// before the ring's pass had seen it back; it rejoined again from the entry it had left and
+/// put itself back up over the human's down. A pod at the IP its record finished at has not
+/// moved, whatever its revision.
+#[test]
+fn found_an_outdated_pod_rejoined_again_from_the_entry_it_had_left() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [2, 2],
+            both: false,
+        },
+        &[
+            PodMoved(5),
+            Pass(0),
+            Pass(0),
+            PodTakesOldIp(2),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            HumanDown(5),
+            NewTemplate(model::run::Template::Good),
+            Pass(0),
+            Pass(0),
+        ],
+    );
+}
+
+/// Shrunk by the model (`PodTakesOldIp`, seed 31337): a rejoin begun while another DBU held the
+/// ring's only slot was left out when its DBU was deleted, a holder beyond the ring's room; its
+/// pod came back to its old entry, and the ring's pass took that out beside the other backend.
+/// A deleted DBU that never held a backend did nothing to the ring for it: the record just goes.
+#[test]
+fn found_a_deletion_left_out_a_rejoin_that_never_held_a_slot() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [2, 1],
+            both: true,
+        },
+        &[
+            Pass(1),
+            PodMoved(3),
+            Pass(1),
+            DirectorLags(0),
+            Pass(0),
+            DeleteDbu(0),
+            Pass(0),
+            PodTakesOldIp(0),
+        ],
+    );
+}
+
+/// Shrunk by the model (`PodTakesOldIp`, seed 31337), as the one before but the rejoin had
+/// claimed (a rejoin whose old entry serves nobody takes no capacity): left out at deletion,
+/// its pod came back to its old entry and served, and the ring's pass took it out beside the
+/// other DBU's drain. A left-out backend that takes users while the ring's record holds others
+/// out to its room serves on, as a rejoin there waits for room.
+#[test]
+fn found_the_ring_took_out_a_left_out_backend_serving_again_beside_a_drain() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [2, 1],
+            both: true,
+        },
+        &[
+            Pass(1),
+            PodMoved(3),
+            Pass(1),
+            DirectorLags(0),
+            Pass(0),
+            Pass(0),
+            DeleteDbu(0),
+            Pass(0),
+            PodTakesOldIp(0),
+        ],
+    );
+}
+
+/// Found by the model, still open (`PodTakesOldIp` drawn at the CI profile's seed, this round,
+/// unshrunk past this): a human's vhost count on a pod that sat at another pod's entry is
+/// overwritten by the operator's restore.
+#[test]
+#[ignore]
+fn known_open_a_human_count_at_a_pod_that_took_another_pods_entry_is_overwritten() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 1],
+            both: true,
+        },
+        &[
+            Pass(1),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            PodMoved(2),
+            PodTakesOldIp(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            ExecFails,
+            Pass(0),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            StatusConflict(1),
+            Pass(1),
+            HumanUpdate(1, 1),
+        ],
+    );
+}
+
+/// Found by the model, still open (seed 7 with `PodTakesOldIp` drawn, though this sequence has
+/// none; not in the CI profile's draw): a pod recreated in place while a human had its host
+/// down, opened again by the human mid-drain; the DBU's deletion put back the count its drain
+/// took, which the judge counts as putting an unverified pod back. Whether the judge or the
+/// operator is wrong here is not settled yet (a pod recreated in place serves as the world
+/// made it: docs/design.md, model fidelity).
+#[test]
+#[ignore]
+fn known_open_a_deletion_put_back_the_count_of_a_pod_recreated_while_a_human_had_it_down() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 1],
+            both: false,
+        },
+        &[
+            HumanDown(1),
+            PodDeleted(1),
+            NewTemplate(model::run::Template::Good),
+            CreateDbu(1),
+            Pass(1),
+            Pass(1),
+            HumanUp(1),
+            Pass(1),
+            DeleteDbu(1),
         ],
     );
 }

@@ -450,9 +450,22 @@ pub async fn cleanup(
             obs: &obs,
             clock,
         };
+        // the ring's record, read for a backend this DBU's status does not say it holds
+        let unheld = status
+            .backends
+            .iter()
+            .any(|r| machine::active(r) && !status.ring_held.contains(&r.pod));
+        let lock_now = match unheld {
+            true => cluster.read_ring_lock(s).await.ok(),
+            false => None,
+        };
         for (before, rec) in in_flight.zip(seen.backends.iter().filter(|r| machine::active(r))) {
             if obs.gone_for_good(&s.stateful_set, &rec.pod) {
                 done.scaled_away(rec, &s.stateful_set);
+                continue;
+            }
+            if machine::never_held(status, rec, lock_now.as_ref()) {
+                done.undone(rec, machine::Undone::Nothing);
                 continue;
             }
             let undone = driver::undo(&cx, rec, machine::cleanup_for(rec)).await;

@@ -141,9 +141,10 @@ pub fn open_from_env() -> Vec<String> {
 }
 
 /// Events that still break a promise, each with a shrunk case in `tests/model_based.rs`
-/// (`known_open_*`, ignored until fixed): a pod recreated at an IP the ring has for another
-/// pod, in chains of moves the ring's record cannot tell apart. A pod back at a new IP
-/// (`PodMoved`) and a human's vhost count (`HumanUpdate`) are drawn since they were fixed.
+/// (`known_open_*`, ignored until fixed), left out of CI's draw until then: a pod recreated at
+/// an IP the ring has for another pod (`PodTakesOldIp`), whose chains seeds 4242, 31337, 1 and
+/// 7 now pass but the CI profile's seed does not yet. `PodMoved` and `HumanUpdate` are drawn
+/// since they were fixed.
 pub const KNOWN_OPEN: [&str; 1] = ["PodTakesOldIp"];
 
 pub fn known_open_event(e: &Ev) -> bool {
@@ -268,7 +269,10 @@ impl Run {
         self.world.lock().note(|| format!("{ev:?}"));
         let before = self.serving();
         match ev {
-            Ev::Pass(i) => self.pass(Self::dbu_name(*i)),
+            Ev::Pass(i) => {
+                self.world.lock().human_unread.clear();
+                self.pass(Self::dbu_name(*i))
+            }
             Ev::RingPass => self.ring_pass(),
             Ev::Tick(s) => self.tick(Duration::from_secs(u64::from(*s))),
             // a new leader starts its watches with a quorum list (kube's default list
@@ -520,7 +524,7 @@ impl Run {
                 st.human_vhosts.insert(new_ip.clone(), n);
                 carried = true;
             }
-            if carried {
+            if carried || st.human_unread.remove(&old_ip) {
                 st.human_left.insert(old_ip.clone());
             }
         }
@@ -615,6 +619,7 @@ impl Run {
         if !human_exec(&mut st, d, &argv(&words)) {
             return;
         }
+        st.human_unread.insert(ip.clone());
         if ours {
             st.ambiguous.insert(ip.clone());
         }
@@ -813,6 +818,24 @@ impl Run {
         let out = st.ring_out.clone();
         st.ring_status = passed.status;
         st.ring_status.out = out;
+        let hosts = match st.log_on {
+            true => st.ring_status.hosts.clone(),
+            false => Vec::new(),
+        };
+        st.note(|| {
+            let hosts: Vec<String> = hosts
+                .iter()
+                .map(|h| {
+                    format!(
+                        "{} for {} counts {}",
+                        h.ip,
+                        h.stood_for().unwrap_or("-"),
+                        h.counts_for.as_deref().unwrap_or("-")
+                    )
+                })
+                .collect();
+            format!("  ring pass: {}", hosts.join(", "))
+        });
     }
 
     /// The invariants that hold after every event.
@@ -978,8 +1001,10 @@ impl Run {
             return;
         }
         if !unfinished.is_empty() {
+            // with the world as it ended, which says what they wait for
+            let world = st.trace();
             st.violation(format!(
-                "rollouts did not finish once the events stopped: {unfinished:?}"
+                "rollouts did not finish once the events stopped: {unfinished:?}\n{world}"
             ));
             return;
         }

@@ -130,6 +130,10 @@ pub struct State {
     pub left_by: BTreeMap<String, String>,
     /// IPs a pod left carrying a human's state (never drawn for `PodTakesOldIp`).
     pub human_left: BTreeSet<String>,
+    /// IPs a human gave a command on since the operator's last pass: a pod that moves from
+    /// one leaves it in `human_left` (whose command it was cannot be told once another pod sits
+    /// at the entry, unless the operator read the ring in between; a limit in docs/design.md).
+    pub human_unread: BTreeSet<String>,
     pub update_revision: String,
     pub revisions: BTreeMap<String, Revision>,
     pub replicas: BTreeMap<String, usize>,
@@ -246,6 +250,7 @@ impl State {
             log_on: false,
             human_acting: false,
             ambiguous: BTreeSet::new(),
+            human_unread: BTreeSet::new(),
             human_opened: BTreeMap::new(),
         };
         let mut hosts = BTreeMap::new();

@@ -182,6 +182,13 @@ pub struct RingHostStatus {
     /// as for `formerVhosts`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub former_up: Option<bool>,
+    /// The backend pod whose state this host's count and up/down are: the pod first seen at
+    /// it, or the last one a DBU put back here (held out at this IP, then given vhosts); kept
+    /// when that pod moves on. A pod that only took the IP (recreated there) does not make them
+    /// its own: it rejoins by the host it left, and another backend that stood for this host
+    /// reads no human's change here from what a rejoin put back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts_for: Option<String>,
     /// Its vhost count on the first Ready director.
     pub vhosts: u32,
     /// Whether it is up on the first Ready director.
@@ -216,6 +223,7 @@ impl DovecotRingStatus {
                     pod: h.stood_for()?.to_string(),
                     vhosts: h.former_vhosts.unwrap_or(h.vhosts),
                     up: h.former_up.unwrap_or(h.up),
+                    counts_for: h.counts_for.clone(),
                 })
             })
             .collect()
@@ -230,6 +238,17 @@ pub struct StoodFor {
     pub pod: String,
     pub vhosts: u32,
     pub up: bool,
+    /// `RingHostStatus::counts_for`.
+    pub counts_for: Option<String>,
+}
+
+impl StoodFor {
+    /// Whether the host's count is `pod`'s own state (not a count another pod left there, or
+    /// one a rejoin of another pod put back). A host from before `countsFor` was recorded
+    /// counts for the pod it stands for.
+    pub fn counts_for(&self, pod: &str) -> bool {
+        self.counts_for.as_deref().unwrap_or(&self.pod) == pod
+    }
 }
 
 /// One director of the ring, as read.

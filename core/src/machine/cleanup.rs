@@ -49,6 +49,22 @@ pub fn kept_by_hand(before: &BackendStatus, folded: &BackendStatus, undone: Undo
     }
 }
 
+/// Whether a deleted DBU did nothing to the ring for `rec`: it never held the backend (its
+/// status says so, and the ring's record, read now, has no holder for the pod, not even one
+/// whose status write was lost). A claim comes before anything a step or a rejoin does to the
+/// ring, so the record just goes: leaving it out would add a holder beyond the ring's room
+/// (found by the model: a rejoin begun while another DBU held the ring's only slot was left out
+/// at deletion, its pod came back to its old entry, and the ring's pass took that out beside
+/// the other backend). Unread record: never assumed.
+pub fn never_held(
+    status: &crate::api::DovecotBackendUpgradeStatus,
+    rec: &BackendStatus,
+    lock: Option<&super::observed::RingLock>,
+) -> bool {
+    !status.ring_held.contains(&rec.pod)
+        && lock.is_some_and(|l| !l.holders.iter().any(|h| h.pod == rec.pod))
+}
+
 /// How deleting a DBU ends for its in-flight backends, once each was undone (or could not be).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Deletion {

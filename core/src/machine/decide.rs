@@ -127,6 +127,10 @@ fn stopped_but_open(
         .backends
         .iter()
         .filter(|r| active(r) && obs.runs_stopped_pod(r))
+        // the users sent to an entry another backend stands for now go to that backend, not
+        // to this stopped pod (found by the model: this pod was recreated at a new IP mid-drain,
+        // another took its old entry and was put back there, and this zeroed it)
+        .filter(|r| obs.entry_of_other(&r.ip, &r.pod).is_none())
         .find_map(|rec| {
             let host = ring
                 .iter()
@@ -551,6 +555,13 @@ fn rejoin(
                 .iter()
                 .rev()
                 .find(|r| r.pod == p.name && r.step == Step::Done && !r.removed);
+            // at the IP its record finished at: not moved, whatever its revision (found by
+            // the model: outdated by a new template before the ring's pass had seen it back,
+            // it rejoined again from the entry it had left, and put back up over a human's
+            // down)
+            if rec.is_some_and(|r| r.new_ip.as_deref().unwrap_or(&r.ip) == ip) {
+                return None;
+            }
             match rec {
                 // at the revision its record finished with: a cache showing the pod from
                 // before its Replace (old revision, old IP) is a lag, not a move
@@ -559,16 +570,20 @@ fn rejoin(
                     (last != ip).then_some((p, Some(r), ip, last, None))
                 }
                 // at any revision: one still outdated rejoins first and is rolled after
-                // (of several entries it left, the one it served with: one it only passed
-                // through was out; found by the model)
+                // (of several entries it left, the one whose count is its own: one it only
+                // landed on holds another pod's; then the one it served with: one it only
+                // passed through was out; found by the model)
                 _ => {
                     let left = || {
                         obs.ring_former
                             .iter()
                             .filter(|f| f.pod == p.name && f.ip != ip)
                     };
-                    left()
+                    let own = || left().filter(|f| f.counts_for(&p.name));
+                    own()
                         .find(|f| f.vhosts > 0)
+                        .or_else(|| own().next())
+                        .or_else(|| left().find(|f| f.vhosts > 0))
                         .or_else(|| left().next())
                         .map(|f| (p, None, ip, f.ip.as_str(), Some(f)))
                 }
@@ -624,7 +639,12 @@ fn rejoin(
         // IP now, or taken out (0 vhosts, down) by a rejoin of this pod that was dropped before
         // it put the pod back (found by the model); a human's change to it is kept
         let taken_out = old.vhosts == 0 && !old.up;
-        let kept = former.filter(|_| reused || taken_out);
+        // or put back at another pod's count since: that pod's rejoin holds it in the ring's
+        // record, or the ring's pass saw it do so (found by the model: the count another pod's
+        // rejoin put back at this pod's old entry was taken for a human's)
+        let theirs = obs.entry_of_other(last, &pod.name).is_some()
+            || obs.count_of_other(last, &pod.name).is_some();
+        let kept = former.filter(|_| reused || taken_out || theirs);
         let original = match (rec, kept) {
             (Some(r), _) if reused || old.vhosts == 0 => r.original_vhosts,
             (None, Some(f)) => f.vhosts,

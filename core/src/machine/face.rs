@@ -94,16 +94,41 @@ pub fn assess(
     };
     st.hosts = first
         .map(|(_, hosts)| {
+            let counts: Vec<Option<String>> = hosts
+                .iter()
+                .map(|h| counts_for(prev, h, pod_at(&h.ip).as_deref()))
+                .collect();
+            // back in the ring: at an IP whose host counts for it (its rejoin put it there),
+            // not merely at one the ring has for another pod, and no longer held out (a rejoin
+            // in flight may still be dropped and begun again from the host it left)
+            let rejoined = |name: &str| {
+                !prev.out.iter().any(|o| o.pod == name)
+                    && input
+                        .backends
+                        .iter()
+                        .find(|b| b.name == name)
+                        .and_then(|b| b.ip.as_deref())
+                        .and_then(|at| hosts.iter().position(|h| h.ip == at))
+                        .is_some_and(|i| counts[i].as_deref() == Some(name))
+            };
             hosts
                 .iter()
-                .map(|h| {
-                    let former = former_pod(input, prev, hosts, &h.ip, pod_at(&h.ip).as_deref());
+                .zip(&counts)
+                .map(|(h, counts)| {
+                    let former = former_pod(
+                        prev,
+                        input.backends,
+                        &rejoined,
+                        &h.ip,
+                        pod_at(&h.ip).as_deref(),
+                    );
                     let (former_vhosts, former_up) = match &former {
                         Some(f) => former_state(prev, h, f),
                         None => before_take_out(prev, h, pod_at(&h.ip).as_deref()),
                     };
                     RingHostStatus {
                         ip: h.ip.clone(),
+                        counts_for: counts.clone(),
                         former_pod: former,
                         former_vhosts,
                         former_up,
@@ -231,13 +256,17 @@ pub fn assess(
 }
 
 /// The pod a host stood for before its IP was left or taken (`RingHostStatus::former_pod`):
-/// the pod the last pass saw at it, kept while no pod has the IP, or while another has it and
-/// that pod is not in the ring at its own IP. Names, not UIDs: a StatefulSet's pod comes back
-/// under its name.
+/// the pod the last pass saw at it, kept while that pod is not back in the ring (`rejoined`:
+/// at an IP whose host counts for it) and no pod or another one has the IP. Names, not UIDs: a
+/// StatefulSet's pod comes back under its name. A pod back in the ring leaves no host it left
+/// standing for it, whether or not another pod sat there since (found by the model: a pod that
+/// took the entry moved on before the pass saw the first one rejoin, the entry kept standing
+/// for it, and it rejoined from there again once outdated, at the count from before a human's
+/// change); one merely at an IP the ring has for another pod is not back.
 fn former_pod(
-    input: &RingInput<'_>,
     prev: &DovecotRingStatus,
-    hosts: &[RingHost],
+    backends: &[BackendPod],
+    rejoined: &dyn Fn(&str) -> bool,
     ip: &str,
     now: Option<&str>,
 ) -> Option<String> {
@@ -249,21 +278,13 @@ fn former_pod(
         .find(|h| h.ip == ip)
         .and_then(|h| h.stood_for())
         .or_else(|| prev.out.iter().find(|h| h.ip == ip).map(|h| h.pod.as_str()))?;
-    let ip_of = |name: &str| {
-        input
-            .backends
-            .iter()
-            .find(|b| b.name == name)
-            .map(|b| b.ip.as_deref())
-    };
+    let has_ip = backends.iter().any(|b| b.name == was && b.ip.is_some());
     match now {
         Some(n) if n == was => None,
+        _ if rejoined(was) => None,
         None => Some(was.to_string()),
-        // taken: kept while the pod it stood for lives at an IP the ring does not have
-        Some(_) => match ip_of(was) {
-            Some(Some(at)) if !hosts.iter().any(|h| h.ip == at) => Some(was.to_string()),
-            _ => None,
-        },
+        // taken: kept while the pod it stood for lives elsewhere (one gone has no claim)
+        Some(_) => has_ip.then(|| was.to_string()),
     }
 }
 
@@ -292,6 +313,39 @@ fn former_state(prev: &DovecotRingStatus, now: &RingHost, f: &str) -> (Option<u3
         .map_or((None, None), |l| {
             (Some(l.record.original_vhosts), Some(l.record.restores_up()))
         })
+}
+
+/// The pod whose state a host's count and up/down are (`RingHostStatus::counts_for`): the pod
+/// the ring's record holds out at this IP (a DBU takes it out for that pod and puts it back at
+/// that pod's count; the slot is kept until a pass has recorded this, `lock::awaits_ring_pass`);
+/// else as the last pass had it (a host from before the field: the pod it stood for); else, for
+/// a host first seen, the pod at it. A pod that only took the IP changes nothing (found by the
+/// model: a pod recreated at another pod's entry, moved on before any DBU of its own, rejoined
+/// at that entry's count and not its own).
+fn counts_for(prev: &DovecotRingStatus, now: &RingHost, pod: Option<&str>) -> Option<String> {
+    let held = prev.out.iter().find(|o| {
+        o.ip == now.ip
+            || o.left_out
+                .as_ref()
+                .is_some_and(|l| l.record.new_ip.as_deref() == Some(now.ip.as_str()))
+    });
+    let before = prev.hosts.iter().find(|h| h.ip == now.ip);
+    // put back: taking users, and out at the last pass or changed since (a claim given up
+    // before anything was taken out leaves the host as it was: found by the model, the host
+    // then counted for a pod that had only sat there, and that pod's own host was forgotten)
+    let back = (now.vhosts > 0 || now.up)
+        && before
+            .is_none_or(|b| b.vhosts == 0 || !b.up || b.vhosts != now.vhosts || b.up != now.up);
+    if let Some(h) = held.filter(|_| back) {
+        return Some(h.pod.clone());
+    }
+    match before {
+        Some(b) => b
+            .counts_for
+            .clone()
+            .or_else(|| b.stood_for().map(String::from)),
+        None => pod.map(String::from),
+    }
 }
 
 /// The count and up/down a host had before the operator took it out for the pod at it now (0
@@ -435,6 +489,14 @@ fn orphans(input: &RingInput<'_>, prev: &DovecotRingStatus) -> Vec<Reassert> {
                     x.up && x.vhosts > 0 && !dead(input, prev, &x.ip) && !unready(input, &x.ip)
                 };
                 if serves(host) && !d.hosts.iter().flatten().any(|x| x.ip != ip && serves(x)) {
+                    continue;
+                }
+                // ... and one that takes users while the ring's record holds others out to its
+                // room serves on, as a rejoin there waits for room (found by the model: a
+                // rejoin left out beside another DBU's drain, its pod back at its old entry
+                // and serving, was taken out too)
+                let others = prev.out.iter().filter(|o| o.pod != rec.pod).count();
+                if serves(host) && others >= h.max_unavailable.max(1) as usize {
                     continue;
                 }
                 let argv = argv_towards(&doveadm, steps::left_out_state(rec), host);
@@ -606,6 +668,155 @@ mod tests {
         let dirs = [director("director-0", "10.0.9.1", back, &peers)];
         let rejoined = pass(&pods, &dirs, &taken);
         assert_eq!(formers(&rejoined)[0], (ip0, Some("backend-1".into()), None));
+    }
+
+    #[test]
+    fn a_hosts_count_is_the_pod_first_seen_there_or_the_last_one_put_back_there() {
+        let spec = spec();
+        let peers = ["10.0.9.1"];
+        let pass = |ring: Vec<RingHost>, pods: &[BackendPod], prev: &DovecotRingStatus| {
+            let dirs = [director("director-0", "10.0.9.1", ring, &peers)];
+            let input = RingInput {
+                spec: &spec,
+                generation: Some(1),
+                directors: &dirs,
+                backends: pods,
+                conflict: None,
+            };
+            assess(&input, prev, ts(1)).0
+        };
+        let counts = |st: &DovecotRingStatus| -> Vec<Option<String>> {
+            st.hosts.iter().map(|h| h.counts_for.clone()).collect()
+        };
+        let some = |p: &str| Some(p.to_string());
+        let ring = |v0: u32| vec![host(0, v0, true, 0), host(1, 50, true, 0)];
+        let mut pods = backends();
+        pods.truncate(2);
+        let first = pass(ring(100), &pods, &DovecotRingStatus::default());
+        assert_eq!(counts(&first), [some("backend-0"), some("backend-1")]);
+        let ip0 = first.hosts[0].ip.clone();
+        // backend-0 moves away and backend-1 is recreated at its old IP: the host stands for
+        // backend-1 once backend-0 is elsewhere in the ring, and still counts for backend-0
+        pods[0].ip = Some("10.0.0.77".into());
+        pods[1].ip = Some(ip0.clone());
+        let taken = pass(ring(100), &pods, &first);
+        assert_eq!(counts(&taken), [some("backend-0"), some("backend-1")]);
+        let mut both = ring(100);
+        both.push(RingHost {
+            ip: "10.0.0.77".into(),
+            ..host(0, 100, true, 0)
+        });
+        let rejoined = pass(both.clone(), &pods, &taken);
+        assert_eq!(rejoined.hosts[0].stood_for(), Some("backend-1"));
+        assert_eq!(counts(&rejoined)[0], some("backend-0"));
+        // so backend-1, which left its own host, rejoins by that one and not by this one
+        let f = rejoined.stood_for();
+        assert!(!f[0].counts_for("backend-1") && f[1].counts_for("backend-1"));
+        // held out at the IP for backend-1 (its rejoin): a claim given up before anything was
+        // taken out leaves the host as it was, and it still counts for backend-0...
+        let mut held = rejoined.clone();
+        held.out = vec![RingHolder {
+            dbu: "mail/roll".into(),
+            pod: "backend-1".into(),
+            ip: ip0.clone(),
+            max_unavailable: 1,
+            left_out: None,
+        }];
+        assert_eq!(
+            counts(&pass(both.clone(), &pods, &held))[0],
+            some("backend-0")
+        );
+        // ... taken out, it still does; put back (at backend-1's count), it counts for
+        // backend-1, and keeps doing so when backend-1 moves on before another pass
+        let mut out = both.clone();
+        out[0] = host(0, 0, false, 0);
+        let taken_out = pass(out, &pods, &held);
+        assert_eq!(counts(&taken_out)[0], some("backend-0"));
+        let mut put = both.clone();
+        put[0] = host(0, 50, true, 0);
+        let mut held_out = taken_out.clone();
+        held_out.out = held.out.clone();
+        let put_back = pass(put.clone(), &pods, &held_out);
+        assert_eq!(counts(&put_back)[0], some("backend-1"));
+        pods[1].ip = Some("10.0.0.78".into());
+        let mut gone = put_back.clone();
+        gone.out.clear();
+        assert_eq!(counts(&pass(put, &pods, &gone))[0], some("backend-1"));
+        // a status from before the field: the pod the host stood for
+        let mut old = first.clone();
+        old.hosts.iter_mut().for_each(|h| h.counts_for = None);
+        assert_eq!(
+            counts(&pass(ring(100), &backends()[..2], &old)),
+            counts(&first)
+        );
+    }
+
+    #[test]
+    fn a_host_stops_standing_for_a_pod_once_that_pod_is_back_at_a_host_counting_for_it() {
+        let spec = spec();
+        let peers = ["10.0.9.1"];
+        let pass = |ring: Vec<RingHost>, pods: &[BackendPod], prev: &DovecotRingStatus| {
+            let dirs = [director("director-0", "10.0.9.1", ring, &peers)];
+            let input = RingInput {
+                spec: &spec,
+                generation: Some(1),
+                directors: &dirs,
+                backends: pods,
+                conflict: None,
+            };
+            assess(&input, prev, ts(1)).0
+        };
+        let stood = |st: &DovecotRingStatus, i: usize| st.hosts[i].stood_for().map(String::from);
+        let mut pods = backends();
+        pods.truncate(2);
+        let ring = vec![host(0, 100, true, 0), host(1, 50, true, 0)];
+        let first = pass(ring.clone(), &pods, &DovecotRingStatus::default());
+        let (ip0, ip1) = (first.hosts[0].ip.clone(), first.hosts[1].ip.clone());
+        // backend-0 moves to backend-1's old IP, which the ring has for backend-1 (gone
+        // elsewhere): not back, so its own host still stands for it
+        pods[1].ip = Some("10.0.0.78".into());
+        pods[0].ip = Some(ip1.clone());
+        let landed = pass(ring.clone(), &pods, &first);
+        assert_eq!(stood(&landed, 0), Some("backend-0".into()));
+        // instead: backend-0 at a new IP, put back there by its rejoin (held, out, back in),
+        // while backend-1 sat at its old host and moved on before the pass saw it back
+        let mut pods = backends();
+        pods.truncate(2);
+        pods[0].ip = Some("10.0.0.77".into());
+        pods[1].ip = Some(ip0.clone());
+        let taken = pass(ring.clone(), &pods, &first);
+        assert_eq!(stood(&taken, 0), Some("backend-0".into()));
+        let new = |v: u32, up: bool| RingHost {
+            ip: "10.0.0.77".into(),
+            ..host(0, v, up, 0)
+        };
+        let mut held = taken.clone();
+        held.out = vec![RingHolder {
+            dbu: "mail/roll".into(),
+            pod: "backend-0".into(),
+            ip: "10.0.0.77".into(),
+            max_unavailable: 1,
+            left_out: None,
+        }];
+        let mut out = ring.clone();
+        out.push(new(0, false));
+        let added = pass(out, &pods, &held);
+        let mut back = ring.clone();
+        back.push(new(100, true));
+        let mut held_out = added.clone();
+        held_out.out = held.out.clone();
+        let put_back = pass(back.clone(), &pods, &held_out);
+        assert_eq!(put_back.hosts[2].counts_for.as_deref(), Some("backend-0"));
+        // still held: its old host still stands for it (the rejoin may yet be begun again)
+        assert_eq!(stood(&put_back, 0), Some("backend-0".into()));
+        pods[1].ip = Some("10.0.0.79".into());
+        let mut released = put_back.clone();
+        released.out.clear();
+        let after = pass(back, &pods, &released);
+        assert_eq!(
+            (stood(&after, 0), stood(&after, 2)),
+            (None, Some("backend-0".into()))
+        );
     }
 
     #[test]
@@ -920,6 +1131,21 @@ mod tests {
             };
             assert_eq!(assess(&input, &prev, ts(5)).1.len(), reasserted);
         }
+        // one serving there while the ring's record holds another backend out to its room
+        // serves on (as a rejoin there waits for room); a drained one is held drained
+        let mut full = prev.clone();
+        full.out.push(RingHolder {
+            dbu: "mail/mx".into(),
+            pod: "mx-0".into(),
+            ip: "10.0.0.98".into(),
+            max_unavailable: 1,
+            left_out: None,
+        });
+        let input = RingInput {
+            backends: &there,
+            ..input
+        };
+        assert_eq!(assess(&input, &full, ts(5)).1, vec![]);
     }
 
     /// The only host that takes users is kept as it is, but a host whose pod is not Ready takes

@@ -875,7 +875,9 @@ pub fn human_downs(status: &mut DovecotBackendUpgradeStatus, obs: &Observed) -> 
         };
         // an IP another pod has now is that pod's entry: its down is not this backend's
         // (found by the model: another pod's rejoin downed it, and this one went back down)
-        if obs.entry_of_other(&ip, &rec.pod).is_some() {
+        if obs.entry_of_other(&ip, &rec.pod).is_some()
+            || obs.count_of_other(&ip, &rec.pod).is_some()
+        {
             continue;
         }
         let rows: Vec<bool> = views
@@ -948,7 +950,10 @@ pub fn human_counts(status: &mut DovecotBackendUpgradeStatus, obs: &Observed) ->
             // pod's old IP was taken for a human's, and the moved pod rejoined at it); its new
             // entry still is (found by the model: a human's count there, after a restore whose
             // status write was lost, was overwritten when the restore ran again)
-            if obs.entry_of_other(&rec.ip, &rec.pod).is_some() {
+            // and so is one another pod's rejoin put back at since this one left it
+            if obs.entry_of_other(&rec.ip, &rec.pod).is_some()
+                || obs.count_of_other(&rec.ip, &rec.pod).is_some()
+            {
                 let own: Vec<_> = view.iter().filter(|h| h.ip != rec.ip).cloned().collect();
                 return read_new
                     .then(|| keep_human_count(rec, &own, true))

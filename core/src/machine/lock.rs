@@ -66,7 +66,10 @@ pub fn awaits_ring_pass(rec: &BackendStatus, obs: &Observed) -> bool {
 
 /// Whether a backend an undo has just put back keeps its slot for the ring's pass, as a
 /// finished one does (`awaits_ring_pass`, which adds its step and the ring read now): put back
-/// at a new IP, not removed or failed, and that entry not yet known to the pass. A deletion that
+/// at a new IP, not removed or failed, and that entry not yet known to the pass as this pod's
+/// (standing for it, or its count this pod's: an entry the pass knows only as another pod's
+/// does not do; found by the model: the slot went on the pass's record of the pod that had
+/// left the entry, and that pod's rejoin took this one's count there for a human's). A deletion that
 /// put a moved pod back at its new IP waits for that (found by the model: a DBU deleted at
 /// RingRestore put its moved pod back and let go at once, the pod moved again, and nothing
 /// rejoined it). The ring read before the undo is not asked: the undo has just added the entry.
@@ -74,7 +77,14 @@ pub fn restored_awaits_ring_pass(rec: &BackendStatus, obs: &Observed) -> bool {
     rec.new_ip
         .as_deref()
         .filter(|n| *n != rec.ip)
-        .is_some_and(|n| !rec.removed && !rec.failed && !obs.ring_former.iter().any(|f| f.ip == n))
+        .is_some_and(|n| {
+            !rec.removed
+                && !rec.failed
+                && !obs
+                    .ring_former
+                    .iter()
+                    .any(|f| f.ip == n && (f.pod == rec.pod || f.counts_for(&rec.pod)))
+        })
 }
 
 /// This DBU's finished records whose slot it keeps for the ring's pass (`awaits_ring_pass`):

@@ -25,7 +25,7 @@ mod stages;
 mod start;
 pub mod steps;
 
-pub use cleanup::{Deletion, cleanup_for, kept_by_hand, undone_note};
+pub use cleanup::{Deletion, cleanup_for, kept_by_hand, never_held, undone_note};
 pub use decide::{argv_towards, check_world, decide, revision_pending, ring_drift};
 pub use decision::{
     Acted, Cleanup, Command, Decision, DrainPoll, Intent, MAX_ATTEMPTS, On, StepResult, Undone,

@@ -206,6 +206,22 @@ impl Observed {
             .or_else(stood_for)
     }
 
+    /// The backend pod other than `pod` whose state the count and up/down at `ip` are, by the
+    /// ring's pass (`RingHostStatus::counts_for`), while `pod` is not at `ip`: another pod's
+    /// rejoin put that pod back there since `pod` left (found by the model: the count it put
+    /// back was taken for a human's by the rejoin of the pod that had left the entry, and that
+    /// pod went back at it).
+    pub fn count_of_other(&self, ip: &str, pod: &str) -> Option<&str> {
+        if self.is_at(pod, ip) {
+            return None;
+        }
+        self.ring_former
+            .iter()
+            .filter(|f| f.ip == ip)
+            .find_map(|f| f.counts_for.as_deref())
+            .filter(|c| *c != pod)
+    }
+
     /// The backend pod other than `pod` that has `ip` now, if any.
     pub fn ip_held_by_other(&self, ip: &str, pod: &str) -> Option<&str> {
         let theirs = |n: &str, i: Option<&str>| n != pod && i == Some(ip);

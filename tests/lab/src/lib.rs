@@ -902,6 +902,7 @@ impl Lab {
                     pod: n.clone(),
                     vhosts: 0,
                     up: false,
+                    counts_for: None,
                 })
                 .collect(),
             ring_unready,

@@ -120,6 +120,31 @@ fn a_stopped_backend_a_human_opened_is_zeroed_and_flushed_first() {
     }
 }
 
+/// The entry a stopped backend left is not closed for it once another backend stands for it:
+/// users sent there go to that backend (found by the model: the stopped pod was recreated at a
+/// new IP mid-drain, another pod took its old entry and was put back there, and the entry was
+/// zeroed under it).
+#[test]
+fn a_stopped_backends_old_entry_another_backend_has_now_is_left_open() {
+    let s = settings();
+    for (other_there, closed) in [(false, true), (true, false)] {
+        let mut obs = world();
+        obs.pods[2].ip = Some("127.0.0.99".into());
+        if other_there {
+            obs.ring_pods = vec![("mx-3".into(), Some("127.0.0.13".into()))];
+        }
+        let mut ring = obs.ring.clone().unwrap();
+        ring[2].vhosts = 50;
+        obs.ring = Some(ring);
+        let mut r = rec(2, Step::StopDovecot, 0);
+        r.stopped_pod_uid = obs.pods[2].uid.clone();
+        let d = decide(&s, &status(vec![r]), &obs, ts(1));
+        let zeroes = matches!(&d, Decision::Reassert { commands, .. }
+            if commands.iter().any(|c| c.join(" ") == "doveadm director update 127.0.0.13 0"));
+        assert_eq!(zeroes, closed, "another backend there {other_there}: {d:?}");
+    }
+}
+
 #[test]
 fn drift_at_the_new_ip_of_a_replaced_backend_is_reasserted() {
     let s = settings();
@@ -667,6 +692,112 @@ fn no_slot_is_granted_and_nothing_stopped_while_the_directors_disagree() {
     );
 }
 
+/// A pod never rolled here that left two entries rejoins by the one whose count is its own
+/// (`StoodFor::counts_for`), not by one it only landed on, which holds another pod's count
+/// (found by the model: recreated at another pod's old entry, then moved on, it rejoined at
+/// that pod's count).
+#[test]
+fn a_moved_pod_rejoins_by_the_entry_whose_count_is_its_own() {
+    let s = settings();
+    let landed = "127.0.0.14";
+    for (counts_there, ip, vhosts) in [(Some("backend-9"), "127.0.0.12", 50), (None, landed, 100)] {
+        let mut obs = world();
+        obs.pods = (0..3).map(|i| pod(i, NEW)).collect();
+        obs.pods[1].ip = Some("127.0.0.77".into());
+        let mut ring = world().ring.unwrap();
+        ring.push(crate::dovecot::RingHost {
+            ip: landed.into(),
+            ..crate::fixtures::host(0, 100, true, 0)
+        });
+        obs.ring = Some(ring);
+        for (at, v, counts) in [(landed, 100, counts_there), ("127.0.0.12", 50, None)] {
+            obs.ring_former.push(crate::api::StoodFor {
+                ip: at.into(),
+                pod: "backend-1".into(),
+                vhosts: v,
+                up: true,
+                counts_for: counts.map(Into::into),
+            });
+        }
+        let d = decide(&s, &status(vec![]), &obs, ts(5));
+        let Decision::Begin(back) = &d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(
+            (back.pod.as_str(), back.ip.as_str(), back.original_vhosts),
+            ("backend-1", ip, vhosts),
+            "{counts_there:?}"
+        );
+    }
+}
+
+/// A pod never rolled here rejoins at the ring's record of its state at the entry it left when
+/// another pod's rejoin put that pod back there since (held in the ring's record, or seen so by
+/// the ring's pass): the count there is that pod's, not a human's (found by the model: backend-0
+/// went back at the count mx-0's rejoin had put at its old entry). A count nobody else put
+/// there is a human's and is kept.
+#[test]
+fn a_moved_pod_rejoins_at_its_own_state_where_another_pods_rejoin_put_that_pod_back() {
+    let s = settings();
+    let old_ip = "127.0.0.11";
+    let theirs = RingHolder {
+        dbu: "mail/mx".into(),
+        pod: "mx-0".into(),
+        ip: old_ip.into(),
+        max_unavailable: 1,
+        left_out: None,
+    };
+    // (held for mx-0 in the ring's record, the pass saw it count for mx-0) -> count
+    for (held, counted, want) in [(true, false, 100), (false, true, 100), (false, false, 50)] {
+        let mut obs = locked(RingLock {
+            version: Some("3".into()),
+            holders: if held { vec![theirs.clone()] } else { vec![] },
+        });
+        obs.pods = (0..3).map(|i| pod(i, NEW)).collect();
+        obs.pods[0].ip = Some("127.0.0.77".into());
+        obs.ring.as_mut().unwrap()[0].vhosts = 50;
+        obs.ring_former.push(crate::api::StoodFor {
+            ip: old_ip.into(),
+            pod: "backend-0".into(),
+            vhosts: 100,
+            up: true,
+            counts_for: counted.then(|| "mx-0".into()),
+        });
+        let d = decide(&s, &status(vec![]), &obs, ts(5));
+        let Decision::Begin(back) = &d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(
+            (back.pod.as_str(), back.ip.as_str(), back.original_vhosts),
+            ("backend-0", old_ip, want),
+            "{held} {counted}"
+        );
+    }
+}
+
+/// A pod at the IP its finished record put it back at has not moved, whatever its revision,
+/// even where the ring's pass still says an entry it left stands for it (not seen since): it
+/// is rolled, not rejoined again.
+#[test]
+fn an_outdated_pod_at_the_ip_its_record_finished_at_has_not_moved() {
+    let s = settings();
+    let mut r = rec(1, Step::Done, 0);
+    r.from_revision = Some(OLD.into());
+    r.new_ip = Some("127.0.0.77".into());
+    let mut obs = world();
+    obs.pods = (0..3).map(|i| pod(i, OLD)).collect();
+    obs.pods[1].ip = Some("127.0.0.77".into());
+    obs.ring_former.push(crate::api::StoodFor {
+        ip: "127.0.0.12".into(),
+        pod: "backend-1".into(),
+        vhosts: 50,
+        up: true,
+        counts_for: None,
+    });
+    let d = decide(&s, &status(vec![r]), &obs, ts(5));
+    assert!(!matches!(&d, Decision::Begin(b) if b.rejoin), "{d:?}");
+}
+
 #[test]
 fn a_backend_that_came_back_at_a_new_ip_rejoins_only_after_verify() {
     let s = settings();
@@ -885,6 +1016,7 @@ fn a_slot_is_kept_until_the_rings_pass_knows_the_new_entry() {
         pod: "backend-0".into(),
         vhosts: 100,
         up: true,
+        counts_for: None,
     };
     let at_new = |o: &mut Observed| {
         o.pods[0].ip = Some(new_ip.into());
@@ -1011,17 +1143,62 @@ fn a_deleted_dbu_leaves_a_backend_it_adopted_but_never_claimed_as_the_ring_keeps
     assert_eq!(holders[0].left_out.as_ref().unwrap().record, mine);
 }
 
+/// A deleted DBU did nothing to the ring for a backend it never held: not in its status, and
+/// no holder for the pod in the ring's record read now (a claim whose status write was lost
+/// still holds it); an unread record is never taken for "never held".
+#[test]
+fn a_backend_a_deleted_dbu_never_held_is_dropped_not_left_out() {
+    let r = rec(0, Step::Verify, 0);
+    let holder = |dbu: &str| RingHolder {
+        dbu: dbu.into(),
+        pod: "backend-0".into(),
+        ip: r.ip.clone(),
+        max_unavailable: 1,
+        left_out: None,
+    };
+    let lock = |holders| RingLock {
+        version: Some("1".into()),
+        holders,
+    };
+    // (in status.ringHeld, the ring's record read now) -> never held
+    for (held, read, never) in [
+        (false, Some(lock(vec![])), true),
+        (false, Some(lock(vec![holder("mail/roll")])), false),
+        (true, Some(lock(vec![])), false),
+        (false, None, false),
+    ] {
+        let mut st = status(vec![r.clone()]);
+        st.ring_held = if held {
+            vec!["backend-0".into()]
+        } else {
+            vec![]
+        };
+        let case = (held, read.is_some());
+        assert_eq!(
+            crate::machine::never_held(&st, &r, read.as_ref()),
+            never,
+            "{case:?}"
+        );
+    }
+}
+
 /// A deletion that put a backend back at a new IP waits for the ring's pass to record the
-/// entry as the pod's, whatever the ring read before the undo showed (the undo added it).
+/// entry as the pod's, whatever the ring read before the undo showed (the undo added it); an
+/// entry the pass knows only as another pod's (that pod's former host, its count that pod's)
+/// does not do.
 #[test]
 fn a_backend_an_undo_put_back_at_a_new_ip_waits_for_the_rings_pass() {
     let new_ip = "127.0.0.99";
-    // (new IP, the pass has seen it, failed) -> waits
-    for (new, passed, failed, waits) in [
-        (Some(new_ip), false, false, true),
-        (Some(new_ip), true, false, false),
-        (Some(new_ip), false, true, false),
-        (None, false, false, false),
+    let me = Some(("backend-0", None));
+    let other = |counts: &'static str| Some(("backend-7", Some(counts)));
+    // (new IP, what the pass knows the entry as: stood for, counts for; failed) -> waits
+    for (new, seen, failed, waits) in [
+        (Some(new_ip), None, false, true),
+        (Some(new_ip), me, false, false),
+        (Some(new_ip), other("backend-0"), false, false),
+        (Some(new_ip), other("backend-7"), false, true),
+        (Some(new_ip), None, true, false),
+        (None, None, false, false),
     ] {
         let mut r = rec(0, Step::RingRestore, 0);
         r.new_ip = new.map(Into::into);
@@ -1029,15 +1206,16 @@ fn a_backend_an_undo_put_back_at_a_new_ip_waits_for_the_rings_pass() {
         let mut obs = world();
         // read before the undo: the entry is not there yet
         obs.ring = Some(vec![crate::fixtures::host(0, 0, false, 0)]);
-        if passed {
+        if let Some((pod, counts)) = seen {
             obs.ring_former.push(crate::api::StoodFor {
                 ip: new_ip.into(),
-                pod: "backend-0".into(),
+                pod: pod.into(),
                 vhosts: 100,
                 up: true,
+                counts_for: counts.map(Into::into),
             });
         }
-        let case = (new, passed, failed);
+        let case = (new, seen, failed);
         assert_eq!(lock::restored_awaits_ring_pass(&r, &obs), waits, "{case:?}");
         // the deletion that put it back stays pending meanwhile
         let mut done = crate::machine::Deletion::default();
@@ -1109,4 +1287,44 @@ fn an_entry_the_rings_record_holds_for_another_backend_is_never_this_records() {
     assert!(!crate::machine::lock_with_ring(&status(vec![]), &obs));
     obs.ring_lock = Some(Ok(RingLock::default()));
     assert!(!crate::machine::lock_with_ring(&status(vec![r]), &obs));
+}
+
+/// As above, once mx-0's slot is let go: the ring's pass recorded that .11 counts for mx-0
+/// (`RingHostStatus::counts_for`), so backend-0, which left it, still reads no human's count
+/// or down there; one that counts for backend-0 is read (found by the model: the count mx-0's
+/// rejoin put back was taken for a human's, and backend-0 went back at it).
+#[test]
+fn an_entry_the_ring_counts_for_another_pod_is_not_read_for_a_human_by_the_pod_that_left_it() {
+    let mut r = rec(0, Step::Verify, 0);
+    r.original_vhosts = 100;
+    r.new_ip = Some("127.0.0.99".into());
+    for (counts, human) in [("mx-0", false), ("backend-0", true)] {
+        let mut obs = locked(RingLock::default());
+        obs.pods[0].ip = Some("127.0.0.99".into());
+        obs.ring = Some(vec![crate::fixtures::host(0, 50, false, 0)]);
+        obs.ring_former.push(crate::api::StoodFor {
+            ip: r.ip.clone(),
+            pod: "backend-0".into(),
+            vhosts: 100,
+            up: true,
+            counts_for: Some(counts.into()),
+        });
+        assert_eq!(obs.count_of_other(&r.ip, "backend-0").is_some(), !human);
+        let mut st = status(vec![r.clone()]);
+        st.ring_held = vec!["backend-0".into()];
+        let notes = crate::machine::fold::human_counts(&mut st, &obs);
+        assert_eq!(notes.is_empty(), !human, "{counts}");
+        let want = if human { 50 } else { 100 };
+        assert_eq!(st.backends[0].original_vhosts, want, "{counts}");
+    }
+    // the pod at the entry is what it stands for: never another's count there
+    let mut obs = world();
+    obs.ring_former.push(crate::api::StoodFor {
+        ip: r.ip.clone(),
+        pod: "backend-0".into(),
+        vhosts: 100,
+        up: true,
+        counts_for: Some("mx-0".into()),
+    });
+    assert_eq!(obs.count_of_other(&r.ip, "backend-0"), None);
 }
