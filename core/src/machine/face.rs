@@ -574,6 +574,34 @@ mod tests {
         }
     }
 
+    /// mail/roll's holder of `pod` at `ip`.
+    fn rolled(pod: impl Into<String>, ip: impl Into<String>) -> RingHolder {
+        RingHolder {
+            dbu: "mail/roll".into(),
+            pod: pod.into(),
+            ip: ip.into(),
+            max_unavailable: 1,
+            left_out: None,
+        }
+    }
+
+    /// The ring's status after one pass over `ring` as one director shows it.
+    fn one_director_pass(
+        ring: Vec<RingHost>,
+        pods: &[BackendPod],
+        prev: &DovecotRingStatus,
+    ) -> DovecotRingStatus {
+        let dirs = [director("director-0", "10.0.9.1", ring, &["10.0.9.1"])];
+        let input = RingInput {
+            spec: &spec(),
+            generation: Some(1),
+            directors: &dirs,
+            backends: pods,
+            conflict: None,
+        };
+        assess(&input, prev, ts(1)).0
+    }
+
     fn backends() -> Vec<BackendPod> {
         (0..3)
             .map(|i| BackendPod {
@@ -672,19 +700,7 @@ mod tests {
 
     #[test]
     fn a_hosts_count_is_the_pod_first_seen_there_or_the_last_one_put_back_there() {
-        let spec = spec();
-        let peers = ["10.0.9.1"];
-        let pass = |ring: Vec<RingHost>, pods: &[BackendPod], prev: &DovecotRingStatus| {
-            let dirs = [director("director-0", "10.0.9.1", ring, &peers)];
-            let input = RingInput {
-                spec: &spec,
-                generation: Some(1),
-                directors: &dirs,
-                backends: pods,
-                conflict: None,
-            };
-            assess(&input, prev, ts(1)).0
-        };
+        let pass = one_director_pass;
         let counts = |st: &DovecotRingStatus| -> Vec<Option<String>> {
             st.hosts.iter().map(|h| h.counts_for.clone()).collect()
         };
@@ -715,13 +731,7 @@ mod tests {
         // held out at the IP for backend-1 (its rejoin): a claim given up before anything was
         // taken out leaves the host as it was, and it still counts for backend-0...
         let mut held = rejoined.clone();
-        held.out = vec![RingHolder {
-            dbu: "mail/roll".into(),
-            pod: "backend-1".into(),
-            ip: ip0.clone(),
-            max_unavailable: 1,
-            left_out: None,
-        }];
+        held.out = vec![rolled("backend-1", ip0.clone())];
         assert_eq!(
             counts(&pass(both.clone(), &pods, &held))[0],
             some("backend-0")
@@ -753,19 +763,7 @@ mod tests {
 
     #[test]
     fn a_host_stops_standing_for_a_pod_once_that_pod_is_back_at_a_host_counting_for_it() {
-        let spec = spec();
-        let peers = ["10.0.9.1"];
-        let pass = |ring: Vec<RingHost>, pods: &[BackendPod], prev: &DovecotRingStatus| {
-            let dirs = [director("director-0", "10.0.9.1", ring, &peers)];
-            let input = RingInput {
-                spec: &spec,
-                generation: Some(1),
-                directors: &dirs,
-                backends: pods,
-                conflict: None,
-            };
-            assess(&input, prev, ts(1)).0
-        };
+        let pass = one_director_pass;
         let stood = |st: &DovecotRingStatus, i: usize| st.hosts[i].stood_for().map(String::from);
         let mut pods = backends();
         pods.truncate(2);
@@ -791,13 +789,7 @@ mod tests {
             ..host(0, v, up, 0)
         };
         let mut held = taken.clone();
-        held.out = vec![RingHolder {
-            dbu: "mail/roll".into(),
-            pod: "backend-0".into(),
-            ip: "10.0.0.77".into(),
-            max_unavailable: 1,
-            left_out: None,
-        }];
+        held.out = vec![rolled("backend-0", "10.0.0.77")];
         let mut out = ring.clone();
         out.push(new(0, false));
         let added = pass(out, &pods, &held);
@@ -821,19 +813,7 @@ mod tests {
 
     #[test]
     fn a_host_taken_out_for_the_pod_at_it_keeps_its_state_from_before_for_that_pod() {
-        let spec = spec();
-        let peers = ["10.0.9.1"];
-        let pass = |ring: Vec<RingHost>, pods: &[BackendPod], prev: &DovecotRingStatus| {
-            let dirs = [director("director-0", "10.0.9.1", ring, &peers)];
-            let input = RingInput {
-                spec: &spec,
-                generation: Some(1),
-                directors: &dirs,
-                backends: pods,
-                conflict: None,
-            };
-            assess(&input, prev, ts(1)).0
-        };
+        let pass = one_director_pass;
         let ring = |v0: u32, up0: bool| {
             vec![
                 host(0, v0, up0, 0),
@@ -844,13 +824,7 @@ mod tests {
         let first = pass(ring(100, true), &backends(), &DovecotRingStatus::default());
         // backend-0 held out: drained, then downed, over two passes
         let mut held = first.clone();
-        held.out = vec![RingHolder {
-            dbu: "mail/roll".into(),
-            pod: "backend-0".into(),
-            ip: "10.0.0.77".into(),
-            max_unavailable: 1,
-            left_out: None,
-        }];
+        held.out = vec![rolled("backend-0", "10.0.0.77")];
         let drained = pass(ring(0, true), &backends(), &held);
         let state = |st: &DovecotRingStatus| {
             let h = &st.hosts[0];
