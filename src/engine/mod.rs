@@ -409,6 +409,9 @@ pub async fn cleanup(
     }
     let in_flight = status.backends.iter().filter(|r| machine::active(r));
     let mut done = machine::Deletion::default();
+    // the ring's record as read for the undo, if it was (`never_held`), written back below
+    // under its version
+    let mut lock_read = None;
     if force {
         // nothing is undone
         done = machine::Deletion::forced(status);
@@ -455,16 +458,15 @@ pub async fn cleanup(
             .backends
             .iter()
             .any(|r| machine::active(r) && !status.ring_held.contains(&r.pod));
-        let lock_now = match unheld {
-            true => cluster.read_ring_lock(s).await.ok(),
-            false => None,
-        };
+        if unheld {
+            lock_read = cluster.read_ring_lock(s).await.ok();
+        }
         for (before, rec) in in_flight.zip(seen.backends.iter().filter(|r| machine::active(r))) {
             if obs.gone_for_good(&s.stateful_set, &rec.pod) {
                 done.scaled_away(rec, &s.stateful_set);
                 continue;
             }
-            if machine::never_held(status, rec, lock_now.as_ref()) {
+            if machine::never_held(status, rec, lock_read.as_ref()) {
                 done.undone(rec, machine::Undone::Nothing);
                 continue;
             }
@@ -486,7 +488,11 @@ pub async fn cleanup(
     if status.ring_held.is_empty() && done.left.is_empty() {
         return Ok(done);
     }
-    let lock = match cluster.read_ring_lock(s).await {
+    let read = match lock_read {
+        Some(l) => Ok(l),
+        None => cluster.read_ring_lock(s).await,
+    };
+    let lock = match read {
         Ok(l) => l,
         Err(e) => {
             done.pending

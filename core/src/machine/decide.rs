@@ -642,8 +642,7 @@ fn rejoin(
         // or put back at another pod's count since: that pod's rejoin holds it in the ring's
         // record, or the ring's pass saw it do so (found by the model: the count another pod's
         // rejoin put back at this pod's old entry was taken for a human's)
-        let theirs = obs.entry_of_other(last, &pod.name).is_some()
-            || obs.count_of_other(last, &pod.name).is_some();
+        let theirs = obs.others_state_at(last, &pod.name);
         let kept = former.filter(|_| reused || taken_out || theirs);
         let original = match (rec, kept) {
             (Some(r), _) if reused || old.vhosts == 0 => r.original_vhosts,

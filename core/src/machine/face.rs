@@ -96,7 +96,7 @@ pub fn assess(
         .map(|(_, hosts)| {
             let counts: Vec<Option<String>> = hosts
                 .iter()
-                .map(|h| counts_for(prev, h, pod_at(&h.ip).as_deref()))
+                .map(|h| counts_for(prev, h, holder_of(&h.ip), pod_at(&h.ip).as_deref()))
                 .collect();
             // back in the ring: at an IP whose host counts for it (its rejoin put it there),
             // not merely at one the ring has for another pod, and no longer held out (a rejoin
@@ -316,19 +316,18 @@ fn former_state(prev: &DovecotRingStatus, now: &RingHost, f: &str) -> (Option<u3
 }
 
 /// The pod whose state a host's count and up/down are (`RingHostStatus::counts_for`): the pod
-/// the ring's record holds out at this IP (a DBU takes it out for that pod and puts it back at
-/// that pod's count; the slot is kept until a pass has recorded this, `lock::awaits_ring_pass`);
-/// else as the last pass had it (a host from before the field: the pod it stood for); else, for
-/// a host first seen, the pod at it. A pod that only took the IP changes nothing (found by the
-/// model: a pod recreated at another pod's entry, moved on before any DBU of its own, rejoined
-/// at that entry's count and not its own).
-fn counts_for(prev: &DovecotRingStatus, now: &RingHost, pod: Option<&str>) -> Option<String> {
-    let held = prev.out.iter().find(|o| {
-        o.ip == now.ip
-            || o.left_out
-                .as_ref()
-                .is_some_and(|l| l.record.new_ip.as_deref() == Some(now.ip.as_str()))
-    });
+/// the ring's record holds out at this IP (`held`), once the host is put back (a DBU takes it
+/// out for that pod and puts it back at that pod's count; the slot is kept until a pass has
+/// recorded this, `lock::awaits_ring_pass`); else as the last pass had it (a host from before
+/// the field: the pod it stood for); else, for a host first seen, the pod at it (`pod`). A pod
+/// that only took the IP changes nothing (found by the model: a pod recreated at another pod's
+/// entry, moved on before any DBU of its own, rejoined at that entry's count and not its own).
+fn counts_for(
+    prev: &DovecotRingStatus,
+    now: &RingHost,
+    held: Option<&RingHolder>,
+    pod: Option<&str>,
+) -> Option<String> {
     let before = prev.hosts.iter().find(|h| h.ip == now.ip);
     // put back: taking users, and out at the last pass or changed since (a claim given up
     // before anything was taken out leaves the host as it was: found by the model, the host

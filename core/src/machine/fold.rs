@@ -875,9 +875,7 @@ pub fn human_downs(status: &mut DovecotBackendUpgradeStatus, obs: &Observed) -> 
         };
         // an IP another pod has now is that pod's entry: its down is not this backend's
         // (found by the model: another pod's rejoin downed it, and this one went back down)
-        if obs.entry_of_other(&ip, &rec.pod).is_some()
-            || obs.count_of_other(&ip, &rec.pod).is_some()
-        {
+        if obs.others_state_at(&ip, &rec.pod) {
             continue;
         }
         let rows: Vec<bool> = views
@@ -951,9 +949,7 @@ pub fn human_counts(status: &mut DovecotBackendUpgradeStatus, obs: &Observed) ->
             // entry still is (found by the model: a human's count there, after a restore whose
             // status write was lost, was overwritten when the restore ran again)
             // and so is one another pod's rejoin put back at since this one left it
-            if obs.entry_of_other(&rec.ip, &rec.pod).is_some()
-                || obs.count_of_other(&rec.ip, &rec.pod).is_some()
-            {
+            if obs.others_state_at(&rec.ip, &rec.pod) {
                 let own: Vec<_> = view.iter().filter(|h| h.ip != rec.ip).cloned().collect();
                 return read_new
                     .then(|| keep_human_count(rec, &own, true))

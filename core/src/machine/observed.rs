@@ -222,6 +222,12 @@ impl Observed {
             .filter(|c| *c != pod)
     }
 
+    /// Whether the state at `ip` is another backend's, not `pod`'s: its entry
+    /// (`entry_of_other`), or its count (`count_of_other`). No human's change there is `pod`'s.
+    pub fn others_state_at(&self, ip: &str, pod: &str) -> bool {
+        self.entry_of_other(ip, pod).is_some() || self.count_of_other(ip, pod).is_some()
+    }
+
     /// The backend pod other than `pod` that has `ip` now, if any.
     pub fn ip_held_by_other(&self, ip: &str, pod: &str) -> Option<&str> {
         let theirs = |n: &str, i: Option<&str>| n != pod && i == Some(ip);
