@@ -80,6 +80,8 @@ pub struct Pod {
     /// down): the world took it out, as it does a pod back at an IP the ring lacks, and it
     /// holds no slot until the operator puts it back (its rejoin is not counted as a drain).
     pub came_back_out: bool,
+    /// Made by the operator's delete (Replace): it serves only once Verify passed on it.
+    pub made_by_operator: bool,
 }
 
 /// A DBU as the API server keeps it.
@@ -344,6 +346,7 @@ impl State {
                 checked: false,
                 probed: false,
                 came_back_out: false,
+                made_by_operator: false,
             },
         );
         self.ip_owner.insert(pip.to_string(), name.to_string());
@@ -1107,7 +1110,9 @@ impl Cluster for World {
         st.note(|| format!("  delete pod {pod}: recreated at {rev}"));
         st.make_pod(pod, &sts, &pip, &rev);
         // at the same IP: still the world's out, until the operator puts it back
-        st.pods.get_mut(pod).expect("pod").came_back_out = out;
+        let p = st.pods.get_mut(pod).expect("pod");
+        p.came_back_out = out;
+        p.made_by_operator = true;
         Ok(())
     }
     async fn fresh_pod(&self, s: &Settings, pod: &str) -> Result<Option<PodView>, ClusterError> {

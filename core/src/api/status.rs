@@ -189,6 +189,13 @@ pub struct BackendStatus {
     /// delivered: only that message is ever expunged, also after an interrupted probe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_token: Option<String>,
+    /// The vhost count the entry at the pod's new IP had when RingRestore began there, where
+    /// the DovecotRing's record said that entry stood for another pod (0 when it had none):
+    /// written before the restore's first command, so that a count other than it, seen when
+    /// the restore runs again, is known for a human's set after the restore's `add`, not the
+    /// other pod's left over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_seen: Option<u32>,
     /// A failure judged and written before the operator acts on it (a failed soak: why): the
     /// next pass drains the backend again and fails it. Written first so that a crash or a
     /// conflict in between repeats the drain and never takes the operator's own drain for a
@@ -355,6 +362,7 @@ impl BackendStatus {
             stopped_pod_uid: None,
             new_pod_uid: None,
             probe_token: None,
+            restore_seen: None,
             failing: None,
             failed: false,
             removed: false,

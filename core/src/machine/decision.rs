@@ -92,6 +92,8 @@ pub enum Intent {
     Fail(String),
     /// Deliver the probe message with this token (only it is ever expunged).
     Probe(String),
+    /// Restore at a new IP whose entry stood for another pod and had this vhost count.
+    RestoreSeen(u32),
 }
 
 impl Intent {
@@ -103,6 +105,7 @@ impl Intent {
                 rec.message = Some(format!("{why}; draining it again"));
             }
             Intent::Probe(token) => rec.probe_token = Some(token.clone()),
+            Intent::RestoreSeen(n) => rec.restore_seen = Some(*n),
         }
     }
 }

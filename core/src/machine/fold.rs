@@ -212,6 +212,8 @@ fn fold_result(rec: &mut BackendStatus, result: &StepResult, now: Timestamp) -> 
             }
             rec.bind_pod(step, pod_uid.as_deref());
             add_active(rec, now);
+            // what the restore saw before it acted is of that restore only
+            rec.restore_seen = None;
             rec.step = step.next();
             rec.step_started = Time(now);
             rec.attempts = 0;
@@ -299,6 +301,7 @@ fn fold_result(rec: &mut BackendStatus, result: &StepResult, now: Timestamp) -> 
                 }
             }
             add_active(rec, now);
+            rec.restore_seen = None;
             rec.step = *to;
             rec.step_started = Time(now);
             rec.attempts = 0;
@@ -991,13 +994,15 @@ fn kept_count(rec: &mut BackendStatus, vhosts: u32, when: &str) -> Note {
 /// pass cut short, was overwritten when the restore ran again). Before, an entry there is what
 /// another pod left, held at 0 while this one is verified (found by the model: the count a
 /// moved pod left at the IP another pod rejoined at was taken for a human's); one the ring's
-/// record says stands for another pod is that pod's still.
+/// record says stands for another pod is that pod's still, until the restore wrote what it saw
+/// there (`restore_seen`) before its first command (found by the model: a human's count on a
+/// pod put back at another pod's old IP, in a pass whose status write was lost, was overwritten
+/// when the restore ran again).
 pub fn new_entry_read(stood_for: &[crate::api::StoodFor], rec: &BackendStatus) -> bool {
     rec.step == Step::RingRestore
-        && rec
-            .new_ip
-            .as_deref()
-            .is_some_and(|n| !stood_for.iter().any(|f| f.ip == n && f.pod != rec.pod))
+        && rec.new_ip.as_deref().is_some_and(|n| {
+            rec.restore_seen.is_some() || !stood_for.iter().any(|f| f.ip == n && f.pod != rec.pod)
+        })
 }
 
 /// Folds a count a human set (see `human_counts`) into one record that has yet to go back
@@ -1024,6 +1029,13 @@ pub fn keep_human_count(
     // human's (a real-Dovecot test caught the restart's 100 taken for one; a human who wants
     // 100 sets it after the rollout)
     if [0, rec.original_vhosts, crate::dovecot::DEFAULT_VHOSTS].contains(&host.vhosts) {
+        return None;
+    }
+    // what another pod left at the new entry before the restore began is not a human's
+    if new_entry
+        && rec.new_ip.as_deref() == Some(host.ip.as_str())
+        && rec.restore_seen == Some(host.vhosts)
+    {
         return None;
     }
     Some(kept_count(rec, host.vhosts, "while it was out"))

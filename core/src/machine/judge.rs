@@ -655,3 +655,17 @@ pub fn restored(rec: &BackendStatus, new: IpAddr, now_ip: String) -> StepResult 
         layout: None,
     }
 }
+
+/// Whether RingRestore writes what it sees at the pod's new IP (`Intent::RestoreSeen`) before
+/// its first command: the entry is another pod's by the ring's record, so a count seen there
+/// later is a human's only if it differs from the one there now.
+pub fn restore_must_see(
+    stood_for: &[crate::api::StoodFor],
+    rec: &BackendStatus,
+    new_ip: &str,
+) -> bool {
+    rec.step == Step::RingRestore
+        && rec.restore_seen.is_none()
+        && new_ip != rec.ip
+        && stood_for.iter().any(|f| f.ip == new_ip && f.pod != rec.pod)
+}

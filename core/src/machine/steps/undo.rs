@@ -151,7 +151,9 @@ fn restore(cx: &mut Cx<'_>) -> Run<bool> {
     let rec = cx.rec;
     if rec.step == Step::RingRestore {
         // verified already: finishing the step is the restore
-        return match (ring_restore::STEP.run)(cx)? {
+        let pod = cx.bound_pod()?;
+        let (old, new, now_ip) = judge::restore_ips(rec, pod.as_ref())?;
+        return match ring_restore::put_back(cx, old, new, now_ip)? {
             StepResult::Advanced { .. } => Ok(false),
             other => Err(Halt::Done(other)),
         };

@@ -750,3 +750,54 @@ fn an_adopted_record_takes_its_count_from_the_rings_copy_until_it_is_claimed() {
         assert_eq!(notes.len(), usize::from(want != 50));
     }
 }
+
+#[test]
+fn a_restore_at_another_pods_entry_writes_what_it_saw_there_first_and_reads_only_a_different_count()
+{
+    use crate::machine::fold::{keep_human_count, new_entry_read};
+    use crate::machine::judge::restore_must_see;
+    let new_ip = crate::fixtures::backend_ip(5);
+    let theirs = vec![crate::api::StoodFor {
+        ip: new_ip.clone(),
+        pod: "backend-9".into(),
+        vhosts: 60,
+        up: true,
+        counts_for: None,
+    }];
+    // (the ring's record of the new entry, what the restore saw, count shown now)
+    //   -> (must see first, new entry read, count recorded)
+    let t = [
+        // another pod's entry, the restore has not looked: it writes what it sees first
+        (true, None, 60, (true, false, 100)),
+        // it saw 60 there before acting: 60 is the other pod's left over, 40 a human's
+        (true, Some(60), 60, (false, true, 100)),
+        (true, Some(60), 40, (false, true, 40)),
+        // the restore's own count, 0 and the default are never a human's
+        (true, Some(60), 100, (false, true, 100)),
+        (true, Some(0), 0, (false, true, 100)),
+        // an entry that stands for nobody else: read as before, nothing to write first
+        (false, None, 40, (false, true, 40)),
+    ];
+    for (others, seen, shown, (must, read, want)) in t {
+        let mut r = rec(0, Step::RingRestore, 0);
+        r.original_vhosts = 100;
+        r.new_ip = Some(new_ip.clone());
+        r.restore_seen = seen;
+        let former = if others { theirs.clone() } else { Vec::new() };
+        let case = format!("others {others} seen {seen:?} shown {shown}");
+        assert_eq!(restore_must_see(&former, &r, &new_ip), must, "{case}");
+        assert_eq!(new_entry_read(&former, &r), read, "{case}");
+        let view = vec![
+            crate::fixtures::host(0, 0, false, 0),
+            crate::fixtures::host(5, shown, true, 0),
+        ];
+        keep_human_count(&mut r, &view, read);
+        assert_eq!(r.original_vhosts, want, "{case}");
+    }
+    // only RingRestore writes it, and only at a new IP
+    let mut r = rec(0, Step::Verify, 0);
+    r.new_ip = Some(new_ip.clone());
+    assert!(!restore_must_see(&theirs, &r, &new_ip));
+    let r = rec(0, Step::RingRestore, 0);
+    assert!(!restore_must_see(&theirs, &r, &r.ip.clone()));
+}
