@@ -60,6 +60,16 @@ enum Cmd {
         /// land beside its retry. Empty: not bounded in the pod (images without `timeout`).
         #[arg(long, env = "IN_POD_TIMEOUT", default_value = "timeout")]
         in_pod_timeout: String,
+        /// Relocate backends off nodes under maintenance (cordoned, or with a taint of
+        /// `--maintenance-taints`) through the runbook, and keep a PodDisruptionBudget over
+        /// every ring's backends so that an eviction never takes one by surprise. Needs get,
+        /// list and watch on nodes (chart value nodeMaintenance.enabled).
+        #[arg(long, env = "NODE_MAINTENANCE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+        node_maintenance: bool,
+        /// Taint keys (comma separated) that mark a node under maintenance besides a cordon,
+        /// with the effect NoSchedule or NoExecute (e.g. an upgrade tool's).
+        #[arg(long, env = "MAINTENANCE_TAINTS", default_value = "")]
+        maintenance_taints: String,
     },
     /// Print what a DBU would do against the cluster, executing nothing but read-only doveadm
     /// queries (director status, ring status): the ordered backends and every step's argv.
@@ -144,6 +154,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             metrics_addr,
             allow_custom_reset_commands,
             in_pod_timeout,
+            node_maintenance,
+            maintenance_taints,
         } => {
             init_logs(cli.log_format, "info");
             if in_pod_timeout.is_empty() {
@@ -186,6 +198,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }),
             });
             let opts = controller::Options {
+                node_maintenance: node_maintenance
+                    .then(|| dbu_core::maintenance::parse_taint_keys(&maintenance_taints))
+                    .transpose()
+                    .map_err(|e| format!("--maintenance-taints: {e}"))?,
                 namespace,
                 lock_namespace,
                 policy: settings::Policy {

@@ -28,6 +28,7 @@ const CORE: &[&str] = &[
     "dovecot",
     "reset_guard",
     "window",
+    "maintenance",
     "settings",
     "machine",
     "cli",
@@ -102,6 +103,7 @@ const LAYERS: &[Layer] = &[
         order: &[
             "stores",
             "context",
+            "budget",
             "rings",
             "cluster",
             "status",

@@ -2860,3 +2860,38 @@ fn found_a_deletion_puts_back_the_count_of_a_pod_a_human_put_up_during_the_drain
         ],
     );
 }
+
+/// Node maintenance: a pod at the target revision whose node is cordoned is relocated through
+/// the runbook (drained, stopped, out, reset, deleted, back on another node at a new IP,
+/// verified, restored there at its count with its old entry gone, soaked), and the rollout ends
+/// with no pod on a cordoned node (judged at the end).
+#[test]
+fn a_pod_on_a_cordoned_node_is_relocated_through_the_runbook() {
+    use Ev::*;
+    let mut events = vec![Pass(0); 30];
+    events.push(NodeCordoned(1));
+    let v = run(
+        Start {
+            per_sts: [2, 1],
+            both: false,
+        },
+        &events,
+        true,
+    );
+    assert!(
+        v.violations.is_empty(),
+        "{:?}\n{}",
+        v.violations,
+        v.log.join("\n")
+    );
+    let log = v.log.join("\n");
+    for seen in [
+        "relocation: Some(\"the node of backend-1 is cordoned\")",
+        "delete pod backend-1: recreated at rev-2 on another node, 10.0.0.14",
+        "doveadm director add 10.0.0.14 50",
+        "doveadm director remove 10.0.0.12",
+    ] {
+        assert!(log.contains(seen), "{seen}\n{log}");
+    }
+    assert_eq!(v.completed, 1);
+}

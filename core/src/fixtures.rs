@@ -223,6 +223,7 @@ pub fn pod(i: u32, rev: &str) -> PodView {
         revision: Some(rev.into()),
         ready: true,
         terminating: false,
+        maintenance: None,
     }
 }
 

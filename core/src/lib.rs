@@ -11,6 +11,7 @@ pub mod dovecot;
 pub mod fixtures;
 pub mod imap;
 pub mod machine;
+pub mod maintenance;
 pub mod probe;
 pub mod reason;
 pub mod reset_guard;

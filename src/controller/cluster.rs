@@ -49,8 +49,8 @@ pub(super) fn owned_by_sts(p: &Pod, sts: &str) -> bool {
         .any(|o| o.kind == "StatefulSet" && o.name == sts)
 }
 
-/// A pod as the plan sees it.
-pub fn pod_view(p: &Pod) -> PodView {
+/// A pod as the plan sees it; `maintenance`: why its node is under maintenance, if it is.
+pub fn pod_view(p: &Pod, maintenance: Option<String>) -> PodView {
     PodView {
         name: p.name_any(),
         uid: p.uid(),
@@ -58,6 +58,7 @@ pub fn pod_view(p: &Pod) -> PodView {
         revision: p.labels().get(REVISION_LABEL).cloned(),
         ready: pod_ready(p),
         terminating: p.metadata.deletion_timestamp.is_some(),
+        maintenance,
     }
 }
 
@@ -206,7 +207,10 @@ impl KubeCluster {
             ring_lock: None,
             ring_queue,
             sts: Some(view),
-            pods: backend.iter().map(|p| pod_view(p)).collect(),
+            pods: backend
+                .iter()
+                .map(|p| pod_view(p, self.stores.maintenance_of(p)))
+                .collect(),
             director: ready.first().map(|d| d.name_any()),
             directors: ready
                 .iter()
@@ -294,11 +298,10 @@ impl Cluster for KubeCluster {
 
     async fn fresh_pod(&self, _s: &Settings, pod: &str) -> Result<Option<PodView>, ClusterError> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
-        Ok(pods
-            .get_opt(pod)
-            .await
-            .map_err(api_err)?
-            .map(|p| pod_view(&p)))
+        Ok(pods.get_opt(pod).await.map_err(api_err)?.map(|p| {
+            let m = self.stores.maintenance_of(&p);
+            pod_view(&p, m)
+        }))
     }
 
     async fn read_key(

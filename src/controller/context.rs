@@ -141,4 +141,7 @@ pub struct Options {
     pub policy: crate::settings::Policy,
     /// Path of `timeout` in the pods' images (`--in-pod-timeout`; None: not bounded in the pod).
     pub in_pod_timeout: Option<String>,
+    /// Node maintenance (`--node-maintenance`): the maintenance taint keys followed besides a
+    /// cordon (`--maintenance-taints`); None: off (no node watch, no PodDisruptionBudget).
+    pub node_maintenance: Option<Vec<String>>,
 }

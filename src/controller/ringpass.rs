@@ -9,6 +9,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::core::labels::{Selector, SelectorExt};
 use kube::runtime::controller::Action;
 
+use super::budget;
 use super::cluster::{owned_by_sts, pod_ready};
 use super::context::{Context, Error};
 use super::rings::{absorb, views};
@@ -170,12 +171,35 @@ pub async fn reconcile_ring(r: Arc<DovecotRing>, ctx: Arc<Context>) -> Result<Ac
             .await?;
     }
     publish(&ctx, &*r, &notes).await;
+    keep_budgets(&ctx, &r, &ns).await?;
     let whole = st.synced.as_deref() == Some("True") && conflict.is_none();
     Ok(Action::requeue(if whole && prev.out.is_empty() {
         REST_EVERY
     } else {
         BUSY_EVERY
     }))
+}
+
+/// With node maintenance on, a PodDisruptionBudget over each backend StatefulSet of the ring;
+/// with it off, none (one left from before would hold every node drain).
+async fn keep_budgets(ctx: &Context, r: &DovecotRing, ns: &str) -> Result<(), Error> {
+    let wanted: Vec<_> = if ctx.stores.nodes.is_some() {
+        ctx.stores
+            .sts
+            .state()
+            .iter()
+            .filter(|s| s.namespace().as_deref() == Some(ns) && r.spec.lists(&s.name_any()))
+            .filter_map(|s| budget::desired(r, s))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    budget::keep(
+        &Api::namespaced(ctx.client.clone(), ns),
+        &r.name_any(),
+        &wanted,
+    )
+    .await
 }
 
 /// Writes the ring's record of who is out (`status` fields) under the version this pass read:

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
 use kube::core::labels::{Selector, SelectorExt};
 use kube::runtime::events::{Recorder, Reporter};
@@ -16,7 +16,7 @@ use super::context::{Context, FIELD_MANAGER, Options};
 use super::reconcile::{error_policy, reconcile};
 use super::ringpass::{reconcile_ring, ring_error_policy};
 use super::rings::dbus_of_ring;
-use super::stores::{Stores, slim_pod, slim_sts};
+use super::stores::{NodeWatch, Stores, node_maintenance_hash, slim_node, slim_pod, slim_sts};
 use crate::api::{DovecotBackendUpgrade, DovecotRing};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
@@ -115,6 +115,7 @@ pub async fn run(
         lock_namespace,
         policy,
         in_pod_timeout,
+        node_maintenance,
     } = opts;
     // every watch in the watched namespace, or cluster-wide
     fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -154,6 +155,25 @@ pub async fn run(
         .modify(|r| r.metadata.managed_fields = None)
         .reflect(ring_writer)
         .touched_objects();
+    // node maintenance: a cordon or a maintenance taint wakes the DBUs of the node's pods (the
+    // nodes' heartbeats do not: only what `maintenance_of` reads is hashed)
+    let (node_store, node_writer) = reflector::store::<Node>();
+    let node_events: futures::stream::BoxStream<'static, Result<Node, watcher::Error>> =
+        if node_maintenance.is_some() {
+            watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+                .backoff(WatchBackoff::default())
+                .modify(|n| *n = slim_node(std::mem::take(n)))
+                .reflect(node_writer)
+                .touched_objects()
+                .predicate_filter(node_maintenance_hash, Default::default())
+                .boxed()
+        } else {
+            futures::stream::empty().boxed()
+        };
+    let nodes = node_maintenance.map(|taints| NodeWatch {
+        nodes: node_store,
+        taints,
+    });
     // the DBU watch and the triggers above back off together, as fast as the caches
     let controller =
         Controller::new(dbus, watcher::Config::default()).trigger_backoff(WatchBackoff::default());
@@ -176,6 +196,7 @@ pub async fn run(
             pods: pod_store,
             dbus: dbu_store.clone(),
             rings: ring_store.clone(),
+            nodes,
             absent_leases: Default::default(),
         },
     });
@@ -209,6 +230,25 @@ pub async fn run(
                 .iter()
                 .map(|d| ObjectRef::from_obj(&**d))
                 .collect::<Vec<_>>()
+        })
+        .watches_stream(node_events, {
+            let (dbus, rings, pods) = (
+                dbu_store.clone(),
+                ring_store.clone(),
+                ctx.stores.pods.clone(),
+            );
+            move |node: Node| {
+                let name = node.name_any();
+                let mut woken: Vec<ObjectRef<DovecotBackendUpgrade>> = pods
+                    .state()
+                    .iter()
+                    .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&name))
+                    .flat_map(|p| dbus_for_pod(&dbus, &rings, p))
+                    .collect();
+                woken.sort_by_key(|r| r.to_string());
+                woken.dedup();
+                woken
+            }
         })
         .watches_stream(pod_events, move |pod: Pod| {
             dbus_for_pod(&dbu_store, &ring_store, &pod)

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::Api;
@@ -22,6 +22,9 @@ pub struct Stores {
     pub pods: Store<Pod>,
     pub dbus: Store<DovecotBackendUpgrade>,
     pub rings: Store<DovecotRing>,
+    /// The nodes and the maintenance taints followed, when node maintenance is on
+    /// (`--node-maintenance`): a backend on a node being emptied is relocated.
+    pub nodes: Option<NodeWatch>,
     /// Earlier releases' ring Leases looked for and not found (`namespace/name`): not looked
     /// for again by this process (that release no longer runs, so none appears later).
     pub absent_leases: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
@@ -52,8 +55,49 @@ impl Stores {
             pods: fill(pods.into_iter().map(slim_pod).collect()),
             dbus: fill(dbus),
             rings: fill(rings),
+            nodes: None,
             absent_leases: Default::default(),
         }
+    }
+
+    /// These stores with node maintenance on: `nodes` as the node watch has them.
+    pub fn with_nodes(mut self, nodes: Vec<Node>, taints: Vec<String>) -> Self {
+        let mut w = reflector::store::Writer::<Node>::default();
+        w.apply_watcher_event(&watcher::Event::Init);
+        for n in nodes {
+            w.apply_watcher_event(&watcher::Event::InitApply(slim_node(n)));
+        }
+        w.apply_watcher_event(&watcher::Event::InitDone);
+        self.nodes = Some(NodeWatch {
+            nodes: w.as_reader(),
+            taints,
+        });
+        self
+    }
+
+    /// Why the node `pod` runs on is under maintenance, when node maintenance is on and it is.
+    pub fn maintenance_of(&self, pod: &Pod) -> Option<String> {
+        let w = self.nodes.as_ref()?;
+        let name = pod.spec.as_ref()?.node_name.as_deref()?;
+        let node = w
+            .nodes
+            .get(&kube::runtime::reflector::ObjectRef::new(name))?;
+        let spec = node.spec.as_ref()?;
+        let taints: Vec<dbu_core::maintenance::Taint> = spec
+            .taints
+            .iter()
+            .flatten()
+            .map(|t| dbu_core::maintenance::Taint {
+                key: t.key.clone(),
+                effect: t.effect.clone(),
+            })
+            .collect();
+        dbu_core::maintenance::of_node(
+            name,
+            spec.unschedulable.unwrap_or(false),
+            &taints,
+            &w.taints,
+        )
     }
 
     /// One LIST of each kind in a namespace, for one-shot tools such as `plan`.
@@ -87,6 +131,9 @@ impl Stores {
             self.sts.wait_until_ready().await.map_err(gone)?;
             self.pods.wait_until_ready().await.map_err(gone)?;
             self.dbus.wait_until_ready().await.map_err(gone)?;
+            if let Some(w) = &self.nodes {
+                w.nodes.wait_until_ready().await.map_err(gone)?;
+            }
             self.rings.wait_until_ready().await.map_err(gone)
         };
         tokio::time::timeout(Duration::from_secs(30), all)
@@ -95,11 +142,52 @@ impl Stores {
     }
 }
 
+/// The node watch of node maintenance: the nodes, slimmed, and the taint keys followed.
+#[derive(Clone)]
+pub struct NodeWatch {
+    pub nodes: Store<Node>,
+    pub taints: Vec<String>,
+}
+
+/// Keeps only what node maintenance reads of a node: whether it is cordoned and its taints.
+pub fn slim_node(n: Node) -> Node {
+    Node {
+        metadata: ObjectMeta {
+            name: n.metadata.name,
+            resource_version: n.metadata.resource_version,
+            uid: n.metadata.uid,
+            ..Default::default()
+        },
+        spec: n.spec.map(|s| k8s_openapi::api::core::v1::NodeSpec {
+            unschedulable: s.unschedulable,
+            taints: s.taints,
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// What of a node wakes the DBUs of its pods: its cordon and its taints, not its heartbeats.
+pub fn node_maintenance_hash(n: &Node) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let spec = n.spec.as_ref();
+    spec.and_then(|s| s.unschedulable).hash(&mut h);
+    for t in spec.and_then(|s| s.taints.as_ref()).into_iter().flatten() {
+        (&t.key, &t.effect).hash(&mut h);
+    }
+    Some(h.finish())
+}
+
 /// Keeps only what the operator reads of a pod: the store holds every pod of the namespace.
 pub fn slim_pod(mut p: Pod) -> Pod {
     p.metadata.managed_fields = None;
     p.metadata.annotations = None;
-    p.spec = None;
+    // the node it runs on (node maintenance), nothing else of the spec
+    p.spec = p.spec.map(|s| k8s_openapi::api::core::v1::PodSpec {
+        node_name: s.node_name,
+        ..Default::default()
+    });
     if let Some(st) = p.status.as_mut() {
         let ready = st
             .conditions

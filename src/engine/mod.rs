@@ -242,6 +242,12 @@ async fn claim(
                 .unwrap_or_default(),
             max_unavailable: u32::try_from(cx.s.max_unavailable).unwrap_or(u32::MAX),
             left_out: None,
+            reason: status
+                .backends
+                .iter()
+                .find(|r| &r.pod == p)
+                .and_then(|r| r.relocation.as_deref())
+                .map(|why| format!("relocating for node maintenance ({why})")),
         })
         .collect();
     // a deleted DBU's left-out backends are never "mine", even under the same name

@@ -98,8 +98,14 @@ rbac() {
            "patch dovecotbackendupgrades.mailops.io --subresource=status" "watch statefulsets.apps" \
            "delete pods" "create pods --subresource=exec" "create events.events.k8s.io" \
            "update leases.coordination.k8s.io" "create dovecotrings.mailops.io" "delete dovecotrings.mailops.io" \
-           "patch dovecotrings.mailops.io --subresource=status"; do
+           "patch dovecotrings.mailops.io --subresource=status" "patch poddisruptionbudgets.policy" \
+           "delete poddisruptionbudgets.policy"; do
     [[ "$(kubectl auth can-i $v -n "$NS" --as="$sa")" == yes ]] || { echo "missing: $v"; return 1; }
+  done
+  # node maintenance reads nodes (cluster-scoped), and never changes one
+  [[ "$(kubectl auth can-i watch nodes --as="$sa")" == yes ]] || { echo "missing: watch nodes"; return 1; }
+  for v in "patch nodes" "update nodes" "delete nodes" "create pods/eviction"; do
+    [[ "$(kubectl auth can-i $v --as="$sa" 2>/dev/null || true)" == no ]] || { echo "too much: $v"; return 1; }
   done
   # the probe's Secret by name, and nothing else of secrets
   [[ "$(kubectl auth can-i get secrets/upgrade-probe -n "$NS" --as="$sa")" == yes ]] || { echo "missing: get secrets/upgrade-probe"; return 1; }

@@ -318,6 +318,25 @@ dring_back() {
   [[ "$(k get dring -o jsonpath='{.items[0].status.outCount} {.items[0].status.hostCount}')" == "0 3" ]]
 }
 check "kubectl get dring: 3 hosts, none out, Ready; the DBU Ready again" dring_back
+# node maintenance: the ring's budget holds every backend, so kubectl drain's eviction waits for
+# the operator to relocate it (a second node to relocate to is issue 31's next step)
+budget_holds() {
+  for _ in $(seq 60); do
+    [[ "$(k get pdb backend-ring -o jsonpath='{.spec.maxUnavailable}/{.status.expectedPods}' 2>/dev/null)" == 0/3 ]] && break
+    sleep 1
+  done
+  k get pdb -l mailops.io/ring -o custom-columns=NAME:.metadata.name,MAX-UNAVAILABLE:.spec.maxUnavailable,PODS:.status.expectedPods,ALLOWED:.status.disruptionsAllowed | sed 's/^/#   /'
+  [[ "$(k get pdb backend-ring -o jsonpath='{.spec.maxUnavailable}/{.status.expectedPods}/{.metadata.ownerReferences[0].kind}')" == 0/3/DovecotRing ]] || return 1
+  # the eviction kubectl drain sends: refused, and the pod stays
+  local uid out
+  uid="$(k get pod backend-0 -o jsonpath='{.metadata.uid}')"
+  if out="$(kubectl create --raw "/api/v1/namespaces/$NS/pods/backend-0/eviction" -f - 2>&1 <<<'{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"backend-0","namespace":"'"$NS"'"}}')"; then
+    echo "evicted: $out"; return 1
+  fi
+  echo "# $out" | head -c 300; echo
+  grep -q "disruption budget" <<<"$out" && [[ "$(k get pod backend-0 -o jsonpath='{.metadata.uid}')" == "$uid" ]]
+}
+check "the ring's PodDisruptionBudget (maxUnavailable 0, owned by the DovecotRing) refuses an eviction of a backend" budget_holds
 # pods came and went all through: the node's clients (the traffic above) reach pods only while the
 # bridge keeps its address, which pods' ARP entries for the node point at (node.sh sets it)
 same_bridge() { echo "cni0 at the start $bridge_at_start, now $(bridge_mac)"; [[ "$(bridge_mac)" == "$bridge_at_start" ]]; }

@@ -50,6 +50,10 @@ pub enum Ev {
     PodTakesOldIp(u8),
     /// The pod's next incarnation never becomes Ready (until `Fix`).
     NeverReady(u8),
+    /// The pod's node is cordoned for maintenance (kubectl drain, a node-pool upgrade), or no
+    /// longer: the operator relocates a pod on a cordoned node.
+    NodeCordoned(u8),
+    NodeUncordoned(u8),
     /// A new pod template: good, broken (Verify fails), or with mail in the cache volume.
     NewTemplate(Template),
     /// Readiness unblocked and a good template on top.
@@ -98,6 +102,8 @@ pub fn event(open: Vec<String>) -> BoxedStrategy<Ev> {
         1 => (0u8..8).prop_map(Ev::PodMoved),
         1 => (0u8..8).prop_map(Ev::PodTakesOldIp),
         1 => (0u8..8).prop_map(Ev::NeverReady),
+        1 => (0u8..8).prop_map(Ev::NodeCordoned),
+        1 => (0u8..8).prop_map(Ev::NodeUncordoned),
         1 => (0u8..2).prop_map(Ev::ScaleDown),
         2 => prop_oneof![4 => Just(Template::Good), 1 => Just(Template::Broken), 1 => Just(Template::MailInCache)].prop_map(Ev::NewTemplate),
         1 => Just(Ev::Fix),
@@ -334,6 +340,13 @@ impl Run {
                     self.recreate(&name, ev);
                 }
             }
+            Ev::NodeCordoned(i) | Ev::NodeUncordoned(i) => {
+                if let Some(name) = self.pod_name(*i) {
+                    let mut st = self.world.lock();
+                    st.pods.get_mut(&name).expect("pod").cordoned =
+                        matches!(ev, Ev::NodeCordoned(_));
+                }
+            }
             Ev::NeverReady(i) => {
                 if let Some(name) = self.pod_name(*i) {
                     self.world.lock().never_ready.insert(name);
@@ -467,10 +480,7 @@ impl Run {
 
     fn recreate(&mut self, name: &str, how: &Ev) {
         let mut st = self.world.lock();
-        let (sts, old_ip) = {
-            let p = &st.pods[name];
-            (p.sts.clone(), p.ip.clone())
-        };
+        let old_ip = st.pods[name].ip.clone();
         let new_ip = match how {
             Ev::PodMoved(_) => st.fresh_ip(),
             Ev::PodTakesOldIp(_) => {
@@ -500,64 +510,11 @@ impl Run {
                     None => st.fresh_ip(),
                 }
             }
+            // a pod whose node is under maintenance comes back on another node
+            _ if st.pods[name].cordoned => st.fresh_ip(),
             _ => old_ip.clone(),
         };
-        // the StatefulSet recreates at its update revision
-        let rev = st.update_revision.clone();
-        let serving = st.directors[0]
-            .hosts
-            .get(&new_ip)
-            .is_some_and(|h| h.up && h.vhosts > 0);
-        let same = new_ip == old_ip;
-        // back at the entry it left last (moved and back before anything else sat there): the
-        // same to the ring as recreated in place
-        let back_home = st.left_by.get(&new_ip).map(String::as_str) == Some(name);
-        // what a human set on the backend is the backend's: its rejoin carries it to the new IP
-        // (moved, not copied: a pod that takes the old IP later is another backend, and never
-        // one whose IP a human's state left: whose command it was cannot be told once another
-        // pod sits at the entry, unless the operator read the ring in between; a limit in
-        // docs/design.md)
-        if !same {
-            let mut carried = false;
-            if st.human_down.remove(&old_ip) {
-                st.human_down.insert(new_ip.clone());
-                carried = true;
-            }
-            if st.ambiguous.remove(&old_ip) {
-                st.ambiguous.insert(new_ip.clone());
-                carried = true;
-            }
-            if let Some(n) = st.human_vhosts.remove(&old_ip) {
-                st.human_vhosts.insert(new_ip.clone(), n);
-                carried = true;
-            }
-            if carried || st.human_unread.remove(&old_ip) {
-                st.human_left.insert(old_ip.clone());
-            }
-        }
-        if !same {
-            st.left_by.insert(old_ip.clone(), name.to_string());
-        }
-        // (recreated at the same IP, it still sits at the other pod's entry)
-        if matches!(how, Ev::PodTakesOldIp(_)) && st.ip_owner.contains_key(&new_ip) {
-            st.squatting.insert(name.to_string());
-        } else if !same {
-            st.squatting.remove(name);
-        }
-        let out_already = if same {
-            st.pods[name].came_back_out
-        } else {
-            st.directors[0]
-                .hosts
-                .get(&new_ip)
-                .is_some_and(|h| h.vhosts == 0 || !h.up)
-        };
-        st.make_pod(name, &sts, &new_ip, &rev);
-        st.pods.get_mut(name).expect("pod").came_back_out = out_already;
-        // the world made it where it already served: the operator is not its gate
-        if (same || back_home) && serving {
-            st.pods.get_mut(name).expect("pod").trusted = true;
-        }
+        st.recreate_at(name, &new_ip, matches!(how, Ev::PodTakesOldIp(_)));
     }
 
     fn human(&mut self, name: &str, ev: &Ev) {
@@ -1072,6 +1029,10 @@ impl Run {
                         "{name} is at {}, not {}",
                         p.revision, st.update_revision
                     ));
+                }
+                // node maintenance: every pod a DBU looks after is off a cordoned node
+                if !aborted && !skipped && p.cordoned && st.dbus.values().any(|x| x.sts == p.sts) {
+                    problems.push(format!("{name} is still on a cordoned node"));
                 }
             }
         }

@@ -82,6 +82,9 @@ pub struct Pod {
     pub came_back_out: bool,
     /// Made by the operator's delete (Replace): it serves only once Verify passed on it.
     pub made_by_operator: bool,
+    /// Its node is under maintenance (cordoned): the operator relocates it; recreated, it
+    /// comes back on another node at a new IP.
+    pub cordoned: bool,
 }
 
 /// A DBU as the API server keeps it.
@@ -282,6 +285,72 @@ impl State {
         st
     }
 
+    /// The world recreates pod `name` at `new_ip` (its old IP: in place; `taking_old`: an IP
+    /// another pod had), at the update revision, carrying what a human set on the backend.
+    pub fn recreate_at(&mut self, name: &str, new_ip: &str, taking_old: bool) {
+        let (sts, old_ip) = {
+            let p = &self.pods[name];
+            (p.sts.clone(), p.ip.clone())
+        };
+        let new_ip = new_ip.to_string();
+        // the StatefulSet recreates at its update revision
+        let rev = self.update_revision.clone();
+        let serving = self.directors[0]
+            .hosts
+            .get(&new_ip)
+            .is_some_and(|h| h.up && h.vhosts > 0);
+        let same = new_ip == old_ip;
+        // back at the entry it left last (moved and back before anything else sat there): the
+        // same to the ring as recreated in place
+        let back_home = self.left_by.get(&new_ip).map(String::as_str) == Some(name);
+        // what a human set on the backend is the backend's: its rejoin carries it to the new IP
+        // (moved, not copied: a pod that takes the old IP later is another backend, and never
+        // one whose IP a human's state left: whose command it was cannot be told once another
+        // pod sits at the entry, unless the operator read the ring in between; a limit in
+        // docs/design.md)
+        if !same {
+            let mut carried = false;
+            if self.human_down.remove(&old_ip) {
+                self.human_down.insert(new_ip.clone());
+                carried = true;
+            }
+            if self.ambiguous.remove(&old_ip) {
+                self.ambiguous.insert(new_ip.clone());
+                carried = true;
+            }
+            if let Some(n) = self.human_vhosts.remove(&old_ip) {
+                self.human_vhosts.insert(new_ip.clone(), n);
+                carried = true;
+            }
+            if carried || self.human_unread.remove(&old_ip) {
+                self.human_left.insert(old_ip.clone());
+            }
+        }
+        if !same {
+            self.left_by.insert(old_ip.clone(), name.to_string());
+        }
+        // (recreated at the same IP, it still sits at the other pod's entry)
+        if taking_old && self.ip_owner.contains_key(&new_ip) {
+            self.squatting.insert(name.to_string());
+        } else if !same {
+            self.squatting.remove(name);
+        }
+        let out_already = if same {
+            self.pods[name].came_back_out
+        } else {
+            self.directors[0]
+                .hosts
+                .get(&new_ip)
+                .is_some_and(|h| h.vhosts == 0 || !h.up)
+        };
+        self.make_pod(name, &sts, &new_ip, &rev);
+        self.pods.get_mut(name).expect("pod").came_back_out = out_already;
+        // the world made it where it already served: the operator is not its gate
+        if (same || back_home) && serving {
+            self.pods.get_mut(name).expect("pod").trusted = true;
+        }
+    }
+
     pub fn fresh_ip(&mut self) -> String {
         self.next_ip += 1;
         ip(self.next_ip)
@@ -347,6 +416,7 @@ impl State {
                 probed: false,
                 came_back_out: false,
                 made_by_operator: false,
+                cordoned: false,
             },
         );
         self.ip_owner.insert(pip.to_string(), name.to_string());
@@ -999,6 +1069,7 @@ impl World {
                 revision: Some(p.revision.clone()),
                 ready: p.dovecot && !p.blocked,
                 terminating: false,
+                maintenance: p.cordoned.then(|| format!("the node of {n} is cordoned")),
             })
             .collect();
         let directors: Vec<(String, Option<String>)> = st
@@ -1107,6 +1178,16 @@ impl Cluster for World {
         }
         let (sts, pip, out) = (p.sts.clone(), p.ip.clone(), p.came_back_out);
         let rev = st.update_revision.clone();
+        if p.cordoned {
+            // relocated: the StatefulSet brings it back on another node, at a new IP
+            let new_ip = st.fresh_ip();
+            st.note(|| format!("  delete pod {pod}: recreated at {rev} on another node, {new_ip}"));
+            st.recreate_at(pod, &new_ip, false);
+            let p = st.pods.get_mut(pod).expect("pod");
+            p.made_by_operator = true;
+            p.trusted = false;
+            return Ok(());
+        }
         st.note(|| format!("  delete pod {pod}: recreated at {rev}"));
         st.make_pod(pod, &sts, &pip, &rev);
         // at the same IP: still the world's out, until the operator puts it back

@@ -144,6 +144,10 @@ pub struct RingHolder {
     /// stays (the backend is still out) until one of the same StatefulSet takes it over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub left_out: Option<Box<LeftOut>>,
+    /// Why it is out besides a rollout: "relocating for node maintenance (node n1 is
+    /// cordoned)".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A backend a deleted DovecotBackendUpgrade left out of the ring: its record, for the one

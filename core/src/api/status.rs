@@ -159,6 +159,10 @@ pub struct BackendStatus {
     /// Revision the pod had when it started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_revision: Option<String>,
+    /// Why the backend is moved off its node (node maintenance: its node is cordoned or has a
+    /// maintenance taint): its Replace recreates it on another node, at any revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relocation: Option<String>,
     /// The step intended or in progress; `Done` when finished.
     pub step: Step,
     /// When `step` was entered, moved later by any pause since (its timeouts do not count it).
@@ -353,6 +357,7 @@ impl BackendStatus {
             ip: ip.to_string(),
             new_ip: None,
             from_revision,
+            relocation: None,
             step: Step::Drain,
             step_started: now.clone(),
             original_vhosts,

@@ -581,6 +581,7 @@ mod tests {
             ip: ip.into(),
             max_unavailable: 1,
             left_out: None,
+            reason: None,
         }
     }
 
@@ -622,6 +623,7 @@ mod tests {
                 stateful_set: "backend".into(),
                 record: rec,
             })),
+            reason: None,
         }
     }
 
@@ -1113,6 +1115,7 @@ mod tests {
             ip: "10.0.0.98".into(),
             max_unavailable: 1,
             left_out: None,
+            reason: None,
         });
         let input = RingInput {
             backends: &there,

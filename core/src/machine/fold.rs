@@ -595,6 +595,10 @@ fn begin(status: &mut DovecotBackendUpgradeStatus, rec: &BackendStatus) -> Vec<N
     let started = match (rec.step, &rec.message) {
         // a pod that came back at a new IP: verified before it rejoins
         (Step::Verify, Some(m)) => format!("{}: {m}", rec.pod),
+        _ if let Some(why) = &rec.relocation => format!(
+            "{}: relocating for node maintenance ({why}), through the runbook ({} vhosts)",
+            rec.pod, rec.original_vhosts
+        ),
         _ => format!(
             "{}: upgrading from {} ({} vhosts)",
             rec.pod,

@@ -136,6 +136,34 @@ pub fn replace_move(
     }
 }
 
+/// A relocation's Replace is done only once the new pod runs off every node under maintenance:
+/// one the scheduler put back there (it tolerates the taint, or a volume pins it to the node)
+/// is waited for, and at the timeout the relocation fails saying so (left out, like any failed
+/// Replace), instead of being relocated again and again.
+pub fn relocated_off(
+    mv: ReplaceMove,
+    pod: Option<&PodView>,
+    relocating: bool,
+    waited: Duration,
+    timeout: Duration,
+) -> ReplaceMove {
+    let Some(why) = pod.and_then(|p| p.maintenance.as_deref()) else {
+        return mv;
+    };
+    if !relocating || !matches!(mv, ReplaceMove::Done { .. } | ReplaceMove::Wait(_)) {
+        return mv;
+    }
+    let name = pod.map(|p| p.name.as_str()).unwrap_or_default();
+    let m = format!(
+        "{name} was recreated on a node under maintenance ({why}); it must run on another node: does it tolerate the maintenance taint, or is a volume of it bound to that node (use a cache volume that is not node-local, or delete its claim)?"
+    );
+    if waited >= timeout {
+        ReplaceMove::TimedOut(m)
+    } else {
+        ReplaceMove::Wait(m)
+    }
+}
+
 /// WaitSessions once the director shows no users (or at the ceiling with none mapped): `who -1`
 /// on the backend must be empty too.
 pub fn sessions(
@@ -341,7 +369,8 @@ fn cache_lags(cached: &str, fresh: Option<&str>) -> Option<String> {
 }
 
 /// Begin, before the record is written: the candidate read fresh must still be outdated
-/// against the StatefulSet's revision read fresh, and that must be the cached one.
+/// against the StatefulSet's revision read fresh, and that must be the cached one; a relocation
+/// stands while the pod read fresh is still on a node under maintenance.
 pub fn begin_still(
     rec: &BackendStatus,
     cached_target: &str,
@@ -357,6 +386,14 @@ pub fn begin_still(
     }
     match pod {
         None => Err("the pod is gone; waiting for the cache".into()),
+        // a relocation stands while the pod's node is still under maintenance
+        Some(p) if rec.relocation.is_some() && p.maintenance.is_some() => Ok(()),
+        Some(p) if rec.relocation.is_some() && p.revision.as_deref() == Some(cached_target) => {
+            Err(format!(
+                "{}'s node is no longer under maintenance (as the API server has it); nothing to relocate",
+                p.name
+            ))
+        }
         Some(p) if p.revision.as_deref() == Some(cached_target) => Err(format!(
             "{} already runs revision {cached_target}; the pod cache lags, waiting for it",
             p.name

@@ -36,6 +36,9 @@ pub struct PodView {
     pub revision: Option<String>,
     pub ready: bool,
     pub terminating: bool,
+    /// Why the pod's node is under maintenance (cordoned, or a maintenance taint the operator
+    /// was told to follow), when it is: the pod is relocated through the runbook.
+    pub maintenance: Option<String>,
 }
 
 /// Another DBU of the ring waiting for a slot, and since when (its `status.ringWaitingSince`).

@@ -14,9 +14,10 @@ use crate::dovecot::{self, RingHost};
 use crate::reason::{StallReason, WaitReason};
 use crate::settings::Settings;
 
-/// Outdated pods not skipped by the spec, in upgrade order: with `FewestUsers`, fewest users
-/// mapped in the director first (pods without a ring entry last); ties, and `Ordinal`, highest
-/// ordinal first as the StatefulSet controller would roll them.
+/// Outdated pods and pods whose node is under maintenance (to relocate), not skipped by the
+/// spec, in order: those to relocate first (a node drain waits for them); then with
+/// `FewestUsers`, fewest users mapped in the director first (pods without a ring entry last);
+/// ties, and `Ordinal`, highest ordinal first as the StatefulSet controller would roll them.
 pub fn outdated<'a>(
     s: &Settings,
     pods: &'a [PodView],
@@ -25,7 +26,10 @@ pub fn outdated<'a>(
 ) -> Vec<&'a PodView> {
     let mut v: Vec<&PodView> = pods
         .iter()
-        .filter(|p| p.revision.as_deref() != Some(target) && !s.skip.contains(&p.name))
+        .filter(|p| {
+            (p.revision.as_deref() != Some(target) || p.maintenance.is_some())
+                && !s.skip.contains(&p.name)
+        })
         .collect();
     // one map, not a ring scan per pod: decisions over 1,000 backends stay linear
     let by_ip: std::collections::HashMap<&str, u64> = ring
@@ -41,7 +45,13 @@ pub fn outdated<'a>(
             .and_then(|ip| by_ip.get(ip).copied())
             .unwrap_or(u64::MAX)
     };
-    v.sort_by_key(|p| (users(p), std::cmp::Reverse(ordinal(&p.name))));
+    v.sort_by_key(|p| {
+        (
+            p.maintenance.is_none(),
+            users(p),
+            std::cmp::Reverse(ordinal(&p.name)),
+        )
+    });
     v
 }
 
@@ -93,14 +103,23 @@ pub(super) fn begin_next(
             Duration::from_secs(300),
         ));
     };
-    if let Some(gate) = start_gate(s, status, obs, target, now) {
+    // a relocation at the target revision is no upgrade: the node's maintenance is now, and
+    // neither a canary's approval nor the maintenance window holds it (a node drain waits)
+    let relocation_only =
+        candidate.maintenance.is_some() && candidate.revision.as_deref() == Some(target);
+    if !relocation_only && let Some(gate) = start_gate(s, status, obs, target, now) {
         return Some(gate);
     }
     if !candidate.ready {
         return Some(Decision::Wait {
             reason: WaitReason::BackendNotReady,
             message: format!(
-                "outdated backend {} is not Ready; waiting before draining it",
+                "{} backend {} is not Ready; waiting before draining it",
+                if relocation_only {
+                    "to relocate,"
+                } else {
+                    "outdated"
+                },
                 candidate.name
             ),
             requeue: Duration::from_secs(10),
@@ -190,6 +209,7 @@ pub(super) fn begin_next(
     }
     Some(Decision::Begin(Box::new(BackendStatus {
         original_up: Some(up),
+        relocation: candidate.maintenance.clone(),
         ..BackendStatus::begin(
             &candidate.name,
             ip,

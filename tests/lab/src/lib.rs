@@ -851,6 +851,7 @@ impl Lab {
                 revision: Some(p.revision.clone()),
                 ready: master_pid(&p.dir).is_some(),
                 terminating: false,
+                maintenance: None,
             })
             .collect();
         let replicas = (0..self.spec.vhosts.len())

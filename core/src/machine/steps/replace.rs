@@ -1,5 +1,5 @@
 //! Replace: delete the stopped pod (by the UID StopDovecot saw) and wait for its successor,
-//! Ready at the target revision.
+//! Ready at the target revision (and, for a relocation, off every node under maintenance).
 
 use crate::api::BackendStatus;
 use crate::time::elapsed;
@@ -18,11 +18,19 @@ fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     // the pod as the API server has it now: a pod cache lagging after an outage still shows
     // the stopped pod, and Replace would delete its successor
     let pod = cx.pod_now()?;
+    let waited = elapsed(&rec.step_started, cx.now);
     let mv = judge::replace_move(
         pod.as_ref(),
         target,
         rec.stopped_pod_uid.as_deref(),
-        elapsed(&rec.step_started, cx.now),
+        waited,
+        cx.s.replace_timeout,
+    );
+    let mv = judge::relocated_off(
+        mv,
+        pod.as_ref(),
+        rec.relocation.is_some(),
+        waited,
         cx.s.replace_timeout,
     );
     if let ReplaceMove::Delete(uid) = &mv {

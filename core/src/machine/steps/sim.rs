@@ -84,6 +84,7 @@ impl SimWorld {
                 revision: rec.from_revision.clone(),
                 ready: true,
                 terminating: false,
+                maintenance: None,
             },
             target: target.to_string(),
             layout,

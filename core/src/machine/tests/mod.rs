@@ -102,6 +102,7 @@ fn other_holds(pod: &str, ip: &str, max: u32) -> RingLock {
             ip: ip.into(),
             max_unavailable: max,
             left_out: None,
+            reason: None,
         }],
     }
 }

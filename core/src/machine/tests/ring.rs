@@ -249,6 +249,7 @@ fn left_out_backends_stay_counted_and_go_to_the_next_dbu_of_their_statefulset() 
                 ip: "127.0.0.13".into(),
                 max_unavailable: 1,
                 left_out: None,
+                reason: None,
             },
             other_holds("mx-0", "127.0.0.50", 2).holders[0].clone(),
         ],
@@ -746,6 +747,7 @@ fn a_moved_pod_rejoins_at_its_own_state_where_another_pods_rejoin_put_that_pod_b
         ip: old_ip.into(),
         max_unavailable: 1,
         left_out: None,
+        reason: None,
     };
     // (held for mx-0 in the ring's record, the pass saw it count for mx-0) -> count
     for (held, counted, want) in [(true, false, 100), (false, true, 100), (false, false, 50)] {
@@ -1010,6 +1012,7 @@ fn a_slot_is_kept_until_the_rings_pass_knows_the_new_entry() {
         ip: new_ip.into(),
         max_unavailable: 1,
         left_out: None,
+        reason: None,
     };
     let seen = || crate::api::StoodFor {
         ip: new_ip.into(),
@@ -1120,6 +1123,7 @@ fn a_deleted_dbu_leaves_a_backend_it_adopted_but_never_claimed_as_the_ring_keeps
             stateful_set: "backend".into(),
             record: copy,
         })),
+        reason: None,
     };
     let lock = RingLock {
         version: Some("3".into()),
@@ -1136,6 +1140,7 @@ fn a_deleted_dbu_leaves_a_backend_it_adopted_but_never_claimed_as_the_ring_keeps
             ip: mine.ip.clone(),
             max_unavailable: 1,
             left_out: None,
+            reason: None,
         }],
     };
     let holders = lock::leave_out(&claimed, "mail/roll", "backend", &[mine.clone()], 1);
@@ -1155,6 +1160,7 @@ fn a_backend_a_deleted_dbu_never_held_is_dropped_not_left_out() {
         ip: r.ip.clone(),
         max_unavailable: 1,
         left_out: None,
+        reason: None,
     };
     let lock = |holders| RingLock {
         version: Some("1".into()),
@@ -1241,6 +1247,7 @@ fn an_entry_the_rings_record_holds_for_another_backend_is_never_this_records() {
         ip: r.ip.clone(),
         max_unavailable: 1,
         left_out: None,
+        reason: None,
     };
     let mine = RingHolder {
         dbu: "mail/roll".into(),
@@ -1248,6 +1255,7 @@ fn an_entry_the_rings_record_holds_for_another_backend_is_never_this_records() {
         ip: "127.0.0.99".into(),
         max_unavailable: 1,
         left_out: None,
+        reason: None,
     };
     for (holders, read, other) in [
         (vec![theirs.clone(), mine.clone()], true, true),

@@ -739,6 +739,7 @@ fn an_adopted_record_takes_its_count_from_the_rings_copy_until_it_is_claimed() {
                         record: left,
                     })
                 }),
+                reason: None,
             }],
         }));
         let mut st = status(vec![r]);
