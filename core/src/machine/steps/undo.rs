@@ -107,10 +107,20 @@ fn untouched(cx: &Cx<'_>) -> bool {
             .any(|h| h.ip == rec.ip && h.vhosts > 0)
 }
 
-/// Why the pod under the record's name is not the one the rollout started from (its revision
-/// is not `from_revision`), or None when it is.
+/// Why the pod under the record's name is not the one the rollout started from (it is at a new
+/// IP not put in yet, or its revision is not `from_revision`), or None when it is.
 fn replaced(cx: &mut Cx<'_>) -> Run<Option<String>> {
     let rec = cx.rec;
+    // its pod is at another IP, not put in there yet (a rejoin, or a rewind after Replace found
+    // a new IP): the recorded entry is nobody's (or another pod's), and the pod at the new one
+    // was never verified (found by the model: a skip after a retry rewound a rejoin to StopLmtp
+    // and put its old, dead entry back)
+    if let Some(n) = rec.new_ip.as_deref().filter(|n| *n != rec.ip) {
+        return Ok(Some(format!(
+            "it came back at {n} (was {}) and was never verified there",
+            rec.ip
+        )));
+    }
     let Some(from) = rec.from_revision.as_deref() else {
         return Ok(None);
     };
