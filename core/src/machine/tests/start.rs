@@ -725,3 +725,69 @@ fn begin_is_checked_against_the_api_server_not_the_cache() {
     assert!(judge::target_still(NEW, Some(NEW), "backend-2").is_none());
     assert!(judge::target_still(NEW, None, "backend-2").is_some());
 }
+
+#[test]
+fn a_backend_on_a_node_under_maintenance_is_relocated_first_even_at_the_target_revision() {
+    let maint = "node n1 is cordoned";
+    // every backend upgraded already; backend-0 (most users) sits on a cordoned node
+    let mut obs = world();
+    for p in &mut obs.pods {
+        p.revision = Some(NEW.into());
+    }
+    obs.pods[0].maintenance = Some(maint.into());
+    let d = decide(&settings(), &status(vec![]), &obs, ts(0));
+    let Decision::Begin(r) = d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(r.pod, "backend-0");
+    assert_eq!(r.relocation.as_deref(), Some(maint));
+    assert_eq!(r.from_revision.as_deref(), Some(NEW));
+    assert_eq!(r.original_vhosts, 100);
+    // before any outdated backend, whatever the users say
+    obs.pods[2].revision = Some(OLD.into());
+    assert_eq!(
+        begun(&decide(&settings(), &status(vec![]), &obs, ts(0))),
+        "backend-0"
+    );
+    // not while it is skipped; then the outdated one
+    assert_eq!(
+        begun(&decide(
+            &with(json!({"skip": ["backend-0"]})),
+            &status(vec![]),
+            &obs,
+            ts(0)
+        )),
+        "backend-2"
+    );
+    // a supervised canary waiting for approval holds the upgrade, not the relocation
+    obs.pods[2].revision = Some(NEW.into());
+    let supervised = with(json!({"canary": {"supervised": true}}));
+    assert_eq!(
+        begun(&decide(&supervised, &status(vec![]), &obs, ts(0))),
+        "backend-0"
+    );
+    // nothing under maintenance, nothing outdated: done
+    obs.pods[0].maintenance = None;
+    obs.ring_lock = Some(Ok(RingLock::default()));
+    assert_eq!(
+        decide(&settings(), &status(vec![]), &obs, ts(0)),
+        Decision::Complete
+    );
+}
+
+#[test]
+fn a_relocation_is_begun_only_while_the_pod_read_fresh_is_under_maintenance() {
+    let mut r = rec(2, Step::Drain, 0);
+    r.relocation = Some("node n1 is cordoned".into());
+    r.from_revision = Some(NEW.into());
+    let mut there = pod(2, NEW);
+    there.maintenance = Some("node n1 is cordoned".into());
+    assert_eq!(judge::begin_still(&r, NEW, Some(NEW), Some(&there)), Ok(()));
+    // uncordoned meanwhile: nothing to relocate
+    let mut back = there.clone();
+    back.maintenance = None;
+    let e = judge::begin_still(&r, NEW, Some(NEW), Some(&back)).unwrap_err();
+    assert!(e.contains("no longer under maintenance"), "{e}");
+    // the StatefulSet's revision still has to agree with the cache
+    assert!(judge::begin_still(&r, NEW, Some("rev-9"), Some(&there)).is_err());
+}

@@ -801,3 +801,49 @@ fn drain_progress_is_written_at_most_every_15_seconds_and_shows_in_the_users_col
     conclude(&s, &run(2, Step::StopLmtp), &mut st, &obs, Some(1), ts(20));
     assert_eq!(st.drain_users, None);
 }
+
+#[test]
+fn a_relocations_new_pod_must_run_off_every_node_under_maintenance() {
+    use crate::machine::judge::{ReplaceMove, relocated_off};
+    let t10 = Duration::from_secs(10);
+    let done = || ReplaceMove::Done {
+        ip: "127.0.0.99".into(),
+        uid: Some("uid-new".into()),
+    };
+    let mut back_there = pod(2, NEW);
+    back_there.maintenance = Some("node n1 is cordoned".into());
+    let elsewhere = pod(2, NEW);
+    // (pod, relocating, waited, move) -> what Replace does
+    let waits =
+        |m: &ReplaceMove| matches!(m, ReplaceMove::Wait(w) if w.contains("under maintenance"));
+    let times_out = |m: &ReplaceMove| matches!(m, ReplaceMove::TimedOut(w) if w.contains("tolerate the maintenance taint"));
+    assert!(waits(&relocated_off(
+        done(),
+        Some(&back_there),
+        true,
+        Duration::ZERO,
+        t10
+    )));
+    assert!(times_out(&relocated_off(
+        done(),
+        Some(&back_there),
+        true,
+        t10,
+        t10
+    )));
+    // off the node: done; not a relocation (an upgrade): the node is none of Replace's business
+    assert_eq!(
+        relocated_off(done(), Some(&elsewhere), true, Duration::ZERO, t10),
+        done()
+    );
+    assert_eq!(
+        relocated_off(done(), Some(&back_there), false, Duration::ZERO, t10),
+        done()
+    );
+    // the stopped pod is still deleted first, wherever it is
+    let del = ReplaceMove::Delete("uid-old".into());
+    assert_eq!(
+        relocated_off(del.clone(), Some(&back_there), true, Duration::ZERO, t10),
+        del
+    );
+}
