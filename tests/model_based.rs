@@ -2924,17 +2924,15 @@ fn found_a_skip_after_a_retry_of_a_rejoin_never_puts_its_dead_entry_back() {
     );
 }
 
-/// Found by the model, still open (CI's seed with `PodTakesOldIp` and the node events drawn):
-/// a pod moved away mid-drain and its DBU was deleted (left out); another pod took its old
-/// entry, and that one's rejoin put the entry down for itself; the StatefulSet was then scaled
-/// below that pod before any ring's pass saw it there. The first pod's adopted record read the
-/// rejoin's `down` as a human's and put the pod back down at its new IP, and the other DBU
-/// waited for capacity for ever. The ring's record cannot tell whose `down` that was once the
-/// pod that sat there is gone (docs/design.md, "Found, still open").
+/// Found by the model (CI's seed with `PodTakesOldIp` and the node events drawn); fixed: a pod
+/// moved away mid-drain and its DBU was deleted (left out); another pod took its old entry, and
+/// that one's rejoin put the entry down for itself; the StatefulSet was then scaled below that
+/// pod. The first pod's adopted record read the rejoin's `down` as a human's and put the pod
+/// back down at its new IP, and the other DBU waited for capacity for ever. The ring's record
+/// now keeps who sat at an entry since its pod left (`takenBy`), and no human's change is read
+/// there for that pod.
 #[test]
-#[ignore]
-fn known_open_a_rejoins_down_at_another_pods_entry_is_taken_for_a_humans_once_its_pod_is_scaled_away()
- {
+fn found_a_rejoins_down_at_another_pods_entry_is_not_a_humans_once_its_pod_is_scaled_away() {
     use Ev::*;
     replay(
         Start {

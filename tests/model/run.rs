@@ -148,12 +148,10 @@ pub fn open_from_env() -> Vec<String> {
 
 /// Events that still break a promise, each with a shrunk case in `tests/model_based.rs`
 /// (`known_open_*`, ignored until fixed), left out of CI's draw until then (by the name of the
-/// event): a pod recreated at an IP the ring has for another pod (`PodTakesOldIp`). Its last two
-/// cases were fixed (docs/design.md, item 66), and seeds 7, 31337, 4242 and 1 pass with it; once
-/// the node events were drawn too, the CI profile's seed found one more (a rejoin's `down` at
-/// the entry it took, read as a human's once its pod was scaled away). `PodMoved` and
-/// `HumanUpdate` were drawn once fixed.
-pub const KNOWN_OPEN: &[&str] = &["PodTakesOldIp"];
+/// event). None now: `PodTakesOldIp` (a pod recreated at an IP the ring has for another pod)
+/// was, until its last cases were fixed (docs/design.md, items 66 and 68); `PodMoved` and
+/// `HumanUpdate` were before it.
+pub const KNOWN_OPEN: &[&str] = &[];
 
 /// Whether `e` is one of the `KNOWN_OPEN` events.
 pub fn known_open_event(e: &Ev) -> bool {

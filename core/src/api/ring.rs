@@ -203,6 +203,11 @@ pub struct RingHostStatus {
     /// Who holds it out of the ring and why, when someone does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out: Option<String>,
+    /// Another pod the ring's pass saw at this IP since `formerPod` left it (kept with
+    /// `formerPod`): what the entry shows since may be that pod's (a rejoin of it put the entry
+    /// down for itself), so no change there is read as a human's for `formerPod`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_by: Option<String>,
 }
 
 impl RingHostStatus {
@@ -228,6 +233,7 @@ impl DovecotRingStatus {
                     vhosts: h.former_vhosts.unwrap_or(h.vhosts),
                     up: h.former_up.unwrap_or(h.up),
                     counts_for: h.counts_for.clone(),
+                    taken_by: h.taken_by.clone(),
                 })
             })
             .collect()
@@ -244,6 +250,8 @@ pub struct StoodFor {
     pub up: bool,
     /// `RingHostStatus::counts_for`.
     pub counts_for: Option<String>,
+    /// `RingHostStatus::taken_by`.
+    pub taken_by: Option<String>,
 }
 
 impl StoodFor {

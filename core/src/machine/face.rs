@@ -126,9 +126,11 @@ pub fn assess(
                         Some(f) => former_state(prev, h, f),
                         None => before_take_out(prev, h, pod_at(&h.ip).as_deref()),
                     };
+                    let taken_by = taken_by(prev, &h.ip, former.as_deref(), pod_at(&h.ip));
                     RingHostStatus {
                         ip: h.ip.clone(),
                         counts_for: counts.clone(),
+                        taken_by,
                         former_pod: former,
                         former_vhosts,
                         former_up,
@@ -286,6 +288,26 @@ fn former_pod(
         // taken: kept while the pod it stood for lives elsewhere (one gone has no claim)
         Some(_) => has_ip.then(|| was.to_string()),
     }
+}
+
+/// Another pod seen at a host's IP since its former pod `former` left it
+/// (`RingHostStatus::taken_by`): the one there now, else the one the last pass recorded while
+/// the host stood for the same former pod (found by the model: a pod that took a moved pod's
+/// entry, downed there by its rejoin, was scaled away before the moved pod's record read the
+/// entry, which took that `down` for a human's and put the moved pod back down).
+fn taken_by(
+    prev: &DovecotRingStatus,
+    ip: &str,
+    former: Option<&str>,
+    now: Option<String>,
+) -> Option<String> {
+    let former = former?;
+    now.filter(|n| n != former).or_else(|| {
+        prev.hosts
+            .iter()
+            .find(|h| h.ip == ip && h.former_pod.as_deref() == Some(former))
+            .and_then(|h| h.taken_by.clone())
+    })
 }
 
 /// The count and up/down a host had for its former pod `f`, kept from the pass that first
@@ -625,6 +647,50 @@ mod tests {
             })),
             reason: None,
         }
+    }
+
+    #[test]
+    fn a_host_keeps_who_sat_at_it_since_its_pod_left_while_it_stands_for_that_pod() {
+        let ring = vec![
+            host(0, 100, true, 0),
+            host(1, 50, true, 0),
+            host(2, 20, true, 0),
+        ];
+        let (ip0, new) = (host(0, 0, true, 0).ip, "10.0.0.77");
+        let taken = |st: &DovecotRingStatus| -> (Option<String>, Option<String>) {
+            let h = st.hosts.iter().find(|h| h.ip == ip0).unwrap();
+            (h.former_pod.clone(), h.taken_by.clone())
+        };
+        let first = one_director_pass(ring.clone(), &backends(), &DovecotRingStatus::default());
+        assert_eq!(taken(&first), (None, None));
+        // backend-0 moves: its old host stands for it, nobody sat there yet
+        let mut pods = backends();
+        pods[0].ip = Some(new.into());
+        let moved = one_director_pass(ring.clone(), &pods, &first);
+        assert_eq!(taken(&moved), (Some("backend-0".into()), None));
+        // backend-1 takes the IP: seen sitting there
+        let mut sat = pods.clone();
+        sat[1].ip = Some(ip0.clone());
+        let sitting = one_director_pass(ring.clone(), &sat, &moved);
+        assert_eq!(
+            taken(&sitting),
+            (Some("backend-0".into()), Some("backend-1".into()))
+        );
+        // ... and remembered once it is gone (scaled away): the entry's state since may be its
+        let gone: Vec<BackendPod> = pods
+            .iter()
+            .filter(|p| p.name != "backend-1")
+            .cloned()
+            .collect();
+        let after = one_director_pass(ring.clone(), &gone, &sitting);
+        assert_eq!(
+            taken(&after),
+            (Some("backend-0".into()), Some("backend-1".into()))
+        );
+        let f = after.stood_for().into_iter().find(|f| f.ip == ip0).unwrap();
+        assert_eq!(f.taken_by.as_deref(), Some("backend-1"));
+        // never sat on: nothing remembered
+        assert_eq!(taken(&one_director_pass(ring, &pods, &moved)).1, None);
     }
 
     #[test]

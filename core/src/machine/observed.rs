@@ -226,9 +226,22 @@ impl Observed {
     }
 
     /// Whether the state at `ip` is another backend's, not `pod`'s: its entry
-    /// (`entry_of_other`), or its count (`count_of_other`). No human's change there is `pod`'s.
+    /// (`entry_of_other`), its count (`count_of_other`), or another pod sat there since `pod` left
+    /// (`taken_since`). No human's change there is `pod`'s.
     pub fn others_state_at(&self, ip: &str, pod: &str) -> bool {
-        self.entry_of_other(ip, pod).is_some() || self.count_of_other(ip, pod).is_some()
+        self.entry_of_other(ip, pod).is_some()
+            || self.count_of_other(ip, pod).is_some()
+            || self.taken_since(ip, pod)
+    }
+
+    /// Whether the ring's pass saw another pod at `ip` since `pod` left it
+    /// (`RingHostStatus::taken_by`), while `pod` is not there: what the entry shows since may be
+    /// that pod's doing.
+    pub fn taken_since(&self, ip: &str, pod: &str) -> bool {
+        !self.is_at(pod, ip)
+            && self.ring_former.iter().any(|f| {
+                f.ip == ip && f.pod == pod && f.taken_by.as_deref().is_some_and(|t| t != pod)
+            })
     }
 
     /// The backend pod other than `pod` that has `ip` now, if any.

@@ -904,6 +904,7 @@ impl Lab {
                     vhosts: 0,
                     up: false,
                     counts_for: None,
+                    taken_by: None,
                 })
                 .collect(),
             ring_unready,

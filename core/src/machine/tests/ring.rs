@@ -718,6 +718,7 @@ fn a_moved_pod_rejoins_by_the_entry_whose_count_is_its_own() {
                 vhosts: v,
                 up: true,
                 counts_for: counts.map(Into::into),
+                taken_by: None,
             });
         }
         let d = decide(&s, &status(vec![]), &obs, ts(5));
@@ -764,6 +765,7 @@ fn a_moved_pod_rejoins_at_its_own_state_where_another_pods_rejoin_put_that_pod_b
             vhosts: 100,
             up: true,
             counts_for: counted.then(|| "mx-0".into()),
+            taken_by: None,
         });
         let d = decide(&s, &status(vec![]), &obs, ts(5));
         let Decision::Begin(back) = &d else {
@@ -795,6 +797,7 @@ fn an_outdated_pod_at_the_ip_its_record_finished_at_has_not_moved() {
         vhosts: 50,
         up: true,
         counts_for: None,
+        taken_by: None,
     });
     let d = decide(&s, &status(vec![r]), &obs, ts(5));
     assert!(!matches!(&d, Decision::Begin(b) if b.rejoin), "{d:?}");
@@ -1020,6 +1023,7 @@ fn a_slot_is_kept_until_the_rings_pass_knows_the_new_entry() {
         vhosts: 100,
         up: true,
         counts_for: None,
+        taken_by: None,
     };
     let at_new = |o: &mut Observed| {
         o.pods[0].ip = Some(new_ip.into());
@@ -1219,6 +1223,7 @@ fn a_backend_an_undo_put_back_at_a_new_ip_waits_for_the_rings_pass() {
                 vhosts: 100,
                 up: true,
                 counts_for: counts.map(Into::into),
+                taken_by: None,
             });
         }
         let case = (new, seen, failed);
@@ -1316,6 +1321,7 @@ fn an_entry_the_ring_counts_for_another_pod_is_not_read_for_a_human_by_the_pod_t
             vhosts: 100,
             up: true,
             counts_for: Some(counts.into()),
+            taken_by: None,
         });
         assert_eq!(obs.count_of_other(&r.ip, "backend-0").is_some(), !human);
         let mut st = status(vec![r.clone()]);
@@ -1333,6 +1339,37 @@ fn an_entry_the_ring_counts_for_another_pod_is_not_read_for_a_human_by_the_pod_t
         vhosts: 100,
         up: true,
         counts_for: Some("mx-0".into()),
+        taken_by: None,
     });
     assert_eq!(obs.count_of_other(&r.ip, "backend-0"), None);
+}
+
+#[test]
+fn no_humans_change_is_read_at_an_entry_another_pod_sat_at_since_its_pod_left() {
+    let ip = "10.0.0.11";
+    let entry = |taken_by: Option<&str>| crate::api::StoodFor {
+        ip: ip.into(),
+        pod: "backend-0".into(),
+        vhosts: 100,
+        up: true,
+        counts_for: Some("backend-0".into()),
+        taken_by: taken_by.map(str::to_string),
+    };
+    // (who sat there since backend-0 left, backend-0 there again) -> another's state
+    for (taken_by, back, want) in [
+        (None, false, false),
+        (Some("mx-1"), false, true),
+        (Some("mx-1"), true, false),
+    ] {
+        let mut obs = Observed::default();
+        obs.ring_former.push(entry(taken_by));
+        if back {
+            obs.pods.push(PodView {
+                ip: Some(ip.into()),
+                ..fixtures::pod(0, NEW)
+            });
+        }
+        assert_eq!(obs.taken_since(ip, "backend-0"), want, "{taken_by:?} {back}");
+        assert_eq!(obs.others_state_at(ip, "backend-0"), want, "{taken_by:?} {back}");
+    }
 }

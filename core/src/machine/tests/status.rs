@@ -764,6 +764,7 @@ fn a_restore_at_another_pods_entry_writes_what_it_saw_there_first_and_reads_only
         vhosts: 60,
         up: true,
         counts_for: None,
+        taken_by: None,
     }];
     // (the ring's record of the new entry, what the restore saw, count shown now)
     //   -> (must see first, new entry read, count recorded)
