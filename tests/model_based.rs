@@ -2955,3 +2955,35 @@ fn found_a_rejoins_down_at_another_pods_entry_is_not_a_humans_once_its_pod_is_sc
         ],
     );
 }
+
+/// Shrunk by the model (seed 7 with `PodTakesOldIp` and the node events drawn; this sequence
+/// has no node event); fixed: a rejoin's re-assert was cut short after zeroing the pod's old
+/// entry (its status lost), the rejoin was dropped for want of room, and the next rejoin took
+/// the 0 for the pod's count and put it back at 0. An old entry at 0 vhosts is out, down yet
+/// or not: the ring's record of the pod's state there is what it rejoins at.
+#[test]
+fn found_a_rejoin_after_one_cut_short_at_its_zeroing_keeps_the_pods_count() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [2, 1],
+            both: false,
+        },
+        &[
+            CreateDbu(1),
+            PodMoved(0),
+            Pass(1),
+            PodTakesOldIp(2),
+            StatusConflict(0),
+            Pass(1),
+            Pass(1),
+            RingPass,
+            RingPass,
+            Pass(1),
+            RingPass,
+            Pass(0),
+            Kill(1, 2),
+            Pass(0),
+        ],
+    );
+}

@@ -637,8 +637,11 @@ fn rejoin(
         // ... and with no record here, the ring's record of its state there, as when the pod
         // left it, where the entry was changed since by the operator: for the pod that has the
         // IP now, or taken out (0 vhosts, down) by a rejoin of this pod that was dropped before
-        // it put the pod back (found by the model); a human's change to it is kept
-        let taken_out = old.vhosts == 0 && !old.up;
+        // it put the pod back (found by the model); a human's change to it is kept. At 0
+        // vhosts it is out whether or not it is down yet (found by the model: a rejoin's
+        // re-assert cut short after its `update 0`, the rejoin then dropped for want of room,
+        // and the next rejoin took the 0 for the pod's count and put it back at 0)
+        let taken_out = old.vhosts == 0;
         // or put back at another pod's count since: that pod's rejoin holds it in the ring's
         // record, or the ring's pass saw it do so (found by the model: the count another pod's
         // rejoin put back at this pod's old entry was taken for a human's)

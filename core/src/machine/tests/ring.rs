@@ -1369,7 +1369,15 @@ fn no_humans_change_is_read_at_an_entry_another_pod_sat_at_since_its_pod_left() 
                 ..fixtures::pod(0, NEW)
             });
         }
-        assert_eq!(obs.taken_since(ip, "backend-0"), want, "{taken_by:?} {back}");
-        assert_eq!(obs.others_state_at(ip, "backend-0"), want, "{taken_by:?} {back}");
+        assert_eq!(
+            obs.taken_since(ip, "backend-0"),
+            want,
+            "{taken_by:?} {back}"
+        );
+        assert_eq!(
+            obs.others_state_at(ip, "backend-0"),
+            want,
+            "{taken_by:?} {back}"
+        );
     }
 }
