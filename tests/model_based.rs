@@ -2987,3 +2987,31 @@ fn found_a_rejoin_after_one_cut_short_at_its_zeroing_keeps_the_pods_count() {
         ],
     );
 }
+
+/// Shrunk by the model (seed 31337 with `PodTakesOldIp` and the node events drawn); fixed: a
+/// pod's rejoin put it in at a new IP and the pod moved on before any ring's pass saw it there;
+/// the ring's pass, first seeing that host, kept no state for the pod it stood for, so once the
+/// operator took the entry out, the pod rejoined elsewhere at 0 vhosts, down. A host first seen
+/// serving keeps that state for the pod it stands for (`face::former_state`).
+#[test]
+fn found_a_host_first_seen_after_its_pod_left_keeps_the_state_it_served_with() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 1],
+            both: true,
+        },
+        &[
+            PodMoved(1),
+            NodeCordoned(0),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            PodDeleted(6),
+            Pass(1),
+            Pass(1),
+            PodTakesOldIp(1),
+        ],
+    );
+}

@@ -321,19 +321,26 @@ fn former_state(prev: &DovecotRingStatus, now: &RingHost, f: &str) -> (Option<u3
     let ip = now.ip.as_str();
     if let Some(h) = prev.hosts.iter().find(|h| h.ip == ip) {
         return match h.former_pod.as_deref() {
-            Some(was) if was == f => (h.former_vhosts, h.former_up),
+            Some(was) if was == f && h.former_vhosts.is_some() => (h.former_vhosts, h.former_up),
             // taken out for `f` itself while it sat there: as it was before that
             None if now.vhosts == 0 && h.former_vhosts.is_some() => (h.former_vhosts, h.former_up),
             _ if now.vhosts == 0 && !now.up => (Some(h.vhosts), Some(h.up)),
             _ => (Some(now.vhosts), Some(now.up)),
         };
     }
+    // a host added since (a rejoin put `f` in at it, and `f` left before a pass saw it there):
+    // the left-out record's state, else the host's as read now while it serves (found by the
+    // model: kept as nothing, the host's count then stood for `f` as read, and once the
+    // operator took the entry out `f` rejoined elsewhere at 0 vhosts, down)
     prev.out
         .iter()
         .find(|h| h.ip == ip && h.pod == f)
         .and_then(|h| h.left_out.as_ref())
-        .map_or((None, None), |l| {
-            (Some(l.record.original_vhosts), Some(l.record.restores_up()))
+        .map(|l| (Some(l.record.original_vhosts), Some(l.record.restores_up())))
+        .unwrap_or(if now.vhosts > 0 {
+            (Some(now.vhosts), Some(now.up))
+        } else {
+            (None, None)
         })
 }
 
