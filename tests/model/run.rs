@@ -489,11 +489,14 @@ impl Run {
                 // sits at: pods that take each other's entries (a swap, a chain) before any of
                 // them rejoins keep the entries' counts, which the ring's record cannot tell
                 // apart (a limit in docs/design.md)
-                let chained = st.squatting.iter().any(|q| {
-                    st.pods
-                        .get(q)
-                        .is_some_and(|p| st.left_by.get(&p.ip).map(String::as_str) == Some(name))
-                });
+                // (nor by a pod that sits at another pod's old IP itself: it hops on before it
+                // rejoins, a chain; seed 7 drew one through an IP the ring no longer had)
+                let chained = st.squatting.contains(name)
+                    || st.squatting.iter().any(|q| {
+                        st.pods.get(q).is_some_and(|p| {
+                            st.left_by.get(&p.ip).map(String::as_str) == Some(name)
+                        })
+                    });
                 let free: Vec<String> = st
                     .ip_owner
                     .iter()
