@@ -54,13 +54,19 @@ def rules_with(docs, resource):
     ]
 
 
-# defaults: namespaced, two replicas, no optional objects
+# defaults: namespaced, two replicas, no optional objects; node maintenance on (its ClusterRole)
 docs = render()
 check(
     kinds(docs)
-    == ["Deployment", "PodDisruptionBudget", "Role", "Role", "RoleBinding", "RoleBinding", "Service", "ServiceAccount"],
+    == ["ClusterRole", "ClusterRoleBinding", "Deployment", "PodDisruptionBudget", "Role", "Role", "RoleBinding",
+        "RoleBinding", "Service", "ServiceAccount"],
     f"default objects: {kinds(docs)}",
 )
+# node maintenance: nodes read cluster-wide, never changed; the rings' budgets in the watched namespace
+node_rules = [r for d in docs if d["kind"] == "ClusterRole" for r in d["rules"]]
+check(node_rules == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}],
+      f"the only cluster-wide rule: get, list, watch on nodes ({node_rules})")
+check(rules_with(docs, "poddisruptionbudgets") == [("Role", "ops")], "budgets only in the watched namespace")
 check(rules_with(docs, "secrets") == [], "no access to secrets")
 check(all("*" not in r.get("resources", []) + r.get("verbs", []) for d in docs if "rules" in d for r in d["rules"]), "no wildcards in RBAC")
 check(rules_with(docs, "pods/exec") == [("Role", "ops")], "pods/exec only in the watched namespace")
@@ -84,6 +90,16 @@ check(env.get("METRICS_ADDR") == "0.0.0.0:8080", "metrics address")
 svc = one(docs, "Service")
 check(svc["spec"]["ports"][0]["targetPort"] == "metrics", "metrics Service")
 check(one(docs, "PodDisruptionBudget")["spec"]["minAvailable"] == 1, "PDB keeps one replica")
+
+env = {e["name"]: e.get("value") for e in c["env"]}
+check(env.get("NODE_MAINTENANCE") == "true" and env.get("MAINTENANCE_TAINTS") == "", "node maintenance on, no taint named")
+docs = render("nodeMaintenance.enabled=false")
+check("ClusterRole" not in kinds(docs) and "ClusterRoleBinding" not in kinds(docs), "node maintenance off: nothing cluster-wide")
+env = {e["name"]: e.get("value") for e in one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+check(env.get("NODE_MAINTENANCE") == "false", "node maintenance off: NODE_MAINTENANCE=false")
+env = {e["name"]: e.get("value") for e in one(render("nodeMaintenance.taints={example.com/upgrade,kured}"), "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+check(env.get("MAINTENANCE_TAINTS") == "example.com/upgrade,kured", "maintenance taints joined for the operator")
+check(rejected("nodeMaintenance.taints={a b}"), "schema rejects a taint key with a space")
 
 # mail backends in another namespace: exec there only, the Lease stays home
 docs = render("watchNamespace=mail")
