@@ -229,25 +229,18 @@ async fn claim(
         return Err("the ring's lock was not read".into());
     };
     let me = &cx.obs.me;
+    let rec = |p: &String| status.backends.iter().find(|r| &r.pod == p);
     let mine: Vec<machine::RingHolder> = pods
         .iter()
         .map(|p| machine::RingHolder {
             dbu: me.clone(),
             pod: p.clone(),
-            ip: status
-                .backends
-                .iter()
-                .find(|r| &r.pod == p)
+            ip: rec(p)
                 .map(|r| r.new_ip.clone().unwrap_or_else(|| r.ip.clone()))
                 .unwrap_or_default(),
             max_unavailable: u32::try_from(cx.s.max_unavailable).unwrap_or(u32::MAX),
             left_out: None,
-            reason: status
-                .backends
-                .iter()
-                .find(|r| &r.pod == p)
-                .and_then(|r| r.relocation.as_deref())
-                .map(|why| format!("relocating for node maintenance ({why})")),
+            reason: rec(p).and_then(|r| r.out_reason()),
         })
         .collect();
     // a deleted DBU's left-out backends are never "mine", even under the same name

@@ -328,6 +328,13 @@ pub struct StepError {
 }
 
 impl BackendStatus {
+    /// Why the ring's record holds this backend out besides a rollout (`RingHolder::reason`).
+    pub fn out_reason(&self) -> Option<String> {
+        self.relocation
+            .as_deref()
+            .map(|why| format!("relocating for node maintenance ({why})"))
+    }
+
     /// Whether the operator puts the backend `up` when it restores it: only if it was up before.
     pub fn restores_up(&self) -> bool {
         self.original_up != Some(false)

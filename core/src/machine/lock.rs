@@ -270,22 +270,21 @@ pub fn leave_out(
         .filter(|h| h.left_out.is_some() || !left.iter().any(|r| r.pod == h.pod))
         .cloned()
         .collect();
-    holders.extend(left.iter().filter(|r| !unclaimed(&r.pod)).map(|r| {
-        RingHolder {
-            dbu: dbu.to_string(),
-            pod: r.pod.clone(),
-            ip: r.new_ip.clone().unwrap_or_else(|| r.ip.clone()),
-            max_unavailable,
-            left_out: Some(Box::new(LeftOut {
-                stateful_set: sts.to_string(),
-                record: r.clone(),
-            })),
-            reason: r
-                .relocation
-                .as_deref()
-                .map(|why| format!("relocating for node maintenance ({why})")),
-        }
-    }));
+    holders.extend(
+        left.iter()
+            .filter(|r| !unclaimed(&r.pod))
+            .map(|r| RingHolder {
+                dbu: dbu.to_string(),
+                pod: r.pod.clone(),
+                ip: r.new_ip.clone().unwrap_or_else(|| r.ip.clone()),
+                max_unavailable,
+                left_out: Some(Box::new(LeftOut {
+                    stateful_set: sts.to_string(),
+                    record: r.clone(),
+                })),
+                reason: r.out_reason(),
+            }),
+    );
     holders
 }
 

@@ -25,6 +25,18 @@ fn pod(i: u32, rev: &str) -> PodView {
     fixtures::pod(i, rev)
 }
 
+/// The ring's record of a host standing for `pod` at `vhosts`, up, its count that pod's.
+fn stood(ip: &str, pod: &str, vhosts: u32) -> crate::api::StoodFor {
+    crate::api::StoodFor {
+        ip: ip.into(),
+        pod: pod.into(),
+        vhosts,
+        up: true,
+        counts_for: None,
+        taken_by: None,
+    }
+}
+
 fn host(i: u32, vhosts: u32, up: bool, users: u64) -> RingHost {
     fixtures::host(i, vhosts, up, users)
 }

@@ -713,12 +713,8 @@ fn a_moved_pod_rejoins_by_the_entry_whose_count_is_its_own() {
         obs.ring = Some(ring);
         for (at, v, counts) in [(landed, 100, counts_there), ("127.0.0.12", 50, None)] {
             obs.ring_former.push(crate::api::StoodFor {
-                ip: at.into(),
-                pod: "backend-1".into(),
-                vhosts: v,
-                up: true,
                 counts_for: counts.map(Into::into),
-                taken_by: None,
+                ..stood(at, "backend-1", v)
             });
         }
         let d = decide(&s, &status(vec![]), &obs, ts(5));
@@ -760,12 +756,8 @@ fn a_moved_pod_rejoins_at_its_own_state_where_another_pods_rejoin_put_that_pod_b
         obs.pods[0].ip = Some("127.0.0.77".into());
         obs.ring.as_mut().unwrap()[0].vhosts = 50;
         obs.ring_former.push(crate::api::StoodFor {
-            ip: old_ip.into(),
-            pod: "backend-0".into(),
-            vhosts: 100,
-            up: true,
             counts_for: counted.then(|| "mx-0".into()),
-            taken_by: None,
+            ..stood(old_ip, "backend-0", 100)
         });
         let d = decide(&s, &status(vec![]), &obs, ts(5));
         let Decision::Begin(back) = &d else {
@@ -791,14 +783,7 @@ fn an_outdated_pod_at_the_ip_its_record_finished_at_has_not_moved() {
     let mut obs = world();
     obs.pods = (0..3).map(|i| pod(i, OLD)).collect();
     obs.pods[1].ip = Some("127.0.0.77".into());
-    obs.ring_former.push(crate::api::StoodFor {
-        ip: "127.0.0.12".into(),
-        pod: "backend-1".into(),
-        vhosts: 50,
-        up: true,
-        counts_for: None,
-        taken_by: None,
-    });
+    obs.ring_former.push(stood("127.0.0.12", "backend-1", 50));
     let d = decide(&s, &status(vec![r]), &obs, ts(5));
     assert!(!matches!(&d, Decision::Begin(b) if b.rejoin), "{d:?}");
 }
@@ -1017,14 +1002,7 @@ fn a_slot_is_kept_until_the_rings_pass_knows_the_new_entry() {
         left_out: None,
         reason: None,
     };
-    let seen = || crate::api::StoodFor {
-        ip: new_ip.into(),
-        pod: "backend-0".into(),
-        vhosts: 100,
-        up: true,
-        counts_for: None,
-        taken_by: None,
-    };
+    let seen = || stood(new_ip, "backend-0", 100);
     let at_new = |o: &mut Observed| {
         o.pods[0].ip = Some(new_ip.into());
         o.pods[0].revision = Some(NEW.into());
@@ -1218,12 +1196,8 @@ fn a_backend_an_undo_put_back_at_a_new_ip_waits_for_the_rings_pass() {
         obs.ring = Some(vec![crate::fixtures::host(0, 0, false, 0)]);
         if let Some((pod, counts)) = seen {
             obs.ring_former.push(crate::api::StoodFor {
-                ip: new_ip.into(),
-                pod: pod.into(),
-                vhosts: 100,
-                up: true,
                 counts_for: counts.map(Into::into),
-                taken_by: None,
+                ..stood(new_ip, pod, 100)
             });
         }
         let case = (new, seen, failed);
@@ -1316,12 +1290,8 @@ fn an_entry_the_ring_counts_for_another_pod_is_not_read_for_a_human_by_the_pod_t
         obs.pods[0].ip = Some("127.0.0.99".into());
         obs.ring = Some(vec![crate::fixtures::host(0, 50, false, 0)]);
         obs.ring_former.push(crate::api::StoodFor {
-            ip: r.ip.clone(),
-            pod: "backend-0".into(),
-            vhosts: 100,
-            up: true,
             counts_for: Some(counts.into()),
-            taken_by: None,
+            ..stood(&r.ip, "backend-0", 100)
         });
         assert_eq!(obs.count_of_other(&r.ip, "backend-0").is_some(), !human);
         let mut st = status(vec![r.clone()]);
@@ -1334,12 +1304,8 @@ fn an_entry_the_ring_counts_for_another_pod_is_not_read_for_a_human_by_the_pod_t
     // the pod at the entry is what it stands for: never another's count there
     let mut obs = world();
     obs.ring_former.push(crate::api::StoodFor {
-        ip: r.ip.clone(),
-        pod: "backend-0".into(),
-        vhosts: 100,
-        up: true,
         counts_for: Some("mx-0".into()),
-        taken_by: None,
+        ..stood(&r.ip, "backend-0", 100)
     });
     assert_eq!(obs.count_of_other(&r.ip, "backend-0"), None);
 }
@@ -1348,12 +1314,9 @@ fn an_entry_the_ring_counts_for_another_pod_is_not_read_for_a_human_by_the_pod_t
 fn no_humans_change_is_read_at_an_entry_another_pod_sat_at_since_its_pod_left() {
     let ip = "10.0.0.11";
     let entry = |taken_by: Option<&str>| crate::api::StoodFor {
-        ip: ip.into(),
-        pod: "backend-0".into(),
-        vhosts: 100,
-        up: true,
         counts_for: Some("backend-0".into()),
         taken_by: taken_by.map(str::to_string),
+        ..stood(ip, "backend-0", 100)
     };
     // (who sat there since backend-0 left, backend-0 there again) -> another's state
     for (taken_by, back, want) in [

@@ -758,14 +758,7 @@ fn a_restore_at_another_pods_entry_writes_what_it_saw_there_first_and_reads_only
     use crate::machine::fold::{keep_human_count, new_entry_read};
     use crate::machine::judge::restore_must_see;
     let new_ip = crate::fixtures::backend_ip(5);
-    let theirs = vec![crate::api::StoodFor {
-        ip: new_ip.clone(),
-        pod: "backend-9".into(),
-        vhosts: 60,
-        up: true,
-        counts_for: None,
-        taken_by: None,
-    }];
+    let theirs = vec![stood(&new_ip, "backend-9", 60)];
     // (the ring's record of the new entry, what the restore saw, count shown now)
     //   -> (must see first, new entry read, count recorded)
     let t = [
