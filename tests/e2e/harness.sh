@@ -94,6 +94,11 @@ if [[ ! -f "$pki/ca.crt" ]]; then
   # the API server's client cert for exec, logs and port-forward through the kubelet
   cert node-serving "/CN=${NODE_NAME:-node-1}" "IP:$ADDR,DNS:${NODE_NAME:-node-1}"
   cert node-client "/O=system:nodes/CN=system:node:${NODE_NAME:-node-1}"
+  # more nodes beside it (node.sh's NODES=2): EXTRA_NODES="name=address ..."
+  for n in ${EXTRA_NODES:-}; do
+    cert "${n%%=*}-serving" "/CN=${n%%=*}" "IP:${n#*=},DNS:${n%%=*}"
+    cert "${n%%=*}-client" "/O=system:nodes/CN=system:node:${n%%=*}"
+  done
   cert kube-proxy "/CN=system:kube-proxy"
   cert apiserver-kubelet "/O=system:masters/CN=kube-apiserver-kubelet-client"
   openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null

@@ -60,12 +60,14 @@ dir="${2:?state folder}"; shift 2
 NODE_NAME=node-1 ADDR=10.88.0.1 CGROUP="${CGROUP:-dbu-e2e-node}"  # CGROUP: the kubelet's cgroup root, one per run
 log() { echo "node: $*" >&2; }
 
-remove_cgroups() { # depth-first, in every v1 hierarchy: what the kubelet and runc made under ours
-  local h
+remove_cgroups() { # depth-first, in every v1 hierarchy: what the kubelets and runc made under ours
+  local h c
   for h in /sys/fs/cgroup/*/; do
-    [[ -d "$h$CGROUP" ]] || continue
-    find "$h$CGROUP" -depth -type d -exec rmdir {} + 2>/dev/null || true
-    [[ -d "$h$CGROUP" ]] && log "left a cgroup: $h$CGROUP"
+    for c in "$CGROUP" "$CGROUP-node-2"; do
+      [[ -d "$h$c" ]] || continue
+      find "$h$c" -depth -type d -exec rmdir {} + 2>/dev/null || true
+      [[ -d "$h$c" ]] && log "left a cgroup: $h$c"
+    done
   done
   return 0
 }
@@ -88,8 +90,9 @@ if [[ "$cmd" == run ]]; then
   procs="$(pgrep -f "$dir/" | tr '\n' ' ' || true)"
   [[ -n "$procs" ]] && left+=" processes ($procs)"
   grep -q " $dir" /proc/self/mountinfo && left+=" mounts"
-  ls -d /sys/fs/cgroup/*/"$CGROUP" >/dev/null 2>&1 && left+=" cgroups"
+  { ls -d /sys/fs/cgroup/*/"$CGROUP" || ls -d /sys/fs/cgroup/*/"$CGROUP-node-2"; } >/dev/null 2>&1 && left+=" cgroups"
   ip link show cni0 >/dev/null 2>&1 && left+=" a bridge in the host's namespace"
+  ip link show cni1 >/dev/null 2>&1 && left+=" a bridge in the host's namespace"
   [[ -e /run/containerd ]] && left+=" /run/containerd"
   ls /run/netns 2>/dev/null | grep -q '^cni-' && left+=" network namespaces"
   if [[ -n "$left" ]]; then echo "not ok - node teardown left:$left"; rc=1; else echo "ok - node teardown left no processes, mounts, cgroups, namespaces or bridges"; fi
@@ -99,25 +102,43 @@ fi
 
 NODEBIN="$("$here/build-node.sh")"
 export PATH="$NODEBIN:$PATH"
-mkdir -p "$dir"/{logs,containerd,kubelet,pod-logs,cni/net.d,cni/ipam,pv}
+# NODES=2 adds node-2 beside node-1 (a second containerd and kubelet, their own bridge cni1
+# 10.88.1.1/24 routed to cni0 inside this namespace), cordoned until a test uncordons it: what a
+# single-node suite sees is unchanged, and a drain test has somewhere to go.
+NODES="${NODES:-1}"
+NODE2_ADDR=10.88.1.1
+mkdir -p "$dir"/{logs,pv}
 # kubelet and containerd bind-mount into this namespace only; `shared` inside, private to the host
 mount --make-rshared /
-# runc's state and the shims' sockets are under /run/containerd whatever the config says
+# the shims' sockets (and runc's state, but for the Root each node's config sets) are under
+# /run/containerd whatever the config says: a /run of this namespace's own
 mount -t tmpfs -o mode=0755 tmpfs /run
-# static PersistentVolumes (node/mail/volumes.yaml) live under /mnt, in this namespace only
+# static PersistentVolumes (node/mail/volumes.yaml) live under /mnt, in this namespace only; every
+# node here sees the same /mnt, as nodes see a network volume
 mount --bind "$dir/pv" /mnt
 
 ip link set lo up
 # A fixed address: a bridge without one takes its lowest port's and changes it when that pod goes,
 # and the pods' ARP entries for the node then point nowhere until they expire (CI once saw an
 # LMTP session from the node stall 10 s while the operator's old pods were deleted).
-ip link add cni0 address 02:db:00:00:00:01 type bridge
-ip addr add "$ADDR/24" dev cni0
-ip link set cni0 up
+bridge() { # name mac address/24
+  ip link add "$1" address "$2" type bridge
+  ip addr add "$3/24" dev "$1"
+  ip link set "$1" up
+}
+bridge cni0 02:db:00:00:00:01 "$ADDR"
+((NODES < 2)) || bridge cni1 02:db:00:00:01:01 "$NODE2_ADDR"
 sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 net.ipv4.conf.all.route_localnet=1
 
+# each node's folder: node-1's is $dir itself (suites find its socket at $dir/containerd), node-2's
+# $dir/node-2; their logs all in $dir/logs
+node_dirs() { echo "$dir"; ((NODES < 2)) || echo "$dir/node-2"; }
+sfx() { [[ "$1" == "$NODE_NAME" ]] || echo "-$1"; }   # node-2's files: kubelet-node-2.log and so on
+ctr_() { ctr --address "$dir/containerd/containerd.sock" "$@"; }
+tasks_left() { local nd; for nd in $(node_dirs); do ctr --address "$nd/containerd/containerd.sock" -n k8s.io tasks ls -q 2>/dev/null; done; }
+
 teardown() {
-  local rc=$?
+  local rc=$? nd
   set +e
   log "teardown"
   if [[ -f "$dir/admin.kubeconfig" ]]; then
@@ -129,33 +150,48 @@ teardown() {
       sleep 1
     done
   fi
-  for n in kube-proxy kubelet kube-scheduler; do [[ -f "$dir/$n.pid" ]] && kill "$(cat "$dir/$n.pid")" 2>/dev/null; done
+  for n in kube-proxy kube-scheduler; do [[ -f "$dir/$n.pid" ]] && kill "$(cat "$dir/$n.pid")" 2>/dev/null; done
+  for nd in $(node_dirs); do [[ -f "$nd/kubelet.pid" ]] && kill "$(cat "$nd/kubelet.pid")" 2>/dev/null; done
   sleep 1
-  if [[ -S "$dir/containerd/containerd.sock" ]]; then
-    for t in $(ctr_ -n k8s.io tasks ls -q 2>/dev/null); do ctr_ -n k8s.io tasks kill -s KILL "$t" >/dev/null 2>&1; done
-  fi
-  [[ -f "$dir/containerd.pid" ]] && kill "$(cat "$dir/containerd.pid")" 2>/dev/null
+  for nd in $(node_dirs); do
+    if [[ -S "$nd/containerd/containerd.sock" ]]; then
+      for t in $(ctr --address "$nd/containerd/containerd.sock" -n k8s.io tasks ls -q 2>/dev/null); do
+        ctr --address "$nd/containerd/containerd.sock" -n k8s.io tasks kill -s KILL "$t" >/dev/null 2>&1
+      done
+    fi
+    [[ -f "$nd/containerd.pid" ]] && kill "$(cat "$nd/containerd.pid")" 2>/dev/null
+  done
   API_ADDRESS="$ADDR" "$here/harness.sh" down "$dir"
   # the shims and anything else still here die with this PID namespace; mounts with its mount namespace
   exit $rc
 }
 trap teardown EXIT
 
-ctr_() { ctr --address "$dir/containerd/containerd.sock" "$@"; }
-tasks_left() { ctr_ -n k8s.io tasks ls -q 2>/dev/null; }
-
-API_ADDRESS="$ADDR" NODE_NAME="$NODE_NAME" API_PORT=6443 "$here/harness.sh" up "$dir"
+extra=""; ((NODES < 2)) || extra="node-2=$NODE2_ADDR"
+API_ADDRESS="$ADDR" NODE_NAME="$NODE_NAME" API_PORT=6443 EXTRA_NODES="$extra" "$here/harness.sh" up "$dir"
 export KUBECONFIG="$dir/admin.kubeconfig"
 pki="$dir/pki"
 
-log "starting containerd $(containerd --version | awk '{print $3}')"
 pause_tag="$(cat "$NODEBIN/pause.tag")"
-cat > "$dir/containerd/config.toml" <<TOML
+img="$dir/images"; mkdir -p "$img"
+python3 "$here/node-images.py" pause "$NODEBIN/pause" "$pause_tag" "$img/pause.tar" >/dev/null
+python3 "$here/node-images.py" coredns "$NODEBIN/coredns" "$("$NODEBIN/coredns" -version | awk -F'[- ]' '/CoreDNS/ {print $2; exit}')" "$img/coredns.tar" >/dev/null
+
+# A node's runtime: containerd with its own root, state, socket, NRI socket and runc root under
+# ND (the shims' sockets under /run/containerd/s are named from the containerd socket's path, so
+# two do not collide), a CNI bridge network on BRIDGE for the pods' SUBNET, the images imported.
+start_containerd() { # name nd bridge subnet gateway
+  local name="$1" nd="$2" logf="$dir/logs/containerd$(sfx "$1").log" t
+  mkdir -p "$nd"/{containerd,kubelet,pod-logs,cni/net.d,cni/ipam}
+  log "starting containerd $(containerd --version | awk '{print $3}') for $name"
+  cat > "$nd/containerd/config.toml" <<TOML
 version = 4
-root = "$dir/containerd/root"
-state = "$dir/containerd/state"
+root = "$nd/containerd/root"
+state = "$nd/containerd/state"
 [plugins.'io.containerd.server.v1.grpc']
-  address = "$dir/containerd/containerd.sock"
+  address = "$nd/containerd/containerd.sock"
+[plugins.'io.containerd.nri.v1.nri']
+  socket_path = "$nd/containerd/nri.sock"
 [plugins.'io.containerd.cri.v1.images']
   snapshotter = "overlayfs"
   [plugins.'io.containerd.cri.v1.images'.pinned_images]
@@ -168,70 +204,39 @@ state = "$dir/containerd/state"
   enable_criu = false
   [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
     BinaryName = "/usr/sbin/runc"
+    Root = "$nd/containerd/runc"
     SystemdCgroup = false
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = ["/usr/lib/cni"]
-    conf_dir = "$dir/cni/net.d"
+    conf_dir = "$nd/cni/net.d"
 [plugins.'io.containerd.grpc.v1.cri']
   stream_server_address = "127.0.0.1"
 TOML
-cat > "$dir/cni/net.d/10-e2e.conflist" <<JSON
+  cat > "$nd/cni/net.d/10-e2e.conflist" <<JSON
 {"cniVersion": "1.0.0", "name": "e2e", "plugins": [
-  {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
-   "ipam": {"type": "host-local", "dataDir": "$dir/cni/ipam",
-            "ranges": [[{"subnet": "10.88.0.0/24", "gateway": "$ADDR"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+  {"type": "bridge", "bridge": "$3", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+   "ipam": {"type": "host-local", "dataDir": "$nd/cni/ipam",
+            "ranges": [[{"subnet": "$4", "gateway": "$5"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
   {"type": "portmap", "capabilities": {"portMappings": true}}
 ]}
 JSON
-containerd --config "$dir/containerd/config.toml" > "$dir/logs/containerd.log" 2>&1 &
-echo $! > "$dir/containerd.pid"
-for i in $(seq 100); do ctr_ version >/dev/null 2>&1 && break; [[ $i == 100 ]] && { tail "$dir/logs/containerd.log"; exit 1; }; sleep 0.2; done
-
-log "importing images"
-img="$dir/images"; mkdir -p "$img"
-python3 "$here/node-images.py" pause "$NODEBIN/pause" "$pause_tag" "$img/pause.tar" >/dev/null
-python3 "$here/node-images.py" coredns "$NODEBIN/coredns" "$("$NODEBIN/coredns" -version | awk -F'[- ]' '/CoreDNS/ {print $2; exit}')" "$img/coredns.tar" >/dev/null
-for t in "$img"/*.tar ${IMAGES:+"$IMAGES"/*.tar}; do
-  ctr_ -n k8s.io images import --local "$t" >/dev/null || { log "import of $t failed"; exit 1; }
-done
+  containerd --config "$nd/containerd/config.toml" > "$logf" 2>&1 &
+  echo $! > "$nd/containerd.pid"
+  for i in $(seq 100); do
+    ctr --address "$nd/containerd/containerd.sock" version >/dev/null 2>&1 && break
+    [[ $i == 100 ]] && { tail "$logf"; exit 1; }
+    sleep 0.2
+  done
+  log "importing images into $name"
+  for t in "$img"/*.tar ${IMAGES:+"$IMAGES"/*.tar}; do
+    ctr --address "$nd/containerd/containerd.sock" -n k8s.io images import --local "$t" >/dev/null || { log "import of $t failed"; exit 1; }
+  done
+}
+start_containerd node-1 "$dir" cni0 10.88.0.0/24 "$ADDR"
+((NODES < 2)) || start_containerd node-2 "$dir/node-2" cni1 10.88.1.0/24 "$NODE2_ADDR"
 ctr_ -n k8s.io images ls -q | sed 's/^/node: image /' >&2
 
-# the kubelet's cgroup root, in every hierarchy (cpuset needs its cpus and mems filled)
-for h in /sys/fs/cgroup/*/; do
-  [[ -e "$h/tasks" ]] || continue
-  mkdir -p "$h$CGROUP"
-  if [[ -e "$h/cpuset.cpus" ]]; then cat "$h/cpuset.cpus" > "$h$CGROUP/cpuset.cpus"; cat "$h/cpuset.mems" > "$h$CGROUP/cpuset.mems"; fi
-done
 : > "$dir/resolv.conf"   # pods with dnsPolicy Default get no host nameserver
-cat > "$dir/kubelet.yaml" <<YAML
-apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-failCgroupV1: false
-cgroupDriver: cgroupfs
-cgroupRoot: /$CGROUP
-containerRuntimeEndpoint: unix://$dir/containerd/containerd.sock
-address: $ADDR
-port: 10250
-readOnlyPort: 0
-tlsCertFile: $pki/node-serving.crt
-tlsPrivateKeyFile: $pki/node-serving.key
-authentication:
-  anonymous: {enabled: false}
-  webhook: {enabled: true}
-  x509: {clientCAFile: $pki/ca.crt}
-authorization: {mode: Webhook}
-clusterDNS: [10.96.0.10]
-clusterDomain: cluster.local
-resolvConf: $dir/resolv.conf
-podLogsDir: $dir/pod-logs
-failSwapOn: false
-# imported images have no registry to come back from: never collect them
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%}
-syncFrequency: 5s
-fileCheckFrequency: 5s
-YAML
 kubeconfig_for() { # name cert
   cat > "$dir/$1.kubeconfig" <<KC
 apiVersion: v1
@@ -242,7 +247,60 @@ contexts: [{name: e2e, context: {cluster: e2e, user: $1}}]
 current-context: e2e
 KC
 }
-kubeconfig_for kubelet node-client
+# A kubelet: its own cgroup root (in every v1 hierarchy; cpuset needs its cpus and mems filled),
+# root and pod-logs dirs under ND, its serving address and certs; a second one on this machine
+# moves its healthz port off the first's.
+start_kubelet() { # name address nd cgroup-root cert-prefix healthz-port
+  local name="$1" addr="$2" nd="$3" cg="$4" h
+  for h in /sys/fs/cgroup/*/; do
+    [[ -e "$h/tasks" ]] || continue
+    mkdir -p "$h$cg"
+    if [[ -e "$h/cpuset.cpus" ]]; then cat "$h/cpuset.cpus" > "$h$cg/cpuset.cpus"; cat "$h/cpuset.mems" > "$h$cg/cpuset.mems"; fi
+  done
+  cat > "$nd/kubelet.yaml" <<YAML
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+failCgroupV1: false
+cgroupDriver: cgroupfs
+cgroupRoot: /$cg
+containerRuntimeEndpoint: unix://$nd/containerd/containerd.sock
+address: $addr
+port: 10250
+healthzPort: $6
+readOnlyPort: 0
+tlsCertFile: $pki/$5-serving.crt
+tlsPrivateKeyFile: $pki/$5-serving.key
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $pki/ca.crt}
+authorization: {mode: Webhook}
+clusterDNS: [10.96.0.10]
+clusterDomain: cluster.local
+resolvConf: $dir/resolv.conf
+podLogsDir: $nd/pod-logs
+failSwapOn: false
+# imported images have no registry to come back from: never collect them
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%}
+syncFrequency: 5s
+fileCheckFrequency: 5s
+YAML
+  kubeconfig_for "kubelet$(sfx "$name")" "$5-client"
+  log "starting kubelet $(kubelet --version | awk '{print $2}') as $name at $addr"
+  kubelet --config "$nd/kubelet.yaml" --kubeconfig "$dir/kubelet$(sfx "$name").kubeconfig" --root-dir "$nd/kubelet" \
+    --hostname-override "$name" --node-ip "$addr" --v 1 > "$dir/logs/kubelet$(sfx "$name").log" 2>&1 &
+  echo $! > "$nd/kubelet.pid"
+}
+node_ready() { # name
+  for i in $(seq 120); do
+    [[ "$(kubectl get node "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]] && break
+    [[ $i == 120 ]] && { log "$1 not Ready"; tail -30 "$dir/logs/kubelet$(sfx "$1").log" >&2; exit 1; }
+    sleep 0.5
+  done
+  log "node $1 Ready"
+}
 kubeconfig_for kube-proxy kube-proxy
 log "starting kube-scheduler"
 # kube-scheduler exits on purpose when it finds its cache corrupt ("Pod updated on a different
@@ -261,22 +319,21 @@ log "starting kube-scheduler"
   done
 ) &
 echo $! > "$dir/kube-scheduler.pid"
-log "starting kubelet $(kubelet --version | awk '{print $2}')"
-kubelet --config "$dir/kubelet.yaml" --kubeconfig "$dir/kubelet.kubeconfig" --root-dir "$dir/kubelet" \
-  --hostname-override "$NODE_NAME" --node-ip "$ADDR" --v 1 > "$dir/logs/kubelet.log" 2>&1 &
-echo $! > "$dir/kubelet.pid"
+start_kubelet "$NODE_NAME" "$ADDR" "$dir" "$CGROUP" node 10248
+((NODES < 2)) || start_kubelet node-2 "$NODE2_ADDR" "$dir/node-2" "$CGROUP-node-2" node-2 10348
 kubectl create clusterrolebinding e2e-kube-proxy --clusterrole system:node-proxier --user system:kube-proxy >/dev/null
+# one kube-proxy: every node here shares this network namespace and its iptables
 log "starting kube-proxy (iptables)"
 kube-proxy --kubeconfig "$dir/kube-proxy.kubeconfig" --hostname-override "$NODE_NAME" --proxy-mode iptables \
-  --cluster-cidr 10.88.0.0/24 --conntrack-max-per-core 0 --metrics-bind-address 127.0.0.1:10249 \
+  --cluster-cidr 10.88.0.0/16 --conntrack-max-per-core 0 --metrics-bind-address 127.0.0.1:10249 \
   --healthz-bind-address 127.0.0.1:10256 > "$dir/logs/kube-proxy.log" 2>&1 &
 echo $! > "$dir/kube-proxy.pid"
-for i in $(seq 120); do
-  [[ "$(kubectl get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]] && break
-  [[ $i == 120 ]] && { log "node not Ready"; tail -30 "$dir/logs/kubelet.log" >&2; exit 1; }
-  sleep 0.5
-done
-log "node $NODE_NAME Ready"
+node_ready "$NODE_NAME"
+if ((NODES >= 2)); then
+  node_ready node-2
+  kubectl cordon node-2 >/dev/null
+  log "node-2 cordoned: a test uncordons it when it wants pods there"
+fi
 
 log "starting CoreDNS"
 coredns_image="$(ctr_ -n k8s.io images ls -q | grep coredns/coredns: | head -1)"
