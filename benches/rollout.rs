@@ -61,6 +61,14 @@ impl Cluster for TimingCluster<'_> {
         *self.replace.lock().unwrap() += t.elapsed();
         r
     }
+    async fn release_pod(
+        &self,
+        pod: &str,
+        uid: &str,
+        at: k8s_openapi::jiff::Timestamp,
+    ) -> Result<(), ClusterError> {
+        self.lab.release_pod(pod, uid, at).await
+    }
     async fn read_key(
         &self,
         key: &dovecot_upgrade_operator::settings::ObjectKey,

@@ -2887,6 +2887,8 @@ fn a_pod_on_a_cordoned_node_is_relocated_through_the_runbook() {
     let log = v.log.join("\n");
     for seen in [
         "relocation: Some(\"the node of backend-1 is cordoned\")",
+        // Replace leaves the stopped pod to the node's drain, whose eviction deletes it
+        "release pod backend-1: the node's drain evicts it",
         "delete pod backend-1: recreated at rev-2 on another node, 10.0.0.14",
         "doveadm director add 10.0.0.14 50",
         "doveadm director remove 10.0.0.12",

@@ -224,6 +224,7 @@ pub fn pod(i: u32, rev: &str) -> PodView {
         ready: true,
         terminating: false,
         maintenance: None,
+        released: None,
     }
 }
 

@@ -1,5 +1,14 @@
 //! Node maintenance: whether a node is being emptied (cordoned, or a maintenance taint), read from its spec.
 
+/// The label Replace puts on a stopped backend pod under maintenance: the ring's budget does not
+/// cover a pod with it, so the node drain's next eviction deletes that pod (and the drain, which
+/// keeps evicting by name, never meets its successor; see `judge::evict_first`).
+pub const RELEASED_LABEL: &str = "mailops.io/released";
+
+/// How long Replace leaves a released pod to a node drain's eviction before deleting it itself:
+/// `kubectl drain` (and kured, which uses its code) retries a refused eviction every 5 s.
+pub const EVICTION_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// A taint on a node, as its spec has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Taint {

@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelectorRequirement, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
@@ -20,12 +20,22 @@ pub fn budget_name(sts: &str) -> String {
 
 /// The budget over one backend StatefulSet of `ring`: no voluntary disruption at all
 /// (`maxUnavailable: 0`), because the operator moves backends itself, through the runbook, when
-/// their node is under maintenance; `kubectl drain` keeps retrying its eviction meanwhile and
-/// finds the node empty once the operator is done. A pod that is not Ready may be evicted
-/// (`AlwaysAllow`): it serves nobody, and a budget that holds it would deadlock the drain (the
-/// operator follows it to its new IP as it follows any pod that moved).
+/// their node is under maintenance; `kubectl drain` keeps retrying its eviction meanwhile. A pod
+/// Replace has stopped, taken out and reset carries `maintenance::RELEASED_LABEL`, which the
+/// selector leaves out: the drain's next eviction deletes it (see `judge::evict_first`). A pod
+/// that is not Ready stays covered (`IfHealthyBudget`, never allowed at `maxUnavailable: 0`):
+/// a backend is not Ready in the middle of the runbook (from StopLmtp on), and an eviction
+/// there would skip its reset (seen on the two-node real-node test with `AlwaysAllow`).
 pub fn desired(ring: &DovecotRing, sts: &StatefulSet) -> Option<PodDisruptionBudget> {
-    let selector = sts.spec.as_ref()?.selector.clone();
+    let mut selector = sts.spec.as_ref()?.selector.clone();
+    selector
+        .match_expressions
+        .get_or_insert_with(Vec::new)
+        .push(LabelSelectorRequirement {
+            key: dbu_core::maintenance::RELEASED_LABEL.to_string(),
+            operator: "DoesNotExist".into(),
+            values: None,
+        });
     let mut labels = std::collections::BTreeMap::new();
     labels.insert(RING_LABEL.to_string(), ring.name_any());
     labels.insert(
@@ -43,7 +53,7 @@ pub fn desired(ring: &DovecotRing, sts: &StatefulSet) -> Option<PodDisruptionBud
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(0)),
             selector: Some(selector),
-            unhealthy_pod_eviction_policy: Some("AlwaysAllow".into()),
+            unhealthy_pod_eviction_policy: Some("IfHealthyBudget".into()),
             ..Default::default()
         }),
         status: None,
@@ -81,7 +91,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_budget_holds_every_healthy_backend_of_the_statefulset_and_names_its_ring() {
+    fn the_budget_holds_every_backend_of_the_statefulset_but_a_released_one_and_names_its_ring() {
         let ring: DovecotRing = serde_json::from_value(serde_json::json!({
             "apiVersion": "mailops.io/v1alpha1",
             "kind": "DovecotRing",
@@ -109,7 +119,13 @@ mod tests {
         assert_eq!(b["metadata"]["ownerReferences"][0]["controller"], true);
         assert_eq!(b["spec"]["maxUnavailable"], 0);
         assert_eq!(b["spec"]["selector"]["matchLabels"]["app"], "backend");
-        assert_eq!(b["spec"]["unhealthyPodEvictionPolicy"], "AlwaysAllow");
+        // a released pod (Replace's, for the node drain to evict) is left out of the selector
+        assert_eq!(
+            b["spec"]["selector"]["matchExpressions"],
+            serde_json::json!([{"key": "mailops.io/released", "operator": "DoesNotExist"}])
+        );
+        // a backend mid-runbook is not Ready: it stays held
+        assert_eq!(b["spec"]["unhealthyPodEvictionPolicy"], "IfHealthyBudget");
         // a StatefulSet without a spec has no selector to hold: no budget
         assert!(desired(&ring, &StatefulSet::default()).is_none());
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::core::labels::{Selector, SelectorExt};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
@@ -59,6 +59,11 @@ pub fn pod_view(p: &Pod, maintenance: Option<String>) -> PodView {
         ready: pod_ready(p),
         terminating: p.metadata.deletion_timestamp.is_some(),
         maintenance,
+        released: p
+            .labels()
+            .get(dbu_core::maintenance::RELEASED_LABEL)
+            .and_then(|v| v.parse::<i64>().ok())
+            .and_then(|s| k8s_openapi::jiff::Timestamp::from_second(s).ok()),
     }
 }
 
@@ -337,6 +342,40 @@ impl Cluster for KubeCluster {
         let stss: Api<StatefulSet> = Api::namespaced(self.client.clone(), &self.ns);
         let sts = stss.get_opt(&s.stateful_set).await.map_err(api_err)?;
         Ok(sts.and_then(|x| x.status).and_then(|st| st.update_revision))
+    }
+
+    async fn release_pod(
+        &self,
+        pod: &str,
+        uid: &str,
+        at: k8s_openapi::jiff::Timestamp,
+    ) -> Result<(), ClusterError> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
+        // metadata.uid in a merge patch is a precondition: the API server refuses to change it,
+        // so a pod recreated under the same name is never released (422, or 404 when gone)
+        let patch = serde_json::json!({"metadata": {
+            "uid": uid,
+            // when: the grace for the drain's eviction runs from it, whoever resumes the step
+            "labels": {dbu_core::maintenance::RELEASED_LABEL: at.as_second().to_string()},
+        }});
+        match pods
+            .patch(
+                pod,
+                &PatchParams {
+                    field_manager: Some(super::context::FIELD_MANAGER.to_string()),
+                    ..PatchParams::default()
+                },
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 422 || s.code == 409 => Err(
+                ClusterError::Conflict(format!("{pod} is no longer the pod {uid}: {}", s.message)),
+            ),
+            Err(e) => Err(api_err(e)),
+        }
     }
 
     async fn delete_pod(&self, pod: &str, uid: &str) -> Result<(), ClusterError> {

@@ -69,6 +69,9 @@ pub trait Cluster: Send + Sync {
     /// Deletes a backend pod so that its StatefulSet recreates it at the update revision, only
     /// if it still has this UID (a pod already replaced is left alone: Ok).
     async fn delete_pod(&self, pod: &str, uid: &str) -> Result<(), ClusterError>;
+    /// Labels a stopped backend pod on a node under maintenance `maintenance::RELEASED_LABEL`,
+    /// only if it still has this UID, so that the ring's budget lets the node drain evict it.
+    async fn release_pod(&self, pod: &str, uid: &str, at: Timestamp) -> Result<(), ClusterError>;
     /// One backend pod read from the source, not a cache (None: it does not exist): the steps
     /// that act on "the pod" judge it by this.
     async fn fresh_pod(&self, s: &Settings, pod: &str) -> Result<Option<PodView>, ClusterError>;

@@ -92,6 +92,9 @@ async fn perform(cx: &StepContext<'_>, at: For<'_>, action: &Action) -> Output {
         Action::DeletePod { uid } => {
             Output::Deleted(cx.cluster.delete_pod(pod, uid).await.map_err(text))
         }
+        Action::ReleasePod { uid, at } => {
+            Output::Released(cx.cluster.release_pod(pod, uid, *at).await.map_err(text))
+        }
         Action::ReadKey(key) => Output::Key(cx.cluster.read_key(key).await.map_err(text)),
         Action::LmtpProbe {
             ip,

@@ -104,6 +104,8 @@ rbac() {
   done
   # node maintenance reads nodes (cluster-scoped), and never changes one
   [[ "$(kubectl auth can-i watch nodes --as="$sa")" == yes ]] || { echo "missing: watch nodes"; return 1; }
+  # a stopped pod on a node under maintenance is labelled for the drain to evict it
+  [[ "$(kubectl auth can-i patch pods -n "$NS" --as="$sa")" == yes ]] || { echo "missing: patch pods"; return 1; }
   for v in "patch nodes" "update nodes" "delete nodes" "create pods/eviction"; do
     [[ "$(kubectl auth can-i $v --as="$sa" 2>/dev/null || true)" == no ]] || { echo "too much: $v"; return 1; }
   done

@@ -1070,6 +1070,8 @@ impl World {
                 ready: p.dovecot && !p.blocked,
                 terminating: false,
                 maintenance: p.cordoned.then(|| format!("the node of {n} is cordoned")),
+                // released pods are evicted at once (release_pod): none is ever seen released
+                released: None,
             })
             .collect();
         let directors: Vec<(String, Option<String>)> = st
@@ -1195,6 +1197,13 @@ impl Cluster for World {
         p.came_back_out = out;
         p.made_by_operator = true;
         Ok(())
+    }
+    /// A node drain runs wherever a node is cordoned here, and its next eviction deletes a pod
+    /// the operator released (as `kubectl drain`'s does): the pod goes as a delete would take it.
+    async fn release_pod(&self, pod: &str, uid: &str, _: Timestamp) -> Result<(), ClusterError> {
+        self.lock()
+            .note(|| format!("  release pod {pod}: the node's drain evicts it"));
+        self.delete_pod(pod, uid).await
     }
     async fn fresh_pod(&self, s: &Settings, pod: &str) -> Result<Option<PodView>, ClusterError> {
         Ok(self

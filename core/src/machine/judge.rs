@@ -79,6 +79,9 @@ pub enum ReplaceMove {
     /// Still the old pod: delete it, by this UID (a precondition: a stale cache never deletes
     /// the pod that replaced it).
     Delete(String),
+    /// Still the old pod, on a node under maintenance: release it (by this UID) to the node
+    /// drain's eviction first.
+    Release(String),
     /// Terminating, missing, or not Ready yet.
     Wait(String),
     /// Recreated at the target revision and Ready: its IP and UID (the pod the next steps act
@@ -133,6 +136,35 @@ pub fn replace_move(
             p.name
         )),
         None => ReplaceMove::Wait("waiting for the StatefulSet to recreate the pod".into()),
+    }
+}
+
+/// The old pod on a node under maintenance is not deleted at once: a node drain (`kubectl drain`)
+/// evicts by name, and after a refused eviction it reads the pod again by name, so a pod deleted
+/// by someone else and recreated on another node is the next one it evicts, for ever (refused by
+/// the ring's budget; seen on the two-node real-node test). So Replace first releases the pod (a
+/// label the budget does not cover): the drain's next eviction deletes it, and the drain ends.
+/// Only when no eviction came within `maintenance::EVICTION_GRACE` (cordoned, not drained) does
+/// Replace delete the pod itself.
+/// The grace runs from the release written on the pod (not from the step's start: a Replace
+/// resumed late by a new leader once released and deleted in the same tenth of a second).
+pub fn evict_first(mv: ReplaceMove, pod: Option<&PodView>, now: Timestamp) -> ReplaceMove {
+    let ReplaceMove::Delete(uid) = mv else {
+        return mv;
+    };
+    let Some(p) = pod.filter(|p| p.maintenance.is_some()) else {
+        return ReplaceMove::Delete(uid);
+    };
+    match p.released {
+        None => ReplaceMove::Release(uid),
+        Some(at) if elapsed(&Time(at), now) < crate::maintenance::EVICTION_GRACE => {
+            ReplaceMove::Wait(format!(
+                "{}: stopped and released to the node's drain; waiting up to {:?} for its eviction",
+                p.name,
+                crate::maintenance::EVICTION_GRACE
+            ))
+        }
+        Some(_) => ReplaceMove::Delete(uid),
     }
 }
 
@@ -426,6 +458,10 @@ pub fn replace_result(mv: ReplaceMove, pod: &str, target: &str) -> StepResult {
         ReplaceMove::Delete(_) => StepResult::Waiting {
             requeue: REPLACE_POLL,
             message: format!("{pod}: deleted; waiting for revision {target}"),
+        },
+        ReplaceMove::Release(_) => StepResult::Waiting {
+            requeue: REPLACE_POLL,
+            message: format!("{pod}: released to the node's drain; waiting for its eviction"),
         },
         ReplaceMove::Wait(message) => StepResult::Waiting {
             requeue: REPLACE_POLL,

@@ -35,8 +35,19 @@ impl Note {
     }
 }
 
-/// The one-line story of a failed backend, for the Stalled condition and the Warning event.
+/// The one-line story of a failed backend, for the Stalled condition and the Warning event; a
+/// relocation's says what the node's drain waits for and how to let it go on.
 pub fn failure_message(rec: &BackendStatus) -> String {
+    let story = failure_story(rec);
+    match &rec.relocation {
+        Some(why) => format!(
+            "{story}; it was relocating for node maintenance ({why}), and the node's drain waits (the ring's budget refuses the eviction of every backend) until it is back: fix the cause, then set a new mailops.io/retry on the DBU, or uncordon the node"
+        ),
+        None => story,
+    }
+}
+
+fn failure_story(rec: &BackendStatus) -> String {
     let reason = rec
         .last_error
         .as_ref()

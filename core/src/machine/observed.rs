@@ -39,6 +39,9 @@ pub struct PodView {
     /// Why the pod's node is under maintenance (cordoned, or a maintenance taint the operator
     /// was told to follow), when it is: the pod is relocated through the runbook.
     pub maintenance: Option<String>,
+    /// When Replace gave it to the node drain's eviction: the value of its
+    /// `maintenance::RELEASED_LABEL` (seconds since the epoch; a value that is not one is none).
+    pub released: Option<k8s_openapi::jiff::Timestamp>,
 }
 
 /// Another DBU of the ring waiting for a slot, and since when (its `status.ringWaitingSince`).

@@ -142,6 +142,13 @@ impl Cluster for Fake {
         self.deleted.lock().unwrap().push(format!("{pod} {uid}"));
         Ok(())
     }
+    async fn release_pod(&self, pod: &str, uid: &str, _: Timestamp) -> Result<(), ClusterError> {
+        self.deleted
+            .lock()
+            .unwrap()
+            .push(format!("release {pod} {uid}"));
+        Ok(())
+    }
     async fn fresh_pod(
         &self,
         _: &Settings,

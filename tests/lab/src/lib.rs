@@ -852,6 +852,7 @@ impl Lab {
                 ready: master_pid(&p.dir).is_some(),
                 terminating: false,
                 maintenance: None,
+                released: None,
             })
             .collect();
         let replicas = (0..self.spec.vhosts.len())
@@ -1089,6 +1090,14 @@ impl Cluster for LabView<'_> {
     async fn delete_pod(&self, pod: &str, uid: &str) -> Result<(), ClusterError> {
         self.lab.delete_pod(pod, uid).await
     }
+    async fn release_pod(
+        &self,
+        pod: &str,
+        uid: &str,
+        at: k8s_openapi::jiff::Timestamp,
+    ) -> Result<(), ClusterError> {
+        self.lab.release_pod(pod, uid, at).await
+    }
     async fn changed(&self) {
         self.lab.changed().await
     }
@@ -1138,6 +1147,18 @@ impl Cluster for Lab {
         holders: &[RingHolder],
     ) -> Result<(), ClusterError> {
         self.write_lock(ring_of(s), version, holders)
+    }
+
+    /// The lab's pods sit on no node under maintenance, so Replace never releases one.
+    async fn release_pod(
+        &self,
+        pod: &str,
+        _: &str,
+        _: k8s_openapi::jiff::Timestamp,
+    ) -> Result<(), ClusterError> {
+        Err(ClusterError::Invalid(format!(
+            "{pod}: the lab has no node under maintenance, so no pod to release"
+        )))
     }
 
     /// Like the StatefulSet controller: the pod is recreated at the update revision. Like the

@@ -63,6 +63,12 @@ pub enum Action {
     ReadRevision,
     /// Delete the backend pod, only if it still has this UID.
     DeletePod { uid: String },
+    /// Label the backend pod `maintenance::RELEASED_LABEL` (its value: `at`, in seconds since
+    /// the epoch), only if it still has this UID.
+    ReleasePod {
+        uid: String,
+        at: k8s_openapi::jiff::Timestamp,
+    },
     /// Read one key of a Secret or ConfigMap in the DBU's namespace.
     ReadKey(ObjectKey),
     /// Deliver `message` to `user` over LMTP at `ip:port`.
@@ -110,6 +116,7 @@ pub enum Output {
     Pod(Result<Option<PodView>, EdgeError>),
     Revision(Result<Option<String>, EdgeError>),
     Deleted(Result<(), EdgeError>),
+    Released(Result<(), EdgeError>),
     /// `Ok(None)`: the object or its key does not exist.
     Key(Result<Option<Vec<u8>>, EdgeError>),
     Probe(Result<(), ProbeFailure>),
@@ -295,6 +302,17 @@ impl<'a> Cx<'a> {
         })? {
             Output::Deleted(Ok(())) => Ok(()),
             Output::Deleted(Err(e)) => Err(self.transient(&[], &format!("delete pod: {e}"))),
+            other => Err(self.transient(&[], &format!("unexpected output {other:?}"))),
+        }
+    }
+
+    pub fn release_pod(&mut self, uid: &str) -> Run<()> {
+        match self.ask(Action::ReleasePod {
+            uid: uid.to_string(),
+            at: self.now,
+        })? {
+            Output::Released(Ok(())) => Ok(()),
+            Output::Released(Err(e)) => Err(self.transient(&[], &format!("release pod: {e}"))),
             other => Err(self.transient(&[], &format!("unexpected output {other:?}"))),
         }
     }

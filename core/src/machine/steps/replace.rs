@@ -1,5 +1,6 @@
-//! Replace: delete the stopped pod (by the UID StopDovecot saw) and wait for its successor,
-//! Ready at the target revision (and, for a relocation, off every node under maintenance).
+//! Replace: delete the stopped pod (by the UID StopDovecot saw; on a node under maintenance, let
+//! the node's drain evict it first) and wait for its successor, Ready at the target revision
+//! (and, for a relocation, off every node under maintenance).
 
 use crate::api::BackendStatus;
 use crate::time::elapsed;
@@ -33,12 +34,16 @@ fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
         waited,
         cx.s.replace_timeout,
     );
-    if let ReplaceMove::Delete(uid) = &mv {
+    let mv = judge::evict_first(mv, pod.as_ref(), cx.now);
+    if let ReplaceMove::Delete(uid) | ReplaceMove::Release(uid) = &mv {
         let fresh = cx.revision_now()?;
         if let Some(wait) = judge::target_still(target, fresh.as_deref(), &rec.pod) {
             return Ok(wait);
         }
-        cx.delete_pod(uid)?;
+        match mv {
+            ReplaceMove::Release(_) => cx.release_pod(uid)?,
+            _ => cx.delete_pod(uid)?,
+        }
     }
     Ok(judge::replace_result(mv, &rec.pod, target))
 }
@@ -55,7 +60,8 @@ const TARGET: &str = "backend";
 /// What the step does besides its commands, for the plan.
 fn note(s: &crate::settings::Settings, pod: &str, _ip: &str) -> Option<String> {
     Some(format!(
-        "delete pod {pod}; wait up to {:?} for it to be Ready at the target revision",
+        "delete pod {pod} (on a node under maintenance: first leave it to the node's drain to evict, up to {:?}); wait up to {:?} for it to be Ready at the target revision",
+        crate::maintenance::EVICTION_GRACE,
         s.replace_timeout
     ))
 }

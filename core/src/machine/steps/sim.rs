@@ -85,6 +85,7 @@ impl SimWorld {
                 ready: true,
                 terminating: false,
                 maintenance: None,
+                released: None,
             },
             target: target.to_string(),
             layout,
@@ -122,6 +123,10 @@ impl SimWorld {
                 self.pod.revision = Some(self.target.clone());
                 self.running = true;
                 Output::Deleted(Ok(()))
+            }
+            Action::ReleasePod { at, .. } => {
+                self.pod.released = Some(*at);
+                Output::Released(Ok(()))
             }
             Action::ReadKey(_) => Output::Key(Ok(Some(b"<value>".to_vec()))),
             Action::LmtpProbe { .. } | Action::ImapProbe { .. } => Output::Probe(Ok(())),

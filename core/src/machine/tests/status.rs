@@ -796,3 +796,40 @@ fn a_restore_at_another_pods_entry_writes_what_it_saw_there_first_and_reads_only
     let r = rec(0, Step::RingRestore, 0);
     assert!(!restore_must_see(&theirs, &r, &r.ip.clone()));
 }
+
+#[test]
+fn a_failed_relocation_says_what_the_drain_waits_for_and_how_to_let_it_go_on() {
+    let mut r = rec(1, Step::Verify, 0);
+    r.last_error = Some(crate::api::StepError {
+        step: Step::Verify,
+        argv: vec!["doveadm".into(), "mailbox".into(), "status".into()],
+        exit_code: Some(75),
+        stderr: "Error: user not found".into(),
+        reason: None,
+    });
+    let rollout = failure_message(&r);
+    assert!(
+        rollout.ends_with("it stays out of the director ring"),
+        "{rollout}"
+    );
+    assert!(!rollout.contains("node maintenance"), "{rollout}");
+    r.relocation = Some("node n1 is cordoned".into());
+    let relocation = failure_message(&r);
+    // the same story first (backend, step, command, exit code, stderr), then what to do
+    assert!(relocation.starts_with(&rollout), "{relocation}");
+    for part in [
+        "relocating for node maintenance (node n1 is cordoned)",
+        "the node's drain waits",
+        "mailops.io/retry",
+        "uncordon the node",
+    ] {
+        assert!(relocation.contains(part), "{part} in {relocation}");
+    }
+    match failed_stall(&r) {
+        Decision::Stall { reason, message } => {
+            assert_eq!(reason, crate::reason::StallReason::BackendFailed);
+            assert_eq!(message, relocation);
+        }
+        d => panic!("{d:?}"),
+    }
+}

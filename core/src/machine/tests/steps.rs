@@ -847,3 +847,49 @@ fn a_relocations_new_pod_must_run_off_every_node_under_maintenance() {
         del
     );
 }
+
+#[test]
+fn on_a_node_under_maintenance_replace_leaves_the_old_pod_to_the_drain_before_deleting_it() {
+    use crate::machine::judge::evict_first;
+    use crate::maintenance::EVICTION_GRACE;
+    let old = pod(2, OLD);
+    let uid = old.uid.clone().unwrap();
+    let mut draining = old.clone();
+    draining.maintenance = Some("node n1 is cordoned".into());
+    let mut released = draining.clone();
+    released.released = Some(ts(100));
+    let grace = EVICTION_GRACE.as_secs() as i64;
+    let waiting = format!(
+        "backend-2: stopped and released to the node's drain; waiting up to {EVICTION_GRACE:?} for its eviction"
+    );
+    let t: Vec<(&PodView, k8s_openapi::jiff::Timestamp, ReplaceMove)> = vec![
+        // a node not under maintenance: deleted at once, as ever
+        (&old, ts(0), ReplaceMove::Delete(uid.clone())),
+        // under maintenance: released first (the drain's next eviction deletes it) ...
+        (&draining, ts(0), ReplaceMove::Release(uid.clone())),
+        // ... then left to the drain for the grace, counted from the release (a step resumed
+        // late by another leader still waits the whole grace) ...
+        (&released, ts(100), ReplaceMove::Wait(waiting.clone())),
+        (&released, ts(100 + grace - 1), ReplaceMove::Wait(waiting)),
+        // ... and deleted by Replace when no eviction came (cordoned, not drained)
+        (&released, ts(100 + grace), ReplaceMove::Delete(uid.clone())),
+    ];
+    for (p, now, want) in t {
+        assert_eq!(
+            evict_first(ReplaceMove::Delete(uid.clone()), Some(p), now),
+            want,
+            "{p:?} {now:?}"
+        );
+    }
+    // only a delete is turned into a release: waits, completions and timeouts pass unchanged
+    for mv in [
+        ReplaceMove::Wait("w".into()),
+        ReplaceMove::Done {
+            ip: "127.0.0.9".into(),
+            uid: None,
+        },
+        ReplaceMove::TimedOut("t".into()),
+    ] {
+        assert_eq!(evict_first(mv.clone(), Some(&draining), ts(0)), mv);
+    }
+}
