@@ -236,7 +236,10 @@ fn fold_result(rec: &mut BackendStatus, result: &StepResult, now: Timestamp) -> 
             notes.push(if rec.step == Step::Done {
                 Note::new(
                     EventReason::BackendUpgraded,
-                    format!("{}: upgraded and back in the ring", rec.pod),
+                    match &rec.relocation {
+                        Some(_) => format!("{}: relocated and back in the ring", rec.pod),
+                        None => format!("{}: upgraded and back in the ring", rec.pod),
+                    },
                 )
             } else {
                 Note::new(

@@ -893,3 +893,29 @@ fn on_a_node_under_maintenance_replace_leaves_the_old_pod_to_the_drain_before_de
         assert_eq!(evict_first(mv.clone(), Some(&draining), ts(0)), mv);
     }
 }
+
+#[test]
+fn the_last_step_says_upgraded_or_relocated() {
+    let advanced = StepResult::Advanced {
+        message: None,
+        new_ip: None,
+        pod_uid: None,
+        layout: None,
+    };
+    let last = *Step::ALL
+        .iter()
+        .rev()
+        .find(|s| s.next() == Step::Done)
+        .expect("a last step");
+    let mut upgrade = rec(1, last, 0);
+    let notes = apply_result(&mut upgrade, &advanced, ts(5));
+    assert_eq!(notes[1].reason, "BackendUpgraded");
+    assert_eq!(notes[1].message, "backend-1: upgraded and back in the ring");
+    let mut relocation = rec(1, last, 0);
+    relocation.relocation = Some("node n1 is cordoned".into());
+    let notes = apply_result(&mut relocation, &advanced, ts(5));
+    assert_eq!(
+        notes[1].message,
+        "backend-1: relocated and back in the ring"
+    );
+}
