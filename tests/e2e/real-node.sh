@@ -405,6 +405,12 @@ DRAIN=(--ignore-daemonsets --delete-emptydir-data --pod-selector 'app!=dovecot-d
 rm -f "$state/stop-traffic"
 python3 "$here/mail.py" traffic "$state/drain-traffic.json" "$state/stop-traffic" e2e-pass "$d0" "$d1" user13 user14 user15 user16 user17 user18 &
 traffic_pid=$!
+# and two mail clients parked in IDLE, one through each director: a session the server closes is
+# a kick (Move moves IDLE users by closing their session), and the client logs in again at once
+python3 "$here/mail.py" idle "$state/drain-idle-19.json" "$d0" user19 e2e-pass "$state/stop-traffic" 2>> "$state/drain-idle.err" &
+idle19_pid=$!
+python3 "$here/mail.py" idle "$state/drain-idle-20.json" "$d1" user20 e2e-pass "$state/stop-traffic" 2>> "$state/drain-idle.err" &
+idle20_pid=$!
 # what is out of the ring, as a director sees it (every second) and as the ring's record says (a
 # watch: every change); the pods' every address, to tell which backend a ring entry is
 (
@@ -427,7 +433,14 @@ where() { # pods node: every backend on that node, a new pod, Ready (uids: the f
   done
 }
 keep_old() { for p in backend-0 backend-1 backend-2; do k get pod "$p" -o jsonpath='{.metadata.uid} {.status.podIP} {.spec.nodeName}{"\n"}' > "$1-$p"; done; }
-relocated() { # since until: each backend one BackendStarted that says node-1 is cordoned, and its times
+relocated() { # since: each backend one BackendStarted that says node-1 is cordoned, and its times
+  # (an Event follows the status write it tells of: the last one may come after the DBU is Ready)
+  local rc=1
+  for _ in $(seq 30); do relocated_once "$1" "$(now)" > "$state/relocated.out" && { rc=0; break; }; sleep 1; done
+  cat "$state/relocated.out"
+  return $rc
+}
+relocated_once() { # since until
   kubectl get events.events.k8s.io -n "$NS" -o json > "$state/drain-events.json"
   python3 - "$state/drain-events.json" "$1" "$2" <<'PY'
 import collections, datetime, json, sys
@@ -468,14 +481,13 @@ echo "# kubectl drain node-1 took $(( $(date +%s) - drain_start ))s"
 # the drain ends once the last backend's old pod is gone; its Verify, RingRestore and soak run on
 relocations_done() { k wait --for=condition=Ready dbu/backend-rollout --timeout=300s; }
 check "... and the last relocation completes after it (the DBU Ready)" relocations_done
-drain_to="$(now)"
 nothing_on_node_1() { # but the directors
   where "$state/drain1-old" node-2 &&
     [[ -z "$(kubectl get pods -A --field-selector spec.nodeName=node-1 -l 'app!=dovecot-director' -o name)" ]]
 }
 check "every backend now runs on node-2 (a new pod, Ready), and no pod but the directors is left on node-1" nothing_on_node_1
 check "... in the ring at its recorded count at its new IP, up; the old IPs gone" ring_after "$state/drain1-old"
-check "each backend was relocated once, its BackendStarted saying node-1 is cordoned (times below)" relocated "$drain_from" "$drain_to"
+check "each backend was relocated once, its BackendStarted saying node-1 is cordoned (times below)" relocated "$drain_from"
 grep '^# backend-' "$state/last.out" 2>/dev/null || true
 
 # 2. a relocation whose new pod fails Verify (the probe's password is wrong): it stays out, the
@@ -537,6 +549,7 @@ check "... has the new config" new_config
 check "... in the ring at its recorded count at its new IP, up; the old IPs gone" ring_after "$state/drain3-old"
 
 touch "$state/stop-traffic"; wait "$traffic_pid" || true; wait "$sampler_pid" || true
+wait "$idle19_pid" "$idle20_pid" || true
 kill "$dring_pid" "$podwatch_pid" 2>/dev/null || true
 one_out() { # never two backends out: the director's view (entries mapped to backends by every IP their pods had) and the ring's record
   python3 - "$state/drain-ring.samples" "$state/drain-dring.watch" "$state/drain-pods.watch" <<'PY'
@@ -575,6 +588,17 @@ check "never two backends out through the three drains (the director's view ever
 echo "# $(tail -1 "$state/last.out")"
 check "live traffic through the three drains: every accepted delivery is there, none rejected" live "$state/drain-traffic.json" "$d0" "$d1"
 echo "# live traffic through the drains: $(cat "$state/drain-traffic.json.summary" 2>/dev/null)"
+idle_kept() { # every kick was followed by a login that worked
+  python3 - "$state"/drain-idle-19.json "$state"/drain-idle-20.json <<'PY'
+import json, sys
+r = [json.load(open(f)) for f in sys.argv[1:]]
+print(f"# IDLE clients through the drains: {sum(x['sessions'] for x in r)} sessions, "
+      f"{sum(x['closed'] for x in r)} closed by the server (kicks), {sum(x['failed_logins'] for x in r)} failed logins")
+sys.exit(0 if all(x["failed_logins"] == 0 and x["sessions"] >= 1 for x in r) else 1)
+PY
+}
+check "IDLE clients through the drains: kicked sessions log in again, no login fails" idle_kept
+grep '^# IDLE' "$state/last.out" 2>/dev/null || true
 check "mail, UIDs, UIDVALIDITY, flags and keywords are intact through both directors after the drains" intact
 
 echo "1..$((pass + fail))"
