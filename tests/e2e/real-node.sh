@@ -281,7 +281,8 @@ logs_json() { k logs "$(op_pods | head -1)" --tail=50 | python3 -c 'import json,
 check "kubectl logs shows the operator's JSON logs" logs_json
 metrics() {
   local ip; ip="$(k get pod "$(op_pods | head -1)" -o jsonpath='{.status.podIP}')"
-  curl -fsS "http://$ip:8080/metrics" | grep -q '^dbu_'
+  # grep -c reads to the end: grep -q stops at the first match, and curl, its pipe closed, fails (23)
+  curl -fsS "http://$ip:8080/metrics" | grep -c '^dbu_' >/dev/null
 }
 check "metrics scraped from the operator pod" metrics
 
