@@ -430,3 +430,36 @@ pub(super) async fn fenced(fence: Option<&dyn crate::exec::Fence>) -> Result<(),
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(labels: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "backend-1", "uid": "u-1", "labels": labels},
+            "status": {"podIP": "10.88.0.7", "conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_pod_is_released_when_its_label_holds_a_time() {
+        let at = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let cases = [
+            (serde_json::json!({}), None),
+            (
+                serde_json::json!({"mailops.io/released": "1800000000"}),
+                Some(at),
+            ),
+            // a value that is not a time (set by hand) is no release: Replace writes its own
+            (serde_json::json!({"mailops.io/released": "yes"}), None),
+        ];
+        for (labels, want) in cases {
+            let v = pod_view(&pod(labels.clone()), Some("node n1 is cordoned".into()));
+            assert_eq!(v.released, want, "{labels}");
+            assert_eq!(v.maintenance.as_deref(), Some("node n1 is cordoned"));
+            assert!(v.ready);
+        }
+    }
+}
