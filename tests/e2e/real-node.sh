@@ -75,7 +75,9 @@ check "flag a message of each user (\\Flagged and a keyword)" flag_all
 for u in 2 3 4 5 6; do python3 "$here/mail.py" state "$d0" "user$u" e2e-pass > "$state/before-user$u.json"; done
 versions() { for p in backend-0 backend-1 backend-2; do k exec "$p" -- dovecot --version | awk -v p="$p" '{print p, $1}'; done; }
 check "the backends run Dovecot 2.3.19" bash -c "$(declare -f versions k); NS=$NS; versions | awk '\$2 !~ /^2\\.3\\.19/ {exit 1}'"
-for p in backend-0 backend-1 backend-2; do k get pod "$p" -o jsonpath='{.metadata.uid} {.status.podIP}{"\n"}' > "$state/old-$p"; done
+# each backend's "UID IP NODE" before it is replaced, into PREFIX-<pod>
+keep_old() { for p in backend-0 backend-1 backend-2; do k get pod "$p" -o jsonpath='{.metadata.uid} {.status.podIP} {.spec.nodeName}{"\n"}' > "$1-$p"; done; }
+keep_old "$state/old"
 
 # --- the version upgrade: image and config in one revision
 k get pods -w -o json > "$state/pods.watch" 2>/dev/null &
@@ -172,7 +174,7 @@ greeting() { for p in backend-0 backend-1 backend-2; do k exec "$p" -- doveconf 
 check "every backend has the new config" greeting
 replaced() {
   for p in backend-0 backend-1 backend-2; do
-    read -r uid ip < "$state/old-$p"
+    read -r uid _ < "$state/old-$p"
     [[ "$(k get pod "$p" -o jsonpath='{.metadata.uid}')" != "$uid" ]] || { echo "$p not replaced"; return 1; }
   done
 }
@@ -351,19 +353,10 @@ if [[ -n "${MEASURE:-}" ]]; then
   cg="$(pod_cgroup "$NS" "$(leader)")"
   rss=0; for _ in $(seq 40); do v="$(cgroup_kib "$cg")"; ((v > rss)) && rss=$v; sleep 0.5; done
   kubectl get events.events.k8s.io -n "$NS" -o json > "$state/events.json"
-  python3 - "$state/events.json" "$node/logs/audit.log" "$rss" "$(cat "$state/traffic.json.summary")" >> "$MEASURE" <<'PY'
-import collections, datetime, json, sys
-ev = json.load(open(sys.argv[1]))["items"]
-t = lambda e: datetime.datetime.fromisoformat((e.get("eventTime") or e["deprecatedLastTimestamp"]).replace("Z", "+00:00"))
-per = collections.defaultdict(dict)
-for e in sorted(ev, key=t):
-    pod, _, rest = (e.get("note") or "").partition(": ")
-    if e["reason"] == "BackendStarted":
-        per[pod]["start"] = t(e)
-    elif e["reason"] == "StepSucceeded" and rest.startswith("WaitSessions"):
-        per[pod]["drained"] = t(e)
-    elif e["reason"] == "BackendUpgraded":
-        per[pod]["end"] = t(e)
+  PYTHONPATH="$here" python3 - "$state/events.json" "$node/logs/audit.log" "$rss" "$(cat "$state/traffic.json.summary")" >> "$MEASURE" <<'PY'
+import collections, json, sys
+from backend_events import per_backend
+per = per_backend(sys.argv[1])
 for pod, p in sorted(per.items()):
     if {"start", "drained", "end"} <= set(p):
         print(json.dumps({"bench": "realnode", "kind": "backend", "pod": pod,
@@ -433,7 +426,6 @@ where() { # pods node: every backend on that node, a new pod, Ready (uids: the f
       "$(k get pod "$p" -o jsonpath='{.metadata.uid}')" != "$uid" ]] || { echo "$p not moved to $2"; return 1; }
   done
 }
-keep_old() { for p in backend-0 backend-1 backend-2; do k get pod "$p" -o jsonpath='{.metadata.uid} {.status.podIP} {.spec.nodeName}{"\n"}' > "$1-$p"; done; }
 relocated() { # since: each backend one BackendStarted that says node-1 is cordoned, and its times
   # (an Event follows the status write it tells of: the last one may come after the DBU is Ready)
   local rc=1
@@ -443,23 +435,10 @@ relocated() { # since: each backend one BackendStarted that says node-1 is cordo
 }
 relocated_once() { # since until
   kubectl get events.events.k8s.io -n "$NS" -o json > "$state/drain-events.json"
-  python3 - "$state/drain-events.json" "$1" "$2" <<'PY'
-import collections, datetime, json, sys
-at = lambda s: datetime.datetime.fromisoformat(s.replace("Z", "+00:00"))
-since, until = at(sys.argv[2]), at(sys.argv[3])
-t = lambda e: at(e.get("eventTime") or e.get("deprecatedLastTimestamp") or e["metadata"]["creationTimestamp"])
-per, bad = collections.defaultdict(dict), []
-for e in sorted(json.load(open(sys.argv[1]))["items"], key=t):
-    if not since <= t(e) <= until:
-        continue
-    pod, _, rest = (e.get("note") or "").partition(": ")
-    if e["reason"] == "BackendStarted":
-        per[pod]["starts"] = per[pod].get("starts", 0) + (e.get("deprecatedCount") or 1)
-        per[pod]["start"], per[pod]["why"] = t(e), rest
-    elif e["reason"] == "StepSucceeded" and rest.startswith("WaitSessions"):
-        per[pod]["drained"] = t(e)
-    elif e["reason"] == "BackendUpgraded":
-        per[pod]["end"] = t(e)
+  PYTHONPATH="$here" python3 - "$state/drain-events.json" "$1" "$2" <<'PY'
+import sys
+from backend_events import at, per_backend
+per, bad = per_backend(sys.argv[1], at(sys.argv[2]), at(sys.argv[3])), []
 for pod in ("backend-0", "backend-1", "backend-2"):
     p = per.get(pod, {})
     if p.get("starts") != 1 or "node node-1 is cordoned" not in p.get("why", "") or "end" not in p:
