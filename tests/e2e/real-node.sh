@@ -358,7 +358,9 @@ import collections, json, sys
 from backend_events import per_backend
 per = per_backend(sys.argv[1])
 for pod, p in sorted(per.items()):
-    if {"start", "drained", "end"} <= set(p):
+    # a walk started again after its last finish (backend-1's rejoin after the hand delete) is no
+    # measurement: its start is later than its end
+    if {"start", "drained", "end"} <= set(p) and p["start"] <= p["drained"] <= p["end"]:
         print(json.dumps({"bench": "realnode", "kind": "backend", "pod": pod,
                           "seconds": (p["end"] - p["start"]).total_seconds(),
                           "drain": (p["drained"] - p["start"]).total_seconds()}))
