@@ -29,9 +29,13 @@ step "helm lint"
 helm lint charts/dovecot-upgrade-operator
 helm lint charts/dovecot-upgrade-operator --set clusterWide=true
 helm lint charts/dovecot-upgrade-operator --set metrics.serviceMonitor.enabled=true,networkPolicy.enabled=true
+helm lint charts/dovecot-upgrade-operator --set metrics.prometheusRule.enabled=true,metrics.grafanaDashboard.enabled=true
 
 step "helm template: RBAC, hardening, probes, optional objects, schema, kustomize base"
 /usr/bin/python3 tests/chart/check.py
+
+step "alerts and dashboard: promtool check and test rules (each alert seen firing and quiet), the dashboard's queries"
+tests/monitoring/check.sh
 
 step "GitOps: the shipped argocd-cm patch under Argo CD 3.6.1's own Lua engine and Flux's kstatus, in every state; the Argo CD actions"
 # the health script as it arrives through kubectl's merge of the patch into an argocd-cm

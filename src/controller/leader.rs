@@ -129,6 +129,7 @@ pub async fn run_elected(
     metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<(), LeaderError> {
     let Some(e) = election else {
+        metrics.leading(true);
         run(client, opts, metrics, None).await;
         return Ok(());
     };
@@ -178,6 +179,7 @@ async fn campaign(
         }
     }
     tracing::info!(identity = %e.identity, "acquired the leader lease; starting the controller");
+    metrics.leading(true);
     let lost = async {
         loop {
             if leader.changed().await.is_err() || !*leader.borrow_and_update() {
@@ -192,6 +194,7 @@ async fn campaign(
     tokio::select! {
         _ = run(client, opts, metrics.clone(), Some(fence)) => {
             tracing::info!("controller stopped; releasing the leader lease");
+            metrics.leading(false);
         }
         _ = lost => {
             tracing::error!("lost the leader lease; the controller stopped so that nothing acts without it");

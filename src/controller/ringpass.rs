@@ -14,7 +14,7 @@ use super::cluster::{owned_by_sts, pod_ready};
 use super::context::{Context, Error};
 use super::rings::{absorb, views};
 use super::status::publish;
-use crate::api::{DovecotRing, RELEASE_ANNOTATION};
+use crate::api::{DovecotRing, DovecotRingStatus, RELEASE_ANNOTATION};
 use crate::engine::{RingWorld, ring_pass};
 use crate::exec::KubeExec;
 use crate::machine::face::{self, BackendPod};
@@ -126,6 +126,14 @@ pub async fn reconcile_ring(r: Arc<DovecotRing>, ctx: Arc<Context>) -> Result<Ac
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
     let (st, mut notes) = (passed.status, passed.notes);
+    let existing: Vec<(String, String)> = ctx
+        .stores
+        .rings
+        .state()
+        .iter()
+        .map(|r| (r.namespace().unwrap_or_default(), r.name_any()))
+        .collect();
+    ctx.metrics.ring(&ns, &name, reading(&st), &existing);
     if notes.is_empty() {
         let was_split = prev
             .conditions
@@ -178,6 +186,26 @@ pub async fn reconcile_ring(r: Arc<DovecotRing>, ctx: Arc<Context>) -> Result<Ac
     } else {
         BUSY_EVERY
     }))
+}
+
+/// What the metrics show of a ring's status after a pass.
+fn reading(st: &DovecotRingStatus) -> crate::metrics::RingReading {
+    crate::metrics::RingReading {
+        hosts: st.host_count,
+        users: st.users,
+        out: st.out.len() as i64,
+        synced: st.synced.as_deref().and_then(|s| match s {
+            "True" => Some(true),
+            "False" => Some(false),
+            _ => None,
+        }),
+        left_out_since: st
+            .out
+            .iter()
+            .filter_map(|h| h.left_out.as_ref()?.record.started.as_ref())
+            .map(|t| t.0.as_second())
+            .min(),
+    }
 }
 
 /// With node maintenance on, a PodDisruptionBudget over each backend StatefulSet of the ring;

@@ -121,6 +121,23 @@ check("PodDisruptionBudget" not in kinds(render("replicaCount=1")), "no PDB with
 docs = render("metrics.serviceMonitor.enabled=true", "networkPolicy.enabled=true")
 sm = one(docs, "ServiceMonitor")
 check(sm["spec"]["endpoints"][0]["port"] == "metrics", "ServiceMonitor scrapes the metrics port")
+check("PrometheusRule" not in kinds(docs) and "ConfigMap" not in kinds(docs),
+      "no PrometheusRule or dashboard unless asked")
+docs = render("metrics.prometheusRule.enabled=true", "metrics.grafanaDashboard.enabled=true",
+              "metrics.prometheusRule.labels.release=kps")
+pr = one(docs, "PrometheusRule")
+check(pr["metadata"]["labels"].get("release") == "kps", "PrometheusRule carries the labels Prometheus selects by")
+alerts = [r["alert"] for g in pr["spec"]["groups"] for r in g["rules"]]
+check(len(alerts) == 7 and all(r["annotations"].get("runbook") for g in pr["spec"]["groups"] for r in g["rules"]),
+      f"PrometheusRule: 7 alerts, each with a runbook line ({alerts})")
+check(all("runbook_url" not in r["annotations"] for g in pr["spec"]["groups"] for r in g["rules"]),
+      "no runbook_url unless metrics.prometheusRule.runbookUrl is set")
+cm = one(docs, "ConfigMap")
+check(cm["metadata"]["labels"].get("grafana_dashboard") == "1" and
+      list(cm["data"]) == ["dovecot-upgrade-operator.json"], "dashboard ConfigMap for Grafana's sidecar")
+check(rejected("metrics.prometheusRule.backendOutSeconds=10"), "schema rejects a backend-out threshold under a minute")
+check(rejected("metrics.prometheusRule.stalledFor=soon"), "schema rejects a duration Prometheus cannot read")
+docs = render("metrics.serviceMonitor.enabled=true", "networkPolicy.enabled=true")
 np = one(docs, "NetworkPolicy")
 egress_ports = sorted(p["port"] for rule in np["spec"]["egress"] for p in rule["ports"])
 check(egress_ports == [24, 53, 53, 143, 143, 443, 6443],

@@ -425,6 +425,23 @@ metrics_seen() {
   ! grep -E 'backend-[0-9]|backend-rollout' <<< "$m"
 }
 check "/metrics scraped from the operator pod: upgrades, step durations, reconciles, phases; no pod or DBU names in labels" metrics_seen
+at_rest() {
+  grep -E '^dbu_leader 1$' <<< "$1" &&
+  grep -E '^dbu_ring_synced\{namespace="'"$NS"'",ring="mail"\} 1$' <<< "$1" &&
+  grep -E '^dbu_ring_hosts\{namespace="'"$NS"'",ring="mail"\} [1-9]' <<< "$1" &&
+  grep -E '^dbu_ring_backends_out\{namespace="'"$NS"'",ring="mail"\} 0$' <<< "$1" &&
+  grep -E '^dbu_backend_out_since_timestamp_seconds 0$' <<< "$1" &&
+  grep -E '^dbu_rollouts_stalled 0$' <<< "$1"
+}
+alert_gauges() { # the ring's next pass (within 30 s while busy) shows it at rest
+  local m i
+  for i in $(seq 30); do
+    m="$(scrape "$(op_pods | head -1)" /metrics)" && at_rest "$m" >/dev/null && return 0
+    sleep 2
+  done
+  grep -E '^dbu_(leader|ring_|backend_out|rollouts_stalled)' <<< "$m"; return 1
+}
+check "/metrics: the gauges the alerts read, at rest: a leader, ring mail synced with its hosts and none out, nothing stalled" alert_gauges
 health() { local p; p="$(op_pods | head -1)"; scrape "$p" /healthz && scrape "$p" /readyz; }
 check "/healthz and /readyz answer 200 at the pod's IP" health
 json_logs() { # every event line names the DBU, the backend and the step
