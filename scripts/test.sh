@@ -34,6 +34,9 @@ helm lint charts/dovecot-upgrade-operator --set metrics.prometheusRule.enabled=t
 step "helm template: RBAC, hardening, probes, optional objects, schema, kustomize base"
 /usr/bin/python3 tests/chart/check.py
 
+step "kubectl dbu as krew installs it: the manifest (.krew.yaml) rendered for a local archive, validated and installed by krew v0.4.3"
+scripts/krew.sh check
+
 step "alerts and dashboard: promtool check and test rules (each alert seen firing and quiet), the dashboard's queries"
 tests/monitoring/check.sh
 

@@ -4,7 +4,9 @@
 //! -> `machine` (pure: decides, judges, records). The lab and its test doubles live in the
 //! `dbu-lab` crate under tests/lab; the operator binary ships none of them.
 
-pub use dbu_core::{api, cli, conditions, dovecot, machine, reason, settings, text, time, window};
+pub use dbu_core::{
+    api, conditions, control, dovecot, machine, reason, settings, text, time, window,
+};
 
 pub mod controller;
 pub mod engine;

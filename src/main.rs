@@ -275,41 +275,32 @@ async fn plan(
         return Ok(());
     }
     println!("namespace {ns}, StatefulSet {}", s.stateful_set);
-    if let Some(b) = &p.blocked {
-        println!("would not start now: {b}");
-    }
-    println!(
-        "\n{:<4} {:<28} {:<16} {:>6} {:>7}",
-        "#", "BACKEND", "IP", "USERS", "VHOSTS"
-    );
-    for (i, b) in p.order.iter().enumerate() {
-        println!(
-            "{:<4} {:<28} {:<16} {:>6} {:>7}",
-            i + 1,
-            b.pod,
-            b.ip.as_deref().unwrap_or("-"),
-            b.users,
-            b.vhosts
-        );
-    }
-    if p.more > 0 {
-        println!("... and {} more", p.more);
-    }
     let director = obs.director.as_deref().unwrap_or("<director>");
-    println!("\ndirector commands run in {director}");
+    println!("director commands run in {director}");
     let ring = obs.ring.clone().unwrap_or_default();
     let target = obs
         .sts
         .as_ref()
         .and_then(|x| x.update_revision.clone())
         .unwrap_or_default();
-    for b in &p.order {
-        let Some(ip) = b.ip.as_deref().and_then(|ip| ip.parse().ok()) else {
-            continue;
-        };
-        println!("\n{} ({ip}):", b.pod);
-        let steps = machine::steps_for(&s, &obs, &ring, &target, &b.pod, ip, b.vhosts as u32, now);
-        print!("{}", dbu_core::cli::steps_text(&steps));
-    }
+    let steps: Vec<_> = p
+        .order
+        .iter()
+        .filter_map(|b| {
+            let ip = b.ip.as_deref()?.parse().ok()?;
+            let steps =
+                machine::steps_for(&s, &obs, &ring, &target, &b.pod, ip, b.vhosts as u32, now);
+            Some((b, steps))
+        })
+        .collect();
+    let backends: Vec<_> = steps
+        .iter()
+        .map(|(b, steps)| dbu_core::control::BackendSteps {
+            pod: &b.pod,
+            ip: b.ip.as_deref(),
+            steps,
+        })
+        .collect();
+    print!("{}", dbu_core::control::plan_text(&p, &backends));
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! `clippy.toml` forbids std's clock, environment, files, processes and sockets here.
 
 pub mod api;
-pub mod cli;
+pub mod control;
 pub use machine::conditions;
 pub mod dovecot;
 #[cfg(any(test, feature = "fixtures"))]

@@ -15,7 +15,8 @@ NS=mail
 
 if [[ "${1:-}" != inside ]]; then
   eval "$(scripts/install-tools.sh)"
-  cargo build --locked --quiet   # the plan CLI and the kubectl plugin run from the host side
+  # the plan CLI and the kubectl plugin run from the host side
+  cargo build --locked --quiet -p dovecot-upgrade-operator -p kubectl-dbu
   gitops="$("$repo/tests/gitops/build-tools.sh")"
   GITOPS="$gitops" exec "$here/node.sh" suite "$0"
 fi
@@ -356,6 +357,16 @@ PY
 }
 check "the Move drain moved every IDLE client (each came back at once, no failed login, no close but the moves)" moved_idle
 check "kubectl dbu status: phase Completed, every backend done" dbu_cmd 'phase Completed, 3/3 backends upgraded' status backend-rollout
+dbu_lists() { # with kubectl's own flags, and no KUBECONFIG in the environment
+  local ctx; ctx="$(kubectl config current-context)"
+  env -u KUBECONFIG kubectl dbu list -A --kubeconfig "$KUBECONFIG" --context "$ctx" > "$state/dbu.out" 2>&1 || { cat "$state/dbu.out"; return 1; }
+  kubectl dbu rings -n "$NS" >> "$state/dbu.out" 2>&1 || { cat "$state/dbu.out"; return 1; }
+  sed 's/^/#   /' "$state/dbu.out"
+  grep -Eq "^$NS +backend-rollout +Completed +3/3 " "$state/dbu.out" &&
+    grep -Eq '^mail +[0-9]+ +0/[0-9]+ +[0-9]+ +True ' "$state/dbu.out" &&
+    ! env -u KUBECONFIG kubectl dbu list --kubeconfig "$KUBECONFIG" --context no-such-context 2>/dev/null
+}
+check "kubectl dbu list -A --kubeconfig --context, and rings: the rollout Completed 3/3, ring mail synced with none out; an unknown context fails" dbu_lists
 check "Argo CD's pause action (its engine, on the live DBU), applied back with kubectl replace" argo_action pause backend-rollout
 spec_paused() { [[ "$(kubectl -n "$NS" get dbu backend-rollout -o jsonpath='{.spec.paused}')" == true ]]; }
 check "... spec.paused is true" spec_paused

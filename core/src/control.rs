@@ -1,4 +1,4 @@
-//! `kubectl dbu`: its arguments, the patch each control verb makes, and the status and plan it prints.
+//! What `kubectl dbu` does, pure: the patch each control verb makes, and the status, ring and plan it prints.
 
 use std::fmt::Write as _;
 
@@ -8,34 +8,6 @@ use serde_json::{Value, json};
 use crate::api::{APPROVE_ANNOTATION, DovecotBackendUpgrade, RETRY_ANNOTATION};
 use crate::text::bounded;
 use crate::time::{human, until};
-
-pub const USAGE: &str = "usage: kubectl dbu VERB NAME [BACKEND] [-n NAMESPACE]
-
-Verbs (the same controls as the Argo CD actions; each changes the spec or an annotation):
-  status NAME            phase, conditions, every backend's step, and the last error
-  plan NAME              the dry run the operator wrote (spec.dryRun=true) in status.plan
-  pause NAME             no new step starts; a step already running finishes
-  resume NAME            clears spec.paused and spec.abort
-  abort NAME             stop, and leave nothing drained
-  approve NAME [REV]     approve the canary: REV, else spec.revision, else status.targetRevision
-  retry NAME             rerun failed backends once (a new mailops.io/retry value)
-  skip NAME BACKEND      leave BACKEND at its revision (one in flight before StopLmtp goes back)
-  hold NAME BACKEND      BACKEND does not start until released
-  release NAME BACKEND   removes BACKEND from spec.hold
-  ring NAME              a DovecotRing: its directors, every host, and who holds which out
-  ring-release NAME BACKEND
-                         the DovecotRing stops keeping BACKEND out, which a deleted DBU left out
-                         (you have put it back by hand, or will): mailops.io/release
-
-Options: -n, --namespace NS (default: the kubeconfig context's namespace)";
-
-/// What `kubectl dbu` was asked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invocation {
-    pub verb: Verb,
-    pub name: String,
-    pub namespace: Option<String>,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verb {
@@ -65,62 +37,6 @@ impl Verb {
     pub fn on_ring(&self) -> bool {
         matches!(self, Verb::Ring | Verb::RingRelease(_))
     }
-}
-
-/// Parses the arguments after `kubectl dbu`. Err: the usage problem, or `USAGE` for help.
-pub fn parse(args: &[String]) -> Result<Invocation, String> {
-    let mut namespace = None;
-    let mut words = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "-h" | "--help" | "help" => return Err(USAGE.into()),
-            "-n" | "--namespace" => match it.next() {
-                Some(ns) if !ns.is_empty() => namespace = Some(ns.clone()),
-                _ => return Err(format!("{a} needs a namespace\n\n{USAGE}")),
-            },
-            s if s.starts_with("--namespace=") => {
-                namespace = Some(s["--namespace=".len()..].to_string())
-            }
-            s if s.starts_with('-') => return Err(format!("unknown option {s}\n\n{USAGE}")),
-            s => words.push(s.to_string()),
-        }
-    }
-    let mut words = words.into_iter();
-    let verb = words.next().ok_or_else(|| USAGE.to_string())?;
-    let name = words
-        .next()
-        .ok_or_else(|| format!("{verb}: name the DovecotBackendUpgrade\n\n{USAGE}"))?;
-    let arg = words.next();
-    let backend =
-        |arg: Option<String>| arg.ok_or_else(|| format!("{verb}: name the backend pod\n\n{USAGE}"));
-    let verb = match verb.as_str() {
-        "status" => Verb::Status,
-        "plan" => Verb::Plan,
-        "pause" => Verb::Pause,
-        "resume" => Verb::Resume,
-        "abort" => Verb::Abort,
-        "approve" => Verb::Approve(arg.clone()),
-        "retry" => Verb::Retry,
-        "skip" => Verb::Skip(backend(arg.clone())?),
-        "hold" => Verb::Hold(backend(arg.clone())?),
-        "release" => Verb::Release(backend(arg.clone())?),
-        "ring" => Verb::Ring,
-        "ring-release" => Verb::RingRelease(backend(arg.clone())?),
-        other => return Err(format!("unknown verb {other:?}\n\n{USAGE}")),
-    };
-    let takes_arg = matches!(
-        verb,
-        Verb::Approve(_) | Verb::Skip(_) | Verb::Hold(_) | Verb::Release(_) | Verb::RingRelease(_)
-    );
-    if let Some(extra) = if takes_arg { words.next() } else { arg } {
-        return Err(format!("unexpected argument {extra:?}\n\n{USAGE}"));
-    }
-    Ok(Invocation {
-        verb,
-        name,
-        namespace,
-    })
 }
 
 /// The merge patch a control verb makes, from the DBU as read. It carries the copy's
@@ -467,24 +383,20 @@ fn quoted(a: &str) -> String {
     }
 }
 
-/// `kubectl dbu plan`: the dry run in status.plan. Err: there is none for this generation.
-pub fn plan_report(dbu: &DovecotBackendUpgrade) -> Result<String, String> {
-    let name = dbu.metadata.name.as_deref().unwrap_or("?");
-    let st = dbu.status.as_ref();
-    let Some(plan) = st.and_then(|s| s.plan.as_ref()) else {
-        return Err(format!(
-            "{name} has no plan: set spec.dryRun=true (kubectl patch dbu {name} --type merge -p '{{\"spec\":{{\"dryRun\":true}}}}'), wait for phase Planned, then ask again"
-        ));
-    };
+/// One backend's steps in a printed plan.
+pub struct BackendSteps<'a> {
+    pub pod: &'a str,
+    pub ip: Option<&'a str>,
+    pub steps: &'a [crate::api::PlannedStep],
+}
+
+/// A rollout plan as both plan commands print it (`kubectl dbu plan` from status, the
+/// operator's `plan -f` against the cluster): why it would not start, the backends in order,
+/// then the steps of each backend given, every argv exact.
+pub fn plan_text(plan: &crate::api::RolloutPlan, backends: &[BackendSteps<'_>]) -> String {
     let mut out = String::new();
-    if !dbu.spec.dry_run || st.and_then(|s| s.observed_generation) != dbu.metadata.generation {
-        let _ = writeln!(
-            out,
-            "note: this plan is from an earlier generation or dry run; it may be out of date"
-        );
-    }
     if let Some(b) = &plan.blocked {
-        let _ = writeln!(out, "blocked: {b}");
+        let _ = writeln!(out, "would not start now: {b}");
     }
     let _ = writeln!(
         out,
@@ -505,9 +417,166 @@ pub fn plan_report(dbu: &DovecotBackendUpgrade) -> Result<String, String> {
     if plan.more > 0 {
         let _ = writeln!(out, "  ... and {} more", plan.more);
     }
-    let _ = writeln!(out, "steps of the first backend:");
-    out.push_str(&steps_text(&plan.steps));
+    for b in backends {
+        let _ = writeln!(out, "\n{} ({}):", b.pod, b.ip.unwrap_or("no IP"));
+        out.push_str(&steps_text(b.steps));
+    }
+    out
+}
+
+/// `kubectl dbu plan`: the dry run in status.plan (the steps of its first backend; the others
+/// differ only by pod and IP). Err: there is none for this generation.
+pub fn plan_report(dbu: &DovecotBackendUpgrade) -> Result<String, String> {
+    let name = dbu.metadata.name.as_deref().unwrap_or("?");
+    let st = dbu.status.as_ref();
+    let Some(plan) = st.and_then(|s| s.plan.as_ref()) else {
+        return Err(format!(
+            "{name} has no plan: set spec.dryRun=true (kubectl patch dbu {name} --type merge -p '{{\"spec\":{{\"dryRun\":true}}}}'), wait for phase Planned, then ask again"
+        ));
+    };
+    let mut out = String::new();
+    if !dbu.spec.dry_run || st.and_then(|s| s.observed_generation) != dbu.metadata.generation {
+        let _ = writeln!(
+            out,
+            "note: this plan is from an earlier generation or dry run; it may be out of date"
+        );
+    }
+    let first: Vec<BackendSteps<'_>> = plan
+        .order
+        .first()
+        .map(|b| BackendSteps {
+            pod: &b.pod,
+            ip: b.ip.as_deref(),
+            steps: &plan.steps,
+        })
+        .into_iter()
+        .collect();
+    out.push_str(&plan_text(plan, &first));
     Ok(out)
+}
+
+/// Age as kubectl prints it (`45s`, `12m`, `3h`, `5d`).
+fn age(
+    from: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    now: Timestamp,
+) -> String {
+    let Some(t) = from else { return "-".into() };
+    let s = now.as_second().saturating_sub(t.0.as_second()).max(0);
+    match s {
+        0..120 => format!("{s}s"),
+        120..7200 => format!("{}m", s / 60),
+        7200..172_800 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+/// Rows under a header, each column as wide as its widest cell, as `kubectl get` prints.
+fn table(head: &[&str], rows: Vec<Vec<String>>) -> String {
+    let head: Vec<String> = head.iter().map(|h| h.to_string()).collect();
+    let all: Vec<Vec<String>> = std::iter::once(head).chain(rows).collect();
+    let width: Vec<usize> = (0..all[0].len())
+        .map(|i| all.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &all {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            let _ = write!(line, "{cell:<w$}   ", w = width[i]);
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    out
+}
+
+/// `kubectl dbu list`: one line per DBU, with the namespace column under `-A`.
+pub fn list_report(dbus: &[DovecotBackendUpgrade], all_namespaces: bool, now: Timestamp) -> String {
+    if dbus.is_empty() {
+        return "No DovecotBackendUpgrades found.\n".into();
+    }
+    let rows = dbus
+        .iter()
+        .map(|d| {
+            let st = d.status.clone().unwrap_or_default();
+            let waiting = st
+                .conditions
+                .iter()
+                .find(|c| c.status == "True" && c.type_ != "Ready")
+                .map(|c| c.reason.clone())
+                .unwrap_or_default();
+            let mut row = vec![
+                d.metadata.name.clone().unwrap_or_default(),
+                st.phase.map_or("-".into(), |p| format!("{p:?}")),
+                st.progress.unwrap_or_else(|| "-".into()),
+                st.current.unwrap_or_else(|| "-".into()),
+                if waiting.is_empty() {
+                    "-".into()
+                } else {
+                    waiting
+                },
+                age(d.metadata.creation_timestamp.as_ref(), now),
+            ];
+            if all_namespaces {
+                row.insert(0, d.metadata.namespace.clone().unwrap_or_default());
+            }
+            row
+        })
+        .collect();
+    let mut head = vec!["NAME", "PHASE", "PROGRESS", "CURRENT", "REASON", "AGE"];
+    if all_namespaces {
+        head.insert(0, "NAMESPACE");
+    }
+    table(&head, rows)
+}
+
+/// `kubectl dbu rings`: one line per DovecotRing, with the namespace column under `-A`.
+pub fn rings_report(
+    rings: &[crate::api::DovecotRing],
+    all_namespaces: bool,
+    now: Timestamp,
+) -> String {
+    if rings.is_empty() {
+        return "No DovecotRings found.\n".into();
+    }
+    let rows = rings
+        .iter()
+        .map(|r| {
+            let st = r.status.clone().unwrap_or_default();
+            let n = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+            let mut row = vec![
+                r.metadata.name.clone().unwrap_or_default(),
+                n(st.host_count.map(|h| h.to_string())),
+                format!("{}/{}", st.out_count, r.spec.max_unavailable),
+                n(st.users.map(|u| u.to_string())),
+                n(st.synced.clone()),
+                st.out
+                    .iter()
+                    .map(|h| format!("{} ({})", h.pod, h.dbu))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                age(r.metadata.creation_timestamp.as_ref(), now),
+            ];
+            if row[5].is_empty() {
+                row[5] = "-".into();
+            }
+            if all_namespaces {
+                row.insert(0, r.metadata.namespace.clone().unwrap_or_default());
+            }
+            row
+        })
+        .collect();
+    let mut head = vec![
+        "NAME",
+        "HOSTS",
+        "OUT",
+        "USERS",
+        "SYNCED",
+        "HELD OUT BY",
+        "AGE",
+    ];
+    if all_namespaces {
+        head.insert(0, "NAMESPACE");
+    }
+    table(&head, rows)
 }
 
 #[cfg(test)]
@@ -516,69 +585,6 @@ mod tests {
     use crate::api::{Step, StepError};
     use crate::fixtures::{self, ts};
     use serde_json::json;
-
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(String::from).collect()
-    }
-
-    #[test]
-    fn parses_verbs_names_backends_and_namespaces() {
-        let ok = |s: &str, verb: Verb, ns: Option<&str>| {
-            assert_eq!(
-                parse(&args(s)),
-                Ok(Invocation {
-                    verb,
-                    name: "roll".into(),
-                    namespace: ns.map(Into::into)
-                }),
-                "{s}"
-            )
-        };
-        ok("status roll", Verb::Status, None);
-        ok("status roll -n mail", Verb::Status, Some("mail"));
-        ok("-n mail plan roll", Verb::Plan, Some("mail"));
-        ok("pause roll --namespace=mail", Verb::Pause, Some("mail"));
-        ok("approve roll", Verb::Approve(None), None);
-        ok(
-            "approve roll 2.3.21",
-            Verb::Approve(Some("2.3.21".into())),
-            None,
-        );
-        ok("skip roll backend-4", Verb::Skip("backend-4".into()), None);
-        ok(
-            "hold roll backend-2 -n m",
-            Verb::Hold("backend-2".into()),
-            Some("m"),
-        );
-        ok(
-            "release roll backend-2",
-            Verb::Release("backend-2".into()),
-            None,
-        );
-        ok("ring roll", Verb::Ring, None);
-        ok(
-            "ring-release roll backend-2",
-            Verb::RingRelease("backend-2".into()),
-            None,
-        );
-        assert!(Verb::Ring.on_ring() && !Verb::Ring.writes());
-        for bad in [
-            "",
-            "ring-release roll",
-            "ring roll extra",
-            "status",
-            "skip roll",
-            "hold roll",
-            "frobnicate roll",
-            "pause roll extra",
-            "skip roll b1 b2",
-            "status roll -n",
-            "status roll --force",
-        ] {
-            assert!(parse(&args(bad)).is_err(), "{bad:?} should be refused");
-        }
-        assert_eq!(parse(&args("--help")), Err(USAGE.into()));
-    }
 
     fn dbu(spec: serde_json::Value, status: serde_json::Value) -> DovecotBackendUpgrade {
         let mut v = fixtures::dbu_json(json!({}), spec);
@@ -764,6 +770,7 @@ mod tests {
         let out = plan_report(&d).unwrap();
         for want in [
             "order (3 backends):",
+            "backend-2 (10.88.0.7):\n  Drain",
             "1. backend-2 (10.88.0.7): 0 users, 20 vhosts",
             "... and 2 more",
             "Drain (in the director)",
@@ -782,5 +789,57 @@ mod tests {
         assert!(plan_report(&stale).unwrap().contains("out of date"));
         let err = plan_report(&dbu(json!({}), json!({}))).unwrap_err();
         assert!(err.contains("dryRun"), "{err}");
+    }
+
+    #[test]
+    fn lists_dbus_and_rings_as_kubectl_get_does() {
+        let now = ts(1_000_000);
+        let mut d = dbu(
+            json!({}),
+            json!({"phase": "Progressing", "progress": "1/3", "current": "backend-1",
+            "conditions": [
+                {"type": "Ready", "status": "False", "reason": "Progressing", "message": "", "lastTransitionTime": "1970-01-12T13:46:40Z"},
+                {"type": "Reconciling", "status": "True", "reason": "StepInProgress", "message": "", "lastTransitionTime": "1970-01-12T13:46:40Z"}
+            ]}),
+        );
+        d.metadata.namespace = Some("mail".into());
+        d.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            ts(1_000_000 - 3 * 3600),
+        ));
+        let one = list_report(std::slice::from_ref(&d), false, now);
+        let lines: Vec<&str> = one.lines().collect();
+        assert_eq!(
+            lines[0],
+            "NAME   PHASE         PROGRESS   CURRENT     REASON           AGE"
+        );
+        assert_eq!(
+            lines[1],
+            "roll   Progressing   1/3        backend-1   StepInProgress   3h"
+        );
+        let all = list_report(&[d], true, now);
+        assert!(all.starts_with("NAMESPACE   NAME"), "{all}");
+        assert!(
+            all.lines().nth(1).unwrap().starts_with("mail        roll"),
+            "{all}"
+        );
+        assert_eq!(
+            list_report(&[], false, now),
+            "No DovecotBackendUpgrades found.\n"
+        );
+        let ring: crate::api::DovecotRing = serde_json::from_value(json!({
+            "apiVersion": "mailops.io/v1alpha1", "kind": "DovecotRing",
+            "metadata": {"name": "main", "namespace": "mail"},
+            "spec": {"directors": {"selector": {"matchLabels": {"app": "director"}}},
+                "backends": [{"statefulSet": "backend"}], "maxUnavailable": 1},
+            "status": {"hostCount": 3, "outCount": 1, "users": 40, "synced": "True",
+                "out": [{"dbu": "mail/roll", "pod": "backend-1", "ip": "10.0.0.2", "maxUnavailable": 1}]}
+        }))
+        .unwrap();
+        let r = rings_report(&[ring], false, now);
+        assert_eq!(
+            r.lines().nth(1),
+            Some("main   3       1/1   40      True     backend-1 (mail/roll)   -"),
+            "{r}"
+        );
     }
 }

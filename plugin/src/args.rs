@@ -1,0 +1,285 @@
+//! The command line of `kubectl dbu` (clap), and what each verb asks of the pure core.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use dbu_core::control::Verb;
+
+#[derive(Parser, Debug, PartialEq)]
+#[command(
+    name = "kubectl-dbu",
+    bin_name = "kubectl dbu",
+    version,
+    about = "Read and steer Dovecot backend upgrades (DovecotBackendUpgrade, short name dbu) and their director rings (DovecotRing, dring)",
+    long_about = "Read and steer Dovecot backend upgrades (DovecotBackendUpgrade, short name dbu) and their director rings (DovecotRing, dring).\n\nEvery control changes the DBU's spec or an annotation, as the Argo CD actions do; the operator acts on it. A control is a merge patch under the resourceVersion read, so a change made meanwhile is refused, never lost.",
+    after_help = "Exit status: 0 when done, 1 on any error (as kubectl).",
+    propagate_version = true,
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub target: Target,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// Where to look, as kubectl's own flags say it.
+#[derive(Args, Debug, PartialEq, Default)]
+pub struct Target {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then the
+    /// in-cluster service account).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current-context).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+    /// The namespace of the object (default: the context's namespace, else "default").
+    #[arg(short = 'n', long, global = true, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+}
+
+#[derive(Subcommand, Debug, PartialEq)]
+pub enum Cmd {
+    /// List DovecotBackendUpgrades: phase, progress, the backend in flight, and why it waits.
+    List {
+        /// List them in every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
+    /// Phase, conditions, every backend's step, drains in progress and the last error.
+    Status {
+        /// The DovecotBackendUpgrade.
+        name: String,
+    },
+    /// The dry run the operator wrote in status.plan (apply the DBU with spec.dryRun=true
+    /// first): the backends in order and every command of a backend's walk.
+    Plan {
+        /// The DovecotBackendUpgrade.
+        name: String,
+    },
+    /// No new step starts; a step already running finishes (spec.paused=true).
+    Pause {
+        /// The DovecotBackendUpgrade.
+        name: String,
+    },
+    /// Go on: clears spec.paused and spec.abort.
+    Resume {
+        /// The DovecotBackendUpgrade.
+        name: String,
+    },
+    /// Stop, and leave nothing drained (spec.abort=true); a failed backend stays out, and says why.
+    Abort {
+        /// The DovecotBackendUpgrade.
+        name: String,
+    },
+    /// Approve the canary: REVISION, else spec.revision, else status.targetRevision.
+    Approve {
+        /// The DovecotBackendUpgrade.
+        name: String,
+        /// The StatefulSet revision to approve.
+        revision: Option<String>,
+    },
+    /// Run failed backends again, once (a new mailops.io/retry value).
+    Retry {
+        /// The DovecotBackendUpgrade.
+        name: String,
+    },
+    /// Leave BACKEND at its revision (one in flight before StopLmtp goes back to the ring).
+    Skip {
+        /// The DovecotBackendUpgrade.
+        name: String,
+        /// The backend pod.
+        backend: String,
+    },
+    /// BACKEND does not start until released (spec.hold).
+    Hold {
+        /// The DovecotBackendUpgrade.
+        name: String,
+        /// The backend pod.
+        backend: String,
+    },
+    /// Remove BACKEND from spec.hold.
+    Release {
+        /// The DovecotBackendUpgrade.
+        name: String,
+        /// The backend pod.
+        backend: String,
+    },
+    /// List DovecotRings: hosts, backends out of the maximum, users, sync, and who holds
+    /// which backend out.
+    Rings {
+        /// List them in every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
+    /// A DovecotRing: its directors, every host, and who holds which out.
+    Ring {
+        /// The DovecotRing.
+        name: String,
+    },
+    /// The DovecotRing stops keeping BACKEND out, which a deleted DBU left out (you have put
+    /// it back in the ring by hand, or will): mailops.io/release.
+    RingRelease {
+        /// The DovecotRing.
+        name: String,
+        /// The backend pod.
+        backend: String,
+    },
+    /// Print a shell completion script (source it, or write it where your shell loads
+    /// completions; it completes the command `kubectl-dbu`).
+    Completion {
+        #[arg(value_parser = ["bash", "zsh", "fish"])]
+        shell: String,
+    },
+    /// Print this reference as Markdown (docs/reference/kubectl-dbu.md is generated by it).
+    #[command(hide = true)]
+    MarkdownHelp,
+}
+
+/// What a command does with the cluster.
+#[derive(Debug, PartialEq)]
+pub enum Job<'a> {
+    /// A verb on one DovecotBackendUpgrade or DovecotRing.
+    On {
+        name: &'a str,
+        verb: Verb,
+    },
+    ListDbus {
+        all_namespaces: bool,
+    },
+    ListRings {
+        all_namespaces: bool,
+    },
+    /// Needs no cluster.
+    Local,
+}
+
+impl Cmd {
+    pub fn job(&self) -> Job<'_> {
+        fn on(name: &str, verb: Verb) -> Job<'_> {
+            Job::On { name, verb }
+        }
+        match self {
+            Cmd::List { all_namespaces } => Job::ListDbus {
+                all_namespaces: *all_namespaces,
+            },
+            Cmd::Rings { all_namespaces } => Job::ListRings {
+                all_namespaces: *all_namespaces,
+            },
+            Cmd::Status { name } => on(name, Verb::Status),
+            Cmd::Plan { name } => on(name, Verb::Plan),
+            Cmd::Pause { name } => on(name, Verb::Pause),
+            Cmd::Resume { name } => on(name, Verb::Resume),
+            Cmd::Abort { name } => on(name, Verb::Abort),
+            Cmd::Approve { name, revision } => on(name, Verb::Approve(revision.clone())),
+            Cmd::Retry { name } => on(name, Verb::Retry),
+            Cmd::Skip { name, backend } => on(name, Verb::Skip(backend.clone())),
+            Cmd::Hold { name, backend } => on(name, Verb::Hold(backend.clone())),
+            Cmd::Release { name, backend } => on(name, Verb::Release(backend.clone())),
+            Cmd::Ring { name } => on(name, Verb::Ring),
+            Cmd::RingRelease { name, backend } => on(name, Verb::RingRelease(backend.clone())),
+            Cmd::Completion { .. } | Cmd::MarkdownHelp => Job::Local,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(line: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("kubectl-dbu").chain(line.split_whitespace()))
+    }
+
+    #[test]
+    fn the_command_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn verbs_names_backends_and_kubectl_flags_anywhere() {
+        let cases: &[(&str, Verb, Option<&str>)] = &[
+            ("status roll", Verb::Status, None),
+            ("status roll -n mail", Verb::Status, Some("mail")),
+            ("-n mail pause roll", Verb::Pause, Some("mail")),
+            ("resume roll --namespace=mail", Verb::Resume, Some("mail")),
+            ("approve roll", Verb::Approve(None), None),
+            (
+                "approve roll abc123",
+                Verb::Approve(Some("abc123".into())),
+                None,
+            ),
+            ("skip roll backend-2", Verb::Skip("backend-2".into()), None),
+            (
+                "release roll backend-2",
+                Verb::Release("backend-2".into()),
+                None,
+            ),
+            (
+                "ring-release mail backend-1",
+                Verb::RingRelease("backend-1".into()),
+                None,
+            ),
+        ];
+        for (line, verb, ns) in cases {
+            let cli = parse(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(
+                cli.cmd.job(),
+                Job::On {
+                    name: if line.contains("ring-release") {
+                        "mail"
+                    } else {
+                        "roll"
+                    },
+                    verb: verb.clone()
+                },
+                "{line}"
+            );
+            assert_eq!(cli.target.namespace.as_deref(), *ns, "{line}");
+        }
+        let cli = parse("list -A --context prod --kubeconfig /tmp/kc").unwrap();
+        assert_eq!(
+            cli.cmd.job(),
+            Job::ListDbus {
+                all_namespaces: true
+            }
+        );
+        assert_eq!(cli.target.context.as_deref(), Some("prod"));
+        assert_eq!(cli.target.kubeconfig, Some(PathBuf::from("/tmp/kc")));
+        assert_eq!(
+            parse("rings").unwrap().cmd.job(),
+            Job::ListRings {
+                all_namespaces: false
+            }
+        );
+    }
+
+    #[test]
+    fn refuses_what_kubectl_users_would_mistype() {
+        use clap::error::ErrorKind;
+        for (line, kind) in [
+            ("skip roll", ErrorKind::MissingRequiredArgument),
+            ("status", ErrorKind::MissingRequiredArgument),
+            ("status roll extra", ErrorKind::UnknownArgument),
+            ("frobnicate roll", ErrorKind::InvalidSubcommand),
+            ("status roll --bogus", ErrorKind::UnknownArgument),
+            ("status roll -A", ErrorKind::UnknownArgument),
+            ("completion powershell", ErrorKind::InvalidValue),
+            ("-n", ErrorKind::InvalidValue),
+        ] {
+            let err = parse(line)
+                .err()
+                .unwrap_or_else(|| panic!("{line:?} was accepted"));
+            assert_eq!(err.kind(), kind, "{line}: {err}");
+        }
+        assert_eq!(
+            parse("--help").err().map(|e| e.kind()),
+            Some(ErrorKind::DisplayHelp)
+        );
+        assert_eq!(
+            parse("skip --help").err().map(|e| e.kind()),
+            Some(ErrorKind::DisplayHelp)
+        );
+    }
+}
