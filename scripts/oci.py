@@ -1,6 +1,9 @@
 """Writes an OCI image archive (oci-layout, index, manifest, config, layers) without a daemon.
 
-Shared by scripts/operator-image.py, scripts/dovecot-image.py and the e2e's node images. The
+Shared by scripts/dovecot-image.py and the e2e's node images (pause, CoreDNS). The operator's
+image, the one users build, is built by buildah from its Containerfile (scripts/image.sh); these
+test images are still written here from an mmdebstrap root or one static binary, which buildah
+could do as well (`buildah from scratch`, `add`, `commit`): moving them is left for later. The
 archive is what `ctr -n k8s.io images import` takes; containerd names the image from the
 `io.containerd.image.name` annotation, so no registry and no re-tagging are needed.
 """

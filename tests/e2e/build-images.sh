@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Writes the images the real node runs, as OCI archives, into OUT (no registry anywhere):
-# the operator's (scripts/operator-image.py, from the release binary) and Dovecot 2.3.19 and
-# 2.3.21 (scripts/dovecot-image.py, from Debian's packages), and the operator of an earlier
-# release, $PREVIOUS (the chart upgrade's starting point; built from that commit, packed by
-# today's recipe, as that commit had none, under the name its chart expects). The Dovecot
-# archives and the earlier binary are cached outside the repository (by recipe hash, by commit).
+# the operator's (deploy/images/operator/Containerfile built by buildah: scripts/image.sh) and
+# Dovecot 2.3.19 and 2.3.21 (scripts/dovecot-image.py, from Debian's packages), and the operator
+# of an earlier release, $PREVIOUS (the chart upgrade's starting point; that commit's tree built
+# by today's Containerfile, under the name its chart expects). The Dovecot archives and the
+# earlier image are cached outside the repository (by recipe hash, by commit).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -23,18 +23,20 @@ for v in 2.3.19 2.3.21; do
   fi
   ln -sf "$cached" "$out/dovecot-$v.tar"   # 190 MiB each: linked, not copied per suite
 done
-prev_bin="$CACHE/previous/$PREVIOUS/dovecot-upgrade-operator"
-if [[ ! -x "$prev_bin" ]]; then
-  log "building the operator at $PREVIOUS (a release build of that commit)"
-  tree="$(mktemp -d)"
-  git -C "$repo" archive "$PREVIOUS" | tar -x -C "$tree"
-  (cd "$tree" && CARGO_TARGET_DIR="$CACHE/previous/target" cargo build --release --locked --quiet -p dovecot-upgrade-operator)
-  mkdir -p "$(dirname "$prev_bin")"
-  cp "$CACHE/previous/target/release/dovecot-upgrade-operator" "$prev_bin.tmp" && mv "$prev_bin.tmp" "$prev_bin"
-  rm -rf "$tree" "$CACHE/previous/target"
-fi
+# the earlier release, built by today's Containerfile from that commit's tree (once: cached by
+# commit and by the image recipe)
 prev_version="$(git -C "$repo" show "$PREVIOUS:charts/dovecot-upgrade-operator/Chart.yaml" | awk -F'"' '/^appVersion:/ {print $2}')"
-python3 "$repo/scripts/operator-image.py" build "$prev_bin" "$out/operator-previous.tar" "dovecot-upgrade-operator:$prev_version" >&2
-(cd "$repo" && cargo build --release --locked --quiet -p dovecot-upgrade-operator)
-python3 "$repo/scripts/operator-image.py" build "$repo/target/release/dovecot-upgrade-operator" "$out/operator.tar" >&2
+image_recipe="$(cat "$repo/scripts/image.sh" "$repo/deploy/images/operator/Containerfile" | sha256sum | cut -c1-16)"
+prev_image="$CACHE/images/operator-$PREVIOUS-$image_recipe.tar"
+if [[ ! -f "$prev_image" ]]; then
+  log "building the operator's image at $PREVIOUS (buildah, a release build of that commit)"
+  tree="$(mktemp -d)" prev_target="$(mktemp -d)"
+  git -C "$repo" archive "$PREVIOUS" | tar -x -C "$tree"
+  IMAGE_TARGET="$prev_target" "$repo/scripts/image.sh" operator "$prev_image.tmp" "$tree" "$prev_version" >/dev/null
+  mv "$prev_image.tmp" "$prev_image"
+  rm -rf "$tree" "$prev_target"
+fi
+ln -sf "$prev_image" "$out/operator-previous.tar"
+# today's: deploy/images/operator/Containerfile built by buildah, as a user builds it
+"$repo/scripts/image.sh" operator "$out/operator.tar" >/dev/null
 ls "$out"
