@@ -39,6 +39,9 @@ cp "$out/ring-crd.yaml" "$out/chart/crds/dovecotrings.mailops.io.yaml"
   done
 } > "$out/argocd-cm-patch.yaml"
 
+# the API reference, from the CRDs just generated
+/usr/bin/python3 scripts/api-reference.py "$out/crd.yaml" "$out/ring-crd.yaml" > "$out/api.md"
+
 # the kubectl plugin's reference, from its clap definition
 cargo run --quiet --locked -p kubectl-dbu -- markdown-help > "$out/kubectl-dbu.md"
 
@@ -66,6 +69,7 @@ pairs=(
   "$out/operator.yaml:deploy/base/operator.yaml"
   "$out/alerts.rules.yaml:deploy/monitoring/alerts.rules.yaml"
   "$out/kubectl-dbu.md:docs/reference/kubectl-dbu.md"
+  "$out/api.md:docs/reference/api.md"
 )
 status=0
 for p in "${pairs[@]}"; do

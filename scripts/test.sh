@@ -25,6 +25,9 @@ echo "layering: ok"
 step "generated artifacts match the code"
 scripts/generate.sh --check
 
+step "docs: every relative link in README.md and docs/ leads to a file and anchor"
+/usr/bin/python3 tests/docs/links.py
+
 step "helm lint"
 helm lint charts/dovecot-upgrade-operator
 helm lint charts/dovecot-upgrade-operator --set clusterWide=true
