@@ -31,12 +31,12 @@ const CORE: &[&str] = &[
     "maintenance",
     "settings",
     "machine",
-    "cli",
+    "control",
     "fixtures",
 ];
 const CORE_NAMES: &[&str] = &[
     "api",
-    "cli",
+    "control",
     "conditions",
     "dovecot",
     "machine",
