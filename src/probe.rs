@@ -103,12 +103,75 @@ pub use dbu_core::imap::ImapTarget;
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
-/// The largest literal the probe reads (its own message is a few hundred bytes).
-const MAX_LITERAL: usize = 1 << 20;
+/// The most the probe buffers of the server's answers: its own message and a few lines.
+const MAX_BUFFERED: usize = dbu_core::imap::MAX_LITERAL as usize + 64 * 1024;
 
-/// Runs the IMAP probe against `t`; every exchange within `t.timeout`.
+/// The connection and what was read from it but not yet decoded.
+struct Wire {
+    conn: Box<dyn Io>,
+    buf: Vec<u8>,
+    timeout: Duration,
+}
+
+impl Wire {
+    /// Reads more bytes, within the timeout.
+    async fn fill(&mut self, name: &str) -> Result<(), ProbeFailure> {
+        use tokio::io::AsyncReadExt;
+        if self.buf.len() >= MAX_BUFFERED {
+            return Err(failure(name, "an answer larger than 1 MiB", false));
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        let n = tokio::time::timeout(self.timeout, self.conn.read(&mut chunk))
+            .await
+            .map_err(|_| failure(name, format!("no reply within {:?}", self.timeout), true))?
+            .map_err(|e| failure(name, e.to_string(), false))?;
+        if n == 0 {
+            return Err(failure(name, "connection closed", false));
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
+    /// The next response the server sent, decoded by imap-codec (in dbu_core::imap).
+    async fn event(&mut self, name: &str) -> Result<dbu_core::imap::Event, ProbeFailure> {
+        use dbu_core::imap::{Decoded, MAX_LITERAL, decode};
+        loop {
+            match decode(&self.buf) {
+                Decoded::Event { consumed, event } => {
+                    self.buf.drain(..consumed);
+                    return Ok(event);
+                }
+                Decoded::Incomplete { literal: Some(n) } if n > MAX_LITERAL => {
+                    return Err(failure(name, format!("a literal of {n} bytes"), false));
+                }
+                Decoded::Incomplete { .. } => self.fill(name).await?,
+                Decoded::NotImap(text) => {
+                    return Err(failure(
+                        name,
+                        format!("not IMAP: {}", bounded(&text, 200)),
+                        false,
+                    ));
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, name: &str, bytes: &[u8]) -> Result<(), ProbeFailure> {
+        let conn = &mut self.conn;
+        tokio::time::timeout(self.timeout, async {
+            conn.write_all(bytes).await?;
+            conn.flush().await
+        })
+        .await
+        .map_err(|_| failure(name, "write timed out", true))?
+        .map_err(|e| failure(name, e.to_string(), false))
+    }
+}
+
+/// Runs the IMAP probe against `t`; every exchange within `t.timeout`. What to send and what the
+/// answers mean are `dbu_core::imap`'s; this only moves bytes.
 pub async fn imap(t: &ImapTarget, input: dbu_core::imap::ProbeInput) -> Result<(), ProbeFailure> {
-    use dbu_core::imap::{ImapProbe, Stage, Tls};
+    use dbu_core::imap::{Answer, Event, ImapProbe, Part, Stage, Tls};
     let mut p = ImapProbe::new(input).map_err(|r| failure(&r.command, r.reply, false))?;
     let tcp = connect(&format!("{}:{}", t.ip, t.port), t.timeout).await?;
     let tls = if t.tls == Tls::None {
@@ -120,151 +183,78 @@ pub async fn imap(t: &ImapTarget, input: dbu_core::imap::ProbeInput) -> Result<(
     if t.tls == Tls::Implicit {
         conn = handshake(tls.as_ref(), t, conn).await?;
     }
-    let mut r = BufReader::new(conn);
-    let greeting = read_line(&mut r, t.timeout, "greeting").await?;
-    p.greeting(&greeting)
-        .map_err(|f| failure(&f.command, f.reply, false))?;
+    let mut w = Wire {
+        conn,
+        buf: Vec::new(),
+        timeout: t.timeout,
+    };
+    loop {
+        match dbu_core::imap::greeting(&w.buf) {
+            Ok(n) => {
+                w.buf.drain(..n);
+                break;
+            }
+            Err(None) => w.fill("greeting").await?,
+            Err(Some(line)) => {
+                return Err(failure("greeting", p.scrub(&bounded(&line, 300)), false));
+            }
+        }
+    }
     while let Some(cmd) = p.next() {
         let name = cmd.stage.name();
-        send(&mut r, t.timeout, name, &cmd.first).await?;
-        let mut answer = dbu_core::imap::Answer::default();
+        let mut answer = Answer::default();
         let mut done = false;
-        if let Some(then) = &cmd.then {
-            // the server either asks for the rest (+) or refuses at once (tagged)
-            loop {
-                let l = read_line(&mut r, t.timeout, name).await?;
-                match dbu_core::imap::line(&l) {
-                    dbu_core::imap::Line::Continuation(_) => break,
-                    _ => {
-                        if absorb(&mut r, t.timeout, name, &cmd.tag, &l, &mut answer).await? {
-                            done = true;
-                            break;
+        for part in &cmd.parts {
+            match part {
+                Part::Line(bytes) => w.send(name, bytes).await?,
+                Part::AfterContinue(bytes) => {
+                    // the server either asks for the rest (+) or refuses at once (tagged)
+                    loop {
+                        match w.event(name).await? {
+                            Event::Continue => break,
+                            e => {
+                                done = answer.absorb(&cmd.tag, e).map_err(|e| {
+                                    failure(name, p.scrub(&bounded(&e, 300)), false)
+                                })?;
+                                if done {
+                                    break;
+                                }
+                            }
                         }
                     }
-                }
-            }
-            if !done {
-                let then = then.trim_end_matches("\r\n");
-                send(&mut r, t.timeout, name, then).await?;
-            }
-        }
-        if !done {
-            loop {
-                let l = match read_line(&mut r, t.timeout, name).await {
-                    Err(e) if cmd.stage == Stage::Logout && e.reply == "connection closed" => {
+                    if done {
                         break;
                     }
-                    other => other?,
-                };
-                if absorb(&mut r, t.timeout, name, &cmd.tag, &l, &mut answer).await? {
-                    break;
+                    w.send(name, bytes).await?;
                 }
             }
         }
+        while !done {
+            let e = match w.event(name).await {
+                // the server may close right after its BYE to LOGOUT
+                Err(e) if cmd.stage == Stage::Logout && e.reply == "connection closed" => break,
+                Err(e) if answer.bye.is_some() && e.reply == "connection closed" => break,
+                other => other?,
+            };
+            done = answer
+                .absorb(&cmd.tag, e)
+                .map_err(|e| failure(name, p.scrub(&bounded(&e, 300)), false))?;
+        }
+        answer.line = bounded(&answer.line, 300);
         p.answer(&cmd, &answer)
             .map_err(|f| failure(&f.command, p.scrub(&f.reply), false))?;
         if cmd.stage == Stage::StartTls {
             // nothing may be read ahead of the handshake: injected plain text would be trusted
-            if !r.buffer().is_empty() {
+            if !w.buf.is_empty() {
                 return Err(failure("STARTTLS", "data after the OK, before TLS", false));
             }
-            let plain = r.into_inner();
-            r = BufReader::new(handshake(tls.as_ref(), t, plain).await?);
+            w.conn = handshake(tls.as_ref(), t, w.conn).await?;
         }
         if cmd.stage == Stage::Logout {
             break;
         }
     }
     Ok(())
-}
-
-/// Adds one server line (and the literals it announces) to `a`; true once the tagged reply of
-/// `tag` is in.
-async fn absorb<R: tokio::io::AsyncBufRead + Unpin>(
-    r: &mut R,
-    timeout: Duration,
-    name: &str,
-    tag: &str,
-    first: &str,
-    a: &mut dbu_core::imap::Answer,
-) -> Result<bool, ProbeFailure> {
-    use dbu_core::imap::{Line, line, literal};
-    let mut l = first.to_string();
-    let mut text = String::new();
-    // a line may announce a literal, after which the same response goes on
-    while let Some(n) = literal(&l) {
-        if n > MAX_LITERAL {
-            return Err(failure(name, format!("a literal of {n} bytes"), false));
-        }
-        let mut buf = vec![0; n];
-        tokio::time::timeout(timeout, tokio::io::AsyncReadExt::read_exact(r, &mut buf))
-            .await
-            .map_err(|_| failure(name, format!("no reply within {timeout:?}"), true))?
-            .map_err(|e| failure(name, e.to_string(), false))?;
-        a.literals.push(buf);
-        text.push_str(l.trim_end());
-        l = read_line(r, timeout, name).await?;
-    }
-    text.push_str(&l);
-    match line(&text) {
-        Line::Tagged {
-            tag: t,
-            status,
-            text,
-        } if t == tag => {
-            a.status = Some(status);
-            a.tagged_text = bounded(&text, 300);
-            Ok(true)
-        }
-        Line::Untagged { status: None, text } => {
-            if a.untagged.len() < 1000 {
-                a.untagged.push(bounded(&text, 4096));
-            }
-            Ok(false)
-        }
-        Line::Untagged { .. } | Line::Continuation(_) => Ok(false),
-        Line::Tagged { .. } | Line::Garbage(_) => Err(failure(
-            name,
-            format!("not IMAP: {}", bounded(text.trim_end(), 200)),
-            false,
-        )),
-    }
-}
-
-async fn send<W: tokio::io::AsyncWrite + Unpin>(
-    w: &mut W,
-    timeout: Duration,
-    name: &str,
-    text: &str,
-) -> Result<(), ProbeFailure> {
-    let out = format!("{text}\r\n");
-    tokio::time::timeout(timeout, async {
-        w.write_all(out.as_bytes()).await?;
-        w.flush().await
-    })
-    .await
-    .map_err(|_| failure(name, "write timed out", true))?
-    .map_err(|e| failure(name, e.to_string(), false))
-}
-
-async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
-    r: &mut R,
-    timeout: Duration,
-    name: &str,
-) -> Result<String, ProbeFailure> {
-    use tokio::io::AsyncReadExt;
-    let mut buf = Vec::new();
-    let n = tokio::time::timeout(timeout, r.take(64 * 1024).read_until(b'\n', &mut buf))
-        .await
-        .map_err(|_| failure(name, format!("no reply within {timeout:?}"), true))?
-        .map_err(|e| failure(name, e.to_string(), false))?;
-    if n == 0 {
-        return Err(failure(name, "connection closed", false));
-    }
-    if !buf.ends_with(b"\n") {
-        return Err(failure(name, "a line longer than 64 KiB", false));
-    }
-    Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
 async fn handshake(
@@ -381,5 +371,132 @@ impl tokio_rustls::rustls::client::danger::ServerCertVerifier for AnyCertificate
 
     fn supported_verify_schemes(&self) -> Vec<tokio_rustls::rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dbu_core::imap::{ProbeInput, Secret, Tls};
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// A server on loopback that answers each line the probe sends with the next of `script`
+    /// (several responses in one write where a script entry holds several).
+    async fn server(
+        script: Vec<&'static str>,
+    ) -> (String, u16, tokio::task::JoinHandle<Vec<String>>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut heard = Vec::new();
+            let mut script = script.into_iter();
+            if let Some(greeting) = script.next() {
+                s.write_all(greeting.as_bytes()).await.unwrap();
+            }
+            let mut buf = vec![0u8; 4096];
+            for reply in script {
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                heard.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                s.write_all(reply.as_bytes()).await.unwrap();
+            }
+            heard
+        });
+        ("127.0.0.1".into(), port, task)
+    }
+
+    fn target(ip: String, port: u16, tls: Tls) -> ImapTarget {
+        ImapTarget {
+            ip,
+            port,
+            tls,
+            server_name: Some("backend.example".into()),
+            ca_pem: None,
+            insecure_skip_verify: true,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn input(tls: Tls) -> ProbeInput {
+        ProbeInput {
+            tls,
+            login: "user1".into(),
+            password: Secret("pw".into()),
+            verify_mailbox: "INBOX".into(),
+            token: "t".into(),
+            append: None,
+            login_only: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn plain_text_after_the_starttls_ok_is_refused_before_any_credential() {
+        // CVE-2011-0411's shape: a response injected behind the OK, read before the handshake
+        let (ip, port, task) = server(vec![
+            "* OK [CAPABILITY IMAP4rev1 STARTTLS] ready.\r\n",
+            "p1 OK Begin TLS negotiation now.\r\n* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] injected\r\n",
+        ])
+        .await;
+        let err = imap(&target(ip, port, Tls::StartTls), input(Tls::StartTls))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.command.as_str(), err.reply.as_str()),
+            ("STARTTLS", "data after the OK, before TLS")
+        );
+        let heard = task.await.unwrap();
+        assert_eq!(heard, vec!["p1 STARTTLS\r\n"]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_login_names_the_command_and_the_reply_and_a_good_one_logs_out() {
+        let (ip, port, task) = server(vec![
+            "* OK ready.\r\n",
+            "+ \r\n",
+            "p1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
+        ])
+        .await;
+        let err = imap(&target(ip, port, Tls::None), input(Tls::None))
+            .await
+            .unwrap_err();
+        assert_eq!(err.command, "AUTHENTICATE PLAIN");
+        assert_eq!(
+            err.reply,
+            "p1 NO [AUTHENTICATIONFAILED] Authentication failed."
+        );
+        assert!(!err.transient);
+        // the SASL response went only after the continuation request
+        assert_eq!(
+            task.await.unwrap(),
+            vec!["p1 AUTHENTICATE PLAIN\r\n", "AHVzZXIxAHB3\r\n"]
+        );
+        let (ip, port, task) = server(vec![
+            "* OK ready.\r\n",
+            "+ \r\n",
+            "p1 OK Logged in\r\n",
+            "* BYE Logging out\r\np2 OK Logout completed.\r\n",
+        ])
+        .await;
+        imap(&target(ip, port, Tls::None), input(Tls::None))
+            .await
+            .unwrap();
+        assert_eq!(
+            task.await.unwrap().last().map(String::as_str),
+            Some("p2 LOGOUT\r\n")
+        );
+    }
+
+    #[tokio::test]
+    async fn something_that_is_not_imap_is_said_so() {
+        let (ip, port, _task) = server(vec!["SSH-2.0-OpenSSH_9.2\r\n"]).await;
+        let err = imap(&target(ip, port, Tls::None), input(Tls::None))
+            .await
+            .unwrap_err();
+        assert_eq!(err.command, "greeting");
+        assert_eq!(err.reply, "SSH-2.0-OpenSSH_9.2");
     }
 }

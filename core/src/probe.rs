@@ -3,6 +3,11 @@
 //! doveadm talks to the mail store directly; a revision whose LMTP service is broken passes it.
 //! The probe delivers one message over LMTP to the new pod's own IP (never through the
 //! director) and the engine then removes it by its own header, so nothing of it stays.
+//!
+//! Written here, unlike the IMAP probe's codec: five fixed commands in plain text, no TLS, no
+//! authentication, and replies of one code and text. The maintained clients that speak LMTP
+//! (mail-send) bring a TLS stack, DKIM and address parsing for that; the reply parsing below is
+//! tested against Dovecot's lmtp as captured.
 
 /// Header that marks probe messages; leftovers of an interrupted probe are found by it.
 pub const PROBE_HEADER: &str = "X-DBU-Probe";
