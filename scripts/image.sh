@@ -5,6 +5,11 @@
 #                                                        checkout) with this Containerfile
 #                                                        (IMAGE_TARGET: cargo's target folder)
 #   scripts/image.sh check OUT.tar                        what the image must be, and that it starts
+#   scripts/image.sh dovecot VERSION OUT.tar              deploy/images/dovecot/Containerfile for
+#                                                        Dovecot 2.3.19 (bookworm) or 2.3.21
+#                                                        (bookworm-backports), as dbu-dovecot:VERSION
+#   scripts/image.sh static BINARY NAME USER OUT.tar      one static binary as the image (the real
+#                                                        node's pause and CoreDNS)
 # No registry can be pulled from here, so the two base images are built locally with mmdebstrap
 # from Debian 12's packages and passed as BUILD_IMAGE and BASE_IMAGE; each is named by the hash
 # of its recipe (this file) and kept in buildah's storage. The build stage runs cargo with the
@@ -18,6 +23,7 @@ CONTAINERFILE="$repo/deploy/images/operator/Containerfile"
 recipe="$(sed -n '/^# --- base recipes/,/^# --- end/p' "$0" | sha256sum | cut -c1-12)"
 BUILD_IMAGE="localhost/dbu-base/rust-build:bookworm-$recipe"
 BASE_IMAGE="localhost/dbu-base/cc:bookworm-$recipe"
+DEBIAN_IMAGE="localhost/dbu-base/debian:bookworm-$recipe"
 log() { echo "image: $*" >&2; }
 app_version() { awk -F'"' '/^appVersion:/ {print $2}' "$1/charts/dovecot-upgrade-operator/Chart.yaml"; }
 # the chart's default image, which containerd's import names the image by
@@ -58,6 +64,16 @@ runtime_base() {
   buildah commit --quiet --rm "$c" "$BASE_IMAGE" >/dev/null
   rm -rf "$(dirname "$tar")"
 }
+# Debian 12 minbase, as debian:bookworm-slim is made, for the Dovecot image
+debian_base() {
+  local tar; tar="$(mktemp -d)/root.tar"
+  mmdebstrap --quiet --variant=minbase --aptopt='Apt::Install-Recommends "false"' bookworm "$tar" "$MIRROR"
+  local c; c="$(buildah from scratch)"
+  buildah add --quiet "$c" "$tar" / >/dev/null
+  buildah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd bash "$c"
+  buildah commit --quiet --rm "$c" "$DEBIAN_IMAGE" >/dev/null
+  rm -rf "$(dirname "$tar")"
+}
 # --- end
 
 bases() {
@@ -66,6 +82,42 @@ bases() {
     xargs -r buildah rmi >/dev/null 2>&1 || true
   have "$BUILD_IMAGE" || { log "making $BUILD_IMAGE (mmdebstrap)"; build_base; }
   have "$BASE_IMAGE" || { log "making $BASE_IMAGE (mmdebstrap)"; runtime_base; }
+  have "$DEBIAN_IMAGE" || { log "making $DEBIAN_IMAGE (mmdebstrap)"; debian_base; }
+}
+
+dovecot() { # version out.tar
+  local version="$1" out="$2" suite
+  case "$version" in
+    2.3.19) suite=bookworm ;;
+    2.3.21) suite=bookworm-backports ;;
+    *) log "unknown Dovecot version $version: 2.3.19 or 2.3.21"; exit 2 ;;
+  esac
+  local name="docker.io/library/dbu-dovecot:$version"
+  bases
+  log "buildah build of $name ($suite)"
+  # RUN reaches Debian's mirror through the host's network, as apt on the host does
+  buildah build --quiet --layers=false --pull=never --network host \
+    --build-arg BASE_IMAGE="$DEBIAN_IMAGE" --build-arg SUITE="$suite" \
+    -f "$repo/deploy/images/dovecot/Containerfile" -t "$name" "$repo/deploy/images/dovecot" >/dev/null
+  # the suite must give the version asked for
+  local c got; c="$(buildah from --quiet --pull=never "$name")"
+  got="$(buildah run "$c" -- dovecot --version)"; buildah rm "$c" >/dev/null
+  [[ "$got" == "$version".* ]] || { log "$suite gave Dovecot $got, not $version"; exit 1; }
+  rm -f "$out"
+  buildah push --quiet "$name" "oci-archive:$out:$name"
+  log "$out: $name, Dovecot $got"
+}
+
+static() { # binary name user out.tar: the binary as /<its name>, its entrypoint
+  local bin="$1" name="$2" user="$3" out="$4" c
+  c="$(buildah from scratch)"
+  buildah copy --quiet --chmod 0755 "$c" "$bin" "/$(basename "$bin")" >/dev/null
+  buildah config --entrypoint "[\"/$(basename "$bin")\"]" --workingdir / ${user:+--user "$user"} "$c"
+  buildah commit --quiet --rm "$c" "$name" >/dev/null
+  rm -f "$out"
+  buildah push --quiet "$name" "oci-archive:$out:$name"
+  # made afresh each time: nothing kept in buildah's storage
+  buildah rmi "$name" >/dev/null
 }
 
 operator() { # out.tar [tree [version]]
@@ -119,6 +171,8 @@ check() { # out.tar: what the image must be, read back from the archive as conta
 case "${1:-}" in
   operator) shift; operator "$@" ;;
   check) check "${2:?check OUT.tar}" ;;
+  dovecot) dovecot "${2:?dovecot VERSION OUT.tar}" "${3:?dovecot VERSION OUT.tar}" ;;
+  static) static "${2:?static BINARY NAME USER OUT.tar}" "${3:?}" "${4-}" "${5:?}" ;;
   bases) bases ;;
   *) sed -n '2,12p' "$0" >&2; exit 2 ;;
 esac

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Writes the images the real node runs, as OCI archives, into OUT (no registry anywhere):
 # the operator's (deploy/images/operator/Containerfile built by buildah: scripts/image.sh) and
-# Dovecot 2.3.19 and 2.3.21 (scripts/dovecot-image.py, from Debian's packages), and the operator
+# Dovecot 2.3.19 and 2.3.21 (deploy/images/dovecot/Containerfile, the same way), and the operator
 # of an earlier release, $PREVIOUS (the chart upgrade's starting point; that commit's tree built
 # by today's Containerfile, under the name its chart expects). The Dovecot archives and the
 # earlier image are cached outside the repository (by recipe hash, by commit).
@@ -13,15 +13,15 @@ PREVIOUS="${PREVIOUS:-$(grep -v '^#' "$here/previous-release")}"
 CACHE="${DBU_CACHE:-$HOME/.cache/dovecot-upgrade-operator}"
 log() { echo "build-images: $*" >&2; }
 mkdir -p "$out" "$CACHE/images"
-recipe="$(cat "$repo"/deploy/images/dovecot/* "$repo"/scripts/dovecot-image.py "$repo"/scripts/oci.py | sha256sum | cut -c1-16)"
+recipe="$(cat "$repo"/deploy/images/dovecot/* "$repo"/scripts/image.sh | sha256sum | cut -c1-16)"
 for v in 2.3.19 2.3.21; do
   cached="$CACHE/images/dovecot-$v-$recipe.tar"
   if [[ ! -f "$cached" ]]; then
-    log "building Dovecot $v (mmdebstrap; about a minute)"
-    python3 "$repo/scripts/dovecot-image.py" build "$v" "$cached.tmp" >&2
+    log "building Dovecot $v (its Containerfile by buildah; about a minute)"
+    "$repo/scripts/image.sh" dovecot "$v" "$cached.tmp"
     mv "$cached.tmp" "$cached"
   fi
-  ln -sf "$cached" "$out/dovecot-$v.tar"   # 190 MiB each: linked, not copied per suite
+  ln -sf "$cached" "$out/dovecot-$v.tar"   # 140 MiB each: linked, not copied per suite
 done
 # the earlier release, built by today's Containerfile from that commit's tree (once: cached by
 # commit and by the image recipe)

@@ -174,8 +174,10 @@ pki="$dir/pki"
 
 pause_tag="$(cat "$NODEBIN/pause.tag")"
 img="$dir/images"; mkdir -p "$img"
-python3 "$here/node-images.py" pause "$NODEBIN/pause" "$pause_tag" "$img/pause.tar" >/dev/null
-python3 "$here/node-images.py" coredns "$NODEBIN/coredns" "$("$NODEBIN/coredns" -version | awk -F'[- ]' '/CoreDNS/ {print $2; exit}')" "$img/coredns.tar" >/dev/null
+# each one static binary on an empty root, as upstream ships them (buildah from scratch)
+"$here/../../scripts/image.sh" static "$NODEBIN/pause" "registry.k8s.io/pause:$pause_tag" 65535:65535 "$img/pause.tar"
+"$here/../../scripts/image.sh" static "$NODEBIN/coredns" \
+  "registry.k8s.io/coredns/coredns:v$("$NODEBIN/coredns" -version | awk -F'[- ]' '/CoreDNS/ {print $2; exit}')" "" "$img/coredns.tar"
 
 # A node's runtime: containerd with its own root, state, socket, NRI socket and runc root under
 # ND (the shims' sockets under /run/containerd/s are named from the containerd socket's path, so
