@@ -67,7 +67,10 @@ runtime_base() {
 # Debian 12 minbase, as debian:bookworm-slim is made, for the Dovecot image
 debian_base() {
   local tar; tar="$(mktemp -d)/root.tar"
-  mmdebstrap --quiet --variant=minbase --aptopt='Apt::Install-Recommends "false"' bookworm "$tar" "$MIRROR"
+  mmdebstrap --quiet --variant=minbase --aptopt='Apt::Install-Recommends "false"' \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+    bookworm "$tar" "$MIRROR"
   local c; c="$(buildah from scratch)"
   buildah add --quiet "$c" "$tar" / >/dev/null
   buildah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd bash "$c"
