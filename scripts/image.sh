@@ -10,6 +10,9 @@
 #                                                        (bookworm-backports), as dbu-dovecot:VERSION
 #   scripts/image.sh static BINARY NAME USER OUT.tar      one static binary as the image (the real
 #                                                        node's pause and CoreDNS)
+#   scripts/image.sh build-args                           the bases made, then the arguments that
+#                                                        let `buildah build` of the operator's
+#                                                        Containerfile run here (one per line)
 # No registry can be pulled from here, so the two base images are built locally with mmdebstrap
 # from Debian 12's packages and passed as BUILD_IMAGE and BASE_IMAGE; each is named by the hash
 # of its recipe (this file) and kept in buildah's storage. The build stage runs cargo with the
@@ -177,5 +180,14 @@ case "${1:-}" in
   dovecot) dovecot "${2:?dovecot VERSION OUT.tar}" "${3:?dovecot VERSION OUT.tar}" ;;
   static) static "${2:?static BINARY NAME USER OUT.tar}" "${3:?}" "${4-}" "${5:?}" ;;
   bases) bases ;;
+  # what names the bases: the build recipes' hash (for caches of what is built on them)
+  recipe) echo "$recipe" ;;
+  build-args)
+    bases
+    mkdir -p "${IMAGE_TARGET:-$CACHE/image-target}" "$HOME/.cargo"
+    printf '%s\n' --pull=never --build-arg "BUILD_IMAGE=$BUILD_IMAGE" --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+      --volume "$HOME/.rustup:/usr/local/rustup:ro" --volume "$HOME/.cargo:/usr/local/cargo" \
+      --volume "${IMAGE_TARGET:-$CACHE/image-target}:/src/target"
+    ;;
   *) sed -n '2,12p' "$0" >&2; exit 2 ;;
 esac

@@ -78,6 +78,9 @@ tests/e2e/e2e.sh
 step "end-to-end on a real node (kubelet, containerd, runc, CNI, kube-proxy, CoreDNS; its own network namespace): a genuine Dovecot version upgrade"
 tests/e2e/real-node.sh
 
+step "the README's quickstart, every command as written, on a real node (a registry on its loopback)"
+tests/e2e/quickstart.sh
+
 step "GitOps live on a real node: Flux (source- and kustomize-controller v1.9.6) and Argo CD 3.6.1 (application controller, repo-server) against a Git server on the node's network; every control a commit"
 tests/e2e/gitops.sh
 echo "test.sh: all checks passed in ${SECONDS}s"

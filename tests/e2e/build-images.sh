@@ -13,7 +13,7 @@ PREVIOUS="${PREVIOUS:-$(grep -v '^#' "$here/previous-release")}"
 CACHE="${DBU_CACHE:-$HOME/.cache/dovecot-upgrade-operator}"
 log() { echo "build-images: $*" >&2; }
 mkdir -p "$out" "$CACHE/images"
-recipe="$(cat "$repo"/deploy/images/dovecot/* "$repo"/scripts/image.sh | sha256sum | cut -c1-16)"
+recipe="$({ cat "$repo"/deploy/images/dovecot/*; "$repo/scripts/image.sh" recipe; sed -n '/^dovecot() {/,/^}/p' "$repo/scripts/image.sh"; } | sha256sum | cut -c1-16)"
 for v in 2.3.19 2.3.21; do
   cached="$CACHE/images/dovecot-$v-$recipe.tar"
   if [[ ! -f "$cached" ]]; then
@@ -26,7 +26,7 @@ done
 # the earlier release, built by today's Containerfile from that commit's tree (once: cached by
 # commit and by the image recipe)
 prev_version="$(git -C "$repo" show "$PREVIOUS:charts/dovecot-upgrade-operator/Chart.yaml" | awk -F'"' '/^appVersion:/ {print $2}')"
-image_recipe="$(cat "$repo/scripts/image.sh" "$repo/deploy/images/operator/Containerfile" | sha256sum | cut -c1-16)"
+image_recipe="$({ cat "$repo/deploy/images/operator/Containerfile"; "$repo/scripts/image.sh" recipe; } | sha256sum | cut -c1-16)"
 prev_image="$CACHE/images/operator-$PREVIOUS-$image_recipe.tar"
 if [[ ! -f "$prev_image" ]]; then
   log "building the operator's image at $PREVIOUS (buildah, a release build of that commit)"
@@ -37,6 +37,8 @@ if [[ ! -f "$prev_image" ]]; then
   rm -rf "$tree" "$prev_target"
 fi
 ln -sf "$prev_image" "$out/operator-previous.tar"
+# archives of other recipes or releases, unused for a day, go
+find "$CACHE/images" -maxdepth 1 -name '*.tar' ! -name "dovecot-*-$recipe.tar" ! -name "${prev_image##*/}" -mmin +1440 -delete
 # today's: deploy/images/operator/Containerfile built by buildah, as a user builds it
 "$repo/scripts/image.sh" operator "$out/operator.tar" >/dev/null
 ls "$out"

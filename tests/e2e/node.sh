@@ -196,6 +196,9 @@ state = "$nd/containerd/state"
   socket_path = "$nd/containerd/nri.sock"
 [plugins.'io.containerd.cri.v1.images']
   snapshotter = "overlayfs"
+  # a registry on the namespace's loopback, plain HTTP (the quickstart suite's, tests/e2e/quickstart.sh)
+  [plugins.'io.containerd.cri.v1.images'.registry]
+    config_path = "$nd/containerd/certs.d"
   [plugins.'io.containerd.cri.v1.images'.pinned_images]
     sandbox = "registry.k8s.io/pause:$pause_tag"
 [plugins.'io.containerd.cri.v1.runtime']
@@ -213,6 +216,12 @@ state = "$nd/containerd/state"
     conf_dir = "$nd/cni/net.d"
 [plugins.'io.containerd.grpc.v1.cri']
   stream_server_address = "127.0.0.1"
+TOML
+  mkdir -p "$nd/containerd/certs.d/127.0.0.1:5000"
+  cat > "$nd/containerd/certs.d/127.0.0.1:5000/hosts.toml" <<TOML
+server = "http://127.0.0.1:5000"
+[host."http://127.0.0.1:5000"]
+  capabilities = ["pull", "resolve"]
 TOML
   cat > "$nd/cni/net.d/10-e2e.conflist" <<JSON
 {"cniVersion": "1.0.0", "name": "e2e", "plugins": [
