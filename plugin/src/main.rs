@@ -145,22 +145,16 @@ async fn run(cli: &Cli) -> Result<String, Error> {
     match cli.cmd.job() {
         Job::Local => unreachable!("answered before connecting"),
         Job::ListDbus { all_namespaces } => {
-            let api: Api<DovecotBackendUpgrade> = if all_namespaces {
-                Api::all(client)
-            } else {
-                Api::namespaced(client, &ns)
-            };
-            let list = api.list(&ListParams::default()).await.map_err(&kube)?;
-            Ok(control::list_report(&list.items, all_namespaces, now))
+            let items = list::<DovecotBackendUpgrade>(client, &ns, all_namespaces)
+                .await
+                .map_err(&kube)?;
+            Ok(control::list_report(&items, all_namespaces, now))
         }
         Job::ListRings { all_namespaces } => {
-            let api: Api<DovecotRing> = if all_namespaces {
-                Api::all(client)
-            } else {
-                Api::namespaced(client, &ns)
-            };
-            let list = api.list(&ListParams::default()).await.map_err(&kube)?;
-            Ok(control::rings_report(&list.items, all_namespaces, now))
+            let items = list::<DovecotRing>(client, &ns, all_namespaces)
+                .await
+                .map_err(&kube)?;
+            Ok(control::rings_report(&items, all_namespaces, now))
         }
         Job::On { name, verb } if verb.on_ring() => {
             let api: Api<DovecotRing> = Api::namespaced(client, &ns);
@@ -189,6 +183,23 @@ async fn run(cli: &Cli) -> Result<String, Error> {
             }
         }
     }
+}
+
+/// Every object of kind `K` in `ns`, or in every namespace.
+async fn list<K>(client: Client, ns: &str, all_namespaces: bool) -> Result<Vec<K>, kube::Error>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = if all_namespaces {
+        Api::all(client)
+    } else {
+        Api::namespaced(client, ns)
+    };
+    Ok(api.list(&ListParams::default()).await?.items)
 }
 
 /// A merge patch as kubectl-dbu (its own field manager); the body carries the resourceVersion
