@@ -6,7 +6,8 @@
 #     proxy, cached) on the node's loopback, 127.0.0.1:5000, plain HTTP; the README's
 #     registry.example.org is replaced by it, and `buildah push` gets --tls-verify=false for it;
 #   - the build's base images, which cannot be pulled here: `buildah build` gets
-#     scripts/image.sh's locally made bases as --build-arg (and cargo's folders as volumes);
+#     scripts/image.sh's locally made bases as --build-arg (and cargo's folders as volumes), and
+#     runs in the node's network namespace;
 #   - ReadWriteMany storage and index volumes: the node has no provisioner, so the static
 #     PersistentVolumes of tests/e2e/node/mail/volumes.yaml;
 #   - dbu-dovecot:2.3.21 and `kubectl dbu`: the images node.sh imports, the plugin on PATH.
@@ -58,7 +59,8 @@ check "static PersistentVolumes for the shared store and the index volumes (no p
 mapfile -t build_args < <(scripts/image.sh build-args)
 buildah() { # the bases made here, and the registry's plain HTTP
   case "$1" in
-    build) shift; command buildah build "${build_args[@]}" "$@" ;;
+    # RUN in the node's own network namespace: cargo needs none, and there is nothing off it
+    build) shift; command buildah build --network host "${build_args[@]}" "$@" ;;
     push) shift; command buildah push --tls-verify=false "$@" ;;
     *) command buildah "$@" ;;
   esac
