@@ -266,10 +266,11 @@ pub fn status_report(dbu: &DovecotBackendUpgrade, now: Timestamp) -> String {
         );
     }
     if !st.backends.is_empty() {
-        let head = ["BACKEND", "STEP", "STATE", "IP", "VHOSTS", "MESSAGE"].map(String::from);
-        let rows: Vec<[String; 6]> = std::iter::once(head)
-            .chain(st.backends.iter().map(|r| {
-                [
+        let rows = st
+            .backends
+            .iter()
+            .map(|r| {
+                vec![
                     r.pod.clone(),
                     format!("{:?}", r.step),
                     if r.failed {
@@ -289,18 +290,14 @@ pub fn status_report(dbu: &DovecotBackendUpgrade, now: Timestamp) -> String {
                     r.original_vhosts.to_string(),
                     bounded(r.message.as_deref().unwrap_or(""), 120),
                 ]
-            }))
+            })
             .collect();
-        let width: Vec<usize> = (0..6)
-            .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-            .collect();
-        for r in &rows {
-            let mut line = String::new();
-            for (i, cell) in r.iter().enumerate() {
-                let _ = write!(line, "  {cell:<w$}", w = width[i]);
-            }
-            let _ = writeln!(out, "{}", line.trim_end());
-        }
+        out.push_str(&table(
+            &["BACKEND", "STEP", "STATE", "IP", "VHOSTS", "MESSAGE"],
+            rows,
+            "  ",
+            "  ",
+        ));
     }
     for r in st
         .backends
@@ -461,7 +458,7 @@ fn age(
     now: Timestamp,
 ) -> String {
     let Some(t) = from else { return "-".into() };
-    let s = now.as_second().saturating_sub(t.0.as_second()).max(0);
+    let s = crate::time::elapsed(t, now).as_secs();
     match s {
         0..120 => format!("{s}s"),
         120..7200 => format!("{}m", s / 60),
@@ -470,8 +467,9 @@ fn age(
     }
 }
 
-/// Rows under a header, each column as wide as its widest cell, as `kubectl get` prints.
-fn table(head: &[&str], rows: Vec<Vec<String>>) -> String {
+/// Rows under a header, each column as wide as its widest cell, as `kubectl get` prints: each
+/// line starts with `indent`, and `gap` stands between columns.
+fn table(head: &[&str], rows: Vec<Vec<String>>, indent: &str, gap: &str) -> String {
     let head: Vec<String> = head.iter().map(|h| h.to_string()).collect();
     let all: Vec<Vec<String>> = std::iter::once(head).chain(rows).collect();
     let width: Vec<usize> = (0..all[0].len())
@@ -479,11 +477,12 @@ fn table(head: &[&str], rows: Vec<Vec<String>>) -> String {
         .collect();
     let mut out = String::new();
     for r in &all {
-        let mut line = String::new();
-        for (i, cell) in r.iter().enumerate() {
-            let _ = write!(line, "{cell:<w$}   ", w = width[i]);
-        }
-        let _ = writeln!(out, "{}", line.trim_end());
+        let cells: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| format!("{cell:<w$}", w = width[i]))
+            .collect();
+        let _ = writeln!(out, "{}", format!("{indent}{}", cells.join(gap)).trim_end());
     }
     out
 }
@@ -525,7 +524,7 @@ pub fn list_report(dbus: &[DovecotBackendUpgrade], all_namespaces: bool, now: Ti
     if all_namespaces {
         head.insert(0, "NAMESPACE");
     }
-    table(&head, rows)
+    table(&head, rows, "", "   ")
 }
 
 /// `kubectl dbu rings`: one line per DovecotRing, with the namespace column under `-A`.
@@ -576,7 +575,7 @@ pub fn rings_report(
     if all_namespaces {
         head.insert(0, "NAMESPACE");
     }
-    table(&head, rows)
+    table(&head, rows, "", "   ")
 }
 
 #[cfg(test)]
