@@ -70,6 +70,10 @@ enum Cmd {
         /// with the effect NoSchedule or NoExecute (e.g. an upgrade tool's).
         #[arg(long, env = "MAINTENANCE_TAINTS", default_value = "")]
         maintenance_taints: String,
+        /// DBUs reconciled at once (each a pass of its steps; the others queue). Bounds the
+        /// API connections and the memory a burst of DBUs takes; 0: unbounded.
+        #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 10)]
+        max_concurrent_reconciles: u16,
     },
     /// Print what a DBU would do against the cluster, executing nothing but read-only doveadm
     /// queries (director status, ring status): the ordered backends and every step's argv.
@@ -156,6 +160,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             in_pod_timeout,
             node_maintenance,
             maintenance_taints,
+            max_concurrent_reconciles,
         } => {
             init_logs(cli.log_format, "info");
             if in_pod_timeout.is_empty() {
@@ -208,6 +213,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     allow_custom_reset_commands,
                 },
                 in_pod_timeout: Some(in_pod_timeout).filter(|t| !t.is_empty()),
+                concurrency: max_concurrent_reconciles,
             };
             controller::run_elected(client, opts, election, metrics).await?;
             Ok(())

@@ -101,6 +101,7 @@ const LAYERS: &[Layer] = &[
         facade: "mod.rs",
         via: "super",
         order: &[
+            "lean",
             "stores",
             "context",
             "budget",

@@ -144,4 +144,6 @@ pub struct Options {
     /// Node maintenance (`--node-maintenance`): the maintenance taint keys followed besides a
     /// cordon (`--maintenance-taints`); None: off (no node watch, no PodDisruptionBudget).
     pub node_maintenance: Option<Vec<String>>,
+    /// DBUs reconciled at once (`--max-concurrent-reconciles`; 0: unbounded).
+    pub concurrency: u16,
 }

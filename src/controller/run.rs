@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
@@ -13,10 +13,11 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
 use super::context::{Context, FIELD_MANAGER, Options};
+use super::lean::{LeanPod, unwrap_event};
 use super::reconcile::{error_policy, reconcile};
 use super::ringpass::{reconcile_ring, ring_error_policy};
 use super::rings::dbus_of_ring;
-use super::stores::{NodeWatch, Stores, node_maintenance_hash, slim_node, slim_pod, slim_sts};
+use super::stores::{NodeWatch, Stores, node_maintenance_hash, slim_node, slim_sts};
 use crate::api::{DovecotBackendUpgrade, DovecotRing};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
@@ -103,6 +104,10 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
     }
 }
 
+/// Objects per LIST page of every watch (kube's default is 500): the page, not the store, sets
+/// the peak of a (re)list; 100 keeps it near 1 MiB of JSON at 1,000 pods, in 10 requests.
+const LIST_PAGE: u32 = 100;
+
 /// Runs the controller until the process is asked to stop. `lock_namespace` holds the ring locks.
 pub async fn run(
     client: Client,
@@ -116,6 +121,7 @@ pub async fn run(
         policy,
         in_pod_timeout,
         node_maintenance,
+        concurrency,
     } = opts;
     // every watch in the watched namespace, or cluster-wide
     fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -128,7 +134,7 @@ pub async fn run(
         }
     }
     let dbus: Api<DovecotBackendUpgrade> = api(&client, &namespace);
-    let pods: Api<Pod> = api(&client, &namespace);
+    let pods: Api<LeanPod> = api(&client, &namespace);
     let stss: Api<StatefulSet> = api(&client, &namespace);
     let rings: Api<DovecotRing> = api(&client, &namespace);
     let ring_pass: Api<DovecotRing> = api(&client, &namespace);
@@ -138,19 +144,22 @@ pub async fn run(
     };
     let (sts_store, sts_writer) = reflector::store::<StatefulSet>();
     let (pod_store, pod_writer) = reflector::store::<Pod>();
-    let sts_events = watcher(stss, watcher::Config::default())
+    // small pages: a LIST's page is decoded whole before its first object is slimmed
+    let lists = watcher::Config::default().page_size(LIST_PAGE);
+    let sts_events = watcher(stss, lists.clone())
         .backoff(WatchBackoff::default())
         .modify(|s| *s = slim_sts(std::mem::take(s)))
         .reflect(sts_writer)
         .touched_objects();
-    let pod_events = watcher(pods, watcher::Config::default())
+    // pods decoded lean (only what slim_pod keeps is ever built)
+    let pod_events = watcher(pods, lists.clone())
+        .map_ok(unwrap_event)
         .backoff(WatchBackoff::default())
-        .modify(|p| *p = slim_pod(std::mem::take(p)))
         .reflect(pod_writer)
         .touched_objects();
     // a ring's change (a slot released, a StatefulSet added) wakes its DBUs at once
     let (ring_store, ring_writer) = reflector::store::<DovecotRing>();
-    let ring_events = watcher(rings, watcher::Config::default())
+    let ring_events = watcher(rings, lists.clone())
         .backoff(WatchBackoff::default())
         .modify(|r| r.metadata.managed_fields = None)
         .reflect(ring_writer)
@@ -160,7 +169,7 @@ pub async fn run(
     let (node_store, node_writer) = reflector::store::<Node>();
     let node_events: futures::stream::BoxStream<'static, Result<Node, watcher::Error>> =
         if node_maintenance.is_some() {
-            watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+            watcher(Api::<Node>::all(client.clone()), lists.clone())
                 .backoff(WatchBackoff::default())
                 .modify(|n| *n = slim_node(std::mem::take(n)))
                 .reflect(node_writer)
@@ -175,8 +184,9 @@ pub async fn run(
         taints,
     });
     // the DBU watch and the triggers above back off together, as fast as the caches
-    let controller =
-        Controller::new(dbus, watcher::Config::default()).trigger_backoff(WatchBackoff::default());
+    let controller = Controller::new(dbus, lists.clone())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .trigger_backoff(WatchBackoff::default());
     let dbu_store = controller.store();
     let (ring_nudge, nudged) = super::context::RingNudge::channel();
     let ctx = Arc::new(Context {
@@ -204,7 +214,7 @@ pub async fn run(
     let by_ring = dbu_store.clone();
     // the rings' own pass (their face, conditions and left-out backends), on its own watch of
     // the few ring objects
-    let rings_done = Controller::new(ring_pass, watcher::Config::default())
+    let rings_done = Controller::new(ring_pass, lists)
         .trigger_backoff(WatchBackoff::default())
         .reconcile_on(nudged)
         .shutdown_on_signal()
