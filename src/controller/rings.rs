@@ -205,10 +205,15 @@ pub async fn bind(
             }
         }
         Resolved::Join(name) => {
-            let ring = rings
-                .iter()
-                .find(|r| r.name_any() == name)
-                .expect("resolved from these rings");
+            // one join at a time, each from a fresh read: DBUs joining one ring at once would
+            // otherwise each patch the cached version, one win and the rest conflict, and again
+            // on every ring change that wakes them all (100 DBUs: 4,166 conflicts in 20 s)
+            let _one = stores.joins.lock().await;
+            let ring = api.get(&name).await.map_err(api_err)?;
+            if ring.spec.stateful_sets().any(|x| x == s.stateful_set) {
+                // joined already, by an earlier pass the cache has not seen yet
+                return Ok(Binding::Changed(String::new()));
+            }
             // the whole list under the version read: a concurrent edit is a conflict, not lost
             let mut backends = ring.spec.backends.clone();
             backends.push(RingBackend {

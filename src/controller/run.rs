@@ -208,6 +208,7 @@ pub async fn run(
             rings: ring_store.clone(),
             nodes,
             absent_leases: Default::default(),
+            joins: Default::default(),
         },
     });
     let by_sts = dbu_store.clone();

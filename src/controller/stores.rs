@@ -28,6 +28,9 @@ pub struct Stores {
     /// Earlier releases' ring Leases looked for and not found (`namespace/name`): not looked
     /// for again by this process (that release no longer runs, so none appears later).
     pub absent_leases: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// Held while a DBU adds its StatefulSet to a ring the operator created: such joins go one
+    /// at a time in this process (see `rings::bind`).
+    pub joins: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Stores {
@@ -57,6 +60,7 @@ impl Stores {
             rings: fill(rings),
             nodes: None,
             absent_leases: Default::default(),
+            joins: Default::default(),
         }
     }
 
