@@ -163,6 +163,7 @@ check() { # out.tar: what the image must be, read back from the archive as conta
   ok "entrypoint is the operator" "[[ \"\$(jq 'd[\"OCIv1\"][\"config\"][\"Entrypoint\"]')\" == \"['/usr/local/bin/dovecot-upgrade-operator']\" ]]"
   ok "labelled with the chart's appVersion ($version)" \
     "[[ \"\$(jq 'd[\"OCIv1\"][\"config\"][\"Labels\"][\"org.opencontainers.image.version\"]')\" == '$version' ]]"
+  ok "one malloc arena (MALLOC_ARENA_MAX=1)" "jq 'd[\"OCIv1\"][\"config\"][\"Env\"]' | grep -q \"'MALLOC_ARENA_MAX=1'\""
   local c root; c="$(buildah from --quiet --pull=never "$img")"; root="$(buildah mount "$c")"
   ok "no shell, no programs but the operator" "[[ -z \"\$(find '$root/bin/' '$root/sbin/' '$root/usr/bin/' '$root/usr/sbin/' -mindepth 1 2>/dev/null)\" ]]"
   ok "CA certificates" "grep -q 'BEGIN CERTIFICATE' '$root/etc/ssl/certs/ca-certificates.crt'"
