@@ -2,7 +2,8 @@
 # Benchmark on the real node of tests/e2e (node.sh: control plane, kubelet, containerd, CNI,
 # kube-proxy, CoreDNS in a network namespace of their own), the operator as the chart's pod
 # from its image: its memory (from its container's memory cgroup: rss + mapped_file, what VmRSS
-# counts) at rest and while watching 1,000 backend pods in 10 StatefulSets with 100 DBUs, its API
+# counts) at rest, during a rollout, and while watching 100, 1,000 and 5,000 backend pods in 100
+# StatefulSets with 100 DBUs in 10 rings, its API
 # requests per backend upgraded (from the API server's audit log, by the operator's
 # ServiceAccount, split by verb and resource), and its requests at rest.
 # Prints JSON lines; scripts/bench.sh tabulates them. Needs root (the node).
@@ -20,10 +21,11 @@ log() { echo "bench-cluster: $*" >&2; }
 # the largest over $3 seconds, as JSON: the process's VmRSS (what earlier figures measured: it
 # counts the binary's pages too) and its cgroup's rss + mapped_file (the pages charged to the
 # container: anonymous memory, and file pages it faulted in first)
-rss_max() { # namespace pod seconds
+rss_max() { # namespace pod seconds [stop-file: ends early once it exists]
   local m=0 c=0 v w cg pid
   cg="$(pod_cgroup "$1" "$2")"; pid="$(head -1 "$cg/cgroup.procs")"
   for _ in $(seq "$(($3 * 4))"); do
+    [[ -n "${4:-}" && -e "${4:-}" ]] && break
     v="$(cgroup_kib "$cg")"
     w="$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")"
     ((v > c)) && c=$v; ((w > m)) && m=$w; sleep 0.25
@@ -33,6 +35,7 @@ rss_max() { # namespace pod seconds
 audit_lines() { wc -l < "$node/logs/audit.log"; }
 sa="system:serviceaccount:$NS:dbu"
 # requests by the operator between two audit line numbers, as {"verb resource/subresource": n}
+# (by the ServiceAccount $3, default the first release's)
 requests() {
   sed -n "$(($1 + 1)),$2p" "$node/logs/audit.log" | python3 -c '
 import json, sys, collections
@@ -44,7 +47,7 @@ for line in sys.stdin:
     r = e.get("objectRef", {})
     res = r.get("resource", "") + ("/" + r["subresource"] if r.get("subresource") else "")
     c[e["verb"] + " " + res] += 1
-print(json.dumps(dict(sorted(c.items()))))' "$sa"
+print(json.dumps(dict(sorted(c.items()))))' "${3:-$sa}"
 }
 
 helm install dbu charts/dovecot-upgrade-operator -n "$NS" --create-namespace --set 'probeSecrets={upgrade-probe}' \
@@ -68,11 +71,20 @@ roll_config "bench revision 2" 2 >/dev/null
 a0="$(audit_lines)"
 t0="$(date +%s.%N)"
 rollout_dbu >/dev/null
+# its memory while it rolls: sampled until the DBU is Ready
+rss_max "$NS" "$OP" 600 "$node/rollout-done" > "$node/rss-rollout" &
+sampler=$!
 kubectl -n "$NS" wait --for=condition=Ready dbu/backend-rollout --timeout=600s >/dev/null
+touch "$node/rollout-done"; wait "$sampler"
+rss_roll="$(cat "$node/rss-rollout")"
 t1="$(date +%s.%N)"
 sleep 2
 a1="$(audit_lines)"
 rollout="$(requests "$a0" "$a1")"
+# the same requests by the step they served
+sed -n "$((a0 + 1)),${a1}p" "$node/logs/audit.log" > "$node/rollout-audit.log"
+kubectl -n "$NS" get events.events.k8s.io --field-selector regarding.name=backend-rollout -o json > "$node/rollout-events.json"
+python3 benches/exec_steps.py "$node/rollout-audit.log" "$node/rollout-events.json" "$sa" 3
 transitions="$(kubectl -n "$NS" get events.events.k8s.io --field-selector regarding.name=backend-rollout \
   -o jsonpath='{range .items[*]}{.reason}{"\n"}{end}' | grep -c -E '^(StepSucceeded|BackendStarted)$' || true)"
 echo "{\"bench\": \"api_rollout\", \"backends\": 3, \"seconds\": $(python3 -c "print(round($t1 - $t0, 1))"), \"step_transitions\": $transitions, \"requests\": $rollout}"
@@ -85,28 +97,33 @@ rss_rest="$(rss_max "$NS" "$OP" 60)"
 a3="$(audit_lines)"
 echo "{\"bench\": \"api_rest\", \"seconds\": 60, \"requests\": $(requests "$a2" "$a3")}"
 echo "{\"bench\": \"memory\", \"case\": \"idle, no DBU (5 pods in the namespace)\", $rss_idle}"
+echo "{\"bench\": \"memory\", \"case\": \"during a rollout of 3 backends (1 DBU, 5 pods)\", $rss_roll}"
 echo "{\"bench\": \"memory\", \"case\": \"at rest after a rollout (1 DBU, 5 pods)\", $rss_rest}"
 
 kubectl -n "$NS" scale deploy/dbu --replicas 0 >/dev/null
 fi
 [[ "$PARTS" == *scale* ]] || exit 0
 
-# --- scale: 10 StatefulSets x 100 pods (Pending: a node selector no node has) and 100 DBUs,
-# watched by a second release of the chart, cluster-wide
+# --- scale: 100 StatefulSets in 10 DovecotRings (10 each) and 100 DBUs (one per StatefulSet),
+# watched by a second release of the chart, cluster-wide; the StatefulSets grow from 1 to 10 to 50
+# pods each (Pending: a node selector no node has, which changes nothing for the operator's
+# caches). At each size the operator starts afresh (its first LIST is of them all), settles, and
+# its memory is sampled at rest.
 kubectl create namespace scale >/dev/null
-for i in $(seq 0 9); do
-  cat <<YAML
+statefulsets() { # replicas per StatefulSet
+  for i in $(seq 0 99); do
+    cat <<YAML
 apiVersion: apps/v1
 kind: StatefulSet
 metadata: {name: be-$i, namespace: scale}
 spec:
   serviceName: be-$i
-  replicas: 100
+  replicas: $1
   podManagementPolicy: Parallel
   updateStrategy: {type: OnDelete}
   selector: {matchLabels: {app: be-$i}}
   template:
-    metadata: {labels: {app: be-$i}, annotations: {note: "a backend pod of realistic size: one container, probes, mounts"}}
+    metadata: {labels: {app: be-$i}, annotations: {note: "a backend pod of realistic size: one container, probes, mounts", mailops.io/revision: "1"}}
     spec:
       nodeSelector: {dbu-bench: pending}
       containers:
@@ -118,38 +135,53 @@ spec:
       volumes: [{name: config, configMap: {name: backend-config}}, {name: vmail, emptyDir: {}}]
 ---
 YAML
+  done
+}
+statefulsets 1 | kubectl apply -f - >/dev/null
+for r in $(seq 0 9); do
+  printf 'apiVersion: mailops.io/v1alpha1\nkind: DovecotRing\nmetadata: {name: ring-%s, namespace: scale}\n' "$r"
+  printf 'spec:\n  directors: {selector: {matchLabels: {app: director-%s}}}\n  maxUnavailable: 1\n  backends:\n' "$r"
+  for k in $(seq 0 9); do echo "    - statefulSet: be-$((r * 10 + k))"; done
+  echo "---"
 done | kubectl apply -f - >/dev/null
 for k in $(seq 0 99); do
-  target="be-$k"; ((k >= 10)) && target="ghost-$k"
   cat <<YAML
 apiVersion: mailops.io/v1alpha1
 kind: DovecotBackendUpgrade
 metadata: {name: dbu-$k, namespace: scale}
 spec:
-  backends: {statefulSet: $target}
-  director: {selector: {matchLabels: {app: director}}}
+  backends: {statefulSet: be-$k}
+  ring: ring-$((k / 10))
   verify: {user: probe}
 ---
 YAML
 done | kubectl apply -f - >/dev/null
-log "waiting for 1,000 pods"
-for _ in $(seq 600); do
-  [[ "$(kubectl get pods -n scale --no-headers 2>/dev/null | wc -l)" -ge 1000 ]] && break; sleep 1
-done
 helm install scale charts/dovecot-upgrade-operator -n scale-op --create-namespace --set clusterWide=true \
   --set replicaCount=1 --wait --timeout 3m >/dev/null
-SC="$(NS=scale-op op_pods | head -1)"
-log "waiting for the cluster-wide operator to reconcile 100 DBUs"
-for _ in $(seq 300); do
-  [[ "$(kubectl get dbu -n scale -o jsonpath='{range .items[*]}{.status.observedGeneration}{"\n"}{end}' | grep -c 1)" -ge 100 ]] && break
-  sleep 1
+reconciled() { kubectl get dbu -n scale -o jsonpath='{range .items[*]}{.status.observedGeneration}{"\n"}{end}' | grep -c 1 || true; }
+for per in 1 10 50; do
+  want=$((per * 100))
+  statefulsets "$per" | kubectl apply -f - >/dev/null
+  log "waiting for $want pods"
+  for _ in $(seq 900); do
+    [[ "$(kubectl get pods -n scale --no-headers 2>/dev/null | wc -l)" -ge "$want" ]] && break; sleep 1
+  done
+  # a fresh operator: its first LIST is of every pod at this size
+  kubectl -n scale-op rollout restart deploy/dbu >/dev/null
+  kubectl -n scale-op rollout status deploy/dbu --timeout=180s >/dev/null
+  sleep 2
+  SC="$(NS=scale-op op_pods | head -1)"
+  a4="$(audit_lines)"
+  for _ in $(seq 300); do (( $(reconciled) >= 100 )) && break; sleep 1; done
+  seen="$(reconciled)"
+  if ((seen < 100)); then
+    kubectl -n scale-op logs "$SC" | grep -E '"level":"(WARN|ERROR)"' | tail -5 >&2 || true
+  fi
+  sleep 15
+  log "$want pods: sampling the memory of $SC for 30 s"
+  rss_scale="$(rss_max scale-op "$SC" 30)"
+  hwm="$(awk '/^VmHWM/ {print $2}' "/proc/$(head -1 "$(pod_cgroup scale-op "$SC")/cgroup.procs")/status")"
+  pods="$(kubectl get pods -A --no-headers | wc -l)"
+  echo "{\"bench\": \"memory\", \"case\": \"at rest watching $pods pods, 101 StatefulSets, 101 DBUs, 11 rings cluster-wide ($seen of 100 scale DBUs reconciled)\", \"pods\": $pods, \"hwm_kib\": $hwm, $rss_scale}"
+  echo "{\"bench\": \"api_scale\", \"pods\": $pods, \"requests\": $(requests "$a4" "$(audit_lines)" system:serviceaccount:scale-op:dbu)}"
 done
-seen="$(kubectl get dbu -n scale -o jsonpath='{range .items[*]}{.status.observedGeneration}{"\n"}{end}' | grep -c 1 || true)"
-if ((seen < 100)); then
-  kubectl get dbu -n scale -o jsonpath='{range .items[*]}{.metadata.name} {.status.observedGeneration} {.status.phase}{"\n"}{end}' | grep -v " 1 " >&2 || true
-  kubectl -n scale-op logs "$SC" | grep -E '"level":"(WARN|ERROR)"' | tail -5 >&2 || true
-fi
-log "sampling RSS for 30 s"
-rss_scale="$(rss_max scale-op "$SC" 30)"
-pods="$(kubectl get pods -A --no-headers | wc -l)"
-echo "{\"bench\": \"memory\", \"case\": \"watching $pods pods, 11 StatefulSets, 101 DBUs cluster-wide ($seen of 100 scale DBUs reconciled)\", $rss_scale}"

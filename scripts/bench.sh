@@ -2,7 +2,7 @@
 # Runs every benchmark and writes BENCHMARKS.md (needs root: the real-Dovecot rig and the local
 # kubelet, the real node). BENCH_RUNS sets the repetitions of the rollout runs (default 3).
 # `scripts/bench.sh drain` runs only the drain benchmark and replaces its section; `outage` the same
-# for the API outage rounds on the real node.
+# for the API outage rounds on the real node; `cluster` for memory and API cost (sections 2, 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/install-tools.sh)"
@@ -16,6 +16,15 @@ if [[ "${1:-}" == drain ]]; then
   python3 benches/report.py "$raw" --drain BENCHMARKS.md > "$raw.md"
   mv "$raw.md" BENCHMARKS.md
   sed -n '/^## 7\./,$p' BENCHMARKS.md
+  exit 0
+fi
+if [[ "${1:-}" == cluster ]]; then
+  # only memory and API cost on the real node: sections 2 and 3 of BENCHMARKS.md are replaced
+  echo "bench: memory and API cost on the real node (benches/cluster.sh)" >&2
+  benches/cluster.sh | grep '^{' >> "$raw"
+  python3 benches/report.py "$raw" --cluster BENCHMARKS.md > "$raw.md"
+  mv "$raw.md" BENCHMARKS.md
+  sed -n '/^## 2\./,/^## 4\./p' BENCHMARKS.md
   exit 0
 fi
 outage() { # the e2e suite with OUTAGE_ROUNDS rollouts through three API outages each
