@@ -473,7 +473,7 @@ impl Run {
         }
     }
 
-    fn tick(&mut self, by: Duration) {
+    pub fn tick(&mut self, by: Duration) {
         let mut st = self.world.lock();
         st.now = dbu_core::time::after(st.now, by);
     }

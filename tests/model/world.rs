@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -180,6 +181,10 @@ pub struct World {
     pub st: Mutex<State>,
     /// Which DBU (`namespace/name`) and StatefulSet the cluster edge answers for.
     pub view: Mutex<(String, String)>,
+    /// Whether the time the state is held is measured (off in the model tests).
+    pub timed: bool,
+    /// Nanoseconds the state was held while `timed`.
+    pub held_ns: AtomicU64,
 }
 
 pub fn ip(n: u32) -> String {
@@ -1038,16 +1043,52 @@ impl State {
     }
 }
 
+/// The state, held. With `World::timed` on, the time it is held is added to `World::held_ns`:
+/// the world's own cost, apart from the engine's (`benches/scale.rs`).
+pub struct Held<'a> {
+    guard: std::sync::MutexGuard<'a, State>,
+    since: Option<std::time::Instant>,
+    total: &'a AtomicU64,
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for Held<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.guard
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(t) = self.since {
+            self.total
+                .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
 impl World {
     pub fn new(st: State) -> World {
         World {
             st: Mutex::new(st),
             view: Mutex::new((String::new(), String::new())),
+            timed: false,
+            held_ns: AtomicU64::new(0),
         }
     }
 
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.st.lock().expect("model state")
+    pub fn lock(&self) -> Held<'_> {
+        Held {
+            guard: self.st.lock().expect("model state"),
+            since: self.timed.then(std::time::Instant::now),
+            total: &self.held_ns,
+        }
     }
 
     pub fn set_view(&self, dbu: &str, sts: &str) {
