@@ -56,6 +56,8 @@ kubectl apply -k "$here/node/mail-e2e" >/dev/null
 ready_pods >/dev/null
 ring_synced
 set_vhosts >/dev/null
+# the ring the example DBU names
+kubectl apply -f deploy/examples/ring.yaml >/dev/null
 
 PARTS="${CLUSTER_PARTS:-rollout scale}"
 if [[ "$PARTS" == *rollout* ]]; then
