@@ -543,6 +543,14 @@ fn rejoin(
         &'a str,
         Option<&'a crate::api::StoodFor>,
     );
+    // the ring's record of what each host stood for, by pod, in its order: one lookup per pod,
+    // not a scan of every host per pod (a pass over a ring of 100 outdated backends spent most
+    // of its time here; benches/scale.rs)
+    let mut stood_for: std::collections::HashMap<&str, Vec<&crate::api::StoodFor>> =
+        std::collections::HashMap::new();
+    for f in &obs.ring_former {
+        stood_for.entry(f.pod.as_str()).or_default().push(f);
+    }
     let moved: Vec<Moved<'_>> = obs
         .pods
         .iter()
@@ -575,9 +583,12 @@ fn rejoin(
                 // passed through was out; found by the model)
                 _ => {
                     let left = || {
-                        obs.ring_former
-                            .iter()
-                            .filter(|f| f.pod == p.name && f.ip != ip)
+                        stood_for
+                            .get(p.name.as_str())
+                            .into_iter()
+                            .flatten()
+                            .copied()
+                            .filter(|f| f.ip != ip)
                     };
                     let own = || left().filter(|f| f.counts_for(&p.name));
                     own()
