@@ -169,9 +169,12 @@ for per in 1 10 50; do
     [[ "$(kubectl get pods -n scale --no-headers 2>/dev/null | wc -l)" -ge "$want" ]] && break; sleep 1
   done
   # a fresh operator: its first LIST is of every pod at this size
-  kubectl -n scale-op rollout restart deploy/dbu >/dev/null
-  kubectl -n scale-op rollout status deploy/dbu --timeout=180s >/dev/null
-  sleep 2
+  kubectl -n scale-op rollout restart deploy/scale >/dev/null
+  kubectl -n scale-op rollout status deploy/scale --timeout=180s >/dev/null
+  # the new pod alone (the old one is Running until it has stopped)
+  for _ in $(seq 120); do
+    [[ "$(kubectl -n scale-op get pods -l "$OPSEL" --no-headers 2>/dev/null | wc -l)" -eq 1 ]] && break; sleep 1
+  done
   SC="$(NS=scale-op op_pods | head -1)"
   a4="$(audit_lines)"
   for _ in $(seq 300); do (( $(reconciled) >= 100 )) && break; sleep 1; done
@@ -184,6 +187,8 @@ for per in 1 10 50; do
   rss_scale="$(rss_max scale-op "$SC" 30)"
   hwm="$(awk '/^VmHWM/ {print $2}' "/proc/$(head -1 "$(pod_cgroup scale-op "$SC")/cgroup.procs")/status")"
   pods="$(kubectl get pods -A --no-headers | wc -l)"
-  echo "{\"bench\": \"memory\", \"case\": \"at rest watching $pods pods, 101 StatefulSets, 101 DBUs, 11 rings cluster-wide ($seen of 100 scale DBUs reconciled)\", \"pods\": $pods, \"hwm_kib\": $hwm, $rss_scale}"
-  echo "{\"bench\": \"api_scale\", \"pods\": $pods, \"requests\": $(requests "$a4" "$(audit_lines)" system:serviceaccount:scale-op:dbu)}"
+  n_sts="$(kubectl get sts -A --no-headers | wc -l)" n_dbu="$(kubectl get dbu -A --no-headers | wc -l)"
+  n_ring="$(kubectl get dring -A --no-headers | wc -l)"
+  echo "{\"bench\": \"memory\", \"case\": \"at rest watching $pods pods, $n_sts StatefulSets, $n_dbu DBUs, $n_ring rings cluster-wide ($seen of 100 scale DBUs reconciled)\", \"pods\": $pods, \"hwm_kib\": $hwm, $rss_scale}"
+  echo "{\"bench\": \"api_scale\", \"pods\": $pods, \"requests\": $(requests "$a4" "$(audit_lines)" system:serviceaccount:scale-op:scale)}"
 done

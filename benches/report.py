@@ -125,8 +125,11 @@ for r in by["memory"]:
     p(f"| {r['case']} | {r['rss_kib'] / 1024:.1f} | {hwm} | {cg} | {goal} |")
 p("")
 if by["api_scale"]:
-    p("Requests of the scale operator from its start until 15 s after its 100 DBUs were reconciled (the")
-    p("LISTs of its watches and each DBU's first pass):")
+    p("Requests of the scale operator from its restart until the end of its sampling, about a minute (the")
+    p("LISTs of its watches in pages of 100, and its DBUs' passes). Its DBUs wait for pods that stay")
+    p("Pending and poll every 5-10 s; each poll reads the ring's record fresh (`get dovecotrings`) to")
+    p("look for backends a deleted DBU left out. That read is not needed while the ring's watch copy")
+    p("shows none, and is the next to go (issue 33).")
     p("")
     p("| pods | requests | by kind |")
     p("|---|---|---|")
