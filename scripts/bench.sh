@@ -10,33 +10,28 @@ eval "$(scripts/install-tools.sh)"
 raw="$(mktemp)"
 # kept when a step fails, with the failed suite's output: a rerun of one step then suffices
 trap 'rc=$?; if ((rc == 0)); then rm -f "$raw"; else echo "bench: failed; measurements so far in $raw" >&2; fi' EXIT
-if [[ "${1:-}" == drain ]]; then
-  # only the drain benchmark: its section of BENCHMARKS.md is replaced, the rest kept
-  echo "bench: the drain on a realistic workload (Move and Wait, BENCH_RUNS each)" >&2
-  BENCH_RUNS="${BENCH_RUNS:-3}" cargo bench --locked --bench drain | grep '^{' >> "$raw"
-  python3 benches/report.py "$raw" --drain BENCHMARKS.md > "$raw.md"
+# one benchmark alone: its rows through `report.py --MODE`, which replaces its sections of
+# BENCHMARKS.md and keeps the rest; then those sections are shown
+only() { # mode sed-range command...
+  local mode="$1" show="$2"; shift 2
+  "$@" | grep '^{' >> "$raw"
+  python3 benches/report.py "$raw" "--$mode" BENCHMARKS.md > "$raw.md"
   mv "$raw.md" BENCHMARKS.md
-  sed -n '/^## 7\./,$p' BENCHMARKS.md
+  sed -n "$show" BENCHMARKS.md
   exit 0
-fi
-if [[ "${1:-}" == scale ]]; then
-  # only the large ring in the model's world: section 10 of BENCHMARKS.md is replaced
-  echo "bench: a large ring end to end (benches/scale.rs, BENCH_RUNS each)" >&2
-  BENCH_RUNS="${BENCH_RUNS:-3}" cargo bench --locked --bench scale | grep '^{' >> "$raw"
-  python3 benches/report.py "$raw" --scale BENCHMARKS.md > "$raw.md"
-  mv "$raw.md" BENCHMARKS.md
-  sed -n '/^## 10\./,$p' BENCHMARKS.md
-  exit 0
-fi
-if [[ "${1:-}" == cluster ]]; then
-  # only memory and API cost on the real node: sections 2 and 3 of BENCHMARKS.md are replaced
-  echo "bench: memory and API cost on the real node (benches/cluster.sh)" >&2
-  benches/cluster.sh | grep '^{' >> "$raw"
-  python3 benches/report.py "$raw" --cluster BENCHMARKS.md > "$raw.md"
-  mv "$raw.md" BENCHMARKS.md
-  sed -n '/^## 2\./,/^## 4\./p' BENCHMARKS.md
-  exit 0
-fi
+}
+runs="${BENCH_RUNS:-3}"
+case "${1:-}" in
+  drain)
+    echo "bench: the drain on a realistic workload (Move and Wait, BENCH_RUNS each)" >&2
+    only drain '/^## 7\./,$p' env BENCH_RUNS="$runs" cargo bench --locked --bench drain ;;
+  scale)
+    echo "bench: a large ring end to end (benches/scale.rs, BENCH_RUNS each)" >&2
+    only scale '/^## 10\./,$p' env BENCH_RUNS="$runs" cargo bench --locked --bench scale ;;
+  cluster)
+    echo "bench: memory and API cost on the real node (benches/cluster.sh)" >&2
+    only cluster '/^## 2\./,/^## 4\./p' benches/cluster.sh ;;
+esac
 outage() { # the e2e suite with OUTAGE_ROUNDS rollouts through three API outages each
   local suite_log; suite_log="$(mktemp)"
   MEASURE="$raw" OUTAGE_ROUNDS="${BENCH_RUNS:-5}" tests/e2e/e2e.sh > "$suite_log" ||
