@@ -42,7 +42,7 @@ impl kube::Resource for LeanPod {
 }
 
 /// Metadata without `managedFields` and `annotations` (nothing reads a pod's annotations).
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct Meta {
     creation_timestamp: Option<Time>,
@@ -86,20 +86,7 @@ struct Lean {
 impl<'de> Deserialize<'de> for LeanPod {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let l = Lean::deserialize(d)?;
-        let m = l.metadata.unwrap_or(Meta {
-            creation_timestamp: None,
-            deletion_grace_period_seconds: None,
-            deletion_timestamp: None,
-            finalizers: None,
-            generate_name: None,
-            generation: None,
-            labels: None,
-            name: None,
-            namespace: None,
-            owner_references: None,
-            resource_version: None,
-            uid: None,
-        });
+        let m = l.metadata.unwrap_or_default();
         Ok(LeanPod(Pod {
             metadata: ObjectMeta {
                 creation_timestamp: m.creation_timestamp,

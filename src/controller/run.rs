@@ -105,7 +105,7 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
 }
 
 /// Objects per LIST page of every watch (kube's default is 500): the page, not the store, sets
-/// the peak of a (re)list; 100 keeps it near 1 MiB of JSON at 1,000 pods, in 10 requests.
+/// the peak of a (re)list; 100 pods are a few hundred KiB of JSON, and 1,000 pods 10 requests.
 const LIST_PAGE: u32 = 100;
 
 /// Runs the controller until the process is asked to stop. `lock_namespace` holds the ring locks.
