@@ -55,32 +55,69 @@ gitops="$(tests/gitops/build-tools.sh)"
 /usr/bin/python3 tests/gitops/judge.py fixtures "$gitops/argocd" "$gitops/kstatus"
 /usr/bin/python3 tests/gitops/judge.py actions "$gitops/argocd"
 
-step "the operator's image: deploy/images/operator/Containerfile built by buildah (bases made by mmdebstrap), checked, started as its user"
-image="$(mktemp)"
-echo "image digest: $(scripts/image.sh operator "$image")"
-scripts/image.sh check "$image"
-rm -f "$image"
+step "the images: deploy/images/operator/Containerfile built by buildah (bases made by mmdebstrap), checked, started as its user; Dovecot's and an earlier release's for the real nodes"
+# built once here for every node suite below (they run side by side and would race on buildah's
+# names and the cache); the Go-built control plane, node and Flux too, and the debug binaries the
+# suites run from the host side
+images="$(mktemp -d /tmp/dbu-images-XXXXXX)"
+lanes="$(mktemp -d /tmp/dbu-lanes-XXXXXX)"
+trap 'rm -rf "$images" "$lanes"' EXIT
+tests/e2e/build-images.sh "$images" >/dev/null
+scripts/image.sh check "$images/operator.tar"
+tests/e2e/build-control-plane.sh >/dev/null
+tests/e2e/build-node.sh >/dev/null
+tests/gitops/build-flux.sh >/dev/null
+cargo build --locked --quiet -p dovecot-upgrade-operator -p kubectl-dbu
+export DBU_IMAGES="$images"
 
-step "cargo test"
+step "cargo test: the test binaries built"
 # the real-Dovecot tests start their own director and backends on 127.0.N.0/24 (root needed)
 # benches are measured by scripts/bench.sh, never run as tests (clippy still checks them);
-# the test binaries run side by side (scripts/run-tests.py), not one after another as cargo does
 # (one build: diagnostics rendered on stderr, the artifact list as JSON for run-tests.py)
-cargo test --locked --workspace --lib --bins --tests --no-run --message-format=json-render-diagnostics |
-  /usr/bin/python3 scripts/run-tests.py 4 --test-threads 2 --show-output
+cargo test --locked --workspace --lib --bins --tests --no-run --message-format=json-render-diagnostics > "$lanes/tests.json"
 
-step "the model: 100,000 random event sequences through the real engine (release build)"
-DBU_MODEL_CASES=100000 cargo test --release --locked --quiet --test model_based random_event_sequences_keep_every_promise -- --nocapture
+# Three lanes side by side: the tests and the model on the host, and the four real-node suites two
+# by two. Each node is in network, mount and PID namespaces of its own (node.sh) and mostly waits
+# on pods and Dovecot, so they overlap on 2 cores; each lane stops at its first failure, and its
+# output is shown whole when it ends.
+# three nodes (one of them with two kubelets) hold more inotify instances than the default 128
+if (( $(cat /proc/sys/fs/inotify/max_user_instances) < 1024 )); then
+  echo 1024 2>/dev/null > /proc/sys/fs/inotify/max_user_instances ||
+    echo "test.sh: fs.inotify.max_user_instances stays $(cat /proc/sys/fs/inotify/max_user_instances): three kubelets may not start" >&2
+fi
+lane_tests() {
+  step "cargo test"
+  # the test binaries run side by side (scripts/run-tests.py), not one after another as cargo does
+  /usr/bin/python3 scripts/run-tests.py 4 --test-threads 2 --show-output < "$lanes/tests.json"
 
-step "end-to-end on a real control plane (built from Go sources on first use, then cached)"
-tests/e2e/e2e.sh
+  step "the model: 100,000 random event sequences through the real engine (release build)"
+  DBU_MODEL_CASES=100000 cargo test --release --locked --quiet --test model_based random_event_sequences_keep_every_promise -- --nocapture
+}
+lane_node_a() {
+  step "end-to-end on a real control plane (built from Go sources on first use, then cached)"
+  tests/e2e/e2e.sh
 
-step "end-to-end on a real node (kubelet, containerd, runc, CNI, kube-proxy, CoreDNS; its own network namespace): a genuine Dovecot version upgrade"
-tests/e2e/real-node.sh
+  step "the README's quickstart, every command as written, on a real node (a registry on its loopback)"
+  tests/e2e/quickstart.sh
+}
+lane_node_b() {
+  step "end-to-end on a real node (kubelet, containerd, runc, CNI, kube-proxy, CoreDNS; its own network namespace): a genuine Dovecot version upgrade"
+  tests/e2e/real-node.sh
 
-step "the README's quickstart, every command as written, on a real node (a registry on its loopback)"
-tests/e2e/quickstart.sh
-
-step "GitOps live on a real node: Flux (source- and kustomize-controller v1.9.6) and Argo CD 3.6.1 (application controller, repo-server) against a Git server on the node's network; every control a commit"
-tests/e2e/gitops.sh
+  step "GitOps live on a real node: Flux (source- and kustomize-controller v1.9.6) and Argo CD 3.6.1 (application controller, repo-server) against a Git server on the node's network; every control a commit"
+  tests/e2e/gitops.sh
+}
+declare -A pid
+for l in tests node_a node_b; do
+  ( trap 'echo "$SECONDS" > "$lanes/$l.end"' EXIT; set -e; "lane_$l" ) > "$lanes/$l.log" 2>&1 &
+  pid[$l]=$!
+done
+failed=""
+for l in tests node_a node_b; do
+  rc=0; wait "${pid[$l]}" || rc=$?
+  echo; echo "==> lane $l: exit $rc, ended at $(cat "$lanes/$l.end" 2>/dev/null || echo '?')s"
+  cat "$lanes/$l.log"
+  ((rc == 0)) || failed+=" $l"
+done
+[[ -z "$failed" ]] || { echo "test.sh: failed lanes:$failed" >&2; exit 1; }
 echo "test.sh: all checks passed in ${SECONDS}s"

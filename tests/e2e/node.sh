@@ -2,8 +2,8 @@
 # A real Kubernetes node and its control plane inside one network, mount and PID namespace that
 # this script creates: nothing it starts can reach or be reached from outside the machine.
 #   node.sh run DIR CMD...   set everything up, run CMD inside (KUBECONFIG exported), tear down
-#   node.sh suite SCRIPT     a state folder, the images (build-images.sh), `run` of
-#                            `SCRIPT inside STATE` on a node of its own, the folder removed
+#   node.sh suite SCRIPT     a state folder, the images (build-images.sh, or $DBU_IMAGES), `run`
+#                            of `SCRIPT inside STATE` on a node of its own, the folder removed
 # Inside: lo, a bridge cni0 10.88.0.1/24 with no uplink, route or NAT off it; etcd, kube-apiserver
 # (at 10.88.0.1, the `kubernetes` Service 10.96.0.1) and kube-controller-manager (harness.sh),
 # kube-scheduler; containerd with Debian's runc and CNI bridge plugin, kubelet and kube-proxy
@@ -49,9 +49,12 @@ keep_evidence() { # suite state
 if [[ "$cmd" == suite ]]; then
   script="${2:?a test script}"
   state="$(mktemp -d "/tmp/dbu-$(basename "$script" .sh)-XXXXXX")"
-  "$here/build-images.sh" "$state/oci" >/dev/null
+  # DBU_IMAGES: a folder build-images.sh already filled (scripts/test.sh builds once for every
+  # suite it runs side by side); read only here
+  images="${DBU_IMAGES:-$state/oci}"
+  [[ -n "${DBU_IMAGES:-}" ]] || "$here/build-images.sh" "$images" >/dev/null
   rc=0
-  CGROUP="dbu-node-$$" IMAGES="$state/oci" "$0" run "$state/node" "$script" inside "$state" || rc=$?
+  CGROUP="dbu-node-$$" IMAGES="$images" "$0" run "$state/node" "$script" inside "$state" || rc=$?
   if ((rc != 0)); then keep_evidence "$(basename "$script" .sh)" "$state"; fi
   rm -rf "$state"
   exit $rc
