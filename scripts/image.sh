@@ -120,11 +120,14 @@ static() { # binary name user out.tar: the binary as /<its name>, its entrypoint
   c="$(buildah from scratch)"
   buildah copy --quiet --chmod 0755 "$c" "$bin" "/$(basename "$bin")" >/dev/null
   buildah config --entrypoint "[\"/$(basename "$bin")\"]" --workingdir / ${user:+--user "$user"} "$c"
-  buildah commit --quiet --rm "$c" "$name" >/dev/null
+  # committed under a name of this build's own (nodes side by side make the same image at
+  # once, and one's rmi would take the other's), archived under NAME
+  local own="localhost/dbu-static-$$-$RANDOM"
+  buildah commit --quiet --rm "$c" "$own" >/dev/null
   rm -f "$out"
-  buildah push --quiet "$name" "oci-archive:$out:$name"
+  buildah push --quiet "$own" "oci-archive:$out:$name"
   # made afresh each time: nothing kept in buildah's storage
-  buildah rmi "$name" >/dev/null
+  buildah rmi "$own" >/dev/null
 }
 
 operator() { # out.tar [tree [version]]

@@ -6,6 +6,39 @@ eval "$(scripts/install-tools.sh)"
 
 step() { echo; echo "==> $* (at ${SECONDS}s)"; }
 
+# What runs side by side: the images (and the Go builds the real nodes need) from the start,
+# beside the checks below; then three lanes, the tests and the model on the host and the four
+# real-node suites two by two. The build of the operator's image is mostly one long link (fat
+# LTO, one codegen unit) on one core, and the nodes mostly wait on pods and Dovecot; each node
+# has network, mount and PID namespaces of its own (node.sh). A lane stops at its first
+# failure; its output is shown whole when it ends, with the CPU time it took.
+images="$(mktemp -d /tmp/dbu-images-XXXXXX)"
+lanes="$(mktemp -d /tmp/dbu-lanes-XXXXXX)"
+trap 'rm -rf "$images" "$lanes"' EXIT
+declare -A pid
+start_lane() { # name: lane_NAME in the background, its output in $lanes/NAME.log
+  ( trap 'echo "$SECONDS" > "$lanes/$1.end"' EXIT; set -e; "lane_$1"; echo; times ) > "$lanes/$1.log" 2>&1 &
+  pid[$1]=$!
+}
+end_lane() { # name: waits for it, shows its output; false when it failed
+  local rc=0
+  wait "${pid[$1]}" || rc=$?
+  echo; echo "==> lane $1: exit $rc, ended at $(cat "$lanes/$1.end" 2>/dev/null || echo '?')s (its CPU time: user and system of the lane, then of what it ran)"
+  cat "$lanes/$1.log"
+  return $rc
+}
+lane_images() {
+  step "the images: deploy/images/operator/Containerfile built by buildah (bases made by mmdebstrap), checked, started as its user; Dovecot's and an earlier release's for the real nodes"
+  # built once here for every node suite (side by side they would race on buildah's names and
+  # the cache); the Go-built control plane, node and Flux too
+  tests/e2e/build-images.sh "$images" >/dev/null
+  scripts/image.sh check "$images/operator.tar"
+  tests/e2e/build-control-plane.sh >/dev/null
+  tests/e2e/build-node.sh >/dev/null
+  tests/gitops/build-flux.sh >/dev/null
+}
+start_lane images
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -55,36 +88,13 @@ gitops="$(tests/gitops/build-tools.sh)"
 /usr/bin/python3 tests/gitops/judge.py fixtures "$gitops/argocd" "$gitops/kstatus"
 /usr/bin/python3 tests/gitops/judge.py actions "$gitops/argocd"
 
-step "the images: deploy/images/operator/Containerfile built by buildah (bases made by mmdebstrap), checked, started as its user; Dovecot's and an earlier release's for the real nodes"
-# built once here for every node suite below (they run side by side and would race on buildah's
-# names and the cache); the Go-built control plane, node and Flux too, and the debug binaries the
-# suites run from the host side
-images="$(mktemp -d /tmp/dbu-images-XXXXXX)"
-lanes="$(mktemp -d /tmp/dbu-lanes-XXXXXX)"
-trap 'rm -rf "$images" "$lanes"' EXIT
-tests/e2e/build-images.sh "$images" >/dev/null
-scripts/image.sh check "$images/operator.tar"
-tests/e2e/build-control-plane.sh >/dev/null
-tests/e2e/build-node.sh >/dev/null
-tests/gitops/build-flux.sh >/dev/null
+step "cargo build and cargo test --no-run: the binaries the node suites run from the host side, and the test binaries"
 cargo build --locked --quiet -p dovecot-upgrade-operator -p kubectl-dbu
-export DBU_IMAGES="$images"
-
-step "cargo test: the test binaries built"
 # the real-Dovecot tests start their own director and backends on 127.0.N.0/24 (root needed)
 # benches are measured by scripts/bench.sh, never run as tests (clippy still checks them);
 # (one build: diagnostics rendered on stderr, the artifact list as JSON for run-tests.py)
 cargo test --locked --workspace --lib --bins --tests --no-run --message-format=json-render-diagnostics > "$lanes/tests.json"
 
-# Three lanes side by side: the tests and the model on the host, and the four real-node suites two
-# by two. Each node is in network, mount and PID namespaces of its own (node.sh) and mostly waits
-# on pods and Dovecot, so they overlap on 2 cores; each lane stops at its first failure, and its
-# output is shown whole when it ends.
-# three nodes (one of them with two kubelets) hold more inotify instances than the default 128
-if (( $(cat /proc/sys/fs/inotify/max_user_instances) < 1024 )); then
-  echo 1024 2>/dev/null > /proc/sys/fs/inotify/max_user_instances ||
-    echo "test.sh: fs.inotify.max_user_instances stays $(cat /proc/sys/fs/inotify/max_user_instances): three kubelets may not start" >&2
-fi
 lane_tests() {
   step "cargo test"
   # the test binaries run side by side (scripts/run-tests.py), not one after another as cargo does
@@ -107,17 +117,23 @@ lane_node_b() {
   step "GitOps live on a real node: Flux (source- and kustomize-controller v1.9.6) and Argo CD 3.6.1 (application controller, repo-server) against a Git server on the node's network; every control a commit"
   tests/e2e/gitops.sh
 }
-declare -A pid
-for l in tests node_a node_b; do
-  ( trap 'echo "$SECONDS" > "$lanes/$l.end"' EXIT; set -e; "lane_$l" ) > "$lanes/$l.log" 2>&1 &
-  pid[$l]=$!
-done
+start_lane tests
+if ! end_lane images; then
+  end_lane tests || true
+  echo "test.sh: the images failed: no node suite ran" >&2
+  exit 1
+fi
+export DBU_IMAGES="$images"
+# three nodes (one of them with two kubelets) hold more inotify instances than the default 128
+if (( $(cat /proc/sys/fs/inotify/max_user_instances) < 1024 )); then
+  echo 1024 2>/dev/null > /proc/sys/fs/inotify/max_user_instances ||
+    echo "test.sh: fs.inotify.max_user_instances stays $(cat /proc/sys/fs/inotify/max_user_instances): three kubelets may not start" >&2
+fi
+start_lane node_b
+start_lane node_a
 failed=""
 for l in tests node_a node_b; do
-  rc=0; wait "${pid[$l]}" || rc=$?
-  echo; echo "==> lane $l: exit $rc, ended at $(cat "$lanes/$l.end" 2>/dev/null || echo '?')s"
-  cat "$lanes/$l.log"
-  ((rc == 0)) || failed+=" $l"
+  end_lane "$l" || failed+=" $l"
 done
 [[ -z "$failed" ]] || { echo "test.sh: failed lanes:$failed" >&2; exit 1; }
 echo "test.sh: all checks passed in ${SECONDS}s"
