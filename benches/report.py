@@ -413,18 +413,20 @@ def scale_section(rows):
     q("(tests/model: two directors, the backends and the API server in memory; every command answered")
     q("at once, a pod recreated on the next tick). *Operator* is the wall time less the time the world's")
     q("state was held (its simulation of Dovecot and the API server), per backend; *simulated* is the")
-    q("model's clock per backend (1 s per round, 0.5 s per pass).")
+    q("model's clock per backend (1 s per round, 0.5 s per pass). *Writes* are the DBU's status writes per")
+    q("step transition (a backend started, a step done; the completion is the one more).")
     q(f"Measured at commit {commit}.")
     q("")
-    q("| maxUnavailable | backends | runs | passes / backend | operator ms / backend | world ms / backend | simulated s / backend |")
-    q("|---|---|---|---|---|---|---|")
+    q("| maxUnavailable | backends | runs | passes / backend | operator ms / backend | world ms / backend | simulated s / backend | writes / transition |")
+    q("|---|---|---|---|---|---|---|---|")
     groups = defaultdict(list)
     for r in rows:
         groups[(r["max_unavailable"], r["backends"])].append(r)
     for (m, n), g in sorted(groups.items()):
         q(f"| {m} | {n} | {len(g)} | {statistics.median(r['passes_per_backend'] for r in g):.1f} "
           f"| {mmm([r['operator_ms_per_backend'] for r in g])} | {mmm([r['world_ms_per_backend'] for r in g])} "
-          f"| {statistics.median(r['simulated_s_per_backend'] for r in g):.1f} |")
+          f"| {statistics.median(r['simulated_s_per_backend'] for r in g):.1f} "
+          f"| {statistics.median(r.get('status_writes_per_transition', float('nan')) for r in g):.3f} |")
     q("")
     med = lambda m, n: statistics.median(r["operator_ms_per_backend"] for r in groups[(m, n)])
     ns = sorted({n for (_, n) in groups})
@@ -433,7 +435,8 @@ def scale_section(rows):
         q(f"From {ns[0]} to {ns[-1]} backends the operator's time per backend grows {b / a:.1f}x "
           f"({a:.2f} to {b:.2f} ms): each pass reads every host of the ring and every pod of the")
         q("StatefulSet (the ring's minimum and the director's view are judged over all of them), so a pass")
-        q("costs O(N) and a backend's 15 passes O(N) with it. Against the 3 s a backend takes on the idle")
+        passes = statistics.median(r["passes_per_backend"] for r in groups[(1, ns[-1])])
+        q(f"costs O(N) and a backend's {passes:.0f} passes O(N) with it. Against the 3 s a backend takes on the idle")
         q(f"real-Dovecot rig (section 1), that is {b / 30:.2f} % at {ns[-1]} backends.")
         q("")
     q("With every step instant, maxUnavailable 3 rolls no faster than 1: a backend in flight that has")

@@ -68,8 +68,10 @@ fn roll(n: usize, max_unavailable: u32) -> serde_json::Value {
             .count()
     };
     assert_eq!(upgraded, n, "every backend at the new revision");
+    let writes = run.world.lock().writes.clone();
     serde_json::json!({
         "bench": "scale",
+        "status_writes_per_transition": writes.status as f64 / writes.transitions.max(1) as f64,
         "backends": n,
         "max_unavailable": max_unavailable,
         "passes_per_backend": passes as f64 / n as f64,

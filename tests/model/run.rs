@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use dbu_core::api::{DovecotBackendUpgradeStatus, DovecotRing, Phase, RETRY_ANNOTATION};
+use dbu_core::conditions;
 use dbu_core::machine::face::BackendPod;
+use dbu_core::reason::EventReason;
 use dovecot_upgrade_operator::engine::{self, RingWorld};
 use dovecot_upgrade_operator::settings::{self, Policy};
 use futures::FutureExt;
@@ -150,7 +152,9 @@ pub fn open_from_env() -> Vec<String> {
 /// (`known_open_*`, ignored until fixed), left out of CI's draw until then (by the name of the
 /// event). None now: `PodTakesOldIp` (a pod recreated at an IP the ring has for another pod)
 /// was, until its last cases were fixed (docs/design.md, items 66 and 68); `PodMoved` and
-/// `HumanUpdate` were before it.
+/// `HumanUpdate` were before it. `known_open_a_rejoin_after_an_undone_rejoin_*` (found in issue
+/// 33) is open with `PodTakesOldIp` still drawn: CI's seed does not reach it on this code, and
+/// leaving the event out would lose what its fixed cases guard.
 pub const KNOWN_OPEN: &[&str] = &[];
 
 /// Whether `e` is one of the `KNOWN_OPEN` events.
@@ -185,6 +189,8 @@ pub struct Verdict {
     pub passes: u32,
     pub completed: u32,
     pub failed_logins: u32,
+    /// The DBUs' status writes and step transitions (`State::writes`).
+    pub writes: super::world::Writes,
     pub log: Vec<String>,
 }
 
@@ -739,6 +745,28 @@ impl Run {
             st.note(|| format!("  {name}: status write conflicted"));
             return;
         }
+        let first = dbu.status == Default::default();
+        let (write, _) = conditions::publish_plan((!first).then_some(&dbu.status), &outcome.status);
+        let moved = outcome
+            .notes
+            .iter()
+            .filter(|n| {
+                matches!(
+                    n.reason,
+                    EventReason::BackendStarted | EventReason::StepSucceeded
+                )
+            })
+            .count() as u64;
+        st.writes.transitions += moved;
+        if write {
+            st.writes.status += 1;
+            let drains = |s: &DovecotBackendUpgradeStatus| -> Vec<_> {
+                s.backends.iter().map(|r| r.drain.clone()).collect()
+            };
+            if moved == 0 && drains(&dbu.status) != drains(&outcome.status) {
+                st.writes.progress += 1;
+            }
+        }
         if let Some(d) = st.dbus.get_mut(name) {
             d.status = outcome.status;
         }
@@ -1130,6 +1158,7 @@ pub fn run(start: Start, events: &[Ev], log: bool) -> Verdict {
             .filter(|d| d.status.phase == Some(Phase::Completed))
             .count() as u32,
         failed_logins: st.judged.failed_logins,
+        writes: st.writes.clone(),
         log: st.log.clone(),
     }
 }

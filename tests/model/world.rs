@@ -113,6 +113,15 @@ pub struct Faults {
     pub status_conflicts: BTreeMap<String, u32>,
 }
 
+/// Status writes against step transitions (`State::writes`).
+#[derive(Debug, Clone, Default)]
+pub struct Writes {
+    pub status: u64,
+    pub transitions: u64,
+    /// Writes of a drain's progress (users moved, sessions left) without a transition.
+    pub progress: u64,
+}
+
 /// What the promises are judged by, collected as the world changes.
 #[derive(Debug, Clone, Default)]
 pub struct Judged {
@@ -155,6 +164,9 @@ pub struct State {
     pub recorded: BTreeMap<String, u32>,
     pub faults: Faults,
     pub judged: Judged,
+    /// The DBUs' status writes (passes whose status is worth a patch) and their step
+    /// transitions (BackendStarted and StepSucceeded notes), as the controller would count them.
+    pub writes: Writes,
     pub next_uid: u64,
     pub next_ip: u32,
     pub next_pid: u32,
@@ -252,6 +264,7 @@ impl State {
             recorded: BTreeMap::new(),
             faults: Faults::default(),
             judged: Judged::default(),
+            writes: Writes::default(),
             next_uid: 1,
             next_ip: 0,
             next_pid: 1000,
