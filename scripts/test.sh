@@ -11,10 +11,10 @@ step() { echo; echo "==> $* (at ${SECONDS}s)"; }
 # quickstart on a node; real-node (two kubelets) on another; GitOps on a third. Side by side
 # at 283559e (three lanes, GitOps after real-node) they took: cargo test and the model 765 s,
 # e2e 715, the quickstart 131, real-node 751, GitOps 328, with about 27 CPU-minutes spent in
-# their 18 minutes on 2 cores: room for a fourth lane. The build of the operator's image is mostly one long link (fat
-# LTO, one codegen unit) on one core, and the nodes mostly wait on pods and Dovecot; each node
-# has network, mount and PID namespaces of its own (node.sh). A lane stops at its first
-# failure; its output is shown whole when it ends, with the CPU time it took.
+# their 18 minutes on 2 cores: room for a fourth lane. The build of the operator's image is
+# mostly one long link (fat LTO, one codegen unit) on one core, and the nodes mostly wait on
+# pods and Dovecot; each node has network, mount and PID namespaces of its own (node.sh). A
+# lane stops at its first failure; its output is shown whole when it ends, with its CPU time.
 images="$(mktemp -d /tmp/dbu-images-XXXXXX)"
 lanes="$(mktemp -d /tmp/dbu-lanes-XXXXXX)"
 trap 'rm -rf "$images" "$lanes"' EXIT
