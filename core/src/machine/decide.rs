@@ -618,13 +618,10 @@ fn rejoin(
     let mut no_room = None;
     for (pod, rec, ip, last, former) in moved {
         // moved again before the ring's pass recorded the entry its last record put it back
-        // at (its slot is kept for that pass): the rejoin's claim names the new IP, and the
-        // entry would then be known as nobody's, counted as serving (found by the model, once
-        // a Begin and its Claim share a pass: another DBU drained the only host that served).
-        // The pass records it first.
-        if let Some(r) =
-            rec.filter(|r| lock::holds(status, &r.pod) && lock::awaits_ring_pass(r, obs))
-        {
+        // at (its slot is kept for that pass, `lock::awaiting`): the rejoin's claim names the
+        // new IP, and the entry would then be known as nobody's, counted as serving (found by
+        // the model: another DBU drained the only host that served). The pass records it first.
+        if let Some(r) = rec.and_then(|r| lock::awaiting(status, obs).find(|a| a.pod == r.pod)) {
             return Ok(Some(awaiting_ring_pass(r, obs)));
         }
         let Some(old) = ring.iter().find(|h| h.ip == last) else {
