@@ -120,14 +120,12 @@ static() { # binary name user out.tar: the binary as /<its name>, its entrypoint
   c="$(buildah from scratch)"
   buildah copy --quiet --chmod 0755 "$c" "$bin" "/$(basename "$bin")" >/dev/null
   buildah config --entrypoint "[\"/$(basename "$bin")\"]" --workingdir / ${user:+--user "$user"} "$c"
-  # committed under a name of this build's own (nodes side by side make the same image at
-  # once, and one's rmi would take the other's), archived under NAME
-  local own="localhost/dbu-static-$$-$RANDOM"
-  buildah commit --quiet --rm "$c" "$own" >/dev/null
+  # committed straight into the archive, under NAME: nothing is kept in buildah's storage.
+  # Nodes side by side make the same image at once; committed into storage, two commits in the
+  # same second made the same image ID and the second failed ("creating image"), and one's rmi
+  # took the other's image
   rm -f "$out"
-  buildah push --quiet "$own" "oci-archive:$out:$name"
-  # made afresh each time: nothing kept in buildah's storage
-  buildah rmi "$own" >/dev/null
+  buildah commit --quiet --rm "$c" "oci-archive:$out:$name" >/dev/null
 }
 
 operator() { # out.tar [tree [version]]

@@ -20,7 +20,9 @@ lanes="$(mktemp -d /tmp/dbu-lanes-XXXXXX)"
 trap 'rm -rf "$images" "$lanes"' EXIT
 declare -A pid
 start_lane() { # name: lane_NAME in the background, its output in $lanes/NAME.log
-  ( trap 'echo "$SECONDS" > "$lanes/$1.end"' EXIT; set -e; "lane_$1"; echo; times ) > "$lanes/$1.log" 2>&1 &
+  # the end file's path is expanded now: the trap runs when the subshell exits, where a failed
+  # lane's "$1" is no longer set
+  ( trap "echo \"\$SECONDS\" > '$lanes/$1.end'" EXIT; set -e; "lane_$1"; echo; times ) > "$lanes/$1.log" 2>&1 &
   pid[$1]=$!
 }
 end_lane() { # name: waits for it, shows its output; false when it failed
