@@ -152,9 +152,7 @@ pub fn open_from_env() -> Vec<String> {
 /// (`known_open_*`, ignored until fixed), left out of CI's draw until then (by the name of the
 /// event). None now: `PodTakesOldIp` (a pod recreated at an IP the ring has for another pod)
 /// was, until its last cases were fixed (docs/design.md, items 66 and 68); `PodMoved` and
-/// `HumanUpdate` were before it. `known_open_a_rejoin_after_an_undone_rejoin_*` (found in issue
-/// 33) is open with `PodTakesOldIp` still drawn: CI's seed does not reach it on this code, and
-/// leaving the event out would lose what its fixed cases guard.
+/// `HumanUpdate` were before it.
 pub const KNOWN_OPEN: &[&str] = &[];
 
 /// Whether `e` is one of the `KNOWN_OPEN` events.

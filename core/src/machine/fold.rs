@@ -697,14 +697,14 @@ fn undone_in(
     };
     let note = undone_note(&status.backends[idx], &undone);
     let requeue = match undone {
-        // back in the ring at its new IP, verified (RingRestore finished, or the soak cut
-        // short): it stays as a finished record, the one memory of which IP it went back at
-        // (found by the model: a pod that moved again after an abort was never followed)
         Undone::Restored { .. } | Undone::Nothing
-            if status.backends[idx].step >= Step::RingRestore
-                && status.backends[idx].new_ip.is_some() =>
+            if stays_finished(&status.backends[idx], &undone) =>
         {
             let r = &mut status.backends[idx];
+            if r.step < Step::RingRestore {
+                // never put in at its new IP: its pod's entry is the one it left
+                r.new_ip = None;
+            }
             r.step = Step::Done;
             Duration::ZERO
         }
@@ -721,6 +721,29 @@ fn undone_in(
         Undone::Failed(_) => Duration::from_secs(10),
     };
     (note, requeue)
+}
+
+/// Whether an undone record stays as a finished one, the one memory of which entry its pod
+/// is at in the ring and of its count and state there:
+/// - back in the ring at its new IP, verified (RingRestore finished, or the soak cut short;
+///   found by the model: a pod that moved again after an abort was never followed);
+/// - a rejoin dropped for want of room before it put its pod in: its pod serves where it is
+///   now, its entry is still the one the record names (the one it left, or the one an earlier
+///   RingRestore of the record put it in at, before its pod was recreated), and the drift may
+///   have taken that entry out since the pod left it. The record's count and state there are
+///   the pod's, and the next rejoin puts them back (found by the model: the record went, the
+///   ring's pass first saw the entry at 0, down, and the next rejoin took that for the pod's
+///   own count and left it out while another backend was drained).
+fn stays_finished(rec: &BackendStatus, undone: &Undone) -> bool {
+    let restored = matches!(undone, Undone::Restored { .. } | Undone::Nothing)
+        && rec.step >= Step::RingRestore
+        && rec.new_ip.is_some();
+    let dropped = matches!(undone, Undone::Nothing)
+        && rec.rejoin
+        && rec.step < Step::RingRestore
+        && rec.stopped_pod_uid.is_none()
+        && !rec.failed;
+    restored || dropped
 }
 
 /// After recording: progress, and the conditions for the decision as it settled.
