@@ -91,6 +91,12 @@ impl Cluster for TimingCluster<'_> {
     ) -> Result<dovecot_upgrade_operator::machine::RingLock, ClusterError> {
         self.lab.read_ring_lock(s).await
     }
+    async fn cached_ring_lock(
+        &self,
+        s: &Settings,
+    ) -> Option<dovecot_upgrade_operator::machine::RingLock> {
+        self.lab.cached_ring_lock(s).await
+    }
     async fn write_ring_lock(
         &self,
         s: &Settings,

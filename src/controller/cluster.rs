@@ -11,8 +11,9 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 
 use super::context::api_err;
+use super::lean::LeanPod;
 use super::rings;
-use super::stores::{Stores, slim_pod, slim_sts, template_revision};
+use super::stores::{Stores, slim_sts, template_revision};
 use crate::api::DovecotBackendUpgrade;
 use crate::engine::{Cluster, ClusterError};
 use crate::exec::KubeExec;
@@ -36,27 +37,20 @@ pub struct KubeCluster {
     fence: Option<std::sync::Arc<dyn crate::exec::Fence>>,
 }
 
-pub(super) fn pod_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-pub(super) fn owned_by_sts(p: &Pod, sts: &str) -> bool {
+pub(super) fn owned_by_sts(p: &LeanPod, sts: &str) -> bool {
     p.owner_references()
         .iter()
         .any(|o| o.kind == "StatefulSet" && o.name == sts)
 }
 
 /// A pod as the plan sees it; `maintenance`: why its node is under maintenance, if it is.
-pub fn pod_view(p: &Pod, maintenance: Option<String>) -> PodView {
+pub fn pod_view(p: &LeanPod, maintenance: Option<String>) -> PodView {
     PodView {
         name: p.name_any(),
         uid: p.uid(),
-        ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
+        ip: p.ip.clone(),
         revision: p.labels().get(REVISION_LABEL).cloned(),
-        ready: pod_ready(p),
+        ready: p.ready,
         terminating: p.metadata.deletion_timestamp.is_some(),
         maintenance,
         released: p
@@ -74,7 +68,7 @@ impl KubeCluster {
         &self,
         s: &Settings,
         sts: Option<Arc<StatefulSet>>,
-        in_ns: Vec<Arc<Pod>>,
+        in_ns: Vec<Arc<LeanPod>>,
         dbus: Vec<Arc<DovecotBackendUpgrade>>,
     ) -> Result<Observed, ClusterError> {
         let Some(sts) = sts else {
@@ -101,12 +95,12 @@ impl KubeCluster {
         };
         let backend_sel = selector(&spec.selector)?;
         let director_sel = selector(&s.director_label_selector)?;
-        let mut backend: Vec<&Arc<Pod>> = in_ns
+        let mut backend: Vec<&Arc<LeanPod>> = in_ns
             .iter()
             .filter(|p| backend_sel.matches(p.labels()) && owned_by_sts(p, &s.stateful_set))
             .collect();
         backend.sort_by_key(|p| p.name_any());
-        let directors: Vec<&Arc<Pod>> = in_ns
+        let directors: Vec<&Arc<LeanPod>> = in_ns
             .iter()
             .filter(|p| director_sel.matches(p.labels()))
             .collect();
@@ -152,17 +146,11 @@ impl KubeCluster {
             .filter(|d| {
                 backend_sets.iter().any(|set| owned_by_sts(d, set))
                     || backend.iter().any(|b| b.name_any() == d.name_any())
-                    || d.status
-                        .as_ref()
-                        .and_then(|st| st.pod_ip.as_deref())
-                        .is_some_and(|ip| ring_hosts.contains(&ip))
+                    || d.ip.as_deref().is_some_and(|ip| ring_hosts.contains(&ip))
             })
             .map(|d| d.name_any())
             .collect();
-        let mut ready: Vec<&&Arc<Pod>> = directors
-            .iter()
-            .filter(|d| pod_ready(d) && d.metadata.deletion_timestamp.is_none())
-            .collect();
+        let mut ready: Vec<&&Arc<LeanPod>> = directors.iter().filter(|d| d.serving()).collect();
         ready.sort_by_key(|d| d.name_any());
         // the oldest DBU naming a StatefulSet owns it; later ones are refused
         let others = dbus
@@ -196,9 +184,9 @@ impl KubeCluster {
             .iter()
             .filter(|p| backend_sets.iter().any(|set| owned_by_sts(p, set)))
         {
-            let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone());
+            let ip = p.ip.clone();
             if let Some(ip) = &ip
-                && (!pod_ready(p) || p.metadata.deletion_timestamp.is_some())
+                && !p.serving()
             {
                 ring_unready.push(ip.clone());
             }
@@ -210,6 +198,7 @@ impl KubeCluster {
             ring_former,
             ring_unready,
             ring_lock: None,
+            ring_lock_cached: false,
             ring_queue,
             sts: Some(view),
             pods: backend
@@ -217,15 +206,7 @@ impl KubeCluster {
                 .map(|p| pod_view(p, self.stores.maintenance_of(p)))
                 .collect(),
             director: ready.first().map(|d| d.name_any()),
-            directors: ready
-                .iter()
-                .map(|d| {
-                    (
-                        d.name_any(),
-                        d.status.as_ref().and_then(|s| s.pod_ip.clone()),
-                    )
-                })
-                .collect(),
+            directors: ready.iter().map(|d| (d.name_any(), d.ip.clone())).collect(),
             unsynced: Vec::new(),
             ring_members: Vec::new(),
             other_rings: None,
@@ -275,20 +256,25 @@ impl Cluster for KubeCluster {
         let lp = kube::api::ListParams::default();
         let stss: Api<StatefulSet> = Api::namespaced(self.client.clone(), &self.ns);
         let sts = stss.get_opt(&s.stateful_set).await.map_err(api_err)?;
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
+        // decoded lean, as the watch's are
+        let pods: Api<LeanPod> = Api::namespaced(self.client.clone(), &self.ns);
         let pods = pods.list(&lp).await.map_err(api_err)?.items;
         let dbus: Api<DovecotBackendUpgrade> = Api::namespaced(self.client.clone(), &self.ns);
         let dbus = dbus.list(&lp).await.map_err(api_err)?.items;
         self.view(
             s,
             sts.map(|x| Arc::new(slim_sts(x))),
-            pods.into_iter().map(|p| Arc::new(slim_pod(p))).collect(),
+            pods.into_iter().map(Arc::new).collect(),
             dbus.into_iter().map(Arc::new).collect(),
         )
     }
 
     async fn read_ring_lock(&self, s: &Settings) -> Result<RingLock, ClusterError> {
         rings::read_lock(&self.client, &self.stores, &self.ns, &self.lock_ns, s).await
+    }
+
+    async fn cached_ring_lock(&self, s: &Settings) -> Option<RingLock> {
+        rings::cached_lock(&self.stores, &self.ns, &self.lock_ns, s)
     }
 
     async fn write_ring_lock(
@@ -302,7 +288,7 @@ impl Cluster for KubeCluster {
     }
 
     async fn fresh_pod(&self, _s: &Settings, pod: &str) -> Result<Option<PodView>, ClusterError> {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
+        let pods: Api<LeanPod> = Api::namespaced(self.client.clone(), &self.ns);
         Ok(pods.get_opt(pod).await.map_err(api_err)?.map(|p| {
             let m = self.stores.maintenance_of(&p);
             pod_view(&p, m)
@@ -435,7 +421,7 @@ pub(super) async fn fenced(fence: Option<&dyn crate::exec::Fence>) -> Result<(),
 mod tests {
     use super::*;
 
-    fn pod(labels: serde_json::Value) -> Pod {
+    fn pod(labels: serde_json::Value) -> LeanPod {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": "backend-1", "uid": "u-1", "labels": labels},
             "status": {"podIP": "10.88.0.7", "conditions": [{"type": "Ready", "status": "True"}]}

@@ -1,4 +1,4 @@
-//! Lean decoding of watched pods: a LIST page or watch event builds only what `slim_pod` keeps.
+//! Lean watched pods: a LIST page or watch event builds only the few fields `LeanPod` keeps.
 //!
 //! Decoding a full `Pod` and slimming it afterwards allocates every field first (containers,
 //! volumes, and `managedFields` as `serde_json::Value` trees): at 1,000 pods that transient
@@ -8,14 +8,30 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Pod, PodCondition, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
-use kube::runtime::watcher;
 use serde::Deserialize;
 
-/// A pod decoded with only the fields the operator reads; `.0` equals `slim_pod` of the full pod.
-#[derive(Clone, Debug)]
-pub struct LeanPod(pub Pod);
+/// A watched pod as the store keeps it: the metadata decisions read, the node it runs on (node
+/// maintenance), its IP and whether it is Ready. Not a `Pod`: a `Pod` holds every field of its
+/// spec and status inline even when they are `None` (2,176 bytes a pod before its strings, this
+/// 416), about 2 MiB of the operator's 21.5 at 1,000 pods.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LeanPod {
+    /// Name, namespace, UID, resource version, labels, owners (kind and name) and deletion time.
+    pub metadata: ObjectMeta,
+    pub node_name: Option<String>,
+    pub ip: Option<String>,
+    /// Its `Ready` condition is `True`.
+    pub ready: bool,
+}
+
+impl LeanPod {
+    /// Ready and not being deleted: it may serve.
+    pub fn serving(&self) -> bool {
+        self.ready && self.metadata.deletion_timestamp.is_none()
+    }
+}
 
 impl kube::Resource for LeanPod {
     type DynamicType = ();
@@ -34,29 +50,73 @@ impl kube::Resource for LeanPod {
         Pod::plural(dt)
     }
     fn meta(&self) -> &ObjectMeta {
-        &self.0.metadata
+        &self.metadata
     }
     fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.0.metadata
+        &mut self.metadata
     }
 }
 
-/// Metadata without `managedFields` and `annotations` (nothing reads a pod's annotations).
+/// An owner as decisions read it: a StatefulSet's pods are found by its kind and name.
+fn owner(kind: String, name: String) -> OwnerReference {
+    OwnerReference {
+        kind,
+        name,
+        ..Default::default()
+    }
+}
+
+fn is_ready<'a>(mut conditions: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
+    conditions.any(|(t, s)| t == "Ready" && s == "True")
+}
+
+impl From<Pod> for LeanPod {
+    fn from(p: Pod) -> Self {
+        let m = p.metadata;
+        let status = p.status.unwrap_or_default();
+        LeanPod {
+            ready: is_ready(
+                status
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .map(|c| (c.type_.as_str(), c.status.as_str())),
+            ),
+            metadata: ObjectMeta {
+                deletion_timestamp: m.deletion_timestamp,
+                labels: m.labels,
+                name: m.name,
+                namespace: m.namespace,
+                owner_references: m
+                    .owner_references
+                    .map(|o| o.into_iter().map(|o| owner(o.kind, o.name)).collect()),
+                resource_version: m.resource_version,
+                uid: m.uid,
+                ..Default::default()
+            },
+            node_name: p.spec.and_then(|s| s.node_name),
+            ip: status.pod_ip,
+        }
+    }
+}
+
+/// Metadata: what `LeanPod` keeps (no `managedFields`, annotations or finalizers).
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct Meta {
-    creation_timestamp: Option<Time>,
-    deletion_grace_period_seconds: Option<i64>,
     deletion_timestamp: Option<Time>,
-    finalizers: Option<Vec<String>>,
-    generate_name: Option<String>,
-    generation: Option<i64>,
     labels: Option<BTreeMap<String, String>>,
     name: Option<String>,
     namespace: Option<String>,
-    owner_references: Option<Vec<OwnerReference>>,
+    owner_references: Option<Vec<Owner>>,
     resource_version: Option<String>,
     uid: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Owner {
+    kind: String,
+    name: String,
 }
 
 /// Of the spec, the node it runs on (node maintenance).
@@ -66,12 +126,18 @@ struct Spec {
     node_name: Option<String>,
 }
 
-/// Of the status, its phase, its IP and its Ready condition.
+#[derive(Deserialize)]
+struct Condition {
+    #[serde(rename = "type")]
+    type_: String,
+    status: String,
+}
+
+/// Of the status, its IP and its conditions' types and states.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Status {
-    conditions: Option<Vec<PodCondition>>,
-    phase: Option<String>,
+    conditions: Option<Vec<Condition>>,
     #[serde(rename = "podIP")]
     pod_ip: Option<String>,
 }
@@ -87,54 +153,35 @@ impl<'de> Deserialize<'de> for LeanPod {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let l = Lean::deserialize(d)?;
         let m = l.metadata.unwrap_or_default();
-        Ok(LeanPod(Pod {
+        let status = l.status;
+        Ok(LeanPod {
+            ready: is_ready(
+                status
+                    .iter()
+                    .flat_map(|s| s.conditions.iter().flatten())
+                    .map(|c| (c.type_.as_str(), c.status.as_str())),
+            ),
             metadata: ObjectMeta {
-                creation_timestamp: m.creation_timestamp,
-                deletion_grace_period_seconds: m.deletion_grace_period_seconds,
                 deletion_timestamp: m.deletion_timestamp,
-                finalizers: m.finalizers,
-                generate_name: m.generate_name,
-                generation: m.generation,
                 labels: m.labels,
                 name: m.name,
                 namespace: m.namespace,
-                owner_references: m.owner_references,
+                owner_references: m
+                    .owner_references
+                    .map(|o| o.into_iter().map(|o| owner(o.kind, o.name)).collect()),
                 resource_version: m.resource_version,
                 uid: m.uid,
                 ..Default::default()
             },
-            spec: l.spec.map(|s| PodSpec {
-                node_name: s.node_name,
-                ..Default::default()
-            }),
-            status: l.status.map(|s| PodStatus {
-                conditions: s
-                    .conditions
-                    .map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect()),
-                phase: s.phase,
-                pod_ip: s.pod_ip,
-                ..Default::default()
-            }),
-        }))
-    }
-}
-
-/// The watch's events with the plain pods inside, for the `Store<Pod>` the reconciles read.
-pub fn unwrap_event(ev: watcher::Event<LeanPod>) -> watcher::Event<Pod> {
-    use watcher::Event as E;
-    match ev {
-        E::Apply(p) => E::Apply(p.0),
-        E::Delete(p) => E::Delete(p.0),
-        E::Init => E::Init,
-        E::InitApply(p) => E::InitApply(p.0),
-        E::InitDone => E::InitDone,
+            node_name: l.spec.and_then(|s| s.node_name),
+            ip: status.and_then(|s| s.pod_ip),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::LeanPod;
-    use crate::controller::slim_pod;
     use k8s_openapi::api::core::v1::Pod;
 
     /// A backend pod as the API server sends it (a StatefulSet's, scheduled and Ready), with
@@ -175,42 +222,59 @@ mod tests {
     }
 
     #[test]
-    fn lean_decoding_keeps_exactly_what_slim_pod_keeps() {
+    fn lean_decoding_keeps_exactly_what_a_full_pod_slims_to() {
         let full: Pod = serde_json::from_value(full_pod()).unwrap();
         let lean: LeanPod = serde_json::from_value(full_pod()).unwrap();
-        pretty_assertions::assert_eq!(lean.0, slim_pod(full));
+        pretty_assertions::assert_eq!(lean, LeanPod::from(full));
         // and what the decisions read is there
+        assert_eq!(lean.ip.as_deref(), Some("10.88.0.7"));
+        assert!(lean.ready && lean.serving());
+        assert_eq!(lean.node_name.as_deref(), Some("node-1"));
+        let owners = lean.metadata.owner_references.as_ref().unwrap();
         assert_eq!(
-            lean.0.status.as_ref().unwrap().pod_ip.as_deref(),
-            Some("10.88.0.7")
+            (owners[0].kind.as_str(), owners[0].name.as_str()),
+            ("StatefulSet", "backend")
         );
-        assert_eq!(
-            lean.0
-                .status
-                .as_ref()
-                .unwrap()
-                .conditions
-                .as_ref()
-                .unwrap()
-                .len(),
-            1
-        );
-        assert_eq!(
-            lean.0.metadata.owner_references.as_ref().unwrap()[0].name,
-            "backend"
-        );
+        assert_eq!(lean.metadata.labels.as_ref().unwrap().len(), 3);
+        assert_eq!(lean.metadata.uid.as_deref(), Some("u-1"));
+        assert_eq!(lean.metadata.resource_version.as_deref(), Some("4711"));
+        // nothing else of it is kept
+        assert!(lean.metadata.annotations.is_none() && lean.metadata.managed_fields.is_none());
     }
 
     #[test]
-    fn a_pod_without_spec_or_status_decodes_as_slim_pod_does() {
-        for v in [
-            serde_json::json!({"metadata": {"name": "p", "namespace": "mail"}}),
-            serde_json::json!({"metadata": {"name": "p"}, "spec": {"containers": []}, "status": {}}),
-            serde_json::json!({"metadata": {"name": "p"}, "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False"}]}}),
+    fn a_pod_without_spec_or_status_decodes_as_a_full_one_slims() {
+        for (v, ready) in [
+            (
+                serde_json::json!({"metadata": {"name": "p", "namespace": "mail"}}),
+                false,
+            ),
+            (
+                serde_json::json!({"metadata": {"name": "p"}, "spec": {"containers": []}, "status": {}}),
+                false,
+            ),
+            (
+                serde_json::json!({"metadata": {"name": "p"}, "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}]}}),
+                false,
+            ),
+            (
+                serde_json::json!({"metadata": {"name": "p", "deletionTimestamp": "2026-12-05T10:00:00Z"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+                true,
+            ),
         ] {
             let full: Pod = serde_json::from_value(v.clone()).unwrap();
-            let lean: LeanPod = serde_json::from_value(v).unwrap();
-            assert_eq!(lean.0, slim_pod(full));
+            let lean: LeanPod = serde_json::from_value(v.clone()).unwrap();
+            assert_eq!(lean, LeanPod::from(full), "{v}");
+            assert_eq!(lean.ready, ready, "{v}");
+            // a pod being deleted serves nobody new, Ready or not
+            assert!(!lean.serving(), "{v}");
         }
+    }
+
+    #[test]
+    fn a_kept_pod_is_a_fraction_of_a_full_one() {
+        // the inline size every stored pod pays before its strings
+        let (lean, full) = (size_of::<LeanPod>(), size_of::<Pod>());
+        assert!(lean * 4 < full, "LeanPod {lean} bytes, Pod {full}");
     }
 }

@@ -24,4 +24,4 @@ pub use ringpass::{reconcile_ring, ring_error_policy};
 pub use rings::{Binding, MANAGED_BY, bind_read_only};
 pub use run::run;
 pub use status::status_patch;
-pub use stores::{NodeWatch, Stores, slim_node, slim_pod, slim_sts};
+pub use stores::{NodeWatch, Stores, slim_node, slim_sts};

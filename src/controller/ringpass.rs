@@ -10,7 +10,7 @@ use kube::core::labels::{Selector, SelectorExt};
 use kube::runtime::controller::Action;
 
 use super::budget;
-use super::cluster::{owned_by_sts, pod_ready};
+use super::cluster::owned_by_sts;
 use super::context::{Context, Error};
 use super::rings::{absorb, views};
 use super::status::publish;
@@ -41,8 +41,7 @@ pub async fn reconcile_ring(r: Arc<DovecotRing>, ctx: Arc<Context>) -> Result<Ac
     let sel = Selector::try_from(r.spec.directors.selector.clone()).ok();
     let mut directors: Vec<_> = pods
         .iter()
-        .filter(|p| sel.as_ref().is_some_and(|s| s.matches(p.labels())) && pod_ready(p))
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| sel.as_ref().is_some_and(|s| s.matches(p.labels())) && p.serving())
         .collect();
     directors.sort_by_key(|p| p.name_any());
     let backends: Vec<BackendPod> = pods
@@ -50,8 +49,8 @@ pub async fn reconcile_ring(r: Arc<DovecotRing>, ctx: Arc<Context>) -> Result<Ac
         .filter(|p| r.spec.stateful_sets().any(|set| owned_by_sts(p, set)))
         .map(|p| BackendPod {
             name: p.name_any(),
-            ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
-            ready: pod_ready(p) && p.metadata.deletion_timestamp.is_none(),
+            ip: p.ip.clone(),
+            ready: p.serving(),
         })
         .collect();
     let (mut views, _) = views(&ctx.stores, &ns);
@@ -107,12 +106,7 @@ pub async fn reconcile_ring(r: Arc<DovecotRing>, ctx: Arc<Context>) -> Result<Ac
     let world = RingWorld {
         directors: directors
             .iter()
-            .map(|d| {
-                (
-                    d.name_any(),
-                    d.status.as_ref().and_then(|s| s.pod_ip.clone()),
-                )
-            })
+            .map(|d| (d.name_any(), d.ip.clone()))
             .collect(),
         backends,
         conflict: conflict.clone(),

@@ -1,7 +1,6 @@
 //! A DBU's DovecotRing: resolved from the ring store, created or joined for manifests from before rings, and its record of who is out read and written by compare-and-swap.
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::labels::{Selector, SelectorExt};
@@ -30,7 +29,7 @@ pub enum Binding {
 }
 
 /// Pods of the namespace that a selector picks, by name.
-fn picked(pods: &[std::sync::Arc<Pod>], sel: &LabelSelector) -> Vec<String> {
+fn picked(pods: &[std::sync::Arc<super::lean::LeanPod>], sel: &LabelSelector) -> Vec<String> {
     let Ok(sel) = Selector::try_from(sel.clone()) else {
         return Vec::new();
     };
@@ -44,7 +43,7 @@ fn picked(pods: &[std::sync::Arc<Pod>], sel: &LabelSelector) -> Vec<String> {
 }
 
 /// The pods of a namespace, from the store.
-fn pods_in(stores: &Stores, ns: &str) -> Vec<std::sync::Arc<Pod>> {
+fn pods_in(stores: &Stores, ns: &str) -> Vec<std::sync::Arc<super::lean::LeanPod>> {
     stores
         .pods
         .state()
@@ -306,21 +305,45 @@ pub async fn read_lock(
             tracing::info!(lease = %lease, ring = %name, "took the holders of an earlier release's ring Lease into the DovecotRing");
         }
     }
-    // a DBU that no longer exists (deleted without its finalizer) holds nothing, except the
-    // backends its cleanup recorded as left out: they are still out of the ring
+    Ok(RingLock {
+        version,
+        holders: live_holders(stores, holders),
+    })
+}
+
+/// The ring's record as the ring's watch has it; None while an earlier release's Lease may
+/// still hold backends (only `read_lock` looks for and imports those) or the ring is not there.
+pub fn cached_lock(stores: &Stores, ns: &str, lock_ns: &str, s: &Settings) -> Option<RingLock> {
+    let ring = stores
+        .rings
+        .get(&kube::runtime::reflector::ObjectRef::new(ring_name(s).ok()?).within(ns))?;
+    let status = ring.status.clone().unwrap_or_default();
+    let absent = stores.absent_leases.lock().ok()?;
+    if legacy_leases(ns, s, &status.imported_from)
+        .iter()
+        .any(|l| !absent.contains(&format!("{lock_ns}/{l}")))
+    {
+        return None;
+    }
+    Some(RingLock {
+        version: ring.resource_version(),
+        holders: live_holders(stores, status.out),
+    })
+}
+
+/// A DBU that no longer exists (deleted without its finalizer) holds nothing, except the
+/// backends its cleanup recorded as left out: they are still out of the ring.
+fn live_holders(stores: &Stores, holders: Vec<RingHolder>) -> Vec<RingHolder> {
     let live: Vec<String> = stores
         .dbus
         .state()
         .iter()
         .map(|d| format!("{}/{}", d.namespace().unwrap_or_default(), d.name_any()))
         .collect();
-    Ok(RingLock {
-        version,
-        holders: holders
-            .into_iter()
-            .filter(|h| h.left_out.is_some() || live.contains(&h.dbu))
-            .collect(),
-    })
+    holders
+        .into_iter()
+        .filter(|h| h.left_out.is_some() || live.contains(&h.dbu))
+        .collect()
 }
 
 /// Writes the ring's record of who is out, only if it is still the version read.

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use kube::core::labels::{Selector, SelectorExt};
 use kube::runtime::events::{Recorder, Reporter};
@@ -13,7 +13,7 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
 use super::context::{Context, FIELD_MANAGER, Options};
-use super::lean::{LeanPod, unwrap_event};
+use super::lean::LeanPod;
 use super::reconcile::{error_policy, reconcile};
 use super::ringpass::{reconcile_ring, ring_error_policy};
 use super::rings::dbus_of_ring;
@@ -27,7 +27,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 fn dbus_for_pod(
     dbus: &Store<DovecotBackendUpgrade>,
     rings: &Store<DovecotRing>,
-    pod: &Pod,
+    pod: &LeanPod,
 ) -> Vec<ObjectRef<DovecotBackendUpgrade>> {
     let ns = pod.namespace();
     let owners: Vec<&str> = pod
@@ -143,7 +143,7 @@ pub async fn run(
         instance: std::env::var("POD_NAME").ok(),
     };
     let (sts_store, sts_writer) = reflector::store::<StatefulSet>();
-    let (pod_store, pod_writer) = reflector::store::<Pod>();
+    let (pod_store, pod_writer) = reflector::store::<LeanPod>();
     // small pages: a LIST's page is decoded whole before its first object is slimmed
     let lists = watcher::Config::default().page_size(LIST_PAGE);
     let sts_events = watcher(stss, lists.clone())
@@ -151,9 +151,8 @@ pub async fn run(
         .modify(|s| *s = slim_sts(std::mem::take(s)))
         .reflect(sts_writer)
         .touched_objects();
-    // pods decoded lean (only what slim_pod keeps is ever built)
+    // pods decoded lean (only what `LeanPod` keeps is ever built)
     let pod_events = watcher(pods, lists.clone())
-        .map_ok(unwrap_event)
         .backoff(WatchBackoff::default())
         .reflect(pod_writer)
         .touched_objects();
@@ -253,7 +252,7 @@ pub async fn run(
                 let mut woken: Vec<ObjectRef<DovecotBackendUpgrade>> = pods
                     .state()
                     .iter()
-                    .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&name))
+                    .filter(|p| p.node_name.as_deref() == Some(&name))
                     .flat_map(|p| dbus_for_pod(&dbus, &rings, p))
                     .collect();
                 woken.sort_by_key(|r| r.to_string());
@@ -261,7 +260,7 @@ pub async fn run(
                 woken
             }
         })
-        .watches_stream(pod_events, move |pod: Pod| {
+        .watches_stream(pod_events, move |pod: LeanPod| {
             dbus_for_pod(&dbu_store, &ring_store, &pod)
         })
         .shutdown_on_signal()

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
+
+use super::lean::LeanPod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::Api;
@@ -19,7 +21,7 @@ use crate::engine::ClusterError;
 #[derive(Clone)]
 pub struct Stores {
     pub sts: Store<StatefulSet>,
-    pub pods: Store<Pod>,
+    pub pods: Store<LeanPod>,
     pub dbus: Store<DovecotBackendUpgrade>,
     pub rings: Store<DovecotRing>,
     /// The nodes and the maintenance taints followed, when node maintenance is on
@@ -55,7 +57,7 @@ impl Stores {
         }
         Self {
             sts: fill(sts.into_iter().map(slim_sts).collect()),
-            pods: fill(pods.into_iter().map(slim_pod).collect()),
+            pods: fill(pods.into_iter().map(LeanPod::from).collect()),
             dbus: fill(dbus),
             rings: fill(rings),
             nodes: None,
@@ -80,9 +82,9 @@ impl Stores {
     }
 
     /// Why the node `pod` runs on is under maintenance, when node maintenance is on and it is.
-    pub fn maintenance_of(&self, pod: &Pod) -> Option<String> {
+    pub fn maintenance_of(&self, pod: &LeanPod) -> Option<String> {
         let w = self.nodes.as_ref()?;
-        let name = pod.spec.as_ref()?.node_name.as_deref()?;
+        let name = pod.node_name.as_deref()?;
         let node = w
             .nodes
             .get(&kube::runtime::reflector::ObjectRef::new(name))?;
@@ -181,30 +183,6 @@ pub fn node_maintenance_hash(n: &Node) -> Option<u64> {
         (&t.key, &t.effect).hash(&mut h);
     }
     Some(h.finish())
-}
-
-/// Keeps only what the operator reads of a pod: the store holds every pod of the namespace.
-pub fn slim_pod(mut p: Pod) -> Pod {
-    p.metadata.managed_fields = None;
-    p.metadata.annotations = None;
-    // the node it runs on (node maintenance), nothing else of the spec
-    p.spec = p.spec.map(|s| k8s_openapi::api::core::v1::PodSpec {
-        node_name: s.node_name,
-        ..Default::default()
-    });
-    if let Some(st) = p.status.as_mut() {
-        let ready = st
-            .conditions
-            .take()
-            .map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect());
-        *st = k8s_openapi::api::core::v1::PodStatus {
-            conditions: ready,
-            pod_ip: st.pod_ip.take(),
-            phase: st.phase.take(),
-            ..Default::default()
-        };
-    }
-    p
 }
 
 /// The pod template's `mailops.io/revision` annotation.

@@ -85,6 +85,11 @@ pub trait Cluster: Send + Sync {
     /// The lock of the director ring this DBU's directors form (shared by every DBU of the
     /// ring), with holders of DBUs that no longer exist left out.
     async fn read_ring_lock(&self, s: &Settings) -> Result<RingLock, ClusterError>;
+    /// The same lock as the watch cache holds it, for a decision that only waits
+    /// (`machine::cached_lock_stands`); None where the cache cannot say (not filled, an earlier
+    /// release's Lease not yet looked for): the engine then reads `read_ring_lock`. An edge
+    /// with no cache reads its source.
+    async fn cached_ring_lock(&self, s: &Settings) -> Option<RingLock>;
     /// Replaces the ring lock's holders if it is still at `version` (None: it does not exist
     /// yet), else `ClusterError::Conflict`.
     async fn write_ring_lock(

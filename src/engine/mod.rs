@@ -84,6 +84,11 @@ async fn decide_reading(
     let (mut ring_read, mut sync_read) = (false, false);
     loop {
         let decision = machine::decide_prepared(s, prepared, obs, now);
+        if obs.ring_lock_cached && !machine::cached_lock_stands(&prepared.status, &decision) {
+            obs.ring_lock = Some(read_lock(s, cluster).await);
+            obs.ring_lock_cached = false;
+            continue;
+        }
         let missing = machine::missing(&decision, obs);
         if missing == Some(Missing::ProbeCredentials) {
             // the check reads keys only, never the world: no copy of it
@@ -102,7 +107,14 @@ async fn decide_reading(
             continue;
         }
         if missing == Some(Missing::RingLock) {
-            obs.ring_lock = Some(cluster.read_ring_lock(s).await.map_err(|e| e.to_string()));
+            // the watch's copy first, for a wait that may stand on it (checked above)
+            obs.ring_lock = Some(match cluster.cached_ring_lock(s).await {
+                Some(lock) => {
+                    obs.ring_lock_cached = true;
+                    Ok(lock)
+                }
+                None => read_lock(s, cluster).await,
+            });
             continue;
         }
         let Some(dir) = obs.director.clone() else {
@@ -113,8 +125,7 @@ async fn decide_reading(
                 ring_read = true;
                 obs.ring = reads::read_ring(s, exec, &dir).await;
                 if machine::lock_with_ring(&prepared.status, obs) {
-                    obs.ring_lock =
-                        Some(cluster.read_ring_lock(s).await.map_err(|e| e.to_string()));
+                    obs.ring_lock = Some(read_lock(s, cluster).await);
                 }
             }
             Some(Missing::RingSync) if !sync_read => {
@@ -142,6 +153,11 @@ async fn decide_reading(
             _ => return decision,
         }
     }
+}
+
+/// The ring's record read from the source.
+async fn read_lock(s: &Settings, cluster: &dyn Cluster) -> Result<machine::RingLock, String> {
+    cluster.read_ring_lock(s).await.map_err(|e| e.to_string())
 }
 
 /// Every Ready director by name (the chosen one when the world lists none).
@@ -384,7 +400,10 @@ async fn fresh_world(
         fresh.unsynced = cached.unsynced;
         fresh.other_rings = cached.other_rings;
     }
-    fresh.ring_lock = cached.ring_lock;
+    // a copy from the watch goes with the rest of the caches
+    if !cached.ring_lock_cached {
+        fresh.ring_lock = cached.ring_lock;
+    }
     fresh.probe_credentials = cached.probe_credentials;
     Ok(fresh)
 }

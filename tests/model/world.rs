@@ -1287,6 +1287,10 @@ impl Cluster for World {
                 .collect(),
         })
     }
+    /// The model's record has no watch copy that could lag: the copy is the record.
+    async fn cached_ring_lock(&self, s: &Settings) -> Option<RingLock> {
+        self.read_ring_lock(s).await.ok()
+    }
     async fn write_ring_lock(
         &self,
         _: &Settings,

@@ -38,7 +38,7 @@ pub use fold::{
     progress, record, record_finish, requeue_after, retarget, ring_refused, settled,
 };
 pub use judge::{ReplaceMove, drain_outcome, replace_move};
-pub use needs::{lock_with_ring, missing};
+pub use needs::{cached_lock_stands, lock_with_ring, missing};
 pub use note::{Note, failed_stall, failure_message};
 pub use observed::{
     Claimant, Missing, Observed, PodView, RingHolder, RingLock, StsView, Waiter, claimed_by_other,

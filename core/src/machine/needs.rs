@@ -66,6 +66,21 @@ pub fn missing(decision: &Decision, obs: &Observed) -> Option<Missing> {
     }
 }
 
+/// Whether a decision taken on the watch cache's copy of the ring's record stands: only a wait,
+/// and only while none of the DBU's backends is in flight. A DBU waiting for its pods polls,
+/// and each poll asked the API server for the record to look for backends a deleted DBU left
+/// out (111 requests a minute from 100 waiting DBUs); the copy can lag, but a record that
+/// changes wakes every DBU of the ring through the ring's watch, which then decides on the
+/// change. Everything that acts (an adoption, a claim, a begin) or folds the record into a
+/// backend's status reads it from the source.
+pub fn cached_lock_stands(
+    status: &crate::api::DovecotBackendUpgradeStatus,
+    decision: &Decision,
+) -> bool {
+    matches!(decision, Decision::Wait { .. })
+        && !status.backends.iter().any(super::decision::active)
+}
+
 /// Whether the ring's record of who is out is read with the director ring: while a record is in
 /// flight, an entry another backend's rejoin put back and still holds (its pod maybe moved on
 /// since, so no pod has the IP) is that backend's, and its count or `down` is never taken for

@@ -68,6 +68,10 @@ pub struct Observed {
     /// The director ring's lock; read only when a backend is about to be registered or released
     /// (None: not read yet; Err: could not be read).
     pub ring_lock: Option<Result<RingLock, String>>,
+    /// `ring_lock` is the watch cache's copy, not the API server's: a wait of a DBU with
+    /// nothing in flight stands on it (`needs::cached_lock_stands`), anything else reads it
+    /// again from the source.
+    pub ring_lock_cached: bool,
     /// The other DBUs of the ring that wait for a slot (`RingBusy`): slots go first to those
     /// waiting longest.
     pub ring_queue: Vec<Waiter>,

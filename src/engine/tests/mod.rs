@@ -179,6 +179,10 @@ impl Cluster for Fake {
     ) -> Result<dbu_core::machine::RingLock, ClusterError> {
         Ok(dbu_core::machine::RingLock::default())
     }
+    /// No watch here: the source is read.
+    async fn cached_ring_lock(&self, _: &Settings) -> Option<dbu_core::machine::RingLock> {
+        None
+    }
     async fn write_ring_lock(
         &self,
         _: &Settings,

@@ -915,6 +915,7 @@ impl Lab {
             other_rings: None,
             me: me.to_string(),
             ring_lock: None,
+            ring_lock_cached: false,
             sts: Some(StsView {
                 update_strategy: "OnDelete".into(),
                 update_revision: Some(st.update_revision.clone()),
@@ -1079,6 +1080,10 @@ impl Cluster for LabView<'_> {
     async fn read_ring_lock(&self, s: &Settings) -> Result<RingLock, ClusterError> {
         Ok(self.lab.read_lock(ring_of(s)))
     }
+    /// The lab's ring record has no watch copy that could lag: it is the source.
+    async fn cached_ring_lock(&self, s: &Settings) -> Option<RingLock> {
+        Some(self.lab.read_lock(ring_of(s)))
+    }
     async fn write_ring_lock(
         &self,
         s: &Settings,
@@ -1138,6 +1143,10 @@ impl Cluster for Lab {
 
     async fn read_ring_lock(&self, s: &Settings) -> Result<RingLock, ClusterError> {
         Ok(self.read_lock(ring_of(s)))
+    }
+    /// The lab's ring record has no watch copy that could lag: it is the source.
+    async fn cached_ring_lock(&self, s: &Settings) -> Option<RingLock> {
+        Some(self.read_lock(ring_of(s)))
     }
 
     async fn write_ring_lock(

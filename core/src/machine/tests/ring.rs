@@ -1344,3 +1344,42 @@ fn no_humans_change_is_read_at_an_entry_another_pod_sat_at_since_its_pod_left() 
         );
     }
 }
+
+/// A decision taken on the watch's copy of the ring's record stands only when it waits and no
+/// backend of the DBU is in flight; anything else reads the record from the source first.
+#[test]
+fn only_a_wait_with_nothing_in_flight_stands_on_the_watchs_copy_of_the_ring_record() {
+    let wait = Decision::wait(WaitReason::WaitingForPods, "pods", Duration::from_secs(5));
+    let idle = status(vec![]);
+    let in_flight = status(vec![rec(0, Step::WaitSessions, 0)]);
+    let done = status(vec![rec(0, Step::Done, 0)]);
+    let adopt = Decision::Adopt {
+        records: Vec::new(),
+    };
+    let claim = Decision::Claim {
+        pods: vec!["backend-0".into()],
+    };
+    let cases: [(&str, &DovecotBackendUpgradeStatus, &Decision, bool); 8] = [
+        ("a wait with nothing in flight", &idle, &wait, true),
+        ("a wait after a finished backend", &done, &wait, true),
+        (
+            "a wait beside a backend in flight",
+            &in_flight,
+            &wait,
+            false,
+        ),
+        ("an adoption", &idle, &adopt, false),
+        ("a claim", &idle, &claim, false),
+        (
+            "a begin",
+            &idle,
+            &Decision::Begin(Box::new(rec(1, Step::Drain, 0))),
+            false,
+        ),
+        ("a completion", &idle, &Decision::Complete, false),
+        ("a run", &in_flight, &run(0, Step::WaitSessions), false),
+    ];
+    for (case, st, d, stands) in cases {
+        assert_eq!(crate::machine::cached_lock_stands(st, d), stands, "{case}");
+    }
+}
