@@ -278,6 +278,68 @@ mod replay {
         }
     }
 
+    /// Replace waits for the successor on the pod cache; what acts or ends the step (a delete,
+    /// the pod Ready at the target) is read from the API server first.
+    #[test]
+    fn replace_waits_on_the_pod_cache_and_reads_the_pod_fresh_before_it_acts_or_ends() {
+        let s = fixtures::settings(json!({}));
+        let mut rec = fixtures::record(2, Step::Replace, ts(0), "rev-1", 20);
+        rec.stopped_pod_uid = Some("uid-2-rev-1".into());
+        let stopped = fixtures::world(3, "rev-1", "rev-2");
+        let mut gone = stopped.clone();
+        gone.pods.remove(2);
+        let mut starting = stopped.clone();
+        starting.pods[2] = fixtures::pod(2, "rev-2");
+        starting.pods[2].ready = false;
+        let mut ready = starting.clone();
+        ready.pods[2].ready = true;
+        // (the world as cached, whether the pod is read from the API server, the result)
+        let cases: [(&str, &Observed, bool, &str); 4] = [
+            (
+                "the stopped pod: deleted after a fresh read",
+                &stopped,
+                true,
+                "Waiting",
+            ),
+            ("no pod yet", &gone, false, "Waiting"),
+            ("the successor not Ready yet", &starting, false, "Waiting"),
+            (
+                "the successor Ready at the target",
+                &ready,
+                true,
+                "Advanced",
+            ),
+        ];
+        for (case, obs, reads, result) in cases {
+            let input = input(&s, &rec, obs);
+            let mut seen: Vec<(Action, Output)> = Vec::new();
+            let mut read = false;
+            let r = loop {
+                match step(input, &seen) {
+                    Next::Act(a) => {
+                        let out = match &a {
+                            Action::ReadPod => {
+                                read = true;
+                                Output::Pod(Ok(obs
+                                    .pods
+                                    .iter()
+                                    .find(|p| p.name == rec.pod)
+                                    .cloned()))
+                            }
+                            Action::ReadRevision => Output::Revision(Ok(Some("rev-2".into()))),
+                            Action::DeletePod { .. } => Output::Deleted(Ok(())),
+                            other => panic!("{case}: {other:?}"),
+                        };
+                        seen.push((a, out));
+                    }
+                    Next::Done(r) => break r,
+                }
+            };
+            assert_eq!(read, reads, "{case}");
+            assert!(format!("{r:?}").starts_with(result), "{case}: {r:?}");
+        }
+    }
+
     #[test]
     fn a_failed_soak_writes_why_before_it_drains_and_drains_again_after_a_crash() {
         let (s, rec, obs) = at_soak();
