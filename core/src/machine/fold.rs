@@ -746,6 +746,23 @@ fn stays_finished(rec: &BackendStatus, undone: &Undone) -> bool {
     restored || dropped
 }
 
+/// Every record that enters Verify while a probe is on carries its probe's token from the write
+/// that put it there: the token is written before the probe message is delivered (only that
+/// message is ever expunged), without a status write of its own as Verify's first pass made
+/// (one write per step transition). Verify still writes one first for a record without it.
+pub fn intend_probe(s: &Settings, status: &mut DovecotBackendUpgradeStatus, now: Timestamp) {
+    if s.lmtp_probe.is_none() && s.imap_probe.is_none() {
+        return;
+    }
+    for rec in status
+        .backends
+        .iter_mut()
+        .filter(|r| active(r) && r.step == Step::Verify && r.probe_token.is_none())
+    {
+        rec.probe_token = Some(crate::probe::token(&rec.pod, now.as_millisecond()));
+    }
+}
+
 /// After recording: progress, and the conditions for the decision as it settled.
 pub fn conclude(
     s: &Settings,

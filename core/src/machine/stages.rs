@@ -101,6 +101,7 @@ pub fn record(
     notes.extend(fold::human_downs(&mut status, obs));
     let r = fold::record(&mut status, decision, acted, acted_at);
     notes.extend(r.notes);
+    fold::intend_probe(s, &mut status, acted_at);
     fold::mark_downed(&mut status);
     fold::conclude(s, decision, &mut status, obs, generation, acted_at);
     Recorded {
@@ -108,5 +109,35 @@ pub fn record(
         notes,
         requeue: r.requeue,
         finished: r.finished,
+    }
+}
+
+/// The most decisions one reconcile takes: a release, the next Begin and its Claim.
+pub const CHAIN_ROUNDS: usize = 3;
+
+/// Whether the reconcile decides again in the same pass after `done`, which `acted` carried
+/// out: after the bookkeeping of a backend's start (a Begin, checked against the API server;
+/// a rejoin's own Begin is not: its pod serves where it is and its room is weighed first) and
+/// after a write of the ring's record (a claim, or a release once a backend is back). What
+/// those decide next is folded into the same status write, so that a step transition costs one
+/// write: their state is in the status (a Begin) or in the ring's record (a claim), and a pass
+/// cut short between them is resumed from either (a claim status does not know of is let go).
+pub fn chain_from(done: &Decision, acted: &Acted) -> bool {
+    match (done, acted) {
+        (Decision::Begin(rec), Acted::Checked(Ok(()))) => !rec.rejoin,
+        (Decision::Claim { .. }, Acted::Claimed(Ok(()))) => true,
+        _ => false,
+    }
+}
+
+/// Whether a decision taken in a chained round is carried out in it: more bookkeeping (a Begin,
+/// a claim), a wait, or the completion. Anything that acts on a backend or the ring's hosts (a
+/// step, a re-assert, an undo, an adoption) or stalls waits for the next reconcile, which
+/// starts from the status written with its intent.
+pub fn chain_into(next: &Decision) -> bool {
+    match next {
+        Decision::Begin(rec) => !rec.rejoin,
+        Decision::Claim { .. } | Decision::Wait { .. } | Decision::Complete => true,
+        _ => false,
     }
 }

@@ -833,3 +833,27 @@ fn a_failed_relocation_says_what_the_drain_waits_for_and_how_to_let_it_go_on() {
         d => panic!("{d:?}"),
     }
 }
+
+/// A record that enters Verify while a probe is on carries its probe's token from that write
+/// (written before the probe is delivered), not from a write of Verify's own; one already
+/// carrying a token keeps it (a retry expunges that one first), and without a probe none is
+/// made.
+#[test]
+fn a_record_entering_verify_carries_its_probes_token_from_that_write() {
+    // the LMTP probe is on by default
+    let probing = settings();
+    let quiet = with(json!({"verify": {"lmtpProbe": {"enabled": false}}}));
+    assert!(quiet.imap_probe.is_none() && quiet.lmtp_probe.is_none());
+    let at = ts(30);
+    let mut st = status(vec![rec(0, Step::Verify, 0), rec(1, Step::Replace, 0)]);
+    crate::machine::fold::intend_probe(&quiet, &mut st, at);
+    assert!(st.backends.iter().all(|r| r.probe_token.is_none()));
+    crate::machine::fold::intend_probe(&probing, &mut st, at);
+    let token = crate::probe::token("backend-0", at.as_millisecond());
+    assert_eq!(st.backends[0].probe_token.as_deref(), Some(token.as_str()));
+    // not at Verify yet: nothing to deliver
+    assert_eq!(st.backends[1].probe_token, None);
+    // later passes keep the token the probe may have been delivered with
+    crate::machine::fold::intend_probe(&probing, &mut st, ts(60));
+    assert_eq!(st.backends[0].probe_token.as_deref(), Some(token.as_str()));
+}
