@@ -442,10 +442,10 @@ def scale_section(rows):
     w = [r["status_writes_per_transition"] for r in rows if "status_writes_per_transition" in r]
     if w:
         q(f"Status writes: {statistics.median(w):.2f} per step transition (a backend has 11: its start and")
-        q("10 steps). Three writes of each backend are not transitions: the claim of its slot in the ring's")
-        q("record, the release, and Verify's probe token before the probe; the completion is one more. A")
-        q("reconcile that takes a Begin, its Claim and a release into the transition's own pass writes")
-        q("1.00 per transition in this world (branch `issue-33-chained-passes`; docs/design.md, \"Open\").")
+        q("10 steps), the completion one more. A Begin takes its claim of the ring's slot into its own")
+        q("pass, a release takes the next Begin (or the completion) into its, and Verify's probe token is")
+        q("written with the step that puts a backend at Verify (before: 1.28, three writes of each backend")
+        q("were not transitions).")
         q("")
     q("With every step instant, maxUnavailable 3 rolls no faster than 1: a backend in flight that has")
     q("a next command takes the pass, and a new one begins only while those in flight wait (a drain,")

@@ -543,6 +543,7 @@ mod tests {
                 step: Step::WaitSessions,
                 ceiling_users: Some(3),
             },
+            earlier: Vec::new(),
             notes,
             requeue: None,
             finished: Some((Step::WaitSessions, Duration::from_secs(42))),

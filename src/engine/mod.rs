@@ -9,7 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use tracing::Instrument;
 
 use dbu_core::api::{DovecotBackendUpgradeStatus, Step};
-use dbu_core::machine::{self, Acted, Decision, Missing, Note, Observed, Prepared, Recorded};
+use dbu_core::machine::{self, Acted, Decision, Missing, Note, Observed, Prepared};
 use dbu_core::settings::Settings;
 
 use crate::exec::{ExecRequest, PodExec};
@@ -63,7 +63,10 @@ fn no_probe() -> dbu_core::probe::ProbeFailure {
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub status: DovecotBackendUpgradeStatus,
+    /// The last decision carried out.
     pub decision: Decision,
+    /// The decisions carried out before it in the same pass (`machine::chain_from`).
+    pub earlier: Vec<Decision>,
     pub notes: Vec<Note>,
     /// When to look again; None waits for a change.
     pub requeue: Option<Duration>,
@@ -359,30 +362,78 @@ pub async fn reconcile_once(
         break (prepared, decision);
     };
     let mut prepared = prepared;
-    let decision = machine::fold_ring_read(&mut prepared, &obs, decision);
-    let cx = StepContext {
-        s,
-        exec,
-        cluster,
-        probes,
-        obs: &obs,
-        clock,
-    };
-    let acted = act(&cx, &prepared.status, &decision).await;
-    let acted_at = clock();
-    let Recorded {
-        status,
-        notes,
-        requeue,
-        finished,
-    } = machine::record_stage(s, prepared, &decision, acted, &obs, generation, acted_at);
-    Ok(Outcome {
-        status,
-        decision,
-        notes,
-        requeue,
-        finished,
-    })
+    let mut decision = machine::fold_ring_read(&mut prepared, &obs, decision);
+    let mut earlier = Vec::new();
+    let mut notes = Vec::new();
+    let mut finished = None;
+    // a Begin, a claim or a release takes what follows it into the same pass, and so into one
+    // status write (`machine::chain_from`)
+    for round in 1..=machine::CHAIN_ROUNDS {
+        let cx = StepContext {
+            s,
+            exec,
+            cluster,
+            probes,
+            obs: &obs,
+            clock,
+        };
+        let acted = act(&cx, &prepared.status, &decision).await;
+        let chains = round < machine::CHAIN_ROUNDS && machine::chain_from(&decision, &acted);
+        let acted_at = clock();
+        let recorded =
+            machine::record_stage(s, prepared, &decision, acted, &obs, generation, acted_at);
+        notes.extend(recorded.notes);
+        finished = finished.or(recorded.finished);
+        let done = Outcome {
+            status: recorded.status,
+            decision,
+            earlier: Vec::new(),
+            notes: Vec::new(),
+            requeue: recorded.requeue,
+            finished: None,
+        };
+        if !chains {
+            return Ok(done.with(earlier, notes, finished));
+        }
+        if matches!(done.decision, Decision::Claim { .. }) {
+            // written: the next decision reads the ring's record again
+            obs.ring_lock = None;
+            obs.ring_lock_cached = false;
+        }
+        let now = clock();
+        let next_prepared = machine::prepare(s, &done.status, &obs, now);
+        let next = decide_reading(s, &next_prepared, &mut obs, exec, cluster, now).await;
+        if !machine::chain_into(&next) || machine::unconfirmed(&next, &obs, &done.status) {
+            // the next reconcile takes it, at once
+            let mut done = done.with(earlier, notes, finished);
+            done.requeue = Some(Duration::ZERO);
+            return Ok(done);
+        }
+        earlier.push(done.decision);
+        let mut next_prepared = next_prepared;
+        decision = machine::fold_ring_read(&mut next_prepared, &obs, next);
+        prepared = next_prepared;
+    }
+    unreachable!("the last round never chains")
+}
+
+impl Outcome {
+    fn with(
+        mut self,
+        earlier: Vec<Decision>,
+        notes: Vec<Note>,
+        finished: Option<(Step, Duration)>,
+    ) -> Self {
+        self.earlier = earlier;
+        self.notes = notes;
+        self.finished = finished;
+        self
+    }
+
+    /// Every decision this reconcile carried out, in order (`earlier`, then `decision`).
+    pub fn decisions(&self) -> impl Iterator<Item = &Decision> {
+        self.earlier.iter().chain([&self.decision])
+    }
 }
 
 /// The StatefulSet, pods and DBUs read from the API server; what this reconcile read from the

@@ -730,7 +730,9 @@ impl Run {
         };
         let outcome = outcome.expect("the model's cluster never errs");
         let mut st = w.lock();
-        st.note(|| format!("  {name}: {:?}", outcome.decision));
+        for d in outcome.decisions() {
+            st.note(|| format!("  {name}: {d:?}"));
+        }
         let conflict = st.faults.status_conflicts.get_mut(name).filter(|n| **n > 0);
         let lost = match conflict {
             Some(n) => {

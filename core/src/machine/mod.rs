@@ -45,7 +45,8 @@ pub use observed::{
     target_unconfirmed, unconfirmed,
 };
 pub use stages::{
-    Prepared, Recorded, decide_prepared, fold_ring_read, prepare, record as record_stage,
+    CHAIN_ROUNDS, Prepared, Recorded, chain_from, chain_into, decide_prepared, fold_ring_read,
+    prepare, record as record_stage,
 };
 pub use start::outdated;
 pub use steps::{ExecOutput, steps_for};

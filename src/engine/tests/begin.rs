@@ -24,11 +24,16 @@ async fn begin_reads_the_ring_and_its_sync_state_then_writes_the_intent_only() {
         &clock_at(0, 0),
     )
     .await;
-    let Decision::Begin(rec) = &out.decision else {
-        panic!("{:?}", out.decision)
+    // the Begin, then its claim of the ring's slot in the same pass (one status write); the
+    // drain waits for the next pass, which starts from that write
+    let decisions: Vec<&Decision> = out.decisions().collect();
+    let [Decision::Begin(rec), Decision::Claim { pods }] = decisions.as_slice() else {
+        panic!("{decisions:?}")
     };
     assert_eq!((rec.pod.as_str(), rec.original_vhosts), ("backend-2", 20));
+    assert_eq!(pods, &["backend-2".to_string()]);
     assert_eq!(out.status.backends[0].step, Step::Drain);
+    assert_eq!(out.status.ring_held, ["backend-2"]);
     assert_eq!(
         exec.calls().len(),
         2,
