@@ -857,3 +857,67 @@ fn a_record_entering_verify_carries_its_probes_token_from_that_write() {
     crate::machine::fold::intend_probe(&probing, &mut st, ts(60));
     assert_eq!(st.backends[0].probe_token.as_deref(), Some(token.as_str()));
 }
+
+/// What a reconcile takes into the same pass: after a checked Begin (not a rejoin's) or a
+/// written claim or release, more bookkeeping, a wait or the completion; never a step, a
+/// re-assert, an undo or an adoption, and nothing after an action that failed.
+#[test]
+fn a_pass_chains_only_bookkeeping_after_a_begin_or_a_ring_write() {
+    use crate::machine::{chain_from, chain_into};
+    let begin = Decision::Begin(Box::new(rec(0, Step::Drain, 0)));
+    let mut back = rec(1, Step::Verify, 0);
+    back.rejoin = true;
+    let rejoin = Decision::Begin(Box::new(back));
+    let claim = Decision::Claim {
+        pods: vec!["backend-0".into()],
+    };
+    let ok = || Ok(());
+    let failed = || Err("conflict".to_string());
+    let from: [(&str, &Decision, Acted, bool); 6] = [
+        ("a checked Begin", &begin, Acted::Checked(ok()), true),
+        (
+            "a Begin the API server refused",
+            &begin,
+            Acted::Checked(failed()),
+            false,
+        ),
+        ("a rejoin's Begin", &rejoin, Acted::Checked(ok()), false),
+        ("a written claim", &claim, Acted::Claimed(ok()), true),
+        (
+            "a claim that conflicted",
+            &claim,
+            Acted::Claimed(failed()),
+            false,
+        ),
+        ("a step", &run(0, Step::Drain), Acted::Nothing, false),
+    ];
+    for (case, d, acted, want) in from {
+        assert_eq!(chain_from(d, &acted), want, "{case}");
+    }
+    let wait = Decision::wait(WaitReason::RingBusy, "busy", Duration::from_secs(10));
+    let reassert = Decision::Reassert {
+        pod: "backend-0".into(),
+        commands: Vec::new(),
+        director: None,
+    };
+    let into: [(&str, &Decision, bool); 8] = [
+        ("a Begin", &begin, true),
+        ("a rejoin's Begin", &rejoin, false),
+        ("a claim", &claim, true),
+        ("a wait", &wait, true),
+        ("the completion", &Decision::Complete, true),
+        ("a step", &run(0, Step::Drain), false),
+        ("a re-assert", &reassert, false),
+        (
+            "an undo",
+            &Decision::Undo {
+                pod: "backend-0".into(),
+                action: crate::machine::Cleanup::Nothing,
+            },
+            false,
+        ),
+    ];
+    for (case, d, want) in into {
+        assert_eq!(chain_into(d), want, "{case}");
+    }
+}
