@@ -121,10 +121,23 @@ fn replaced(cx: &mut Cx<'_>) -> Run<Option<String>> {
             rec.ip
         )));
     }
+    let pod = cx.pod_now()?;
+    // its pod came back at another IP before Replace (deleted, evicted, its node drained): the
+    // recorded entry serves nobody now, and the pod at the new one was never verified (found
+    // by the model: a DBU deleted mid-drain of a relocated pod put its dead entry back)
+    if let Some(at) = pod
+        .as_ref()
+        .and_then(|p| p.ip.as_deref())
+        .filter(|ip| *ip != rec.ip)
+    {
+        return Ok(Some(format!(
+            "it came back at {at} (was {}) and was never verified there",
+            rec.ip
+        )));
+    }
     let Some(from) = rec.from_revision.as_deref() else {
         return Ok(None);
     };
-    let pod = cx.pod_now()?;
     let now = pod.as_ref().and_then(|p| p.revision.as_deref());
     Ok((now != Some(from)).then(|| {
         format!(
