@@ -58,45 +58,21 @@ impl kube::Resource for LeanPod {
 }
 
 /// An owner as decisions read it: a StatefulSet's pods are found by its kind and name.
-fn owner(kind: String, name: String) -> OwnerReference {
+fn owner(o: Owner) -> OwnerReference {
     OwnerReference {
-        kind,
-        name,
+        kind: o.kind,
+        name: o.name,
         ..Default::default()
     }
 }
 
-fn is_ready<'a>(mut conditions: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
-    conditions.any(|(t, s)| t == "Ready" && s == "True")
-}
-
 impl From<Pod> for LeanPod {
+    /// Through the pod's JSON, so that a full pod (tools and tests that list them, never the
+    /// watch) keeps exactly what the watch's lean decoding keeps.
     fn from(p: Pod) -> Self {
-        let m = p.metadata;
-        let status = p.status.unwrap_or_default();
-        LeanPod {
-            ready: is_ready(
-                status
-                    .conditions
-                    .iter()
-                    .flatten()
-                    .map(|c| (c.type_.as_str(), c.status.as_str())),
-            ),
-            metadata: ObjectMeta {
-                deletion_timestamp: m.deletion_timestamp,
-                labels: m.labels,
-                name: m.name,
-                namespace: m.namespace,
-                owner_references: m
-                    .owner_references
-                    .map(|o| o.into_iter().map(|o| owner(o.kind, o.name)).collect()),
-                resource_version: m.resource_version,
-                uid: m.uid,
-                ..Default::default()
-            },
-            node_name: p.spec.and_then(|s| s.node_name),
-            ip: status.pod_ip,
-        }
+        serde_json::to_value(p)
+            .and_then(serde_json::from_value)
+            .expect("a Pod is JSON, and LeanPod decodes any Pod")
     }
 }
 
@@ -155,12 +131,10 @@ impl<'de> Deserialize<'de> for LeanPod {
         let m = l.metadata.unwrap_or_default();
         let status = l.status;
         Ok(LeanPod {
-            ready: is_ready(
-                status
-                    .iter()
-                    .flat_map(|s| s.conditions.iter().flatten())
-                    .map(|c| (c.type_.as_str(), c.status.as_str())),
-            ),
+            ready: status
+                .iter()
+                .flat_map(|s| s.conditions.iter().flatten())
+                .any(|c| c.type_ == "Ready" && c.status == "True"),
             metadata: ObjectMeta {
                 deletion_timestamp: m.deletion_timestamp,
                 labels: m.labels,
@@ -168,7 +142,7 @@ impl<'de> Deserialize<'de> for LeanPod {
                 namespace: m.namespace,
                 owner_references: m
                     .owner_references
-                    .map(|o| o.into_iter().map(|o| owner(o.kind, o.name)).collect()),
+                    .map(|o| o.into_iter().map(owner).collect()),
                 resource_version: m.resource_version,
                 uid: m.uid,
                 ..Default::default()
@@ -222,7 +196,7 @@ mod tests {
     }
 
     #[test]
-    fn lean_decoding_keeps_exactly_what_a_full_pod_slims_to() {
+    fn lean_decoding_keeps_what_decisions_read_and_nothing_else() {
         let full: Pod = serde_json::from_value(full_pod()).unwrap();
         let lean: LeanPod = serde_json::from_value(full_pod()).unwrap();
         pretty_assertions::assert_eq!(lean, LeanPod::from(full));
