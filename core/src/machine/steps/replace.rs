@@ -6,7 +6,7 @@ use crate::api::BackendStatus;
 use crate::time::elapsed;
 
 use super::super::judge::ReplaceMove;
-use super::{Cleanup, Cx, Reads, RingState, Run, StepResult, StepSpec, judge};
+use super::{Cleanup, Cx, PodView, Reads, RingState, Run, StepResult, StepSpec, judge};
 
 fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let rec = cx.rec;
@@ -42,7 +42,7 @@ fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
 }
 
 /// What Replace does with `pod` as seen (None: there is none).
-fn move_for(cx: &Cx<'_>, pod: Option<&crate::machine::PodView>, target: &str) -> ReplaceMove {
+fn move_for(cx: &Cx<'_>, pod: Option<&PodView>, target: &str) -> ReplaceMove {
     let rec = cx.rec;
     let waited = elapsed(&rec.step_started, cx.now);
     let mv = judge::replace_move(
