@@ -384,33 +384,37 @@ pub async fn reconcile_once(
             machine::record_stage(s, prepared, &decision, acted, &obs, generation, acted_at);
         notes.extend(recorded.notes);
         finished = finished.or(recorded.finished);
-        let done = Outcome {
-            status: recorded.status,
-            decision,
-            earlier: Vec::new(),
-            notes: Vec::new(),
-            requeue: recorded.requeue,
-            finished: None,
-        };
+        let (status, requeue) = (recorded.status, recorded.requeue);
         if !chains {
-            return Ok(done.with(earlier, notes, finished));
+            return Ok(Outcome {
+                status,
+                decision,
+                earlier,
+                notes,
+                requeue,
+                finished,
+            });
         }
-        if matches!(done.decision, Decision::Claim { .. }) {
+        if matches!(decision, Decision::Claim { .. }) {
             // written: the next decision reads the ring's record again
             obs.ring_lock = None;
             obs.ring_lock_cached = false;
         }
         let now = clock();
-        let next_prepared = machine::prepare(s, &done.status, &obs, now);
+        let mut next_prepared = machine::prepare(s, &status, &obs, now);
         let next = decide_reading(s, &next_prepared, &mut obs, exec, cluster, now).await;
-        if !machine::chain_into(&next) || machine::unconfirmed(&next, &obs, &done.status) {
+        if !machine::chain_into(&next) || machine::unconfirmed(&next, &obs, &status) {
             // the next reconcile takes it, at once
-            let mut done = done.with(earlier, notes, finished);
-            done.requeue = Some(Duration::ZERO);
-            return Ok(done);
+            return Ok(Outcome {
+                status,
+                decision,
+                earlier,
+                notes,
+                requeue: Some(Duration::ZERO),
+                finished,
+            });
         }
-        earlier.push(done.decision);
-        let mut next_prepared = next_prepared;
+        earlier.push(decision);
         decision = machine::fold_ring_read(&mut next_prepared, &obs, next);
         prepared = next_prepared;
     }
@@ -418,18 +422,6 @@ pub async fn reconcile_once(
 }
 
 impl Outcome {
-    fn with(
-        mut self,
-        earlier: Vec<Decision>,
-        notes: Vec<Note>,
-        finished: Option<(Step, Duration)>,
-    ) -> Self {
-        self.earlier = earlier;
-        self.notes = notes;
-        self.finished = finished;
-        self
-    }
-
     /// Every decision this reconcile carried out, in order (`earlier`, then `decision`).
     pub fn decisions(&self) -> impl Iterator<Item = &Decision> {
         self.earlier.iter().chain([&self.decision])
