@@ -3149,15 +3149,15 @@ fn found_a_dbu_deleted_mid_drain_of_a_relocated_pod_put_its_dead_entry_back() {
     );
 }
 
-/// Open (found by the model with seed 4242, issue 33; the same on 34293d9 with one more pass):
-/// a backend a human had taken down was begun (to go back down), the human put it up again
+/// Found by the model (seed 4242, issue 33; the same on 34293d9 with one more pass): a
+/// backend a human had taken down was begun (to go back down), the human put it up again
 /// while the director could not be read, and its pod moved before any read; another pod took
 /// its old IP, so what that entry showed was no longer read as a human's for the first pod,
 /// which was put back at its new IP down: the human's last word was up, and while it stayed
-/// down another backend was drained (two out at once). CI's seed does not reach it.
+/// down another backend was drained (two out at once). The entry's state for the pod that
+/// left is what the ring's pass kept when it first saw it leave (`fold::human_downs`).
 #[test]
-#[ignore]
-fn known_open_a_humans_up_unseen_before_the_pod_moved_and_its_ip_was_taken() {
+fn found_a_humans_up_unseen_before_the_pod_moved_and_its_ip_was_taken() {
     use Ev::*;
     replay(
         Start {
@@ -3176,14 +3176,14 @@ fn known_open_a_humans_up_unseen_before_the_pod_moved_and_its_ip_was_taken() {
     );
 }
 
-/// Open (found by the model with seed 99, issue 33; the same on 34293d9 with one more pass):
-/// a DBU was deleted while one backend drained and another pod's rejoin was at Verify; both
-/// were left out. The next DBU adopted the rejoin, which had no room and was dropped (`Undo
-/// Nothing`), but its left-out holder stayed in the ring's record, so it was adopted again at
-/// every pass, ahead of the drained backend, which never finished. CI's seed does not reach it.
+/// Found by the model (seed 99, issue 33; the same on 34293d9 with one more pass): a DBU was
+/// deleted while one backend drained and another pod's rejoin was at Verify; both were left
+/// out. The next DBU adopted the rejoin, which had no room and was dropped (`Undo Nothing`),
+/// but its left-out holder stayed in the ring's record, so it was adopted again at every pass,
+/// ahead of the drained backend, which never finished. An adoption that ended lets its holder
+/// go (`lock::released_left_out`).
 #[test]
-#[ignore]
-fn known_open_an_adopted_rejoin_dropped_for_want_of_room_is_adopted_again_for_ever() {
+fn found_an_adopted_rejoin_dropped_for_want_of_room_was_adopted_again_for_ever() {
     use Ev::*;
     replay(
         Start {

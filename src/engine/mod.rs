@@ -271,15 +271,24 @@ async fn claim(
             .as_ref()
             .is_some_and(|l| l.stateful_set == cx.s.stateful_set && pods.contains(&h.pod))
     };
-    // ... and one whose pod is gone for good (scaled away) is let go: nothing will finish it
-    let gone = machine::lock::released_gone(cx.s, cx.obs, lock);
+    // ... and one whose pod is gone for good (scaled away) is let go: nothing will finish it;
+    // so is one whose adopted record has ended (its pod serves)
+    let gone = machine::lock::released_left_out(cx.s, status, cx.obs, lock);
     for h in &gone {
-        tracing::warn!(
-            pod = %h.pod,
-            ip = %h.ip,
-            "a backend left out of the ring by a deleted DBU is gone for good (scaled away): the ring's record lets it go; its entry stays as it is (doveadm director remove {})",
-            h.ip
-        );
+        if cx.obs.gone_for_good(&cx.s.stateful_set, &h.pod) {
+            tracing::warn!(
+                pod = %h.pod,
+                ip = %h.ip,
+                "a backend left out of the ring by a deleted DBU is gone for good (scaled away): the ring's record lets it go; its entry stays as it is (doveadm director remove {})",
+                h.ip
+            );
+        } else {
+            tracing::info!(
+                pod = %h.pod,
+                ip = %h.ip,
+                "a backend left out of the ring by a deleted DBU and adopted here serves again without this DBU: the ring's record lets it go"
+            );
+        }
     }
     let dropped = |h: &machine::RingHolder| taken_over(h) || gone.contains(&h);
     let replaces = lock.holders.iter().any(dropped);

@@ -820,7 +820,7 @@ fn lock_sync(
                         .backends
                         .iter()
                         .any(|r| r.pod == h.pod && lock::keeps(r, obs))
-            }) || !lock::released_gone(s, obs, lk).is_empty()
+            }) || !lock::released_left_out(s, status, obs, lk).is_empty()
                 // a holder at the IP its record had when claimed, not the one Replace found:
                 // the ring's pass learns which pod a host added since stands for from the
                 // record of who is out (found by the model: a pod moved right after RingRestore

@@ -924,14 +924,26 @@ pub fn human_downs(status: &mut DovecotBackendUpgradeStatus, obs: &Observed) -> 
             _ => rec.ip.clone(),
         };
         // an IP another pod has now is that pod's entry: its down is not this backend's
-        // (found by the model: another pod's rejoin downed it, and this one went back down)
-        if obs.others_state_at(&ip, &rec.pod) {
-            continue;
-        }
-        let rows: Vec<bool> = views
-            .iter()
-            .filter_map(|v| v.iter().find(|h| h.ip == ip).map(|h| h.up))
-            .collect();
+        // (found by the model: another pod's rejoin downed it, and this one went back down);
+        // what it was for this pod is what the ring's pass kept when it first saw the pod
+        // leave (a human's change before that is this pod's; found by the model with seed
+        // 4242: a human's `up` made while the ring could not be read, before the pod moved and
+        // another took its IP, was lost, and the pod went back down at its new IP)
+        let rows: Vec<bool> = if obs.others_state_at(&ip, &rec.pod) {
+            match obs
+                .ring_former
+                .iter()
+                .find(|f| f.ip == ip && f.pod == rec.pod && f.counts_for(&rec.pod))
+            {
+                Some(f) => vec![f.up],
+                None => continue,
+            }
+        } else {
+            views
+                .iter()
+                .filter_map(|v| v.iter().find(|h| h.ip == ip).map(|h| h.up))
+                .collect()
+        };
         if rows.is_empty() {
             continue;
         }

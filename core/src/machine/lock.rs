@@ -225,7 +225,8 @@ pub fn busy(
 /// Backends a deleted DBU of this StatefulSet left out of the ring that this DBU has no
 /// active record of: their records, to adopt. One whose pod is gone for good (scaled away) is
 /// not: nothing would finish it (found by the model: it was adopted, closed and adopted again
-/// for ever); the claim releases it (`released_gone`).
+/// for ever); nor one this DBU adopted whose record has ended since (`adoption_ended`). The
+/// claim releases both (`released_left_out`).
 pub fn adoptable(
     s: &Settings,
     status: &DovecotBackendUpgradeStatus,
@@ -237,6 +238,7 @@ pub fn adoptable(
         .filter_map(|h| h.left_out.as_deref())
         .filter(|l| l.stateful_set == s.stateful_set)
         .filter(|l| !obs.gone_for_good(&s.stateful_set, &l.record.pod))
+        .filter(|l| !adoption_ended(status, l))
         .filter(|l| {
             !status
                 .backends
@@ -358,16 +360,36 @@ pub fn lease_name(ring_key: &str) -> String {
     format!("dbu-ring-{h:016x}")
 }
 
-/// Left-out holders of this DBU's StatefulSet whose pods are gone for good: the record lets
-/// them go (their ring entries stay as they are, for the admin to remove).
-pub fn released_gone<'a>(s: &Settings, obs: &Observed, lock: &'a RingLock) -> Vec<&'a RingHolder> {
+/// Whether this DBU adopted a left-out backend and its record of it has ended before a claim
+/// made the holder its own: a rejoin dropped for want of room (`Undo` with nothing to do; its
+/// pod serves where it is). The finished record is the adopted one (the same start), not one
+/// of an earlier rollout of the pod.
+pub fn adoption_ended(status: &DovecotBackendUpgradeStatus, left: &LeftOut) -> bool {
+    left.record.started.is_some()
+        && status
+            .backends
+            .iter()
+            .any(|r| r.pod == left.record.pod && !active(r) && r.started == left.record.started)
+}
+
+/// Left-out holders of this DBU's StatefulSet that the ring's record lets go: those whose pods
+/// are gone for good (their ring entries stay as they are, for the admin to remove), and those
+/// whose adoption by this DBU has ended (`adoption_ended`): kept, the holder was adopted again
+/// at every pass and counted as out for ever (found by the model with seed 99: the drained
+/// backend behind it never finished).
+pub fn released_left_out<'a>(
+    s: &Settings,
+    status: &DovecotBackendUpgradeStatus,
+    obs: &Observed,
+    lock: &'a RingLock,
+) -> Vec<&'a RingHolder> {
     lock.holders
         .iter()
         .filter(|h| {
-            h.left_out
-                .as_ref()
-                .is_some_and(|l| l.stateful_set == s.stateful_set)
-                && obs.gone_for_good(&s.stateful_set, &h.pod)
+            h.left_out.as_ref().is_some_and(|l| {
+                l.stateful_set == s.stateful_set
+                    && (obs.gone_for_good(&s.stateful_set, &h.pod) || adoption_ended(status, l))
+            })
         })
         .collect()
 }

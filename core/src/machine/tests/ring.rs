@@ -966,13 +966,16 @@ fn a_left_out_backend_scaled_away_is_let_go_not_taken_over() {
     };
     let mut obs = locked(lock.clone());
     assert!(!lock::adoptable(&s, &status(vec![]), &lock, &obs).is_empty());
-    assert!(lock::released_gone(&s, &obs, &lock).is_empty());
+    assert!(lock::released_left_out(&s, &status(vec![]), &obs, &lock).is_empty());
     // the StatefulSet keeps two pods now: backend-2 never comes back (found by the model: it
     // was taken over, closed as removed and taken over again, for ever)
     obs.sts.as_mut().unwrap().replicas = 2;
     obs.pods.retain(|p| p.name != "backend-2");
     assert!(lock::adoptable(&s, &status(vec![]), &lock, &obs).is_empty());
-    assert_eq!(lock::released_gone(&s, &obs, &lock).len(), 1);
+    assert_eq!(
+        lock::released_left_out(&s, &status(vec![]), &obs, &lock).len(),
+        1
+    );
     assert_eq!(
         decide(&s, &status(vec![]), &obs, ts(1)),
         Decision::Claim { pods: vec![] },
@@ -980,7 +983,45 @@ fn a_left_out_backend_scaled_away_is_let_go_not_taken_over() {
     );
     // only gone for good: a pod deleted and not yet recreated is inside the range
     obs.sts.as_mut().unwrap().replicas = 3;
-    assert!(lock::released_gone(&s, &obs, &lock).is_empty());
+    assert!(lock::released_left_out(&s, &status(vec![]), &obs, &lock).is_empty());
+}
+
+/// An adopted backend whose record ended before a claim made it this DBU's (a rejoin dropped
+/// for want of room) is not adopted again: the claim lets its holder go. A finished record of
+/// an earlier rollout of the pod (another start) does not count.
+#[test]
+fn an_adoption_that_ended_lets_its_left_out_holder_go() {
+    let s = settings();
+    let mut left = rec(2, Step::Verify, 0);
+    left.started = Some(Time(ts(5)));
+    let lock = RingLock {
+        version: Some("3".into()),
+        holders: lock::leave_out(
+            &RingLock::default(),
+            "mail/old",
+            "backend",
+            &[left.clone()],
+            1,
+        ),
+    };
+    let obs = locked(lock.clone());
+    let mut ended = left.clone();
+    ended.step = Step::Done;
+    let st = status(vec![ended.clone()]);
+    assert!(lock::adoptable(&s, &st, &lock, &obs).is_empty());
+    assert_eq!(lock::released_left_out(&s, &st, &obs, &lock).len(), 1);
+    let mut st = st;
+    st.ring_held.clear();
+    assert_eq!(
+        decide(&s, &st, &obs, ts(10)),
+        Decision::Claim { pods: vec![] },
+        "the claim writes the record without it"
+    );
+    // an earlier rollout's record of the pod: the left-out one is still adopted
+    ended.started = Some(Time(ts(1)));
+    let st = status(vec![ended]);
+    assert_eq!(lock::adoptable(&s, &st, &lock, &obs).len(), 1);
+    assert!(lock::released_left_out(&s, &st, &obs, &lock).is_empty());
 }
 
 /// A backend put back at a new IP keeps its slot until the ring's pass has recorded the entry

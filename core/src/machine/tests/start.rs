@@ -791,3 +791,39 @@ fn a_relocation_is_begun_only_while_the_pod_read_fresh_is_under_maintenance() {
     // the StatefulSet's revision still has to agree with the cache
     assert!(judge::begin_still(&r, NEW, Some("rev-9"), Some(&there)).is_err());
 }
+
+/// A human's `up` of a backend begun down, made before its pod moved and another pod took its
+/// IP, is still this backend's: the ring's pass kept the entry's state for it when it first
+/// saw it leave, and the record restores it up. What the entry shows since is the other pod's.
+#[test]
+fn a_humans_up_before_the_pod_moved_is_kept_from_the_rings_pass() {
+    let mut obs = world();
+    let mut r = rec(2, Step::Drain, 0);
+    r.original_up = Some(false);
+    let mut st = status(vec![r]);
+    // backend-2 moved; backend-1 was recreated at its old IP, which is up now
+    let old = obs.pods[2].ip.clone().unwrap();
+    obs.pods[2].ip = Some("127.0.0.99".into());
+    obs.pods[1].ip = Some(old.clone());
+    // the ring's pass saw the entry up when it first saw backend-2 gone from it
+    let mut kept = stood(&old, "backend-2", 20);
+    kept.taken_by = Some("backend-1".into());
+    obs.ring_former = vec![kept.clone()];
+    let notes = fold::human_downs(&mut st, &obs);
+    assert!(st.backends[0].restores_up(), "{:?}", st.backends[0]);
+    assert!(notes.iter().any(|n| n.reason == EventReason::BackendKeptUp));
+    // ... but the pass kept it down: a later `up` there is the other pod's, not this one's
+    let mut r = rec(2, Step::Drain, 0);
+    r.original_up = Some(false);
+    let mut st = status(vec![r]);
+    kept.up = false;
+    obs.ring_former = vec![kept.clone()];
+    assert!(fold::human_downs(&mut st, &obs).is_empty());
+    assert!(!st.backends[0].restores_up());
+    // ... and one the pass knows as another's count is not read at all
+    kept.up = true;
+    kept.counts_for = Some("backend-1".into());
+    obs.ring_former = vec![kept];
+    assert!(fold::human_downs(&mut st, &obs).is_empty());
+    assert!(!st.backends[0].restores_up());
+}
