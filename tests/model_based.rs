@@ -3204,3 +3204,35 @@ fn found_an_adopted_rejoin_dropped_for_want_of_room_was_adopted_again_for_ever()
         ],
     );
 }
+
+/// Found by the model (seed 2026, issue 33): mid-rollout, a pod was recreated at the old entry
+/// of a pod that had moved (serving there, its Dovecot running), a new template came, and a
+/// human took the last other serving host down; Replace deleted the recreated pod for its
+/// revision, and neither director had a host serving. Replace waits while the pod it would
+/// delete is the only host that takes users (`replace::last_serving`).
+#[test]
+fn found_replace_deleted_a_recreated_pod_that_was_the_last_host_serving() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [1, 2],
+            both: true,
+        },
+        &[
+            Login(0, 0),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            PodTakesOldIp(3),
+            Pass(1),
+            Pass(1),
+            Pass(1),
+            PodTakesOldIp(1),
+            NewTemplate(model::run::Template::Good),
+            HumanDown(2),
+            NeverReady(4),
+            Pass(1),
+        ],
+    );
+}

@@ -2,6 +2,8 @@
 //! the node's drain evict it first) and wait for its successor, Ready at the target revision
 //! (and, for a relocation, off every node under maintenance).
 
+use std::time::Duration;
+
 use crate::api::BackendStatus;
 use crate::time::elapsed;
 
@@ -29,6 +31,9 @@ fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let pod = cx.pod_now()?;
     let mv = move_for(cx, pod.as_ref(), target);
     if let ReplaceMove::Delete(uid) | ReplaceMove::Release(uid) = &mv {
+        if let Some(wait) = pod.as_ref().and_then(|p| last_serving(cx, p)) {
+            return Ok(wait);
+        }
         let fresh = cx.revision_now()?;
         if let Some(wait) = judge::target_still(target, fresh.as_deref(), &rec.pod) {
             return Ok(wait);
@@ -39,6 +44,42 @@ fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
         }
     }
     Ok(judge::replace_result(mv, &rec.pod, target))
+}
+
+/// A pod to delete that is not the one StopDovecot stopped (recreated since: its Dovecot runs)
+/// at a host a director sends users to while no other host there takes any: deleting it would
+/// leave that director serving nobody (found by the model with seed 2026: the pod, recreated
+/// at the old entry of a pod that had moved, was the only host serving once a human took the
+/// last other one down, and Replace deleted it for its revision). It waits for another host.
+fn last_serving(cx: &Cx<'_>, pod: &PodView) -> Option<StepResult> {
+    if pod.uid.is_some() && pod.uid == cx.rec.stopped_pod_uid {
+        return None;
+    }
+    let ip = pod.ip.as_deref()?;
+    let views = cx.obs.ring.iter().chain(
+        cx.obs
+            .other_rings
+            .iter()
+            .flatten()
+            .filter_map(|(_, r)| r.as_ref()),
+    );
+    for view in views {
+        let serving: Vec<&str> = view
+            .iter()
+            .filter(|h| cx.obs.takes_users(h))
+            .map(|h| h.ip.as_str())
+            .collect();
+        if serving == [ip] {
+            return Some(StepResult::Waiting {
+                requeue: Duration::from_secs(30),
+                message: format!(
+                    "{}: recreated at {ip}, the only host that takes users; deleted for its revision only once another host serves",
+                    pod.name
+                ),
+            });
+        }
+    }
+    None
 }
 
 /// What Replace does with `pod` as seen (None: there is none).

@@ -919,3 +919,51 @@ fn the_last_step_says_upgraded_or_relocated() {
         "backend-1: relocated and back in the ring"
     );
 }
+
+/// Replace never deletes a pod recreated since StopDovecot (its Dovecot runs) while it is the
+/// only host a director sends users to (found by the model with seed 2026: it sat at the old
+/// entry of a pod that had moved, and a human had taken every other host down); once another
+/// host serves it is deleted for its revision. The pod StopDovecot stopped serves nobody and is
+/// deleted whatever the ring shows.
+#[test]
+fn replace_waits_to_delete_a_recreated_pod_that_is_the_last_host_serving() {
+    use crate::machine::steps::{self, Action, Input, Next, Output};
+    let s = settings();
+    let mut r = rec(2, Step::Replace, 0);
+    r.stopped_pod_uid = Some("uid-stopped".into());
+    let mut obs = world();
+    {
+        let ring = obs.ring.as_mut().unwrap();
+        ring[0].up = false;
+        ring[1].vhosts = 0;
+    }
+    // recreated at the old revision under the name, at backend-2's entry, which serves
+    let mut recreated = obs.pods[2].clone();
+    recreated.uid = Some("uid-recreated".into());
+    let run = |obs: &Observed, r: &BackendStatus, pod: &PodView| {
+        let input = Input {
+            s: &s,
+            rec: r,
+            obs,
+            now: ts(1),
+            ceiling_users: None,
+        };
+        steps::step(
+            input,
+            &[(Action::ReadPod, Output::Pod(Ok(Some(pod.clone()))))],
+        )
+    };
+    match run(&obs, &r, &recreated) {
+        Next::Done(StepResult::Waiting { message, .. }) => {
+            assert!(message.contains("only host that takes users"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // the pod StopDovecot stopped: deleted (its next need is the revision, then the delete)
+    let mut stopped = recreated.clone();
+    stopped.uid = r.stopped_pod_uid.clone();
+    assert!(matches!(run(&obs, &r, &stopped), Next::Act(_)));
+    // another host serves: the recreated pod is deleted too
+    obs.ring.as_mut().unwrap()[1].vhosts = 50;
+    assert!(matches!(run(&obs, &r, &recreated), Next::Act(_)));
+}
