@@ -375,8 +375,8 @@ pub async fn reconcile_once(
     let mut earlier = Vec::new();
     let mut notes = Vec::new();
     let mut finished = None;
-    // a Begin, a claim or a release takes what follows it into the same pass, and so into one
-    // status write (`machine::chain_from`)
+    // a Begin, a claim, a release or a backend's end takes what follows it into the same pass,
+    // and so into one status write (`machine::chain_from`)
     for round in 1..=machine::CHAIN_ROUNDS {
         let cx = StepContext {
             s,
@@ -412,7 +412,7 @@ pub async fn reconcile_once(
         let now = clock();
         let mut next_prepared = machine::prepare(s, &status, &obs, now);
         let next = decide_reading(s, &next_prepared, &mut obs, exec, cluster, now).await;
-        if !machine::chain_into(&next) || machine::unconfirmed(&next, &obs, &status) {
+        if !machine::chain_into(&decision, &next) || machine::unconfirmed(&next, &obs, &status) {
             // the next reconcile takes it, at once
             return Ok(Outcome {
                 status,

@@ -19,7 +19,7 @@ use crate::reason::WaitReason;
 use crate::settings::Settings;
 
 use super::decide::decide;
-use super::decision::{Acted, Decision};
+use super::decision::{Acted, Decision, StepResult};
 use super::fold;
 use super::note::Note;
 use super::observed::Observed;
@@ -117,27 +117,49 @@ pub const CHAIN_ROUNDS: usize = 3;
 
 /// Whether the reconcile decides again in the same pass after `done`, which `acted` carried
 /// out: after the bookkeeping of a backend's start (a Begin, checked against the API server;
-/// a rejoin's own Begin is not: its pod serves where it is and its room is weighed first) and
-/// after a write of the ring's record (a claim, or a release once a backend is back). What
-/// those decide next is folded into the same status write, so that a step transition costs one
-/// write: their state is in the status (a Begin) or in the ring's record (a claim), and a pass
-/// cut short between them is resumed from either (a claim status does not know of is let go).
+/// a rejoin's own Begin is not: its pod serves where it is and its room is weighed first),
+/// after a write of the ring's record (a claim, or a release once a backend is back), and
+/// after a backend's last step (the soak) ended it. What those decide next is folded into the
+/// same status write (`chain_into` says which), so that a step transition costs one write:
+/// their state is in the status (a Begin) or in the ring's record (a claim), and a pass cut
+/// short between them is resumed from either (a claim status does not know of is let go). A
+/// step that leads to another step does not chain: deciding again would read the directors
+/// for a decision the next reconcile takes anyway.
 pub fn chain_from(done: &Decision, acted: &Acted) -> bool {
     match (done, acted) {
         (Decision::Begin(rec), Acted::Checked(Ok(()))) => !rec.rejoin,
         (Decision::Claim { .. }, Acted::Claimed(Ok(()))) => true,
+        (
+            Decision::Run {
+                step: Step::Soak, ..
+            },
+            Acted::Ran(StepResult::Advanced { .. }),
+        ) => true,
         _ => false,
     }
 }
 
-/// Whether a decision taken in a chained round is carried out in it: more bookkeeping (a Begin,
-/// a claim), a wait, or the completion. Anything that acts on a backend or the ring's hosts (a
-/// step, a re-assert, an undo, an adoption) or stalls waits for the next reconcile, which
-/// starts from the status written with its intent.
-pub fn chain_into(next: &Decision) -> bool {
+/// Whether a decision taken in a chained round, after `done`, is carried out in it: more
+/// bookkeeping (a Begin, a claim), a wait, or the completion. Anything that acts on a backend
+/// or the ring's hosts (a step, a re-assert, an undo, an adoption) or stalls waits for the next
+/// reconcile, which starts from the status written with its intent. After a backend's soak
+/// only a wait is (the slot kept for the ring's pass to know its new entry): a release or a
+/// Begin would write the ring's record before the status says the backend is done, and a
+/// restart in between would find it at Soak with its slot let go (another DBU may drain
+/// meanwhile, and a soak that fails on its run again takes it out beside that one).
+pub fn chain_into(done: &Decision, next: &Decision) -> bool {
+    let soaked = matches!(
+        done,
+        Decision::Run {
+            step: Step::Soak,
+            ..
+        }
+    );
     match next {
+        Decision::Wait { .. } => true,
+        _ if soaked => false,
         Decision::Begin(rec) => !rec.rejoin,
-        Decision::Claim { .. } | Decision::Wait { .. } | Decision::Complete => true,
+        Decision::Claim { .. } | Decision::Complete => true,
         _ => false,
     }
 }

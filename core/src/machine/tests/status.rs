@@ -859,8 +859,10 @@ fn a_record_entering_verify_carries_its_probes_token_from_that_write() {
 }
 
 /// What a reconcile takes into the same pass: after a checked Begin (not a rejoin's) or a
-/// written claim or release, more bookkeeping, a wait or the completion; never a step, a
-/// re-assert, an undo or an adoption, and nothing after an action that failed.
+/// written claim or release, more bookkeeping, a wait or the completion; after a backend's
+/// soak ended it, only a wait (a release would let its slot go before the status says it is
+/// done); never a step, a re-assert, an undo or an adoption, and nothing after an action that
+/// failed or a step that leads to another step.
 #[test]
 fn a_pass_chains_only_bookkeeping_after_a_begin_or_a_ring_write() {
     use crate::machine::{chain_from, chain_into};
@@ -873,7 +875,13 @@ fn a_pass_chains_only_bookkeeping_after_a_begin_or_a_ring_write() {
     };
     let ok = || Ok(());
     let failed = || Err("conflict".to_string());
-    let from: [(&str, &Decision, Acted, bool); 6] = [
+    let advanced = || StepResult::Advanced {
+        message: None,
+        new_ip: None,
+        pod_uid: None,
+        layout: None,
+    };
+    let from: [(&str, &Decision, Acted, bool); 9] = [
         ("a checked Begin", &begin, Acted::Checked(ok()), true),
         (
             "a Begin the API server refused",
@@ -890,6 +898,27 @@ fn a_pass_chains_only_bookkeeping_after_a_begin_or_a_ring_write() {
             false,
         ),
         ("a step", &run(0, Step::Drain), Acted::Nothing, false),
+        (
+            "a step that led to the next",
+            &run(0, Step::RingRestore),
+            Acted::Ran(advanced()),
+            false,
+        ),
+        (
+            "the soak that ended a backend",
+            &run(0, Step::Soak),
+            Acted::Ran(advanced()),
+            true,
+        ),
+        (
+            "a soak still waiting",
+            &run(0, Step::Soak),
+            Acted::Ran(StepResult::Waiting {
+                requeue: Duration::from_secs(5),
+                message: "soaking".into(),
+            }),
+            false,
+        ),
     ];
     for (case, d, acted, want) in from {
         assert_eq!(chain_from(d, &acted), want, "{case}");
@@ -918,6 +947,17 @@ fn a_pass_chains_only_bookkeeping_after_a_begin_or_a_ring_write() {
         ),
     ];
     for (case, d, want) in into {
-        assert_eq!(chain_into(d), want, "{case}");
+        assert_eq!(chain_into(&claim, d), want, "{case}");
+    }
+    // after a backend's soak: only a wait (the slot kept for the ring's pass)
+    let soaked = run(0, Step::Soak);
+    for (case, d, want) in [
+        ("a wait", &wait, true),
+        ("a release", &claim, false),
+        ("a Begin", &begin, false),
+        ("the completion", &Decision::Complete, false),
+        ("a step", &run(1, Step::Drain), false),
+    ] {
+        assert_eq!(chain_into(&soaked, d), want, "after the soak: {case}");
     }
 }
