@@ -71,6 +71,9 @@ rss_idle="$(rss_max "$NS" "$OP" 10)"
 # --- a rollout of the three backends; every request the operator makes is in the audit log
 roll_config "bench revision 2" 2 >/dev/null
 a0="$(audit_lines)"
+# every status write as the API server sent it to watchers (benches/status_writes.py sorts them)
+kubectl -n "$NS" get dbu -w -o json > "$node/rollout-watch.json" 2>/dev/null &
+watcher=$!
 t0="$(date +%s.%N)"
 rollout_dbu >/dev/null
 # its memory while it rolls: sampled until the DBU is Ready
@@ -87,6 +90,8 @@ rollout="$(requests "$a0" "$a1")"
 sed -n "$((a0 + 1)),${a1}p" "$node/logs/audit.log" > "$node/rollout-audit.log"
 kubectl -n "$NS" get events.events.k8s.io --field-selector regarding.name=backend-rollout -o json > "$node/rollout-events.json"
 python3 benches/exec_steps.py "$node/rollout-audit.log" "$node/rollout-events.json" "$sa" 3
+kill "$watcher" 2>/dev/null || true; wait "$watcher" 2>/dev/null || true
+python3 benches/status_writes.py "$node/rollout-watch.json"
 transitions="$(kubectl -n "$NS" get events.events.k8s.io --field-selector regarding.name=backend-rollout \
   -o jsonpath='{range .items[*]}{.reason}{"\n"}{end}' | grep -c -E '^(StepSucceeded|BackendStarted)$' || true)"
 echo "{\"bench\": \"api_rollout\", \"backends\": 3, \"seconds\": $(python3 -c "print(round($t1 - $t0, 1))"), \"step_transitions\": $transitions, \"requests\": $rollout}"

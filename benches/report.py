@@ -158,8 +158,13 @@ for r in by["api_rollout"]:
       f"({patches / max(r['step_transitions'], 1):.2f} per transition; goal <= 1). At 34293d9, before a")
     p("pass took a Begin's claim and a release's next Begin into one write, Verify's probe token into")
     p("the write that starts Verify, and before Replace waited on the pod cache: 51 patches (1.55 per")
-    p("transition) and 61 `get pods` (13.3 a backend in Replace). The writes left above one a")
-    p("transition are waits whose message changes (the slot kept for the ring's pass, a drain's count).")
+    p("transition) and 61 `get pods` (13.3 a backend in Replace).")
+    p("")
+for r in by["status_writes"]:
+    other = ", ".join(f"{k} {v}" for k, v in r["other"].items()) or "none"
+    p(f"The DBU's status writes as its watchers saw them (`benches/status_writes.py`, by `status.writeSeq`):")
+    p(f"{r['writes']} writes, {r['transitions']} of them with a step transition (a backend begun or its")
+    p(f"step changed); the others, by the Reconciling reason they wrote: {other}.")
     p("")
 for r in by["api_steps"]:
     kinds = sorted({k for v in r["steps"].values() for k in v})
