@@ -411,7 +411,15 @@ pub async fn reconcile_once(
         }
         let now = clock();
         let mut next_prepared = machine::prepare(s, &status, &obs, now);
-        let next = decide_reading(s, &next_prepared, &mut obs, exec, cluster, now).await;
+        let mut next = decide_reading(s, &next_prepared, &mut obs, exec, cluster, now).await;
+        if machine::chain_into(&decision, &next) && machine::unconfirmed(&next, &obs, &status) {
+            // taken again from the API server here, as the first decision is, not in a pass
+            // of its own: a release and the completion it allows are one status write
+            obs = fresh_world(s, cluster, obs).await?;
+            let now = clock();
+            next_prepared = machine::prepare(s, &status, &obs, now);
+            next = decide_reading(s, &next_prepared, &mut obs, exec, cluster, now).await;
+        }
         if !machine::chain_into(&decision, &next) || machine::unconfirmed(&next, &obs, &status) {
             // the next reconcile takes it, at once
             return Ok(Outcome {

@@ -70,6 +70,13 @@ pub fn summarize(
         (true, None) => Some(Time(now)),
         (false, _) => None,
     };
+    // a claim is bookkeeping of the ring's record (a backend registered at the IP Replace found,
+    // a slot let go): the conditions stay as the step, Begin or wait before it set them, so it
+    // costs no status write of its own (on the real node one at every Verify, one before the
+    // completion); what the DBU holds is in `ringHeld`
+    if matches!(decision, Decision::Claim { .. }) && !status.conditions.is_empty() {
+        return;
+    }
     let target = status.target_revision.clone().unwrap_or_default();
     let progress = status.progress.clone().unwrap_or_default();
     let c = &mut status.conditions;
@@ -424,6 +431,40 @@ mod tests {
         let mut e = b.clone();
         summarize(&mut e, &Decision::Complete, Some(1), ts(7));
         assert!(worth_writing(Some(&a), &e), "a condition flips");
+    }
+
+    /// A claim (a registration at the IP Replace found, a slot let go) is bookkeeping: the
+    /// conditions stay as the step before it set them, and the claim alone is no write; what
+    /// it holds changes `ringHeld`, which is.
+    #[test]
+    fn a_claim_leaves_the_conditions_as_they_were() {
+        let step = Decision::Wait {
+            reason: WaitReason::StepInProgress,
+            message: "backend-2: Replace".into(),
+            requeue: Duration::from_secs(1),
+        };
+        let mut a = DovecotBackendUpgradeStatus {
+            ring_held: vec!["backend-2".into()],
+            ..Default::default()
+        };
+        summarize(&mut a, &step, Some(1), ts(0));
+        let claim = Decision::Claim {
+            pods: vec!["backend-2".into()],
+        };
+        let mut b = a.clone();
+        summarize(&mut b, &claim, Some(1), ts(1));
+        assert_eq!(b.conditions, a.conditions);
+        assert!(
+            !worth_writing(Some(&a), &b),
+            "a registration at a new IP alone"
+        );
+        let mut c = b.clone();
+        c.ring_held.clear();
+        assert!(worth_writing(Some(&a), &c), "a slot let go");
+        // the very first status still says what the DBU does
+        let mut first = DovecotBackendUpgradeStatus::default();
+        summarize(&mut first, &claim, Some(1), ts(0));
+        assert!(!first.conditions.is_empty());
     }
 
     #[test]
