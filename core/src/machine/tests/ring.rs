@@ -882,14 +882,25 @@ fn a_backend_that_came_back_at_a_new_ip_rejoins_only_after_verify() {
     );
 }
 
+/// The ring's record with `left` left out by a deleted DBU (`mail/old`) of this StatefulSet.
+fn left_by_deleted(left: &BackendStatus) -> RingLock {
+    RingLock {
+        version: Some("3".into()),
+        holders: lock::leave_out(
+            &RingLock::default(),
+            "mail/old",
+            "backend",
+            std::slice::from_ref(left),
+            1,
+        ),
+    }
+}
+
 #[test]
 fn a_left_out_backend_that_is_not_ready_or_drained_is_taken_over_not_waited_for() {
     let s = settings();
     let left = rec(2, Step::Reset, 0);
-    let lock = RingLock {
-        version: Some("3".into()),
-        holders: lock::leave_out(&RingLock::default(), "mail/old", "backend", &[left], 1),
-    };
+    let lock = left_by_deleted(&left);
     // its Dovecot is stopped: the pod is not Ready, and the ring shows it drained and down
     let mut obs = locked(lock);
     obs.pods[2].ready = false;
@@ -925,16 +936,7 @@ fn a_left_out_backend_taken_over_is_finished_ahead_of_the_queue_and_still_counte
     use crate::machine::Waiter;
     let s = settings();
     let left = rec(2, Step::Verify, 0);
-    let lock = RingLock {
-        version: Some("3".into()),
-        holders: lock::leave_out(
-            &RingLock::default(),
-            "mail/old",
-            "backend",
-            std::slice::from_ref(&left),
-            1,
-        ),
-    };
+    let lock = left_by_deleted(&left);
     let mut obs = locked(lock.clone());
     // another DBU of the ring waits for a slot, since before this one asked
     obs.ring_queue = vec![Waiter {
@@ -960,10 +962,7 @@ fn a_left_out_backend_taken_over_is_finished_ahead_of_the_queue_and_still_counte
 fn a_left_out_backend_scaled_away_is_let_go_not_taken_over() {
     let s = settings();
     let left = rec(2, Step::StopLmtp, 0);
-    let lock = RingLock {
-        version: Some("3".into()),
-        holders: lock::leave_out(&RingLock::default(), "mail/old", "backend", &[left], 1),
-    };
+    let lock = left_by_deleted(&left);
     let mut obs = locked(lock.clone());
     assert!(!lock::adoptable(&s, &status(vec![]), &lock, &obs).is_empty());
     assert!(lock::released_left_out(&s, &status(vec![]), &obs, &lock).is_empty());
@@ -994,16 +993,7 @@ fn an_adoption_that_ended_lets_its_left_out_holder_go() {
     let s = settings();
     let mut left = rec(2, Step::Verify, 0);
     left.started = Some(Time(ts(5)));
-    let lock = RingLock {
-        version: Some("3".into()),
-        holders: lock::leave_out(
-            &RingLock::default(),
-            "mail/old",
-            "backend",
-            &[left.clone()],
-            1,
-        ),
-    };
+    let lock = left_by_deleted(&left);
     let obs = locked(lock.clone());
     let mut ended = left.clone();
     ended.step = Step::Done;
