@@ -96,7 +96,7 @@ step "helm template: RBAC, hardening, probes, optional objects, schema, kustomiz
 step "alerts and dashboard: promtool check and test rules (each alert seen firing and quiet), the dashboard's queries"
 tests/monitoring/check.sh
 
-step "GitOps: the shipped argocd-cm patch as kubectl merges it (Argo CD's own Lua engine judges it in the images lane)"
+step "GitOps: the shipped argocd-cm patch as kubectl merges it (Argo CD's own Lua engine judges it in the gitops_tools lane)"
 # the health script as it arrives through kubectl's merge of the patch into an argocd-cm
 roundtrip="$(mktemp)"
 kubectl create configmap argocd-cm -n argocd --dry-run=client -o yaml |
