@@ -71,10 +71,17 @@ pub fn summarize(
         (false, _) => None,
     };
     // a claim is bookkeeping of the ring's record (a backend registered at the IP Replace found,
-    // a slot let go): the conditions stay as the step, Begin or wait before it set them, so it
-    // costs no status write of its own (on the real node one at every Verify, one before the
-    // completion); what the DBU holds is in `ringHeld`
-    if matches!(decision, Decision::Claim { .. }) && !status.conditions.is_empty() {
+    // a slot let go): while work is in progress the conditions stay as the step, Begin or wait
+    // before it set them, so it costs no status write of its own (on the real node one at every
+    // Verify, one before the completion); what the DBU holds is in `ringHeld`. After a stall
+    // or the completion it says the DBU works again (a retry's first pass may be a claim)
+    let is = |t: &str| {
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == t && c.status == "True")
+    };
+    if matches!(decision, Decision::Claim { .. }) && is(RECONCILING) && !is(STALLED) {
         return;
     }
     let target = status.target_revision.clone().unwrap_or_default();
@@ -465,6 +472,26 @@ mod tests {
         let mut first = DovecotBackendUpgradeStatus::default();
         summarize(&mut first, &claim, Some(1), ts(0));
         assert!(!first.conditions.is_empty());
+        // ... and so does a claim after a stall (a retry's first pass): it works again
+        let mut stalled = a.clone();
+        summarize(
+            &mut stalled,
+            &Decision::Stall {
+                reason: StallReason::BackendFailed,
+                message: "m".into(),
+            },
+            Some(1),
+            ts(2),
+        );
+        summarize(&mut stalled, &claim, Some(1), ts(3));
+        assert!(
+            !stalled
+                .conditions
+                .iter()
+                .any(|c| c.type_ == STALLED && c.status == "True"),
+            "{:?}",
+            stalled.conditions
+        );
     }
 
     #[test]
