@@ -900,16 +900,7 @@ pub fn acknowledge(
 /// `up` of a backend down before the rollout is kept the same way.
 pub fn human_downs(status: &mut DovecotBackendUpgradeStatus, obs: &Observed) -> Vec<Note> {
     // every director's view this pass read: a human may have used any of them
-    let views: Vec<&Vec<crate::dovecot::RingHost>> = obs
-        .ring
-        .iter()
-        .chain(
-            obs.other_rings
-                .iter()
-                .flatten()
-                .filter_map(|(_, r)| r.as_ref()),
-        )
-        .collect();
+    let views: Vec<&Vec<crate::dovecot::RingHost>> = obs.ring_views().collect();
     let mut notes = Vec::new();
     for rec in status.backends.iter_mut().filter(|r| active(r)) {
         // from RingRemove to RingRestore the operator downs and ups it itself; in the soak it

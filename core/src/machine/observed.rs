@@ -121,6 +121,17 @@ pub struct Observed {
 }
 
 impl Observed {
+    /// Every director's view of the ring this pass read: the commanded director's, then the
+    /// others' that could be read (a human may have used any of them).
+    pub fn ring_views(&self) -> impl Iterator<Item = &Vec<RingHost>> {
+        self.ring.iter().chain(
+            self.other_rings
+                .iter()
+                .flatten()
+                .filter_map(|(_, r)| r.as_ref()),
+        )
+    }
+
     /// Whether `pod` of StatefulSet `sts` is gone for good: the StatefulSet's ordinal range
     /// (`spec.ordinals.start`, `replicas` long) no longer holds its ordinal and it no longer
     /// runs (scaled down: nothing will bring it back).

@@ -56,14 +56,7 @@ fn last_serving(cx: &Cx<'_>, pod: &PodView) -> Option<StepResult> {
         return None;
     }
     let ip = pod.ip.as_deref()?;
-    let views = cx.obs.ring.iter().chain(
-        cx.obs
-            .other_rings
-            .iter()
-            .flatten()
-            .filter_map(|(_, r)| r.as_ref()),
-    );
-    for view in views {
+    for view in cx.obs.ring_views() {
         let serving: Vec<&str> = view
             .iter()
             .filter(|h| cx.obs.takes_users(h))
