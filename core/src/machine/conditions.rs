@@ -299,20 +299,57 @@ pub fn worth_writing(
     if drain_due(old, new) {
         return true;
     }
-    let quiet = |s: &DovecotBackendUpgradeStatus| {
-        let mut s = s.clone();
-        s.write_seq = 0;
-        s.drain_users = None;
-        for r in &mut s.backends {
+    !quiet_eq(old, new)
+}
+
+/// Whether `a` and `b` are equal but for what changes on every poll (the write sequence, the
+/// drain's counts, records' and conditions' messages). Field by field, cloning only a record
+/// that differs: a pass compared clones of two whole statuses, O(N) allocations per pass.
+fn quiet_eq(a: &DovecotBackendUpgradeStatus, b: &DovecotBackendUpgradeStatus) -> bool {
+    // every field named (no `..`): a new one must be placed on one side or the other
+    let DovecotBackendUpgradeStatus {
+        observed_generation,
+        conditions,
+        phase,
+        progress,
+        target_revision,
+        current,
+        step,
+        drain_users: _,
+        backends,
+        retry_token,
+        recent_backend_seconds,
+        paused_since,
+        plan,
+        ring_held,
+        ring_waiting_since,
+        write_seq: _,
+    } = a;
+    fn same_but<T: PartialEq + Clone>(a: &[T], b: &[T], quiet: impl Fn(&mut T)) -> bool {
+        let q = |x: &T| {
+            let mut x = x.clone();
+            quiet(&mut x);
+            x
+        };
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y || q(x) == q(y))
+    }
+    *observed_generation == b.observed_generation
+        && *phase == b.phase
+        && *progress == b.progress
+        && *target_revision == b.target_revision
+        && *current == b.current
+        && *step == b.step
+        && *retry_token == b.retry_token
+        && *recent_backend_seconds == b.recent_backend_seconds
+        && *paused_since == b.paused_since
+        && *plan == b.plan
+        && *ring_held == b.ring_held
+        && *ring_waiting_since == b.ring_waiting_since
+        && same_but(conditions, &b.conditions, |c| c.message.clear())
+        && same_but(backends, &b.backends, |r| {
             r.message = None;
             r.drain = None;
-        }
-        for c in &mut s.conditions {
-            c.message.clear();
-        }
-        s
-    };
-    quiet(old) != quiet(new)
+        })
 }
 
 /// A Warning worth an Event when a DBU becomes Stalled, or stalls for another reason.

@@ -173,10 +173,11 @@ fn last_serving(
         .find_map(|rec| {
             let mine = |ip: &str| ip == rec.ip || rec.new_ip.as_deref() == Some(ip);
             // only where its pod is now: an IP another pod has is that pod's host
+            // its own entries first: whether a host serves reads the ring's record of it
             let host = ring
                 .iter()
-                .filter(serving)
-                .find(|h| mine(&h.ip) && obs.is_at(&rec.pod, &h.ip))?;
+                .filter(|h| mine(&h.ip) && obs.is_at(&rec.pod, &h.ip))
+                .find(serving)?;
             let others = ring.iter().filter(serving).any(|h| !mine(&h.ip));
             (!others).then(|| {
                 Decision::wait(
@@ -551,18 +552,25 @@ fn rejoin(
     for f in &obs.ring_former {
         stood_for.entry(f.pod.as_str()).or_default().push(f);
     }
+    // this DBU's records by pod, in one pass over them: whether one is in flight, and the
+    // last one that finished (a scan of every record per pod made a pass O(N^2))
+    let mut records: std::collections::HashMap<&str, (bool, Option<&BackendStatus>)> =
+        std::collections::HashMap::new();
+    for r in &status.backends {
+        let e = records.entry(r.pod.as_str()).or_default();
+        e.0 |= active(r);
+        if r.step == Step::Done && !r.removed {
+            e.1 = Some(r);
+        }
+    }
     let moved: Vec<Moved<'_>> = obs
         .pods
         .iter()
         .filter(|p| p.ready && !p.terminating)
-        .filter(|p| !status.backends.iter().any(|r| r.pod == p.name && active(r)))
+        .filter(|p| !records.get(p.name.as_str()).is_some_and(|e| e.0))
         .filter_map(|p| {
             let ip = p.ip.as_deref()?;
-            let rec = status
-                .backends
-                .iter()
-                .rev()
-                .find(|r| r.pod == p.name && r.step == Step::Done && !r.removed);
+            let rec = records.get(p.name.as_str()).and_then(|e| e.1);
             // at the IP its record finished at: not moved, whatever its revision (found by
             // the model: outdated by a new template before the ring's pass had seen it back,
             // it rejoined again from the entry it had left, and put back up over a human's

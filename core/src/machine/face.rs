@@ -77,13 +77,14 @@ pub fn assess(
         .directors
         .iter()
         .find_map(|d| d.hosts.as_deref().map(|h| (d.pod.as_str(), h)));
-    let pod_at = |ip: &str| {
-        input
-            .backends
-            .iter()
-            .find(|b| b.ip.as_deref() == Some(ip))
-            .map(|b| b.name.clone())
-    };
+    // one map, not a scan of the backends per host and use: a pass over N hosts stays O(N)
+    let mut by_ip: std::collections::HashMap<&str, &str> = Default::default();
+    for b in input.backends {
+        if let Some(ip) = b.ip.as_deref() {
+            by_ip.entry(ip).or_insert(b.name.as_str());
+        }
+    }
+    let pod_at = |ip: &str| by_ip.get(ip).map(|n| n.to_string());
     let holder_of = |ip: &str| {
         prev.out.iter().find(|h| {
             h.ip == ip

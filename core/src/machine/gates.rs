@@ -112,9 +112,12 @@ pub(super) fn ring_gate(
     busy_ips: &[&str],
 ) -> Option<Decision> {
     let ip = ip.to_string();
+    // counted up to what is needed: whether a host serves reads the ring's record of it, and
+    // a count of every host made each pass over a large ring O(N^2)
     let others = ring
         .iter()
         .filter(|h| h.ip != ip && !busy_ips.contains(&h.ip.as_str()) && obs.takes_users(h))
+        .take(s.min_available)
         .count();
     if others < s.min_available {
         return Some(Decision::wait(

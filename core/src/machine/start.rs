@@ -45,7 +45,8 @@ pub fn outdated<'a>(
             .and_then(|ip| by_ip.get(ip).copied())
             .unwrap_or(u64::MAX)
     };
-    v.sort_by_key(|p| {
+    // the key once per pod (a lookup and a parse), not once per comparison
+    v.sort_by_cached_key(|p| {
         (
             p.maintenance.is_none(),
             users(p),
@@ -55,13 +56,13 @@ pub fn outdated<'a>(
     v
 }
 
-fn ordinal(name: &str) -> (u64, String) {
+fn ordinal(name: &str) -> (u64, &str) {
     let n = name
         .rsplit('-')
         .next()
         .and_then(|x| x.parse().ok())
         .unwrap_or(0);
-    (n, name.to_string())
+    (n, name)
 }
 
 pub(super) fn begin_next(
