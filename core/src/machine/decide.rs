@@ -948,7 +948,7 @@ fn room_to_take_out(
     }
     let out = lock::out_ips(status, obs, pod);
     let out: Vec<&str> = out.iter().map(String::as_str).collect();
-    match dovecot::validate_ip(ip).map(|a| gates::ring_gate(s, obs, ring, pod, a, &out)) {
+    match dovecot::validate_ip(ip).map(|a| gates::ring_gate(s, status, obs, ring, pod, a, &out)) {
         Ok(None) => None,
         Ok(Some(Decision::Wait { reason, .. })) => Some(reason),
         _ => Some(WaitReason::InsufficientRingCapacity),

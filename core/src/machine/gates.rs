@@ -105,6 +105,7 @@ pub(super) fn start_gate(
 /// with vhosts to take its users, and the directors must agree on the ring. None: go.
 pub(super) fn ring_gate(
     s: &Settings,
+    status: &DovecotBackendUpgradeStatus,
     obs: &Observed,
     ring: &[RingHost],
     candidate: &str,
@@ -112,11 +113,24 @@ pub(super) fn ring_gate(
     busy_ips: &[&str],
 ) -> Option<Decision> {
     let ip = ip.to_string();
+    // an IP this DBU's records put a pod at, which no pod of the ring holds now, serves nobody:
+    // its pod went (scaled down) before the ring's pass saw it there, so the ring's record has
+    // no pod for that host (found by the model: the only backend serving was drained beside a
+    // host put back for a pod deleted since)
+    let vacated = |h: &RingHost| {
+        status
+            .backends
+            .iter()
+            .any(|r| r.ip == h.ip || r.new_ip.as_deref() == Some(h.ip.as_str()))
+            && obs.ip_held_by_other(&h.ip, "").is_none()
+    };
     // counted up to what is needed: whether a host serves reads the ring's record of it, and
     // a count of every host made each pass over a large ring O(N^2)
     let others = ring
         .iter()
-        .filter(|h| h.ip != ip && !busy_ips.contains(&h.ip.as_str()) && obs.takes_users(h))
+        .filter(|h| {
+            h.ip != ip && !busy_ips.contains(&h.ip.as_str()) && obs.takes_users(h) && !vacated(h)
+        })
         .take(s.min_available)
         .count();
     if others < s.min_available {

@@ -181,7 +181,7 @@ pub(super) fn begin_next(
         .chain(held.iter().map(String::as_str))
         .collect();
     let addr = dovecot::validate_ip(ip).ok()?;
-    if let Some(gate) = ring_gate(s, obs, ring, &candidate.name, addr, &busy_ips) {
+    if let Some(gate) = ring_gate(s, status, obs, ring, &candidate.name, addr, &busy_ips) {
         return Some(gate);
     }
     // A backend found already drained (vhosts 0) by someone else keeps no count to restore;

@@ -52,7 +52,7 @@ fn gate(g: &GateInput<'_>) -> Option<Gated> {
             .chain(held.iter().map(String::as_str))
             .collect();
         let ip = crate::dovecot::validate_ip(&g.rec.ip).ok()?;
-        return gates::ring_gate(g.s, g.obs, g.ring, &g.rec.pod, ip, &mine).map(Ok);
+        return gates::ring_gate(g.s, g.status, g.obs, g.ring, &g.rec.pod, ip, &mine).map(Ok);
     }
     let lk = match lock::read(g.obs) {
         Ok(lk) => lk,
@@ -76,7 +76,7 @@ fn gate(g: &GateInput<'_>) -> Option<Gated> {
         .chain(held.iter().map(String::as_str))
         .collect();
     if let Ok(ip) = crate::dovecot::validate_ip(&g.rec.ip)
-        && let Some(wait) = gates::ring_gate(g.s, g.obs, g.ring, &g.rec.pod, ip, &busy)
+        && let Some(wait) = gates::ring_gate(g.s, g.status, g.obs, g.ring, &g.rec.pod, ip, &busy)
     {
         return Some(Ok(wait));
     }

@@ -695,7 +695,7 @@ pub fn moved_hold(g: &GateInput<'_>) -> Option<Gated> {
         .collect();
     let Some(Decision::Wait {
         message, reason, ..
-    }) = gates::ring_gate(g.s, g.obs, g.ring, &rec.pod, ip, &out)
+    }) = gates::ring_gate(g.s, g.status, g.obs, g.ring, &rec.pod, ip, &out)
     else {
         return run;
     };

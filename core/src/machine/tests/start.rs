@@ -827,3 +827,25 @@ fn a_humans_up_before_the_pod_moved_is_kept_from_the_rings_pass() {
     assert!(fold::human_downs(&mut st, &obs).is_empty());
     assert!(!st.backends[0].restores_up());
 }
+
+/// A host at an IP this DBU's record put a pod at, which no pod holds now (scaled away before
+/// the ring's pass saw it there), serves nobody: it is not counted toward the ring's minimum
+/// (found by the model).
+#[test]
+fn a_host_left_by_a_pod_scaled_away_is_not_counted_as_serving() {
+    let s = settings();
+    let mut obs = world();
+    obs.pods.truncate(1);
+    obs.sts.as_mut().unwrap().replicas = 1;
+    obs.ring = Some(vec![host(0, 100, true, 0), host(7, 100, true, 0)]);
+    // unknown to this DBU, the host at .7 is someone else's: it counts
+    assert_eq!(
+        begun(&decide(&s, &status(vec![]), &obs, ts(0))),
+        "backend-0"
+    );
+    let mut gone = rec(1, Step::Done, 0);
+    gone.pod = "backend-7".into();
+    gone.ip = fixtures::backend_ip(7);
+    let d = decide(&s, &status(vec![gone]), &obs, ts(0));
+    assert_eq!(reason(&d), "InsufficientRingCapacity", "{d:?}");
+}
