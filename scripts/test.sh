@@ -124,8 +124,8 @@ lane_tests() {
 
   # 50,000 sequences from CI's fixed seed (0x5eed): the first half of the 100,000 it drew until
   # issue 33, about 110 CPU-s less. New seeds are drawn outside CI (scripts/model-bench.sh, or
-  # DBU_MODEL_SEED): a seed per commit was tried; its first found a case (fixed) and two other
-  # new seeds two still open (docs/design.md), which would turn CI red at random commits.
+  # DBU_MODEL_SEED): a seed per commit was tried; it and two other new seeds found four cases
+  # (docs/design.md: 77-79, and one open), each of which would turn CI red at a random commit.
   step "the model: its scenarios and 50,000 random event sequences through the real engine (release build)"
   DBU_MODEL_CASES=50000 cargo test --release --locked --quiet --test model_based -- --nocapture
 }

@@ -178,7 +178,13 @@ fn last_serving(
                 .iter()
                 .filter(|h| mine(&h.ip) && obs.is_at(&rec.pod, &h.ip))
                 .find(serving)?;
-            let others = ring.iter().filter(serving).any(|h| !mine(&h.ip));
+            // an entry of its record's that another pod holds now is that pod's host (found by
+            // the model with seed 1: the pod's old IP, taken by a recreated pod of another
+            // StatefulSet that served there, was not counted, and the wait never ended)
+            let others = ring
+                .iter()
+                .filter(serving)
+                .any(|h| !mine(&h.ip) || obs.ip_held_by_other(&h.ip, &rec.pod).is_some());
             (!others).then(|| {
                 Decision::wait(
                     WaitReason::InsufficientRingCapacity,

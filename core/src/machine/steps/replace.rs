@@ -8,7 +8,12 @@ use crate::api::BackendStatus;
 use crate::time::elapsed;
 
 use super::super::judge::ReplaceMove;
-use super::{Cleanup, Cx, PodView, Reads, RingState, Run, StepResult, StepSpec, judge};
+use super::super::observed::Observed;
+use super::{
+    Cleanup, Cx, GateInput, Gated, Held, PodView, Reads, RingState, Run, StepResult, StepSpec,
+    judge,
+};
+use crate::reason::WaitReason;
 
 fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
     let rec = cx.rec;
@@ -52,27 +57,54 @@ fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
 /// at the old entry of a pod that had moved, was the only host serving once a human took the
 /// last other one down, and Replace deleted it for its revision). It waits for another host.
 fn last_serving(cx: &Cx<'_>, pod: &PodView) -> Option<StepResult> {
-    if pod.uid.is_some() && pod.uid == cx.rec.stopped_pod_uid {
+    only_host_serving(cx.obs, cx.rec, pod).map(|message| StepResult::Waiting {
+        requeue: Duration::from_secs(30),
+        message,
+    })
+}
+
+/// Why `pod` must not be deleted now: it is not the pod StopDovecot stopped, and it is the only
+/// host a director sends users to.
+fn only_host_serving(obs: &Observed, rec: &BackendStatus, pod: &PodView) -> Option<String> {
+    if pod.uid.is_some() && pod.uid == rec.stopped_pod_uid {
         return None;
     }
     let ip = pod.ip.as_deref()?;
-    for view in cx.obs.ring_views() {
-        let serving: Vec<&str> = view
-            .iter()
-            .filter(|h| cx.obs.takes_users(h))
-            .map(|h| h.ip.as_str())
-            .collect();
-        if serving == [ip] {
-            return Some(StepResult::Waiting {
-                requeue: Duration::from_secs(30),
-                message: format!(
-                    "{}: recreated at {ip}, the only host that takes users; deleted for its revision only once another host serves",
-                    pod.name
-                ),
-            });
-        }
+    obs.ring_views()
+        .into_iter()
+        .any(|view| {
+            let serving: Vec<&str> = view
+                .iter()
+                .filter(|h| obs.takes_users(h))
+                .map(|h| h.ip.as_str())
+                .collect();
+            serving == [ip]
+        })
+        .then(|| {
+            format!(
+                "{}: recreated at {ip}, the only host that takes users; deleted for its revision only once another host serves",
+                pod.name
+            )
+        })
+}
+
+/// Before the script: a recreated pod that the cache shows at another revision (Replace would
+/// delete it) while it is the only host a director sends users to waits for another host, and
+/// says so as `InsufficientRingCapacity` (found by the model with seed 7777: a human kept the
+/// other host down, and the wait said only that a step was in progress). The script checks
+/// again on the pod read fresh before it deletes.
+fn gate(g: &GateInput<'_>) -> Option<Gated> {
+    let target = g.obs.sts.as_ref()?.update_revision.as_deref()?;
+    let pod = g.obs.pods.iter().find(|p| p.name == g.rec.pod)?;
+    if pod.revision.as_deref() == Some(target) {
+        return None;
     }
-    None
+    let message = only_host_serving(g.obs, g.rec, pod)?;
+    Some(Err(Held {
+        requeue: Duration::from_secs(30),
+        reason: WaitReason::InsufficientRingCapacity,
+        message,
+    }))
 }
 
 /// What Replace does with `pod` as seen (None: there is none).
@@ -117,7 +149,7 @@ fn note(s: &crate::settings::Settings, pod: &str, _ip: &str) -> Option<String> {
 /// The step as the machine sees it.
 pub const STEP: StepSpec = StepSpec {
     run,
-    gate: super::no_gate,
+    gate,
     reads: Reads::NONE,
     ring: |_| RING,
     undo,
