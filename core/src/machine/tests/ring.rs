@@ -1415,29 +1415,37 @@ fn only_a_wait_with_nothing_in_flight_stands_on_the_watchs_copy_of_the_ring_reco
     }
 }
 
-/// Replace waiting to delete a recreated pod that is the only host serving (a human took the
-/// others down) says it waits for capacity, not that a step is in progress (found by the model
-/// with seed 7777: neither an admin nor the judge could tell it waited for that human).
-#[test]
-fn replace_waiting_for_the_only_serving_host_says_it_waits_for_capacity() {
-    let s = settings();
+/// backend-2 at Replace, its pod recreated since StopDovecot at 127.0.0.50, which the ring has
+/// up at 100 vhosts; a human took backend-0 down and backend-1 to 0 vhosts.
+fn replaced_at_50() -> (Observed, BackendStatus) {
     let mut obs = locked(RingLock::default());
     let ring = obs.ring.as_mut().unwrap();
     ring[0].up = false;
     ring[1].vhosts = 0;
-    ring[2].vhosts = 0;
-    ring[2].up = false;
     ring.push(RingHost {
         ip: "127.0.0.50".into(),
         vhosts: 100,
         up: true,
         users: 0,
     });
-    // recreated since StopDovecot, at the old revision, at an entry that serves
     obs.pods[2].ip = Some("127.0.0.50".into());
     obs.pods[2].uid = Some("uid-recreated".into());
     let mut r = rec(2, Step::Replace, 0);
     r.stopped_pod_uid = Some("uid-stopped".into());
+    (obs, r)
+}
+
+/// Replace waiting to delete a recreated pod that is the only host serving (a human took the
+/// others down) says it waits for capacity, not that a step is in progress (found by the model
+/// with seed 7777: neither an admin nor the judge could tell it waited for that human).
+#[test]
+fn replace_waiting_for_the_only_serving_host_says_it_waits_for_capacity() {
+    let s = settings();
+    // at the old revision (to be deleted), backend-2's own entry drained and down
+    let (mut obs, r) = replaced_at_50();
+    let ring = obs.ring.as_mut().unwrap();
+    ring[2].vhosts = 0;
+    ring[2].up = false;
     let d = decide(&s, &status(vec![r]), &obs, ts(1));
     let m = waiting(&d, WaitReason::InsufficientRingCapacity);
     assert!(m.contains("only host that takes users"), "{m}");
@@ -1449,25 +1457,12 @@ fn replace_waiting_for_the_only_serving_host_says_it_waits_for_capacity() {
 #[test]
 fn the_last_serving_wait_counts_the_records_old_ip_another_pod_serves_at() {
     let s = settings();
-    let mut obs = locked(RingLock::default());
-    let ring = obs.ring.as_mut().unwrap();
-    ring[0].up = false;
-    ring[1].vhosts = 0;
-    // backend-2's old entry: another StatefulSet's pod sits and serves there now
-    ring[2].vhosts = 50;
-    ring.push(RingHost {
-        ip: "127.0.0.50".into(),
-        vhosts: 100,
-        up: true,
-        users: 0,
-    });
-    obs.ring_pods
-        .push(("mx-0".into(), Some(ring[2].ip.clone())));
-    obs.pods[2].ip = Some("127.0.0.50".into());
-    obs.pods[2].uid = Some("uid-recreated".into());
-    let mut r = rec(2, Step::Replace, 0);
-    r.stopped_pod_uid = Some("uid-stopped".into());
+    let (mut obs, mut r) = replaced_at_50();
     r.new_ip = Some("127.0.0.50".into());
+    // backend-2's old entry: another StatefulSet's pod sits and serves there now
+    let old = obs.ring.as_ref().unwrap()[2].ip.clone();
+    obs.ring.as_mut().unwrap()[2].vhosts = 50;
+    obs.ring_pods.push(("mx-0".into(), Some(old)));
     let d = decide(&s, &status(vec![r.clone()]), &obs, ts(1));
     assert_ne!(reason(&d), "InsufficientRingCapacity", "{d:?}");
     // with nobody at the old entry, it is the record's own, and the wait stands
