@@ -2,7 +2,7 @@
 # their TAP-style checks, the operator's pods and Lease, cgroup memory, and the steps that set up
 # the example mail system. Sourced inside the node with $NS, $state and $here (tests/e2e) set.
 node="$state/node"
-export KUBECONFIG="$node/admin.kubeconfig" PKI="$node/pki"
+export KUBECONFIG="$node/admin.kubeconfig" PKI="$node/pki" KUBECACHEDIR="$node/kube-cache"
 
 pass=0 fail=0
 ok() { pass=$((pass + 1)); echo "ok $((pass + fail)) - $1"; }

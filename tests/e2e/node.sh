@@ -173,6 +173,10 @@ trap teardown EXIT
 extra=""; ((NODES < 2)) || extra="node-2=$NODE2_ADDR"
 API_ADDRESS="$ADDR" NODE_NAME="$NODE_NAME" API_PORT=6443 EXTRA_NODES="$extra" "$here/harness.sh" up "$dir"
 export KUBECONFIG="$dir/admin.kubeconfig"
+# kubectl's discovery and OpenAPI cache is keyed by the server's address, which every node has
+# alike (10.88.0.1:6443, each in its own namespace): side by side, one node's kubectl explain
+# read another's schema (real-node's "the earlier CRD has no verify.imapProbe" failed at 28b2921)
+export KUBECACHEDIR="$dir/kube-cache"
 pki="$dir/pki"
 
 pause_tag="$(cat "$NODEBIN/pause.tag")"
