@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DBU_MODEL_CASES="${1:-10000000}" DBU_MODEL_SEED="${DBU_MODEL_SEED:-$(date +%s)}" \
-  cargo test --release --locked --test model_based random_event_sequences_keep_every_promise -- --nocapture
+  cargo test --profile model --locked --test model_based random_event_sequences_keep_every_promise -- --nocapture

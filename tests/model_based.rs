@@ -144,7 +144,7 @@ fn a_lone_rollout_writes_its_status_once_per_step_transition() {
 }
 
 /// Runs sequences without stopping at the first violation and prints one example of each kind
-/// (`cargo test --release --test model_based survey -- --ignored --nocapture`).
+/// (`cargo test --profile model --test model_based survey -- --ignored --nocapture`).
 #[test]
 #[ignore]
 fn survey() {
