@@ -299,10 +299,10 @@ idle_clients() {
   rm -f "$state/idle.stop"
   for u in 2 3 4 5 6; do
     local d; d="$([[ $((u % 2)) == 0 ]] && echo "$D0" || echo "$D1")"
-    python3 "$here/mail.py" idle "$state/idle-$u.json" "$d" "user$u" e2e-pass "$state/idle.stop" 2>>"$state/idle.err" &
+    /usr/bin/python3 "$here/mail.py" idle "$state/idle-$u.json" "$d" "user$u" e2e-pass "$state/idle.stop" 2>>"$state/idle.err" &
   done
   for _ in $(seq 40); do
-    python3 - "$state" <<'PY' && return 0
+    /usr/bin/python3 - "$state" <<'PY' && return 0
 import json, sys
 sys.exit(0 if all(json.load(open(f"{sys.argv[1]}/idle-{u}.json"))["sessions"] == 1 for u in range(2, 7)) else 1)
 PY
@@ -337,13 +337,13 @@ snap complete backend-rollout
 moved_idle() { # through kubelet exec: who -1, process status, /proc titles, director move
   touch "$state/idle.stop"
   local moved
-  moved="$(kubectl -n "$NS" get dbu backend-rollout -o json | python3 -c '
+  moved="$(kubectl -n "$NS" get dbu backend-rollout -o json | /usr/bin/python3 -c '
 import json, sys
 print(sum((b.get("drain") or {}).get("sessionsMoved", 0) for b in json.load(sys.stdin)["status"]["backends"]))')"
   echo "sessions moved: $moved"
   kubectl -n "$NS" get events.events.k8s.io --field-selector regarding.name=backend-rollout,reason=UsersMoved \
     -o jsonpath='{range .items[*]}{.note}{"\n"}{end}' | head -5
-  python3 - "$state" "$moved" <<'PY'
+  /usr/bin/python3 - "$state" "$moved" <<'PY'
 import json, sys
 st = [json.load(open(f"{sys.argv[1]}/idle-{u}.json")) for u in range(2, 7)]
 print(st)
@@ -386,7 +386,7 @@ check "the ring (seen from the other director) has every backend up, at its pod 
 mail_intact() {
   for u in 1 2 3 4 5 6; do
     for d in "$D0" "$D1"; do
-      [[ "$(python3 "$here/mail.py" count "$d" "user$u" e2e-pass)" == 3 ]] || { echo "user$u via $d"; return 1; }
+      [[ "$(/usr/bin/python3 "$here/mail.py" count "$d" "user$u" e2e-pass)" == 3 ]] || { echo "user$u via $d"; return 1; }
     done
   done
 }
@@ -457,7 +457,7 @@ health() { local p; p="$(op_pods | head -1)"; scrape "$p" /healthz && scrape "$p
 check "/healthz and /readyz answer 200 at the pod's IP" health
 json_logs() { # every event line names the DBU, the backend and the step
   local line; line="$(kubectl -n "$NS" logs "$(op_pods | head -1)" | grep '"reason":"StepSucceeded"' | tail -1)"
-  python3 -c 'import json,sys; l=json.loads(sys.argv[1]); assert l["dbu"]=="backend-rollout" and l["backend"].startswith("backend-") and l["step"], l' "$line"
+  /usr/bin/python3 -c 'import json,sys; l=json.loads(sys.argv[1]); assert l["dbu"]=="backend-rollout" and l["backend"].startswith("backend-") and l["step"], l' "$line"
 }
 check "kubectl logs: JSON lines with dbu, backend and step" json_logs
 
@@ -539,6 +539,8 @@ check "another config change: revision 4 (StatefulSet first: mailops.io/revision
 check "... and the DBU's spec.revision=4, as the same commit" \
   kubectl -n "$NS" patch dbu backend-rollout --type merge -p '{"spec":{"revision":"4"}}'
 where() { kubectl -n "$NS" get dbu backend-rollout -o jsonpath='{.status.current} {.status.step}' 2>/dev/null; }
+# the step of the DBU's newest change its watch wrote (dbu_watch.py: "step" is the row's last key)
+watched_step() { tac "$state/dbu-watch.jsonl" 2>/dev/null | grep -m1 '"rv"' | sed -nE 's/.*"step": "([^"]*)"}$/\1/p'; }
 # the operator reaches the API server through the kubernetes Service (kube-proxy's rules): that
 # path can answer later than the API server itself, so both are timed
 # (from the operator pod's network namespace: the node itself has no route to Service addresses)
@@ -557,7 +559,11 @@ service_answers() { [[ "$(nsenter --net="$OP_NETNS" curl -sk -o /dev/null --max-
 ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 outage_at() { # step: once a backend is at it, the API server stops for 30 s; then how long to move on
   local row="" now back service="" svc_ms
-  for _ in $(seq 1500); do row="$(where)"; [[ "$row" == *" $1" ]] && break; sleep 0.1; done
+  # waited for on the DBU's watch (watch_dbu), not by polling: a kubectl every 0.1 s for the
+  # minute a rollout takes to get there was the largest CPU cost of this suite, on a CI machine
+  # whose cores every lane shares
+  for _ in $(seq 1500); do [[ "$(watched_step)" == "$1" ]] && break; sleep 0.1; done
+  row="$(where)"
   [[ "$row" == *" $1" ]] || { echo "never saw a backend at $1 (last: $row)"; return 1; }
   OP_NETNS="$(op_netns)" || return 1
   API_ADDRESS=10.88.0.1 API_PORT=6443 "$here/harness.sh" stop-apiserver "$node"
@@ -600,7 +606,7 @@ check "... the operator rode out the outages in its own process (no container re
 sed 's/^/#   /' "$state/outages"
 echo "# kube-scheduler restarted $(grep -c 'starting it again' "$node/logs/kube-scheduler.log") times (it exits when it finds its cache corrupt)"
 few_execs() { # every command that changes something ran at most its normal count plus one retry
-  python3 "$here/execs.py" "$audit" "$audit_from" > "$state/execs"
+  /usr/bin/python3 "$here/execs.py" "$audit" "$audit_from" > "$state/execs"
   sed 's/^/#   /' "$state/execs" | head -40
   echo "# exec calls in all: $(awk '{s+=$1} END {print s}' "$state/execs")"
   ! awk -F'\t' '$3 ~ /doveadm (stop|service stop lmtp|director (update|down|up|flush|add|remove))|-delete/ && $1 > 2 {print; bad=1} END {exit !bad}' "$state/execs"
@@ -608,12 +614,12 @@ few_execs() { # every command that changes something ran at most its normal coun
 check "... no step command ran more than its normal count plus one retry (audit log)" few_execs
 sed 's/^/#   /' "$state/last.out" | head -45
 few_deletes() { # Replace deletes each backend pod once; a stale cache must never delete its successor
-  python3 "$here/execs.py" "$audit" "$audit_from" --deletes "$sa"
+  /usr/bin/python3 "$here/execs.py" "$audit" "$audit_from" --deletes "$sa"
 }
 check "... each backend pod was deleted once: a stale cache never deletes its successor (audit log)" few_deletes
 sed 's/^/#   /' "$state/last.out"
 all_bounded() { # every command runs under timeout in the pod: one the operator gave up on cannot land later
-  python3 "$here/execs.py" "$audit" "$audit_from" --bounded "$sa"
+  /usr/bin/python3 "$here/execs.py" "$audit" "$audit_from" --bounded "$sa"
 }
 check "... every exec of the operator was bounded inside the pod (timeout -k 5 N argv, audit log)" all_bounded
 sed 's/^/#   /' "$state/last.out"

@@ -94,7 +94,7 @@ ring_back() {
   local status; status="$(kubectl -n "$NS" exec director-1 -- doveadm -f json director status)"
   for b in 0 1 2; do
     local ip; ip="$(pod_ip "backend-$b")"
-    python3 - "$status" "$ip" "${VHOSTS[backend-$b]}" <<'PY' || return 1
+    /usr/bin/python3 - "$status" "$ip" "${VHOSTS[backend-$b]}" <<'PY' || return 1
 import json, sys
 hosts = {h["mail server ip"]: h for h in json.loads(sys.argv[1])}
 h = hosts.get(sys.argv[2])
@@ -104,11 +104,11 @@ PY
 }
 ring_host() { # ip: "VHOSTS STATE" of that host in the ring (from director-1), nothing when absent
   local status; status="$(kubectl -n "$NS" exec director-1 -- doveadm -f json director status)" || return 1
-  python3 -c '
+  /usr/bin/python3 -c '
 import json, sys
 print(" ".join(next(((h["vhosts"], h["state"]) for h in json.load(sys.stdin) if h["mail server ip"] == sys.argv[1]), ())))' "$1" <<< "$status"
 }
-deliver_all() { local d; d="$(pod_ip director-0)"; for u in 1 2 3 4 5 6; do python3 "$here/mail.py" deliver "$d" "user$u" 3 || return 1; done; }
+deliver_all() { local d; d="$(pod_ip director-0)"; for u in 1 2 3 4 5 6; do /usr/bin/python3 "$here/mail.py" deliver "$d" "user$u" 3 || return 1; done; }
 roll_config() { # greeting revision [annotation]: a config change plus the template bump that makes a new revision
   local conf key="${3:-mailops.io/config-revision}"
   conf="$(kubectl -n "$NS" get cm backend-config -o jsonpath='{.data.dovecot\.conf}' | sed '/^login_greeting = /d' | sed "1i login_greeting = $1")"

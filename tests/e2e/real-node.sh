@@ -68,11 +68,11 @@ pod_outside() { ! k exec director-0 -- timeout 3 bash -c 'exec 3<>/dev/tcp/192.0
 check "a pod cannot reach an outside address" pod_outside
 check "give the backends different vhost counts" set_vhosts
 d0="$(pod_ip director-0)" d1="$(pod_ip director-1)"
-deliver_both() { for u in 1 2 3 4 5 6; do python3 "$here/mail.py" deliver "$d0" "user$u" 2 && python3 "$here/mail.py" deliver "$d1" "user$u" 1 || return 1; done; }
+deliver_both() { for u in 1 2 3 4 5 6; do /usr/bin/python3 "$here/mail.py" deliver "$d0" "user$u" 2 && /usr/bin/python3 "$here/mail.py" deliver "$d1" "user$u" 1 || return 1; done; }
 check "deliver mail through both directors (LMTP)" deliver_both
-flag_all() { for u in 2 3 4 5 6; do python3 "$here/mail.py" flag "$d0" "user$u" e2e-pass || return 1; done; }
+flag_all() { for u in 2 3 4 5 6; do /usr/bin/python3 "$here/mail.py" flag "$d0" "user$u" e2e-pass || return 1; done; }
 check "flag a message of each user (\\Flagged and a keyword)" flag_all
-for u in 2 3 4 5 6; do python3 "$here/mail.py" state "$d0" "user$u" e2e-pass > "$state/before-user$u.json"; done
+for u in 2 3 4 5 6; do /usr/bin/python3 "$here/mail.py" state "$d0" "user$u" e2e-pass > "$state/before-user$u.json"; done
 versions() { for p in backend-0 backend-1 backend-2; do k exec "$p" -- dovecot --version | awk -v p="$p" '{print p, $1}'; done; }
 check "the backends run Dovecot 2.3.19" bash -c "$(declare -f versions k); NS=$NS; versions | awk '\$2 !~ /^2\\.3\\.19/ {exit 1}'"
 # each backend's "UID IP NODE" before it is replaced, into PREFIX-<pod>
@@ -90,11 +90,11 @@ upgrade() {
 }
 check "a new revision: image dbu-dovecot:2.3.21 and a login_greeting change" upgrade
 rm -f "$state/stop-traffic"
-python3 "$here/mail.py" traffic "$state/traffic.json" "$state/stop-traffic" e2e-pass "$d0" "$d1" user7 user8 user9 user10 user11 user12 &
+/usr/bin/python3 "$here/mail.py" traffic "$state/traffic.json" "$state/stop-traffic" e2e-pass "$d0" "$d1" user7 user8 user9 user10 user11 user12 &
 traffic_pid=$!
 old_dbu() { # the example DBU as the earlier CRD takes it (strict validation would refuse new fields): no
   # verify.imapProbe, verify.soak, drain.strategy; the ring's directors in spec.director, no spec.ring
-  rollout_dbu_yaml | python3 -c 'import sys, yaml
+  rollout_dbu_yaml | /usr/bin/python3 -c 'import sys, yaml
 d = yaml.safe_load(sys.stdin)
 [d["spec"]["verify"].pop(f, None) for f in ("imapProbe", "soak")]
 d["spec"]["drain"].pop("strategy", None)
@@ -181,7 +181,7 @@ replaced() {
 check "each backend pod was replaced by the StatefulSet controller" replaced
 ring_after() { # the files that hold each backend's old "UID IP", by prefix
   local status; status="$(k exec director-1 -- doveadm -f json director status)"
-  python3 - "$status" "$(for p in backend-0 backend-1 backend-2; do echo "$(pod_ip "$p") ${VHOSTS[$p]}"; done)" "$(cat "$1"-backend-* | awk '{print $2}')" <<'PY'
+  /usr/bin/python3 - "$status" "$(for p in backend-0 backend-1 backend-2; do echo "$(pod_ip "$p") ${VHOSTS[$p]}"; done)" "$(cat "$1"-backend-* | awk '{print $2}')" <<'PY'
 import json, sys
 rows = {r["mail server ip"]: r for r in json.loads(sys.argv[1])}
 want = dict(l.split() for l in sys.argv[2].splitlines())
@@ -196,14 +196,14 @@ check "the ring holds the new pod IPs, up, at their original vhost counts; the o
 intact() {
   for d in "$d0" "$d1"; do
     for u in 2 3 4 5 6; do
-      python3 "$here/mail.py" state "$d" "user$u" e2e-pass > "$state/after.json"
+      /usr/bin/python3 "$here/mail.py" state "$d" "user$u" e2e-pass > "$state/after.json"
       diff "$state/before-user$u.json" "$state/after.json" || { echo "user$u via $d"; return 1; }
     done
   done
 }
 check "mail, UIDs, UIDVALIDITY, flags and keywords are intact through both directors" intact
 live() { # traffic.json director...: every accepted delivery of that traffic is in its user's mailbox
-  python3 - "$@" <<'PY'
+  /usr/bin/python3 - "$@" <<'PY'
 import json, subprocess, sys
 t = json.load(open(sys.argv[1]))
 print(f"rounds {t['rounds']}, logins {t['logins']}, failed logins {len(t['login_failures'])}, "
@@ -211,7 +211,7 @@ print(f"rounds {t['rounds']}, logins {t['logins']}, failed logins {len(t['login_
 bad = []
 for u, n in t["accepted"].items():
     for d in sys.argv[2:]:
-        got = int(subprocess.run(["python3", "tests/e2e/mail.py", "count", d, u, "e2e-pass"], capture_output=True, text=True, check=True).stdout)
+        got = int(subprocess.run([sys.executable, "tests/e2e/mail.py", "count", d, u, "e2e-pass"], capture_output=True, text=True, check=True).stdout)
         maybe = t.get("uncertain", {}).get(u, 0)
         # every accepted message, plus at most the deferrals after DATA that still landed
         if not n <= got <= n + maybe:
@@ -233,7 +233,7 @@ echo "# live traffic: $(cat "$state/traffic.json.summary" 2>/dev/null)"
 once() { # one BackendStarted per backend, and one pod delete per backend by the operator
   local n
   for p in backend-0 backend-1 backend-2; do
-    n="$(k get events --field-selector reason=BackendStarted -o json | python3 -c "import json,sys; print(sum(e.get('count') or 1 for e in json.load(sys.stdin)['items'] if '$p:' in e['message']))")"
+    n="$(k get events --field-selector reason=BackendStarted -o json | /usr/bin/python3 -c "import json,sys; print(sum(e.get('count') or 1 for e in json.load(sys.stdin)['items'] if '$p:' in e['message']))")"
     [[ "$n" == 1 ]] || { echo "$p started $n times"; return 1; }
     n="$(grep '"verb":"delete"' "$node/logs/audit.log" | grep '"username":"system:serviceaccount:mail:dbu"' |
       grep '"resource":"pods"' | grep -c "\"name\":\"$p\"" || true)"
@@ -247,7 +247,7 @@ new_steps() { # the backends the new operator verified after the patch: IMAP pro
 check "backends verified after the upgrade had the IMAP probe and the soak (Events)" new_steps
 check "after both kills, each backend was started once and its pod deleted once (events, audit log)" once
 terminated() { # each old pod's PID 1 got SIGTERM and stopped Dovecot (its termination message)
-  python3 - "$state/pods.watch" <<'PY'
+  /usr/bin/python3 - "$state/pods.watch" <<'PY'
 import json, sys
 dec, text, seen = json.JSONDecoder(), open(sys.argv[1]).read(), {}
 i = 0
@@ -279,7 +279,7 @@ readiness_follows() { # stop Dovecot in a backend: NotReady, the same container 
   echo "after start: $(ready_of backend-2)"; return 1
 }
 check "readiness follows Dovecot: doveadm stop makes the pod NotReady with its container running on; dovecot makes it Ready" readiness_follows
-logs_json() { k logs "$(op_pods | head -1)" --tail=50 | python3 -c 'import json,sys; [json.loads(l) for l in sys.stdin if l.strip()]'; }
+logs_json() { k logs "$(op_pods | head -1)" --tail=50 | /usr/bin/python3 -c 'import json,sys; [json.loads(l) for l in sys.stdin if l.strip()]'; }
 check "kubectl logs shows the operator's JSON logs" logs_json
 metrics() {
   local ip; ip="$(k get pod "$(op_pods | head -1)" -o jsonpath='{.status.podIP}')"
@@ -353,7 +353,7 @@ if [[ -n "${MEASURE:-}" ]]; then
   cg="$(pod_cgroup "$NS" "$(leader)")"
   rss=0; for _ in $(seq 40); do v="$(cgroup_kib "$cg")"; ((v > rss)) && rss=$v; sleep 0.5; done
   kubectl get events.events.k8s.io -n "$NS" -o json > "$state/events.json"
-  PYTHONPATH="$here" python3 - "$state/events.json" "$node/logs/audit.log" "$rss" "$(cat "$state/traffic.json.summary")" >> "$MEASURE" <<'PY'
+  PYTHONPATH="$here" /usr/bin/python3 - "$state/events.json" "$node/logs/audit.log" "$rss" "$(cat "$state/traffic.json.summary")" >> "$MEASURE" <<'PY'
 import collections, json, sys
 from backend_events import per_backend
 per = per_backend(sys.argv[1])
@@ -399,13 +399,13 @@ check "a NoSchedule taint the operator does not follow relocates nothing (for 10
 d0="$(pod_ip director-0)" d1="$(pod_ip director-1)"
 DRAIN=(--ignore-daemonsets --delete-emptydir-data --pod-selector 'app!=dovecot-director')
 rm -f "$state/stop-traffic"
-python3 "$here/mail.py" traffic "$state/drain-traffic.json" "$state/stop-traffic" e2e-pass "$d0" "$d1" user13 user14 user15 user16 user17 user18 &
+/usr/bin/python3 "$here/mail.py" traffic "$state/drain-traffic.json" "$state/stop-traffic" e2e-pass "$d0" "$d1" user13 user14 user15 user16 user17 user18 &
 traffic_pid=$!
 # and two mail clients parked in IDLE, one through each director: a session the server closes is
 # a kick (Move moves IDLE users by closing their session), and the client logs in again at once
-python3 "$here/mail.py" idle "$state/drain-idle-19.json" "$d0" user19 e2e-pass "$state/stop-traffic" 2>> "$state/drain-idle.err" &
+/usr/bin/python3 "$here/mail.py" idle "$state/drain-idle-19.json" "$d0" user19 e2e-pass "$state/stop-traffic" 2>> "$state/drain-idle.err" &
 idle19_pid=$!
-python3 "$here/mail.py" idle "$state/drain-idle-20.json" "$d1" user20 e2e-pass "$state/stop-traffic" 2>> "$state/drain-idle.err" &
+/usr/bin/python3 "$here/mail.py" idle "$state/drain-idle-20.json" "$d1" user20 e2e-pass "$state/stop-traffic" 2>> "$state/drain-idle.err" &
 idle20_pid=$!
 # what is out of the ring, as a director sees it (every second) and as the ring's record says (a
 # watch: every change); the pods' every address, to tell which backend a ring entry is
@@ -437,7 +437,7 @@ relocated() { # since: each backend one BackendStarted that says node-1 is cordo
 }
 relocated_once() { # since until
   kubectl get events.events.k8s.io -n "$NS" -o json > "$state/drain-events.json"
-  PYTHONPATH="$here" python3 - "$state/drain-events.json" "$1" "$2" <<'PY'
+  PYTHONPATH="$here" /usr/bin/python3 - "$state/drain-events.json" "$1" "$2" <<'PY'
 import sys
 from backend_events import at, per_backend
 per, bad = per_backend(sys.argv[1], at(sys.argv[2]), at(sys.argv[3])), []
@@ -534,7 +534,7 @@ touch "$state/stop-traffic"; wait "$traffic_pid" || true; wait "$sampler_pid" ||
 wait "$idle19_pid" "$idle20_pid" || true
 kill "$dring_pid" "$podwatch_pid" 2>/dev/null || true
 one_out() { # never two backends out: the director's view (entries mapped to backends by every IP their pods had) and the ring's record
-  python3 - "$state/drain-ring.samples" "$state/drain-dring.watch" "$state/drain-pods.watch" <<'PY'
+  /usr/bin/python3 - "$state/drain-ring.samples" "$state/drain-dring.watch" "$state/drain-pods.watch" <<'PY'
 import json, sys
 def objs(path):
     dec, text, i = json.JSONDecoder(), open(path).read(), 0
@@ -571,7 +571,7 @@ echo "# $(tail -1 "$state/last.out")"
 check "live traffic through the three drains: every accepted delivery is there, none rejected" live "$state/drain-traffic.json" "$d0" "$d1"
 echo "# live traffic through the drains: $(cat "$state/drain-traffic.json.summary" 2>/dev/null)"
 idle_kept() { # every kick was followed by a login that worked
-  python3 - "$state"/drain-idle-19.json "$state"/drain-idle-20.json <<'PY'
+  /usr/bin/python3 - "$state"/drain-idle-19.json "$state"/drain-idle-20.json <<'PY'
 import json, sys
 r = [json.load(open(f)) for f in sys.argv[1:]]
 print(f"# IDLE clients through the drains: {sum(x['sessions'] for x in r)} sessions, "
