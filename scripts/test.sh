@@ -129,9 +129,23 @@ lane_tests() {
   # DBU_MODEL_SEED): a seed per commit was tried; it and two other new seeds found four cases
   # (docs/design.md: 77-79, and one open), each of which would turn CI red at a random commit.
   # Its build is the `model` profile (release, incremental; Cargo.toml): the release build took
-  # 200 CPU-s of every warm run, for a change that touched one function.
+  # 200 CPU-s of every warm run, for a change that touched one function. rustc's incremental
+  # cache is keyed by the sources' path and each CI run is a new clone, so the build runs with
+  # this checkout bind-mounted at one path, in a mount namespace of its own: a core change then
+  # built in 7 s in a second clone (137 s in the first, 350 CPU-s at a clone's own path).
   step "the model: its scenarios and 50,000 random event sequences through the real engine (optimised, incremental build)"
-  DBU_MODEL_CASES=50000 cargo test --profile model --locked --quiet --test model_based -- --nocapture
+  # cargo judges freshness by mtime: at one path an older clone's sources could look older than
+  # a newer clone's build, and run it. The workspace crates' fingerprints go, so cargo always
+  # builds them (rustc's incremental cache compares contents); touching the sources instead
+  # would rebuild the quickstart's plugin in the node lane.
+  rm -rf target/model/.fingerprint/{dbu-core,dbu-lab,dovecot-upgrade-operator,kubectl-dbu}-*
+  at_one_path DBU_MODEL_CASES=50000 cargo test --profile model --locked --quiet --test model_based -- --nocapture
+}
+at_one_path() { # command...: run in this checkout, mounted at /var/tmp/dbu-model (see the model)
+  local at=/var/tmp/dbu-model
+  mkdir -p "$at"
+  unshare --mount --propagation private bash -c 'mount --bind "$1" "$2" && cd "$2" && shift 2 && exec env "$@"' \
+    _ "$PWD" "$at" "$@"
 }
 lane_node_a() {
   step "end-to-end on a real control plane (built from Go sources on first use, then cached)"
