@@ -85,6 +85,17 @@ pub fn assess(
         }
     }
     let pod_at = |ip: &str| by_ip.get(ip).map(|n| n.to_string());
+    // the last pass's hosts by IP (a director lists an IP once), and the backends by name: a
+    // scan of either per host made the ring's pass O(N^2) (benches/scale.rs)
+    let mut prev_by_ip: std::collections::HashMap<&str, &RingHostStatus> = Default::default();
+    for h in &prev.hosts {
+        prev_by_ip.entry(h.ip.as_str()).or_insert(h);
+    }
+    let before = |ip: &str| prev_by_ip.get(ip).copied();
+    let mut backend_named: std::collections::HashMap<&str, &BackendPod> = Default::default();
+    for b in input.backends {
+        backend_named.entry(b.name.as_str()).or_insert(b);
+    }
     let holder_of = |ip: &str| {
         prev.out.iter().find(|h| {
             h.ip == ip
@@ -97,37 +108,43 @@ pub fn assess(
         .map(|(_, hosts)| {
             let counts: Vec<Option<String>> = hosts
                 .iter()
-                .map(|h| counts_for(prev, h, holder_of(&h.ip), pod_at(&h.ip).as_deref()))
+                .map(|h| counts_for(before(&h.ip), h, holder_of(&h.ip), pod_at(&h.ip).as_deref()))
                 .collect();
+            let mut position: std::collections::HashMap<&str, usize> = Default::default();
+            for (i, h) in hosts.iter().enumerate() {
+                position.entry(h.ip.as_str()).or_insert(i);
+            }
             // back in the ring: at an IP whose host counts for it (its rejoin put it there),
             // not merely at one the ring has for another pod, and no longer held out (a rejoin
             // in flight may still be dropped and begun again from the host it left)
             let rejoined = |name: &str| {
                 !prev.out.iter().any(|o| o.pod == name)
-                    && input
-                        .backends
-                        .iter()
-                        .find(|b| b.name == name)
+                    && backend_named
+                        .get(name)
                         .and_then(|b| b.ip.as_deref())
-                        .and_then(|at| hosts.iter().position(|h| h.ip == at))
-                        .is_some_and(|i| counts[i].as_deref() == Some(name))
+                        .and_then(|at| position.get(at))
+                        .is_some_and(|i| counts[*i].as_deref() == Some(name))
             };
             hosts
                 .iter()
                 .zip(&counts)
                 .map(|(h, counts)| {
+                    let was = before(&h.ip);
+                    let has_ip =
+                        |name: &str| backend_named.get(name).is_some_and(|b| b.ip.is_some());
                     let former = former_pod(
                         prev,
-                        input.backends,
+                        was,
+                        &has_ip,
                         &rejoined,
                         &h.ip,
                         pod_at(&h.ip).as_deref(),
                     );
                     let (former_vhosts, former_up) = match &former {
-                        Some(f) => former_state(prev, h, f),
-                        None => before_take_out(prev, h, pod_at(&h.ip).as_deref()),
+                        Some(f) => former_state(prev, was, h, f),
+                        None => before_take_out(prev, was, h, pod_at(&h.ip).as_deref()),
                     };
-                    let taken_by = taken_by(prev, &h.ip, former.as_deref(), pod_at(&h.ip));
+                    let taken_by = taken_by(was, former.as_deref(), pod_at(&h.ip));
                     RingHostStatus {
                         ip: h.ip.clone(),
                         counts_for: counts.clone(),
@@ -266,22 +283,21 @@ pub fn assess(
 /// took the entry moved on before the pass saw the first one rejoin, the entry kept standing
 /// for it, and it rejoined from there again once outdated, at the count from before a human's
 /// change); one merely at an IP the ring has for another pod is not back.
+/// `before`: the last pass's host at `ip`; `has_ip`: whether the backend pod so named has an IP.
 fn former_pod(
     prev: &DovecotRingStatus,
-    backends: &[BackendPod],
+    before: Option<&RingHostStatus>,
+    has_ip: &dyn Fn(&str) -> bool,
     rejoined: &dyn Fn(&str) -> bool,
     ip: &str,
     now: Option<&str>,
 ) -> Option<String> {
     // as the last pass saw it, or, for a host added since (a rejoin's new IP), as the record
     // of who is out says
-    let was = prev
-        .hosts
-        .iter()
-        .find(|h| h.ip == ip)
+    let was = before
         .and_then(|h| h.stood_for())
         .or_else(|| prev.out.iter().find(|h| h.ip == ip).map(|h| h.pod.as_str()))?;
-    let has_ip = backends.iter().any(|b| b.name == was && b.ip.is_some());
+    let has_ip = has_ip(was);
     match now {
         Some(n) if n == was => None,
         _ if rejoined(was) => None,
@@ -295,18 +311,17 @@ fn former_pod(
 /// (`RingHostStatus::taken_by`): the one there now, else the one the last pass recorded while
 /// the host stood for the same former pod (found by the model: a pod that took a moved pod's
 /// entry, downed there by its rejoin, was scaled away before the moved pod's record read the
-/// entry, which took that `down` for a human's and put the moved pod back down).
+/// entry, which took that `down` for a human's and put the moved pod back down). `before`: the
+/// last pass's host at the IP.
 fn taken_by(
-    prev: &DovecotRingStatus,
-    ip: &str,
+    before: Option<&RingHostStatus>,
     former: Option<&str>,
     now: Option<String>,
 ) -> Option<String> {
     let former = former?;
     now.filter(|n| n != former).or_else(|| {
-        prev.hosts
-            .iter()
-            .find(|h| h.ip == ip && h.former_pod.as_deref() == Some(former))
+        before
+            .filter(|h| h.former_pod.as_deref() == Some(former))
             .and_then(|h| h.taken_by.clone())
     })
 }
@@ -318,9 +333,14 @@ fn taken_by(
 /// record of who is out. Another pod at the IP, or a rollout of it, changes the entry before
 /// `f` rejoins elsewhere (found by the model: a pod that took a moved pod's serving IP rejoined
 /// first and zeroed it, and the moved pod rejoined at 0 vhosts, down).
-fn former_state(prev: &DovecotRingStatus, now: &RingHost, f: &str) -> (Option<u32>, Option<bool>) {
+fn former_state(
+    prev: &DovecotRingStatus,
+    before: Option<&RingHostStatus>,
+    now: &RingHost,
+    f: &str,
+) -> (Option<u32>, Option<bool>) {
     let ip = now.ip.as_str();
-    if let Some(h) = prev.hosts.iter().find(|h| h.ip == ip) {
+    if let Some(h) = before {
         return match h.former_pod.as_deref() {
             Some(was) if was == f && h.former_vhosts.is_some() => (h.former_vhosts, h.former_up),
             // taken out for `f` itself while it sat there: as it was before that
@@ -353,12 +373,11 @@ fn former_state(prev: &DovecotRingStatus, now: &RingHost, f: &str) -> (Option<u3
 /// that only took the IP changes nothing (found by the model: a pod recreated at another pod's
 /// entry, moved on before any DBU of its own, rejoined at that entry's count and not its own).
 fn counts_for(
-    prev: &DovecotRingStatus,
+    before: Option<&RingHostStatus>,
     now: &RingHost,
     held: Option<&RingHolder>,
     pod: Option<&str>,
 ) -> Option<String> {
-    let before = prev.hosts.iter().find(|h| h.ip == now.ip);
     // put back: taking users, and out at the last pass or changed since (a claim given up
     // before anything was taken out leaves the host as it was: found by the model, the host
     // then counted for a pod that had only sat there, and that pod's own host was forgotten)
@@ -385,6 +404,7 @@ fn counts_for(
 /// vhosts, down). None otherwise.
 fn before_take_out(
     prev: &DovecotRingStatus,
+    before: Option<&RingHostStatus>,
     now: &RingHost,
     pod: Option<&str>,
 ) -> (Option<u32>, Option<bool>) {
@@ -392,7 +412,7 @@ fn before_take_out(
         return (None, None);
     };
     let held = prev.out.iter().any(|h| h.pod == pod);
-    let Some(h) = prev.hosts.iter().find(|h| h.ip == now.ip) else {
+    let Some(h) = before else {
         return (None, None);
     };
     if !(held && now.vhosts == 0) {
