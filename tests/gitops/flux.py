@@ -171,9 +171,9 @@ def read_all():
     (it reads the kinds one after another, in the order given): a kubectl costs about 0.1 CPU-s
     to start, and three every half second were most of this suite's. Three calls, as before, while
     a kind is not served yet (one unknown kind fails the whole call)."""
-    both = kubectl_json("get", "--all-namespaces", f"{KS},{APPS},{DBUS}")
-    if both is not None:
-        items = both.get("items", [])
+    listed = kubectl_json("get", "--all-namespaces", f"{KS},{APPS},{DBUS}")
+    if listed is not None:
+        items = listed.get("items", [])
 
         def of(kind, ns):
             return [i for i in items if i.get("kind") == kind and i["metadata"].get("namespace") == ns]
