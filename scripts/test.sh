@@ -8,7 +8,8 @@ step() { echo; echo "==> $* (at ${SECONDS}s)"; }
 
 # What runs side by side: the images and the Go builds the real nodes need (three lanes, below)
 # from the start, beside the checks; then four lanes: the tests and the model on the host; e2e on
-# a node, and the quickstart on another after whichever of those two ends first; real-node (two kubelets) on another; GitOps on a third. Side by side
+# a node; real-node (two kubelets) on another; GitOps on a third; the quickstart, on a node of its
+# own, follows whichever of the first two ends first (quickstart_once). Side by side
 # at 283559e (three lanes, GitOps after real-node) they took: cargo test and the model 765 s,
 # e2e 715, the quickstart 131, real-node 751, GitOps 328, with about 27 CPU-minutes spent in
 # their 18 minutes on 2 cores: room for a fourth lane. The build of the operator's image is

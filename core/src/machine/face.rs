@@ -96,6 +96,7 @@ pub fn assess(
     for b in input.backends {
         backend_named.entry(b.name.as_str()).or_insert(b);
     }
+    let has_ip = |name: &str| backend_named.get(name).is_some_and(|b| b.ip.is_some());
     let holder_of = |ip: &str| {
         prev.out.iter().find(|h| {
             h.ip == ip
@@ -130,8 +131,6 @@ pub fn assess(
                 .zip(&counts)
                 .map(|(h, counts)| {
                     let was = before(&h.ip);
-                    let has_ip =
-                        |name: &str| backend_named.get(name).is_some_and(|b| b.ip.is_some());
                     let former = former_pod(
                         prev,
                         was,
