@@ -47,7 +47,7 @@ krew_tools() {
   if [[ ! -x "$KREW_BIN/krew" || ! -x "$KREW_BIN/validate-krew-manifest" ]]; then
     log "building krew $KREW_VERSION from the Go module proxy"
     rm -rf "$KREW_BIN.tmp" && mkdir -p "$KREW_BIN.tmp"
-    GOBIN="$KREW_BIN.tmp" CGO_ENABLED=0 GOFLAGS=-mod=mod go install -trimpath \
+    GOBIN="$KREW_BIN.tmp" CGO_ENABLED=0 GOFLAGS='-mod=mod -gcflags=all=-dwarf=false' go install -trimpath -ldflags '-s -w' \
       "sigs.k8s.io/krew/cmd/krew@$KREW_VERSION" "sigs.k8s.io/krew/cmd/validate-krew-manifest@$KREW_VERSION"
     rm -rf "$KREW_BIN" && mv "$KREW_BIN.tmp" "$KREW_BIN"
   fi

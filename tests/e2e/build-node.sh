@@ -17,7 +17,8 @@ have=1; for b in "${want[@]}"; do [[ -x "$BIN/$b" ]] || have=0; done
 if [[ $have == 1 ]]; then log "reusing $BIN"; echo "$BIN"; exit 0; fi
 command -v go >/dev/null || { log "go is required"; exit 1; }
 rm -rf "$BIN.tmp" && mkdir -p "$BIN.tmp"
-export CGO_ENABLED=0 GOFLAGS=-mod=mod
+# no DWARF from the compiler: the link's -s -w drops it anyway (on CoreDNS: 223 CPU-s, not 247)
+export CGO_ENABLED=0 GOFLAGS='-mod=mod -gcflags=all=-dwarf=false'
 start=$(date +%s)
 log "building kubelet, kube-proxy and kube-scheduler v$KUBE_VERSION"
 (cd "$here/kube" && go build -trimpath -ldflags "$(kube_ldflags)" -o "$BIN.tmp/" k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kube-scheduler)

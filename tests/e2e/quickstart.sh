@@ -27,7 +27,7 @@ if [[ "${1:-}" != inside ]]; then
   if [[ ! -x "$REGISTRY_BIN" ]]; then
     echo "quickstart: building distribution's registry $REGISTRY_VERSION from the Go module proxy" >&2
     mkdir -p "$(dirname "$REGISTRY_BIN").tmp"
-    GOBIN="$(dirname "$REGISTRY_BIN").tmp" CGO_ENABLED=0 GOFLAGS=-mod=mod go install -trimpath \
+    GOBIN="$(dirname "$REGISTRY_BIN").tmp" CGO_ENABLED=0 GOFLAGS='-mod=mod -gcflags=all=-dwarf=false' go install -trimpath -ldflags '-s -w' \
       "github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION"
     rm -rf "$(dirname "$REGISTRY_BIN")" && mv "$(dirname "$REGISTRY_BIN").tmp" "$(dirname "$REGISTRY_BIN")"
   fi

