@@ -118,14 +118,26 @@ cargo build --locked --quiet -p dovecot-upgrade-operator -p kubectl-dbu
 cargo test --locked --workspace --lib --bins --tests --no-run --message-format=json-render-diagnostics > "$lanes/tests.json"
 
 lane_tests() {
+  # The model's build starts here, beside the tests' run: on a new machine it builds the
+  # dependencies from nothing (at 56a7e33 the model took 1,184 s after `cargo test`'s 487, and
+  # the lane ended the run), while the tests mostly wait on Dovecot. cargo judges freshness by
+  # mtime: at one path an older clone's sources could look older than a newer clone's build,
+  # and run it. The workspace crates' fingerprints go, so cargo always builds them (rustc's
+  # incremental cache compares contents); touching the sources instead would rebuild the
+  # quickstart's plugin in the node lane.
+  rm -rf target/model/.fingerprint/{dbu-core,dbu-lab,dovecot-upgrade-operator,kubectl-dbu}-*
+  at_one_path cargo test --profile model --locked --quiet --test model_based --no-run > "$lanes/model-build.log" 2>&1 &
+  local model_build=$!
+
   step "cargo test"
   # the test binaries run side by side (scripts/run-tests.py), not one after another as cargo does
-  /usr/bin/python3 scripts/run-tests.py 4 --test-threads 2 --show-output < "$lanes/tests.json"
+  /usr/bin/python3 scripts/run-tests.py 4 --test-threads 2 --show-output < "$lanes/tests.json" ||
+    { kill "$model_build" 2>/dev/null; wait "$model_build"; return 1; }
 
   # here, not in the checks (14 minutes of a new machine's, which every later lane waited
   # for): it packages the debug build of kubectl-dbu made above
   step "kubectl dbu as krew installs it: the manifest (.krew.yaml) rendered for a local archive, validated and installed by krew v0.4.3"
-  scripts/krew.sh check
+  scripts/krew.sh check || { kill "$model_build" 2>/dev/null; wait "$model_build"; return 1; }
 
   # 50,000 sequences from CI's fixed seed (0x5eed): the first half of the 100,000 it drew until
   # issue 33, about 110 CPU-s less. New seeds are drawn outside CI (scripts/model-bench.sh, or
@@ -137,11 +149,10 @@ lane_tests() {
   # this checkout bind-mounted at one path, in a mount namespace of its own: a core change then
   # built in 7 s in a second clone (137 s in the first, 350 CPU-s at a clone's own path).
   step "the model: its scenarios and 50,000 random event sequences through the real engine (optimised, incremental build)"
-  # cargo judges freshness by mtime: at one path an older clone's sources could look older than
-  # a newer clone's build, and run it. The workspace crates' fingerprints go, so cargo always
-  # builds them (rustc's incremental cache compares contents); touching the sources instead
-  # would rebuild the quickstart's plugin in the node lane.
-  rm -rf target/model/.fingerprint/{dbu-core,dbu-lab,dovecot-upgrade-operator,kubectl-dbu}-*
+  local rc=0
+  wait "$model_build" || rc=$?
+  cat "$lanes/model-build.log"
+  ((rc == 0)) || return "$rc"
   at_one_path DBU_MODEL_CASES=50000 cargo test --profile model --locked --quiet --test model_based -- --nocapture
 
   # then the quickstart, once its node can start, unless node_a's e2e ended first
