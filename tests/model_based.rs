@@ -3322,13 +3322,11 @@ fn found_replace_waiting_for_a_humans_host_says_so() {
     );
 }
 
-/// Shrunk by the model at seed 1 (issue 33), open: once the events stop, backend-0 is not in
-/// the ring at its new IP (10.0.0.15) after pods took each other's old IPs, a pass died, a pod
-/// was deleted and a second DBU began (docs/design.md, "Found, still open"). Ignored until
-/// fixed; CI's seed does not draw it.
+/// Shrunk by the model at seed 1 (issue 33; docs/design.md, item 80): backend-0 moved on
+/// during its soak from the entry its rejoin had put it back at; mx-0's restore then removed
+/// that entry as its own old one, and backend-0 was never added at its new IP.
 #[test]
-#[ignore]
-fn known_open_a_backend_back_at_a_new_ip_left_out_of_the_ring() {
+fn a_backend_moved_during_its_soak_rejoins_after_another_pods_restore() {
     use Ev::*;
     replay(
         Start {

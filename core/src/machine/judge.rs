@@ -668,7 +668,8 @@ pub fn restore_ips(
 }
 
 /// RingRestore's commands, in order: with a new IP, add it and remove the old host first
-/// (unless another backend has the old IP now, `old_reused`); then
+/// (unless the old entry is another backend's, `old_reused`: that pod is at it, or the ring's
+/// pass counts it for that pod); then
 /// the recorded vhost count, and `up` only if the backend was up before the rollout. A host a
 /// human took down stays down, never taking users between two commands: `add` makes a new
 /// host up, so it is added at 0 vhosts and put down before it gets its count (found by the
@@ -693,7 +694,7 @@ pub fn ring_restore_commands(
     if new != old {
         let at = if up { n } else { 0 };
         cmds.push(on_director(d.director_add(new, at), CommandKind::Plain));
-        // another backend has the old IP now: that entry is its, and stays
+        // the old entry is another backend's now: it stays, for that backend
         if !old_reused {
             cmds.push(on_director(
                 d.director_remove(old),

@@ -28,10 +28,12 @@ fn run(cx: &mut Cx<'_>) -> Run<StepResult> {
 /// runs them without writing what it saw first (an undo has no intent to write; a human's count
 /// set between an undo cut short and its next run is a limit docs/design.md names).
 pub fn put_back(cx: &mut Cx<'_>, old: IpAddr, new: IpAddr, now_ip: String) -> Run<StepResult> {
-    let old_reused = cx
-        .obs
-        .entry_of_other(&old.to_string(), &cx.rec.pod)
-        .is_some();
+    // whose the old entry is: the pod at it, one the ring's record holds at it, the one it stood
+    // for; or the one the ring's pass counts it for (a rejoin put that pod back there and it
+    // moved on: its own rejoin moves the count; found by the model, docs/design.md item 80)
+    let old_ip = old.to_string();
+    let old_reused = cx.obs.entry_of_other(&old_ip, &cx.rec.pod).is_some()
+        || cx.obs.count_of_other(&old_ip, &cx.rec.pod).is_some();
     for c in judge::ring_restore_commands(cx.s, cx.rec, old, new, old_reused) {
         cx.run(c.on, &c.argv, c.kind)?;
     }

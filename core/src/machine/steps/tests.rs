@@ -419,6 +419,48 @@ mod replay {
         }
     }
 
+    /// RingRestore at a new IP removes the record's old entry only while that entry is no other
+    /// pod's: one the ring's pass counts for another pod (that pod's rejoin put it back there
+    /// and it moved on, so no pod is at it) stays for that pod's own rejoin (found by the model
+    /// at seed 1: mx-0's restore removed the entry backend-0 had just been put back at, and
+    /// backend-0, moved on meanwhile, was never added at its new IP).
+    #[test]
+    fn ring_restore_keeps_an_old_entry_the_ring_counts_for_another_pod() {
+        let (s, _, mut obs) = at_soak();
+        let mut rec = fixtures::record(2, Step::RingRestore, ts(-5), "rev-1", 20);
+        rec.new_pod_uid = obs.pods[2].uid.clone();
+        obs.pods[2].ip = Some("127.0.0.99".into());
+        let ring = format!(
+            r#"[{{"mail server ip":"{}","tag":"","vhosts":"100","state":"up","state-changed":"-","users":"0"}}]"#,
+            rec.ip
+        );
+        // (what the ring's pass counts the old entry for, whether the restore removes it)
+        for (counts_for, removed) in [
+            (None, true),
+            (Some("backend-2"), true),
+            (Some("mx-0"), false),
+        ] {
+            let mut obs = obs.clone();
+            obs.ring_former = vec![crate::api::StoodFor {
+                ip: rec.ip.clone(),
+                pod: "backend-2".into(),
+                vhosts: 20,
+                up: true,
+                counts_for: counts_for.map(Into::into),
+                taken_by: None,
+            }];
+            let (asked, result) = run_to_end(input(&s, &rec, &obs), |_| ok(&ring));
+            assert!(matches!(result, StepResult::Advanced { .. }), "{result:?}");
+            assert!(asked[0].ends_with("add 127.0.0.99 20"), "{asked:?}");
+            let remove = format!("remove {}", rec.ip);
+            assert_eq!(
+                asked.iter().any(|a| a.ends_with(&remove)),
+                removed,
+                "{counts_for:?}: {asked:?}"
+            );
+        }
+    }
+
     /// Runs an undo to its result like `run_to_end` runs a step.
     fn undo_to_end(
         input: Input<'_>,
