@@ -137,6 +137,9 @@ operator() { # out.tar [tree [version]]
   local target="${IMAGE_TARGET:-$CACHE/image-target}"
   mkdir -p "$target" "$HOME/.cargo"
   log "buildah build of $name from $tree"
+  # the image this build takes the name from, untagged by it (one per run piled up in buildah's
+  # storage, 39 of them on the author's machine): removed once the build has the name
+  local replaced; replaced="$(buildah inspect --type image --format '{{.FromImageID}}' "$name" 2>/dev/null || true)"
   # the target folder in a cache volume: the next build compiles only what changed
   buildah build --quiet --layers=false --pull=never \
     --build-arg BUILD_IMAGE="$BUILD_IMAGE" --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg VERSION="$version" \
@@ -144,6 +147,9 @@ operator() { # out.tar [tree [version]]
     --volume "$HOME/.rustup:/usr/local/rustup:ro" --volume "$HOME/.cargo:/usr/local/cargo" \
     --volume "$target:/src/target" \
     -f "$CONTAINERFILE" -t "$name" "$tree" >/dev/null
+  if [[ -n "$replaced" && "$replaced" != "$(buildah inspect --type image --format '{{.FromImageID}}' "$name")" ]]; then
+    buildah rmi "$replaced" >/dev/null 2>&1 || true
+  fi
   rm -f "$out"
   local digest; digest="$(mktemp)"
   buildah push --quiet --digestfile "$digest" "$name" "oci-archive:$out:$name"
