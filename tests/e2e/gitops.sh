@@ -329,7 +329,8 @@ YAML
     kubectl -n argocd patch configmap argocd-cm --patch-file charts/dovecot-upgrade-operator/argocd/argocd-cm-patch.yaml >/dev/null
 }
 check "Argo CD's CRDs and settings: argocd-cm with the shipped patch (health and actions), the cluster, a project" argo_objects
-"$state/argocd/bin/argocd-application-controller" --kubeconfig "$KUBECONFIG" --namespace argocd --redis 127.0.0.1:6379 \
+# its diffs' scratch folders (argocd-diff*) in the suite's state, not /tmp, where they piled up
+TMPDIR="$state/argocd/tmp" "$state/argocd/bin/argocd-application-controller" --kubeconfig "$KUBECONFIG" --namespace argocd --redis 127.0.0.1:6379 \
   --repo-server 127.0.0.1:8081 --repo-server-plaintext --metrics-port 18082 --app-resync 10 \
   > "$state/logs/argocd-application-controller.log" 2>&1 &
 argo_up() { curl -fsS http://127.0.0.1:18084/metrics >/dev/null && curl -fsS http://127.0.0.1:18082/metrics >/dev/null; }
