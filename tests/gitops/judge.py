@@ -236,7 +236,8 @@ def run_action(argocd, cm, path, action, params=None):
     it leaves (None when none came back) and argocd's output, for messages."""
     import yaml
     # run-action prints a diff of (live, acted): a diff program that prints its second file
-    env = dict(os.environ, KUBECTL_EXTERNAL_DIFF="sh -c 'cat \"$2\"' diff")
+    # and its scratch folders (argocd-diff*) in the judge's temporary folder, not /tmp
+    env = dict(os.environ, KUBECTL_EXTERNAL_DIFF="sh -c 'cat \"$2\"' diff", TMPDIR=os.path.dirname(cm))
     argv = [argocd, "admin", "settings", "resource-overrides", "run-action", path, action,
             "--argocd-cm-path", cm]
     for k, v in (params or {}).items():
