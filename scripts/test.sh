@@ -128,16 +128,18 @@ lane_tests() {
   rm -rf target/model/.fingerprint/{dbu-core,dbu-lab,dovecot-upgrade-operator,kubectl-dbu}-*
   at_one_path cargo test --profile model --locked --quiet --test model_based --no-run > "$lanes/model-build.log" 2>&1 &
   local model_build=$!
+  # a failure below ends the lane: the build goes with it
+  model_build_gone() { kill "$model_build" 2>/dev/null; wait "$model_build" || true; }
 
   step "cargo test"
   # the test binaries run side by side (scripts/run-tests.py), not one after another as cargo does
   /usr/bin/python3 scripts/run-tests.py 4 --test-threads 2 --show-output < "$lanes/tests.json" ||
-    { kill "$model_build" 2>/dev/null; wait "$model_build"; return 1; }
+    { model_build_gone; return 1; }
 
   # here, not in the checks (14 minutes of a new machine's, which every later lane waited
   # for): it packages the debug build of kubectl-dbu made above
   step "kubectl dbu as krew installs it: the manifest (.krew.yaml) rendered for a local archive, validated and installed by krew v0.4.3"
-  scripts/krew.sh check || { kill "$model_build" 2>/dev/null; wait "$model_build"; return 1; }
+  scripts/krew.sh check || { model_build_gone; return 1; }
 
   # 50,000 sequences from CI's fixed seed (0x5eed): the first half of the 100,000 it drew until
   # issue 33, about 110 CPU-s less. New seeds are drawn outside CI (scripts/model-bench.sh, or
