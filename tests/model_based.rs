@@ -175,6 +175,10 @@ fn survey() {
 
 fn replay(start: Start, events: &[Ev]) {
     let v = run(start, events, true);
+    // the trace of a replay that passes, to see how a fix plays out
+    if std::env::var_os("DBU_MODEL_TRACE").is_some() {
+        eprintln!("{}", v.log.join("\n"));
+    }
     assert!(
         v.violations.is_empty(),
         "{:?}\n{}",
@@ -3356,14 +3360,13 @@ fn a_backend_moved_during_its_soak_rejoins_after_another_pods_restore() {
     );
 }
 
-/// Shrunk by the model at seed 7 (issue 33), open (docs/design.md, "Found, still open"): mx-0's
-/// drain re-asserted its `update 0` (after a human's count there was recorded) while the only
-/// other serving entry, where backend-0's rejoin had just put it back, had lost its pod
-/// (backend-0 moved again): no host served. Fails with and without item 80's change. Ignored
-/// until fixed; CI's seed does not draw it.
+/// Shrunk by the model at seed 7 (issue 33); fixed (docs/design.md item 81): mx-0's drain
+/// re-asserted its `update 0` (after a human's count there was recorded) while the only other
+/// serving entry, where backend-0's rejoin had just put it back, had lost its pod (backend-0
+/// moved again): no host served. The entry the ring's record holds a backend out at, with no
+/// pod at its IP, no longer counts as serving; the drain waits until backend-0 is back.
 #[test]
-#[ignore]
-fn known_open_a_drain_reasserted_while_the_only_other_serving_entry_lost_its_pod() {
+fn found_a_drain_reasserted_while_the_only_other_serving_entry_lost_its_pod() {
     use Ev::*;
     replay(
         Start {

@@ -189,7 +189,7 @@ fn last_serving(
                 Decision::wait(
                     WaitReason::InsufficientRingCapacity,
                     format!(
-                        "{}: given {} vhosts again by hand while every other host is down or at 0 vhosts; it is the only host that takes users, so it is drained again only once another host serves",
+                        "{}: given {} vhosts again by hand while every other host is down, at 0 vhosts or without a Ready pod; it is the only host that takes users, so it is drained again only once another host serves",
                         rec.pod, host.vhosts
                     ),
                     Duration::from_secs(30),

@@ -161,6 +161,20 @@ impl Observed {
                 .ring_former
                 .iter()
                 .any(|f| f.ip == host.ip && self.ip_held_by_other(&f.ip, "").is_none())
+            // nor at the entry a backend held out stands at when its pod has left it: a
+            // rejoin's new entry, put back, is not in the ring's pass until it runs again
+            // (found by the model with seed 7: a drain re-asserted its `update 0` while the only
+            // other serving host was such an entry, its pod moved on, and no host served)
+            && !self.held_vacated(&host.ip)
+    }
+
+    /// Whether the ring's record (as read in this pass) holds a backend out at `ip` while no
+    /// pod of the ring has that IP now.
+    fn held_vacated(&self, ip: &str) -> bool {
+        let Some(Ok(lock)) = &self.ring_lock else {
+            return false;
+        };
+        lock.holders.iter().any(|h| h.ip == ip) && self.ip_held_by_other(ip, "").is_none()
     }
 
     /// Whether the pod whose Dovecot `rec`'s StopDovecot stopped is still the one under its

@@ -1471,3 +1471,55 @@ fn the_last_serving_wait_counts_the_records_old_ip_another_pod_serves_at() {
     let d = decide(&s, &status(vec![r]), &obs, ts(1));
     assert_eq!(reason(&d), "InsufficientRingCapacity", "{d:?}");
 }
+
+/// The wait for another serving host before a drained record's entry, given vhosts again by
+/// hand, is zeroed again does not count an entry the ring's record holds another backend out
+/// at while no pod of the ring has its IP: a rejoin's new entry whose pod moved on serves
+/// nobody (found by the model with seed 7: the drain's re-assert left no host serving). A host
+/// no record holds and no pod has (a backend outside Kubernetes) still serves.
+#[test]
+fn the_last_serving_wait_does_not_count_a_held_entry_whose_pod_left_it() {
+    let s = settings();
+    let other = "127.0.0.60";
+    let holder = RingHolder {
+        dbu: "mail/mx".into(),
+        pod: "mx-0".into(),
+        ip: other.into(),
+        max_unavailable: 1,
+        left_out: None,
+        reason: None,
+    };
+    // (held out there?, a ring pod at it?) -> the decision
+    let t = [
+        ((true, false), "InsufficientRingCapacity"),
+        ((true, true), "Reassert"),
+        ((false, false), "Reassert"),
+    ];
+    for ((held, there), want) in t {
+        let mut obs = locked(RingLock {
+            version: Some("1".into()),
+            holders: if held { vec![holder.clone()] } else { vec![] },
+        });
+        let ring = obs.ring.as_mut().unwrap();
+        // backend-2 drained, a human gave it 40 again and took the other two down; the only
+        // other host up with vhosts is mx-0's new entry
+        ring[2].vhosts = 40;
+        ring[0].up = false;
+        ring[1].up = false;
+        ring.push(RingHost {
+            ip: other.into(),
+            vhosts: 100,
+            up: true,
+            users: 0,
+        });
+        let at = if there { other } else { "127.0.0.61" };
+        obs.ring_pods.push(("mx-0".into(), Some(at.into())));
+        let d = decide(
+            &s,
+            &status(vec![rec(2, Step::WaitSessions, 0)]),
+            &obs,
+            ts(1),
+        );
+        assert_eq!(reason(&d), want, "held {held}, pod there {there}: {d:?}");
+    }
+}
