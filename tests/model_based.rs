@@ -3389,3 +3389,32 @@ fn found_a_drain_reasserted_while_the_only_other_serving_entry_lost_its_pod() {
         ],
     );
 }
+
+/// Shrunk by the model at seed 2027 (issue 33); fixed (docs/design.md item 82): backend-1 came
+/// back at a new IP whose entry a human then took down with its vhosts kept; its rejoin began,
+/// was dropped the next pass for want of the slot backend-0's soak held, and began again, pass
+/// after pass, so backend-0's soak never ran and the rollout never ended.
+#[test]
+fn found_a_rejoin_begun_and_dropped_for_ever_at_an_entry_a_human_took_down() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [2, 1],
+            both: true,
+        },
+        &[
+            Pass(1),
+            PodMoved(7),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            Pass(0),
+            StatusConflict(0),
+            Pass(0),
+            Pass(1),
+            PodTakesOldIp(0),
+            PodDeleted(7),
+            HumanDown(7),
+        ],
+    );
+}

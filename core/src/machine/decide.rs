@@ -644,8 +644,9 @@ fn rejoin(
         // back at an IP the ring has for another pod that moved, and users are sent there: the
         // pod serves them already, and taking it out to verify it is a backend out like a
         // drain: it waits for the ring's slot and its capacity (found by the model: a rejoin
-        // took its serving IP out while another backend was out), and serves meanwhile
-        if ring.iter().any(|h| h.ip == ip && obs.takes_users(h)) {
+        // took its serving IP out while another backend was out), and serves meanwhile; also
+        // one whose entry a human took down with its vhosts kept (`steps::weighed_at`)
+        if steps::weighed_at(&pod.name, ip, ring, obs) {
             let lk = match lock::read(obs) {
                 Ok(lk) => lk,
                 Err(wait) => return Ok(Some(wait)),
@@ -655,7 +656,7 @@ fn rejoin(
                     Decision::wait(
                         reason,
                         format!(
-                            "{} came back at {ip}, where users are sent, and is verified there once it may be taken out (a slot of the ring, and enough other hosts serving)",
+                            "{} came back at {ip}, an entry users are sent to or a human took down with its vhosts kept, and is verified there once it may be taken out (a slot of the ring, and enough other hosts serving)",
                             pod.name
                         ),
                         Duration::from_secs(30),

@@ -746,19 +746,24 @@ pub fn serving_ips<'a>(rec: &'a BackendStatus, ring: &[RingHost], obs: &Observed
 /// as much as theirs (found by the model: a rejoin's pod recreated during its soak, a human's
 /// `down` of it, and the drift zeroed it beside another backend's drain).
 pub fn weighed_ips<'a>(rec: &'a BackendStatus, ring: &[RingHost], obs: &Observed) -> Vec<&'a str> {
-    let serving = serving_ips(rec, ring, obs);
-    let downed_by_other = |ip: &&str| {
-        obs.is_at(&rec.pod, ip)
-            && ring
-                .iter()
-                .any(|h| h.ip == *ip && !h.up && h.vhosts > 0 && !obs.ring_unready.contains(&h.ip))
-    };
-    let others: Vec<&str> = std::iter::once(rec.ip.as_str())
+    std::iter::once(rec.ip.as_str())
         .chain(rec.new_ip.as_deref())
-        .filter(|ip| !serving.contains(ip))
-        .filter(downed_by_other)
-        .collect();
-    serving.into_iter().chain(others).collect()
+        .filter(|ip| weighed_at(&rec.pod, ip, ring, obs))
+        .collect()
+}
+
+/// Whether the entry at `ip`, where `pod` is now, is one a rejoin weighs for room before it
+/// takes it out (`weighed_ips`): one that serves, or one down with its vhosts kept. A rejoin
+/// begins only with room for it, as it is weighed once begun (found by the model with seed
+/// 2027: a pod whose new entry a human had taken down began a rejoin, was dropped for want of a
+/// slot the next pass, and began again, so the backend holding the slot never got a pass).
+pub fn weighed_at(pod: &str, ip: &str, ring: &[RingHost], obs: &Observed) -> bool {
+    obs.is_at(pod, ip)
+        && ring.iter().any(|h| {
+            h.ip == ip
+                && (obs.takes_users(h)
+                    || (!h.up && h.vhosts > 0 && !obs.ring_unready.contains(&h.ip)))
+        })
 }
 
 /// Whether a record keeps out an entry the ring still sends users to (`serving_ips`).

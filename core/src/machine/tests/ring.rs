@@ -1523,3 +1523,48 @@ fn the_last_serving_wait_does_not_count_a_held_entry_whose_pod_left_it() {
         assert_eq!(reason(&d), want, "held {held}, pod there {there}: {d:?}");
     }
 }
+
+/// A pod that came back at a new IP whose entry a human took down with its vhosts kept begins
+/// its rejoin only with room to take it out, as a begun rejoin is weighed (`rejoin_room`):
+/// otherwise it begins, is dropped for want of a slot the next pass, and begins again, and the
+/// backend that holds the slot never gets a pass (found by the model with seed 2027).
+#[test]
+fn a_moved_pod_at_an_entry_a_human_took_down_begins_its_rejoin_only_with_room() {
+    let s = settings();
+    let landed = "127.0.0.77";
+    // another DBU holds the ring's only slot
+    let other = RingHolder {
+        dbu: "mail/mx".into(),
+        pod: "mx-0".into(),
+        ip: "127.0.0.60".into(),
+        max_unavailable: 1,
+        left_out: None,
+        reason: None,
+    };
+    // (the human's down at the new entry?, the slot taken?) -> the decision
+    let t = [
+        ((true, true), "RingBusy"),
+        ((true, false), "Begin"),
+        ((false, true), "Begin"),
+    ];
+    for ((down, taken), want) in t {
+        let mut done = rec(1, Step::Done, 0);
+        done.from_revision = Some(OLD.into());
+        let mut obs = locked(RingLock {
+            version: Some("1".into()),
+            holders: if taken { vec![other.clone()] } else { vec![] },
+        });
+        obs.pods = (0..3).map(|i| pod(i, NEW)).collect();
+        obs.pods[1].ip = Some(landed.into());
+        let ring = obs.ring.as_mut().unwrap();
+        // backend-1's new entry is in the ring already (a restore cut short), at 50 vhosts
+        ring.push(RingHost {
+            ip: landed.into(),
+            vhosts: if down { 50 } else { 0 },
+            up: !down,
+            users: 0,
+        });
+        let d = decide(&s, &status(vec![done]), &obs, ts(5));
+        assert_eq!(reason(&d), want, "down {down}, slot taken {taken}: {d:?}");
+    }
+}
