@@ -130,8 +130,8 @@ lane_tests() {
   rm -rf target/model/.fingerprint/{dbu-core,dbu-lab,dovecot-upgrade-operator,kubectl-dbu}-*
   # 50,000 sequences from CI's fixed seed (0x5eed): the first half of the 100,000 it drew until
   # issue 33, about 110 CPU-s less. New seeds are drawn outside CI (scripts/model-bench.sh, or
-  # DBU_MODEL_SEED): a seed per commit was tried; it and two other new seeds found four cases
-  # (docs/design.md: 77-79, and 81), each of which would turn CI red at a random commit.
+  # DBU_MODEL_SEED): a seed per commit was tried; it and other new seeds found the cases of
+  # docs/design.md items 76-82, each of which would have turned CI red at a random commit.
   # Its build is the `model` profile (release, incremental; Cargo.toml): the release build took
   # 200 CPU-s of every warm run, for a change that touched one function. rustc's incremental
   # cache is keyed by the sources' path and each CI run is a new clone, so the build runs with
