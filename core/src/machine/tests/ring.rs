@@ -1481,14 +1481,6 @@ fn the_last_serving_wait_counts_the_records_old_ip_another_pod_serves_at() {
 fn the_last_serving_wait_does_not_count_a_held_entry_whose_pod_left_it() {
     let s = settings();
     let other = "127.0.0.60";
-    let holder = RingHolder {
-        dbu: "mail/mx".into(),
-        pod: "mx-0".into(),
-        ip: other.into(),
-        max_unavailable: 1,
-        left_out: None,
-        reason: None,
-    };
     // (held out there?, a ring pod at it?) -> the decision
     let t = [
         ((true, false), "InsufficientRingCapacity"),
@@ -1496,10 +1488,7 @@ fn the_last_serving_wait_does_not_count_a_held_entry_whose_pod_left_it() {
         ((false, false), "Reassert"),
     ];
     for ((held, there), want) in t {
-        let mut obs = locked(RingLock {
-            version: Some("1".into()),
-            holders: if held { vec![holder.clone()] } else { vec![] },
-        });
+        let mut obs = locked(mx_holds(other, held));
         let ring = obs.ring.as_mut().unwrap();
         // backend-2 drained, a human gave it 40 again and took the other two down; the only
         // other host up with vhosts is mx-0's new entry
@@ -1532,15 +1521,6 @@ fn the_last_serving_wait_does_not_count_a_held_entry_whose_pod_left_it() {
 fn a_moved_pod_at_an_entry_a_human_took_down_begins_its_rejoin_only_with_room() {
     let s = settings();
     let landed = "127.0.0.77";
-    // another DBU holds the ring's only slot
-    let other = RingHolder {
-        dbu: "mail/mx".into(),
-        pod: "mx-0".into(),
-        ip: "127.0.0.60".into(),
-        max_unavailable: 1,
-        left_out: None,
-        reason: None,
-    };
     // (the human's down at the new entry?, the slot taken?) -> the decision
     let t = [
         ((true, true), "RingBusy"),
@@ -1550,10 +1530,8 @@ fn a_moved_pod_at_an_entry_a_human_took_down_begins_its_rejoin_only_with_room() 
     for ((down, taken), want) in t {
         let mut done = rec(1, Step::Done, 0);
         done.from_revision = Some(OLD.into());
-        let mut obs = locked(RingLock {
-            version: Some("1".into()),
-            holders: if taken { vec![other.clone()] } else { vec![] },
-        });
+        // another DBU holds the ring's only slot, or nobody does
+        let mut obs = locked(mx_holds("127.0.0.60", taken));
         obs.pods = (0..3).map(|i| pod(i, NEW)).collect();
         obs.pods[1].ip = Some(landed.into());
         let ring = obs.ring.as_mut().unwrap();
@@ -1566,5 +1544,22 @@ fn a_moved_pod_at_an_entry_a_human_took_down_begins_its_rejoin_only_with_room() 
         });
         let d = decide(&s, &status(vec![done]), &obs, ts(5));
         assert_eq!(reason(&d), want, "down {down}, slot taken {taken}: {d:?}");
+    }
+}
+
+/// The ring's record as read: another DBU holds mx-0 out at `ip` (its only slot), or, when not
+/// `held`, nobody holds anything.
+fn mx_holds(ip: &str, held: bool) -> RingLock {
+    let holder = RingHolder {
+        dbu: "mail/mx".into(),
+        pod: "mx-0".into(),
+        ip: ip.into(),
+        max_unavailable: 1,
+        left_out: None,
+        reason: None,
+    };
+    RingLock {
+        version: Some("1".into()),
+        holders: if held { vec![holder] } else { vec![] },
     }
 }
