@@ -3419,15 +3419,14 @@ fn found_a_rejoin_begun_and_dropped_for_ever_at_an_entry_a_human_took_down() {
     );
 }
 
-/// Shrunk by the model at seed 2027 (issue 33), open (docs/design.md, "Found, still open"):
+/// Shrunk by the model at seed 2027 (issue 33), second case; fixed (docs/design.md item 83):
 /// mx-0 moved and backend-0 came back at mx-0's old entry; backend-0's rejoin zeroed that
 /// entry, an abort put it back at backend-0's own count, and the DBU was deleted. mx-0's rejoin
 /// (another DBU, no record of mx-0) then took that count for mx-0's and put mx-0 back at 100
-/// vhosts, not its 50: the ring's record no longer held mx-0's own count. It fails on the code
-/// from before issue 33's ninth part too. Ignored until fixed; CI's seed does not draw it.
+/// vhosts, not its 50. The ring's pass now keeps, for a pod that left, the count it last read
+/// for it when the entry's count is another pod's now.
 #[test]
-#[ignore]
-fn known_open_a_rejoin_takes_the_count_another_pods_undo_put_at_its_old_entry() {
+fn found_a_rejoin_took_the_count_another_pods_undo_put_at_its_old_entry() {
     use Ev::*;
     replay(
         Start {

@@ -140,7 +140,7 @@ pub fn assess(
                         pod_at(&h.ip).as_deref(),
                     );
                     let (former_vhosts, former_up) = match &former {
-                        Some(f) => former_state(prev, was, h, f),
+                        Some(f) => former_state(prev, was, h, f, counts.as_deref()),
                         None => before_take_out(prev, was, h, pod_at(&h.ip).as_deref()),
                     };
                     let taken_by = taken_by(was, former.as_deref(), pod_at(&h.ip));
@@ -337,14 +337,24 @@ fn former_state(
     before: Option<&RingHostStatus>,
     now: &RingHost,
     f: &str,
+    counts_now: Option<&str>,
 ) -> (Option<u32>, Option<bool>) {
     let ip = now.ip.as_str();
     if let Some(h) = before {
+        // the count is another pod's now (the pod at the IP, put back there by its rejoin or
+        // its undo since the last pass), where the last pass read it as `f`'s: not a human's
+        // change for `f`, so `f`'s is as that pass read it (found by the model with seed 2027:
+        // a moved pod rejoined elsewhere at the count another pod's undo had put at its entry)
+        let others_now = counts_now.is_some_and(|c| c != f)
+            && h.former_pod.is_none()
+            && h.pod.as_deref() == Some(f)
+            && h.counts_for.as_deref().unwrap_or(f) == f;
         return match h.former_pod.as_deref() {
             Some(was) if was == f && h.former_vhosts.is_some() => (h.former_vhosts, h.former_up),
             // taken out for `f` itself while it sat there: as it was before that
             None if now.vhosts == 0 && h.former_vhosts.is_some() => (h.former_vhosts, h.former_up),
             _ if now.vhosts == 0 && !now.up => (Some(h.vhosts), Some(h.up)),
+            _ if others_now => (Some(h.vhosts), Some(h.up)),
             _ => (Some(now.vhosts), Some(now.up)),
         };
     }
@@ -853,6 +863,38 @@ mod tests {
             counts(&pass(ring(100), &backends()[..2], &old)),
             counts(&first)
         );
+    }
+
+    /// A pod that left its host between two passes, where another pod's rejoin (or its undo)
+    /// put that other pod back at its own count meanwhile, keeps the count the last pass read
+    /// for it: the count there now is the other pod's, not a human's change (found by the
+    /// model with seed 2027: mx-0 rejoined elsewhere at backend-0's 100, not its own 50).
+    #[test]
+    fn a_pod_that_left_keeps_its_count_where_another_pods_rejoin_put_its_own_since() {
+        let pass = one_director_pass;
+        let ring = |v1: u32| vec![host(0, 100, true, 0), host(1, v1, true, 0)];
+        let mut pods = backends();
+        pods.truncate(2);
+        let first = pass(ring(50), &pods, &DovecotRingStatus::default());
+        let ip1 = first.hosts[1].ip.clone();
+        // backend-1 moves away; backend-0 comes back at backend-1's old IP, and its rejoin puts
+        // it back there at its own 100 (held out at that IP by its DBU)
+        pods[1].ip = Some("10.0.0.77".into());
+        pods[0].ip = Some(ip1.clone());
+        let mut held = first.clone();
+        held.out = vec![rolled("backend-0", ip1.clone())];
+        let after = pass(ring(100), &pods, &held);
+        let h = &after.hosts[1];
+        assert_eq!(
+            (h.former_pod.as_deref(), h.counts_for.as_deref()),
+            (Some("backend-1"), Some("backend-0"))
+        );
+        assert_eq!((h.former_vhosts, h.former_up), (Some(50), Some(true)));
+        // a human's count on it while it still counts for backend-1 is backend-1's
+        let by_hand = pass(ring(70), &pods, &first);
+        let h = &by_hand.hosts[1];
+        assert_eq!(h.counts_for.as_deref(), Some("backend-1"));
+        assert_eq!(h.former_vhosts, Some(70));
     }
 
     #[test]
