@@ -3447,14 +3447,14 @@ fn found_a_rejoin_took_the_count_another_pods_undo_put_at_its_old_entry() {
     );
 }
 
-/// Shrunk by the model at seed 2027 (issue 33), a third case, open (docs/design.md, "Found,
-/// still open"): as `found_a_rejoin_took_the_count_another_pods_undo_put_at_its_old_entry`,
-/// but backend-0 moved again after its abort put it back, and its DBU was then deleted with no
-/// pass between: nothing rejoins backend-0 at its new IP. It fails on the code before item 83
-/// too (with mx-0's count as well). Ignored until fixed; CI's seed does not draw it.
+/// Shrunk by the model at seed 2027 (issue 33), a third case (docs/design.md item 84): as
+/// `found_a_rejoin_took_the_count_another_pods_undo_put_at_its_old_entry`, but backend-0 moved
+/// again after its abort put it back at mx-0's old entry, and its DBU was then deleted with no
+/// pass between. The ring named that entry only for mx-0, so nothing rejoined backend-0 at
+/// its new IP; it now stands for both, each at its own count. It failed on the code before
+/// item 83 too.
 #[test]
-#[ignore]
-fn known_open_a_pod_that_moved_just_before_its_dbu_was_deleted_is_not_rejoined() {
+fn found_a_pod_that_moved_just_before_its_dbu_was_deleted_was_not_rejoined() {
     use Ev::*;
     replay(
         Start {
@@ -3472,6 +3472,37 @@ fn known_open_a_pod_that_moved_just_before_its_dbu_was_deleted_is_not_rejoined()
             Pass(0),
             PodMoved(3),
             DeleteDbu(0),
+        ],
+    );
+}
+
+/// As `found_a_pod_that_moved_just_before_its_dbu_was_deleted_was_not_rejoined`, with the
+/// ring's pass between and the DBU deleted before backend-0 moves: the deletion lets go as it
+/// should (the pass has recorded the entry as counting for backend-0), and the ring's record
+/// must still name backend-0 once it moves (item 84).
+#[test]
+fn found_a_pod_put_back_over_a_moved_pods_entry_moved_on_after_its_dbu_was_deleted() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [2, 1],
+            both: false,
+        },
+        &[
+            PodMoved(2),
+            PodTakesOldIp(3),
+            Pass(0),
+            Kill(0, 4),
+            Pass(0),
+            Pass(0),
+            Abort(0),
+            Pass(0),
+            RingPass,
+            DeleteDbu(0),
+            Pass(0),
+            RingPass,
+            Pass(0),
+            PodMoved(3),
         ],
     );
 }

@@ -1076,13 +1076,18 @@ impl Run {
 }
 
 /// The StatefulSets of pods back at a new IP that the ring's record still names as a host's
-/// former pod (the ring does not have the new IP yet, or has it for another pod that moved,
-/// or still has the old entry): their DBU rejoins them.
+/// former pod, or as the pod a host it left counts for (the ring does not have the new IP yet,
+/// or has it for another pod that moved, or still has the old entry): their DBU rejoins them.
 fn moved_out(st: &State) -> Vec<String> {
     st.ring_status
         .hosts
         .iter()
-        .filter_map(|h| st.pods.get(h.former_pod.as_ref()?))
+        .flat_map(|h| {
+            let counted = h.counts_for.as_ref().filter(|_| h.counts_vhosts.is_some());
+            [h.former_pod.as_ref(), counted]
+        })
+        .flatten()
+        .filter_map(|name| st.pods.get(name))
         .map(|p| p.sts.clone())
         .collect()
 }

@@ -208,6 +208,15 @@ pub struct RingHostStatus {
     /// down for itself), so no change there is read as a human's for `formerPod`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taken_by: Option<String>,
+    /// The vhost count this host had for `countsFor` while that pod is not the one the host
+    /// stands for, has left the IP and is not back in the ring: a DBU put it back here, over
+    /// the entry of a pod that had left it, and then it moved on too. The host stands for both
+    /// (each rejoins by its own count); kept while the entry is taken out for the other one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts_vhosts: Option<u32>,
+    /// Whether this host was up for `countsFor` (as for `countsVhosts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts_up: Option<bool>,
 }
 
 impl RingHostStatus {
@@ -220,21 +229,37 @@ impl RingHostStatus {
 
 impl DovecotRingStatus {
     /// Every host with the pod it stands for and that pod's state there (what a pod back at a
-    /// new IP rejoins by).
+    /// new IP rejoins by); a host that also stands for the pod it counts for
+    /// (`RingHostStatus::counts_vhosts`) is listed for that pod too.
     pub fn stood_for(&self) -> Vec<StoodFor> {
         self.hosts
             .iter()
-            .filter_map(|h| {
+            .flat_map(|h| {
                 // the former pod's state, or, for the pod at it now, its state before the
                 // operator took it out
-                Some(StoodFor {
+                let stood = h.stood_for().map(|pod| StoodFor {
                     ip: h.ip.clone(),
-                    pod: h.stood_for()?.to_string(),
+                    pod: pod.to_string(),
                     vhosts: h.former_vhosts.unwrap_or(h.vhosts),
                     up: h.former_up.unwrap_or(h.up),
                     counts_for: h.counts_for.clone(),
                     taken_by: h.taken_by.clone(),
-                })
+                    counted: false,
+                });
+                let counted = h
+                    .counts_for
+                    .as_ref()
+                    .zip(h.counts_vhosts.zip(h.counts_up))
+                    .map(|(pod, (vhosts, up))| StoodFor {
+                        ip: h.ip.clone(),
+                        pod: pod.clone(),
+                        vhosts,
+                        up,
+                        counts_for: Some(pod.clone()),
+                        taken_by: None,
+                        counted: true,
+                    });
+                stood.into_iter().chain(counted)
             })
             .collect()
     }
@@ -252,6 +277,9 @@ pub struct StoodFor {
     pub counts_for: Option<String>,
     /// `RingHostStatus::taken_by`.
     pub taken_by: Option<String>,
+    /// Listed for the pod the host counts for (`RingHostStatus::counts_vhosts`), beside the
+    /// pod it stands for: the entry is that other pod's, not this one's.
+    pub counted: bool,
 }
 
 impl StoodFor {

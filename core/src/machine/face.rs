@@ -144,9 +144,16 @@ pub fn assess(
                         None => before_take_out(prev, was, h, pod_at(&h.ip).as_deref()),
                     };
                     let taken_by = taken_by(was, former.as_deref(), pod_at(&h.ip));
+                    let stood = former.clone().or_else(|| pod_at(&h.ip));
+                    let (counts_vhosts, counts_up) =
+                        counted_state(was, h, counts.as_deref(), stood.as_deref(), &|c| {
+                            !has_ip(c) || rejoined(c) || pod_at(&h.ip).as_deref() == Some(c)
+                        });
                     RingHostStatus {
                         ip: h.ip.clone(),
                         counts_for: counts.clone(),
+                        counts_vhosts,
+                        counts_up,
                         taken_by,
                         former_pod: former,
                         former_vhosts,
@@ -372,6 +379,33 @@ fn former_state(
         } else {
             (None, None)
         })
+}
+
+/// The count and up/down a host has for the pod it counts for (`counts`), when that pod is not
+/// the one it stands for (`stood`: its former pod, else the pod at it) and has left it, with an
+/// IP elsewhere that is not back in the ring (`settled`: back, at this IP, or without an IP). A DBU put
+/// that pod back here over the entry of a pod that had left it, and then it moved on: the
+/// host stands for both (found by the model with seed 2027: the ring named only the first, and
+/// nothing rejoined the second). As read when first seen so; kept while the entry is out (0
+/// vhosts: taken out for the other pod's rejoin) from the pass before.
+fn counted_state(
+    before: Option<&RingHostStatus>,
+    now: &RingHost,
+    counts: Option<&str>,
+    stood: Option<&str>,
+    settled: &dyn Fn(&str) -> bool,
+) -> (Option<u32>, Option<bool>) {
+    let Some(c) = counts.filter(|c| stood.is_some_and(|s| s != *c) && !settled(c)) else {
+        return (None, None);
+    };
+    let kept = before.filter(|b| b.counts_for.as_deref() == Some(c));
+    match kept {
+        Some(b) if now.vhosts == 0 => match (b.counts_vhosts, b.counts_up) {
+            (Some(v), Some(u)) => (Some(v), Some(u)),
+            _ => (Some(b.vhosts), Some(b.up)),
+        },
+        _ => (Some(now.vhosts), Some(now.up)),
+    }
 }
 
 /// The pod whose state a host's count and up/down are (`RingHostStatus::counts_for`): the pod
@@ -895,6 +929,74 @@ mod tests {
         let h = &by_hand.hosts[1];
         assert_eq!(h.counts_for.as_deref(), Some("backend-1"));
         assert_eq!(h.former_vhosts, Some(70));
+    }
+
+    /// The pod a rejoin put back over another moved pod's entry, moving on in its turn before
+    /// it is back in the ring, is named by that host too, at its own count, kept while the
+    /// entry is taken out for the other's rejoin (found by the model with seed 2027: the host
+    /// stood only for the first pod, and nothing rejoined the second once its DBU was deleted).
+    #[test]
+    fn a_host_stands_also_for_the_pod_put_back_there_once_that_pod_moves_on_too() {
+        let pass = one_director_pass;
+        let ring = |v1: u32, up1: bool| vec![host(0, 100, true, 0), host(1, v1, up1, 0)];
+        let counted = |st: &DovecotRingStatus| {
+            let h = &st.hosts[1];
+            (h.counts_for.clone(), h.counts_vhosts, h.counts_up)
+        };
+        let some = |p: &str| Some(p.to_string());
+        let mut pods = backends();
+        pods.truncate(2);
+        let first = pass(ring(50, true), &pods, &DovecotRingStatus::default());
+        let ip1 = first.hosts[1].ip.clone();
+        // backend-1 moves away; backend-0 comes back at its old IP and is put back there at
+        // its own 100 (held at that IP by its DBU): at the IP, it is only counted
+        pods[1].ip = Some("10.0.0.77".into());
+        pods[0].ip = Some(ip1.clone());
+        let mut held = first.clone();
+        held.out = vec![rolled("backend-0", ip1.clone())];
+        let put_back = pass(ring(100, true), &pods, &held);
+        assert_eq!(counted(&put_back), (some("backend-0"), None, None));
+        // backend-0 moves on too, before any pass saw it settle: the host stands for both
+        pods[0].ip = Some("10.0.0.78".into());
+        let mut still_held = put_back.clone();
+        still_held.out = held.out.clone();
+        let left = pass(ring(100, true), &pods, &still_held);
+        assert_eq!(
+            (left.hosts[1].former_pod.as_deref(), counted(&left)),
+            (
+                Some("backend-1"),
+                (some("backend-0"), Some(100), Some(true))
+            )
+        );
+        let f: Vec<(String, u32, bool)> = left
+            .stood_for()
+            .into_iter()
+            .filter(|f| f.ip == ip1)
+            .map(|f| (f.pod, f.vhosts, f.counted))
+            .collect();
+        assert_eq!(
+            f,
+            [
+                ("backend-1".into(), 50, false),
+                ("backend-0".into(), 100, true)
+            ]
+        );
+        // backend-1's rejoin takes the entry out: backend-0's count there is kept
+        let mut released = left.clone();
+        released.out.clear();
+        let out = pass(ring(0, false), &pods, &released);
+        assert_eq!(counted(&out), (some("backend-0"), Some(100), Some(true)));
+        // backend-0 back in the ring at a host that counts for it: no longer named here
+        let mut back = ring(0, false);
+        back.push(RingHost {
+            ip: "10.0.0.78".into(),
+            ..host(0, 100, true, 0)
+        });
+        let rejoined = pass(back, &pods, &out);
+        assert_eq!(counted(&rejoined), (some("backend-0"), None, None));
+        // a pod gone (no IP) is not named either
+        pods[0].ip = None;
+        assert_eq!(counted(&pass(ring(100, true), &pods, &still_held)).1, None);
     }
 
     #[test]

@@ -230,10 +230,12 @@ impl Observed {
                 .find(|h| h.ip == ip && h.pod != pod)
                 .map(|h| h.pod.as_str())
         };
+        // a pod listed only as the one the host counts for is not what it stands for: the pod
+        // it does stand for takes its entry out for its own rejoin (nothing listens there)
         let stood_for = || {
             self.ring_former
                 .iter()
-                .find(|f| f.ip == ip && f.pod != pod)
+                .find(|f| f.ip == ip && f.pod != pod && !f.counted)
                 .map(|f| f.pod.as_str())
         };
         self.ip_held_by_other(ip, pod)

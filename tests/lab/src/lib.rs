@@ -906,6 +906,7 @@ impl Lab {
                     up: false,
                     counts_for: None,
                     taken_by: None,
+                    counted: false,
                 })
                 .collect(),
             ring_unready,

@@ -448,6 +448,7 @@ mod replay {
                 up: true,
                 counts_for: counts_for.map(Into::into),
                 taken_by: None,
+                counted: false,
             }];
             let (asked, result) = run_to_end(input(&s, &rec, &obs), |_| ok(&ring));
             assert!(matches!(result, StepResult::Advanced { .. }), "{result:?}");

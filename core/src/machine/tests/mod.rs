@@ -34,6 +34,7 @@ fn stood(ip: &str, pod: &str, vhosts: u32) -> crate::api::StoodFor {
         up: true,
         counts_for: None,
         taken_by: None,
+        counted: false,
     }
 }
 

@@ -1347,6 +1347,7 @@ fn no_humans_change_is_read_at_an_entry_another_pod_sat_at_since_its_pod_left() 
     let entry = |taken_by: Option<&str>| crate::api::StoodFor {
         counts_for: Some("backend-0".into()),
         taken_by: taken_by.map(str::to_string),
+        counted: false,
         ..stood(ip, "backend-0", 100)
     };
     // (who sat there since backend-0 left, backend-0 there again) -> another's state
