@@ -225,6 +225,7 @@ pub fn pod(i: u32, rev: &str) -> PodView {
         terminating: false,
         maintenance: None,
         released: None,
+        deletion_grace: None,
     }
 }
 
@@ -247,6 +248,7 @@ pub fn sts(target: &str, replicas: i32) -> StsView {
         ordinals_start: 0,
         current: true,
         template_revision: None,
+        termination_grace: None,
     }
 }
 

@@ -58,7 +58,13 @@ pub fn pod_view(p: &LeanPod, maintenance: Option<String>) -> PodView {
             .get(dbu_core::maintenance::RELEASED_LABEL)
             .and_then(|v| v.parse::<i64>().ok())
             .and_then(|s| k8s_openapi::jiff::Timestamp::from_second(s).ok()),
+        deletion_grace: p.metadata.deletion_grace_period_seconds.map(grace),
     }
+}
+
+/// A grace period in seconds as the API has it (a negative one is none).
+fn grace(seconds: i64) -> std::time::Duration {
+    std::time::Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
 }
 
 impl KubeCluster {
@@ -89,6 +95,12 @@ impl KubeCluster {
             current: sts.status.as_ref().and_then(|st| st.observed_generation)
                 >= sts.metadata.generation,
             template_revision: template_revision(&sts),
+            termination_grace: spec
+                .template
+                .spec
+                .as_ref()
+                .and_then(|p| p.termination_grace_period_seconds)
+                .map(grace),
         };
         let selector = |sel: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector| {
             Selector::try_from(sel.clone()).map_err(|e| ClusterError::Invalid(e.to_string()))

@@ -73,9 +73,9 @@ git_repo() {
 }
 # (a 5 s drain ceiling: users the suite mapped linger for the examples' 15 min expiry, and this
 # suite is about GitOps, not the drain)
-# (Replace's 60 s: c2's broken config fails there, so short, but beyond the backends' 30 s
-# terminationGracePeriodSeconds: at 25 s, a backend whose container took its whole grace
-# period to stop on SIGTERM (once at 78a39e1, with the cores busy) failed a rollout meant to pass)
+# (Replace's 60 s: c2's broken config fails there, so short; at 25 s, a backend whose container
+# took its whole 30 s grace period to stop on SIGTERM (once at 78a39e1, with the cores busy)
+# failed a rollout meant to pass, which is why Replace's timeout now counts beyond the grace)
 check "a Git repository: the examples, the DovecotRing and the DBU, revision r1 in the pod template and spec.revision" git_repo
 /usr/bin/python3 "$repo/tests/gitops/git-http.py" "${GIT_ADDR%:*}" "${GIT_ADDR#*:}" "$state/flux/git" 2> "$state/logs/git-http.log" &
 served() { git ls-remote "http://$GIT_ADDR/mail.git" | grep -q "${SHA[c1]}"; }

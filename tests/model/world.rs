@@ -1126,6 +1126,7 @@ impl World {
                 maintenance: p.cordoned.then(|| format!("the node of {n} is cordoned")),
                 // released pods are evicted at once (release_pod): none is ever seen released
                 released: None,
+                deletion_grace: None,
             })
             .collect();
         let directors: Vec<(String, Option<String>)> = st
@@ -1165,6 +1166,7 @@ impl World {
                 ordinals_start: 0,
                 current: true,
                 template_revision: Some(st.update_revision.clone()),
+                termination_grace: None,
             }),
             pods,
             director: directors.first().map(|(n, _)| n.clone()),

@@ -585,7 +585,10 @@ pub struct TimeoutsSpec {
     #[serde(default = "default_stop_timeout")]
     #[schemars(regex(pattern = DURATION))]
     pub stop: String,
-    /// Limit for a deleted pod to come back Ready at the target revision.
+    /// Limit for a deleted pod to come back Ready at the target revision, beyond the old pod's
+    /// termination grace period (the pod template's `terminationGracePeriodSeconds`, or the
+    /// grace its deletion gave it, the longer): a Dovecot that takes its whole grace to stop
+    /// does not use up this limit.
     #[serde(default = "default_replace_timeout")]
     #[schemars(regex(pattern = DURATION))]
     pub replace: String,

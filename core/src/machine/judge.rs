@@ -168,6 +168,20 @@ pub fn evict_first(mv: ReplaceMove, pod: Option<&PodView>, now: Timestamp) -> Re
     }
 }
 
+/// What Replace waits beyond `timeouts.replace`: the old pod's termination, which the kubelet
+/// may stretch to its grace period (its `deletionGracePeriodSeconds` while it terminates, else
+/// the pod template's `terminationGracePeriodSeconds`, the longer). A backend whose Dovecot
+/// takes its whole grace to stop is not a failed Replace (seen on the real node: a 25 s
+/// timeout against the backends' 30 s grace failed a rollout meant to pass).
+pub fn replace_grace(template: Option<Duration>, pod: Option<&PodView>) -> Duration {
+    let deleting = pod.filter(|p| p.terminating).and_then(|p| p.deletion_grace);
+    template
+        .into_iter()
+        .chain(deleting)
+        .max()
+        .unwrap_or_default()
+}
+
 /// A relocation's Replace is done only once the new pod runs off every node under maintenance:
 /// one the scheduler put back there (it tolerates the taint, or a volume pins it to the node)
 /// is waited for, and at the timeout the relocation fails saying so (left out, like any failed

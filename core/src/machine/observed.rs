@@ -23,6 +23,8 @@ pub struct StsView {
     pub current: bool,
     /// The pod template's `mailops.io/revision` annotation.
     pub template_revision: Option<String>,
+    /// The pod template's `terminationGracePeriodSeconds` (the API server sets 30 when unset).
+    pub termination_grace: Option<std::time::Duration>,
 }
 
 /// A backend pod as observed.
@@ -42,6 +44,9 @@ pub struct PodView {
     /// When Replace gave it to the node drain's eviction: the value of its
     /// `maintenance::RELEASED_LABEL` (seconds since the epoch; a value that is not one is none).
     pub released: Option<k8s_openapi::jiff::Timestamp>,
+    /// `metadata.deletionGracePeriodSeconds`: how long the kubelet may take to stop it, once it
+    /// is being deleted.
+    pub deletion_grace: Option<std::time::Duration>,
 }
 
 /// Another DBU of the ring waiting for a slot, and since when (its `status.ringWaitingSince`).

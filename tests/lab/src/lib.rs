@@ -853,6 +853,7 @@ impl Lab {
                 terminating: false,
                 maintenance: None,
                 released: None,
+                deletion_grace: None,
             })
             .collect();
         let replicas = (0..self.spec.vhosts.len())
@@ -929,6 +930,7 @@ impl Lab {
                 current: true,
                 // each lab revision's pod template carries its own name as mailops.io/revision
                 template_revision: Some(st.update_revision.clone()),
+                termination_grace: None,
             }),
             pods,
             director,

@@ -56,6 +56,7 @@ pub fn steps_for(
                 ordinals_start: 0,
                 current: true,
                 template_revision: None,
+                termination_grace: None,
             })
         }),
         director: obs.director.clone().or_else(|| Some("<director>".into())),

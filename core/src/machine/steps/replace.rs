@@ -111,20 +111,19 @@ fn gate(g: &GateInput<'_>) -> Option<Gated> {
 fn move_for(cx: &Cx<'_>, pod: Option<&PodView>, target: &str) -> ReplaceMove {
     let rec = cx.rec;
     let waited = elapsed(&rec.step_started, cx.now);
-    let mv = judge::replace_move(
-        pod,
-        target,
-        rec.stopped_pod_uid.as_deref(),
-        waited,
-        cx.s.replace_timeout,
-    );
-    let mv = judge::relocated_off(
-        mv,
-        pod,
-        rec.relocation.is_some(),
-        waited,
-        cx.s.replace_timeout,
-    );
+    // the clock runs from the step's start, so the old pod's termination is in it
+    let template = cx.obs.sts.as_ref().and_then(|s| s.termination_grace);
+    let grace = judge::replace_grace(template, pod);
+    let budget = cx.s.replace_timeout + grace;
+    let mv = judge::replace_move(pod, target, rec.stopped_pod_uid.as_deref(), waited, budget);
+    let mv = judge::relocated_off(mv, pod, rec.relocation.is_some(), waited, budget);
+    let mv = match mv {
+        ReplaceMove::TimedOut(m) if !grace.is_zero() => ReplaceMove::TimedOut(format!(
+            "{m} (timeouts.replace {:?} and the old pod's termination grace period {grace:?})",
+            cx.s.replace_timeout
+        )),
+        mv => mv,
+    };
     judge::evict_first(mv, pod, cx.now)
 }
 
@@ -140,7 +139,7 @@ const TARGET: &str = "backend";
 /// What the step does besides its commands, for the plan.
 fn note(s: &crate::settings::Settings, pod: &str, _ip: &str) -> Option<String> {
     Some(format!(
-        "delete pod {pod} (on a node under maintenance: first leave it to the node's drain to evict, up to {:?}); wait up to {:?} for it to be Ready at the target revision",
+        "delete pod {pod} (on a node under maintenance: first leave it to the node's drain to evict, up to {:?}); wait up to {:?} beyond its termination grace period for it to be Ready at the target revision",
         crate::maintenance::EVICTION_GRACE,
         s.replace_timeout
     ))

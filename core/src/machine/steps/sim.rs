@@ -86,6 +86,7 @@ impl SimWorld {
                 terminating: false,
                 maintenance: None,
                 released: None,
+                deletion_grace: None,
             },
             target: target.to_string(),
             layout,

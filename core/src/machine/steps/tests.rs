@@ -340,6 +340,65 @@ mod replay {
         }
     }
 
+    /// Replace's clock runs from the step's start, the old pod's termination in it: the budget
+    /// is `timeouts.replace` plus that pod's grace period (the template's, or the one its
+    /// deletion gave it, the longer), and the timeout says both.
+    #[test]
+    fn replace_times_out_only_after_the_old_pods_grace_period_and_its_timeout() {
+        let s = fixtures::settings(json!({"timeouts": {"replace": "10s"}}));
+        let mut rec = fixtures::record(2, Step::Replace, ts(0), "rev-1", 20);
+        rec.stopped_pod_uid = Some("uid-2-rev-1".into());
+        let mut terminating = fixtures::world(3, "rev-1", "rev-2");
+        terminating.pods[2].terminating = true;
+        let grace = |sts: Option<u64>, pod: Option<u64>| {
+            let mut obs = terminating.clone();
+            if let Some(x) = obs.sts.as_mut() {
+                x.termination_grace = sts.map(std::time::Duration::from_secs);
+            }
+            obs.pods[2].deletion_grace = pod.map(std::time::Duration::from_secs);
+            obs
+        };
+        // (template grace, the deletion's grace, seconds since the step began, timed out)
+        for (sts, pod, at, out) in [
+            (None, None, 11, true),
+            (Some(30), None, 11, false),
+            (Some(30), None, 39, false),
+            (Some(30), None, 40, true),
+            (Some(30), Some(120), 40, false),
+            (Some(30), Some(120), 130, true),
+            (Some(30), Some(5), 40, true),
+        ] {
+            let obs = grace(sts, pod);
+            let input = Input {
+                now: ts(at),
+                ..input(&s, &rec, &obs)
+            };
+            // what ends the step is read fresh first: the same pod
+            let mut seen: Vec<(Action, Output)> = Vec::new();
+            let r = loop {
+                match step(input, &seen) {
+                    Next::Act(a @ Action::ReadPod) => {
+                        seen.push((a, Output::Pod(Ok(Some(obs.pods[2].clone())))))
+                    }
+                    Next::Act(a) => panic!("{a:?}"),
+                    Next::Done(r) => break r,
+                }
+            };
+            let case = (sts, pod, at);
+            match r {
+                StepResult::Failed(e) => {
+                    assert!(out, "{case:?}: {e:?}");
+                    let m = format!("{e:?}");
+                    assert!(
+                        sts.is_none() || m.contains("termination grace period"),
+                        "{case:?}: {m}"
+                    );
+                }
+                r => assert!(!out, "{case:?}: {r:?}"),
+            }
+        }
+    }
+
     #[test]
     fn a_failed_soak_writes_why_before_it_drains_and_drains_again_after_a_crash() {
         let (s, rec, obs) = at_soak();
