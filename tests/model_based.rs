@@ -3419,6 +3419,31 @@ fn found_a_rejoin_begun_and_dropped_for_ever_at_an_entry_a_human_took_down() {
     );
 }
 
+/// Seed 2027's start (issue 33, items 83 and 84): mx-0 moved, backend-0 came back at mx-0's
+/// old entry, backend-0's rejoin zeroed it after a pass that died, and an abort put backend-0
+/// back there at its own count; then `tail`.
+fn mx0_entry_put_back_for_backend0(tail: &[Ev]) {
+    use Ev::*;
+    let mut events = vec![
+        PodMoved(2),
+        PodTakesOldIp(3),
+        Pass(0),
+        Kill(0, 4),
+        Pass(0),
+        Pass(0),
+        Abort(0),
+        Pass(0),
+    ];
+    events.extend_from_slice(tail);
+    replay(
+        Start {
+            per_sts: [2, 1],
+            both: false,
+        },
+        &events,
+    );
+}
+
 /// Shrunk by the model at seed 2027 (issue 33), second case; fixed (docs/design.md item 83):
 /// mx-0 moved and backend-0 came back at mx-0's old entry; backend-0's rejoin zeroed that
 /// entry, an abort put it back at backend-0's own count, and the DBU was deleted. mx-0's rejoin
@@ -3428,23 +3453,7 @@ fn found_a_rejoin_begun_and_dropped_for_ever_at_an_entry_a_human_took_down() {
 #[test]
 fn found_a_rejoin_took_the_count_another_pods_undo_put_at_its_old_entry() {
     use Ev::*;
-    replay(
-        Start {
-            per_sts: [2, 1],
-            both: false,
-        },
-        &[
-            PodMoved(2),
-            PodTakesOldIp(3),
-            Pass(0),
-            Kill(0, 4),
-            Pass(0),
-            Pass(0),
-            Abort(0),
-            Pass(0),
-            DeleteDbu(0),
-        ],
-    );
+    mx0_entry_put_back_for_backend0(&[DeleteDbu(0)]);
 }
 
 /// Shrunk by the model at seed 2027 (issue 33), a third case (docs/design.md item 84): as
@@ -3456,24 +3465,7 @@ fn found_a_rejoin_took_the_count_another_pods_undo_put_at_its_old_entry() {
 #[test]
 fn found_a_pod_that_moved_just_before_its_dbu_was_deleted_was_not_rejoined() {
     use Ev::*;
-    replay(
-        Start {
-            per_sts: [2, 1],
-            both: false,
-        },
-        &[
-            PodMoved(2),
-            PodTakesOldIp(3),
-            Pass(0),
-            Kill(0, 4),
-            Pass(0),
-            Pass(0),
-            Abort(0),
-            Pass(0),
-            PodMoved(3),
-            DeleteDbu(0),
-        ],
-    );
+    mx0_entry_put_back_for_backend0(&[PodMoved(3), DeleteDbu(0)]);
 }
 
 /// As `found_a_pod_that_moved_just_before_its_dbu_was_deleted_was_not_rejoined`, with the
@@ -3483,26 +3475,12 @@ fn found_a_pod_that_moved_just_before_its_dbu_was_deleted_was_not_rejoined() {
 #[test]
 fn found_a_pod_put_back_over_a_moved_pods_entry_moved_on_after_its_dbu_was_deleted() {
     use Ev::*;
-    replay(
-        Start {
-            per_sts: [2, 1],
-            both: false,
-        },
-        &[
-            PodMoved(2),
-            PodTakesOldIp(3),
-            Pass(0),
-            Kill(0, 4),
-            Pass(0),
-            Pass(0),
-            Abort(0),
-            Pass(0),
-            RingPass,
-            DeleteDbu(0),
-            Pass(0),
-            RingPass,
-            Pass(0),
-            PodMoved(3),
-        ],
-    );
+    mx0_entry_put_back_for_backend0(&[
+        RingPass,
+        DeleteDbu(0),
+        Pass(0),
+        RingPass,
+        Pass(0),
+        PodMoved(3),
+    ]);
 }
