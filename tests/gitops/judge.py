@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Judges DovecotBackendUpgrade objects as Argo CD and Flux do: Argo CD's own Lua engine
 (`argocd admin settings resource-overrides health` with the shipped argocd-cm patch) and Flux's
-kstatus library (tests/gitops/kstatus), and checks each against the mapping the README promises.
+kstatus library (tests/gitops/tools/kstatus), and checks each against the mapping the README promises.
 
   judge.py fixtures ARGOCD KSTATUS          the states below, shaped as the operator writes them
   judge.py actions ARGOCD                   the shipped Argo CD actions: which are offered in
