@@ -2,7 +2,7 @@
 # Builds what a real node runs, from the Go module proxy, and caches it by version outside the
 # repository: kubelet, kube-proxy and kube-scheduler (the Kubernetes version of the control
 # plane, through the same wrapper module), containerd, its runc shim and ctr ($CONTAINERD_VERSION), CoreDNS
-# ($COREDNS_VERSION) and the pause binary (gcc -static of build/pause/linux/pause.c from the
+# ($COREDNS_VERSION, with the plugins the node's Corefile uses: the wrapper module ./coredns) and the pause binary (gcc -static of build/pause/linux/pause.c from the
 # k8s.io/kubernetes module zip). runc and the CNI plugins come from Debian (install-tools.sh).
 # A second run finds them and builds nothing. Prints the folder holding the binaries.
 set -euo pipefail
@@ -10,7 +10,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 CONTAINERD_VERSION=2.3.7 COREDNS_VERSION=1.15.0
 source "$here/kube-build.sh"
 CACHE="${DBU_CACHE:-$HOME/.cache/dovecot-upgrade-operator}"
-BIN="$CACHE/node/kube-$KUBE_VERSION-containerd-$CONTAINERD_VERSION-coredns-$COREDNS_VERSION"
+coredns_sum="$(cat "$here"/coredns/go.* "$here"/coredns/*.go | sha256sum | cut -c1-8)"
+BIN="$CACHE/node/kube-$KUBE_VERSION-containerd-$CONTAINERD_VERSION-coredns-$COREDNS_VERSION-$coredns_sum"
 log() { echo "build-node: $*" >&2; }
 want=(kubelet kube-proxy kube-scheduler containerd containerd-shim-runc-v2 ctr coredns pause)
 have=1; for b in "${want[@]}"; do [[ -x "$BIN/$b" ]] || have=0; done
@@ -28,8 +29,8 @@ log "building containerd v$CONTAINERD_VERSION (CGO off: overlayfs, no btrfs, as 
   "github.com/containerd/containerd/v2/cmd/containerd@v$CONTAINERD_VERSION" \
   "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@v$CONTAINERD_VERSION" \
   "github.com/containerd/containerd/v2/cmd/ctr@v$CONTAINERD_VERSION")
-log "building CoreDNS v$COREDNS_VERSION"
-(cd / && GOBIN="$BIN.tmp" go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@v$COREDNS_VERSION")
+log "building CoreDNS v$COREDNS_VERSION (errors, health, ready and kubernetes: the plugins node/coredns.yaml uses)"
+(cd "$here/coredns" && go build -trimpath -ldflags "-s -w" -o "$BIN.tmp/coredns" .)
 log "building pause from k8s.io/kubernetes v$KUBE_VERSION"
 src="$(cd "$here/kube" && go mod download -json "k8s.io/kubernetes@v$KUBE_VERSION" | awk -F'"' '$2=="Dir" {print $4}')"
 tag="$(awk -F'[ ?=]+' '$1=="TAG" {print $2}' "$src/build/pause/Makefile")"
