@@ -3,8 +3,9 @@
 # block after the README's `<!-- quickstart ... -->` marker, run line by line in order, each a
 # check. What a reader brings is set up first, as their cluster would have it, and named here:
 #   - a registry the node pulls from: distribution's registry v3.0.0 (built from the Go module
-#     proxy, cached) on the node's loopback, 127.0.0.1:5000, plain HTTP; the README's
-#     registry.example.org is replaced by it, and `buildah push` gets --tls-verify=false for it;
+#     proxy with its filesystem driver only, ./registry, and cached) on the node's loopback,
+#     127.0.0.1:5000, plain HTTP; the README's registry.example.org is replaced by it, and
+#     `buildah push` gets --tls-verify=false for it;
 #   - the build's base images, which cannot be pulled here: `buildah build` gets
 #     scripts/image.sh's locally made bases as --build-arg (and cargo's folders as volumes), and
 #     runs in the node's network namespace;
@@ -20,15 +21,16 @@ cd "$repo"
 NS=mail
 REGISTRY_VERSION=v3.0.0
 CACHE="${DBU_CACHE:-$HOME/.cache/dovecot-upgrade-operator}"
-REGISTRY_BIN="$CACHE/tools/registry-$REGISTRY_VERSION/registry"
+# built through the wrapper module ./registry (the filesystem driver only), cached by its hash
+REGISTRY_BIN="$CACHE/tools/registry-$REGISTRY_VERSION-$(cat "$here"/registry/go.* "$here"/registry/*.go | sha256sum | cut -c1-8)/registry"
 
 if [[ "${1:-}" != inside ]]; then
   eval "$(scripts/install-tools.sh)"
   if [[ ! -x "$REGISTRY_BIN" ]]; then
     echo "quickstart: building distribution's registry $REGISTRY_VERSION from the Go module proxy" >&2
     mkdir -p "$(dirname "$REGISTRY_BIN").tmp"
-    GOBIN="$(dirname "$REGISTRY_BIN").tmp" CGO_ENABLED=0 GOFLAGS='-mod=mod -gcflags=all=-dwarf=false' go install -trimpath -ldflags '-s -w' \
-      "github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION"
+    (cd "$here/registry" && CGO_ENABLED=0 GOFLAGS='-mod=mod -gcflags=all=-dwarf=false' go build -trimpath -ldflags '-s -w' \
+      -o "$(dirname "$REGISTRY_BIN").tmp/registry" .)
     rm -rf "$(dirname "$REGISTRY_BIN")" && mv "$(dirname "$REGISTRY_BIN").tmp" "$(dirname "$REGISTRY_BIN")"
   fi
   cargo build --locked --quiet -p kubectl-dbu
