@@ -3,9 +3,7 @@
 # from Debian), as a user's `docker build` would, and writes it as an OCI archive for the real node.
 #   scripts/image.sh operator OUT.tar [TREE [VERSION]]   build TREE's operator (default: this
 #                                                        checkout) with this Containerfile
-#                                                        (IMAGE_TARGET: cargo's target folder;
-#                                                        IMAGE_QUICK=1: a quick build, not
-#                                                        optimised)
+#                                                        (IMAGE_TARGET: cargo's target folder)
 #   scripts/image.sh check OUT.tar                        what the image must be, and that it starts
 #   scripts/image.sh dovecot VERSION OUT.tar              deploy/images/dovecot/Containerfile for
 #                                                        Dovecot 2.3.19 (bookworm) or 2.3.21
@@ -143,7 +141,6 @@ operator() { # out.tar [tree [version]]
   # the target folder in a cache volume: the next build compiles only what changed
   buildah build --quiet --layers=false --pull=never \
     --build-arg BUILD_IMAGE="$BUILD_IMAGE" --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg VERSION="$version" \
-    ${IMAGE_QUICK:+--build-arg OPT_LEVEL=0 --build-arg LTO=false --build-arg CODEGEN_UNITS=16} \
     --volume "$HOME/.rustup:/usr/local/rustup:ro" --volume "$HOME/.cargo:/usr/local/cargo" \
     --volume "$target:/src/target" \
     -f "$CONTAINERFILE" -t "$name" "$tree" >/dev/null
@@ -200,5 +197,5 @@ case "${1:-}" in
       --volume "$HOME/.rustup:/usr/local/rustup:ro" --volume "$HOME/.cargo:/usr/local/cargo" \
       --volume "${IMAGE_TARGET:-$CACHE/image-target}:/src/target"
     ;;
-  *) sed -n '2,12p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,15p' "$0" >&2; exit 2 ;;
 esac
