@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds what a real node runs, from the Go module proxy, and caches it by version outside the
 # repository: kubelet, kube-proxy and kube-scheduler (the Kubernetes version of the control
-# plane, through the same wrapper module), containerd, its runc shim and ctr ($CONTAINERD_VERSION), CoreDNS
-# ($COREDNS_VERSION, with the plugins the node's Corefile uses: the wrapper module ./coredns) and the pause binary (gcc -static of build/pause/linux/pause.c from the
-# k8s.io/kubernetes module zip). runc and the CNI plugins come from Debian (install-tools.sh).
+# plane, through the same wrapper module), containerd, its runc shim and ctr
+# ($CONTAINERD_VERSION), CoreDNS ($COREDNS_VERSION, with the plugins the node's Corefile uses:
+# the wrapper module ./coredns) and the pause binary (gcc -static of build/pause/linux/pause.c
+# from the k8s.io/kubernetes module zip). runc and the CNI plugins come from Debian (install-tools.sh).
 # A second run finds them and builds nothing. Prints the folder holding the binaries.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
