@@ -7,8 +7,9 @@ check="${1:-}"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 
-cargo run --quiet --locked -- crd dbu > "$out/crd.yaml"
-cargo run --quiet --locked -- crd ring > "$out/ring-crd.yaml"
+bins="$(scripts/host-bins.sh)"
+"$bins/dovecot-upgrade-operator" crd dbu > "$out/crd.yaml"
+"$bins/dovecot-upgrade-operator" crd ring > "$out/ring-crd.yaml"
 # render from a copy holding the fresh CRDs, so the result never depends on a stale chart copy
 cp -r charts/dovecot-upgrade-operator "$out/chart"
 cp "$out/crd.yaml" "$out/chart/crds/dovecotbackendupgrades.mailops.io.yaml"
@@ -43,7 +44,7 @@ cp "$out/ring-crd.yaml" "$out/chart/crds/dovecotrings.mailops.io.yaml"
 /usr/bin/python3 scripts/api-reference.py "$out/crd.yaml" "$out/ring-crd.yaml" > "$out/api.md"
 
 # the kubectl plugin's reference, from its clap definition
-cargo run --quiet --locked -p kubectl-dbu -- markdown-help > "$out/kubectl-dbu.md"
+"$bins/kubectl-dbu" markdown-help > "$out/kubectl-dbu.md"
 
 # the alerts as a plain Prometheus rules file, for a Prometheus without the Prometheus Operator
 {
@@ -56,7 +57,7 @@ cargo run --quiet --locked -p kubectl-dbu -- markdown-help > "$out/kubectl-dbu.m
 } > "$out/alerts.rules.yaml"
 
 # `crd` without a kind prints every CRD: what crds/ holds, in its order
-cargo run --quiet --locked -- crd > "$out/all-crds.yaml"
+"$bins/dovecot-upgrade-operator" crd > "$out/all-crds.yaml"
 { cat "$out/crd.yaml"; echo ---; cat "$out/ring-crd.yaml"; } | diff -q - "$out/all-crds.yaml" >/dev/null ||
   { echo "generate: crd prints something else than crd dbu and crd ring" >&2; exit 1; }
 

@@ -19,9 +19,15 @@ log() { echo "krew: $*" >&2; }
 package() { # dir [profile: release (the default) or dev]
   local dir="$1" profile="${2:-release}" stage archive sha
   mkdir -p "$dir"
-  cargo build --profile "$profile" --locked --quiet -p kubectl-dbu
+  local bin
+  if [[ $profile == dev ]]; then
+    bin="$(scripts/host-bins.sh)/kubectl-dbu"
+  else
+    cargo build --profile "$profile" --locked --quiet -p kubectl-dbu
+    bin="target/$profile/kubectl-dbu"
+  fi
   stage="$(mktemp -d)"
-  cp "target/$([[ $profile == dev ]] && echo debug || echo "$profile")/kubectl-dbu" LICENSE "$stage/"
+  cp "$bin" LICENSE "$stage/"
   archive="$dir/kubectl-dbu_${version}_linux_amd64.tar.gz"
   # reproducible: fixed order, owner and time, so the same binary gives the same sha256
   tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$stage" -cf - kubectl-dbu LICENSE |

@@ -83,6 +83,16 @@ if cargo tree --locked -p dovecot-upgrade-operator -e normal --prefix none | gre
 fi
 echo "layering: ok"
 
+step "cargo test --no-run: the test binaries, and the binaries generate.sh, krew and the node suites run from the host side"
+# the real-Dovecot tests start their own director and backends on 127.0.N.0/24 (root needed)
+# benches are measured by scripts/bench.sh, never run as tests (clippy still checks them);
+# (one build: diagnostics rendered on stderr, the artifact list as JSON for run-tests.py)
+cargo test --locked --workspace --lib --bins --tests --no-run --message-format=json-render-diagnostics > "$lanes/tests.json"
+# cargo builds dovecot-upgrade-operator and kubectl-dbu for the integration tests into
+# target/debug, with the tests' features: everything below runs those (scripts/host-bins.sh),
+# not a second build of the 22 crates whose features differ without the dev-dependencies
+export DBU_HOST_BINS="$PWD/target/debug"
+
 step "generated artifacts match the code"
 scripts/generate.sh --check
 
@@ -109,13 +119,6 @@ kubectl create configmap argocd-cm -n argocd --dry-run=client -o yaml |
     --patch-file charts/dovecot-upgrade-operator/argocd/argocd-cm-patch.yaml > "$roundtrip"
 diff "$roundtrip" charts/dovecot-upgrade-operator/argocd/health.lua
 rm -f "$roundtrip"
-
-step "cargo build and cargo test --no-run: the binaries the node suites run from the host side, and the test binaries"
-cargo build --locked --quiet -p dovecot-upgrade-operator -p kubectl-dbu
-# the real-Dovecot tests start their own director and backends on 127.0.N.0/24 (root needed)
-# benches are measured by scripts/bench.sh, never run as tests (clippy still checks them);
-# (one build: diagnostics rendered on stderr, the artifact list as JSON for run-tests.py)
-cargo test --locked --workspace --lib --bins --tests --no-run --message-format=json-render-diagnostics > "$lanes/tests.json"
 
 lane_tests() {
   # The model (its build, then its run) goes beside the tests' run, which mostly waits on

@@ -16,7 +16,7 @@ NS=mail
 if [[ "${1:-}" != inside ]]; then
   eval "$(scripts/install-tools.sh)"
   # the plan CLI and the kubectl plugin run from the host side
-  cargo build --locked --quiet -p dovecot-upgrade-operator -p kubectl-dbu
+  DBU_HOST_BINS="$(scripts/host-bins.sh)"; export DBU_HOST_BINS
   gitops="$("$repo/tests/gitops/build-tools.sh")"
   GITOPS="$gitops" exec "$here/node.sh" suite "$0"
 fi
@@ -31,7 +31,7 @@ trap 'if ((fail > 0)); then save_logs; echo "# --- tail of the operator logs"; t
 # kubectl dbu through kubectl's plugin mechanism; the DBU as kubectl returns it in each state,
 # for Argo CD's and Flux's judgement at the end
 mkdir -p "$state/plugins" "$state/gitops"
-ln -sf "$repo/target/debug/kubectl-dbu" "$state/plugins/kubectl-dbu"
+ln -sf "$DBU_HOST_BINS/kubectl-dbu" "$state/plugins/kubectl-dbu"
 PATH="$state/plugins:$PATH"
 snap() { kubectl -n "$NS" get dbu "$2" -o json > "$state/gitops/$1.json"; } # state dbu
 dbu_cmd() { # expected-output kubectl-dbu-args...: kubectl dbu, and what it must print
@@ -251,7 +251,7 @@ rev_moved() { for _ in $(seq 30); do [[ -n "$(target_rev)" && "$(target_rev)" !=
 check "... the pods are now outdated" rev_moved
 plan_cli() { # against the cluster: the order and every argv, nothing written, nothing drained
   local out
-  out="$(target/debug/dovecot-upgrade-operator plan -f deploy/examples/dbu.yaml -n "$NS" --kubeconfig "$state/operator.kubeconfig")" || return 1
+  out="$("$DBU_HOST_BINS/dovecot-upgrade-operator" plan -f deploy/examples/dbu.yaml -n "$NS" --kubeconfig "$state/operator.kubeconfig")" || return 1
   echo "$out" | head -20
   for b in 0 1 2; do
     local ip; ip="$(kubectl -n "$NS" get pod "backend-$b" -o jsonpath='{.status.podIP}')"

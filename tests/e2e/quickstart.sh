@@ -33,7 +33,7 @@ if [[ "${1:-}" != inside ]]; then
       -o "$(dirname "$REGISTRY_BIN").tmp/registry" .)
     rm -rf "$(dirname "$REGISTRY_BIN")" && mv "$(dirname "$REGISTRY_BIN").tmp" "$(dirname "$REGISTRY_BIN")"
   fi
-  cargo build --locked --quiet -p kubectl-dbu
+  DBU_HOST_BINS="$(scripts/host-bins.sh)"; export DBU_HOST_BINS
   exec "$here/node.sh" suite "$0"
 fi
 
@@ -41,7 +41,7 @@ state="$2"
 source "$here/lib.sh"
 k() { kubectl -n "$NS" "$@"; }
 mkdir -p "$state/plugins" "$state/registry" "$state/logs"
-ln -sf "$repo/target/debug/kubectl-dbu" "$state/plugins/kubectl-dbu"
+ln -sf "$DBU_HOST_BINS/kubectl-dbu" "$state/plugins/kubectl-dbu"
 export PATH="$state/plugins:$PATH"
 
 # --- what the reader brings
