@@ -27,7 +27,9 @@ def main():
             msg = json.loads(line)
         except ValueError:
             continue
-        if msg.get("reason") == "compiler-artifact" and msg.get("profile", {}).get("test") and msg.get("executable"):
+        # benches are built for clippy's lints (scripts/test.sh), measured by scripts/bench.sh
+        if (msg.get("reason") == "compiler-artifact" and msg.get("profile", {}).get("test")
+                and msg.get("executable") and msg["target"]["kind"][0] != "bench"):
             tests.append((msg["target"]["name"], msg["target"]["kind"][0], msg["executable"],
                           os.path.dirname(msg["manifest_path"])))
     if not tests:
