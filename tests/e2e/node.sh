@@ -119,6 +119,12 @@ mount -t tmpfs -o mode=0755 tmpfs /run
 # static PersistentVolumes (node/mail/volumes.yaml) live under /mnt, in this namespace only; every
 # node here sees the same /mnt, as nodes see a network volume
 mount --bind "$dir/pv" /mnt
+# the kubelet's device-plugin socket is at a fixed path (/var/lib/kubelet/device-plugins, not
+# under --root-dir): a folder of this namespace's own there, or kubelets of suites side by side
+# remove each other's socket, and one started in the same moment fails ("bind: address already
+# in use": GitOps at a005306, its node started in the same second as two others)
+mkdir -p "$dir/device-plugins" /var/lib/kubelet/device-plugins
+mount --bind "$dir/device-plugins" /var/lib/kubelet/device-plugins
 
 ip link set lo up
 # A fixed address: a bridge without one takes its lowest port's and changes it when that pod goes,
