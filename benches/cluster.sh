@@ -72,7 +72,8 @@ rss_idle="$(rss_max "$NS" "$OP" 10)"
 roll_config "bench revision 2" 2 >/dev/null
 a0="$(audit_lines)"
 # every status write as the API server sent it to watchers (benches/status_writes.py sorts them)
-kubectl -n "$NS" get dbu -w -o json > "$node/rollout-watch.json" 2>/dev/null &
+# `command`: the binary itself in the background, so that $! is the watch (lib.sh makes kubectl a function)
+command kubectl -n "$NS" get dbu -w -o json > "$node/rollout-watch.json" 2>/dev/null &
 watcher=$!
 t0="$(date +%s.%N)"
 rollout_dbu >/dev/null

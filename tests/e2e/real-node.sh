@@ -80,7 +80,9 @@ keep_old() { for p in backend-0 backend-1 backend-2; do k get pod "$p" -o jsonpa
 keep_old "$state/old"
 
 # --- the version upgrade: image and config in one revision
-k get pods -w -o json > "$state/pods.watch" 2>/dev/null &
+# `command`: the binary in the background, so that $! is the watch that is killed below (k and
+# kubectl are functions)
+command kubectl -n "$NS" get pods -w -o json > "$state/pods.watch" 2>/dev/null &
 watch_pid=$!
 upgrade() {
   local conf
@@ -416,9 +418,9 @@ idle20_pid=$!
   done
 ) > "$state/drain-ring.samples" &
 sampler_pid=$!
-k get dring -w -o json > "$state/drain-dring.watch" 2>/dev/null &
+command kubectl -n "$NS" get dring -w -o json > "$state/drain-dring.watch" 2>/dev/null &
 dring_pid=$!
-k get pods -l app=dovecot-backend -w -o json > "$state/drain-pods.watch" 2>/dev/null &
+command kubectl -n "$NS" get pods -l app=dovecot-backend -w -o json > "$state/drain-pods.watch" 2>/dev/null &
 podwatch_pid=$!
 where() { # pods node: every backend on that node, a new pod, Ready (uids: the files of the old ones)
   k get pods -o wide | sed 's/^/#   /'
