@@ -65,10 +65,16 @@ pub fn summarize(
             ..
         }
     );
-    status.ring_waiting_since = match (queued, status.ring_waiting_since.take()) {
-        (true, Some(t)) => Some(t),
-        (true, None) => Some(Time(now)),
-        (false, _) => None,
+    // ... and through a Begin, whose claim may still find the ring busy: the Begin and the wait
+    // chained after it in one pass must not put the DBU at the back (found on a loaded machine:
+    // each of two DBUs lost its place at its Begin, and one took two slots in a row while the
+    // other waited)
+    let begins = matches!(decision, Decision::Begin(_));
+    status.ring_waiting_since = match (queued, begins, status.ring_waiting_since.take()) {
+        (true, _, Some(t)) => Some(t),
+        (true, _, None) => Some(Time(now)),
+        (false, true, kept) => kept,
+        (false, false, _) => None,
     };
     // a claim is bookkeeping of the ring's record (a backend registered at the IP Replace found,
     // a slot let go): while work is in progress the conditions stay as the step, Begin or wait

@@ -601,6 +601,52 @@ fn a_dbu_keeps_its_place_in_the_queue_only_while_it_waits_for_the_ring() {
 }
 
 #[test]
+fn a_begin_keeps_the_place_in_the_queue_until_the_claim() {
+    // waiting since 5, then a Begin: the claim chained after it weighs the queue with the
+    // place kept, not from the back (two DBUs each lost theirs at a Begin on a loaded machine,
+    // and one took two slots in a row)
+    let mut st = status(vec![]);
+    st.ring_held.clear();
+    let busy = Decision::wait(WaitReason::RingBusy, "busy", Duration::from_secs(10));
+    conditions::summarize(&mut st, &busy, Some(1), ts(5));
+    let begun = rec(2, Step::Drain, 0);
+    st.backends.push(begun.clone());
+    conditions::summarize(&mut st, &Decision::Begin(Box::new(begun)), Some(1), ts(9));
+    assert_eq!(st.ring_waiting_since, Some(Time(ts(5))));
+    // ... and others see it waiting while its begun backend has no slot yet
+    let w = lock::waiter("mail/roll", &st).expect("a waiter");
+    assert_eq!(w.since, ts(5));
+    // a later wait keeps it
+    conditions::summarize(&mut st, &busy, Some(1), ts(12));
+    assert_eq!(st.ring_waiting_since, Some(Time(ts(5))));
+    // the slot taken: no longer waiting
+    st.ring_held.push(st.backends[0].pod.clone());
+    let claim = Decision::Claim {
+        pods: st.ring_held.clone(),
+    };
+    conditions::summarize(&mut st, &claim, Some(1), ts(13));
+    assert_eq!(
+        (
+            st.ring_waiting_since.clone(),
+            lock::waiter("mail/roll", &st)
+        ),
+        (None, None)
+    );
+    // a Begin that never waited takes no place
+    let mut fresh = status(vec![]);
+    fresh.ring_held.clear();
+    let begun = rec(1, Step::Drain, 0);
+    fresh.backends.push(begun.clone());
+    conditions::summarize(
+        &mut fresh,
+        &Decision::Begin(Box::new(begun)),
+        Some(1),
+        ts(9),
+    );
+    assert_eq!(lock::waiter("mail/roll", &fresh), None);
+}
+
+#[test]
 fn the_claim_judges_capacity_and_sync_when_the_slot_is_taken() {
     let s = settings();
     let mut st = status(vec![rec(2, Step::Drain, 0)]);
