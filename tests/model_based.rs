@@ -3484,3 +3484,26 @@ fn found_a_pod_put_back_over_a_moved_pods_entry_moved_on_after_its_dbu_was_delet
         PodMoved(3),
     ]);
 }
+
+/// CI's seed (0x5eed) at 0482998, which kept a DBU's place in the ring's queue through its
+/// Begin and also counted a DBU with a begun backend not yet holding a slot as waiting: both
+/// DBUs began the rejoin of a pod that had moved (a rejoin's Begin is not chained into its
+/// claim), and neither rollout ended once the events stopped. A begun backend does not make its
+/// DBU a waiter: only `RingBusy` does; the place kept through the Begin orders its own claim.
+#[test]
+fn found_two_rejoins_begun_at_once_never_ended() {
+    use Ev::*;
+    replay(
+        Start {
+            per_sts: [2, 2],
+            both: false,
+        },
+        &[
+            Pass(1),
+            PodTakesOldIp(6),
+            PodTakesOldIp(3),
+            PodMoved(0),
+            PodTakesOldIp(5),
+        ],
+    );
+}

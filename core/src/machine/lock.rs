@@ -119,28 +119,21 @@ pub fn release_due(status: &DovecotBackendUpgradeStatus, obs: &Observed) -> bool
     kept(status, obs).len() != status.ring_held.len()
 }
 
-/// A DBU of the ring that waits for a slot, as its status says (`RingBusy`, and since when),
-/// or that waited and has begun a backend whose slot it has yet to claim (its place kept).
+/// A DBU of the ring that waits for a slot, as its status says (`RingBusy`, and since when).
+/// A begun backend without a slot does not make its DBU one: a rejoin's Begin is not chained
+/// into its claim, and two DBUs whose rejoins each counted the other's as waiting longer never
+/// ended (found by the model: `found_two_rejoins_begun_at_once_never_ended`); the place kept
+/// through a Begin (`conditions::summarize`) orders only the DBU's own claim.
 pub fn waiter(dbu: &str, status: &DovecotBackendUpgradeStatus) -> Option<Waiter> {
     let since = status.ring_waiting_since.as_ref()?.0;
-    let begun_unheld = || {
-        status
-            .backends
-            .iter()
-            .any(|r| active(r) && !status.ring_held.contains(&r.pod))
-    };
-    // (one that cannot read the ring's record holds nobody back: see `summarize`)
-    let reason = status
+    status
         .conditions
         .iter()
-        .find(|c| c.type_ == RECONCILING && c.status == "True")
-        .map(|c| c.reason.as_str());
-    let waits =
-        reason == Some("RingBusy") || (reason != Some("RingLockUnreadable") && begun_unheld());
-    waits.then(|| Waiter {
-        dbu: dbu.to_string(),
-        since,
-    })
+        .any(|c| c.type_ == RECONCILING && c.status == "True" && c.reason == "RingBusy")
+        .then(|| Waiter {
+            dbu: dbu.to_string(),
+            since,
+        })
 }
 
 /// The other DBUs that have waited for a slot longer than this one (ties by name): each goes
